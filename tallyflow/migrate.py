@@ -1,0 +1,53 @@
+"""Schema migrations, applied by any command that needs the schema.
+
+A Postgres advisory lock serialises concurrent upgrades (two workers starting at once), so
+migrations run exactly once per database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
+
+import migrations
+
+_MIGRATION_LOCK = 7_305_001  # arbitrary, constant advisory-lock key for schema changes
+_upgraded: set[str] = set()
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    return cfg
+
+
+def head_revision() -> str:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Apply pending migrations once per engine per process (cheap check afterwards)."""
+    key = engine.url.render_as_string(hide_password=True)
+    if key in _upgraded:
+        return
+    if current_revision(engine) != head_revision():
+        upgrade(engine)
+    _upgraded.add(key)

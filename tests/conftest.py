@@ -1,0 +1,101 @@
+"""Test resources: a real PostgreSQL per test run and one Prefect test harness per session.
+
+The local server at 127.0.0.1:5432 is used when it answers (a fresh database per run, dropped
+afterwards); otherwise an embedded pgserver in a temporary folder. ``TALLYFLOW_TEST_EMBEDDED=1``
+forces the embedded path so both are exercised.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+# Prefect reads these at import: keep its state out of the user's home and the network.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="tallyflow-prefect-")
+os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.pop("PREFECT_API_URL", None)
+
+import pytest  # noqa: E402
+from sqlalchemy import Engine, create_engine, text  # noqa: E402
+from sqlalchemy.engine import URL  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LOCAL_ADMIN = URL.create(
+    "postgresql+psycopg", username="postgres", host="127.0.0.1", port=5432, database="postgres"
+)
+
+
+def _local_server_answers() -> bool:
+    if os.environ.get("TALLYFLOW_TEST_EMBEDDED") == "1":
+        return False
+    engine = create_engine(LOCAL_ADMIN, connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        return True
+    except Exception:
+        return False
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from tallyflow import db, migrate
+
+    name = f"tallyflow_test_{uuid.uuid4().hex[:10]}"
+    if _local_server_answers():
+        admin_url = LOCAL_ADMIN
+    else:
+        home = Path(tempfile.mkdtemp(prefix="tf-", dir="/tmp"))
+        os.environ["TALLYFLOW_HOME"] = str(home)
+        os.environ.pop("TALLYFLOW_DATABASE_URL", None)
+        embedded = db.start_embedded()
+        admin_url = db.make_url(embedded).set(database="postgres")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'create database "{name}"'))
+    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    previous = os.environ.get("TALLYFLOW_DATABASE_URL")
+    os.environ["TALLYFLOW_DATABASE_URL"] = url
+    migrate.upgrade(db.get_engine(url))
+    try:
+        yield url
+    finally:
+        db.dispose_engines()
+        with admin.connect() as conn:
+            conn.execute(text(f'drop database if exists "{name}" with (force)'))
+        admin.dispose()
+        if previous is None:
+            os.environ.pop("TALLYFLOW_DATABASE_URL", None)
+        else:
+            os.environ["TALLYFLOW_DATABASE_URL"] = previous
+
+
+@pytest.fixture()
+def engine(database_url: str) -> Iterator[Engine]:
+    """A clean database for each test that asks for one."""
+    from models.tables import metadata
+    from tallyflow import db
+
+    eng = db.get_engine(database_url)
+    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    with eng.begin() as conn:
+        conn.execute(text(f"truncate {names} restart identity cascade"))
+    yield eng
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """One temporary Prefect server for the whole session; flow heartbeats off."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
