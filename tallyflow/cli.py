@@ -1,0 +1,39 @@
+"""The ``tallyflow`` command line: thin wrappers over flows and tasks, for people and scripts."""
+
+from __future__ import annotations
+
+import typer
+
+from tallyflow.commands import db as db_commands
+
+app = typer.Typer(
+    help="Tallyflow: usage-based billing for AI token pricing on Prefect and PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(db_commands.app, name="db")
+
+
+def _register() -> None:
+    """Command modules register themselves here so each area owns its own file."""
+    import importlib
+
+    for name in ("catalog", "ingest"):
+        try:
+            module = importlib.import_module(f"tallyflow.commands.{name}")
+        except ModuleNotFoundError as exc:  # an area not built yet
+            if exc.name != f"tallyflow.commands.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

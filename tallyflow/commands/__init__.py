@@ -1,0 +1,1 @@
+"""Command groups of the ``tallyflow`` CLI, one module each, registered in ``tallyflow.cli``."""
