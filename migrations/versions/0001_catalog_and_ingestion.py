@@ -2,13 +2,14 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 03:33:33.295517
+Create Date: 2026-11-27 03:41:59.185978
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
+
 from sqlalchemy.dialects import postgresql
 
 revision = "0001"
@@ -74,9 +75,9 @@ def upgrade() -> None:
     )
     op.create_table(
         "events",
-        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("external_subscription_id", sa.Text(), nullable=False),
         sa.Column("transaction_id", sa.Text(), nullable=False),
+        sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
         sa.Column("code", sa.Text(), nullable=False),
         sa.Column("timestamp", sa.DateTime(timezone=True), nullable=False),
         sa.Column("properties", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
@@ -89,15 +90,13 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
-        sa.UniqueConstraint("external_subscription_id", "transaction_id", name="uq_events_dedup"),
+        sa.PrimaryKeyConstraint(
+            "external_subscription_id", "transaction_id", name=op.f("pk_events")
+        ),
     )
-    op.create_index("ix_events_object", "events", ["object_id"], unique=False)
+    op.create_index("ix_events_id_brin", "events", ["id"], unique=False, postgresql_using="brin")
     op.create_index(
-        "ix_events_subscription_code_time",
-        "events",
-        ["external_subscription_id", "code", "timestamp"],
-        unique=False,
+        "ix_events_object_brin", "events", ["object_id"], unique=False, postgresql_using="brin"
     )
     op.create_table(
         "ingest_runs",
@@ -211,6 +210,7 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger(), nullable=True),
         sa.Column("modified_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("format", sa.Text(), nullable=True),
+        sa.Column("compression", sa.Text(), nullable=True),
         sa.Column("status", sa.Text(), server_default=sa.text("'pending'"), nullable=False),
         sa.Column("attempts", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("error", sa.Text(), nullable=True),
@@ -405,8 +405,8 @@ def downgrade() -> None:
     op.drop_table("billable_metric_filters")
     op.drop_table("plans")
     op.drop_table("ingest_runs")
-    op.drop_index("ix_events_subscription_code_time", table_name="events")
-    op.drop_index("ix_events_object", table_name="events")
+    op.drop_index("ix_events_object_brin", table_name="events", postgresql_using="brin")
+    op.drop_index("ix_events_id_brin", table_name="events", postgresql_using="brin")
     op.drop_table("events")
     op.drop_table("customers")
     op.drop_table("billable_metrics")

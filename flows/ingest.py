@@ -1,0 +1,113 @@
+"""Flow ``ingest-events``: list new objects in a source, load each exactly once.
+
+Orchestration only: which tasks, in what order, and what a person sees (progress while objects
+finish, a table of per-object results, a run row with the totals). The work is in tasks/.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from prefect import flow, runtime
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tallyflow.resources import billing_engine
+from tasks.ingest import (
+    DEFAULT_CHUNK_ROWS,
+    ObjectResult,
+    finish_run,
+    ingest_object_task,
+    list_new_objects,
+    start_run,
+)
+from tasks.sources import SourceSpec, build_source
+
+# Listeners the CLI attaches to draw a progress bar; called as (result, done, total).
+PROGRESS_LISTENERS: list[Callable[[ObjectResult, int, int], None]] = []
+
+
+class IngestFailed(Exception):
+    """Some objects could not be read; the others were ingested and they are retried next run."""
+
+    def __init__(self, summary: dict) -> None:
+        self.summary = summary
+        super().__init__(
+            f"{summary['failed_objects']} object(s) failed and will be retried by the next run; "
+            f"{summary['objects']} ingested ({summary['accepted']} events accepted)"
+        )
+
+
+def _run_name() -> str:
+    params = runtime.flow_run.parameters or {}
+    source = params.get("source") or {}
+    url = source.get("url") if isinstance(source, dict) else getattr(source, "url", "")
+    return f"ingest {url}"
+
+
+@flow(
+    name="ingest-events",
+    flow_run_name=_run_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=2),
+    log_prints=True,
+)
+def ingest_events(source: SourceSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict:
+    """Ingest every new object of ``source`` exactly once; bad rows are kept with reasons."""
+    started = time.perf_counter()
+    engine = billing_engine()
+    run_id = start_run(engine, build_source(source).key, str(runtime.flow_run.id or "") or None)
+    object_ids = list_new_objects(source)
+    progress = create_progress_artifact(
+        0.0, description=f"{len(object_ids)} object(s) to ingest from {source.url}"
+    )
+    futures = [
+        ingest_object_task.submit(source, object_id, run_id, chunk_rows) for object_id in object_ids
+    ]
+    results: list[ObjectResult] = []
+    for future in as_completed(futures):
+        results.append(future.result())
+        update_progress_artifact(progress, 100.0 * len(results) / max(len(futures), 1))
+        for listener in PROGRESS_LISTENERS:
+            listener(results[-1], len(results), len(futures))
+    if not futures:
+        update_progress_artifact(progress, 100.0)
+    results.sort(key=lambda r: r.object_id)
+    summary = finish_run(engine, run_id, results, time.perf_counter() - started)
+    _report(summary, results)
+    if summary["failed_objects"]:
+        raise IngestFailed(summary)
+    return summary
+
+
+def _report(summary: dict, results: list[ObjectResult]) -> None:
+    rows = [
+        {
+            "object": r.url,
+            "status": r.status,
+            "rows": r.rows,
+            "accepted": r.accepted,
+            "duplicates": r.duplicates,
+            "rejected": r.rejected,
+            "unbillable": r.unbillable,
+            "seconds": round(r.seconds, 3),
+            "error": r.error or "",
+        }
+        for r in results
+        if r.status != "skipped"
+    ]
+    create_table_artifact(
+        rows,
+        key="ingest-objects",
+        description=(
+            f"Ingest run {summary['run_id']}: {summary['objects']} object(s), "
+            f"{summary['accepted']} accepted, {summary['duplicates']} duplicates, "
+            f"{summary['rejected']} rejected, {summary['unbillable']} unbillable, "
+            f"{summary['failed_objects']} failed"
+        ),
+    )

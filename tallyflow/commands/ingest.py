@@ -1,0 +1,198 @@
+"""``tallyflow ingest`` and ``tallyflow rejects``: load event batches and deal with bad rows."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tallyflow.resources import billing_engine
+
+SUMMARY_KEYS = (
+    "objects",
+    "accepted",
+    "duplicates",
+    "rejected",
+    "unbillable",
+    "failed_objects",
+)
+
+
+def run_ingest(
+    url: str,
+    pattern: str | None = None,
+    fmt: str = "auto",
+    mapping: str = "lago",
+    options: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], bool]:
+    """Run the ingest flow in this process; returns (summary, ok)."""
+    from flows.ingest import PROGRESS_LISTENERS, IngestFailed, ingest_events
+    from tasks.sources import SourceSpec
+
+    spec = SourceSpec(url=url, pattern=pattern, format=fmt, mapping=mapping, options=options or {})
+    bar = Progress(
+        TextColumn("ingesting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("objects"),
+        TextColumn("{task.fields[events]} events"),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        disable=not progress,
+        transient=True,
+    )
+    task_id = bar.add_task("ingest", total=None, events=0)
+    accepted = 0
+
+    def listener(result: Any, done: int, total: int) -> None:
+        nonlocal accepted
+        accepted += result.accepted
+        bar.update(task_id, completed=done, total=total, events=accepted)
+
+    PROGRESS_LISTENERS.append(listener)
+    try:
+        with bar:
+            state = ingest_events(spec, return_state=True)
+    finally:
+        PROGRESS_LISTENERS.remove(listener)
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, IngestFailed):
+        return outcome.summary, False
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome, True
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ingest")(ingest)
+    app.add_typer(rejects_app, name="rejects")
+
+
+def ingest(
+    url: str = typer.Argument(..., help="file:///folder, s3://bucket/prefix, memory://x, ..."),
+    pattern: str | None = typer.Option(
+        None, "--pattern", help="Glob below the URL, e.g. '*.jsonl'"
+    ),
+    fmt: str = typer.Option("auto", "--format", help="auto|jsonl|json|csv|parquet"),
+    mapping: str = typer.Option("lago", "--mapping", help="lago|cloudevents"),
+    endpoint_url: str | None = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint"),
+    secret_block: str | None = typer.Option(
+        None, "--secret-block", help="Prefect Secret block with S3 credentials"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Ingest every new object under URL exactly once; bad rows are kept with reasons."""
+    if "://" not in url:
+        url = Path(url).resolve().as_uri()
+    options = {
+        k: v for k, v in (("endpoint_url", endpoint_url), ("secret_block", secret_block)) if v
+    }
+    summary, ok = run_ingest(url, pattern, fmt, mapping, options, progress=not as_json)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {k: summary.get(k, 0) for k in SUMMARY_KEYS}
+                | {
+                    "run_id": summary.get("run_id"),
+                    "status": summary.get("status"),
+                    "seconds": summary.get("seconds"),
+                },
+                default=str,
+            )
+        )
+    else:
+        console = Console()
+        table = Table(title=f"ingest {url}", show_header=True)
+        for key in SUMMARY_KEYS:
+            table.add_column(key, justify="right")
+        table.add_row(*(str(summary.get(k, 0)) for k in SUMMARY_KEYS))
+        console.print(table)
+        if summary.get("rejected"):
+            console.print("See the rejected rows with [bold]tallyflow rejects[/bold].")
+        if not ok:
+            console.print("[red]Some objects could not be read; the next run retries them.[/red]")
+    if not ok:
+        raise typer.Exit(1)
+
+
+rejects_app = typer.Typer(help="Rejected rows: list, export for fixing.")
+
+
+@rejects_app.callback(invoke_without_command=True)
+def rejects(
+    ctx: typer.Context,
+    reason: str | None = typer.Option(None, "--reason", help="Only this reason code."),
+    object_contains: str | None = typer.Option(None, "--object", help="Object URL contains."),
+    limit: int = typer.Option(50, "--limit", min=1),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """List open rejected rows with the object, row, field and reason."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tasks.rejects import count_by_reason, list_rejects
+
+    engine = billing_engine()
+    rows = list_rejects(engine, reason, object_contains, limit=limit)
+    if as_json:
+        typer.echo(json.dumps(rows, default=str))
+        return
+    console = Console()
+    counts = count_by_reason(engine)
+    table = Table(
+        title=f"open rejected rows: {sum(counts.values())} "
+        f"({', '.join(f'{k} {v}' for k, v in counts.items()) or 'none'})"
+    )
+    for column in ("object", "row", "field", "reason", "message"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["object"], str(row["row_number"]), row["field"] or "", row["reason"], row["message"]
+        )
+    console.print(table)
+
+
+@rejects_app.command("export")
+def export(
+    output: Path | None = typer.Option(None, "--output", "-o", help="File (default stdout)."),
+    reason: str | None = typer.Option(None, "--reason"),
+    object_contains: str | None = typer.Option(None, "--object"),
+    mark: bool = typer.Option(
+        False, "--mark-exported", help="Mark the exported rows so `rejects` no longer lists them."
+    ),
+) -> None:
+    """Write open rejected rows as JSON Lines ({object, row_number, reason, message, raw}).
+
+    Fix the `raw` records, save them as a .jsonl object in the bucket, and ingest again.
+    """
+    from tasks.rejects import iter_rejects, mark_exported
+
+    engine = billing_engine()
+    stream = output.open("w", encoding="utf-8") if output else sys.stdout
+    ids: list[int] = []
+    try:
+        for row in iter_rejects(engine, reason, object_contains):
+            ids.append(row["id"])
+            stream.write(
+                json.dumps(
+                    {
+                        k: row[k]
+                        for k in ("object", "row_number", "field", "reason", "message", "raw")
+                    },
+                    default=str,
+                )
+                + "\n"
+            )
+    finally:
+        if output:
+            stream.close()
+    if mark and ids:
+        mark_exported(engine, ids)
+    if output:
+        typer.echo(f"{len(ids)} rejected row(s) written to {output}", err=True)

@@ -1,0 +1,448 @@
+"""Ingestion I/O: the object ledger, and loading one object in one Postgres transaction.
+
+Exactly once rests on three facts, all in Postgres:
+1. ``ingest_objects`` is unique per (source, url, version): listing twice registers once.
+2. An object is claimed with ``FOR UPDATE SKIP LOCKED`` inside the transaction that loads it, and
+   marked ingested in that same transaction: a crash rolls everything back and releases the claim;
+   a concurrent run skips it.
+3. Events are unique per (external_subscription_id, transaction_id) and inserted with
+   ``ON CONFLICT DO NOTHING`` in row order: the first copy wins; a re-dropped or changed object
+   adds only what is new.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+import orjson
+import psycopg
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy import exc as sa_exc
+
+from models.events import MAX_RAW_KEPT, Rejection, TimeBounds, validate_record
+from tallyflow.resources import billing_engine
+from tasks.readers import READERS, ObjectUnreadable
+from tasks.retry import retry_transient
+from tasks.sources import ObjectRef, Source, SourceSpec, build_source
+
+DEFAULT_CHUNK_ROWS = 20_000
+
+
+@dataclass
+class ObjectResult:
+    object_id: int
+    url: str
+    status: str  # ingested | failed | skipped (another worker has it, or it is done)
+    rows: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    unbillable: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Run history
+# --------------------------------------------------------------------------------------------
+
+
+def start_run(engine: Engine, source_key: str, flow_run_id: str | None) -> int:
+    with engine.begin() as conn:
+        return int(
+            conn.execute(
+                text("insert into ingest_runs (source, flow_run_id) values (:s, :f) returning id"),
+                {"s": source_key, "f": flow_run_id},
+            ).scalar_one()
+        )
+
+
+def finish_run(engine: Engine, run_id: int, results: list[ObjectResult], seconds: float) -> dict:
+    summary = summarise(results)
+    status = "failed" if summary["failed_objects"] else "completed"
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                """
+                update ingest_runs set status = :status, objects = :objects,
+                  failed_objects = :failed_objects, accepted = :accepted,
+                  duplicates = :duplicates, rejected = :rejected, unbillable = :unbillable,
+                  bytes = :bytes, seconds = :seconds, finished_at = now()
+                where id = :id
+                """
+            ),
+            {**summary, "status": status, "seconds": round(seconds, 3), "id": run_id},
+        )
+    return {"run_id": run_id, "status": status, **summary, "seconds": round(seconds, 3)}
+
+
+def summarise(results: list[ObjectResult]) -> dict[str, int]:
+    done = [r for r in results if r.status != "skipped"]
+    return {
+        "objects": sum(1 for r in done if r.status == "ingested"),
+        "failed_objects": sum(1 for r in done if r.status == "failed"),
+        "skipped_objects": sum(1 for r in results if r.status == "skipped"),
+        "accepted": sum(r.accepted for r in done),
+        "duplicates": sum(r.duplicates for r in done),
+        "rejected": sum(r.rejected for r in done),
+        "unbillable": sum(r.unbillable for r in done),
+        "bytes": sum(r.bytes for r in done),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# The ledger
+# --------------------------------------------------------------------------------------------
+
+
+def register_objects(engine: Engine, source_key: str, refs: Iterable[ObjectRef]) -> list[int]:
+    """Record every listed object (new ones only) and return the ids still to ingest.
+
+    Pending and failed objects of this source come back too, so an object that failed last
+    time, or whose loader crashed, is retried by the next run.
+    """
+    rows = [
+        {
+            "source": source_key,
+            "path": ref.url,
+            "version": ref.version,
+            "size": ref.size,
+            "modified_at": ref.modified_at,
+            "format": ref.format,
+            "compression": ref.compression,
+        }
+        for ref in refs
+    ]
+    with engine.begin() as conn:
+        if rows:
+            conn.execute(
+                text(
+                    """
+                    insert into ingest_objects
+                      (source, path, version, size, modified_at, format, compression)
+                    values (:source, :path, :version, :size, :modified_at, :format, :compression)
+                    on conflict (source, path, version) do nothing
+                    """
+                ),
+                rows,
+            )
+        return [
+            int(i)
+            for i in conn.execute(
+                text(
+                    "select id from ingest_objects where source = :s and status <> 'ingested'"
+                    " order by id"
+                ),
+                {"s": source_key},
+            ).scalars()
+        ]
+
+
+_CLAIM = text(
+    """
+    select id, path, version, size, modified_at, format, compression, discovered_at
+    from ingest_objects
+    where id = :id and status <> 'ingested'
+    for update skip locked
+    """
+)
+
+
+def ingest_object(
+    engine: Engine,
+    source: Source,
+    object_id: int,
+    run_id: int | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> ObjectResult:
+    """Load one object: claim, read, validate, COPY, dedup, ledger, all in one transaction."""
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        with conn.begin():
+            claimed = conn.execute(_CLAIM, {"id": object_id}).mappings().first()
+            if claimed is None:
+                return ObjectResult(object_id, "", "skipped")
+            ref = ObjectRef(
+                url=claimed["path"],
+                version=claimed["version"],
+                size=claimed["size"],
+                modified_at=claimed["modified_at"],
+                format=claimed["format"],
+                compression=claimed["compression"],
+            )
+            bounds = TimeBounds(written_at=ref.modified_at or claimed["discovered_at"])
+            result = ObjectResult(object_id, ref.url, "ingested", bytes=ref.size or 0)
+            savepoint = conn.begin_nested()
+            try:
+                _load(conn, source, ref, object_id, bounds, chunk_rows, result)
+                savepoint.commit()
+            except Exception as exc:
+                if _is_connection_problem(exc):
+                    raise
+                savepoint.rollback()
+                result = ObjectResult(
+                    object_id, ref.url, "failed", bytes=ref.size or 0, error=_describe(exc)
+                )
+            result.seconds = time.perf_counter() - started
+            _record(conn, result, run_id)
+    return result
+
+
+def _is_connection_problem(exc: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError)
+    return isinstance(exc, psycopg.OperationalError)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ObjectUnreadable):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"[:2000]
+
+
+def _record(conn: Connection, result: ObjectResult, run_id: int | None) -> None:
+    conn.execute(
+        text(
+            """
+            update ingest_objects set
+              status = :status, error = :error, attempts = attempts + 1, rows = :rows,
+              accepted = :accepted, duplicates = :duplicates, rejected = :rejected,
+              unbillable = :unbillable, run_id = :run_id, seconds = :seconds,
+              ingested_at = case when :status = 'ingested' then now() end
+            where id = :object_id
+            """
+        ),
+        {**result.as_dict(), "run_id": run_id, "seconds": round(result.seconds, 3)},
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+_STAGE = """
+create temp table tf_stage (
+  row_number bigint not null,
+  transaction_id text not null,
+  external_subscription_id text not null,
+  code text not null,
+  ts timestamptz not null,
+  properties jsonb not null,
+  precise numeric
+) on commit drop
+"""
+
+# One statement per chunk: insert in row order (first copy wins), then count what landed and
+# what of it no subscription/charge will bill (stored all the same, reported, never dropped).
+_MERGE = text(
+    """
+    with ins as (
+      insert into events (external_subscription_id, transaction_id, code, "timestamp",
+                          properties, precise_total_amount_cents, object_id, row_number)
+      select external_subscription_id, transaction_id, code, ts, properties, precise,
+             :object_id, row_number
+      from tf_stage order by row_number
+      on conflict (external_subscription_id, transaction_id) do nothing
+      returning external_subscription_id, code, "timestamp"
+    ), billable as (
+      select distinct s.external_id, m.code, s.subscription_at, s.terminated_at
+      from subscriptions s
+      join charges c on c.plan_id = s.plan_id
+      join billable_metrics m on m.id = c.billable_metric_id
+    )
+    select count(*) as accepted,
+           count(*) filter (
+             where b.external_id is null or ins."timestamp" < b.subscription_at
+                or ins."timestamp" > coalesce(b.terminated_at, 'infinity')
+           ) as unbillable
+    from ins
+    left join billable b
+      on b.external_id = ins.external_subscription_id and b.code = ins.code
+    """
+)
+
+
+def _load(
+    conn: Connection,
+    source: Source,
+    ref: ObjectRef,
+    object_id: int,
+    bounds: TimeBounds,
+    chunk_rows: int,
+    result: ObjectResult,
+) -> None:
+    pg: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+    conn.execute(text(_STAGE))
+    with source.open(ref) as stream:
+        reader = READERS[ref.format]
+        for staged, rejected in _prefetch(_validated(reader(stream, chunk_rows), source, bounds)):
+            result.rows += staged.rows + len(rejected)
+            if staged.rows:
+                with pg.cursor() as cur:
+                    with cur.copy(
+                        "copy tf_stage (row_number, transaction_id, external_subscription_id,"
+                        " code, ts, properties, precise) from stdin"
+                    ) as copy:
+                        copy.write(staged.data)
+                counts = conn.execute(_MERGE, {"object_id": object_id}).one()
+                conn.execute(text("truncate tf_stage"))
+                result.accepted += counts.accepted
+                result.unbillable += counts.unbillable
+                result.duplicates += staged.rows - counts.accepted
+            if rejected:
+                with pg.cursor() as cur:
+                    with cur.copy(
+                        "copy rejected_rows (object_id, row_number, field, reason, message, raw)"
+                        " from stdin"
+                    ) as copy:
+                        for row_number, rejection, raw in rejected:
+                            copy.write_row(
+                                (
+                                    object_id,
+                                    row_number,
+                                    rejection.field,
+                                    rejection.reason.value,
+                                    rejection.message,
+                                    raw,
+                                )
+                            )
+                result.rejected += len(rejected)
+
+
+RejectedRow = tuple[int, Rejection, str]
+# COPY text format: backslash, tab, newline and carriage return are the characters to escape.
+_COPY_NULL = "\\N"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A chunk of valid events already in COPY text format, ready to send in one write."""
+
+    rows: int
+    data: bytes
+
+
+def _validated(
+    chunks: Iterator[list[tuple[int, Any, Any]]], source: Source, bounds: TimeBounds
+) -> Iterator[tuple[Staged, list[RejectedRow]]]:
+    """Validate and format COPY text in the reader thread.
+
+    All per-row Python work happens here, so the loading thread only sends one buffer and runs
+    one statement per chunk; otherwise the two threads fight over the GIL on every row.
+    """
+    for chunk in chunks:
+        lines: list[str] = []
+        rejected: list[RejectedRow] = []
+        for row_number, record, raw in chunk:
+            checked = (
+                record
+                if isinstance(record, Rejection)
+                else validate_record(source.map_record(record), bounds)
+            )
+            if isinstance(checked, Rejection):
+                rejected.append((row_number, checked, _raw_text(record, raw)))
+                continue
+            txn, sub, code, timestamp, properties, precise = checked
+            lines.append(
+                f"{row_number}\t{txn.translate(_COPY_ESCAPES)}\t{sub.translate(_COPY_ESCAPES)}\t"
+                f"{code.translate(_COPY_ESCAPES)}\t{timestamp.isoformat()}\t"
+                f"{properties.translate(_COPY_ESCAPES)}\t"
+                f"{_COPY_NULL if precise is None else precise}\n"
+            )
+        yield Staged(len(lines), "".join(lines).encode()), rejected
+
+
+def _raw_text(record: Any, raw: bytes | str | None) -> str:
+    """The row as it came, cut to a size worth keeping, never with NULs (Postgres text)."""
+    if raw is None:
+        try:
+            raw = orjson.dumps(record, default=str).decode()
+        except (TypeError, orjson.JSONEncodeError):
+            raw = repr(record)
+    if isinstance(raw, bytes):
+        raw = raw[: MAX_RAW_KEPT + 4].decode("utf-8", "replace")
+    raw = raw.rstrip("\r\n")
+    if len(raw) > MAX_RAW_KEPT:
+        raw = raw[:MAX_RAW_KEPT] + "...[truncated]"
+    return raw.replace("\x00", "\\u0000")
+
+
+_DONE = object()
+_T = TypeVar("_T")
+
+
+def _prefetch(items: Iterator[_T], depth: int = 2) -> Iterator[_T]:
+    """Read and validate the next chunk in a thread while Postgres loads this one.
+
+    The queue is bounded, so at most ``depth`` chunks are in memory whatever the object's size.
+    """
+    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                box.put(item)
+            box.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            box.put(exc)
+
+    worker = threading.Thread(target=produce, name="tallyflow-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = box.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():
+            try:
+                box.get_nowait()
+            except queue.Empty:
+                worker.join(timeout=0.05)
+
+
+# --------------------------------------------------------------------------------------------
+# Prefect tasks (thin: the functions above do the work and are tested without Prefect)
+# --------------------------------------------------------------------------------------------
+
+_RETRIES = {
+    "retries": 4,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=1),
+    "retry_jitter_factor": 0.5,
+    "retry_condition_fn": retry_transient,
+    "cache_policy": NO_CACHE,
+}
+
+
+@task(name="list-new-objects", **_RETRIES)
+def list_new_objects(spec: SourceSpec) -> list[int]:
+    """List the source and return the ledger ids of objects not yet ingested."""
+    source = build_source(spec)
+    return register_objects(billing_engine(), source.key, source.list())
+
+
+@task(name="ingest-object", task_run_name="ingest-object-{object_id}", **_RETRIES)
+def ingest_object_task(
+    spec: SourceSpec, object_id: int, run_id: int, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> ObjectResult:
+    return ingest_object(billing_engine(), build_source(spec), object_id, run_id, chunk_rows)

@@ -1,0 +1,286 @@
+"""Per-format readers: bytes of one object -> bounded chunks of decoded records.
+
+Every reader yields ``Chunk`` lists of ``(row_number, record, raw)`` where ``record`` is the
+decoded value (validated later, once, by ``models.events.validate_record``) or a ``Rejection``
+when the row cannot even be decoded, and ``raw`` is the row's original text when the format has
+one (kept only so a rejected row can be stored as it came). Problems with the object as a whole
+(not UTF-8, truncated gzip, not Parquet, missing columns) raise ``ObjectUnreadable``: the object
+is marked failed and nothing of it is kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import IO, Any
+
+import orjson
+
+from models.events import MAX_RECORD_BYTES, Reason, Rejection
+
+Row = tuple[int, Any, bytes | str | None]
+Chunk = list[Row]
+Reader = Callable[[IO[bytes], int], Iterator[Chunk]]
+
+FORMATS = ("jsonl", "json", "csv", "parquet")
+_EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "json",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+COMPRESSIONS = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd", ".zstd": "zstd"}
+REQUIRED_COLUMNS = ("transaction_id", "external_subscription_id", "code")
+
+
+class ObjectUnreadable(Exception):
+    """The object as a whole cannot be read; retried on the next run."""
+
+
+def detect(path: str) -> tuple[str | None, str | None]:
+    """(format, compression) from an object's name; None where the name does not say."""
+    name = path.lower()
+    compression = None
+    for suffix, kind in COMPRESSIONS.items():
+        if name.endswith(suffix):
+            compression = kind
+            name = name[: -len(suffix)]
+            break
+    for suffix, fmt in _EXTENSIONS.items():
+        if name.endswith(suffix):
+            return fmt, compression
+    return None, compression
+
+
+def _has_float(value: Any) -> bool:
+    kind = type(value)
+    if kind is float:
+        return True
+    if kind is dict:
+        for item in value.values():
+            item_kind = type(item)
+            if item_kind is float or (
+                (item_kind is dict or item_kind is list) and _has_float(item)
+            ):
+                return True
+        return False
+    if kind is list:
+        return any(_has_float(item) for item in value)
+    return False
+
+
+def loads_exact(data: bytes | str) -> Any:
+    """Parse JSON fast, but never let a float stand in for a decimal.
+
+    orjson turns 0.1 and integers beyond 64 bits into binary floats; usage quantities and
+    amounts must stay exact, so a document containing any float is parsed again into Decimals.
+    NaN and Infinity are not JSON and are refused by orjson before the second parse.
+    """
+    value = orjson.loads(data)
+    if _has_float(value):
+        return json.loads(data, parse_float=Decimal)
+    return value
+
+
+def _decode_error(line: bytes, row: int) -> Rejection | None:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ObjectUnreadable(f"line {row} is not UTF-8 (byte {exc.start})") from exc
+    return None
+
+
+def _buffered(stream: IO[bytes]) -> IO[bytes]:
+    """Line access for every stream: some decompressors (zstd) only offer read/readinto."""
+    if isinstance(stream, io.BufferedIOBase):
+        return stream
+    return io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[arg-type]
+
+
+def read_jsonl(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
+    """JSON Lines, keeping each line's text so a rejected row is stored exactly as it came."""
+    chunk: Chunk = []
+    row = 0
+    for line in _buffered(stream):
+        row += 1
+        if len(line) > MAX_RECORD_BYTES:
+            _decode_error(line, row)
+            record: Any = Rejection(
+                Reason.RECORD_TOO_LARGE,
+                None,
+                f"line is {len(line)} bytes; the limit is {MAX_RECORD_BYTES}",
+            )
+        else:
+            stripped = line.strip()
+            if not stripped:
+                continue
+            try:
+                record = loads_exact(stripped)
+            except (orjson.JSONDecodeError, ValueError) as exc:
+                _decode_error(stripped, row)
+                record = Rejection(Reason.INVALID_JSON, None, f"not valid JSON: {exc}")
+        chunk.append((row, record, line))
+        if len(chunk) >= chunk_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def read_json(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
+    """A JSON array of events or Lago's batch body ``{"events": [...]}``.
+
+    A JSON document has to be parsed whole, so this format is for API-sized batches; large
+    objects belong in JSON Lines, CSV or Parquet, which stream.
+    """
+    data = stream.read()
+    try:
+        document = loads_exact(data)
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as decode_exc:
+            raise ObjectUnreadable(f"not UTF-8 (byte {decode_exc.start})") from decode_exc
+        raise ObjectUnreadable(f"not valid JSON: {exc}") from exc
+    if isinstance(document, dict) and isinstance(document.get("events"), list):
+        records = document["events"]
+    elif isinstance(document, dict) and isinstance(document.get("event"), dict):
+        records = [document["event"]]
+    elif isinstance(document, list):
+        records = document
+    else:
+        raise ObjectUnreadable(
+            'a .json object must be an array of events or {"events": [...]} (Lago batch body)'
+        )
+    for start in range(0, len(records), chunk_size):
+        yield [
+            (start + i + 1, record, None)
+            for i, record in enumerate(records[start : start + chunk_size])
+        ]
+
+
+def _nest_properties(flat: dict[str, Any]) -> dict[str, Any]:
+    """Fold ``properties.<key>`` columns (or a JSON ``properties`` column) into one object."""
+    record: dict[str, Any] = {}
+    properties: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key.startswith("properties."):
+            if value is not None and value != "":
+                properties[key[len("properties.") :]] = value
+        elif value is not None and value != "":
+            record[key] = value
+    raw_properties = record.pop("properties", None)
+    if isinstance(raw_properties, str):
+        try:
+            raw_properties = loads_exact(raw_properties)
+        except (orjson.JSONDecodeError, ValueError):
+            return {
+                **record,
+                "properties": Rejection(
+                    Reason.INVALID_JSON, "properties", "the properties column is not valid JSON"
+                ),
+            }
+    if isinstance(raw_properties, list) and all(
+        isinstance(item, tuple) and len(item) == 2 for item in raw_properties
+    ):  # Parquet map columns arrive as lists of (key, value) pairs
+        raw_properties = dict(raw_properties)
+    if raw_properties is not None:
+        if not isinstance(raw_properties, dict):
+            record["properties"] = raw_properties
+            return record
+        properties = {**raw_properties, **properties}
+    record["properties"] = properties
+    return record
+
+
+def _check_columns(columns: list[str], what: str) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise ObjectUnreadable(f"{what} has no column {', '.join(missing)} (has {columns})")
+
+
+def read_csv(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
+    """CSV with a header; properties as ``properties.<key>`` columns or a JSON column.
+
+    Python's csv module rather than pyarrow: it reports the exact row of a ragged line, which
+    pyarrow's multithreaded reader cannot, and keeps every value as text as Lago compares it.
+    """
+    text = io.TextIOWrapper(_buffered(stream), encoding="utf-8", errors="strict", newline="")
+    try:
+        reader = csv.reader(text)
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [h.strip() for h in header]
+        _check_columns(header, "the CSV header")
+        chunk: Chunk = []
+        for row_number, values in enumerate(reader, start=1):
+            if not values:
+                continue
+            raw = _csv_line(values)
+            if len(values) != len(header):
+                record: Any = Rejection(
+                    Reason.COLUMN_COUNT,
+                    None,
+                    f"row has {len(values)} columns; the header has {len(header)}",
+                )
+            else:
+                record = _nest_properties(dict(zip(header, values, strict=True)))
+                if isinstance(record.get("properties"), Rejection):
+                    record = record["properties"]
+            chunk.append((row_number, record, raw))
+            if len(chunk) >= chunk_size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+    except UnicodeDecodeError as exc:
+        raise ObjectUnreadable(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
+    except csv.Error as exc:
+        raise ObjectUnreadable(f"unreadable CSV: {exc}") from exc
+    finally:
+        text.detach()
+
+
+def _csv_line(values: list[str]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerow(values)
+    return out.getvalue().rstrip("\r\n")
+
+
+def read_parquet(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(stream)
+        columns = parquet.schema_arrow.names
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ObjectUnreadable(f"not a Parquet file: {exc}") from exc
+    _check_columns(columns, "the Parquet schema")
+    row_number = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=chunk_size):
+            chunk: Chunk = []
+            for flat in batch.to_pylist():
+                row_number += 1
+                record = _nest_properties(flat)
+                if isinstance(record.get("properties"), Rejection):
+                    record = record["properties"]
+                chunk.append((row_number, record, None))
+            yield chunk
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ObjectUnreadable(f"Parquet read failed after row {row_number}: {exc}") from exc
+
+
+READERS: dict[str, Reader] = {
+    "jsonl": read_jsonl,
+    "json": read_json,
+    "csv": read_csv,
+    "parquet": read_parquet,
+}

@@ -1,0 +1,72 @@
+"""Rejected rows: list them, export them for fixing, see what was fixed.
+
+A rejected row is kept with its raw text so it can be corrected and dropped into the bucket
+again; the fixed copy is then an ordinary new event (dedup keeps it once even if dropped twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+_SELECT = """
+    select r.id, o.path as object, r.row_number, r.field, r.reason, r.message, r.raw,
+           r.status, r.created_at
+    from rejected_rows r join ingest_objects o on o.id = r.object_id
+    where (cast(:reason as text) is null or r.reason = :reason)
+      and (cast(:object as text) is null or o.path like '%' || :object || '%')
+      and (cast(:status as text) is null or r.status = :status)
+    order by r.id
+"""
+
+
+def list_rejects(
+    engine: Engine,
+    reason: str | None = None,
+    object_contains: str | None = None,
+    status: str | None = "open",
+    limit: int | None = 100,
+) -> list[dict[str, Any]]:
+    sql = _SELECT + (" limit :limit" if limit else "")
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(sql),
+            {"reason": reason, "object": object_contains, "status": status, "limit": limit},
+        )
+        return [dict(row._mapping) for row in rows]
+
+
+def iter_rejects(
+    engine: Engine, reason: str | None = None, object_contains: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Stream every open rejected row (server-side cursor: any number of rows, flat memory)."""
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=5_000).execute(
+            text(_SELECT),
+            {"reason": reason, "object": object_contains, "status": "open"},
+        )
+        for row in result:
+            yield dict(row._mapping)
+
+
+def count_by_reason(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "select reason, count(*) from rejected_rows where status = 'open'"
+                " group by reason order by 2 desc"
+            )
+        )
+        return {reason: int(n) for reason, n in rows}
+
+
+def mark_exported(engine: Engine, ids: list[int]) -> int:
+    """Mark rows as exported for fixing so the open list shows only what is still untouched."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            text("update rejected_rows set status = 'exported' where id = any(:ids)"),
+            {"ids": ids},
+        )
+        return result.rowcount or 0

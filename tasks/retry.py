@@ -1,0 +1,49 @@
+"""One decision for every task: is this failure worth another try?
+
+Transient: the connection dropped, the server restarted, a serialization failure or deadlock.
+Everything else (bad data, a bug, a validation error) fails fast, because retrying it only delays
+the same failure and hides it from the run history.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from sqlalchemy import exc as sa_exc
+
+_TRANSIENT_PG = (
+    psycopg.OperationalError,
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+    pg_errors.AdminShutdown,
+    pg_errors.CrashShutdown,
+    pg_errors.CannotConnectNow,
+    pg_errors.LockNotAvailable,
+)
+
+
+def is_transient(exc: BaseException | None) -> bool:
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.DisconnectionError):
+            return True
+        if isinstance(exc, _TRANSIENT_PG):
+            return True
+        if isinstance(exc, ConnectionError | TimeoutError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry only transient database/network failures."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - classifying is the point
+        return is_transient(exc)
+    return False
