@@ -24,6 +24,8 @@ import pytest  # noqa: E402
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
 from sqlalchemy.engine import URL  # noqa: E402
 
+from tests.storage import Bucket  # noqa: E402
+
 FIXTURES = Path(__file__).parent / "fixtures"
 LOCAL_ADMIN = URL.create(
     "postgresql+psycopg", username="postgres", host="127.0.0.1", port=5432, database="postgres"
@@ -129,36 +131,6 @@ def s3_endpoint() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
-
-
-class Bucket:
-    """A place to drop batch objects, the same way for every storage kind."""
-
-    def __init__(self, url: str, options: dict | None = None) -> None:
-        import fsspec
-
-        self.url = url.rstrip("/")
-        self.options = options or {}
-        storage = {}
-        if self.options.get("endpoint_url"):
-            storage = {"client_kwargs": {"endpoint_url": self.options["endpoint_url"]},
-                       "use_listings_cache": False}
-        self.fs, self.root = fsspec.core.url_to_fs(self.url, **storage)
-
-    def put(self, name: str, data: bytes | str) -> str:
-        payload = data.encode() if isinstance(data, str) else data
-        path = f"{self.root}/{name}"
-        parent = path.rsplit("/", 1)[0]
-        if self.url.startswith("file://"):
-            self.fs.makedirs(parent, exist_ok=True)
-        with self.fs.open(path, "wb") as handle:
-            handle.write(payload)
-        return self.fs.unstrip_protocol(path)
-
-    def spec(self, **kwargs: object):  # -> SourceSpec
-        from tasks.sources import SourceSpec
-
-        return SourceSpec(url=self.url, options=dict(self.options), **kwargs)
 
 
 @pytest.fixture(params=["file", "memory", "s3"])

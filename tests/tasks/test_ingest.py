@@ -9,8 +9,8 @@ from sqlalchemy import Engine, text
 
 from tasks.ingest import ObjectResult, ingest_object, register_objects
 from tasks.sources import build_source
-from tests.conftest import Bucket
 from tests.factories import event, jsonl
+from tests.storage import Bucket
 
 
 def ingest_all(engine: Engine, bucket: Bucket, **spec: object) -> list[ObjectResult]:

@@ -1,0 +1,1050 @@
+"""Catalog documents in Lago's own request shapes: parse, validate, normalise. Pure: no I/O.
+
+A Lago user should be able to paste the bodies they send to ``POST /api/v1/plans`` (and the
+other catalog endpoints) into a file and apply them. So the models accept Lago's envelopes and
+field names as they are, keep unknown Lago fields (they are round-tripped, not interpreted), and
+refuse only what Lago refuses or what would make billing ambiguous.
+
+Validation never stops at the first problem: every issue of every document of an apply is
+collected with its file and JSON path, because a person fixing a catalog wants the whole list
+at once. Cross-references are checked against the catalog as it will be *after* the apply (the
+database overlaid with the files), so a file may refer to something defined in another file or
+already applied earlier.
+
+Money: prices are decimal strings, read as ``Decimal``. JSON documents are parsed with
+``parse_float=Decimal`` (see ``tasks.catalog``) so no value ever passes through binary floating
+point; a price given as a JSON number is refused because a number in JSON has no agreed
+precision between clients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import zoneinfo
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from functools import lru_cache
+from typing import Annotated, Any, NamedTuple
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+)
+
+from models.rating.charge_models import validate_properties
+
+# --------------------------------------------------------------------------------------------
+# Vocabulary
+# --------------------------------------------------------------------------------------------
+
+BILLABLE_METRIC = "billable_metric"
+PLAN = "plan"
+CUSTOMER = "customer"
+SUBSCRIPTION = "subscription"
+WALLET = "wallet"
+# Apply order: each kind only refers to kinds before it.
+KINDS: tuple[str, ...] = (BILLABLE_METRIC, PLAN, CUSTOMER, SUBSCRIPTION, WALLET)
+
+AGGREGATION_TYPES = (
+    "count_agg", "sum_agg", "max_agg", "unique_count_agg", "weighted_sum_agg", "latest_agg",
+)
+NEEDS_FIELD_NAME = frozenset(
+    {"sum_agg", "max_agg", "latest_agg", "unique_count_agg", "weighted_sum_agg"}
+)
+NEVER_RECURRING = frozenset({"count_agg", "max_agg", "latest_agg"})
+NOT_PAY_IN_ADVANCE = frozenset({"max_agg", "latest_agg", "weighted_sum_agg"})
+CHARGE_MODELS = (
+    "standard", "graduated", "package", "percentage", "volume", "graduated_percentage", "dynamic",
+)
+INTERVALS = ("weekly", "monthly", "quarterly", "semiannual", "yearly")
+ROUNDING_FUNCTIONS = ("round", "ceil", "floor")
+WEIGHTED_INTERVALS = ("seconds",)
+BILLING_TIMES = ("calendar", "anniversary")
+RULE_TRIGGERS = ("interval", "threshold")
+RULE_METHODS = ("fixed", "target")
+ALL_FILTER_VALUES = "__ALL_FILTER_VALUES__"
+GROUP_KEY_PROPERTIES = ("pricing_group_keys", "grouped_by")
+
+# ISO 4217 currencies a bill can be issued in (active codes; funds, metals and test codes left
+# out). A table rather than a dependency: it changes rarely and must not change under us.
+CURRENCIES = frozenset(
+    """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP
+    BYN BZD CAD CDF CHF CLP CNY COP CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP
+    GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HRK HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES
+    KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR
+    MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB
+    RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY
+    TTD TWD TZS UAH UGX USD UYU UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG ZWL
+    """.split()
+)
+
+# The only numeric text form accepted for prices: the same text means the same number in
+# Python, Postgres and Ruby (no exponents, no NaN, no spaces).
+PLAIN_DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
+_EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
+
+
+@lru_cache(maxsize=1)
+def _timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+
+Loc = tuple[str | int, ...]
+
+
+class Issue(NamedTuple):
+    """One problem inside one document: where (a JSON path as a tuple) and why."""
+
+    loc: Loc
+    message: str
+
+
+@dataclass(frozen=True)
+class CatalogError:
+    """One problem of an apply, as people read it: ``file: json.path: reason``."""
+
+    file: str
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.path}: {self.message}"
+
+    def to_dict(self) -> dict[str, str]:
+        return {"file": self.file, "path": self.path, "message": self.message}
+
+
+class CatalogValidationError(ValueError):
+    """Raised by helpers that cannot return partial results; carries every error found."""
+
+    def __init__(self, errors: Sequence[CatalogError]) -> None:
+        self.errors = list(errors)
+        super().__init__("\n".join(str(e) for e in self.errors))
+
+
+def format_path(loc: Iterable[str | int]) -> str:
+    """``("plan", "charges", 0, "properties", "amount")`` ->
+    ``plan.charges[0].properties.amount``."""
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "."
+
+
+# --------------------------------------------------------------------------------------------
+# Canonical JSON (Decimal-safe) and digests
+# --------------------------------------------------------------------------------------------
+
+
+def format_datetime(moment: datetime) -> str:
+    """UTC ISO-8601 with ``Z``: one text per instant so digests do not depend on the offset."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def format_decimal(value: Decimal) -> str:
+    """Plain positional text (``1E+2`` -> ``100``), the form Postgres jsonb also writes back."""
+    if not value.is_finite():
+        raise ValueError(f"not a finite number: {value}")
+    return format(value, "f")
+
+
+def dumps(obj: Any, *, indent: int | None = None) -> str:
+    """JSON text with sorted keys; ``Decimal`` written as a JSON number without float.
+
+    The standard encoder can only write Decimals through float, which would lose digits, so the
+    catalog writes its own (small) JSON. Floats are refused outright.
+    """
+    out: list[str] = []
+    _write_json(obj, out, indent, 0)
+    return "".join(out)
+
+
+def _write_json(obj: Any, out: list[str], indent: int | None, level: int) -> None:
+    if obj is None or isinstance(obj, bool):
+        out.append({None: "null", True: "true", False: "false"}[obj])
+    elif isinstance(obj, int):
+        out.append(str(obj))
+    elif isinstance(obj, Decimal):
+        out.append(format_decimal(obj))
+    elif isinstance(obj, str):
+        out.append(json.dumps(obj, ensure_ascii=False))
+    elif isinstance(obj, datetime):
+        out.append(json.dumps(format_datetime(obj)))
+    elif isinstance(obj, Mapping):
+        items = [(str(k), v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))]
+        _write_container("{", "}", items, out, indent, level)
+    elif isinstance(obj, list | tuple):
+        _write_container("[", "]", [(None, v) for v in obj], out, indent, level)
+    else:
+        raise TypeError(f"cannot write {type(obj).__name__} as catalog JSON (floats are refused)")
+
+
+def _write_container(
+    open_: str,
+    close: str,
+    items: list[tuple[str | None, Any]],
+    out: list[str],
+    indent: int | None,
+    level: int,
+) -> None:
+    if not items:
+        out.append(open_ + close)
+        return
+    inner = "" if indent is None else "\n" + " " * (indent * (level + 1))
+    outer = "" if indent is None else "\n" + " " * (indent * level)
+    out.append(open_)
+    for position, (key, value) in enumerate(items):
+        out.append(("," if position else "") + inner)
+        if key is not None:
+            out.append(json.dumps(key, ensure_ascii=False) + (":" if indent is None else ": "))
+        _write_json(value, out, indent, level + 1)
+    out.append(outer + close)
+
+
+def loads(text: str) -> Any:
+    """JSON text -> Python with every non-integer number as ``Decimal`` (never float)."""
+    return json.loads(text, parse_float=Decimal, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def digest(document: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON: equal documents, equal digests, whatever the key order."""
+    return hashlib.sha256(dumps(document).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Field types
+# --------------------------------------------------------------------------------------------
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float | Decimal):
+        return "number"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "array"
+    return type(value).__name__
+
+
+def _decimal_string(value: Any) -> Decimal:
+    if not isinstance(value, str):
+        raise ValueError(f'must be a decimal string such as "0.12", got a JSON '
+                         f"{_json_type(value)} ({value!r})")
+    if not PLAIN_DECIMAL.fullmatch(value):
+        raise ValueError(f'must be a decimal string such as "0.12", got {value!r}')
+    return Decimal(value)
+
+
+def _number(value: Any) -> Decimal:
+    """A non-price quantity (e.g. trial days): a JSON number or a decimal string."""
+    if isinstance(value, bool) or not isinstance(value, int | Decimal | str):
+        raise ValueError(f"must be a number, not a {_json_type(value)}")
+    if isinstance(value, str) and not PLAIN_DECIMAL.fullmatch(value):
+        raise ValueError(f"must be a number; got {value!r}")
+    number = Decimal(value)
+    if not number.is_finite():
+        raise ValueError("must be a finite number")
+    return number
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"must be an integer, not a JSON {_json_type(value)} ({value!r})")
+    return value
+
+
+def _not_negative(value: Decimal | int) -> Decimal | int:
+    if value < 0:
+        raise ValueError(f"must not be negative; got {value}")
+    return value
+
+
+def _positive(value: Decimal) -> Decimal:
+    if value <= 0:
+        raise ValueError(f"must be greater than 0; got {format_decimal(value)}")
+    return value
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _one_of(name: str, allowed: Sequence[str]) -> AfterValidator:
+    def check(value: str) -> str:
+        if value not in allowed:
+            raise ValueError(f"unknown {name} {value!r}; expected one of: {', '.join(allowed)}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _currency(value: str) -> str:
+    if value not in CURRENCIES:
+        raise ValueError(f"unknown currency {value!r}; expected an ISO 4217 code such as USD")
+    return value
+
+
+def _timezone(value: str) -> str:
+    if value not in _timezones():
+        raise ValueError(f"unknown IANA timezone {value!r} (e.g. America/New_York, UTC)")
+    return value
+
+
+def _email(value: str) -> str:
+    # Lago accepts several addresses separated by commas.
+    for address in value.split(","):
+        if not _EMAIL.fullmatch(address.strip()):
+            raise ValueError(f"not a valid email address: {address.strip()!r}")
+    return value
+
+
+def _priority(value: int) -> int:
+    if not 1 <= value <= 50:
+        raise ValueError(f"must be between 1 and 50; got {value}")
+    return value
+
+
+def _empty_when_null(default: Callable[[], Any]) -> BeforeValidator:
+    # Lago clients often send ``"filters": null``; it means "none".
+    return BeforeValidator(lambda value: default() if value is None else value)
+
+
+_as_text = PlainSerializer(format_decimal, return_type=str)
+_as_number = PlainSerializer(lambda value: value, return_type=Decimal)
+
+Text = Annotated[str, AfterValidator(_text)]
+Price = Annotated[Decimal, BeforeValidator(_decimal_string), _as_text]
+Credits = Annotated[Decimal, BeforeValidator(_decimal_string), AfterValidator(_not_negative),
+                    _as_text]
+PositivePrice = Annotated[Decimal, BeforeValidator(_decimal_string), AfterValidator(_positive),
+                          _as_text]
+Cents = Annotated[int, BeforeValidator(_integer), AfterValidator(_not_negative)]
+Integer = Annotated[int, BeforeValidator(_integer)]
+Quantity = Annotated[Decimal, BeforeValidator(_number), AfterValidator(_not_negative),
+                     _as_number]
+Currency = Annotated[str, AfterValidator(_currency)]
+Timezone = Annotated[str, AfterValidator(_timezone)]
+Email = Annotated[str, AfterValidator(_email)]
+Moment = Annotated[AwareDatetime, PlainSerializer(format_datetime, return_type=str)]
+
+
+# --------------------------------------------------------------------------------------------
+# Models (Lago envelope bodies)
+# --------------------------------------------------------------------------------------------
+
+
+class LagoModel(BaseModel):
+    """Unknown fields are kept (``extra="allow"``): Lago adds fields often and a document
+    exported from Lago carries read-only ones (lago_id, created_at) that must not block an apply.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+
+class MetricFilter(LagoModel):
+    key: Text
+    values: list[Text] = Field(min_length=1)
+
+
+class BillableMetric(LagoModel):
+    code: Text
+    name: Text
+    description: str | None = None
+    aggregation_type: Annotated[str, _one_of("aggregation_type", AGGREGATION_TYPES)]
+    field_name: str | None = None
+    recurring: bool = False
+    rounding_function: Annotated[str, _one_of("rounding_function", ROUNDING_FUNCTIONS)] | None = (
+        None
+    )
+    rounding_precision: Integer | None = None
+    weighted_interval: (
+        Annotated[str, _one_of("weighted_interval", WEIGHTED_INTERVALS)] | None
+    ) = None
+    filters: Annotated[list[MetricFilter], _empty_when_null(list)] = []
+
+
+class ChargeFilter(LagoModel):
+    values: dict[str, list[str]]
+    properties: Annotated[dict[str, Any], _empty_when_null(dict)] = {}
+    invoice_display_name: str | None = None
+
+
+class Charge(LagoModel):
+    billable_metric_code: Text | None = None
+    billable_metric_id: Text | None = None
+    charge_model: Annotated[str, _one_of("charge_model", CHARGE_MODELS)]
+    properties: Annotated[dict[str, Any], _empty_when_null(dict)] = {}
+    filters: Annotated[list[ChargeFilter], _empty_when_null(list)] = []
+    pay_in_advance: bool = False
+    invoiceable: bool = True
+    prorated: bool = False
+    min_amount_cents: Cents = 0
+    invoice_display_name: str | None = None
+
+    @property
+    def metric_code(self) -> str | None:
+        """Tallyflow matches billable_metric_id against metric codes (Lago's ids are UUIDs
+        that a file cannot know; the published templates put the code there)."""
+        return self.billable_metric_code or self.billable_metric_id
+
+    @property
+    def pricing_group_keys(self) -> list[str]:
+        for name in GROUP_KEY_PROPERTIES:
+            keys = self.properties.get(name)
+            if isinstance(keys, list) and keys:
+                return [str(k) for k in keys]
+        return []
+
+
+class Plan(LagoModel):
+    code: Text
+    name: Text
+    description: str | None = None
+    interval: Annotated[str, _one_of("interval", INTERVALS)]
+    amount_cents: Cents
+    amount_currency: Currency
+    pay_in_advance: bool = False
+    trial_period: Quantity | None = None
+    invoice_display_name: str | None = None
+    charges: Annotated[list[Charge], _empty_when_null(list)] = []
+
+
+class Customer(LagoModel):
+    external_id: Text
+    name: str | None = None
+    email: Email | None = None
+    currency: Currency | None = None
+    timezone: Timezone | None = None
+
+
+class Subscription(LagoModel):
+    external_id: Text
+    external_customer_id: Text
+    plan_code: Text
+    name: str | None = None
+    billing_time: Annotated[str, _one_of("billing_time", BILLING_TIMES)] = "calendar"
+    subscription_at: Moment | None = None
+    ending_at: Moment | None = None
+
+
+class RecurringRule(LagoModel):
+    trigger: Annotated[str, _one_of("trigger", RULE_TRIGGERS)]
+    interval: Annotated[str, _one_of("interval", INTERVALS)] | None = None
+    method: Annotated[str, _one_of("method", RULE_METHODS)] = "fixed"
+    paid_credits: Credits = Decimal(0)
+    granted_credits: Credits = Decimal(0)
+    threshold_credits: Credits | None = None
+    target_ongoing_balance: Credits | None = None
+    started_at: Moment | None = None
+    expiration_at: Moment | None = None
+
+
+class Wallet(LagoModel):
+    external_customer_id: Text
+    name: str | None = None
+    code: Text | None = None
+    currency: Currency
+    rate_amount: PositivePrice
+    paid_credits: Credits = Decimal(0)
+    granted_credits: Credits = Decimal(0)
+    priority: Annotated[Integer, AfterValidator(_priority)] = 50
+    expiration_at: Moment | None = None
+    recurring_transaction_rules: Annotated[list[RecurringRule], _empty_when_null(list)] = []
+
+
+MODELS: dict[str, type[LagoModel]] = {
+    BILLABLE_METRIC: BillableMetric,
+    PLAN: Plan,
+    CUSTOMER: Customer,
+    SUBSCRIPTION: Subscription,
+    WALLET: Wallet,
+}
+
+
+def wallet_code(name: str | None) -> str:
+    """A wallet's natural key within its customer when no code is given: a slug of its name."""
+    slug = re.sub(r"[^a-z0-9]+", "_", (name or "").lower()).strip("_")
+    return slug or "default"
+
+
+def natural_key(kind: str, model: LagoModel) -> tuple[str, ...]:
+    """The key an object is upserted by (what Lago users already use to refer to it)."""
+    if isinstance(model, BillableMetric | Plan):
+        return (model.code,)
+    if isinstance(model, Customer | Subscription):
+        return (model.external_id,)
+    if isinstance(model, Wallet):
+        return (model.external_customer_id, model.code or wallet_code(model.name))
+    raise ValueError(f"unknown catalog kind {kind!r}")
+
+
+def describe_key(kind: str, key: tuple[str, ...]) -> str:
+    return f"{kind} {'/'.join(key)!r}"
+
+
+def normalise(model: LagoModel) -> dict[str, Any]:
+    """The document stored and exported: defaults filled in, nulls dropped, extras kept.
+
+    Filling defaults makes ``{"recurring": false}`` and an omitted ``recurring`` the same
+    document (same digest), so only a real change counts as an update.
+    """
+    return model.model_dump(mode="python", exclude_none=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Charge properties: the rules live with the charge models (models.rating.charge_models)
+# --------------------------------------------------------------------------------------------
+
+
+class _JsonNumber:
+    """Stands in for a number written as a JSON number in a catalog file.
+
+    Catalog files are parsed with ``parse_float=Decimal`` so no digit is lost, but a price in
+    a Lago payload must be a decimal *string*: a JSON number has no agreed precision between
+    clients. ``validate_properties`` accepts ``Decimal`` (it also serves Python callers), so
+    file numbers are handed to it as this marker, which it refuses as a JSON number would be.
+    """
+
+    def __init__(self, value: Decimal) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"a JSON number ({format_decimal(self.value)})"
+
+
+def _as_file_input(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return _JsonNumber(value)
+    if isinstance(value, Mapping):
+        return {k: _as_file_input(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_file_input(v) for v in value]
+    return value
+
+
+def _properties_messages(charge_model: str, properties: Mapping[str, Any]) -> list[str]:
+    """Every problem of one charge's (or filter's) properties, each ``"<path>: <reason>"``."""
+    return [*_group_key_errors(properties),
+            *validate_properties(charge_model, _as_file_input(properties))]
+
+
+def _group_key_errors(properties: Mapping[str, Any]) -> list[str]:
+    errors: list[str] = []
+    for name in GROUP_KEY_PROPERTIES:
+        keys = properties.get(name)
+        if keys is None:
+            continue
+        if not isinstance(keys, list) or not all(isinstance(k, str) and k for k in keys):
+            errors.append(f"{name}: must be a list of property names")
+    given = [properties.get(n) for n in GROUP_KEY_PROPERTIES if properties.get(n)]
+    if len(given) == 2 and given[0] != given[1]:
+        errors.append("grouped_by: conflicts with pricing_group_keys; give only one of them")
+    return errors
+
+
+def _prices_given(properties: Mapping[str, Any]) -> bool:
+    # Empty properties are valid in Lago: the bucket prices at 0 (Lago fills zero defaults).
+    return any(key not in GROUP_KEY_PROPERTIES for key in properties)
+
+
+def _property_issues(
+    charge_model: str, properties: Mapping[str, Any], loc: Loc
+) -> list[Issue]:
+    """Property messages (``"graduated_ranges[1].from_value: reason"``) as issues whose
+    location continues the charge's JSON path, so the error names the exact field."""
+    if _prices_given(properties):
+        messages = _properties_messages(charge_model, properties)
+    else:
+        messages = _group_key_errors(properties)
+    issues = []
+    for message in messages:
+        where, _, reason = message.partition(": ")
+        sub = tuple(int(p) if p.isdigit() else p
+                    for p in re.split(r"\.|\[|\]\.?", where) if p != "")
+        issues.append(Issue((*loc, *sub), reason))
+    return issues
+
+
+# --------------------------------------------------------------------------------------------
+# Rules inside one document
+# --------------------------------------------------------------------------------------------
+
+
+def _metric_issues(metric: BillableMetric) -> list[Issue]:
+    issues: list[Issue] = []
+    agg = metric.aggregation_type
+    if agg in NEEDS_FIELD_NAME and not (metric.field_name or "").strip():
+        issues.append(Issue(("field_name",), f"is required for {agg}"))
+    if metric.recurring and agg in NEVER_RECURRING:
+        issues.append(Issue(("recurring",), f"{agg} cannot be recurring"))
+    if agg == "weighted_sum_agg" and metric.weighted_interval is None:
+        issues.append(Issue(("weighted_interval",), "is required for weighted_sum_agg (seconds)"))
+    if agg != "weighted_sum_agg" and metric.weighted_interval is not None:
+        issues.append(Issue(("weighted_interval",), "applies to weighted_sum_agg only"))
+    if metric.rounding_precision is not None and metric.rounding_function is None:
+        issues.append(Issue(("rounding_precision",), "needs a rounding_function"))
+    seen: dict[str, int] = {}
+    for index, item in enumerate(metric.filters):
+        if item.key in seen:
+            issues.append(Issue(("filters", index, "key"), f"duplicate filter key {item.key!r} "
+                                                           f"(also filters[{seen[item.key]}])"))
+        seen.setdefault(item.key, index)
+        issues += _duplicate_values(item.values, ("filters", index, "values"))
+    return issues
+
+
+def _duplicate_values(values: Sequence[str], loc: Loc) -> list[Issue]:
+    counts = Counter(values)
+    return [Issue((*loc, i), f"duplicate value {v!r}") for i, v in enumerate(values)
+            if counts[v] > 1 and values.index(v) != i]
+
+
+def _plan_issues(plan: Plan) -> list[Issue]:
+    issues: list[Issue] = []
+    for index, charge in enumerate(plan.charges):
+        issues += _charge_issues(charge, ("charges", index))
+    return issues
+
+
+def _charge_issues(charge: Charge, loc: Loc) -> list[Issue]:
+    issues: list[Issue] = []
+    if charge.metric_code is None:
+        issues.append(Issue((*loc, "billable_metric_code"),
+                            "is required (or billable_metric_id naming the metric code)"))
+    elif (charge.billable_metric_code and charge.billable_metric_id
+          and charge.billable_metric_code != charge.billable_metric_id):
+        issues.append(Issue((*loc, "billable_metric_id"),
+                            f"conflicts with billable_metric_code "
+                            f"{charge.billable_metric_code!r}; give only one of them"))
+    if not charge.invoiceable and not charge.pay_in_advance:
+        issues.append(Issue((*loc, "invoiceable"), "can be false only when pay_in_advance is true"))
+    if charge.pay_in_advance and charge.charge_model == "volume":
+        issues.append(Issue((*loc, "pay_in_advance"), "is not available for volume charges"))
+    issues += _property_issues(charge.charge_model, charge.properties, (*loc, "properties"))
+    seen: dict[str, int] = {}
+    for index, item in enumerate(charge.filters):
+        floc = (*loc, "filters", index)
+        issues += _charge_filter_issues(charge.charge_model, item, floc)
+        signature = dumps({k: sorted(v) for k, v in item.values.items()})
+        if signature in seen:
+            issues.append(Issue((*floc, "values"),
+                                f"same values as filters[{seen[signature]}]"))
+        seen.setdefault(signature, index)
+    return issues
+
+
+def _charge_filter_issues(charge_model: str, item: ChargeFilter, loc: Loc) -> list[Issue]:
+    issues: list[Issue] = []
+    if not item.values:
+        issues.append(Issue((*loc, "values"), "needs at least one key"))
+    for key, values in item.values.items():
+        if not values:
+            issues.append(Issue((*loc, "values", key), "needs at least one value"))
+        issues += _duplicate_values(values, (*loc, "values", key))
+    issues += _property_issues(charge_model, item.properties, (*loc, "properties"))
+    return issues
+
+
+def _subscription_issues(subscription: Subscription) -> list[Issue]:
+    start, end = subscription.subscription_at, subscription.ending_at
+    if start is not None and end is not None and end <= start:
+        return [Issue(("ending_at",), f"must be after subscription_at ({format_datetime(start)})")]
+    return []
+
+
+def _wallet_issues(wallet: Wallet) -> list[Issue]:
+    issues: list[Issue] = []
+    for index, rule in enumerate(wallet.recurring_transaction_rules):
+        issues += _rule_issues(rule, ("recurring_transaction_rules", index))
+    return issues
+
+
+def _rule_issues(rule: RecurringRule, loc: Loc) -> list[Issue]:
+    issues: list[Issue] = []
+    if rule.trigger == "interval" and rule.interval is None:
+        issues.append(Issue((*loc, "interval"), "is required when trigger is interval"))
+    if rule.trigger == "threshold" and rule.threshold_credits is None:
+        issues.append(Issue((*loc, "threshold_credits"), "is required when trigger is threshold"))
+    if rule.method == "target" and rule.target_ongoing_balance is None:
+        issues.append(Issue((*loc, "target_ongoing_balance"), "is required when method is target"))
+    if rule.started_at and rule.expiration_at and rule.expiration_at <= rule.started_at:
+        issues.append(Issue((*loc, "expiration_at"), "must be after started_at"))
+    return issues
+
+
+_DOCUMENT_CHECKS: dict[str, Callable[[Any], list[Issue]]] = {
+    BILLABLE_METRIC: _metric_issues,
+    PLAN: _plan_issues,
+    CUSTOMER: lambda customer: [],
+    SUBSCRIPTION: _subscription_issues,
+    WALLET: _wallet_issues,
+}
+
+
+def envelope_kind(envelope: Any) -> str:
+    """The kind of a Lago envelope (its one key), or ValueError saying what was expected."""
+    expected = ", ".join(f'{{"{k}": {{...}}}}' for k in KINDS)
+    if not isinstance(envelope, Mapping):
+        raise ValueError(f"expected a Lago envelope such as {expected}; got a "
+                         f"JSON {_json_type(envelope)}")
+    keys = list(envelope)
+    if len(keys) != 1 or keys[0] not in MODELS:
+        raise ValueError(f"expected exactly one envelope key, one of: {', '.join(KINDS)}; "
+                         f"got {', '.join(map(str, keys)) or 'an empty object'}")
+    return str(keys[0])
+
+
+def parse_body(kind: str, body: Any) -> tuple[LagoModel | None, list[Issue]]:
+    """One envelope body -> its model, or every issue found in it (paths relative to the kind).
+
+    Field-level problems come from pydantic (all of them at once); rules spanning several fields
+    run only once the fields themselves are valid.
+    """
+    if not isinstance(body, Mapping):
+        return None, [Issue((kind,), f"must be an object; got a JSON {_json_type(body)}")]
+    try:
+        model = MODELS[kind].model_validate(body)
+    except ValidationError as exc:
+        issues = [Issue((kind, *err["loc"]), _pydantic_message(err))
+                  for err in exc.errors(include_url=False)]
+        return None, issues + [Issue((kind, *i.loc), i.message) for i in _part_issues(kind, body)]
+    if isinstance(model, Wallet) and model.code is None:
+        model.code = wallet_code(model.name)
+    issues = [Issue((kind, *i.loc), i.message) for i in _DOCUMENT_CHECKS[kind](model)]
+    return (None if issues else model), issues
+
+
+def _part_issues(kind: str, body: Mapping[str, Any]) -> list[Issue]:
+    """Rules of the parts (charges, wallet rules) that are valid on their own, for a document
+    that failed field validation elsewhere: so that one apply still reports every problem."""
+    parts: dict[str, tuple[str, type[LagoModel], Callable[[Any, Loc], list[Issue]]]] = {
+        PLAN: ("charges", Charge, _charge_issues),
+        WALLET: ("recurring_transaction_rules", RecurringRule, _rule_issues),
+    }
+    if kind not in parts or not isinstance(body.get(parts[kind][0]), list):
+        return []
+    name, model, check = parts[kind]
+    issues: list[Issue] = []
+    for index, item in enumerate(body[name]):
+        try:
+            part = model.model_validate(item)
+        except ValidationError:
+            continue  # its field errors are already in the document's errors
+        issues += check(part, (name, index))
+    return issues
+
+
+def _pydantic_message(error: Mapping[str, Any]) -> str:
+    if error["type"] == "missing":
+        return "is required"
+    if error["type"] == "timezone_aware":
+        return "needs a timezone offset (e.g. 2024-01-01T00:00:00Z)"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-references: the catalog as it will be after the apply
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Catalog:
+    """Objects by kind and natural key; used for the database state and for the effective
+    catalog (database overlaid with the files being applied)."""
+
+    objects: dict[str, dict[tuple[str, ...], LagoModel]] = field(
+        default_factory=lambda: {kind: {} for kind in KINDS}
+    )
+
+    # Keys of documents of this apply that failed validation: already reported, so a reference
+    # to them is not an "unknown" error as well.
+    broken: set[tuple[str, tuple[str, ...]]] = field(default_factory=set)
+
+    def get(self, kind: str, *key: str) -> Any:
+        return self.objects[kind].get(tuple(key))
+
+    def missing(self, kind: str, *key: str) -> bool:
+        """True when nothing of that key exists, not even a document that failed validation."""
+        return tuple(key) not in self.objects[kind] and (kind, tuple(key)) not in self.broken
+
+    def put(self, kind: str, model: LagoModel) -> None:
+        self.objects[kind][natural_key(kind, model)] = model
+
+    def overlay(self, documents: Iterable[ValidDocument]) -> Catalog:
+        merged = Catalog({kind: dict(items) for kind, items in self.objects.items()})
+        for document in documents:
+            merged.objects[document.kind][document.key] = document.model
+        return merged
+
+
+def reference_issues(kind: str, model: LagoModel, catalog: Catalog) -> list[Issue]:
+    """Problems of one object against the rest of the (effective) catalog."""
+    if isinstance(model, Plan):
+        return _plan_references(model, catalog)
+    if isinstance(model, Subscription):
+        return _subscription_references(model, catalog)
+    if isinstance(model, Wallet):
+        return _wallet_references(model, catalog)
+    return []
+
+
+def _plan_references(plan: Plan, catalog: Catalog) -> list[Issue]:
+    issues: list[Issue] = []
+    for index, charge in enumerate(plan.charges):
+        loc: Loc = (PLAN, "charges", index)
+        if charge.metric_code is None:
+            continue
+        metric: BillableMetric | None = catalog.get(BILLABLE_METRIC, charge.metric_code)
+        ref = "billable_metric_code" if charge.billable_metric_code else "billable_metric_id"
+        if metric is None:
+            if catalog.missing(BILLABLE_METRIC, charge.metric_code):
+                issues.append(Issue((*loc, ref),
+                                    f"unknown billable metric {charge.metric_code!r}"))
+            continue
+        issues += _charge_references(charge, metric, loc)
+    return issues
+
+
+def _charge_references(charge: Charge, metric: BillableMetric, loc: Loc) -> list[Issue]:
+    issues: list[Issue] = []
+    agg = metric.aggregation_type
+    if charge.charge_model == "dynamic" and agg != "sum_agg":
+        issues.append(Issue((*loc, "charge_model"),
+                            f"dynamic needs a sum_agg metric; {metric.code!r} is {agg}"))
+    if charge.pay_in_advance and agg in NOT_PAY_IN_ADVANCE:
+        issues.append(Issue((*loc, "pay_in_advance"),
+                            f"is not available for {agg} metrics ({metric.code!r})"))
+    allowed = {f.key: f.values for f in metric.filters}
+    for index, item in enumerate(charge.filters):
+        for key, values in item.values.items():
+            vloc = (*loc, "filters", index, "values", key)
+            if key not in allowed:
+                known = ", ".join(allowed) or "none"
+                issues.append(Issue(vloc, f"{key!r} is not a filter of billable metric "
+                                          f"{metric.code!r} (its filters: {known})"))
+                continue
+            for position, value in enumerate(values):
+                if value != ALL_FILTER_VALUES and value not in allowed[key]:
+                    issues.append(Issue((*vloc, position),
+                                        f"{value!r} is not a value of filter {key!r} of "
+                                        f"billable metric {metric.code!r} (allowed: "
+                                        f"{', '.join(allowed[key])})"))
+    return issues
+
+
+def _subscription_references(subscription: Subscription, catalog: Catalog) -> list[Issue]:
+    issues: list[Issue] = []
+    customer: Customer | None = catalog.get(CUSTOMER, subscription.external_customer_id)
+    plan: Plan | None = catalog.get(PLAN, subscription.plan_code)
+    if catalog.missing(CUSTOMER, subscription.external_customer_id):
+        issues.append(Issue((SUBSCRIPTION, "external_customer_id"),
+                            f"unknown customer {subscription.external_customer_id!r}"))
+    if catalog.missing(PLAN, subscription.plan_code):
+        issues.append(Issue((SUBSCRIPTION, "plan_code"),
+                            f"unknown plan {subscription.plan_code!r}"))
+    if customer and plan and customer.currency and customer.currency != plan.amount_currency:
+        issues.append(Issue((SUBSCRIPTION, "plan_code"),
+                            f"plan {plan.code!r} bills in {plan.amount_currency} but customer "
+                            f"{customer.external_id!r} uses {customer.currency}"))
+    return issues
+
+
+def _wallet_references(wallet: Wallet, catalog: Catalog) -> list[Issue]:
+    customer: Customer | None = catalog.get(CUSTOMER, wallet.external_customer_id)
+    if customer is None:
+        if not catalog.missing(CUSTOMER, wallet.external_customer_id):
+            return []
+        return [Issue((WALLET, "external_customer_id"),
+                      f"unknown customer {wallet.external_customer_id!r}")]
+    if customer.currency and customer.currency != wallet.currency:
+        return [Issue((WALLET, "currency"),
+                      f"{wallet.currency} differs from the currency of customer "
+                      f"{customer.external_id!r} ({customer.currency})")]
+    return []
+
+
+def _change_issues(kind: str, model: LagoModel, previous: LagoModel | None) -> list[Issue]:
+    """Changes Lago does not allow on an existing object (they would rewrite history)."""
+    if isinstance(model, Subscription) and isinstance(previous, Subscription):
+        if model.external_customer_id != previous.external_customer_id:
+            return [Issue((kind, "external_customer_id"),
+                          f"subscription {model.external_id!r} belongs to customer "
+                          f"{previous.external_customer_id!r}; it cannot move to another")]
+    if isinstance(model, Wallet) and isinstance(previous, Wallet):
+        if model.currency != previous.currency:
+            return [Issue((kind, "currency"),
+                          f"an existing wallet's currency cannot change "
+                          f"({previous.currency} -> {model.currency})")]
+    return []
+
+
+# --------------------------------------------------------------------------------------------
+# Whole apply
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ValidDocument:
+    """A document ready to write: its model, normalised body and digest."""
+
+    file: str
+    index: int
+    kind: str
+    key: tuple[str, ...]
+    model: Any
+    document: dict[str, Any]
+    digest: str
+
+    def envelope(self) -> dict[str, Any]:
+        return {self.kind: self.document}
+
+
+@dataclass
+class Validation:
+    documents: list[ValidDocument]
+    errors: list[CatalogError]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+DATABASE = "(database)"
+
+
+def validate_documents(
+    documents: Sequence[tuple[str, int, Any]],
+    existing: Catalog | None = None,
+    *,
+    now: datetime | None = None,
+) -> Validation:
+    """Validate a whole apply: every document alone, duplicates, changes and references.
+
+    ``documents`` are ``(file, index, envelope)`` as ``tasks.catalog.load_documents`` returns
+    them; ``existing`` is what the database holds. ``now`` is the default subscription_at for
+    new subscriptions; an existing subscription keeps its stored start when the file omits it,
+    so re-applying the same file never moves it.
+    """
+    existing = existing or Catalog()
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    per_file = Counter(file for file, _, _ in documents)
+    errors: list[CatalogError] = []
+    valid: list[ValidDocument] = []
+    first_seen: dict[tuple[str, tuple[str, ...]], str] = {}
+    broken: set[tuple[str, tuple[str, ...]]] = set()
+    for file, index, envelope in documents:
+        prefix: Loc = (index,) if per_file[file] > 1 else ()
+
+        def report(issues: Iterable[Issue], file: str = file, prefix: Loc = prefix) -> None:
+            errors.extend(CatalogError(file, format_path((*prefix, *i.loc)), i.message)
+                          for i in issues)
+
+        try:
+            kind = envelope_kind(envelope)
+        except ValueError as exc:
+            report([Issue((), str(exc))])
+            continue
+        model, issues = parse_body(kind, envelope[kind])
+        if model is None:
+            broken.update(_raw_keys(kind, envelope[kind]))
+            report(issues)
+            continue
+        key = natural_key(kind, model)
+        label = file + (f"[{index}]" if prefix else "")
+        first = first_seen.setdefault((kind, key), label)
+        if first != label:
+            issues.append(Issue((kind, _key_field(kind)), f"duplicate {describe_key(kind, key)} "
+                                                          f"in this apply (first in {first})"))
+        previous = existing.get(kind, *key)
+        _resolve_defaults(model, previous, now)
+        issues += _change_issues(kind, model, previous)
+        issues += [Issue((kind, *i.loc), i.message) for i in _DOCUMENT_CHECKS[kind](model)]
+        report(issues)
+        if not issues:
+            document = normalise(model)
+            valid.append(ValidDocument(file, index, kind, key, model, document,
+                                       digest(document)))
+    errors += _all_reference_errors(valid, existing, per_file, broken)
+    return Validation(valid if not errors else [], errors)
+
+
+def _raw_keys(kind: str, body: Any) -> set[tuple[str, tuple[str, ...]]]:
+    """The key of a document that failed to parse, when it can be read, so that references to
+    it are not reported a second time as "unknown"."""
+    if not isinstance(body, Mapping):
+        return set()
+    value = body.get("code") if kind in (BILLABLE_METRIC, PLAN) else body.get("external_id")
+    return {(kind, (value,))} if isinstance(value, str) else set()
+
+
+def _key_field(kind: str) -> str:
+    return {BILLABLE_METRIC: "code", PLAN: "code", WALLET: "code"}.get(kind, "external_id")
+
+
+def _resolve_defaults(model: LagoModel, previous: LagoModel | None, now: datetime) -> None:
+    if isinstance(model, Subscription) and model.subscription_at is None:
+        started = previous.subscription_at if isinstance(previous, Subscription) else None
+        model.subscription_at = started or now
+
+
+def _all_reference_errors(
+    valid: Sequence[ValidDocument],
+    existing: Catalog,
+    per_file: Mapping[str, int],
+    broken: set[tuple[str, tuple[str, ...]]],
+) -> list[CatalogError]:
+    """References of the files' documents, and of stored objects that the files change under
+    them (a stored wallet whose customer changes currency, a stored plan whose metric loses a
+    filter value)."""
+    effective = existing.overlay(valid)
+    effective.broken = existing.broken | broken
+    applied = {(d.kind, d.key) for d in valid}
+    errors: list[CatalogError] = []
+    for document in valid:
+        prefix: Loc = (document.index,) if per_file[document.file] > 1 else ()
+        errors += [CatalogError(document.file, format_path((*prefix, *i.loc)), i.message)
+                   for i in reference_issues(document.kind, document.model, effective)]
+    if not valid:
+        return errors
+    for kind, objects in existing.objects.items():
+        for key, model in objects.items():
+            if (kind, key) in applied:
+                continue
+            errors += [CatalogError(f"{DATABASE} {describe_key(kind, key)}", format_path(i.loc),
+                                    i.message)
+                       for i in reference_issues(kind, model, effective)]
+    return errors
+
+
+def validate_envelopes(envelopes: Sequence[Any], file: str = "<input>") -> list[CatalogError]:
+    """Convenience for callers without files or a database: every error of these envelopes."""
+    return validate_documents([(file, i, e) for i, e in enumerate(envelopes)]).errors
