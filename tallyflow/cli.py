@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-import typer
+import os
 
-from tallyflow.commands import db as db_commands
+# Before anything imports Prefect: no telemetry from a billing CLI (and on a closed network it
+# only produces a "database is locked" traceback), and Prefect's per-task INFO lines stay out of
+# the way of the command's own output unless the user asks for them.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+import typer  # noqa: E402
+
+from tallyflow.commands import db as db_commands  # noqa: E402
 
 app = typer.Typer(
     help="Tallyflow: usage-based billing for AI token pricing on Prefect and PostgreSQL.",
@@ -18,7 +26,7 @@ def _register() -> None:
     """Command modules register themselves here so each area owns its own file."""
     import importlib
 
-    for name in ("catalog", "ingest"):
+    for name in ("catalog", "ingest", "demo"):
         try:
             module = importlib.import_module(f"tallyflow.commands.{name}")
         except ModuleNotFoundError as exc:  # an area not built yet

@@ -8,6 +8,7 @@ a second command does not pay the start-up again.
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,9 @@ from sqlalchemy.engine import URL
 from tallyflow.settings import configured_database_url, tallyflow_home
 
 EMBEDDED_DATABASE = "tallyflow"
+# pgserver asks platformdirs for a runtime folder, which warns on machines without
+# XDG_RUNTIME_DIR (containers, CI); the fallback it takes is fine, the warning is noise.
+warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 

@@ -1,6 +1,6 @@
 """Ingestion sources: where batch objects come from, behind one small typed registry.
 
-A source is one class: a pydantic ``Config`` (what a user fills in, secrets as ``SecretStr``),
+A source is one class: a pydantic ``Config`` (what a user fills in; secrets by reference only),
 ``list()`` (every object with a version, so the ledger can tell new from seen), ``open()``
 (bytes of one object) and optionally ``map_record()`` (its records into Lago's event shape).
 Registering it with ``@register_source`` is all it takes: the flow, the CLI, the Prefect UI form
@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import IO, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.events import RECORD_MAPPINGS
 from tasks.readers import FORMATS, detect
@@ -112,13 +112,17 @@ def build_source(spec: SourceSpec) -> Source:
 
 
 class FsspecOptions(BaseModel):
-    """Options for any fsspec filesystem. Credentials never appear in logs or artifacts."""
+    """Options for any fsspec filesystem.
+
+    There is deliberately no field for a key or secret: options travel as flow parameters, which
+    Prefect stores and shows. Credentials come from the usual AWS settings (environment, config
+    files, instance roles) or from a Prefect Secret block named here, and are resolved inside the
+    task that opens the store.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto)")
-    key: SecretStr | None = Field(None, description="Access key id (else the AWS environment)")
-    secret: SecretStr | None = Field(None, description="Secret key (else the AWS environment)")
     secret_block: str | None = Field(
         None, description="Name of a Prefect Secret block holding {key, secret} as JSON"
     )
@@ -141,10 +145,6 @@ class FsspecSource(Source):
         options: dict[str, Any] = {}
         if config.secret_block:
             options.update(_secret_block_credentials(config.secret_block))
-        if config.key is not None:
-            options["key"] = config.key.get_secret_value()
-        if config.secret is not None:
-            options["secret"] = config.secret.get_secret_value()
         if config.anon is not None:
             options["anon"] = config.anon
         client_kwargs: dict[str, Any] = {}

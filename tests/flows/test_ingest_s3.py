@@ -1,0 +1,83 @@
+"""S3 through a real endpoint (moto's server on loopback), with credentials from a Secret block
+that must never show up in flow parameters, logs or artifacts."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import boto3
+import pytest
+from sqlalchemy import Engine, text
+
+from flows.ingest import ingest_events
+from tasks.sources import SourceSpec
+from tests.factories import event, jsonl
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+KEY = "AKIATALLYFLOWTEST01"
+SECRET = "sEcReT-must-not-leak-7f3a"
+
+
+def _run_records(flow_run_id: object) -> str:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    async def read() -> str:
+        async with get_client() as client:
+            run = await client.read_flow_run(flow_run_id)
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
+        return repr(run.parameters) + repr(logs) + repr(artifacts)
+
+    return asyncio.run(read())
+
+
+def test_s3_ingest_with_secret_block_credentials(engine: Engine, s3_endpoint: str) -> None:
+    from prefect.blocks.system import Secret
+
+    bucket = f"tf-{uuid.uuid4().hex[:10]}"
+    client = boto3.client(
+        "s3", endpoint_url=s3_endpoint, region_name="us-east-1",
+        aws_access_key_id=KEY, aws_secret_access_key=SECRET,
+    )
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="2025/11/24/a.jsonl", Body=jsonl([event(1), event(2)]))
+    client.put_object(Bucket=bucket, Key="2025/11/24/b.csv", Body=(
+        "transaction_id,external_subscription_id,code,timestamp,properties.tokens\n"
+        "c-1,sub_acme_001,mistral_tokens,1764000000,42\n"
+    ))
+    block = f"s3-{uuid.uuid4().hex[:8]}"
+    Secret(value={"key": KEY, "secret": SECRET}).save(block)
+    spec = SourceSpec(
+        url=f"s3://{bucket}/2025", options={"endpoint_url": s3_endpoint, "secret_block": block}
+    )
+    state = ingest_events(spec, return_state=True)
+    summary = state.result()
+    assert (summary["objects"], summary["accepted"]) == (2, 3)
+    with engine.connect() as conn:
+        paths = conn.execute(text("select path from ingest_objects order by path")).scalars().all()
+    assert paths == [f"s3://{bucket}/2025/11/24/a.jsonl", f"s3://{bucket}/2025/11/24/b.csv"]
+    records = _run_records(state.state_details.flow_run_id)
+    assert SECRET not in records and KEY not in records
+
+
+def test_inline_credentials_are_refused() -> None:
+    from pydantic import ValidationError
+
+    from tasks.sources import build_source
+
+    with pytest.raises(ValidationError, match="secret"):
+        build_source(SourceSpec(url="s3://b/p", options={"key": KEY, "secret": SECRET}))
