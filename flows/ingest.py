@@ -18,6 +18,7 @@ from prefect.artifacts import (
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.ingest import (
     DEFAULT_CHUNK_ROWS,
@@ -78,6 +79,7 @@ def ingest_events(source: SourceSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> d
     if not futures:
         update_progress_artifact(progress, 100.0)
     results.sort(key=lambda r: r.object_id)
+    failpoint("ingest.before_finish_run")
     summary = finish_run(engine, run_id, results, time.perf_counter() - started)
     _report(summary, results)
     if summary["failed_objects"]:

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 
 from models.events import MAX_RAW_KEPT, Rejection, TimeBounds, validate_record
+from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.readers import READERS, ObjectUnreadable
 from tasks.retry import retry_transient
@@ -125,6 +126,7 @@ def register_objects(engine: Engine, source_key: str, refs: Iterable[ObjectRef])
         }
         for ref in refs
     ]
+    failpoint("ingest.after_listing")
     with engine.begin() as conn:
         if rows:
             conn.execute(
@@ -174,6 +176,7 @@ def ingest_object(
             claimed = conn.execute(_CLAIM, {"id": object_id}).mappings().first()
             if claimed is None:
                 return ObjectResult(object_id, "", "skipped")
+            failpoint("ingest.after_claim")
             ref = ObjectRef(
                 url=claimed["path"],
                 version=claimed["version"],
@@ -196,7 +199,10 @@ def ingest_object(
                     object_id, ref.url, "failed", bytes=ref.size or 0, error=_describe(exc)
                 )
             result.seconds = time.perf_counter() - started
+            failpoint("ingest.before_ledger")
             _record(conn, result, run_id)
+            failpoint("ingest.before_commit")
+    failpoint("ingest.after_commit")
     return result
 
 
@@ -286,6 +292,7 @@ def _load(
     pg: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
     conn.execute(text(_STAGE))
     with source.open(ref) as stream:
+        failpoint("ingest.after_open")
         reader = READERS[ref.format]
         for staged, rejected in _prefetch(_validated(reader(stream, chunk_rows), source, bounds)):
             result.rows += staged.rows + len(rejected)
@@ -296,7 +303,9 @@ def _load(
                         " code, ts, properties, precise) from stdin"
                     ) as copy:
                         copy.write(staged.data)
+                failpoint("ingest.after_copy")
                 counts = conn.execute(_MERGE, {"object_id": object_id}).one()
+                failpoint("ingest.after_merge")
                 conn.execute(text("truncate tf_stage"))
                 result.accepted += counts.accepted
                 result.unbillable += counts.unbillable
@@ -319,6 +328,7 @@ def _load(
                                 )
                             )
                 result.rejected += len(rejected)
+                failpoint("ingest.after_rejects")
 
 
 RejectedRow = tuple[int, Rejection, str]
@@ -344,6 +354,7 @@ def _validated(
     one statement per chunk; otherwise the two threads fight over the GIL on every row.
     """
     for chunk in chunks:
+        failpoint("ingest.after_read_chunk")
         lines: list[str] = []
         rejected: list[RejectedRow] = []
         for row_number, record, raw in chunk:

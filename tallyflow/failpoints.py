@@ -1,0 +1,59 @@
+"""Named failure points, for the survival suite: crash the process exactly here.
+
+Databases test crash safety this way (FoundationDB's and TiKV's failpoints): the code names the
+places where a crash would hurt most, and a test arms one of them through the environment, e.g.
+``TALLYFLOW_FAILPOINTS="ingest.after_merge=3"`` kills the process with SIGKILL the third time it
+passes that point (``=3:raise`` raises ``FailpointHit`` instead, for in-process trials).
+Unarmed (production), a failpoint costs one falsy check.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+ENV = "TALLYFLOW_FAILPOINTS"
+
+
+class FailpointHit(RuntimeError):
+    """Raised by an armed failpoint whose action is ``raise``."""
+
+
+def _parse(spec: str | None) -> dict[str, tuple[int, str]]:
+    armed: dict[str, tuple[int, str]] = {}
+    for item in (spec or "").split(","):
+        if not item.strip():
+            continue
+        name, _, rest = item.strip().partition("=")
+        count, _, action = (rest or "1").partition(":")
+        armed[name] = (int(count or 1), action or "kill")
+    return armed
+
+
+_armed = _parse(os.environ.get(ENV))
+_hits: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def arm(spec: str | None) -> None:
+    """Re-read the armed points (tests that arm in-process)."""
+    global _armed
+    with _lock:
+        _armed = _parse(spec)
+        _hits.clear()
+
+
+def failpoint(name: str) -> None:
+    if not _armed:
+        return
+    with _lock:
+        if name not in _armed:
+            return
+        _hits[name] = _hits.get(name, 0) + 1
+        count, action = _armed[name]
+        if _hits[name] != count:
+            return
+    if action == "raise":
+        raise FailpointHit(name)
+    os.kill(os.getpid(), signal.SIGKILL)
