@@ -128,6 +128,9 @@ class FsspecOptions(BaseModel):
     )
     anon: bool | None = None
     region_name: str | None = None
+    block_size: int | None = Field(
+        None, ge=64 * 1024, description="Bytes per ranged read (remote stores); bounds memory"
+    )
 
 
 @register_source
@@ -191,7 +194,9 @@ class FsspecSource(Source):
     def open(self, ref: ObjectRef) -> AbstractContextManager[IO[bytes]]:
         fs, _ = self._fs()
         path = fs._strip_protocol(ref.url)
-        return fs.open(path, "rb", compression=ref.compression)
+        config: FsspecOptions = self.config  # type: ignore[assignment]
+        extra = {"block_size": config.block_size} if config.block_size else {}
+        return fs.open(path, "rb", compression=ref.compression, **extra)
 
 
 def _secret_block_credentials(name: str) -> dict[str, Any]:

@@ -31,3 +31,11 @@ class Bucket:
         from tasks.sources import SourceSpec
 
         return SourceSpec(url=self.url, options=dict(self.options), **kwargs)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
