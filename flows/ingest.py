@@ -18,6 +18,7 @@ from prefect.artifacts import (
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.params import Reingest
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.ingest import (
@@ -26,6 +27,7 @@ from tasks.ingest import (
     finish_run,
     ingest_object_task,
     list_new_objects,
+    requeue,
     start_run,
 )
 from tasks.sources import SourceSpec, build_source
@@ -113,3 +115,24 @@ def _report(summary: dict, results: list[ObjectResult]) -> None:
             f"{summary['failed_objects']} failed"
         ),
     )
+
+
+def _reingest_name() -> str:
+    params = runtime.flow_run.parameters or {}
+    request = params.get("request") or {}
+    url = request.get("object_url") if isinstance(request, dict) else getattr(
+        request, "object_url", ""
+    )
+    return f"re-ingest {url}"
+
+
+@flow(name="reingest-object", flow_run_name=_reingest_name, log_prints=True)
+def reingest_object(request: Reingest, options: dict | None = None) -> dict:
+    """Read one object again, whatever the ledger says (its events still count once).
+
+    ``options`` are the source options (endpoint_url, secret_block), as for ingest.
+    """
+    spec = SourceSpec(url=request.object_url, options=options or {})
+    requeued = requeue(billing_engine(), build_source(spec).key)
+    summary = ingest_events(spec)
+    return {**summary, "requeued": requeued}

@@ -152,6 +152,16 @@ def register_objects(engine: Engine, source_key: str, refs: Iterable[ObjectRef])
         ]
 
 
+def requeue(engine: Engine, source_key: str) -> int:
+    """Mark a source's objects to be read again (dedup keeps their events once)."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            text("update ingest_objects set status = 'pending' where source = :s"),
+            {"s": source_key},
+        )
+        return result.rowcount or 0
+
+
 _CLAIM = text(
     """
     select id, path, version, size, modified_at, format, compression, discovered_at
