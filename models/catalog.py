@@ -43,6 +43,7 @@ from pydantic import (
 )
 
 from models.rating.charge_models import validate_properties
+from models.rating.money import PLAIN_DECIMAL
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
@@ -92,7 +93,6 @@ CURRENCIES = frozenset(
 
 # The only numeric text form accepted for prices: the same text means the same number in
 # Python, Postgres and Ruby (no exponents, no NaN, no spaces).
-PLAIN_DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
 _EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
 
 

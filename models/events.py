@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from models.rating.money import is_plain_decimal
+
 MAX_ID_LENGTH = 255
 MAX_PROPERTIES_BYTES = 64 * 1024
 MAX_RECORD_BYTES = 256 * 1024
@@ -25,7 +27,8 @@ MAX_RAW_KEPT = 16 * 1024
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_MAX_FUTURE = timedelta(days=1)
 
-_PLAIN_DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")
+# \u0000 preceded by an even number of backslashes: an escaped NUL, not an escaped backslash.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _REQUIRED_TEXT = ("transaction_id", "external_subscription_id", "code")
 
 
@@ -77,10 +80,6 @@ class TimeBounds:
 
 # (transaction_id, external_subscription_id, code, timestamp, properties_json, precise_cents)
 ValidEvent = tuple[str, str, str, datetime, str, Decimal | None]
-
-
-def is_plain_decimal(text: str) -> bool:
-    return bool(_PLAIN_DECIMAL.match(text))
 
 
 def _text_field(record: Mapping[str, Any], name: str) -> str | Rejection:
@@ -153,13 +152,22 @@ def parse_timestamp(value: Any, bounds: TimeBounds) -> datetime | Rejection:
                 "timestamp",
                 f"timestamp must be a number or a string, got {type(value).__name__}",
             )
-    except (ValueError, OverflowError, InvalidOperation):
+        # Inside the try: an offset can push a valid local time (0001-01-01T00:00+01:00) past
+        # what datetime can hold, which must reject the row, not fail the object.
+        parsed = parsed.astimezone(UTC)
+    except OverflowError:
+        # A well-formed value too far from 1970 for datetime (1e30, -1e12, 9999-12-31T23:59-01:00)
+        return Rejection(
+            Reason.TIMESTAMP_OUT_OF_RANGE,
+            "timestamp",
+            f"timestamp {str(value)[:64]!r} is outside 1970-01-01 .. {bounds.latest.isoformat()}",
+        )
+    except (ValueError, InvalidOperation):
         return Rejection(
             Reason.INVALID_TIMESTAMP,
             "timestamp",
             f"timestamp {str(value)[:64]!r} is neither epoch seconds nor ISO-8601",
         )
-    parsed = parsed.astimezone(UTC)
     if parsed < EPOCH or parsed > bounds.latest:
         return Rejection(
             Reason.TIMESTAMP_OUT_OF_RANGE,
@@ -180,18 +188,48 @@ def _properties(value: Any) -> str | Rejection:
         )
     try:
         encoded = orjson.dumps(value, default=_json_default)
-    except (TypeError, orjson.JSONEncodeError) as exc:
-        return Rejection(Reason.WRONG_TYPE, "properties", f"properties are not JSON: {exc}")
+    except (TypeError, orjson.JSONEncodeError):
+        # orjson refuses integers beyond 64 bits (before calling ``default``); loads_exact keeps
+        # them as exact ints, so hand them over as Decimals, which ``default`` writes verbatim.
+        try:
+            encoded = orjson.dumps(_big_ints_as_decimals(value), default=_json_default)
+        except (TypeError, orjson.JSONEncodeError, RecursionError) as exc:
+            return Rejection(Reason.WRONG_TYPE, "properties", f"properties are not JSON: {exc}")
     if len(encoded) > MAX_PROPERTIES_BYTES:
         return Rejection(
             Reason.PROPERTIES_TOO_LARGE,
             "properties",
             f"properties are {len(encoded)} bytes; the limit is {MAX_PROPERTIES_BYTES}",
         )
-    if b"\\u0000" in encoded:
+    if has_nul_escape(encoded):
         # PostgreSQL jsonb cannot store U+0000; reject the row instead of failing the object.
         return Rejection(Reason.NUL_CHARACTER, "properties", "properties contain a NUL character")
     return encoded.decode()
+
+
+def has_nul_escape(encoded: bytes) -> bool:
+    """Whether JSON text holds an escaped U+0000, not merely the six characters ``\\u0000``.
+
+    The substring test alone (all the fast path needs: it only decides whether to look closer)
+    also matches an escaped backslash followed by ``u0000``, i.e. the text ``\\u0000`` in a
+    value, which is perfectly storable.
+    """
+    return b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded) is not None
+
+
+_I64_MIN = -(2**63)
+_U64_MAX = 2**64 - 1
+
+
+def _big_ints_as_decimals(value: Any) -> Any:
+    kind = type(value)
+    if kind is int:
+        return value if _I64_MIN <= value <= _U64_MAX else Decimal(value)
+    if kind is dict:
+        return {key: _big_ints_as_decimals(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_big_ints_as_decimals(item) for item in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -82,8 +83,13 @@ def loads_exact(data: bytes | str) -> Any:
     NaN and Infinity are not JSON and are refused by orjson before the second parse.
     """
     value = orjson.loads(data)
-    if _has_float(value):
-        return json.loads(data, parse_float=Decimal)
+    try:
+        if _has_float(value):
+            return json.loads(data, parse_float=Decimal)
+    except RecursionError:
+        # orjson nests up to 1024 levels; Python's recursion stops a little earlier. Report it
+        # as bad JSON (one rejected row) rather than letting it escape and fail the object.
+        raise ValueError("JSON is nested too deeply") from None
     return value
 
 
@@ -95,6 +101,51 @@ def _decode_error(line: bytes, row: int) -> Rejection | None:
     return None
 
 
+class CheckedZstdReader(io.RawIOBase):
+    """Decompress zstd and fail loudly when the data ends inside a frame.
+
+    zstandard's stream reader reports a clean end of data for a truncated object, which would
+    load it as a shorter batch and lose the rest without an error. Here the decompressor's own
+    end-of-frame flag decides.
+    """
+
+    def __init__(self, raw: IO[bytes], read_size: int = 1 << 17) -> None:
+        import zstandard
+
+        self._raw = raw
+        self._read_size = read_size
+        self._factory = zstandard.ZstdDecompressor()
+        self._frame = self._factory.decompressobj()
+        self._pending = b""
+        self._in_frame = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            compressed = self._raw.read(self._read_size)
+            if not compressed:
+                if self._in_frame and not self._frame.eof:
+                    raise ObjectUnreadable("truncated zstd data: the last frame never ends")
+                return 0
+            self._pending = self._feed(compressed)
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+    def _feed(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self._frame.eof:  # concatenated frames: the rest starts the next one
+                self._frame = self._factory.decompressobj()
+            self._in_frame = True
+            out.append(self._frame.decompress(data))
+            data = self._frame.unused_data if self._frame.eof else b""
+        return b"".join(out)
+
+
 def _buffered(stream: IO[bytes]) -> IO[bytes]:
     """Line access for every stream: some decompressors (zstd) only offer read/readinto."""
     if isinstance(stream, io.BufferedIOBase):
@@ -102,11 +153,28 @@ def _buffered(stream: IO[bytes]) -> IO[bytes]:
     return io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[arg-type]
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def _without_bom(lines: Iterator[bytes]) -> Iterator[bytes]:
+    """The lines of a text object, minus a UTF-8 byte order mark at its very start.
+
+    Editors and Excel write one; RFC 8259 lets a parser ignore it, and refusing it would turn
+    the first row of an otherwise good object into an ``invalid_json`` rejection.
+    """
+    first = next(lines, None)
+    if first is None:
+        return iter(())
+    if first.startswith(_BOM):
+        first = first[len(_BOM) :]
+    return itertools.chain((first,), lines)
+
+
 def read_jsonl(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
     """JSON Lines, keeping each line's text so a rejected row is stored exactly as it came."""
     chunk: Chunk = []
     row = 0
-    for line in _buffered(stream):
+    for line in _without_bom(iter(_buffered(stream))):
         row += 1
         if len(line) > MAX_RECORD_BYTES:
             _decode_error(line, row)
@@ -139,6 +207,8 @@ def read_json(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
     objects belong in JSON Lines, CSV or Parquet, which stream.
     """
     data = stream.read()
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
     try:
         document = loads_exact(data)
     except (orjson.JSONDecodeError, ValueError) as exc:
@@ -210,9 +280,12 @@ def read_csv(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
     Python's csv module rather than pyarrow: it reports the exact row of a ragged line, which
     pyarrow's multithreaded reader cannot, and keeps every value as text as Lago compares it.
     """
-    text = io.TextIOWrapper(_buffered(stream), encoding="utf-8", errors="strict", newline="")
+    # utf-8-sig: a leading byte order mark (Excel's "CSV UTF-8") is dropped, not glued to the
+    # first column's name. strict: a quote left open at the end of the object (a truncated or
+    # mangled file) fails the object instead of swallowing every following line into one field.
+    text = io.TextIOWrapper(_buffered(stream), encoding="utf-8-sig", errors="strict", newline="")
+    reader = csv.reader(text, strict=True)
     try:
-        reader = csv.reader(text)
         header = next(reader, None)
         if header is None:
             return
@@ -242,7 +315,7 @@ def read_csv(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
     except UnicodeDecodeError as exc:
         raise ObjectUnreadable(f"not UTF-8: {exc.reason} at byte {exc.start}") from exc
     except csv.Error as exc:
-        raise ObjectUnreadable(f"unreadable CSV: {exc}") from exc
+        raise ObjectUnreadable(f"unreadable CSV at line {reader.line_num}: {exc}") from exc
     finally:
         text.detach()
 

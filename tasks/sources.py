@@ -14,14 +14,14 @@ import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import IO, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.events import RECORD_MAPPINGS
-from tasks.readers import FORMATS, detect
+from tasks.readers import FORMATS, CheckedZstdReader, detect
 
 
 class ObjectRef(BaseModel):
@@ -196,7 +196,18 @@ class FsspecSource(Source):
         path = fs._strip_protocol(ref.url)
         config: FsspecOptions = self.config  # type: ignore[assignment]
         extra = {"block_size": config.block_size} if config.block_size else {}
+        if ref.compression == "zstd":
+            return _closing(CheckedZstdReader(fs.open(path, "rb", **extra)))
         return fs.open(path, "rb", compression=ref.compression, **extra)
+
+
+@contextmanager
+def _closing(reader: CheckedZstdReader) -> Iterator[IO[bytes]]:
+    try:
+        yield reader  # type: ignore[misc]
+    finally:
+        reader.close()
+        reader._raw.close()
 
 
 def _secret_block_credentials(name: str) -> dict[str, Any]:

@@ -10,7 +10,9 @@ import re
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Final
 
-PLAIN_DECIMAL: Final = re.compile(r"^-?\d+(\.\d+)?$")
+# ASCII digits only: Python's \d also matches other scripts' digits, which Postgres and Lago
+# would not read as numbers. Always used with fullmatch (``$`` would accept a trailing newline).
+PLAIN_DECIMAL: Final = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 
 # ISO 4217 minor-unit exponents that differ from the usual 2. Lago (through the `money` gem)
 # stores "cents" as the smallest unit of the currency, so a JPY amount in cents is yen.
