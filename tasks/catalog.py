@@ -94,8 +94,11 @@ class ApplyResult:
         return {
             "ok": self.ok,
             "kinds": {
-                kind: {"created": self.created[kind], "updated": self.updated[kind],
-                       "unchanged": self.unchanged[kind]}
+                kind: {
+                    "created": self.created[kind],
+                    "updated": self.updated[kind],
+                    "unchanged": self.unchanged[kind],
+                }
                 for kind in KINDS
             },
             "errors": [error.to_dict() for error in self.errors],
@@ -164,17 +167,24 @@ def _catalog_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[Catalo
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            files.extend(sorted(
-                p for p in path.rglob("*")
-                if p.is_file() and p.suffix.lower() in CATALOG_SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            ))
+            files.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file()
+                    and p.suffix.lower() in CATALOG_SUFFIXES
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                )
+            )
         elif path.is_file():
             if path.suffix.lower() in CATALOG_SUFFIXES:
                 files.append(path)
             else:
-                errors.append(CatalogError(str(path), ".", "not a catalog file (expected "
-                                                            ".json, .yaml or .yml)"))
+                errors.append(
+                    CatalogError(
+                        str(path), ".", "not a catalog file (expected .json, .yaml or .yml)"
+                    )
+                )
         else:
             errors.append(CatalogError(str(path), ".", "no such file or folder"))
     unique = list(dict.fromkeys(files))
@@ -241,15 +251,21 @@ def _keyed_documents(conn: Connection, kind: str) -> list[tuple[tuple[str, ...],
     """
     if kind == WALLET:
         query = (
-            select(t.customers.c.external_id, t.wallets.c.code, t.wallets.c.id,
-                   t.wallets.c.digest, cast(t.wallets.c.document, Text))
+            select(
+                t.customers.c.external_id,
+                t.wallets.c.code,
+                t.wallets.c.id,
+                t.wallets.c.digest,
+                cast(t.wallets.c.document, Text),
+            )
             .join(t.customers, t.customers.c.id == t.wallets.c.customer_id)
             .order_by(t.customers.c.external_id, t.wallets.c.code)
         )
         return [((r[0], r[1]), r[2], r[3], r[4]) for r in conn.execute(query)]
     table, key_column = _KEYED_TABLES[kind]
-    query = select(table.c[key_column], table.c.id, table.c.digest,
-                   cast(table.c.document, Text)).order_by(table.c[key_column])
+    query = select(
+        table.c[key_column], table.c.id, table.c.digest, cast(table.c.document, Text)
+    ).order_by(table.c[key_column])
     return [((r[0],), r[1], r[2], r[3]) for r in conn.execute(query)]
 
 
@@ -320,14 +336,16 @@ def _jsonb(value: Any) -> Any:
 
 
 def _upsert(
-    conn: Connection, table: Table, row_id: int | None, values: dict[str, Any],
+    conn: Connection,
+    table: Table,
+    row_id: int | None,
+    values: dict[str, Any],
     document: ValidDocument,
 ) -> int:
     values = {**values, "document": _jsonb(document.document), "digest": document.digest}
     if row_id is None:
         return int(conn.execute(insert(table).values(**values).returning(table.c.id)).scalar_one())
-    conn.execute(table.update().where(table.c.id == row_id)
-                 .values(**values, updated_at=func.now()))
+    conn.execute(table.update().where(table.c.id == row_id).values(**values, updated_at=func.now()))
     return row_id
 
 
@@ -336,20 +354,36 @@ Ids = dict[str, dict[tuple[str, ...], int]]
 
 def _write_metric(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:
     metric: BillableMetric = doc.model
-    row_id = _upsert(conn, t.billable_metrics, row_id, {
-        "code": metric.code, "name": metric.name, "description": metric.description,
-        "aggregation_type": metric.aggregation_type, "field_name": metric.field_name,
-        "recurring": metric.recurring, "rounding_function": metric.rounding_function,
-        "rounding_precision": metric.rounding_precision,
-        "weighted_interval": metric.weighted_interval,
-    }, doc)
-    conn.execute(delete(t.billable_metric_filters)
-                 .where(t.billable_metric_filters.c.billable_metric_id == row_id))
+    row_id = _upsert(
+        conn,
+        t.billable_metrics,
+        row_id,
+        {
+            "code": metric.code,
+            "name": metric.name,
+            "description": metric.description,
+            "aggregation_type": metric.aggregation_type,
+            "field_name": metric.field_name,
+            "recurring": metric.recurring,
+            "rounding_function": metric.rounding_function,
+            "rounding_precision": metric.rounding_precision,
+            "weighted_interval": metric.weighted_interval,
+        },
+        doc,
+    )
+    conn.execute(
+        delete(t.billable_metric_filters).where(
+            t.billable_metric_filters.c.billable_metric_id == row_id
+        )
+    )
     if metric.filters:
-        conn.execute(insert(t.billable_metric_filters), [
-            {"billable_metric_id": row_id, "key": f.key, "values": list(f.values)}
-            for f in metric.filters
-        ])
+        conn.execute(
+            insert(t.billable_metric_filters),
+            [
+                {"billable_metric_id": row_id, "key": f.key, "values": list(f.values)}
+                for f in metric.filters
+            ],
+        )
     return row_id
 
 
@@ -357,74 +391,133 @@ def _write_plan(conn: Connection, doc: ValidDocument, row_id: int | None, ids: I
     """A changed plan replaces its charges and charge filters wholesale: positions and
     filters are the document's, and partial diffs would only add ways to be wrong."""
     plan: Plan = doc.model
-    row_id = _upsert(conn, t.plans, row_id, {
-        "code": plan.code, "name": plan.name, "description": plan.description,
-        "interval": plan.interval, "amount_cents": plan.amount_cents,
-        "amount_currency": plan.amount_currency, "pay_in_advance": plan.pay_in_advance,
-        "trial_period": plan.trial_period,
-    }, doc)
+    row_id = _upsert(
+        conn,
+        t.plans,
+        row_id,
+        {
+            "code": plan.code,
+            "name": plan.name,
+            "description": plan.description,
+            "interval": plan.interval,
+            "amount_cents": plan.amount_cents,
+            "amount_currency": plan.amount_currency,
+            "pay_in_advance": plan.pay_in_advance,
+            "trial_period": plan.trial_period,
+        },
+        doc,
+    )
     conn.execute(delete(t.charges).where(t.charges.c.plan_id == row_id))
     for position, charge in enumerate(plan.charges):
-        charge_id = conn.execute(insert(t.charges).values(
-            plan_id=row_id, position=position,
-            billable_metric_id=ids[BILLABLE_METRIC][(charge.metric_code or "",)],
-            charge_model=charge.charge_model, properties=_jsonb(charge.properties),
-            pay_in_advance=charge.pay_in_advance, invoiceable=charge.invoiceable,
-            prorated=charge.prorated, min_amount_cents=charge.min_amount_cents,
-            invoice_display_name=charge.invoice_display_name,
-            pricing_group_keys=charge.pricing_group_keys,
-        ).returning(t.charges.c.id)).scalar_one()
+        charge_id = conn.execute(
+            insert(t.charges)
+            .values(
+                plan_id=row_id,
+                position=position,
+                billable_metric_id=ids[BILLABLE_METRIC][(charge.metric_code or "",)],
+                charge_model=charge.charge_model,
+                properties=_jsonb(charge.properties),
+                pay_in_advance=charge.pay_in_advance,
+                invoiceable=charge.invoiceable,
+                prorated=charge.prorated,
+                min_amount_cents=charge.min_amount_cents,
+                invoice_display_name=charge.invoice_display_name,
+                pricing_group_keys=charge.pricing_group_keys,
+            )
+            .returning(t.charges.c.id)
+        ).scalar_one()
         for index, item in enumerate(charge.filters):
-            conn.execute(insert(t.charge_filters).values(
-                charge_id=charge_id, position=index, values=_jsonb(item.values),
-                properties=_jsonb(item.properties),
-                invoice_display_name=item.invoice_display_name,
-            ))
+            conn.execute(
+                insert(t.charge_filters).values(
+                    charge_id=charge_id,
+                    position=index,
+                    values=_jsonb(item.values),
+                    properties=_jsonb(item.properties),
+                    invoice_display_name=item.invoice_display_name,
+                )
+            )
     return row_id
 
 
 def _write_customer(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:
     customer: Customer = doc.model
-    return _upsert(conn, t.customers, row_id, {
-        "external_id": customer.external_id, "name": customer.name, "email": customer.email,
-        "currency": customer.currency, "timezone": customer.timezone,
-    }, doc)
+    return _upsert(
+        conn,
+        t.customers,
+        row_id,
+        {
+            "external_id": customer.external_id,
+            "name": customer.name,
+            "email": customer.email,
+            "currency": customer.currency,
+            "timezone": customer.timezone,
+        },
+        doc,
+    )
 
 
-def _write_subscription(
-    conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids
-) -> int:
+def _write_subscription(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:
     subscription: Subscription = doc.model
-    return _upsert(conn, t.subscriptions, row_id, {
-        "external_id": subscription.external_id,
-        "customer_id": ids[CUSTOMER][(subscription.external_customer_id,)],
-        "plan_id": ids[PLAN][(subscription.plan_code,)],
-        "name": subscription.name, "billing_time": subscription.billing_time,
-        "subscription_at": subscription.subscription_at, "ending_at": subscription.ending_at,
-    }, doc)
+    return _upsert(
+        conn,
+        t.subscriptions,
+        row_id,
+        {
+            "external_id": subscription.external_id,
+            "customer_id": ids[CUSTOMER][(subscription.external_customer_id,)],
+            "plan_id": ids[PLAN][(subscription.plan_code,)],
+            "name": subscription.name,
+            "billing_time": subscription.billing_time,
+            "subscription_at": subscription.subscription_at,
+            "ending_at": subscription.ending_at,
+        },
+        doc,
+    )
 
 
 def _write_wallet(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:
     """Catalog fields only; balances and the credit ledger belong to the wallet flow."""
     wallet: Wallet = doc.model
-    row_id = _upsert(conn, t.wallets, row_id, {
-        "customer_id": ids[CUSTOMER][(wallet.external_customer_id,)], "code": doc.key[1],
-        "name": wallet.name, "currency": wallet.currency, "rate_amount": wallet.rate_amount,
-        "paid_credits": wallet.paid_credits, "granted_credits": wallet.granted_credits,
-        "priority": wallet.priority, "expiration_at": wallet.expiration_at,
-    }, doc)
-    conn.execute(delete(t.wallet_recurring_rules)
-                 .where(t.wallet_recurring_rules.c.wallet_id == row_id))
+    row_id = _upsert(
+        conn,
+        t.wallets,
+        row_id,
+        {
+            "customer_id": ids[CUSTOMER][(wallet.external_customer_id,)],
+            "code": doc.key[1],
+            "name": wallet.name,
+            "currency": wallet.currency,
+            "rate_amount": wallet.rate_amount,
+            "paid_credits": wallet.paid_credits,
+            "granted_credits": wallet.granted_credits,
+            "priority": wallet.priority,
+            "expiration_at": wallet.expiration_at,
+        },
+        doc,
+    )
+    conn.execute(
+        delete(t.wallet_recurring_rules).where(t.wallet_recurring_rules.c.wallet_id == row_id)
+    )
     if wallet.recurring_transaction_rules:
-        conn.execute(insert(t.wallet_recurring_rules), [
-            {"wallet_id": row_id, "position": position, "trigger": rule.trigger,
-             "interval": rule.interval, "method": rule.method,
-             "paid_credits": rule.paid_credits, "granted_credits": rule.granted_credits,
-             "threshold_credits": rule.threshold_credits,
-             "target_ongoing_balance": rule.target_ongoing_balance,
-             "started_at": rule.started_at, "expiration_at": rule.expiration_at}
-            for position, rule in enumerate(wallet.recurring_transaction_rules)
-        ])
+        conn.execute(
+            insert(t.wallet_recurring_rules),
+            [
+                {
+                    "wallet_id": row_id,
+                    "position": position,
+                    "trigger": rule.trigger,
+                    "interval": rule.interval,
+                    "method": rule.method,
+                    "paid_credits": rule.paid_credits,
+                    "granted_credits": rule.granted_credits,
+                    "threshold_credits": rule.threshold_credits,
+                    "target_ongoing_balance": rule.target_ongoing_balance,
+                    "started_at": rule.started_at,
+                    "expiration_at": rule.expiration_at,
+                }
+                for position, rule in enumerate(wallet.recurring_transaction_rules)
+            ],
+        )
     return row_id
 
 
@@ -447,8 +540,9 @@ def export_catalog(engine: Engine) -> list[dict[str, Any]]:
     envelopes: list[dict[str, Any]] = []
     with engine.connect() as conn:
         for kind in KINDS:
-            envelopes.extend({kind: loads(document)}
-                             for _, _, _, document in _keyed_documents(conn, kind))
+            envelopes.extend(
+                {kind: loads(document)} for _, _, _, document in _keyed_documents(conn, kind)
+            )
     return envelopes
 
 

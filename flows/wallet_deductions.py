@@ -1,0 +1,206 @@
+"""Flow ``wallet-deductions`` (hourly, after ``usage-snapshot``): the prepaid-wallet ledger.
+
+Orchestration only; every write is a task in ``tasks.wallets`` that is idempotent by key and
+retried on transient failures, so a rerun, a retry or a concurrent run converges to the same
+ledger (design.md, invariant 4). Order matters and is fixed here:
+
+1. open new catalog wallets (their initial top-up, once);
+2. expire wallets past ``expiration_at`` (what is left is voided);
+3. interval top-ups due in the current interval;
+4. usage deductions: customers whose usage differs from what is deducted, in batches;
+5. threshold top-ups and alerts on the balances that result;
+6. Prefect events for new alerts, the run history row and a markdown artifact.
+
+The time is the ``as_of`` parameter or the run's scheduled start, never "now" alone, so a
+rerun of 10:00 recomputes 10:00. ``refresh_usage`` runs ``usage-snapshot`` for the same
+``as_of`` first, so one scheduled deployment keeps the two in order.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from prefect import flow, runtime
+from prefect.artifacts import create_markdown_artifact
+from prefect.events import emit_event
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from tasks.wallets import (
+    DEFAULT_BATCH,
+    DEFAULT_GRACE_HOURS,
+    MAX_ALERT_EVENTS,
+    DeductionBatch,
+    alert_event,
+    alerts_summary_event,
+    batch_dict,
+    chunks,
+    deduct_task,
+    due_customers_task,
+    evaluate_alerts_task,
+    expire_wallets_task,
+    finish_run_task,
+    interval_top_ups_task,
+    mark_alerts_emitted_task,
+    open_wallets_task,
+    pending_alert_events_task,
+    settle_paid_default,
+    start_run_task,
+    threshold_top_ups_task,
+)
+
+
+def resolve_as_of(as_of: datetime | None) -> datetime:
+    """The parameter, else this run's scheduled start; the clock only outside a flow run."""
+    if as_of is None:
+        scheduled = runtime.flow_run.scheduled_start_time
+        as_of = datetime.fromisoformat(scheduled.isoformat()) if scheduled else None
+    if as_of is None:  # pragma: no cover - called outside a flow run
+        as_of = datetime.now(UTC)
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must carry a timezone offset")
+    return as_of.astimezone(UTC)
+
+
+def _run_name() -> str:
+    params = runtime.flow_run.parameters or {}
+    return f"wallet deductions {params.get('as_of') or 'scheduled'}"
+
+
+@flow(
+    name="wallet-deductions",
+    flow_run_name=_run_name,
+    # Batches lock disjoint customers (each in wallet-id order), so two at a time overlap one
+    # batch's SQL with the next one's allocation without waiting on each other.
+    task_runner=ThreadPoolTaskRunner(max_workers=2),
+    log_prints=True,
+)
+def wallet_deductions(
+    as_of: datetime | None = None,
+    customers: list[str] | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    settle_paid: bool | None = None,
+    grace_hours: int = DEFAULT_GRACE_HOURS,
+    refresh_usage: bool = False,
+) -> dict[str, Any]:
+    """Bring every wallet's ledger up to what usage says is owed as of ``as_of``."""
+    moment = resolve_as_of(as_of)
+    settle = settle_paid_default() if settle_paid is None else settle_paid
+    if refresh_usage:
+        from flows.usage_snapshot import usage_snapshot
+
+        usage_snapshot(as_of=moment)
+    flow_run_id = str(runtime.flow_run.id or "") or None
+    run_id = start_run_task(moment, flow_run_id)
+    summary: dict[str, Any] = {"run_id": run_id, "as_of": moment.isoformat()}
+    try:
+        summary["opened"] = open_wallets_task(moment, settle, run_id)
+        summary["expired"] = len(expire_wallets_task(moment, run_id))
+        interval = interval_top_ups_task(moment, settle, run_id)
+        due = due_customers_task(moment, customers, grace_hours)
+        futures = [
+            deduct_task.submit(ids, moment, run_id, ids[0], grace_hours)
+            for ids in chunks(due, max(1, batch_size))
+        ]
+        batches: list[DeductionBatch] = [future.result() for future in futures]
+        threshold = threshold_top_ups_task(moment, settle, run_id)
+        alerts = evaluate_alerts_task(moment, run_id)
+        emitted = _emit_alerts(run_id)
+        summary.update(_totals(batches))
+        summary.update({
+            "due_customers": len(due), "top_ups": interval + threshold,
+            "interval_top_ups": interval, "threshold_top_ups": threshold,
+            "alerts": alerts.opened, "alerts_resolved": alerts.resolved,
+            "events_emitted": emitted,
+        })
+    except Exception as exc:
+        finish_run_task(run_id, summary, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finish_run_task(run_id, summary)
+    _report(summary)
+    return summary
+
+
+def _emit_alerts(run_id: int) -> int:
+    """Emit a Prefect event per alert not emitted yet, after the alert rows committed (so an
+    automation never hears of an alert that was rolled back; a crash re-emits next run).
+
+    At most ``MAX_ALERT_EVENTS`` single events per run; beyond that one summary event
+    carries the counts, because thousands of events in an hour notify nobody usefully and
+    would flood the event bus. Every alert row stays queryable either way.
+    """
+    pending = pending_alert_events_task(MAX_ALERT_EVENTS)
+    for alert in pending.alerts:
+        emit_event(**alert_event(alert))
+    if pending.total > len(pending.alerts):
+        emit_event(**alerts_summary_event(pending, run_id))
+    if pending.total:
+        mark_alerts_emitted_task(pending.up_to_id)
+    return pending.total
+
+
+def _totals(batches: list[DeductionBatch]) -> dict[str, Any]:
+    wallets = {w for b in batches for w in b.wallets}
+    negative = [n for b in batches for n in batch_dict(b)["negative"]]
+    top = sorted(
+        (row for b in batches for row in b.top),
+        key=lambda r: (-Decimal(str(r["amount_cents"])), r["customer"]),
+    )[:10]
+    return {
+        "customers": sum(b.customers for b in batches),
+        "wallets_touched": len(wallets),
+        "transactions": sum(b.transactions for b in batches),
+        "credits_deducted": format(sum((b.credits_deducted for b in batches), Decimal(0)), "f"),
+        "amount_cents_deducted": format(
+            sum((b.amount_cents_deducted for b in batches), Decimal(0)), "f"
+        ),
+        "corrections": sum(b.corrections for b in batches),
+        "credits_corrected": format(sum((b.credits_corrected for b in batches), Decimal(0)), "f"),
+        "amount_cents_corrected": format(
+            sum((b.amount_cents_corrected for b in batches), Decimal(0)), "f"
+        ),
+        "uncovered_cents": format(sum((b.uncovered_cents for b in batches), Decimal(0)), "f"),
+        "negative_wallets": len(negative),
+        "negative": negative[:50],
+        "top": top,
+    }
+
+
+def _report(summary: dict[str, Any]) -> None:
+    lines = [
+        f"# Wallet deductions as of {summary['as_of']}",
+        "",
+        "| what | value |",
+        "| --- | ---: |",
+    ]
+    for key in (
+        "due_customers", "customers", "wallets_touched", "transactions", "credits_deducted",
+        "amount_cents_deducted", "corrections", "credits_corrected", "uncovered_cents",
+        "opened", "expired", "interval_top_ups", "threshold_top_ups", "alerts",
+        "alerts_resolved", "negative_wallets",
+    ):
+        lines.append(f"| {key.replace('_', ' ')} | {summary.get(key, 0)} |")
+    if summary.get("negative"):
+        lines += ["", "## Wallets below zero (overflow)", "",
+                  "| customer | wallet | credits balance | overflow (cents) |",
+                  "| --- | --- | ---: | ---: |"]
+        lines += [
+            f"| {n['external_customer_id']} | {n['wallet_code']} | {n['credits_balance']} |"
+            f" {n['overflow_cents']} |"
+            for n in summary["negative"]
+        ]
+    if summary.get("top"):
+        lines += ["", "## Largest deductions", "",
+                  "| customer | subscription | deducted (cents) | usage (cents) |",
+                  "| --- | --- | ---: | ---: |"]
+        lines += [
+            f"| {t['customer']} | {t['subscription']} | {t['amount_cents']} |"
+            f" {t['usage_cents']} |"
+            for t in summary["top"]
+        ]
+    create_markdown_artifact(
+        "\n".join(lines),
+        key="wallet-deductions",
+        description=f"Wallet run {summary['run_id']} as of {summary['as_of']}",
+    )

@@ -1,0 +1,304 @@
+"""Prepaid wallets, the pure part: money <-> credits, allocation, top-up and alert rules.
+
+No I/O and no Prefect here, so every rule that decides *how much* moves where is tested with
+plain values; ``tasks.wallets`` reads the inputs under a per-customer lock and writes what these
+functions return.
+
+Rounding is explicit and happens in one place each:
+- money is allocated in whole cents (usage amounts are already rounded ROUND_HALF_UP to cents
+  by rating), so the amounts posted for a (subscription, period) always sum to its usage;
+- credits = money / rate_amount, ROUND_HALF_UP to 5 decimals (Lago's credit precision);
+  a posting that takes a wallet's whole remaining money takes its exact remaining credits, so a
+  drained wallet reads 0 in both units instead of a rounding residue;
+- a wallet's capacity is its money balance rounded *down* to cents: never take what is not there.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
+from typing import Final, Literal
+
+ZERO: Final = Decimal(0)
+CENT: Final = Decimal(1)
+CREDIT_SCALE: Final = Decimal("0.00001")
+HUNDRED: Final = Decimal(100)
+
+Direction = Literal["inbound", "outbound"]
+ALERT_BELOW: Final = "balance_below"
+ALERT_DEPLETED: Final = "balance_depleted"
+_INTERVAL_MONTHS: Final = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearly": 12}
+
+
+# --------------------------------------------------------------------------------------------
+# Units
+# --------------------------------------------------------------------------------------------
+
+
+def round_cents(cents: Decimal) -> Decimal:
+    """Whole cents, ROUND_HALF_UP (Lago's rounding of money)."""
+    return Decimal(cents).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def round_credits(credits: Decimal) -> Decimal:
+    """Credits at Lago's precision (5 decimals), ROUND_HALF_UP."""
+    return Decimal(credits).quantize(CREDIT_SCALE, rounding=ROUND_HALF_UP)
+
+
+def credits_for(amount_cents: Decimal, rate_amount: Decimal) -> Decimal:
+    """The credits worth ``amount_cents``: cents / 100 / rate, to 5 decimals."""
+    return round_credits(Decimal(amount_cents) / HUNDRED / Decimal(rate_amount))
+
+
+def cents_for(credits: Decimal, rate_amount: Decimal) -> Decimal:
+    """The money (cents) ``credits`` are worth: credits x rate x 100, to whole cents."""
+    return round_cents(Decimal(credits) * Decimal(rate_amount) * HUNDRED)
+
+
+def credits_text(credits: Decimal) -> str:
+    """Credits as Lago prints them in JSON: a decimal string (here always 5 decimals)."""
+    return format(round_credits(credits), "f")
+
+
+def cents_value(cents: Decimal) -> int | str:
+    """Cents as a JSON integer when whole (always, for amounts this module produced)."""
+    value = Decimal(cents)
+    return int(value) if value == value.to_integral_value() else format(value, "f")
+
+
+# --------------------------------------------------------------------------------------------
+# Allocation
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WalletFunds:
+    """One active wallet as allocation sees it: its order and its settled balance."""
+
+    wallet_id: int
+    priority: int
+    created_at: datetime
+    rate_amount: Decimal
+    credits_balance: Decimal = ZERO
+    granted_credits_balance: Decimal = ZERO
+    balance_cents: Decimal = ZERO
+
+    @property
+    def order(self) -> tuple[int, datetime, int]:
+        """Consumption order: priority 1 first, then the oldest wallet, then the lowest id."""
+        return (self.priority, self.created_at, self.wallet_id)
+
+    @property
+    def capacity_cents(self) -> Decimal:
+        """Whole cents that can be taken without going below zero."""
+        return max(ZERO, self.balance_cents).quantize(CENT, rounding=ROUND_DOWN)
+
+
+@dataclass(frozen=True)
+class Posting:
+    """One ledger movement for one wallet (money in cents, credits, the granted part)."""
+
+    wallet_id: int
+    direction: Direction
+    amount_cents: Decimal
+    credits: Decimal
+    granted_credits: Decimal = ZERO
+
+
+@dataclass
+class Allocation:
+    """What one usage delta does: the postings, what overflowed into a negative balance."""
+
+    postings: list[Posting] = field(default_factory=list)
+    overflow_cents: Decimal = ZERO
+    uncovered_cents: Decimal = ZERO
+
+
+def ordered(wallets: Sequence[WalletFunds]) -> list[WalletFunds]:
+    return sorted(wallets, key=lambda w: w.order)
+
+
+def apply_posting(funds: WalletFunds, posting: Posting) -> WalletFunds:
+    """The wallet's funds after a settled posting (used to chain several deltas in a run)."""
+    sign = 1 if posting.direction == "inbound" else -1
+    return replace(
+        funds,
+        credits_balance=funds.credits_balance + sign * posting.credits,
+        granted_credits_balance=funds.granted_credits_balance + sign * posting.granted_credits,
+        balance_cents=funds.balance_cents + sign * posting.amount_cents,
+    )
+
+
+def _take(funds: WalletFunds, cents: Decimal) -> Posting:
+    if cents == funds.capacity_cents and cents == funds.balance_cents:
+        credits = funds.credits_balance  # drains the wallet exactly in both units
+    else:
+        credits = credits_for(cents, funds.rate_amount)
+    granted = min(credits, max(ZERO, funds.granted_credits_balance))
+    return Posting(funds.wallet_id, "outbound", cents, credits, granted)
+
+
+def allocate_usage(delta_cents: Decimal, wallets: Sequence[WalletFunds]) -> Allocation:
+    """Spread a positive usage delta over the active wallets in consumption order.
+
+    Each wallet gives what it has; the last wallet takes whatever is left even past zero
+    (the overflow is reported) because usage happened and must be accounted for somewhere.
+    With no wallet at all the whole delta is ``uncovered`` and nothing is posted.
+    """
+    delta = round_cents(delta_cents)
+    result = Allocation()
+    if delta <= 0:
+        return result
+    queue = ordered(wallets)
+    if not queue:
+        result.uncovered_cents = delta
+        return result
+    remaining = delta
+    for index, funds in enumerate(queue):
+        last = index == len(queue) - 1
+        take = remaining if last else min(remaining, funds.capacity_cents)
+        if take <= 0:
+            continue
+        if last and take > funds.capacity_cents:
+            result.overflow_cents = take - funds.capacity_cents
+        result.postings.append(_take(funds, take))
+        remaining -= take
+        if remaining == 0:
+            break
+    return result
+
+
+@dataclass(frozen=True)
+class Deducted:
+    """What usage of one (subscription, period) has taken from one wallet so far (net)."""
+
+    funds: WalletFunds
+    amount_cents: Decimal
+    credits: Decimal
+    granted_credits: Decimal
+
+
+def allocate_correction(refund_cents: Decimal, deducted: Sequence[Deducted]) -> Allocation:
+    """Give back a usage decrease, undoing the last consumption first.
+
+    Wallets are refunded in reverse consumption order, each at most what this period's usage
+    took from it; within a wallet purchased credits come back before granted ones (the reverse
+    of granted-first consumption). A refund that no deducting wallet can take is ``uncovered``.
+    """
+    refund = round_cents(refund_cents)
+    result = Allocation()
+    if refund <= 0:
+        return result
+    remaining = refund
+    for item in sorted(deducted, key=lambda d: d.funds.order, reverse=True):
+        give = min(remaining, max(ZERO, item.amount_cents))
+        if give <= 0:
+            continue
+        if give == item.amount_cents:
+            credits, granted = item.credits, item.granted_credits
+        else:
+            credits = credits_for(give, item.funds.rate_amount)
+            purchased = max(ZERO, item.credits - item.granted_credits)
+            granted = min(max(ZERO, credits - purchased), item.granted_credits)
+        result.postings.append(Posting(item.funds.wallet_id, "inbound", give, credits, granted))
+        remaining -= give
+        if remaining == 0:
+            break
+    result.uncovered_cents = remaining
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# Recurring top-ups
+# --------------------------------------------------------------------------------------------
+
+
+def _add_months(moment: datetime, months: int) -> datetime:
+    month0 = moment.month - 1 + months
+    year, month = moment.year + month0 // 12, month0 % 12 + 1
+    day = min(moment.day, calendar.monthrange(year, month)[1])
+    return moment.replace(year=year, month=month, day=day)
+
+
+def interval_start(anchor: datetime, interval: str, at: datetime) -> tuple[int, datetime] | None:
+    """``(n, start)`` of the interval containing ``at``, counted from ``anchor`` (n = 0 is the
+    interval starting at the anchor); None before the anchor.
+
+    Month arithmetic is always from the anchor (a 31st anchor gives Feb 28/29, then the 31st
+    again), so intervals never drift.
+    """
+    if at < anchor:
+        return None
+    if interval == "weekly":
+        n = (at - anchor) // timedelta(days=7)
+        return n, anchor + timedelta(days=7 * n)
+    step = _INTERVAL_MONTHS.get(interval)
+    if step is None:
+        raise ValueError(f"unknown interval {interval!r}")
+    months = (at.year - anchor.year) * 12 + at.month - anchor.month
+    n = max(0, months // step)
+    start = _add_months(anchor, n * step)
+    while start > at:
+        n -= 1
+        start = _add_months(anchor, n * step)
+    return n, start
+
+
+def top_up_credits(
+    method: str,
+    paid_credits: Decimal,
+    granted_credits: Decimal,
+    target_ongoing_balance: Decimal | None,
+    ongoing_credits: Decimal,
+) -> tuple[Decimal, Decimal]:
+    """(paid, granted) credits of a recurring top-up.
+
+    ``fixed``: the rule's amounts. ``target``: purchased credits up to the target ongoing
+    balance (nothing when already there), as Lago's target method does.
+    """
+    if method == "target":
+        if target_ongoing_balance is None:
+            raise ValueError("a target top-up needs target_ongoing_balance")
+        return max(ZERO, round_credits(target_ongoing_balance - ongoing_credits)), ZERO
+    return round_credits(paid_credits), round_credits(granted_credits)
+
+
+def threshold_reached(ongoing_credits: Decimal, threshold_credits: Decimal) -> bool:
+    """Lago fires a threshold top-up when the ongoing balance falls *to* the threshold."""
+    return ongoing_credits <= threshold_credits
+
+
+# --------------------------------------------------------------------------------------------
+# Alerts
+# --------------------------------------------------------------------------------------------
+
+
+def alert_condition(kind: str, threshold_credits: Decimal | None, credits: Decimal) -> bool:
+    """Whether a wallet with ``credits`` is in the alerting state of a rule."""
+    if kind == ALERT_DEPLETED:
+        return credits <= 0
+    if kind == ALERT_BELOW:
+        if threshold_credits is None:
+            raise ValueError("balance_below needs threshold_credits")
+        return credits < threshold_credits
+    raise ValueError(f"unknown alert kind {kind!r}")
+
+
+@dataclass(frozen=True)
+class AlertChange:
+    """What to do for one (rule, wallet): open a new crossing, resolve the open one, or not."""
+
+    open_crossing: int | None = None
+    resolve: bool = False
+
+
+def alert_change(condition: bool, open_alert: bool, last_crossing: int) -> AlertChange:
+    """Once per crossing: alert when the condition starts to hold, resolve when it stops."""
+    if condition and not open_alert:
+        return AlertChange(open_crossing=last_crossing + 1)
+    if open_alert and not condition:
+        return AlertChange(resolve=True)
+    return AlertChange()

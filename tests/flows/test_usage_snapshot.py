@@ -1,0 +1,64 @@
+"""A real Prefect run of ``usage-snapshot``: snapshot rows, idempotent rerun, change detection,
+``latest_usage`` for the wallet flow."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, text
+
+from flows.usage_snapshot import usage_snapshot
+from tasks.usage import latest_usage
+from tests.tasks.rating_fixtures import SUB, apply_mistral, ingest_events, token_event
+
+HOUR = datetime(2025, 3, 15, 10, tzinfo=UTC)
+
+
+def _snapshots(engine: Engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "select external_subscription_id, as_of, amount_cents, fold_watermark"
+                " from usage_snapshots order by as_of"
+            )
+        ).all()
+
+
+def test_usage_snapshot_flow(engine: Engine, tmp_path: Path, prefect_harness: None) -> None:
+    apply_mistral(engine, tmp_path)
+    ingest_events(engine, tmp_path, [token_event("a", "2025-03-10T00:00:00Z", 2_000_000)])
+
+    first = usage_snapshot(as_of=HOUR)
+    assert first["snapshots"] == 1 and first["fold"]["folded"] == 1
+    assert [(s[0], s[2]) for s in _snapshots(engine)] == [(SUB, 200)]
+
+    # Rerun of the same hour: nothing changed, one row is kept.
+    again = usage_snapshot(as_of=HOUR)
+    assert again["snapshots"] == 0
+    assert len(_snapshots(engine)) == 1
+
+    # New events: the next hour snapshots again; the same hour forced recomputes in place.
+    ingest_events(engine, tmp_path, [token_event("b", "2025-03-10T01:00:00Z", 1)])
+    forced = usage_snapshot(as_of=HOUR, subscriptions=[SUB])
+    assert forced["snapshots"] == 1
+    rows = _snapshots(engine)
+    assert len(rows) == 1 and rows[0][2] == 300
+    later = HOUR.replace(hour=11)
+    assert usage_snapshot(as_of=later)["snapshots"] == 0  # nothing new since the forced run
+    ingest_events(engine, tmp_path, [token_event("c", "2025-03-10T02:00:00Z", 5)])
+    assert usage_snapshot(as_of=later)["snapshots"] == 1
+    assert [r[2] for r in _snapshots(engine)] == [300, 300]
+
+    latest = latest_usage(engine, SUB, later)
+    assert latest is not None
+    assert latest["as_of"] == later and latest["amount_cents"] == 300
+    assert latest["usage"]["charges_usage"][0]["units"] == "2000006"
+    with engine.connect() as conn:
+        amounts = conn.execute(text("select as_of, amount_cents from usage_amounts")).all()
+    assert amounts == [(later, 300)]
+    # An older hour rerun does not move the per-period amount backwards.
+    usage_snapshot(as_of=HOUR, subscriptions=[SUB])
+    with engine.connect() as conn:
+        assert conn.execute(text("select as_of from usage_amounts")).scalar_one() == later
+    assert latest_usage(engine, SUB, datetime(2025, 5, 1, tzinfo=UTC)) is None

@@ -1,0 +1,145 @@
+"""Pure wallet rules: units and rounding, allocation, corrections, intervals, top-ups, alerts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from models.wallets import (
+    ALERT_BELOW,
+    ALERT_DEPLETED,
+    Deducted,
+    WalletFunds,
+    alert_change,
+    alert_condition,
+    allocate_correction,
+    allocate_usage,
+    apply_posting,
+    cents_for,
+    credits_for,
+    interval_start,
+    top_up_credits,
+)
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def funds(wallet_id: int, credits: str, priority: int = 50, rate: str = "1",
+          granted: str = "0", age: int = 0) -> WalletFunds:
+    c = Decimal(credits)
+    return WalletFunds(wallet_id, priority, T0 + timedelta(seconds=age), Decimal(rate), c,
+                       Decimal(granted), cents_for(c, Decimal(rate)))
+
+
+def test_units_round_half_up() -> None:
+    assert credits_for(Decimal(1), Decimal(3)) == Decimal("0.00333")
+    assert credits_for(Decimal(2), Decimal(3)) == Decimal("0.00667")
+    assert cents_for(Decimal("0.005"), Decimal(1)) == Decimal(1)
+    assert cents_for(Decimal("123"), Decimal("1.0")) == Decimal(12300)
+
+
+def test_priority_then_oldest_then_overflow_into_the_last() -> None:
+    wallets = [funds(1, "10", priority=2, age=0), funds(2, "5", priority=1, age=5),
+               funds(3, "3", priority=2, age=9)]
+    result = allocate_usage(Decimal(2000), wallets)
+    assert [(p.wallet_id, p.amount_cents) for p in result.postings] == [
+        (2, 500), (1, 1000), (3, 500),
+    ]
+    assert result.overflow_cents == 200 and result.uncovered_cents == 0
+
+
+def test_granted_before_purchased_and_exact_drain() -> None:
+    wallet = funds(1, "10", granted="4")
+    [part] = allocate_usage(Decimal(250), [wallet]).postings
+    assert (part.credits, part.granted_credits) == (Decimal("2.5"), Decimal("2.5"))
+    [whole] = allocate_usage(Decimal(1000), [funds(1, "10", rate="1", granted="4")]).postings
+    assert whole.credits == Decimal(10) and whole.granted_credits == Decimal(4)
+
+
+def test_no_wallet_means_uncovered_and_nothing_posted() -> None:
+    result = allocate_usage(Decimal(100), [])
+    assert result.postings == [] and result.uncovered_cents == 100
+    assert allocate_usage(Decimal(0), [funds(1, "1")]).postings == []
+
+
+def test_correction_undoes_the_last_consumption_first() -> None:
+    one, two = funds(1, "0", priority=1), funds(2, "8", priority=2)
+    taken = [Deducted(one, Decimal(300), Decimal(3), Decimal(3)),
+             Deducted(two, Decimal(200), Decimal(2), Decimal(0))]
+    result = allocate_correction(Decimal(250), taken)
+    assert [(p.wallet_id, p.direction, p.amount_cents) for p in result.postings] == [
+        (2, "inbound", 200), (1, "inbound", 50),
+    ]
+    assert result.postings[1].granted_credits == Decimal("0.5")
+    assert allocate_correction(Decimal(900), taken).uncovered_cents == 400
+
+
+@given(
+    st.lists(st.integers(min_value=0, max_value=5_000), min_size=1, max_size=6),
+    st.lists(st.tuples(st.integers(0, 20_000), st.sampled_from(["1", "3", "0.7", "2.5"]),
+                       st.integers(1, 3)), min_size=1, max_size=4),
+)
+def test_allocations_sum_to_usage_to_the_cent(
+    totals: list[int], specs: list[tuple[int, str, int]]
+) -> None:
+    """Any sequence of usage totals (growing and shrinking) leaves exactly the last total
+    deducted, in whole cents, across however many wallets."""
+    wallets = {i: funds(i, format(Decimal(c) / 100, "f"), priority=p, rate=r, age=i)
+               for i, (c, r, p) in enumerate(specs)}
+    deducted = Decimal(0)
+    per_wallet: dict[int, list[Decimal]] = {i: [Decimal(0)] * 3 for i in wallets}
+    for total in totals:
+        delta = Decimal(total) - deducted
+        if delta >= 0:
+            result = allocate_usage(delta, list(wallets.values()))
+        else:
+            result = allocate_correction(-delta, [
+                Deducted(wallets[i], *values) for i, values in per_wallet.items()
+            ])
+        for p in result.postings:
+            wallets[p.wallet_id] = apply_posting(wallets[p.wallet_id], p)
+            sign = 1 if p.direction == "outbound" else -1
+            per_wallet[p.wallet_id][0] += sign * p.amount_cents
+            per_wallet[p.wallet_id][1] += sign * p.credits
+            per_wallet[p.wallet_id][2] += sign * p.granted_credits
+            assert p.amount_cents == p.amount_cents.to_integral_value()
+            assert p.credits.as_tuple().exponent >= -5
+            deducted += sign * p.amount_cents
+        assert deducted == total
+        assert all(v[0] >= 0 for v in per_wallet.values())
+
+
+def test_interval_starts_from_the_anchor_without_drift() -> None:
+    anchor = datetime(2025, 1, 31, 9, tzinfo=UTC)
+    assert interval_start(anchor, "monthly", anchor - timedelta(seconds=1)) is None
+    assert interval_start(anchor, "monthly", anchor) == (0, anchor)
+    assert interval_start(anchor, "monthly", datetime(2025, 3, 1, tzinfo=UTC)) == (
+        1, datetime(2025, 2, 28, 9, tzinfo=UTC))
+    assert interval_start(anchor, "monthly", datetime(2025, 3, 31, 10, tzinfo=UTC)) == (
+        2, datetime(2025, 3, 31, 9, tzinfo=UTC))
+    assert interval_start(anchor, "weekly", anchor + timedelta(days=15))[0] == 2
+    assert interval_start(anchor, "quarterly", datetime(2025, 7, 30, tzinfo=UTC))[0] == 1
+    assert interval_start(anchor, "yearly", datetime(2026, 1, 31, 9, tzinfo=UTC))[0] == 1
+    with pytest.raises(ValueError):
+        interval_start(anchor, "daily", anchor)
+
+
+def test_top_up_amounts_fixed_and_target() -> None:
+    assert top_up_credits("fixed", Decimal(20), Decimal(5), None, Decimal(1)) == (20, 5)
+    assert top_up_credits("target", Decimal(0), Decimal(0), Decimal(50), Decimal("1.5")) == (
+        Decimal("48.5"), 0)
+    assert top_up_credits("target", Decimal(0), Decimal(0), Decimal(50), Decimal(60)) == (0, 0)
+
+
+def test_alert_once_per_crossing() -> None:
+    assert alert_condition(ALERT_BELOW, Decimal(5), Decimal("4.99999"))
+    assert not alert_condition(ALERT_BELOW, Decimal(5), Decimal(5))
+    assert alert_condition(ALERT_DEPLETED, None, Decimal(0))
+    assert alert_change(True, False, 0).open_crossing == 1
+    assert alert_change(True, True, 1).open_crossing is None
+    assert alert_change(False, True, 1).resolve
+    assert alert_change(True, False, 1).open_crossing == 2
