@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prefect import flow, runtime
 from prefect.artifacts import (
@@ -136,3 +137,21 @@ def reingest_object(request: Reingest, options: dict | None = None) -> dict:
     requeued = requeue(billing_engine(), build_source(spec).key)
     summary = ingest_events(spec)
     return {**summary, "requeued": requeued}
+
+
+def on_dask(address: str | None = None, workers: int = 2) -> Any:
+    """``ingest_events`` with its per-object tasks on a Dask cluster (prefect-dask).
+
+    With ``address`` the tasks go to that scheduler; without, a local cluster of ``workers``
+    processes is started for the run. Exactly once still rests on Postgres (each object is
+    claimed with SKIP LOCKED in its own transaction), so any number of Dask workers is safe.
+    """
+    from prefect_dask import DaskTaskRunner
+
+    runner = (
+        DaskTaskRunner(address=address)
+        if address
+        else DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
+                                            "processes": True, "dashboard_address": None})
+    )
+    return ingest_events.with_options(task_runner=runner)

@@ -26,7 +26,7 @@ def _register() -> None:
     """Command modules register themselves here so each area owns its own file."""
     import importlib
 
-    for name in ("catalog", "ingest", "demo"):
+    for name in ("catalog", "ingest", "demo", "usage", "wallets", "ops"):
         try:
             module = importlib.import_module(f"tallyflow.commands.{name}")
         except ModuleNotFoundError as exc:  # an area not built yet

@@ -16,6 +16,7 @@ from pathlib import Path
 from tallyflow.settings import tallyflow_home
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "mistral"
+DEMO_CATALOG = Path(__file__).resolve().parents[1] / "examples" / "demo"
 MODELS = (("mistral-small", 0.6), ("mistral-medium", 0.25), ("mistral-large", 0.15))
 
 
@@ -25,7 +26,14 @@ class DemoCustomer:
     calls_per_hour: int
 
 
-CUSTOMERS = (DemoCustomer("sub_acme_001", 6),)
+CUSTOMERS = (
+    DemoCustomer("sub_acme_001", 6),
+    DemoCustomer("sub_globex_001", 3),
+    DemoCustomer("sub_initech_001", 10),
+)
+SUBSCRIPTION_CUSTOMERS = {
+    "sub_acme_001": "acme", "sub_globex_001": "globex", "sub_initech_001": "initech",
+}
 
 
 def demo_bucket() -> Path:

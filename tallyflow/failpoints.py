@@ -3,7 +3,9 @@
 Databases test crash safety this way (FoundationDB's and TiKV's failpoints): the code names the
 places where a crash would hurt most, and a test arms one of them through the environment, e.g.
 ``TALLYFLOW_FAILPOINTS="ingest.after_merge=3"`` kills the process with SIGKILL the third time it
-passes that point (``=3:raise`` raises ``FailpointHit`` instead, for in-process trials).
+passes that point. For in-process trials, ``=3:raise`` raises ``FailpointHit`` instead, and
+``=3:pause`` holds the thread there until ``release()`` (so a test can break the database or the
+object store at exactly that moment, after ``wait_until_paused()``).
 Unarmed (production), a failpoint costs one falsy check.
 """
 
@@ -34,6 +36,9 @@ def _parse(spec: str | None) -> dict[str, tuple[int, str]]:
 _armed = _parse(os.environ.get(ENV))
 _hits: dict[str, int] = {}
 _lock = threading.Lock()
+_paused = threading.Event()
+_released = threading.Event()
+PAUSE_LIMIT = 60.0  # a paused thread goes on by itself after this, so a broken test cannot hang
 
 
 def arm(spec: str | None) -> None:
@@ -42,6 +47,16 @@ def arm(spec: str | None) -> None:
     with _lock:
         _armed = _parse(spec)
         _hits.clear()
+        _paused.clear()
+        _released.clear()
+
+
+def wait_until_paused(timeout: float = 60.0) -> bool:
+    return _paused.wait(timeout)
+
+
+def release() -> None:
+    _released.set()
 
 
 def failpoint(name: str) -> None:
@@ -56,4 +71,8 @@ def failpoint(name: str) -> None:
             return
     if action == "raise":
         raise FailpointHit(name)
+    if action == "pause":
+        _paused.set()
+        _released.wait(PAUSE_LIMIT)
+        return
     os.kill(os.getpid(), signal.SIGKILL)

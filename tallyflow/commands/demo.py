@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -21,14 +22,18 @@ def register(app: typer.Typer) -> None:
 
 def run_demo(days: int = typer.Option(3, min=1, max=31, help="Days of traffic to write.")) -> None:
     """Run the Mistral scenario on this machine: no server, no cloud."""
+    from flows.usage_snapshot import usage_snapshot
+    from flows.wallet_deductions import wallet_deductions
     from tallyflow.commands.ingest import run_ingest
+    from tallyflow.commands.usage import usage as usage_command
     from tasks.catalog import apply_catalog
+    from tasks.wallets import wallet_overview
 
     console = Console()
     started = time.perf_counter()
     engine = billing_engine()
-    console.print(f"[bold]1. Catalog[/bold] from {demo.EXAMPLES}")
-    applied = apply_catalog(engine, [demo.EXAMPLES])
+    console.print(f"[bold]1. Catalog[/bold] from {demo.EXAMPLES} and {demo.DEMO_CATALOG}")
+    applied = apply_catalog(engine, [demo.EXAMPLES, demo.DEMO_CATALOG])
     if not applied.ok:
         for error in applied.errors:
             console.print(f"[red]{error}[/red]")
@@ -44,9 +49,46 @@ def run_demo(days: int = typer.Option(3, min=1, max=31, help="Days of traffic to
         f"{summary['rejected']} rejected (see `tallyflow rejects`), "
         f"{summary['unbillable']} unbillable"
     )
-    console.print(f"Done in {time.perf_counter() - started:.1f} s.")
+    now = datetime.now(UTC)
+    usage = usage_snapshot(as_of=now)
+    console.print(
+        f"[bold]4. Usage snapshot[/bold]: {usage['snapshots']} subscription(s) rated, "
+        f"{usage['amount_cents']} cents of usage this period"
+    )
+    wallets = wallet_deductions(as_of=now, settle_paid=True)
+    console.print(
+        f"[bold]5. Wallet deductions[/bold]: {wallets.get('wallets_touched', 0)} wallet(s), "
+        f"{wallets.get('credits_deducted', 0)} credits deducted, "
+        f"{wallets.get('alerts', 0)} alert(s)"
+    )
+    for subscription, customer in demo.SUBSCRIPTION_CUSTOMERS.items():
+        console.rule(f"{customer} ({subscription})")
+        usage_command(subscription=subscription, at=now.isoformat(), as_json=False, metric=None)
+    console.print(_wallet_table(wallet_overview, engine, now))
+    console.print(f"Done in {time.perf_counter() - started:.1f} s. Run it again: nothing is "
+                  "counted twice.")
+    console.print(
+        "See these runs in the Prefect UI:\n"
+        "  .venv/bin/prefect server start      # then open http://127.0.0.1:4200\n"
+        "  PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/tallyflow demo"
+    )
     if not ok:
         raise typer.Exit(1)
+
+
+def _wallet_table(overview: Any, engine: Any, now: datetime) -> Table:
+    """One line per wallet: what a customer asks first (what is left, what was used)."""
+    table = Table(title="Prepaid wallets after this period's usage")
+    for column in ("customer", "wallet", "credits left", "money left", "consumed credits"):
+        table.add_column(column, justify="left" if column in ("customer", "wallet") else "right")
+    for customer in sorted(set(demo.SUBSCRIPTION_CUSTOMERS.values())):
+        for wallet in overview(engine, customer, now, 0)["wallets"]:
+            money = Decimal(wallet["balance_cents"]).scaleb(-2)
+            table.add_row(customer, wallet["name"] or wallet["code"],
+                          f"{Decimal(wallet['credits_balance']):.2f}",
+                          f"{money:.2f} {wallet['currency']}",
+                          f"{Decimal(wallet['consumed_credits']):.2f}")
+    return table
 
 
 def _price_table(engine) -> Table:  # type: ignore[no-untyped-def]

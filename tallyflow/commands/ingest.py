@@ -31,9 +31,12 @@ def run_ingest(
     mapping: str = "lago",
     options: dict[str, Any] | None = None,
     progress: bool = True,
+    dask_workers: int = 0,
+    dask_address: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """Run the ingest flow in this process; returns (summary, ok)."""
-    from flows.ingest import PROGRESS_LISTENERS, IngestFailed, ingest_events
+    """Run the ingest flow in this process (objects on a Dask cluster if asked); returns
+    (summary, ok)."""
+    from flows.ingest import PROGRESS_LISTENERS, IngestFailed, ingest_events, on_dask
     from tasks.sources import SourceSpec
 
     spec = SourceSpec(url=url, pattern=pattern, format=fmt, mapping=mapping, options=options or {})
@@ -59,7 +62,12 @@ def run_ingest(
     PROGRESS_LISTENERS.append(listener)
     try:
         with bar:
-            state = ingest_events(spec, return_state=True)
+            flow = (
+                on_dask(dask_address, dask_workers or 2)
+                if dask_workers or dask_address
+                else ingest_events
+            )
+            state = flow(spec, return_state=True)
     finally:
         PROGRESS_LISTENERS.remove(listener)
     outcome = state.result(raise_on_failure=False)
@@ -87,6 +95,12 @@ def ingest(
         None, "--secret-block", help="Prefect Secret block with S3 credentials"
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+    dask_workers: int = typer.Option(
+        0, "--dask-workers", min=0, help="Read objects on a local Dask cluster of N processes."
+    ),
+    dask_address: str | None = typer.Option(
+        None, "--dask-address", help="Read objects on this Dask scheduler (tcp://host:8786)."
+    ),
 ) -> None:
     """Ingest every new object under URL exactly once; bad rows are kept with reasons."""
     if "://" not in url:
@@ -94,7 +108,10 @@ def ingest(
     options = {
         k: v for k, v in (("endpoint_url", endpoint_url), ("secret_block", secret_block)) if v
     }
-    summary, ok = run_ingest(url, pattern, fmt, mapping, options, progress=not as_json)
+    summary, ok = run_ingest(
+        url, pattern, fmt, mapping, options, progress=not as_json,
+        dask_workers=dask_workers, dask_address=dask_address,
+    )
     if as_json:
         typer.echo(
             json.dumps(

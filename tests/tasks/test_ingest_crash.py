@@ -7,18 +7,19 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
 from sqlalchemy import Engine, text
 
 from tasks.ingest import ingest_object, register_objects
+from tasks.retry import is_transient
 from tasks.sources import build_source
 from tests.factories import event, jsonl
+from tests.faults import damage_at, terminate_other_backends
 from tests.storage import Bucket
 
-EVENTS = 80_000
+EVENTS = 30_000
 
 _LOADER = """
 import json, sys
@@ -31,18 +32,6 @@ source = build_source(spec)
 for object_id in register_objects(engine, source.key, source.list()):
     ingest_object(engine, source, object_id, chunk_rows=2_000)
 """
-
-
-def _busy_loading(engine: Engine) -> bool:
-    with engine.connect() as conn:
-        return bool(
-            conn.execute(
-                text(
-                    "select count(*) from pg_stat_activity where datname = current_database()"
-                    " and pid <> pg_backend_pid() and query ilike '%insert into events%'"
-                )
-            ).scalar_one()
-        )
 
 
 def _totals(engine: Engine) -> tuple[int, int, str]:
@@ -73,17 +62,11 @@ def test_killed_process_mid_object_then_rerun_counts_every_event_once(
     if big_object.url.startswith("memory://"):
         pytest.skip("memory:// lives inside one process; see the backend-termination test")
     spec = json.dumps(big_object.spec().model_dump(mode="json"))
-    loader = subprocess.Popen(
-        [sys.executable, "-c", _LOADER, spec], start_new_session=True, env=os.environ.copy()
+    env = {**os.environ, "TALLYFLOW_FAILPOINTS": "ingest.after_merge=5"}  # mid-object
+    loader = subprocess.run(
+        [sys.executable, "-c", _LOADER, spec], env=env, timeout=120, check=False
     )
-    deadline = time.monotonic() + 60
-    while not _busy_loading(engine):
-        assert loader.poll() is None, "the loader finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    time.sleep(0.3)  # well inside the object: several chunks are in the open transaction
-    os.killpg(loader.pid, signal.SIGKILL)
-    loader.wait()
+    assert loader.returncode == -signal.SIGKILL
     time.sleep(0.5)  # Postgres notices the dead client and rolls its transaction back
     assert _totals(engine)[0] == 0
     _ingest_everything(engine, big_object)
@@ -94,29 +77,12 @@ def test_backend_killed_mid_object_then_rerun_counts_every_event_once(
     engine: Engine, big_object: Bucket
 ) -> None:
     """The same crash seen from the database side: the loader's connection is terminated."""
-
-    def terminate_when_loading() -> None:
-        deadline = time.monotonic() + 60
-        while not _busy_loading(engine) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        with engine.connect() as conn:
-            conn.execute(
-                text(
-                    "select pg_terminate_backend(pid) from pg_stat_activity"
-                    " where datname = current_database() and pid <> pg_backend_pid()"
-                    " and query ilike '%insert into events%'"
-                )
-            )
-
-    killer = threading.Thread(target=terminate_when_loading)
-    killer.start()
     source = build_source(big_object.spec())
     (object_id,) = register_objects(engine, source.key, source.list())
-    with pytest.raises(Exception) as crash:
-        ingest_object(engine, source, object_id, chunk_rows=2_000)
-    killer.join()
-    from tasks.retry import is_transient
-
+    with damage_at("ingest.after_merge=5", lambda: terminate_other_backends(engine)) as done:
+        with pytest.raises(Exception) as crash:
+            ingest_object(engine, source, object_id, chunk_rows=2_000)
+    assert done and done[0] >= 1
     assert is_transient(crash.value), crash.value
     assert _totals(engine)[0] == 0
     _ingest_everything(engine, big_object)

@@ -1,0 +1,92 @@
+"""Serve the real deployments, trigger a rerun of one billing hour through the Prefect API the
+way the UI's "Run" form does, and see it complete with the right money."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from tasks.catalog import apply_catalog
+from tasks.ingest import ingest_object, register_objects
+from tasks.sources import SourceSpec, build_source
+from tests.factories import jsonl
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+PROJECT = Path(__file__).parents[2]
+
+
+def _wait_for_deployment(name: str, timeout: float = 90) -> None:
+    from prefect.client.orchestration import get_client
+
+    async def exists() -> bool:
+        async with get_client() as client:
+            try:
+                await client.read_deployment_by_name(name)
+                return True
+            except Exception:
+                return False
+
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(exists()):
+        assert time.monotonic() < deadline, f"deployment {name} never appeared"
+        time.sleep(0.5)
+
+
+def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+
+    assert apply_catalog(engine, [PROJECT / "examples" / "mistral"]).ok
+    (tmp_path / "usage.jsonl").write_text(jsonl([
+        {"transaction_id": "t1", "external_subscription_id": "sub_acme_001",
+         "code": "mistral_tokens", "timestamp": "2025-11-24T15:00:00Z",
+         "properties": {"tokens": 2_000_000, "model": "mistral-small", "type": "input"}},
+        {"transaction_id": "t2", "external_subscription_id": "sub_acme_001",
+         "code": "mistral_tokens", "timestamp": "2025-11-24T15:30:00Z",
+         "properties": {"tokens": 1, "model": "mistral-large", "type": "output"}},
+    ]))
+    source = build_source(SourceSpec(url=tmp_path.as_uri()))
+    for object_id in register_objects(engine, source.key, source.list()):
+        ingest_object(engine, source, object_id)
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+           "TALLYFLOW_WALLETS_SETTLE_PAID": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "deployments/serve.py", "hourly", "backfill"], cwd=PROJECT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        _wait_for_deployment("billing-cycle/hourly")
+        run = run_deployment(
+            "billing-cycle/hourly",
+            parameters={"target": {"hour": "2025-11-24T17:00:00Z"}},
+            timeout=240,
+        )
+        assert run.state is not None and run.state.is_completed(), run.state
+        assert run.name == "billing 2025-11-24T17:00Z"
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=30)[0]
+    with engine.connect() as conn:
+        snapshot = conn.execute(text(
+            "select amount_cents, as_of from usage_snapshots"
+            " where external_subscription_id = 'sub_acme_001'"
+        )).one()
+        deducted = conn.execute(text(
+            "select coalesce(sum(amount_cents), 0) from wallet_transactions"
+            " where source = 'usage' and direction = 'outbound'"
+        )).scalar_one()
+    # 2M small input tokens at $1 per 1M = $2.00; 1 large output token rounds up to a whole
+    # package of 1M at $12: 200 + 1200 cents.
+    assert int(snapshot.amount_cents) == 1400, output[-3000:]
+    assert snapshot.as_of.isoformat() == "2025-11-24T17:00:00+00:00"
+    assert int(deducted) == 1400
