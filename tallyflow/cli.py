@@ -12,6 +12,14 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 import typer  # noqa: E402
 
+from tallyflow.commands import (  # noqa: E402
+    catalog,
+    demo,
+    ingest,
+    ops,
+    usage,
+    wallets,
+)
 from tallyflow.commands import db as db_commands  # noqa: E402
 
 app = typer.Typer(
@@ -20,23 +28,9 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(db_commands.app, name="db")
-
-
-def _register() -> None:
-    """Command modules register themselves here so each area owns its own file."""
-    import importlib
-
-    for name in ("catalog", "ingest", "demo", "usage", "wallets", "ops"):
-        try:
-            module = importlib.import_module(f"tallyflow.commands.{name}")
-        except ModuleNotFoundError as exc:  # an area not built yet
-            if exc.name != f"tallyflow.commands.{name}":
-                raise
-            continue
-        module.register(app)
-
-
-_register()
+# Each area owns its commands in its own module and adds them here.
+for _area in (catalog, ingest, usage, wallets, ops, demo):
+    _area.register(app)
 
 
 def main() -> None:
