@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tallyflow.commands.common import parse_moment
 from tallyflow.resources import billing_engine
 
 REBUILD = "rebuild"
@@ -25,23 +26,6 @@ REBUILD = "rebuild"
 def register(app: typer.Typer) -> None:
     app.command("usage")(usage)
     app.command("snapshot")(snapshot)
-
-
-def parse_moment(value: str | None) -> datetime | None:
-    """ISO 8601 with an offset (``Z`` allowed) or epoch seconds; a zone-less time is refused
-    because it would silently mean the machine's zone."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.lstrip("-").replace(".", "", 1).isdigit():
-        seconds = Decimal(text)
-        whole = int(seconds)
-        micros = int((seconds - whole) * 1_000_000)
-        return datetime.fromtimestamp(whole, UTC).replace(microsecond=micros)
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        raise typer.BadParameter(f"{value!r} has no timezone offset (add Z or +hh:mm)")
-    return moment
 
 
 def usage(

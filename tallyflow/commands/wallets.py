@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tallyflow.commands.common import parse_moment
 from tallyflow.resources import billing_engine
 
 app = typer.Typer(help="Prepaid wallets: balances, top-ups, payments, deductions.")
@@ -26,26 +27,6 @@ app = typer.Typer(help="Prepaid wallets: balances, top-ups, payments, deductions
 
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="wallets")
-
-
-def _moment(value: str | None) -> datetime | None:
-    """ISO 8601 with an offset or epoch seconds (the same rules as ``tallyflow usage --at``)."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.lstrip("-").replace(".", "", 1).isdigit():
-        seconds = Decimal(text)
-        whole = int(seconds)
-        return datetime.fromtimestamp(whole, UTC).replace(
-            microsecond=int((seconds - whole) * 1_000_000)
-        )
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not an ISO time or epoch seconds") from exc
-    if moment.tzinfo is None:
-        raise typer.BadParameter(f"{value!r} has no timezone offset (add Z or +hh:mm)")
-    return moment
 
 
 def _credits(value: str, name: str) -> Decimal:
@@ -74,7 +55,7 @@ def show(
     from tasks.wallets import WalletError, wallet_overview
 
     try:
-        overview = wallet_overview(billing_engine(), customer, _moment(at), limit)
+        overview = wallet_overview(billing_engine(), customer, parse_moment(at), limit)
     except WalletError as exc:
         _fail(str(exc))
         return
@@ -206,7 +187,7 @@ def deduct(
     from flows.wallet_deductions import wallet_deductions
 
     billing_engine()
-    moment = _moment(at) or datetime.now(UTC)
+    moment = parse_moment(at) or datetime.now(UTC)
     summary = wallet_deductions(as_of=moment, customers=customers or None,
                                 settle_paid=settle_paid)
     if as_json:
