@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.params import BackfillWindow, BillingHour, Rerate, hour_label
 from flows.usage_snapshot import usage_snapshot
 from flows.wallet_deductions import wallet_deductions
+from tallyflow.failpoints import failpoint
 
 
 def scheduled_hour() -> datetime:
@@ -38,6 +39,7 @@ def billing_cycle(target: BillingHour | None = None) -> dict:
     """Usage snapshot, then wallet deductions, for one hour."""
     hour = target.hour if target else scheduled_hour()
     usage = usage_snapshot(as_of=hour)
+    failpoint("billing.between_flows")
     wallets = wallet_deductions(as_of=hour)
     summary = {"hour": hour.isoformat(), "usage": usage, "wallets": wallets}
     create_markdown_artifact(

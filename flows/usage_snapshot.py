@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from prefect import flow, runtime
 from prefect.artifacts import create_table_artifact
 
+from tallyflow.failpoints import failpoint
 from tasks.usage import (
     SnapshotBatch,
     due_subscriptions_task,
@@ -50,6 +51,7 @@ def usage_snapshot(
     """Snapshot current usage of every subscription whose usage may have changed."""
     moment = resolve_as_of(as_of)
     folded = fold_new_objects_task()
+    failpoint("usage.after_fold")
     due = due_subscriptions_task(moment, subscriptions)
     flow_run_id = str(runtime.flow_run.id or "") or None
     batches: list[SnapshotBatch] = [

@@ -27,6 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tallyflow.failpoints import failpoint
 from tasks.wallets import (
     DEFAULT_BATCH,
     DEFAULT_GRACE_HOURS,
@@ -96,6 +97,7 @@ def wallet_deductions(
     summary: dict[str, Any] = {"run_id": run_id, "as_of": moment.isoformat()}
     try:
         summary["opened"] = open_wallets_task(moment, settle, run_id)
+        failpoint("wallets.after_open")
         summary["expired"] = len(expire_wallets_task(moment, run_id))
         interval = interval_top_ups_task(moment, settle, run_id)
         due = due_customers_task(moment, customers, grace_hours)
@@ -105,7 +107,9 @@ def wallet_deductions(
         ]
         batches: list[DeductionBatch] = [future.result() for future in futures]
         threshold = threshold_top_ups_task(moment, settle, run_id)
+        failpoint("wallets.after_topups")
         alerts = evaluate_alerts_task(moment, run_id)
+        failpoint("wallets.after_alerts")
         emitted = _emit_alerts(run_id)
         summary.update(_totals(batches))
         summary.update({
@@ -117,6 +121,7 @@ def wallet_deductions(
     except Exception as exc:
         finish_run_task(run_id, summary, "failed", f"{type(exc).__name__}: {exc}")
         raise
+    failpoint("wallets.before_finish_run")
     finish_run_task(run_id, summary)
     _report(summary)
     return summary
@@ -135,6 +140,7 @@ def _emit_alerts(run_id: int) -> int:
         emit_event(**alert_event(alert))
     if pending.total > len(pending.alerts):
         emit_event(**alerts_summary_event(pending, run_id))
+    failpoint("wallets.before_mark_emitted")
     if pending.total:
         mark_alerts_emitted_task(pending.up_to_id)
     return pending.total

@@ -53,6 +53,7 @@ from models.rating import (
 )
 from models.rating.aggregation import Operation
 from models.rating.periods import ONE_MICROSECOND
+from tallyflow.failpoints import failpoint
 
 # Folds share this advisory lock; a rebuild takes it exclusively so no fold interleaves.
 FOLD_LOCK: Final = 7_305_040
@@ -280,6 +281,7 @@ def fold_pending(engine: Engine, max_objects: int = DEFAULT_FOLD_OBJECTS) -> Fol
                 {"f": fold_id, "ids": ids},
             )
             _finish_fold(conn, fold_id, len(ids), batch)
+            failpoint("usage.before_fold_commit")
         summary.folds += 1
         summary.objects += len(ids)
         summary.events += batch.events

@@ -46,6 +46,7 @@ from models.rating import (
     per_event_units,
 )
 from models.rating.aggregation import tidy
+from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.rating import (
     FoldSummary,
@@ -714,6 +715,7 @@ def snapshot_subscriptions(
                     }
                 )
     rows.sort(key=lambda r: r["subscription_id"])
+    failpoint("usage.after_snapshot_read")
     with engine.begin() as conn:
         if rows:
             # COPY into a stage, then one upsert: 10,000 jsonb rows in a fraction of a second.
@@ -733,6 +735,8 @@ def snapshot_subscriptions(
                     "as_of": as_of,
                 },
             )
+        failpoint("usage.before_snapshot_commit")
+    failpoint("usage.after_snapshot_commit")
     ranked = sorted(rows, key=lambda r: (-r["amount_cents"], r["external_subscription_id"]))
     return SnapshotBatch(
         snapshots=len(rows),

@@ -61,6 +61,7 @@ from models.wallets import (
     threshold_reached,
     top_up_credits,
 )
+from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.retry import retry_transient
 
@@ -348,6 +349,7 @@ def open_wallets(
                 settle_paid=settle_paid, source="initial", key=f"initial:{w.id}",
             ))
         post(conn, rows, as_of, run_id)
+        failpoint("wallets.before_open_commit")
     return len(opened)
 
 
@@ -486,25 +488,31 @@ def threshold_top_ups(
 
     The ongoing balance counts purchases still pending, so a top-up awaiting payment is not
     fired again every hour. Keys ``threshold:<wallet>:<position>:<n>`` with n the number of
-    the rule's earlier rows, read under the lock: one top-up per crossing.
+    the rule's earlier rows, read under the lock: one top-up per crossing. A crossing ends
+    when the ongoing balance rises above the threshold: while it has not since the rule's
+    last top-up (a top-up too small to lift it), a rerun, a retry or a concurrent run of the
+    same hour must not top it up again.
     """
     with engine.begin() as conn:
         due = conn.execute(_RULES, {"trigger": "threshold", "as_of": as_of}).all()
         if not due:
             return 0
-        counts = {
-            (int(c.wallet_id), int(c.rule_position)): int(c.n)
-            for c in conn.execute(
-                text(
-                    """
-                    select wallet_id, rule_position, count(*) as n from wallet_transactions
-                    where source = 'threshold' and wallet_id = any(cast(:ids as bigint[]))
-                    group by wallet_id, rule_position
-                    """
-                ),
-                {"ids": sorted({r.wallet_id for r in due})},
-            )
-        }
+        counts: dict[tuple[int, int], int] = {}
+        last_ids: dict[tuple[int, int], int] = {}
+        for c in conn.execute(
+            text(
+                """
+                select wallet_id, rule_position, count(*) as n, max(id) as last_id
+                from wallet_transactions
+                where source = 'threshold' and wallet_id = any(cast(:ids as bigint[]))
+                group by wallet_id, rule_position
+                """
+            ),
+            {"ids": sorted({r.wallet_id for r in due})},
+        ):
+            counts[(int(c.wallet_id), int(c.rule_position))] = int(c.n)
+            last_ids[(int(c.wallet_id), int(c.rule_position))] = int(c.last_id)
+        since = _ledger_since(conn, last_ids)
         rows: list[LedgerRow] = []
         fired: set[int] = set()
         for r in due:
@@ -515,6 +523,11 @@ def threshold_top_ups(
                 r.method, r.paid_credits, r.granted_credits, r.target_ongoing_balance, ongoing
             )
             n = counts.get((r.wallet_id, r.position), 0)
+            last_id = last_ids.get((r.wallet_id, r.position))
+            if last_id is not None and not _rose_above(
+                since.get(r.wallet_id, []), last_id, ongoing, r.threshold_credits
+            ):
+                continue  # still the crossing its last top-up was for
             new = _top_up_rows(
                 r.wallet_id, r.customer_id, r.rate_amount, paid, granted,
                 settle_paid=settle_paid, source="threshold", rule_position=r.position,
@@ -524,6 +537,49 @@ def threshold_top_ups(
                 fired.add(r.wallet_id)
                 rows.extend(new)
         return _count_top_ups(post(conn, rows, as_of, run_id), rows)
+
+
+def _ledger_since(
+    conn: Connection, last_ids: dict[tuple[int, int], int]
+) -> dict[int, list[tuple[int, Decimal]]]:
+    """Per wallet, its ledger rows from its rules' oldest last top-up on: (id, ongoing delta)."""
+    first: dict[int, int] = {}
+    for (wallet_id, _), last_id in last_ids.items():
+        first[wallet_id] = min(first.get(wallet_id, last_id), last_id)
+    out: dict[int, list[tuple[int, Decimal]]] = defaultdict(list)
+    if not first:
+        return out
+    for row in conn.execute(
+        text(
+            """
+            select t.wallet_id, t.id,
+              case when t.status = 'voided' then 0
+                   when t.direction = 'inbound' then t.credits else -t.credits end as delta
+            from wallet_transactions t
+            join unnest(cast(:ids as bigint[]), cast(:firsts as bigint[])) as k(wid, first_id)
+              on t.wallet_id = k.wid and t.id >= k.first_id
+            order by t.wallet_id, t.id
+            """
+        ),
+        {"ids": list(first), "firsts": list(first.values())},
+    ):
+        out[int(row.wallet_id)].append((int(row.id), Decimal(row.delta)))
+    return out
+
+
+def _rose_above(
+    rows: Sequence[tuple[int, Decimal]], last_id: int, ongoing: Decimal, threshold: Decimal
+) -> bool:
+    """Whether the ongoing balance was above ``threshold`` after any ledger row from the
+    rule's last top-up (``last_id``) on; ``ongoing`` is the balance after the last row."""
+    after = ongoing
+    for row_id, delta in reversed(rows):
+        if row_id < last_id:
+            break
+        if not threshold_reached(after, threshold):
+            return True
+        after -= delta
+    return False
 
 
 # --------------------------------------------------------------------------------------------
@@ -766,6 +822,7 @@ def deduct_customers(
                 "customers": [p[2] for p in positions], "deducted": [p[3] for p in positions],
                 "revisions": [p[4] for p in positions], "snapshots": [p[5] for p in positions],
             })
+        failpoint("wallets.before_batch_commit")
         result.customers = len(customers_done)
         result.wallets = sorted({row.wallet_id for row in rows})
         result.negative = [
@@ -776,6 +833,7 @@ def deduct_customers(
         ]
         result.top.sort(key=lambda item: (-Decimal(str(item["amount_cents"])), item["customer"]))
         result.top = result.top[:10]
+    failpoint("wallets.mid_batch")
     return result
 
 
@@ -903,6 +961,7 @@ def evaluate_alerts(engine: Engine, as_of: datetime, run_id: int | None = None) 
                      " where id = any(cast(:ids as bigint[])) and resolved_at is null"),
                 {"as_of": as_of, "ids": resolve},
             ).rowcount
+        failpoint("wallets.before_alerts_commit")
     return summary
 
 
