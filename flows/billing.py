@@ -7,12 +7,12 @@ it calls are idempotent per hour, so reruns and overlapping runs converge.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
 
-from flows.params import BackfillWindow, BillingHour, Rerate, hour_label
+from flows.params import BackfillWindow, BillingHour, Rerate, hour_label, resolve_as_of
 from flows.usage_snapshot import usage_snapshot
 from flows.wallet_deductions import wallet_deductions
 from tallyflow.failpoints import failpoint
@@ -20,9 +20,7 @@ from tallyflow.failpoints import failpoint
 
 def scheduled_hour() -> datetime:
     """The hour this run is for: its scheduled start (manual runs are scheduled when created)."""
-    scheduled = runtime.flow_run.scheduled_start_time
-    moment = datetime.fromisoformat(scheduled.isoformat()) if scheduled else datetime.now(UTC)
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return resolve_as_of(None).replace(minute=0, second=0, microsecond=0)
 
 
 def _billing_name() -> str:

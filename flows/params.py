@@ -13,6 +13,22 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 MAX_BACKFILL = timedelta(days=92)
 
 
+def resolve_as_of(as_of: datetime | None) -> datetime:
+    """The moment a run is for: its parameter, else its scheduled start (a manual run is
+    scheduled when it is created). Only outside any flow run does the clock stand in, so a
+    rerun of 10:00 recomputes 10:00 (design invariant 5)."""
+    from prefect import runtime
+
+    if as_of is None:
+        scheduled = runtime.flow_run.scheduled_start_time
+        as_of = datetime.fromisoformat(scheduled.isoformat()) if scheduled else None
+    if as_of is None:  # pragma: no cover - called outside a flow run
+        as_of = datetime.now(UTC)
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must carry a timezone offset")
+    return as_of.astimezone(UTC)
+
+
 def _aware_hour(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("give a timezone offset, e.g. 2026-11-27T10:00:00Z")

@@ -8,11 +8,12 @@ whether or not anything changed, which is how one hour is reproduced on demand.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prefect import flow, runtime
 from prefect.artifacts import create_table_artifact
 
+from flows.params import resolve_as_of
 from tallyflow.failpoints import failpoint
 from tasks.usage import (
     SnapshotBatch,
@@ -22,19 +23,6 @@ from tasks.usage import (
 )
 
 DEFAULT_BATCH = 2_000
-
-
-def resolve_as_of(as_of: datetime | None) -> datetime:
-    """The parameter, else the scheduled start of this run (a manual run is scheduled when
-    it is created); only outside any flow run does the current time stand in."""
-    if as_of is None:
-        scheduled = runtime.flow_run.scheduled_start_time
-        as_of = datetime.fromisoformat(scheduled.isoformat()) if scheduled else None
-    if as_of is None:  # pragma: no cover - called outside a flow run
-        as_of = datetime.now(UTC)
-    if as_of.tzinfo is None:
-        raise ValueError("as_of must carry a timezone offset")
-    return as_of.astimezone(UTC)
 
 
 def _run_name() -> str:

@@ -18,7 +18,7 @@ rerun of 10:00 recomputes 10:00. ``refresh_usage`` runs ``usage-snapshot`` for t
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -27,6 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows.params import resolve_as_of
 from tallyflow.failpoints import failpoint
 from tasks.wallets import (
     DEFAULT_BATCH,
@@ -50,18 +51,6 @@ from tasks.wallets import (
     start_run_task,
     threshold_top_ups_task,
 )
-
-
-def resolve_as_of(as_of: datetime | None) -> datetime:
-    """The parameter, else this run's scheduled start; the clock only outside a flow run."""
-    if as_of is None:
-        scheduled = runtime.flow_run.scheduled_start_time
-        as_of = datetime.fromisoformat(scheduled.isoformat()) if scheduled else None
-    if as_of is None:  # pragma: no cover - called outside a flow run
-        as_of = datetime.now(UTC)
-    if as_of.tzinfo is None:
-        raise ValueError("as_of must carry a timezone offset")
-    return as_of.astimezone(UTC)
 
 
 def _run_name() -> str:

@@ -24,8 +24,6 @@ from typing import Any, TypeVar
 import orjson
 import psycopg
 from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 
@@ -33,7 +31,7 @@ from models.events import MAX_RAW_KEPT, Rejection, TimeBounds, validate_record
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.readers import READERS, ObjectUnreadable
-from tasks.retry import retry_transient
+from tasks.retry import transient_retries
 from tasks.sources import ObjectRef, Source, SourceSpec, build_source
 
 DEFAULT_CHUNK_ROWS = 20_000
@@ -487,13 +485,7 @@ def _prefetch(items: Iterator[_T], depth: int = 2) -> Iterator[_T]:
 # Prefect tasks (thin: the functions above do the work and are tested without Prefect)
 # --------------------------------------------------------------------------------------------
 
-_RETRIES = {
-    "retries": 4,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=1),
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": retry_transient,
-    "cache_policy": NO_CACHE,
-}
+_RETRIES = transient_retries(retries=4, backoff_factor=1)
 
 
 @task(name="list-new-objects", **_RETRIES)

@@ -40,6 +40,21 @@ def is_transient(exc: BaseException | None) -> bool:
     return False
 
 
+def transient_retries(retries: int = 4, backoff_factor: float = 1.0) -> dict[str, Any]:
+    """The task options every database-writing task uses: retry transient failures only, with
+    exponential backoff and jitter, and never cache (idempotency lives in Postgres)."""
+    from prefect.cache_policies import NO_CACHE
+    from prefect.tasks import exponential_backoff
+
+    return {
+        "retries": retries,
+        "retry_delay_seconds": exponential_backoff(backoff_factor=backoff_factor),
+        "retry_jitter_factor": 0.5,
+        "retry_condition_fn": retry_transient,
+        "cache_policy": NO_CACHE,
+    }
+
+
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry only transient database/network failures."""
     try:

@@ -19,8 +19,6 @@ from typing import Any, Final
 
 import orjson
 from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 from sqlalchemy import Connection, Engine, text
 
 from models.rating import (
@@ -62,7 +60,7 @@ from tasks.rating import (
     merge_stored,
     read_states,
 )
-from tasks.retry import retry_transient
+from tasks.retry import transient_retries
 
 ZERO: Final = Decimal(0)
 WEIGHTED: Final = AggregationType.WEIGHTED_SUM
@@ -797,13 +795,7 @@ def latest_usage(
 # Prefect tasks (thin wrappers; the functions above are tested without Prefect)
 # --------------------------------------------------------------------------------------------
 
-_RETRIES: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=1),
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": retry_transient,
-    "cache_policy": NO_CACHE,
-}
+_RETRIES = transient_retries(retries=3, backoff_factor=1)
 
 
 @task(name="fold-new-objects", **_RETRIES)

@@ -34,8 +34,6 @@ from decimal import Decimal
 from typing import Any, Final
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 from sqlalchemy import Connection, Engine, text
 
 from models.wallets import (
@@ -63,7 +61,7 @@ from models.wallets import (
 )
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
-from tasks.retry import retry_transient
+from tasks.retry import transient_retries
 
 SETTLE_PAID_ENV: Final = "TALLYFLOW_WALLETS_SETTLE_PAID"
 DEFAULT_BATCH: Final = 2_500
@@ -1375,13 +1373,7 @@ def recent_runs(engine: Engine, limit: int = 10) -> list[dict[str, Any]]:
 # Prefect tasks: thin wrappers, retried only on transient failures
 # --------------------------------------------------------------------------------------------
 
-_RETRIES: dict[str, Any] = {
-    "retries": 4,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=0.5),
-    "retry_jitter_factor": 0.5,
-    "retry_condition_fn": retry_transient,
-    "cache_policy": NO_CACHE,
-}
+_RETRIES = transient_retries(retries=4, backoff_factor=0.5)
 
 
 @task(name="wallet-run-start", **_RETRIES)
