@@ -41,6 +41,10 @@ def runs(
     from tasks.history import recent_runs
 
     rows = recent_runs(billing_engine(), limit)
+    ui = _ui_url()
+    for row in rows:
+        run_id = row["flow_run_id"]
+        row["url"] = f"{ui}/runs/flow-run/{run_id}" if ui and run_id else None
     if as_json:
         typer.echo(json.dumps(rows, default=str))
         return
@@ -50,9 +54,22 @@ def runs(
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row["kind"], _short_time(row["started_at"]), row["status"],
-                      _figures(row["figures"]), row["flow_run_id"] or "")
+                      _figures(row["figures"]), row["url"] or row["flow_run_id"] or "")
     console.print(table)
-    console.print("Artifacts of a run: the Prefect UI, Flow Runs -> the run id above -> Artifacts.")
+    if not ui:
+        console.print("Set PREFECT_API_URL (a running `prefect server start`) to get links to "
+                      "each run's page and artifacts in the Prefect UI.")
+
+
+def _ui_url() -> str | None:
+    """The Prefect UI's address when a server is configured (its runs pages hold artifacts)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    api = PREFECT_API_URL.value()
+    if not ui and api:
+        ui = api.removesuffix("/").removesuffix("/api")
+    return ui or None
 
 
 def _short_time(value: Any) -> str:

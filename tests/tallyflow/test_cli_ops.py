@@ -29,5 +29,17 @@ def test_runs_lists_ingest_and_wallet_runs_newest_first(engine: Engine) -> None:
     ingest = rows[1]
     assert ingest["flow_run_id"] == "0b7c2a0e-0000-4000-8000-000000000001"
     assert (ingest["figures"]["accepted"], ingest["figures"]["rejected"]) == (2, 1)
+    assert ingest["url"] is None  # no Prefect server configured in this test
     table = runner.invoke(app, ["runs"])
     assert table.exit_code == 0 and "ingest" in table.stdout
+
+
+def test_runs_link_to_the_prefect_ui_when_a_server_is_configured(engine: Engine) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    start_run(engine, "file:///bucket", "0b7c2a0e-0000-4000-8000-000000000002")
+    with temporary_settings(updates={PREFECT_API_URL: "http://prefect.internal:4200/api"}):
+        (row,) = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
+    assert row["url"] == (
+        "http://prefect.internal:4200/runs/flow-run/0b7c2a0e-0000-4000-8000-000000000002"
+    )
