@@ -29,7 +29,6 @@ def test_runs_lists_ingest_and_wallet_runs_newest_first(engine: Engine) -> None:
     ingest = rows[1]
     assert ingest["flow_run_id"] == "0b7c2a0e-0000-4000-8000-000000000001"
     assert (ingest["figures"]["accepted"], ingest["figures"]["rejected"]) == (2, 1)
-    assert ingest["url"] is None  # no Prefect server configured in this test
     table = runner.invoke(app, ["runs"])
     assert table.exit_code == 0 and "ingest" in table.stdout
 
