@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from prefect import flow, runtime
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.params import BackfillWindow, BillingHour, Rerate, hour_label, resolve_as_of
+from flows.params import (
+    BackfillWindow,
+    BillingHour,
+    Rerate,
+    hour_label,
+    resolve_as_of,
+    run_param,
+)
 from flows.usage_snapshot import usage_snapshot
 from flows.wallet_deductions import wallet_deductions
 from tallyflow.failpoints import failpoint
@@ -24,9 +31,7 @@ def scheduled_hour() -> datetime:
 
 
 def _billing_name() -> str:
-    params = runtime.flow_run.parameters or {}
-    hour = (params.get("target") or {}).get("hour") if isinstance(params.get("target"), dict) \
-        else getattr(params.get("target"), "hour", None)
+    hour = run_param("target", "hour", None)
     if isinstance(hour, str):
         hour = datetime.fromisoformat(hour.replace("Z", "+00:00"))
     return f"billing {hour_label(hour or scheduled_hour())}"
@@ -56,11 +61,7 @@ def _describe(wallets: dict) -> str:
 
 
 def _backfill_name() -> str:
-    params = runtime.flow_run.parameters or {}
-    window = params.get("window") or {}
-    start = window.get("start") if isinstance(window, dict) else getattr(window, "start", "")
-    end = window.get("end") if isinstance(window, dict) else getattr(window, "end", "")
-    return f"backfill {start} .. {end}"
+    return f"backfill {run_param('window', 'start')} .. {run_param('window', 'end')}"
 
 
 @flow(name="billing-backfill", flow_run_name=_backfill_name, log_prints=True)
@@ -77,11 +78,7 @@ def billing_backfill(window: BackfillWindow) -> dict:
 
 
 def _rerate_name() -> str:
-    params = runtime.flow_run.parameters or {}
-    request = params.get("request") or {}
-    sub = request.get("external_subscription_id") if isinstance(request, dict) \
-        else getattr(request, "external_subscription_id", "")
-    return f"re-rate {sub}"
+    return f"re-rate {run_param('request', 'external_subscription_id')}"
 
 
 @flow(name="rerate-subscription", flow_run_name=_rerate_name, log_prints=True)

@@ -19,7 +19,7 @@ from prefect.artifacts import (
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.params import Reingest
+from flows.params import Reingest, run_param
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.ingest import (
@@ -49,10 +49,7 @@ class IngestFailed(Exception):
 
 
 def _run_name() -> str:
-    params = runtime.flow_run.parameters or {}
-    source = params.get("source") or {}
-    url = source.get("url") if isinstance(source, dict) else getattr(source, "url", "")
-    return f"ingest {url}"
+    return f"ingest {run_param('source', 'url')}"
 
 
 @flow(
@@ -119,12 +116,7 @@ def _report(summary: dict, results: list[ObjectResult]) -> None:
 
 
 def _reingest_name() -> str:
-    params = runtime.flow_run.parameters or {}
-    request = params.get("request") or {}
-    url = request.get("object_url") if isinstance(request, dict) else getattr(
-        request, "object_url", ""
-    )
-    return f"re-ingest {url}"
+    return f"re-ingest {run_param('request', 'object_url')}"
 
 
 @flow(name="reingest-object", flow_run_name=_reingest_name, log_prints=True)

@@ -7,6 +7,7 @@ in every run's page.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 
@@ -33,6 +34,20 @@ def _aware_hour(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("give a timezone offset, e.g. 2026-11-27T10:00:00Z")
     return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def run_param(name: str, field: str | None = None, default: Any = "") -> Any:
+    """A parameter of the current flow run (or one field of it), for run names.
+
+    Parameters arrive as models when a flow is called from code and as plain dicts when a
+    deployment runs it, so both shapes are read the same way here.
+    """
+    from prefect import runtime
+
+    value = (runtime.flow_run.parameters or {}).get(name)
+    if field is not None:
+        value = value.get(field) if isinstance(value, dict) else getattr(value, field, None)
+    return default if value is None else value
 
 
 def hour_label(hour: datetime) -> str:

@@ -13,7 +13,7 @@ from datetime import datetime
 from prefect import flow, runtime
 from prefect.artifacts import create_table_artifact
 
-from flows.params import resolve_as_of
+from flows.params import resolve_as_of, run_param
 from tallyflow.failpoints import failpoint
 from tasks.usage import (
     SnapshotBatch,
@@ -26,8 +26,7 @@ DEFAULT_BATCH = 2_000
 
 
 def _run_name() -> str:
-    params = runtime.flow_run.parameters or {}
-    return f"usage snapshot {params.get('as_of') or 'scheduled'}"
+    return f"usage snapshot {run_param('as_of', default='scheduled')}"
 
 
 @flow(name="usage-snapshot", flow_run_name=_run_name, log_prints=True)

@@ -27,7 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.params import resolve_as_of
+from flows.params import resolve_as_of, run_param
 from tallyflow.failpoints import failpoint
 from tasks.wallets import (
     DEFAULT_BATCH,
@@ -54,8 +54,7 @@ from tasks.wallets import (
 
 
 def _run_name() -> str:
-    params = runtime.flow_run.parameters or {}
-    return f"wallet deductions {params.get('as_of') or 'scheduled'}"
+    return f"wallet deductions {run_param('as_of', default='scheduled')}"
 
 
 @flow(
