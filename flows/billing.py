@@ -1,28 +1,45 @@
 """The billing cycle and its on-demand variants: rerun an hour, backfill a window, re-rate.
 
 Orchestration only. Every run takes its hour from its parameters or its scheduled start time,
-never from "now" alone, so a rerun of 10:00 recomputes 10:00 (design invariant 5); the flows
-it calls are idempotent per hour, so reruns and overlapping runs converge.
+never from "now" alone, so a rerun of 10:00 recomputes 10:00 (docs/architecture.md,
+invariant 5); the flows it calls are idempotent per hour, so reruns, retries and overlapping
+runs converge. That is also why the billing cycle may retry as a whole: a failed attempt that
+posted half of its deductions is completed, not repeated, by the next attempt.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
+from decimal import Decimal
+from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows.links import run_link
 from flows.params import (
-    BackfillWindow,
-    BillingHour,
-    Rerate,
+    HourCount,
+    OptionalHour,
+    OptionalMoment,
+    StartHour,
+    SubscriptionId,
+    backfill_hours,
     hour_label,
+    moment_label,
     resolve_as_of,
     run_param,
 )
 from flows.usage_snapshot import usage_snapshot
 from flows.wallet_deductions import wallet_deductions
 from tallyflow.failpoints import failpoint
+from tasks.billing_report import customer_movements_task
+
+# A billing hour is retried as a whole after transient trouble its tasks did not absorb (the
+# database gone for minutes, say); after that the run fails and the automation notifies.
+BILLING_RETRIES = 2
+BILLING_RETRY_DELAY_SECONDS = int(os.environ.get("TALLYFLOW_BILLING_RETRY_DELAY_SECONDS", "60"))
+ARTIFACT_CUSTOMERS = 50
 
 
 def scheduled_hour() -> datetime:
@@ -31,57 +48,116 @@ def scheduled_hour() -> datetime:
 
 
 def _billing_name() -> str:
-    hour = run_param("target", "hour", None)
-    if isinstance(hour, str):
-        hour = datetime.fromisoformat(hour.replace("Z", "+00:00"))
-    return f"billing {hour_label(hour or scheduled_hour())}"
+    hour = moment_label(run_param("hour", default=None))
+    return f"billing {hour or hour_label(scheduled_hour())}"
 
 
-@flow(name="billing-cycle", flow_run_name=_billing_name, log_prints=True)
-def billing_cycle(target: BillingHour | None = None) -> dict:
-    """Usage snapshot, then wallet deductions, for one hour."""
-    hour = target.hour if target else scheduled_hour()
-    usage = usage_snapshot(as_of=hour)
+@flow(
+    name="billing-cycle",
+    flow_run_name=_billing_name,
+    retries=BILLING_RETRIES,
+    retry_delay_seconds=BILLING_RETRY_DELAY_SECONDS,
+    log_prints=True,
+)
+def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
+    """Usage snapshot, then wallet deductions, for one hour.
+
+    Args:
+        hour: The hour to bill, with its offset (e.g. 2026-11-27T10:00:00Z). Leave empty for
+            the hour this run was scheduled for; rerunning an hour recomputes exactly that hour.
+    """
+    at = hour or scheduled_hour()
+    usage_state = usage_snapshot(as_of=at, return_state=True)
+    usage = usage_state.result()
     failpoint("billing.between_flows")
-    wallets = wallet_deductions(as_of=hour)
-    summary = {"hour": hour.isoformat(), "usage": usage, "wallets": wallets}
+    wallets_state = wallet_deductions(as_of=at, return_state=True)
+    wallets = wallets_state.result()
+    movements = customer_movements_task(wallets["run_id"]) if "run_id" in wallets else []
+    summary = {"hour": at.isoformat(), "usage": usage, "wallets": wallets}
     create_markdown_artifact(
-        f"### Billing {hour_label(hour)}\n\n"
-        f"- subscriptions snapshotted: {usage.get('snapshots', 0)}\n"
-        f"- usage amount: {usage.get('amount_cents', 0)} cents\n"
-        f"- wallet deductions: {_describe(wallets)}\n",
+        _artifact(at, usage, wallets, movements,
+                  usage_run=usage_state.state_details.flow_run_id,
+                  wallet_run=wallets_state.state_details.flow_run_id),
         key="billing-cycle",
+        description=f"Billing {hour_label(at)}",
     )
     return summary
 
 
-def _describe(wallets: dict) -> str:
-    keys = ("customers", "wallets_touched", "credits_deducted", "corrections", "alerts")
-    return ", ".join(f"{k} {wallets[k]}" for k in keys if k in wallets) or str(wallets)
+def _artifact(
+    hour: datetime, usage: dict[str, Any], wallets: dict[str, Any],
+    movements: list[dict[str, Any]], usage_run: Any, wallet_run: Any,
+) -> str:
+    deducted = sum((m["deducted_cents"] for m in movements), Decimal(0))
+    credited = sum((m["credited_back_cents"] for m in movements), Decimal(0))
+    lines = [
+        f"# Billing {hour_label(hour)}",
+        "",
+        f"- usage snapshot: {run_link(usage_run, 'usage-snapshot run')}:"
+        f" {usage.get('snapshots', 0)} subscription(s), {usage.get('amount_cents', 0)} cents",
+        f"- wallet deductions: {run_link(wallet_run, 'wallet-deductions run')}:"
+        f" {len(movements)} customer(s) moved, {_cents(deducted)} cents deducted,"
+        f" {_cents(credited)} cents credited back",
+        f"- top-ups {wallets.get('top_ups', 0)}, alerts {wallets.get('alerts', 0)},"
+        f" wallets below zero {wallets.get('negative_wallets', 0)}",
+    ]
+    if movements:
+        lines += ["", "## Per customer (this run's ledger postings)", "",
+                  "| customer | deducted (cents) | credited back (cents) | transactions |",
+                  "| --- | ---: | ---: | ---: |"]
+        lines += [
+            f"| {m['customer']} | {_cents(m['deducted_cents'])} |"
+            f" {_cents(m['credited_back_cents'])} | {m['transactions']} |"
+            for m in movements[:ARTIFACT_CUSTOMERS]
+        ]
+        if len(movements) > ARTIFACT_CUSTOMERS:
+            lines.append(f"\n... and {len(movements) - ARTIFACT_CUSTOMERS} more customers"
+                         " (`tallyflow wallets show CUSTOMER`).")
+    else:
+        lines += ["", "No wallet postings in this run: every ledger already matched usage."]
+    return "\n".join(lines)
+
+
+def _cents(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value else "0"
 
 
 def _backfill_name() -> str:
-    return f"backfill {run_param('window', 'start')} .. {run_param('window', 'end')}"
+    start = moment_label(run_param("start", default=None)) or "?"
+    return f"backfill {start} +{run_param('hours', default='?')}h"
 
 
 @flow(name="billing-backfill", flow_run_name=_backfill_name, log_prints=True)
-def billing_backfill(window: BackfillWindow) -> dict:
+def billing_backfill(start: StartHour, hours: HourCount = 24) -> dict[str, Any]:
     """Run the billing cycle hour by hour over a window, oldest first.
+
+    Args:
+        start: The first hour to bill, with its offset (e.g. 2026-11-27T00:00:00Z).
+        hours: How many hours from the first one on (24 = one day, at most 92 days). A window
+            is a start and a length, so it can never be reversed.
 
     Prefect does no catch-up of missed schedules; this is how a gap is filled. Hours run in
     order because each hour's deductions build on the ledger the previous hours left.
     """
-    hours = window.hours()
-    results = [billing_cycle(BillingHour(hour=hour)) for hour in hours]
-    return {"hours": len(hours), "first": hours[0].isoformat(), "last": hours[-1].isoformat(),
-            "results": results}
+    window = backfill_hours(start, hours)
+    results = [billing_cycle(hour=h) for h in window]
+    return {"hours": len(window), "first": window[0].isoformat(),
+            "last": window[-1].isoformat(), "results": results}
 
 
 def _rerate_name() -> str:
-    return f"re-rate {run_param('request', 'external_subscription_id')}"
+    return f"re-rate {run_param('external_subscription_id')}"
 
 
 @flow(name="rerate-subscription", flow_run_name=_rerate_name, log_prints=True)
-def rerate_subscription(request: Rerate) -> dict:
-    """Recompute one subscription's current usage now (e.g. after a price change)."""
-    return usage_snapshot(as_of=request.at, subscriptions=[request.external_subscription_id])
+def rerate_subscription(
+    external_subscription_id: SubscriptionId, at: OptionalMoment = None
+) -> dict[str, Any]:
+    """Recompute one subscription's current usage (e.g. after a price change).
+
+    Args:
+        external_subscription_id: The subscription's external_id.
+        at: The moment to price as of, with its offset. Leave empty for the time this run was
+            scheduled.
+    """
+    return usage_snapshot(as_of=at, subscriptions=[external_subscription_id])

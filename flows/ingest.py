@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from prefect import flow, runtime
+from prefect import flow, runtime, task
 from prefect.artifacts import (
     create_progress_artifact,
     create_table_artifact,
@@ -18,11 +18,14 @@ from prefect.artifacts import (
 )
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
-from flows.params import Reingest, run_param
+from flows.params import ObjectUrl, run_param
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.ingest import (
+    _RETRIES,
     DEFAULT_CHUNK_ROWS,
     ObjectResult,
     finish_run,
@@ -58,11 +61,21 @@ def _run_name() -> str:
     task_runner=ThreadPoolTaskRunner(max_workers=2),
     log_prints=True,
 )
-def ingest_events(source: SourceSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict:
-    """Ingest every new object of ``source`` exactly once; bad rows are kept with reasons."""
+def ingest_events(
+    source: Annotated[SourceSpec, Field(json_schema_extra={"title": "Source"})],
+    chunk_rows: Annotated[
+        int, Field(ge=1, json_schema_extra={"title": "Rows per chunk"})
+    ] = DEFAULT_CHUNK_ROWS,
+) -> dict:
+    """Ingest every new object of ``source`` exactly once; bad rows are kept with reasons.
+
+    Args:
+        source: Where the batch objects are (a folder, s3://bucket/prefix, ...), their format
+            and record shape.
+        chunk_rows: Rows read and loaded per step; bounds the memory of one object.
+    """
     started = time.perf_counter()
-    engine = billing_engine()
-    run_id = start_run(engine, build_source(source).key, str(runtime.flow_run.id or "") or None)
+    run_id = start_run_task(build_source(source).key, str(runtime.flow_run.id or "") or None)
     object_ids = list_new_objects(source)
     progress = create_progress_artifact(
         0.0, description=f"{len(object_ids)} object(s) to ingest from {source.url}"
@@ -80,11 +93,22 @@ def ingest_events(source: SourceSpec, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> d
         update_progress_artifact(progress, 100.0)
     results.sort(key=lambda r: r.object_id)
     failpoint("ingest.before_finish_run")
-    summary = finish_run(engine, run_id, results, time.perf_counter() - started)
+    summary = finish_run_task(run_id, results, time.perf_counter() - started)
     _report(summary, results)
     if summary["failed_objects"]:
         raise IngestFailed(summary)
     return summary
+
+
+@task(name="ingest-run-start", **_RETRIES)
+def start_run_task(source_key: str, flow_run_id: str | None) -> int:
+    """The run's history row; a task so a database that is briefly away is retried."""
+    return start_run(billing_engine(), source_key, flow_run_id)
+
+
+@task(name="ingest-run-finish", **_RETRIES)
+def finish_run_task(run_id: int, results: list[ObjectResult], seconds: float) -> dict:
+    return finish_run(billing_engine(), run_id, results, seconds)
 
 
 def _report(summary: dict, results: list[ObjectResult]) -> None:
@@ -116,17 +140,29 @@ def _report(summary: dict, results: list[ObjectResult]) -> None:
 
 
 def _reingest_name() -> str:
-    return f"re-ingest {run_param('request', 'object_url')}"
+    return f"re-ingest {run_param('object_url')}"
+
+
+@task(name="requeue-object", **_RETRIES)
+def requeue_task(source_key: str) -> int:
+    return requeue(billing_engine(), source_key)
 
 
 @flow(name="reingest-object", flow_run_name=_reingest_name, log_prints=True)
-def reingest_object(request: Reingest, options: dict | None = None) -> dict:
+def reingest_object(
+    object_url: ObjectUrl,
+    options: Annotated[
+        dict[str, Any] | SkipJsonSchema[None], Field(json_schema_extra={"title": "Source options"})
+    ] = None,
+) -> dict:
     """Read one object again, whatever the ledger says (its events still count once).
 
-    ``options`` are the source options (endpoint_url, secret_block), as for ingest.
+    Args:
+        object_url: The object as listed in the ledger, e.g. s3://bucket/usage/a.jsonl.
+        options: Source options as for ingest (endpoint_url, secret_block); empty for none.
     """
-    spec = SourceSpec(url=request.object_url, options=options or {})
-    requeued = requeue(billing_engine(), build_source(spec).key)
+    spec = SourceSpec(url=object_url, options=options or {})
+    requeued = requeue_task(build_source(spec).key)
     summary = ingest_events(spec)
     return {**summary, "requeued": requeued}
 

@@ -7,17 +7,18 @@ in every run's page.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field
+from pydantic.json_schema import SkipJsonSchema
 
-MAX_BACKFILL = timedelta(days=92)
+MAX_BACKFILL_HOURS = 92 * 24
 
 
 def resolve_as_of(as_of: datetime | None) -> datetime:
     """The moment a run is for: its parameter, else its scheduled start (a manual run is
     scheduled when it is created). Only outside any flow run does the clock stand in, so a
-    rerun of 10:00 recomputes 10:00 (design invariant 5)."""
+    rerun of 10:00 recomputes 10:00 (docs/architecture.md, invariant 5)."""
     from prefect import runtime
 
     if as_of is None:
@@ -30,10 +31,48 @@ def resolve_as_of(as_of: datetime | None) -> datetime:
     return as_of.astimezone(UTC)
 
 
-def _aware_hour(value: datetime) -> datetime:
-    if value.tzinfo is None:
+# RFC 3339 with a mandatory offset: the Prefect server checks deployment parameters against
+# their JSON schema when a run is created, so a zone-less time is refused at submit (the form
+# shows the error) instead of failing at start. Pydantic re-checks it for callers from code.
+TIME_WITH_OFFSET = (
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})$"
+)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
         raise ValueError("give a timezone offset, e.g. 2026-11-27T10:00:00Z")
-    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return value
+
+
+def _aware_hour(value: datetime | None) -> datetime | None:
+    aware = _aware(value)
+    return aware.astimezone(UTC).replace(minute=0, second=0, microsecond=0) if aware else None
+
+
+def _time_field(title: str) -> Any:
+    """A form field for a moment: titled, offset required, no None toggle in the UI (empty
+    means "when this run was scheduled"); Prefect takes descriptions from the docstring."""
+    return Field(json_schema_extra={"title": title, "pattern": TIME_WITH_OFFSET})
+
+
+# Flow parameters typed for the Prefect form. ``SkipJsonSchema[None]`` keeps None callable from
+# code without offering a "None" choice in the form.
+OptionalHour = Annotated[
+    datetime | SkipJsonSchema[None], AfterValidator(_aware_hour), _time_field("Hour (UTC)")
+]
+OptionalMoment = Annotated[
+    datetime | SkipJsonSchema[None], AfterValidator(_aware), _time_field("As of (UTC)")
+]
+StartHour = Annotated[datetime, AfterValidator(_aware_hour), _time_field("From (UTC)")]
+HourCount = Annotated[
+    int,
+    Field(ge=1, le=MAX_BACKFILL_HOURS, json_schema_extra={"title": "Hours"}),
+]
+SubscriptionId = Annotated[
+    str, Field(min_length=1, json_schema_extra={"title": "Subscription"})
+]
+ObjectUrl = Annotated[str, Field(min_length=3, json_schema_extra={"title": "Object URL"})]
 
 
 def run_param(name: str, field: str | None = None, default: Any = "") -> Any:
@@ -51,59 +90,25 @@ def run_param(name: str, field: str | None = None, default: Any = "") -> Any:
 
 
 def hour_label(hour: datetime) -> str:
+    """The one way an hour is written in run names and artifacts: ``2026-11-27T10:00Z``."""
     return hour.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
-class BillingHour(BaseModel):
-    """One hour of the billing cycle to (re)compute."""
-
-    hour: datetime = Field(
-        ...,
-        title="Hour (UTC)",
-        description="The hour to bill, e.g. 2026-11-27T10:00:00Z. Usage and wallet deductions are "
-        "computed as of the start of this hour; rerunning it recomputes exactly that.",
-    )
-
-    _hour = field_validator("hour")(_aware_hour)
-
-
-class BackfillWindow(BaseModel):
-    """Hours to run the billing cycle for, one after another."""
-
-    start: datetime = Field(..., title="From (UTC)", description="First hour, inclusive.")
-    end: datetime = Field(..., title="To (UTC)", description="Last hour, inclusive.")
-
-    _start = field_validator("start")(_aware_hour)
-    _end = field_validator("end")(_aware_hour)
-
-    @model_validator(mode="after")
-    def _ordered(self) -> BackfillWindow:
-        if self.end < self.start:
-            raise ValueError("end must not be before start")
-        if self.end - self.start > MAX_BACKFILL:
-            raise ValueError(f"a backfill covers at most {MAX_BACKFILL.days} days")
-        return self
-
-    def hours(self) -> list[datetime]:
-        count = int((self.end - self.start) / timedelta(hours=1)) + 1
-        return [self.start + timedelta(hours=n) for n in range(count)]
+def moment_label(value: Any) -> str | None:
+    """A run parameter (datetime or ISO text, as deployments pass it) as ``hour_label``; None
+    when absent. Unparseable text is shown as given, so a run name never fails."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            return value
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return hour_label(value) if value.minute == value.second == 0 and not value.microsecond \
+            else value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
 
 
-class Rerate(BaseModel):
-    """Re-price one subscription's open period, e.g. after a price change."""
-
-    external_subscription_id: str = Field(
-        ..., title="Subscription", description="The subscription's external_id.", min_length=1
-    )
-    at: datetime | None = Field(
-        None, title="As of (UTC)", description="Empty: the time this run was scheduled."
-    )
-
-
-class Reingest(BaseModel):
-    """Read one object again (after fixing it, or to check it)."""
-
-    object_url: str = Field(
-        ..., title="Object URL", description="As listed in the ledger, e.g. s3://bucket/a.jsonl",
-        min_length=3,
-    )
+def backfill_hours(start: datetime, hours: int) -> list[datetime]:
+    return [start + timedelta(hours=n) for n in range(hours)]

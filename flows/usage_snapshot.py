@@ -13,7 +13,7 @@ from datetime import datetime
 from prefect import flow, runtime
 from prefect.artifacts import create_table_artifact
 
-from flows.params import resolve_as_of, run_param
+from flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.failpoints import failpoint
 from tasks.usage import (
     SnapshotBatch,
@@ -26,7 +26,7 @@ DEFAULT_BATCH = 2_000
 
 
 def _run_name() -> str:
-    return f"usage snapshot {run_param('as_of', default='scheduled')}"
+    return f"usage snapshot {moment_label(run_param('as_of', default=None)) or 'scheduled'}"
 
 
 @flow(name="usage-snapshot", flow_run_name=_run_name, log_prints=True)

@@ -27,7 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.params import resolve_as_of, run_param
+from flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.failpoints import failpoint
 from tasks.wallets import (
     DEFAULT_BATCH,
@@ -54,7 +54,7 @@ from tasks.wallets import (
 
 
 def _run_name() -> str:
-    return f"wallet deductions {run_param('as_of', default='scheduled')}"
+    return f"wallet deductions {moment_label(run_param('as_of', default=None)) or 'scheduled'}"
 
 
 @flow(

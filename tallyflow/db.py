@@ -130,3 +130,79 @@ def dispose_engines() -> None:
 def transaction(url: str | None = None) -> Iterator[Connection]:
     with get_engine(url).begin() as conn:
         yield conn
+
+
+class BackupError(RuntimeError):
+    """pg_dump/pg_restore could not do the job; the message carries their last words."""
+
+
+def _client_binary(name: str, server_major: int) -> str:
+    """The pg_dump/pg_restore to use: pgserver's own (PostgreSQL 16, always installed with
+    Tallyflow) unless the server is newer than it, then the newest one on PATH."""
+    import shutil
+
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    bundled = Path(POSTGRES_BIN_PATH) / name
+    if server_major <= 16 and bundled.exists():
+        return str(bundled)
+    found = shutil.which(name)
+    if found is None:
+        raise BackupError(
+            f"the database runs PostgreSQL {server_major}; install its {name} (e.g. the "
+            f"postgresql-client-{server_major} package) and put it on PATH"
+        )
+    return found
+
+
+def _libpq_target(url: str) -> tuple[str, dict[str, str]]:
+    """A libpq URI for the client tools, with the password passed through the environment
+    (never on a command line that ``ps`` shows)."""
+    import os
+
+    parsed = make_url(normalise_url(url))
+    env = dict(os.environ)
+    if parsed.password:
+        env["PGPASSWORD"] = str(parsed.password)
+    target = parsed.set(drivername="postgresql", password=None)
+    return target.render_as_string(hide_password=False), env
+
+
+def _server_major(url: str) -> int:
+    with get_engine(url).connect() as conn:
+        return int(conn.execute(text("show server_version_num")).scalar_one()) // 10000
+
+
+def _run_client(argv: list[str], env: dict[str, str]) -> None:
+    import subprocess
+
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        raise BackupError(f"{Path(argv[0]).name} failed: {last[0]}")
+
+
+def backup(file: Path, url: str | None = None) -> Path:
+    """Dump the whole Tallyflow database (schema, data, migration revision) to one file in
+    pg_dump's custom format, which ``restore`` reads back."""
+    resolved = url or database_url()
+    target, env = _libpq_target(resolved)
+    binary = _client_binary("pg_dump", _server_major(resolved))
+    file.parent.mkdir(parents=True, exist_ok=True)
+    _run_client([binary, "--format=custom", "--no-owner", "--no-privileges",
+                 f"--file={file}", f"--dbname={target}"], env)
+    return file
+
+
+def restore(file: Path, url: str | None = None) -> None:
+    """Replace the Tallyflow database's contents with a backup, in one transaction: either
+    the whole backup is in place afterwards or nothing changed."""
+    if not file.is_file():
+        raise BackupError(f"{file}: no such backup file")
+    resolved = url or database_url()
+    target, env = _libpq_target(resolved)
+    binary = _client_binary("pg_restore", _server_major(resolved))
+    dispose_engines()  # our own pooled sessions would hold locks the restore needs
+    _run_client([binary, "--clean", "--if-exists", "--no-owner", "--no-privileges",
+                 "--single-transaction", "--exit-on-error", f"--dbname={target}", str(file)],
+                env)

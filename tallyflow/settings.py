@@ -13,6 +13,11 @@ import platformdirs
 
 DATABASE_URL_ENV = "TALLYFLOW_DATABASE_URL"
 HOME_ENV = "TALLYFLOW_HOME"
+# Deployed runs (served or on a worker) use the embedded server only when this says so: a worker
+# that silently started its own empty database would bill into it and nobody would notice.
+EMBEDDED_ENV = "TALLYFLOW_EMBEDDED"
+# Where Prefect automations send notifications (failed/crashed runs, wallet alerts).
+NOTIFY_WEBHOOK_ENV = "TALLYFLOW_NOTIFY_WEBHOOK_URL"
 
 
 def tallyflow_home() -> Path:
@@ -28,3 +33,11 @@ def tallyflow_home() -> Path:
 
 def configured_database_url() -> str | None:
     return os.environ.get(DATABASE_URL_ENV) or None
+
+
+def embedded_opted_in() -> bool:
+    return os.environ.get(EMBEDDED_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def notify_webhook_url() -> str | None:
+    return os.environ.get(NOTIFY_WEBHOOK_ENV) or None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # Prefect reads these at import: keep its state out of the user's home and the network.
@@ -94,6 +94,33 @@ def engine(database_url: str) -> Iterator[Engine]:
     with eng.begin() as conn:
         conn.execute(text(f"truncate {names} restart identity cascade"))
     yield eng
+
+
+@pytest.fixture()
+def scratch_database(database_url: str) -> Iterator[Callable[[], str]]:
+    """A factory of empty databases on the test server (dropped after the test), for tests that
+    need a second database: restores, outdated schemas."""
+    from tallyflow import db
+
+    admin_url = db.make_url(database_url).set(database="postgres")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"tallyflow_scratch_{uuid.uuid4().hex[:10]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'create database "{name}"'))
+        made.append(name)
+        return admin_url.set(database=name).render_as_string(hide_password=False)
+
+    try:
+        yield make
+    finally:
+        db.dispose_engines()
+        with admin.connect() as conn:
+            for name in made:
+                conn.execute(text(f'drop database if exists "{name}" with (force)'))
+        admin.dispose()
 
 
 @pytest.fixture(scope="session")

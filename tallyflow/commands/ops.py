@@ -15,22 +15,87 @@ from tallyflow.resources import billing_engine
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("runs")(runs)
+    automations = typer.Typer(help="Prefect automations: who is notified of what.",
+                              no_args_is_help=True)
+    automations.command("apply")(apply_automations)
+    app.add_typer(automations, name="automations")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
 
 
 def serve(
     only: list[str] | None = typer.Option(
         None, "--only", help="Serve only these deployment names (repeatable)."
     ),
+    embedded: bool = typer.Option(
+        False, "--embedded",
+        help="Bill into this machine's embedded PostgreSQL (when TALLYFLOW_DATABASE_URL is unset).",
+    ),
+    log_level: str = typer.Option(
+        "INFO", "--log-level", help="Log level of the served runs, as the Prefect UI shows them."
+    ),
 ) -> None:
     """Serve the deployments of deployments/prefect.yaml from this process (one machine).
 
-    Point PREFECT_API_URL at a running Prefect server (`prefect server start`) to see and
-    trigger the runs in its UI.
+    Needs a Prefect server (PREFECT_API_URL, e.g. from `prefect server start`) and a database:
+    TALLYFLOW_DATABASE_URL, or --embedded on purpose. Applies deployments/automations.yaml when
+    TALLYFLOW_NOTIFY_WEBHOOK_URL is set.
     """
-    from deployments.serve import serve as serve_deployments
+    import os
 
-    billing_engine()  # the schema is current before the first scheduled run
+    from prefect.settings import PREFECT_API_URL
+
+    from deployments.serve import serve as serve_deployments
+    from tallyflow import db, migrate
+    from tallyflow.settings import DATABASE_URL_ENV, EMBEDDED_ENV, configured_database_url
+
+    if not PREFECT_API_URL.value():
+        raise _fail("no Prefect server: run `prefect server start` and set PREFECT_API_URL "
+                    "(e.g. http://127.0.0.1:4200/api) so schedules and runs outlive this process")
+    if not configured_database_url():
+        if not embedded:
+            raise _fail(f"no database configured: set {DATABASE_URL_ENV}, or pass --embedded to "
+                        "bill into this machine's embedded PostgreSQL on purpose")
+        # Served runs are subprocesses: they inherit the URL and never start a server of their own.
+        os.environ[DATABASE_URL_ENV] = db.start_embedded()
+        os.environ[EMBEDDED_ENV] = "1"
+    problem = migrate.schema_problem(db.get_engine())
+    if problem:
+        raise _fail(problem)
+    # The CLI keeps Prefect quiet for its own commands; served runs must log to the UI.
+    os.environ["PREFECT_LOGGING_LEVEL"] = log_level.upper()
+    _announce_automations()
     serve_deployments(only)
+
+
+def _announce_automations() -> None:
+    from tallyflow.settings import NOTIFY_WEBHOOK_ENV, notify_webhook_url
+
+    url = notify_webhook_url()
+    if not url:
+        typer.echo(f"notifications: off (set {NOTIFY_WEBHOOK_ENV} to be told of failed runs and "
+                   "wallet alerts)")
+        return
+    from deployments.automations import apply_automations as apply
+
+    names = apply(url)
+    typer.echo(f"notifications: {len(names)} automation(s) applied ({', '.join(names)})")
+
+
+def apply_automations() -> None:
+    """Apply deployments/automations.yaml to the Prefect server (a deploy step with workers)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tallyflow.settings import NOTIFY_WEBHOOK_ENV, notify_webhook_url
+
+    if not PREFECT_API_URL.value():
+        raise _fail("no Prefect server: set PREFECT_API_URL to the server the workers use")
+    if not notify_webhook_url():
+        raise _fail(f"set {NOTIFY_WEBHOOK_ENV} to the webhook that should receive notifications")
+    _announce_automations()
 
 
 def runs(
@@ -41,7 +106,9 @@ def runs(
     from tasks.history import recent_runs
 
     rows = recent_runs(billing_engine(), limit)
-    ui = _ui_url()
+    from flows.links import ui_url
+
+    ui = ui_url()
     for row in rows:
         run_id = row["flow_run_id"]
         row["url"] = f"{ui}/runs/flow-run/{run_id}" if ui and run_id else None
@@ -59,17 +126,6 @@ def runs(
     if not ui:
         console.print("Set PREFECT_API_URL (a running `prefect server start`) to get links to "
                       "each run's page and artifacts in the Prefect UI.")
-
-
-def _ui_url() -> str | None:
-    """The Prefect UI's address when a server is configured (its runs pages hold artifacts)."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
-
-    ui = PREFECT_UI_URL.value()
-    api = PREFECT_API_URL.value()
-    if not ui and api:
-        ui = api.removesuffix("/").removesuffix("/api")
-    return ui or None
 
 
 def _short_time(value: Any) -> str:

@@ -15,9 +15,9 @@ from deployments.serve import deployment_specs, load_flow, schedules
 SPECS = {spec["name"]: spec for spec in deployment_specs()}
 # What a person fills in on the UI form of the on-demand deployments.
 FORMS = {
-    "backfill": {"window": {"start": "2026-11-27T08:00:00Z", "end": "2026-11-27T10:00:00Z"}},
-    "rerate": {"request": {"external_subscription_id": "sub_acme_001"}},
-    "reingest": {"request": {"object_url": "s3://bucket/events/a.jsonl"}},
+    "backfill": {"start": "2026-11-27T08:00:00Z", "hours": 3},
+    "rerate": {"external_subscription_id": "sub_acme_001"},
+    "reingest": {"object_url": "s3://bucket/events/a.jsonl"},
 }
 
 
@@ -52,9 +52,66 @@ def test_deployment_entrypoint_schedule_and_parameters(name: str) -> None:
     assert required <= set(parameters), f"{name}: the form needs {required - set(parameters)}"
 
 
-def test_bad_form_input_is_refused_with_a_reason() -> None:
-    backfill = load_flow(SPECS["backfill"]["entrypoint"])
-    with pytest.raises(Exception, match="end must not be before start"):
-        backfill.validate_parameters(
-            {"window": {"start": "2026-11-27T10:00:00Z", "end": "2026-11-27T08:00:00Z"}}
-        )
+def _submit_errors(name: str, parameters: dict) -> list[str]:
+    """What the Prefect server says when a run of deployment ``name`` is submitted with these
+    parameters: the same JSON-schema check it applies before creating the run."""
+    from prefect.utilities.schema_tools import validate
+
+    schema = load_flow(SPECS[name]["entrypoint"]).parameters.model_dump()
+    return [error.message for error in validate(parameters, schema)]
+
+
+@pytest.mark.parametrize(
+    ("name", "parameters", "refused"),
+    [
+        ("hourly", {"hour": "2026-11-27T10:00:00Z"}, False),
+        ("hourly", {"hour": "2026-11-27T10:00:00+01:00"}, False),
+        ("hourly", {"hour": "2026-11-27T10:00:00.000Z"}, False),
+        ("hourly", {}, False),
+        ("hourly", {"hour": "2026-11-27T10:00:00"}, True),
+        ("hourly", {"hour": "2026-11-27"}, True),
+        ("backfill", {"start": "2026-11-27T10:00:00Z", "hours": 1}, False),
+        ("backfill", {"start": "2026-11-27T10:00:00Z", "hours": 0}, True),
+        ("backfill", {"start": "2026-11-27T10:00:00Z", "hours": -3}, True),
+        ("backfill", {"start": "2026-11-27T10:00:00Z", "hours": 92 * 24 + 1}, True),
+        ("backfill", {"start": "2026-11-27T10:00:00", "hours": 2}, True),
+        ("rerate", {"external_subscription_id": "s", "at": "2026-11-27T10:30:00Z"}, False),
+        ("rerate", {"external_subscription_id": "s", "at": "2026-11-27 10:30"}, True),
+        ("rerate", {"external_subscription_id": ""}, True),
+    ],
+)
+def test_the_server_refuses_bad_form_input_at_submit(
+    name: str, parameters: dict, refused: bool
+) -> None:
+    assert bool(_submit_errors(name, parameters)) is refused, _submit_errors(name, parameters)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_form_field_has_a_title_and_a_description_and_no_none_toggle(name: str) -> None:
+    schema = load_flow(SPECS[name]["entrypoint"]).parameters.model_dump()
+    for field, prop in schema["properties"].items():
+        assert prop.get("title") and prop["title"] != field, f"{name}.{field}: raw title"
+        assert prop.get("description"), f"{name}.{field}: no description"
+        assert "anyOf" not in prop, f"{name}.{field}: the form would offer None"
+
+
+def test_code_callers_get_the_same_checks() -> None:
+    hourly = load_flow(SPECS["hourly"]["entrypoint"])
+    with pytest.raises(Exception, match="timezone offset"):
+        hourly.validate_parameters({"hour": "2026-11-27T10:00:00"})
+    assert hourly.validate_parameters({"hour": "2026-11-27T10:45:00+01:00"})["hour"].isoformat() \
+        == "2026-11-27T09:00:00+00:00"
+
+
+def test_run_names_write_hours_one_way() -> None:
+    from datetime import UTC, datetime
+
+    from flows.params import moment_label
+
+    expected = "2026-11-29T01:00Z"
+    assert moment_label("2026-11-29T01:00:00Z") == expected
+    assert moment_label("2026-11-28T20:00:00-05:00") == expected
+    assert moment_label(datetime(2026, 11, 29, 1, tzinfo=UTC)) == expected
+    assert moment_label("2026-11-29T01:30:00Z") == "2026-11-29T01:30:00Z"
+    assert moment_label(None) is None
+    assert moment_label("not a time") == "not a time"

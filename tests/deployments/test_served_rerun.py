@@ -68,7 +68,7 @@ def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
         _wait_for_deployment("billing-cycle/hourly")
         run = run_deployment(
             "billing-cycle/hourly",
-            parameters={"target": {"hour": "2025-11-24T17:00:00Z"}},
+            parameters={"hour": "2025-11-24T17:00:00Z"},
             timeout=240,
         )
         assert run.state is not None and run.state.is_completed(), run.state

@@ -34,7 +34,6 @@ import pytest
 from sqlalchemy import Engine, text
 
 from flows.billing import billing_cycle
-from flows.params import BillingHour
 from tasks import wallets as w
 from tasks.catalog import apply_catalog
 from tasks.ingest import ingest_object, register_objects
@@ -88,8 +87,7 @@ from datetime import datetime
 hour = datetime.fromisoformat(sys.argv[2])
 if sys.argv[1] == "cycle":
     from flows.billing import billing_cycle
-    from flows.params import BillingHour
-    billing_cycle(BillingHour(hour=hour))
+    billing_cycle(hour=hour)
 else:
     from flows.usage_snapshot import usage_snapshot
     from flows.wallet_deductions import wallet_deductions
@@ -207,7 +205,7 @@ def prepare(engine: Engine, folder: Path) -> Path:
     w.add_alert_rule(engine, "balance_below", Decimal(5))
     (bucket / "part-1.jsonl").write_text(jsonl(events(1)))
     ingest(engine, bucket)
-    billing_cycle(BillingHour(hour=PRIOR))
+    billing_cycle(hour=PRIOR)
     (bucket / "part-2.jsonl").write_text(jsonl(events(2)))
     ingest(engine, bucket)
     apply(engine, catalog, "late-wallet.yaml", LATE_WALLET)
@@ -306,7 +304,7 @@ def clean_run(
     engine = db.get_engine(database_url)
     reset(engine)
     prepare(engine, tmp_path_factory.mktemp("billing-clean"))
-    summary = billing_cycle(BillingHour(hour=HOUR))
+    summary = billing_cycle(hour=HOUR)
     assert summary["usage"]["snapshots"] == len(subscriptions())
     assert summary["wallets"]["opened"] == 1  # the late wallet
     assert summary["wallets"]["transactions"] > 0
@@ -359,7 +357,7 @@ def test_kill_at_crash_point_then_rerun_equals_clean_run(
             assert crashed[key] != clean_run[key], f"{key} should be unfinished at {point}"
     assert_ledger_is_balances(engine)  # even the crashed hour never splits ledger/balance
 
-    billing_cycle(BillingHour(hour=HOUR))  # the rerun, the real flow, default batch sizes
+    billing_cycle(hour=HOUR)  # the rerun, the real flow, default batch sizes
 
     after = state(engine)
     assert_same(after, clean_run)

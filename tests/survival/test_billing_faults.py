@@ -21,7 +21,6 @@ import pytest
 from sqlalchemy import Engine, text
 
 from flows.billing import billing_cycle
-from flows.params import BillingHour
 from tests.factories import jsonl
 from tests.faults import damage_at, terminate_other_backends
 from tests.survival.test_billing_crash_points import (
@@ -154,7 +153,7 @@ def test_backends_terminated_mid_cycle_are_retried_and_the_run_completes(
 ) -> None:
     prepare(engine, tmp_path)
     with damage_at(point, lambda: terminate_other_backends(engine)) as done:
-        summary = billing_cycle(BillingHour(hour=HOUR))
+        summary = billing_cycle(hour=HOUR)
     assert done and done[0] >= 1, f"nothing was terminated at {point}"
     assert summary["usage"]["snapshots"] == len(subscriptions())
     assert_same(state(engine), clean_run)
@@ -201,10 +200,10 @@ def test_same_hour_rerun_five_times_gives_the_ledger_of_one_run(
     clean_run: dict, engine: Engine, tmp_path: Path
 ) -> None:
     prepare(engine, tmp_path)
-    first = billing_cycle(BillingHour(hour=HOUR))
+    first = billing_cycle(hour=HOUR)
     assert first["wallets"]["transactions"] > 0 and first["wallets"]["threshold_top_ups"] > 0
     for _ in range(5):
-        again = billing_cycle(BillingHour(hour=HOUR))
+        again = billing_cycle(hour=HOUR)
         assert again["wallets"]["transactions"] == 0, again["wallets"]
         assert again["wallets"]["top_ups"] == 0 and again["wallets"]["alerts"] == 0
     assert_same(state(engine), clean_run)
@@ -232,7 +231,7 @@ def test_late_event_makes_the_next_hour_deduct_only_the_difference(
     clean_run: dict, engine: Engine, tmp_path: Path
 ) -> None:
     bucket = prepare(engine, tmp_path)
-    billing_cycle(BillingHour(hour=HOUR))
+    billing_cycle(hour=HOUR)
     assert_same(state(engine), clean_run)
     before = state(engine)
     late = [
@@ -245,7 +244,7 @@ def test_late_event_makes_the_next_hour_deduct_only_the_difference(
     ]
     (bucket / "late.jsonl").write_text(jsonl(late))
     ingest(engine, bucket)
-    summary = billing_cycle(BillingHour(hour=NEXT))
+    summary = billing_cycle(hour=NEXT)
 
     prices = plan_prices(json.loads(PLAN.read_text()))
     old = owed_cents(events(1) + events(2), prices)
@@ -271,7 +270,7 @@ def test_price_change_reprices_the_open_period_and_moves_the_exact_delta(
     clean_run: dict, engine: Engine, tmp_path: Path, price: str
 ) -> None:
     prepare(engine, tmp_path)
-    billing_cycle(BillingHour(hour=HOUR))
+    billing_cycle(hour=HOUR)
     assert_same(state(engine), clean_run)
     plan = json.loads(PLAN.read_text())
     old_prices = plan_prices(plan)
@@ -279,7 +278,7 @@ def test_price_change_reprices_the_open_period_and_moves_the_exact_delta(
         if f["values"] == {"model": ["mistral-large"], "type": ["output"]}:
             f["properties"]["amount"] = price
     apply(engine, tmp_path / "catalog", "plan.json", json.dumps(plan))
-    billing_cycle(BillingHour(hour=NEXT))
+    billing_cycle(hour=NEXT)
 
     every = events(1) + events(2)
     old, new = owed_cents(every, old_prices), owed_cents(every, plan_prices(plan))

@@ -32,6 +32,13 @@ def test_embedded_postgres_without_any_configuration() -> None:
         assert status["revision"] == status["head"]
         again = _tallyflow(home, "apply", str(EXAMPLES), "--json")
         assert json.loads(again.stdout)["kinds"]["plan"]["unchanged"] == 1  # same server, same data
+        dump = str(Path(home) / "backup.dump")
+        backed_up = _tallyflow(home, "db", "backup", dump)
+        assert backed_up.returncode == 0, backed_up.stderr
+        restored = _tallyflow(home, "db", "restore", dump, "--yes")
+        assert restored.returncode == 0, restored.stderr
+        after = _tallyflow(home, "apply", str(EXAMPLES), "--json")
+        assert json.loads(after.stdout)["kinds"]["plan"]["unchanged"] == 1  # the same catalog back
     finally:
         stopped = _tallyflow(home, "db", "stop")
     assert "stopped" in stopped.stdout
