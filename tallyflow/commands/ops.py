@@ -65,10 +65,15 @@ def serve(
     problem = migrate.schema_problem(db.get_engine())
     if problem:
         raise _fail(problem)
-    # The CLI keeps Prefect quiet for its own commands; served runs must log to the UI.
-    os.environ["PREFECT_LOGGING_LEVEL"] = log_level.upper()
     _announce_automations()
-    serve_deployments(only)
+    # The CLI keeps Prefect quiet for its own commands; served runs must log to the UI. Served
+    # runs take their settings from this process's settings context (not only its environment),
+    # so both are set before serving.
+    from prefect.settings import PREFECT_LOGGING_LEVEL, temporary_settings
+
+    os.environ["PREFECT_LOGGING_LEVEL"] = log_level.upper()
+    with temporary_settings(updates={PREFECT_LOGGING_LEVEL: log_level.upper()}):
+        serve_deployments(only)
 
 
 def _announce_automations() -> None:

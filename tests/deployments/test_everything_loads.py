@@ -115,3 +115,23 @@ def test_run_names_write_hours_one_way() -> None:
     assert moment_label("2026-11-29T01:30:00Z") == "2026-11-29T01:30:00Z"
     assert moment_label(None) is None
     assert moment_label("not a time") == "not a time"
+
+
+def test_prefect_yaml_names_the_installed_prefect_and_the_scheduler_safe_sqlalchemy() -> None:
+    """A fresh install gets the tested set: Prefect as prefect.yaml says, and SQLAlchemy below
+    2.1 (with 2.1, Prefect 3.9's scheduler fails every loop and no scheduled run is created)."""
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).parents[2]
+    document = yaml.safe_load((root / "deployments" / "prefect.yaml").read_text())
+    assert document["prefect-version"] == version("prefect")
+    pins = dict(
+        line.split("==", 1) for line in (root / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert pins["prefect"] == version("prefect")
+    assert pins["SQLAlchemy"] == version("sqlalchemy")
+    assert tuple(int(p) for p in version("sqlalchemy").split(".")[:2]) < (2, 1)

@@ -1,9 +1,11 @@
-"""Serve the real deployments, trigger a rerun of one billing hour through the Prefect API the
-way the UI's "Run" form does, and see it complete with the right money."""
+"""``tallyflow serve`` the real deployments, trigger a rerun of one billing hour through the
+Prefect API the way the UI's "Run" form does, and see it complete with the right money, with its
+logs in the UI; a zone-less hour is refused at submit."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -39,6 +41,25 @@ def _wait_for_deployment(name: str, timeout: float = 90) -> None:
         time.sleep(0.5)
 
 
+def _log_levels(flow_run_id: object) -> set[int]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    async def levels() -> set[int]:
+        async with get_client() as client:
+            logs = await client.read_logs(
+                LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+        return {log.level for log in logs}
+
+    found: set[int] = set()
+    deadline = time.monotonic() + 30  # logs are shipped in batches
+    while logging.INFO not in found and time.monotonic() < deadline:
+        found = asyncio.run(levels())
+        time.sleep(0.5)
+    return found
+
+
 def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
     engine: Engine, tmp_path: Path
 ) -> None:
@@ -60,9 +81,12 @@ def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
 
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()),
            "TALLYFLOW_WALLETS_SETTLE_PAID": "1"}
+    # The CLI keeps Prefect at WARNING for its own commands; served runs must still log INFO.
+    env["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    env.pop("TALLYFLOW_NOTIFY_WEBHOOK_URL", None)
     server = subprocess.Popen(
-        [sys.executable, "deployments/serve.py", "hourly", "backfill"], cwd=PROJECT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "tallyflow.cli", "serve", "--only", "hourly", "--only", "backfill"],
+        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
         _wait_for_deployment("billing-cycle/hourly")
@@ -73,6 +97,11 @@ def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
         )
         assert run.state is not None and run.state.is_completed(), run.state
         assert run.name == "billing 2025-11-24T17:00Z"
+        levels = _log_levels(run.id)
+        assert logging.INFO in levels, levels
+        with pytest.raises(Exception, match="hour"):
+            run_deployment("billing-cycle/hourly", parameters={"hour": "2025-11-24T17:00:00"},
+                           timeout=0)
     finally:
         server.terminate()
         output = server.communicate(timeout=30)[0]

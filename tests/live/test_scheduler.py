@@ -125,3 +125,35 @@ def test_a_worker_without_a_database_fails_fast_and_someone_is_told(
              lambda: f"no notification reached the webhook: {webhook.received}")
     subject = next(s for s in webhook.subjects() if "Failed" in s)
     assert "billing-cycle" in subject and "billing 2026-11-27T10:00Z" in subject
+
+
+def test_wallet_alert_events_notify_and_reapplying_replaces_the_automations(
+    live_server: LiveServer, webhook: Webhook,
+) -> None:
+    from datetime import datetime
+    from decimal import Decimal
+
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.wallets import ALERT_BELOW, alert_event
+
+    env = live_server.env(TALLYFLOW_NOTIFY_WEBHOOK_URL=webhook.url)
+    for _ in range(2):
+        run([str(BIN / "tallyflow"), "automations", "apply"], env)
+    with live_server.client() as client:
+        for name in ("tallyflow-run-failed", "tallyflow-wallet-alert"):
+            assert len(client.read_automations_by_name(name)) == 1, name
+
+    alert = {"kind": ALERT_BELOW, "wallet_id": 7, "wallet_code": "prepaid",
+             "external_customer_id": "acme", "crossing": 1, "credits_balance": Decimal("4.5"),
+             "threshold_credits": Decimal("10"), "as_of": datetime(2026, 11, 27, 10, tzinfo=UTC)}
+    with temporary_settings(updates={PREFECT_API_URL: live_server.api_url}):
+        emit_event(**alert_event(alert))
+        EventsWorker.drain_all()
+    wait_for(lambda: any("balance-low" in s for s in webhook.subjects()), 60,
+             lambda: f"the wallet alert reached no webhook: {webhook.received}")
+    body = next(b for b in webhook.received if "balance-low" in str(b.get("subject")))
+    assert "acme" in body["subject"] and body["source"] == "tallyflow"
+    assert "4.5" in body["body"]
