@@ -42,8 +42,8 @@ from pydantic import (
     ValidationError,
 )
 
-from models.rating.charge_models import validate_properties
-from models.rating.money import PLAIN_DECIMAL
+from models.rating.charge_models import JsonNumber, validate_properties
+from models.rating.money import CURRENCIES, PLAIN_DECIMAL
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
@@ -77,19 +77,7 @@ RULE_METHODS = ("fixed", "target")
 ALL_FILTER_VALUES = "__ALL_FILTER_VALUES__"
 GROUP_KEY_PROPERTIES = ("pricing_group_keys", "grouped_by")
 
-# ISO 4217 currencies a bill can be issued in (active codes; funds, metals and test codes left
-# out). A table rather than a dependency: it changes rarely and must not change under us.
-CURRENCIES = frozenset(
-    """
-    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP
-    BYN BZD CAD CDF CHF CLP CNY COP CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP
-    GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HRK HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES
-    KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR
-    MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB
-    RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY
-    TTD TWD TZS UAH UGX USD UYU UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG ZWL
-    """.split()
-)
+# Currencies a bill can be issued in: models.rating.money.CURRENCIES (ISO 4217, minor units).
 
 # The only numeric text form accepted for prices: the same text means the same number in
 # Python, Postgres and Ruby (no exponents, no NaN, no spaces).
@@ -525,25 +513,11 @@ def normalise(model: LagoModel) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-class _JsonNumber:
-    """Stands in for a number written as a JSON number in a catalog file.
-
-    Catalog files are parsed with ``parse_float=Decimal`` so no digit is lost, but a price in
-    a Lago payload must be a decimal *string*: a JSON number has no agreed precision between
-    clients. ``validate_properties`` accepts ``Decimal`` (it also serves Python callers), so
-    file numbers are handed to it as this marker, which it refuses as a JSON number would be.
-    """
-
-    def __init__(self, value: Decimal) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"a JSON number ({format_decimal(self.value)})"
-
-
 def _as_file_input(value: Any) -> Any:
+    """File numbers (Decimal, read from their text) marked as such: prices refuse them, range
+    bounds accept them (see ``models.rating.charge_models.JsonNumber``)."""
     if isinstance(value, Decimal):
-        return _JsonNumber(value)
+        return JsonNumber(value)
     if isinstance(value, Mapping):
         return {k: _as_file_input(v) for k, v in value.items()}
     if isinstance(value, list):

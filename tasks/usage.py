@@ -254,6 +254,7 @@ def _price(
         events_count=state.events_count,
         event_values=event_values,
         precise_total_amount_cents=precise,
+        currency=currency,
     )
     return Fee.from_amount(result.amount, currency, units, state.events_count)
 
