@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Final
 
 # ASCII digits only: Python's \d also matches other scripts' digits, which Postgres and Lago
 # would not read as numbers. Always used with fullmatch (``$`` would accept a trailing newline).
 PLAIN_DECIMAL: Final = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+# Arithmetic on quantities and amounts: wide enough that no sum or conversion is rounded before
+# the one explicit rounding (Python's default context keeps 28 significant digits, which cut
+# 12345678901234567890.123456789 tokens to ...123456790).
+WIDE: Final = Context(prec=200)
 
 # --------------------------------------------------------------------------------------------
 # Currencies: ISO 4217 list one (active currencies; funds, metals, testing and "no currency"
@@ -172,17 +177,18 @@ def plain_text(value: Decimal) -> str:
 def round_major(amount: Decimal, currency: str) -> Decimal:
     """A major-unit amount rounded ROUND_HALF_UP to the currency's minor unit ($1.005 -> 1.01,
     ¥1.5 -> 2, 1.0005 KWD -> 1.001)."""
-    return amount.quantize(Decimal(1).scaleb(-minor_units(currency)), rounding=ROUND_HALF_UP)
+    step = Decimal(1).scaleb(-minor_units(currency))
+    return amount.quantize(step, rounding=ROUND_HALF_UP, context=WIDE)
 
 
 def round_minor(minor: Decimal | int) -> Decimal:
     """Minor units rounded ROUND_HALF_UP to a whole minor unit (100.5 cents -> 101)."""
-    return Decimal(minor).quantize(Decimal(1), rounding=ROUND_HALF_UP)
+    return Decimal(minor).quantize(Decimal(1), rounding=ROUND_HALF_UP, context=WIDE)
 
 
 def precise_minor(amount: Decimal, currency: str) -> Decimal:
     """Unrounded minor units of a major-unit amount; kept next to the rounded one for audit."""
-    return Decimal(amount).scaleb(minor_units(currency))
+    return Decimal(amount).scaleb(minor_units(currency), context=WIDE)
 
 
 def to_minor(amount: Decimal, currency: str) -> int:
@@ -192,7 +198,7 @@ def to_minor(amount: Decimal, currency: str) -> int:
 
 def from_minor(minor: Decimal | int, currency: str) -> Decimal:
     """Minor units (precise or whole) -> major units, exactly (no rounding)."""
-    return Decimal(minor).scaleb(-minor_units(currency))
+    return Decimal(minor).scaleb(-minor_units(currency), context=WIDE)
 
 
 def format_money(minor: Decimal | int, currency: str) -> str:

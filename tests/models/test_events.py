@@ -350,7 +350,17 @@ PRECISE = [
         Decimal("123456789012345678901234567890.123456789"),
     ),
     ("exponent-string", "1e3", Reason.INVALID_NUMBER),
-    ("exponent-decimal", Decimal("1E+3"), Reason.INVALID_NUMBER),
+    # JSON numbers are read from their text as Decimal: every exact number is one, whatever
+    # its notation (a float 0.1 was accepted while 1e-05 was refused).
+    ("json-exponent", Decimal("1E+3"), Decimal("1000")),
+    ("json-small", Decimal("1E-5"), Decimal("0.00001")),
+    ("json-tenth", Decimal("0.1"), Decimal("0.1")),
+    ("float-tenth", 0.1, Decimal("0.1")),
+    ("float-tiny", 1e-05, Decimal("0.00001")),
+    ("float-binary-noise", 2.675, Decimal("2.675")),
+    ("nan-decimal", Decimal("NaN"), Reason.INVALID_NUMBER),
+    ("nan-float", float("nan"), Reason.INVALID_NUMBER),
+    ("absurd-exponent", Decimal("1E+200"), Reason.INVALID_NUMBER),
     ("empty", "", Reason.INVALID_NUMBER),
     ("comma", "1,000", Reason.INVALID_NUMBER),
     ("trailing-dot", "12.", Reason.INVALID_NUMBER),

@@ -173,10 +173,11 @@ CASES: dict[str, Loads | Fails] = {
         tx(5, 6), rows(TS, "timestamp_out_of_range", 1, 2, 3, 4, 7)
     ),
     "numeric_strings.jsonl": Loads(
-        tx(2, 3, 4, 8, 9, 13),
+        tx(2, 3, 4, 8, 9, 10, 13),  # tx-10: the JSON number 1e3 is exactly 1000
         (
             *rows(TS, "invalid_timestamp", 1, 5, 6),  # "1e5", "0x1A", "+1764000000"
-            *rows("precise_total_amount_cents", "invalid_number", 7, 10, 11, 12),
+            # strings must be plain decimals ("1e3", "1,000", "12.")
+            *rows("precise_total_amount_cents", "invalid_number", 7, 11, 12),
         ),
     ),
     "huge_numbers.jsonl": Loads(
