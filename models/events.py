@@ -49,6 +49,9 @@ class Reason(StrEnum):
     PROPERTIES_TOO_LARGE = "properties_too_large"
     RECORD_TOO_LARGE = "record_too_large"
     COLUMN_COUNT = "column_count"
+    # The event's key (external_subscription_id, transaction_id) is already stored with other
+    # content: the stored copy is kept, this one is kept out and reported (never billed).
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
 
 
 @dataclass(frozen=True, slots=True)
