@@ -81,3 +81,30 @@ def test_numeric_strings_in_properties_aggregate_exactly(engine: Engine, tmp_pat
     [charge_usage] = usage["charges_usage"]
     assert Decimal(charge_usage["units"]) == Decimal("12345678901234570124.423456789")
     assert charge_usage["events_count"] == 5
+
+
+def test_decimal_tiers_given_as_json_numbers_are_priced(engine: Engine, tmp_path: Path) -> None:
+    """Lago's own decimal tiers (0-0.1, 0.1-1, 1-open) with JSON-number bounds apply, are
+    stored and come back exact from the database."""
+    tiers = [
+        {"from_value": 0, "to_value": Decimal("0.1"), "per_unit_amount": "10",
+         "flat_amount": "0"},
+        {"from_value": Decimal("0.1"), "to_value": 1, "per_unit_amount": "1", "flat_amount": "0"},
+        {"from_value": 1, "to_value": None, "per_unit_amount": "0.1", "flat_amount": "0"},
+    ]
+    charge = {"charge_model": "graduated", "properties": {"graduated_ranges": tiers}}
+    edits = _in_currency("USD", charge)
+    plan_edit = edits["plan"]
+
+    def plan_with_number_bounds(doc: dict[str, Any]) -> None:
+        plan_edit(doc)
+        for tier in doc["charges"][0]["properties"]["graduated_ranges"]:
+            for key in ("from_value", "to_value"):
+                if isinstance(tier[key], Decimal):
+                    tier[key] = float(tier[key])  # written by json.dumps as the number 0.1
+
+    apply_mistral(engine, tmp_path, **{**edits, "plan": plan_with_number_bounds})
+    ingest_events(engine, tmp_path, [token_event("a1", TS, "2")])
+    fold_pending(engine)
+    # 0.1 x $10 + 0.9 x $1 + 1 x $0.1 = $2.00
+    assert current_usage(engine, SUB, MARCH)["amount_cents"] == 200
