@@ -114,3 +114,12 @@ def test_tables_module_matches_the_migrated_schema(engine: Engine) -> None:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
         diff = compare_metadata(context, metadata)
     assert diff == []
+
+
+def test_usage_amounts_hold_whole_minor_units(engine: Engine) -> None:
+    """Rating rounds once (models.rating.money); the wallet SQL no longer rounds again with its
+    own round(), and the table refuses a fractional amount instead."""
+    seed(engine, {"a": []})
+    set_usage(engine, "a", 1234)
+    with pytest.raises(IntegrityError, match="whole_minor_units"):
+        set_usage(engine, "a", "1234.5")
