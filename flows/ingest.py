@@ -80,8 +80,10 @@ def ingest_events(
     progress = create_progress_artifact(
         0.0, description=f"{len(object_ids)} object(s) to ingest from {source.url}"
     )
+    # Submitted in the run's load order (by URL); each object merges after those before it.
     futures = [
-        ingest_object_task.submit(source, object_id, run_id, chunk_rows) for object_id in object_ids
+        ingest_object_task.submit(source, object_id, run_id, chunk_rows, after=object_ids[:i])
+        for i, object_id in enumerate(object_ids)
     ]
     results: list[ObjectResult] = []
     for future in as_completed(futures):
@@ -121,6 +123,7 @@ def _report(summary: dict, results: list[ObjectResult]) -> None:
             "duplicates": r.duplicates,
             "rejected": r.rejected,
             "unbillable": r.unbillable,
+            "conflicts": r.conflicts,
             "seconds": round(r.seconds, 3),
             "error": r.error or "",
         }
@@ -134,6 +137,7 @@ def _report(summary: dict, results: list[ObjectResult]) -> None:
             f"Ingest run {summary['run_id']}: {summary['objects']} object(s), "
             f"{summary['accepted']} accepted, {summary['duplicates']} duplicates, "
             f"{summary['rejected']} rejected, {summary['unbillable']} unbillable, "
+            f"{summary['conflicts']} conflicting duplicates, "
             f"{summary['failed_objects']} failed"
         ),
     )

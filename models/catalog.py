@@ -2,8 +2,16 @@
 
 A Lago user should be able to paste the bodies they send to ``POST /api/v1/plans`` (and the
 other catalog endpoints) into a file and apply them. So the models accept Lago's envelopes and
-field names as they are, keep unknown Lago fields (they are round-tripped, not interpreted), and
-refuse only what Lago refuses or what would make billing ambiguous.
+field names as they are, and no field is ever accepted and then ignored. Every field is one of:
+- *consumed*: declared on the model and billed as Lago bills it;
+- *no effect*: a Lago field documented here as changing nothing Tallyflow computes (read-only
+  fields of an export such as ``lago_id``, contact details), kept in the stored document;
+- *not supported yet*: a Lago field whose billing Tallyflow does not implement; refused by
+  name ("not supported yet") when it is given a value that would change a bill (a plan fee,
+  taxes, a trial, pay in advance, ...); empty values (``[]``, ``null``, ``0``, ``false``) are
+  what "absent" means in a Lago export and are accepted;
+- anything else: refused as an unknown field.
+``tests/models/test_catalog_fields.py`` fails when a declared field is in none of the three.
 
 Validation never stops at the first problem: every issue of every document of an apply is
 collected with its file and JSON path, because a person fixing a catalog wants the whole list
@@ -29,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from functools import lru_cache
-from typing import Annotated, Any, NamedTuple
+from typing import Annotated, Any, ClassVar, NamedTuple
 
 from pydantic import (
     AfterValidator,
@@ -42,8 +50,8 @@ from pydantic import (
     ValidationError,
 )
 
-from models.rating.charge_models import validate_properties
-from models.rating.money import PLAIN_DECIMAL
+from models.rating.charge_models import JsonNumber, validate_properties
+from models.rating.money import CURRENCIES, PLAIN_DECIMAL
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
@@ -77,19 +85,7 @@ RULE_METHODS = ("fixed", "target")
 ALL_FILTER_VALUES = "__ALL_FILTER_VALUES__"
 GROUP_KEY_PROPERTIES = ("pricing_group_keys", "grouped_by")
 
-# ISO 4217 currencies a bill can be issued in (active codes; funds, metals and test codes left
-# out). A table rather than a dependency: it changes rarely and must not change under us.
-CURRENCIES = frozenset(
-    """
-    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP
-    BYN BZD CAD CDF CHF CLP CNY COP CRC CUC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP
-    GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HRK HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES
-    KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR
-    MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON RSD RUB
-    RWF SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY
-    TTD TWD TZS UAH UGX USD UYU UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG ZWL
-    """.split()
-)
+# Currencies a bill can be issued in: models.rating.money.CURRENCIES (ISO 4217, minor units).
 
 # The only numeric text form accepted for prices: the same text means the same number in
 # Python, Postgres and Ruby (no exponents, no NaN, no spaces).
@@ -363,16 +359,48 @@ Moment = Annotated[AwareDatetime, PlainSerializer(format_datetime, return_type=s
 
 
 class LagoModel(BaseModel):
-    """Unknown fields are kept (``extra="allow"``): Lago adds fields often and a document
-    exported from Lago carries read-only ones (lago_id, created_at) that must not block an apply.
+    """Fields beyond the declared ones are held (``extra="allow"``) only so that
+    :func:`field_issues` can judge each by name: documented no-effect fields are kept, fields
+    not supported yet and unknown fields are refused with their JSON path.
     """
 
     model_config = ConfigDict(extra="allow")
+
+    # Lago fields that change nothing Tallyflow computes (any value accepted and kept).
+    NO_EFFECT: ClassVar[frozenset[str]] = frozenset()
+    # Lago fields not billed yet -> what they do; refused when given a non-empty value.
+    NOT_SUPPORTED: ClassVar[dict[str, str]] = {}
+    # Declared (consumed) fields whose values other than the default are not billed yet:
+    # field -> (predicate on the value meaning "not supported", what it does).
+    NOT_SUPPORTED_VALUES: ClassVar[dict[str, tuple[Callable[[Any], bool], str]]] = {}
+
+
+_EXPORT_FIELDS = frozenset({"lago_id", "created_at", "updated_at", "organization_id"})
+_COUNTS = frozenset({"active_subscriptions_count", "draft_invoices_count", "plans_count",
+                     "subscriptions_count"})
+
+
+def _true(value: Any) -> bool:
+    return value is True
+
+
+def _false(value: Any) -> bool:
+    return value is False
+
+
+def _positive_number(value: Any) -> bool:
+    return value is not None and value > 0
+
+
+def _given(value: Any) -> bool:
+    return value is not None
 
 
 class MetricFilter(LagoModel):
     key: Text
     values: list[Text] = Field(min_length=1)
+
+    NO_EFFECT = _EXPORT_FIELDS
 
 
 class BillableMetric(LagoModel):
@@ -391,11 +419,16 @@ class BillableMetric(LagoModel):
     ) = None
     filters: Annotated[list[MetricFilter], _empty_when_null(list)] = []
 
+    NO_EFFECT = _EXPORT_FIELDS | _COUNTS
+    NOT_SUPPORTED = {"expression": "custom expressions computing the aggregated field"}
+
 
 class ChargeFilter(LagoModel):
     values: dict[str, list[str]]
     properties: Annotated[dict[str, Any], _empty_when_null(dict)] = {}
     invoice_display_name: str | None = None
+
+    NO_EFFECT = _EXPORT_FIELDS
 
 
 class Charge(LagoModel):
@@ -409,6 +442,19 @@ class Charge(LagoModel):
     prorated: bool = False
     min_amount_cents: Cents = 0
     invoice_display_name: str | None = None
+
+    NO_EFFECT = _EXPORT_FIELDS | {"lago_billable_metric_id", "taxes", "code"}
+    NOT_SUPPORTED = {
+        "tax_codes": "taxes on the charge's fees",
+        "regroup_paid_fees": "regrouping pay-in-advance fees on invoices",
+        "applied_pricing_unit": "custom pricing units",
+    }
+    NOT_SUPPORTED_VALUES = {
+        "pay_in_advance": (_true, "billing the charge per event, in advance"),
+        "invoiceable": (_false, "pay-in-advance charges kept off invoices"),
+        "prorated": (_true, "prorating the charge over the period"),
+        "min_amount_cents": (_positive_number, "a spending minimum (true-up fee) per period"),
+    }
 
     @property
     def metric_code(self) -> str | None:
@@ -434,8 +480,25 @@ class Plan(LagoModel):
     amount_currency: Currency
     pay_in_advance: bool = False
     trial_period: Quantity | None = None
-    invoice_display_name: str | None = None
     charges: Annotated[list[Charge], _empty_when_null(list)] = []
+
+    # invoice_display_name names the plan on invoices, which Tallyflow does not issue yet; it
+    # changes no amount and is kept in the stored document.
+    NO_EFFECT = _EXPORT_FIELDS | _COUNTS | {"taxes", "parent_id", "cascade_updates",
+                                            "pending_deletion", "invoice_display_name"}
+    NOT_SUPPORTED = {
+        "tax_codes": "taxes on the plan's fees",
+        "minimum_commitment": "a minimum commitment per period",
+        "usage_thresholds": "progressive billing at usage thresholds",
+        "bill_charges_monthly": "monthly charges on a yearly plan",
+        "bill_fixed_charges_monthly": "monthly fixed charges on a yearly plan",
+        "fixed_charges": "fixed charges",
+    }
+    NOT_SUPPORTED_VALUES = {
+        "amount_cents": (_positive_number, "the subscription fee, billed with invoices"),
+        "pay_in_advance": (_true, "the subscription fee paid in advance"),
+        "trial_period": (_positive_number, "a free trial period"),
+    }
 
 
 class Customer(LagoModel):
@@ -444,6 +507,24 @@ class Customer(LagoModel):
     email: Email | None = None
     currency: Currency | None = None
     timezone: Timezone | None = None
+
+    # Contact and integration details: they change no amount Tallyflow computes.
+    NO_EFFECT = _EXPORT_FIELDS | {
+        "firstname", "lastname", "customer_type", "account_type", "legal_name", "legal_number",
+        "tax_identification_number", "address_line1", "address_line2", "city", "zipcode",
+        "state", "country", "phone", "url", "logo_url", "shipping_address", "metadata",
+        "integration_customers", "sequential_id", "slug", "applicable_timezone",
+        "billing_entity_code", "external_salesforce_id", "taxes",
+        "skip_invoice_custom_sections", "invoice_custom_section_codes",
+    }
+    NOT_SUPPORTED = {
+        "tax_codes": "taxes on the customer's fees",
+        "invoice_grace_period": "a grace period before invoices are finalized",
+        "applicable_invoice_grace_period": "a grace period before invoices are finalized",
+        "net_payment_term": "payment terms on invoices",
+        "finalize_zero_amount_invoice": "rules for zero-amount invoices",
+        "billing_configuration": "billing configuration (grace period, payment provider)",
+    }
 
 
 class Subscription(LagoModel):
@@ -454,6 +535,19 @@ class Subscription(LagoModel):
     billing_time: Annotated[str, _one_of("billing_time", BILLING_TIMES)] = "calendar"
     subscription_at: Moment | None = None
     ending_at: Moment | None = None
+
+    NO_EFFECT = _EXPORT_FIELDS | {
+        "lago_customer_id", "status", "started_at", "canceled_at", "terminated_at",
+        "previous_plan_code", "next_plan_code", "downgrade_plan_date", "trial_ended_at",
+        "current_billing_period_started_at", "current_billing_period_ending_at",
+    }
+    NOT_SUPPORTED = {
+        "plan_overrides": "per-subscription plan overrides",
+        "usage_thresholds": "progressive billing at usage thresholds",
+    }
+    NOT_SUPPORTED_VALUES = {
+        "ending_at": (_given, "ending the subscription at a date (lifecycle)"),
+    }
 
 
 class RecurringRule(LagoModel):
@@ -467,6 +561,12 @@ class RecurringRule(LagoModel):
     started_at: Moment | None = None
     expiration_at: Moment | None = None
 
+    NO_EFFECT = _EXPORT_FIELDS | {"status", "transaction_metadata", "transaction_name",
+                                  "ignore_paid_top_up_limits"}
+    NOT_SUPPORTED = {
+        "invoice_requires_successful_payment": "top-ups granted only once their invoice is paid",
+    }
+
 
 class Wallet(LagoModel):
     external_customer_id: Text
@@ -479,6 +579,21 @@ class Wallet(LagoModel):
     priority: Annotated[Integer, AfterValidator(_priority)] = 50
     expiration_at: Moment | None = None
     recurring_transaction_rules: Annotated[list[RecurringRule], _empty_when_null(list)] = []
+
+    # Read-only balances of an export: Tallyflow's ledger computes its own.
+    NO_EFFECT = _EXPORT_FIELDS | {
+        "lago_customer_id", "status", "balance_cents", "credits_balance",
+        "ongoing_balance_cents", "ongoing_usage_balance_cents", "credits_ongoing_balance",
+        "credits_ongoing_usage_balance", "consumed_credits", "consumed_amount_cents",
+        "last_balance_sync_at", "last_consumed_credit_at", "last_ongoing_balance_sync_at",
+        "terminated_at", "transaction_metadata", "transaction_name",
+    }
+    NOT_SUPPORTED = {
+        "applies_to": "wallets limited to some fee types or metrics",
+        "invoice_requires_successful_payment": "top-ups granted only once their invoice is paid",
+        "paid_top_up_min_amount_cents": "limits on paid top-ups",
+        "paid_top_up_max_amount_cents": "limits on paid top-ups",
+    }
 
 
 MODELS: dict[str, type[LagoModel]] = {
@@ -525,25 +640,11 @@ def normalise(model: LagoModel) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-class _JsonNumber:
-    """Stands in for a number written as a JSON number in a catalog file.
-
-    Catalog files are parsed with ``parse_float=Decimal`` so no digit is lost, but a price in
-    a Lago payload must be a decimal *string*: a JSON number has no agreed precision between
-    clients. ``validate_properties`` accepts ``Decimal`` (it also serves Python callers), so
-    file numbers are handed to it as this marker, which it refuses as a JSON number would be.
-    """
-
-    def __init__(self, value: Decimal) -> None:
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"a JSON number ({format_decimal(self.value)})"
-
-
 def _as_file_input(value: Any) -> Any:
+    """File numbers (Decimal, read from their text) marked as such: prices refuse them, range
+    bounds accept them (see ``models.rating.charge_models.JsonNumber``)."""
     if isinstance(value, Decimal):
-        return _JsonNumber(value)
+        return JsonNumber(value)
     if isinstance(value, Mapping):
         return {k: _as_file_input(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -619,6 +720,49 @@ def _metric_issues(metric: BillableMetric) -> list[Issue]:
                                                            f"(also filters[{seen[item.key]}])"))
         seen.setdefault(item.key, index)
         issues += _duplicate_values(item.values, ("filters", index, "values"))
+    return issues
+
+
+def _empty(value: Any) -> bool:
+    """What "absent" looks like in a Lago export: null, [], {}, "", 0 or false."""
+    return value is None or value is False or value == 0 or value in ("", [], {})
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, Decimal):
+        return format_decimal(value)
+    return json.dumps(value) if isinstance(value, bool | int | str) else _json_type(value)
+
+
+def field_issues(model: LagoModel, loc: Loc = ()) -> list[Issue]:
+    """Every field of ``model`` (and of its nested parts) that is neither billed nor a
+    documented no-effect field, refused by name: nothing is accepted and then ignored."""
+    issues: list[Issue] = []
+    kind = type(model).__name__
+    for name, value in (model.model_extra or {}).items():
+        if name in model.NO_EFFECT:
+            continue
+        if name in model.NOT_SUPPORTED:
+            if not _empty(value):
+                issues.append(Issue((*loc, name), f"is not supported yet "
+                                                  f"({model.NOT_SUPPORTED[name]}); remove it "
+                                                  f"or leave it empty"))
+            continue
+        issues.append(Issue((*loc, name), f"unknown field {name!r} for a {kind}: it would be "
+                                          f"ignored, so it is refused (check the spelling)"))
+    for name, (unsupported, what) in model.NOT_SUPPORTED_VALUES.items():
+        value = getattr(model, name)
+        if unsupported(value):
+            issues.append(Issue((*loc, name), f"{_shown(value)} is not supported yet ({what}); "
+                                              f"Tallyflow would not bill it"))
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, LagoModel):
+            issues += field_issues(value, (*loc, name))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, LagoModel):
+                    issues += field_issues(item, (*loc, name, index))
     return issues
 
 
@@ -739,7 +883,8 @@ def parse_body(kind: str, body: Any) -> tuple[LagoModel | None, list[Issue]]:
         return None, issues + [Issue((kind, *i.loc), i.message) for i in _part_issues(kind, body)]
     if isinstance(model, Wallet) and model.code is None:
         model.code = wallet_code(model.name)
-    issues = [Issue((kind, *i.loc), i.message) for i in _DOCUMENT_CHECKS[kind](model)]
+    issues = [Issue((kind, *i.loc), i.message)
+              for i in [*field_issues(model), *_DOCUMENT_CHECKS[kind](model)]]
     return (None if issues else model), issues
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from models.rating.money import is_plain_decimal
+from models.rating.money import exact_number, is_plain_decimal, plain_text
 
 MAX_ID_LENGTH = 255
 MAX_PROPERTIES_BYTES = 64 * 1024
@@ -49,6 +49,9 @@ class Reason(StrEnum):
     PROPERTIES_TOO_LARGE = "properties_too_large"
     RECORD_TOO_LARGE = "record_too_large"
     COLUMN_COUNT = "column_count"
+    # The event's key (external_subscription_id, transaction_id) is already stored with other
+    # content: the stored copy is kept, this one is kept out and reported (never billed).
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,11 +245,19 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
+# A precise amount is money: beyond this many digits it is a mistake, not an amount.
+MAX_PRECISE_DIGITS = 100
+
+
 def _precise_cents(value: Any) -> Decimal | None | Rejection:
+    """One rule for every format: a JSON number is read from its literal text (readers parse
+    with Decimal), so 0.1, 1e-05 and 1E+3 are the exact numbers written; a float from a typed
+    format goes through its shortest round-trip text (``money.float_to_decimal``); a string
+    must be a plain decimal, as Lago reads property text. Stored in positional form."""
     if value is None:
         return None
-    text = str(value).strip() if isinstance(value, int | float | Decimal | str) else None
-    if isinstance(value, bool) or text is None or not is_plain_decimal(text):
+    number = exact_number(value.strip() if isinstance(value, str) else value)
+    if number is None or len(text := plain_text(number)) > MAX_PRECISE_DIGITS:
         return Rejection(
             Reason.INVALID_NUMBER,
             "precise_total_amount_cents",

@@ -226,6 +226,8 @@ ingest_runs = Table(
     Column("unbillable", BigInteger, nullable=False, server_default=text("0")),
     Column("bytes", BigInteger, nullable=False, server_default=text("0")),
     Column("seconds", Numeric, nullable=False, server_default=text("0")),
+    # Same event key as a stored event, different content: kept out, one rejected row each.
+    Column("conflicts", BigInteger, nullable=False, server_default=text("0")),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
 )
@@ -252,6 +254,7 @@ ingest_objects = Table(
     Column("duplicates", BigInteger, nullable=False, server_default=text("0")),
     Column("rejected", BigInteger, nullable=False, server_default=text("0")),
     Column("unbillable", BigInteger, nullable=False, server_default=text("0")),
+    Column("conflicts", BigInteger, nullable=False, server_default=text("0")),
     Column("run_id", BigInteger, ForeignKey("ingest_runs.id", ondelete="SET NULL")),
     Column("discovered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("ingested_at", DateTime(timezone=True)),
@@ -408,6 +411,7 @@ usage_snapshots = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("subscription_id", "period_start", "as_of"),
     Index("ix_usage_snapshots_as_of", "as_of"),
+    CheckConstraint("amount_cents = trunc(amount_cents)", name="whole_minor_units"),
 )
 
 # What the latest snapshot says is owed per (subscription, period): the wallet flow's input.
@@ -429,6 +433,7 @@ usage_amounts = Table(
     Column("precise_amount_cents", Numeric, nullable=False),
     Column("snapshot_id", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("amount_cents = trunc(amount_cents)", name="whole_minor_units"),
 )
 
 # --------------------------------------------------------------------------------------------
@@ -437,13 +442,17 @@ usage_amounts = Table(
 
 # The ledger. Every credit movement is one row with a unique idempotency key, so a rerun, a
 # retry or a concurrent run that would post the same movement inserts nothing. Balances are
-# only ever changed by the statement that inserts (or settles) ledger rows.
+# only ever changed by the statement that inserts (or settles) ledger rows. Nobody deletes it:
+# a trigger (migration 0004, ``wallet_transactions_guard``) refuses DELETE and any UPDATE but
+# pending -> settled | failed | voided, and the foreign keys RESTRICT.
 wallet_transactions = Table(
     "wallet_transactions",
     metadata,
     _pk(),
-    Column("wallet_id", BigInteger, ForeignKey("wallets.id", ondelete="CASCADE"), nullable=False),
-    Column("customer_id", BigInteger, ForeignKey("customers.id"), nullable=False),
+    Column("wallet_id", BigInteger, ForeignKey("wallets.id", ondelete="RESTRICT"),
+           nullable=False),
+    Column("customer_id", BigInteger, ForeignKey("customers.id", ondelete="RESTRICT"),
+           nullable=False),
     Column("direction", Text, nullable=False),
     Column("status", Text, nullable=False),
     Column("source", Text, nullable=False),
@@ -452,7 +461,8 @@ wallet_transactions = Table(
     Column("credits", Numeric, nullable=False),
     Column("granted_credits", Numeric, nullable=False, server_default=text("0")),
     Column("amount_cents", Numeric, nullable=False),
-    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="SET NULL")),
+    Column("subscription_id", BigInteger,
+           ForeignKey("subscriptions.id", ondelete="RESTRICT")),
     Column("period_start", DateTime(timezone=True)),
     Column("snapshot_id", BigInteger),
     Column("rule_position", Integer),

@@ -4,13 +4,18 @@ No I/O and no Prefect here, so every rule that decides *how much* moves where is
 plain values; ``tasks.wallets`` reads the inputs under a per-customer lock and writes what these
 functions return.
 
-Rounding is explicit and happens in one place each:
-- money is allocated in whole cents (usage amounts are already rounded ROUND_HALF_UP to cents
-  by rating), so the amounts posted for a (subscription, period) always sum to its usage;
-- credits = money / rate_amount, ROUND_HALF_UP to 5 decimals (Lago's credit precision);
-  a posting that takes a wallet's whole remaining money takes its exact remaining credits, so a
-  drained wallet reads 0 in both units instead of a rounding residue;
-- a wallet's capacity is its money balance rounded *down* to cents: never take what is not there.
+Money here is in *minor units* of the wallet's currency (cents, yen, fils: Lago's
+``amount_cents``); the currency's size of minor unit comes from ``models.rating.money``, never
+from an assumed 100. Rounding is explicit and happens in one place each:
+- money is allocated in whole minor units (usage amounts are already rounded ROUND_HALF_UP by
+  rating), so the amounts posted for a (subscription, period) always sum to its usage;
+- credits = money (major units) / rate_amount, ROUND_HALF_UP to 5 decimals (Lago's credit
+  precision); money = credits x rate_amount, ROUND_HALF_UP to a whole minor unit (the same
+  rule as rating: ``round_minor``); a posting that takes a wallet's whole remaining money
+  takes its exact remaining credits, so a drained wallet reads 0 in both units instead of a
+  rounding residue;
+- a wallet's capacity is its money balance rounded *down* to a minor unit: never take what is
+  not there.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Final, Literal
 
+from models.rating.money import from_minor, precise_minor, round_minor
+
 ZERO: Final = Decimal(0)
-CENT: Final = Decimal(1)
+CENT: Final = Decimal(1)  # one minor unit
 CREDIT_SCALE: Final = Decimal("0.00001")
-HUNDRED: Final = Decimal(100)
 
 Direction = Literal["inbound", "outbound"]
 ALERT_BELOW: Final = "balance_below"
@@ -38,24 +44,19 @@ _INTERVAL_MONTHS: Final = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearl
 # --------------------------------------------------------------------------------------------
 
 
-def round_cents(cents: Decimal) -> Decimal:
-    """Whole cents, ROUND_HALF_UP (Lago's rounding of money)."""
-    return Decimal(cents).quantize(CENT, rounding=ROUND_HALF_UP)
-
-
 def round_credits(credits: Decimal) -> Decimal:
     """Credits at Lago's precision (5 decimals), ROUND_HALF_UP."""
     return Decimal(credits).quantize(CREDIT_SCALE, rounding=ROUND_HALF_UP)
 
 
-def credits_for(amount_cents: Decimal, rate_amount: Decimal) -> Decimal:
-    """The credits worth ``amount_cents``: cents / 100 / rate, to 5 decimals."""
-    return round_credits(Decimal(amount_cents) / HUNDRED / Decimal(rate_amount))
+def credits_for(amount_cents: Decimal, rate_amount: Decimal, currency: str) -> Decimal:
+    """The credits worth ``amount_cents`` minor units: major units / rate, to 5 decimals."""
+    return round_credits(from_minor(amount_cents, currency) / Decimal(rate_amount))
 
 
-def cents_for(credits: Decimal, rate_amount: Decimal) -> Decimal:
-    """The money (cents) ``credits`` are worth: credits x rate x 100, to whole cents."""
-    return round_cents(Decimal(credits) * Decimal(rate_amount) * HUNDRED)
+def cents_for(credits: Decimal, rate_amount: Decimal, currency: str) -> Decimal:
+    """The money (whole minor units) ``credits`` are worth: credits x rate, ROUND_HALF_UP."""
+    return round_minor(precise_minor(Decimal(credits) * Decimal(rate_amount), currency))
 
 
 def credits_text(credits: Decimal) -> str:
@@ -82,6 +83,7 @@ class WalletFunds:
     priority: int
     created_at: datetime
     rate_amount: Decimal
+    currency: str
     credits_balance: Decimal = ZERO
     granted_credits_balance: Decimal = ZERO
     balance_cents: Decimal = ZERO
@@ -136,7 +138,7 @@ def _take(funds: WalletFunds, cents: Decimal) -> Posting:
     if cents == funds.capacity_cents and cents == funds.balance_cents:
         credits = funds.credits_balance  # drains the wallet exactly in both units
     else:
-        credits = credits_for(cents, funds.rate_amount)
+        credits = credits_for(cents, funds.rate_amount, funds.currency)
     granted = min(credits, max(ZERO, funds.granted_credits_balance))
     return Posting(funds.wallet_id, "outbound", cents, credits, granted)
 
@@ -148,7 +150,7 @@ def allocate_usage(delta_cents: Decimal, wallets: Sequence[WalletFunds]) -> Allo
     (the overflow is reported) because usage happened and must be accounted for somewhere.
     With no wallet at all the whole delta is ``uncovered`` and nothing is posted.
     """
-    delta = round_cents(delta_cents)
+    delta = round_minor(delta_cents)
     result = Allocation()
     if delta <= 0:
         return result
@@ -188,7 +190,7 @@ def allocate_correction(refund_cents: Decimal, deducted: Sequence[Deducted]) -> 
     took from it; within a wallet purchased credits come back before granted ones (the reverse
     of granted-first consumption). A refund that no deducting wallet can take is ``uncovered``.
     """
-    refund = round_cents(refund_cents)
+    refund = round_minor(refund_cents)
     result = Allocation()
     if refund <= 0:
         return result
@@ -200,7 +202,7 @@ def allocate_correction(refund_cents: Decimal, deducted: Sequence[Deducted]) -> 
         if give == item.amount_cents:
             credits, granted = item.credits, item.granted_credits
         else:
-            credits = credits_for(give, item.funds.rate_amount)
+            credits = credits_for(give, item.funds.rate_amount, item.funds.currency)
             purchased = max(ZERO, item.credits - item.granted_credits)
             granted = min(max(ZERO, credits - purchased), item.granted_credits)
         result.postings.append(Posting(item.funds.wallet_id, "inbound", give, credits, granted))

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.engine import URL
 
 from tallyflow.settings import configured_database_url, tallyflow_home
@@ -25,6 +25,37 @@ EMBEDDED_DATABASE = "tallyflow"
 warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
 _engines: dict[str, Engine] = {}
 _lock = threading.Lock()
+
+
+# PostgreSQL 14 is the oldest server whose numeric arithmetic the weighted-sum SQL relies on
+# (exact numeric ``extract(epoch ...)``; older servers return a double and lose digits).
+MIN_SERVER_VERSION = 140000
+
+
+class UnsupportedServer(RuntimeError):
+    """The database server is older than Tallyflow supports; nothing was read or written."""
+
+
+def describe_version(version_num: int) -> str:
+    """``server_version_num`` as people write it: 150004 -> 15.4, 90624 -> 9.6.24."""
+    major, rest = divmod(version_num, 10000)
+    if major >= 10:
+        return f"{major}.{rest}"
+    return f"{major}.{rest // 100}.{rest % 100}"
+
+
+def check_server_version(version_num: int) -> None:
+    """Stop with one clear line when the server is older than PostgreSQL 14."""
+    if version_num < MIN_SERVER_VERSION:
+        raise UnsupportedServer(
+            f"PostgreSQL {describe_version(version_num)} is not supported: Tallyflow needs "
+            f"PostgreSQL {describe_version(MIN_SERVER_VERSION).split('.')[0]} or later "
+            f"(hint: upgrade the server, or set TALLYFLOW_DATABASE_URL to a newer one)"
+        )
+
+
+def _check_on_first_connect(dbapi_connection: Any, _record: Any) -> None:
+    check_server_version(int(dbapi_connection.info.server_version))
 
 
 def normalise_url(url: str) -> str:
@@ -115,6 +146,8 @@ def get_engine(url: str | None = None) -> Engine:
                 max_overflow=5,
                 connect_args={"connect_timeout": 10, "application_name": "tallyflow"},
             )
+            # Once per engine (again after a failure): a too-old server stops the first query.
+            event.listen(engine, "first_connect", _check_on_first_connect)
             _engines[resolved] = engine
     return engine
 

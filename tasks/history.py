@@ -12,7 +12,8 @@ _QUERIES = {
     "ingest": """
         select started_at, status, flow_run_id, jsonb_build_object(
           'source', source, 'objects', objects, 'accepted', accepted,
-          'duplicates', duplicates, 'rejected', rejected, 'unbillable', unbillable,
+          'duplicates', duplicates, 'conflicts', conflicts, 'rejected', rejected,
+          'unbillable', unbillable,
           'failed_objects', failed_objects, 'seconds', seconds) as figures
         from ingest_runs order by id desc limit :n
     """,

@@ -8,15 +8,25 @@ Exactly once rests on three facts, all in Postgres:
 3. Events are unique per (external_subscription_id, transaction_id) and inserted with
    ``ON CONFLICT DO NOTHING`` in row order: the first copy wins; a re-dropped or changed object
    adds only what is new.
+
+Which copy is first is deterministic. Within a run, objects load in the order of their URL
+(then version): each object is read and staged in parallel with the others, but merges into
+``events`` only once the objects listed before it in the run have committed, so the same
+objects give the same events whatever order they arrived in or which worker was faster. A later
+copy identical to the stored one is a plain duplicate; a later copy with *different* content
+(code, properties, precise amount, or a given timestamp) is a conflict: kept out, counted in
+``conflicts`` and stored as a rejected row (``conflicting_duplicate``) naming the object and row
+of the copy that was kept.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
@@ -27,7 +37,7 @@ from prefect import task
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 
-from models.events import MAX_RAW_KEPT, Rejection, TimeBounds, validate_record
+from models.events import MAX_RAW_KEPT, Reason, Rejection, TimeBounds, validate_record
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.readers import READERS, ObjectUnreadable
@@ -35,6 +45,9 @@ from tasks.retry import transient_retries
 from tasks.sources import ObjectRef, Source, SourceSpec, build_source
 
 DEFAULT_CHUNK_ROWS = 20_000
+# How long an object waits for the objects listed before it in its run before it merges anyway.
+DEFAULT_ORDER_TIMEOUT = 600.0
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +60,7 @@ class ObjectResult:
     duplicates: int = 0
     rejected: int = 0
     unbillable: int = 0
+    conflicts: int = 0
     bytes: int = 0
     seconds: float = 0.0
     error: str | None = None
@@ -80,7 +94,8 @@ def finish_run(engine: Engine, run_id: int, results: list[ObjectResult], seconds
                 update ingest_runs set status = :status, objects = :objects,
                   failed_objects = :failed_objects, accepted = :accepted,
                   duplicates = :duplicates, rejected = :rejected, unbillable = :unbillable,
-                  bytes = :bytes, seconds = :seconds, finished_at = now()
+                  conflicts = :conflicts, bytes = :bytes, seconds = :seconds,
+                  finished_at = now()
                 where id = :id
                 """
             ),
@@ -99,6 +114,7 @@ def summarise(results: list[ObjectResult]) -> dict[str, int]:
         "duplicates": sum(r.duplicates for r in done),
         "rejected": sum(r.rejected for r in done),
         "unbillable": sum(r.unbillable for r in done),
+        "conflicts": sum(r.conflicts for r in done),
         "bytes": sum(r.bytes for r in done),
     }
 
@@ -109,7 +125,9 @@ def summarise(results: list[ObjectResult]) -> dict[str, int]:
 
 
 def register_objects(engine: Engine, source_key: str, refs: Iterable[ObjectRef]) -> list[int]:
-    """Record every listed object (new ones only) and return the ids still to ingest.
+    """Record every listed object (new ones only) and return the ids still to ingest, in the
+    run's load order: by URL, then version (never by discovery order, which depends on when
+    objects arrived and how a backend lists them).
 
     Pending and failed objects of this source come back too, so an object that failed last
     time, or whose loader crashed, is retried by the next run.
@@ -145,7 +163,7 @@ def register_objects(engine: Engine, source_key: str, refs: Iterable[ObjectRef])
             for i in conn.execute(
                 text(
                     "select id from ingest_objects where source = :s and status <> 'ingested'"
-                    " order by id"
+                    " order by path, version, id"
                 ),
                 {"s": source_key},
             ).scalars()
@@ -178,8 +196,15 @@ def ingest_object(
     object_id: int,
     run_id: int | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    after: Sequence[int] = (),
+    order_timeout: float = DEFAULT_ORDER_TIMEOUT,
 ) -> ObjectResult:
-    """Load one object: claim, read, validate, COPY, dedup, ledger, all in one transaction."""
+    """Load one object: claim, read, validate, COPY, dedup, ledger, all in one transaction.
+
+    ``after``: the objects listed before this one in the run; its events merge only once those
+    have committed (or ``order_timeout`` seconds passed: then the order is logged as not
+    guaranteed, and conflicts are still detected and reported).
+    """
     started = time.perf_counter()
     with engine.connect() as conn:
         with conn.begin():
@@ -199,7 +224,8 @@ def ingest_object(
             result = ObjectResult(object_id, ref.url, "ingested", bytes=ref.size or 0)
             savepoint = conn.begin_nested()
             try:
-                _load(conn, source, ref, object_id, bounds, chunk_rows, result)
+                _load(conn, source, ref, object_id, bounds, chunk_rows, result,
+                      lambda: wait_for_predecessors(engine, after, run_id, order_timeout))
                 savepoint.commit()
             except Exception as exc:
                 if _is_connection_problem(exc):
@@ -235,7 +261,8 @@ def _record(conn: Connection, result: ObjectResult, run_id: int | None) -> None:
             update ingest_objects set
               status = :status, error = :error, attempts = attempts + 1, rows = :rows,
               accepted = :accepted, duplicates = :duplicates, rejected = :rejected,
-              unbillable = :unbillable, run_id = :run_id, seconds = :seconds,
+              unbillable = :unbillable, conflicts = :conflicts, run_id = :run_id,
+              seconds = :seconds,
               ingested_at = case when :status = 'ingested' then now() end
             where id = :object_id
             """
@@ -256,12 +283,14 @@ create temp table tf_stage (
   code text not null,
   ts timestamptz not null,
   properties jsonb not null,
-  precise numeric
+  precise numeric,
+  ts_given boolean not null,
+  landed boolean not null default false
 ) on commit drop
 """
 
-# One statement per chunk: insert in row order (first copy wins), then count what landed and
-# what of it no subscription/charge will bill (stored all the same, reported, never dropped).
+# One statement per object: insert in row order (first copy wins), mark what landed, then count
+# it and what of it no subscription/charge will bill (stored all the same, reported).
 _MERGE = text(
     """
     with ins as (
@@ -271,7 +300,9 @@ _MERGE = text(
              :object_id, row_number
       from tf_stage order by row_number
       on conflict (external_subscription_id, transaction_id) do nothing
-      returning external_subscription_id, code, "timestamp"
+      returning external_subscription_id, code, "timestamp", row_number
+    ), landed as (
+      update tf_stage s set landed = true from ins where s.row_number = ins.row_number
     ), billable as (
       select distinct s.external_id, m.code, s.subscription_at, s.terminated_at
       from subscriptions s
@@ -289,6 +320,64 @@ _MERGE = text(
     """
 )
 
+# Copies that did not land and differ from the stored event (a timestamp counts only when this
+# copy gave one: a missing timestamp defaults to the object's write time, which differs between
+# two objects carrying the same event).
+_CONFLICTS = text(
+    """
+    select s.row_number, s.transaction_id, s.external_subscription_id, s.code, s.ts,
+           s.ts_given, s.properties::text as properties, s.precise,
+           e.row_number as kept_row, o.path as kept_path,
+           e.code <> s.code as code_differs,
+           e.properties <> s.properties as properties_differ,
+           e.precise_total_amount_cents is distinct from s.precise as precise_differs,
+           s.ts_given and e."timestamp" <> s.ts as timestamp_differs
+    from tf_stage s
+    join events e
+      on e.external_subscription_id = s.external_subscription_id
+     and e.transaction_id = s.transaction_id
+    join ingest_objects o on o.id = e.object_id
+    where not s.landed
+      and (e.code <> s.code or e.properties <> s.properties
+           or e.precise_total_amount_cents is distinct from s.precise
+           or (s.ts_given and e."timestamp" <> s.ts))
+    order by s.row_number
+    """
+)
+
+_ORDER_POLL_SECONDS = 0.05
+_PENDING_BEFORE = text(
+    """
+    select count(*) from ingest_objects
+    where id = any(cast(:ids as bigint[])) and status <> 'ingested'
+      and (case when cast(:run_id as bigint) is null then status = 'pending'
+                else run_id is distinct from cast(:run_id as bigint) end)
+    """
+)
+
+
+def wait_for_predecessors(
+    engine: Engine, after: Sequence[int], run_id: int | None, timeout: float
+) -> bool:
+    """Wait until the objects before this one in the run have committed (ingested, or failed
+    in this run). Polls on its own connection: the caller's transaction holds only its own
+    object, which no predecessor needs, so waiting cannot deadlock. True when the order held."""
+    if not after:
+        return True
+    deadline = time.monotonic() + timeout
+    params = {"ids": list(after), "run_id": run_id}
+    while True:
+        with engine.connect() as conn:
+            if conn.execute(_PENDING_BEFORE, params).scalar_one() == 0:
+                return True
+        if time.monotonic() >= deadline:
+            _log.warning(
+                "objects %s did not finish within %.0f s; loading without waiting (which copy "
+                "of a conflicting duplicate is kept is then not guaranteed)", list(after), timeout
+            )
+            return False
+        time.sleep(_ORDER_POLL_SECONDS)
+
 
 def _load(
     conn: Connection,
@@ -298,9 +387,13 @@ def _load(
     bounds: TimeBounds,
     chunk_rows: int,
     result: ObjectResult,
+    wait_turn: Callable[[], object] = lambda: None,
 ) -> None:
+    """Stage every valid row (COPY, chunk by chunk, while the next chunk is read), keep the
+    rejected ones, then -- in the run's order -- merge the staged rows into ``events`` once."""
     pg: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
     conn.execute(text(_STAGE))
+    staged_rows = 0
     with _fewer_gc_passes(), source.open(ref) as stream:
         failpoint("ingest.after_open")
         reader = READERS[ref.format]
@@ -310,35 +403,73 @@ def _load(
                 with pg.cursor() as cur:
                     with cur.copy(
                         "copy tf_stage (row_number, transaction_id, external_subscription_id,"
-                        " code, ts, properties, precise) from stdin"
+                        " code, ts, properties, precise, ts_given) from stdin"
                     ) as copy:
                         copy.write(staged.data)
+                staged_rows += staged.rows
                 failpoint("ingest.after_copy")
-                counts = conn.execute(_MERGE, {"object_id": object_id}).one()
-                failpoint("ingest.after_merge")
-                conn.execute(text("truncate tf_stage"))
-                result.accepted += counts.accepted
-                result.unbillable += counts.unbillable
-                result.duplicates += staged.rows - counts.accepted
             if rejected:
-                with pg.cursor() as cur:
-                    with cur.copy(
-                        "copy rejected_rows (object_id, row_number, field, reason, message, raw)"
-                        " from stdin"
-                    ) as copy:
-                        for row_number, rejection, raw in rejected:
-                            copy.write_row(
-                                (
-                                    object_id,
-                                    row_number,
-                                    rejection.field,
-                                    rejection.reason.value,
-                                    rejection.message,
-                                    raw,
-                                )
-                            )
+                _copy_rejected(pg, object_id, rejected)
                 result.rejected += len(rejected)
                 failpoint("ingest.after_rejects")
+    if not staged_rows:
+        return
+    wait_turn()
+    counts = conn.execute(_MERGE, {"object_id": object_id}).one()
+    failpoint("ingest.after_merge")
+    conflicts = [
+        (row.row_number, _conflict(row), _conflict_raw(row))
+        for row in conn.execute(_CONFLICTS)
+    ]
+    if conflicts:
+        _copy_rejected(pg, object_id, conflicts)
+    result.accepted += counts.accepted
+    result.unbillable += counts.unbillable
+    result.conflicts += len(conflicts)
+    result.duplicates += staged_rows - counts.accepted - len(conflicts)
+
+
+def _conflict(row: Any) -> Rejection:
+    differs = [name for name, flag in (
+        ("code", row.code_differs), ("properties", row.properties_differ),
+        ("precise_total_amount_cents", row.precise_differs), ("timestamp", row.timestamp_differs),
+    ) if flag]
+    return Rejection(
+        Reason.CONFLICTING_DUPLICATE,
+        None,
+        f"external_subscription_id {row.external_subscription_id!r} and transaction_id "
+        f"{row.transaction_id!r} were already stored from row {row.kept_row} of "
+        f"{row.kept_path} (kept) with another {', '.join(differs)}; this copy is not billed",
+    )
+
+
+def _conflict_raw(row: Any) -> str:
+    """The kept-out copy as a Lago event (JSON), so it can be read, fixed and replayed."""
+    event: dict[str, Any] = {
+        "transaction_id": row.transaction_id,
+        "external_subscription_id": row.external_subscription_id,
+        "code": row.code,
+        "properties": orjson.Fragment(row.properties),
+    }
+    if row.ts_given:
+        event["timestamp"] = row.ts.isoformat()
+    if row.precise is not None:
+        event["precise_total_amount_cents"] = orjson.Fragment(format(row.precise, "f"))
+    return orjson.dumps(event).decode()
+
+
+def _copy_rejected(
+    pg: psycopg.Connection, object_id: int, rejected: Sequence[tuple[int, Rejection, str]]
+) -> None:
+    with pg.cursor() as cur:
+        with cur.copy(
+            "copy rejected_rows (object_id, row_number, field, reason, message, raw) from stdin"
+        ) as copy:
+            for row_number, rejection, raw in rejected:
+                copy.write_row(
+                    (object_id, row_number, rejection.field, rejection.reason.value,
+                     rejection.message, raw)
+                )
 
 
 _gc_lock = threading.Lock()
@@ -417,10 +548,12 @@ def _validated(
                 rejected.append((row_number, checked, _raw_text(record, raw)))
                 continue
             txn, sub, code, timestamp, properties, precise = checked
+            # validate_record hands back the bounds' own write time when none was given
+            given = "f" if timestamp is bounds.written_at else "t"
             lines.append(
                 f"{row_number}\t{_copy_text(txn)}\t{_copy_text(sub)}\t{_copy_text(code)}\t"
                 f"{timestamp.isoformat()}\t{_copy_text(properties)}\t"
-                f"{_COPY_NULL if precise is None else precise}\n"
+                f"{_COPY_NULL if precise is None else precise}\t{given}\n"
             )
         yield Staged(len(lines), "".join(lines).encode()), rejected
 
@@ -497,6 +630,9 @@ def list_new_objects(spec: SourceSpec) -> list[int]:
 
 @task(name="ingest-object", task_run_name="ingest-object-{object_id}", **_RETRIES)
 def ingest_object_task(
-    spec: SourceSpec, object_id: int, run_id: int, chunk_rows: int = DEFAULT_CHUNK_ROWS
+    spec: SourceSpec, object_id: int, run_id: int, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    after: list[int] | None = None,
 ) -> ObjectResult:
-    return ingest_object(billing_engine(), build_source(spec), object_id, run_id, chunk_rows)
+    """``after``: the objects before this one in the run's load order (merged first)."""
+    return ingest_object(billing_engine(), build_source(spec), object_id, run_id, chunk_rows,
+                         after=after or ())

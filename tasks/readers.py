@@ -21,6 +21,7 @@ from typing import IO, Any
 import orjson
 
 from models.events import MAX_RECORD_BYTES, Reason, Rejection
+from models.rating.money import float_to_decimal
 
 Row = tuple[int, Any, bytes | str | None]
 Chunk = list[Row]
@@ -326,7 +327,48 @@ def _csv_line(values: list[str]) -> str:
     return out.getvalue().rstrip("\r\n")
 
 
+class _NotFinite(ValueError):
+    def __init__(self, path: str, value: float) -> None:
+        super().__init__(f"{path} is {value!r}, not a number")
+        self.path = path
+
+
+def _exact_floats(value: Any, path: str) -> Any:
+    """Floating-point column values as exact decimals by the documented rule: the shortest
+    text that reads back as the same double (``repr``), so 0.1 stays 0.1 and no binary float
+    reaches a property, an amount or a timestamp. NaN and infinities raise ``_NotFinite``
+    (a NaN is not a quantity; turning it into 0 or null would bill something else)."""
+    kind = type(value)
+    if kind is float:
+        try:
+            return float_to_decimal(value)
+        except ValueError:
+            raise _NotFinite(path, value) from None
+    if kind is dict:
+        return {k: _exact_floats(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if kind is list:
+        return [_exact_floats(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if kind is tuple:
+        return tuple(_exact_floats(v, path) for v in value)
+    return value
+
+
+def _parquet_record(flat: dict[str, Any]) -> Any:
+    try:
+        exact = _exact_floats(flat, "")
+    except _NotFinite as exc:
+        field = exc.path.split(".")[0].split("[")[0]
+        field = "properties" if field.startswith("properties") else field
+        return Rejection(Reason.INVALID_NUMBER, field, str(exc))
+    record = _nest_properties(exact)
+    if isinstance(record.get("properties"), Rejection):
+        return record["properties"]
+    return record
+
+
 def read_parquet(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
+    """Parquet (and so Arrow) batches; floating-point columns become exact decimals through
+    their shortest round-trip text (see ``_exact_floats``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -342,10 +384,7 @@ def read_parquet(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
             chunk: Chunk = []
             for flat in batch.to_pylist():
                 row_number += 1
-                record = _nest_properties(flat)
-                if isinstance(record.get("properties"), Rejection):
-                    record = record["properties"]
-                chunk.append((row_number, record, None))
+                chunk.append((row_number, _parquet_record(flat), None))
             yield chunk
     except (pa.ArrowInvalid, OSError) as exc:
         raise ObjectUnreadable(f"Parquet read failed after row {row_number}: {exc}") from exc

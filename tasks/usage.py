@@ -44,6 +44,7 @@ from models.rating import (
     per_event_units,
 )
 from models.rating.aggregation import tidy
+from models.rating.money import WIDE
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.rating import (
@@ -211,10 +212,11 @@ class _Line:
     precise_amount_cents: Decimal = ZERO
 
     def add(self, fee: Fee) -> None:
-        self.units += fee.units
+        # WIDE: sums of quantities and precise amounts are never rounded to 28 digits
+        self.units = WIDE.add(self.units, fee.units)
         self.events_count += fee.events_count
         self.amount_cents += fee.amount_cents
-        self.precise_amount_cents += fee.precise_amount_cents
+        self.precise_amount_cents = WIDE.add(self.precise_amount_cents, fee.precise_amount_cents)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -254,6 +256,7 @@ def _price(
         events_count=state.events_count,
         event_values=event_values,
         precise_total_amount_cents=precise,
+        currency=currency,
     )
     return Fee.from_amount(result.amount, currency, units, state.events_count)
 
@@ -278,7 +281,8 @@ def rate_subscription(
         usage, line = _rate_charge(sub, charge, period, states, event_values)
         charges_usage.append(usage)
         total.amount_cents += line.amount_cents
-        total.precise_amount_cents += line.precise_amount_cents
+        total.precise_amount_cents = WIDE.add(total.precise_amount_cents,
+                                              line.precise_amount_cents)
         total.events_count += line.events_count
     return {
         "external_subscription_id": sub.external_id,
@@ -355,10 +359,11 @@ def _rate_charge(
                 group_line.add(fee)
                 if charge.filters:
                     group_filters.append(_filter_usage(charge, bucket, _line_of(fee)))
-        line.units += bucket_line.units
+        line.units = WIDE.add(line.units, bucket_line.units)
         line.events_count += bucket_line.events_count
         line.amount_cents += bucket_line.amount_cents
-        line.precise_amount_cents += bucket_line.precise_amount_cents
+        line.precise_amount_cents = WIDE.add(line.precise_amount_cents,
+                                             bucket_line.precise_amount_cents)
         if charge.filters:
             filters_out.append(_filter_usage(charge, bucket, bucket_line))
     grouped_usage = [

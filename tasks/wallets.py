@@ -36,6 +36,7 @@ from typing import Any, Final
 from prefect import task
 from sqlalchemy import Connection, Engine, text
 
+from models.rating.money import round_minor
 from models.wallets import (
     ALERT_BELOW,
     ALERT_DEPLETED,
@@ -54,7 +55,6 @@ from models.wallets import (
     credits_for,
     credits_text,
     interval_start,
-    round_cents,
     round_credits,
     threshold_reached,
     top_up_credits,
@@ -227,6 +227,7 @@ def _top_up_rows(
     paid: Decimal,
     granted: Decimal,
     *,
+    currency: str,
     settle_paid: bool,
     source: str,
     key: str,
@@ -240,14 +241,14 @@ def _top_up_rows(
     if granted > 0:
         rows.append(LedgerRow(
             wallet_id, customer_id, "inbound", "settled", source, granted,
-            cents_for(granted, rate_amount), f"{key}:granted", granted_credits=granted,
+            cents_for(granted, rate_amount, currency), f"{key}:granted", granted_credits=granted,
             rule_position=rule_position, note=note,
         ))
     if paid > 0:
         rows.append(LedgerRow(
             wallet_id, customer_id, "inbound", "settled" if settle_paid else "pending", source,
-            paid, cents_for(paid, rate_amount), f"{key}:paid", rule_position=rule_position,
-            note=note,
+            paid, cents_for(paid, rate_amount, currency), f"{key}:paid",
+            rule_position=rule_position, note=note,
         ))
     return rows
 
@@ -337,14 +338,16 @@ def open_wallets(
         rows: list[LedgerRow] = []
         for w in conn.execute(
             text(
-                "select id, customer_id, rate_amount, paid_credits, granted_credits from wallets"
+                "select id, customer_id, rate_amount, currency, paid_credits, granted_credits"
+                " from wallets"
                 " where id = any(cast(:ids as bigint[])) order by id"
             ),
             {"ids": opened},
         ):
             rows.extend(_top_up_rows(
                 w.id, w.customer_id, w.rate_amount, w.paid_credits, w.granted_credits,
-                settle_paid=settle_paid, source="initial", key=f"initial:{w.id}",
+                currency=w.currency, settle_paid=settle_paid, source="initial",
+                key=f"initial:{w.id}",
             ))
         post(conn, rows, as_of, run_id)
         failpoint("wallets.before_open_commit")
@@ -428,7 +431,7 @@ _RULES = text(
     """
     select r.wallet_id, r.position, r.method, r.interval, r.paid_credits, r.granted_credits,
            r.threshold_credits, r.target_ongoing_balance, r.started_at, w.created_at,
-           b.customer_id, w.rate_amount, b.credits_balance, b.pending_credits
+           b.customer_id, w.rate_amount, w.currency, b.credits_balance, b.pending_credits
     from wallet_recurring_rules r
     join wallets w on w.id = r.wallet_id
     join wallet_balances b on b.wallet_id = w.id
@@ -467,7 +470,8 @@ def interval_top_ups(
             )
             rows.extend(_top_up_rows(
                 r.wallet_id, r.customer_id, r.rate_amount, paid, granted,
-                settle_paid=settle_paid, source="interval", rule_position=r.position,
+                currency=r.currency, settle_paid=settle_paid, source="interval",
+                rule_position=r.position,
                 key=f"interval:{r.wallet_id}:{r.position}:{_iso(found[1])}",
             ))
         return _count_top_ups(post(conn, rows, as_of, run_id), rows)
@@ -528,7 +532,8 @@ def threshold_top_ups(
                 continue  # still the crossing its last top-up was for
             new = _top_up_rows(
                 r.wallet_id, r.customer_id, r.rate_amount, paid, granted,
-                settle_paid=settle_paid, source="threshold", rule_position=r.position,
+                currency=r.currency, settle_paid=settle_paid, source="threshold",
+                rule_position=r.position,
                 key=f"threshold:{r.wallet_id}:{r.position}:{n}",
             )
             if new:
@@ -597,7 +602,7 @@ _DUE = text(
     left join wallet_usage_positions p
       on p.subscription_id = a.subscription_id and p.period_start = a.period_start
     where a.period_start <= :as_of and a.period_end >= :since
-      and round(a.amount_cents) <> coalesce(p.deducted_cents, 0)
+      and a.amount_cents <> coalesce(p.deducted_cents, 0)
       and exists (select 1 from wallets w join wallet_balances b on b.wallet_id = w.id
                   where w.customer_id = s.customer_id and w.status = 'active')
       and (cast(:only as text[]) is null or s.customer_id in (
@@ -753,12 +758,12 @@ def deduct_customers(
         wallets_of: dict[int, list[int]] = defaultdict(list)
         for w in conn.execute(_FUNDS, {"ids": ids, "as_of": as_of}):
             funds[w.id] = WalletFunds(
-                w.id, w.priority, w.created_at, w.rate_amount, w.credits_balance,
+                w.id, w.priority, w.created_at, w.rate_amount, w.currency, w.credits_balance,
                 w.granted_credits_balance, w.balance_cents,
             )
             meta[w.id] = _Meta(w.code, w.external_id, w.currency, bool(w.active))
             wallets_of[w.customer_id].append(w.id)
-        shrinking = [s for s in scopes if round_cents(s.amount_cents) < s.deducted_cents]
+        shrinking = [s for s in scopes if round_minor(s.amount_cents) < s.deducted_cents]
         deducted: dict[tuple[int, datetime], list[tuple[int, Decimal, Decimal, Decimal]]] = (
             defaultdict(list)
         )
@@ -775,7 +780,7 @@ def deduct_customers(
         customers_done: set[int] = set()
         overflow: dict[int, Decimal] = {}
         for s in scopes:
-            target = round_cents(s.amount_cents)
+            target = round_minor(s.amount_cents)
             delta = target - s.deducted_cents
             if delta == 0:
                 continue
@@ -842,7 +847,7 @@ def _refund_rest(allocation: Allocation, usable: Sequence[WalletFunds]) -> Alloc
     if rest <= 0 or not usable:
         return allocation
     first = sorted(usable, key=lambda w: w.order)[0]
-    credits = credits_for(rest, first.rate_amount)
+    credits = credits_for(rest, first.rate_amount, first.currency)
     allocation.postings.append(Posting(first.wallet_id, "inbound", rest, credits))
     allocation.uncovered_cents = ZERO
     return allocation
@@ -874,7 +879,7 @@ def _record(
         "customer": meta[allocation.postings[0].wallet_id].external_customer_id,
         "subscription": scope.external_subscription_id,
         "amount_cents": cents_value(moved),
-        "usage_cents": cents_value(round_cents(scope.amount_cents)),
+        "usage_cents": cents_value(round_minor(scope.amount_cents)),
     })
     return moved
 
@@ -1145,11 +1150,12 @@ def top_up(
     with engine.begin() as conn:
         wallet_id = _pick_wallet(conn, customer_id, wallet_code)
         lock_customers(conn, [customer_id])
-        w = conn.execute(text("select code, rate_amount from wallets where id = :w"),
+        w = conn.execute(text("select code, rate_amount, currency from wallets where id = :w"),
                          {"w": wallet_id}).one()
         idem = f"manual:{key or uuid.uuid4().hex}"
         rows = _top_up_rows(wallet_id, customer_id, w.rate_amount, paid_credits,
-                            granted_credits, settle_paid=settle, source="manual", key=idem)
+                            granted_credits, currency=w.currency, settle_paid=settle,
+                            source="manual", key=idem)
         return TopUp(wallet_id, w.code, post(conn, rows, moment), idem)
 
 
@@ -1252,8 +1258,8 @@ def wallet_overview(
             {"c": customer_id, "n": limit},
         ).all()
     funds = {
-        w.id: WalletFunds(w.id, w.priority, w.created_at, w.rate_amount, w.credits_balance,
-                          w.granted_credits_balance, w.balance_cents)
+        w.id: WalletFunds(w.id, w.priority, w.created_at, w.rate_amount, w.currency,
+                          w.credits_balance, w.granted_credits_balance, w.balance_cents)
         for w in wallets if w.status == "active" and w.opened
     }
     currency_of = {w.id: w.currency for w in wallets}
@@ -1262,7 +1268,7 @@ def wallet_overview(
     usage_total = ZERO
     deducted_total = ZERO
     for s in scopes:
-        target = round_cents(s.amount_cents)
+        target = round_minor(s.amount_cents)
         usage_total += target
         deducted_total += s.deducted_cents
         delta = target - s.deducted_cents
@@ -1292,7 +1298,7 @@ def wallet_overview(
             "credits_ongoing_balance": credits_text(ongoing_credits),
             "ongoing_balance_cents": cents_value(ongoing_cents),
             "credits_ongoing_usage_balance": credits_text(
-                usage_cents / Decimal(100) / w.rate_amount
+                credits_for(usage_cents, w.rate_amount, w.currency)
             ),
             "ongoing_usage_balance_cents": cents_value(usage_cents),
             "consumed_credits": credits_text(w.consumed_credits),
@@ -1316,7 +1322,7 @@ def wallet_overview(
             "subscriptions": [
                 {"external_subscription_id": s.external_subscription_id,
                  "period_start": s.period_start.isoformat(),
-                 "amount_cents": cents_value(round_cents(s.amount_cents)),
+                 "amount_cents": cents_value(round_minor(s.amount_cents)),
                  "deducted_cents": cents_value(s.deducted_cents), "currency": s.currency}
                 for s in scopes
             ],

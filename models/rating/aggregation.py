@@ -21,7 +21,7 @@ from enum import StrEnum
 from typing import Any, Final, Protocol, Self
 
 from models.rating.filters import properties_as_text
-from models.rating.money import parse_plain_decimal
+from models.rating.money import WIDE, parse_plain_decimal
 
 ZERO: Final = Decimal(0)
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
@@ -130,8 +130,8 @@ def epoch_seconds(moment: datetime) -> Decimal:
 def tidy(value: Decimal) -> Decimal:
     """Drop trailing zeros without switching to exponent notation (``100`` not ``1E+2``)."""
     if value == value.to_integral_value():
-        return value.quantize(Decimal(1))
-    return value.normalize()
+        return value.quantize(Decimal(1), context=WIDE)
+    return value.normalize(WIDE)
 
 
 class AggregationState(Protocol):
@@ -214,20 +214,20 @@ class SumState:
         cents = self.precise_total_amount_cents
         for point in points:
             if point.precise_total_amount_cents is not None:
-                cents += point.precise_total_amount_cents
+                cents = WIDE.add(cents, point.precise_total_amount_cents)
             if point.value is None:
                 unbillable += 1
                 continue
-            total += point.value
+            total = WIDE.add(total, point.value)
             counted += 1
         return SumState(total, counted, unbillable, cents)
 
     def merge(self, other: SumState) -> SumState:
         return SumState(
-            self.total + other.total,
+            WIDE.add(self.total, other.total),
             self.events_count + other.events_count,
             self.unbillable_count + other.unbillable_count,
-            self.precise_total_amount_cents + other.precise_total_amount_cents,
+            WIDE.add(self.precise_total_amount_cents, other.precise_total_amount_cents),
         )
 
     def result(self) -> Decimal:

@@ -16,10 +16,10 @@ from typing import Final
 
 from models.rating.money import (
     amount_cents,
-    currency_exponent,
+    from_minor,
     is_plain_decimal,
     precise_amount_cents,
-    round_cents,
+    round_minor,
 )
 
 ZERO: Final = Decimal(0)
@@ -166,8 +166,7 @@ class _Reader:
             return None
         value = _decimal_text(raw)
         if value is None:
-            kind = "a JSON number" if isinstance(raw, int | float) else repr(raw)
-            self.errors.append(f"{path}: must be {_DECIMAL_HINT}, got {kind}")
+            self.errors.append(f"{path}: must be {_DECIMAL_HINT}, got {_describe_raw(raw)}")
             return None
         if value < 0:
             self.errors.append(f"{path}: must not be negative")
@@ -194,19 +193,52 @@ class _Reader:
         return raw
 
     def bound(self, data: Mapping[str, object], key: str, path: str) -> Decimal | None:
-        """A range bound: an integer or a decimal string (decimal tiers), never a float."""
+        """A range bound: a quantity, not a price, so a JSON number is accepted as Lago does
+        (``"to_value": 0.1``; decimal tiers), read from its literal text; a decimal string too.
+        A binary float is refused: its digits are already gone."""
         raw = data.get(key)
         if isinstance(raw, int) and not isinstance(raw, bool):
             value: Decimal | None = Decimal(raw)
+        elif isinstance(raw, JsonNumber):
+            value = raw.value
         else:
             value = _decimal_text(raw)
         if value is None:
-            self.errors.append(f"{path}: must be an integer or {_DECIMAL_HINT}, got {raw!r}")
+            self.errors.append(
+                f"{path}: must be a number or {_DECIMAL_HINT}, got {_describe_raw(raw)}"
+            )
             return None
         if value < 0:
             self.errors.append(f"{path}: must not be negative")
             return None
         return value
+
+
+class JsonNumber:
+    """A number as written in a catalog file (a JSON or YAML number, read from its text).
+
+    Catalog files are parsed without binary floats, but a *price* in a Lago payload must be a
+    decimal string: a JSON number has no agreed precision between clients, and Lago refuses it.
+    Quantities (range bounds) may be numbers. The catalog hands file numbers to
+    :func:`validate_properties` wrapped in this marker so each field can decide; Python callers
+    pass ``Decimal`` for prices directly.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Decimal) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"a JSON number ({format(self.value, 'f')})"
+
+
+def _describe_raw(raw: object) -> str:
+    if isinstance(raw, JsonNumber):
+        return repr(raw)
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return f"a JSON number ({raw!r})"
+    return repr(raw)
 
 
 def _decimal_text(raw: object) -> Decimal | None:
@@ -486,12 +518,14 @@ def compute_charge(
     events_count: int = 0,
     event_values: Sequence[Decimal] | None = None,
     precise_total_amount_cents: Decimal = ZERO,
+    currency: str | None = None,
 ) -> ChargeResult:
     """Price ``units`` with a charge model.
 
     ``event_values`` (each event's units, in time order) is required only when
-    :func:`needs_event_values` says so; ``precise_total_amount_cents`` only for dynamic.
-    Negative units are priced as 0.
+    :func:`needs_event_values` says so; ``precise_total_amount_cents`` and ``currency`` only
+    for dynamic, whose events carry minor units of the subscription's currency (JPY has no
+    cents: 1234.5 "cents" are 1234.5 yen). Negative units are priced as 0.
     """
     model = ChargeModel(charge_model)
     props = properties_from(model, properties)
@@ -513,7 +547,18 @@ def compute_charge(
             return ChargeResult(model, units, amount, events_count, (detail,))
         if isinstance(props, PercentageProperties):
             return _percentage(props, units, events_count, event_values)
-        return ChargeResult(model, units, precise_total_amount_cents.scaleb(-2), events_count)
+        return _dynamic(units, events_count, precise_total_amount_cents, currency)
+
+
+def _dynamic(
+    units: Decimal, events_count: int, precise_total_amount_cents: Decimal, currency: str | None
+) -> ChargeResult:
+    """The events' own amounts: precise minor units / the currency's subunit; 0 at 0 units
+    (Lago's dynamic service returns 0 when there are no units)."""
+    if currency is None:
+        raise ValueError("dynamic pricing needs the currency of precise_total_amount_cents")
+    amount = ZERO if units == 0 else from_minor(precise_total_amount_cents, currency)
+    return ChargeResult(ChargeModel.DYNAMIC, units, amount, events_count)
 
 
 def _package(props: PackageProperties, units: Decimal, events_count: int) -> ChargeResult:
@@ -737,11 +782,11 @@ def min_amount_true_up(
     with localcontext(_PRICING):
         minimum = Decimal(min_amount_cents) * prorata
         precise = max(minimum - charge_amount_cents, ZERO)
-        cents = max(round_cents(minimum, 0) - charge_amount_cents, ZERO)
+        cents = max(round_minor(minimum) - charge_amount_cents, ZERO)
     return Fee(
         currency=currency,
         units=ONE if cents > 0 else ZERO,
-        amount=precise.scaleb(-currency_exponent(currency)),
+        amount=from_minor(precise, currency),
         amount_cents=int(cents),
         precise_amount_cents=precise,
     )

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import text
 
+from models.rating.money import format_money
 from tallyflow import demo
 from tallyflow.resources import billing_engine
 
@@ -83,10 +84,9 @@ def _wallet_table(overview: Any, engine: Any, now: datetime) -> Table:
         table.add_column(column, justify="left" if column in ("customer", "wallet") else "right")
     for customer in sorted(set(demo.SUBSCRIPTION_CUSTOMERS.values())):
         for wallet in overview(engine, customer, now, 0)["wallets"]:
-            money = Decimal(wallet["balance_cents"]).scaleb(-2)
             table.add_row(customer, wallet["name"] or wallet["code"],
                           f"{Decimal(wallet['credits_balance']):.2f}",
-                          f"{money:.2f} {wallet['currency']}",
+                          format_money(wallet["balance_cents"], wallet["currency"]),
                           f"{Decimal(wallet['consumed_credits']):.2f}")
     return table
 

@@ -18,6 +18,7 @@ SUMMARY_KEYS = (
     "objects",
     "accepted",
     "duplicates",
+    "conflicts",
     "rejected",
     "unbillable",
     "failed_objects",

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from models.rating.money import format_money
 from tallyflow.commands.common import parse_moment
 from tallyflow.resources import billing_engine
 
@@ -73,7 +73,7 @@ def _rebuild_text(summary: dict[str, int]) -> str:
 
 
 def _money(cents: int, currency: str) -> str:
-    return f"{Decimal(cents).scaleb(-2):.2f} {currency}"
+    return format_money(cents, currency)
 
 
 def _usage_table(usage: dict[str, Any]) -> Table:

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from models.rating.money import format_money
 from tallyflow.commands.common import parse_moment
 from tallyflow.resources import billing_engine
 
@@ -68,10 +69,9 @@ def show(
                    "pending credits", "consumed credits", "expires"):
         table.add_column(column, justify="left" if column in ("wallet", "status") else "right")
     for wallet in overview["wallets"]:
-        money = Decimal(wallet["balance_cents"]).scaleb(-2)
         table.add_row(
             wallet["code"], wallet["status"], str(wallet["priority"]),
-            wallet["credits_balance"], f"{money:.2f} {wallet['currency']}",
+            wallet["credits_balance"], format_money(wallet["balance_cents"], wallet["currency"]),
             wallet["credits_ongoing_balance"], wallet["pending_credits"],
             wallet["consumed_credits"], wallet["expiration_at"] or "",
         )

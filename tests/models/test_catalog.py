@@ -22,6 +22,7 @@ from models.catalog import (
     parse_body,
     validate_documents,
 )
+from models.rating.charge_models import compute_charge, parse_properties
 
 ROOT = Path(__file__).resolve().parents[2]
 MISTRAL = ROOT / "examples" / "mistral"
@@ -219,7 +220,7 @@ INVALID: list[tuple[str, list[dict[str, Any]], str, str]] = [
     ("charge-in-advance-on-max-metric", [metric(code="peak", aggregation_type="max_agg"),
                                          plan(charge(billable_metric_code="peak",
                                                      pay_in_advance=True))],
-     "plan.charges[0].pay_in_advance", "not available for max_agg"),
+     "plan.charges[0].pay_in_advance", "not supported yet"),
     ("charge-negative-minimum", [plan(charge(min_amount_cents=-5))],
      "plan.charges[0].min_amount_cents", "must not be negative"),
     ("plan-bad-interval", [plan(interval="daily")], "plan.interval", "unknown interval 'daily'"),
@@ -338,16 +339,20 @@ VALID_LAGO = [
              {"from_value": 0, "to_value": None, "rate": "2", "flat_amount": "0"}]}),
          charge("dynamic", {}),
          charge("standard", {"amount": "0.2", "pricing_group_keys": ["region"]},
-                pay_in_advance=True, invoiceable=False, min_amount_cents=500),
+                pay_in_advance=False, invoiceable=True, min_amount_cents=0, prorated=False,
+                tax_codes=[], lago_id="c1"),
          charge("standard", {}, filters=[
              {"values": {"model": ["__ALL_FILTER_VALUES__"], "type": ["input"]},
               "properties": {"amount": "1"}, "invoice_display_name": "all input"}]),
-         code="kitchen_sink", trial_period=Decimal("2.5"), pay_in_advance=True,
-         bill_charges_monthly=True),
+         code="kitchen_sink", trial_period=Decimal("0"), pay_in_advance=False,
+         bill_charges_monthly=None, tax_codes=[], minimum_commitment=None,
+         usage_thresholds=[], lago_id="p1", created_at="2024-01-01T00:00:00Z"),
     {"customer": {"external_id": "c_eur", "currency": "EUR", "timezone": "Europe/Paris",
-                  "email": "a@example.com,b@example.com", "billing_configuration": {}}},
+                  "email": "a@example.com,b@example.com", "billing_configuration": {},
+                  "legal_name": "Acme SAS", "address_line1": "1 rue", "tax_codes": [],
+                  "metadata": [{"key": "k", "value": "v"}]}},
     subscription(external_id="s_anniv", billing_time="anniversary", subscription_at=None,
-                 ending_at="2099-01-01T00:00:00+01:00"),
+                 ending_at=None, status="active", plan_overrides=None),
     wallet(code="top", priority=1, expiration_at="2030-01-01T00:00:00Z",
            recurring_transaction_rules=[
                rule(),
@@ -428,17 +433,36 @@ def test_subscription_start_defaults_to_now_then_keeps_the_stored_one() -> None:
 
 
 def test_json_numbers_in_properties_are_refused_through_the_charge_model_rules() -> None:
-    # files are parsed with Decimal numbers; validation still treats them as JSON numbers
+    # files are parsed with Decimal numbers; a price given as a JSON number is still refused
     errors = errors_for(*BASE, plan(charge("graduated", {"graduated_ranges": [
-        {"from_value": 0, "to_value": Decimal("10.5"), "per_unit_amount": "1",
+        {"from_value": 0, "to_value": Decimal("10"), "per_unit_amount": "1",
          "flat_amount": Decimal("0.5")},
-        {"from_value": 11, "to_value": None, "per_unit_amount": "1", "flat_amount": "0"}]})))
+        {"from_value": 11, "to_value": None, "per_unit_amount": Decimal("1"),
+         "flat_amount": "0"}]})))
     assert [(e.path, e.message) for e in errors] == [
-        ("plan.charges[0].properties.graduated_ranges[0].to_value",
-         'must be an integer or a decimal string such as "0.12", got a JSON number (10.5)'),
         ("plan.charges[0].properties.graduated_ranges[0].flat_amount",
          'must be a decimal string such as "0.12", got a JSON number (0.5)'),
+        ("plan.charges[0].properties.graduated_ranges[1].per_unit_amount",
+         'must be a decimal string such as "0.12", got a JSON number (1)'),
     ]
+
+
+def test_range_bounds_may_be_json_numbers_as_in_lago() -> None:
+    """Lago's own specs use decimal tiers written as JSON numbers (0-0.1, 0.1-1, 1-open)."""
+    text = """{"plan": {"code": "p2", "name": "P", "interval": "monthly", "amount_cents": 0,
+      "amount_currency": "USD", "charges": [{"billable_metric_code": "mistral_tokens",
+      "charge_model": "graduated", "properties": {"graduated_ranges": [
+        {"from_value": 0, "to_value": 0.1, "per_unit_amount": "1", "flat_amount": "0"},
+        {"from_value": 0.1, "to_value": 1, "per_unit_amount": "0.5", "flat_amount": "0"},
+        {"from_value": 1, "to_value": null, "per_unit_amount": "0.1", "flat_amount": "0"}
+      ]}}]}}"""
+    result = validate_documents([("f.json", i, e) for i, e in enumerate([*BASE, loads(text)])])
+    assert result.errors == []
+    stored = result.documents[-1].document["charges"][0]["properties"]
+    tiers = stored["graduated_ranges"]
+    assert tiers[0]["to_value"] == Decimal("0.1") and tiers[1]["from_value"] == Decimal("0.1")
+    priced = compute_charge("graduated", parse_properties("graduated", stored), Decimal("2"))
+    assert priced.amount == Decimal("0.1") * 1 + Decimal("0.9") * Decimal("0.5") + Decimal("0.1")
 
 
 def test_normalised_documents_are_stable_and_digests_ignore_key_order() -> None:

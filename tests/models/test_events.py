@@ -95,7 +95,8 @@ def test_the_first_broken_field_is_reported_in_field_order() -> None:
 
 def test_every_reason_code_is_covered_here_or_by_the_readers() -> None:
     # invalid_json, record_too_large and column_count come from the readers (test_readers.py);
-    # the others are produced by validate_record in the tables below.
+    # conflicting_duplicate from the load (tests/tasks/test_ingest_order.py); the others are
+    # produced by validate_record in the tables below.
     assert {r.value for r in Reason} == {
         "invalid_json",
         "not_an_object",
@@ -111,6 +112,7 @@ def test_every_reason_code_is_covered_here_or_by_the_readers() -> None:
         "properties_too_large",
         "record_too_large",
         "column_count",
+        "conflicting_duplicate",
     }
 
 
@@ -350,7 +352,17 @@ PRECISE = [
         Decimal("123456789012345678901234567890.123456789"),
     ),
     ("exponent-string", "1e3", Reason.INVALID_NUMBER),
-    ("exponent-decimal", Decimal("1E+3"), Reason.INVALID_NUMBER),
+    # JSON numbers are read from their text as Decimal: every exact number is one, whatever
+    # its notation (a float 0.1 was accepted while 1e-05 was refused).
+    ("json-exponent", Decimal("1E+3"), Decimal("1000")),
+    ("json-small", Decimal("1E-5"), Decimal("0.00001")),
+    ("json-tenth", Decimal("0.1"), Decimal("0.1")),
+    ("float-tenth", 0.1, Decimal("0.1")),
+    ("float-tiny", 1e-05, Decimal("0.00001")),
+    ("float-binary-noise", 2.675, Decimal("2.675")),
+    ("nan-decimal", Decimal("NaN"), Reason.INVALID_NUMBER),
+    ("nan-float", float("nan"), Reason.INVALID_NUMBER),
+    ("absurd-exponent", Decimal("1E+200"), Reason.INVALID_NUMBER),
     ("empty", "", Reason.INVALID_NUMBER),
     ("comma", "1,000", Reason.INVALID_NUMBER),
     ("trailing-dot", "12.", Reason.INVALID_NUMBER),

@@ -29,17 +29,64 @@ T0 = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def funds(wallet_id: int, credits: str, priority: int = 50, rate: str = "1",
-          granted: str = "0", age: int = 0) -> WalletFunds:
+          granted: str = "0", age: int = 0, currency: str = "USD") -> WalletFunds:
     c = Decimal(credits)
-    return WalletFunds(wallet_id, priority, T0 + timedelta(seconds=age), Decimal(rate), c,
-                       Decimal(granted), cents_for(c, Decimal(rate)))
+    return WalletFunds(wallet_id, priority, T0 + timedelta(seconds=age), Decimal(rate),
+                       currency, c, Decimal(granted), cents_for(c, Decimal(rate), currency))
 
 
 def test_units_round_half_up() -> None:
-    assert credits_for(Decimal(1), Decimal(3)) == Decimal("0.00333")
-    assert credits_for(Decimal(2), Decimal(3)) == Decimal("0.00667")
-    assert cents_for(Decimal("0.005"), Decimal(1)) == Decimal(1)
-    assert cents_for(Decimal("123"), Decimal("1.0")) == Decimal(12300)
+    assert credits_for(Decimal(1), Decimal(3), "USD") == Decimal("0.00333")
+    assert credits_for(Decimal(2), Decimal(3), "USD") == Decimal("0.00667")
+    assert cents_for(Decimal("0.005"), Decimal(1), "USD") == Decimal(1)
+    assert cents_for(Decimal("123"), Decimal("1.0"), "USD") == Decimal(12300)
+
+
+@pytest.mark.parametrize(
+    ("currency", "minor", "rate", "credits"),
+    [
+        # usage in minor units -> credits, for rate 1 and rates that are not 1
+        ("USD", "100000", "1", "1000.00000"),  # $1,000
+        ("JPY", "1000", "1", "1000.00000"),  # ¥1,000 is 1,000 credits (was 10)
+        ("KWD", "1000", "1", "1.00000"),  # 1,000 fils = 1 KWD (was 10 credits)
+        ("USD", "100000", "2.5", "400.00000"),
+        ("JPY", "1000", "2.5", "400.00000"),
+        ("KWD", "1000", "0.5", "2.00000"),
+        ("JPY", "1", "3", "0.33333"),
+        ("KWD", "1", "3", "0.00033"),
+    ],
+)
+def test_credits_for_in_every_currency(currency: str, minor: str, rate: str, credits: str) -> None:
+    assert credits_for(Decimal(minor), Decimal(rate), currency) == Decimal(credits)
+
+
+@pytest.mark.parametrize(
+    ("currency", "credits", "rate", "minor"),
+    [
+        ("USD", "10", "1", 1000),
+        ("JPY", "10", "1", 10),  # 10 credits at ¥1 are ¥10, not 1,000 "cents"
+        ("KWD", "10", "1", 10000),
+        ("USD", "0.005", "1", 1),  # half a cent rounds up
+        ("JPY", "0.5", "1", 1),  # half a yen rounds up
+        ("KWD", "0.0005", "1", 1),  # half a fils rounds up
+        ("JPY", "3", "2.5", 8),  # 7.5 yen
+        ("KWD", "3", "0.0015", 5),  # 4.5 fils
+    ],
+)
+def test_cents_for_in_every_currency(currency: str, credits: str, rate: str, minor: int) -> None:
+    assert cents_for(Decimal(credits), Decimal(rate), currency) == minor
+
+
+@pytest.mark.parametrize(("currency", "rate"), [("USD", "1"), ("JPY", "1"), ("KWD", "1"),
+                                                ("USD", "2.5"), ("JPY", "0.1"), ("KWD", "4")])
+def test_allocation_posts_credits_in_the_wallet_currency(currency: str, rate: str) -> None:
+    """A usage delta in minor units takes the matching credits from a wallet of any currency."""
+    wallet = funds(1, "1000", rate=rate, currency=currency)
+    [posting] = allocate_usage(Decimal(250), [wallet]).postings
+    assert posting.amount_cents == 250
+    assert posting.credits == credits_for(Decimal(250), Decimal(rate), currency)
+    expected_major = Decimal(250).scaleb(-{"USD": 2, "JPY": 0, "KWD": 3}[currency])
+    assert posting.credits == (expected_major / Decimal(rate)).quantize(Decimal("0.00001"))
 
 
 def test_priority_then_oldest_then_overflow_into_the_last() -> None:

@@ -30,7 +30,7 @@ def test_backend_terminated_mid_flow_is_retried_and_completes(
     engine: Engine, tmp_path: Path
 ) -> None:
     (tmp_path / "a.jsonl").write_text(jsonl([event(i) for i in range(20_000)]))
-    with damage_at("ingest.after_merge=3", lambda: terminate_other_backends(engine)) as done:
+    with damage_at("ingest.after_copy=3", lambda: terminate_other_backends(engine)) as done:
         summary = ingest_events(SourceSpec(url=tmp_path.as_uri()), chunk_rows=2_000)
     assert done and done[0] >= 1, "the loader's connection was terminated mid-object"
     assert (summary["objects"], summary["accepted"]) == (1, 20_000)
@@ -60,7 +60,7 @@ def test_object_store_dies_mid_read_then_next_run_ingests(engine: Engine) -> Non
     )
 
     # some chunks of zbig are loaded, the rest is still in the store when it dies
-    with damage_at("ingest.after_merge=2", server.stop):
+    with damage_at("ingest.after_copy=2", server.stop):
         with pytest.raises(IngestFailed) as failed:
             ingest_events(spec, chunk_rows=2_000)
     assert (failed.value.summary["failed_objects"], failed.value.summary["objects"]) == (1, 0)

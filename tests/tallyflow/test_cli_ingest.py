@@ -26,9 +26,10 @@ def test_ingest_json_summary_then_rejects(engine: Engine, tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert {k: summary[k] for k in (
-        "objects", "accepted", "duplicates", "rejected", "unbillable", "failed_objects"
-    )} == {"objects": 1, "accepted": 3, "duplicates": 1, "rejected": 1, "unbillable": 3,
-           "failed_objects": 0}
+        "objects", "accepted", "duplicates", "conflicts", "rejected", "unbillable",
+        "failed_objects"
+    )} == {"objects": 1, "accepted": 3, "duplicates": 1, "conflicts": 0, "rejected": 1,
+           "unbillable": 3, "failed_objects": 0}
 
     listed = runner.invoke(app, ["rejects", "--json"])
     assert listed.exit_code == 0, listed.output

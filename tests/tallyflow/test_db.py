@@ -33,3 +33,49 @@ def test_ensure_schema_is_idempotent(engine: Engine) -> None:
     migrate.ensure_schema(engine)
     migrate.ensure_schema(engine)
     assert migrate.current_revision(engine) == migrate.head_revision()
+
+
+@pytest.mark.parametrize(
+    ("version_num", "text", "supported"),
+    [
+        (90624, "9.6.24", False),
+        (100023, "10.23", False),
+        (130016, "13.16", False),
+        (140000, "14.0", True),
+        (140013, "14.13", True),
+        (150004, "15.4", True),
+        (170002, "17.2", True),
+        (180000, "18.0", True),
+    ],
+)
+def test_server_version_check(version_num: int, text: str, supported: bool) -> None:
+    assert db.describe_version(version_num) == text
+    if supported:
+        db.check_server_version(version_num)
+    else:
+        with pytest.raises(db.UnsupportedServer) as info:
+            db.check_server_version(version_num)
+        message = str(info.value)
+        assert message == (f"PostgreSQL {text} is not supported: Tallyflow needs PostgreSQL 14 "
+                           "or later (hint: upgrade the server, or set TALLYFLOW_DATABASE_URL "
+                           "to a newer one)")
+        assert "\n" not in message
+
+
+def test_the_real_server_is_checked_at_connect(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with engine.connect() as conn:
+        assert conn.connection.driver_connection.info.server_version >= db.MIN_SERVER_VERSION
+    # The same check runs on the first connection of every engine: pretend the minimum is
+    # above the real server (15 here) and a fresh engine refuses to connect.
+    monkeypatch.setattr(db, "MIN_SERVER_VERSION", 990000)
+    url = engine.url.update_query_dict({"options": "-c statement_timeout=0"})
+    fresh = db.get_engine(url.render_as_string(hide_password=False))
+    try:
+        with pytest.raises(db.UnsupportedServer, match="needs PostgreSQL 99 or later"):
+            with fresh.connect():
+                pass
+    finally:
+        fresh.dispose()
+        db._engines.pop(db.normalise_url(url.render_as_string(hide_password=False)), None)

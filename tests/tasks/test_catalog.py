@@ -149,13 +149,15 @@ def test_yaml_multi_document_and_list_files(engine: Engine) -> None:
     assert [next(iter(d.envelope)) for d in documents] == [
         "billable_metric", "plan", "customer", "subscription", "wallet"]
     plan = documents[1].envelope["plan"]
-    assert plan["trial_period"] == Decimal("14.5")  # YAML floats arrive as Decimal
+    # YAML floats arrive as Decimal (a range bound may be a number, as in Lago)
+    ranges = plan["charges"][0]["properties"]["graduated_ranges"]
+    assert ranges[0]["to_value"] == Decimal("1000.5") and type(ranges[0]["to_value"]) is Decimal
     result = apply_catalog(engine, [FIXTURES / "yaml"])
     assert result.errors == []
     assert result.created == dict.fromkeys(KINDS, 1)
     with engine.connect() as conn:
         subscription = conn.execute(select(t.subscriptions)).mappings().one()
-        trial = conn.execute(select(t.plans.c.trial_period)).scalar_one()
+        stored = conn.execute(select(t.charges.c.properties)).scalar_one()
         wallet = conn.execute(select(t.wallets)).mappings().one()
         rules = conn.execute(select(t.wallet_recurring_rules)
                              .order_by(t.wallet_recurring_rules.c.position)).mappings().all()
@@ -169,7 +171,7 @@ def test_yaml_multi_document_and_list_files(engine: Engine) -> None:
     assert rules[0]["started_at"] == datetime(2025, 4, 1, tzinfo=UTC)
     assert subscription["billing_time"] == "anniversary"
     assert subscription["subscription_at"] == datetime(2025, 3, 30, 22, tzinfo=UTC)
-    assert trial == Decimal("14.5")
+    assert str(stored["graduated_ranges"][1]["from_value"]) == "1000.5"
 
 
 def test_folders_are_read_recursively_and_ordered_by_kind(engine: Engine) -> None:

@@ -47,8 +47,9 @@ class Loads:
     """Ingested: these transaction ids stored (row order), these rows rejected."""
 
     accepted: tuple[str, ...]
-    rejected: tuple[tuple[int, str | None, str], ...] = ()
+    rejected: tuple[tuple[int, str | None, str], ...] = ()  # conflicts included
     duplicates: int = 0
+    conflicts: int = 0  # same key as a stored event, other content (rejected rows too)
 
 
 @dataclass(frozen=True)
@@ -173,10 +174,11 @@ CASES: dict[str, Loads | Fails] = {
         tx(5, 6), rows(TS, "timestamp_out_of_range", 1, 2, 3, 4, 7)
     ),
     "numeric_strings.jsonl": Loads(
-        tx(2, 3, 4, 8, 9, 13),
+        tx(2, 3, 4, 8, 9, 10, 13),  # tx-10: the JSON number 1e3 is exactly 1000
         (
             *rows(TS, "invalid_timestamp", 1, 5, 6),  # "1e5", "0x1A", "+1764000000"
-            *rows("precise_total_amount_cents", "invalid_number", 7, 10, 11, 12),
+            # strings must be plain decimals ("1e3", "1,000", "12.")
+            *rows("precise_total_amount_cents", "invalid_number", 7, 11, 12),
         ),
     ),
     "huge_numbers.jsonl": Loads(
@@ -192,7 +194,11 @@ CASES: dict[str, Loads | Fails] = {
         tx(1, 4), ((2, None, "record_too_large"), (3, PROPS, "properties_too_large"))
     ),
     # --- dedup, SQL-looking and escape-heavy text, line endings, BOM --------------------------
-    "duplicates.jsonl": Loads(tx(1, 2, 1), duplicates=2),  # tx-1 again on sub_other
+    # tx-1 again with other tokens (row 2) and another timestamp (row 4): conflicts, kept out
+    # and reported; tx-1 on sub_other is another event
+    "duplicates.jsonl": Loads(
+        tx(1, 2, 1), rows(None, "conflicting_duplicate", 2, 4), conflicts=2
+    ),
     "sql_and_escapes.jsonl": Loads(tuple(f"tx-{i}-" for i in range(1, 16)) + ("'; drop",)),
     "crlf.jsonl": Loads(tx(1, 3, 5)),
     "blank_lines.jsonl": Loads(()),
@@ -332,7 +338,8 @@ def assert_outcome(engine: Engine, result: ObjectResult, expected: Loads | Fails
     refused = rejected(engine, result.object_id)
     (ledger,) = query(
         engine,
-        "select status, error, accepted, rejected, duplicates, rows from ingest_objects"
+        "select status, error, accepted, rejected, duplicates, conflicts, rows"
+        " from ingest_objects"
         " where id = :id",
         id=result.object_id,
     )
@@ -351,17 +358,22 @@ def assert_outcome(engine: Engine, result: ObjectResult, expected: Loads | Fails
         assert txn.startswith(prefix), (txn, prefix)
     assert [(r.row_number, r.field, r.reason) for r in refused] == list(expected.rejected)
     assert all(r.message and r.raw is not None for r in refused)
-    assert (result.accepted, result.rejected, result.duplicates) == (
+    assert (result.accepted, result.rejected, result.duplicates, result.conflicts) == (
         len(expected.accepted),
-        len(expected.rejected),
+        len(expected.rejected) - expected.conflicts,
         expected.duplicates,
+        expected.conflicts,
     )
-    assert result.rows == result.accepted + result.rejected + result.duplicates
-    assert (ledger.status, ledger.accepted, ledger.rejected, ledger.duplicates) == (
+    assert result.rows == result.accepted + result.rejected + result.duplicates + (
+        result.conflicts
+    )
+    assert (ledger.status, ledger.accepted, ledger.rejected, ledger.duplicates,
+            ledger.conflicts) == (
         "ingested",
         result.accepted,
         result.rejected,
         result.duplicates,
+        result.conflicts,
     )
 
 
@@ -582,11 +594,13 @@ def test_the_whole_corpus_in_one_run_never_crashes_and_never_loads_half(
     }
     for fixture, expected in CASES.items():
         if isinstance(expected, Loads):
-            # across objects, an id already stored by an earlier object is a duplicate here
+            # across objects, an id already stored by an earlier object is a duplicate here, or
+            # a conflict (a rejected row) when its content differs
             accepted, refused = per_object[fixture]
-            assert refused == len(expected.rejected), fixture
-            assert accepted + results[fixture].duplicates == len(expected.accepted) + (
-                expected.duplicates
+            got = results[fixture]
+            assert refused == len(expected.rejected) - expected.conflicts + got.conflicts, fixture
+            assert accepted + got.duplicates + got.conflicts == len(expected.accepted) + (
+                expected.duplicates + expected.conflicts
             ), fixture
     # a second run retries only the failed objects, which fail the same way again
     again = ingest_folder(engine, folder)

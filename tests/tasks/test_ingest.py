@@ -63,10 +63,22 @@ def test_duplicates_first_copy_wins_and_other_subscription_is_another_event(
     second = event(1, properties={"tokens": 999, "model": "mistral-small", "type": "input"})
     other_sub = event(1, sub="sub_other")
     bucket.put("a.jsonl", jsonl([first, second, other_sub]))
-    bucket.put("b.jsonl", jsonl([second]))
+    bucket.put("b.jsonl", jsonl([second, first]))
     results = ingest_all(engine, bucket)
     assert sum(r.accepted for r in results) == 2
-    assert sum(r.duplicates for r in results) == 2
+    # b's copy of the first is identical: a plain duplicate; the 999-token copies differ from
+    # the stored one: conflicts, kept out and reported with the row that was kept
+    assert sum(r.duplicates for r in results) == 1
+    assert sum(r.conflicts for r in results) == 2
+    with engine.connect() as conn:
+        rejected = conn.execute(text(
+            "select o.path, r.row_number, r.reason, r.message from rejected_rows r"
+            " join ingest_objects o on o.id = r.object_id order by o.path, r.row_number"
+        )).all()
+    assert [(p.rsplit("/", 1)[-1], n, reason) for p, n, reason, _ in rejected] == [
+        ("a.jsonl", 2, "conflicting_duplicate"), ("b.jsonl", 1, "conflicting_duplicate")]
+    assert all("from row 1 of" in m and "a.jsonl (kept) with another properties" in m
+               for *_, m in rejected)
     with engine.connect() as conn:
         tokens = conn.execute(
             text(

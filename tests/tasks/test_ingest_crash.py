@@ -62,7 +62,7 @@ def test_killed_process_mid_object_then_rerun_counts_every_event_once(
     if big_object.url.startswith("memory://"):
         pytest.skip("memory:// lives inside one process; see the backend-termination test")
     spec = json.dumps(big_object.spec().model_dump(mode="json"))
-    env = {**os.environ, "TALLYFLOW_FAILPOINTS": "ingest.after_merge=5"}  # mid-object
+    env = {**os.environ, "TALLYFLOW_FAILPOINTS": "ingest.after_copy=5"}  # mid-object
     loader = subprocess.run(
         [sys.executable, "-c", _LOADER, spec], env=env, timeout=120, check=False
     )
@@ -79,7 +79,7 @@ def test_backend_killed_mid_object_then_rerun_counts_every_event_once(
     """The same crash seen from the database side: the loader's connection is terminated."""
     source = build_source(big_object.spec())
     (object_id,) = register_objects(engine, source.key, source.list())
-    with damage_at("ingest.after_merge=5", lambda: terminate_other_backends(engine)) as done:
+    with damage_at("ingest.after_copy=5", lambda: terminate_other_backends(engine)) as done:
         with pytest.raises(Exception) as crash:
             ingest_object(engine, source, object_id, chunk_rows=2_000)
     assert done and done[0] >= 1

@@ -585,3 +585,35 @@ def test_parquet_chunks_are_bounded_and_rows_numbered_across_row_groups() -> Non
 def test_loads_exact_parses_plain_documents_with_orjson_types() -> None:
     assert loads_exact(b'{"a": 1, "b": [true, null, "x"]}') == {"a": 1, "b": [True, None, "x"]}
     assert loads_exact('{"a": 1.5}') == {"a": Decimal("1.5")}
+
+
+def test_parquet_doubles_become_exact_decimals_by_their_shortest_text() -> None:
+    """The documented rule: a double is read through its shortest round-trip text (repr), so
+    no binary float reaches a property, an amount or a timestamp."""
+    import pyarrow as pa
+
+    data = parquet(
+        {
+            **ids(5),
+            "timestamp": pa.array([BASE_TS + 0.25] * 5, pa.float64()),
+            "properties.tokens": pa.array([0.1, 1e-05, 2.675, 1234.0, float("nan")],
+                                          pa.float64()),
+            "precise_total_amount_cents": pa.array([0.1, 1e-05, 12.5, None, None], pa.float64()),
+            "properties.cost": pa.array([1.1, 2.2, 3.3, float("inf"), 0.5], pa.float32()),
+        }
+    )
+    rows = read(read_parquet, data)
+    events = [r if isinstance(r, Rejection) else validate_record(r, BOUNDS) for _, r, _ in rows]
+    # A float32 column holds no 1.1: it is widened to the double it is and read by the rule
+    # (write Parquet DECIMAL or text columns to keep decimals exact).
+    assert [e[4] for e in events[:3]] == [
+        '{"tokens":0.1,"cost":1.100000023841858}',
+        '{"tokens":0.00001,"cost":2.200000047683716}',
+        '{"tokens":2.675,"cost":3.299999952316284}',
+    ]
+    assert [e[5] for e in events[:3]] == [Decimal("0.1"), Decimal("0.00001"), Decimal("12.5")]
+    assert events[0][3] == BASE + timedelta(seconds=0.25)
+    # NaN and infinity are not quantities: the row is rejected, not billed as null or 0
+    assert reason(events[3]) == ("invalid_number", "properties")
+    assert reason(events[4]) == ("invalid_number", "properties")
+    assert "nan" in events[4].message

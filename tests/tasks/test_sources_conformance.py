@@ -19,8 +19,10 @@ from tasks.sources import SOURCES, SourceSpec, build_source
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"
 # The golden batch: 3 distinct events, 1 duplicate (first copy wins), 1 timestamp without zone,
 # 1 event without external_subscription_id. Expected exactly, whatever the source.
-EXPECTED = {"rows": 6, "accepted": 3, "duplicates": 1, "rejected": 2}
-EXPECTED_REJECTS = [(5, "timestamp", "timestamp_without_zone"),
+# Row 4 repeats g-1 with other tokens: a conflicting duplicate (kept out, reported), not billed.
+EXPECTED = {"rows": 6, "accepted": 3, "duplicates": 0, "conflicts": 1, "rejected": 2}
+EXPECTED_REJECTS = [(4, None, "conflicting_duplicate"),
+                    (5, "timestamp", "timestamp_without_zone"),
                     (6, "external_subscription_id", "missing_field")]
 
 

@@ -227,3 +227,36 @@ def test_other_currency_wallet_does_not_pay(engine: Engine) -> None:
     result = run_once(engine)
     assert result["transactions"] == 0
     assert result["batches"][0].uncovered_cents == 100
+
+
+@pytest.mark.parametrize(
+    ("currency", "rate", "usage_minor", "credits", "balance_minor"),
+    [
+        # 2,000 credits granted; usage 1,000 minor units; credits = major units / rate
+        ("USD", "1", 1000, Decimal("10"), 2000 * 100 - 1000),
+        ("JPY", "1", 1000, Decimal("1000"), 2000 - 1000),  # ¥1,000 is 1,000 credits, not 10
+        ("KWD", "1", 1000, Decimal("1"), 2000 * 1000 - 1000),
+        ("USD", "2.5", 1000, Decimal("4"), 5000 * 100 - 1000),
+        ("JPY", "2.5", 1000, Decimal("400"), 5000 - 1000),
+        ("KWD", "0.5", 1000, Decimal("2"), 1000 * 1000 - 1000),
+    ],
+)
+def test_deductions_in_the_wallet_currency_with_any_rate(
+    engine: Engine, currency: str, rate: str, usage_minor: int, credits: Decimal,
+    balance_minor: int,
+) -> None:
+    seed(engine, {"a": [WalletSpec("main", granted="2000", rate=rate, currency=currency)]})
+    set_usage(engine, "a", usage_minor, currency=currency)
+    run_once(engine)
+    with engine.connect() as conn:
+        [(taken, minor)] = conn.execute(text(
+            "select credits, amount_cents from wallet_transactions where source = 'usage'"
+        )).all()
+    assert (taken, minor) == (credits, usage_minor)
+    b = balances(engine)["a/main"]
+    assert b["credits"] == Decimal(2000) - credits
+    assert b["cents"] == balance_minor
+    overview = w.wallet_overview(engine, "a", as_of=AS_OF)
+    [wallet] = overview["wallets"]
+    assert Decimal(wallet["credits_ongoing_usage_balance"]) == credits
+    assert_balances_match_ledger(engine)

@@ -346,10 +346,38 @@ def test_percentage_fixed_amount_from_events_count() -> None:
     assert compute_charge("percentage", {"rate": "2", "fixed_amount": "0.5"}, D(0)).amount == 0
 
 
-def test_dynamic_sums_precise_amounts() -> None:
-    result = compute_charge("dynamic", {}, D(7), precise_total_amount_cents=D("1234.5"))
-    assert result.amount == D("12.345")
-    assert result.to_fee("USD").amount_cents == 1235
+@pytest.mark.parametrize(
+    ("currency", "amount", "amount_cents"),
+    [
+        ("USD", "12.345", 1235),  # 1234.5 cents
+        ("JPY", "1234.5", 1235),  # 1234.5 yen: JPY has no cents (was billed as 12 yen)
+        ("KWD", "1.2345", 1235),  # 1234.5 fils (was billed as 12,345 fils)
+    ],
+)
+def test_dynamic_divides_by_the_currency_subunit(
+    currency: str, amount: str, amount_cents: int
+) -> None:
+    result = compute_charge(
+        "dynamic", {}, D(7), precise_total_amount_cents=D("1234.5"), currency=currency
+    )
+    assert result.amount == D(amount)
+    fee = result.to_fee(currency)
+    assert fee.amount_cents == amount_cents
+    assert fee.precise_amount_cents == D("1234.5")
+
+
+@pytest.mark.parametrize("currency", ["USD", "JPY", "KWD"])
+def test_dynamic_bills_nothing_at_zero_units(currency: str) -> None:
+    """Lago returns 0 when there are no units, whatever the events' amounts say."""
+    result = compute_charge(
+        "dynamic", {}, D(0), precise_total_amount_cents=D("500"), currency=currency
+    )
+    assert result.amount == 0 and result.to_fee(currency).amount_cents == 0
+
+
+def test_dynamic_needs_the_currency() -> None:
+    with pytest.raises(ValueError, match="currency"):
+        compute_charge("dynamic", {}, D(1), precise_total_amount_cents=D("5"))
 
 
 # --- fees, true-up ----------------------------------------------------------------------------
@@ -478,7 +506,7 @@ def _ranges(*bounds: tuple[object, object]) -> dict[str, object]:
         (_ranges((0, None), (11, None)), "graduated_ranges[0].to_value: only the last range"),
         (_ranges((0, 10), (11, 20)), "graduated_ranges[1].to_value: the last range must be open"),
         (_ranges((0, 0), (1, None)), "graduated_ranges[0].to_value: must be greater"),
-        (_ranges((0, 10.5), (11, None)), "graduated_ranges[0].to_value: must be an integer"),
+        (_ranges((0, 10.5), (11, None)), "graduated_ranges[0].to_value: must be a number or"),
         (
             {"graduated_ranges": [{"from_value": 0, "to_value": None, "flat_amount": "0"}]},
             "graduated_ranges[0].per_unit_amount: is required",

@@ -1,0 +1,188 @@
+"""No silent options: every catalog field is billed, documented as having no effect, or refused
+by name. The enumeration test fails when a model gains a field in none of the three."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.catalog import (
+    BillableMetric,
+    Charge,
+    ChargeFilter,
+    Customer,
+    LagoModel,
+    MetricFilter,
+    Plan,
+    RecurringRule,
+    Subscription,
+    Wallet,
+    validate_documents,
+)
+from tests.models.test_catalog import BASE, charge, metric, plan, rule, subscription, wallet
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Declared fields that are billed (or key an object), and the file that reads them.
+CONSUMED: dict[type[LagoModel], dict[str, str]] = {
+    MetricFilter: {"key": "tasks/catalog.py", "values": "tasks/catalog.py"},
+    BillableMetric: {
+        name: "tasks/catalog.py"
+        for name in ("code", "name", "description", "aggregation_type", "field_name",
+                     "recurring", "rounding_function", "rounding_precision",
+                     "weighted_interval", "filters")
+    },
+    ChargeFilter: {name: "tasks/catalog.py"
+                   for name in ("values", "properties", "invoice_display_name")},
+    Charge: {
+        "billable_metric_code": "models/catalog.py",  # through Charge.metric_code
+        "billable_metric_id": "models/catalog.py",
+        "charge_model": "tasks/catalog.py",
+        "properties": "tasks/catalog.py",
+        "filters": "tasks/catalog.py",
+        "invoice_display_name": "tasks/catalog.py",
+    },
+    Plan: {name: "tasks/catalog.py"
+           for name in ("code", "name", "description", "interval", "amount_currency", "charges")},
+    Customer: {name: "tasks/catalog.py"
+               for name in ("external_id", "name", "email", "currency", "timezone")},
+    Subscription: {name: "tasks/catalog.py"
+                   for name in ("external_id", "external_customer_id", "plan_code", "name",
+                                "billing_time", "subscription_at")},
+    RecurringRule: {name: "tasks/catalog.py"
+                    for name in ("trigger", "interval", "method", "paid_credits",
+                                 "granted_credits", "threshold_credits",
+                                 "target_ongoing_balance", "started_at", "expiration_at")},
+    Wallet: {
+        **{name: "tasks/catalog.py"
+           for name in ("external_customer_id", "name", "currency", "rate_amount",
+                        "paid_credits", "granted_credits", "priority", "expiration_at",
+                        "recurring_transaction_rules")},
+        "code": "models/catalog.py",  # the wallet's natural key
+    },
+}
+
+
+@pytest.mark.parametrize("model", list(CONSUMED), ids=lambda m: m.__name__)
+def test_every_declared_field_is_consumed_or_refused(model: type[LagoModel]) -> None:
+    declared = set(model.model_fields)
+    consumed = set(CONSUMED[model])
+    refused_values = set(model.NOT_SUPPORTED_VALUES)
+    unaccounted = declared - consumed - refused_values
+    assert not unaccounted, f"{model.__name__}: {sorted(unaccounted)} are neither consumed, " \
+                            f"allowlisted nor refused"
+    assert not consumed & refused_values
+    assert not (model.NO_EFFECT | set(model.NOT_SUPPORTED)) & declared
+    assert not model.NO_EFFECT & set(model.NOT_SUPPORTED)
+    for name, where in CONSUMED[model].items():
+        text = (ROOT / where).read_text()
+        assert re.search(rf"\.{name}\b|\b{name}\b\s*[=:]", text), f"{name} is not read in {where}"
+
+
+def test_every_model_is_enumerated() -> None:
+    models = {cls for cls in LagoModel.__subclasses__()}
+    assert models == set(CONSUMED)
+
+
+def _errors(*envelopes: dict[str, Any]) -> list[tuple[str, str]]:
+    documents = [(f"doc{i}.json", 0, e) for i, e in enumerate([*BASE, *envelopes])]
+    return [(e.path, e.message) for e in validate_documents(documents).errors]
+
+
+REFUSED = [
+    # (id, envelope, json path, message part)
+    ("plan-fee", plan(amount_cents=1000), "plan.amount_cents", "1000 is not supported yet"),
+    ("plan-in-advance", plan(pay_in_advance=True), "plan.pay_in_advance", "not supported yet"),
+    ("plan-trial", plan(trial_period=14), "plan.trial_period", "not supported yet"),
+    ("plan-taxes", plan(tax_codes=["vat"]), "plan.tax_codes", "not supported yet (taxes"),
+    ("plan-commitment", plan(minimum_commitment={"amount_cents": 100}),
+     "plan.minimum_commitment", "not supported yet"),
+    ("plan-thresholds", plan(usage_thresholds=[{"amount_cents": 1}]), "plan.usage_thresholds",
+     "not supported yet"),
+    ("plan-monthly-charges", plan(bill_charges_monthly=True), "plan.bill_charges_monthly",
+     "not supported yet"),
+    ("charge-in-advance", plan(charge(pay_in_advance=True)), "plan.charges[0].pay_in_advance",
+     "not supported yet"),
+    ("charge-minimum", plan(charge(min_amount_cents=500)), "plan.charges[0].min_amount_cents",
+     "not supported yet"),
+    ("charge-prorated", plan(charge(prorated=True)), "plan.charges[0].prorated",
+     "not supported yet"),
+    ("charge-not-invoiceable", plan(charge(invoiceable=False)), "plan.charges[0].invoiceable",
+     "not supported yet"),
+    ("charge-taxes", plan(charge(tax_codes=["vat"])), "plan.charges[0].tax_codes",
+     "not supported yet"),
+    ("charge-unknown", plan(charge(amount_cent=5)), "plan.charges[0].amount_cent",
+     "unknown field 'amount_cent'"),
+    ("filter-unknown", plan(charge(filters=[{"values": {"model": ["mistral-small"]},
+                                             "propertie": {}}])),
+     "plan.charges[0].filters[0].propertie", "unknown field"),
+    ("metric-expression", metric(expression="round(x)"), "billable_metric.expression",
+     "not supported yet"),
+    ("metric-unknown", metric(aggregation="sum_agg"), "billable_metric.aggregation",
+     "unknown field"),
+    ("customer-taxes", {"customer": {"external_id": "c2", "tax_codes": ["vat"]}},
+     "customer.tax_codes", "not supported yet"),
+    ("customer-grace", {"customer": {"external_id": "c2", "invoice_grace_period": 3}},
+     "customer.invoice_grace_period", "not supported yet"),
+    ("customer-billing-config", {"customer": {"external_id": "c2", "billing_configuration": {
+        "invoice_grace_period": 3}}}, "customer.billing_configuration", "not supported yet"),
+    ("customer-terms", {"customer": {"external_id": "c2", "net_payment_term": 30}},
+     "customer.net_payment_term", "not supported yet"),
+    ("subscription-ending", subscription(ending_at="2099-01-01T00:00:00Z"),
+     "subscription.ending_at", "not supported yet"),
+    ("subscription-overrides", subscription(plan_overrides={"amount_cents": 5}),
+     "subscription.plan_overrides", "not supported yet"),
+    ("wallet-applies-to", wallet(applies_to={"fee_types": ["charge"]}), "wallet.applies_to",
+     "not supported yet"),
+    ("wallet-top-up-limit", wallet(paid_top_up_max_amount_cents=100),
+     "wallet.paid_top_up_max_amount_cents", "not supported yet"),
+    ("rule-paid-first", wallet(recurring_transaction_rules=[
+        rule(invoice_requires_successful_payment=True)]),
+     "wallet.recurring_transaction_rules[0].invoice_requires_successful_payment",
+     "not supported yet"),
+    ("wallet-unknown", wallet(rate="1"), "wallet.rate", "unknown field 'rate'"),
+]
+
+
+@pytest.mark.parametrize(("envelope", "path", "message"), [c[1:] for c in REFUSED],
+                         ids=[c[0] for c in REFUSED])
+def test_fields_not_billed_are_refused_by_name(
+    envelope: dict[str, Any], path: str, message: str
+) -> None:
+    errors = _errors(envelope)
+    assert any(p == path and message in m for p, m in errors), errors
+
+
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        plan(amount_cents=0, pay_in_advance=False, trial_period=0, tax_codes=[],
+             minimum_commitment=None, usage_thresholds=[], invoice_display_name="Tokens"),
+        plan(charge(pay_in_advance=False, invoiceable=True, prorated=False, min_amount_cents=0,
+                    tax_codes=None, lago_id="x", taxes=[])),
+        subscription(ending_at=None, plan_overrides=None, lago_id="x", status="active"),
+        wallet(applies_to=None, balance_cents=100, credits_balance="5", lago_id="x",
+               recurring_transaction_rules=[rule(lago_id="r", transaction_metadata=[])]),
+        {"customer": {"external_id": "c2", "firstname": "Ada", "country": "FR",
+                      "billing_configuration": {}, "net_payment_term": None}},
+    ],
+    ids=["plan", "charge", "subscription", "wallet", "customer"],
+)
+def test_empty_and_no_effect_fields_of_a_lago_export_are_accepted(
+    envelope: dict[str, Any]
+) -> None:
+    assert _errors(envelope) == []
+
+
+def test_examples_still_validate() -> None:
+    from tasks.catalog import load_documents
+
+    # the demo's customers subscribe to the Mistral plan: applied together, as `make demo` does
+    documents = load_documents([ROOT / "examples" / "mistral", ROOT / "examples" / "demo"])
+    result = validate_documents([(d.file, d.index, d.envelope) for d in documents])
+    assert result.errors == []
+    assert {d.kind for d in result.documents} == {
+        "billable_metric", "plan", "customer", "subscription", "wallet"}
