@@ -193,6 +193,7 @@ _active: dict[str, int] = {}  # flow run id -> nesting count
 _stack = threading.local()
 _lock = threading.Lock()
 _beater: threading.Thread | None = None
+_beat_engine: Engine | None = None  # the engine the runs of this process write with
 _wake = threading.Event()
 
 
@@ -205,7 +206,7 @@ def _beat_forever() -> None:
         if not ids:
             continue
         try:
-            with _engine().begin() as conn:
+            with (_beat_engine or _engine()).begin() as conn:
                 conn.execute(
                     text(
                         "update run_history set heartbeat_at = now()"
@@ -237,9 +238,10 @@ def _cancel_requested(ids: list[str]) -> bool:
     return False
 
 
-def _attach(flow_run_id: str) -> None:
-    global _beater
+def _attach(flow_run_id: str, engine: Engine) -> None:
+    global _beater, _beat_engine
     with _lock:
+        _beat_engine = engine
         _active[flow_run_id] = _active.get(flow_run_id, 0) + 1
         if _beater is None or not _beater.is_alive():
             _beater = threading.Thread(target=_beat_forever, name="tallyflow-heartbeat",
@@ -378,7 +380,7 @@ def _run_tracked(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     _stack.runs = stack
     engine = _engine()
     start(engine, flow_run_id, kind, runtime.flow_run.name, stack[-1] if stack else None)
-    _attach(flow_run_id)
+    _attach(flow_run_id, engine)
     stack.append(flow_run_id)
     try:
         result = fn(*args, **kwargs)

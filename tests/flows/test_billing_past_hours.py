@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy import Engine, text
 
 from flows.billing import billing_backfill, billing_cycle, rerate_subscription
-from flows.params import BackfillWindow, BillingHour, Rerate
 from tests.tasks.rating_fixtures import SUB, apply_mistral, ingest_events, token_event
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -43,10 +42,10 @@ def test_rerun_and_backfill_of_past_hours_store_and_report_the_hour(
     apply_mistral(engine, tmp_path)
     ingest_events(engine, tmp_path, [token_event("a", "2025-03-10T00:00:00Z", 2_000_000)])
     for n in range(3):
-        billing_cycle(BillingHour(hour=HOUR + timedelta(hours=n)))
+        billing_cycle(hour=HOUR + timedelta(hours=n))
     assert _snapshot_hours(engine) == [HOUR]  # 11:00 and 12:00 changed nothing: no work
 
-    rerun = billing_cycle(BillingHour(hour=HOUR))
+    rerun = billing_cycle(hour=HOUR)
     assert rerun["usage"]["snapshots"] == 1  # stored again, in place
     assert (rerun["usage"]["subscriptions_as_of"], rerun["usage"]["amount_cents_as_of"]) == (
         1, 200)
@@ -56,8 +55,7 @@ def test_rerun_and_backfill_of_past_hours_store_and_report_the_hour(
     # New events, then a backfill over the hours: each hour reports itself; the hours that
     # were snapshotted before (or lie before a later snapshot) store their own row.
     ingest_events(engine, tmp_path, [token_event("b", "2025-03-10T01:00:00Z", 1_000_000)])
-    done = billing_backfill(BackfillWindow(start=HOUR - timedelta(hours=1),
-                                           end=HOUR + timedelta(hours=2)))
+    done = billing_backfill(start=HOUR - timedelta(hours=1), hours=4)
     reports = [(r["usage"]["subscriptions_as_of"], r["usage"]["amount_cents_as_of"])
                for r in done["results"]]
     assert reports == [(1, 300)] * 4
@@ -70,7 +68,7 @@ def test_rerate_posts_the_wallet_difference_in_the_same_run(
 ) -> None:
     apply_mistral(engine, tmp_path)
     ingest_events(engine, tmp_path, [token_event("a", "2025-03-10T00:00:00Z", 2_000_000)])
-    first = billing_cycle(BillingHour(hour=HOUR))
+    first = billing_cycle(hour=HOUR)
     assert Decimal(first["wallets"]["amount_cents_deducted"]) == 200
 
     def triple(plan: dict) -> None:  # mistral-small input: $1 -> $3 per 1M tokens
@@ -79,8 +77,7 @@ def test_rerate_posts_the_wallet_difference_in_the_same_run(
                 f["properties"]["amount"] = "3"
 
     apply_mistral(engine, tmp_path, plan=triple)
-    result = rerate_subscription(Rerate(external_subscription_id=SUB,
-                                        at=HOUR + timedelta(minutes=30)))
+    result = rerate_subscription(external_subscription_id=SUB, at=HOUR + timedelta(minutes=30))
     assert result["usage"]["amount_cents"] == 600
     assert Decimal(result["wallets"]["amount_cents_deducted"]) == 400  # the difference, now
     with engine.connect() as conn:

@@ -289,9 +289,8 @@ def test_billing_parents_and_children_are_listed(engine: Engine) -> None:
     from datetime import UTC, datetime
 
     from flows.billing import billing_cycle
-    from flows.params import BillingHour
 
-    billing_cycle(BillingHour(hour=datetime(2026, 11, 27, 10, tzinfo=UTC)))
+    billing_cycle(hour=datetime(2026, 11, 27, 10, tzinfo=UTC))
     rows = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
     by_kind = {r["kind"]: r for r in rows}
     assert set(by_kind) == {"billing", "usage snapshot", "wallets"}
