@@ -34,6 +34,8 @@ from flows.usage_snapshot import usage_snapshot
 from flows.wallet_deductions import wallet_deductions
 from tallyflow.failpoints import failpoint
 from tasks.billing_report import customer_movements_task
+from tasks.history import HOOKS, tracked
+from tasks.usage import customer_of_task
 
 # A billing hour is retried as a whole after transient trouble its tasks did not absorb (the
 # database gone for minutes, say); after that the run fails and the automation notifies.
@@ -58,7 +60,9 @@ def _billing_name() -> str:
     retries=BILLING_RETRIES,
     retry_delay_seconds=BILLING_RETRY_DELAY_SECONDS,
     log_prints=True,
+    **HOOKS,
 )
+@tracked
 def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
     """Usage snapshot, then wallet deductions, for one hour.
 
@@ -93,8 +97,14 @@ def _artifact(
     lines = [
         f"# Billing {hour_label(hour)}",
         "",
-        f"- usage snapshot: {run_link(usage_run, 'usage-snapshot run')}:"
-        f" {usage.get('snapshots', 0)} subscription(s), {usage.get('amount_cents', 0)} cents",
+        f"Usage as of {hour_label(hour)}: the billing period containing that hour, with every"
+        f" event ingested when this run ran.",
+        "",
+        f"- subscriptions: {usage.get('subscriptions_as_of', 0)}",
+        f"- usage amount: {usage.get('amount_cents_as_of', 0)} cents",
+        f"- usage snapshot: {run_link(usage_run, 'usage-snapshot run')}: stored"
+        f" {usage.get('snapshots', 0)} snapshot(s) ({usage.get('amount_cents', 0)} cents);"
+        f" the other subscriptions had not changed",
         f"- wallet deductions: {run_link(wallet_run, 'wallet-deductions run')}:"
         f" {len(movements)} customer(s) moved, {_cents(deducted)} cents deducted,"
         f" {_cents(credited)} cents credited back",
@@ -127,7 +137,8 @@ def _backfill_name() -> str:
     return f"backfill {start} +{run_param('hours', default='?')}h"
 
 
-@flow(name="billing-backfill", flow_run_name=_backfill_name, log_prints=True)
+@flow(name="billing-backfill", flow_run_name=_backfill_name, log_prints=True, **HOOKS)
+@tracked
 def billing_backfill(start: StartHour, hours: HourCount = 24) -> dict[str, Any]:
     """Run the billing cycle hour by hour over a window, oldest first.
 
@@ -149,15 +160,21 @@ def _rerate_name() -> str:
     return f"re-rate {run_param('external_subscription_id')}"
 
 
-@flow(name="rerate-subscription", flow_run_name=_rerate_name, log_prints=True)
+@flow(name="rerate-subscription", flow_run_name=_rerate_name, log_prints=True, **HOOKS)
+@tracked
 def rerate_subscription(
     external_subscription_id: SubscriptionId, at: OptionalMoment = None
 ) -> dict[str, Any]:
-    """Recompute one subscription's current usage (e.g. after a price change).
+    """Recompute one subscription's current usage (e.g. after a price change) and post the
+    difference to its customer's wallets in the same run, not at the next billing cycle.
 
     Args:
         external_subscription_id: The subscription's external_id.
         at: The moment to price as of, with its offset. Leave empty for the time this run was
             scheduled.
     """
-    return usage_snapshot(as_of=at, subscriptions=[external_subscription_id])
+    moment = resolve_as_of(at)
+    usage = usage_snapshot(as_of=moment, subscriptions=[external_subscription_id])
+    customer = customer_of_task(external_subscription_id)
+    wallets = wallet_deductions(as_of=moment, customers=[customer]) if customer else {}
+    return {"usage": usage, "wallets": wallets}

@@ -24,6 +24,7 @@ from pydantic.json_schema import SkipJsonSchema
 from flows.params import ObjectUrl, run_param
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
+from tasks.history import HOOKS, tracked
 from tasks.ingest import (
     _RETRIES,
     DEFAULT_CHUNK_ROWS,
@@ -60,7 +61,9 @@ def _run_name() -> str:
     flow_run_name=_run_name,
     task_runner=ThreadPoolTaskRunner(max_workers=2),
     log_prints=True,
+    **HOOKS,
 )
+@tracked
 def ingest_events(
     source: Annotated[SourceSpec, Field(json_schema_extra={"title": "Source"})],
     chunk_rows: Annotated[
@@ -152,7 +155,8 @@ def requeue_task(source_key: str) -> int:
     return requeue(billing_engine(), source_key)
 
 
-@flow(name="reingest-object", flow_run_name=_reingest_name, log_prints=True)
+@flow(name="reingest-object", flow_run_name=_reingest_name, log_prints=True, **HOOKS)
+@tracked
 def reingest_object(
     object_url: ObjectUrl,
     options: Annotated[

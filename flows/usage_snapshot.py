@@ -15,11 +15,13 @@ from prefect.artifacts import create_table_artifact
 
 from flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.failpoints import failpoint
+from tasks.history import HOOKS, tracked
 from tasks.usage import (
     SnapshotBatch,
     due_subscriptions_task,
     fold_new_objects_task,
     snapshot_task,
+    usage_as_of_task,
 )
 
 DEFAULT_BATCH = 2_000
@@ -29,7 +31,8 @@ def _run_name() -> str:
     return f"usage snapshot {moment_label(run_param('as_of', default=None)) or 'scheduled'}"
 
 
-@flow(name="usage-snapshot", flow_run_name=_run_name, log_prints=True)
+@flow(name="usage-snapshot", flow_run_name=_run_name, log_prints=True, **HOOKS)
+@tracked
 def usage_snapshot(
     as_of: datetime | None = None,
     subscriptions: list[str] | None = None,
@@ -45,12 +48,16 @@ def usage_snapshot(
         snapshot_task(due[start : start + batch_size], moment, due[start], flow_run_id)
         for start in range(0, len(due), batch_size)
     ]
+    hour = usage_as_of_task(moment)
     summary = {
         "as_of": moment.isoformat(),
         "fold": folded,
         "subscriptions": len(due),
         "snapshots": sum(b.snapshots for b in batches),
         "amount_cents": sum(b.amount_cents for b in batches),
+        # The whole hour, recomputed or standing from an earlier snapshot (nothing changed).
+        "subscriptions_as_of": hour["subscriptions"],
+        "amount_cents_as_of": hour["amount_cents"],
     }
     _report(summary, batches)
     return summary
@@ -65,8 +72,9 @@ def _report(summary: dict, batches: list[SnapshotBatch]) -> None:
         top,
         key="usage-snapshot-top",
         description=(
-            f"Top subscriptions by amount as of {summary['as_of']}: "
-            f"{summary['snapshots']} snapshot(s), {summary['amount_cents']} cents in total; "
+            f"Usage as of {summary['as_of']}: {summary['subscriptions_as_of']} subscription(s), "
+            f"{summary['amount_cents_as_of']} cents; this run stored "
+            f"{summary['snapshots']} snapshot(s) ({summary['amount_cents']} cents) and "
             f"folded {summary['fold']['events']} new event(s) from "
             f"{summary['fold']['objects']} object(s)"
         ),

@@ -29,6 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.failpoints import failpoint
+from tasks.history import HOOKS, tracked
 from tasks.wallets import (
     DEFAULT_BATCH,
     DEFAULT_GRACE_HOURS,
@@ -64,7 +65,9 @@ def _run_name() -> str:
     # batch's SQL with the next one's allocation without waiting on each other.
     task_runner=ThreadPoolTaskRunner(max_workers=2),
     log_prints=True,
+    **HOOKS,
 )
+@tracked
 def wallet_deductions(
     as_of: datetime | None = None,
     customers: list[str] | None = None,

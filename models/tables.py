@@ -211,6 +211,31 @@ wallet_recurring_rules = Table(
 # Ingestion
 # --------------------------------------------------------------------------------------------
 
+# Every flow run's outcome. ``status`` ends completed, failed (with ``error``), cancelled or
+# crashed; a run whose process died (kill -9, lost machine) stops updating ``heartbeat_at`` and
+# the next command that reads or writes history marks it crashed.
+RUN_STATUSES = "('running', 'completed', 'failed', 'cancelled', 'crashed')"
+
+run_history = Table(
+    "run_history",
+    metadata,
+    Column("flow_run_id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("name", Text),
+    Column("parent_flow_run_id", Text),
+    Column("status", Text, nullable=False, server_default=text("'running'")),
+    Column("error", Text),
+    Column("figures", JSONB),
+    Column("host", Text),
+    Column("pid", Integer),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
+    Index("ix_run_history_started_at", "started_at"),
+    Index("ix_run_history_running", "heartbeat_at", postgresql_where=text("status = 'running'")),
+)
+
 ingest_runs = Table(
     "ingest_runs",
     metadata,
@@ -230,6 +255,8 @@ ingest_runs = Table(
     Column("conflicts", BigInteger, nullable=False, server_default=text("0")),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
+    Column("error", Text),
+    CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
 )
 
 # The object ledger: one row per (source, path, version). A changed object is a new version and
@@ -594,5 +621,5 @@ wallet_runs = Table(
     Column("error", Text),
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
-    CheckConstraint("status in ('running', 'completed', 'failed')", name="status"),
+    CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
 )

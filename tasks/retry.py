@@ -25,6 +25,10 @@ _TRANSIENT_PG = (
 
 
 def is_transient(exc: BaseException | None) -> bool:
+    from tallyflow.errors import UserError
+
+    if isinstance(exc, UserError):  # a missing bucket or bad credentials stay so on retry
+        return False
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

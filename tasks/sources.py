@@ -21,6 +21,7 @@ from typing import IO, Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.events import RECORD_MAPPINGS
+from tallyflow.errors import SourceError
 from tasks.readers import FORMATS, CheckedZstdReader, detect
 
 
@@ -107,8 +108,85 @@ def build_source(spec: SourceSpec) -> Source:
     try:
         cls = SOURCES[spec.kind]
     except KeyError:
-        raise ValueError(f"unknown source kind {spec.kind!r}; known: {sorted(SOURCES)}") from None
+        raise SourceError(
+            f"unknown source kind {spec.kind!r}", f"choose one of: {', '.join(sorted(SOURCES))}"
+        ) from None
     return cls(spec)
+
+
+S3_CONNECT_TIMEOUT = 3
+S3_READ_TIMEOUT = 30
+S3FS_RETRIES = 2
+S3_PROBE_SECONDS = 8.0  # one small request before listing: unreachable fails in this time
+
+
+def protocol_of(url: str) -> str:
+    return url.split("://", 1)[0] if "://" in url else "file"
+
+
+def _probe_s3(fs: Any, root: str) -> None:
+    """Ask for one key under the prefix, with a deadline, before the (unbounded) listing: a
+    missing bucket, bad credentials or an endpoint that never answers fail here in seconds
+    rather than after the clients' retries; a big bucket still lists in full afterwards."""
+    from fsspec.asyn import sync
+
+    bucket, _, prefix = root.partition("/")
+    sync(fs.loop, fs._call_s3, "list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1,
+         timeout=S3_PROBE_SECONDS)
+_CREDENTIALS_HINT = (
+    "check the credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a "
+    "Prefect Secret block given with --secret-block"
+)
+
+
+@contextmanager
+def _listing_errors(url: str, config: FsspecOptions) -> Iterator[None]:
+    """Say what went wrong with a source in one line a person can act on."""
+    try:
+        yield
+    except SourceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - classified below, else re-raised as is
+        problem = _classify(exc, url, config)
+        if problem is None:
+            raise
+        raise problem from exc
+
+
+def _classify(exc: BaseException, url: str, config: FsspecOptions) -> SourceError | None:
+    names: list[str] = []
+    codes: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        names.append(type(current).__name__)
+        response = getattr(current, "response", None)
+        if isinstance(response, dict):
+            codes.append(str(response.get("Error", {}).get("Code", "")))
+        current = current.__cause__ or current.__context__
+    text = " ".join(str(exc).split())[:300] or f"no answer within {S3_PROBE_SECONDS:g} s"
+    endpoint = config.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or "AWS S3"
+    bucket = url.split("://", 1)[-1].split("/", 1)[0]
+    if "NoCredentialsError" in names or "PartialCredentialsError" in names:
+        return SourceError(f"no credentials found for {url}", _CREDENTIALS_HINT)
+    if {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403",
+            "ExpiredToken", "InvalidToken"} & set(codes) or "PermissionError" in names:
+        return SourceError(f"access denied to {url} ({', '.join(c for c in codes if c) or text})",
+                           _CREDENTIALS_HINT)
+    if "NoSuchBucket" in codes or (
+        "FileNotFoundError" in names and url.startswith(("s3://", "s3a://"))
+    ):
+        return SourceError(f"bucket {bucket!r} does not exist at {endpoint}",
+                           "check the bucket name and --endpoint-url")
+    if {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionError",
+            "ClientConnectorError", "ConnectionRefusedError", "ReadTimeoutError",
+            "FSTimeoutError"} & set(names):
+        return SourceError(f"cannot reach the storage endpoint {endpoint} for {url}: {text}",
+                           "check --endpoint-url and the network; nothing was ingested")
+    if "FileNotFoundError" in names:
+        return SourceError(f"not found: {url}", "check the path or URL")
+    return None
 
 
 class FsspecOptions(BaseModel):
@@ -160,17 +238,52 @@ class FsspecSource(Source):
             options["client_kwargs"] = client_kwargs
         # A listing must see objects written a moment ago (another run, a test, a producer).
         options["use_listings_cache"] = False
+        # Bounded waits: an unreachable endpoint fails in seconds, retries included, instead of
+        # minutes of botocore and s3fs retries on top of each other.
+        options["config_kwargs"] = {
+            "connect_timeout": S3_CONNECT_TIMEOUT, "read_timeout": S3_READ_TIMEOUT,
+            "retries": {"max_attempts": 2, "mode": "standard"},
+        }
         return options
 
     def _fs(self) -> tuple[Any, str]:
         from fsspec.core import url_to_fs
 
-        return url_to_fs(self.spec.url, **self._storage_options())
+        protocol = self.spec.url.split("://", 1)[0] if "://" in self.spec.url else "file"
+        try:
+            fs, root = url_to_fs(self.spec.url, **self._storage_options())
+            if protocol in ("s3", "s3a"):
+                fs.retries = S3FS_RETRIES  # s3fs's own retries, on top of botocore's
+            return fs, root
+        except (ValueError, ImportError) as exc:
+            from fsspec.registry import known_implementations
+
+            if protocol in known_implementations and isinstance(exc, ImportError):
+                raise SourceError(
+                    f"{protocol}:// needs a package that is not installed: {exc}",
+                    "install it (see fsspec's list of implementations)",
+                ) from exc
+            if protocol not in known_implementations:
+                raise SourceError(
+                    f"unknown URL scheme {protocol + '://'!r} in {self.spec.url}",
+                    "use a local path, file://, s3:// or another fsspec protocol "
+                    "(gs://, az://, memory://)",
+                ) from exc
+            raise
 
     def list(self) -> Iterator[ObjectRef]:
-        fs, root = self._fs()
-        root = root.rstrip("/")
-        found = fs.find(root, detail=True)
+        with _listing_errors(self.spec.url, self.config):  # type: ignore[arg-type]
+            fs, root = self._fs()
+            root = root.rstrip("/")
+            if fs.protocol in ("file", "local") or "file" in fs.protocol:
+                if not fs.exists(root):
+                    raise SourceError(
+                        f"no such file or folder: {root}",
+                        "check the path (it is read on the machine that runs the flow)",
+                    )
+            if protocol_of(self.spec.url) in ("s3", "s3a"):
+                _probe_s3(fs, root)
+            found = fs.find(root, detail=True)
         for path in sorted(found):
             info = found[path]
             if info.get("type") == "directory":

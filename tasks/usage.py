@@ -550,7 +550,9 @@ def due_subscriptions(
 
     Changed = no snapshot yet for the period containing ``as_of`` (a new period), a fold
     touched the subscription after that snapshot's watermark (new events), or the catalog
-    behind it changed (plan, metrics, customer, subscription updated_at). An explicit list
+    behind it changed (plan, metrics, customer, subscription updated_at). A past hour (one at
+    or before the subscription's latest snapshot: a rerun or a backfill) is recomputed too, so
+    it stores its own snapshot instead of finding "nothing changed". An explicit list
     (``only``) is always recomputed: that is how an hour is reproduced on demand.
     """
     with engine.connect() as conn:
@@ -564,11 +566,11 @@ def due_subscriptions(
             return sorted(s.id for s in active)
         periods = {s.id: s.period_at(as_of).period_start for s in active}
         last = {
-            int(r.subscription_id): (int(r.fold_watermark), r.catalog_at)
+            int(r.subscription_id): (int(r.fold_watermark), r.catalog_at, r.as_of)
             for r in conn.execute(
                 text(
                     """
-                    select a.subscription_id, s.fold_watermark, s.catalog_at
+                    select a.subscription_id, s.fold_watermark, s.catalog_at, a.as_of
                     from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[]))
                       as w(sid, ps)
                     join usage_amounts a on a.subscription_id = w.sid and a.period_start = w.ps
@@ -585,7 +587,8 @@ def due_subscriptions(
     due: list[int] = []
     for sub in active:
         seen = last.get(sub.id)
-        if seen is None or marks.get(sub.id, 0) > seen[0] or sub.catalog_at > seen[1]:
+        if (seen is None or marks.get(sub.id, 0) > seen[0] or sub.catalog_at > seen[1]
+                or seen[2] >= as_of):
             due.append(sub.id)
     return sorted(due)
 
@@ -757,6 +760,28 @@ def snapshot_subscriptions(
     )
 
 
+def usage_as_of(engine: Engine, as_of: datetime) -> dict[str, int]:
+    """What the snapshots say about hour ``as_of``: every subscription with a snapshot for the
+    period containing it, each at its latest snapshot taken as of that hour or before (one not
+    recomputed by this run still stands: nothing changed since), and the total amount."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                """
+                select count(*) as subscriptions, coalesce(sum(amount_cents), 0) as amount_cents
+                from (
+                  select distinct on (subscription_id) amount_cents
+                  from usage_snapshots
+                  where as_of <= :h and period_start <= :h and period_end >= :h
+                  order by subscription_id, as_of desc
+                ) latest
+                """
+            ),
+            {"h": as_of},
+        ).one()
+    return {"subscriptions": int(row.subscriptions), "amount_cents": int(row.amount_cents)}
+
+
 def latest_usage(
     engine: Engine, external_subscription_id: str, at: datetime
 ) -> dict[str, Any] | None:
@@ -808,6 +833,24 @@ def fold_new_objects_task() -> dict[str, int]:
     """Fold every ingested object not folded yet (exactly once, see tasks.rating)."""
     summary: FoldSummary = fold_pending(billing_engine())
     return summary.as_dict()
+
+
+@task(name="customer-of", **_RETRIES)
+def customer_of_task(external_subscription_id: str) -> str | None:
+    """The external id of the subscription's customer (None for an unknown subscription)."""
+    with billing_engine().connect() as conn:
+        return conn.execute(
+            text(
+                "select c.external_id from subscriptions s join customers c"
+                " on c.id = s.customer_id where s.external_id = :s"
+            ),
+            {"s": external_subscription_id},
+        ).scalar()
+
+
+@task(name="usage-as-of", **_RETRIES)
+def usage_as_of_task(as_of: datetime) -> dict[str, int]:
+    return usage_as_of(billing_engine(), as_of)
 
 
 @task(name="due-subscriptions", **_RETRIES)

@@ -1209,15 +1209,19 @@ def wallet_overview(
     with Lago's wallet field names.
 
     ``credits_ongoing_balance`` = balance minus the usage the next run would still deduct
-    (computed with the same allocation), so it is exact between hourly runs too.
+    (computed with the same allocation), so it is exact between hourly runs too. Usage is
+    live (every event ingested so far, as ``tallyflow usage`` shows it), not the last
+    snapshot's: the figures do not wait for the next hourly run.
     """
     moment = as_of or datetime.now(UTC)
     with engine.connect() as conn:
         customer_id = _customer_id(conn, external_customer_id)
-        scopes = conn.execute(
+        stored = conn.execute(
             _SCOPE, {"ids": [customer_id], "as_of": moment, "since": _since(moment,
                                                                            grace_hours)}
         ).all()
+    scopes = live_scopes(engine, customer_id, moment, stored)
+    with engine.connect() as conn:
         wallets = conn.execute(
             text(
                 """
@@ -1350,6 +1354,70 @@ def wallet_overview(
             for t in transactions
         ],
     }
+
+
+@dataclass(frozen=True)
+class LiveScope:
+    """One (subscription, period) in a customer's scope with its live usage."""
+
+    subscription_id: int
+    period_start: datetime
+    currency: str
+    amount_cents: Decimal
+    external_subscription_id: str
+    customer_id: int
+    deducted_cents: Decimal
+    revision: int
+
+
+def live_scopes(
+    engine: Engine, customer_id: int, moment: datetime, stored: Sequence[Any]
+) -> list[LiveScope]:
+    """The periods in scope (``stored``: those with a snapshot; plus the current period of every
+    subscription active at ``moment``, snapshot or not) with usage rated live from the folded
+    state and the events not folded yet, exactly as ``tallyflow usage`` rates it."""
+    from tasks.rating import load_subscriptions
+    from tasks.usage import current_usage
+
+    with engine.connect() as conn:
+        external_ids = list(conn.execute(
+            text("select external_id from subscriptions where customer_id = :c order by id"),
+            {"c": customer_id},
+        ).scalars())
+        subs = {s.id: s for s in load_subscriptions(conn, external_ids).values()}
+        positions = {
+            (int(r.subscription_id), r.period_start): (Decimal(r.deducted_cents), int(r.revision))
+            for r in conn.execute(
+                text("select subscription_id, period_start, deducted_cents, revision"
+                     " from wallet_usage_positions where customer_id = :c"),
+                {"c": customer_id},
+            )
+        }
+    wanted: dict[tuple[int, datetime], datetime] = {
+        (int(s.subscription_id), s.period_start): s.period_start for s in stored
+    }
+    for sub in subs.values():
+        if sub.subscription_at <= moment and (sub.terminated_at is None
+                                              or sub.terminated_at >= moment):
+            wanted.setdefault((sub.id, sub.period_at(moment).period_start), moment)
+    out: list[LiveScope] = []
+    for (sub_id, period_start), at in sorted(wanted.items()):
+        sub = subs[sub_id]
+        try:
+            usage = current_usage(engine, sub.external_id, at)
+        except (LookupError, ValueError):
+            continue
+        deducted, revision = positions.get((sub_id, period_start), (ZERO, 0))
+        out.append(LiveScope(sub_id, period_start, sub.currency, Decimal(usage["amount_cents"]),
+                             sub.external_id, customer_id, deducted, revision))
+    return out
+
+
+def open_catalog_wallets(engine: Engine, as_of: datetime | None = None) -> int:
+    """Open the wallets a catalog apply created, at once: their granted credits settle now
+    (as Lago does at creation), purchased ones stay pending until paid (unless
+    TALLYFLOW_WALLETS_SETTLE_PAID). Idempotent: the initial top-up is posted once per wallet."""
+    return open_wallets(engine, as_of or datetime.now(UTC), settle_paid_default())
 
 
 def _transaction_status(source: str, status: str, credits: Decimal, granted: Decimal) -> str:

@@ -9,16 +9,20 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from models.catalog import BILLABLE_METRIC, CUSTOMER, KINDS, PLAN, SUBSCRIPTION, WALLET, dumps
 from tallyflow.resources import billing_engine
-from tasks.catalog import ApplyResult, apply_catalog, export_catalog, write_catalog
+
+if TYPE_CHECKING:
+    from tasks.catalog import ApplyResult
+
+# models.catalog and tasks.catalog are imported where used: every command of the CLI would
+# otherwise pay for loading them at start-up.
 
 catalog_app = typer.Typer(
     help="The catalog in the database: export it as Lago-shaped files, or show it.",
@@ -38,12 +42,23 @@ def apply(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Apply Lago-shaped catalog files: all or nothing, idempotent, every error reported."""
-    result = apply_catalog(billing_engine(), paths)
+    """Apply Lago-shaped catalog files: all or nothing, idempotent, every error reported.
+
+    New wallets open at once: their granted credits are in the balance right after the apply.
+    """
+    from tasks.catalog import apply_catalog
+    from tasks.wallets import open_catalog_wallets
+
+    engine = billing_engine()
+    result = apply_catalog(engine, paths)
+    opened = open_catalog_wallets(engine) if result.ok else 0
     if as_json:
-        typer.echo(json.dumps(result.to_dict(), indent=2))
+        typer.echo(json.dumps({**result.to_dict(), "wallets_opened": opened}, indent=2))
     elif result.ok:
         Console().print(_summary(result))
+        if opened:
+            typer.echo(f"{opened} new wallet(s) opened: granted credits settled, purchased "
+                       "credits pending until paid (tallyflow wallets mark-paid)")
     for error in result.errors:
         typer.echo(str(error), err=True)
     if not result.ok:
@@ -53,6 +68,8 @@ def apply(
 
 
 def _summary(result: ApplyResult) -> Table:
+    from models.catalog import KINDS
+
     table = Table(title="catalog apply")
     for column in ("kind", "created", "updated", "unchanged"):
         table.add_column(column, justify="left" if column == "kind" else "right")
@@ -70,6 +87,9 @@ def export(
     ),
 ) -> None:
     """Write the catalog as Lago envelopes that ``tallyflow apply`` accepts unchanged."""
+    from models.catalog import dumps
+    from tasks.catalog import export_catalog, write_catalog
+
     envelopes = export_catalog(billing_engine())
     if output is None:
         typer.echo(dumps(envelopes, indent=2))
@@ -82,6 +102,9 @@ def export(
 def show() -> None:
     """A readable listing: metrics, plans with charges, filters and prices, customers,
     subscriptions and wallets."""
+    from models.catalog import BILLABLE_METRIC, CUSTOMER, KINDS, PLAN, SUBSCRIPTION, WALLET
+    from tasks.catalog import export_catalog
+
     envelopes = export_catalog(billing_engine())
     by_kind: dict[str, list[dict[str, Any]]] = {kind: [] for kind in KINDS}
     for envelope in envelopes:

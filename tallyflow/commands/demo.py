@@ -14,6 +14,7 @@ from sqlalchemy import text
 
 from models.rating.money import format_money
 from tallyflow import demo
+from tallyflow.commands.common import flow_session
 from tallyflow.resources import billing_engine
 
 
@@ -23,12 +24,17 @@ def register(app: typer.Typer) -> None:
 
 def run_demo(days: int = typer.Option(3, min=1, max=31, help="Days of traffic to write.")) -> None:
     """Run the Mistral scenario on this machine: no server, no cloud."""
+    with flow_session():
+        _run_demo(days)
+
+
+def _run_demo(days: int) -> None:
     from flows.usage_snapshot import usage_snapshot
     from flows.wallet_deductions import wallet_deductions
     from tallyflow.commands.ingest import run_ingest
     from tallyflow.commands.usage import usage as usage_command
     from tasks.catalog import apply_catalog
-    from tasks.wallets import wallet_overview
+    from tasks.wallets import open_wallets, wallet_overview
 
     console = Console()
     started = time.perf_counter()
@@ -39,6 +45,8 @@ def run_demo(days: int = typer.Option(3, min=1, max=31, help="Days of traffic to
         for error in applied.errors:
             console.print(f"[red]{error}[/red]")
         raise typer.Exit(1)
+    # Wallets open as the catalog is applied (the demo settles purchased credits too).
+    open_wallets(engine, datetime.now(UTC), settle_paid=True)
     console.print(_price_table(engine))
     bucket = demo.demo_bucket()
     objects = demo.write_traffic(bucket, datetime.now(UTC).date(), days)

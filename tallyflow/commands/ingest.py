@@ -12,7 +12,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from tallyflow.commands.common import flow_session
+from tallyflow.errors import UserError
 from tallyflow.resources import billing_engine
+
+# The choices the flow's parameter model accepts, spelled out so a typo fails before any run
+# (kept equal to tasks.sources by a test; importing it here would slow every command).
+FORMAT_CHOICES = ("auto", "jsonl", "json", "csv", "parquet")
+MAPPING_CHOICES = ("lago", "cloudevents")
+SOURCE_CHOICES = ("fsspec",)
 
 SUMMARY_KEYS = (
     "objects",
@@ -34,13 +42,31 @@ def run_ingest(
     progress: bool = True,
     dask_workers: int = 0,
     dask_address: str | None = None,
+    kind: str = "fsspec",
 ) -> tuple[dict[str, Any], bool]:
     """Run the ingest flow in this process (objects on a Dask cluster if asked); returns
     (summary, ok)."""
+    with flow_session():
+        return _run_ingest(url, pattern, fmt, mapping, options, progress, dask_workers,
+                           dask_address, kind)
+
+
+def _run_ingest(
+    url: str,
+    pattern: str | None,
+    fmt: str,
+    mapping: str,
+    options: dict[str, Any] | None,
+    progress: bool,
+    dask_workers: int,
+    dask_address: str | None,
+    kind: str,
+) -> tuple[dict[str, Any], bool]:
     from flows.ingest import PROGRESS_LISTENERS, IngestFailed, ingest_events, on_dask
     from tasks.sources import SourceSpec
 
-    spec = SourceSpec(url=url, pattern=pattern, format=fmt, mapping=mapping, options=options or {})
+    spec = SourceSpec(kind=kind, url=url, pattern=pattern, format=fmt, mapping=mapping,
+                      options=options or {})
     bar = Progress(
         TextColumn("ingesting"),
         BarColumn(),
@@ -89,8 +115,9 @@ def ingest(
     pattern: str | None = typer.Option(
         None, "--pattern", help="Glob below the URL, e.g. '*.jsonl'"
     ),
-    fmt: str = typer.Option("auto", "--format", help="auto|jsonl|json|csv|parquet"),
-    mapping: str = typer.Option("lago", "--mapping", help="lago|cloudevents"),
+    fmt: str = typer.Option("auto", "--format", help="|".join(FORMAT_CHOICES)),
+    mapping: str = typer.Option("lago", "--mapping", help="|".join(MAPPING_CHOICES)),
+    kind: str = typer.Option("fsspec", "--source", help="Source kind: fsspec (any URL)."),
     endpoint_url: str | None = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint"),
     secret_block: str | None = typer.Option(
         None, "--secret-block", help="Prefect Secret block with S3 credentials"
@@ -104,6 +131,12 @@ def ingest(
     ),
 ) -> None:
     """Ingest every new object under URL exactly once; bad rows are kept with reasons."""
+    for value, choices, flag in ((fmt, FORMAT_CHOICES, "--format"),
+                                 (mapping, MAPPING_CHOICES, "--mapping"),
+                                 (kind, SOURCE_CHOICES, "--source")):
+        if value not in choices:
+            raise UserError(f"unknown {flag} {value!r}", f"choose one of: {', '.join(choices)}",
+                            exit_code=2)
     if "://" not in url:
         url = Path(url).resolve().as_uri()
     options = {
@@ -111,7 +144,7 @@ def ingest(
     }
     summary, ok = run_ingest(
         url, pattern, fmt, mapping, options, progress=not as_json,
-        dask_workers=dask_workers, dask_address=dask_address,
+        dask_workers=dask_workers, dask_address=dask_address, kind=kind,
     )
     if as_json:
         typer.echo(

@@ -15,6 +15,8 @@ from tallyflow.resources import billing_engine
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("runs")(runs)
+    app.command("status")(status)
+    app.add_typer(prefect_app, name="prefect")
     automations = typer.Typer(help="Prefect automations: who is notified of what.",
                               no_args_is_help=True)
     automations.command("apply")(apply_automations)
@@ -24,6 +26,65 @@ def register(app: typer.Typer) -> None:
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(1)
+
+
+prefect_app = typer.Typer(
+    help="The local Prefect server Tallyflow starts once and reuses (unless PREFECT_API_URL "
+         "is set).",
+    no_args_is_help=True,
+)
+
+
+@prefect_app.command("start")
+def prefect_start() -> None:
+    """Start the local Prefect server now (commands that run flows start it when needed)."""
+    from tallyflow import prefect_server
+
+    if prefect_server.configured_api_url():
+        typer.echo(f"PREFECT_API_URL is set ({prefect_server.configured_api_url()}): "
+                   "nothing to start")
+        return
+    info = prefect_server.start()
+    typer.echo(f"Prefect UI at {info['ui_url']} (API {info['api_url']})")
+
+
+@prefect_app.command("stop")
+def prefect_stop() -> None:
+    """Stop the local Prefect server (its run history stays under TALLYFLOW_HOME)."""
+    from tallyflow import prefect_server
+
+    typer.echo("stopped" if prefect_server.stop() else "the local Prefect server was not running")
+
+
+def status(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """Where things are: the database (password hidden), the Prefect API and its UI."""
+    from tallyflow import db, migrate, prefect_server
+    from tallyflow.settings import configured_database_url, tallyflow_home
+
+    configured = configured_database_url()
+    info: dict[str, Any] = {"home": str(tallyflow_home())}
+    if configured:
+        info["database"] = db.make_url(db.normalise_url(configured)).render_as_string(
+            hide_password=True
+        )
+    else:
+        embedded = db.embedded_status()
+        info["database"] = (
+            db.make_url(db.start_embedded()).render_as_string(hide_password=True)
+            if embedded["running"] else f"embedded, not running ({embedded['data_dir']})"
+        )
+    if configured or db.embedded_status()["running"]:
+        engine = db.get_engine()
+        info["schema"] = f"{migrate.current_revision(engine) or 'empty'} (code expects " \
+                         f"{migrate.head_revision()})"
+    prefect = prefect_server.addresses()
+    info.update({"prefect": prefect["mode"], "prefect_api": prefect["api_url"],
+                 "prefect_ui": prefect["ui_url"], "prefect_reachable": prefect["reachable"]})
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    for key, value in info.items():
+        typer.echo(f"{key.replace('_', ' '):>17}: {value}")
 
 
 def serve(
@@ -104,16 +165,32 @@ def apply_automations() -> None:
 
 
 def runs(
-    limit: int = typer.Option(20, "--limit", min=1, help="Runs per kind."),
+    limit: int = typer.Option(20, "--limit", min=1, help="How many runs."),
+    status: str | None = typer.Option(
+        None, "--status", help="Only runs in this state (completed, failed, crashed, ...)."
+    ),
+    objects: bool = typer.Option(
+        False, "--objects", help="Instead: objects that failed to load, with the reason."
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Recent ingest, usage snapshot and wallet runs with their figures and flow run ids."""
-    from tasks.history import recent_runs
+    """Every flow run (ingest, snapshot, wallets, billing and its parents) with status and error.
 
-    rows = recent_runs(billing_engine(), limit)
-    from flows.links import ui_url
+    A run whose process died (kill -9, a lost machine) is marked crashed here once it has
+    missed its heartbeats.
+    """
+    from tasks.history import FINAL, failed_objects, recent_runs
 
-    ui = ui_url()
+    if status is not None and status not in (*FINAL, "running"):
+        raise typer.BadParameter(
+            f"{status!r}; choose one of {', '.join((*FINAL, 'running'))}", param_hint="--status"
+        )
+    engine = billing_engine()
+    if objects:
+        _print_failed_objects(failed_objects(engine, limit), as_json)
+        return
+    rows = recent_runs(engine, limit, status)
+    ui = _ui_url()
     for row in rows:
         run_id = row["flow_run_id"]
         row["url"] = f"{ui}/runs/flow-run/{run_id}" if ui and run_id else None
@@ -122,15 +199,53 @@ def runs(
         return
     console = Console()
     table = Table(title="recent runs (newest first)")
-    for column in ("kind", "started", "status", "figures", "flow run"):
+    for column in ("kind", "started", "status", "figures / error", "flow run"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["kind"], _short_time(row["started_at"]), row["status"],
-                      _figures(row["figures"]), row["url"] or row["flow_run_id"] or "")
+        detail = _figures(row["figures"])
+        if row["error"]:
+            detail = f"[red]{row['error']}[/red]" + (f"\n{detail}" if detail else "")
+        kind = row["kind"] if not row["parent_flow_run_id"] else f"  {row['kind']} (child)"
+        table.add_row(kind, _short_time(row["started_at"]), _status(row["status"]), detail,
+                      row["url"] or row["flow_run_id"] or "")
     console.print(table)
     if not ui:
         console.print("Set PREFECT_API_URL (a running `prefect server start`) to get links to "
                       "each run's page and artifacts in the Prefect UI.")
+
+
+def _status(status: str) -> str:
+    colour = {"completed": "green", "failed": "red", "crashed": "red", "cancelled": "yellow"}
+    return f"[{colour[status]}]{status}[/{colour[status]}]" if status in colour else status
+
+
+def _print_failed_objects(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(rows, default=str))
+        return
+    console = Console()
+    table = Table(title=f"objects that failed to load: {len(rows)} (the next run retries them)")
+    for column in ("object", "reason", "attempts", "last attempt"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["object"], row["error"] or "", str(row["attempts"]),
+                      _short_time(row["last_attempt_at"]))
+    console.print(table)
+    if rows:
+        console.print("Fix or replace the object; the next ingest of its source retries it.")
+
+
+def _ui_url() -> str | None:
+    """The Prefect UI's address: the configured server's, else the local one Tallyflow runs."""
+    from flows.links import ui_url
+
+    ui = ui_url()
+    if not ui:
+        from tallyflow import prefect_server
+
+        managed = prefect_server.running()
+        ui = managed["ui_url"] if managed else None
+    return ui or None
 
 
 def _short_time(value: Any) -> str:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from models.rating.money import format_money
-from tallyflow.commands.common import parse_moment
+from tallyflow.commands.common import flow_session, parse_moment
 from tallyflow.resources import billing_engine
 
 REBUILD = "rebuild"
@@ -127,11 +127,12 @@ def snapshot(
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Run the usage-snapshot flow now (as_of defaults to the current time)."""
-    from flows.usage_snapshot import usage_snapshot
-
     billing_engine()
     moment = parse_moment(at) or datetime.now(UTC)
-    summary = usage_snapshot(as_of=moment, subscriptions=subscriptions or None)
+    with flow_session():
+        from flows.usage_snapshot import usage_snapshot
+
+        summary = usage_snapshot(as_of=moment, subscriptions=subscriptions or None)
     if as_json:
         typer.echo(json.dumps(summary))
         return

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from models.rating.money import format_money
-from tallyflow.commands.common import parse_moment
+from tallyflow.commands.common import flow_session, parse_moment
 from tallyflow.resources import billing_engine
 
 app = typer.Typer(help="Prepaid wallets: balances, top-ups, payments, deductions.")
@@ -184,12 +184,13 @@ def deduct(
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """Run the wallet-deductions flow now (as_of defaults to the current time)."""
-    from flows.wallet_deductions import wallet_deductions
-
     billing_engine()
     moment = parse_moment(at) or datetime.now(UTC)
-    summary = wallet_deductions(as_of=moment, customers=customers or None,
-                                settle_paid=settle_paid)
+    with flow_session():
+        from flows.wallet_deductions import wallet_deductions
+
+        summary = wallet_deductions(as_of=moment, customers=customers or None,
+                                    settle_paid=settle_paid)
     if as_json:
         typer.echo(json.dumps(summary, default=str))
         return

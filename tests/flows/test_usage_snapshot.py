@@ -33,9 +33,10 @@ def test_usage_snapshot_flow(engine: Engine, tmp_path: Path, prefect_harness: No
     assert first["snapshots"] == 1 and first["fold"]["folded"] == 1
     assert [(s[0], s[2]) for s in _snapshots(engine)] == [(SUB, 200)]
 
-    # Rerun of the same hour: nothing changed, one row is kept.
+    # Rerun of the same hour: its snapshot is stored again (replaced: one row) and reported.
     again = usage_snapshot(as_of=HOUR)
-    assert again["snapshots"] == 0
+    assert again["snapshots"] == 1
+    assert (again["subscriptions_as_of"], again["amount_cents_as_of"]) == (1, 200)
     assert len(_snapshots(engine)) == 1
 
     # New events: the next hour snapshots again; the same hour forced recomputes in place.
@@ -45,7 +46,9 @@ def test_usage_snapshot_flow(engine: Engine, tmp_path: Path, prefect_harness: No
     rows = _snapshots(engine)
     assert len(rows) == 1 and rows[0][2] == 300
     later = HOUR.replace(hour=11)
-    assert usage_snapshot(as_of=later)["snapshots"] == 0  # nothing new since the forced run
+    standing = usage_snapshot(as_of=later)
+    assert standing["snapshots"] == 0  # nothing new since the forced run: fold-based, no work
+    assert (standing["subscriptions_as_of"], standing["amount_cents_as_of"]) == (1, 300)
     ingest_events(engine, tmp_path, [token_event("c", "2025-03-10T02:00:00Z", 5)])
     assert usage_snapshot(as_of=later)["snapshots"] == 1
     assert [r[2] for r in _snapshots(engine)] == [300, 300]

@@ -5,29 +5,27 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from tallyflow.cli import app
-from tasks.catalog import apply_catalog
+from tests.factories import jsonl
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "mistral"
 AT = "2025-03-15T10:00:00Z"
 
 
-def _usage(engine: Engine, cents: int) -> None:
-    with engine.begin() as conn:
-        conn.execute(text(
-            """
-            insert into usage_amounts (subscription_id, period_start, external_subscription_id,
-              period_end, as_of, currency, amount_cents, precise_amount_cents, snapshot_id)
-            select id, '2025-03-01T05:00:00Z', external_id, '2025-04-01T03:59:59.999999Z',
-              :at, 'USD', :c, :c, 1 from subscriptions where external_id = 'sub_acme_001'
-            on conflict (subscription_id, period_start) do update
-              set amount_cents = excluded.amount_cents
-            """
-        ), {"c": cents, "at": AT})
+def _ingest_tokens(folder: Path, name: str, tokens: int) -> None:
+    """Events through the real ingest command (mistral-small input: $1 per started 1M)."""
+    (folder / name).mkdir()
+    (folder / name / "e.jsonl").write_text(jsonl([{
+        "transaction_id": name, "external_subscription_id": "sub_acme_001",
+        "code": "mistral_tokens", "timestamp": "2025-03-10T12:00:00Z",
+        "properties": {"tokens": tokens, "model": "mistral-small", "type": "input"},
+    }]))
+    result = runner.invoke(app, ["ingest", str(folder / name), "--json"])
+    assert result.exit_code == 0, result.output
 
 
 def _show(*extra: str) -> dict:
@@ -36,15 +34,30 @@ def _show(*extra: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_wallet_commands_on_the_mistral_demo(engine: Engine, prefect_harness: None) -> None:
-    assert apply_catalog(engine, [EXAMPLE]).ok
-    _usage(engine, 200)  # 2,000,000 mistral-small input tokens
+def test_wallet_commands_on_the_mistral_demo(
+    engine: Engine, prefect_harness: None, tmp_path: Path
+) -> None:
+    applied = runner.invoke(app, ["apply", str(EXAMPLE), "--json"])
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.stdout)["wallets_opened"] == 1
 
-    # Before any run: the wallet exists, nothing posted yet, 200 cents not yet deducted.
+    # Right after the apply: granted credits settled (as Lago does), purchased ones pending.
+    wallet = _show()["wallets"][0]
+    assert (wallet["credits_balance"], wallet["pending_credits"]) == ("25.00000", "100.00000")
+    again = runner.invoke(app, ["apply", str(EXAMPLE), "--json"])
+    assert json.loads(again.stdout)["wallets_opened"] == 0  # posted once
+    assert _show()["wallets"][0]["credits_balance"] == "25.00000"
+
+    # Live usage, before any snapshot or wallet run: the same figure `tallyflow usage` shows.
+    _ingest_tokens(tmp_path, "first", 2_000_000)
+    live = json.loads(runner.invoke(app, ["usage", "sub_acme_001", "--at", AT, "--json"]).stdout)
     before = _show()
-    assert before["wallets"][0]["credits_balance"] == "0.00000"
+    assert before["ongoing_usage"]["amount_cents"] == live["total_amount_cents"] == 200
     assert before["ongoing_usage"]["undeducted_cents"] == 200
+    assert before["wallets"][0]["credits_ongoing_balance"] == "23.00000"
+    assert before["wallets"][0]["credits_balance"] == "25.00000"
 
+    assert runner.invoke(app, ["snapshot", "--at", AT]).exit_code == 0
     ran = runner.invoke(app, ["wallets", "deduct", "--at", AT, "--pending-paid", "--json"])
     assert ran.exit_code == 0, ran.output
     assert json.loads(ran.stdout)["transactions"] == 1
@@ -72,11 +85,13 @@ def test_wallet_commands_on_the_mistral_demo(engine: Engine, prefect_harness: No
     assert "0 transaction(s)" in again.stdout
     assert _show()["wallets"][0]["credits_balance"] == "130.50000"
 
-    # Usage grows between runs: ongoing balance already shows it, the next run deducts it.
-    _usage(engine, 350)
-    pending = _show()["wallets"][0]
-    assert pending["credits_ongoing_balance"] == "129.00000"
-    assert pending["credits_balance"] == "130.50000"
+    # Usage grows between runs: the ongoing balance shows it live, the next run deducts it.
+    _ingest_tokens(tmp_path, "second", 1_000_000)  # packages of 1M tokens: 300 cents now
+    pending = _show()
+    assert pending["ongoing_usage"]["amount_cents"] == 300
+    assert pending["ongoing_usage"]["undeducted_cents"] == 100
+    assert pending["wallets"][0]["credits_ongoing_balance"] == "129.50000"
+    assert pending["wallets"][0]["credits_balance"] == "130.50000"
 
     table = runner.invoke(app, ["wallets", "show", "acme", "--at", AT])
     assert table.exit_code == 0 and "wallets of acme" in table.stdout

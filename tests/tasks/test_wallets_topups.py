@@ -184,20 +184,19 @@ def test_alerts_once_per_crossing(engine: Engine) -> None:
     assert w.pending_alert_events(engine).total == 0
 
 
-def test_mistral_demo_wallet_after_usage(engine: Engine) -> None:
+def test_mistral_demo_wallet_after_usage(engine: Engine, tmp_path: Path) -> None:
+    from tasks.rating import fold_pending
+    from tasks.usage import due_subscriptions, snapshot_subscriptions
+    from tests.tasks.rating_fixtures import ingest_events, token_event
+
     result = apply_catalog(engine, [EXAMPLE])
     assert result.ok, result.errors
     assert apply_catalog(engine, [EXAMPLE]).changed is False
-    with engine.begin() as conn:
-        conn.execute(text(
-            """
-            insert into usage_amounts (subscription_id, period_start, external_subscription_id,
-              period_end, as_of, currency, amount_cents, precise_amount_cents, snapshot_id)
-            select id, '2025-03-01T05:00:00Z', external_id, '2025-04-01T03:59:59.999999Z',
-              '2025-03-15T10:00:00Z', 'USD', 200, 200, 1
-            from subscriptions where external_id = 'sub_acme_001'
-            """
-        ))  # 2,000,000 mistral-small input tokens at $1 per 1M
+    # 2,000,000 mistral-small input tokens at $1 per 1M, ingested and snapshotted for real
+    # (the wallet overview rates usage live from them).
+    ingest_events(engine, tmp_path, [token_event("a", "2025-03-10T00:00:00Z", 2_000_000)])
+    fold_pending(engine)
+    snapshot_subscriptions(engine, due_subscriptions(engine, AS_OF), AS_OF)
     run_once(engine, AS_OF, settle_paid=True)
     run_once(engine, AS_OF, settle_paid=True)
     overview = w.wallet_overview(engine, "acme", AS_OF)
