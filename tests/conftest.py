@@ -19,16 +19,21 @@ os.environ.setdefault("PREFECT_HOME", _PREFECT_HOME)
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
-# S3 tests talk to moto's server on loopback, never to AWS: harmless placeholder credentials.
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+# No AWS credentials leak in from the machine (a developer's ~/.aws, CI secrets): S3 tests get
+# the credentials of a user the test S3 server knows, only where a test asks for them, so a test
+# that should use a Secret block cannot pass on credentials it happened to find lying around.
+for _name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+    os.environ.pop(_name, None)
+os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.path.join(_PREFECT_HOME, "no-aws-credentials")
+os.environ["AWS_CONFIG_FILE"] = os.path.join(_PREFECT_HOME, "no-aws-config")
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 import pytest  # noqa: E402
 from sqlalchemy import Engine, create_engine, text  # noqa: E402
 from sqlalchemy.engine import URL  # noqa: E402
 
-from tests.storage import Bucket, free_port  # noqa: E402
+from tests.storage import Bucket, S3Server, free_port  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LOCAL_ADMIN = URL.create(
@@ -81,6 +86,26 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.environ.pop("TALLYFLOW_DATABASE_URL", None)
         else:
             os.environ["TALLYFLOW_DATABASE_URL"] = previous
+
+
+@pytest.fixture()
+def empty_database(database_url: str) -> Iterator[Engine]:
+    """A database with nothing in it (no schema, no revision), on the test server; dropped after."""
+    from sqlalchemy import make_url
+
+    name = f"tallyflow_empty_{uuid.uuid4().hex[:10]}"
+    url = make_url(database_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'create database "{name}"'))
+    engine = create_engine(url.set(database=name))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'drop database if exists "{name}" with (force)'))
+        admin.dispose()
 
 
 @pytest.fixture()
@@ -139,18 +164,62 @@ def prefect_harness() -> Iterator[None]:
 # ------------------------------------------------------------------------------------------------
 
 
+# The server lets this many requests through unauthenticated (the IAM calls that create the
+# test user), then checks the signature and the IAM policy of every request, as AWS does.
+_IAM_SETUP_CALLS = 3
+
+
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    """moto's S3 server on 127.0.0.1; clients reach it over HTTP like any S3 endpoint."""
-    from moto.server import ThreadedMotoServer
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server in its own process on 127.0.0.1, with IAM authentication switched on
+    (``INITIAL_NO_AUTH_ACTION_COUNT``): a request signed with unknown or wrong credentials is
+    refused, so a test passes only if the right credentials reached the S3 client."""
+    import json
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import boto3
 
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(_IAM_SETUP_CALLS)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
     try:
-        yield f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, "moto's server exited at start"
+                assert time.monotonic() < deadline, "moto's server did not answer in 30 s"
+                time.sleep(0.05)
+        iam = boto3.client(
+            "iam", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="setup", aws_secret_access_key="setup",
+        )
+        iam.create_user(UserName="tallyflow-tests")
+        iam.put_user_policy(
+            UserName="tallyflow-tests", PolicyName="s3", PolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+            }),
+        )
+        key = iam.create_access_key(UserName="tallyflow-tests")["AccessKey"]
+        yield S3Server(endpoint, key["AccessKeyId"], key["SecretAccessKey"])
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_server: S3Server) -> str:
+    return s3_server.endpoint
 
 
 @pytest.fixture(params=["file", "memory", "s3"])
@@ -168,10 +237,16 @@ def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bucket]:
 
         fsspec.filesystem("memory").rm(f"/tallyflow-{name}", recursive=True)
     else:
-        endpoint = request.getfixturevalue("s3_endpoint")
+        server: S3Server = request.getfixturevalue("s3_server")
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
-            Bucket=f"tf-{name}"
-        )
-        yield Bucket(f"s3://tf-{name}/events", {"endpoint_url": endpoint})
+        # Credentials the usual AWS way (the environment), for the code under test and its
+        # subprocesses, for this test only.
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.key)
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret)
+        boto3.client(  # explicit: boto3's default session caches the first credentials it saw
+            "s3", endpoint_url=server.endpoint, region_name="us-east-1",
+            aws_access_key_id=server.key, aws_secret_access_key=server.secret,
+        ).create_bucket(Bucket=f"tf-{name}")
+        yield Bucket(f"s3://tf-{name}/events", {"endpoint_url": server.endpoint})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -18,6 +19,22 @@ def terminate_other_backends(engine: Engine) -> int:
             "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity"
             " where datname = current_database() and pid <> pg_backend_pid()) t"
         )).scalar_one())
+
+
+def wait_for_open_transactions_to_end(engine: Engine, timeout: float = 30) -> None:
+    """Poll until no other connection to this database holds a transaction open (Postgres
+    rolls back a dead client's transaction once it notices the socket closed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with engine.connect() as conn:
+            open_transactions = conn.execute(text(
+                "select count(*) from pg_stat_activity where datname = current_database()"
+                " and pid <> pg_backend_pid() and xact_start is not null"
+            )).scalar_one()
+        if open_transactions == 0:
+            return
+        assert time.monotonic() < deadline, f"{open_transactions} transaction(s) still open"
+        time.sleep(0.02)
 
 
 @contextmanager

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """An S3 endpoint that checks credentials, and the one user it knows."""
+
+    endpoint: str
+    key: str
+    secret: str
+
 
 class Bucket:
     """A place to drop batch objects, the same way for every storage kind."""

@@ -4,13 +4,22 @@ parses and its default parameters validate against the flow (as the Prefect UI w
 from __future__ import annotations
 
 import importlib
+import inspect
 import pkgutil
+import zoneinfo
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from prefect import Flow
+from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+from pydantic import BaseModel
 
 import flows
 from deployments.serve import deployment_specs, load_flow, schedules
+
+PROJECT = Path(__file__).resolve().parents[2]
 
 SPECS = {spec["name"]: spec for spec in deployment_specs()}
 # What a person fills in on the UI form of the on-demand deployments.
@@ -37,19 +46,60 @@ def test_the_expected_deployments_exist() -> None:
     assert hourly["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
 
 
+def _schedule_of(item: dict[str, Any]) -> CronSchedule | IntervalSchedule:
+    """The YAML schedule through Prefect's own validating schema (cron syntax, timezone)."""
+    assert len({"cron", "interval"} & set(item)) == 1, f"one of cron/interval: {item}"
+    if "cron" in item:
+        return CronSchedule(cron=item["cron"], timezone=item.get("timezone"))
+    return IntervalSchedule(
+        interval=timedelta(seconds=item["interval"]), timezone=item.get("timezone")
+    )
+
+
 @pytest.mark.parametrize("name", sorted(SPECS))
-def test_deployment_entrypoint_schedule_and_parameters(name: str) -> None:
+def test_deployment_entrypoint_resolves_to_the_flow_it_names(name: str) -> None:
+    path, _, function = SPECS[name]["entrypoint"].partition(":")
+    assert (PROJECT / path).is_file(), f"{name}: no file {path}"
+    flow = load_flow(SPECS[name]["entrypoint"])
+    assert isinstance(flow, Flow), f"{name}: {function} is not a flow"
+    assert flow.fn.__name__ == function
+    assert Path(inspect.getsourcefile(flow.fn) or "").resolve() == (PROJECT / path).resolve()
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_deployment_schedules_are_valid_and_served_as_written(name: str) -> None:
+    spec = SPECS[name]
+    written = spec.get("schedules") or []
+    served = schedules(spec)
+    assert len(served) == len(written)
+    for item, schedule in zip(written, served, strict=True):
+        valid = _schedule_of(item)
+        if isinstance(valid, CronSchedule):
+            assert (schedule.cron, schedule.timezone) == (valid.cron, valid.timezone)
+        else:
+            assert schedule.interval == valid.interval
+        if item.get("timezone"):
+            assert item["timezone"] in zoneinfo.available_timezones()
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_deployment_default_parameters_fit_the_flow_signature(name: str) -> None:
     spec = SPECS[name]
     flow = load_flow(spec["entrypoint"])
-    assert isinstance(flow, Flow)
-    for schedule in schedules(spec):
-        assert schedule is not None
-    parameters = {**(spec.get("parameters") or {}), **FORMS.get(name, {})}
-    validated = flow.validate_parameters(parameters)
-    assert set(validated) >= set(parameters)
-    schema = flow.parameters.model_dump()
-    required = set(schema.get("required") or [])
+    signature = inspect.signature(flow.fn).parameters
+    defaults = spec.get("parameters") or {}
+    unknown = set(defaults) - set(signature)
+    assert not unknown, f"{name}: the flow takes no parameter(s) {sorted(unknown)}"
+    parameters = {**defaults, **FORMS.get(name, {})}
+    validated = flow.validate_parameters(parameters)  # raises on a value the flow refuses
+    required = {p for p, v in signature.items() if v.default is inspect.Parameter.empty}
     assert required <= set(parameters), f"{name}: the form needs {required - set(parameters)}"
+    for key, value in defaults.items():  # what the YAML says is what the flow gets
+        typed = validated[key]
+        as_data = typed.model_dump(mode="json") if isinstance(typed, BaseModel) else typed
+        if isinstance(value, dict):
+            as_data = {k: as_data.get(k) for k in value}
+        assert as_data == value, f"{name}: default {key} changed on validation: {as_data!r}"
 
 
 def _submit_errors(name: str, parameters: dict) -> list[str]:

@@ -38,7 +38,9 @@ def test_backend_terminated_mid_flow_is_retried_and_completes(
     assert _count(engine, "select attempts from ingest_objects") == 1  # the dead try left nothing
 
 
-def test_object_store_dies_mid_read_then_next_run_ingests(engine: Engine) -> None:
+def test_object_store_dies_mid_read_then_next_run_ingests(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from moto.server import ThreadedMotoServer
 
     from tests.storage import free_port
@@ -47,8 +49,16 @@ def test_object_store_dies_mid_read_then_next_run_ingests(engine: Engine) -> Non
     endpoint = f"http://127.0.0.1:{port}"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    # This store is stopped and restarted inside the test (moto's in-process server keeps its
+    # buckets across the restart) and does not check credentials: any signed request passes.
+    # Credentials are covered by tests/flows/test_ingest_s3.py against a server that checks.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "in-process-store")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "in-process-store")
     bucket = f"tf-{uuid.uuid4().hex[:10]}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client = boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="in-process-store", aws_secret_access_key="in-process-store",
+    )
     client.create_bucket(Bucket=bucket)
     client.put_object(Bucket=bucket, Key="small.jsonl", Body=jsonl([event(i) for i in range(10)]))
     spec = SourceSpec(

@@ -1,8 +1,12 @@
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import Engine, inspect
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+from sqlalchemy import Engine, create_engine, inspect, text
+
+from models.tables import metadata
 from tallyflow import db, migrate
 
 
@@ -23,16 +27,58 @@ def test_normalise_url_refuses_other_databases() -> None:
         db.normalise_url("sqlite:///x.db")
 
 
-def test_schema_is_at_head(engine: Engine) -> None:
-    assert migrate.current_revision(engine) == migrate.head_revision()
-    tables = set(inspect(engine).get_table_names())
-    assert {"billable_metrics", "plans", "charges", "events", "ingest_objects"} <= tables
+def test_the_session_database_is_at_head(engine: Engine) -> None:
+    head = migrate.head_revision()
+    assert head and migrate.current_revision(engine) == head
 
 
-def test_ensure_schema_is_idempotent(engine: Engine) -> None:
-    migrate.ensure_schema(engine)
-    migrate.ensure_schema(engine)
-    assert migrate.current_revision(engine) == migrate.head_revision()
+def test_ensure_schema_migrates_an_empty_database_then_does_nothing(
+    empty_database: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert migrate.current_revision(empty_database) is None
+    assert "events" not in inspect(empty_database).get_table_names()
+    migrate.ensure_schema(empty_database)
+    assert migrate.current_revision(empty_database) == migrate.head_revision()
+    assert set(inspect(empty_database).get_table_names()) == set(metadata.tables) | {
+        "alembic_version"
+    }
+    # A new process (nothing remembered) checks again and finds nothing to do.
+    monkeypatch.setattr(migrate, "_upgraded", set())
+    with empty_database.begin() as conn:
+        conn.execute(text(
+            "insert into customers (external_id, document, digest) values ('kept', '{}', 'd')"
+        ))
+    migrate.ensure_schema(empty_database)
+    with empty_database.connect() as conn:
+        assert conn.execute(text("select count(*) from alembic_version")).scalar_one() == 1
+        assert conn.execute(text("select external_id from customers")).scalars().all() == ["kept"]
+
+
+def test_workers_starting_at_once_migrate_once(
+    empty_database: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each worker has its own engine and sees the schema missing; the advisory lock makes the
+    second wait for the first and then find its work done."""
+    monkeypatch.setattr(migrate, "_upgraded", set())
+    url = empty_database.url
+    # A lock wait that never ends fails the test instead of hanging it.
+    engines = [
+        create_engine(url, connect_args={"options": "-c lock_timeout=20s"}) for _ in range(3)
+    ]
+    barrier = threading.Barrier(len(engines))
+
+    def start(engine: Engine) -> str | None:
+        barrier.wait()
+        migrate.upgrade(engine)
+        return migrate.current_revision(engine)
+
+    try:
+        with ThreadPoolExecutor(len(engines)) as pool:
+            revisions = list(pool.map(start, engines))
+    finally:
+        for engine in engines:
+            engine.dispose()
+    assert revisions == [migrate.head_revision()] * len(engines)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from sqlalchemy import Engine, text
@@ -16,7 +15,7 @@ from tasks.ingest import ingest_object, register_objects
 from tasks.retry import is_transient
 from tasks.sources import build_source
 from tests.factories import event, jsonl
-from tests.faults import damage_at, terminate_other_backends
+from tests.faults import damage_at, terminate_other_backends, wait_for_open_transactions_to_end
 from tests.storage import Bucket
 
 EVENTS = 30_000
@@ -67,7 +66,7 @@ def test_killed_process_mid_object_then_rerun_counts_every_event_once(
         [sys.executable, "-c", _LOADER, spec], env=env, timeout=120, check=False
     )
     assert loader.returncode == -signal.SIGKILL
-    time.sleep(0.5)  # Postgres notices the dead client and rolls its transaction back
+    wait_for_open_transactions_to_end(engine)  # the dead client's transaction is rolled back
     assert _totals(engine)[0] == 0
     _ingest_everything(engine, big_object)
     assert _totals(engine) == (EVENTS, EVENTS, "ingested")

@@ -159,16 +159,34 @@ def test_aggregate_applies_metric_rounding() -> None:
     assert aggregate(state, rounding_function="ceil", rounding_precision=-2) == 200
 
 
-@pytest.mark.parametrize("kind", ["count_agg", "max_agg", "latest_agg"])
-def test_recurring_not_allowed(kind: str) -> None:
-    with pytest.raises(ValueError, match="recurring"):
+def _recurring_accepted(kind: AggregationType) -> bool:
+    try:
         check_recurring(kind, True)
-    check_recurring(kind, False)
+    except ValueError as refused:
+        assert "recurring" in str(refused)
+        return False
+    return True
 
 
-@pytest.mark.parametrize("kind", ["sum_agg", "unique_count_agg", "weighted_sum_agg"])
-def test_recurring_allowed(kind: str) -> None:
-    check_recurring(kind, True)
+# Lago: count, max and latest are never recurring; the others may be.
+RECURRING_ALLOWED = {
+    AggregationType.COUNT: False,
+    AggregationType.MAX: False,
+    AggregationType.LATEST: False,
+    AggregationType.SUM: True,
+    AggregationType.UNIQUE_COUNT: True,
+    AggregationType.WEIGHTED_SUM: True,
+}
+
+
+def test_recurring_table_covers_every_aggregation() -> None:
+    assert set(RECURRING_ALLOWED) == set(AggregationType)
+
+
+@pytest.mark.parametrize("kind", sorted(RECURRING_ALLOWED))
+def test_recurring_allowed_only_where_lago_allows_it(kind: AggregationType) -> None:
+    assert _recurring_accepted(kind) is RECURRING_ALLOWED[kind]
+    check_recurring(kind, False)  # a non-recurring metric is always fine
 
 
 def test_recurring_sum_and_unique_count_merge_all_history() -> None:
