@@ -1,7 +1,7 @@
 """The billing cycle and its on-demand variants: rerun an hour, backfill a window, re-rate.
 
 Orchestration only. Every run takes its hour from its parameters or its scheduled start time,
-never from "now" alone, so a rerun of 10:00 recomputes 10:00 (docs/architecture.md,
+never from "now" alone, so a rerun of 10:00 recomputes 10:00 (docs/architecture.md §3,
 invariant 5); the flows it calls are idempotent per hour, so reruns, retries and overlapping
 runs converge. That is also why the billing cycle may retry as a whole: a failed attempt that
 posted half of its deductions is completed, not repeated, by the next attempt.

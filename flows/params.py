@@ -18,7 +18,7 @@ MAX_BACKFILL_HOURS = 92 * 24
 def resolve_as_of(as_of: datetime | None) -> datetime:
     """The moment a run is for: its parameter, else its scheduled start (a manual run is
     scheduled when it is created). Only outside any flow run does the clock stand in, so a
-    rerun of 10:00 recomputes 10:00 (docs/architecture.md, invariant 5)."""
+    rerun of 10:00 recomputes 10:00 (docs/architecture.md §3, invariant 5)."""
     from prefect import runtime
 
     if as_of is None:

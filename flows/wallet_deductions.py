@@ -2,7 +2,7 @@
 
 Orchestration only; every write is a task in ``tasks.wallets`` that is idempotent by key and
 retried on transient failures, so a rerun, a retry or a concurrent run converges to the same
-ledger (design.md, invariant 4). Order matters and is fixed here:
+ledger (docs/architecture.md §3, invariant 4). Order matters and is fixed here:
 
 1. open new catalog wallets (their initial top-up, once);
 2. expire wallets past ``expiration_at`` (what is left is voided);

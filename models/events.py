@@ -66,7 +66,7 @@ class TimeBounds:
     """Accepted timestamp range and the default for events without one.
 
     Bounds are relative to the object's write time, never to "now", so re-reading an old object
-    gives the same verdicts (design invariant 5).
+    gives the same verdicts (docs/architecture.md §3, invariant 5).
     """
 
     written_at: datetime

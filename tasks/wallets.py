@@ -1,6 +1,6 @@
 """Wallet ledger I/O: open wallets, expire them, top them up, deduct usage, raise alerts.
 
-Why it converges (design.md, invariant 4):
+Why it converges (docs/architecture.md §3, invariant 4):
 - Every credit movement is a ``wallet_transactions`` row with a unique idempotency key, and
   every balance change is made by the *same statement* that inserts or settles those rows
   (``_POST``: INSERT ... ON CONFLICT DO NOTHING RETURNING feeding an UPDATE of
