@@ -27,7 +27,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from functools import lru_cache
 from typing import Any, Final
 
 from sqlalchemy import Connection, Engine, text
@@ -49,10 +48,9 @@ from models.rating import (
     WeightedSumState,
     empty_state,
     metric_filter_key,
-    period_containing,
 )
 from models.rating.aggregation import Operation
-from models.rating.periods import ONE_MICROSECOND
+from models.rating.pricing import GroupValues, MetricInfo, StateKey, SubscriptionInfo
 from tallyflow.failpoints import failpoint
 
 # Folds share this advisory lock; a rebuild takes it exclusively so no fold interleaves.
@@ -60,92 +58,11 @@ FOLD_LOCK: Final = 7_305_040
 DEFAULT_FOLD_OBJECTS: Final = 200
 PLAIN_DECIMAL_SQL: Final = r"^-?[0-9]+(\.[0-9]+)?$"  # ASCII digits, as models.rating.money
 
-GroupValues = tuple[tuple[str, str | None], ...]
-"""A state's pricing-group values for the union of its metric's group keys, sorted by key."""
-StateKey = tuple[int, datetime, FilterKey, GroupValues]
-"""(billable_metric_id, period_start, filter key, group values) within one subscription."""
 
 
 def loads_exact(raw: str | None) -> Any:
     """JSON with decimals kept exact (a float would already have lost digits)."""
     return None if raw is None else json.loads(raw, parse_float=Decimal)
-
-
-# --------------------------------------------------------------------------------------------
-# Catalog as the rating code needs it
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MetricInfo:
-    """A billable metric with its filters and the union of pricing-group keys of its charges.
-
-    The union is what state is keyed by, so every charge on the metric can regroup it.
-    """
-
-    id: int
-    code: str
-    name: str
-    aggregation_type: AggregationType
-    field_name: str | None
-    recurring: bool
-    rounding_function: str | None
-    rounding_precision: int | None
-    filters: tuple[MetricFilter, ...]
-    group_keys: tuple[str, ...]
-    updated_at: datetime
-
-
-@dataclass(frozen=True)
-class SubscriptionInfo:
-    """What a subscription's billing periods and currency depend on."""
-
-    id: int
-    external_id: str
-    plan_id: int
-    interval: str
-    billing_time: str
-    subscription_at: datetime
-    terminated_at: datetime | None
-    timezone: str | None
-    currency: str
-    catalog_at: datetime
-
-    def period_at(self, at: datetime) -> BillingPeriod:
-        return _period(
-            at,
-            self.interval,
-            self.billing_time,
-            self.subscription_at,
-            self.timezone,
-            self.terminated_at,
-        )
-
-    def periods_between(self, start: datetime, end: datetime) -> list[BillingPeriod]:
-        """Periods overlapping [start, end], clipped to the subscription's life."""
-        low = max(start, self.subscription_at)
-        high = end if self.terminated_at is None else min(end, self.terminated_at)
-        periods: list[BillingPeriod] = []
-        moment = low
-        while moment <= high:
-            period = self.period_at(moment)
-            periods.append(period)
-            moment = period.period_end + ONE_MICROSECOND
-        return periods
-
-
-@lru_cache(maxsize=65_536)
-def _period(
-    at: datetime,
-    interval: str,
-    billing_time: str,
-    subscription_at: datetime,
-    timezone: str | None,
-    terminated_at: datetime | None,
-) -> BillingPeriod:
-    """Memoised ``period_containing``: hourly runs ask the same question for many
-    subscriptions (same as_of, same plan) and the answer is immutable."""
-    return period_containing(at, interval, billing_time, subscription_at, timezone, terminated_at)
 
 
 _METRICS = text(

@@ -3,17 +3,15 @@
 Current usage = stored state of the period + the events of objects not folded yet, both read
 in one REPEATABLE READ transaction, so it reflects every event ingested so far whether or not
 a snapshot ran, and costs what one subscription's state costs (not what its events cost).
-Pricing is the pure domain code: charge filters bucket the keyed states after folding, then
-each (filter bucket, pricing group) is priced by its charge model and rounded to cents once,
-ROUND_HALF_UP, as Lago rounds each fee.
+This module reads and writes; pricing itself is the pure ``models.rating.pricing``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -23,36 +21,27 @@ from sqlalchemy import Connection, Engine, text
 
 from models.rating import (
     AggregationType,
-    AnyState,
     BillingPeriod,
     BucketId,
-    ChargeFilter,
-    ChargeModel,
-    ChargeProperties,
     EventPoint,
-    Fee,
-    FilterKey,
-    SumState,
-    WeightedSumState,
-    aggregate,
     assign_bucket,
     charge_filter_from_values,
-    compute_charge,
-    empty_state,
-    needs_event_values,
-    parse_properties,
     per_event_units,
 )
-from models.rating.aggregation import tidy
-from models.rating.money import WIDE
+from models.rating.pricing import (
+    ChargeInfo,
+    EventValues,
+    FilterInfo,
+    MetricInfo,
+    SubscriptionInfo,
+    pricing_of,
+    rate_subscription,
+)
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.rating import (
     FoldSummary,
-    MetricInfo,
-    StateKey,
     StoredStates,
-    SubscriptionInfo,
     fold_pending,
     fold_pending_events,
     load_metrics,
@@ -63,76 +52,9 @@ from tasks.rating import (
 )
 from tasks.retry import transient_retries
 
-ZERO: Final = Decimal(0)
-WEIGHTED: Final = AggregationType.WEIGHTED_SUM
-
 # --------------------------------------------------------------------------------------------
 # Plans as the pricing code needs them
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Pricing:
-    """Charge properties parsed once per read, not once per subscription and bucket."""
-
-    properties: ChargeProperties | None
-    needs_event_values: bool
-
-
-def _pricing(charge_model: str, properties: Mapping[str, Any]) -> Pricing:
-    if not properties and charge_model != ChargeModel.DYNAMIC:
-        # A default bucket without charge-level properties prices at 0 (Lago).
-        return Pricing(None, False)
-    parsed = parse_properties(charge_model, properties)
-    return Pricing(parsed, needs_event_values(charge_model, parsed))
-
-
-@dataclass(frozen=True)
-class FilterInfo:
-    position: int
-    values: dict[str, list[str]]
-    properties: dict[str, Any]
-    invoice_display_name: str | None
-    charge_filter: ChargeFilter
-    pricing: Pricing
-
-
-@dataclass(frozen=True)
-class ChargeInfo:
-    id: int
-    position: int
-    metric: MetricInfo
-    charge_model: str
-    properties: dict[str, Any]
-    invoice_display_name: str | None
-    pricing_group_keys: tuple[str, ...]
-    filters: tuple[FilterInfo, ...]
-    pricing: Pricing
-    bucket_cache: dict[FilterKey, BucketId] = field(
-        default_factory=dict, compare=False, hash=False, repr=False
-    )
-
-    @property
-    def charge_filters(self) -> list[ChargeFilter]:
-        return [f.charge_filter for f in self.filters]
-
-    def bucket_of(self, filter_key: FilterKey) -> BucketId:
-        """The charge filter an event with these metric filter values goes to (memoised:
-        there are few distinct keys and thousands of subscriptions share them)."""
-        if filter_key not in self.bucket_cache:
-            self.bucket_cache[filter_key] = assign_bucket(self.charge_filters, dict(filter_key))
-        return self.bucket_cache[filter_key]
-
-    def buckets(
-        self, keyed: Iterable[tuple[FilterKey, tuple[str | None, ...], AnyState]]
-    ) -> dict[BucketId, dict[tuple[str | None, ...], AnyState]]:
-        """``models.rating.bucket_states`` with the memoised bucket assignment."""
-        out: dict[BucketId, dict[tuple[str | None, ...], AnyState]] = {}
-        for filter_key, group, state in keyed:
-            per_group = out.setdefault(self.bucket_of(filter_key), {})
-            per_group[group] = _merge(per_group[group], state) if group in per_group else state
-        return out
-
 
 _CHARGES = text(
     """
@@ -164,7 +86,9 @@ def load_charges(
                 properties=f["properties"] or {},
                 invoice_display_name=f["invoice_display_name"],
                 charge_filter=charge_filter_from_values(f["values"], metric.filters),
-                pricing=_pricing(row.charge_model, f["properties"] or loads_exact(row.properties)),
+                pricing=pricing_of(
+                    row.charge_model, f["properties"] or loads_exact(row.properties)
+                ),
             )
             for f in loads_exact(row.filters)
         )
@@ -179,242 +103,10 @@ def load_charges(
                 invoice_display_name=row.invoice_display_name,
                 pricing_group_keys=tuple(row.pricing_group_keys or ()),
                 filters=filters,
-                pricing=_pricing(row.charge_model, properties),
+                pricing=pricing_of(row.charge_model, properties),
             )
         )
     return plans
-
-
-# --------------------------------------------------------------------------------------------
-# Pricing one subscription
-# --------------------------------------------------------------------------------------------
-
-EventValues = Callable[[ChargeInfo, BucketId, tuple[str | None, ...]], list[Decimal]]
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _units_text(units: Decimal) -> str:
-    return format(tidy(units), "f")
-
-
-def _precise_text(value: Decimal) -> str:
-    return format(tidy(value), "f")
-
-
-@dataclass
-class _Line:
-    units: Decimal = ZERO
-    events_count: int = 0
-    amount_cents: int = 0
-    precise_amount_cents: Decimal = ZERO
-
-    def add(self, fee: Fee) -> None:
-        # WIDE: sums of quantities and precise amounts are never rounded to 28 digits
-        self.units = WIDE.add(self.units, fee.units)
-        self.events_count += fee.events_count
-        self.amount_cents += fee.amount_cents
-        self.precise_amount_cents = WIDE.add(self.precise_amount_cents, fee.precise_amount_cents)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "units": _units_text(self.units),
-            "events_count": self.events_count,
-            "amount_cents": self.amount_cents,
-            "precise_amount_cents": _precise_text(self.precise_amount_cents),
-        }
-
-
-def _price(
-    charge: ChargeInfo,
-    pricing: Pricing,
-    state: AnyState,
-    period: BillingPeriod,
-    initial_level: Decimal,
-    currency: str,
-    values: Callable[[], list[Decimal]],
-) -> Fee:
-    """One fee: the state's units priced by the charge model with these properties."""
-    metric = charge.metric
-    units = aggregate(
-        state,
-        window=period.weighted_window() if metric.aggregation_type is WEIGHTED else None,
-        initial_level=initial_level,
-        rounding_function=metric.rounding_function,
-        rounding_precision=metric.rounding_precision,
-    )
-    if pricing.properties is None:
-        return Fee.from_amount(ZERO, currency, units, state.events_count)
-    event_values = values() if pricing.needs_event_values else None
-    precise = state.precise_total_amount_cents if isinstance(state, SumState) else ZERO
-    result = compute_charge(
-        charge.charge_model,
-        pricing.properties,
-        units,
-        events_count=state.events_count,
-        event_values=event_values,
-        precise_total_amount_cents=precise,
-        currency=currency,
-    )
-    return Fee.from_amount(result.amount, currency, units, state.events_count)
-
-
-def rate_subscription(
-    sub: SubscriptionInfo,
-    charges: Sequence[ChargeInfo],
-    period: BillingPeriod,
-    states: Mapping[StateKey, AnyState],
-    event_values: EventValues | None = None,
-) -> dict[str, Any]:
-    """Lago's ``customer_usage`` object for one subscription and period.
-
-    ``states`` holds the subscription's keyed states for ``period`` (and, for recurring
-    metrics, the earlier periods). Every charge, every filter bucket (zero ones and the
-    default bucket included) and every pricing group with usage is listed.
-    """
-    currency = sub.currency
-    charges_usage: list[dict[str, Any]] = []
-    total = _Line()
-    for charge in charges:
-        usage, line = _rate_charge(sub, charge, period, states, event_values)
-        charges_usage.append(usage)
-        total.amount_cents += line.amount_cents
-        total.precise_amount_cents = WIDE.add(total.precise_amount_cents,
-                                              line.precise_amount_cents)
-        total.events_count += line.events_count
-    return {
-        "external_subscription_id": sub.external_id,
-        "from_datetime": _iso(period.from_datetime),
-        "to_datetime": _iso(period.to_datetime),
-        "issuing_date": (period.end_date + timedelta(days=1)).isoformat(),
-        "currency": currency,
-        "amount_cents": total.amount_cents,
-        "precise_amount_cents": _precise_text(total.precise_amount_cents),
-        "taxes_amount_cents": 0,
-        "total_amount_cents": total.amount_cents,
-        "events_count": total.events_count,
-        "charges_usage": charges_usage,
-    }
-
-
-def _merge(left: AnyState, right: AnyState) -> AnyState:
-    return left.merge(right)  # type: ignore[arg-type]
-
-
-def _rate_charge(
-    sub: SubscriptionInfo,
-    charge: ChargeInfo,
-    period: BillingPeriod,
-    states: Mapping[StateKey, AnyState],
-    event_values: EventValues | None,
-) -> tuple[dict[str, Any], _Line]:
-    metric = charge.metric
-    kind = metric.aggregation_type
-    carry_all = metric.recurring and kind in (AggregationType.SUM, AggregationType.UNIQUE_COUNT)
-    current, earlier = [], []
-    for (metric_id, start, filter_key, group_values), state in states.items():
-        if metric_id != metric.id:
-            continue
-        groups = dict(group_values)
-        keyed = (filter_key, tuple(groups.get(k) for k in charge.pricing_group_keys), state)
-        if start == period.period_start:
-            current.append(keyed)
-        elif start < period.period_start and metric.recurring:
-            (current if carry_all else earlier).append(keyed)
-    buckets = charge.buckets(current)
-    levels: dict[BucketId, dict[tuple[str | None, ...], Decimal]] = {}
-    if kind is AggregationType.WEIGHTED_SUM and earlier:
-        for bucket, groups in charge.buckets(earlier).items():
-            levels[bucket] = {
-                g: s.end_level() for g, s in groups.items() if isinstance(s, WeightedSumState)
-            }
-            for group in groups:
-                buckets.setdefault(bucket, {}).setdefault(group, empty_state(kind))
-    currency = sub.currency
-    order: list[BucketId] = [*range(len(charge.filters)), None] if charge.filters else [None]
-    line = _Line()
-    filters_out: list[dict[str, Any]] = []
-    grouped: dict[tuple[str | None, ...], tuple[_Line, list[dict[str, Any]]]] = {}
-    for bucket in order:
-        pricing = charge.pricing if bucket is None else charge.filters[bucket].pricing
-        groups = buckets.get(bucket) or {}
-        if not groups and not charge.pricing_group_keys:
-            groups = {(): empty_state(kind)}
-        bucket_line = _Line()
-        for group, state in sorted(groups.items(), key=lambda item: _sort_key(item[0])):
-            fee = _price(
-                charge,
-                pricing,
-                state,
-                period,
-                levels.get(bucket, {}).get(group, ZERO),
-                currency,
-                lambda b=bucket, g=group: event_values(charge, b, g) if event_values else [],
-            )
-            bucket_line.add(fee)
-            if charge.pricing_group_keys:
-                group_line, group_filters = grouped.setdefault(group, (_Line(), []))
-                group_line.add(fee)
-                if charge.filters:
-                    group_filters.append(_filter_usage(charge, bucket, _line_of(fee)))
-        line.units = WIDE.add(line.units, bucket_line.units)
-        line.events_count += bucket_line.events_count
-        line.amount_cents += bucket_line.amount_cents
-        line.precise_amount_cents = WIDE.add(line.precise_amount_cents,
-                                             bucket_line.precise_amount_cents)
-        if charge.filters:
-            filters_out.append(_filter_usage(charge, bucket, bucket_line))
-    grouped_usage = [
-        {
-            **group_line.as_dict(),
-            "grouped_by": dict(zip(charge.pricing_group_keys, group, strict=True)),
-            "filters": group_filters,
-        }
-        for group, (group_line, group_filters) in sorted(
-            grouped.items(), key=lambda item: _sort_key(item[0])
-        )
-    ]
-    usage = {
-        **line.as_dict(),
-        "amount_currency": currency,
-        "charge": {
-            "lago_id": str(charge.id),
-            "charge_model": charge.charge_model,
-            "invoice_display_name": charge.invoice_display_name or metric.name,
-        },
-        "billable_metric": {
-            "lago_id": str(metric.id),
-            "name": metric.name,
-            "code": metric.code,
-            "aggregation_type": metric.aggregation_type.value,
-        },
-        "filters": filters_out,
-        "grouped_usage": grouped_usage,
-    }
-    return usage, line
-
-
-def _sort_key(group: tuple[str | None, ...]) -> tuple[tuple[bool, str], ...]:
-    return tuple((value is None, value or "") for value in group)
-
-
-def _line_of(fee: Fee) -> _Line:
-    line = _Line()
-    line.add(fee)
-    return line
-
-
-def _filter_usage(charge: ChargeInfo, bucket: BucketId, line: _Line) -> dict[str, Any]:
-    if bucket is None:
-        return {**line.as_dict(), "invoice_display_name": None, "values": None}
-    info = charge.filters[bucket]
-    return {
-        **line.as_dict(),
-        "invoice_display_name": info.invoice_display_name,
-        "values": info.values,
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,7 +227,7 @@ def current_usage(engine: Engine, external_subscription_id: str, at: datetime) -
                 period,
                 inputs.states.get(sub.id, {}),
                 _event_values_reader(conn, sub, period),
-            )
+            ).as_lago()
 
 
 # --------------------------------------------------------------------------------------------
@@ -698,11 +390,9 @@ def snapshot_subscriptions(
                     inputs.states.get(sub.id, {}),
                     _event_values_reader(conn, sub, period),
                 )
-                for charge in usage["charges_usage"]:
-                    name = charge["charge"]["invoice_display_name"]
-                    per_charge[f"{name} ({charge['billable_metric']['code']})"] += charge[
-                        "amount_cents"
-                    ]
+                for charge in usage.charges:
+                    name = f"{charge.display_name} ({charge.charge.metric.code})"
+                    per_charge[name] += charge.line.amount_cents
                 rows.append(
                     {
                         "subscription_id": sub.id,
@@ -713,10 +403,10 @@ def snapshot_subscriptions(
                         "fold_watermark": inputs.marks.get(sub.id, 0),
                         "catalog_at": sub.catalog_at,
                         "currency": sub.currency,
-                        "amount_cents": usage["amount_cents"],
-                        "precise_amount_cents": Decimal(usage["precise_amount_cents"]),
-                        "events_count": usage["events_count"],
-                        "usage": orjson.dumps(usage).decode(),
+                        "amount_cents": usage.amount_cents,
+                        "precise_amount_cents": usage.precise_amount_cents,
+                        "events_count": usage.events_count,
+                        "usage": orjson.dumps(usage.as_lago()).decode(),
                         "flow_run_id": flow_run_id,
                     }
                 )

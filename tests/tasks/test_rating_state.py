@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from models.rating import EventPoint, empty_state, metric_filter_key
+from models.rating import EventPoint, assign_bucket, empty_state, metric_filter_key
 from tasks.catalog import apply_catalog
 from tasks.rating import (
     fold_pending,
@@ -25,7 +26,7 @@ from tasks.rating import (
     rebuild_states,
     state_of_row,
 )
-from tasks.usage import current_usage
+from tasks.usage import current_usage, load_charges
 from tests.tasks.rating_fixtures import load_rows
 
 START = datetime(2025, 1, 15, 10, tzinfo=UTC)
@@ -40,7 +41,12 @@ def _metric(code: str, kind: str, **extra: Any) -> dict[str, Any]:
             "code": code,
             "aggregation_type": kind,
             "field_name": None if kind == "count_agg" else extra.pop("field", "v"),
-            "filters": [{"key": "model", "values": ["a", "b"]}],
+            # Declared values include the text forms of a number and a boolean: the SQL fold
+            # and the pure code must agree on how a property compares.
+            "filters": [
+                {"key": "model", "values": ["a", "b", "1", "2.5", "true"]},
+                {"key": "region", "values": ["eu", "us"]},
+            ],
             **extra,
         }
     }
@@ -51,7 +57,15 @@ def _charge(code: str, **properties: Any) -> dict[str, Any]:
         "billable_metric_code": code,
         "charge_model": "standard",
         "properties": {"amount": "0.01", **properties},
-        "filters": [{"values": {"model": ["a"]}, "properties": {"amount": "0.02"}}],
+        # Overlapping charge filters: the most specific one takes an event.
+        "filters": [
+            {"values": {"model": ["a"]}, "properties": {"amount": "0.02"}},
+            {"values": {"model": ["a", "b"], "region": ["eu"]}, "properties": {"amount": "0.03"}},
+            {"values": {"region": ["us"]}, "properties": {"amount": "0.04"}},
+            {"values": {"model": ["1", "true"]}, "properties": {"amount": "0.05"}},
+            {"values": {"model": ["__ALL_FILTER_VALUES__"], "region": ["eu", "us"]},
+             "properties": {"amount": "0.06"}},
+        ],
     }
 
 
@@ -121,8 +135,10 @@ events_st = st.fixed_dictionaries(
         "v": st.one_of(
             st.integers(-5, 1000), st.sampled_from(["1.5", "-2.25", "x", "1e3", True, None])
         ),
-        "model": st.sampled_from(["a", "b", "c", None]),
-        "region": st.sampled_from(["eu", "us", None]),
+        "model": st.sampled_from(
+            ["a", "b", "c", None, 1, 2.5, True, False, "1", "true", "A", {"x": "a"}, ["a"]]
+        ),
+        "region": st.sampled_from(["eu", "us", None, "EU", 1]),
         "user": st.sampled_from(["u1", "u2", "u3"]),
         "op": st.sampled_from(["add", "remove", None, "bogus"]),
     }
@@ -214,6 +230,71 @@ def recomputed_states(engine: Engine, only_folded: bool = True) -> dict[tuple, A
     return out
 
 
+def stored_buckets(engine: Engine) -> dict[tuple, Any]:
+    """Stored states bucketed by every charge's filters after folding (what pricing does)."""
+    with engine.connect() as conn:
+        metrics = load_metrics(conn)
+        subs = {s.id: s for s in load_subscriptions(conn).values()}
+        charges = load_charges(conn, {s.plan_id for s in subs.values()}, metrics)
+    per_charge: dict[tuple, list[tuple]] = defaultdict(list)
+    for (sub_id, metric_id, start, filter_key, group_values), state in stored_states(
+        engine
+    ).items():
+        for charge in charges[subs[sub_id].plan_id]:
+            if charge.metric.id == metric_id:
+                groups = dict(group_values)
+                group = tuple(groups.get(k) for k in charge.pricing_group_keys)
+                per_charge[(sub_id, charge.id, start)].append((filter_key, group, state))
+    out: dict[tuple, Any] = {}
+    for (sub_id, charge_id, start), keyed in per_charge.items():
+        charge = next(c for c in charges[subs[sub_id].plan_id] if c.id == charge_id)
+        for bucket, groups in charge.buckets(keyed).items():
+            for group, state in groups.items():
+                out[(sub_id, charge_id, start, bucket, group)] = state
+    return out
+
+
+def recomputed_buckets(engine: Engine) -> dict[tuple, Any]:
+    """The reference: every folded event goes to the charge filter its own properties match
+    (no filter key in between), then is folded with the pure aggregation code."""
+    with engine.connect() as conn:
+        metrics = {m.code: m for m in load_metrics(conn).values()}
+        subs = load_subscriptions(conn)
+        charges = load_charges(conn, {s.plan_id for s in subs.values()}, load_metrics(conn))
+        rows = conn.execute(text(
+            """
+            select e.external_subscription_id as sub, e.code, e."timestamp" as ts, e.id,
+                   e.properties::text as properties, e.precise_total_amount_cents as precise
+            from events e join ingest_objects o on o.id = e.object_id
+            where o.folded_at is not null
+            """
+        )).all()
+    out: dict[tuple, Any] = {}
+    for row in rows:
+        sub, metric = subs.get(row.sub), metrics.get(row.code)
+        if sub is None or metric is None or row.ts < sub.subscription_at:
+            continue
+        point = EventPoint.from_event(
+            timestamp=row.ts,
+            seq=row.id,
+            properties=loads_exact(row.properties),
+            field_name=metric.field_name,
+            precise_total_amount_cents=row.precise,
+        )
+        for charge in charges[sub.plan_id]:
+            if charge.metric.id != metric.id:
+                continue
+            key = (
+                sub.id,
+                charge.id,
+                sub.period_at(row.ts).period_start,
+                assign_bucket(charge.charge_filters, point.properties),
+                tuple(point.properties.get(k) for k in charge.pricing_group_keys),
+            )
+            out[key] = out.get(key, empty_state(metric.aggregation_type)).add(point)
+    return out
+
+
 def _reset(engine: Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
@@ -255,6 +336,8 @@ def test_state_equals_recomputation_after_any_interleaving(
     assert {sub: current_usage(engine, sub, AT) for sub in SUBS} == before
     folded = stored_states(engine)
     assert folded == recomputed_states(engine)
+    # Charge filters: bucketing the folded state equals bucketing each event by itself.
+    assert stored_buckets(engine) == recomputed_buckets(engine)
     rebuild_states(engine)
     assert stored_states(engine) == folded
 
