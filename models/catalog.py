@@ -50,8 +50,11 @@ from pydantic import (
     ValidationError,
 )
 
-from models.rating.charge_models import JsonNumber, validate_properties
+from models.rating.aggregation import RECURRING_ALLOWED, AggregationType, RoundingFunction
+from models.rating.charge_models import ChargeModel, JsonNumber, validate_properties
+from models.rating.filters import ALL_FILTER_VALUES
 from models.rating.money import CURRENCIES, PLAIN_DECIMAL
+from models.rating.periods import BillingTime, Interval
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
@@ -65,24 +68,21 @@ WALLET = "wallet"
 # Apply order: each kind only refers to kinds before it.
 KINDS: tuple[str, ...] = (BILLABLE_METRIC, PLAN, CUSTOMER, SUBSCRIPTION, WALLET)
 
-AGGREGATION_TYPES = (
-    "count_agg", "sum_agg", "max_agg", "unique_count_agg", "weighted_sum_agg", "latest_agg",
+# The rating vocabulary is defined once, as the enums of models/rating; the catalog accepts
+# their values (in declaration order, which is the order error messages list them in).
+AGGREGATION_TYPES = tuple(AggregationType)
+NEEDS_FIELD_NAME = frozenset(set(AggregationType) - {AggregationType.COUNT})
+NEVER_RECURRING = frozenset(set(AggregationType) - RECURRING_ALLOWED)
+NOT_PAY_IN_ADVANCE = frozenset(
+    {AggregationType.MAX, AggregationType.LATEST, AggregationType.WEIGHTED_SUM}
 )
-NEEDS_FIELD_NAME = frozenset(
-    {"sum_agg", "max_agg", "latest_agg", "unique_count_agg", "weighted_sum_agg"}
-)
-NEVER_RECURRING = frozenset({"count_agg", "max_agg", "latest_agg"})
-NOT_PAY_IN_ADVANCE = frozenset({"max_agg", "latest_agg", "weighted_sum_agg"})
-CHARGE_MODELS = (
-    "standard", "graduated", "package", "percentage", "volume", "graduated_percentage", "dynamic",
-)
-INTERVALS = ("weekly", "monthly", "quarterly", "semiannual", "yearly")
-ROUNDING_FUNCTIONS = ("round", "ceil", "floor")
+CHARGE_MODELS = tuple(ChargeModel)
+INTERVALS = tuple(Interval)
+ROUNDING_FUNCTIONS = tuple(RoundingFunction)
 WEIGHTED_INTERVALS = ("seconds",)
-BILLING_TIMES = ("calendar", "anniversary")
+BILLING_TIMES = tuple(BillingTime)
 RULE_TRIGGERS = ("interval", "threshold")
 RULE_METHODS = ("fixed", "target")
-ALL_FILTER_VALUES = "__ALL_FILTER_VALUES__"
 GROUP_KEY_PROPERTIES = ("pricing_group_keys", "grouped_by")
 
 # Currencies a bill can be issued in: models.rating.money.CURRENCIES (ISO 4217, minor units).
@@ -396,7 +396,10 @@ def _given(value: Any) -> bool:
     return value is not None
 
 
-class MetricFilter(LagoModel):
+class MetricFilterPayload(LagoModel):
+    """A metric's ``filters[]`` item as Lago sends it (the payload shape only); the rating
+    type is ``models.rating.filters.MetricFilter``."""
+
     key: Text
     values: list[Text] = Field(min_length=1)
 
@@ -417,13 +420,16 @@ class BillableMetric(LagoModel):
     weighted_interval: (
         Annotated[str, _one_of("weighted_interval", WEIGHTED_INTERVALS)] | None
     ) = None
-    filters: Annotated[list[MetricFilter], _empty_when_null(list)] = []
+    filters: Annotated[list[MetricFilterPayload], _empty_when_null(list)] = []
 
     NO_EFFECT = _EXPORT_FIELDS | _COUNTS
     NOT_SUPPORTED = {"expression": "custom expressions computing the aggregated field"}
 
 
-class ChargeFilter(LagoModel):
+class ChargeFilterPayload(LagoModel):
+    """A charge's ``filters[]`` item as Lago sends it; matching is
+    ``models.rating.filters.ChargeFilter`` (built by ``charge_filter_from_values``)."""
+
     values: dict[str, list[str]]
     properties: Annotated[dict[str, Any], _empty_when_null(dict)] = {}
     invoice_display_name: str | None = None
@@ -436,7 +442,7 @@ class Charge(LagoModel):
     billable_metric_id: Text | None = None
     charge_model: Annotated[str, _one_of("charge_model", CHARGE_MODELS)]
     properties: Annotated[dict[str, Any], _empty_when_null(dict)] = {}
-    filters: Annotated[list[ChargeFilter], _empty_when_null(list)] = []
+    filters: Annotated[list[ChargeFilterPayload], _empty_when_null(list)] = []
     pay_in_advance: bool = False
     invoiceable: bool = True
     prorated: bool = False
@@ -707,9 +713,9 @@ def _metric_issues(metric: BillableMetric) -> list[Issue]:
         issues.append(Issue(("field_name",), f"is required for {agg}"))
     if metric.recurring and agg in NEVER_RECURRING:
         issues.append(Issue(("recurring",), f"{agg} cannot be recurring"))
-    if agg == "weighted_sum_agg" and metric.weighted_interval is None:
+    if agg == AggregationType.WEIGHTED_SUM and metric.weighted_interval is None:
         issues.append(Issue(("weighted_interval",), "is required for weighted_sum_agg (seconds)"))
-    if agg != "weighted_sum_agg" and metric.weighted_interval is not None:
+    if agg != AggregationType.WEIGHTED_SUM and metric.weighted_interval is not None:
         issues.append(Issue(("weighted_interval",), "applies to weighted_sum_agg only"))
     if metric.rounding_precision is not None and metric.rounding_function is None:
         issues.append(Issue(("rounding_precision",), "needs a rounding_function"))
@@ -806,7 +812,7 @@ def _charge_issues(charge: Charge, loc: Loc) -> list[Issue]:
     return issues
 
 
-def _charge_filter_issues(charge_model: str, item: ChargeFilter, loc: Loc) -> list[Issue]:
+def _charge_filter_issues(charge_model: str, item: ChargeFilterPayload, loc: Loc) -> list[Issue]:
     issues: list[Issue] = []
     if not item.values:
         issues.append(Issue((*loc, "values"), "needs at least one key"))
@@ -982,7 +988,7 @@ def _plan_references(plan: Plan, catalog: Catalog) -> list[Issue]:
 def _charge_references(charge: Charge, metric: BillableMetric, loc: Loc) -> list[Issue]:
     issues: list[Issue] = []
     agg = metric.aggregation_type
-    if charge.charge_model == "dynamic" and agg != "sum_agg":
+    if charge.charge_model == ChargeModel.DYNAMIC and agg != AggregationType.SUM:
         issues.append(Issue((*loc, "charge_model"),
                             f"dynamic needs a sum_agg metric; {metric.code!r} is {agg}"))
     if charge.pay_in_advance and agg in NOT_PAY_IN_ADVANCE:

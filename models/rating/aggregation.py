@@ -46,7 +46,7 @@ class RoundingFunction(StrEnum):
     FLOOR = "floor"
 
 
-_RECURRING_ALLOWED: Final = frozenset(
+RECURRING_ALLOWED: Final = frozenset(
     {AggregationType.SUM, AggregationType.UNIQUE_COUNT, AggregationType.WEIGHTED_SUM}
 )
 
@@ -54,7 +54,7 @@ _RECURRING_ALLOWED: Final = frozenset(
 def check_recurring(aggregation_type: AggregationType | str, recurring: bool) -> None:
     """Raise ``ValueError`` when a metric asks for ``recurring`` where Lago forbids it."""
     kind = AggregationType(aggregation_type)
-    if recurring and kind not in _RECURRING_ALLOWED:
+    if recurring and kind not in RECURRING_ALLOWED:
         raise ValueError(f"recurring is not allowed for {kind.value}")
 
 
