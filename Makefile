@@ -30,6 +30,7 @@ demo: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: install lint
 	$(BIN)/python -m pytest -q

@@ -24,7 +24,7 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="tallyflow-bench-p
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 
-from sqlalchemy import create_engine, make_url, text  # noqa: E402
+from sqlalchemy import create_engine, make_url, text
 
 AS_OF = datetime(2025, 3, 15, 10, tzinfo=UTC)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
+from uuid import UUID
 
 from prefect import flow, runtime, task
 from prefect.artifacts import (
@@ -59,7 +60,8 @@ def _run_name() -> str:
 @flow(
     name="ingest-events",
     flow_run_name=_run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=2),
+    # Prefect types TaskRunner's future parameter invariantly; a thread pool runner is one.
+    task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
     log_prints=True,
     **HOOKS,
 )
@@ -83,6 +85,7 @@ def ingest_events(
     progress = create_progress_artifact(
         0.0, description=f"{len(object_ids)} object(s) to ingest from {source.url}"
     )
+    assert isinstance(progress, UUID)  # created synchronously: this flow is not async
     # Submitted in the run's load order (by URL); each object merges after those before it.
     futures = [
         ingest_object_task.submit(source, object_id, run_id, chunk_rows, after=object_ids[:i])
@@ -190,4 +193,5 @@ def on_dask(address: str | None = None, workers: int = 2) -> Any:
         else DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1,
                                             "processes": True, "dashboard_address": None})
     )
-    return ingest_events.with_options(task_runner=runner)
+    # prefect-dask's runner is typed against another parameterisation of TaskRunner.
+    return ingest_events.with_options(task_runner=runner)  # type: ignore[arg-type]

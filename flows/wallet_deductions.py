@@ -63,7 +63,8 @@ def _run_name() -> str:
     flow_run_name=_run_name,
     # Batches lock disjoint customers (each in wallet-id order), so two at a time overlap one
     # batch's SQL with the next one's allocation without waiting on each other.
-    task_runner=ThreadPoolTaskRunner(max_workers=2),
+    # Prefect types TaskRunner's future parameter invariantly; a thread pool runner is one.
+    task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
     log_prints=True,
     **HOOKS,
 )

@@ -197,7 +197,7 @@ def _write_json(obj: Any, out: list[str], indent: int | None, level: int) -> Non
 def _write_container(
     open_: str,
     close: str,
-    items: list[tuple[str | None, Any]],
+    items: Sequence[tuple[str | None, Any]],
     out: list[str],
     indent: int | None,
     level: int,

@@ -7,6 +7,8 @@ ON CONFLICT); the ORM would only stand between us and Postgres. Money and quanti
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -38,18 +40,18 @@ metadata = MetaData(
 )
 
 
-def _pk() -> Column:
+def _pk() -> Column[Any]:
     return Column("id", BigInteger, Identity(always=False), primary_key=True)
 
 
-def _timestamps() -> list[Column]:
+def _timestamps() -> list[Column[Any]]:
     return [
         Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     ]
 
 
-def _document() -> list[Column]:
+def _document() -> list[Column[Any]]:
     # The normalised Lago payload as applied, for export (round trip) and for "did it change"
     # checks: re-applying an identical document is a no-op because the digest matches.
     return [

@@ -21,8 +21,8 @@ if "--debug" not in sys.argv[1:] and os.environ.get("TALLYFLOW_DEBUG") != "1":
     for _handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{_handler}_LEVEL", "CRITICAL")
 
-import typer  # noqa: E402
-from typer.core import TyperGroup  # noqa: E402
+import typer
+from typer.core import TyperGroup
 
 # Usage errors (bad options) already print one line and exit 2; exits and aborts pass as well.
 # Typer carries its own copy of click, so its classes are the ones to let through.

@@ -79,6 +79,7 @@ def start_embedded() -> str:
     server = pgserver.get_server(embedded_data_dir(), cleanup_mode=None)
     base = make_url(server.get_uri())
     socket_dir = base.query.get("host")
+    assert isinstance(socket_dir, str), base
     admin = URL.create("postgresql+psycopg", username="postgres", database="postgres",
                        query={"host": socket_dir})
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
@@ -96,7 +97,7 @@ def start_embedded() -> str:
 
 def stop_embedded() -> bool:
     """Stop the embedded server if it runs; True when something was stopped."""
-    from pgserver._commands import pg_ctl
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
     from pgserver.utils import PostmasterInfo
 
     data_dir = embedded_data_dir()

@@ -66,10 +66,10 @@ EXPORT_FILES = {
 
 
 class LoadedDocument(NamedTuple):
-    """One envelope read from a file; ``index`` is its position among the file's documents."""
+    """One envelope read from a file; ``position`` is its place among the file's documents."""
 
     file: str
-    index: int
+    position: int
     envelope: Any
 
 
@@ -150,7 +150,7 @@ def _read_file(path: Path) -> list[Any]:
             raise ValueError(f"invalid JSON: {exc}") from exc
         return data if isinstance(data, list) else [data]
     try:
-        parts = list(yaml.load_all(text, Loader=_CatalogYamlLoader))  # noqa: S506 (safe loader)
+        parts = list(yaml.load_all(text, Loader=_CatalogYamlLoader))
     except yaml.YAMLError as exc:
         raise ValueError(f"invalid YAML: {exc}".replace("\n", " ")) from exc
     documents: list[Any] = []
@@ -208,7 +208,7 @@ def _load(paths: Iterable[str | Path]) -> tuple[list[LoadedDocument], list[Catal
             continue
         documents.extend(LoadedDocument(str(path), i, e) for i, e in enumerate(envelopes))
     file_order = {str(path): position for position, path in enumerate(files)}
-    documents.sort(key=lambda d: (_kind_rank(d.envelope), file_order[d.file], d.index))
+    documents.sort(key=lambda d: (_kind_rank(d.envelope), file_order[d.file], d.position))
     return documents, errors
 
 

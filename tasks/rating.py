@@ -686,7 +686,7 @@ def group_values_of(data: Mapping[str, str | None]) -> GroupValues:
     return tuple(sorted(data.items()))
 
 
-def state_of_row(kind: AggregationType, row: Mapping[str, Any]) -> AnyState:
+def state_of_row(kind: AggregationType, row: Mapping[Any, Any]) -> AnyState:
     """The pure state a ``usage_states`` row stands for."""
     count, unbillable = int(row["events_count"]), int(row["unbillable_count"])
     if kind is AggregationType.COUNT:
@@ -827,7 +827,7 @@ def fold_pending_events(
         states = out[sub.id]
         if key not in states:
             states[key] = empty_state(metric.aggregation_type)
-        states[key] = states[key].add(point)  # type: ignore[arg-type]
+        states[key] = states[key].add(point)
     return out
 
 

@@ -151,7 +151,8 @@ def _buffered(stream: IO[bytes]) -> IO[bytes]:
     """Line access for every stream: some decompressors (zstd) only offer read/readinto."""
     if isinstance(stream, io.BufferedIOBase):
         return stream
-    return io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[arg-type]
+    # typeshed wants a RawIOBase; read/readinto is all BufferedReader calls.
+    return io.BufferedReader(stream, buffer_size=1 << 20)  # type: ignore[type-var]
 
 
 _BOM = b"\xef\xbb\xbf"

@@ -63,6 +63,6 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry only transient database/network failures."""
     try:
         state.result()
-    except Exception as exc:  # noqa: BLE001 - classifying is the point
+    except Exception as exc:
         return is_transient(exc)
     return False

@@ -326,7 +326,9 @@ def _closing(reader: CheckedZstdReader) -> Iterator[IO[bytes]]:
 def _secret_block_credentials(name: str) -> dict[str, Any]:
     from prefect.blocks.system import Secret
 
-    value = Secret.load(name).get()
+    block = Secret.load(name)
+    assert isinstance(block, Secret)  # loaded synchronously: we are not in an event loop
+    value = block.get()
     if isinstance(value, str):
         value = json.loads(value)
     if not isinstance(value, dict):

@@ -601,7 +601,7 @@ def empty_state(aggregation_type: AggregationType | str) -> AnyState:
 def state_from_json(data: Mapping[str, Any]) -> AnyState:
     """Rebuild any state from its ``to_json`` form (dispatch on ``data["type"]``)."""
     kind = AggregationType(data["type"])
-    return _STATE_CLASSES[kind].from_json(data)  # type: ignore[attr-defined, no-any-return]
+    return _STATE_CLASSES[kind].from_json(data)
 
 
 def merge_all(aggregation_type: AggregationType | str, states: Iterable[AnyState]) -> AnyState:

@@ -40,6 +40,7 @@ from models.rating.filters import (
     BucketId,
     ChargeFilter,
     FilterKey,
+    GroupKey,
     MetricFilter,
     assign_bucket,
 )
@@ -443,12 +444,13 @@ def rate_charge(
     metric = charge.metric
     kind = metric.aggregation_type
     carry_all = metric.recurring and kind in (AggregationType.SUM, AggregationType.UNIQUE_COUNT)
-    current, earlier = [], []
+    current: list[tuple[FilterKey, GroupKey, AnyState]] = []
+    earlier: list[tuple[FilterKey, GroupKey, AnyState]] = []
     for (metric_id, start, filter_key, group_values), state in states.items():
         if metric_id != metric.id:
             continue
-        groups = dict(group_values)
-        keyed = (filter_key, tuple(groups.get(k) for k in charge.pricing_group_keys), state)
+        values = dict(group_values)
+        keyed = (filter_key, tuple(values.get(k) for k in charge.pricing_group_keys), state)
         if start == period.period_start:
             current.append(keyed)
         elif start < period.period_start and metric.recurring:
@@ -480,7 +482,7 @@ def rate_charge(
                 period,
                 levels.get(bucket, {}).get(group, ZERO),
                 currency,
-                lambda b=bucket, g=group: event_values(charge, b, g) if event_values else [],
+                _event_values_of(charge, bucket, group, event_values),
             )
             bucket_line.add(fee)
             if charge.pricing_group_keys:
@@ -508,6 +510,13 @@ def rate_charge(
         filters=tuple(filters_out),
         grouped_usage=grouped_usage,
     )
+
+
+def _event_values_of(
+    charge: ChargeInfo, bucket: BucketId, group: GroupKey, read: EventValues | None
+) -> Callable[[], list[Decimal]]:
+    """Read per-event values only if the charge model asks for them."""
+    return lambda: read(charge, bucket, group) if read is not None else []
 
 
 def _sort_key(group: tuple[str | None, ...]) -> tuple[tuple[bool, str], ...]:

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from models.rating.money import format_money
 from tallyflow import demo
@@ -99,7 +99,7 @@ def _wallet_table(overview: Any, engine: Any, now: datetime) -> Table:
     return table
 
 
-def _price_table(engine) -> Table:  # type: ignore[no-untyped-def]
+def _price_table(engine: Engine) -> Table:
     table = Table(title="Mistral per-token prices (USD per 1M tokens, package model)")
     for column in ("plan", "model", "type", "price"):
         table.add_column(column, justify="right" if column == "price" else "left")

@@ -256,7 +256,7 @@ def test_bounds_are_relative_to_the_write_time_not_now() -> None:
 def test_bound_with_a_fractional_write_time_agrees_on_both_paths() -> None:
     bounds = TimeBounds(written_at=WRITTEN_AT + timedelta(microseconds=500_000))
     assert bounds.latest_epoch == LATEST_EPOCH  # floor: the fast path compares whole seconds
-    assert validate_record(record(timestamp=LATEST_EPOCH), bounds)[3] == LATEST  # type: ignore[index]
+    assert validate_record(record(timestamp=LATEST_EPOCH), bounds)[3] == LATEST
     assert reason_of(validate_record(record(timestamp=LATEST_EPOCH + 1), bounds))[0] == (
         "timestamp_out_of_range"
     )

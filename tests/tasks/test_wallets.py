@@ -152,7 +152,7 @@ def test_two_concurrent_runs_give_the_ledger_of_one(engine: Engine) -> None:
         try:
             barrier.wait()
             run_once(engine, batch_size=7)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=run) for _ in range(2)]

@@ -48,7 +48,7 @@ def point(
 
 def test_event_point_requires_aware_timestamp() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        EventPoint(datetime(2024, 1, 1), 0, D(1))  # noqa: DTZ001
+        EventPoint(datetime(2024, 1, 1), 0, D(1))
 
 
 def test_event_point_from_event_parses_text() -> None:
@@ -231,11 +231,11 @@ def reference(kind: AggregationType, events: list[EventPoint]) -> D:
     if kind is AggregationType.COUNT:
         return D(len(events))
     if kind is AggregationType.SUM:
-        return sum((p.value for p in numeric), D(0))  # type: ignore[misc]
+        return sum((p.value for p in numeric), D(0))
     if kind is AggregationType.MAX:
-        return max((p.value for p in numeric), default=D(0))  # type: ignore[type-var]
+        return max((p.value for p in numeric), default=D(0))
     if kind is AggregationType.LATEST:
-        return max(numeric[-1].value, D(0)) if numeric else D(0)  # type: ignore[type-var]
+        return max(numeric[-1].value, D(0)) if numeric else D(0)
     if kind is AggregationType.UNIQUE_COUNT:
         return _lago_unique_count(ordered)
     return _step_integral(numeric)
@@ -264,7 +264,7 @@ def _step_integral(numeric: list[EventPoint]) -> D:
     for p in numeric:
         now = epoch_seconds(p.timestamp)
         area += level * (now - cursor)
-        level += p.value  # type: ignore[operator]
+        level += p.value
         cursor = now
     area += level * (epoch_seconds(MONTH.end) - cursor)
     return area
@@ -304,27 +304,27 @@ def event_lists(draw: st.DrawFn) -> list[EventPoint]:
 def test_fold_in_any_split_and_order_equals_fold_all(
     kind: AggregationType, events: list[EventPoint], rng: object
 ) -> None:
-    whole = empty_state(kind).fold(events)  # type: ignore[attr-defined]
+    whole = empty_state(kind).fold(events)
     shuffled = list(events)
-    rng.shuffle(shuffled)  # type: ignore[attr-defined]
-    cuts = sorted(rng.randint(0, len(shuffled)) for _ in range(3))  # type: ignore[attr-defined]
+    rng.shuffle(shuffled)
+    cuts = sorted(rng.randint(0, len(shuffled)) for _ in range(3))
     chunks = [shuffled[a:b] for a, b in zip([0, *cuts], [*cuts, len(shuffled)], strict=True)]
     parts = []
     for chunk in chunks:
         state = empty_state(kind)
         for p in chunk:
-            state = state.add(p)  # type: ignore[attr-defined]
+            state = state.add(p)
         # the DB layer stores states as jsonb between batches
         parts.append(state_from_json(json.loads(json.dumps(state.to_json()))))
-    rng.shuffle(parts)  # type: ignore[attr-defined]
+    rng.shuffle(parts)
     merged = merge_all(kind, parts)
     assert merged == whole
     assert merged.events_count + merged.unbillable_count == len(events)
     # state result equals recomputation from the raw events
     if kind is AggregationType.WEIGHTED_SUM:
-        assert _integral(merged) == reference(kind, events)  # type: ignore[arg-type]
+        assert _integral(merged) == reference(kind, events)
     else:
-        assert merged.result() == reference(kind, events)  # type: ignore[union-attr]
+        assert merged.result() == reference(kind, events)
 
 
 def _integral(state: WeightedSumState) -> D:

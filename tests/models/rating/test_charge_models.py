@@ -594,8 +594,8 @@ def priced(draw: st.DrawFn) -> tuple[str, dict[str, object]]:
     props = draw(graduated_properties())
     if model == "graduated_percentage":
         ranges = [
-            {**r, "rate": r.pop("per_unit_amount")}  # type: ignore[union-attr]
-            for r in props["graduated_ranges"]  # type: ignore[union-attr]
+            {**r, "rate": r.pop("per_unit_amount")}
+            for r in props["graduated_ranges"]
         ]
         return model, {"graduated_percentage_ranges": ranges}
     return model, props

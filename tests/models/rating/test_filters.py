@@ -26,7 +26,7 @@ METRIC = (
 )
 
 
-def cf(values: dict[str, list[str]]):  # noqa: ANN201
+def cf(values: dict[str, list[str]]):
     return charge_filter_from_values(values, METRIC)
 
 
@@ -151,7 +151,7 @@ values_of = {f.key: f.values for f in METRIC}
 
 
 @st.composite
-def charge_filters(draw: st.DrawFn):  # noqa: ANN201
+def charge_filters(draw: st.DrawFn):
     count = draw(st.integers(min_value=0, max_value=5))
     filters = []
     for _ in range(count):
@@ -183,7 +183,7 @@ event_properties = st.fixed_dictionaries(
 
 @settings(max_examples=200, deadline=None)
 @given(charge_filters(), st.lists(st.tuples(event_properties, st.integers(0, 1000)), max_size=20))
-def test_buckets_partition_the_charge(filters, events) -> None:  # noqa: ANN001
+def test_buckets_partition_the_charge(filters, events) -> None:
     totals: dict[int | None, int] = {}
     for properties, value in events:
         bucket = assign_bucket(filters, properties)

@@ -55,7 +55,7 @@ def test_is_plain_decimal(text: str, expected: bool) -> None:
     [(Decimal("1.50"), Decimal("1.50")), (3, Decimal(3)), ("0.12", Decimal("0.12"))],
 )
 def test_to_decimal_accepts(value: object, expected: Decimal) -> None:
-    assert to_decimal(value) == expected  # type: ignore[arg-type]
+    assert to_decimal(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -71,7 +71,7 @@ def test_to_decimal_accepts(value: object, expected: Decimal) -> None:
 )
 def test_to_decimal_rejects(value: object, error: type[Exception]) -> None:
     with pytest.raises(error):
-        to_decimal(value)  # type: ignore[arg-type]
+        to_decimal(value)
 
 
 @pytest.mark.parametrize(

@@ -20,10 +20,10 @@ UTC_START = datetime(2020, 1, 1, tzinfo=UTC)
 
 
 def local(*args: int, zone: ZoneInfo = NY) -> datetime:
-    return datetime(*args, tzinfo=zone)  # type: ignore[misc]
+    return datetime(*args, tzinfo=zone)
 
 
-def dates(period) -> tuple[date, date]:  # noqa: ANN001
+def dates(period) -> tuple[date, date]:
     return period.start_date, period.end_date
 
 
@@ -155,7 +155,7 @@ def test_termination_stops_charges() -> None:
     with pytest.raises(ValueError, match="before"):
         period_containing(local(2023, 12, 31), "monthly", "calendar", sub)
     with pytest.raises(ValueError, match="timezone-aware"):
-        period_containing(datetime(2024, 1, 2), "monthly", "calendar", sub)  # noqa: DTZ001
+        period_containing(datetime(2024, 1, 2), "monthly", "calendar", sub)
 
 
 def test_weighted_sum_in_terminated_period_prorates() -> None:
