@@ -30,7 +30,9 @@ def save_notification_block(webhook_url: str) -> Any:
         json_data={"subject": "{{subject}}", "body": "{{body}}", "source": "tallyflow"},
     )
     block.save(BLOCK_NAME, overwrite=True)
-    return CustomWebhookNotificationBlock.load(BLOCK_NAME)._block_document_id
+    loaded = CustomWebhookNotificationBlock.load(BLOCK_NAME)
+    assert isinstance(loaded, CustomWebhookNotificationBlock)  # loaded synchronously
+    return loaded._block_document_id
 
 
 def apply_automations(webhook_url: str, path: Path = AUTOMATIONS_YAML) -> list[str]:
