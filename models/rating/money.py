@@ -78,7 +78,7 @@ def minor_units(currency: str) -> int:
 
 def subunit_to_unit(currency: str) -> int:
     """Minor units in one major unit (Lago's ``subunit_to_unit``): USD 100, JPY 1, KWD 1000."""
-    return 10 ** minor_units(currency)
+    return int(10 ** minor_units(currency))  # int ** int is typed Any (negative powers)
 
 
 # Kept for callers that speak of an "exponent" (the same number).
