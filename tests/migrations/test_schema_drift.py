@@ -6,12 +6,18 @@ What the comparison leaves out, and why (each entry is a decision, not a conveni
 - ``alembic_version``: Alembic's own bookkeeping table, created by the migration runner, not a
   table of Tallyflow's.
 
-Today the migrations create no triggers, no partitions, no staging tables and no views, so
-nothing else is excluded. Autogenerate does not see triggers or CHECK constraint bodies at all;
-a migration that adds either must add a test of its own. A partitioned table's partitions are
-reflected as tables: when one is added, exclude its partitions here by name pattern and say so.
-Staging tables (``create temporary table`` inside a task) live in a session, never in the
-migrated schema, so they never show up here.
+- Triggers and their functions: autogenerate does not compare them, so they cannot drift
+  silently here and are pinned by behaviour instead. Today there is one,
+  ``wallet_transactions_ledger`` (migration 0004: a settled ledger row never changes and no row
+  is deleted), tested in ``tests/tasks/test_wallet_ledger.py``; the test below also checks it
+  exists, so a migration that drops it fails here.
+- CHECK constraint bodies: autogenerate does not compare them either; each is tested by the
+  rows it refuses (e.g. whole minor units in ``tests/tasks/test_wallet_ledger.py``).
+- Partitions: none today. A partitioned table's partitions are reflected as tables; when one is
+  added, exclude its partitions here by name pattern and say so.
+- Staging tables (``create temp table ... on commit drop`` in ``tasks/ingest.py`` and
+  ``tasks/usage.py``) live in one transaction of one session, never in the migrated schema, so
+  they never show up here.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, MetaData
+from sqlalchemy import Engine, MetaData, text
 
 from models.tables import metadata
 from tallyflow import migrate
@@ -42,10 +48,20 @@ def schema_differences(engine: Engine, target: MetaData) -> list[Any]:
         return compare_metadata(context, target)
 
 
+# What autogenerate cannot see, declared: (table, trigger) pairs the migrations must create.
+TRIGGERS = {("wallet_transactions", "wallet_transactions_ledger")}
+
+
 def test_migrated_schema_matches_the_declared_tables(empty_database: Engine) -> None:
     migrate.upgrade(empty_database)
     assert migrate.current_revision(empty_database) == migrate.head_revision()
     assert schema_differences(empty_database, metadata) == []
+    with empty_database.connect() as conn:
+        triggers = set(conn.execute(text(
+            "select c.relname, t.tgname from pg_trigger t join pg_class c on c.oid = t.tgrelid"
+            " where not t.tgisinternal"
+        )).tuples())
+    assert triggers == TRIGGERS
 
 
 def test_the_comparison_sees_a_drift(empty_database: Engine) -> None:
