@@ -12,10 +12,10 @@ import pytest
 from models.catalog import (
     BillableMetric,
     Charge,
-    ChargeFilter,
+    ChargeFilterPayload,
     Customer,
     LagoModel,
-    MetricFilter,
+    MetricFilterPayload,
     Plan,
     RecurringRule,
     Subscription,
@@ -28,14 +28,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Declared fields that are billed (or key an object), and the file that reads them.
 CONSUMED: dict[type[LagoModel], dict[str, str]] = {
-    MetricFilter: {"key": "tasks/catalog.py", "values": "tasks/catalog.py"},
+    MetricFilterPayload: {"key": "tasks/catalog.py", "values": "tasks/catalog.py"},
     BillableMetric: {
         name: "tasks/catalog.py"
         for name in ("code", "name", "description", "aggregation_type", "field_name",
                      "recurring", "rounding_function", "rounding_precision",
                      "weighted_interval", "filters")
     },
-    ChargeFilter: {name: "tasks/catalog.py"
+    ChargeFilterPayload: {name: "tasks/catalog.py"
                    for name in ("values", "properties", "invoice_display_name")},
     Charge: {
         "billable_metric_code": "models/catalog.py",  # through Charge.metric_code
