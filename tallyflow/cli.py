@@ -26,7 +26,7 @@ from typer.core import TyperGroup
 
 # Usage errors (bad options) already print one line and exit 2; exits and aborts pass as well.
 # Typer carries its own copy of click, so its classes are the ones to let through.
-_PASS_THROUGH = tuple(
+_PASS_THROUGH: tuple[type[BaseException], ...] = tuple(
     cls for cls in (typer.Exit, typer.Abort, getattr(typer, "_click", None) and
                     typer._click.exceptions.ClickException)
     if isinstance(cls, type)

@@ -61,7 +61,8 @@ def configured_api_url() -> str | None:
 
 def healthy(api_url: str, timeout: float = 1.0) -> bool:
     try:
-        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as r:  # noqa: S310 - loopback http
+        # Plain http, on loopback only: the local Prefect server.
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as r:
             return r.status == 200
     except OSError:
         return False
@@ -124,7 +125,7 @@ def start(announce: Callable[[str], None] | None = None) -> dict[str, Any]:
         prefect = Path(sys.executable).with_name("prefect")
         command = [str(prefect)] if prefect.exists() else [sys.executable, "-m", "prefect"]
         with open(folder / "server.log", "ab") as log:
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter's prefect
+            process = subprocess.Popen(  # our own interpreter's prefect
                 [*command, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
                 start_new_session=True,  # outlives this command, not tied to its terminal

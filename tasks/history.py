@@ -34,6 +34,7 @@ from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
+from uuid import UUID
 
 from sqlalchemy import Connection, Engine, text
 
@@ -214,7 +215,7 @@ def _beat_forever() -> None:
                     ),
                     {"ids": ids},
                 )
-        except Exception:  # noqa: BLE001,S110 - a missed beat is retried; the run goes on
+        except Exception:  # a missed beat is retried; the run goes on
             pass
         if _cancel_requested(ids):
             # A cancel from the UI of a run no worker supervises (a CLI run): stop as a worker
@@ -230,10 +231,10 @@ def _cancel_requested(ids: list[str]) -> bool:
 
         with get_client(sync_client=True, httpx_settings={"timeout": 2.0}) as client:
             for run_id in ids:
-                state = client.read_flow_run(run_id).state
+                state = client.read_flow_run(UUID(run_id)).state
                 if state is not None and state.type == StateType.CANCELLING:
                     return True
-    except Exception:  # noqa: BLE001 - no API, or a run Prefect does not know: not a cancel
+    except Exception:  # no API, or a run Prefect does not know: not a cancel
         return False
     return False
 
@@ -327,12 +328,12 @@ def _stop_now(flow_run_id: str) -> None:
     for listener in CANCEL_LISTENERS:
         try:
             listener()
-        except Exception:  # noqa: BLE001,S112 - leaving matters more than the message
+        except Exception:  # leaving matters more than the message
             continue
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except Exception:  # noqa: BLE001,S112
+        except Exception:
             continue
     os._exit(143)
 
@@ -348,7 +349,7 @@ def _cancel_in_prefect(ids: list[str]) -> None:
                     run_id, Cancelled(message="cancelled: the process received SIGTERM"),
                     force=True,
                 )
-    except Exception:  # noqa: BLE001,S110 - best effort: our own history already says so
+    except Exception:  # best effort: our own history already says so
         pass
 
 
@@ -365,7 +366,7 @@ def tracked(fn: Callable[P, R]) -> Callable[P, R]:
 
     rebuilt = types.FunctionType(run.__code__, fn.__globals__, fn.__name__, None,
                                  run.__closure__)
-    return functools.update_wrapper(rebuilt, fn)  # type: ignore[return-value]
+    return functools.update_wrapper(rebuilt, fn)
 
 
 def _run_tracked(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -412,7 +413,7 @@ def _record_cancel(ids: list[str]) -> None:
         try:
             finish(engine, run_id, "cancelled", "cancelled: the process received SIGTERM",
                    quick=True)
-        except Exception:  # noqa: BLE001,S112 - the database may be what we were stuck on
+        except Exception:  # the database may be what we were stuck on
             continue
 
 
@@ -423,7 +424,7 @@ def _hook(status: str) -> Callable[[Any, Any, Any], None]:
             error = state.message or status
             try:
                 outcome = state.result(raise_on_failure=False)
-            except BaseException:  # noqa: BLE001 - a missing result leaves the message
+            except BaseException:  # a missing result leaves the message
                 outcome = None
             if isinstance(outcome, BaseException):
                 error = describe_error(outcome)
@@ -434,7 +435,7 @@ def _hook(status: str) -> Callable[[Any, Any, Any], None]:
         try:
             finish(_engine(), str(flow_run.id), status, error,
                    kind=KINDS.get(flow.name, flow.name), name=flow_run.name)
-        except Exception:  # noqa: BLE001,S110 - the heartbeat reaper is the backstop
+        except Exception:  # the heartbeat reaper is the backstop
             pass
 
     hook.__name__ = f"tallyflow_history_{status}"
@@ -442,7 +443,8 @@ def _hook(status: str) -> Callable[[Any, Any, Any], None]:
 
 
 # Prefect state hooks for every Tallyflow flow: ``@flow(..., **HOOKS)``.
-HOOKS: dict[str, list[Callable[[Any, Any, Any], None]]] = {
+# Typed loosely on purpose: ``**HOOKS`` must fit every overload of Prefect's ``flow``.
+HOOKS: dict[str, Any] = {
     "on_failure": [_hook("failed")],
     "on_crashed": [_hook("crashed")],
     "on_cancellation": [_hook("cancelled")],

@@ -146,7 +146,7 @@ def _listing_errors(url: str, config: FsspecOptions) -> Iterator[None]:
         yield
     except SourceError:
         raise
-    except Exception as exc:  # noqa: BLE001 - classified below, else re-raised as is
+    except Exception as exc:  # classified below, else re-raised as is
         problem = _classify(exc, url, config)
         if problem is None:
             raise

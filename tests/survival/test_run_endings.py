@@ -48,7 +48,7 @@ def _cli(*args: str, extra_env: dict[str, str] | None = None) -> subprocess.Pope
     )
 
 
-def _wait_for(predicate, timeout: float = 60.0, what: str = "") -> None:  # noqa: ANN001
+def _wait_for(predicate, timeout: float = 60.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
