@@ -217,9 +217,31 @@ def s3_server() -> Iterator[S3Server]:
         server.wait(timeout=30)
 
 
-@pytest.fixture(scope="session")
-def s3_endpoint(s3_server: S3Server) -> str:
-    return s3_server.endpoint
+def _forget_cached_credentials() -> None:
+    """boto3's default session and fsspec's filesystem instances keep the credentials they
+    first found; a test that changes the environment's credentials must not see stale ones."""
+    import boto3
+    import s3fs
+
+    boto3.DEFAULT_SESSION = None
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture()
+def s3_credentials(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Server]:
+    """The test user's credentials the usual AWS way (the environment), for this test only:
+    the code under test, boto3 clients and subprocesses find them as they would in production."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret)
+    _forget_cached_credentials()
+    yield s3_server
+    _forget_cached_credentials()
+
+
+@pytest.fixture()
+def s3_endpoint(s3_credentials: S3Server) -> str:
+    """The S3 endpoint, with valid credentials in the environment (see ``s3_credentials``)."""
+    return s3_credentials.endpoint
 
 
 @pytest.fixture(params=["file", "memory", "s3"])
@@ -237,14 +259,9 @@ def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bucket]:
 
         fsspec.filesystem("memory").rm(f"/tallyflow-{name}", recursive=True)
     else:
-        server: S3Server = request.getfixturevalue("s3_server")
+        server: S3Server = request.getfixturevalue("s3_credentials")
         import boto3
 
-        # Credentials the usual AWS way (the environment), for the code under test and its
-        # subprocesses, for this test only.
-        monkeypatch = request.getfixturevalue("monkeypatch")
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.key)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", server.secret)
         boto3.client(  # explicit: boto3's default session caches the first credentials it saw
             "s3", endpoint_url=server.endpoint, region_name="us-east-1",
             aws_access_key_id=server.key, aws_secret_access_key=server.secret,

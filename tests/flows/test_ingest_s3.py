@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from flows.ingest import ingest_events
-from tasks.sources import SourceSpec
+from tasks.sources import SourceError, SourceSpec
 from tests.factories import event, jsonl
 from tests.storage import S3Server
 
@@ -92,17 +92,16 @@ def test_s3_ingest_with_secret_block_credentials(
 
 
 def test_s3_ingest_with_a_wrong_secret_in_the_block_reads_nothing(
-    engine: Engine, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, s3_credentials: S3Server
 ) -> None:
     """The server checks credentials: the block's secret is what decides, even when the
     environment holds valid ones."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret)
+    s3_server = s3_credentials
     bucket = _bucket_with_two_objects(s3_server)
     spec = _spec_with_block(s3_server, bucket, s3_server.key, "not-the-secret")
     state = ingest_events(spec, return_state=True)
     assert state.is_failed(), state
-    with pytest.raises(PermissionError):
+    with pytest.raises(SourceError, match=r"access denied .*\(SignatureDoesNotMatch\)"):
         state.result()
     with engine.connect() as conn:
         assert conn.execute(text("select count(*) from events")).scalar_one() == 0

@@ -277,7 +277,7 @@ def test_sigterm_stops_an_s3_read_within_seconds(
 def test_runs_that_fail_their_parameter_checks_are_recorded(engine: Engine) -> None:
     from flows.ingest import ingest_events
 
-    state = ingest_events(source={"url": "file:///x", "format": "xml"},  # type: ignore[arg-type]
+    state = ingest_events(source={"url": "file:///x", "format": "xml"},
                           return_state=True)
     assert state.is_failed()
     (run,) = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)

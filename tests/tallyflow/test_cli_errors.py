@@ -112,8 +112,11 @@ def test_empty_prefix_in_an_existing_bucket_is_not_an_error(
 
 @pytest.mark.parametrize("endpoint_kind", ["refused", "silent"])
 def test_unreachable_endpoint_fails_in_bounded_time(
-    engine: Engine, silent_endpoint: str, endpoint_kind: str
+    engine: Engine, silent_endpoint: str, endpoint_kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Some credentials, so the client gets as far as the network (nothing there checks them).
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOBODYCHECKS")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nobody-checks")
     endpoint = silent_endpoint if endpoint_kind == "silent" else f"http://127.0.0.1:{free_port()}"
     code, output, seconds = _ingest("s3://bucket/events", "--endpoint-url", endpoint)
     assert code == 1
@@ -143,7 +146,11 @@ def test_missing_credentials(
                      "AWS_ACCESS_KEY_ID")
 
 
-def test_wrong_credentials(engine: Engine, strict_s3: str) -> None:
+def test_wrong_credentials(
+    engine: Engine, strict_s3: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNTOTHESERVER")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret-it-knows")
     code, output, _ = _ingest("s3://some-bucket/events", "--endpoint-url", strict_s3)
     assert code == 1
     _assert_one_line(output, "access denied to s3://some-bucket/events (InvalidAccessKeyId)",
