@@ -284,13 +284,12 @@ create temp table tf_stage (
   ts timestamptz not null,
   properties jsonb not null,
   precise numeric,
-  ts_given boolean not null,
-  landed boolean not null default false
+  ts_given boolean not null
 ) on commit drop
 """
 
-# One statement per object: insert in row order (first copy wins), mark what landed, then count
-# it and what of it no subscription/charge will bill (stored all the same, reported).
+# One statement per object: insert in row order (first copy wins), then count what landed and
+# what of it no subscription/charge will bill (stored all the same, reported).
 _MERGE = text(
     """
     with ins as (
@@ -300,9 +299,7 @@ _MERGE = text(
              :object_id, row_number
       from tf_stage order by row_number
       on conflict (external_subscription_id, transaction_id) do nothing
-      returning external_subscription_id, code, "timestamp", row_number
-    ), landed as (
-      update tf_stage s set landed = true from ins where s.row_number = ins.row_number
+      returning external_subscription_id, code, "timestamp"
     ), billable as (
       select distinct s.external_id, m.code, s.subscription_at, s.terminated_at
       from subscriptions s
@@ -320,9 +317,11 @@ _MERGE = text(
     """
 )
 
-# Copies that did not land and differ from the stored event (a timestamp counts only when this
-# copy gave one: a missing timestamp defaults to the object's write time, which differs between
-# two objects carrying the same event).
+# Copies that did not land (the stored event of their key came from another row) and differ from
+# it. Only run when some staged row did not land, which is rare: the common, duplicate-free
+# object pays nothing for conflict detection. A timestamp counts only when this copy gave one:
+# a missing timestamp defaults to the object's write time, which differs between two objects
+# carrying the same event.
 _CONFLICTS = text(
     """
     select s.row_number, s.transaction_id, s.external_subscription_id, s.code, s.ts,
@@ -337,7 +336,7 @@ _CONFLICTS = text(
       on e.external_subscription_id = s.external_subscription_id
      and e.transaction_id = s.transaction_id
     join ingest_objects o on o.id = e.object_id
-    where not s.landed
+    where not (e.object_id = :object_id and e.row_number = s.row_number)
       and (e.code <> s.code or e.properties <> s.properties
            or e.precise_total_amount_cents is distinct from s.precise
            or (s.ts_given and e."timestamp" <> s.ts))
@@ -419,8 +418,8 @@ def _load(
     failpoint("ingest.after_merge")
     conflicts = [
         (row.row_number, _conflict(row), _conflict_raw(row))
-        for row in conn.execute(_CONFLICTS)
-    ]
+        for row in conn.execute(_CONFLICTS, {"object_id": object_id})
+    ] if counts.accepted < staged_rows else []
     if conflicts:
         _copy_rejected(pg, object_id, conflicts)
     result.accepted += counts.accepted
