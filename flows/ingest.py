@@ -32,11 +32,16 @@ from tasks.ingest import (
     ObjectResult,
     finish_run,
     ingest_object_task,
+    ledger_spec,
     list_new_objects,
     requeue,
     start_run,
 )
-from tasks.sources import SourceSpec, build_source
+from tasks.sources import SourceSpec, as_spec, build_source, source_parameter
+
+# The registered kinds as a discriminated union: the form offers a choice of source and that
+# source's own typed options. Fixed when a deployment is registered (plugins installed then).
+SourceForm = source_parameter()
 
 # Listeners the CLI attaches to draw a progress bar; called as (result, done, total).
 PROGRESS_LISTENERS: list[Callable[[ObjectResult, int, int], None]] = []
@@ -67,7 +72,7 @@ def _run_name() -> str:
 )
 @tracked
 def ingest_events(
-    source: Annotated[SourceSpec, Field(json_schema_extra={"title": "Source"})],
+    source: Annotated[SourceForm, Field(json_schema_extra={"title": "Source"})],
     chunk_rows: Annotated[
         int, Field(ge=1, json_schema_extra={"title": "Rows per chunk"})
     ] = DEFAULT_CHUNK_ROWS,
@@ -80,6 +85,7 @@ def ingest_events(
         chunk_rows: Rows read and loaded per step; bounds the memory of one object.
     """
     started = time.perf_counter()
+    source = as_spec(source)
     run_id = start_run_task(build_source(source).key, str(runtime.flow_run.id or "") or None)
     object_ids = list_new_objects(source)
     progress = create_progress_artifact(
@@ -153,6 +159,11 @@ def _reingest_name() -> str:
     return f"re-ingest {run_param('object_url')}"
 
 
+@task(name="ledger-source", **_RETRIES)
+def ledger_spec_task(object_url: str) -> dict[str, Any] | None:
+    return ledger_spec(billing_engine(), object_url)
+
+
 @task(name="requeue-object", **_RETRIES)
 def requeue_task(source_key: str) -> int:
     return requeue(billing_engine(), source_key)
@@ -166,13 +177,18 @@ def reingest_object(
         dict[str, Any] | SkipJsonSchema[None], Field(json_schema_extra={"title": "Source options"})
     ] = None,
 ) -> dict:
-    """Read one object again, whatever the ledger says (its events still count once).
+    """Read one object again, whatever the ledger says (its events still count once), with
+    the source that read it last (kind, mapping, format and options, from the ledger).
 
     Args:
         object_url: The object as listed in the ledger, e.g. s3://bucket/usage/a.jsonl.
-        options: Source options as for ingest (endpoint_url, secret_block); empty for none.
+        options: Source options replacing the recorded ones (endpoint_url, ...); empty: keep.
     """
-    spec = SourceSpec(url=object_url, options=options or {})
+    recorded = ledger_spec_task(object_url) or {}
+    spec = SourceSpec.model_validate(
+        {**recorded, "url": object_url, "pattern": None,
+         **({"options": options} if options else {})}
+    )
     requeued = requeue_task(build_source(spec).key)
     summary = ingest_events(spec)
     return {**summary, "requeued": requeued}

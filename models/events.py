@@ -56,7 +56,7 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    reason: Reason
+    reason: Reason | str  # a mapping may refuse a record with its own code
     field: str | None
     message: str
 

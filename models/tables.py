@@ -288,6 +288,9 @@ ingest_objects = Table(
     Column("discovered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("ingested_at", DateTime(timezone=True)),
     Column("seconds", Numeric),
+    # The source that read it (kind; mapping, format and options as JSON): re-ingest uses them.
+    Column("source_kind", Text, nullable=False, server_default=text("'fsspec'")),
+    Column("source_spec", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     UniqueConstraint("source", "path", "version"),
     CheckConstraint("status in ('pending', 'ingested', 'failed')", name="status"),
     Index("ix_ingest_objects_pending", "source", postgresql_where=text("status <> 'ingested'")),
@@ -309,6 +312,9 @@ events = Table(
     Column("precise_total_amount_cents", Numeric),
     Column("object_id", BigInteger, nullable=False),
     Column("row_number", BigInteger, nullable=False),
+    # Which of its record's events (a mapping may derive several from one record): ingestion
+    # order is (object, row_number, sub_index).
+    Column("sub_index", Integer, nullable=False, server_default=text("0")),
     Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_events_object_brin", "object_id", postgresql_using="brin"),
     Index("ix_events_id_brin", "id", postgresql_using="brin"),
@@ -325,13 +331,14 @@ rejected_rows = Table(
         nullable=False,
     ),
     Column("row_number", BigInteger, nullable=False),
+    Column("sub_index", Integer, nullable=False, server_default=text("0")),
     Column("field", Text),
     Column("reason", Text, nullable=False),
     Column("message", Text, nullable=False),
     Column("raw", Text, nullable=False),
     Column("status", Text, nullable=False, server_default=text("'open'")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    UniqueConstraint("object_id", "row_number"),
+    UniqueConstraint("object_id", "row_number", "sub_index"),
 )
 
 # --------------------------------------------------------------------------------------------

@@ -37,7 +37,15 @@ from prefect import task
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 
-from models.events import MAX_RAW_KEPT, Reason, Rejection, TimeBounds, validate_record
+from models.events import (
+    MAX_RAW_KEPT,
+    Reason,
+    Rejection,
+    TimeBounds,
+    ValidEvent,
+    validate_record,
+)
+from models.mappings import Events
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.readers import READERS, ObjectUnreadable
@@ -124,17 +132,28 @@ def summarise(results: list[ObjectResult]) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------
 
 
-def register_objects(engine: Engine, source_key: str, refs: Iterable[ObjectRef]) -> list[int]:
+def register_objects(
+    engine: Engine, source: Source | str, refs: Iterable[ObjectRef]
+) -> list[int]:
     """Record every listed object (new ones only) and return the ids still to ingest, in the
     run's load order: by URL, then version (never by discovery order, which depends on when
     objects arrived and how a backend lists them).
 
     Pending and failed objects of this source come back too, so an object that failed last
-    time, or whose loader crashed, is retried by the next run.
+    time, or whose loader crashed, is retried by the next run. Given a ``Source``, each row
+    also records its kind and settings (mapping, format, options), which re-ingesting uses;
+    a bare key records the defaults (fsspec, lago).
     """
+    if isinstance(source, str):
+        source_key, kind, settings = source, "fsspec", "{}"
+    else:
+        source_key, kind = source.key, source.kind
+        settings = orjson.dumps(source.spec.ledger_spec()).decode()
     rows = [
         {
             "source": source_key,
+            "source_kind": kind,
+            "source_spec": settings,
             "path": ref.url,
             "version": ref.version,
             "size": ref.size,
@@ -151,8 +170,10 @@ def register_objects(engine: Engine, source_key: str, refs: Iterable[ObjectRef])
                 text(
                     """
                     insert into ingest_objects
-                      (source, path, version, size, modified_at, format, compression)
-                    values (:source, :path, :version, :size, :modified_at, :format, :compression)
+                      (source, path, version, size, modified_at, format, compression,
+                       source_kind, source_spec)
+                    values (:source, :path, :version, :size, :modified_at, :format, :compression,
+                            :source_kind, cast(:source_spec as jsonb))
                     on conflict (source, path, version) do nothing
                     """
                 ),
@@ -168,6 +189,21 @@ def register_objects(engine: Engine, source_key: str, refs: Iterable[ObjectRef])
                 {"s": source_key},
             ).scalars()
         ]
+
+
+def ledger_spec(engine: Engine, object_url: str) -> dict[str, Any] | None:
+    """How the object was last read (kind, mapping, format, options), from the ledger."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "select source_kind, source_spec from ingest_objects where path = :p"
+                " order by id desc limit 1"
+            ),
+            {"p": object_url},
+        ).first()
+    if row is None:
+        return None
+    return {**row.source_spec, "kind": row.source_kind}
 
 
 def requeue(engine: Engine, source_key: str) -> int:
@@ -278,6 +314,7 @@ def _record(conn: Connection, result: ObjectResult, run_id: int | None) -> None:
 _STAGE = """
 create temp table tf_stage (
   row_number bigint not null,
+  sub_index integer not null,
   transaction_id text not null,
   external_subscription_id text not null,
   code text not null,
@@ -294,10 +331,11 @@ _MERGE = text(
     """
     with ins as (
       insert into events (external_subscription_id, transaction_id, code, "timestamp",
-                          properties, precise_total_amount_cents, object_id, row_number)
+                          properties, precise_total_amount_cents, object_id, row_number,
+                          sub_index)
       select external_subscription_id, transaction_id, code, ts, properties, precise,
-             :object_id, row_number
-      from tf_stage order by row_number
+             :object_id, row_number, sub_index
+      from tf_stage order by row_number, sub_index
       on conflict (external_subscription_id, transaction_id) do nothing
       returning external_subscription_id, code, "timestamp"
     ), billable as (
@@ -324,9 +362,9 @@ _MERGE = text(
 # carrying the same event.
 _CONFLICTS = text(
     """
-    select s.row_number, s.transaction_id, s.external_subscription_id, s.code, s.ts,
+    select s.row_number, s.sub_index, s.transaction_id, s.external_subscription_id, s.code, s.ts,
            s.ts_given, s.properties::text as properties, s.precise,
-           e.row_number as kept_row, o.path as kept_path,
+           e.row_number as kept_row, e.sub_index as kept_sub, o.path as kept_path,
            e.code <> s.code as code_differs,
            e.properties <> s.properties as properties_differ,
            e.precise_total_amount_cents is distinct from s.precise as precise_differs,
@@ -336,11 +374,12 @@ _CONFLICTS = text(
       on e.external_subscription_id = s.external_subscription_id
      and e.transaction_id = s.transaction_id
     join ingest_objects o on o.id = e.object_id
-    where not (e.object_id = :object_id and e.row_number = s.row_number)
+    where not (e.object_id = :object_id and e.row_number = s.row_number
+               and e.sub_index = s.sub_index)
       and (e.code <> s.code or e.properties <> s.properties
            or e.precise_total_amount_cents is distinct from s.precise
            or (s.ts_given and e."timestamp" <> s.ts))
-    order by s.row_number
+    order by s.row_number, s.sub_index
     """
 )
 
@@ -401,7 +440,8 @@ def _load(
             if staged.rows:
                 with pg.cursor() as cur:
                     with cur.copy(
-                        "copy tf_stage (row_number, transaction_id, external_subscription_id,"
+                        "copy tf_stage (row_number, sub_index, transaction_id,"
+                        " external_subscription_id,"
                         " code, ts, properties, precise, ts_given) from stdin"
                     ) as copy:
                         copy.write(staged.data)
@@ -417,7 +457,7 @@ def _load(
     counts = conn.execute(_MERGE, {"object_id": object_id}).one()
     failpoint("ingest.after_merge")
     conflicts = [
-        (row.row_number, _conflict(row), _conflict_raw(row))
+        (row.row_number, _conflict(row), _conflict_raw(row), row.sub_index)
         for row in conn.execute(_CONFLICTS, {"object_id": object_id})
     ] if counts.accepted < staged_rows else []
     if conflicts:
@@ -437,9 +477,13 @@ def _conflict(row: Any) -> Rejection:
         Reason.CONFLICTING_DUPLICATE,
         None,
         f"external_subscription_id {row.external_subscription_id!r} and transaction_id "
-        f"{row.transaction_id!r} were already stored from row {row.kept_row} of "
+        f"{row.transaction_id!r} were already stored from row {_row_text(row)} of "
         f"{row.kept_path} (kept) with another {', '.join(differs)}; this copy is not billed",
     )
+
+
+def _row_text(row: Any) -> str:
+    return f"{row.kept_row}" if not row.kept_sub else f"{row.kept_row}.{row.kept_sub}"
 
 
 def _conflict_raw(row: Any) -> str:
@@ -458,16 +502,17 @@ def _conflict_raw(row: Any) -> str:
 
 
 def _copy_rejected(
-    pg: psycopg.Connection, object_id: int, rejected: Sequence[tuple[int, Rejection, str]]
+    pg: psycopg.Connection, object_id: int, rejected: Sequence[RejectedRow]
 ) -> None:
     with pg.cursor() as cur:
         with cur.copy(
-            "copy rejected_rows (object_id, row_number, field, reason, message, raw) from stdin"
+            "copy rejected_rows (object_id, row_number, sub_index, field, reason, message, raw)"
+            " from stdin"
         ) as copy:
-            for row_number, rejection, raw in rejected:
+            for row_number, rejection, raw, *sub in rejected:
                 copy.write_row(
-                    (object_id, row_number, rejection.field, rejection.reason.value,
-                     rejection.message, raw)
+                    (object_id, row_number, sub[0] if sub else 0, rejection.field,
+                     str(rejection.reason), rejection.message, raw)
                 )
 
 
@@ -500,7 +545,8 @@ def _fewer_gc_passes() -> Iterator[None]:
                 gc.set_threshold(*_gc_saved)
 
 
-RejectedRow = tuple[int, Rejection, str]
+# (row_number, rejection, raw) -- or with a sub-index last, for one derived event of a record
+RejectedRow = tuple[int, Rejection, str] | tuple[int, Rejection, str, int]
 # COPY text format: backslash, tab, newline and carriage return are the characters to escape.
 _COPY_NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -538,23 +584,46 @@ def _validated(
         lines: list[str] = []
         rejected: list[RejectedRow] = []
         for row_number, record, raw in chunk:
-            checked = (
-                record
-                if isinstance(record, Rejection)
-                else validate_record(source.map_record(record), bounds)
-            )
-            if isinstance(checked, Rejection):
-                rejected.append((row_number, checked, _raw_text(record, raw)))
+            if isinstance(record, Rejection):
+                rejected.append((row_number, record, _raw_text(record, raw)))
                 continue
-            txn, sub, code, timestamp, properties, precise = checked
-            # validate_record hands back the bounds' own write time when none was given
-            given = "f" if timestamp is bounds.written_at else "t"
-            lines.append(
-                f"{row_number}\t{_copy_text(txn)}\t{_copy_text(sub)}\t{_copy_text(code)}\t"
-                f"{timestamp.isoformat()}\t{_copy_text(properties)}\t"
-                f"{_COPY_NULL if precise is None else precise}\t{given}\n"
-            )
+            mapped = source.map_record(record)
+            if type(mapped) is Events:
+                checked_all = _validated_many(mapped, bounds)
+            elif isinstance(mapped, Rejection):
+                checked_all = mapped
+            else:
+                single = validate_record(mapped, bounds)
+                checked_all = single if isinstance(single, Rejection) else (single,)
+            if isinstance(checked_all, Rejection):
+                # the record's own row number and original text, whatever the mapping made
+                rejected.append((row_number, checked_all, _raw_text(record, raw)))
+                continue
+            for sub_index, checked in enumerate(checked_all):
+                txn, sub, code, timestamp, properties, precise = checked  # type: ignore[misc]
+                # validate_record hands back the bounds' own write time when none was given
+                given = "f" if timestamp is bounds.written_at else "t"
+                lines.append(
+                    f"{row_number}\t{sub_index}\t{_copy_text(txn)}\t{_copy_text(sub)}\t"
+                    f"{_copy_text(code)}\t{timestamp.isoformat()}\t{_copy_text(properties)}\t"
+                    f"{_COPY_NULL if precise is None else precise}\t{given}\n"
+                )
         yield Staged(len(lines), "".join(lines).encode()), rejected
+
+
+def _validated_many(events: Events, bounds: TimeBounds) -> list[ValidEvent] | Rejection:
+    """All of a record's events, or the record is rejected whole (naming the event): half a
+    record billed would be worse than none, and the reject is fixed and replayed as one."""
+    checked: list[ValidEvent] = []
+    for index, event in enumerate(events):
+        valid = validate_record(event, bounds)
+        if isinstance(valid, Rejection):
+            properties = event.get("properties") if isinstance(event, dict) else None
+            kind = properties.get("type") if isinstance(properties, dict) else None
+            which = f"event {index + 1} of {len(events)}" + (f" ({kind})" if kind else "")
+            return Rejection(valid.reason, valid.field, f"{which}: {valid.message}")
+        checked.append(valid)
+    return checked
 
 
 def _raw_text(record: Any, raw: bytes | str | None) -> str:
@@ -624,7 +693,7 @@ _RETRIES = transient_retries(retries=4, backoff_factor=1)
 def list_new_objects(spec: SourceSpec) -> list[int]:
     """List the source and return the ledger ids of objects not yet ingested."""
     source = build_source(spec)
-    return register_objects(billing_engine(), source.key, source.list())
+    return register_objects(billing_engine(), source, source.list())
 
 
 @task(name="ingest-object", task_run_name="ingest-object-{object_id}", **_RETRIES)

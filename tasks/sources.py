@@ -1,10 +1,10 @@
 """Ingestion sources: where batch objects come from, behind one small typed registry.
 
-A source is one class: a pydantic ``Config`` (what a user fills in; secrets by reference only),
-``list()`` (every object with a version, so the ledger can tell new from seen), ``open()``
-(bytes of one object) and optionally ``map_record()`` (its records into Lago's event shape).
-Registering it with ``@register_source`` is all it takes: the flow, the CLI, the Prefect UI form
-and the conformance test find it through ``SOURCES``.
+A source is one class: a pydantic ``Config`` (its options, with descriptions: what the CLI's
+``--option``, the flow form and validation use; secrets by reference only), ``list()`` (every
+object with a version, so the ledger can tell new from seen), ``open()`` (bytes of one object)
+and optionally ``map_record()`` (its records into Lago events; by default the chosen mapping).
+Sources and mappings are found through ``tasks.plugins`` (built-ins, then entry points).
 """
 
 from __future__ import annotations
@@ -13,16 +13,27 @@ import fnmatch
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
-from typing import IO, Any, ClassVar, Literal, TypeVar
+from pathlib import Path
+from typing import IO, Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+)
 
-from models.events import RECORD_MAPPINGS
+from models.mappings import Mapping, MappingInvalid, MapResult, describe_errors
 from tallyflow.errors import SourceError
+from tasks import plugins
 from tasks.readers import FORMATS, CheckedZstdReader, detect
+
+DEFAULT_MAPPING = "lago"
 
 
 class ObjectRef(BaseModel):
@@ -39,7 +50,10 @@ class ObjectRef(BaseModel):
 
 
 class SourceSpec(BaseModel):
-    """What a flow run is asked to ingest; the Prefect UI renders this as a form."""
+    """What a flow run is asked to ingest, in its generic form (code, tests, the ledger).
+
+    The flow's form shows ``source_parameter()`` instead: one typed model per registered kind.
+    """
 
     kind: str = Field("fsspec", title="Source kind", description="A registered source kind.")
     url: str = Field(
@@ -55,8 +69,15 @@ class SourceSpec(BaseModel):
     format: Literal["auto", "jsonl", "json", "csv", "parquet"] = Field(
         "auto", title="Format", description="auto: by extension (.jsonl .json .csv .parquet)"
     )
-    mapping: Literal["lago", "cloudevents"] = Field(
-        "lago", title="Record shape", description="lago events, or CloudEvents (OpenMeter)"
+    mapping: str = Field(
+        DEFAULT_MAPPING,
+        title="Record mapping",
+        description="A registered mapping (lago, cloudevents, openai-chat, ...) or the path of "
+        "a YAML/JSON mapping file on the machine that runs the flow",
+    )
+    mapping_options: dict[str, Any] = Field(
+        default_factory=dict, title="Mapping options",
+        description="Per-run settings of the mapping, e.g. code or external_subscription_id",
     )
     options: dict[str, Any] = Field(
         default_factory=dict,
@@ -64,22 +85,57 @@ class SourceSpec(BaseModel):
         description="Passed to the source, e.g. endpoint_url or secret_block for S3",
     )
 
+    def ledger_spec(self) -> dict[str, Any]:
+        """What the ledger keeps of the source that read an object (to read it again)."""
+        return self.model_dump(mode="json", exclude={"url"})
+
 
 class Source(ABC):
-    """Base of every source. Subclasses set ``kind`` and ``Config`` and register themselves."""
+    """Base of every source. Subclasses set ``kind`` and ``Config``; ``description`` and
+    ``spec_fields`` (which generic fields the form shows for it) are optional."""
 
     kind: ClassVar[str]
     Config: ClassVar[type[BaseModel]]
+    description: ClassVar[str] = ""
+    # Generic SourceSpec fields this source uses (url always). A source that ignores the
+    # record mapping leaves "mapping" out, and the form does not offer it.
+    spec_fields: ClassVar[tuple[str, ...]] = ("mapping", "mapping_options")
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
-        self.config = self.Config.model_validate(spec.options)
-        self._map: Callable[[Any], Any] = RECORD_MAPPINGS[spec.mapping]
+        options = spec.options.model_dump(exclude_none=True) if isinstance(
+            spec.options, BaseModel) else spec.options
+        try:
+            self.config = self.Config.model_validate(options)
+        except ValidationError as exc:
+            raise SourceError(describe_errors(f"source {self.kind!r} options", exc),
+                              f"see `tallyflow sources list` for {self.kind}'s options") from None
+        self.mapping = resolve_mapping(spec.mapping)
+        try:
+            self.mapping_options = self.mapping.options(spec.mapping_options)
+        except ValidationError as exc:
+            raise SourceError(describe_errors(f"mapping {self.mapping.name!r} options", exc),
+                              "see `tallyflow sources list` for the mapping's options") from None
+        self._map = self.mapping.map
 
     @property
     def key(self) -> str:
-        """The ledger's name for this source: objects are unique per (key, url, version)."""
-        return self.spec.url.rstrip("/")
+        """The ledger's name for this source: objects are unique per (key, url, version).
+
+        The kind, the mapping and the URL identify a source, so two sources reading one folder
+        keep separate ledgers (each reads every object its own way). The original pairing
+        (fsspec, lago) keeps the plain URL, so existing ledgers stay valid.
+        """
+        url = self.spec.url.rstrip("/")
+        if self.kind == "fsspec" and self.spec.mapping == DEFAULT_MAPPING:
+            return url
+        return f"{self.kind}+{self.spec.mapping}:{url}"
+
+    @classmethod
+    def golden_case(cls, folder: Path) -> SourceSpec | None:
+        """Conformance: the spec that lists the golden object put in ``folder`` (a local
+        folder holding ``golden.jsonl``), reading it as Lago events. None: not given yet."""
+        return None
 
     @abstractmethod
     def list(self) -> Iterator[ObjectRef]:
@@ -89,29 +145,105 @@ class Source(ABC):
     def open(self, ref: ObjectRef) -> AbstractContextManager[IO[bytes]]:
         """The object's bytes, decompressed."""
 
-    def map_record(self, record: Any) -> Any:
-        return self._map(record)
+    def map_record(self, record: Any) -> MapResult:
+        """One record -> a dict (one event), ``Events`` (any number) or a ``Rejection``."""
+        return self._map(record, self.mapping_options)
 
 
-SOURCES: dict[str, type[Source]] = {}
-_S = TypeVar("_S", bound=type[Source])
+def resolve_mapping(name: str) -> Mapping:
+    """A registered mapping by name, or a mapping file by path; one-line errors."""
+    from tasks.mappings import is_mapping_file, load_file
+
+    registered = plugins.mappings()
+    if name in registered:
+        return registered[name]
+    if is_mapping_file(name):
+        try:
+            return load_file(name)
+        except MappingInvalid as exc:
+            raise SourceError(str(exc), "fix the mapping file (see README: Ingesting events)"
+                              ) from None
+    raise SourceError(f"unknown mapping {name!r}",
+                      f"choose one of: {', '.join(sorted(registered))}, or a .yaml/.json file")
 
 
-def register_source(cls: _S) -> _S:
-    if cls.kind in SOURCES:
-        raise ValueError(f"source kind {cls.kind!r} is registered twice")
-    SOURCES[cls.kind] = cls
-    return cls
-
-
-def build_source(spec: SourceSpec) -> Source:
+def build_source(spec: SourceSpec | BaseModel) -> Source:
+    spec = as_spec(spec)
+    registered = plugins.sources()
     try:
-        cls = SOURCES[spec.kind]
+        cls = registered[spec.kind]
     except KeyError:
         raise SourceError(
-            f"unknown source kind {spec.kind!r}", f"choose one of: {', '.join(sorted(SOURCES))}"
+            f"unknown source kind {spec.kind!r}",
+            f"choose one of: {', '.join(sorted(registered))}",
         ) from None
     return cls(spec)
+
+
+# --------------------------------------------------------------------------------------------
+# The flow's parameter: a discriminated union of the registered kinds
+# --------------------------------------------------------------------------------------------
+
+
+def as_spec(value: Any) -> SourceSpec:
+    """The generic spec of a form value (a kind's model), a dict, or a spec."""
+    if isinstance(value, SourceSpec):
+        return value
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_none=True)
+    data = dict(value)
+    if isinstance(data.get("options"), BaseModel):
+        data["options"] = data["options"].model_dump(exclude_none=True)
+    return SourceSpec.model_validate(data)
+
+
+def _as_form_value(value: Any) -> Any:
+    """Accept a generic ``SourceSpec`` (or a dict without ``kind``) where a kind's model is
+    expected: code and deployments written before the union keep working."""
+    if isinstance(value, SourceSpec):
+        value = value.model_dump(exclude_none=True)
+    if isinstance(value, dict):
+        value = {"kind": "fsspec", **value}
+        if not value.get("mapping_options"):
+            value.pop("mapping_options", None)
+    return value
+
+
+def spec_model(cls: type[Source], mapping_names: list[str]) -> type[BaseModel]:
+    """The form of one source kind: its kind, the URL, the generic fields it uses, and its own
+    ``Config`` as typed ``options``."""
+    generic = SourceSpec.model_fields
+    fields: dict[str, Any] = {
+        "kind": (Literal[cls.kind], Field(cls.kind, title="Source kind",  # type: ignore[valid-type]
+                                          description=cls.description or cls.__doc__ or "")),
+        "url": (str, generic["url"]),
+    }
+    for name in cls.spec_fields:
+        if name == "mapping":
+            choice = Literal[tuple(mapping_names)]  # type: ignore[valid-type]
+            fields[name] = (
+                Union[choice, Annotated[str, Field(pattern=r"(?i)\.(ya?ml|json)$")]],  # noqa: UP007
+                Field(DEFAULT_MAPPING, title="Record mapping",
+                      description="A registered mapping, or a .yaml/.json mapping file"),
+            )
+        else:
+            fields[name] = (generic[name].annotation, generic[name])
+    fields["options"] = (cls.Config, Field(default_factory=cls.Config, title="Source options"))
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        f"{cls.__name__}Form", __config__=ConfigDict(extra="forbid", title=cls.kind), **fields
+    )
+
+
+def source_parameter() -> Any:
+    """The type of the flow's ``source`` parameter, from what is registered now (so a
+    deployment's form offers the kinds installed when it was registered)."""
+    registry = plugins.registry()
+    names = sorted(registry.mappings)
+    models = [spec_model(cls, names) for _, cls in sorted(registry.sources.items())]
+    union: Any = models[0] if len(models) == 1 else Union[tuple(models)]  # noqa: UP007
+    if len(models) == 1:
+        return Annotated[union, BeforeValidator(_as_form_value)]
+    return Annotated[union, Field(discriminator="kind"), BeforeValidator(_as_form_value)]
 
 
 S3_CONNECT_TIMEOUT = 3
@@ -211,12 +343,17 @@ class FsspecOptions(BaseModel):
     )
 
 
-@register_source
 class FsspecSource(Source):
     """Any filesystem fsspec reaches: local folders, S3, GCS, Azure, memory, ..."""
 
     kind = "fsspec"
     Config = FsspecOptions
+    description = "Any fsspec URL: a local folder, s3://, gs://, az://, memory:// (by glob)"
+    spec_fields = ("pattern", "format", "mapping", "mapping_options")
+
+    @classmethod
+    def golden_case(cls, folder: Path) -> SourceSpec:
+        return SourceSpec(kind=cls.kind, url=folder.as_uri())
 
     def _storage_options(self) -> dict[str, Any]:
         config: FsspecOptions = self.config  # type: ignore[assignment]

@@ -1,82 +1,145 @@
-"""Every registered source, run against the golden batch: a new source gets this for free.
+"""Conformance for every registered source and mapping, built-in or installed as a plugin.
 
-Adding a source to the registry without a golden case here fails the suite on purpose: a source
-nobody has run end to end is not a source.
+Each mapping ships its golden records (the exact shape it reads) and the exact events and
+rejects they give; each source kind says how to list a folder of golden objects
+(``Source.golden_case``). Nothing here knows a particular source or mapping: registering one
+without its fixture fails the suite on purpose (a source nobody ran end to end is not a source).
+
+Checked for each: the expected events exactly (row, sub-index, fields), the rejects with their
+reasons at the record's own row and with its original text, exactly once (listing again finds
+nothing new), first copy wins and replay (the same records under another object name add
+nothing: derived transaction ids are stable).
 """
 
 from __future__ import annotations
 
+import json
 import shutil
-from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
+from tasks import plugins
 from tasks.ingest import ingest_object, register_objects
-from tasks.sources import SOURCES, SourceSpec, build_source
+from tasks.sources import SourceSpec, build_source
 
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"
-# The golden batch: 3 distinct events, 1 duplicate (first copy wins), 1 timestamp without zone,
-# 1 event without external_subscription_id. Expected exactly, whatever the source.
-# Row 4 repeats g-1 with other tokens: a conflicting duplicate (kept out, reported), not billed.
-EXPECTED = {"rows": 6, "accepted": 3, "duplicates": 0, "conflicts": 1, "rejected": 2}
-EXPECTED_REJECTS = [(4, None, "conflicting_duplicate"),
-                    (5, "timestamp", "timestamp_without_zone"),
-                    (6, "external_subscription_id", "missing_field")]
+REGISTRY = plugins.registry()
 
 
-def _fsspec_case(tmp_path: Path, mapping: str) -> SourceSpec:
-    folder = tmp_path / "bucket"
-    folder.mkdir()
-    shutil.copy(GOLDEN / f"{mapping}.jsonl", folder / "golden.jsonl")
-    (folder / "_SUCCESS").write_text("")  # marker files in a bucket are not events
-    return SourceSpec(kind="fsspec", url=folder.as_uri(), mapping=mapping)
+def _events(engine: Engine, object_id: int) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                'select row_number, sub_index, transaction_id, external_subscription_id, code,'
+                ' "timestamp", properties from events where object_id = :o'
+                " order by row_number, sub_index"
+            ),
+            {"o": object_id},
+        ).all()
+    return [
+        {"row": r[0], "sub": r[1], "transaction_id": r[2], "external_subscription_id": r[3],
+         "code": r[4], "timestamp": r[5].isoformat(), "properties": r[6]}
+        for r in rows
+    ]
 
 
-CASES: dict[str, list[Callable[[Path], SourceSpec]]] = {
-    "fsspec": [
-        lambda tmp: _fsspec_case(tmp, "lago"),
-        lambda tmp: _fsspec_case(tmp, "cloudevents"),
-    ],
-}
+def _rejects(engine: Engine, object_id: int) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            text("select row_number, reason, field, raw from rejected_rows where object_id = :o"
+                 " order by row_number, sub_index"),
+            {"o": object_id},
+        )]
 
 
-def test_every_registered_source_has_a_golden_case() -> None:
-    missing = sorted(set(SOURCES) - set(CASES))
-    assert not missing, f"add a golden case for source kind(s) {missing} to CASES"
-
-
-@pytest.mark.parametrize(
-    ("kind", "case"),
-    [(kind, i) for kind in sorted(SOURCES) for i in range(len(CASES.get(kind, [])))],
-)
-def test_source_conformance(engine: Engine, tmp_path: Path, kind: str, case: int) -> None:
-    spec = CASES[kind][case](tmp_path)
+def _check(engine: Engine, spec: SourceSpec, expected: dict[str, Any], lines: list[str]) -> int:
     source = build_source(spec)
     listed = list(source.list())
     assert len(listed) == 1, "exactly the golden object is listed"
     assert [r.version for r in source.list()] == [listed[0].version], "versions are stable"
-    with source.open(listed[0]) as stream:
-        assert stream.read(1) == b"{"
-    (object_id,) = register_objects(engine, source.key, listed)
+    (object_id,) = register_objects(engine, source, listed)
     result = ingest_object(engine, source, object_id)
-    assert {k: getattr(result, k) for k in EXPECTED} == EXPECTED
+    assert result.status == "ingested", result.error
+    assert _events(engine, object_id) == expected["events"]
+    rejects = _rejects(engine, object_id)
+    assert [(r[0], r[1], r[2]) for r in rejects] == [
+        (r["row"], r["reason"], r["field"]) for r in expected["rejects"]
+    ]
+    # a reject keeps the record as it came, at its own line (a conflicting duplicate keeps
+    # the event that was kept out, as a Lago event to fix and replay)
+    for row, reason, _field, raw in rejects:
+        if reason != "conflicting_duplicate":
+            assert raw == lines[row - 1], f"row {row} keeps the original record"
+    assert result.accepted == len(expected["events"])
+    assert result.duplicates == expected["duplicates"]
+    conflicts = sum(r["reason"] == "conflicting_duplicate" for r in expected["rejects"])
+    assert (result.rejected, result.conflicts) == (len(expected["rejects"]) - conflicts, conflicts)
+    # exactly once: listing again finds nothing to do
+    assert register_objects(engine, source, source.list()) == []
+    return object_id
+
+
+def _replay(engine: Engine, folder: Path, spec: SourceSpec, expected: dict[str, Any]) -> None:
+    """The same records under another object name: nothing new, every event a duplicate."""
+    first = next(folder.glob("golden.*"))
+    (folder / f"zz-replay{first.suffix}").write_bytes(first.read_bytes())
+    source = build_source(spec)
+    (object_id,) = register_objects(engine, source, source.list())
+    result = ingest_object(engine, source, object_id)
+    assert result.accepted == 0, "replayed events dedup (derived ids are stable)"
+    assert result.conflicts == sum(r["reason"] == "conflicting_duplicate"
+                                   for r in expected["rejects"])
+    assert result.duplicates == len(expected["events"]) + expected["duplicates"]
+
+
+MAPPINGS = sorted(REGISTRY.mappings)
+
+
+def test_every_registered_mapping_ships_a_golden_fixture() -> None:
+    missing = [name for name, m in REGISTRY.mappings.items()
+               if not (m.golden and m.golden.is_file() and m.expected and m.expected.is_file())]
+    assert not missing, f"mapping(s) {missing} need golden records and expected events"
+
+
+@pytest.mark.parametrize("name", MAPPINGS)
+def test_mapping_conformance(engine: Engine, tmp_path: Path, name: str) -> None:
+    mapping = REGISTRY.mappings[name]
+    assert mapping.golden is not None and mapping.expected is not None
+    expected = json.loads(mapping.expected.read_text())
+    assert expected["rejects"], f"{name}'s golden records must include a rejected one"
+    folder = tmp_path / "bucket"
+    folder.mkdir()
+    shutil.copy(mapping.golden, folder / f"golden{mapping.golden.suffix}")
+    (folder / "_SUCCESS").write_text("")  # marker files in a bucket are not events
+    lines = mapping.golden.read_text().splitlines()
+    spec = SourceSpec(kind="fsspec", url=folder.as_uri(), mapping=name)
+    _check(engine, spec, expected, lines)
+    _replay(engine, folder, spec, expected)
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRY.sources))
+def test_source_conformance(engine: Engine, tmp_path: Path, kind: str) -> None:
+    """Every source kind lists and reads the Lago golden batch with the exact Lago outcome."""
+    cls = REGISTRY.sources[kind]
+    folder = tmp_path / "bucket"
+    folder.mkdir()
+    shutil.copy(GOLDEN / "lago.jsonl", folder / "golden.jsonl")
+    (folder / "_SUCCESS").write_text("")
+    spec = cls.golden_case(folder)
+    assert spec is not None, f"source kind {kind!r} needs a golden_case (see README)"
+    expected = json.loads((GOLDEN / "lago.expected.json").read_text())
+    lines = (GOLDEN / "lago.jsonl").read_text().splitlines()
+    _check(engine, spec, expected, lines)
+    _replay(engine, folder, spec, expected)
     with engine.connect() as conn:
-        rejects = conn.execute(
-            text("select row_number, field, reason from rejected_rows order by row_number")
-        ).all()
-        first = conn.execute(
-            text(
-                "select properties->>'tokens', properties->>'model', \"timestamp\""
-                " from events where transaction_id = 'g-1'"
-            )
-        ).one()
         medium = conn.execute(
             text("select properties->>'tokens' from events where transaction_id = 'g-3'")
         ).scalar_one()
-    assert [tuple(r) for r in rejects] == EXPECTED_REJECTS
-    assert first[:2] == ("2000000", "mistral-small")  # first copy won
-    assert first[2].isoformat() == "2025-11-24T16:00:00+00:00"
     assert medium == "0.5"  # exact decimal, not a float
-    assert register_objects(engine, source.key, source.list()) == []
+
+
+def test_no_plugin_is_broken() -> None:
+    assert REGISTRY.broken == [], REGISTRY.broken
