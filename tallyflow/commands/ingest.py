@@ -17,10 +17,9 @@ from tallyflow.errors import UserError
 from tallyflow.resources import billing_engine
 
 # The choices the flow's parameter model accepts, spelled out so a typo fails before any run
-# (kept equal to tasks.sources by a test; importing it here would slow every command).
+# (kept equal to tasks.sources by a test; importing it here would slow every command). Source
+# kinds and mappings come from the registry (plugins included) when the command runs.
 FORMAT_CHOICES = ("auto", "jsonl", "json", "csv", "parquet")
-MAPPING_CHOICES = ("lago", "cloudevents")
-SOURCE_CHOICES = ("fsspec",)
 
 SUMMARY_KEYS = (
     "objects",
@@ -43,30 +42,25 @@ def run_ingest(
     dask_workers: int = 0,
     dask_address: str | None = None,
     kind: str = "fsspec",
+    mapping_options: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Run the ingest flow in this process (objects on a Dask cluster if asked); returns
     (summary, ok)."""
-    with flow_session():
-        return _run_ingest(url, pattern, fmt, mapping, options, progress, dask_workers,
-                           dask_address, kind)
-
-
-def _run_ingest(
-    url: str,
-    pattern: str | None,
-    fmt: str,
-    mapping: str,
-    options: dict[str, Any] | None,
-    progress: bool,
-    dask_workers: int,
-    dask_address: str | None,
-    kind: str,
-) -> tuple[dict[str, Any], bool]:
-    from flows.ingest import PROGRESS_LISTENERS, IngestFailed, ingest_events, on_dask
     from tasks.sources import SourceSpec
 
     spec = SourceSpec(kind=kind, url=url, pattern=pattern, format=fmt, mapping=mapping,
-                      options=options or {})
+                      mapping_options=mapping_options or {}, options=options or {})
+    with flow_session():
+        return _run_ingest(spec, progress, dask_workers, dask_address)
+
+
+def _run_ingest(
+    spec: Any,
+    progress: bool,
+    dask_workers: int,
+    dask_address: str | None,
+) -> tuple[dict[str, Any], bool]:
+    from flows.ingest import PROGRESS_LISTENERS, IngestFailed, ingest_events, on_dask
     bar = Progress(
         TextColumn("ingesting"),
         BarColumn(),
@@ -108,6 +102,26 @@ def _run_ingest(
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
     app.add_typer(rejects_app, name="rejects")
+    app.add_typer(sources_app, name="sources")
+
+
+def parse_pairs(pairs: list[str] | None, flag: str) -> dict[str, Any]:
+    """``key=value`` options; a value that looks like JSON ({..}, [..]) is read as JSON, the
+    rest stays text for the option model to convert (so "true", "65536" work)."""
+    found: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{flag} {pair!r} is not key=value", f"e.g. {flag} endpoint_url=http"
+                            "://minio:9000", exit_code=2)
+        if value.startswith(("{", "[")):
+            try:
+                found[key.strip()] = json.loads(value)
+                continue
+            except ValueError:
+                pass
+        found[key.strip()] = value
+    return found
 
 
 def ingest(
@@ -116,8 +130,19 @@ def ingest(
         None, "--pattern", help="Glob below the URL, e.g. '*.jsonl'"
     ),
     fmt: str = typer.Option("auto", "--format", help="|".join(FORMAT_CHOICES)),
-    mapping: str = typer.Option("lago", "--mapping", help="|".join(MAPPING_CHOICES)),
-    kind: str = typer.Option("fsspec", "--source", help="Source kind: fsspec (any URL)."),
+    mapping: str = typer.Option(
+        "lago", "--mapping",
+        help="Record mapping: a name from `tallyflow sources list`, or a .yaml/.json file.",
+    ),
+    kind: str = typer.Option(
+        "fsspec", "--source", help="Source kind (see `tallyflow sources list`)."
+    ),
+    option: list[str] | None = typer.Option(
+        None, "--option", "-o", help="A source option, key=value (repeat)."
+    ),
+    mapping_option: list[str] | None = typer.Option(
+        None, "--mapping-option", help="A mapping option, key=value (repeat), e.g. code=llm_tokens"
+    ),
     endpoint_url: str | None = typer.Option(None, "--endpoint-url", help="S3-compatible endpoint"),
     secret_block: str | None = typer.Option(
         None, "--secret-block", help="Prefect Secret block with S3 credentials"
@@ -131,20 +156,37 @@ def ingest(
     ),
 ) -> None:
     """Ingest every new object under URL exactly once; bad rows are kept with reasons."""
+    from tasks import plugins
+    from tasks.mappings import is_mapping_file
+    from tasks.sources import SourceSpec, build_source
+
+    registry = plugins.registry()
+    mapping_is_file = is_mapping_file(mapping) and mapping not in registry.mappings
     for value, choices, flag in ((fmt, FORMAT_CHOICES, "--format"),
-                                 (mapping, MAPPING_CHOICES, "--mapping"),
-                                 (kind, SOURCE_CHOICES, "--source")):
-        if value not in choices:
-            raise UserError(f"unknown {flag} {value!r}", f"choose one of: {', '.join(choices)}",
-                            exit_code=2)
+                                 (mapping, () if mapping_is_file else tuple(registry.mappings),
+                                  "--mapping"),
+                                 (kind, tuple(registry.sources), "--source")):
+        if choices and value not in choices:
+            hint = f"choose one of: {', '.join(choices)}"
+            if flag == "--mapping":
+                hint += ", or a .yaml/.json mapping file"
+            raise UserError(f"unknown {flag} {value!r}", hint, exit_code=2)
+    if mapping_is_file:
+        mapping = str(Path(mapping).resolve())
     if "://" not in url:
         url = Path(url).resolve().as_uri()
-    options = {
-        k: v for k, v in (("endpoint_url", endpoint_url), ("secret_block", secret_block)) if v
-    }
+    options = parse_pairs(option, "--option")
+    options.update(
+        {k: v for k, v in (("endpoint_url", endpoint_url), ("secret_block", secret_block)) if v}
+    )
+    mapping_options = parse_pairs(mapping_option, "--mapping-option")
+    # Every option is checked against the source's and the mapping's models before any run.
+    build_source(SourceSpec(kind=kind, url=url, pattern=pattern, format=fmt, mapping=mapping,
+                            mapping_options=mapping_options, options=options))
     summary, ok = run_ingest(
         url, pattern, fmt, mapping, options, progress=not as_json,
         dask_workers=dask_workers, dask_address=dask_address, kind=kind,
+        mapping_options=mapping_options,
     )
     if as_json:
         typer.echo(
@@ -247,3 +289,84 @@ def export(
         mark_exported(engine, ids)
     if output:
         typer.echo(f"{len(ids)} rejected row(s) written to {output}", err=True)
+
+
+sources_app = typer.Typer(help="Source kinds and record mappings (built-in and plugins).")
+
+
+def _option_rows(model: type[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, field in model.model_fields.items():
+        annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
+        rows.append({
+            "name": name,
+            "type": annotation.replace("typing.", ""),
+            "default": (None if field.is_required()
+                        else field.get_default(call_default_factory=True)),
+            "required": field.is_required(),
+            "description": field.description or "",
+        })
+    return rows
+
+
+def describe_registry() -> dict[str, Any]:
+    """What ``tallyflow sources list`` shows: kinds, mappings, their options, broken plugins."""
+    from tasks import plugins
+
+    registry = plugins.registry()
+    return {
+        "sources": [
+            {"kind": kind, "origin": registry.origin[f"source:{kind}"],
+             "description": cls.description or (cls.__doc__ or "").strip().splitlines()[0],
+             "fields": ["url", *cls.spec_fields], "options": _option_rows(cls.Config)}
+            for kind, cls in sorted(registry.sources.items())
+        ],
+        "mappings": [
+            {"name": name, "origin": registry.origin[f"mapping:{name}"],
+             "description": mapping.description, "options": _option_rows(mapping.Options)}
+            for name, mapping in sorted(registry.mappings.items())
+        ],
+        "broken": [
+            {"group": b.group, "name": b.name, "target": b.target, "error": b.error}
+            for b in registry.broken
+        ],
+    }
+
+
+@sources_app.command("list")
+def sources_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Source kinds and mappings you can ingest with, with their options; broken plugins."""
+    import warnings
+
+    from tasks.plugins import PluginWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PluginWarning)  # listed below instead
+        described = describe_registry()
+    if as_json:
+        typer.echo(json.dumps(described, default=str))
+        return
+    console = Console()
+    table = Table(title="source kinds (--source, --option key=value)", show_lines=True)
+    for column in ("kind", "from", "description", "options"):
+        table.add_column(column, overflow="fold")
+    for source in described["sources"]:
+        table.add_row(source["kind"], source["origin"], source["description"],
+                      "\n".join(_option_text(o) for o in source["options"]) or "-")
+    console.print(table)
+    table = Table(title="mappings (--mapping NAME or FILE, --mapping-option key=value)",
+                  show_lines=True)
+    for column in ("mapping", "from", "description", "options"):
+        table.add_column(column, overflow="fold")
+    for mapping in described["mappings"]:
+        table.add_row(mapping["name"], mapping["origin"], mapping["description"],
+                      "\n".join(_option_text(o) for o in mapping["options"]) or "-")
+    console.print(table)
+    for broken in described["broken"]:
+        console.print(f"[red]broken plugin[/red] {broken['name']} ({broken['group']}, "
+                      f"{broken['target']}): {broken['error']}")
+
+
+def _option_text(option: dict[str, Any]) -> str:
+    default = "required" if option["required"] else f"default {option['default']!r}"
+    return f"{option['name']} ({default}): {option['description']}".rstrip(": ")
