@@ -204,8 +204,13 @@ def _as_form_value(value: Any) -> Any:
         value = value.model_dump(exclude_none=True)
     if isinstance(value, dict):
         value = {"kind": "fsspec", **value}
-        if not value.get("mapping_options"):
-            value.pop("mapping_options", None)
+        cls = plugins.sources().get(value["kind"])
+        if cls is not None:  # generic fields this kind does not take: dropped at their default
+            for name in ("pattern", "format", "mapping", "mapping_options"):
+                if (name not in cls.spec_fields and name in value
+                        and value[name] in (SourceSpec.model_fields[name].get_default(
+                            call_default_factory=True), None)):
+                    value.pop(name)
     return value
 
 
