@@ -346,9 +346,3 @@ def from_cloudevent(record: Any) -> Any:
         "properties": record.get("data"),
     }
 
-
-def from_lago(record: Any) -> Any:
-    return record
-
-
-RECORD_MAPPINGS = {"lago": from_lago, "cloudevents": from_cloudevent}

@@ -15,18 +15,17 @@ from models.events import (
     EPOCH,
     MAX_ID_LENGTH,
     MAX_PROPERTIES_BYTES,
-    RECORD_MAPPINGS,
     Reason,
     Rejection,
     TimeBounds,
     _validate_carefully,
     from_cloudevent,
-    from_lago,
     has_nul_escape,
     is_plain_decimal,
     parse_timestamp,
     validate_record,
 )
+from models.mappings import CLOUDEVENTS, LAGO
 from tasks.readers import loads_exact
 
 WRITTEN_AT = datetime(2025, 11, 25, tzinfo=UTC)
@@ -499,7 +498,7 @@ def test_cloudevent_maps_onto_lago_fields() -> None:
     ],
 )
 def test_cloudevent_edge_cases(cloud: Any, expected: tuple[Any, ...]) -> None:
-    result = validate_record(RECORD_MAPPINGS["cloudevents"](cloud), BOUNDS)
+    result = validate_record(CLOUDEVENTS.map(cloud, CLOUDEVENTS.options({})), BOUNDS)
     if isinstance(result, Rejection):
         assert reason_of(result) == expected
     else:
@@ -508,8 +507,7 @@ def test_cloudevent_edge_cases(cloud: Any, expected: tuple[Any, ...]) -> None:
 
 def test_lago_mapping_is_the_identity() -> None:
     event = record()
-    assert from_lago(event) is event
-    assert RECORD_MAPPINGS["lago"] is from_lago
+    assert LAGO.map(event, LAGO.options({})) is event
 
 
 # --------------------------------------------------------------------------------------------
