@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping as AnyMapping
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +97,14 @@ _MISSING = object()
 def lookup(record: Any, path: str) -> Any:
     """``a.b.0.c`` into nested objects and lists; ``x|y`` takes the first present; missing or
     null gives ``_MISSING``."""
-    for alternative in path.split("|"):
+    for alternative in _parts(path):
         value = record
-        for part in alternative.strip().split("."):
-            if isinstance(value, dict):
-                value = value.get(part, _MISSING)
-            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-                value = value[int(part)]
+        for part in alternative:
+            kind = type(value)
+            if kind is dict:
+                value = value.get(part if type(part) is str else str(part), _MISSING)
+            elif kind is list and type(part) is int and part < len(value):
+                value = value[part]
             else:
                 value = _MISSING
             if value is _MISSING or value is None:
@@ -111,6 +113,15 @@ def lookup(record: Any, path: str) -> Any:
         if value is not _MISSING:
             return value
     return _MISSING
+
+
+@lru_cache(maxsize=1024)
+def _parts(path: str) -> tuple[tuple[str | int, ...], ...]:
+    """A path parsed once: alternatives, each a tuple of keys (digits index lists)."""
+    return tuple(
+        tuple(int(p) if p.isdigit() else p for p in alternative.strip().split("."))
+        for alternative in path.split("|")
+    )
 
 
 class Value(BaseModel):

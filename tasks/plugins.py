@@ -1,6 +1,7 @@
 """The registry of sources and record mappings: built-ins, then installed plugins.
 
-Built-ins are named here as ``module:attribute`` strings and imported on first use, so a source
+Built-ins are named here as ``module:attribute`` strings (plus every mapping file in
+``tasks/mappings/``) and imported on first use, so a source
 module may import ``tasks.sources`` freely (no circular import, nothing depends on import
 order). Out-of-tree packages add theirs through entry points::
 
@@ -35,15 +36,11 @@ BUILTIN_SOURCES = {"fsspec": "tasks.sources:FsspecSource"}
 BUILTIN_MAPPINGS = {
     "lago": "models.mappings:LAGO",
     "cloudevents": "models.mappings:CLOUDEVENTS",
-    # Declarative (one YAML file + its golden fixture each), in tasks/mappings/.
-    "openai-chat": "tasks.mappings:openai_chat",
-    "openai-responses": "tasks.mappings:openai_responses",
-    "openai-batch": "tasks.mappings:openai_batch",
-    "anthropic-messages": "tasks.mappings:anthropic_messages",
-    "mistral-chat": "tasks.mappings:mistral_chat",
-    "bedrock-converse": "tasks.mappings:bedrock_converse",
-    "litellm-spend": "tasks.mappings:litellm_spend",
+    "otel-genai": "models.otel_genai:OTEL_GENAI",
 }
+# Declarative built-ins: every *.yaml in tasks/mappings/ (one file plus its golden fixture each;
+# adding one needs no edit here).
+BUILTIN_MAPPING_SETS = ("tasks.mappings:BUILTIN",)
 
 
 class PluginWarning(UserWarning):
@@ -133,6 +130,10 @@ def _load() -> Registry:
     for group, builtins in ((SOURCE_GROUP, BUILTIN_SOURCES), (MAPPING_GROUP, BUILTIN_MAPPINGS)):
         for name, target in builtins.items():
             add(group, name, target, _resolve(target), "built-in")  # a broken built-in is a bug
+        if group == MAPPING_GROUP:
+            for collection in BUILTIN_MAPPING_SETS:
+                for name, mapping in _resolve(collection).items():
+                    add(group, name, f"{collection}[{name}]", mapping, "built-in")
         for point in sorted(entry_points(group=group), key=lambda p: (p.name, p.value)):
             dist = point.dist.name if point.dist is not None else "?"
             try:

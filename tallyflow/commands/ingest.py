@@ -163,9 +163,9 @@ def ingest(
     registry = plugins.registry()
     mapping_is_file = is_mapping_file(mapping) and mapping not in registry.mappings
     for value, choices, flag in ((fmt, FORMAT_CHOICES, "--format"),
-                                 (mapping, () if mapping_is_file else tuple(registry.mappings),
-                                  "--mapping"),
-                                 (kind, tuple(registry.sources), "--source")):
+                                 (mapping, () if mapping_is_file else
+                                  tuple(sorted(registry.mappings)), "--mapping"),
+                                 (kind, tuple(sorted(registry.sources)), "--source")):
         if choices and value not in choices:
             hint = f"choose one of: {', '.join(choices)}"
             if flag == "--mapping":

@@ -36,10 +36,15 @@ def is_mapping_file(name: str) -> bool:
     return name.lower().endswith((".yaml", ".yml", ".json"))
 
 
-openai_chat = load_file(HERE / "openai_chat.yaml")
-openai_responses = load_file(HERE / "openai_responses.yaml")
-openai_batch = load_file(HERE / "openai_batch.yaml")
-anthropic_messages = load_file(HERE / "anthropic_messages.yaml")
-mistral_chat = load_file(HERE / "mistral_chat.yaml")
-bedrock_converse = load_file(HERE / "bedrock_converse.yaml")
-litellm_spend = load_file(HERE / "litellm_spend.yaml")
+def _builtins() -> dict[str, DeclarativeMapping]:
+    found: dict[str, DeclarativeMapping] = {}
+    for path in sorted(HERE.glob("*.yaml")):
+        mapping = load_file(path)
+        if mapping.name in found:
+            raise MappingInvalid(f"{path}: mapping {mapping.name!r} is defined twice")
+        found[mapping.name] = mapping
+    return found
+
+
+# Every *.yaml here, by the name it declares (tasks.plugins registers them).
+BUILTIN = _builtins()

@@ -114,8 +114,9 @@ def test_invalid_mapping_names_the_place(change: dict, message: str) -> None:
 
 
 def test_lookup_paths() -> None:
-    record = {"a": {"b": [{"c": 1}, {"c": None}]}, "z": 0}
+    record = {"a": {"b": [{"c": 1}, {"c": None}]}, "z": 0, "n": {"0": "zero"}}
     assert lookup(record, "a.b.0.c") == 1
+    assert lookup(record, "n.0") == "zero"  # a digit key of an object is a key
     assert lookup(record, "a.b.1.c|z") == 0
     assert lookup(record, "a.b.9.c|a.x") is not None  # missing: the sentinel, not a value
     assert lookup(record, "a.b.9.c|a.x") is lookup(record, "nothing")

@@ -161,7 +161,7 @@ def test_wrong_credentials(
     ("option", "value", "choices"),
     [
         ("--format", "xml", "auto, jsonl, json, csv, parquet"),
-        ("--mapping", "openai", "lago, cloudevents, openai-chat"),
+        ("--mapping", "openai", "anthropic-messages, bedrock-converse, cloudevents, lago"),
         ("--source", "kafka", "fsspec"),
     ],
 )

@@ -72,8 +72,9 @@ def test_ingest_with_the_readme_mapping_file(engine: Engine, tmp_path: Path) -> 
     ],
 )
 def test_a_wrong_mapping_file_is_one_line_naming_the_file_and_place(
-    engine: Engine, tmp_path: Path, content: str, message: str
+    engine: Engine, tmp_path: Path, content: str, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv("TALLYFLOW_DEBUG", raising=False)  # another test's --debug
     mapping = tmp_path / "m.yaml"
     mapping.write_text(content)
     result = runner.invoke(app, ["ingest", str(tmp_path), "--mapping", str(mapping)])
@@ -97,8 +98,10 @@ def test_a_wrong_mapping_file_is_one_line_naming_the_file_and_place(
     ],
 )
 def test_options_are_checked_by_name_before_any_run(
-    engine: Engine, tmp_path: Path, args: list[str], code: int, message: str
+    engine: Engine, tmp_path: Path, args: list[str], code: int, message: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv("TALLYFLOW_DEBUG", raising=False)  # another test's --debug
     result = runner.invoke(app, ["ingest", str(tmp_path), *args])
     assert result.exit_code == code, result.output
     lines = _lines(result.output)
