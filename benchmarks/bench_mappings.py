@@ -21,19 +21,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+# Where the id of a coded mapping's record is (declarative ones say so in their file).
+CODED_IDS = {"lago": "transaction_id", "cloudevents": "id",
+             "otel-genai": "resourceSpans.0.scopeSpans.0.spans.0.spanId"}
+
+
 def records_like(mapping: object, count: int) -> bytes:
     """``count`` records shaped like the golden's first, with distinct ids."""
     first = json.loads(mapping.golden.read_text().splitlines()[0])  # type: ignore[attr-defined]
     spec = getattr(mapping, "spec", None)
     path = (spec.transaction_id.path.split("|")[0] if spec is not None
-            else {"lago": "transaction_id"}.get(mapping.name, "id"))  # type: ignore[attr-defined]
+            else CODED_IDS.get(mapping.name, "id"))  # type: ignore[attr-defined]
     *parents, leaf = path.split(".")
     lines = []
     for i in range(count):
         record = json.loads(json.dumps(first))
         holder = record
         for part in parents:
-            holder = holder[part]
+            holder = holder[int(part)] if part.isdigit() else holder[part]
         holder[leaf] = f"{holder[leaf]}-{i}"
         lines.append(json.dumps(record))
     return ("\n".join(lines) + "\n").encode()
