@@ -103,6 +103,13 @@ class Source(ABC):
 
     def __init__(self, spec: SourceSpec) -> None:
         self.spec = spec
+        for name in ("pattern", "format", "mapping", "mapping_options"):
+            if name not in self.spec_fields and getattr(spec, name) not in (
+                SourceSpec.model_fields[name].get_default(call_default_factory=True), None
+            ):  # never accepted and then ignored
+                raise SourceError(f"source {self.kind!r} does not take {name} "
+                                  f"(given {getattr(spec, name)!r})",
+                                  f"it takes: url, {', '.join(self.spec_fields) or 'options'}")
         options = spec.options.model_dump(exclude_none=True) if isinstance(
             spec.options, BaseModel) else spec.options
         try:

@@ -129,6 +129,10 @@ def test_plugin_from_the_readme_lists_and_ingests_from_the_cli(
     assert wrong.returncode == 1
     assert "error: source 'manifest' options: manifest_file: Extra inputs are not permitted" \
         in wrong.stderr
+    # A generic setting the source does not use is refused too, never ignored.
+    ignored = _tallyflow(site, "ingest", str(exports), "--source", "manifest", "--pattern", "*.x")
+    assert ignored.returncode == 1
+    assert "error: source 'manifest' does not take pattern (given '*.x')" in ignored.stderr
 
 
 def test_installed_plugins_pass_the_conformance_suite(site: Path) -> None:

@@ -63,3 +63,14 @@ def test_values_validate_per_kind(with_queue: TypeAdapter) -> None:
         with pytest.raises(ValidationError):
             with_queue.validate_python(wrong)
     assert with_queue.validate_python({"url": "/x", "mapping": "my.yaml"}).mapping == "my.yaml"
+
+
+def test_a_setting_the_source_does_not_take_is_refused(with_queue: TypeAdapter) -> None:
+    from tallyflow.errors import SourceError
+    from tasks.sources import build_source
+
+    build_source(SourceSpec(kind="queue", url="q://x"))  # defaults: fine
+    with pytest.raises(SourceError, match="does not take format"):
+        build_source(SourceSpec(kind="queue", url="q://x", format="csv"))
+    with pytest.raises(SourceError, match="does not take mapping"):
+        build_source(SourceSpec(kind="queue", url="q://x", mapping="openai-chat"))
