@@ -138,7 +138,7 @@ def _load() -> Registry:
             dist = point.dist.name if point.dist is not None else "?"
             try:
                 add(group, point.name, point.value, point.load(), dist)
-            except Exception as exc:  # noqa: BLE001 - reported, never fatal
+            except Exception as exc:
                 broken = BrokenPlugin(group, point.name, point.value,
                                       f"{type(exc).__name__}: {exc}"[:500])
                 found.broken.append(broken)

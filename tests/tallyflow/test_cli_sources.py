@@ -29,7 +29,7 @@ RECORDS = [
 ]
 
 
-def _summary(result) -> dict:  # noqa: ANN001
+def _summary(result) -> dict:
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout.strip().splitlines()[-1])
 

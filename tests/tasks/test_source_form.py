@@ -22,10 +22,10 @@ class QueueSource(Source):
     Config = QueueOptions
     spec_fields = ()  # its records are Lago events already: no mapping to choose
 
-    def list(self):  # noqa: ANN201 - never called here
+    def list(self):
         raise NotImplementedError
 
-    def open(self, ref):  # noqa: ANN001, ANN201
+    def open(self, ref):
         raise NotImplementedError
 
 
