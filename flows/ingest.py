@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 from prefect import flow, runtime, task
@@ -41,7 +41,10 @@ from tasks.sources import SourceSpec, as_spec, build_source, source_parameter
 
 # The registered kinds as a discriminated union: the form offers a choice of source and that
 # source's own typed options. Fixed when a deployment is registered (plugins installed then).
-SourceForm = source_parameter()
+if TYPE_CHECKING:
+    SourceForm = SourceSpec
+else:
+    SourceForm = source_parameter()
 
 # Listeners the CLI attaches to draw a progress bar; called as (result, done, total).
 PROGRESS_LISTENERS: list[Callable[[ObjectResult, int, int], None]] = []

@@ -28,7 +28,7 @@ from models.events import Reason, Rejection, from_cloudevent
 from models.rating.money import exact_number, plain_text
 
 
-class Events(tuple):
+class Events(tuple[dict[str, Any], ...]):
     """Many events from one record (a plain dict return means exactly one)."""
 
 

@@ -588,6 +588,7 @@ def _validated(
                 rejected.append((row_number, record, _raw_text(record, raw)))
                 continue
             mapped = source.map_record(record)
+            checked_all: Sequence[ValidEvent] | Rejection
             if type(mapped) is Events:
                 checked_all = _validated_many(mapped, bounds)
             elif isinstance(mapped, Rejection):
@@ -600,7 +601,7 @@ def _validated(
                 rejected.append((row_number, checked_all, _raw_text(record, raw)))
                 continue
             for sub_index, checked in enumerate(checked_all):
-                txn, sub, code, timestamp, properties, precise = checked  # type: ignore[misc]
+                txn, sub, code, timestamp, properties, precise = checked
                 # validate_record hands back the bounds' own write time when none was given
                 given = "f" if timestamp is bounds.written_at else "t"
                 lines.append(

@@ -226,7 +226,7 @@ def spec_model(cls: type[Source], mapping_names: list[str]) -> type[BaseModel]:
     ``Config`` as typed ``options``."""
     generic = SourceSpec.model_fields
     fields: dict[str, Any] = {
-        "kind": (Literal[cls.kind], Field(cls.kind, title="Source kind",  # type: ignore[valid-type]
+        "kind": (Literal[cls.kind], Field(cls.kind, title="Source kind",
                                           description=cls.description or cls.__doc__ or "")),
         "url": (str, generic["url"]),
     }
@@ -241,7 +241,7 @@ def spec_model(cls: type[Source], mapping_names: list[str]) -> type[BaseModel]:
         else:
             fields[name] = (generic[name].annotation, generic[name])
     fields["options"] = (cls.Config, Field(default_factory=cls.Config, title="Source options"))
-    return create_model(  # type: ignore[call-overload, no-any-return]
+    return create_model(
         f"{cls.__name__}Form", __config__=ConfigDict(extra="forbid", title=cls.kind), **fields
     )
 
