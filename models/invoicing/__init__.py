@@ -97,6 +97,7 @@ class PeriodInput:
     from_datetime: datetime
     to_datetime: datetime
     trial_end_date: date | None = None
+    commitment_invoice_display_name: str | None = None
     charges: tuple[ChargeUsage, ...] = ()
 
     @property
@@ -308,7 +309,7 @@ def period_fees(
             rest = WIDE.subtract(minimum, Decimal(so_far))
             fees.append(InvoiceFee(
                 "commitment", sub, period.plan_code, period.plan_name,
-                period.plan_invoice_display_name, None, {}, Decimal(1), 0,
+                period.commitment_invoice_display_name or period.plan_invoice_display_name, None, {}, Decimal(1), 0,
                 int(round_minor(rest)), rest, taxes=plan_taxes, **window,
             ))
     return [f for f in fees if not _zero_fee(f)]

@@ -1,0 +1,735 @@
+"""Period close I/O: draft invoices for ended periods, refreshed until they may be finalized.
+
+Why it is safe to run every hour, rerun, retry and crash (design.md, invariants 2-5):
+- One transaction per customer and billing day: the invoice, its fees, its periods, the
+  finalization deduction and the number are written together or not at all.
+- A draft is keyed by (customer, issuing day, type) and rewritten wholesale from the rated
+  usage each time, so a rerun or a price change converges instead of adding.
+- Finalization happens once: the customer row is locked, a finalized invoice is skipped, and
+  triggers (migration 0006) reject any later change to it, its fees or its periods.
+- The wallet ledger stops at finalization: the hourly deductions leave finalized periods alone
+  (``tasks.wallets``), and the last deduction is posted under the key
+  ``invoice:<invoice id>:<wallet id>``, so it can exist only once.
+
+When an invoice may be finalized: the ingest watermark (every object listed by a finished
+ingest run is loaded, capped by the oldest object still waiting) has passed the period end plus
+a settle delay (``TALLYFLOW_INVOICE_SETTLE_HOURS``, default 2), and the customer's
+``invoice_grace_period`` days have passed since the period end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import orjson
+from prefect import task
+from sqlalchemy import Connection, Engine, text
+
+from models.catalog import Customer, Plan
+from models.invoicing import (
+    ChargeUsage,
+    InvoiceAmounts,
+    PeriodInput,
+    Tax,
+    UsageLine,
+    invoice_amounts,
+    trial_end,
+)
+from models.rating.periods import ONE_MICROSECOND, BillingPeriod
+from models.wallets import (
+    ZERO,
+    Allocation,
+    Deducted,
+    WalletFunds,
+    allocate_correction,
+    allocate_usage,
+)
+from tallyflow.failpoints import failpoint
+from tallyflow.resources import billing_engine
+from tasks.invoice_documents import render_documents
+from tasks.rating import SubscriptionInfo, load_subscriptions, loads_exact
+from tasks.retry import transient_retries
+from tasks.usage import _event_values_reader, rate_subscription, read_inputs
+from tasks.wallets import LedgerRow, lock_customers, post
+
+SETTLE_ENV: Final = "TALLYFLOW_INVOICE_SETTLE_HOURS"
+PREFIX_ENV: Final = "TALLYFLOW_INVOICE_PREFIX"
+DEFAULT_SETTLE_HOURS: Final = 2
+DEFAULT_PREFIX: Final = "TF"
+LISTED_IN_SUMMARY: Final = 50
+
+
+def settle_hours() -> int:
+    return int(os.environ.get(SETTLE_ENV, str(DEFAULT_SETTLE_HOURS)))
+
+
+def invoice_prefix() -> str:
+    return os.environ.get(PREFIX_ENV, DEFAULT_PREFIX)
+
+
+# --------------------------------------------------------------------------------------------
+# Ingest watermark
+# --------------------------------------------------------------------------------------------
+
+_WATERMARK = text(
+    """
+    select (select max(started_at) from ingest_runs where finished_at is not null) as listed,
+           (select min(discovered_at) from ingest_objects where status <> 'ingested')
+             as waiting
+    """
+)
+
+
+def ingest_watermark(conn: Connection) -> datetime | None:
+    """Up to when every event is known to be loaded: the start (listing time) of the last
+    finished ingest run, but no later than the oldest object still not loaded. None when
+    nothing was ever ingested: then no invoice is finalized (nothing says usage is complete)."""
+    row = conn.execute(_WATERMARK).one()
+    if row.listed is None:
+        return None
+    return row.listed if row.waiting is None else min(row.listed, row.waiting)
+
+
+# --------------------------------------------------------------------------------------------
+# What the close needs from the catalog
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CustomerInfo:
+    id: int
+    external_id: str
+    name: str | None
+    email: str | None
+    currency: str | None
+    timezone: str | None
+    tax_codes: tuple[str, ...]
+    grace_days: int
+    document: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    id: int
+    code: str
+    name: str
+    invoice_display_name: str | None
+    amount_cents: Decimal
+    trial_period: Decimal | None
+    tax_codes: tuple[str, ...]
+    minimum_commitment_cents: Decimal | None
+    commitment_invoice_display_name: str | None
+    charge_tax_codes: tuple[tuple[str, ...], ...]
+    charge_minimums: tuple[Decimal, ...]
+
+
+@dataclass
+class CloseCatalog:
+    taxes: dict[str, Tax]
+    customers: dict[int, CustomerInfo]
+    plans: dict[int, PlanInfo]
+    customer_of: dict[int, int]
+
+
+def load_close_catalog(conn: Connection) -> CloseCatalog:
+    """Taxes, customers and plans with the invoice fields of their stored documents."""
+    taxes = {
+        r.code: Tax(r.code, r.name, Decimal(r.rate), bool(r.applied_to_organization))
+        for r in conn.execute(text("select code, name, rate, applied_to_organization from taxes"))
+    }
+    customers: dict[int, CustomerInfo] = {}
+    for r in conn.execute(text("select id, external_id, name, email, currency, timezone,"
+                               " document::text as document from customers")):
+        doc = loads_exact(r.document) or {}
+        customer = Customer.model_validate(doc)
+        customers[r.id] = CustomerInfo(
+            r.id, r.external_id, r.name, r.email, r.currency, r.timezone,
+            tuple(customer.tax_codes), customer.invoice_grace_period or 0, doc,
+        )
+    plans: dict[int, PlanInfo] = {}
+    minimums: dict[int, list[Decimal]] = defaultdict(list)
+    for r in conn.execute(text("select plan_id, min_amount_cents from charges"
+                               " order by plan_id, position")):
+        minimums[r.plan_id].append(Decimal(r.min_amount_cents))
+    for r in conn.execute(text("select id, code, name, amount_cents, trial_period,"
+                               " document::text as document from plans")):
+        plan = Plan.model_validate(loads_exact(r.document) or {})
+        commitment = plan.minimum_commitment
+        plans[r.id] = PlanInfo(
+            id=r.id, code=r.code, name=r.name,
+            invoice_display_name=plan.invoice_display_name,
+            amount_cents=Decimal(r.amount_cents),
+            trial_period=None if r.trial_period is None else Decimal(r.trial_period),
+            tax_codes=tuple(plan.tax_codes),
+            minimum_commitment_cents=(Decimal(commitment.amount_cents)
+                                      if commitment and commitment.amount_cents else None),
+            commitment_invoice_display_name=commitment.invoice_display_name if commitment else None,
+            charge_tax_codes=tuple(tuple(c.tax_codes) for c in plan.charges),
+            charge_minimums=tuple(minimums.get(r.id, [])),
+        )
+    customer_of = {
+        int(r.id): int(r.customer_id)
+        for r in conn.execute(text("select id, customer_id from subscriptions"))
+    }
+    return CloseCatalog(taxes, customers, plans, customer_of)
+
+
+# --------------------------------------------------------------------------------------------
+# Which periods have ended
+# --------------------------------------------------------------------------------------------
+
+_CLOSED = text(
+    """
+    select i.subscription_id, max(i.period_end) as period_end
+    from invoice_subscriptions i join invoices v on v.id = i.invoice_id
+    where v.status = 'finalized'
+    group by i.subscription_id
+    """
+)
+
+
+def ended_periods(
+    subs: Sequence[SubscriptionInfo], closed_until: Mapping[int, datetime], at: datetime
+) -> list[tuple[SubscriptionInfo, BillingPeriod]]:
+    """Periods that ended before ``at`` and are not on a finalized invoice yet, oldest first."""
+    out: list[tuple[SubscriptionInfo, BillingPeriod]] = []
+    for sub in subs:
+        moment = sub.subscription_at
+        if sub.id in closed_until:
+            moment = max(moment, closed_until[sub.id] + ONE_MICROSECOND)
+        last = at if sub.terminated_at is None else min(at, sub.terminated_at)
+        while moment <= last:
+            period = sub.period_at(moment)
+            if period.period_end >= at:
+                break
+            out.append((sub, period))
+            moment = period.period_end + ONE_MICROSECOND
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Building one invoice
+# --------------------------------------------------------------------------------------------
+
+
+def _lines(usage: Mapping[str, Any]) -> tuple[UsageLine, ...]:
+    """A charge's finest buckets: per group (and filter within it), else per filter, else the
+    charge itself."""
+    def line(item: Mapping[str, Any], name: str | None,
+             grouped_by: Mapping[str, Any] | None) -> UsageLine:
+        return UsageLine(Decimal(item["units"]), int(item["events_count"]),
+                         int(item["amount_cents"]), Decimal(item["precise_amount_cents"]),
+                         name, dict(grouped_by or {}))
+
+    if usage.get("grouped_usage"):
+        out: list[UsageLine] = []
+        for group in usage["grouped_usage"]:
+            if group.get("filters"):
+                out += [line(f, f.get("invoice_display_name"), group["grouped_by"])
+                        for f in group["filters"]]
+            else:
+                out.append(line(group, None, group["grouped_by"]))
+        return tuple(out)
+    if usage.get("filters"):
+        return tuple(line(f, f.get("invoice_display_name"), None) for f in usage["filters"])
+    return (line(usage, None, None),)
+
+
+def period_input(
+    sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo, usage: Mapping[str, Any],
+) -> PeriodInput:
+    zone = ZoneInfo(period.timezone)
+    ends = trial_end(sub.subscription_at, plan.trial_period)
+    charges = []
+    for index, item in enumerate(usage["charges_usage"]):
+        charges.append(ChargeUsage(
+            charge_id=int(item["charge"]["lago_id"]),
+            metric_code=item["billable_metric"]["code"],
+            metric_name=item["billable_metric"]["name"],
+            invoice_display_name=item["charge"]["invoice_display_name"],
+            min_amount_cents=(plan.charge_minimums[index]
+                              if index < len(plan.charge_minimums) else ZERO),
+            tax_codes=(plan.charge_tax_codes[index]
+                       if index < len(plan.charge_tax_codes) else ()),
+            lines=_lines(item),
+        ))
+    return PeriodInput(
+        external_subscription_id=sub.external_id,
+        plan_code=plan.code,
+        plan_name=plan.name,
+        plan_invoice_display_name=plan.invoice_display_name,
+        amount_cents=plan.amount_cents,
+        trial_end=ends,
+        trial_end_date=ends.astimezone(zone).date() if ends else None,
+        minimum_commitment_cents=plan.minimum_commitment_cents,
+        commitment_invoice_display_name=plan.commitment_invoice_display_name,
+        plan_tax_codes=plan.tax_codes,
+        start_date=period.start_date,
+        end_date=period.end_date,
+        from_date=period.from_datetime.astimezone(zone).date(),
+        to_date=period.to_datetime.astimezone(zone).date(),
+        from_datetime=period.from_datetime,
+        to_datetime=period.to_datetime,
+        charges=tuple(charges),
+    )
+
+
+@dataclass
+class CloseSummary:
+    """What one close did (for the run summary and the artifact)."""
+
+    drafts: int = 0
+    finalized: list[dict[str, Any]] = field(default_factory=list)
+    unchanged_final: int = 0
+    prepaid_cents: Decimal = ZERO
+    watermark: str | None = None
+    late_events: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "drafts": self.drafts,
+            "finalized": len(self.finalized),
+            # the first ones (a run finalizing thousands lists them with `invoices list`)
+            "finalized_invoices": self.finalized[:LISTED_IN_SUMMARY],
+            "prepaid_credit_amount_cents": int(self.prepaid_cents),
+            "watermark": self.watermark,
+            "late_events": self.late_events,
+        }
+
+
+def close_periods(
+    engine: Engine,
+    at: datetime,
+    *,
+    customers: Sequence[str] | None = None,
+    settle: timedelta | None = None,
+    now: datetime | None = None,
+) -> CloseSummary:
+    """Close every subscription period that ended before ``at``: draft or refresh its invoice,
+    finalize it when its time has come. ``customers`` limits the close to these external ids."""
+    settle = timedelta(hours=settle_hours()) if settle is None else settle
+    summary = CloseSummary()
+    with engine.connect() as conn:
+        subs = list(load_subscriptions(conn).values())
+        closed_until = {int(r.subscription_id): r.period_end for r in conn.execute(_CLOSED)}
+        catalog = load_close_catalog(conn)
+        watermark = ingest_watermark(conn)
+    summary.watermark = watermark.isoformat() if watermark else None
+    if customers is not None:
+        wanted = set(customers)
+        subs = [s for s in subs
+                if catalog.customers[catalog.customer_of[s.id]].external_id in wanted]
+    groups: dict[tuple[int, date], list[tuple[SubscriptionInfo, BillingPeriod]]] = (
+        defaultdict(list))
+    for sub, period in ended_periods(subs, closed_until, at):
+        groups[(catalog.customer_of[sub.id], period.end_date)].append((sub, period))
+    # Rate together the periods that end at the same instant (one consistent read each).
+    by_end: dict[datetime, list[tuple[SubscriptionInfo, BillingPeriod]]] = defaultdict(list)
+    for items in groups.values():
+        for sub, period in items:
+            by_end[period.period_end].append((sub, period))
+    usage: dict[tuple[int, datetime], dict[str, Any]] = {}
+    for end, items in sorted(by_end.items()):
+        usage.update(_rate(engine, [s for s, _ in items], end))
+    for (customer_id, end_date), items in sorted(groups.items(), key=lambda kv: (kv[0][1],
+                                                                                  kv[0][0])):
+        customer = catalog.customers[customer_id]
+        periods = [period_input(sub, period, catalog.plans[sub.plan_id],
+                                usage[(sub.id, period.period_start)])
+                   for sub, period in items]
+        currency = items[0][0].currency
+        amounts = invoice_amounts(currency, periods, customer.tax_codes, catalog.taxes)
+        period_end = max(p.period_end for _, p in items)
+        finalize_after = period_end + ONE_MICROSECOND + timedelta(days=customer.grace_days)
+        due = (at >= finalize_after and watermark is not None
+               and watermark >= period_end + settle)
+        outcome = _write_invoice(engine, customer, end_date + timedelta(days=1), items, amounts,
+                                 finalize_after, due, now)
+        if outcome is None:
+            summary.unchanged_final += 1
+        elif outcome["status"] == "finalized":
+            summary.finalized.append(outcome)
+            summary.prepaid_cents += Decimal(outcome["prepaid_credit_amount_cents"])
+        else:
+            summary.drafts += 1
+    with engine.connect() as conn:
+        summary.late_events = late_usage_count(conn)
+    return summary
+
+
+def _rate(
+    engine: Engine, subs: Sequence[SubscriptionInfo], end: datetime
+) -> dict[tuple[int, datetime], dict[str, Any]]:
+    out: dict[tuple[int, datetime], dict[str, Any]] = {}
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            inputs = read_inputs(conn, subs, end)
+            for sub in subs:
+                period = inputs.periods[sub.id]
+                out[(sub.id, period.period_start)] = rate_subscription(
+                    sub, inputs.charges.get(sub.plan_id, []), period,
+                    inputs.states.get(sub.id, {}), _event_values_reader(conn, sub, period),
+                )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+
+
+def _customer_object(customer: CustomerInfo) -> dict[str, Any]:
+    return {
+        "lago_id": str(customer.id),
+        "external_id": customer.external_id,
+        "name": customer.name,
+        "email": customer.email,
+        "currency": customer.currency,
+        "timezone": customer.timezone,
+        "tax_codes": list(customer.tax_codes),
+        "invoice_grace_period": customer.grace_days,
+    }
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def _applied_taxes(amounts: InvoiceAmounts) -> list[dict[str, Any]]:
+    return [{"tax_code": a.code, "tax_name": a.name, "tax_rate": format(a.rate, "f"),
+             "fees_amount_cents": a.fees_amount_cents, "amount_cents": a.amount_cents,
+             "amount_currency": amounts.currency} for a in amounts.applied_taxes]
+
+
+def _write_invoice(
+    engine: Engine,
+    customer: CustomerInfo,
+    issuing_date: date,
+    items: Sequence[tuple[SubscriptionInfo, BillingPeriod]],
+    amounts: InvoiceAmounts,
+    finalize_after: datetime,
+    due: bool,
+    now: datetime | None,
+) -> dict[str, Any] | None:
+    """Upsert the draft and, when due, finalize it: one transaction. None when it is already
+    finalized (nothing may change)."""
+    with engine.begin() as conn:
+        conn.execute(text("select id from customers where id = :id for update"),
+                     {"id": customer.id})
+        row = conn.execute(text(
+            "select id, status from invoices where customer_id = :c and issuing_date = :d"
+            " and invoice_type = 'subscription'"), {"c": customer.id, "d": issuing_date}).first()
+        if row is not None and row.status == "finalized":
+            return None
+        values = {
+            "c": customer.id, "d": issuing_date, "currency": amounts.currency,
+            "fees": amounts.fees_amount_cents, "taxes": amounts.taxes_amount_cents,
+            "total": amounts.total_amount_cents, "applied": _json(_applied_taxes(amounts)),
+            "customer": _json(_customer_object(customer)), "after": finalize_after,
+        }
+        if row is None:
+            invoice_id = conn.execute(text(
+                """
+                insert into invoices (lago_id, customer_id, issuing_date, currency,
+                  fees_amount_cents, taxes_amount_cents, total_amount_cents, applied_taxes,
+                  customer, finalize_after)
+                values (:lago, :c, :d, :currency, :fees, :taxes, :total,
+                        cast(:applied as jsonb), cast(:customer as jsonb), :after)
+                returning id
+                """), {**values, "lago": str(uuid.uuid4())}).scalar_one()
+        else:
+            invoice_id = row.id
+            conn.execute(text("delete from invoice_fees where invoice_id = :i"), {"i": invoice_id})
+            conn.execute(text("delete from invoice_subscriptions where invoice_id = :i"),
+                         {"i": invoice_id})
+            conn.execute(text(
+                """
+                update invoices set currency = :currency, fees_amount_cents = :fees,
+                  taxes_amount_cents = :taxes, total_amount_cents = :total,
+                  prepaid_credit_amount_cents = 0, applied_taxes = cast(:applied as jsonb),
+                  customer = cast(:customer as jsonb), finalize_after = :after,
+                  updated_at = now()
+                where id = :i
+                """), {**values, "i": invoice_id})
+        _insert_parts(conn, invoice_id, items, amounts)
+        failpoint("invoices.after_draft")
+        # The wallet rows are the lock the hourly deductions take: none moves in between.
+        lock_customers(conn, [customer.id])
+        prepaid = _deducted_so_far(conn, items)
+        status = "draft"
+        number = None
+        if due:
+            prepaid += _final_deduction(conn, customer.id, invoice_id, items, amounts, prepaid,
+                                        now or datetime.now(UTC))
+            failpoint("invoices.after_deduction")
+            number = _number(conn, customer.id)
+            status = "finalized"
+        settled = amounts.with_prepaid(int(prepaid))
+        conn.execute(text(
+            """
+            update invoices set prepaid_credit_amount_cents = :prepaid,
+              total_amount_cents = :total, sequential_id = :seq, number = :number,
+              updated_at = now()
+            where id = :i
+            """), {"prepaid": settled.prepaid_credit_amount_cents,
+                   "total": settled.total_amount_cents,
+                   "seq": number[0] if number else None, "number": number[1] if number else None,
+                   "i": invoice_id})
+        if status == "finalized":
+            # The documents are made from the numbered draft, then the invoice is sealed: after
+            # this statement the triggers refuse any change.
+            html, pdf = render_documents(conn, invoice_id)
+            conn.execute(text(
+                "update invoices set status = 'finalized', finalized_at = now(), html = :html,"
+                " pdf = :pdf, updated_at = now() where id = :i"),
+                {"html": html, "pdf": pdf, "i": invoice_id})
+    return {"invoice_id": invoice_id, "number": number[1] if number else None,
+            "customer": customer.external_id, "status": status,
+            "issuing_date": issuing_date.isoformat(), "currency": amounts.currency,
+            "total_amount_cents": settled.total_amount_cents,
+            "prepaid_credit_amount_cents": settled.prepaid_credit_amount_cents}
+
+
+def _insert_parts(
+    conn: Connection, invoice_id: int,
+    items: Sequence[tuple[SubscriptionInfo, BillingPeriod]], amounts: InvoiceAmounts,
+) -> None:
+    conn.execute(text(
+        """
+        insert into invoice_subscriptions (subscription_id, period_start, invoice_id, period_end,
+          from_datetime, to_datetime)
+        select * from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[]),
+          cast(:invoices as bigint[]), cast(:ends as timestamptz[]),
+          cast(:froms as timestamptz[]), cast(:tos as timestamptz[]))
+        """), {
+        "subs": [s.id for s, _ in items], "starts": [p.period_start for _, p in items],
+        "invoices": [invoice_id] * len(items), "ends": [p.period_end for _, p in items],
+        "froms": [p.from_datetime for _, p in items], "tos": [p.to_datetime for _, p in items],
+    })
+    if not amounts.fees:
+        return
+    sub_ids = {s.external_id: s.id for s, _ in items}
+    rows = []
+    for position, fee in enumerate(amounts.fees):
+        rows.append({
+            "lago_id": str(uuid.uuid4()), "invoice_id": invoice_id, "position": position,
+            "subscription_id": sub_ids[fee.external_subscription_id],
+            "external_subscription_id": fee.external_subscription_id,
+            "item_type": fee.item_type, "code": fee.code, "name": fee.name,
+            "invoice_display_name": fee.invoice_display_name,
+            "filter_invoice_display_name": fee.filter_invoice_display_name,
+            "grouped_by": _json(dict(fee.grouped_by)), "charge_id": fee.charge_id,
+            "true_up": fee.true_up, "units": fee.units, "events_count": fee.events_count,
+            "amount_cents": fee.amount_cents, "precise_amount_cents": fee.precise_amount_cents,
+            "taxes_rate": fee.taxes_rate,
+            "taxes_precise_amount_cents": fee.taxes_precise_amount_cents,
+            "taxes_amount_cents": fee.taxes_amount_cents,
+            "total_amount_cents": fee.total_amount_cents,
+            "applied_taxes": _json([{"tax_code": t.code, "tax_name": t.name,
+                                     "tax_rate": format(t.rate, "f")} for t in fee.taxes]),
+            "from_datetime": fee.from_datetime, "to_datetime": fee.to_datetime,
+        })
+    conn.execute(text(
+        """
+        insert into invoice_fees (lago_id, invoice_id, position, subscription_id,
+          external_subscription_id, item_type, code, name, invoice_display_name,
+          filter_invoice_display_name, grouped_by, charge_id, true_up, units, events_count,
+          amount_cents, precise_amount_cents, taxes_rate, taxes_precise_amount_cents,
+          taxes_amount_cents, total_amount_cents, applied_taxes, from_datetime, to_datetime)
+        values (:lago_id, :invoice_id, :position, :subscription_id, :external_subscription_id,
+          :item_type, :code, :name, :invoice_display_name, :filter_invoice_display_name,
+          cast(:grouped_by as jsonb), :charge_id, :true_up, :units, :events_count,
+          :amount_cents, :precise_amount_cents, :taxes_rate, :taxes_precise_amount_cents,
+          :taxes_amount_cents, :total_amount_cents, cast(:applied_taxes as jsonb),
+          :from_datetime, :to_datetime)
+        """), rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Prepaid credits
+# --------------------------------------------------------------------------------------------
+
+_USAGE_DEDUCTED = text(
+    """
+    select t.wallet_id,
+      sum(case when t.direction = 'outbound' then t.amount_cents else -t.amount_cents end)
+        as amount_cents,
+      sum(case when t.direction = 'outbound' then t.credits else -t.credits end) as credits,
+      sum(case when t.direction = 'outbound' then t.granted_credits
+               else -t.granted_credits end) as granted_credits
+    from wallet_transactions t
+    join unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[])) as k(sid, ps)
+      on t.subscription_id = k.sid and t.period_start = k.ps
+    where t.source = 'usage' and t.status = 'settled'
+    group by t.wallet_id
+    order by t.wallet_id
+    """
+)
+
+
+def _deducted_so_far(
+    conn: Connection, items: Sequence[tuple[SubscriptionInfo, BillingPeriod]]
+) -> Decimal:
+    """What the hourly usage deductions took from the wallets for these periods (net)."""
+    rows = conn.execute(_USAGE_DEDUCTED, {"subs": [s.id for s, _ in items],
+                                          "starts": [p.period_start for _, p in items]}).all()
+    return sum((Decimal(r.amount_cents) for r in rows), ZERO)
+
+
+_FUNDS = text(
+    """
+    select w.id, w.priority, w.created_at, w.rate_amount, w.currency, b.credits_balance,
+           b.granted_credits_balance, b.balance_cents
+    from wallets w join wallet_balances b on b.wallet_id = w.id
+    where w.customer_id = :c and w.status = 'active'
+      and (w.expiration_at is null or w.expiration_at > :at)
+    order by w.id
+    """
+)
+
+
+def _final_deduction(
+    conn: Connection, customer_id: int, invoice_id: int,
+    items: Sequence[tuple[SubscriptionInfo, BillingPeriod]], amounts: InvoiceAmounts,
+    deducted: Decimal, at: datetime,
+) -> Decimal:
+    """The last wallet movement for these periods: the rest of the invoice (subscription fee,
+    true-ups, taxes, usage not deducted yet) as far as the balances go, by the usual priority;
+    or, when the hourly deductions took more than the invoice owes, the excess back.
+    Returns the net cents moved toward the invoice."""
+    owed = Decimal(amounts.sub_total_including_taxes_amount_cents)
+    delta = owed - deducted
+    if delta == 0:
+        return ZERO
+    funds = [WalletFunds(r.id, r.priority, r.created_at, r.rate_amount, r.currency,
+                         r.credits_balance, r.granted_credits_balance, r.balance_cents)
+             for r in conn.execute(_FUNDS, {"c": customer_id, "at": at})
+             if r.currency == amounts.currency]
+    if delta > 0:
+        available = sum((max(f.capacity_cents, ZERO) for f in funds), ZERO)
+        take = min(delta, available)
+        allocation = allocate_usage(take, funds) if take > 0 else Allocation()
+    else:
+        by_id = {f.wallet_id: f for f in funds}
+        taken = [Deducted(by_id[r.wallet_id], Decimal(r.amount_cents), Decimal(r.credits),
+                          Decimal(r.granted_credits))
+                 for r in conn.execute(_USAGE_DEDUCTED, {
+                     "subs": [s.id for s, _ in items],
+                     "starts": [p.period_start for _, p in items]})
+                 if r.wallet_id in by_id]
+        allocation = allocate_correction(-delta, taken)
+    rows = [LedgerRow(
+        p.wallet_id, customer_id, p.direction, "settled", "invoice", p.credits, p.amount_cents,
+        f"invoice:{invoice_id}:{p.wallet_id}", granted_credits=p.granted_credits,
+        note=f"invoice {invoice_id}: {'paid' if p.direction == 'outbound' else 'refunded'}"
+             f" {p.amount_cents} cents at finalization",
+    ) for p in allocation.postings]
+    post(conn, rows, at)
+    return sum((p.amount_cents if p.direction == "outbound" else -p.amount_cents
+                for p in allocation.postings), ZERO)
+
+
+def _number(conn: Connection, customer_id: int) -> tuple[int, str]:
+    """The next number of this customer's invoices, given only at finalization (no gaps: the
+    customer row is locked and the sequence is the count of finalized invoices plus one)."""
+    seq = conn.execute(text("select coalesce(max(sequential_id), 0) + 1 from invoices"
+                            " where customer_id = :c"), {"c": customer_id}).scalar_one()
+    return int(seq), f"{invoice_prefix()}-{customer_id:03d}-{int(seq):03d}"
+
+
+# --------------------------------------------------------------------------------------------
+# Late usage
+# --------------------------------------------------------------------------------------------
+
+_LATE = """
+    from invoice_subscriptions i
+    join invoices v on v.id = i.invoice_id and v.status = 'finalized'
+    join subscriptions s on s.id = i.subscription_id
+    join events e on e.external_subscription_id = s.external_id
+      and e."timestamp" between i.from_datetime and i.to_datetime
+      and e.ingested_at > v.finalized_at
+"""
+
+
+def late_usage_count(conn: Connection) -> int:
+    """Events that arrived after the invoice of their period was finalized (not billed)."""
+    return int(conn.execute(text("select count(*)" + _LATE)).scalar_one())
+
+
+def late_usage(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            """select v.number, s.external_id as external_subscription_id, e.transaction_id,
+                      e.code, e."timestamp", e.ingested_at, v.finalized_at"""
+            + _LATE + """ order by e.ingested_at, e.id limit :limit"""), {"limit": limit})
+        return [dict(r._mapping) for r in rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Prefect task
+# --------------------------------------------------------------------------------------------
+
+
+@task(name="close-periods", **transient_retries(retries=3, backoff_factor=1))
+def close_periods_task(at: datetime) -> dict[str, Any]:
+    """Close the periods ended by ``at`` (drafts refreshed, due invoices finalized)."""
+    return close_periods(billing_engine(), at).as_dict()
+
+
+# --------------------------------------------------------------------------------------------
+# Events for automations
+# --------------------------------------------------------------------------------------------
+
+MAX_INVOICE_EVENTS: Final = 100
+
+
+@dataclass
+class PendingInvoiceEvents:
+    events: list[dict[str, Any]]
+    more: int
+    more_total_cents: dict[str, int]
+    ids: list[int]
+
+
+def pending_invoice_events(engine: Engine, limit: int = MAX_INVOICE_EVENTS) -> PendingInvoiceEvents:
+    """Finalized invoices not announced yet: one event each up to ``limit``, the rest counted
+    for one summary event (as wallet alerts are)."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            """
+            select v.id, v.lago_id, v.number, v.currency, v.total_amount_cents,
+                   v.prepaid_credit_amount_cents, v.issuing_date, c.external_id
+            from invoices v join customers c on c.id = v.customer_id
+            where v.status = 'finalized' and v.emitted_at is null
+            order by v.id
+            """)).all()
+    events = [{
+        "event": "tallyflow.invoice.finalized",
+        "resource": {"prefect.resource.id": f"tallyflow.invoice.{r.lago_id}",
+                     "prefect.resource.name": r.number,
+                     "tallyflow.customer": r.external_id},
+        "payload": {"number": r.number, "issuing_date": r.issuing_date.isoformat(),
+                    "currency": r.currency, "total_amount_cents": int(r.total_amount_cents),
+                    "prepaid_credit_amount_cents": int(r.prepaid_credit_amount_cents)},
+    } for r in rows[:limit]]
+    totals: dict[str, int] = defaultdict(int)
+    for r in rows[limit:]:
+        totals[r.currency] += int(r.total_amount_cents)
+    return PendingInvoiceEvents(events, max(0, len(rows) - limit), dict(totals),
+                                [r.id for r in rows])
+
+
+def mark_invoice_events_emitted(engine: Engine, ids: Sequence[int]) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("update invoices set emitted_at = now()"
+                          " where id = any(cast(:ids as bigint[])) and emitted_at is null"),
+                     {"ids": list(ids)})
