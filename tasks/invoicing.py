@@ -26,14 +26,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo
 
 import orjson
 from prefect import task
+from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, text
 
-from models.catalog import Customer, Plan
+from models.catalog import Customer, LagoModel, Plan
 from models.invoicing import (
     ChargeUsage,
     InvoiceAmounts,
@@ -59,6 +60,8 @@ from tasks.rating import SubscriptionInfo, load_subscriptions, loads_exact
 from tasks.retry import transient_retries
 from tasks.usage import _event_values_reader, rate_subscription, read_inputs
 from tasks.wallets import LedgerRow, lock_customers, post
+
+M = TypeVar("M", bound=LagoModel)
 
 SETTLE_ENV: Final = "TALLYFLOW_INVOICE_SETTLE_HOURS"
 PREFIX_ENV: Final = "TALLYFLOW_INVOICE_PREFIX"
@@ -139,6 +142,16 @@ class CloseCatalog:
     customer_of: dict[int, int]
 
 
+def _stored(model: type[M], document: Mapping[str, Any]) -> M:
+    """A stored document as its model. Apply validated it; one that no longer parses (written
+    by hand or by an older version) bills without invoice options rather than stopping every
+    customer's close."""
+    try:
+        return model.model_validate(document)
+    except ValidationError:
+        return model.model_construct()
+
+
 def load_close_catalog(conn: Connection) -> CloseCatalog:
     """Taxes, customers and plans with the invoice fields of their stored documents."""
     taxes = {
@@ -149,7 +162,7 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
     for r in conn.execute(text("select id, external_id, name, email, currency, timezone,"
                                " document::text as document from customers")):
         doc = loads_exact(r.document) or {}
-        customer = Customer.model_validate(doc)
+        customer = _stored(Customer, doc)
         customers[r.id] = CustomerInfo(
             r.id, r.external_id, r.name, r.email, r.currency, r.timezone,
             tuple(customer.tax_codes), customer.invoice_grace_period or 0, doc,
@@ -161,7 +174,7 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
         minimums[r.plan_id].append(Decimal(r.min_amount_cents))
     for r in conn.execute(text("select id, code, name, amount_cents, trial_period,"
                                " document::text as document from plans")):
-        plan = Plan.model_validate(loads_exact(r.document) or {})
+        plan = _stored(Plan, loads_exact(r.document) or {})
         commitment = plan.minimum_commitment
         plans[r.id] = PlanInfo(
             id=r.id, code=r.code, name=r.name,

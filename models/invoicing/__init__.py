@@ -307,10 +307,10 @@ def period_fees(
         so_far = sum(f.amount_cents for f in fees)
         if so_far < minimum:
             rest = WIDE.subtract(minimum, Decimal(so_far))
+            name = period.commitment_invoice_display_name or period.plan_invoice_display_name
             fees.append(InvoiceFee(
-                "commitment", sub, period.plan_code, period.plan_name,
-                period.commitment_invoice_display_name or period.plan_invoice_display_name, None, {}, Decimal(1), 0,
-                int(round_minor(rest)), rest, taxes=plan_taxes, **window,
+                "commitment", sub, period.plan_code, period.plan_name, name, None, {},
+                Decimal(1), 0, int(round_minor(rest)), rest, taxes=plan_taxes, **window,
             ))
     return [f for f in fees if not _zero_fee(f)]
 
