@@ -155,11 +155,18 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any
     return out
 
 
-def render_documents(conn: Connection, invoice_id: int) -> tuple[str, bytes | None]:
-    """HTML (always) and PDF (when the ``pdf`` extra is installed) of one invoice."""
-    rows = conn.execute(text(_INVOICES + " where v.id = :id"), {"id": invoice_id}).all()
-    html = render_html(invoice_objects(conn, rows)[0])
-    return html, (render_pdf(html) if pdf_available() else None)
+def render_documents(
+    conn: Connection, invoice_ids: Sequence[int]
+) -> dict[int, tuple[str, bytes | None]]:
+    """HTML (always) and PDF (when the ``pdf`` extra is installed) of these invoices."""
+    rows = conn.execute(text(_INVOICES + " where v.id = any(cast(:ids as bigint[]))"),
+                        {"ids": list(invoice_ids)}).all()
+    with_pdf = pdf_available()
+    out: dict[int, tuple[str, bytes | None]] = {}
+    for row, invoice in zip(rows, invoice_objects(conn, rows), strict=True):
+        html = render_html(invoice)
+        out[row.id] = (html, render_pdf(html) if with_pdf else None)
+    return out
 
 
 def list_invoices(

@@ -52,6 +52,7 @@ from models.wallets import (
     WalletFunds,
     allocate_correction,
     allocate_usage,
+    apply_posting,
 )
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
@@ -318,6 +319,25 @@ class CloseSummary:
         }
 
 
+@dataclass
+class _Group:
+    """One invoice to write: a customer's periods that end on one billing day."""
+
+    customer: CustomerInfo
+    issuing_date: date
+    items: list[tuple[SubscriptionInfo, BillingPeriod]]
+    amounts: InvoiceAmounts
+    finalize_after: datetime
+    due: bool
+
+    @property
+    def key(self) -> tuple[int, date]:
+        return (self.customer.id, self.issuing_date)
+
+
+BATCH: Final = 500
+
+
 def close_periods(
     engine: Engine,
     at: datetime,
@@ -325,6 +345,7 @@ def close_periods(
     customers: Sequence[str] | None = None,
     settle: timedelta | None = None,
     now: datetime | None = None,
+    batch_size: int = BATCH,
 ) -> CloseSummary:
     """Close every subscription period that ended before ``at``: draft or refresh its invoice,
     finalize it when its time has come. ``customers`` limits the close to these external ids."""
@@ -340,39 +361,40 @@ def close_periods(
         wanted = set(customers)
         subs = [s for s in subs
                 if catalog.customers[catalog.customer_of[s.id]].external_id in wanted]
-    groups: dict[tuple[int, date], list[tuple[SubscriptionInfo, BillingPeriod]]] = (
+    grouped: dict[tuple[int, date], list[tuple[SubscriptionInfo, BillingPeriod]]] = (
         defaultdict(list))
+    by_end: dict[datetime, list[SubscriptionInfo]] = defaultdict(list)
     for sub, period in ended_periods(subs, closed_until, at):
-        groups[(catalog.customer_of[sub.id], period.end_date)].append((sub, period))
+        grouped[(catalog.customer_of[sub.id], period.end_date)].append((sub, period))
+        by_end[period.period_end].append(sub)
     # Rate together the periods that end at the same instant (one consistent read each).
-    by_end: dict[datetime, list[tuple[SubscriptionInfo, BillingPeriod]]] = defaultdict(list)
-    for items in groups.values():
-        for sub, period in items:
-            by_end[period.period_end].append((sub, period))
     usage: dict[tuple[int, datetime], dict[str, Any]] = {}
-    for end, items in sorted(by_end.items()):
-        usage.update(_rate(engine, [s for s, _ in items], end))
-    for (customer_id, end_date), items in sorted(groups.items(), key=lambda kv: (kv[0][1],
-                                                                                  kv[0][0])):
+    for end, ending in sorted(by_end.items()):
+        usage.update(_rate(engine, ending, end))
+    groups: list[_Group] = []
+    for (customer_id, end_date), items in sorted(grouped.items()):
         customer = catalog.customers[customer_id]
         periods = [period_input(sub, period, catalog.plans[sub.plan_id],
                                 usage[(sub.id, period.period_start)])
                    for sub, period in items]
-        currency = items[0][0].currency
-        amounts = invoice_amounts(currency, periods, customer.tax_codes, catalog.taxes)
+        amounts = invoice_amounts(items[0][0].currency, periods, customer.tax_codes,
+                                  catalog.taxes)
         period_end = max(p.period_end for _, p in items)
         finalize_after = period_end + ONE_MICROSECOND + timedelta(days=customer.grace_days)
         due = (at >= finalize_after and watermark is not None
                and watermark >= period_end + settle)
-        outcome = _write_invoice(engine, customer, end_date + timedelta(days=1), items, amounts,
-                                 finalize_after, due, now)
-        if outcome is None:
-            summary.unchanged_final += 1
-        elif outcome["status"] == "finalized":
-            summary.finalized.append(outcome)
-            summary.prepaid_cents += Decimal(outcome["prepaid_credit_amount_cents"])
-        else:
-            summary.drafts += 1
+        groups.append(_Group(customer, end_date + timedelta(days=1), items, amounts,
+                             finalize_after, due))
+    for first in range(0, len(groups), max(1, batch_size)):
+        for outcome in _write_batch(engine, groups[first:first + batch_size],
+                                    now or datetime.now(UTC)):
+            if outcome is None:
+                summary.unchanged_final += 1
+            elif outcome["status"] == "finalized":
+                summary.finalized.append(outcome)
+                summary.prepaid_cents += Decimal(outcome["prepaid_credit_amount_cents"])
+            else:
+                summary.drafts += 1
     with engine.connect() as conn:
         summary.late_events = late_usage_count(conn)
     return summary
@@ -423,99 +445,134 @@ def _applied_taxes(amounts: InvoiceAmounts) -> list[dict[str, Any]]:
              "amount_currency": amounts.currency} for a in amounts.applied_taxes]
 
 
-def _write_invoice(
-    engine: Engine,
-    customer: CustomerInfo,
-    issuing_date: date,
-    items: Sequence[tuple[SubscriptionInfo, BillingPeriod]],
-    amounts: InvoiceAmounts,
-    finalize_after: datetime,
-    due: bool,
-    now: datetime | None,
-) -> dict[str, Any] | None:
-    """Upsert the draft and, when due, finalize it: one transaction. None when it is already
-    finalized (nothing may change)."""
+_EXISTING = text(
+    """
+    select v.id, v.customer_id, v.issuing_date, v.status
+    from invoices v
+    join unnest(cast(:customers as bigint[]), cast(:days as date[])) as k(cid, day)
+      on v.customer_id = k.cid and v.issuing_date = k.day
+    where v.invoice_type = 'subscription'
+    """
+)
+
+_UPSERT = text(
+    """
+    insert into invoices as v (lago_id, customer_id, issuing_date, currency, fees_amount_cents,
+      taxes_amount_cents, total_amount_cents, applied_taxes, customer, finalize_after)
+    select lago, cid, day, currency, fees, taxes, total, cast(applied as jsonb),
+           cast(customer as jsonb), after
+    from unnest(cast(:lago as text[]), cast(:customers as bigint[]), cast(:days as date[]),
+                cast(:currency as text[]), cast(:fees as numeric[]), cast(:taxes as numeric[]),
+                cast(:total as numeric[]), cast(:applied as text[]), cast(:customer as text[]),
+                cast(:after as timestamptz[]))
+      as r(lago, cid, day, currency, fees, taxes, total, applied, customer, after)
+    order by cid, day
+    on conflict (customer_id, issuing_date, invoice_type) do update set
+      currency = excluded.currency, fees_amount_cents = excluded.fees_amount_cents,
+      taxes_amount_cents = excluded.taxes_amount_cents,
+      total_amount_cents = excluded.total_amount_cents,
+      prepaid_credit_amount_cents = 0, applied_taxes = excluded.applied_taxes,
+      customer = excluded.customer, finalize_after = excluded.finalize_after,
+      updated_at = now()
+    returning v.id, v.customer_id, v.issuing_date
+    """
+)
+
+_SETTLE = text(
+    """
+    update invoices v set prepaid_credit_amount_cents = r.prepaid,
+      total_amount_cents = r.total, sequential_id = r.seq, number = r.number, updated_at = now()
+    from unnest(cast(:ids as bigint[]), cast(:prepaid as numeric[]), cast(:total as numeric[]),
+                cast(:seq as integer[]), cast(:number as text[])) as r(id, prepaid, total, seq,
+                                                                       number)
+    where v.id = r.id
+    """
+)
+
+_SEAL = text(
+    """
+    update invoices v set status = 'finalized', finalized_at = now(), html = r.html,
+      pdf = r.pdf, updated_at = now()
+    from unnest(cast(:ids as bigint[]), cast(:html as text[]), cast(:pdf as bytea[]))
+      as r(id, html, pdf)
+    where v.id = r.id
+    """
+)
+
+
+def _write_batch(
+    engine: Engine, groups: Sequence[_Group], at: datetime
+) -> list[dict[str, Any] | None]:
+    """Upsert the drafts of a batch of invoices and finalize the due ones: one transaction.
+    None for an invoice already finalized (nothing may change)."""
+    if not groups:
+        return []
+    customer_ids = sorted({g.customer.id for g in groups})
     with engine.begin() as conn:
-        conn.execute(text("select id from customers where id = :id for update"),
-                     {"id": customer.id})
-        row = conn.execute(text(
-            "select id, status from invoices where customer_id = :c and issuing_date = :d"
-            " and invoice_type = 'subscription'"), {"c": customer.id, "d": issuing_date}).first()
-        if row is not None and row.status == "finalized":
-            return None
-        values = {
-            "c": customer.id, "d": issuing_date, "currency": amounts.currency,
-            "fees": amounts.fees_amount_cents, "taxes": amounts.taxes_amount_cents,
-            "total": amounts.total_amount_cents, "applied": _json(_applied_taxes(amounts)),
-            "customer": _json(_customer_object(customer)), "after": finalize_after,
-        }
-        if row is None:
-            invoice_id = conn.execute(text(
-                """
-                insert into invoices (lago_id, customer_id, issuing_date, currency,
-                  fees_amount_cents, taxes_amount_cents, total_amount_cents, applied_taxes,
-                  customer, finalize_after)
-                values (:lago, :c, :d, :currency, :fees, :taxes, :total,
-                        cast(:applied as jsonb), cast(:customer as jsonb), :after)
-                returning id
-                """), {**values, "lago": str(uuid.uuid4())}).scalar_one()
-        else:
-            invoice_id = row.id
-            conn.execute(text("delete from invoice_fees where invoice_id = :i"), {"i": invoice_id})
-            conn.execute(text("delete from invoice_subscriptions where invoice_id = :i"),
-                         {"i": invoice_id})
-            conn.execute(text(
-                """
-                update invoices set currency = :currency, fees_amount_cents = :fees,
-                  taxes_amount_cents = :taxes, total_amount_cents = :total,
-                  prepaid_credit_amount_cents = 0, applied_taxes = cast(:applied as jsonb),
-                  customer = cast(:customer as jsonb), finalize_after = :after,
-                  updated_at = now()
-                where id = :i
-                """), {**values, "i": invoice_id})
-        _insert_parts(conn, invoice_id, items, amounts)
+        # The customer rows serialise closes; the wallet rows are the lock the hourly
+        # deductions take, so no deduction for these periods moves in between.
+        conn.execute(text("select id from customers where id = any(cast(:ids as bigint[]))"
+                          " order by id for update"), {"ids": customer_ids})
+        lock_customers(conn, customer_ids)
+        keys = {"customers": [g.customer.id for g in groups],
+                "days": [g.issuing_date for g in groups]}
+        existing = {(r.customer_id, r.issuing_date): r for r in conn.execute(_EXISTING, keys)}
+        live = [g for g in groups
+                if g.key not in existing or existing[g.key].status != "finalized"]
+        drafts = [existing[g.key].id for g in live if g.key in existing]
+        if drafts:
+            conn.execute(text("delete from invoice_fees"
+                              " where invoice_id = any(cast(:ids as bigint[]))"), {"ids": drafts})
+            conn.execute(text("delete from invoice_subscriptions"
+                              " where invoice_id = any(cast(:ids as bigint[]))"), {"ids": drafts})
+        ids: dict[tuple[int, date], int] = {}
+        if live:
+            rows = conn.execute(_UPSERT, {
+                "lago": [str(uuid.uuid4()) for _ in live],
+                "customers": [g.customer.id for g in live],
+                "days": [g.issuing_date for g in live],
+                "currency": [g.amounts.currency for g in live],
+                "fees": [g.amounts.fees_amount_cents for g in live],
+                "taxes": [g.amounts.taxes_amount_cents for g in live],
+                "total": [g.amounts.total_amount_cents for g in live],
+                "applied": [_json(_applied_taxes(g.amounts)) for g in live],
+                "customer": [_json(_customer_object(g.customer)) for g in live],
+                "after": [g.finalize_after for g in live],
+            })
+            ids = {(r.customer_id, r.issuing_date): r.id for r in rows}
+            _insert_parts(conn, [(ids[g.key], g) for g in live])
         failpoint("invoices.after_draft")
-        # The wallet rows are the lock the hourly deductions take: none moves in between.
-        lock_customers(conn, [customer.id])
-        prepaid = _deducted_so_far(conn, items)
-        status = "draft"
-        number = None
+        prepaid = _prepaid(conn, live, ids, at)
+        failpoint("invoices.after_deduction")
+        numbers = _numbers(conn, [g for g in live if g.due])
+        settled = {g.key: g.amounts.with_prepaid(int(prepaid[g.key])) for g in live}
+        if live:
+            conn.execute(_SETTLE, {
+                "ids": [ids[g.key] for g in live],
+                "prepaid": [settled[g.key].prepaid_credit_amount_cents for g in live],
+                "total": [settled[g.key].total_amount_cents for g in live],
+                "seq": [numbers[g.key][0] if g.key in numbers else None for g in live],
+                "number": [numbers[g.key][1] if g.key in numbers else None for g in live],
+            })
+        due = [ids[g.key] for g in live if g.due]
         if due:
-            prepaid += _final_deduction(conn, customer.id, invoice_id, items, amounts, prepaid,
-                                        now or datetime.now(UTC))
-            failpoint("invoices.after_deduction")
-            number = _number(conn, customer.id)
-            status = "finalized"
-        settled = amounts.with_prepaid(int(prepaid))
-        conn.execute(text(
-            """
-            update invoices set prepaid_credit_amount_cents = :prepaid,
-              total_amount_cents = :total, sequential_id = :seq, number = :number,
-              updated_at = now()
-            where id = :i
-            """), {"prepaid": settled.prepaid_credit_amount_cents,
-                   "total": settled.total_amount_cents,
-                   "seq": number[0] if number else None, "number": number[1] if number else None,
-                   "i": invoice_id})
-        if status == "finalized":
-            # The documents are made from the numbered draft, then the invoice is sealed: after
-            # this statement the triggers refuse any change.
-            html, pdf = render_documents(conn, invoice_id)
-            conn.execute(text(
-                "update invoices set status = 'finalized', finalized_at = now(), html = :html,"
-                " pdf = :pdf, updated_at = now() where id = :i"),
-                {"html": html, "pdf": pdf, "i": invoice_id})
-    return {"invoice_id": invoice_id, "number": number[1] if number else None,
-            "customer": customer.external_id, "status": status,
-            "issuing_date": issuing_date.isoformat(), "currency": amounts.currency,
-            "total_amount_cents": settled.total_amount_cents,
-            "prepaid_credit_amount_cents": settled.prepaid_credit_amount_cents}
+            # Documents from the numbered drafts; then the invoices are sealed and the
+            # triggers refuse any later change.
+            documents = render_documents(conn, due)
+            conn.execute(_SEAL, {"ids": due, "html": [documents[i][0] for i in due],
+                                 "pdf": [documents[i][1] for i in due]})
+    written = {g.key for g in live}
+    return [None if g.key not in written else {
+        "invoice_id": ids[g.key], "number": numbers[g.key][1] if g.key in numbers else None,
+        "customer": g.customer.external_id, "status": "finalized" if g.due else "draft",
+        "issuing_date": g.issuing_date.isoformat(), "currency": g.amounts.currency,
+        "total_amount_cents": settled[g.key].total_amount_cents,
+        "prepaid_credit_amount_cents": settled[g.key].prepaid_credit_amount_cents,
+    } for g in groups]
 
 
-def _insert_parts(
-    conn: Connection, invoice_id: int,
-    items: Sequence[tuple[SubscriptionInfo, BillingPeriod]], amounts: InvoiceAmounts,
-) -> None:
+def _insert_parts(conn: Connection, batch: Sequence[tuple[int, _Group]]) -> None:
+    periods = [(invoice_id, s, p) for invoice_id, g in batch for s, p in g.items]
     conn.execute(text(
         """
         insert into invoice_subscriptions (subscription_id, period_start, invoice_id, period_end,
@@ -524,33 +581,37 @@ def _insert_parts(
           cast(:invoices as bigint[]), cast(:ends as timestamptz[]),
           cast(:froms as timestamptz[]), cast(:tos as timestamptz[]))
         """), {
-        "subs": [s.id for s, _ in items], "starts": [p.period_start for _, p in items],
-        "invoices": [invoice_id] * len(items), "ends": [p.period_end for _, p in items],
-        "froms": [p.from_datetime for _, p in items], "tos": [p.to_datetime for _, p in items],
+        "subs": [s.id for _, s, _ in periods], "starts": [p.period_start for _, _, p in periods],
+        "invoices": [i for i, _, _ in periods], "ends": [p.period_end for _, _, p in periods],
+        "froms": [p.from_datetime for _, _, p in periods],
+        "tos": [p.to_datetime for _, _, p in periods],
     })
-    if not amounts.fees:
+    rows: dict[str, list[Any]] = defaultdict(list)
+    for invoice_id, group in batch:
+        sub_ids = {s.external_id: s.id for s, _ in group.items}
+        for position, fee in enumerate(group.amounts.fees):
+            for name, value in (
+                ("lago_id", str(uuid.uuid4())), ("invoice_id", invoice_id),
+                ("position", position), ("subscription_id", sub_ids[fee.external_subscription_id]),
+                ("external_subscription_id", fee.external_subscription_id),
+                ("item_type", fee.item_type), ("code", fee.code), ("name", fee.name),
+                ("invoice_display_name", fee.invoice_display_name),
+                ("filter_invoice_display_name", fee.filter_invoice_display_name),
+                ("grouped_by", _json(dict(fee.grouped_by))), ("charge_id", fee.charge_id),
+                ("true_up", fee.true_up), ("units", fee.units),
+                ("events_count", fee.events_count), ("amount_cents", fee.amount_cents),
+                ("precise_amount_cents", fee.precise_amount_cents),
+                ("taxes_rate", fee.taxes_rate),
+                ("taxes_precise_amount_cents", fee.taxes_precise_amount_cents),
+                ("taxes_amount_cents", fee.taxes_amount_cents),
+                ("total_amount_cents", fee.total_amount_cents),
+                ("applied_taxes", _json([{"tax_code": t.code, "tax_name": t.name,
+                                          "tax_rate": format(t.rate, "f")} for t in fee.taxes])),
+                ("from_datetime", fee.from_datetime), ("to_datetime", fee.to_datetime),
+            ):
+                rows[name].append(value)
+    if not rows:
         return
-    sub_ids = {s.external_id: s.id for s, _ in items}
-    rows = []
-    for position, fee in enumerate(amounts.fees):
-        rows.append({
-            "lago_id": str(uuid.uuid4()), "invoice_id": invoice_id, "position": position,
-            "subscription_id": sub_ids[fee.external_subscription_id],
-            "external_subscription_id": fee.external_subscription_id,
-            "item_type": fee.item_type, "code": fee.code, "name": fee.name,
-            "invoice_display_name": fee.invoice_display_name,
-            "filter_invoice_display_name": fee.filter_invoice_display_name,
-            "grouped_by": _json(dict(fee.grouped_by)), "charge_id": fee.charge_id,
-            "true_up": fee.true_up, "units": fee.units, "events_count": fee.events_count,
-            "amount_cents": fee.amount_cents, "precise_amount_cents": fee.precise_amount_cents,
-            "taxes_rate": fee.taxes_rate,
-            "taxes_precise_amount_cents": fee.taxes_precise_amount_cents,
-            "taxes_amount_cents": fee.taxes_amount_cents,
-            "total_amount_cents": fee.total_amount_cents,
-            "applied_taxes": _json([{"tax_code": t.code, "tax_name": t.name,
-                                     "tax_rate": format(t.rate, "f")} for t in fee.taxes]),
-            "from_datetime": fee.from_datetime, "to_datetime": fee.to_datetime,
-        })
     conn.execute(text(
         """
         insert into invoice_fees (lago_id, invoice_id, position, subscription_id,
@@ -558,13 +619,30 @@ def _insert_parts(
           filter_invoice_display_name, grouped_by, charge_id, true_up, units, events_count,
           amount_cents, precise_amount_cents, taxes_rate, taxes_precise_amount_cents,
           taxes_amount_cents, total_amount_cents, applied_taxes, from_datetime, to_datetime)
-        values (:lago_id, :invoice_id, :position, :subscription_id, :external_subscription_id,
-          :item_type, :code, :name, :invoice_display_name, :filter_invoice_display_name,
-          cast(:grouped_by as jsonb), :charge_id, :true_up, :units, :events_count,
-          :amount_cents, :precise_amount_cents, :taxes_rate, :taxes_precise_amount_cents,
-          :taxes_amount_cents, :total_amount_cents, cast(:applied_taxes as jsonb),
-          :from_datetime, :to_datetime)
-        """), rows)
+        select lago_id, invoice_id, position, subscription_id, external_subscription_id,
+          item_type, code, name, invoice_display_name, filter_invoice_display_name,
+          cast(grouped_by as jsonb), charge_id, true_up, units, events_count, amount_cents,
+          precise_amount_cents, taxes_rate, taxes_precise_amount_cents, taxes_amount_cents,
+          total_amount_cents, cast(applied_taxes as jsonb), from_datetime, to_datetime
+        from unnest(cast(:lago_id as text[]), cast(:invoice_id as bigint[]),
+          cast(:position as integer[]), cast(:subscription_id as bigint[]),
+          cast(:external_subscription_id as text[]), cast(:item_type as text[]),
+          cast(:code as text[]), cast(:name as text[]), cast(:invoice_display_name as text[]),
+          cast(:filter_invoice_display_name as text[]), cast(:grouped_by as text[]),
+          cast(:charge_id as bigint[]), cast(:true_up as boolean[]), cast(:units as numeric[]),
+          cast(:events_count as bigint[]), cast(:amount_cents as numeric[]),
+          cast(:precise_amount_cents as numeric[]), cast(:taxes_rate as numeric[]),
+          cast(:taxes_precise_amount_cents as numeric[]),
+          cast(:taxes_amount_cents as numeric[]), cast(:total_amount_cents as numeric[]),
+          cast(:applied_taxes as text[]), cast(:from_datetime as timestamptz[]),
+          cast(:to_datetime as timestamptz[]))
+          as r(lago_id, invoice_id, position, subscription_id, external_subscription_id,
+               item_type, code, name, invoice_display_name, filter_invoice_display_name,
+               grouped_by, charge_id, true_up, units, events_count, amount_cents,
+               precise_amount_cents, taxes_rate, taxes_precise_amount_cents,
+               taxes_amount_cents, total_amount_cents, applied_taxes, from_datetime,
+               to_datetime)
+        """), dict(rows))
 
 
 # --------------------------------------------------------------------------------------------
@@ -573,7 +651,7 @@ def _insert_parts(
 
 _USAGE_DEDUCTED = text(
     """
-    select t.wallet_id,
+    select t.subscription_id, t.period_start, t.wallet_id,
       sum(case when t.direction = 'outbound' then t.amount_cents else -t.amount_cents end)
         as amount_cents,
       sum(case when t.direction = 'outbound' then t.credits else -t.credits end) as credits,
@@ -583,80 +661,103 @@ _USAGE_DEDUCTED = text(
     join unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[])) as k(sid, ps)
       on t.subscription_id = k.sid and t.period_start = k.ps
     where t.source = 'usage' and t.status = 'settled'
-    group by t.wallet_id
+    group by t.subscription_id, t.period_start, t.wallet_id
     order by t.wallet_id
     """
 )
 
-
-def _deducted_so_far(
-    conn: Connection, items: Sequence[tuple[SubscriptionInfo, BillingPeriod]]
-) -> Decimal:
-    """What the hourly usage deductions took from the wallets for these periods (net)."""
-    rows = conn.execute(_USAGE_DEDUCTED, {"subs": [s.id for s, _ in items],
-                                          "starts": [p.period_start for _, p in items]}).all()
-    return sum((Decimal(r.amount_cents) for r in rows), ZERO)
-
-
 _FUNDS = text(
     """
-    select w.id, w.priority, w.created_at, w.rate_amount, w.currency, b.credits_balance,
-           b.granted_credits_balance, b.balance_cents
+    select w.id, w.customer_id, w.priority, w.created_at, w.rate_amount, w.currency,
+           b.credits_balance, b.granted_credits_balance, b.balance_cents
     from wallets w join wallet_balances b on b.wallet_id = w.id
-    where w.customer_id = :c and w.status = 'active'
+    where w.customer_id = any(cast(:ids as bigint[])) and w.status = 'active'
       and (w.expiration_at is null or w.expiration_at > :at)
     order by w.id
     """
 )
 
 
-def _final_deduction(
-    conn: Connection, customer_id: int, invoice_id: int,
-    items: Sequence[tuple[SubscriptionInfo, BillingPeriod]], amounts: InvoiceAmounts,
-    deducted: Decimal, at: datetime,
-) -> Decimal:
-    """The last wallet movement for these periods: the rest of the invoice (subscription fee,
-    true-ups, taxes, usage not deducted yet) as far as the balances go, by the usual priority;
-    or, when the hourly deductions took more than the invoice owes, the excess back.
-    Returns the net cents moved toward the invoice."""
-    owed = Decimal(amounts.sub_total_including_taxes_amount_cents)
-    delta = owed - deducted
-    if delta == 0:
-        return ZERO
-    funds = [WalletFunds(r.id, r.priority, r.created_at, r.rate_amount, r.currency,
-                         r.credits_balance, r.granted_credits_balance, r.balance_cents)
-             for r in conn.execute(_FUNDS, {"c": customer_id, "at": at})
-             if r.currency == amounts.currency]
-    if delta > 0:
-        available = sum((max(f.capacity_cents, ZERO) for f in funds), ZERO)
-        take = min(delta, available)
-        allocation = allocate_usage(take, funds) if take > 0 else Allocation()
-    else:
-        by_id = {f.wallet_id: f for f in funds}
-        taken = [Deducted(by_id[r.wallet_id], Decimal(r.amount_cents), Decimal(r.credits),
-                          Decimal(r.granted_credits))
-                 for r in conn.execute(_USAGE_DEDUCTED, {
-                     "subs": [s.id for s, _ in items],
-                     "starts": [p.period_start for _, p in items]})
-                 if r.wallet_id in by_id]
-        allocation = allocate_correction(-delta, taken)
-    rows = [LedgerRow(
-        p.wallet_id, customer_id, p.direction, "settled", "invoice", p.credits, p.amount_cents,
-        f"invoice:{invoice_id}:{p.wallet_id}", granted_credits=p.granted_credits,
-        note=f"invoice {invoice_id}: {'paid' if p.direction == 'outbound' else 'refunded'}"
-             f" {p.amount_cents} cents at finalization",
-    ) for p in allocation.postings]
-    post(conn, rows, at)
-    return sum((p.amount_cents if p.direction == "outbound" else -p.amount_cents
-                for p in allocation.postings), ZERO)
+def _prepaid(
+    conn: Connection, groups: Sequence[_Group], ids: Mapping[tuple[int, date], int],
+    at: datetime,
+) -> dict[tuple[int, date], Decimal]:
+    """What the wallets paid toward each invoice: the hourly usage deductions already posted
+    for its periods, plus, for the invoices being finalized, the last deduction of the rest
+    (subscription fee, true-ups, taxes, usage not deducted yet) as far as the balances go, by
+    the usual priority; or, when the hourly deductions took more than the invoice owes, the
+    excess back. The postings of the whole batch go out in one statement."""
+    pairs = [(s.id, p.period_start) for g in groups for s, p in g.items]
+    taken: dict[tuple[int, datetime], list[Any]] = defaultdict(list)
+    if pairs:
+        for r in conn.execute(_USAGE_DEDUCTED, {"subs": [p[0] for p in pairs],
+                                                "starts": [p[1] for p in pairs]}):
+            taken[(r.subscription_id, r.period_start)].append(r)
+    funds: dict[int, WalletFunds] = {}
+    wallets_of: dict[int, list[int]] = defaultdict(list)
+    due = [g for g in groups if g.due]
+    if due:
+        for r in conn.execute(_FUNDS, {"ids": sorted({g.customer.id for g in due}), "at": at}):
+            funds[r.id] = WalletFunds(r.id, r.priority, r.created_at, r.rate_amount, r.currency,
+                                      r.credits_balance, r.granted_credits_balance,
+                                      r.balance_cents)
+            wallets_of[r.customer_id].append(r.id)
+    prepaid: dict[tuple[int, date], Decimal] = {}
+    ledger: list[LedgerRow] = []
+    for group in groups:
+        rows = [r for s, p in group.items for r in taken.get((s.id, p.period_start), [])]
+        deducted = sum((Decimal(r.amount_cents) for r in rows), ZERO)
+        prepaid[group.key] = deducted
+        if not group.due:
+            continue
+        delta = Decimal(group.amounts.sub_total_including_taxes_amount_cents) - deducted
+        usable = [funds[w] for w in wallets_of.get(group.customer.id, [])
+                  if funds[w].currency == group.amounts.currency]
+        if delta > 0:
+            available = sum((max(f.capacity_cents, ZERO) for f in usable), ZERO)
+            take = min(delta, available)
+            allocation = allocate_usage(take, usable) if take > 0 else Allocation()
+        elif delta < 0:
+            net: dict[int, list[Decimal]] = {}
+            for r in rows:
+                cents, credits, granted = net.get(r.wallet_id, [ZERO, ZERO, ZERO])
+                net[r.wallet_id] = [cents + r.amount_cents, credits + r.credits,
+                                    granted + r.granted_credits]
+            allocation = allocate_correction(-delta, [
+                Deducted(funds[w], *values) for w, values in sorted(net.items()) if w in funds])
+        else:
+            continue
+        invoice_id = ids[group.key]
+        for posting in allocation.postings:
+            funds[posting.wallet_id] = apply_posting(funds[posting.wallet_id], posting)
+            outbound = posting.direction == "outbound"
+            prepaid[group.key] += posting.amount_cents if outbound else -posting.amount_cents
+            ledger.append(LedgerRow(
+                posting.wallet_id, group.customer.id, posting.direction, "settled", "invoice",
+                posting.credits, posting.amount_cents, f"invoice:{invoice_id}:{posting.wallet_id}",
+                granted_credits=posting.granted_credits,
+                note=f"invoice {invoice_id}: {'paid' if outbound else 'refunded'}"
+                     f" {posting.amount_cents} cents at finalization",
+            ))
+    post(conn, ledger, at)
+    return prepaid
 
 
-def _number(conn: Connection, customer_id: int) -> tuple[int, str]:
-    """The next number of this customer's invoices, given only at finalization (no gaps: the
-    customer row is locked and the sequence is the count of finalized invoices plus one)."""
-    seq = conn.execute(text("select coalesce(max(sequential_id), 0) + 1 from invoices"
-                            " where customer_id = :c"), {"c": customer_id}).scalar_one()
-    return int(seq), f"{invoice_prefix()}-{customer_id:03d}-{int(seq):03d}"
+def _numbers(conn: Connection, groups: Sequence[_Group]) -> dict[tuple[int, date], tuple[int, str]]:
+    """Numbers for the invoices being finalized, given only now (no gaps: the customers are
+    locked and each sequence continues from the customer's last finalized invoice)."""
+    if not groups:
+        return {}
+    last = {int(r.customer_id): int(r.seq) for r in conn.execute(text(
+        "select customer_id, coalesce(max(sequential_id), 0) as seq from invoices"
+        " where customer_id = any(cast(:ids as bigint[])) group by customer_id"),
+        {"ids": sorted({g.customer.id for g in groups})})}
+    out: dict[tuple[int, date], tuple[int, str]] = {}
+    for group in sorted(groups, key=lambda g: g.key):
+        seq = last.get(group.customer.id, 0) + 1
+        last[group.customer.id] = seq
+        out[group.key] = (seq, f"{invoice_prefix()}-{group.customer.id:03d}-{seq:03d}")
+    return out
 
 
 # --------------------------------------------------------------------------------------------

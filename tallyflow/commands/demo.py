@@ -29,6 +29,7 @@ def run_demo(days: int = typer.Option(3, min=1, max=31, help="Days of traffic to
 
 
 def _run_demo(days: int) -> None:
+    from flows.invoices import close_periods_flow
     from flows.usage_snapshot import usage_snapshot
     from flows.wallet_deductions import wallet_deductions
     from tallyflow.commands.ingest import run_ingest
@@ -74,6 +75,13 @@ def _run_demo(days: int) -> None:
         console.rule(f"{customer} ({subscription})")
         usage_command(subscription=subscription, at=now.isoformat(), as_json=False, metric=None)
     console.print(_wallet_table(wallet_overview, engine, now))
+    closed = close_periods_flow(at=now)
+    console.print(
+        f"[bold]6. Period close[/bold]: {closed['finalized']} invoice(s) finalized, "
+        f"{closed['drafts']} draft(s) (ended periods since each subscription started; "
+        "`tallyflow invoices list`)"
+    )
+    console.print(_invoice_table(engine))
     console.print(f"Done in {time.perf_counter() - started:.1f} s. Run it again: nothing is "
                   "counted twice.")
     console.print(
@@ -83,6 +91,28 @@ def _run_demo(days: int) -> None:
     )
     if not ok:
         raise typer.Exit(1)
+
+
+def _invoice_table(engine: Any) -> Table:
+    """The latest finalized invoice of each demo customer."""
+    from tasks.invoice_documents import list_invoices
+
+    table = Table(title="Latest finalized invoice per customer")
+    for column in ("number", "customer", "issuing date", "fees", "taxes", "prepaid credits",
+                   "total due"):
+        table.add_column(column, justify="right" if column in (
+            "fees", "taxes", "prepaid credits", "total due") else "left")
+    latest: dict[str, dict[str, Any]] = {}
+    for invoice in list_invoices(engine, status="finalized"):
+        latest[invoice["customer"]["external_id"]] = invoice
+    for customer, i in sorted(latest.items()):
+        money = i["currency"]
+        table.add_row(i["number"], customer, i["issuing_date"],
+                      format_money(i["fees_amount_cents"], money),
+                      format_money(i["taxes_amount_cents"], money),
+                      format_money(i["prepaid_credit_amount_cents"], money),
+                      format_money(i["total_amount_cents"], money))
+    return table
 
 
 def _wallet_table(overview: Any, engine: Any, now: datetime) -> Table:
