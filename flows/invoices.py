@@ -15,6 +15,7 @@ from prefect.events import emit_event
 
 from flows.params import OptionalMoment, moment_label, resolve_as_of, run_param
 from tallyflow.resources import billing_engine
+from tasks.invoice_documents import make_missing_pdfs
 from tasks.invoicing import (
     MAX_INVOICE_EVENTS,
     close_periods_task,
@@ -44,6 +45,12 @@ def emit_invoice_events_task() -> int:
     return len(pending.ids)
 
 
+@task(name="make-invoice-pdfs", **transient_retries(retries=3, backoff_factor=1))
+def make_pdfs_task() -> int:
+    """PDFs of the invoices just finalized (from their kept HTML), outside the close's locks."""
+    return make_missing_pdfs(billing_engine())
+
+
 def _close_name() -> str:
     return f"close periods {moment_label(run_param('at', default=None)) or 'scheduled'}"
 
@@ -60,6 +67,7 @@ def close_periods_flow(at: OptionalMoment = None) -> dict[str, Any]:
     moment: datetime = resolve_as_of(at)
     summary = close_periods_task(moment)
     summary["events_emitted"] = emit_invoice_events_task()
+    summary["pdfs"] = make_pdfs_task()
     print(f"periods closed as of {moment.isoformat()}: {summary['finalized']} finalized,"
           f" {summary['drafts']} draft(s), {summary['late_events']} late event(s)")
     return summary

@@ -676,7 +676,6 @@ invoices = Table(
     # When the tallyflow.invoice.finalized event went out (at least once, after commit).
     Column("emitted_at", DateTime(timezone=True)),
     Column("html", Text),
-    Column("pdf", LargeBinary),
     *_timestamps(),
     UniqueConstraint("customer_id", "issuing_date", "invoice_type",
                      name="uq_invoices_customer_day"),
@@ -736,4 +735,16 @@ invoice_fees = Table(
     Column("to_datetime", DateTime(timezone=True), nullable=False),
     UniqueConstraint("invoice_id", "position", name="uq_invoice_fees_position"),
     CheckConstraint("item_type in ('subscription', 'charge', 'commitment')", name="item_type"),
+)
+
+# The PDF of a finalized invoice, made from its kept HTML right after finalization (outside the
+# closing transaction: ~30 ms a page would hold the customers' locks). Written once: a trigger
+# rejects updates and deletes.
+invoice_pdfs = Table(
+    "invoice_pdfs",
+    metadata,
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT"),
+           primary_key=True),
+    Column("pdf", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

@@ -155,18 +155,43 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any
     return out
 
 
-def render_documents(
-    conn: Connection, invoice_ids: Sequence[int]
-) -> dict[int, tuple[str, bytes | None]]:
-    """HTML (always) and PDF (when the ``pdf`` extra is installed) of these invoices."""
+def render_documents(conn: Connection, invoice_ids: Sequence[int]) -> dict[int, str]:
+    """The HTML of these invoices (kept with them at finalization)."""
     rows = conn.execute(text(_INVOICES + " where v.id = any(cast(:ids as bigint[]))"),
                         {"ids": list(invoice_ids)}).all()
-    with_pdf = pdf_available()
-    out: dict[int, tuple[str, bytes | None]] = {}
-    for row, invoice in zip(rows, invoice_objects(conn, rows), strict=True):
-        html = render_html(invoice)
-        out[row.id] = (html, render_pdf(html) if with_pdf else None)
-    return out
+    return {row.id: render_html(invoice)
+            for row, invoice in zip(rows, invoice_objects(conn, rows), strict=True)}
+
+
+_MISSING_PDFS = text(
+    """
+    select v.id, v.html from invoices v
+    where v.status = 'finalized' and v.html is not null
+      and not exists (select 1 from invoice_pdfs p where p.invoice_id = v.id)
+    order by v.id limit :limit
+    """
+)
+
+
+def make_missing_pdfs(engine: Engine, limit: int = 10_000, chunk: int = 50) -> int:
+    """PDFs of finalized invoices that have none yet, made from their kept HTML (so the PDF
+    shows exactly what was finalized). Idempotent: written once per invoice; a crash leaves
+    the rest for the next run. 0 when WeasyPrint (the ``pdf`` extra) is not installed."""
+    if not pdf_available():
+        return 0
+    with engine.connect() as conn:
+        pending = conn.execute(_MISSING_PDFS, {"limit": limit}).all()
+    made = 0
+    for first in range(0, len(pending), chunk):
+        part = pending[first:first + chunk]
+        pdfs = [render_pdf(row.html) for row in part]
+        with engine.begin() as conn:
+            made += conn.execute(text(
+                "insert into invoice_pdfs (invoice_id, pdf) select * from"
+                " unnest(cast(:ids as bigint[]), cast(:pdfs as bytea[]))"
+                " on conflict (invoice_id) do nothing"),
+                {"ids": [row.id for row in part], "pdfs": pdfs}).rowcount
+    return made
 
 
 def list_invoices(
@@ -208,13 +233,15 @@ def invoice_document(engine: Engine, key: str, kind: str) -> bytes | str | None:
     if invoice is None:
         return None
     with engine.connect() as conn:
-        row = conn.execute(text("select id, html, pdf from invoices where lago_id = :l"),
-                           {"l": invoice["lago_id"]}).one()
-        if kind == "html":
-            return row.html or render_html(invoice)
-        if row.pdf is not None:
-            return bytes(row.pdf)
-        return render_pdf(row.html or render_html(invoice))
+        row = conn.execute(text(
+            "select v.id, v.html, p.pdf from invoices v"
+            " left join invoice_pdfs p on p.invoice_id = v.id where v.lago_id = :l"),
+            {"l": invoice["lago_id"]}).one()
+    if kind == "html":
+        return row.html or render_html(invoice)
+    if row.pdf is not None:
+        return bytes(row.pdf)
+    return render_pdf(row.html or render_html(invoice))
 
 
 __all__ = ["PdfUnavailable", "find_invoice", "invoice_document", "invoice_objects",

@@ -492,9 +492,8 @@ _SETTLE = text(
 _SEAL = text(
     """
     update invoices v set status = 'finalized', finalized_at = now(), html = r.html,
-      pdf = r.pdf, updated_at = now()
-    from unnest(cast(:ids as bigint[]), cast(:html as text[]), cast(:pdf as bytea[]))
-      as r(id, html, pdf)
+      updated_at = now()
+    from unnest(cast(:ids as bigint[]), cast(:html as text[])) as r(id, html)
     where v.id = r.id
     """
 )
@@ -559,8 +558,7 @@ def _write_batch(
             # Documents from the numbered drafts; then the invoices are sealed and the
             # triggers refuse any later change.
             documents = render_documents(conn, due)
-            conn.execute(_SEAL, {"ids": due, "html": [documents[i][0] for i in due],
-                                 "pdf": [documents[i][1] for i in due]})
+            conn.execute(_SEAL, {"ids": due, "html": [documents[i] for i in due]})
     written = {g.key for g in live}
     return [None if g.key not in written else {
         "invoice_id": ids[g.key], "number": numbers[g.key][1] if g.key in numbers else None,

@@ -5,6 +5,7 @@
   a subscription period is on at most one invoice. Triggers: once an invoice is finalized,
   it and its fees and periods can be neither updated nor deleted (only ``payment_status``,
   ``emitted_at`` and ``updated_at`` may still change), and no fee or period can be added to it.
+- invoice_pdfs: the PDF made from a finalized invoice's HTML, written once (trigger).
 - wallet_transactions: source ``invoice``: the deduction made at finalization (its idempotency
   key names the invoice: ``invoice:<invoice id>:<wallet id>``).
 
@@ -59,6 +60,16 @@ begin
       using errcode = 'restrict_violation', hint = 'issue a credit note instead';
   end if;
   return case when tg_op = 'DELETE' then old else new end;
+end
+$$
+"""
+
+_PDF_GUARD = """
+create function invoice_pdfs_guard() returns trigger
+language plpgsql as $$
+begin
+  raise exception 'the PDF of invoice % is kept as made: it cannot change', old.invoice_id
+    using errcode = 'restrict_violation';
 end
 $$
 """
@@ -123,7 +134,6 @@ def upgrade() -> None:
         sa.Column("finalized_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("emitted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("html", sa.Text(), nullable=True),
-        sa.Column("pdf", sa.LargeBinary(), nullable=True),
         *_timestamps(),
         sa.CheckConstraint("status in ('draft', 'finalized')", name=op.f("ck_invoices_status")),
         sa.CheckConstraint("payment_status in ('pending', 'succeeded', 'failed')",
@@ -198,6 +208,19 @@ def upgrade() -> None:
         sa.UniqueConstraint("lago_id", name=op.f("uq_invoice_fees_lago_id")),
         sa.UniqueConstraint("invoice_id", "position", name="uq_invoice_fees_position"),
     )
+    op.create_table(
+        "invoice_pdfs",
+        sa.Column("invoice_id", sa.BigInteger(), nullable=False),
+        sa.Column("pdf", sa.LargeBinary(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.text("now()"),
+                  nullable=False),
+        sa.ForeignKeyConstraint(["invoice_id"], ["invoices.id"], ondelete="RESTRICT",
+                                name=op.f("fk_invoice_pdfs_invoice_id_invoices")),
+        sa.PrimaryKeyConstraint("invoice_id", name=op.f("pk_invoice_pdfs")),
+    )
+    op.execute(_PDF_GUARD)
+    op.execute("create trigger invoice_pdfs_final before update or delete on invoice_pdfs"
+               " for each row execute function invoice_pdfs_guard()")
     op.execute(_INVOICE_GUARD)
     op.execute("create trigger invoices_final before update or delete on invoices"
                " for each row execute function invoices_guard()")
@@ -224,6 +247,9 @@ def downgrade() -> None:
     op.execute("drop function invoice_parts_guard()")
     op.execute("drop trigger invoices_final on invoices")
     op.execute("drop function invoices_guard()")
+    op.execute("drop trigger invoice_pdfs_final on invoice_pdfs")
+    op.execute("drop function invoice_pdfs_guard()")
+    op.drop_table("invoice_pdfs")
     op.drop_table("invoice_fees")
     op.drop_index("ix_invoice_subscriptions_invoice", table_name="invoice_subscriptions")
     op.drop_table("invoice_subscriptions")
