@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -50,7 +50,14 @@ def _run_demo(days: int) -> None:
     open_wallets(engine, datetime.now(UTC), settle_paid=True)
     console.print(_price_table(engine))
     bucket = demo.demo_bucket()
-    objects = demo.write_traffic(bucket, datetime.now(UTC).date(), days)
+    today = datetime.now(UTC).date()
+    objects = demo.write_traffic(bucket, today, days)
+    # Some traffic in the last ended periods too, so that the invoices closed at the end show
+    # usage: the last day of the previous month (calendar customers) and the 10th of it
+    # (inside initech's last ended anniversary period whatever today's date).
+    last_month_end = today.replace(day=1) - timedelta(days=1)
+    for day in (last_month_end, last_month_end.replace(day=10)):
+        objects += demo.write_traffic(bucket, day, 1)
     console.print(f"[bold]2. Traffic[/bold]: {len(objects)} object(s) in {bucket}")
     summary, ok = run_ingest(bucket.as_uri(), progress=True)
     console.print(
@@ -98,10 +105,9 @@ def _invoice_table(engine: Any) -> Table:
     from tasks.invoice_documents import list_invoices
 
     table = Table(title="Latest finalized invoice per customer")
-    for column in ("number", "customer", "issuing date", "fees", "taxes", "prepaid credits",
-                   "total due"):
+    for column in ("number", "customer", "issued", "fees", "prepaid", "due"):
         table.add_column(column, justify="right" if column in (
-            "fees", "taxes", "prepaid credits", "total due") else "left")
+            "fees", "prepaid", "due") else "left", no_wrap=True)
     latest: dict[str, dict[str, Any]] = {}
     for invoice in list_invoices(engine, status="finalized"):
         latest[invoice["customer"]["external_id"]] = invoice
@@ -109,7 +115,6 @@ def _invoice_table(engine: Any) -> Table:
         money = i["currency"]
         table.add_row(i["number"], customer, i["issuing_date"],
                       format_money(i["fees_amount_cents"], money),
-                      format_money(i["taxes_amount_cents"], money),
                       format_money(i["prepaid_credit_amount_cents"], money),
                       format_money(i["total_amount_cents"], money))
     return table
