@@ -15,6 +15,7 @@ from prefect.events import emit_event
 
 from flows.params import OptionalMoment, moment_label, resolve_as_of, run_param
 from tallyflow.resources import billing_engine
+from tasks.history import HOOKS, tracked
 from tasks.invoice_documents import make_missing_pdfs
 from tasks.invoicing import (
     MAX_INVOICE_EVENTS,
@@ -55,7 +56,8 @@ def _close_name() -> str:
     return f"close periods {moment_label(run_param('at', default=None)) or 'scheduled'}"
 
 
-@flow(name="close-periods", flow_run_name=_close_name, log_prints=True)
+@flow(name="close-periods", flow_run_name=_close_name, log_prints=True, **HOOKS)
+@tracked
 def close_periods_flow(at: OptionalMoment = None) -> dict[str, Any]:
     """Close every billing period that ended before ``at``: draft or refresh its invoice,
     finalize it once the ingest watermark and the customer's grace period allow.
