@@ -256,3 +256,54 @@ def test_jpy_invoice_in_whole_yen(engine: Engine, tmp_path: Path) -> None:
     assert invoice["currency"] == "JPY"
     # 12345 tokens x 0.0001 = 1.2345 yen -> 1; plan 1000 yen; organization taxes none here
     assert [f["amount_cents"] for f in invoice["fees"]] == [1000, 1]
+
+
+@pytest.mark.parametrize("point", ["invoices.after_draft", "invoices.after_deduction"])
+def test_a_crash_inside_the_close_leaves_nothing_half_done(
+    engine: Engine, tmp_path: Path, point: str
+) -> None:
+    """The draft, the last deduction, the number and the seal are one transaction: a crash in
+    between leaves no invoice row and no ledger row of it; the next close does it all once."""
+    from tallyflow import failpoints
+
+    catalog(engine, tmp_path, plan={"amount_cents": 3100, "tax_codes": ["vat"]})
+    usage_events(engine, tmp_path, datetime(2025, 3, 10, 12, tzinfo=UTC))
+    ingested_until(engine, MARCH_END + timedelta(hours=3))
+    hour(engine, datetime(2025, 3, 31, 12, tzinfo=UTC))
+    before = balances(engine)
+    failpoints.arm(f"{point}=1:raise")
+    try:
+        with pytest.raises(failpoints.FailpointHit):
+            close_periods(engine, CLOSE, now=CLOSE)
+    finally:
+        failpoints.arm(None)
+    assert invoices(engine) == []
+    assert balances(engine) == before
+    close_periods(engine, CLOSE, now=CLOSE)
+    [invoice] = invoices(engine)
+    assert invoice["status"] == "finalized" and invoice["number"] == "TF-001-001"
+    assert invoice["prepaid_credit_amount_cents"] == 4680
+    assert_balances_match_ledger(engine)
+
+
+def test_an_object_still_loading_holds_the_watermark(engine: Engine, tmp_path: Path) -> None:
+    catalog(engine, tmp_path)
+    ingested_until(engine, MARCH_END + timedelta(hours=5))
+    with engine.begin() as conn:  # listed 1 h after the period end, not loaded yet
+        conn.execute(text("insert into ingest_objects (source, path, version, discovered_at)"
+                          " values ('test', 'late.jsonl', '1', :at)"),
+                     {"at": MARCH_END + timedelta(hours=1)})
+    summary = close_periods(engine, CLOSE, now=CLOSE)
+    assert summary.watermark == (MARCH_END + timedelta(hours=1)).isoformat()
+    assert summary.finalized == [] and summary.drafts == 1
+    with engine.begin() as conn:
+        conn.execute(text("update ingest_objects set status = 'ingested'"
+                          " where path = 'late.jsonl'"))
+    assert len(close_periods(engine, CLOSE, now=CLOSE).finalized) == 1
+
+
+def test_nothing_is_finalized_before_any_ingest_run(engine: Engine, tmp_path: Path) -> None:
+    catalog(engine, tmp_path)
+    summary = close_periods(engine, CLOSE + timedelta(days=30), now=CLOSE)
+    assert summary.watermark is None and summary.finalized == []
+    assert summary.drafts == 2  # March and April, both kept as drafts

@@ -224,3 +224,37 @@ def test_customer_timezone_sets_the_days() -> None:
 def test_trial_end_keeps_fractional_days_exact() -> None:
     assert trial_end(t("2026-03-01"), D("1.5")) == t("2026-03-02") + timedelta(hours=12)
     assert trial_end(t("2026-03-01"), D("0")) is None
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(
+    amount=st.integers(0, 10**9), usage=st.lists(st.integers(0, 10**7), max_size=5),
+    minimum=st.integers(0, 10**6), commitment=st.integers(0, 10**8),
+    start_day=st.integers(1, 28), rate=st.decimals("0", "50", places=3),
+    prepaid=st.integers(0, 10**9),
+)
+def test_invoice_invariants(amount: int, usage: list[int], minimum: int, commitment: int,
+                            start_day: int, rate: Decimal, prepaid: int) -> None:
+    """Whatever the plan: fees are whole and non-negative; the charge reaches its prorated
+    minimum and the subscription its prorated commitment (within the rounding of a minor
+    unit); totals add up; prepaid credits never exceed what is owed."""
+    usage_charge = charge(*(line(a, group={"g": str(i)}) for i, a in enumerate(usage)),
+                          minimum=str(minimum), taxes=("t",))
+    period = period_input(t(f"2026-03-{start_day:02d}"), t("2026-03-28"), amount=str(amount),
+                          commitment=str(commitment) if commitment else None,
+                          charges=(usage_charge,))
+    invoice = invoice_amounts("USD", [period], (), {"t": Tax("t", "T", rate)})
+    assert all(f.amount_cents >= 0 for f in invoice.fees)
+    days, full = period.billed_days, period.period_days
+    charge_total = sum(f.amount_cents for f in invoice.fees if f.item_type == "charge")
+    assert charge_total >= D(minimum * days) / full - D("0.5")
+    assert invoice.fees_amount_cents >= D(commitment * days) / full - D("1")
+    assert invoice.sub_total_including_taxes_amount_cents == (
+        invoice.fees_amount_cents + invoice.taxes_amount_cents)
+    settled = invoice.with_prepaid(prepaid)
+    assert 0 <= settled.total_amount_cents <= invoice.sub_total_including_taxes_amount_cents
+    assert settled.prepaid_credit_amount_cents + settled.total_amount_cents == (
+        invoice.sub_total_including_taxes_amount_cents)
