@@ -540,6 +540,7 @@ class Customer(LagoModel):
     timezone: Timezone | None = None
     tax_codes: TaxCodes = []
     invoice_grace_period: Annotated[Integer, AfterValidator(_not_negative)] | None = None
+    net_payment_term: Annotated[Integer, AfterValidator(_not_negative)] | None = None
 
     # Contact and integration details: they change no amount Tallyflow computes.
     NO_EFFECT = _EXPORT_FIELDS | {
@@ -552,7 +553,6 @@ class Customer(LagoModel):
         "skip_invoice_custom_sections", "invoice_custom_section_codes",
     }
     NOT_SUPPORTED = {
-        "net_payment_term": "payment terms on invoices",
         "finalize_zero_amount_invoice": "rules for zero-amount invoices",
         "billing_configuration": "billing configuration (grace period, payment provider)",
     }

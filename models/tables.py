@@ -672,6 +672,9 @@ invoices = Table(
     Column("customer", JSONB, nullable=False),
     # Earliest moment it may be finalized (period end + the customer's grace period).
     Column("finalize_after", DateTime(timezone=True), nullable=False),
+    # The customer's net_payment_term (days) and the day payment is due (issuing date + term).
+    Column("net_payment_term", Integer, nullable=False, server_default=text("0")),
+    Column("payment_due_date", Date, nullable=False),
     Column("finalized_at", DateTime(timezone=True)),
     # When the tallyflow.invoice.finalized event went out (at least once, after commit).
     Column("emitted_at", DateTime(timezone=True)),

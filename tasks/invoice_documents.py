@@ -8,7 +8,7 @@ quantities decimal strings.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -124,9 +124,11 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any
             "number": r.number,
             "issuing_date": r.issuing_date.isoformat(),
             "payment_dispute_lost_at": None,
-            "payment_due_date": r.issuing_date.isoformat(),
-            "payment_overdue": False,
-            "net_payment_term": 0,
+            "payment_due_date": r.payment_due_date.isoformat(),
+            # Lago: finalized, not paid, and the due date has passed
+            "payment_overdue": (r.status == "finalized" and r.payment_status != "succeeded"
+                                and r.payment_due_date < date.today()),
+            "net_payment_term": r.net_payment_term,
             "invoice_type": r.invoice_type,
             "status": r.status,
             "payment_status": r.payment_status,
@@ -246,3 +248,24 @@ def invoice_document(engine: Engine, key: str, kind: str) -> bytes | str | None:
 
 __all__ = ["PdfUnavailable", "find_invoice", "invoice_document", "invoice_objects",
            "list_invoices", "render_documents"]
+
+
+class InvoiceError(ValueError):
+    """A request about an invoice that cannot be honoured (unknown, or still a draft)."""
+
+
+def set_payment_status(engine: Engine, key: str, status: str) -> dict[str, Any]:
+    """Record a finalized invoice's payment (``succeeded``) or failed payment (``failed``);
+    the only change the database lets a finalized invoice take."""
+    invoice = find_invoice(engine, key)
+    if invoice is None:
+        raise InvoiceError(f"no invoice {key!r} (hint: `tallyflow invoices list`)")
+    if invoice["status"] != "finalized":
+        raise InvoiceError(f"invoice {key!r} is a draft: only a finalized invoice is paid "
+                           "(hint: it is finalized once its period is settled)")
+    with engine.begin() as conn:
+        conn.execute(text("update invoices set payment_status = :s, updated_at = now()"
+                          " where lago_id = :l"), {"s": status, "l": invoice["lago_id"]})
+    found = find_invoice(engine, key)
+    assert found is not None
+    return found

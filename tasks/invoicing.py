@@ -24,7 +24,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, TypeVar
 from zoneinfo import ZoneInfo
@@ -117,6 +117,7 @@ class CustomerInfo:
     timezone: str | None
     tax_codes: tuple[str, ...]
     grace_days: int
+    net_payment_term: int
     document: Mapping[str, Any]
 
 
@@ -166,7 +167,8 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
         customer = _stored(Customer, doc)
         customers[r.id] = CustomerInfo(
             r.id, r.external_id, r.name, r.email, r.currency, r.timezone,
-            tuple(customer.tax_codes), customer.invoice_grace_period or 0, doc,
+            tuple(customer.tax_codes), customer.invoice_grace_period or 0,
+            customer.net_payment_term or 0, doc,
         )
     plans: dict[int, PlanInfo] = {}
     minimums: dict[int, list[Decimal]] = defaultdict(list)
@@ -348,7 +350,8 @@ def close_periods(
     batch_size: int = BATCH,
 ) -> CloseSummary:
     """Close every subscription period that ended before ``at``: draft or refresh its invoice,
-    finalize it when its time has come. ``customers`` limits the close to these external ids."""
+    finalize it when its time has come. ``customers`` limits the close to these external ids;
+    ``now`` is the moment the finalization deductions are posted at (default ``at``)."""
     settle = timedelta(hours=settle_hours()) if settle is None else settle
     summary = CloseSummary()
     with engine.connect() as conn:
@@ -387,7 +390,7 @@ def close_periods(
                              finalize_after, due))
     for first in range(0, len(groups), max(1, batch_size)):
         for outcome in _write_batch(engine, groups[first:first + batch_size],
-                                    now or datetime.now(UTC)):
+                                    now or at):
             if outcome is None:
                 summary.unchanged_final += 1
             elif outcome["status"] == "finalized":
@@ -432,6 +435,7 @@ def _customer_object(customer: CustomerInfo) -> dict[str, Any]:
         "timezone": customer.timezone,
         "tax_codes": list(customer.tax_codes),
         "invoice_grace_period": customer.grace_days,
+        "net_payment_term": customer.net_payment_term,
     }
 
 
@@ -458,14 +462,15 @@ _EXISTING = text(
 _UPSERT = text(
     """
     insert into invoices as v (lago_id, customer_id, issuing_date, currency, fees_amount_cents,
-      taxes_amount_cents, total_amount_cents, applied_taxes, customer, finalize_after)
+      taxes_amount_cents, total_amount_cents, applied_taxes, customer, finalize_after,
+      net_payment_term, payment_due_date)
     select lago, cid, day, currency, fees, taxes, total, cast(applied as jsonb),
-           cast(customer as jsonb), after
+           cast(customer as jsonb), after, term, day + term
     from unnest(cast(:lago as text[]), cast(:customers as bigint[]), cast(:days as date[]),
                 cast(:currency as text[]), cast(:fees as numeric[]), cast(:taxes as numeric[]),
                 cast(:total as numeric[]), cast(:applied as text[]), cast(:customer as text[]),
-                cast(:after as timestamptz[]))
-      as r(lago, cid, day, currency, fees, taxes, total, applied, customer, after)
+                cast(:after as timestamptz[]), cast(:term as integer[]))
+      as r(lago, cid, day, currency, fees, taxes, total, applied, customer, after, term)
     order by cid, day
     on conflict (customer_id, issuing_date, invoice_type) do update set
       currency = excluded.currency, fees_amount_cents = excluded.fees_amount_cents,
@@ -473,7 +478,8 @@ _UPSERT = text(
       total_amount_cents = excluded.total_amount_cents,
       prepaid_credit_amount_cents = 0, applied_taxes = excluded.applied_taxes,
       customer = excluded.customer, finalize_after = excluded.finalize_after,
-      updated_at = now()
+      net_payment_term = excluded.net_payment_term,
+      payment_due_date = excluded.payment_due_date, updated_at = now()
     returning v.id, v.customer_id, v.issuing_date
     """
 )
@@ -537,6 +543,7 @@ def _write_batch(
                 "applied": [_json(_applied_taxes(g.amounts)) for g in live],
                 "customer": [_json(_customer_object(g.customer)) for g in live],
                 "after": [g.finalize_after for g in live],
+                "term": [g.customer.net_payment_term for g in live],
             })
             ids = {(r.customer_id, r.issuing_date): r.id for r in rows}
             _insert_parts(conn, [(ids[g.key], g) for g in live])

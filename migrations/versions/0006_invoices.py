@@ -131,6 +131,8 @@ def upgrade() -> None:
                   server_default=sa.text("'[]'::jsonb"), nullable=False),
         sa.Column("customer", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
         sa.Column("finalize_after", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("net_payment_term", sa.Integer(), server_default=sa.text("0"), nullable=False),
+        sa.Column("payment_due_date", sa.Date(), nullable=False),
         sa.Column("finalized_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("emitted_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("html", sa.Text(), nullable=True),

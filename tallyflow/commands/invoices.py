@@ -5,6 +5,7 @@
   ``{"invoices": [...]}`` in Lago's invoice shape (or a table);
 - ``show ID|NUMBER [--json]`` prints ``{"invoice": {...}}`` (or a readable invoice);
 - ``pdf ID|NUMBER -o FILE`` (and ``html``) writes the document kept at finalization;
+- ``mark-paid|mark-failed ID|NUMBER`` records the payment status of a finalized invoice;
 - ``late-usage`` lists events that arrived after their period's invoice was finalized.
 """
 
@@ -182,6 +183,30 @@ def html(
 ) -> None:
     """The invoice's HTML document (kept at finalization)."""
     _document(key, output, "html")
+
+
+def _payment(key: str, status: str) -> None:
+    from tasks.invoice_documents import InvoiceError, set_payment_status
+
+    try:
+        invoice = set_payment_status(billing_engine(), key, status)
+    except InvoiceError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"{invoice['number']}: payment {invoice['payment_status']}, due "
+               f"{format_money(invoice['total_due_amount_cents'], invoice['currency'])}")
+
+
+@app.command("mark-paid")
+def mark_paid(key: str = typer.Argument(..., help="Invoice number, lago_id or id.")) -> None:
+    """Record that a finalized invoice was paid (payment_status succeeded)."""
+    _payment(key, "succeeded")
+
+
+@app.command("mark-failed")
+def mark_failed(key: str = typer.Argument(..., help="Invoice number, lago_id or id.")) -> None:
+    """Record that a finalized invoice's payment failed (payment_status failed)."""
+    _payment(key, "failed")
 
 
 @app.command("late-usage")

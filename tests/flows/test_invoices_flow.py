@@ -93,3 +93,29 @@ def test_pdfs_are_kept_as_made(engine: Engine, tmp_path: Path) -> None:
     with pytest.raises(DBAPIError, match="kept as made"):
         with engine.begin() as conn:
             conn.execute(text("update invoice_pdfs set pdf = 'x'"))
+
+
+def test_payment_status_and_terms(engine: Engine, tmp_path: Path) -> None:
+    catalog(engine, tmp_path, plan={"amount_cents": 3100}, customer={"net_payment_term": 30},
+            wallet=False)
+    ingested_until(engine, MARCH_END + timedelta(hours=3))
+    unknown = runner.invoke(app, ["invoices", "mark-paid", "nope"])
+    assert unknown.exit_code == 1 and "no invoice 'nope'" in unknown.output
+    from tasks.invoicing import close_periods
+
+    close_periods(engine, datetime(2025, 4, 1, 8, tzinfo=UTC))
+    shown = json.loads(runner.invoke(app, ["invoices", "show", "TF-001-001", "--json"]).stdout)
+    invoice = shown["invoice"]
+    assert (invoice["net_payment_term"], invoice["payment_due_date"]) == (30, "2025-05-01")
+    assert invoice["payment_overdue"] is True and invoice["total_due_amount_cents"] == 3410
+    failed = runner.invoke(app, ["invoices", "mark-failed", "TF-001-001"])
+    assert failed.exit_code == 0 and "payment failed" in failed.stdout
+    paid = runner.invoke(app, ["invoices", "mark-paid", "TF-001-001"])
+    assert paid.exit_code == 0 and "payment succeeded, due 0.00 USD" in paid.stdout
+    again = json.loads(runner.invoke(app, ["invoices", "show", "TF-001-001", "--json"]).stdout)
+    assert again["invoice"]["payment_overdue"] is False
+    assert {k: v for k, v in again["invoice"].items()
+            if k not in ("payment_status", "updated_at", "payment_overdue",
+                         "total_due_amount_cents")} == {
+        k: v for k, v in invoice.items()
+        if k not in ("payment_status", "updated_at", "payment_overdue", "total_due_amount_cents")}

@@ -65,6 +65,7 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
            for name in ("external_id", "name", "email", "currency", "timezone")},
         "tax_codes": "tasks/invoicing.py",
         "invoice_grace_period": "tasks/invoicing.py",
+        "net_payment_term": "tasks/invoicing.py",
     },
     Subscription: {name: "tasks/catalog.py"
                    for name in ("external_id", "external_customer_id", "plan_code", "name",
@@ -144,8 +145,8 @@ REFUSED = [
      "tax.country", "unknown field"),
     ("customer-billing-config", {"customer": {"external_id": "c2", "billing_configuration": {
         "invoice_grace_period": 3}}}, "customer.billing_configuration", "not supported yet"),
-    ("customer-terms", {"customer": {"external_id": "c2", "net_payment_term": 30}},
-     "customer.net_payment_term", "not supported yet"),
+    ("customer-terms", {"customer": {"external_id": "c2", "net_payment_term": -30}},
+     "customer.net_payment_term", "must not be negative"),
     ("subscription-ending", subscription(ending_at="2099-01-01T00:00:00Z"),
      "subscription.ending_at", "not supported yet"),
     ("subscription-overrides", subscription(plan_overrides={"amount_cents": 5}),
