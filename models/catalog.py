@@ -61,13 +61,15 @@ from models.rating.periods import BillingTime, Interval
 # --------------------------------------------------------------------------------------------
 
 TAX = "tax"
+BILLING_ENTITY = "billing_entity"
 BILLABLE_METRIC = "billable_metric"
 PLAN = "plan"
 CUSTOMER = "customer"
 SUBSCRIPTION = "subscription"
 WALLET = "wallet"
 # Apply order: each kind only refers to kinds before it.
-KINDS: tuple[str, ...] = (TAX, BILLABLE_METRIC, PLAN, CUSTOMER, SUBSCRIPTION, WALLET)
+KINDS: tuple[str, ...] = (TAX, BILLING_ENTITY, BILLABLE_METRIC, PLAN, CUSTOMER, SUBSCRIPTION,
+                          WALLET)
 
 # The rating vocabulary is defined once, as the enums of models/rating; the catalog accepts
 # their values (in declaration order, which is the order error messages list them in).
@@ -414,6 +416,39 @@ class Tax(LagoModel):
                                   "plans_count", "auto_generated"}
 
 
+class BillingEntity(LagoModel):
+    """The issuer of invoices (Lago's ``billing_entity``): who bills, the invoice number
+    prefix, and the default taxes of its customers."""
+
+    code: Text
+    name: Text
+    email: Email | None = None
+    legal_name: str | None = None
+    legal_number: str | None = None
+    tax_identification_number: str | None = None
+    address_line1: str | None = None
+    address_line2: str | None = None
+    city: str | None = None
+    zipcode: str | None = None
+    state: str | None = None
+    country: str | None = None
+    invoice_footer: str | None = None
+    document_number_prefix: Text | None = None
+    is_default: bool = False
+    tax_codes: TaxCodes = []
+    invoice_grace_period: Annotated[Integer, AfterValidator(_not_negative)] | None = None
+    net_payment_term: Annotated[Integer, AfterValidator(_not_negative)] | None = None
+
+    NO_EFFECT = _EXPORT_FIELDS | {"logo_url", "email_settings", "phone", "website"}
+    NOT_SUPPORTED = {
+        "default_currency": "a default currency for the entity's customers",
+        "timezone": "a default timezone for the entity's customers",
+        "document_numbering": "numbering invoices per billing entity",
+        "finalize_zero_amount_invoice": "rules for zero-amount invoices",
+        "eu_tax_management": "EU tax rules",
+    }
+
+
 class MetricFilterPayload(LagoModel):
     """A metric's ``filters[]`` item as Lago sends it (the payload shape only); the rating
     type is ``models.rating.filters.MetricFilter``."""
@@ -541,6 +576,7 @@ class Customer(LagoModel):
     tax_codes: TaxCodes = []
     invoice_grace_period: Annotated[Integer, AfterValidator(_not_negative)] | None = None
     net_payment_term: Annotated[Integer, AfterValidator(_not_negative)] | None = None
+    billing_entity_code: Text | None = None
 
     # Contact and integration details: they change no amount Tallyflow computes.
     NO_EFFECT = _EXPORT_FIELDS | {
@@ -548,7 +584,7 @@ class Customer(LagoModel):
         "tax_identification_number", "address_line1", "address_line2", "city", "zipcode",
         "state", "country", "phone", "url", "logo_url", "shipping_address", "metadata",
         "integration_customers", "sequential_id", "slug", "applicable_timezone",
-        "billing_entity_code", "external_salesforce_id", "taxes",
+        "external_salesforce_id", "taxes",
         "applicable_invoice_grace_period",
         "skip_invoice_custom_sections", "invoice_custom_section_codes",
     }
@@ -629,6 +665,7 @@ class Wallet(LagoModel):
 
 MODELS: dict[str, type[LagoModel]] = {
     TAX: Tax,
+    BILLING_ENTITY: BillingEntity,
     BILLABLE_METRIC: BillableMetric,
     PLAN: Plan,
     CUSTOMER: Customer,
@@ -645,7 +682,7 @@ def wallet_code(name: str | None) -> str:
 
 def natural_key(kind: str, model: LagoModel) -> tuple[str, ...]:
     """The key an object is upserted by (what Lago users already use to refer to it)."""
-    if isinstance(model, Tax | BillableMetric | Plan):
+    if isinstance(model, Tax | BillingEntity | BillableMetric | Plan):
         return (model.code,)
     if isinstance(model, Customer | Subscription):
         return (model.external_id,)
@@ -879,6 +916,7 @@ def _rule_issues(rule: RecurringRule, loc: Loc) -> list[Issue]:
 
 _DOCUMENT_CHECKS: dict[str, Callable[[Any], list[Issue]]] = {
     TAX: lambda tax: [],
+    BILLING_ENTITY: lambda entity: [],
     BILLABLE_METRIC: _metric_issues,
     PLAN: _plan_issues,
     CUSTOMER: lambda customer: [],
@@ -989,7 +1027,20 @@ def reference_issues(kind: str, model: LagoModel, catalog: Catalog) -> list[Issu
     if isinstance(model, Plan):
         return _plan_references(model, catalog)
     if isinstance(model, Customer):
-        return _tax_references(model.tax_codes, (CUSTOMER, "tax_codes"), catalog)
+        issues = _tax_references(model.tax_codes, (CUSTOMER, "tax_codes"), catalog)
+        code = model.billing_entity_code
+        if code is not None and catalog.missing(BILLING_ENTITY, code):
+            issues.append(Issue((CUSTOMER, "billing_entity_code"),
+                                f"unknown billing entity {code!r}"))
+        return issues
+    if isinstance(model, BillingEntity):
+        issues = _tax_references(model.tax_codes, (BILLING_ENTITY, "tax_codes"), catalog)
+        others = [e.code for e in catalog.objects[BILLING_ENTITY].values()
+                  if isinstance(e, BillingEntity) and e.is_default and e.code != model.code]
+        if model.is_default and others:
+            issues.append(Issue((BILLING_ENTITY, "is_default"),
+                                f"billing entity {others[0]!r} is already the default"))
+        return issues
     if isinstance(model, Subscription):
         return _subscription_references(model, catalog)
     if isinstance(model, Wallet):
@@ -1188,13 +1239,14 @@ def _raw_keys(kind: str, body: Any) -> set[tuple[str, tuple[str, ...]]]:
     it are not reported a second time as "unknown"."""
     if not isinstance(body, Mapping):
         return set()
-    value = body.get("code") if kind in (TAX, BILLABLE_METRIC, PLAN) else body.get("external_id")
+    coded = (TAX, BILLING_ENTITY, BILLABLE_METRIC, PLAN)
+    value = body.get("code") if kind in coded else body.get("external_id")
     return {(kind, (value,))} if isinstance(value, str) else set()
 
 
 def _key_field(kind: str) -> str:
-    return {TAX: "code", BILLABLE_METRIC: "code", PLAN: "code", WALLET: "code"}.get(
-        kind, "external_id")
+    return {TAX: "code", BILLING_ENTITY: "code", BILLABLE_METRIC: "code", PLAN: "code",
+            WALLET: "code"}.get(kind, "external_id")
 
 
 def _resolve_defaults(model: LagoModel, previous: LagoModel | None, now: datetime) -> None:

@@ -79,6 +79,17 @@ taxes = Table(
     *_timestamps(),
 )
 
+# The issuer of invoices; its fields are read from the document (tasks.invoicing).
+billing_entities = Table(
+    "billing_entities",
+    metadata,
+    _pk(),
+    Column("code", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    *_document(),
+    *_timestamps(),
+)
+
 billable_metrics = Table(
     "billable_metrics",
     metadata,
@@ -670,6 +681,8 @@ invoices = Table(
     Column("total_amount_cents", Numeric, nullable=False),
     Column("applied_taxes", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("customer", JSONB, nullable=False),
+    # The issuer as it was when the invoice was made (Lago's billing_entity), or null.
+    Column("billing_entity", JSONB),
     # Earliest moment it may be finalized (period end + the customer's grace period).
     Column("finalize_after", DateTime(timezone=True), nullable=False),
     # The customer's net_payment_term (days) and the day payment is due (issuing date + term).

@@ -71,7 +71,8 @@ def float_free(value: Decimal) -> str:
 
 
 _INVOICES = """
-    select v.*, v.customer::text as customer_text, v.applied_taxes::text as applied_text
+    select v.*, v.customer::text as customer_text, v.applied_taxes::text as applied_text,
+           v.billing_entity::text as entity_text
     from invoices v
 """
 
@@ -98,6 +99,18 @@ _SUBSCRIPTIONS = text(
 )
 
 
+_ENTITY_FIELDS = ("code", "name", "email", "legal_name", "legal_number",
+                  "tax_identification_number", "address_line1", "address_line2", "city",
+                  "zipcode", "state", "country", "invoice_footer", "document_number_prefix")
+
+
+def _entity(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The issuer with every field Lago shows (absent ones null)."""
+    if document is None:
+        return None
+    return {**dict.fromkeys(_ENTITY_FIELDS), **document}
+
+
 def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any]]:
     """Lago invoice objects for invoice rows (each with fees and subscriptions)."""
     ids = [r.id for r in rows]
@@ -119,7 +132,8 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any
         sub_total_incl = sub_total_excl + _int(r.taxes_amount_cents)
         out.append({
             "lago_id": r.lago_id,
-            "billing_entity_code": None,
+            "billing_entity_code": (loads_exact(r.entity_text) or {}).get("code"),
+            "billing_entity": _entity(loads_exact(r.entity_text)),
             "sequential_id": r.sequential_id,
             "number": r.number,
             "issuing_date": r.issuing_date.isoformat(),

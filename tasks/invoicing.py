@@ -34,7 +34,7 @@ from prefect import task
 from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, text
 
-from models.catalog import Customer, LagoModel, Plan
+from models.catalog import BillingEntity, Customer, LagoModel, Plan
 from models.invoicing import (
     ChargeUsage,
     InvoiceAmounts,
@@ -108,6 +108,18 @@ def ingest_watermark(conn: Connection) -> datetime | None:
 
 
 @dataclass(frozen=True)
+class EntityInfo:
+    """The issuer (Lago's billing entity) as invoices show it."""
+
+    code: str
+    prefix: str | None
+    tax_codes: tuple[str, ...]
+    grace_days: int | None
+    net_payment_term: int | None
+    document: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class CustomerInfo:
     id: int
     external_id: str
@@ -119,6 +131,7 @@ class CustomerInfo:
     grace_days: int
     net_payment_term: int
     document: Mapping[str, Any]
+    entity: EntityInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,10 @@ def _stored(model: type[M], document: Mapping[str, Any]) -> M:
         return model.model_construct()
 
 
+def _first(*values: int | None) -> int:
+    return next((v for v in values if v is not None), 0)
+
+
 def load_close_catalog(conn: Connection) -> CloseCatalog:
     """Taxes, customers and plans with the invoice fields of their stored documents."""
     taxes = {
@@ -161,14 +178,27 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
         for r in conn.execute(text("select code, name, rate, applied_to_organization from taxes"))
     }
     customers: dict[int, CustomerInfo] = {}
+    entities: dict[str, EntityInfo] = {}
+    default: EntityInfo | None = None
+    for r in conn.execute(text("select document::text as document from billing_entities"
+                               " order by code")):
+        doc = loads_exact(r.document) or {}
+        entity = _stored(BillingEntity, doc)
+        info = EntityInfo(entity.code, entity.document_number_prefix, tuple(entity.tax_codes),
+                          entity.invoice_grace_period, entity.net_payment_term, doc)
+        entities[entity.code] = info
+        default = info if entity.is_default else default
     for r in conn.execute(text("select id, external_id, name, email, currency, timezone,"
                                " document::text as document from customers")):
         doc = loads_exact(r.document) or {}
         customer = _stored(Customer, doc)
+        issuer = entities.get(customer.billing_entity_code or "", default)
+        # Lago: the customer's setting, else its billing entity's, else none.
+        grace = _first(customer.invoice_grace_period, issuer and issuer.grace_days)
+        term = _first(customer.net_payment_term, issuer and issuer.net_payment_term)
         customers[r.id] = CustomerInfo(
             r.id, r.external_id, r.name, r.email, r.currency, r.timezone,
-            tuple(customer.tax_codes), customer.invoice_grace_period or 0,
-            customer.net_payment_term or 0, doc,
+            tuple(customer.tax_codes), grace, term, doc, issuer,
         )
     plans: dict[int, PlanInfo] = {}
     minimums: dict[int, list[Decimal]] = defaultdict(list)
@@ -381,7 +411,8 @@ def close_periods(
                                 usage[(sub.id, period.period_start)])
                    for sub, period in items]
         amounts = invoice_amounts(items[0][0].currency, periods, customer.tax_codes,
-                                  catalog.taxes)
+                                  catalog.taxes,
+                                  customer.entity.tax_codes if customer.entity else ())
         period_end = max(p.period_end for _, p in items)
         finalize_after = period_end + ONE_MICROSECOND + timedelta(days=customer.grace_days)
         due = (at >= finalize_after and watermark is not None
@@ -463,14 +494,16 @@ _UPSERT = text(
     """
     insert into invoices as v (lago_id, customer_id, issuing_date, currency, fees_amount_cents,
       taxes_amount_cents, total_amount_cents, applied_taxes, customer, finalize_after,
-      net_payment_term, payment_due_date)
+      net_payment_term, payment_due_date, billing_entity)
     select lago, cid, day, currency, fees, taxes, total, cast(applied as jsonb),
-           cast(customer as jsonb), after, term, day + term
+           cast(customer as jsonb), after, term, day + term, cast(entity as jsonb)
     from unnest(cast(:lago as text[]), cast(:customers as bigint[]), cast(:days as date[]),
                 cast(:currency as text[]), cast(:fees as numeric[]), cast(:taxes as numeric[]),
                 cast(:total as numeric[]), cast(:applied as text[]), cast(:customer as text[]),
-                cast(:after as timestamptz[]), cast(:term as integer[]))
-      as r(lago, cid, day, currency, fees, taxes, total, applied, customer, after, term)
+                cast(:after as timestamptz[]), cast(:term as integer[]),
+                cast(:entity as text[]))
+      as r(lago, cid, day, currency, fees, taxes, total, applied, customer, after, term,
+           entity)
     order by cid, day
     on conflict (customer_id, issuing_date, invoice_type) do update set
       currency = excluded.currency, fees_amount_cents = excluded.fees_amount_cents,
@@ -479,7 +512,8 @@ _UPSERT = text(
       prepaid_credit_amount_cents = 0, applied_taxes = excluded.applied_taxes,
       customer = excluded.customer, finalize_after = excluded.finalize_after,
       net_payment_term = excluded.net_payment_term,
-      payment_due_date = excluded.payment_due_date, updated_at = now()
+      payment_due_date = excluded.payment_due_date,
+      billing_entity = excluded.billing_entity, updated_at = now()
     returning v.id, v.customer_id, v.issuing_date
     """
 )
@@ -544,6 +578,8 @@ def _write_batch(
                 "customer": [_json(_customer_object(g.customer)) for g in live],
                 "after": [g.finalize_after for g in live],
                 "term": [g.customer.net_payment_term for g in live],
+                "entity": [_json(dict(g.customer.entity.document)) if g.customer.entity
+                           else None for g in live],
             })
             ids = {(r.customer_id, r.issuing_date): r.id for r in rows}
             _insert_parts(conn, [(ids[g.key], g) for g in live])
@@ -761,7 +797,9 @@ def _numbers(conn: Connection, groups: Sequence[_Group]) -> dict[tuple[int, date
     for group in sorted(groups, key=lambda g: g.key):
         seq = last.get(group.customer.id, 0) + 1
         last[group.customer.id] = seq
-        out[group.key] = (seq, f"{invoice_prefix()}-{group.customer.id:03d}-{seq:03d}")
+        entity = group.customer.entity
+        prefix = (entity.prefix if entity and entity.prefix else invoice_prefix())
+        out[group.key] = (seq, f"{prefix}-{group.customer.id:03d}-{seq:03d}")
     return out
 
 

@@ -1,6 +1,7 @@
 """invoices: tax objects, invoices with their fees and periods, finalized ones immutable
 
 - taxes: Lago tax objects of the catalog (code, name, rate in percent, organization default).
+- billing_entities: Lago's issuer objects (name, address, tax id, number prefix, taxes).
 - invoices / invoice_fees / invoice_subscriptions: one invoice per customer and billing day;
   a subscription period is on at most one invoice. Triggers: once an invoice is finalized,
   it and its fees and periods can be neither updated nor deleted (only ``payment_status``,
@@ -105,6 +106,17 @@ def upgrade() -> None:
         sa.UniqueConstraint("code", name=op.f("uq_taxes_code")),
     )
     op.create_table(
+        "billing_entities",
+        _id(),
+        sa.Column("code", sa.Text(), nullable=False),
+        sa.Column("name", sa.Text(), nullable=False),
+        sa.Column("document", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("digest", sa.Text(), nullable=False),
+        *_timestamps(),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_billing_entities")),
+        sa.UniqueConstraint("code", name=op.f("uq_billing_entities_code")),
+    )
+    op.create_table(
         "invoices",
         _id(),
         sa.Column("lago_id", sa.Text(), nullable=False),
@@ -130,6 +142,7 @@ def upgrade() -> None:
         sa.Column("applied_taxes", postgresql.JSONB(astext_type=sa.Text()),
                   server_default=sa.text("'[]'::jsonb"), nullable=False),
         sa.Column("customer", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("billing_entity", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
         sa.Column("finalize_after", sa.DateTime(timezone=True), nullable=False),
         sa.Column("net_payment_term", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column("payment_due_date", sa.Date(), nullable=False),
@@ -257,4 +270,5 @@ def downgrade() -> None:
     op.drop_table("invoice_subscriptions")
     op.drop_index("ix_invoices_status", table_name="invoices")
     op.drop_table("invoices")
+    op.drop_table("billing_entities")
     op.drop_table("taxes")

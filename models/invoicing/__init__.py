@@ -9,8 +9,8 @@ A closed billing period becomes one invoice per customer and billing day. Its fe
   (``Fees::CreateTrueUpService``);
 - a ``commitment`` fee when the subscription's fees stay below the plan's prorated
   ``minimum_commitment``;
-- taxes: the charge's tax codes, else the plan's, else the customer's, else the organization's
-  defaults; per fee kept precise, the invoice's total rounded once
+- taxes: the charge's tax codes, else the plan's, else the customer's, else its billing
+  entity's, else the organization's defaults; per fee kept precise, the invoice's total rounded once
   (``Invoices::ComputeAmountsFromFees``).
 
 Every amount is in minor units (``*_amount_cents``) and rounded with the one rule of
@@ -262,11 +262,13 @@ def period_fees(
     period: PeriodInput,
     customer_tax_codes: Sequence[str],
     taxes: Mapping[str, Tax],
+    entity_tax_codes: Sequence[str] = (),
 ) -> list[InvoiceFee]:
     """Every fee of one subscription's closed period, zero fees left out."""
     sub = period.external_subscription_id
     window = {"from_datetime": period.from_datetime, "to_datetime": period.to_datetime}
-    plan_taxes = applicable_taxes([period.plan_tax_codes, customer_tax_codes], taxes)
+    plan_taxes = applicable_taxes(
+        [period.plan_tax_codes, customer_tax_codes, entity_tax_codes], taxes)
     fees: list[InvoiceFee] = []
     precise = subscription_fee_cents(period)
     subscription_fee = InvoiceFee(
@@ -278,7 +280,8 @@ def period_fees(
         fees.append(subscription_fee)
     for charge in period.charges:
         charge_taxes = applicable_taxes(
-            [charge.tax_codes, period.plan_tax_codes, customer_tax_codes], taxes)
+            [charge.tax_codes, period.plan_tax_codes, customer_tax_codes, entity_tax_codes],
+            taxes)
         total = 0
         for line in charge.lines:
             total += line.amount_cents
@@ -320,11 +323,12 @@ def invoice_amounts(
     periods: Sequence[PeriodInput],
     customer_tax_codes: Sequence[str],
     taxes: Mapping[str, Tax],
+    entity_tax_codes: Sequence[str] = (),
 ) -> InvoiceAmounts:
     """One customer's invoice for the periods closing on one billing day."""
     fees: list[InvoiceFee] = []
     for period in periods:
-        fees += period_fees(period, customer_tax_codes, taxes)
+        fees += period_fees(period, customer_tax_codes, taxes, entity_tax_codes)
     return amounts_of(currency, fees)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from models.catalog import (
     BillableMetric,
+    BillingEntity,
     Charge,
     ChargeFilterPayload,
     Customer,
@@ -30,6 +31,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Declared fields that are billed (or key an object), and the file that reads them.
 CONSUMED: dict[type[LagoModel], dict[str, str]] = {
+    BillingEntity: {
+        "code": "tasks/catalog.py", "name": "tasks/catalog.py",
+        **{name: "tasks/invoicing.py"
+           for name in ("document_number_prefix", "tax_codes", "is_default",
+                        "invoice_grace_period", "net_payment_term")},
+        **{name: "models/invoicing/templates/invoice.html"
+           for name in ("email", "legal_name", "legal_number", "tax_identification_number",
+                        "address_line1", "address_line2", "city", "zipcode", "state",
+                        "country", "invoice_footer")},
+    },
     Tax: {name: "tasks/catalog.py"
           for name in ("code", "name", "rate", "description", "applied_to_organization")},
     MinimumCommitment: {"amount_cents": "tasks/invoicing.py",
@@ -66,6 +77,7 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
         "tax_codes": "tasks/invoicing.py",
         "invoice_grace_period": "tasks/invoicing.py",
         "net_payment_term": "tasks/invoicing.py",
+        "billing_entity_code": "tasks/invoicing.py",
     },
     Subscription: {name: "tasks/catalog.py"
                    for name in ("external_id", "external_customer_id", "plan_code", "name",
@@ -141,6 +153,15 @@ REFUSED = [
      "customer.tax_codes[0]", "unknown tax 'vat'"),
     ("customer-negative-grace", {"customer": {"external_id": "c2", "invoice_grace_period": -1}},
      "customer.invoice_grace_period", "must not be negative"),
+    ("customer-unknown-entity", {"customer": {"external_id": "c2",
+                                              "billing_entity_code": "eu"}},
+     "customer.billing_entity_code", "unknown billing entity 'eu'"),
+    ("entity-numbering", {"billing_entity": {"code": "eu", "name": "EU",
+                                             "document_numbering": "per_billing_entity"}},
+     "billing_entity.document_numbering", "not supported yet"),
+    ("entity-unknown-tax", {"billing_entity": {"code": "eu", "name": "EU",
+                                               "tax_codes": ["vat"]}},
+     "billing_entity.tax_codes[0]", "unknown tax 'vat'"),
     ("tax-unknown", {"tax": {"code": "vat", "name": "VAT", "rate": "20", "country": "FR"}},
      "tax.country", "unknown field"),
     ("customer-billing-config", {"customer": {"external_id": "c2", "billing_configuration": {
@@ -215,3 +236,12 @@ def test_invoice_fields_are_accepted_with_their_taxes() -> None:
              minimum_commitment={"amount_cents": 5000, "invoice_display_name": "Floor"}),
         {"customer": {"external_id": "c2", "tax_codes": ["vat"], "invoice_grace_period": 3}},
     ) == []
+
+
+def test_one_default_billing_entity() -> None:
+    entity = {"code": "eu", "name": "EU", "is_default": True}
+    assert _errors({"billing_entity": entity}) == []
+    errors = _errors({"billing_entity": entity},
+                     {"billing_entity": {**entity, "code": "us", "name": "US"}})
+    assert any(p == "billing_entity.is_default" and "already the default" in m
+               for p, m in errors), errors

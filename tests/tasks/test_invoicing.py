@@ -307,3 +307,33 @@ def test_nothing_is_finalized_before_any_ingest_run(engine: Engine, tmp_path: Pa
     summary = close_periods(engine, CLOSE + timedelta(days=30), now=CLOSE)
     assert summary.watermark is None and summary.finalized == []
     assert summary.drafts == 2  # March and April, both kept as drafts
+
+
+def test_billing_entity_issues_numbers_taxes_and_terms(engine: Engine, tmp_path: Path) -> None:
+    """The customer's billing entity: its prefix numbers the invoice, its taxes apply when
+    neither charge, plan nor customer names any (before the organization's), its payment term
+    and grace period are the customer's defaults, and it is printed on the invoice."""
+    from tasks.catalog import apply_catalog
+    from tasks.invoice_documents import invoice_document
+
+    entity = {"billing_entity": {
+        "code": "acme_eu", "name": "Tallyflow EU", "legal_name": "Tallyflow Europe SAS",
+        "address_line1": "1 rue de la Paix", "city": "Paris", "country": "FR",
+        "tax_identification_number": "FR123", "document_number_prefix": "TFEU",
+        "tax_codes": ["vat"], "net_payment_term": 15, "invoice_footer": "Thank you"}}
+    extra = tmp_path / "entity.json"
+    extra.write_text(json.dumps([*TAXES, entity]))
+    assert apply_catalog(engine, [extra]).ok
+    catalog(engine, tmp_path, plan={"amount_cents": 3100},
+            customer={"billing_entity_code": "acme_eu"}, wallet=False)
+    ingested_until(engine, MARCH_END + timedelta(hours=3))
+    close_periods(engine, CLOSE)
+    [invoice] = invoices(engine)
+    assert invoice["number"] == "TFEU-001-001"
+    assert invoice["billing_entity_code"] == "acme_eu"
+    assert [t["tax_code"] for t in invoice["applied_taxes"]] == ["vat"]  # not the org's 10 %
+    assert invoice["total_amount_cents"] == 3720
+    assert invoice["payment_due_date"] == "2025-04-16"
+    html = invoice_document(engine, invoice["number"], "html")
+    assert isinstance(html, str)
+    assert "Tallyflow Europe SAS" in html and "FR123" in html and "Thank you" in html
