@@ -9,8 +9,9 @@ A scratch database is created next to the one in the URL and dropped afterwards.
 metric and plan (with a $10 subscription fee and a 20 % tax) are applied with the catalog code;
 customers, subscriptions, wallets and two events per subscription are inserted with SQL in bulk
 and folded. The timed part is ``tasks.invoicing.close_periods`` (rating every period, drafting,
-finalizing with the last wallet deduction, numbering, HTML; PDF only when WeasyPrint is
-installed), then a second close that finds everything final.
+finalizing with the last wallet deduction, numbering, HTML), then a second close that finds
+everything final, then (with the ``pdf`` extra) the PDFs of a sample of the invoices, which
+the flow makes after the close, outside its locks.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ SEED = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subscriptions", type=int, default=10_000)
+    parser.add_argument("--pdfs", type=int, default=200, help="How many PDFs to time.")
     args = parser.parse_args()
 
     base = os.environ.get("TALLYFLOW_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -96,8 +98,7 @@ def main() -> None:
         fold_pending(engine, max_objects=10)
         w.open_wallets(engine, CLOSE_AT, True)
         print(f"seeded {args.subscriptions} subscriptions with usage and wallets in "
-              f"{time.perf_counter() - started:.2f} s (PDF: "
-              f"{'on' if pdf_available() else 'off, WeasyPrint not installed'})")
+              f"{time.perf_counter() - started:.2f} s")
         for label in ("close: rate, draft, finalize", "close again: all final"):
             started = time.perf_counter()
             summary = close_periods(engine, CLOSE_AT, now=CLOSE_AT)
@@ -105,6 +106,16 @@ def main() -> None:
             print(f"{label:30s} {seconds:6.2f} s  finalized={len(summary.finalized):>6}"
                   f"  drafts={summary.drafts}  already final={summary.unchanged_final}"
                   f"  prepaid cents={summary.prepaid_cents}")
+        if pdf_available():
+            from tasks.invoice_documents import make_missing_pdfs
+
+            started = time.perf_counter()
+            made = make_missing_pdfs(engine, limit=args.pdfs)
+            seconds = time.perf_counter() - started
+            print(f"{'PDFs of a sample':30s} {seconds:6.2f} s  pdfs={made}"
+                  f"  per PDF={1000 * seconds / max(made, 1):.1f} ms")
+        else:
+            print("PDFs: the pdf extra (WeasyPrint) is not installed")
         with engine.connect() as conn:
             row = conn.execute(text(
                 "select count(*), sum(total_amount_cents), sum(prepaid_credit_amount_cents),"
