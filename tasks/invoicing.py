@@ -45,6 +45,9 @@ from models.invoicing import (
     trial_end,
 )
 from models.rating.periods import ONE_MICROSECOND, BillingPeriod
+from models.rating.pricing import ChargeUsage as RatedCharge
+from models.rating.pricing import SubscriptionUsage
+from models.rating.pricing import UsageLine as RatedLine
 from models.wallets import (
     ZERO,
     Allocation,
@@ -266,41 +269,40 @@ def ended_periods(
 # --------------------------------------------------------------------------------------------
 
 
-def _lines(usage: Mapping[str, Any]) -> tuple[UsageLine, ...]:
+def _lines(usage: RatedCharge) -> tuple[UsageLine, ...]:
     """A charge's finest buckets: per group (and filter within it), else per filter, else the
     charge itself."""
-    def line(item: Mapping[str, Any], name: str | None,
-             grouped_by: Mapping[str, Any] | None) -> UsageLine:
-        return UsageLine(Decimal(item["units"]), int(item["events_count"]),
-                         int(item["amount_cents"]), Decimal(item["precise_amount_cents"]),
-                         name, dict(grouped_by or {}))
+    def line(priced: RatedLine, name: str | None,
+             grouped_by: Mapping[str, str | None] | None) -> UsageLine:
+        return UsageLine(priced.units, priced.events_count, priced.amount_cents,
+                         priced.precise_amount_cents, name, dict(grouped_by or {}))
 
-    if usage.get("grouped_usage"):
+    if usage.grouped_usage:
         out: list[UsageLine] = []
-        for group in usage["grouped_usage"]:
-            if group.get("filters"):
-                out += [line(f, f.get("invoice_display_name"), group["grouped_by"])
-                        for f in group["filters"]]
+        for group in usage.grouped_usage:
+            if group.filters:
+                out += [line(f.line, f.invoice_display_name, group.grouped_by)
+                        for f in group.filters]
             else:
-                out.append(line(group, None, group["grouped_by"]))
+                out.append(line(group.line, None, group.grouped_by))
         return tuple(out)
-    if usage.get("filters"):
-        return tuple(line(f, f.get("invoice_display_name"), None) for f in usage["filters"])
-    return (line(usage, None, None),)
+    if usage.filters:
+        return tuple(line(f.line, f.invoice_display_name, None) for f in usage.filters)
+    return (line(usage.line, None, None),)
 
 
 def period_input(
-    sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo, usage: Mapping[str, Any],
+    sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo, usage: SubscriptionUsage,
 ) -> PeriodInput:
     zone = ZoneInfo(period.timezone)
     ends = trial_end(sub.subscription_at, plan.trial_period)
     charges = []
-    for index, item in enumerate(usage["charges_usage"]):
+    for index, item in enumerate(usage.charges):
         charges.append(ChargeUsage(
-            charge_id=int(item["charge"]["lago_id"]),
-            metric_code=item["billable_metric"]["code"],
-            metric_name=item["billable_metric"]["name"],
-            invoice_display_name=item["charge"]["invoice_display_name"],
+            charge_id=item.charge.id,
+            metric_code=item.charge.metric.code,
+            metric_name=item.charge.metric.name,
+            invoice_display_name=item.display_name,
             min_amount_cents=(plan.charge_minimums[index]
                               if index < len(plan.charge_minimums) else ZERO),
             tax_codes=(plan.charge_tax_codes[index]
@@ -401,7 +403,7 @@ def close_periods(
         grouped[(catalog.customer_of[sub.id], period.end_date)].append((sub, period))
         by_end[period.period_end].append(sub)
     # Rate together the periods that end at the same instant (one consistent read each).
-    usage: dict[tuple[int, datetime], dict[str, Any]] = {}
+    usage: dict[tuple[int, datetime], SubscriptionUsage] = {}
     for end, ending in sorted(by_end.items()):
         usage.update(_rate(engine, ending, end))
     groups: list[_Group] = []
@@ -436,8 +438,8 @@ def close_periods(
 
 def _rate(
     engine: Engine, subs: Sequence[SubscriptionInfo], end: datetime
-) -> dict[tuple[int, datetime], dict[str, Any]]:
-    out: dict[tuple[int, datetime], dict[str, Any]] = {}
+) -> dict[tuple[int, datetime], SubscriptionUsage]:
+    out: dict[tuple[int, datetime], SubscriptionUsage] = {}
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
