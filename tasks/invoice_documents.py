@@ -214,7 +214,8 @@ def list_invoices(
     engine: Engine, *, customer: str | None = None, subscription: str | None = None,
     status: str | None = None, limit: int = 1000,
 ) -> list[dict[str, Any]]:
-    where, params = [], {"limit": limit}
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
     if customer:
         where.append("v.customer_id = (select id from customers where external_id = :customer)")
         params["customer"] = customer

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -167,7 +167,7 @@ def _stored(model: type[M], document: Mapping[str, Any]) -> M:
     try:
         return model.model_validate(document)
     except ValidationError:
-        return model.model_construct()
+        return cast(M, model.model_construct())
 
 
 def _first(*values: int | None) -> int:
@@ -197,8 +197,9 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
         customer = _stored(Customer, doc)
         issuer = entities.get(customer.billing_entity_code or "", default)
         # Lago: the customer's setting, else its billing entity's, else none.
-        grace = _first(customer.invoice_grace_period, issuer and issuer.grace_days)
-        term = _first(customer.net_payment_term, issuer and issuer.net_payment_term)
+        grace = _first(customer.invoice_grace_period, issuer.grace_days if issuer else None)
+        term = _first(customer.net_payment_term,
+                      issuer.net_payment_term if issuer else None)
         customers[r.id] = CustomerInfo(
             r.id, r.external_id, r.name, r.email, r.currency, r.timezone,
             tuple(customer.tax_codes), grace, term, doc, issuer,

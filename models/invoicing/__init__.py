@@ -266,7 +266,6 @@ def period_fees(
 ) -> list[InvoiceFee]:
     """Every fee of one subscription's closed period, zero fees left out."""
     sub = period.external_subscription_id
-    window = {"from_datetime": period.from_datetime, "to_datetime": period.to_datetime}
     plan_taxes = applicable_taxes(
         [period.plan_tax_codes, customer_tax_codes, entity_tax_codes], taxes)
     fees: list[InvoiceFee] = []
@@ -274,7 +273,8 @@ def period_fees(
     subscription_fee = InvoiceFee(
         "subscription", sub, period.plan_code, period.plan_name,
         period.plan_invoice_display_name, None, {}, Decimal(1), 0,
-        int(round_minor(precise)), precise, taxes=plan_taxes, **window,
+        int(round_minor(precise)), precise, taxes=plan_taxes,
+        from_datetime=period.from_datetime, to_datetime=period.to_datetime,
     )
     if subscription_fee.amount_cents != 0:
         fees.append(subscription_fee)
@@ -292,7 +292,7 @@ def period_fees(
                 charge.invoice_display_name, line.filter_invoice_display_name,
                 dict(line.grouped_by), line.units, line.events_count, line.amount_cents,
                 line.precise_amount_cents, taxes=charge_taxes, charge_id=charge.charge_id,
-                **window,
+                from_datetime=period.from_datetime, to_datetime=period.to_datetime,
             ))
         if charge.min_amount_cents > 0:
             minimum = prorated(charge.min_amount_cents, period)
@@ -302,7 +302,8 @@ def period_fees(
                     "charge", sub, charge.metric_code, charge.metric_name,
                     charge.invoice_display_name, None, {}, Decimal(1), 0,
                     int(round_minor(rest)), rest, taxes=charge_taxes,
-                    charge_id=charge.charge_id, true_up=True, **window,
+                    charge_id=charge.charge_id, true_up=True,
+                    from_datetime=period.from_datetime, to_datetime=period.to_datetime,
                 ))
     commitment = period.minimum_commitment_cents
     if commitment is not None and commitment > 0:
@@ -313,7 +314,8 @@ def period_fees(
             name = period.commitment_invoice_display_name or period.plan_invoice_display_name
             fees.append(InvoiceFee(
                 "commitment", sub, period.plan_code, period.plan_name, name, None, {},
-                Decimal(1), 0, int(round_minor(rest)), rest, taxes=plan_taxes, **window,
+                Decimal(1), 0, int(round_minor(rest)), rest, taxes=plan_taxes,
+                from_datetime=period.from_datetime, to_datetime=period.to_datetime,
             ))
     return [f for f in fees if not _zero_fee(f)]
 

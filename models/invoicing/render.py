@@ -39,7 +39,7 @@ def render_html(invoice: dict[str, Any]) -> str:
 
 def render_pdf(html: str) -> bytes:
     try:
-        from weasyprint import HTML
+        from weasyprint import HTML  # type: ignore[import-untyped]
     except (ImportError, OSError) as exc:  # OSError: the wheel's system libraries are missing
         raise PdfUnavailable(
             "PDF needs WeasyPrint: pip install 'tallyflow[pdf]' (and libpango on Linux)"
