@@ -76,9 +76,9 @@ def main() -> None:
     try:
         engine = db.get_engine(url)
         migrate.upgrade(engine)
-        from models.invoicing.render import pdf_available
         from tasks import wallets as w
         from tasks.catalog import apply_catalog
+        from tasks.invoice_render import pdf_available
         from tasks.invoicing import close_periods
         from tasks.rating import fold_pending
 

@@ -14,8 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from models.invoicing.render import PdfUnavailable, pdf_available, render_html, render_pdf
 from models.rating.money import plain_text
+from tasks.invoice_render import PdfUnavailable, pdf_available, render_html, render_pdf
 from tasks.rating import loads_exact
 
 VERSION_NUMBER = 4  # Lago's current invoice version (fees with taxes, applied taxes)

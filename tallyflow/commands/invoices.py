@@ -149,8 +149,8 @@ def show(
 
 
 def _document(key: str, output: Path, kind: str) -> None:
-    from models.invoicing.render import PdfUnavailable
     from tasks.invoice_documents import invoice_document
+    from tasks.invoice_render import PdfUnavailable
 
     try:
         content = invoice_document(billing_engine(), key, kind)

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from flows.billing import billing_cycle
-from models.invoicing.render import pdf_available
 from tallyflow.cli import app
+from tasks.invoice_render import pdf_available
 from tests.flows.test_billing_artifact import _latest_billing_artifact
 from tests.tasks.test_invoicing import MARCH_END, catalog, ingested_until, usage_events
 

@@ -36,7 +36,7 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
         **{name: "tasks/invoicing.py"
            for name in ("document_number_prefix", "tax_codes", "is_default",
                         "invoice_grace_period", "net_payment_term")},
-        **{name: "models/invoicing/templates/invoice.html"
+        **{name: "tasks/templates/invoice.html"
            for name in ("email", "legal_name", "legal_number", "tax_identification_number",
                         "address_line1", "address_line2", "city", "zipcode", "state",
                         "country", "invoice_footer")},

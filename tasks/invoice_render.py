@@ -1,6 +1,8 @@
 """An invoice as people read it: HTML from a template, and PDF when WeasyPrint is installed.
 
-Pure: takes Lago's invoice object (``{"invoice": {...}}``'s body) and returns text or bytes.
+Takes Lago's invoice object (``{"invoice": {...}}``'s body) and returns text or bytes; it lives
+with the tasks because it reads a template file and uses rendering engines (the domain in
+``models/`` imports neither).
 PDF rendering is an optional extra (``pip install tallyflow[pdf]``); without it the HTML is
 still made and kept, and :func:`render_pdf` says how to get the PDF.
 """
@@ -15,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from models.rating.money import format_money
 
-_TEMPLATES = Path(__file__).resolve().parent / "templates"
+_TEMPLATES = Path(__file__).resolve().parent / "templates"  # tasks/templates
 _ENV = Environment(
     loader=FileSystemLoader(_TEMPLATES),
     autoescape=select_autoescape(["html"]),
