@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
-EXTRAS = dev,dask
+EXTRAS = dev,dask,pdf
 
 .PHONY: demo test test-slow test-live lint bench install lock
 

@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from flows.invoices import close_periods_flow
 from flows.links import run_link
 from flows.params import (
     HourCount,
@@ -64,7 +65,7 @@ def _billing_name() -> str:
 )
 @tracked
 def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
-    """Usage snapshot, then wallet deductions, for one hour.
+    """Usage snapshot, wallet deductions, then period close (invoices), for one hour.
 
     Args:
         hour: The hour to bill, with its offset (e.g. 2026-11-27T10:00:00Z). Leave empty for
@@ -77,11 +78,15 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
     wallets_state = wallet_deductions(as_of=at, return_state=True)
     wallets = wallets_state.result()
     movements = customer_movements_task(wallets["run_id"]) if "run_id" in wallets else []
-    summary = {"hour": at.isoformat(), "usage": usage, "wallets": wallets}
+    failpoint("billing.before_close")
+    invoices_state = close_periods_flow(at=at, return_state=True)
+    invoices = invoices_state.result()
+    summary = {"hour": at.isoformat(), "usage": usage, "wallets": wallets, "invoices": invoices}
     create_markdown_artifact(
         _artifact(at, usage, wallets, movements,
                   usage_run=usage_state.state_details.flow_run_id,
-                  wallet_run=wallets_state.state_details.flow_run_id),
+                  wallet_run=wallets_state.state_details.flow_run_id)
+        + _invoices_section(invoices, invoices_state.state_details.flow_run_id),
         key="billing-cycle",
         description=f"Billing {hour_label(at)}",
     )
@@ -125,6 +130,31 @@ def _artifact(
                          " (`tallyflow wallets show CUSTOMER`).")
     else:
         lines += ["", "No wallet postings in this run: every ledger already matched usage."]
+    return "\n".join(lines)
+
+
+def _invoices_section(invoices: dict[str, Any], run: Any) -> str:
+    finalized = invoices.get("finalized_invoices", [])
+    lines = [
+        "", "## Invoices", "",
+        f"- period close: {run_link(run, 'close-periods run')}: {len(finalized)} finalized,"
+        f" {invoices.get('drafts', 0)} draft(s) refreshed,"
+        f" ingest watermark {invoices.get('watermark') or 'none yet'}",
+        f"- late usage (events for finalized invoices, not billed):"
+        f" {invoices.get('late_events', 0)} (`tallyflow invoices late-usage`)",
+    ]
+    if finalized:
+        lines += ["", "| invoice | customer | issuing date | total | prepaid credits |",
+                  "| --- | --- | --- | ---: | ---: |"]
+        lines += [
+            f"| {i['number']} | {i['customer']} | {i['issuing_date']} |"
+            f" {i['total_amount_cents']} {i['currency']} |"
+            f" {i['prepaid_credit_amount_cents']} |"
+            for i in finalized[:ARTIFACT_CUSTOMERS]
+        ]
+        if len(finalized) > ARTIFACT_CUSTOMERS:
+            lines.append(f"\n... and {len(finalized) - ARTIFACT_CUSTOMERS} more"
+                         " (`tallyflow invoices list --status finalized`).")
     return "\n".join(lines)
 
 

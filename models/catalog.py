@@ -60,13 +60,16 @@ from models.rating.periods import BillingTime, Interval
 # Vocabulary
 # --------------------------------------------------------------------------------------------
 
+TAX = "tax"
+BILLING_ENTITY = "billing_entity"
 BILLABLE_METRIC = "billable_metric"
 PLAN = "plan"
 CUSTOMER = "customer"
 SUBSCRIPTION = "subscription"
 WALLET = "wallet"
 # Apply order: each kind only refers to kinds before it.
-KINDS: tuple[str, ...] = (BILLABLE_METRIC, PLAN, CUSTOMER, SUBSCRIPTION, WALLET)
+KINDS: tuple[str, ...] = (TAX, BILLING_ENTITY, BILLABLE_METRIC, PLAN, CUSTOMER, SUBSCRIPTION,
+                          WALLET)
 
 # The rating vocabulary is defined once, as the enums of models/rating; the catalog accepts
 # their values (in declaration order, which is the order error messages list them in).
@@ -396,6 +399,56 @@ def _given(value: Any) -> bool:
     return value is not None
 
 
+TaxCodes = Annotated[list[Text], _empty_when_null(list)]
+
+
+class Tax(LagoModel):
+    """Lago's tax object: ``rate`` is a percentage (``"20.0"`` = 20 %). Taxes with
+    ``applied_to_organization`` apply to every fee that names no tax code of its own."""
+
+    code: Text
+    name: Text
+    rate: Quantity
+    description: str | None = None
+    applied_to_organization: bool = False
+
+    NO_EFFECT = _EXPORT_FIELDS | {"add_ons_count", "charges_count", "customers_count",
+                                  "plans_count", "auto_generated"}
+
+
+class BillingEntity(LagoModel):
+    """The issuer of invoices (Lago's ``billing_entity``): who bills, the invoice number
+    prefix, and the default taxes of its customers."""
+
+    code: Text
+    name: Text
+    email: Email | None = None
+    legal_name: str | None = None
+    legal_number: str | None = None
+    tax_identification_number: str | None = None
+    address_line1: str | None = None
+    address_line2: str | None = None
+    city: str | None = None
+    zipcode: str | None = None
+    state: str | None = None
+    country: str | None = None
+    invoice_footer: str | None = None
+    document_number_prefix: Text | None = None
+    is_default: bool = False
+    tax_codes: TaxCodes = []
+    invoice_grace_period: Annotated[Integer, AfterValidator(_not_negative)] | None = None
+    net_payment_term: Annotated[Integer, AfterValidator(_not_negative)] | None = None
+
+    NO_EFFECT = _EXPORT_FIELDS | {"logo_url", "email_settings", "phone", "website"}
+    NOT_SUPPORTED = {
+        "default_currency": "a default currency for the entity's customers",
+        "timezone": "a default timezone for the entity's customers",
+        "document_numbering": "numbering invoices per billing entity",
+        "finalize_zero_amount_invoice": "rules for zero-amount invoices",
+        "eu_tax_management": "EU tax rules",
+    }
+
+
 class MetricFilterPayload(LagoModel):
     """A metric's ``filters[]`` item as Lago sends it (the payload shape only); the rating
     type is ``models.rating.filters.MetricFilter``."""
@@ -448,10 +501,10 @@ class Charge(LagoModel):
     prorated: bool = False
     min_amount_cents: Cents = 0
     invoice_display_name: str | None = None
+    tax_codes: TaxCodes = []
 
     NO_EFFECT = _EXPORT_FIELDS | {"lago_billable_metric_id", "taxes", "code"}
     NOT_SUPPORTED = {
-        "tax_codes": "taxes on the charge's fees",
         "regroup_paid_fees": "regrouping pay-in-advance fees on invoices",
         "applied_pricing_unit": "custom pricing units",
     }
@@ -459,7 +512,6 @@ class Charge(LagoModel):
         "pay_in_advance": (_true, "billing the charge per event, in advance"),
         "invoiceable": (_false, "pay-in-advance charges kept off invoices"),
         "prorated": (_true, "prorating the charge over the period"),
-        "min_amount_cents": (_positive_number, "a spending minimum (true-up fee) per period"),
     }
 
     @property
@@ -477,6 +529,17 @@ class Charge(LagoModel):
         return []
 
 
+class MinimumCommitment(LagoModel):
+    """A plan's spending floor per period (Lago's ``minimum_commitment``); the fees below it
+    are trued up by a ``commitment`` fee on the invoice."""
+
+    amount_cents: Cents
+    invoice_display_name: str | None = None
+
+    NO_EFFECT = _EXPORT_FIELDS | {"plan_code", "interval", "taxes"}
+    NOT_SUPPORTED = {"tax_codes": "taxes of their own on commitment fees (the plan's apply)"}
+
+
 class Plan(LagoModel):
     code: Text
     name: Text
@@ -487,23 +550,20 @@ class Plan(LagoModel):
     pay_in_advance: bool = False
     trial_period: Quantity | None = None
     charges: Annotated[list[Charge], _empty_when_null(list)] = []
+    invoice_display_name: str | None = None
+    tax_codes: TaxCodes = []
+    minimum_commitment: MinimumCommitment | None = None
 
-    # invoice_display_name names the plan on invoices, which Tallyflow does not issue yet; it
-    # changes no amount and is kept in the stored document.
     NO_EFFECT = _EXPORT_FIELDS | _COUNTS | {"taxes", "parent_id", "cascade_updates",
-                                            "pending_deletion", "invoice_display_name"}
+                                            "pending_deletion"}
     NOT_SUPPORTED = {
-        "tax_codes": "taxes on the plan's fees",
-        "minimum_commitment": "a minimum commitment per period",
         "usage_thresholds": "progressive billing at usage thresholds",
         "bill_charges_monthly": "monthly charges on a yearly plan",
         "bill_fixed_charges_monthly": "monthly fixed charges on a yearly plan",
         "fixed_charges": "fixed charges",
     }
     NOT_SUPPORTED_VALUES = {
-        "amount_cents": (_positive_number, "the subscription fee, billed with invoices"),
         "pay_in_advance": (_true, "the subscription fee paid in advance"),
-        "trial_period": (_positive_number, "a free trial period"),
     }
 
 
@@ -513,6 +573,10 @@ class Customer(LagoModel):
     email: Email | None = None
     currency: Currency | None = None
     timezone: Timezone | None = None
+    tax_codes: TaxCodes = []
+    invoice_grace_period: Annotated[Integer, AfterValidator(_not_negative)] | None = None
+    net_payment_term: Annotated[Integer, AfterValidator(_not_negative)] | None = None
+    billing_entity_code: Text | None = None
 
     # Contact and integration details: they change no amount Tallyflow computes.
     NO_EFFECT = _EXPORT_FIELDS | {
@@ -520,14 +584,11 @@ class Customer(LagoModel):
         "tax_identification_number", "address_line1", "address_line2", "city", "zipcode",
         "state", "country", "phone", "url", "logo_url", "shipping_address", "metadata",
         "integration_customers", "sequential_id", "slug", "applicable_timezone",
-        "billing_entity_code", "external_salesforce_id", "taxes",
+        "external_salesforce_id", "taxes",
+        "applicable_invoice_grace_period",
         "skip_invoice_custom_sections", "invoice_custom_section_codes",
     }
     NOT_SUPPORTED = {
-        "tax_codes": "taxes on the customer's fees",
-        "invoice_grace_period": "a grace period before invoices are finalized",
-        "applicable_invoice_grace_period": "a grace period before invoices are finalized",
-        "net_payment_term": "payment terms on invoices",
         "finalize_zero_amount_invoice": "rules for zero-amount invoices",
         "billing_configuration": "billing configuration (grace period, payment provider)",
     }
@@ -603,6 +664,8 @@ class Wallet(LagoModel):
 
 
 MODELS: dict[str, type[LagoModel]] = {
+    TAX: Tax,
+    BILLING_ENTITY: BillingEntity,
     BILLABLE_METRIC: BillableMetric,
     PLAN: Plan,
     CUSTOMER: Customer,
@@ -619,7 +682,7 @@ def wallet_code(name: str | None) -> str:
 
 def natural_key(kind: str, model: LagoModel) -> tuple[str, ...]:
     """The key an object is upserted by (what Lago users already use to refer to it)."""
-    if isinstance(model, BillableMetric | Plan):
+    if isinstance(model, Tax | BillingEntity | BillableMetric | Plan):
         return (model.code,)
     if isinstance(model, Customer | Subscription):
         return (model.external_id,)
@@ -852,6 +915,8 @@ def _rule_issues(rule: RecurringRule, loc: Loc) -> list[Issue]:
 
 
 _DOCUMENT_CHECKS: dict[str, Callable[[Any], list[Issue]]] = {
+    TAX: lambda tax: [],
+    BILLING_ENTITY: lambda entity: [],
     BILLABLE_METRIC: _metric_issues,
     PLAN: _plan_issues,
     CUSTOMER: lambda customer: [],
@@ -961,6 +1026,21 @@ def reference_issues(kind: str, model: LagoModel, catalog: Catalog) -> list[Issu
     """Problems of one object against the rest of the (effective) catalog."""
     if isinstance(model, Plan):
         return _plan_references(model, catalog)
+    if isinstance(model, Customer):
+        issues = _tax_references(model.tax_codes, (CUSTOMER, "tax_codes"), catalog)
+        code = model.billing_entity_code
+        if code is not None and catalog.missing(BILLING_ENTITY, code):
+            issues.append(Issue((CUSTOMER, "billing_entity_code"),
+                                f"unknown billing entity {code!r}"))
+        return issues
+    if isinstance(model, BillingEntity):
+        issues = _tax_references(model.tax_codes, (BILLING_ENTITY, "tax_codes"), catalog)
+        others = [e.code for e in catalog.objects[BILLING_ENTITY].values()
+                  if isinstance(e, BillingEntity) and e.is_default and e.code != model.code]
+        if model.is_default and others:
+            issues.append(Issue((BILLING_ENTITY, "is_default"),
+                                f"billing entity {others[0]!r} is already the default"))
+        return issues
     if isinstance(model, Subscription):
         return _subscription_references(model, catalog)
     if isinstance(model, Wallet):
@@ -968,10 +1048,16 @@ def reference_issues(kind: str, model: LagoModel, catalog: Catalog) -> list[Issu
     return []
 
 
+def _tax_references(codes: Sequence[str], loc: Loc, catalog: Catalog) -> list[Issue]:
+    return [Issue((*loc, i), f"unknown tax {code!r} (define it as a {{\"tax\": {{...}}}} object)")
+            for i, code in enumerate(codes) if catalog.missing(TAX, code)]
+
+
 def _plan_references(plan: Plan, catalog: Catalog) -> list[Issue]:
-    issues: list[Issue] = []
+    issues: list[Issue] = _tax_references(plan.tax_codes, (PLAN, "tax_codes"), catalog)
     for index, charge in enumerate(plan.charges):
         loc: Loc = (PLAN, "charges", index)
+        issues += _tax_references(charge.tax_codes, (*loc, "tax_codes"), catalog)
         if charge.metric_code is None:
             continue
         metric: BillableMetric | None = catalog.get(BILLABLE_METRIC, charge.metric_code)
@@ -1153,12 +1239,14 @@ def _raw_keys(kind: str, body: Any) -> set[tuple[str, tuple[str, ...]]]:
     it are not reported a second time as "unknown"."""
     if not isinstance(body, Mapping):
         return set()
-    value = body.get("code") if kind in (BILLABLE_METRIC, PLAN) else body.get("external_id")
+    coded = (TAX, BILLING_ENTITY, BILLABLE_METRIC, PLAN)
+    value = body.get("code") if kind in coded else body.get("external_id")
     return {(kind, (value,))} if isinstance(value, str) else set()
 
 
 def _key_field(kind: str) -> str:
-    return {BILLABLE_METRIC: "code", PLAN: "code", WALLET: "code"}.get(kind, "external_id")
+    return {TAX: "code", BILLING_ENTITY: "code", BILLABLE_METRIC: "code", PLAN: "code",
+            WALLET: "code"}.get(kind, "external_id")
 
 
 def _resolve_defaults(model: LagoModel, previous: LagoModel | None, now: datetime) -> None:

@@ -14,11 +14,13 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Date,
     DateTime,
     ForeignKey,
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     Table,
@@ -63,6 +65,30 @@ def _document() -> list[Column[Any]]:
 # --------------------------------------------------------------------------------------------
 # Catalog
 # --------------------------------------------------------------------------------------------
+
+taxes = Table(
+    "taxes",
+    metadata,
+    _pk(),
+    Column("code", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("rate", Numeric, nullable=False),
+    Column("description", Text),
+    Column("applied_to_organization", Boolean, nullable=False, server_default=text("false")),
+    *_document(),
+    *_timestamps(),
+)
+
+# The issuer of invoices; its fields are read from the document (tasks.invoicing).
+billing_entities = Table(
+    "billing_entities",
+    metadata,
+    _pk(),
+    Column("code", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    *_document(),
+    *_timestamps(),
+)
 
 billable_metrics = Table(
     "billable_metrics",
@@ -511,7 +537,8 @@ wallet_transactions = Table(
     CheckConstraint("direction in ('inbound', 'outbound')", name="direction"),
     CheckConstraint("status in ('pending', 'settled', 'failed', 'voided')", name="status"),
     CheckConstraint(
-        "source in ('manual', 'interval', 'threshold', 'usage', 'expiration', 'initial')",
+        "source in ('manual', 'interval', 'threshold', 'usage', 'expiration', 'initial',"
+        " 'invoice')",
         name="source",
     ),
     CheckConstraint("credits >= 0 and amount_cents >= 0", name="not_negative"),
@@ -631,4 +658,116 @@ wallet_runs = Table(
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
     CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Invoices (period close). A finalized invoice, its fees and its periods never change: triggers
+# of migration 0006 reject updates and deletes (only payment_status may still move).
+# --------------------------------------------------------------------------------------------
+
+invoices = Table(
+    "invoices",
+    metadata,
+    _pk(),
+    Column("lago_id", Text, nullable=False, unique=True),
+    Column("customer_id", BigInteger, ForeignKey("customers.id", ondelete="RESTRICT"),
+           nullable=False),
+    Column("invoice_type", Text, nullable=False, server_default=text("'subscription'")),
+    Column("issuing_date", Date, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'draft'")),
+    Column("payment_status", Text, nullable=False, server_default=text("'pending'")),
+    Column("currency", Text, nullable=False),
+    Column("sequential_id", Integer),
+    Column("number", Text, unique=True),
+    Column("fees_amount_cents", Numeric, nullable=False),
+    Column("taxes_amount_cents", Numeric, nullable=False),
+    Column("coupons_amount_cents", Numeric, nullable=False, server_default=text("0")),
+    Column("credit_notes_amount_cents", Numeric, nullable=False, server_default=text("0")),
+    Column("prepaid_credit_amount_cents", Numeric, nullable=False, server_default=text("0")),
+    Column("total_amount_cents", Numeric, nullable=False),
+    Column("applied_taxes", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("customer", JSONB, nullable=False),
+    # The issuer as it was when the invoice was made (Lago's billing_entity), or null.
+    Column("billing_entity", JSONB),
+    # Earliest moment it may be finalized (period end + the customer's grace period).
+    Column("finalize_after", DateTime(timezone=True), nullable=False),
+    # The customer's net_payment_term (days) and the day payment is due (issuing date + term).
+    Column("net_payment_term", Integer, nullable=False, server_default=text("0")),
+    Column("payment_due_date", Date, nullable=False),
+    Column("finalized_at", DateTime(timezone=True)),
+    # When the tallyflow.invoice.finalized event went out (at least once, after commit).
+    Column("emitted_at", DateTime(timezone=True)),
+    Column("html", Text),
+    *_timestamps(),
+    UniqueConstraint("customer_id", "issuing_date", "invoice_type",
+                     name="uq_invoices_customer_day"),
+    UniqueConstraint("customer_id", "sequential_id", name="uq_invoices_customer_sequence"),
+    CheckConstraint("status in ('draft', 'finalized')", name="status"),
+    CheckConstraint("payment_status in ('pending', 'succeeded', 'failed')",
+                    name="payment_status"),
+    CheckConstraint("status = 'draft' or (sequential_id is not null and number is not null)",
+                    name="numbered"),
+    Index("ix_invoices_status", "status"),
+)
+
+# Which subscription periods an invoice closes: a period is on at most one invoice.
+invoice_subscriptions = Table(
+    "invoice_subscriptions",
+    metadata,
+    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="RESTRICT"),
+           primary_key=True),
+    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT"),
+           nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("from_datetime", DateTime(timezone=True), nullable=False),
+    Column("to_datetime", DateTime(timezone=True), nullable=False),
+    Index("ix_invoice_subscriptions_invoice", "invoice_id"),
+)
+
+invoice_fees = Table(
+    "invoice_fees",
+    metadata,
+    _pk(),
+    Column("lago_id", Text, nullable=False, unique=True),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT"),
+           nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="RESTRICT"),
+           nullable=False),
+    Column("external_subscription_id", Text, nullable=False),
+    Column("item_type", Text, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("invoice_display_name", Text),
+    Column("filter_invoice_display_name", Text),
+    Column("grouped_by", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("charge_id", BigInteger),
+    Column("true_up", Boolean, nullable=False, server_default=text("false")),
+    Column("units", Numeric, nullable=False),
+    Column("events_count", BigInteger, nullable=False),
+    Column("amount_cents", Numeric, nullable=False),
+    Column("precise_amount_cents", Numeric, nullable=False),
+    Column("taxes_rate", Numeric, nullable=False),
+    Column("taxes_precise_amount_cents", Numeric, nullable=False),
+    Column("taxes_amount_cents", Numeric, nullable=False),
+    Column("total_amount_cents", Numeric, nullable=False),
+    Column("applied_taxes", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("from_datetime", DateTime(timezone=True), nullable=False),
+    Column("to_datetime", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("invoice_id", "position", name="uq_invoice_fees_position"),
+    CheckConstraint("item_type in ('subscription', 'charge', 'commitment')", name="item_type"),
+)
+
+# The PDF of a finalized invoice, made from its kept HTML right after finalization (outside the
+# closing transaction: ~30 ms a page would hold the customers' locks). Written once: a trigger
+# rejects updates and deletes.
+invoice_pdfs = Table(
+    "invoice_pdfs",
+    metadata,
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT"),
+           primary_key=True),
+    Column("pdf", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )

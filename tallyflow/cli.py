@@ -36,6 +36,7 @@ from tallyflow.commands import (  # noqa: E402
     catalog,
     demo,
     ingest,
+    invoices,
     ops,
     usage,
     wallets,
@@ -93,7 +94,7 @@ def _options(
 
 app.add_typer(db_commands.app, name="db")
 # Each area owns its commands in its own module and adds them here.
-for _area in (catalog, ingest, usage, wallets, ops, demo):
+for _area in (catalog, ingest, usage, wallets, invoices, ops, demo):
     _area.register(app)
 
 

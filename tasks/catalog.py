@@ -32,18 +32,22 @@ from sqlalchemy.types import Text
 from models import tables as t
 from models.catalog import (
     BILLABLE_METRIC,
+    BILLING_ENTITY,
     CUSTOMER,
     KINDS,
     PLAN,
     SUBSCRIPTION,
+    TAX,
     WALLET,
     BillableMetric,
+    BillingEntity,
     Catalog,
     CatalogError,
     CatalogValidationError,
     Customer,
     Plan,
     Subscription,
+    Tax,
     ValidDocument,
     Wallet,
     dumps,
@@ -57,6 +61,8 @@ _APPLY_LOCK = 7_305_002  # constant advisory-lock key: one catalog apply at a ti
 _KIND_RANK = {kind: rank for rank, kind in enumerate(KINDS)}
 # The file name per kind when exporting to a folder.
 EXPORT_FILES = {
+    TAX: "taxes.json",
+    BILLING_ENTITY: "billing_entities.json",
     BILLABLE_METRIC: "billable_metrics.json",
     PLAN: "plans.json",
     CUSTOMER: "customers.json",
@@ -270,6 +276,8 @@ def _keyed_documents(conn: Connection, kind: str) -> list[tuple[tuple[str, ...],
 
 
 _KEYED_TABLES: dict[str, tuple[Table, str]] = {
+    TAX: (t.taxes, "code"),
+    BILLING_ENTITY: (t.billing_entities, "code"),
     BILLABLE_METRIC: (t.billable_metrics, "code"),
     PLAN: (t.plans, "code"),
     CUSTOMER: (t.customers, "external_id"),
@@ -350,6 +358,31 @@ def _upsert(
 
 
 Ids = dict[str, dict[tuple[str, ...], int]]
+
+
+def _write_tax(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:
+    tax: Tax = doc.model
+    return _upsert(
+        conn,
+        t.taxes,
+        row_id,
+        {
+            "code": tax.code,
+            "name": tax.name,
+            "rate": tax.rate,
+            "description": tax.description,
+            "applied_to_organization": tax.applied_to_organization,
+        },
+        doc,
+    )
+
+
+def _write_billing_entity(
+    conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids
+) -> int:
+    entity: BillingEntity = doc.model
+    return _upsert(conn, t.billing_entities, row_id,
+                   {"code": entity.code, "name": entity.name}, doc)
 
 
 def _write_metric(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:
@@ -522,6 +555,8 @@ def _write_wallet(conn: Connection, doc: ValidDocument, row_id: int | None, ids:
 
 
 _WRITERS = {
+    TAX: _write_tax,
+    BILLING_ENTITY: _write_billing_entity,
     BILLABLE_METRIC: _write_metric,
     PLAN: _write_plan,
     CUSTOMER: _write_customer,

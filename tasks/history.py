@@ -51,6 +51,7 @@ KINDS = {
     "reingest-object": "re-ingest",
     "usage-snapshot": "usage snapshot",
     "wallet-deductions": "wallets",
+    "close-periods": "period close",
     "billing-cycle": "billing",
     "billing-backfill": "backfill",
     "rerate-subscription": "re-rate",

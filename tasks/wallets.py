@@ -153,9 +153,11 @@ _POST = text(
         coalesce(sum(credits) filter (where status = 'pending' and direction = 'inbound'), 0)
           as pending,
         coalesce(sum(case when direction = 'outbound' then credits else -credits end)
-                 filter (where status = 'settled' and source = 'usage'), 0) as consumed,
+                 filter (where status = 'settled' and source in ('usage', 'invoice')), 0)
+          as consumed,
         coalesce(sum(case when direction = 'outbound' then amount_cents else -amount_cents end)
-                 filter (where status = 'settled' and source = 'usage'), 0) as consumed_cents
+                 filter (where status = 'settled' and source in ('usage', 'invoice')), 0)
+          as consumed_cents
       from ins group by wallet_id
     ), upd as (
       update wallet_balances b set
@@ -603,6 +605,10 @@ _DUE = text(
       on p.subscription_id = a.subscription_id and p.period_start = a.period_start
     where a.period_start <= :as_of and a.period_end >= :since
       and a.amount_cents <> coalesce(p.deducted_cents, 0)
+      and not exists (select 1 from invoice_subscriptions i
+                      join invoices v on v.id = i.invoice_id and v.status = 'finalized'
+                      where i.subscription_id = a.subscription_id
+                        and i.period_start = a.period_start)
       and exists (select 1 from wallets w join wallet_balances b on b.wallet_id = w.id
                   where w.customer_id = s.customer_id and w.status = 'active')
       and (cast(:only as text[]) is null or s.customer_id in (
@@ -672,6 +678,11 @@ _SCOPE = text(
       on p.subscription_id = a.subscription_id and p.period_start = a.period_start
     where s.customer_id = any(cast(:ids as bigint[]))
       and a.period_start <= :as_of and a.period_end >= :since
+      -- a finalized invoice closed the period: its last deduction was made there (invoicing)
+      and not exists (select 1 from invoice_subscriptions i
+                      join invoices v on v.id = i.invoice_id and v.status = 'finalized'
+                      where i.subscription_id = a.subscription_id
+                        and i.period_start = a.period_start)
     order by s.customer_id, a.period_start, a.subscription_id
     """
 )

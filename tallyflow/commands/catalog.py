@@ -102,7 +102,7 @@ def export(
 def show() -> None:
     """A readable listing: metrics, plans with charges, filters and prices, customers,
     subscriptions and wallets."""
-    from models.catalog import BILLABLE_METRIC, CUSTOMER, KINDS, PLAN, SUBSCRIPTION, WALLET
+    from models.catalog import BILLABLE_METRIC, CUSTOMER, KINDS, PLAN, SUBSCRIPTION, TAX, WALLET
     from tasks.catalog import export_catalog
 
     envelopes = export_catalog(billing_engine())
@@ -113,6 +113,9 @@ def show() -> None:
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the tables into 80 columns
         console = Console(width=200)
+    if by_kind[TAX]:
+        console.print(_table("taxes", by_kind[TAX],
+                             ("code", "name", "rate", "applied_to_organization")))
     console.print(_metrics_table(by_kind[BILLABLE_METRIC]))
     for plan in by_kind[PLAN]:
         console.print(_plan_tree(plan))

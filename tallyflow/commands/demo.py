@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -29,6 +29,7 @@ def run_demo(days: int = typer.Option(3, min=1, max=31, help="Days of traffic to
 
 
 def _run_demo(days: int) -> None:
+    from flows.invoices import close_periods_flow
     from flows.usage_snapshot import usage_snapshot
     from flows.wallet_deductions import wallet_deductions
     from tallyflow.commands.ingest import run_ingest
@@ -49,7 +50,14 @@ def _run_demo(days: int) -> None:
     open_wallets(engine, datetime.now(UTC), settle_paid=True)
     console.print(_price_table(engine))
     bucket = demo.demo_bucket()
-    objects = demo.write_traffic(bucket, datetime.now(UTC).date(), days)
+    today = datetime.now(UTC).date()
+    objects = demo.write_traffic(bucket, today, days)
+    # Some traffic in the last ended periods too, so that the invoices closed at the end show
+    # usage: the last day of the previous month (calendar customers) and the 10th of it
+    # (inside initech's last ended anniversary period whatever today's date).
+    last_month_end = today.replace(day=1) - timedelta(days=1)
+    for day in (last_month_end, last_month_end.replace(day=10)):
+        objects += demo.write_traffic(bucket, day, 1)
     console.print(f"[bold]2. Traffic[/bold]: {len(objects)} object(s) in {bucket}")
     summary, ok = run_ingest(bucket.as_uri(), progress=True)
     console.print(
@@ -74,6 +82,13 @@ def _run_demo(days: int) -> None:
         console.rule(f"{customer} ({subscription})")
         usage_command(subscription=subscription, at=now.isoformat(), as_json=False, metric=None)
     console.print(_wallet_table(wallet_overview, engine, now))
+    closed = close_periods_flow(at=now)
+    console.print(
+        f"[bold]6. Period close[/bold]: {closed['finalized']} invoice(s) finalized, "
+        f"{closed['drafts']} draft(s) (ended periods since each subscription started; "
+        "`tallyflow invoices list`)"
+    )
+    console.print(_invoice_table(engine))
     console.print(f"Done in {time.perf_counter() - started:.1f} s. Run it again: nothing is "
                   "counted twice.")
     console.print(
@@ -83,6 +98,26 @@ def _run_demo(days: int) -> None:
     )
     if not ok:
         raise typer.Exit(1)
+
+
+def _invoice_table(engine: Any) -> Table:
+    """The latest finalized invoice of each demo customer."""
+    from tasks.invoice_documents import list_invoices
+
+    table = Table(title="Latest finalized invoice per customer")
+    for column in ("number", "customer", "issued", "fees", "prepaid", "due"):
+        table.add_column(column, justify="right" if column in (
+            "fees", "prepaid", "due") else "left", no_wrap=True)
+    latest: dict[str, dict[str, Any]] = {}
+    for invoice in list_invoices(engine, status="finalized"):
+        latest[invoice["customer"]["external_id"]] = invoice
+    for customer, i in sorted(latest.items()):
+        money = i["currency"]
+        table.add_row(i["number"], customer, i["issuing_date"],
+                      format_money(i["fees_amount_cents"], money),
+                      format_money(i["prepaid_credit_amount_cents"], money),
+                      format_money(i["total_amount_cents"], money))
+    return table
 
 
 def _wallet_table(overview: Any, engine: Any, now: datetime) -> Table:

@@ -11,14 +11,17 @@ import pytest
 
 from models.catalog import (
     BillableMetric,
+    BillingEntity,
     Charge,
     ChargeFilterPayload,
     Customer,
     LagoModel,
     MetricFilterPayload,
+    MinimumCommitment,
     Plan,
     RecurringRule,
     Subscription,
+    Tax,
     Wallet,
     validate_documents,
 )
@@ -28,6 +31,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Declared fields that are billed (or key an object), and the file that reads them.
 CONSUMED: dict[type[LagoModel], dict[str, str]] = {
+    BillingEntity: {
+        "code": "tasks/catalog.py", "name": "tasks/catalog.py",
+        **{name: "tasks/invoicing.py"
+           for name in ("document_number_prefix", "tax_codes", "is_default",
+                        "invoice_grace_period", "net_payment_term")},
+        **{name: "tasks/templates/invoice.html"
+           for name in ("email", "legal_name", "legal_number", "tax_identification_number",
+                        "address_line1", "address_line2", "city", "zipcode", "state",
+                        "country", "invoice_footer")},
+    },
+    Tax: {name: "tasks/catalog.py"
+          for name in ("code", "name", "rate", "description", "applied_to_organization")},
+    MinimumCommitment: {"amount_cents": "tasks/invoicing.py",
+                        "invoice_display_name": "tasks/invoicing.py"},
     MetricFilterPayload: {"key": "tasks/catalog.py", "values": "tasks/catalog.py"},
     BillableMetric: {
         name: "tasks/catalog.py"
@@ -44,11 +61,24 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
         "properties": "tasks/catalog.py",
         "filters": "tasks/catalog.py",
         "invoice_display_name": "tasks/catalog.py",
+        "min_amount_cents": "tasks/catalog.py",
+        "tax_codes": "tasks/invoicing.py",
     },
-    Plan: {name: "tasks/catalog.py"
-           for name in ("code", "name", "description", "interval", "amount_currency", "charges")},
-    Customer: {name: "tasks/catalog.py"
-               for name in ("external_id", "name", "email", "currency", "timezone")},
+    Plan: {
+        **{name: "tasks/catalog.py"
+           for name in ("code", "name", "description", "interval", "amount_currency", "charges",
+                        "amount_cents", "trial_period")},
+        **{name: "tasks/invoicing.py"
+           for name in ("invoice_display_name", "tax_codes", "minimum_commitment")},
+    },
+    Customer: {
+        **{name: "tasks/catalog.py"
+           for name in ("external_id", "name", "email", "currency", "timezone")},
+        "tax_codes": "tasks/invoicing.py",
+        "invoice_grace_period": "tasks/invoicing.py",
+        "net_payment_term": "tasks/invoicing.py",
+        "billing_entity_code": "tasks/invoicing.py",
+    },
     Subscription: {name: "tasks/catalog.py"
                    for name in ("external_id", "external_customer_id", "plan_code", "name",
                                 "billing_time", "subscription_at")},
@@ -94,26 +124,22 @@ def _errors(*envelopes: dict[str, Any]) -> list[tuple[str, str]]:
 
 REFUSED = [
     # (id, envelope, json path, message part)
-    ("plan-fee", plan(amount_cents=1000), "plan.amount_cents", "1000 is not supported yet"),
     ("plan-in-advance", plan(pay_in_advance=True), "plan.pay_in_advance", "not supported yet"),
-    ("plan-trial", plan(trial_period=14), "plan.trial_period", "not supported yet"),
-    ("plan-taxes", plan(tax_codes=["vat"]), "plan.tax_codes", "not supported yet (taxes"),
-    ("plan-commitment", plan(minimum_commitment={"amount_cents": 100}),
-     "plan.minimum_commitment", "not supported yet"),
+    ("plan-unknown-tax", plan(tax_codes=["vat"]), "plan.tax_codes[0]", "unknown tax 'vat'"),
+    ("commitment-taxes", plan(minimum_commitment={"amount_cents": 100, "tax_codes": ["vat"]}),
+     "plan.minimum_commitment.tax_codes", "not supported yet"),
     ("plan-thresholds", plan(usage_thresholds=[{"amount_cents": 1}]), "plan.usage_thresholds",
      "not supported yet"),
     ("plan-monthly-charges", plan(bill_charges_monthly=True), "plan.bill_charges_monthly",
      "not supported yet"),
     ("charge-in-advance", plan(charge(pay_in_advance=True)), "plan.charges[0].pay_in_advance",
      "not supported yet"),
-    ("charge-minimum", plan(charge(min_amount_cents=500)), "plan.charges[0].min_amount_cents",
-     "not supported yet"),
     ("charge-prorated", plan(charge(prorated=True)), "plan.charges[0].prorated",
      "not supported yet"),
     ("charge-not-invoiceable", plan(charge(invoiceable=False)), "plan.charges[0].invoiceable",
      "not supported yet"),
-    ("charge-taxes", plan(charge(tax_codes=["vat"])), "plan.charges[0].tax_codes",
-     "not supported yet"),
+    ("charge-unknown-tax", plan(charge(tax_codes=["vat"])), "plan.charges[0].tax_codes[0]",
+     "unknown tax 'vat'"),
     ("charge-unknown", plan(charge(amount_cent=5)), "plan.charges[0].amount_cent",
      "unknown field 'amount_cent'"),
     ("filter-unknown", plan(charge(filters=[{"values": {"model": ["mistral-small"]},
@@ -123,14 +149,25 @@ REFUSED = [
      "not supported yet"),
     ("metric-unknown", metric(aggregation="sum_agg"), "billable_metric.aggregation",
      "unknown field"),
-    ("customer-taxes", {"customer": {"external_id": "c2", "tax_codes": ["vat"]}},
-     "customer.tax_codes", "not supported yet"),
-    ("customer-grace", {"customer": {"external_id": "c2", "invoice_grace_period": 3}},
-     "customer.invoice_grace_period", "not supported yet"),
+    ("customer-unknown-tax", {"customer": {"external_id": "c2", "tax_codes": ["vat"]}},
+     "customer.tax_codes[0]", "unknown tax 'vat'"),
+    ("customer-negative-grace", {"customer": {"external_id": "c2", "invoice_grace_period": -1}},
+     "customer.invoice_grace_period", "must not be negative"),
+    ("customer-unknown-entity", {"customer": {"external_id": "c2",
+                                              "billing_entity_code": "eu"}},
+     "customer.billing_entity_code", "unknown billing entity 'eu'"),
+    ("entity-numbering", {"billing_entity": {"code": "eu", "name": "EU",
+                                             "document_numbering": "per_billing_entity"}},
+     "billing_entity.document_numbering", "not supported yet"),
+    ("entity-unknown-tax", {"billing_entity": {"code": "eu", "name": "EU",
+                                               "tax_codes": ["vat"]}},
+     "billing_entity.tax_codes[0]", "unknown tax 'vat'"),
+    ("tax-unknown", {"tax": {"code": "vat", "name": "VAT", "rate": "20", "country": "FR"}},
+     "tax.country", "unknown field"),
     ("customer-billing-config", {"customer": {"external_id": "c2", "billing_configuration": {
         "invoice_grace_period": 3}}}, "customer.billing_configuration", "not supported yet"),
-    ("customer-terms", {"customer": {"external_id": "c2", "net_payment_term": 30}},
-     "customer.net_payment_term", "not supported yet"),
+    ("customer-terms", {"customer": {"external_id": "c2", "net_payment_term": -30}},
+     "customer.net_payment_term", "must not be negative"),
     ("subscription-ending", subscription(ending_at="2099-01-01T00:00:00Z"),
      "subscription.ending_at", "not supported yet"),
     ("subscription-overrides", subscription(plan_overrides={"amount_cents": 5}),
@@ -186,3 +223,25 @@ def test_examples_still_validate() -> None:
     assert result.errors == []
     assert {d.kind for d in result.documents} == {
         "billable_metric", "plan", "customer", "subscription", "wallet"}
+
+
+VAT = {"tax": {"code": "vat", "name": "VAT", "rate": "20.0", "applied_to_organization": False}}
+
+
+def test_invoice_fields_are_accepted_with_their_taxes() -> None:
+    assert _errors(
+        VAT,
+        plan(charge(min_amount_cents=500, tax_codes=["vat"]), amount_cents=1000,
+             trial_period=14, tax_codes=["vat"],
+             minimum_commitment={"amount_cents": 5000, "invoice_display_name": "Floor"}),
+        {"customer": {"external_id": "c2", "tax_codes": ["vat"], "invoice_grace_period": 3}},
+    ) == []
+
+
+def test_one_default_billing_entity() -> None:
+    entity = {"code": "eu", "name": "EU", "is_default": True}
+    assert _errors({"billing_entity": entity}) == []
+    errors = _errors({"billing_entity": entity},
+                     {"billing_entity": {**entity, "code": "us", "name": "US"}})
+    assert any(p == "billing_entity.is_default" and "already the default" in m
+               for p, m in errors), errors

@@ -293,10 +293,11 @@ def test_billing_parents_and_children_are_listed(engine: Engine) -> None:
     billing_cycle(hour=datetime(2026, 11, 27, 10, tzinfo=UTC))
     rows = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
     by_kind = {r["kind"]: r for r in rows}
-    assert set(by_kind) == {"billing", "usage snapshot", "wallets"}
+    assert set(by_kind) == {"billing", "usage snapshot", "wallets", "period close"}
     assert all(r["status"] == "completed" for r in rows)
     parent = by_kind["billing"]["flow_run_id"]
     assert by_kind["billing"]["parent_flow_run_id"] is None
     assert by_kind["usage snapshot"]["parent_flow_run_id"] == parent
     assert by_kind["wallets"]["parent_flow_run_id"] == parent
+    assert by_kind["period close"]["parent_flow_run_id"] == parent
     assert by_kind["billing"]["figures"]["hour"].startswith("2026-11-27T10:00")

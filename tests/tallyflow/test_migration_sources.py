@@ -15,7 +15,7 @@ def test_existing_ledger_rows_are_filled_and_downgrade_works(
     scratch_database: Callable[[], str],
 ) -> None:
     engine = db.get_engine(scratch_database())
-    migrate.upgrade(engine, "0005")
+    migrate.upgrade(engine, "0006")
     with engine.begin() as conn:
         conn.execute(text(
             "insert into ingest_objects (source, path, version, format)"
@@ -36,7 +36,7 @@ def test_existing_ledger_rows_are_filled_and_downgrade_works(
     cfg = migrate.alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0005")
+        command.downgrade(cfg, "0006")
     with engine.connect() as conn:
         columns = conn.execute(text(
             "select count(*) from information_schema.columns"

@@ -26,6 +26,11 @@ ROOT = Path(__file__).resolve().parents[2]
 MISTRAL = ROOT / "examples" / "mistral"
 FIXTURES = ROOT / "tests" / "fixtures" / "catalog"
 KINDS = ("billable_metric", "plan", "customer", "subscription", "wallet")
+
+
+def per_kind(count: int) -> dict[str, int]:
+    """Counts of an apply of the examples, which define no taxes nor billing entities."""
+    return {"tax": 0, "billing_entity": 0, **dict.fromkeys(KINDS, count)}
 STAMPED = (t.billable_metrics, t.plans, t.customers, t.subscriptions, t.wallets)
 
 
@@ -47,9 +52,9 @@ def stamps(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
 def assert_counts(result: ApplyResult, created: int = 0, updated: int = 0,
                   unchanged: int = 0) -> None:
     assert result.errors == []
-    assert result.created == dict.fromkeys(KINDS, created)
-    assert result.updated == dict.fromkeys(KINDS, updated)
-    assert result.unchanged == dict.fromkeys(KINDS, unchanged)
+    assert result.created == per_kind(created)
+    assert result.updated == per_kind(updated)
+    assert result.unchanged == per_kind(unchanged)
 
 
 @pytest.fixture()
@@ -99,8 +104,8 @@ def test_export_then_apply_round_trips(engine: Engine, tmp_path: Path) -> None:
     assert exported == [loads(dumps(d.envelope())) for d in applied]
     write_catalog(exported, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "billable_metrics.json", "customers.json", "plans.json", "subscriptions.json",
-        "wallets.json"]
+        "billable_metrics.json", "billing_entities.json", "customers.json", "plans.json",
+        "subscriptions.json", "taxes.json", "wallets.json"]
     before = stamps(engine)
     assert_counts(apply_catalog(engine, [tmp_path / "out"]), unchanged=1)
     write_catalog(exported, tmp_path / "all.yaml")
@@ -154,7 +159,7 @@ def test_yaml_multi_document_and_list_files(engine: Engine) -> None:
     assert ranges[0]["to_value"] == Decimal("1000.5") and type(ranges[0]["to_value"]) is Decimal
     result = apply_catalog(engine, [FIXTURES / "yaml"])
     assert result.errors == []
-    assert result.created == dict.fromkeys(KINDS, 1)
+    assert result.created == per_kind(1)
     with engine.connect() as conn:
         subscription = conn.execute(select(t.subscriptions)).mappings().one()
         stored = conn.execute(select(t.charges.c.properties)).scalar_one()

@@ -1,0 +1,364 @@
+"""Period close: the fees and amounts of one invoice, as Lago computes them. Pure: no I/O.
+
+A closed billing period becomes one invoice per customer and billing day. Its fees are:
+- the subscription fee in arrears (``plan.amount_cents``), by Lago's single-day price for a
+  partial first period and zero for the days of a trial (``Fees::SubscriptionService``);
+- one charge fee per charge, per charge filter and per pricing group, taken from the rated
+  usage of the period; fees whose units, amount and events count are all zero are left out;
+- a true-up per charge whose fees stay below its prorated ``min_amount_cents``
+  (``Fees::CreateTrueUpService``);
+- a ``commitment`` fee when the subscription's fees stay below the plan's prorated
+  ``minimum_commitment``;
+- taxes: the charge's tax codes, else the plan's, else the customer's, else its billing
+  entity's, else the organization's defaults; per fee kept precise, the invoice's total rounded once
+  (``Invoices::ComputeAmountsFromFees``).
+
+Every amount is in minor units (``*_amount_cents``) and rounded with the one rule of
+:mod:`models.rating.money` (ROUND_HALF_UP to a whole minor unit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Final, Literal
+
+from models.rating.money import WIDE, round_minor
+
+ZERO: Final = Decimal(0)
+HUNDRED: Final = Decimal(100)
+
+ItemType = Literal["subscription", "charge", "commitment"]
+
+
+@dataclass(frozen=True)
+class Tax:
+    """A Lago tax object: ``rate`` is a percentage (20 = 20 %)."""
+
+    code: str
+    name: str
+    rate: Decimal
+    applied_to_organization: bool = False
+
+
+@dataclass(frozen=True)
+class UsageLine:
+    """One priced bucket of a charge (the charge itself, one filter, or one group)."""
+
+    units: Decimal
+    events_count: int
+    amount_cents: int
+    precise_amount_cents: Decimal
+    filter_invoice_display_name: str | None = None
+    grouped_by: Mapping[str, str | None] = field(default_factory=dict)
+
+    @property
+    def is_zero(self) -> bool:
+        return self.units == 0 and self.amount_cents == 0 and self.events_count == 0
+
+
+@dataclass(frozen=True)
+class ChargeUsage:
+    """A charge of the plan and its rated usage over the closed period."""
+
+    charge_id: int
+    metric_code: str
+    metric_name: str
+    invoice_display_name: str | None
+    min_amount_cents: Decimal
+    tax_codes: tuple[str, ...]
+    lines: tuple[UsageLine, ...]
+
+
+@dataclass(frozen=True)
+class PeriodInput:
+    """One subscription's closed period.
+
+    ``start_date``/``end_date`` are the nominal local days of the whole period; ``from_date``/
+    ``to_date`` the local days the subscription covered (a first period starts later).
+    ``trial_end`` is ``subscription_at + trial_period days`` (None without a trial) and
+    ``trial_end_date`` its local day.
+    """
+
+    external_subscription_id: str
+    plan_code: str
+    plan_name: str
+    plan_invoice_display_name: str | None
+    amount_cents: Decimal
+    trial_end: datetime | None
+    minimum_commitment_cents: Decimal | None
+    plan_tax_codes: tuple[str, ...]
+    start_date: date
+    end_date: date
+    from_date: date
+    to_date: date
+    from_datetime: datetime
+    to_datetime: datetime
+    trial_end_date: date | None = None
+    commitment_invoice_display_name: str | None = None
+    charges: tuple[ChargeUsage, ...] = ()
+
+    @property
+    def period_days(self) -> int:
+        return (self.end_date - self.start_date).days + 1
+
+    @property
+    def billed_days(self) -> int:
+        return (self.to_date - self.from_date).days + 1
+
+
+@dataclass(frozen=True)
+class InvoiceFee:
+    item_type: ItemType
+    external_subscription_id: str
+    code: str
+    name: str
+    invoice_display_name: str | None
+    filter_invoice_display_name: str | None
+    grouped_by: Mapping[str, str | None]
+    units: Decimal
+    events_count: int
+    amount_cents: int
+    precise_amount_cents: Decimal
+    from_datetime: datetime
+    to_datetime: datetime
+    taxes: tuple[Tax, ...] = ()
+    charge_id: int | None = None
+    true_up: bool = False
+
+    @property
+    def taxes_rate(self) -> Decimal:
+        return sum((t.rate for t in self.taxes), ZERO)
+
+    @property
+    def taxes_precise_amount_cents(self) -> Decimal:
+        return WIDE.divide(WIDE.multiply(Decimal(self.amount_cents), self.taxes_rate), HUNDRED)
+
+    @property
+    def taxes_amount_cents(self) -> int:
+        return int(round_minor(self.taxes_precise_amount_cents))
+
+    @property
+    def total_amount_cents(self) -> int:
+        return self.amount_cents + self.taxes_amount_cents
+
+
+@dataclass(frozen=True)
+class AppliedTax:
+    code: str
+    name: str
+    rate: Decimal
+    fees_amount_cents: int
+    amount_cents: int
+
+
+@dataclass(frozen=True)
+class InvoiceAmounts:
+    """Lago's invoice amounts; ``prepaid_credit_amount_cents`` is set by :meth:`with_prepaid`."""
+
+    currency: str
+    fees: tuple[InvoiceFee, ...]
+    applied_taxes: tuple[AppliedTax, ...]
+    fees_amount_cents: int
+    taxes_amount_cents: int
+    coupons_amount_cents: int = 0
+    credit_notes_amount_cents: int = 0
+    prepaid_credit_amount_cents: int = 0
+
+    @property
+    def sub_total_excluding_taxes_amount_cents(self) -> int:
+        return self.fees_amount_cents - self.coupons_amount_cents
+
+    @property
+    def sub_total_including_taxes_amount_cents(self) -> int:
+        return self.sub_total_excluding_taxes_amount_cents + self.taxes_amount_cents
+
+    @property
+    def total_amount_cents(self) -> int:
+        return (self.sub_total_including_taxes_amount_cents - self.credit_notes_amount_cents
+                - self.prepaid_credit_amount_cents)
+
+    def with_prepaid(self, cents: int) -> InvoiceAmounts:
+        """Prepaid credits never exceed what is owed (Lago applies up to the total)."""
+        owed = self.sub_total_including_taxes_amount_cents - self.credit_notes_amount_cents
+        return replace(self, prepaid_credit_amount_cents=max(0, min(int(cents), owed)))
+
+
+class TaxError(ValueError):
+    """A tax code that names no tax object (the catalog checks references; this is the guard)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Subscription fee
+# --------------------------------------------------------------------------------------------
+
+
+def subscription_fee_cents(period: PeriodInput) -> Decimal:
+    """Unrounded subscription fee in arrears (minor units), as ``Fees::SubscriptionService``.
+
+    A full period bills ``amount_cents``; a first partial period bills its days at the
+    single-day price ``amount_cents / days of the whole period``. A trial that covers the
+    period bills 0; one that ends inside it bills the days from its end date on.
+    """
+    amount = period.amount_cents
+    if amount <= 0:
+        return ZERO
+    single_day = WIDE.divide(amount, Decimal(period.period_days))
+    from_date = period.from_date
+    full = from_date <= period.start_date
+    if period.trial_end is not None:
+        if period.trial_end >= period.to_datetime:
+            return ZERO
+        if period.trial_end > period.from_datetime:
+            trial_end_date = period.trial_end_date or period.trial_end.date()
+            days = (period.to_date - trial_end_date).days + 1
+            return WIDE.multiply(Decimal(days), single_day)
+    if full:
+        return amount
+    return WIDE.multiply(Decimal(period.billed_days), single_day)
+
+
+def prorated(amount_cents: Decimal, period: PeriodInput) -> Decimal:
+    """``amount x billed days / days of the whole period`` (Lago's charge single-day price)."""
+    if period.billed_days >= period.period_days:
+        return amount_cents
+    return WIDE.divide(WIDE.multiply(amount_cents, Decimal(period.billed_days)),
+                       Decimal(period.period_days))
+
+
+# --------------------------------------------------------------------------------------------
+# Taxes
+# --------------------------------------------------------------------------------------------
+
+
+def applicable_taxes(
+    codes_by_precedence: Sequence[Sequence[str]],
+    taxes: Mapping[str, Tax],
+) -> tuple[Tax, ...]:
+    """The first non-empty list of tax codes wins (charge, plan, customer); else the
+    organization's default taxes (``applied_to_organization``)."""
+    for codes in codes_by_precedence:
+        if codes:
+            missing = [c for c in codes if c not in taxes]
+            if missing:
+                raise TaxError(f"unknown tax code(s): {', '.join(missing)}")
+            return tuple(taxes[c] for c in dict.fromkeys(codes))
+    return tuple(sorted((t for t in taxes.values() if t.applied_to_organization),
+                        key=lambda t: t.code))
+
+
+# --------------------------------------------------------------------------------------------
+# The invoice
+# --------------------------------------------------------------------------------------------
+
+
+def _zero_fee(fee: InvoiceFee) -> bool:
+    return fee.units == 0 and fee.amount_cents == 0 and fee.events_count == 0
+
+
+def period_fees(
+    period: PeriodInput,
+    customer_tax_codes: Sequence[str],
+    taxes: Mapping[str, Tax],
+    entity_tax_codes: Sequence[str] = (),
+) -> list[InvoiceFee]:
+    """Every fee of one subscription's closed period, zero fees left out."""
+    sub = period.external_subscription_id
+    plan_taxes = applicable_taxes(
+        [period.plan_tax_codes, customer_tax_codes, entity_tax_codes], taxes)
+    fees: list[InvoiceFee] = []
+    precise = subscription_fee_cents(period)
+    subscription_fee = InvoiceFee(
+        "subscription", sub, period.plan_code, period.plan_name,
+        period.plan_invoice_display_name, None, {}, Decimal(1), 0,
+        int(round_minor(precise)), precise, taxes=plan_taxes,
+        from_datetime=period.from_datetime, to_datetime=period.to_datetime,
+    )
+    if subscription_fee.amount_cents != 0:
+        fees.append(subscription_fee)
+    for charge in period.charges:
+        charge_taxes = applicable_taxes(
+            [charge.tax_codes, period.plan_tax_codes, customer_tax_codes, entity_tax_codes],
+            taxes)
+        total = 0
+        for line in charge.lines:
+            total += line.amount_cents
+            if line.is_zero:
+                continue
+            fees.append(InvoiceFee(
+                "charge", sub, charge.metric_code, charge.metric_name,
+                charge.invoice_display_name, line.filter_invoice_display_name,
+                dict(line.grouped_by), line.units, line.events_count, line.amount_cents,
+                line.precise_amount_cents, taxes=charge_taxes, charge_id=charge.charge_id,
+                from_datetime=period.from_datetime, to_datetime=period.to_datetime,
+            ))
+        if charge.min_amount_cents > 0:
+            minimum = prorated(charge.min_amount_cents, period)
+            if total < minimum:
+                rest = WIDE.subtract(minimum, Decimal(total))
+                fees.append(InvoiceFee(
+                    "charge", sub, charge.metric_code, charge.metric_name,
+                    charge.invoice_display_name, None, {}, Decimal(1), 0,
+                    int(round_minor(rest)), rest, taxes=charge_taxes,
+                    charge_id=charge.charge_id, true_up=True,
+                    from_datetime=period.from_datetime, to_datetime=period.to_datetime,
+                ))
+    commitment = period.minimum_commitment_cents
+    if commitment is not None and commitment > 0:
+        minimum = prorated(commitment, period)
+        so_far = sum(f.amount_cents for f in fees)
+        if so_far < minimum:
+            rest = WIDE.subtract(minimum, Decimal(so_far))
+            name = period.commitment_invoice_display_name or period.plan_invoice_display_name
+            fees.append(InvoiceFee(
+                "commitment", sub, period.plan_code, period.plan_name, name, None, {},
+                Decimal(1), 0, int(round_minor(rest)), rest, taxes=plan_taxes,
+                from_datetime=period.from_datetime, to_datetime=period.to_datetime,
+            ))
+    return [f for f in fees if not _zero_fee(f)]
+
+
+def invoice_amounts(
+    currency: str,
+    periods: Sequence[PeriodInput],
+    customer_tax_codes: Sequence[str],
+    taxes: Mapping[str, Tax],
+    entity_tax_codes: Sequence[str] = (),
+) -> InvoiceAmounts:
+    """One customer's invoice for the periods closing on one billing day."""
+    fees: list[InvoiceFee] = []
+    for period in periods:
+        fees += period_fees(period, customer_tax_codes, taxes, entity_tax_codes)
+    return amounts_of(currency, fees)
+
+
+def amounts_of(currency: str, fees: Sequence[InvoiceFee]) -> InvoiceAmounts:
+    """Totals over fees: taxes summed precisely per fee and rounded once for the invoice."""
+    bases: dict[str, tuple[Tax, int, Decimal]] = {}
+    for fee in fees:
+        for tax in fee.taxes:
+            _, base, precise = bases.get(tax.code, (tax, 0, ZERO))
+            share = WIDE.divide(WIDE.multiply(Decimal(fee.amount_cents), tax.rate), HUNDRED)
+            bases[tax.code] = (tax, base + fee.amount_cents, WIDE.add(precise, share))
+    applied = tuple(
+        AppliedTax(tax.code, tax.name, tax.rate, base, int(round_minor(precise)))
+        for tax, base, precise in (bases[c] for c in sorted(bases))
+    )
+    taxes_precise = sum((f.taxes_precise_amount_cents for f in fees), ZERO)
+    return InvoiceAmounts(
+        currency=currency,
+        fees=tuple(fees),
+        applied_taxes=applied,
+        fees_amount_cents=sum(f.amount_cents for f in fees),
+        taxes_amount_cents=int(round_minor(taxes_precise)),
+    )
+
+
+def trial_end(subscription_at: datetime, trial_period_days: Decimal | None) -> datetime | None:
+    """``started_at + trial_period days`` (days may be fractional in Lago's API)."""
+    if trial_period_days is None or trial_period_days <= 0:
+        return None
+    micros = int(trial_period_days * 86_400 * 1_000_000)
+    return subscription_at + timedelta(microseconds=micros)

@@ -1,0 +1,286 @@
+"""Invoices read as Lago's clients read them (``{"invoice": {...}}``), and their documents.
+
+The object follows Lago's ``V1::InvoiceSerializer`` / ``V1::FeeSerializer`` field names so that
+a Lago client can read Tallyflow's output unchanged; amounts are integers in minor units and
+quantities decimal strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from models.rating.money import plain_text
+from tasks.invoice_render import PdfUnavailable, pdf_available, render_html, render_pdf
+from tasks.rating import loads_exact
+
+VERSION_NUMBER = 4  # Lago's current invoice version (fees with taxes, applied taxes)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _int(value: Decimal | int) -> int:
+    return int(value)
+
+
+def _fee_object(row: Any) -> dict[str, Any]:
+    return {
+        "lago_id": row.lago_id,
+        "lago_invoice_id": row.invoice_lago_id,
+        "external_subscription_id": row.external_subscription_id,
+        "event_transaction_id": None,
+        "amount_cents": _int(row.amount_cents),
+        "precise_amount_cents": plain_text(Decimal(row.precise_amount_cents)),
+        "amount_currency": row.currency,
+        "taxes_rate": float_free(row.taxes_rate),
+        "taxes_amount_cents": _int(row.taxes_amount_cents),
+        "taxes_precise_amount_cents": plain_text(Decimal(row.taxes_precise_amount_cents)),
+        "total_amount_cents": _int(row.total_amount_cents),
+        "total_amount_currency": row.currency,
+        "units": plain_text(Decimal(row.units)),
+        "events_count": int(row.events_count),
+        "pay_in_advance": False,
+        "invoiceable": True,
+        "from_date": _iso(row.from_datetime),
+        "to_date": _iso(row.to_datetime),
+        "applied_taxes": loads_exact(row.applied_taxes),
+        "item": {
+            "type": row.item_type,
+            "code": row.code,
+            "name": row.name,
+            "invoice_display_name": row.invoice_display_name or row.name,
+            "filter_invoice_display_name": row.filter_invoice_display_name,
+            "grouped_by": loads_exact(row.grouped_by) or {},
+            "true_up": bool(row.true_up),
+            "lago_item_id": None if row.charge_id is None else str(row.charge_id),
+        },
+    }
+
+
+def float_free(value: Decimal) -> str:
+    """Rates as decimal strings (Lago writes floats; a float would change the digits)."""
+    return plain_text(Decimal(value))
+
+
+_INVOICES = """
+    select v.*, v.customer::text as customer_text, v.applied_taxes::text as applied_text,
+           v.billing_entity::text as entity_text
+    from invoices v
+"""
+
+_FEES = text(
+    """
+    select f.*, f.grouped_by::text as grouped_by, f.applied_taxes::text as applied_taxes,
+           v.lago_id as invoice_lago_id, v.currency
+    from invoice_fees f join invoices v on v.id = f.invoice_id
+    where f.invoice_id = any(cast(:ids as bigint[]))
+    order by f.invoice_id, f.position
+    """
+)
+
+_SUBSCRIPTIONS = text(
+    """
+    select i.invoice_id, s.id, s.external_id, s.name, p.code as plan_code, s.billing_time,
+           s.subscription_at, s.status, i.from_datetime, i.to_datetime
+    from invoice_subscriptions i
+    join subscriptions s on s.id = i.subscription_id
+    join plans p on p.id = s.plan_id
+    where i.invoice_id = any(cast(:ids as bigint[]))
+    order by i.invoice_id, s.external_id
+    """
+)
+
+
+_ENTITY_FIELDS = ("code", "name", "email", "legal_name", "legal_number",
+                  "tax_identification_number", "address_line1", "address_line2", "city",
+                  "zipcode", "state", "country", "invoice_footer", "document_number_prefix")
+
+
+def _entity(document: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The issuer with every field Lago shows (absent ones null)."""
+    if document is None:
+        return None
+    return {**dict.fromkeys(_ENTITY_FIELDS), **document}
+
+
+def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """Lago invoice objects for invoice rows (each with fees and subscriptions)."""
+    ids = [r.id for r in rows]
+    fees: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    for f in conn.execute(_FEES, {"ids": ids}):
+        fees[f.invoice_id].append(_fee_object(f))
+    subs: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    for s in conn.execute(_SUBSCRIPTIONS, {"ids": ids}):
+        subs[s.invoice_id].append({
+            "lago_id": str(s.id), "external_id": s.external_id, "name": s.name,
+            "plan_code": s.plan_code, "billing_time": s.billing_time, "status": s.status,
+            "subscription_at": _iso(s.subscription_at), "started_at": _iso(s.subscription_at),
+            "current_billing_period_started_at": _iso(s.from_datetime),
+            "current_billing_period_ending_at": _iso(s.to_datetime),
+        })
+    out = []
+    for r in rows:
+        sub_total_excl = _int(r.fees_amount_cents) - _int(r.coupons_amount_cents)
+        sub_total_incl = sub_total_excl + _int(r.taxes_amount_cents)
+        out.append({
+            "lago_id": r.lago_id,
+            "billing_entity_code": (loads_exact(r.entity_text) or {}).get("code"),
+            "billing_entity": _entity(loads_exact(r.entity_text)),
+            "sequential_id": r.sequential_id,
+            "number": r.number,
+            "issuing_date": r.issuing_date.isoformat(),
+            "payment_dispute_lost_at": None,
+            "payment_due_date": r.payment_due_date.isoformat(),
+            # Lago: finalized, not paid, and the due date has passed
+            "payment_overdue": (r.status == "finalized" and r.payment_status != "succeeded"
+                                and r.payment_due_date < date.today()),
+            "net_payment_term": r.net_payment_term,
+            "invoice_type": r.invoice_type,
+            "status": r.status,
+            "payment_status": r.payment_status,
+            "currency": r.currency,
+            "fees_amount_cents": _int(r.fees_amount_cents),
+            "taxes_amount_cents": _int(r.taxes_amount_cents),
+            "progressive_billing_credit_amount_cents": 0,
+            "coupons_amount_cents": _int(r.coupons_amount_cents),
+            "credit_notes_amount_cents": _int(r.credit_notes_amount_cents),
+            "sub_total_excluding_taxes_amount_cents": sub_total_excl,
+            "sub_total_including_taxes_amount_cents": sub_total_incl,
+            "prepaid_credit_amount_cents": _int(r.prepaid_credit_amount_cents),
+            "total_amount_cents": _int(r.total_amount_cents),
+            "total_due_amount_cents": (0 if r.payment_status == "succeeded"
+                                       else _int(r.total_amount_cents)),
+            "version_number": VERSION_NUMBER,
+            "created_at": _iso(r.created_at),
+            "updated_at": _iso(r.updated_at),
+            "finalized_at": _iso(r.finalized_at),
+            "file_url": None,
+            "customer": loads_exact(r.customer_text),
+            "subscriptions": subs[r.id],
+            "applied_taxes": loads_exact(r.applied_text),
+            "fees": fees[r.id],
+        })
+    return out
+
+
+def render_documents(conn: Connection, invoice_ids: Sequence[int]) -> dict[int, str]:
+    """The HTML of these invoices (kept with them at finalization)."""
+    rows = conn.execute(text(_INVOICES + " where v.id = any(cast(:ids as bigint[]))"),
+                        {"ids": list(invoice_ids)}).all()
+    return {row.id: render_html(invoice)
+            for row, invoice in zip(rows, invoice_objects(conn, rows), strict=True)}
+
+
+_MISSING_PDFS = text(
+    """
+    select v.id, v.html from invoices v
+    where v.status = 'finalized' and v.html is not null
+      and not exists (select 1 from invoice_pdfs p where p.invoice_id = v.id)
+    order by v.id limit :limit
+    """
+)
+
+
+def make_missing_pdfs(engine: Engine, limit: int = 10_000, chunk: int = 50) -> int:
+    """PDFs of finalized invoices that have none yet, made from their kept HTML (so the PDF
+    shows exactly what was finalized). Idempotent: written once per invoice; a crash leaves
+    the rest for the next run. 0 when WeasyPrint (the ``pdf`` extra) is not installed."""
+    if not pdf_available():
+        return 0
+    with engine.connect() as conn:
+        pending = conn.execute(_MISSING_PDFS, {"limit": limit}).all()
+    made = 0
+    for first in range(0, len(pending), chunk):
+        part = pending[first:first + chunk]
+        pdfs = [render_pdf(row.html) for row in part]
+        with engine.begin() as conn:
+            made += conn.execute(text(
+                "insert into invoice_pdfs (invoice_id, pdf) select * from"
+                " unnest(cast(:ids as bigint[]), cast(:pdfs as bytea[]))"
+                " on conflict (invoice_id) do nothing"),
+                {"ids": [row.id for row in part], "pdfs": pdfs}).rowcount
+    return made
+
+
+def list_invoices(
+    engine: Engine, *, customer: str | None = None, subscription: str | None = None,
+    status: str | None = None, limit: int = 1000,
+) -> list[dict[str, Any]]:
+    where: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    if customer:
+        where.append("v.customer_id = (select id from customers where external_id = :customer)")
+        params["customer"] = customer
+    if subscription:
+        where.append("v.id in (select i.invoice_id from invoice_subscriptions i join"
+                     " subscriptions s on s.id = i.subscription_id where s.external_id = :sub)")
+        params["sub"] = subscription
+    if status:
+        where.append("v.status = :status")
+        params["status"] = status
+    query = _INVOICES + (" where " + " and ".join(where) if where else "")
+    query += " order by v.issuing_date, v.customer_id, v.id limit :limit"
+    with engine.connect() as conn:
+        return invoice_objects(conn, conn.execute(text(query), params).all())
+
+
+def find_invoice(engine: Engine, key: str) -> dict[str, Any] | None:
+    """One invoice by lago_id, number or database id."""
+    with engine.connect() as conn:
+        query = _INVOICES + " where v.lago_id = :k or v.number = :k"
+        params: dict[str, Any] = {"k": key}
+        if key.isdigit():
+            query += " or v.id = :n"
+            params["n"] = int(key)
+        rows = conn.execute(text(query), params).all()
+        return invoice_objects(conn, rows)[0] if rows else None
+
+
+def invoice_document(engine: Engine, key: str, kind: str) -> bytes | str | None:
+    """The kept HTML or PDF of a finalized invoice (a draft is rendered on the fly)."""
+    invoice = find_invoice(engine, key)
+    if invoice is None:
+        return None
+    with engine.connect() as conn:
+        row = conn.execute(text(
+            "select v.id, v.html, p.pdf from invoices v"
+            " left join invoice_pdfs p on p.invoice_id = v.id where v.lago_id = :l"),
+            {"l": invoice["lago_id"]}).one()
+    if kind == "html":
+        return row.html or render_html(invoice)
+    if row.pdf is not None:
+        return bytes(row.pdf)
+    return render_pdf(row.html or render_html(invoice))
+
+
+__all__ = ["PdfUnavailable", "find_invoice", "invoice_document", "invoice_objects",
+           "list_invoices", "render_documents"]
+
+
+class InvoiceError(ValueError):
+    """A request about an invoice that cannot be honoured (unknown, or still a draft)."""
+
+
+def set_payment_status(engine: Engine, key: str, status: str) -> dict[str, Any]:
+    """Record a finalized invoice's payment (``succeeded``) or failed payment (``failed``);
+    the only change the database lets a finalized invoice take."""
+    invoice = find_invoice(engine, key)
+    if invoice is None:
+        raise InvoiceError(f"no invoice {key!r} (hint: `tallyflow invoices list`)")
+    if invoice["status"] != "finalized":
+        raise InvoiceError(f"invoice {key!r} is a draft: only a finalized invoice is paid "
+                           "(hint: it is finalized once its period is settled)")
+    with engine.begin() as conn:
+        conn.execute(text("update invoices set payment_status = :s, updated_at = now()"
+                          " where lago_id = :l"), {"s": status, "l": invoice["lago_id"]})
+    found = find_invoice(engine, key)
+    assert found is not None
+    return found
