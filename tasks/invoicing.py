@@ -63,7 +63,7 @@ from tasks.invoice_documents import render_documents
 from tasks.rating import SubscriptionInfo, load_subscriptions, loads_exact
 from tasks.retry import transient_retries
 from tasks.usage import _event_values_reader, rate_subscription, read_inputs
-from tasks.wallets import LedgerRow, lock_customers, post
+from tasks.wallets import USAGE_DEDUCTED, LedgerRow, lock_customers, post
 
 M = TypeVar("M", bound=LagoModel)
 
@@ -693,22 +693,6 @@ def _insert_parts(conn: Connection, batch: Sequence[tuple[int, _Group]]) -> None
 # Prepaid credits
 # --------------------------------------------------------------------------------------------
 
-_USAGE_DEDUCTED = text(
-    """
-    select t.subscription_id, t.period_start, t.wallet_id,
-      sum(case when t.direction = 'outbound' then t.amount_cents else -t.amount_cents end)
-        as amount_cents,
-      sum(case when t.direction = 'outbound' then t.credits else -t.credits end) as credits,
-      sum(case when t.direction = 'outbound' then t.granted_credits
-               else -t.granted_credits end) as granted_credits
-    from wallet_transactions t
-    join unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[])) as k(sid, ps)
-      on t.subscription_id = k.sid and t.period_start = k.ps
-    where t.source = 'usage' and t.status = 'settled'
-    group by t.subscription_id, t.period_start, t.wallet_id
-    order by t.wallet_id
-    """
-)
 
 _FUNDS = text(
     """
@@ -734,7 +718,7 @@ def _prepaid(
     pairs = [(s.id, p.period_start) for g in groups for s, p in g.items]
     taken: dict[tuple[int, datetime], list[Any]] = defaultdict(list)
     if pairs:
-        for r in conn.execute(_USAGE_DEDUCTED, {"subs": [p[0] for p in pairs],
+        for r in conn.execute(USAGE_DEDUCTED, {"subs": [p[0] for p in pairs],
                                                 "starts": [p[1] for p in pairs]}):
             taken[(r.subscription_id, r.period_start)].append(r)
     funds: dict[int, WalletFunds] = {}

@@ -702,7 +702,9 @@ _FUNDS = text(
     """
 )
 
-_DEDUCTED = text(
+# What each wallet has settled toward each (subscription, period) of usage: the deductions'
+# deltas, the overview and the invoice's prepaid credits all read it (in wallet order).
+USAGE_DEDUCTED = text(
     """
     select t.subscription_id, t.period_start, t.wallet_id,
       sum(case when t.direction = 'outbound' then t.amount_cents else -t.amount_cents end)
@@ -715,6 +717,7 @@ _DEDUCTED = text(
       on t.subscription_id = k.sid and t.period_start = k.ps
     where t.source = 'usage' and t.status = 'settled'
     group by t.subscription_id, t.period_start, t.wallet_id
+    order by t.wallet_id
     """
 )
 
@@ -779,7 +782,7 @@ def deduct_customers(
             defaultdict(list)
         )
         if shrinking:
-            for d in conn.execute(_DEDUCTED, {
+            for d in conn.execute(USAGE_DEDUCTED, {
                 "subs": [s.subscription_id for s in shrinking],
                 "starts": [s.period_start for s in shrinking],
             }):
@@ -1254,7 +1257,7 @@ def wallet_overview(
         ).all()
         per_wallet_current: dict[int, Decimal] = defaultdict(lambda: ZERO)
         if scopes:
-            for r in conn.execute(_DEDUCTED, {
+            for r in conn.execute(USAGE_DEDUCTED, {
                 "subs": [s.subscription_id for s in scopes],
                 "starts": [s.period_start for s in scopes],
             }):
