@@ -200,7 +200,10 @@ def test_database_url_errors(
     _assert_one_line(result.output, message, "TALLYFLOW_DATABASE_URL")
 
 
-def test_debug_shows_the_traceback(engine: Engine) -> None:
+def test_debug_shows_the_traceback(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `--debug` sets TALLYFLOW_DEBUG for the process (its flow runs see it too); owning the
+    # variable here puts it back afterwards, so later tests run without debug output.
+    monkeypatch.setenv("TALLYFLOW_DEBUG", "0")
     result = runner.invoke(app, ["--debug", "ingest", "foo://x"])
     assert result.exit_code == 1
     assert "Traceback (most recent call last)" in result.output
