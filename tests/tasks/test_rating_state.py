@@ -201,6 +201,17 @@ def stored_states(engine: Engine) -> dict[tuple, Any]:
         }
 
 
+def _point(row: Any, metric: Any) -> EventPoint:
+    """One raw event row as the pure aggregation sees it (what the SQL fold is compared to)."""
+    return EventPoint.from_event(
+        timestamp=row.ts,
+        seq=row.id,
+        properties=loads_exact(row.properties),
+        field_name=metric.field_name,
+        precise_total_amount_cents=row.precise,
+    )
+
+
 def recomputed_states(engine: Engine, only_folded: bool = True) -> dict[tuple, Any]:
     """The pure aggregation code over every event of folded objects: the reference."""
     with engine.connect() as conn:
@@ -222,13 +233,7 @@ def recomputed_states(engine: Engine, only_folded: bool = True) -> dict[tuple, A
         sub, metric = subs.get(row.sub), metrics.get(row.code)
         if sub is None or metric is None or row.ts < sub.subscription_at:
             continue
-        point = EventPoint.from_event(
-            timestamp=row.ts,
-            seq=row.id,
-            properties=loads_exact(row.properties),
-            field_name=metric.field_name,
-            precise_total_amount_cents=row.precise,
-        )
+        point = _point(row, metric)
         key = (
             sub.id,
             metric.id,
@@ -285,13 +290,7 @@ def recomputed_buckets(engine: Engine) -> dict[tuple, Any]:
         sub, metric = subs.get(row.sub), metrics.get(row.code)
         if sub is None or metric is None or row.ts < sub.subscription_at:
             continue
-        point = EventPoint.from_event(
-            timestamp=row.ts,
-            seq=row.id,
-            properties=loads_exact(row.properties),
-            field_name=metric.field_name,
-            precise_total_amount_cents=row.precise,
-        )
+        point = _point(row, metric)
         for charge in charges[sub.plan_id]:
             if charge.metric.id != metric.id:
                 continue
