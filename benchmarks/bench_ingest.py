@@ -61,8 +61,8 @@ def child_ingest(folder: str) -> None:
     """Run the flow in this (child) process and report its time and peak memory."""
     import resource
 
-    from flows.ingest import ingest_events
-    from tasks.sources import SourceSpec
+    from tallyflow.flows.ingest import ingest_events
+    from tallyflow.tasks.sources import SourceSpec
 
     started = time.perf_counter()
     summary = ingest_events(SourceSpec(url=Path(folder).as_uri()))
@@ -203,7 +203,7 @@ def naive(url: str, folder: Path, sample: int) -> float:
 
 
 def fresh_database(base_url: str) -> tuple[str, str]:
-    from tallyflow.db import normalise_url
+    from tallyflow.infra.db import normalise_url
 
     admin = make_url(normalise_url(base_url)).set(database="postgres")
     name = f"tallyflow_bench_{uuid.uuid4().hex[:8]}"
@@ -215,7 +215,7 @@ def fresh_database(base_url: str) -> tuple[str, str]:
 
 
 def drop_database(base_url: str, name: str) -> None:
-    from tallyflow.db import normalise_url
+    from tallyflow.infra.db import normalise_url
 
     admin = make_url(normalise_url(base_url)).set(database="postgres")
     engine = create_engine(admin, isolation_level="AUTOCOMMIT")
@@ -225,9 +225,9 @@ def drop_database(base_url: str, name: str) -> None:
 
 
 def prepare(url: str) -> None:
-    from tallyflow import migrate
-    from tallyflow.db import get_engine
-    from tasks.catalog import apply_catalog
+    from tallyflow.infra import migrate
+    from tallyflow.infra.db import get_engine
+    from tallyflow.tasks.catalog import apply_catalog
 
     engine = get_engine(url)
     migrate.upgrade(engine)

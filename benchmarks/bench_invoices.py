@@ -63,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
 
     base = os.environ.get("TALLYFLOW_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    from tallyflow import db, migrate
+    from tallyflow.infra import db, migrate
 
     admin_url = make_url(db.normalise_url(base)).set(database="postgres")
     name = f"tallyflow_bench_{uuid.uuid4().hex[:8]}"
@@ -76,11 +76,11 @@ def main() -> None:
     try:
         engine = db.get_engine(url)
         migrate.upgrade(engine)
-        from tasks import wallets as w
-        from tasks.catalog import apply_catalog
-        from tasks.invoice_render import pdf_available
-        from tasks.invoicing import close_periods
-        from tasks.rating import fold_pending
+        from tallyflow.tasks import wallets as w
+        from tallyflow.tasks.catalog import apply_catalog
+        from tallyflow.tasks.folding import fold_pending
+        from tallyflow.tasks.invoice_render import pdf_available
+        from tallyflow.tasks.invoicing import close_periods
 
         for stem in ("billable_metric", "plan"):
             shutil.copy(ROOT / "examples" / "mistral" / f"{stem}.json", folder)
@@ -107,7 +107,7 @@ def main() -> None:
                   f"  drafts={summary.drafts}  already final={summary.unchanged_final}"
                   f"  prepaid cents={summary.prepaid_cents}")
         if pdf_available():
-            from tasks.invoice_documents import make_missing_pdfs
+            from tallyflow.tasks.invoice_documents import make_missing_pdfs
 
             started = time.perf_counter()
             made = make_missing_pdfs(engine, limit=args.pdfs)

@@ -45,10 +45,10 @@ def records_like(mapping: object, count: int) -> bytes:
 
 
 def measure(name: str, data: bytes) -> tuple[float, float]:
-    from models.events import TimeBounds
-    from tasks.ingest import _validated
-    from tasks.readers import read_jsonl
-    from tasks.sources import SourceSpec, build_source
+    from tallyflow.models.events import TimeBounds
+    from tallyflow.tasks.ingest import _validated
+    from tallyflow.tasks.readers import read_jsonl
+    from tallyflow.tasks.sources import SourceSpec, build_source
 
     source = build_source(SourceSpec(url="memory://bench", mapping=name))
     bounds = TimeBounds(written_at=datetime(2026, 1, 1, tzinfo=UTC))
@@ -66,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=200_000)
     args = parser.parse_args()
-    from tasks import plugins
+    from tallyflow.tasks import plugins
 
     print(f"{'mapping':<20}{'records/s':>12}{'events/s':>12}{'events/record':>15}")
     for name, mapping in sorted(plugins.mappings().items()):

@@ -66,7 +66,7 @@ def load_events(
 
 
 def setup_catalog(engine: Engine, subs: int) -> None:
-    from tasks.catalog import apply_catalog
+    from tallyflow.tasks.catalog import apply_catalog
 
     result = apply_catalog(engine, [ROOT / "examples" / "mistral"])
     assert result.ok, result.errors
@@ -89,7 +89,7 @@ def setup_catalog(engine: Engine, subs: int) -> None:
 
 
 def timed_snapshot(as_of: datetime) -> tuple[float, dict]:
-    from flows.usage_snapshot import usage_snapshot
+    from tallyflow.flows.usage_snapshot import usage_snapshot
 
     started = time.perf_counter()
     summary = usage_snapshot(as_of=as_of)
@@ -98,8 +98,8 @@ def timed_snapshot(as_of: datetime) -> tuple[float, dict]:
 
 def ingest_rate(engine: Engine, events: int) -> float:
     """Events/s of the real ingest path (read, validate, COPY, dedup) for one JSONL object."""
-    from tasks.ingest import ingest_object, register_objects
-    from tasks.sources import SourceSpec, build_source
+    from tallyflow.tasks.ingest import ingest_object, register_objects
+    from tallyflow.tasks.sources import SourceSpec, build_source
 
     folder = Path(tempfile.mkdtemp(prefix="tf-bench-"))
     base = int(datetime.now(UTC).timestamp()) - 3600
@@ -151,8 +151,8 @@ def main() -> None:
     os.environ["TALLYFLOW_DATABASE_URL"] = url
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from tallyflow import db
-    from tallyflow.resources import billing_engine
+    from tallyflow.infra import db
+    from tallyflow.infra.resources import billing_engine
 
     try:
         engine = billing_engine(url)

@@ -64,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
 
     base = os.environ.get("TALLYFLOW_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    from tallyflow import db, migrate
+    from tallyflow.infra import db, migrate
 
     admin_url = make_url(db.normalise_url(base)).set(database="postgres")
     name = f"tallyflow_bench_{uuid.uuid4().hex[:8]}"
@@ -88,7 +88,7 @@ def main() -> None:
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
         from prefect.testing.utilities import prefect_test_harness
 
-        from flows.wallet_deductions import wallet_deductions
+        from tallyflow.flows.wallet_deductions import wallet_deductions
 
         with prefect_test_harness(server_startup_timeout=60), temporary_settings(
             updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}

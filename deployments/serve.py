@@ -43,11 +43,14 @@ def deployment_specs() -> list[dict[str, Any]]:
 
 
 def load_flow(entrypoint: str) -> Any:
-    """Import ``path/to/file.py:function`` relative to the project, as Prefect does."""
-    path, _, name = entrypoint.partition(":")
-    module_name = path.removesuffix(".py").replace("/", ".")
-    if str(PROJECT) not in sys.path:
-        sys.path.insert(0, str(PROJECT))
+    """Import ``package.module:function``, the module-path entrypoint Prefect workers use too.
+
+    Module paths (not file paths) so a flow module is imported once, under its package name,
+    whether the CLI, ``serve`` or a worker loads it (docs/architecture.md §1).
+    """
+    module_name, _, name = entrypoint.partition(":")
+    if "/" in module_name or module_name.endswith(".py"):
+        raise ImportError(f"entrypoint {entrypoint!r}: use a module path (package.module:flow)")
     if importlib.util.find_spec(module_name) is None:
         raise ImportError(f"entrypoint {entrypoint!r}: no module {module_name}")
     module = importlib.import_module(module_name)

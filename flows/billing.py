@@ -17,9 +17,9 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
-from flows.invoices import close_periods_flow
-from flows.links import run_link
-from flows.params import (
+from tallyflow.flows.invoices import close_periods_flow
+from tallyflow.flows.links import run_link
+from tallyflow.flows.params import (
     HourCount,
     OptionalHour,
     OptionalMoment,
@@ -31,12 +31,12 @@ from flows.params import (
     resolve_as_of,
     run_param,
 )
-from flows.usage_snapshot import usage_snapshot
-from flows.wallet_deductions import wallet_deductions
-from tallyflow.failpoints import failpoint
-from tasks.billing_report import customer_movements_task
-from tasks.history import HOOKS, tracked
-from tasks.usage import customer_of_task
+from tallyflow.flows.usage_snapshot import usage_snapshot
+from tallyflow.flows.wallet_deductions import wallet_deductions
+from tallyflow.infra.failpoints import failpoint
+from tallyflow.tasks.billing_report import customer_movements_task
+from tallyflow.tasks.history import HOOKS, tracked
+from tallyflow.tasks.usage import customer_of_task
 
 # A billing hour is retried as a whole after transient trouble its tasks did not absorb (the
 # database gone for minutes, say); after that the run fails and the automation notifies.

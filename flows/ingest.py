@@ -22,11 +22,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
-from flows.params import ObjectUrl, run_param
-from tallyflow.failpoints import failpoint
-from tallyflow.resources import billing_engine
-from tasks.history import HOOKS, tracked
-from tasks.ingest import (
+from tallyflow.flows.params import ObjectUrl, run_param
+from tallyflow.infra.failpoints import failpoint
+from tallyflow.infra.resources import billing_engine
+from tallyflow.tasks.history import HOOKS, tracked
+from tallyflow.tasks.ingest import (
     _RETRIES,
     DEFAULT_CHUNK_ROWS,
     ObjectResult,
@@ -37,7 +37,7 @@ from tasks.ingest import (
     requeue,
     start_run,
 )
-from tasks.sources import SourceSpec, as_spec, build_source, source_parameter
+from tallyflow.tasks.sources import SourceSpec, as_spec, build_source, source_parameter
 
 # The registered kinds as a discriminated union: the form offers a choice of source and that
 # source's own typed options. Fixed when a deployment is registered (plugins installed then).

@@ -10,46 +10,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from prefect import flow, task
-from prefect.events import emit_event
+from prefect import flow
 
-from flows.params import OptionalMoment, moment_label, resolve_as_of, run_param
-from tallyflow.resources import billing_engine
-from tasks.history import HOOKS, tracked
-from tasks.invoice_documents import make_missing_pdfs
-from tasks.invoicing import (
-    MAX_INVOICE_EVENTS,
+from tallyflow.flows.params import OptionalMoment, moment_label, resolve_as_of, run_param
+from tallyflow.tasks.history import HOOKS, tracked
+from tallyflow.tasks.invoicing import (
     close_periods_task,
-    mark_invoice_events_emitted,
-    pending_invoice_events,
+    emit_invoice_events_task,
+    make_pdfs_task,
 )
-from tasks.retry import transient_retries
-
-
-@task(name="emit-invoice-events", **transient_retries(retries=3, backoff_factor=1))
-def emit_invoice_events_task() -> int:
-    """One ``tallyflow.invoice.finalized`` event per invoice finalized and not yet announced
-    (at least once: marked only after emitting); past the cap, one summary event."""
-    engine = billing_engine()
-    pending = pending_invoice_events(engine, MAX_INVOICE_EVENTS)
-    for event in pending.events:
-        emit_event(**event)
-    if pending.more:
-        emit_event(
-            event="tallyflow.invoice.finalized-summary",
-            resource={"prefect.resource.id": "tallyflow.invoices"},
-            payload={"more_invoices": pending.more,
-                     "total_amount_cents_by_currency": pending.more_total_cents},
-        )
-    if pending.ids:
-        mark_invoice_events_emitted(engine, pending.ids)
-    return len(pending.ids)
-
-
-@task(name="make-invoice-pdfs", **transient_retries(retries=3, backoff_factor=1))
-def make_pdfs_task() -> int:
-    """PDFs of the invoices just finalized (from their kept HTML), outside the close's locks."""
-    return make_missing_pdfs(billing_engine())
 
 
 def _close_name() -> str:

@@ -13,10 +13,10 @@ from datetime import datetime
 from prefect import flow, runtime
 from prefect.artifacts import create_table_artifact
 
-from flows.params import moment_label, resolve_as_of, run_param
-from tallyflow.failpoints import failpoint
-from tasks.history import HOOKS, tracked
-from tasks.usage import (
+from tallyflow.flows.params import moment_label, resolve_as_of, run_param
+from tallyflow.infra.failpoints import failpoint
+from tallyflow.tasks.history import HOOKS, tracked
+from tallyflow.tasks.usage import (
     SnapshotBatch,
     due_subscriptions_task,
     fold_new_objects_task,

@@ -27,10 +27,10 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.params import moment_label, resolve_as_of, run_param
-from tallyflow.failpoints import failpoint
-from tasks.history import HOOKS, tracked
-from tasks.wallets import (
+from tallyflow.flows.params import moment_label, resolve_as_of, run_param
+from tallyflow.infra.failpoints import failpoint
+from tallyflow.tasks.history import HOOKS, tracked
+from tallyflow.tasks.wallets import (
     DEFAULT_BATCH,
     DEFAULT_GRACE_HOURS,
     MAX_ALERT_EVENTS,
@@ -81,7 +81,7 @@ def wallet_deductions(
     moment = resolve_as_of(as_of)
     settle = settle_paid_default() if settle_paid is None else settle_paid
     if refresh_usage:
-        from flows.usage_snapshot import usage_snapshot
+        from tallyflow.flows.usage_snapshot import usage_snapshot
 
         usage_snapshot(as_of=moment)
     flow_run_id = str(runtime.flow_run.id or "") or None

@@ -1,1 +1,1 @@
-"""Alembic migrations for the Tallyflow schema (run through ``tallyflow.migrate``)."""
+"""Alembic migrations for the Tallyflow schema (run through ``tallyflow.infra.migrate``)."""

@@ -1,15 +1,15 @@
-"""Alembic environment: always runs on a connection handed in by ``tallyflow.migrate``."""
+"""Alembic environment: always runs on a connection handed in by ``tallyflow.infra.migrate``."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from models.tables import metadata
+from tallyflow.models.tables import metadata
 
 config = context.config
 connection = config.attributes.get("connection")
 if connection is None:  # pragma: no cover - alembic CLI without tallyflow
-    from tallyflow.db import get_engine
+    from tallyflow.infra.db import get_engine
 
     connection = get_engine().connect()
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from models.rating.money import exact_number, is_plain_decimal, plain_text
+from tallyflow.models.rating.money import exact_number, is_plain_decimal, plain_text
 
 MAX_ID_LENGTH = 255
 MAX_PROPERTIES_BYTES = 64 * 1024

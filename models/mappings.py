@@ -4,7 +4,7 @@ A mapping is a ``Mapping`` object: a name, a description, an ``Options`` model (
 set per run, validated; a mapping without options refuses any) and ``map(record, options)``.
 ``map`` returns
 
-- a ``dict``: one event (validated afterwards by ``models.events.validate_record``);
+- a ``dict``: one event (validated afterwards by ``tallyflow.models.events.validate_record``);
 - ``Events([...])``: any number of events, zero included; each keeps the record's row number
   plus its position (the sub-index), so ingestion order stays defined;
 - a ``Rejection``: the record is refused with the mapping's own reason code and message; the
@@ -24,8 +24,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from models.events import Reason, Rejection, from_cloudevent
-from models.rating.money import exact_number, plain_text
+from tallyflow.models.events import Reason, Rejection, from_cloudevent
+from tallyflow.models.rating.money import exact_number, plain_text
 
 
 class Events(tuple[dict[str, Any], ...]):

@@ -15,9 +15,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.events import Reason, Rejection
-from models.mappings import Events, Mapping, MapResult
-from models.rating.money import exact_number
+from tallyflow.models.events import Reason, Rejection
+from tallyflow.models.mappings import Events, Mapping, MapResult
+from tallyflow.models.rating.money import exact_number
 
 _TYPES = (("input", "gen_ai.usage.input_tokens"), ("output", "gen_ai.usage.output_tokens"))
 

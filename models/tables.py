@@ -79,7 +79,7 @@ taxes = Table(
     *_timestamps(),
 )
 
-# The issuer of invoices; its fields are read from the document (tasks.invoicing).
+# The issuer of invoices; its fields are read from the document (tallyflow.tasks.invoicing).
 billing_entities = Table(
     "billing_entities",
     metadata,

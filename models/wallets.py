@@ -21,13 +21,14 @@ from an assumed 100. Rounding is explicit and happens in one place each:
 from __future__ import annotations
 
 import calendar
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Final, Literal
 
-from models.rating.money import from_minor, precise_minor, round_minor
+from tallyflow.models.rating.money import from_minor, precise_minor, round_minor
 
 ZERO: Final = Decimal(0)
 CENT: Final = Decimal(1)  # one minor unit
@@ -216,6 +217,105 @@ def allocate_correction(refund_cents: Decimal, deducted: Sequence[Deducted]) -> 
 # --------------------------------------------------------------------------------------------
 # Recurring top-ups
 # --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageScope:
+    """One (subscription, period) as the deduction sees it: its rated usage (unrounded), what
+    the ledger has deducted for it, and (for a decrease) what each wallet took:
+    ``(wallet_id, amount_cents, credits, granted_credits)``."""
+
+    key: tuple[int, datetime]
+    customer_id: int
+    currency: str
+    amount_cents: Decimal
+    deducted_cents: Decimal
+    taken: tuple[tuple[int, Decimal, Decimal, Decimal], ...] = ()
+
+
+@dataclass(frozen=True)
+class ScopePlan:
+    """The postings for one scope and the net cents they deduct (negative: a refund)."""
+
+    scope: UsageScope
+    allocation: Allocation
+    moved_cents: Decimal
+
+
+@dataclass(frozen=True)
+class DeductionPlan:
+    """What a batch of customers does to the ledger, before anything is written."""
+
+    scopes: tuple[ScopePlan, ...]
+    uncovered_cents: Decimal
+    overflow_cents: dict[int, Decimal]
+    funds: dict[int, WalletFunds]  # the balances after every posting of the plan
+
+
+def refund_rest(allocation: Allocation, usable: Sequence[WalletFunds]) -> Allocation:
+    """A refund the deducting wallets cannot take (they were terminated) goes to the first
+    usable wallet, so a usage decrease is never lost."""
+    rest = allocation.uncovered_cents
+    if rest <= 0 or not usable:
+        return allocation
+    first = ordered(usable)[0]
+    credits = credits_for(rest, first.rate_amount, first.currency)
+    return Allocation(
+        [*allocation.postings, Posting(first.wallet_id, "inbound", rest, credits)],
+        allocation.overflow_cents, ZERO,
+    )
+
+
+def plan_deductions(
+    scopes: Sequence[UsageScope],
+    funds: Mapping[int, WalletFunds],
+    wallets_of: Mapping[int, Sequence[int]],
+    active: AbstractSet[int],
+) -> DeductionPlan:
+    """Allocate each scope's delta (its usage rounded to cents minus what is deducted).
+
+    Scopes are taken in the given order and each sees the balances the earlier ones left, so a
+    customer's second subscription draws on what the first did not use. Growth is taken
+    outbound by priority (``allocate_usage``), a decrease refunded last consumption first
+    (``allocate_correction``, then ``refund_rest``); only active wallets in the scope's
+    currency take part. Pure: the task reads the inputs under the customers' locks and posts
+    the result (docs/architecture.md §3, invariant 4).
+    """
+    after = dict(funds)
+    plans: list[ScopePlan] = []
+    uncovered = ZERO
+    overflow: dict[int, Decimal] = {}
+    for scope in scopes:
+        delta = round_minor(scope.amount_cents) - scope.deducted_cents
+        if delta == 0:
+            continue
+        usable = [
+            after[w] for w in wallets_of.get(scope.customer_id, ())
+            if w in active and after[w].currency == scope.currency
+        ]
+        if delta > 0:
+            allocation = allocate_usage(delta, usable)
+        else:
+            taken = [
+                Deducted(after[w], cents, credits, granted)
+                for w, cents, credits, granted in scope.taken
+                if w in after and w in active
+            ]
+            allocation = refund_rest(allocate_correction(-delta, taken), usable)
+        if not allocation.postings:
+            uncovered += abs(delta)
+            continue
+        moved = ZERO
+        for posting in allocation.postings:
+            after[posting.wallet_id] = apply_posting(after[posting.wallet_id], posting)
+            outbound = posting.direction == "outbound"
+            moved += posting.amount_cents if outbound else -posting.amount_cents
+        if allocation.overflow_cents:
+            last = allocation.postings[-1].wallet_id
+            overflow[last] = overflow.get(last, ZERO) + allocation.overflow_cents
+        uncovered += allocation.uncovered_cents
+        plans.append(ScopePlan(scope, allocation, moved))
+    return DeductionPlan(tuple(plans), uncovered, overflow, after)
 
 
 def _add_months(moment: datetime, months: int) -> datetime:

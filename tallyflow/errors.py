@@ -56,7 +56,7 @@ def explain(exc: BaseException) -> tuple[str, str | None]:
         seen.add(id(current))
         if isinstance(current, UserError):
             return current.message, current.hint
-        if type(current).__name__ == "ResourceError":  # tallyflow.resources: says what to do
+        if type(current).__name__ == "ResourceError":  # tallyflow.infra.resources: says what to do
             return str(current), None
         if isinstance(current, sa_exc.ArgumentError) and "URL" in str(current):
             return f"bad database URL: {_first_line(current)}", _DB_HINT

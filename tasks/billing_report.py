@@ -8,8 +8,8 @@ from typing import Any
 from prefect import task
 from sqlalchemy import text
 
-from tallyflow.resources import billing_engine
-from tasks.retry import transient_retries
+from tallyflow.infra.resources import billing_engine
+from tallyflow.tasks.retry import transient_retries
 
 _MOVEMENTS = text("""
     select c.external_id as customer,

@@ -29,8 +29,8 @@ from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import Text
 
-from models import tables as t
-from models.catalog import (
+from tallyflow.models import tables as t
+from tallyflow.models.catalog import (
     BILLABLE_METRIC,
     BILLING_ENTITY,
     CUSTOMER,

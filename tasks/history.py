@@ -69,7 +69,7 @@ def stale_seconds() -> float:
 
 
 def _engine() -> Engine:
-    from tallyflow.resources import billing_engine
+    from tallyflow.infra.resources import billing_engine
 
     return billing_engine()
 

@@ -37,7 +37,9 @@ from prefect import task
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 
-from models.events import (
+from tallyflow.infra.failpoints import failpoint
+from tallyflow.infra.resources import billing_engine
+from tallyflow.models.events import (
     MAX_RAW_KEPT,
     Reason,
     Rejection,
@@ -45,12 +47,10 @@ from models.events import (
     ValidEvent,
     validate_record,
 )
-from models.mappings import Events
-from tallyflow.failpoints import failpoint
-from tallyflow.resources import billing_engine
-from tasks.readers import READERS, ObjectUnreadable
-from tasks.retry import transient_retries
-from tasks.sources import ObjectRef, Source, SourceSpec, build_source
+from tallyflow.models.mappings import Events
+from tallyflow.tasks.readers import READERS, ObjectUnreadable
+from tallyflow.tasks.retry import transient_retries
+from tallyflow.tasks.sources import ObjectRef, Source, SourceSpec, build_source
 
 DEFAULT_CHUNK_ROWS = 20_000
 # How long an object waits for the objects listed before it in its run before it merges anyway.

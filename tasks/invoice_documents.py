@@ -14,9 +14,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from models.rating.money import plain_text
-from tasks.invoice_render import PdfUnavailable, pdf_available, render_html, render_pdf
-from tasks.rating import loads_exact
+from tallyflow.models.rating.money import plain_text
+from tallyflow.tasks.folding import loads_exact
+from tallyflow.tasks.invoice_render import PdfUnavailable, pdf_available, render_html, render_pdf
 
 VERSION_NUMBER = 4  # Lago's current invoice version (fees with taxes, applied taxes)
 

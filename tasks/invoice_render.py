@@ -15,7 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from models.rating.money import format_money
+from tallyflow.models.rating.money import format_money
 
 _TEMPLATES = Path(__file__).resolve().parent / "templates"  # tasks/templates
 _ENV = Environment(

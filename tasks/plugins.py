@@ -2,7 +2,7 @@
 
 Built-ins are named here as ``module:attribute`` strings (plus every mapping file in
 ``tasks/mappings/``) and imported on first use, so a source
-module may import ``tasks.sources`` freely (no circular import, nothing depends on import
+module may import ``tallyflow.tasks.sources`` freely (no circular import, nothing depends on import
 order). Out-of-tree packages add theirs through entry points::
 
     [project.entry-points."tallyflow.sources"]
@@ -26,21 +26,21 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from models.mappings import Mapping
-    from tasks.sources import Source
+    from tallyflow.models.mappings import Mapping
+    from tallyflow.tasks.sources import Source
 
 SOURCE_GROUP = "tallyflow.sources"
 MAPPING_GROUP = "tallyflow.mappings"
 
-BUILTIN_SOURCES = {"fsspec": "tasks.sources:FsspecSource"}
+BUILTIN_SOURCES = {"fsspec": "tallyflow.tasks.sources:FsspecSource"}
 BUILTIN_MAPPINGS = {
-    "lago": "models.mappings:LAGO",
-    "cloudevents": "models.mappings:CLOUDEVENTS",
-    "otel-genai": "models.otel_genai:OTEL_GENAI",
+    "lago": "tallyflow.models.mappings:LAGO",
+    "cloudevents": "tallyflow.models.mappings:CLOUDEVENTS",
+    "otel-genai": "tallyflow.models.otel_genai:OTEL_GENAI",
 }
 # Declarative built-ins: every *.yaml in tasks/mappings/ (one file plus its golden fixture each;
 # adding one needs no edit here).
-BUILTIN_MAPPING_SETS = ("tasks.mappings:BUILTIN",)
+BUILTIN_MAPPING_SETS = ("tallyflow.tasks.mappings:BUILTIN",)
 
 
 class PluginWarning(UserWarning):
@@ -102,22 +102,22 @@ def _resolve(target: str) -> Any:
 
 
 def _load() -> Registry:
-    from models.mappings import Mapping
-    from tasks.sources import Source
+    from tallyflow.models.mappings import Mapping
+    from tallyflow.tasks.sources import Source
 
     found = Registry({}, {}, [], {})
 
     def add(group: str, name: str, target: str, value: Any, origin: str) -> None:
         if group == SOURCE_GROUP:
             if not (isinstance(value, type) and issubclass(value, Source)):
-                raise TypeError(f"{target} is not a tasks.sources.Source subclass")
+                raise TypeError(f"{target} is not a tallyflow.tasks.sources.Source subclass")
             if value.kind != name:
                 raise ValueError(f"{target} has kind {value.kind!r}, registered as {name!r}")
             table: dict[str, Any] = found.sources
             key = f"source:{name}"
         else:
             if not isinstance(value, Mapping):
-                raise TypeError(f"{target} is not a models.mappings.Mapping")
+                raise TypeError(f"{target} is not a tallyflow.models.mappings.Mapping")
             if value.name != name:
                 raise ValueError(f"{target} is named {value.name!r}, registered as {name!r}")
             table = found.mappings

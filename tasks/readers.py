@@ -20,8 +20,8 @@ from typing import IO, Any
 
 import orjson
 
-from models.events import MAX_RECORD_BYTES, Reason, Rejection
-from models.rating.money import float_to_decimal
+from tallyflow.models.events import MAX_RECORD_BYTES, Reason, Rejection
+from tallyflow.models.rating.money import float_to_decimal
 
 Row = tuple[int, Any, bytes | str | None]
 Chunk = list[Row]

@@ -4,7 +4,7 @@ A source is one class: a pydantic ``Config`` (its options, with descriptions: wh
 ``--option``, the flow form and validation use; secrets by reference only), ``list()`` (every
 object with a version, so the ledger can tell new from seen), ``open()`` (bytes of one object)
 and optionally ``map_record()`` (its records into Lago events; by default the chosen mapping).
-Sources and mappings are found through ``tasks.plugins`` (built-ins, then entry points).
+Sources and mappings are found through ``tallyflow.tasks.plugins`` (built-ins, then entry points).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from pydantic import (
     create_model,
 )
 
-from models.mappings import Mapping, MappingInvalid, MapResult, describe_errors
 from tallyflow.errors import SourceError
-from tasks import plugins
-from tasks.readers import FORMATS, CheckedZstdReader, detect
+from tallyflow.models.mappings import Mapping, MappingInvalid, MapResult, describe_errors
+from tallyflow.tasks import plugins
+from tallyflow.tasks.readers import FORMATS, CheckedZstdReader, detect
 
 DEFAULT_MAPPING = "lago"
 
@@ -159,7 +159,7 @@ class Source(ABC):
 
 def resolve_mapping(name: str) -> Mapping:
     """A registered mapping by name, or a mapping file by path; one-line errors."""
-    from tasks.mappings import is_mapping_file, load_file
+    from tallyflow.tasks.mappings import is_mapping_file, load_file
 
     registered = plugins.mappings()
     if name in registered:

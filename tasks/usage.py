@@ -3,7 +3,7 @@
 Current usage = stored state of the period + the events of objects not folded yet, both read
 in one REPEATABLE READ transaction, so it reflects every event ingested so far whether or not
 a snapshot ran, and costs what one subscription's state costs (not what its events cost).
-This module reads and writes; pricing itself is the pure ``models.rating.pricing``.
+This module reads and writes; pricing itself is the pure ``tallyflow.models.rating.pricing``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import orjson
 from prefect import task
 from sqlalchemy import Connection, Engine, text
 
-from models.rating import (
+from tallyflow.infra.failpoints import failpoint
+from tallyflow.infra.resources import billing_engine
+from tallyflow.models.rating import (
     AggregationType,
     BillingPeriod,
     BucketId,
@@ -28,7 +30,7 @@ from models.rating import (
     charge_filter_from_values,
     per_event_units,
 )
-from models.rating.pricing import (
+from tallyflow.models.rating.pricing import (
     ChargeInfo,
     EventValues,
     FilterInfo,
@@ -37,9 +39,7 @@ from models.rating.pricing import (
     pricing_of,
     rate_subscription,
 )
-from tallyflow.failpoints import failpoint
-from tallyflow.resources import billing_engine
-from tasks.rating import (
+from tallyflow.tasks.folding import (
     FoldSummary,
     StoredStates,
     fold_pending,
@@ -50,7 +50,7 @@ from tasks.rating import (
     merge_stored,
     read_states,
 )
-from tasks.retry import transient_retries
+from tallyflow.tasks.retry import transient_retries
 
 # --------------------------------------------------------------------------------------------
 # Plans as the pricing code needs them
@@ -520,7 +520,7 @@ _RETRIES = transient_retries(retries=3, backoff_factor=1)
 
 @task(name="fold-new-objects", **_RETRIES)
 def fold_new_objects_task() -> dict[str, int]:
-    """Fold every ingested object not folded yet (exactly once, see tasks.rating)."""
+    """Fold every ingested object not folded yet (exactly once, see tallyflow.tasks.folding)."""
     summary: FoldSummary = fold_pending(billing_engine())
     return summary.as_dict()
 

@@ -57,7 +57,7 @@ def _local_server_answers() -> bool:
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from tallyflow import db, migrate
+    from tallyflow.infra import db, migrate
 
     name = f"tallyflow_test_{uuid.uuid4().hex[:10]}"
     if _local_server_answers():
@@ -111,8 +111,8 @@ def empty_database(database_url: str) -> Iterator[Engine]:
 @pytest.fixture()
 def engine(database_url: str) -> Iterator[Engine]:
     """A clean database for each test that asks for one."""
-    from models.tables import metadata
-    from tallyflow import db
+    from tallyflow.infra import db
+    from tallyflow.models.tables import metadata
 
     eng = db.get_engine(database_url)
     names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
@@ -125,7 +125,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 def scratch_database(database_url: str) -> Iterator[Callable[[], str]]:
     """A factory of empty databases on the test server (dropped after the test), for tests that
     need a second database: restores, outdated schemas."""
-    from tallyflow import db
+    from tallyflow.infra import db
 
     admin_url = db.make_url(database_url).set(database="postgres")
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")

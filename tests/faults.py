@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import Engine, text
 
-from tallyflow import failpoints
+from tallyflow.infra import failpoints
 
 
 def terminate_other_backends(engine: Engine) -> int:

@@ -1,7 +1,7 @@
 """rating: usage state folded by object, fold ledger and marks, usage snapshots and amounts
 
 ingest_objects gains folded_at/fold_id and a partial index on the objects still to fold, so
-finding new work never scans the ledger's history (see tasks/rating.py).
+finding new work never scans the ledger's history (see tasks/folding/).
 
 Revision ID: 0002
 Revises: 0001

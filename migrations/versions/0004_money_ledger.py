@@ -6,7 +6,7 @@
   can be deleted (they were CASCADE / SET NULL: the ledger went with its wallet).
 - ingest_objects / ingest_runs: a ``conflicts`` count (same event key, different content).
 - usage_amounts / usage_snapshots: ``amount_cents`` holds whole minor units (rounded once,
-  by models.rating.money), checked.
+  by tallyflow.models.rating.money), checked.
 
 Revision ID: 0004
 Revises: 0003

@@ -14,7 +14,7 @@ A closed billing period becomes one invoice per customer and billing day. Its fe
   (``Invoices::ComputeAmountsFromFees``).
 
 Every amount is in minor units (``*_amount_cents``) and rounded with the one rule of
-:mod:`models.rating.money` (ROUND_HALF_UP to a whole minor unit).
+:mod:`tallyflow.models.rating.money` (ROUND_HALF_UP to a whole minor unit).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Final, Literal
 
-from models.rating.money import WIDE, round_minor
+from tallyflow.models.rating.money import WIDE, round_minor
 
 ZERO: Final = Decimal(0)
 HUNDRED: Final = Decimal(100)

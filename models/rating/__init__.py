@@ -4,7 +4,7 @@ No I/O, no Prefect, no database: the flows and the DB layer call these functions
 they have read, and store the JSON-able states these functions return.
 """
 
-from models.rating.aggregation import (
+from tallyflow.models.rating.aggregation import (
     AggregationState,
     AggregationType,
     AnyState,
@@ -27,7 +27,7 @@ from models.rating.aggregation import (
     per_event_units,
     state_from_json,
 )
-from models.rating.charge_models import (
+from tallyflow.models.rating.charge_models import (
     ChargeModel,
     ChargeProperties,
     ChargeResult,
@@ -53,7 +53,7 @@ from models.rating.charge_models import (
     validate_properties,
     volume_range,
 )
-from models.rating.filters import (
+from tallyflow.models.rating.filters import (
     ALL_FILTER_VALUES,
     BucketId,
     ChargeFilter,
@@ -69,7 +69,7 @@ from models.rating.filters import (
     property_text,
     validate_charge_filter_values,
 )
-from models.rating.money import (
+from tallyflow.models.rating.money import (
     amount_cents,
     currency_exponent,
     from_minor,
@@ -83,7 +83,7 @@ from models.rating.money import (
     to_decimal,
     to_minor,
 )
-from models.rating.periods import (
+from tallyflow.models.rating.periods import (
     BillingPeriod,
     BillingTime,
     Interval,

@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from models.rating.aggregation import TimeWindow, epoch_seconds
+from tallyflow.models.rating.aggregation import TimeWindow, epoch_seconds
 
 ONE_MICROSECOND: Final = timedelta(microseconds=1)
 

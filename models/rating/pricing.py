@@ -19,7 +19,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final
 
-from models.rating.aggregation import (
+from tallyflow.models.rating.aggregation import (
     AggregationType,
     AnyState,
     SumState,
@@ -28,7 +28,7 @@ from models.rating.aggregation import (
     empty_state,
     tidy,
 )
-from models.rating.charge_models import (
+from tallyflow.models.rating.charge_models import (
     ChargeModel,
     ChargeProperties,
     Fee,
@@ -36,7 +36,7 @@ from models.rating.charge_models import (
     needs_event_values,
     parse_properties,
 )
-from models.rating.filters import (
+from tallyflow.models.rating.filters import (
     BucketId,
     ChargeFilter,
     FilterKey,
@@ -44,8 +44,8 @@ from models.rating.filters import (
     MetricFilter,
     assign_bucket,
 )
-from models.rating.money import WIDE
-from models.rating.periods import ONE_MICROSECOND, BillingPeriod, period_containing
+from tallyflow.models.rating.money import WIDE
+from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod, period_containing
 
 ZERO: Final = Decimal(0)
 WEIGHTED: Final = AggregationType.WEIGHTED_SUM
@@ -192,7 +192,7 @@ class ChargeInfo:
     def buckets(
         self, keyed: Iterable[tuple[FilterKey, tuple[str | None, ...], AnyState]]
     ) -> dict[BucketId, dict[tuple[str | None, ...], AnyState]]:
-        """``models.rating.bucket_states`` with the memoised bucket assignment."""
+        """``tallyflow.models.rating.bucket_states`` with the memoised bucket assignment."""
         out: dict[BucketId, dict[tuple[str | None, ...], AnyState]] = {}
         for filter_key, group, state in keyed:
             per_group = out.setdefault(self.bucket_of(filter_key), {})

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from models.mappings import DeclarativeMapping, MappingInvalid
+from tallyflow.models.mappings import DeclarativeMapping, MappingInvalid
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,5 +46,5 @@ def _builtins() -> dict[str, DeclarativeMapping]:
     return found
 
 
-# Every *.yaml here, by the name it declares (tasks.plugins registers them).
+# Every *.yaml here, by the name it declares (tallyflow.tasks.plugins registers them).
 BUILTIN = _builtins()

@@ -4,6 +4,7 @@ parses and its default parameters validate against the flow (as the Prefect UI w
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import zoneinfo
@@ -16,10 +17,8 @@ from prefect import Flow
 from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 from pydantic import BaseModel
 
-import flows
-from deployments.serve import deployment_specs, load_flow, schedules
-
-PROJECT = Path(__file__).resolve().parents[2]
+from tallyflow import flows
+from tallyflow.deployments.serve import deployment_specs, load_flow, schedules
 
 SPECS = {spec["name"]: spec for spec in deployment_specs()}
 # What a person fills in on the UI form of the on-demand deployments.
@@ -33,7 +32,7 @@ FORMS = {
 def test_every_flow_module_imports_and_defines_flows() -> None:
     found = {}
     for module in pkgutil.iter_modules(flows.__path__):
-        imported = importlib.import_module(f"flows.{module.name}")
+        imported = importlib.import_module(f"tallyflow.flows.{module.name}")
         found[module.name] = [v.name for v in vars(imported).values() if isinstance(v, Flow)]
     assert found["ingest"] and found["billing"] and found["usage_snapshot"]
     assert found["wallet_deductions"]
@@ -58,13 +57,20 @@ def _schedule_of(item: dict[str, Any]) -> CronSchedule | IntervalSchedule:
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_deployment_entrypoint_resolves_to_the_flow_it_names(name: str) -> None:
-    path, _, function = SPECS[name]["entrypoint"].partition(":")
-    assert (PROJECT / path).is_file(), f"{name}: no file {path}"
-    flow = load_flow(SPECS[name]["entrypoint"])
+    """A module path (as workers load it), naming a flow defined in that module's file."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    entrypoint = SPECS[name]["entrypoint"]
+    module, _, function = entrypoint.partition(":")
+    assert module.startswith("tallyflow.flows."), f"{name}: {entrypoint} is not a module path"
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin, f"{name}: no module {module}"
+    flow = load_flow(entrypoint)
     assert isinstance(flow, Flow), f"{name}: {function} is not a flow"
+    assert load_flow_from_entrypoint(entrypoint, use_placeholder_flow=False) is flow
     defined = inspect.unwrap(flow.fn)  # under Tallyflow's run-history wrapper
     assert defined.__name__ == function
-    assert Path(inspect.getsourcefile(defined) or "").resolve() == (PROJECT / path).resolve()
+    assert Path(inspect.getsourcefile(defined) or "").resolve() == Path(spec.origin).resolve()
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
@@ -157,7 +163,7 @@ def test_code_callers_get_the_same_checks() -> None:
 def test_run_names_write_hours_one_way() -> None:
     from datetime import UTC, datetime
 
-    from flows.params import moment_label
+    from tallyflow.flows.params import moment_label
 
     expected = "2026-11-29T01:00Z"
     assert moment_label("2026-11-29T01:00:00Z") == expected

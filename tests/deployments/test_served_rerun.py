@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from tasks.catalog import apply_catalog
-from tasks.ingest import ingest_object, register_objects
-from tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.catalog import apply_catalog
+from tallyflow.tasks.ingest import ingest_object, register_objects
+from tallyflow.tasks.sources import SourceSpec, build_source
 from tests.factories import jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from flows.billing import billing_cycle
-from tasks.catalog import apply_catalog
-from tasks.ingest import ingest_object, register_objects
-from tasks.sources import SourceSpec, build_source
+from tallyflow.flows.billing import billing_cycle
+from tallyflow.tasks.catalog import apply_catalog
+from tallyflow.tasks.ingest import ingest_object, register_objects
+from tallyflow.tasks.sources import SourceSpec, build_source
 from tests.factories import jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from flows.billing import billing_backfill, billing_cycle, rerate_subscription
+from tallyflow.flows.billing import billing_backfill, billing_cycle, rerate_subscription
 from tests.tasks.rating_fixtures import SUB, apply_mistral, ingest_events, token_event
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

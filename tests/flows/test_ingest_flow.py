@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from flows.ingest import IngestFailed, ingest_events
-from tasks.sources import SourceSpec
+from tallyflow.flows.ingest import IngestFailed, ingest_events
+from tallyflow.tasks.sources import SourceSpec
 from tests.factories import event, jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
-from flows.billing import billing_cycle
-from tallyflow.cli import app
-from tasks.invoice_render import pdf_available
+from tallyflow.cli.main import app
+from tallyflow.flows.billing import billing_cycle
+from tallyflow.tasks.invoice_render import pdf_available
 from tests.flows.test_billing_artifact import _latest_billing_artifact
 from tests.tasks.test_invoicing import MARCH_END, catalog, ingested_until, usage_events
 
@@ -101,7 +101,7 @@ def test_payment_status_and_terms(engine: Engine, tmp_path: Path) -> None:
     ingested_until(engine, MARCH_END + timedelta(hours=3))
     unknown = runner.invoke(app, ["invoices", "mark-paid", "nope"])
     assert unknown.exit_code == 1 and "no invoice 'nope'" in unknown.output
-    from tasks.invoicing import close_periods
+    from tallyflow.tasks.invoicing import close_periods
 
     close_periods(engine, datetime(2025, 4, 1, 8, tzinfo=UTC))
     shown = json.loads(runner.invoke(app, ["invoices", "show", "TF-001-001", "--json"]).stdout)

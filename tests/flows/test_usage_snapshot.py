@@ -8,8 +8,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from flows.usage_snapshot import usage_snapshot
-from tasks.usage import latest_usage
+from tallyflow.flows.usage_snapshot import usage_snapshot
+from tallyflow.tasks.usage import latest_usage
 from tests.tasks.rating_fixtures import SUB, apply_mistral, ingest_events, token_event
 
 HOUR = datetime(2025, 3, 15, 10, tzinfo=UTC)

@@ -7,8 +7,9 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, text
 
-from flows.wallet_deductions import wallet_deductions
-from tasks import wallets as w
+from tallyflow.flows.wallet_deductions import wallet_deductions
+from tallyflow.infra import failpoints
+from tallyflow.tasks import wallets as w
 from tests.tasks.test_wallets_support import (
     AS_OF,
     WalletSpec,
@@ -59,19 +60,15 @@ def test_dropped_connection_is_retried_and_the_run_succeeds(
         set_usage(engine, f"c{i}", 100 * (i + 1))
     calls = {"n": 0}
 
-    def drop_connection(conn: Connection, point: str) -> None:
-        if point == "deduct:posted":
-            calls["n"] += 1
-            if calls["n"] == 1:  # the first attempt loses its connection after posting
-                pid = conn.execute(text("select pg_backend_pid()")).scalar_one()
-                with engine.connect() as other:
-                    other.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
+    def drop_connection(conn: Connection) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the first attempt loses its connection after posting
+            pid = conn.execute(text("select pg_backend_pid()")).scalar_one()
+            with engine.connect() as other:
+                other.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
 
-    w.FAULTS.append(drop_connection)
-    try:
+    with failpoints.hooked("wallets.deduct_posted", drop_connection):
         summary = wallet_deductions(as_of=AS_OF, settle_paid=True)
-    finally:
-        w.FAULTS.remove(drop_connection)
     assert calls["n"] == 2  # one retry of the same batch
     assert summary["customers"] == 6 and summary["transactions"] == 6
     for i in range(6):
@@ -86,16 +83,12 @@ def test_validation_error_fails_fast_and_is_recorded(
     set_usage(engine, "a", 100)
     calls = {"n": 0}
 
-    def bad_data(conn: Connection, point: str) -> None:
-        if point == "deduct:locked":
-            calls["n"] += 1
-            raise ValueError("bad data")
+    def bad_data(conn: Connection) -> None:
+        calls["n"] += 1
+        raise ValueError("bad data")
 
-    w.FAULTS.append(bad_data)
-    try:
+    with failpoints.hooked("wallets.deduct_locked", bad_data):
         state = wallet_deductions(as_of=AS_OF, return_state=True)
-    finally:
-        w.FAULTS.remove(bad_data)
     assert state.is_failed() and calls["n"] == 1  # not retried
     with engine.connect() as conn:
         status, error = conn.execute(text("select status, error from wallet_runs")).one()

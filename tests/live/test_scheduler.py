@@ -137,7 +137,8 @@ def test_wallet_alert_events_notify_and_reapplying_replaces_the_automations(
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tasks.wallets import ALERT_BELOW, alert_event
+    from tallyflow.models.wallets import ALERT_BELOW
+    from tallyflow.tasks.wallets import alert_event
 
     env = live_server.env(TALLYFLOW_NOTIFY_WEBHOOK_URL=webhook.url)
     for _ in range(2):

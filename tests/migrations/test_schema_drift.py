@@ -28,8 +28,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, MetaData, text
 
-from models.tables import metadata
-from tallyflow import migrate
+from tallyflow.infra import migrate
+from tallyflow.models.tables import metadata
 
 EXCLUDED_TABLES = {"alembic_version": "Alembic's own bookkeeping"}
 

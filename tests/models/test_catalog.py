@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from models.catalog import (
+from tallyflow.models.catalog import (
     Catalog,
     CatalogError,
     Plan,
@@ -22,7 +22,7 @@ from models.catalog import (
     parse_body,
     validate_documents,
 )
-from models.rating.charge_models import compute_charge, parse_properties
+from tallyflow.models.rating.charge_models import compute_charge, parse_properties
 
 ROOT = Path(__file__).resolve().parents[2]
 MISTRAL = ROOT / "examples" / "mistral"

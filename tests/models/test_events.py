@@ -1,4 +1,4 @@
-"""What a valid event is and why a record is not one: pure tests of ``models.events``."""
+"""What a valid event is and why a record is not one: pure tests of ``tallyflow.models.events``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from models.events import (
+from tallyflow.models.events import (
     EPOCH,
     MAX_ID_LENGTH,
     MAX_PROPERTIES_BYTES,
@@ -25,8 +25,8 @@ from models.events import (
     parse_timestamp,
     validate_record,
 )
-from models.mappings import CLOUDEVENTS, LAGO
-from tasks.readers import loads_exact
+from tallyflow.models.mappings import CLOUDEVENTS, LAGO
+from tallyflow.tasks.readers import loads_exact
 
 WRITTEN_AT = datetime(2025, 11, 25, tzinfo=UTC)
 BOUNDS = TimeBounds(written_at=WRITTEN_AT)

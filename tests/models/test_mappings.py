@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.events import Rejection
-from models.mappings import DeclarativeMapping, Events, MappingInvalid, lookup
+from tallyflow.models.events import Rejection
+from tallyflow.models.mappings import DeclarativeMapping, Events, MappingInvalid, lookup
 
 SPEC = {
     "name": "t",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -9,10 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.wallets import (
+from tallyflow.models.wallets import (
     ALERT_BELOW,
     ALERT_DEPLETED,
     Deducted,
+    UsageScope,
     WalletFunds,
     alert_change,
     alert_condition,
@@ -22,6 +24,7 @@ from models.wallets import (
     cents_for,
     credits_for,
     interval_start,
+    plan_deductions,
     top_up_credits,
 )
 
@@ -190,3 +193,63 @@ def test_alert_once_per_crossing() -> None:
     assert alert_change(True, True, 1).open_crossing is None
     assert alert_change(False, True, 1).resolve
     assert alert_change(True, False, 1).open_crossing == 2
+
+
+# plan_deductions: a batch of scopes, each seeing what the earlier ones left.
+P1, P2 = (1, T0), (2, T0)
+
+
+def scope(key: tuple[int, datetime], usage: str, deducted: str = "0", customer: int = 7,
+          currency: str = "USD", taken: tuple[tuple[int, Decimal, Decimal, Decimal], ...] = ()
+          ) -> UsageScope:
+    return UsageScope(key, customer, currency, Decimal(usage), Decimal(deducted), taken)
+
+
+@pytest.mark.parametrize(
+    ("scopes", "wallets", "active", "moved", "balances", "uncovered", "overflow"),
+    [
+        # nothing changed: no plan
+        ([scope(P1, "500", "500")], {1: funds(1, "10")}, {1}, [], {1: 1000}, 0, {}),
+        # usage rounds half up to the cent before the delta
+        ([scope(P1, "0.5")], {1: funds(1, "10")}, {1}, [1], {1: 999}, 0, {}),
+        ([scope(P1, "0.49")], {1: funds(1, "10")}, {1}, [], {1: 1000}, 0, {}),
+        # the second subscription draws on what the first left, then overflows the last wallet
+        ([scope(P1, "800"), scope(P2, "300")], {1: funds(1, "10")}, {1}, [800, 300],
+         {1: -100}, 0, {1: 100}),
+        # a decrease refunds the wallet that took it
+        ([scope(P1, "200", "500", taken=((1, Decimal(500), Decimal(5), Decimal(0)),))],
+         {1: funds(1, "5")}, {1}, [-300], {1: 800}, 0, {}),
+        # the deducting wallet was terminated: the refund goes to the first usable one
+        ([scope(P1, "200", "500", taken=((1, Decimal(500), Decimal(5), Decimal(0)),))],
+         {1: funds(1, "5"), 2: funds(2, "0")}, {2}, [-300], {1: 500, 2: 300}, 0, {}),
+        # no wallet in the scope's currency: uncovered, nothing posted
+        ([scope(P1, "100", currency="EUR")], {1: funds(1, "10")}, {1}, [], {1: 1000}, 100, {}),
+        # an inactive wallet takes no part
+        ([scope(P1, "100")], {1: funds(1, "10")}, set(), [], {1: 1000}, 100, {}),
+    ],
+)
+def test_plan_deductions(
+    scopes: list[UsageScope], wallets: dict[int, WalletFunds], active: set[int],
+    moved: list[int], balances: dict[int, int], uncovered: int, overflow: dict[int, int],
+) -> None:
+    before = copy.deepcopy(wallets)
+    plan = plan_deductions(scopes, wallets, {7: sorted(wallets)}, active)
+    assert wallets == before  # the inputs are not changed
+    assert [p.moved_cents for p in plan.scopes] == [Decimal(m) for m in moved]
+    assert {w: f.balance_cents for w, f in plan.funds.items()} == {
+        w: Decimal(b) for w, b in balances.items()
+    }
+    assert plan.uncovered_cents == uncovered
+    assert plan.overflow_cents == {w: Decimal(c) for w, c in overflow.items()}
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=6),
+       st.lists(st.integers(min_value=0, max_value=10**4), min_size=1, max_size=3))
+def test_plan_moves_exactly_each_delta(usages: list[int], credits: list[int]) -> None:
+    wallets = {i + 1: funds(i + 1, str(c), age=i) for i, c in enumerate(credits)}
+    scopes = [scope((i, T0), str(u)) for i, u in enumerate(usages)]
+    plan = plan_deductions(scopes, wallets, {7: sorted(wallets)}, set(wallets))
+    assert sum(p.moved_cents for p in plan.scopes) == sum(usages)
+    assert sum(f.balance_cents for f in plan.funds.values()) == (
+        sum(w.balance_cents for w in wallets.values()) - sum(usages)
+    )

@@ -33,11 +33,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from flows.billing import billing_cycle
-from tasks import wallets as w
-from tasks.catalog import apply_catalog
-from tasks.ingest import ingest_object, register_objects
-from tasks.sources import SourceSpec, build_source
+from tallyflow.flows.billing import billing_cycle
+from tallyflow.tasks import wallets as w
+from tallyflow.tasks.catalog import apply_catalog
+from tallyflow.tasks.ingest import ingest_object, register_objects
+from tallyflow.tasks.sources import SourceSpec, build_source
 from tests.factories import jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "settle_paid")
@@ -86,11 +86,11 @@ import sys
 from datetime import datetime
 hour = datetime.fromisoformat(sys.argv[2])
 if sys.argv[1] == "cycle":
-    from flows.billing import billing_cycle
+    from tallyflow.flows.billing import billing_cycle
     billing_cycle(hour=hour)
 else:
-    from flows.usage_snapshot import usage_snapshot
-    from flows.wallet_deductions import wallet_deductions
+    from tallyflow.flows.usage_snapshot import usage_snapshot
+    from tallyflow.flows.wallet_deductions import wallet_deductions
     usage_snapshot(as_of=hour, batch_size=int(sys.argv[3]))
     wallet_deductions(as_of=hour, batch_size=int(sys.argv[3]))
 """
@@ -213,7 +213,7 @@ def prepare(engine: Engine, folder: Path) -> Path:
 
 
 def reset(engine: Engine) -> None:
-    from models.tables import metadata
+    from tallyflow.models.tables import metadata
 
     names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
     with engine.begin() as conn:
@@ -299,7 +299,7 @@ def clean_run(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, list[tuple]]:
     """The reference: the same input, the hour billed once without interruption."""
-    from tallyflow import db
+    from tallyflow.infra import db
 
     engine = db.get_engine(database_url)
     reset(engine)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from flows.billing import billing_cycle
+from tallyflow.flows.billing import billing_cycle
 from tests.factories import jsonl
 from tests.faults import damage_at, terminate_other_backends
 from tests.survival.test_billing_crash_points import (
@@ -308,7 +308,7 @@ def test_threshold_top_up_too_small_to_lift_fires_once_per_crossing(engine: Engi
     rule's earlier rows), so reruns added granted credits each time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tasks import wallets as w
+    from tallyflow.tasks import wallets as w
     from tests.tasks.test_wallets_support import (
         AS_OF,
         WalletSpec,

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from flows.ingest import ingest_events
-from tasks.sources import SourceSpec
+from tallyflow.flows.ingest import ingest_events
+from tallyflow.tasks.sources import SourceSpec
 from tests.factories import event, jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -44,8 +44,8 @@ CRASH_POINTS = [
 
 _CHILD = """
 import sys
-from flows.ingest import ingest_events
-from tasks.sources import SourceSpec
+from tallyflow.flows.ingest import ingest_events
+from tallyflow.tasks.sources import SourceSpec
 ingest_events(SourceSpec(url=sys.argv[1]), chunk_rows=400)
 """
 
@@ -97,8 +97,8 @@ def clean_run(
     database_url: str, prefect_harness: None, tmp_path_factory: pytest.TempPathFactory
 ) -> dict:
     """The reference: one uninterrupted run over the same objects."""
-    from models.tables import metadata
-    from tallyflow import db
+    from tallyflow.infra import db
+    from tallyflow.models.tables import metadata
 
     folder = tmp_path_factory.mktemp("clean")
     _write_batches(folder)

@@ -29,7 +29,7 @@ import pytest
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
-from tallyflow.cli import app
+from tallyflow.cli.main import app
 from tests.factories import event, jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -116,7 +116,7 @@ def test_kill_9_is_recorded_crashed_by_the_next_command_and_leaves_no_process(
 
 
 def test_a_live_run_is_not_reaped(engine: Engine) -> None:
-    from tasks.history import finish, reap_stale, start
+    from tallyflow.tasks.history import finish, reap_stale, start
 
     start(engine, "live-run", "ingest", "ingest x", None)
     assert reap_stale(engine, stale=60) == []
@@ -275,7 +275,7 @@ def test_sigterm_stops_an_s3_read_within_seconds(
 
 
 def test_runs_that_fail_their_parameter_checks_are_recorded(engine: Engine) -> None:
-    from flows.ingest import ingest_events
+    from tallyflow.flows.ingest import ingest_events
 
     state = ingest_events(source={"url": "file:///x", "format": "xml"},
                           return_state=True)
@@ -288,7 +288,7 @@ def test_runs_that_fail_their_parameter_checks_are_recorded(engine: Engine) -> N
 def test_billing_parents_and_children_are_listed(engine: Engine) -> None:
     from datetime import UTC, datetime
 
-    from flows.billing import billing_cycle
+    from tallyflow.flows.billing import billing_cycle
 
     billing_cycle(hour=datetime(2026, 11, 27, 10, tzinfo=UTC))
     rows = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)

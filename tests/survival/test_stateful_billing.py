@@ -38,12 +38,12 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import Engine, text
 
-from tasks import wallets as w
-from tasks.catalog import apply_catalog
-from tasks.ingest import ingest_object, register_objects
-from tasks.rating import fold_pending
-from tasks.sources import SourceSpec, build_source
-from tasks.usage import due_subscriptions, snapshot_subscriptions
+from tallyflow.tasks import wallets as w
+from tallyflow.tasks.catalog import apply_catalog
+from tallyflow.tasks.folding import fold_pending
+from tallyflow.tasks.ingest import ingest_object, register_objects
+from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.usage import due_subscriptions, snapshot_subscriptions
 from tests.factories import jsonl
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ class BillingMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         STEPS["examples"] += 1
-        from models.tables import metadata
+        from tallyflow.models.tables import metadata
 
         names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
         with self.engine.begin() as conn:
@@ -322,7 +322,7 @@ class BillingMachine(RuleBasedStateMachine):
 
 @pytest.mark.usefixtures("engine")
 def test_billing_state_machine(database_url: str) -> None:
-    from tallyflow import db
+    from tallyflow.infra import db
 
     BillingMachine.engine = db.get_engine(database_url)
     STEPS.clear()

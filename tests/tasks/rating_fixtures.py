@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from tasks.catalog import apply_catalog
-from tasks.ingest import ingest_object, register_objects
-from tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.catalog import apply_catalog
+from tallyflow.tasks.ingest import ingest_object, register_objects
+from tallyflow.tasks.sources import SourceSpec, build_source
 
 ROOT = Path(__file__).resolve().parents[2]
 MISTRAL = ROOT / "examples" / "mistral"

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from models import tables as t
-from models.catalog import CatalogValidationError, dumps, loads, validate_documents
-from tasks.catalog import (
+from tallyflow.models import tables as t
+from tallyflow.models.catalog import CatalogValidationError, dumps, loads, validate_documents
+from tallyflow.tasks.catalog import (
     ApplyResult,
     apply_catalog,
     export_catalog,

@@ -32,9 +32,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from models.events import MAX_RAW_KEPT
-from tasks.ingest import ObjectResult, ingest_object, register_objects
-from tasks.sources import SourceSpec, build_source
+from tallyflow.models.events import MAX_RAW_KEPT
+from tallyflow.tasks.ingest import ObjectResult, ingest_object, register_objects
+from tallyflow.tasks.sources import SourceSpec, build_source
 from tests.storage import Bucket
 
 HOSTILE = Path(__file__).resolve().parents[1] / "fixtures" / "hostile"
@@ -264,8 +264,8 @@ def corpus_database(database_url: str) -> Engine:
     assertions are scoped to its object, and ``corpus_engine`` empties ``events`` before it,
     since the fixtures reuse transaction ids.
     """
-    from models.tables import metadata
-    from tallyflow import db
+    from tallyflow.infra import db
+    from tallyflow.models.tables import metadata
 
     eng = db.get_engine(database_url)
     names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)

@@ -7,8 +7,8 @@ import threading
 import pytest
 from sqlalchemy import Engine, text
 
-from tasks.ingest import ObjectResult, ingest_object, register_objects
-from tasks.sources import build_source
+from tallyflow.tasks.ingest import ObjectResult, ingest_object, register_objects
+from tallyflow.tasks.sources import build_source
 from tests.factories import event, jsonl
 from tests.storage import Bucket
 

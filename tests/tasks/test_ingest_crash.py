@@ -11,9 +11,9 @@ import sys
 import pytest
 from sqlalchemy import Engine, text
 
-from tasks.ingest import ingest_object, register_objects
-from tasks.retry import is_transient
-from tasks.sources import build_source
+from tallyflow.tasks.ingest import ingest_object, register_objects
+from tallyflow.tasks.retry import is_transient
+from tallyflow.tasks.sources import build_source
 from tests.factories import event, jsonl
 from tests.faults import damage_at, terminate_other_backends, wait_for_open_transactions_to_end
 from tests.storage import Bucket
@@ -22,9 +22,9 @@ EVENTS = 30_000
 
 _LOADER = """
 import json, sys
-from tasks.ingest import ingest_object, register_objects
-from tasks.sources import SourceSpec, build_source
-from tallyflow.resources import billing_engine
+from tallyflow.tasks.ingest import ingest_object, register_objects
+from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.infra.resources import billing_engine
 spec = SourceSpec.model_validate(json.loads(sys.argv[1]))
 engine = billing_engine()
 source = build_source(spec)

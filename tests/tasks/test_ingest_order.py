@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from flows.ingest import ingest_events
-from tasks.ingest import ingest_object, register_objects, start_run
-from tasks.rating import fold_pending
-from tasks.sources import SourceSpec, build_source
-from tasks.usage import current_usage
+from tallyflow.flows.ingest import ingest_events
+from tallyflow.tasks.folding import fold_pending
+from tallyflow.tasks.ingest import ingest_object, register_objects, start_run
+from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.usage import current_usage
 from tests.factories import BASE_TS, event, jsonl
 from tests.tasks.rating_fixtures import SUB, apply_mistral
 

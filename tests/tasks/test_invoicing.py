@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from tasks.invoice_documents import find_invoice, list_invoices
-from tasks.invoicing import close_periods, late_usage
-from tasks.rating import fold_pending
-from tasks.usage import due_subscriptions, snapshot_subscriptions
+from tallyflow.tasks.folding import fold_pending
+from tallyflow.tasks.invoice_documents import find_invoice, list_invoices
+from tallyflow.tasks.invoicing import close_periods, late_usage
+from tallyflow.tasks.usage import due_subscriptions, snapshot_subscriptions
 from tests.tasks.rating_fixtures import MISTRAL, ingest_events, token_event
 from tests.tasks.test_wallets_support import assert_balances_match_ledger, balances, run_once
 
@@ -33,7 +33,7 @@ TAXES = [
 def catalog(engine: Engine, folder: Path, *, plan: dict[str, Any] | None = None,
             customer: dict[str, Any] | None = None, start: str = "2025-03-01T05:00:00Z",
             charge: dict[str, Any] | None = None, wallet: bool = True) -> None:
-    from tasks.catalog import apply_catalog
+    from tallyflow.tasks.catalog import apply_catalog
 
     target = folder / "catalog"
     shutil.rmtree(target, ignore_errors=True)
@@ -264,7 +264,7 @@ def test_a_crash_inside_the_close_leaves_nothing_half_done(
 ) -> None:
     """The draft, the last deduction, the number and the seal are one transaction: a crash in
     between leaves no invoice row and no ledger row of it; the next close does it all once."""
-    from tallyflow import failpoints
+    from tallyflow.infra import failpoints
 
     catalog(engine, tmp_path, plan={"amount_cents": 3100, "tax_codes": ["vat"]})
     usage_events(engine, tmp_path, datetime(2025, 3, 10, 12, tzinfo=UTC))
@@ -313,8 +313,8 @@ def test_billing_entity_issues_numbers_taxes_and_terms(engine: Engine, tmp_path:
     """The customer's billing entity: its prefix numbers the invoice, its taxes apply when
     neither charge, plan nor customer names any (before the organization's), its payment term
     and grace period are the customer's defaults, and it is printed on the invoice."""
-    from tasks.catalog import apply_catalog
-    from tasks.invoice_documents import invoice_document
+    from tallyflow.tasks.catalog import apply_catalog
+    from tallyflow.tasks.invoice_documents import invoice_document
 
     entity = {"billing_entity": {
         "code": "acme_eu", "name": "Tallyflow EU", "legal_name": "Tallyflow Europe SAS",

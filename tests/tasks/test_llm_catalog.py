@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from models.mappings import DeclarativeMapping
-from tasks import plugins
-from tasks.catalog import apply_catalog
-from tasks.ingest import ingest_object, register_objects
-from tasks.sources import SourceSpec, build_source
+from tallyflow.models.mappings import DeclarativeMapping
+from tallyflow.tasks import plugins
+from tallyflow.tasks.catalog import apply_catalog
+from tallyflow.tasks.ingest import ingest_object, register_objects
+from tallyflow.tasks.sources import SourceSpec, build_source
 
 LLM = Path(__file__).parents[2] / "examples" / "llm"
 DECLARATIVE = sorted(name for name, m in plugins.mappings().items()

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from tasks.rating import fold_pending, rebuild_states
-from tasks.usage import current_usage
+from tallyflow.tasks.folding import fold_pending, rebuild_states
+from tallyflow.tasks.usage import current_usage
 from tests.tasks.rating_fixtures import (
     SUB,
     apply_mistral,

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from models.rating import EventPoint, assign_bucket, empty_state, metric_filter_key
-from tasks.catalog import apply_catalog
-from tasks.rating import (
+from tallyflow.models.rating import EventPoint, assign_bucket, empty_state, metric_filter_key
+from tallyflow.tasks.catalog import apply_catalog
+from tallyflow.tasks.folding import (
     fold_pending,
     load_metrics,
     load_subscriptions,
@@ -27,7 +27,7 @@ from tasks.rating import (
     rebuild_states,
     state_of_row,
 )
-from tasks.usage import current_usage, load_charges
+from tallyflow.tasks.usage import current_usage, load_charges
 from tests.tasks.rating_fixtures import load_rows
 
 START = datetime(2025, 1, 15, 10, tzinfo=UTC)

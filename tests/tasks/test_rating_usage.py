@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from tasks.catalog import apply_catalog
-from tasks.rating import fold_pending
-from tasks.usage import current_usage
+from tallyflow.tasks.catalog import apply_catalog
+from tallyflow.tasks.folding import fold_pending
+from tallyflow.tasks.usage import current_usage
 from tests.tasks.rating_fixtures import load_rows
 from tests.tasks.test_rating_state import _catalog
 

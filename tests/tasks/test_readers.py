@@ -10,8 +10,8 @@ from typing import Any
 import orjson
 import pytest
 
-from models.events import MAX_RECORD_BYTES, Rejection, TimeBounds, validate_record
-from tasks.readers import (
+from tallyflow.models.events import MAX_RECORD_BYTES, Rejection, TimeBounds, validate_record
+from tallyflow.tasks.readers import (
     READERS,
     ObjectUnreadable,
     detect,

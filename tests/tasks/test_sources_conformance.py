@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from tasks import plugins
-from tasks.ingest import ingest_object, register_objects
-from tasks.sources import SourceSpec, build_source
+from tallyflow.tasks import plugins
+from tallyflow.tasks.ingest import ingest_object, register_objects
+from tallyflow.tasks.sources import SourceSpec, build_source
 
 GOLDEN = Path(__file__).parents[1] / "fixtures" / "golden"
 REGISTRY = plugins.registry()

@@ -11,8 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from models.tables import metadata
-from tasks.catalog import apply_catalog
+from tallyflow.models.tables import metadata
+from tallyflow.tasks.catalog import apply_catalog
 from tests.tasks.test_wallets_support import WalletSpec, run_once, seed, set_usage
 
 ROOT = Path(__file__).resolve().parents[2]

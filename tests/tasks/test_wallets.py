@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Connection, Engine, text
 
-from tasks import wallets as w
+from tallyflow.infra import failpoints
+from tallyflow.tasks import wallets as w
 from tests.tasks.test_wallets_support import (
     AS_OF,
     WalletSpec,
@@ -171,18 +172,14 @@ def test_run_killed_midway_converges(engine: Engine) -> None:
     _many(engine, 30)
     calls = {"n": 0}
 
-    def crash_on_second_batch(conn: Connection, point: str) -> None:
-        if point == "deduct:posted":
-            calls["n"] += 1
-            if calls["n"] == 2:
-                raise RuntimeError("worker killed")
+    def crash_on_second_batch(conn: Connection) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("worker killed")
 
-    w.FAULTS.append(crash_on_second_batch)
-    try:
+    with failpoints.hooked("wallets.deduct_posted", crash_on_second_batch):
         with pytest.raises(RuntimeError, match="worker killed"):
             run_once(engine, batch_size=10)
-    finally:
-        w.FAULTS.remove(crash_on_second_batch)
     with engine.connect() as conn:
         done = conn.execute(text("select count(*) from wallet_usage_positions")).scalar_one()
     assert done == 10  # the first batch committed, the second rolled back whole
@@ -193,19 +190,15 @@ def test_run_killed_midway_converges(engine: Engine) -> None:
 def test_backend_terminated_mid_batch_rolls_back_and_rerun_converges(engine: Engine) -> None:
     _many(engine, 12)
 
-    def terminate(conn: Connection, point: str) -> None:
-        if point == "deduct:posted":
-            pid = conn.execute(text("select pg_backend_pid()")).scalar_one()
-            with engine.connect() as other:
-                other.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
+    def terminate(conn: Connection) -> None:
+        pid = conn.execute(text("select pg_backend_pid()")).scalar_one()
+        with engine.connect() as other:
+            other.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
 
-    w.FAULTS.append(terminate)
-    try:
+    with failpoints.hooked("wallets.deduct_posted", terminate):
         with pytest.raises(Exception) as caught:
             run_once(engine, batch_size=5)
-    finally:
-        w.FAULTS.remove(terminate)
-    from tasks.retry import is_transient
+    from tallyflow.tasks.retry import is_transient
 
     assert is_transient(caught.value)
     assert ledger(engine) and all(key.startswith("initial:") for key, *_ in ledger(engine))

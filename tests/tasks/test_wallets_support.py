@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from tasks import wallets as w
+from tallyflow.tasks import wallets as w
 
 AS_OF = datetime(2025, 3, 15, 10, tzinfo=UTC)
 PERIOD_START = datetime(2025, 3, 1, tzinfo=UTC)

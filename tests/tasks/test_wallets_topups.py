@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from tasks import wallets as w
-from tasks.catalog import apply_catalog
+from tallyflow.tasks import wallets as w
+from tallyflow.tasks.catalog import apply_catalog
 from tests.tasks.test_wallets_support import (
     AS_OF,
     WalletSpec,
@@ -185,8 +185,8 @@ def test_alerts_once_per_crossing(engine: Engine) -> None:
 
 
 def test_mistral_demo_wallet_after_usage(engine: Engine, tmp_path: Path) -> None:
-    from tasks.rating import fold_pending
-    from tasks.usage import due_subscriptions, snapshot_subscriptions
+    from tallyflow.tasks.folding import fold_pending
+    from tallyflow.tasks.usage import due_subscriptions, snapshot_subscriptions
     from tests.tasks.rating_fixtures import ingest_events, token_event
 
     result = apply_catalog(engine, [EXAMPLE])

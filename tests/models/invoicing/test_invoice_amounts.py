@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from models.invoicing import (
+from tallyflow.models.invoicing import (
     ChargeUsage,
     PeriodInput,
     Tax,
@@ -19,7 +19,7 @@ from models.invoicing import (
     subscription_fee_cents,
     trial_end,
 )
-from models.rating.periods import period_containing
+from tallyflow.models.rating.periods import period_containing
 
 D = Decimal
 VAT = Tax("vat", "VAT", D("20"))

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.rating.aggregation import (
+from tallyflow.models.rating.aggregation import (
     AggregationType,
     CountState,
     EventPoint,
@@ -257,7 +257,7 @@ def _lago_unique_count(ordered: list[EventPoint]) -> D:
 
 def _step_integral(numeric: list[EventPoint]) -> D:
     """Walk the level through time, level x seconds, then divide (Lago's window SQL)."""
-    from models.rating.aggregation import epoch_seconds
+    from tallyflow.models.rating.aggregation import epoch_seconds
 
     level, area = D(0), D(0)
     cursor = epoch_seconds(MONTH.start)
@@ -329,7 +329,7 @@ def test_fold_in_any_split_and_order_equals_fold_all(
 
 def _integral(state: WeightedSumState) -> D:
     """The state's exact area (result x length), to compare without the final division."""
-    from models.rating.aggregation import epoch_seconds
+    from tallyflow.models.rating.aggregation import epoch_seconds
 
     return epoch_seconds(MONTH.end) * state.variation - state.moment
 

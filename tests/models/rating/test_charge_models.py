@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.rating.charge_models import (
+from tallyflow.models.rating.charge_models import (
     ChargeModel,
     PackageDetail,
     PercentageDetail,

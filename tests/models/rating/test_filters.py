@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.rating.aggregation import EventPoint, SumState
-from models.rating.charge_models import compute_charge
-from models.rating.filters import (
+from tallyflow.models.rating.aggregation import EventPoint, SumState
+from tallyflow.models.rating.charge_models import compute_charge
+from tallyflow.models.rating.filters import (
     ALL_FILTER_VALUES,
     MetricFilter,
     assign_bucket,

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.rating.money import (
+from tallyflow.models.rating.money import (
     CURRENCIES,
     MINOR_UNITS,
     WITHDRAWN,

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.rating.aggregation import EventPoint, WeightedSumState
-from models.rating.periods import (
+from tallyflow.models.rating.aggregation import EventPoint, WeightedSumState
+from tallyflow.models.rating.periods import (
     Interval,
     iter_periods,
     period_containing,

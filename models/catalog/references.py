@@ -1,0 +1,191 @@
+"""Cross-references between documents, and the changes an apply may not make.
+
+Each document is checked against the catalog as it will be after the apply (the database
+overlaid with the files), so a file may refer to something defined in another file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tallyflow.models.catalog.documents import (
+    BillableMetric,
+    BillingEntity,
+    Charge,
+    Customer,
+    LagoModel,
+    Plan,
+    Subscription,
+    ValidDocument,
+    Wallet,
+    natural_key,
+)
+from tallyflow.models.catalog.errors import Issue, Loc
+from tallyflow.models.catalog.fields import (
+    BILLABLE_METRIC,
+    BILLING_ENTITY,
+    CUSTOMER,
+    KINDS,
+    NOT_PAY_IN_ADVANCE,
+    PLAN,
+    SUBSCRIPTION,
+    TAX,
+    WALLET,
+)
+from tallyflow.models.rating.aggregation import AggregationType
+from tallyflow.models.rating.charge_models import ChargeModel
+from tallyflow.models.rating.filters import ALL_FILTER_VALUES
+
+
+@dataclass
+class Catalog:
+    """Objects by kind and natural key; used for the database state and for the effective
+    catalog (database overlaid with the files being applied)."""
+
+    objects: dict[str, dict[tuple[str, ...], LagoModel]] = field(
+        default_factory=lambda: {kind: {} for kind in KINDS}
+    )
+
+    # Keys of documents of this apply that failed validation: already reported, so a reference
+    # to them is not an "unknown" error as well.
+    broken: set[tuple[str, tuple[str, ...]]] = field(default_factory=set)
+
+    def get(self, kind: str, *key: str) -> Any:
+        return self.objects[kind].get(tuple(key))
+
+    def missing(self, kind: str, *key: str) -> bool:
+        """True when nothing of that key exists, not even a document that failed validation."""
+        return tuple(key) not in self.objects[kind] and (kind, tuple(key)) not in self.broken
+
+    def put(self, kind: str, model: LagoModel) -> None:
+        self.objects[kind][natural_key(kind, model)] = model
+
+    def overlay(self, documents: Iterable[ValidDocument]) -> Catalog:
+        merged = Catalog({kind: dict(items) for kind, items in self.objects.items()})
+        for document in documents:
+            merged.objects[document.kind][document.key] = document.model
+        return merged
+
+
+def reference_issues(kind: str, model: LagoModel, catalog: Catalog) -> list[Issue]:
+    """Problems of one object against the rest of the (effective) catalog."""
+    if isinstance(model, Plan):
+        return _plan_references(model, catalog)
+    if isinstance(model, Customer):
+        issues = _tax_references(model.tax_codes, (CUSTOMER, "tax_codes"), catalog)
+        code = model.billing_entity_code
+        if code is not None and catalog.missing(BILLING_ENTITY, code):
+            issues.append(Issue((CUSTOMER, "billing_entity_code"),
+                                f"unknown billing entity {code!r}"))
+        return issues
+    if isinstance(model, BillingEntity):
+        issues = _tax_references(model.tax_codes, (BILLING_ENTITY, "tax_codes"), catalog)
+        others = [e.code for e in catalog.objects[BILLING_ENTITY].values()
+                  if isinstance(e, BillingEntity) and e.is_default and e.code != model.code]
+        if model.is_default and others:
+            issues.append(Issue((BILLING_ENTITY, "is_default"),
+                                f"billing entity {others[0]!r} is already the default"))
+        return issues
+    if isinstance(model, Subscription):
+        return _subscription_references(model, catalog)
+    if isinstance(model, Wallet):
+        return _wallet_references(model, catalog)
+    return []
+
+
+def _tax_references(codes: Sequence[str], loc: Loc, catalog: Catalog) -> list[Issue]:
+    return [Issue((*loc, i), f"unknown tax {code!r} (define it as a {{\"tax\": {{...}}}} object)")
+            for i, code in enumerate(codes) if catalog.missing(TAX, code)]
+
+
+def _plan_references(plan: Plan, catalog: Catalog) -> list[Issue]:
+    issues: list[Issue] = _tax_references(plan.tax_codes, (PLAN, "tax_codes"), catalog)
+    for index, charge in enumerate(plan.charges):
+        loc: Loc = (PLAN, "charges", index)
+        issues += _tax_references(charge.tax_codes, (*loc, "tax_codes"), catalog)
+        if charge.metric_code is None:
+            continue
+        metric: BillableMetric | None = catalog.get(BILLABLE_METRIC, charge.metric_code)
+        ref = "billable_metric_code" if charge.billable_metric_code else "billable_metric_id"
+        if metric is None:
+            if catalog.missing(BILLABLE_METRIC, charge.metric_code):
+                issues.append(Issue((*loc, ref),
+                                    f"unknown billable metric {charge.metric_code!r}"))
+            continue
+        issues += _charge_references(charge, metric, loc)
+    return issues
+
+
+def _charge_references(charge: Charge, metric: BillableMetric, loc: Loc) -> list[Issue]:
+    issues: list[Issue] = []
+    agg = metric.aggregation_type
+    if charge.charge_model == ChargeModel.DYNAMIC and agg != AggregationType.SUM:
+        issues.append(Issue((*loc, "charge_model"),
+                            f"dynamic needs a sum_agg metric; {metric.code!r} is {agg}"))
+    if charge.pay_in_advance and agg in NOT_PAY_IN_ADVANCE:
+        issues.append(Issue((*loc, "pay_in_advance"),
+                            f"is not available for {agg} metrics ({metric.code!r})"))
+    allowed = {f.key: f.values for f in metric.filters}
+    for index, item in enumerate(charge.filters):
+        for key, values in item.values.items():
+            vloc = (*loc, "filters", index, "values", key)
+            if key not in allowed:
+                known = ", ".join(allowed) or "none"
+                issues.append(Issue(vloc, f"{key!r} is not a filter of billable metric "
+                                          f"{metric.code!r} (its filters: {known})"))
+                continue
+            for position, value in enumerate(values):
+                if value != ALL_FILTER_VALUES and value not in allowed[key]:
+                    issues.append(Issue((*vloc, position),
+                                        f"{value!r} is not a value of filter {key!r} of "
+                                        f"billable metric {metric.code!r} (allowed: "
+                                        f"{', '.join(allowed[key])})"))
+    return issues
+
+
+def _subscription_references(subscription: Subscription, catalog: Catalog) -> list[Issue]:
+    issues: list[Issue] = []
+    customer: Customer | None = catalog.get(CUSTOMER, subscription.external_customer_id)
+    plan: Plan | None = catalog.get(PLAN, subscription.plan_code)
+    if catalog.missing(CUSTOMER, subscription.external_customer_id):
+        issues.append(Issue((SUBSCRIPTION, "external_customer_id"),
+                            f"unknown customer {subscription.external_customer_id!r}"))
+    if catalog.missing(PLAN, subscription.plan_code):
+        issues.append(Issue((SUBSCRIPTION, "plan_code"),
+                            f"unknown plan {subscription.plan_code!r}"))
+    if customer and plan and customer.currency and customer.currency != plan.amount_currency:
+        issues.append(Issue((SUBSCRIPTION, "plan_code"),
+                            f"plan {plan.code!r} bills in {plan.amount_currency} but customer "
+                            f"{customer.external_id!r} uses {customer.currency}"))
+    return issues
+
+
+def _wallet_references(wallet: Wallet, catalog: Catalog) -> list[Issue]:
+    customer: Customer | None = catalog.get(CUSTOMER, wallet.external_customer_id)
+    if customer is None:
+        if not catalog.missing(CUSTOMER, wallet.external_customer_id):
+            return []
+        return [Issue((WALLET, "external_customer_id"),
+                      f"unknown customer {wallet.external_customer_id!r}")]
+    if customer.currency and customer.currency != wallet.currency:
+        return [Issue((WALLET, "currency"),
+                      f"{wallet.currency} differs from the currency of customer "
+                      f"{customer.external_id!r} ({customer.currency})")]
+    return []
+
+
+def _change_issues(kind: str, model: LagoModel, previous: LagoModel | None) -> list[Issue]:
+    """Changes Lago does not allow on an existing object (they would rewrite history)."""
+    if isinstance(model, Subscription) and isinstance(previous, Subscription):
+        if model.external_customer_id != previous.external_customer_id:
+            return [Issue((kind, "external_customer_id"),
+                          f"subscription {model.external_id!r} belongs to customer "
+                          f"{previous.external_customer_id!r}; it cannot move to another")]
+    if isinstance(model, Wallet) and isinstance(previous, Wallet):
+        if model.currency != previous.currency:
+            return [Issue((kind, "currency"),
+                          f"an existing wallet's currency cannot change "
+                          f"({previous.currency} -> {model.currency})")]
+    return []

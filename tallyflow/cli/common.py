@@ -1,0 +1,63 @@
+"""What several commands share: reading a moment given on the command line, running flows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import typer
+
+
+def parse_moment(value: str | None) -> datetime | None:
+    """ISO 8601 with an offset (``Z`` allowed) or epoch seconds; a zone-less time is refused
+    because it would silently mean the machine's zone."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.lstrip("-").replace(".", "", 1).isdigit():
+        seconds = Decimal(text)
+        whole = int(seconds)
+        return datetime.fromtimestamp(whole, UTC).replace(
+            microsecond=int((seconds - whole) * 1_000_000)
+        )
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{value!r} is not an ISO time or epoch seconds") from exc
+    if moment.tzinfo is None:
+        raise typer.BadParameter(f"{value!r} has no timezone offset (add Z or +hh:mm)")
+    return moment
+
+
+@contextmanager
+def flow_session() -> Iterator[None]:
+    """What a command needs around the flows it runs: a Prefect API (the configured one, else
+    Tallyflow's local server, started once and reused) and no per-run flow heartbeats, which
+    cost each run about a second (Tallyflow keeps its own liveness heartbeat)."""
+    from tallyflow.infra.prefect_server import use_api
+
+    api_url = use_api(lambda line: typer.echo(line, err=True))
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
+
+    updates: dict = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    if PREFECT_API_URL.value() != api_url:  # Prefect was imported before the URL was set
+        updates[PREFECT_API_URL] = api_url
+    from tallyflow.tasks.history import CANCEL_LISTENERS
+
+    CANCEL_LISTENERS.append(_say_cancelled)
+    try:
+        with temporary_settings(updates=updates):
+            yield
+    finally:
+        CANCEL_LISTENERS.remove(_say_cancelled)
+
+
+def _say_cancelled() -> None:
+    typer.echo("cancelled: stopped by SIGTERM; the object being loaded was rolled back and the "
+               "run is recorded as cancelled", err=True)

@@ -1,0 +1,237 @@
+"""``tallyflow invoices``: close periods by hand, read invoices as Lago's clients do.
+
+- ``close [--at T]`` runs the period-close step of the billing cycle;
+- ``list [--customer ID] [--subscription ID] [--status draft|finalized] [--json]`` prints
+  ``{"invoices": [...]}`` in Lago's invoice shape (or a table);
+- ``show ID|NUMBER [--json]`` prints ``{"invoice": {...}}`` (or a readable invoice);
+- ``pdf ID|NUMBER -o FILE`` (and ``html``) writes the document kept at finalization;
+- ``mark-paid|mark-failed ID|NUMBER`` records the payment status of a finalized invoice;
+- ``late-usage`` lists events that arrived after their period's invoice was finalized.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tallyflow.cli.common import parse_moment
+from tallyflow.infra.resources import billing_engine
+from tallyflow.models.rating.money import format_money
+
+app = typer.Typer(help="Invoices: period close, Lago-shaped listings, documents, late usage.")
+
+STATUSES = ("draft", "finalized")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="invoices")
+
+
+def _fail(message: str) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(1)
+
+
+def _console() -> Console:
+    console = Console()
+    return console if console.is_terminal else Console(width=200)
+
+
+@app.command("close")
+def close(
+    at: str | None = typer.Option(None, "--at", help="Close as of: ISO time with offset or "
+                                  "epoch seconds (default: now)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Close every billing period that has ended: draft, refresh or finalize its invoice."""
+    from datetime import UTC, datetime
+
+    from tallyflow.flows.invoices import close_periods_flow
+
+    billing_engine()
+    summary = close_periods_flow(at=parse_moment(at) or datetime.now(UTC))
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+        return
+    typer.echo(f"{summary['finalized']} finalized, {summary['drafts']} draft(s) refreshed,"
+               f" {summary['late_events']} late event(s); ingest watermark:"
+               f" {summary['watermark'] or 'none yet (nothing is finalized before ingestion)'}")
+    for invoice in summary["finalized_invoices"]:
+        typer.echo(f"  {invoice['number']}  {invoice['customer']}  "
+                   f"{format_money(invoice['total_amount_cents'], invoice['currency'])}")
+
+
+@app.command("list")
+def list_(
+    customer: str | None = typer.Option(None, "--customer", help="External customer id."),
+    subscription: str | None = typer.Option(None, "--subscription",
+                                            help="External subscription id."),
+    status: str | None = typer.Option(None, "--status", help="draft or finalized."),
+    as_json: bool = typer.Option(False, "--json", help='Lago\'s {"invoices": [...]}.'),
+) -> None:
+    """Invoices, oldest first."""
+    from tallyflow.tasks.invoice_documents import list_invoices
+
+    if status is not None and status not in STATUSES:
+        raise typer.BadParameter(f"--status must be draft or finalized; got {status!r}")
+    invoices = list_invoices(billing_engine(), customer=customer, subscription=subscription,
+                             status=status)
+    if as_json:
+        typer.echo(json.dumps({"invoices": invoices}, indent=2))
+        return
+    table = Table(title="invoices")
+    for column in ("number", "customer", "issuing date", "status", "fees", "taxes",
+                   "prepaid credits", "total"):
+        table.add_column(column, justify="right" if column in (
+            "fees", "taxes", "prepaid credits", "total") else "left")
+    for i in invoices:
+        money = _money(i["currency"])
+        table.add_row(i["number"] or f"(draft {i['lago_id'][:8]})", i["customer"]["external_id"],
+                      i["issuing_date"], i["status"], money(i["fees_amount_cents"]),
+                      money(i["taxes_amount_cents"]), money(i["prepaid_credit_amount_cents"]),
+                      money(i["total_amount_cents"]))
+    _console().print(table)
+    if not invoices:
+        typer.echo("No invoices yet: periods are closed once they end "
+                   "(`tallyflow invoices close`).")
+
+
+def _money(currency: str) -> Any:
+    return lambda cents: format_money(cents, currency)
+
+
+@app.command("show")
+def show(
+    key: str = typer.Argument(..., help="Invoice number, lago_id or id."),
+    as_json: bool = typer.Option(False, "--json", help='Lago\'s {"invoice": {...}}.'),
+) -> None:
+    """One invoice with its fees and taxes."""
+    from tallyflow.tasks.invoice_documents import find_invoice
+
+    invoice = find_invoice(billing_engine(), key)
+    if invoice is None:
+        _fail(f"no invoice {key!r} (hint: `tallyflow invoices list`)")
+        return
+    if as_json:
+        typer.echo(json.dumps({"invoice": invoice}, indent=2))
+        return
+    money = _money(invoice["currency"])
+    console = _console()
+    console.print(f"[bold]Invoice {invoice['number'] or '(draft)'}[/bold]  "
+                  f"{invoice['status']}, payment {invoice['payment_status']}, issued "
+                  f"{invoice['issuing_date']}, customer {invoice['customer']['external_id']}")
+    table = Table()
+    for column in ("item", "subscription", "units", "amount", "taxes", "total"):
+        table.add_column(column, justify="left" if column in ("item", "subscription")
+                         else "right")
+    for fee in invoice["fees"]:
+        item = fee["item"]
+        label = item["invoice_display_name"]
+        if item["filter_invoice_display_name"]:
+            label += f" / {item['filter_invoice_display_name']}"
+        if item["grouped_by"]:
+            label += " / " + ", ".join(f"{k}={v}" for k, v in item["grouped_by"].items())
+        if item["type"] != "charge" or item["true_up"]:
+            label += f" ({'minimum' if item['true_up'] else item['type']})"
+        table.add_row(label, fee["external_subscription_id"], fee["units"],
+                      money(fee["amount_cents"]), money(fee["taxes_amount_cents"]),
+                      money(fee["total_amount_cents"]))
+    console.print(table)
+    console.print(f"fees {money(invoice['fees_amount_cents'])}, taxes "
+                  f"{money(invoice['taxes_amount_cents'])}, prepaid credits "
+                  f"-{money(invoice['prepaid_credit_amount_cents'])}, total "
+                  f"[bold]{money(invoice['total_amount_cents'])}[/bold]")
+
+
+def _document(key: str, output: Path, kind: str) -> None:
+    from tallyflow.tasks.invoice_documents import invoice_document
+    from tallyflow.tasks.invoice_render import PdfUnavailable
+
+    try:
+        content = invoice_document(billing_engine(), key, kind)
+    except PdfUnavailable as exc:
+        _fail(str(exc))
+        return
+    if content is None:
+        _fail(f"no invoice {key!r} (hint: `tallyflow invoices list`)")
+        return
+    if isinstance(content, str):
+        output.write_text(content, encoding="utf-8")
+    else:
+        output.write_bytes(content)
+    typer.echo(f"wrote {output}")
+
+
+@app.command("pdf")
+def pdf(
+    key: str = typer.Argument(..., help="Invoice number, lago_id or id."),
+    output: Path = typer.Option(..., "--output", "-o", help="The PDF file to write."),
+) -> None:
+    """The invoice's PDF (made at finalization; needs the ``pdf`` extra)."""
+    _document(key, output, "pdf")
+
+
+@app.command("html")
+def html(
+    key: str = typer.Argument(..., help="Invoice number, lago_id or id."),
+    output: Path = typer.Option(..., "--output", "-o", help="The HTML file to write."),
+) -> None:
+    """The invoice's HTML document (kept at finalization)."""
+    _document(key, output, "html")
+
+
+def _payment(key: str, status: str) -> None:
+    from tallyflow.tasks.invoice_documents import InvoiceError, set_payment_status
+
+    try:
+        invoice = set_payment_status(billing_engine(), key, status)
+    except InvoiceError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(f"{invoice['number']}: payment {invoice['payment_status']}, due "
+               f"{format_money(invoice['total_due_amount_cents'], invoice['currency'])}")
+
+
+@app.command("mark-paid")
+def mark_paid(key: str = typer.Argument(..., help="Invoice number, lago_id or id.")) -> None:
+    """Record that a finalized invoice was paid (payment_status succeeded)."""
+    _payment(key, "succeeded")
+
+
+@app.command("mark-failed")
+def mark_failed(key: str = typer.Argument(..., help="Invoice number, lago_id or id.")) -> None:
+    """Record that a finalized invoice's payment failed (payment_status failed)."""
+    _payment(key, "failed")
+
+
+@app.command("late-usage")
+def late_usage_command(
+    limit: int = typer.Option(100, "--limit", min=1),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Events that arrived after their period's invoice was finalized: not billed (as in
+    Lago), listed so that usage and invoices never differ without a reason."""
+    from tallyflow.tasks.invoicing import late_usage, late_usage_count
+
+    engine = billing_engine()
+    with engine.connect() as conn:
+        total = late_usage_count(conn)
+    rows = late_usage(engine, limit)
+    if as_json:
+        typer.echo(json.dumps({"late_events": total, "events": rows}, default=str))
+        return
+    typer.echo(f"{total} late event(s) (arrived after their invoice was finalized; not billed)")
+    if rows:
+        table = Table()
+        for column in ("invoice", "subscription", "transaction_id", "code", "timestamp",
+                       "ingested_at"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(r["number"], r["external_subscription_id"], r["transaction_id"],
+                          r["code"], r["timestamp"].isoformat(), r["ingested_at"].isoformat())
+        _console().print(table)

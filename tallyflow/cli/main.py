@@ -1,0 +1,106 @@
+"""The ``tallyflow`` command line: thin wrappers over flows and tasks, for people and scripts.
+
+Every error ends as one line (plus a hint) and a non-zero exit; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
+# Before anything imports Prefect: no telemetry from a billing CLI (and on a closed network it
+# only produces a "database is locked" traceback), and Prefect's per-task INFO lines stay out of
+# the way of the command's own output unless the user asks for them.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# A failed run's traceback belongs in the run's logs (the UI) and behind --debug, not on the
+# terminal of someone who mistyped a bucket name: the command prints one line instead.
+if "--debug" not in sys.argv[1:] and os.environ.get("TALLYFLOW_DEBUG") != "1":
+    for _handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
+        os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{_handler}_LEVEL", "CRITICAL")
+
+import typer
+from typer.core import TyperGroup
+
+# Usage errors (bad options) already print one line and exit 2; exits and aborts pass as well.
+# Typer carries its own copy of click, so its classes are the ones to let through.
+_PASS_THROUGH: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (typer.Exit, typer.Abort, getattr(typer, "_click", None) and
+                    typer._click.exceptions.ClickException)
+    if isinstance(cls, type)
+)
+
+from tallyflow.cli import (  # noqa: E402
+    catalog,
+    demo,
+    ingest,
+    invoices,
+    ops,
+    usage,
+    wallets,
+)
+from tallyflow.cli import db as db_commands  # noqa: E402
+
+DEBUG_ENV = "TALLYFLOW_DEBUG"
+CANCELLED_EXIT = 143  # 128 + SIGTERM, what shells report for a terminated command
+
+
+class ErrorsInOneLine(TyperGroup):
+    """Turns any error of any command into ``error: ...`` / ``hint: ...`` and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _PASS_THROUGH:
+            raise
+        except BaseException as exc:
+            if type(exc).__name__ == "TerminationSignal":
+                typer.echo("cancelled: stopped by SIGTERM; the object being loaded was rolled "
+                           "back and the run is recorded as cancelled", err=True)
+                sys.stderr.flush()
+                os._exit(CANCELLED_EXIT)  # task threads may be stuck in I/O: do not join them
+            if isinstance(exc, KeyboardInterrupt):
+                typer.echo("interrupted", err=True)
+                raise typer.Exit(130) from exc
+            from tallyflow.errors import exit_code, explain
+
+            if os.environ.get(DEBUG_ENV) == "1":
+                traceback.print_exception(exc, file=sys.stderr)
+            message, hint = explain(exc)
+            typer.echo(f"error: {message}", err=True)
+            if hint:
+                typer.echo(f"hint: {hint}", err=True)
+            raise typer.Exit(exit_code(exc)) from exc
+
+
+app = typer.Typer(
+    cls=ErrorsInOneLine,
+    help="Tallyflow: usage-based billing for AI token pricing on Prefect and PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error."),
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+app.add_typer(db_commands.app, name="db")
+# Each area owns its commands in its own module and adds them here.
+for _area in (catalog, ingest, usage, wallets, invoices, ops, demo):
+    _area.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

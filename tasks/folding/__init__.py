@@ -1,0 +1,52 @@
+"""Usage state: fold ingested objects into per-period aggregation state, exactly once.
+
+Why it is exactly once: ``tallyflow.tasks.folding.fold``. Pricing that state is
+``tallyflow.tasks.usage`` (I/O) over ``tallyflow.models.rating`` (pure).
+"""
+
+from tallyflow.tasks.folding.fold import (
+    fold_pending,
+    rebuild_states,
+    summarize_new_events,
+)
+from tallyflow.tasks.folding.inputs import (
+    DEFAULT_FOLD_OBJECTS,
+    FOLD_LOCK,
+    PLAIN_DECIMAL_SQL,
+    load_metrics,
+    load_subscriptions,
+    loads_exact,
+)
+from tallyflow.tasks.folding.sql import FoldSummary, KeySql, PeriodRows, fold_objects
+from tallyflow.tasks.folding.states import (
+    StoredStates,
+    filter_key_of,
+    fold_pending_events,
+    group_values_of,
+    merge_stored,
+    read_states,
+    state_of_row,
+)
+
+__all__ = [
+    "DEFAULT_FOLD_OBJECTS",
+    "FOLD_LOCK",
+    "FoldSummary",
+    "KeySql",
+    "PLAIN_DECIMAL_SQL",
+    "PeriodRows",
+    "StoredStates",
+    "filter_key_of",
+    "fold_objects",
+    "fold_pending",
+    "fold_pending_events",
+    "group_values_of",
+    "load_metrics",
+    "load_subscriptions",
+    "loads_exact",
+    "merge_stored",
+    "read_states",
+    "rebuild_states",
+    "state_of_row",
+    "summarize_new_events",
+]

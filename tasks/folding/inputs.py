@@ -1,0 +1,98 @@
+"""What a fold reads: metrics (filters, group keys) and subscriptions (periods).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, Final
+
+from sqlalchemy import Connection, text
+
+from tallyflow.models.rating import (
+    AggregationType,
+    MetricFilter,
+)
+from tallyflow.models.rating.pricing import MetricInfo, SubscriptionInfo
+
+# Folds share this advisory lock; a rebuild takes it exclusively so no fold interleaves.
+FOLD_LOCK: Final = 7_305_040
+
+
+DEFAULT_FOLD_OBJECTS: Final = 200
+
+
+PLAIN_DECIMAL_SQL: Final = r"^-?[0-9]+(\.[0-9]+)?$"  # ASCII digits, as models.rating.money
+
+
+def loads_exact(raw: str | None) -> Any:
+    """JSON with decimals kept exact (a float would already have lost digits)."""
+    return None if raw is None else json.loads(raw, parse_float=Decimal)
+
+
+_METRICS = text(
+    """
+    select m.id, m.code, m.name, m.aggregation_type, m.field_name, m.recurring,
+           m.rounding_function, m.rounding_precision, m.updated_at,
+           coalesce((select jsonb_agg(jsonb_build_object('key', f.key, 'values', f.values)
+                                      order by f.key)
+                     from billable_metric_filters f where f.billable_metric_id = m.id),
+                    '[]'::jsonb)::text as filters,
+           coalesce((select array_agg(distinct k order by k)
+                     from charges c, unnest(c.pricing_group_keys) k
+                     where c.billable_metric_id = m.id), '{}') as group_keys
+    from billable_metrics m
+    """
+)
+
+
+def load_metrics(conn: Connection) -> dict[int, MetricInfo]:
+    """Every billable metric by id (a handful of rows; read once per transaction)."""
+    metrics: dict[int, MetricInfo] = {}
+    for row in conn.execute(_METRICS).mappings():
+        filters = tuple(
+            MetricFilter(f["key"], tuple(f["values"])) for f in loads_exact(row["filters"])
+        )
+        metrics[row["id"]] = MetricInfo(
+            id=row["id"],
+            code=row["code"],
+            name=row["name"],
+            aggregation_type=AggregationType(row["aggregation_type"]),
+            field_name=row["field_name"],
+            recurring=row["recurring"],
+            rounding_function=row["rounding_function"],
+            rounding_precision=row["rounding_precision"],
+            filters=filters,
+            group_keys=tuple(row["group_keys"]),
+            updated_at=row["updated_at"],
+        )
+    return metrics
+
+
+_SUBSCRIPTIONS = """
+    select s.id, s.external_id, s.plan_id, p.interval, s.billing_time, s.subscription_at,
+           s.terminated_at, c.timezone,
+           coalesce(c.currency, p.amount_currency) as currency,
+           greatest(s.updated_at, p.updated_at, c.updated_at, pm.metrics_at) as catalog_at
+    from subscriptions s
+    join plans p on p.id = s.plan_id
+    join customers c on c.id = s.customer_id
+    left join (select ch.plan_id, max(m.updated_at) as metrics_at
+               from charges ch join billable_metrics m on m.id = ch.billable_metric_id
+               group by ch.plan_id) pm on pm.plan_id = p.id
+"""
+
+
+def load_subscriptions(
+    conn: Connection, external_ids: Sequence[str] | None = None
+) -> dict[str, SubscriptionInfo]:
+    """Subscriptions by external id (all of them when ``external_ids`` is None)."""
+    if external_ids is None:
+        rows = conn.execute(text(_SUBSCRIPTIONS))
+    else:
+        rows = conn.execute(
+            text(_SUBSCRIPTIONS + " where s.external_id = any(cast(:ids as text[]))"),
+            {"ids": list(external_ids)},
+        )
+    return {row.external_id: SubscriptionInfo(**row._mapping) for row in rows}

@@ -1,0 +1,440 @@
+"""The SQL folds, generated per metric from its filters and group keys.
+
+Each is one ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT``; a differential property test
+holds them to the pure aggregation of ``tallyflow.models.rating``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from tallyflow.models.rating import (
+    AggregationType,
+    MetricFilter,
+    UniqueCountState,
+    UniqueOp,
+)
+from tallyflow.models.rating.aggregation import Operation
+from tallyflow.models.rating.pricing import MetricInfo
+from tallyflow.tasks.folding.inputs import (
+    PLAIN_DECIMAL_SQL,
+    load_metrics,
+    load_subscriptions,
+    loads_exact,
+)
+
+_SPANS = text(
+    """
+    select external_subscription_id, min("timestamp") as first, max("timestamp") as last,
+           count(*) as events
+    from events
+    where object_id between :first and :last and object_id = any(cast(:ids as bigint[]))
+    group by external_subscription_id
+    """
+)
+
+
+@dataclass(frozen=True)
+class PeriodRows:
+    """Candidate periods of the subscriptions in a batch, as arrays for an ``unnest`` join."""
+
+    subscription_ids: list[int]
+    external_ids: list[str]
+    starts: list[datetime]
+    froms: list[datetime]
+    tos: list[datetime]
+
+    def params(self) -> dict[str, list[Any]]:
+        return {
+            "p_sub": self.subscription_ids,
+            "p_ext": self.external_ids,
+            "p_start": self.starts,
+            "p_from": self.froms,
+            "p_to": self.tos,
+        }
+
+
+def _period_rows(conn: Connection, object_ids: Sequence[int]) -> tuple[PeriodRows, int]:
+    """Every period that an event of these objects can fall in, per known subscription.
+
+    Periods are computed in Python (they depend on interval, billing time, start and the
+    customer's timezone) from each subscription's first and last event time in the batch.
+    """
+    # The range lets the BRIN index on object_id find the new events without a scan.
+    spans = conn.execute(
+        _SPANS, {"ids": list(object_ids), "first": min(object_ids), "last": max(object_ids)}
+    ).all()
+    events = sum(int(row.events) for row in spans)
+    subs = load_subscriptions(conn, [row.external_subscription_id for row in spans])
+    rows = PeriodRows([], [], [], [], [])
+    for span in spans:
+        sub = subs.get(span.external_subscription_id)
+        if sub is None:
+            continue
+        for period in sub.periods_between(span.first, span.last):
+            rows.subscription_ids.append(sub.id)
+            rows.external_ids.append(sub.external_id)
+            rows.starts.append(period.period_start)
+            rows.froms.append(period.charges_from)
+            rows.tos.append(period.charges_to)
+    return rows, events
+
+
+_PERIODS_CTE = """
+    p as (
+      select * from unnest(cast(:p_sub as bigint[]), cast(:p_ext as text[]),
+                           cast(:p_start as timestamptz[]), cast(:p_from as timestamptz[]),
+                           cast(:p_to as timestamptz[]))
+        as p(subscription_id, external_id, period_start, charges_from, charges_to)
+    )
+"""
+
+
+# Text of a comparable property (string, number, boolean), else NULL, like property_text().
+_PROP = (
+    "(case when jsonb_typeof(e.properties -> cast(:{name} as text))"
+    " in ('string', 'number', 'boolean') then e.properties ->> cast(:{name} as text) end)"
+)
+
+
+@dataclass(frozen=True)
+class KeySql:
+    """SQL fragments for a metric's state key; only placeholders are generated.
+
+    Property keys and allowed values are bound parameters (data), never SQL text. Events
+    carry the key as text columns (``k0``, ``k1``...), which group much faster than jsonb;
+    the jsonb key is built once per group.
+    """
+
+    columns: str
+    names: str
+    filter_json: str
+    group_json: str
+    params: dict[str, Any]
+
+
+def _key_sql(filters: Sequence[MetricFilter], group_keys: Sequence[str]) -> KeySql:
+    params: dict[str, Any] = {}
+    columns: list[str] = []
+    filter_parts: list[str] = []
+    group_parts: list[str] = []
+    for index, metric_filter in enumerate(filters):
+        key, values = f"fk{index}", f"fv{index}"
+        params[key], params[values] = metric_filter.key, list(metric_filter.values)
+        prop = f"e.properties ->> cast(:{key} as text)"
+        # A value outside the declared list can never match a charge filter: fold it as NULL.
+        columns.append(
+            f"case when {prop} = any(cast(:{values} as text[])) then {prop} end as k{index}"
+        )
+        filter_parts.append(f"cast(:{key} as text), k{index}")
+    for index, key_name in enumerate(group_keys):
+        key = f"gk{index}"
+        params[key] = key_name
+        column = f"g{index}"
+        columns.append(f"{_PROP.format(name=key)} as {column}")
+        group_parts.append(f"cast(:{key} as text), {column}")
+    names = [f"k{i}" for i in range(len(filters))] + [f"g{i}" for i in range(len(group_keys))]
+    return KeySql(
+        columns="".join(f"{c}, " for c in columns),
+        names="".join(f", {n}" for n in names),
+        filter_json=(
+            f"jsonb_build_object({', '.join(filter_parts)})" if filter_parts else "'{}'::jsonb"
+        ),
+        group_json=f"jsonb_build_object({', '.join(group_parts)})"
+        if group_parts
+        else "'{}'::jsonb",
+        params=params,
+    )
+
+
+_EVENTS_CTE = """
+    ev as (
+      select p.subscription_id, p.period_start, {key_columns}{value_text} as vtext,
+             e."timestamp" as ts, e.id as seq, e.precise_total_amount_cents as precise,
+             coalesce(e.properties ->> 'operation_type', 'add') as op
+      from events e
+      join p on p.external_id = e.external_subscription_id
+            and e."timestamp" between p.charges_from and p.charges_to
+      where e.object_id between :first_object and :last_object
+        and e.object_id = any(cast(:objects as bigint[])) and e.code = :code
+    )
+"""
+
+
+_LATEST_COLUMNS = """
+      (array_agg(v order by ts desc, seq desc, v desc) filter (where v is not null))[1]
+        as latest_value,
+      (array_agg(ts order by ts desc, seq desc, v desc) filter (where v is not null))[1]
+        as latest_ts,
+      (array_agg(seq order by ts desc, seq desc, v desc) filter (where v is not null))[1]
+        as latest_seq
+"""
+
+
+_NO_LATEST = """
+      cast(null as numeric) as latest_value, cast(null as timestamptz) as latest_ts,
+      cast(null as bigint) as latest_seq
+"""
+
+
+_FOLD_TYPED = """
+    with {periods}, {events},
+    ev2 as (
+      select *, case when vtext ~ :plain then cast(vtext as numeric) end as v from ev
+    ),
+    g as (
+      select subscription_id, period_start, {filter_json} as filter_key,
+             {group_json} as group_key,
+             case when :count_all then count(*) else count(v) end as events_count,
+             case when :count_all then 0 else count(*) - count(v) end as unbillable_count,
+             count(*) as seen,
+             coalesce(sum(v), 0) as total,
+             coalesce(sum(precise), 0) as precise_total,
+             coalesce(sum(v * extract(epoch from ts)), 0) as moment,
+             max(v) as maximum,
+             {latest}
+      from ev2 group by subscription_id, period_start{key_names}
+    ),
+    up as (
+      insert into usage_states as s (subscription_id, billable_metric_id, period_start,
+        filter_key, group_key, events_count, unbillable_count, total, precise_total, moment,
+        maximum, latest_value, latest_ts, latest_seq, fold_id)
+      select subscription_id, :metric_id, period_start, filter_key, group_key, events_count,
+             unbillable_count, total, precise_total, moment, maximum, latest_value, latest_ts,
+             latest_seq, :fold_id
+      from g order by 1, 2, 3, 4
+      on conflict (subscription_id, billable_metric_id, period_start, filter_key, group_key)
+      do update set
+        events_count = s.events_count + excluded.events_count,
+        unbillable_count = s.unbillable_count + excluded.unbillable_count,
+        total = s.total + excluded.total,
+        precise_total = s.precise_total + excluded.precise_total,
+        moment = s.moment + excluded.moment,
+        maximum = greatest(s.maximum, excluded.maximum),
+        latest_value = case when {newer} then excluded.latest_value else s.latest_value end,
+        latest_ts = case when {newer} then excluded.latest_ts else s.latest_ts end,
+        latest_seq = case when {newer} then excluded.latest_seq else s.latest_seq end,
+        fold_id = excluded.fold_id,
+        updated_at = now()
+      returning subscription_id
+    )
+    select (select coalesce(sum(seen), 0) from g) as folded,
+           (select coalesce(array_agg(distinct subscription_id), '{{}}') from up) as subs
+"""
+
+
+_NEWER = (
+    "(s.latest_ts is null or (excluded.latest_ts is not null and "
+    "(excluded.latest_ts, excluded.latest_seq, excluded.latest_value) > "
+    "(s.latest_ts, s.latest_seq, s.latest_value)))"
+)
+
+
+_FOLD_UNIQUE = """
+    with {periods}, {events},
+    ev2 as (
+      select *, vtext is not null and op in ('add', 'remove') as ok from ev
+    )
+    select subscription_id, period_start, ({filter_json})::text as filter_key,
+           ({group_json})::text as group_key, vtext,
+           count(*) filter (where ok) as counted, count(*) filter (where not ok) as unbillable,
+           (array_agg(op order by ts desc, seq desc, op desc) filter (where ok))[1] as op,
+           (array_agg(ts order by ts desc, seq desc, op desc) filter (where ok))[1] as ts,
+           (array_agg(seq order by ts desc, seq desc, op desc) filter (where ok))[1] as seq
+    from ev2 group by subscription_id, period_start{key_names}, vtext
+"""
+
+
+def _sql(template: str, **parts: str) -> str:
+    """Assemble a statement from this module's constant fragments (no data goes in)."""
+    return template.format(**parts)
+
+
+def fold_objects(
+    conn: Connection,
+    object_ids: Sequence[int],
+    fold_id: int,
+    metric_ids: Sequence[int] | None = None,
+    metrics: Mapping[int, MetricInfo] | None = None,
+) -> FoldSummary:
+    """Fold the events of ``object_ids`` into usage state, inside the caller's transaction."""
+    metrics = metrics if metrics is not None else load_metrics(conn)
+    periods, events = _period_rows(conn, object_ids)
+    summary = FoldSummary(events=events)
+    if not periods.subscription_ids:
+        return summary
+    for metric_id in metric_ids if metric_ids is not None else list(metrics):
+        metric = metrics[metric_id]
+        keys = _key_sql(metric.filters, metric.group_keys)
+        params = dict(keys.params)
+        value_text = _PROP.format(name="field") if metric.field_name else "cast(null as text)"
+        params.update(
+            periods.params(),
+            objects=list(object_ids),
+            first_object=min(object_ids),
+            last_object=max(object_ids),
+            code=metric.code,
+            metric_id=metric.id,
+            fold_id=fold_id,
+            field=metric.field_name,
+        )
+        events_cte = _sql(_EVENTS_CTE, key_columns=keys.columns, value_text=value_text)
+        shape = {
+            "filter_json": keys.filter_json,
+            "group_json": keys.group_json,
+            "key_names": keys.names,
+        }
+        if metric.aggregation_type is AggregationType.UNIQUE_COUNT:
+            folded, subs = _fold_unique(conn, events_cte, shape, params, metric, fold_id)
+        else:
+            latest = (
+                _LATEST_COLUMNS if metric.aggregation_type is AggregationType.LATEST else _NO_LATEST
+            )
+            statement = _sql(
+                _FOLD_TYPED,
+                periods=_PERIODS_CTE,
+                events=events_cte,
+                latest=latest,
+                newer=_NEWER,
+                **shape,
+            )
+            params.update(
+                count_all=metric.aggregation_type is AggregationType.COUNT,
+                plain=PLAIN_DECIMAL_SQL,
+            )
+            row = conn.execute(text(statement), params).one()
+            folded, subs = int(row.folded), set(row.subs)
+        summary.folded += folded
+        _mark(conn, subs, fold_id)
+        summary.subscriptions |= subs
+    return summary
+
+
+def _fold_unique(
+    conn: Connection,
+    events_cte: str,
+    shape: dict[str, str],
+    params: dict[str, Any],
+    metric: MetricInfo,
+    fold_id: int,
+) -> tuple[int, set[int]]:
+    """unique_count: last operation per distinct value in SQL, merged into jsonb in Python."""
+    rows = conn.execute(
+        text(_sql(_FOLD_UNIQUE, periods=_PERIODS_CTE, events=events_cte, **shape)), params
+    ).all()
+    partial: dict[tuple[int, datetime, str, str], UniqueCountState] = {}
+    folded = 0
+    for row in rows:
+        key = (row.subscription_id, row.period_start, row.filter_key, row.group_key)
+        folded += int(row.counted) + int(row.unbillable)
+        ops = {}
+        if row.op is not None and row.vtext is not None:
+            ops[row.vtext] = UniqueOp(row.ts, int(row.seq), Operation(row.op))
+        state = UniqueCountState(ops, int(row.counted), int(row.unbillable))
+        partial[key] = partial[key].merge(state) if key in partial else state
+    if not partial:
+        return folded, set()
+    subs = sorted({k[0] for k in partial})
+    existing = conn.execute(
+        text(
+            """
+            select subscription_id, period_start, filter_key::text as filter_key,
+                   group_key::text as group_key, state::text as state
+            from usage_states
+            where billable_metric_id = :m and subscription_id = any(cast(:subs as bigint[]))
+            order by subscription_id, period_start, filter_key, group_key
+            for update
+            """
+        ),
+        {"m": metric.id, "subs": subs},
+    ).all()
+    stored = {
+        (r.subscription_id, r.period_start, _canonical(r.filter_key), _canonical(r.group_key)): (
+            UniqueCountState.from_json(loads_exact(r.state))
+        )
+        for r in existing
+    }
+    upserts = []
+    for (sub, start, filter_key, group_key), state in sorted(partial.items()):
+        canon = (sub, start, _canonical(filter_key), _canonical(group_key))
+        merged = stored[canon].merge(state) if canon in stored else state
+        upserts.append(
+            {
+                "sub": sub,
+                "m": metric.id,
+                "start": start,
+                "fk": filter_key,
+                "gk": group_key,
+                "count": merged.events_count,
+                "unbillable": merged.unbillable_count,
+                "state": json.dumps(merged.to_json()),
+                "fold_id": fold_id,
+            }
+        )
+    conn.execute(
+        text(
+            """
+            insert into usage_states (subscription_id, billable_metric_id, period_start,
+              filter_key, group_key, events_count, unbillable_count, state, fold_id)
+            values (:sub, :m, :start, cast(:fk as jsonb), cast(:gk as jsonb), :count,
+                    :unbillable, cast(:state as jsonb), :fold_id)
+            on conflict (subscription_id, billable_metric_id, period_start, filter_key, group_key)
+            do update set events_count = excluded.events_count,
+              unbillable_count = excluded.unbillable_count, state = excluded.state,
+              fold_id = excluded.fold_id, updated_at = now()
+            """
+        ),
+        upserts,
+    )
+    return folded, set(subs)
+
+
+def _canonical(raw_json: str) -> str:
+    return json.dumps(loads_exact(raw_json), sort_keys=True)
+
+
+@dataclass
+class FoldSummary:
+    """What folds did: objects claimed, events they held, events folded into state."""
+
+    folds: int = 0
+    objects: int = 0
+    events: int = 0
+    folded: int = 0
+    subscriptions: set[int] = field(default_factory=set)
+
+    @property
+    def unbillable(self) -> int:
+        return self.events - self.folded
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "folds": self.folds,
+            "objects": self.objects,
+            "events": self.events,
+            "folded": self.folded,
+            "unbillable": self.unbillable,
+            "subscriptions": len(self.subscriptions),
+        }
+
+
+_MARK = text(
+    """
+    insert into usage_marks (subscription_id, fold_id)
+    select unnest(cast(:ids as bigint[])), :fold_id
+    on conflict (subscription_id) do update
+      set fold_id = greatest(usage_marks.fold_id, excluded.fold_id), updated_at = now()
+    """
+)
+
+
+def _mark(conn: Connection, subscription_ids: Iterable[int], fold_id: int) -> None:
+    ids = sorted(set(subscription_ids))
+    if ids:
+        conn.execute(_MARK, {"ids": ids, "fold_id": fold_id})

@@ -1,0 +1,164 @@
+"""Period close I/O: draft invoices for ended periods, refreshed until they may be finalized.
+
+Why it is safe to run every hour, rerun, retry and crash (docs/architecture.md §3, invariants 2-5):
+- One transaction per customer and billing day: the invoice, its fees, its periods, the
+  finalization deduction and the number are written together or not at all.
+- A draft is keyed by (customer, issuing day, type) and rewritten wholesale from the rated
+  usage each time, so a rerun or a price change converges instead of adding.
+- Finalization happens once: the customer row is locked, a finalized invoice is skipped, and
+  triggers (migration 0006) reject any later change to it, its fees or its periods.
+- The wallet ledger stops at finalization: the hourly deductions leave finalized periods alone
+  (``tallyflow.tasks.wallets``), and the last deduction is posted under the key
+  ``invoice:<invoice id>:<wallet id>``, so it can exist only once.
+
+When an invoice may be finalized: the ingest watermark (every object listed by a finished
+ingest run is loaded, capped by the oldest object still waiting) has passed the period end plus
+a settle delay (``TALLYFLOW_INVOICE_SETTLE_HOURS``, default 2), and the customer's
+``invoice_grace_period`` days have passed since the period end.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from prefect import task
+from sqlalchemy import Engine, text
+
+from tallyflow.infra.resources import billing_engine
+from tallyflow.models.invoicing import (
+    invoice_amounts,
+)
+from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
+from tallyflow.models.rating.pricing import SubscriptionInfo, SubscriptionUsage
+from tallyflow.tasks.folding import load_subscriptions
+from tallyflow.tasks.invoicing.inputs import (
+    BATCH,
+    CloseSummary,
+    _Group,
+    load_close_catalog,
+    period_input,
+)
+from tallyflow.tasks.invoicing.late import late_usage_count
+from tallyflow.tasks.invoicing.watermark import ingest_watermark, settle_hours
+from tallyflow.tasks.invoicing.writing import _write_batch
+from tallyflow.tasks.retry import transient_retries
+from tallyflow.tasks.usage import _event_values_reader, rate_subscription, read_inputs
+
+_CLOSED = text(
+    """
+    select i.subscription_id, max(i.period_end) as period_end
+    from invoice_subscriptions i join invoices v on v.id = i.invoice_id
+    where v.status = 'finalized'
+    group by i.subscription_id
+    """
+)
+
+
+def ended_periods(
+    subs: Sequence[SubscriptionInfo], closed_until: Mapping[int, datetime], at: datetime
+) -> list[tuple[SubscriptionInfo, BillingPeriod]]:
+    """Periods that ended before ``at`` and are not on a finalized invoice yet, oldest first."""
+    out: list[tuple[SubscriptionInfo, BillingPeriod]] = []
+    for sub in subs:
+        moment = sub.subscription_at
+        if sub.id in closed_until:
+            moment = max(moment, closed_until[sub.id] + ONE_MICROSECOND)
+        last = at if sub.terminated_at is None else min(at, sub.terminated_at)
+        while moment <= last:
+            period = sub.period_at(moment)
+            if period.period_end >= at:
+                break
+            out.append((sub, period))
+            moment = period.period_end + ONE_MICROSECOND
+    return out
+
+
+def close_periods(
+    engine: Engine,
+    at: datetime,
+    *,
+    customers: Sequence[str] | None = None,
+    settle: timedelta | None = None,
+    now: datetime | None = None,
+    batch_size: int = BATCH,
+) -> CloseSummary:
+    """Close every subscription period that ended before ``at``: draft or refresh its invoice,
+    finalize it when its time has come. ``customers`` limits the close to these external ids;
+    ``now`` is the moment the finalization deductions are posted at (default ``at``)."""
+    settle = timedelta(hours=settle_hours()) if settle is None else settle
+    summary = CloseSummary()
+    with engine.connect() as conn:
+        subs = list(load_subscriptions(conn).values())
+        closed_until = {int(r.subscription_id): r.period_end for r in conn.execute(_CLOSED)}
+        catalog = load_close_catalog(conn)
+        watermark = ingest_watermark(conn)
+    summary.watermark = watermark.isoformat() if watermark else None
+    if customers is not None:
+        wanted = set(customers)
+        subs = [s for s in subs
+                if catalog.customers[catalog.customer_of[s.id]].external_id in wanted]
+    grouped: dict[tuple[int, date], list[tuple[SubscriptionInfo, BillingPeriod]]] = (
+        defaultdict(list))
+    by_end: dict[datetime, list[SubscriptionInfo]] = defaultdict(list)
+    for sub, period in ended_periods(subs, closed_until, at):
+        grouped[(catalog.customer_of[sub.id], period.end_date)].append((sub, period))
+        by_end[period.period_end].append(sub)
+    # Rate together the periods that end at the same instant (one consistent read each).
+    usage: dict[tuple[int, datetime], SubscriptionUsage] = {}
+    for end, ending in sorted(by_end.items()):
+        usage.update(_rate(engine, ending, end))
+    groups: list[_Group] = []
+    for (customer_id, end_date), items in sorted(grouped.items()):
+        customer = catalog.customers[customer_id]
+        periods = [period_input(sub, period, catalog.plans[sub.plan_id],
+                                usage[(sub.id, period.period_start)])
+                   for sub, period in items]
+        amounts = invoice_amounts(items[0][0].currency, periods, customer.tax_codes,
+                                  catalog.taxes,
+                                  customer.entity.tax_codes if customer.entity else ())
+        period_end = max(p.period_end for _, p in items)
+        finalize_after = period_end + ONE_MICROSECOND + timedelta(days=customer.grace_days)
+        due = (at >= finalize_after and watermark is not None
+               and watermark >= period_end + settle)
+        groups.append(_Group(customer, end_date + timedelta(days=1), items, amounts,
+                             finalize_after, due))
+    for first in range(0, len(groups), max(1, batch_size)):
+        for outcome in _write_batch(engine, groups[first:first + batch_size],
+                                    now or at):
+            if outcome is None:
+                summary.unchanged_final += 1
+            elif outcome["status"] == "finalized":
+                summary.finalized.append(outcome)
+                summary.prepaid_cents += Decimal(outcome["prepaid_credit_amount_cents"])
+            else:
+                summary.drafts += 1
+    with engine.connect() as conn:
+        summary.late_events = late_usage_count(conn)
+    return summary
+
+
+def _rate(
+    engine: Engine, subs: Sequence[SubscriptionInfo], end: datetime
+) -> dict[tuple[int, datetime], SubscriptionUsage]:
+    out: dict[tuple[int, datetime], SubscriptionUsage] = {}
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            inputs = read_inputs(conn, subs, end)
+            for sub in subs:
+                period = inputs.periods[sub.id]
+                out[(sub.id, period.period_start)] = rate_subscription(
+                    sub, inputs.charges.get(sub.plan_id, []), period,
+                    inputs.states.get(sub.id, {}), _event_values_reader(conn, sub, period),
+                )
+    return out
+
+
+@task(name="close-periods", **transient_retries(retries=3, backoff_factor=1))
+def close_periods_task(at: datetime) -> dict[str, Any]:
+    """Close the periods ended by ``at`` (drafts refreshed, due invoices finalized)."""
+    return close_periods(billing_engine(), at).as_dict()

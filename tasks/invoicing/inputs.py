@@ -1,0 +1,263 @@
+"""What the close reads: issuers, customers and plans, and each period's input.
+
+The input goes to the pure invoice builder (``tallyflow.models.invoicing``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Final, TypeVar, cast
+from zoneinfo import ZoneInfo
+
+from pydantic import ValidationError
+from sqlalchemy import Connection, text
+
+from tallyflow.models.catalog import BillingEntity, Customer, LagoModel, Plan
+from tallyflow.models.invoicing import (
+    ChargeUsage,
+    InvoiceAmounts,
+    PeriodInput,
+    Tax,
+    UsageLine,
+    trial_end,
+)
+from tallyflow.models.rating.periods import BillingPeriod
+from tallyflow.models.rating.pricing import ChargeUsage as RatedCharge
+from tallyflow.models.rating.pricing import SubscriptionInfo, SubscriptionUsage
+from tallyflow.models.rating.pricing import UsageLine as RatedLine
+from tallyflow.models.wallets import (
+    ZERO,
+)
+from tallyflow.tasks.folding import loads_exact
+from tallyflow.tasks.invoicing.watermark import LISTED_IN_SUMMARY
+
+M = TypeVar("M", bound=LagoModel)
+
+
+@dataclass(frozen=True)
+class EntityInfo:
+    """The issuer (Lago's billing entity) as invoices show it."""
+
+    code: str
+    prefix: str | None
+    tax_codes: tuple[str, ...]
+    grace_days: int | None
+    net_payment_term: int | None
+    document: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class CustomerInfo:
+    id: int
+    external_id: str
+    name: str | None
+    email: str | None
+    currency: str | None
+    timezone: str | None
+    tax_codes: tuple[str, ...]
+    grace_days: int
+    net_payment_term: int
+    document: Mapping[str, Any]
+    entity: EntityInfo | None = None
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    id: int
+    code: str
+    name: str
+    invoice_display_name: str | None
+    amount_cents: Decimal
+    trial_period: Decimal | None
+    tax_codes: tuple[str, ...]
+    minimum_commitment_cents: Decimal | None
+    commitment_invoice_display_name: str | None
+    charge_tax_codes: tuple[tuple[str, ...], ...]
+    charge_minimums: tuple[Decimal, ...]
+
+
+@dataclass
+class CloseCatalog:
+    taxes: dict[str, Tax]
+    customers: dict[int, CustomerInfo]
+    plans: dict[int, PlanInfo]
+    customer_of: dict[int, int]
+
+
+def _stored(model: type[M], document: Mapping[str, Any]) -> M:
+    """A stored document as its model. Apply validated it; one that no longer parses (written
+    by hand or by an older version) bills without invoice options rather than stopping every
+    customer's close."""
+    try:
+        return model.model_validate(document)
+    except ValidationError:
+        return cast(M, model.model_construct())
+
+
+def _first(*values: int | None) -> int:
+    return next((v for v in values if v is not None), 0)
+
+
+def load_close_catalog(conn: Connection) -> CloseCatalog:
+    """Taxes, customers and plans with the invoice fields of their stored documents."""
+    taxes = {
+        r.code: Tax(r.code, r.name, Decimal(r.rate), bool(r.applied_to_organization))
+        for r in conn.execute(text("select code, name, rate, applied_to_organization from taxes"))
+    }
+    customers: dict[int, CustomerInfo] = {}
+    entities: dict[str, EntityInfo] = {}
+    default: EntityInfo | None = None
+    for r in conn.execute(text("select document::text as document from billing_entities"
+                               " order by code")):
+        doc = loads_exact(r.document) or {}
+        entity = _stored(BillingEntity, doc)
+        info = EntityInfo(entity.code, entity.document_number_prefix, tuple(entity.tax_codes),
+                          entity.invoice_grace_period, entity.net_payment_term, doc)
+        entities[entity.code] = info
+        default = info if entity.is_default else default
+    for r in conn.execute(text("select id, external_id, name, email, currency, timezone,"
+                               " document::text as document from customers")):
+        doc = loads_exact(r.document) or {}
+        customer = _stored(Customer, doc)
+        issuer = entities.get(customer.billing_entity_code or "", default)
+        # Lago: the customer's setting, else its billing entity's, else none.
+        grace = _first(customer.invoice_grace_period, issuer.grace_days if issuer else None)
+        term = _first(customer.net_payment_term,
+                      issuer.net_payment_term if issuer else None)
+        customers[r.id] = CustomerInfo(
+            r.id, r.external_id, r.name, r.email, r.currency, r.timezone,
+            tuple(customer.tax_codes), grace, term, doc, issuer,
+        )
+    plans: dict[int, PlanInfo] = {}
+    minimums: dict[int, list[Decimal]] = defaultdict(list)
+    for r in conn.execute(text("select plan_id, min_amount_cents from charges"
+                               " order by plan_id, position")):
+        minimums[r.plan_id].append(Decimal(r.min_amount_cents))
+    for r in conn.execute(text("select id, code, name, amount_cents, trial_period,"
+                               " document::text as document from plans")):
+        plan = _stored(Plan, loads_exact(r.document) or {})
+        commitment = plan.minimum_commitment
+        plans[r.id] = PlanInfo(
+            id=r.id, code=r.code, name=r.name,
+            invoice_display_name=plan.invoice_display_name,
+            amount_cents=Decimal(r.amount_cents),
+            trial_period=None if r.trial_period is None else Decimal(r.trial_period),
+            tax_codes=tuple(plan.tax_codes),
+            minimum_commitment_cents=(Decimal(commitment.amount_cents)
+                                      if commitment and commitment.amount_cents else None),
+            commitment_invoice_display_name=commitment.invoice_display_name if commitment else None,
+            charge_tax_codes=tuple(tuple(c.tax_codes) for c in plan.charges),
+            charge_minimums=tuple(minimums.get(r.id, [])),
+        )
+    customer_of = {
+        int(r.id): int(r.customer_id)
+        for r in conn.execute(text("select id, customer_id from subscriptions"))
+    }
+    return CloseCatalog(taxes, customers, plans, customer_of)
+
+
+def _lines(usage: RatedCharge) -> tuple[UsageLine, ...]:
+    """A charge's finest buckets: per group (and filter within it), else per filter, else the
+    charge itself."""
+    def line(priced: RatedLine, name: str | None,
+             grouped_by: Mapping[str, str | None] | None) -> UsageLine:
+        return UsageLine(priced.units, priced.events_count, priced.amount_cents,
+                         priced.precise_amount_cents, name, dict(grouped_by or {}))
+
+    if usage.grouped_usage:
+        out: list[UsageLine] = []
+        for group in usage.grouped_usage:
+            if group.filters:
+                out += [line(f.line, f.invoice_display_name, group.grouped_by)
+                        for f in group.filters]
+            else:
+                out.append(line(group.line, None, group.grouped_by))
+        return tuple(out)
+    if usage.filters:
+        return tuple(line(f.line, f.invoice_display_name, None) for f in usage.filters)
+    return (line(usage.line, None, None),)
+
+
+def period_input(
+    sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo, usage: SubscriptionUsage,
+) -> PeriodInput:
+    zone = ZoneInfo(period.timezone)
+    ends = trial_end(sub.subscription_at, plan.trial_period)
+    charges = []
+    for index, item in enumerate(usage.charges):
+        charges.append(ChargeUsage(
+            charge_id=item.charge.id,
+            metric_code=item.charge.metric.code,
+            metric_name=item.charge.metric.name,
+            invoice_display_name=item.display_name,
+            min_amount_cents=(plan.charge_minimums[index]
+                              if index < len(plan.charge_minimums) else ZERO),
+            tax_codes=(plan.charge_tax_codes[index]
+                       if index < len(plan.charge_tax_codes) else ()),
+            lines=_lines(item),
+        ))
+    return PeriodInput(
+        external_subscription_id=sub.external_id,
+        plan_code=plan.code,
+        plan_name=plan.name,
+        plan_invoice_display_name=plan.invoice_display_name,
+        amount_cents=plan.amount_cents,
+        trial_end=ends,
+        trial_end_date=ends.astimezone(zone).date() if ends else None,
+        minimum_commitment_cents=plan.minimum_commitment_cents,
+        commitment_invoice_display_name=plan.commitment_invoice_display_name,
+        plan_tax_codes=plan.tax_codes,
+        start_date=period.start_date,
+        end_date=period.end_date,
+        from_date=period.from_datetime.astimezone(zone).date(),
+        to_date=period.to_datetime.astimezone(zone).date(),
+        from_datetime=period.from_datetime,
+        to_datetime=period.to_datetime,
+        charges=tuple(charges),
+    )
+
+
+@dataclass
+class CloseSummary:
+    """What one close did (for the run summary and the artifact)."""
+
+    drafts: int = 0
+    finalized: list[dict[str, Any]] = field(default_factory=list)
+    unchanged_final: int = 0
+    prepaid_cents: Decimal = ZERO
+    watermark: str | None = None
+    late_events: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "drafts": self.drafts,
+            "finalized": len(self.finalized),
+            # the first ones (a run finalizing thousands lists them with `invoices list`)
+            "finalized_invoices": self.finalized[:LISTED_IN_SUMMARY],
+            "prepaid_credit_amount_cents": int(self.prepaid_cents),
+            "watermark": self.watermark,
+            "late_events": self.late_events,
+        }
+
+
+@dataclass
+class _Group:
+    """One invoice to write: a customer's periods that end on one billing day."""
+
+    customer: CustomerInfo
+    issuing_date: date
+    items: list[tuple[SubscriptionInfo, BillingPeriod]]
+    amounts: InvoiceAmounts
+    finalize_after: datetime
+    due: bool
+
+    @property
+    def key(self) -> tuple[int, date]:
+        return (self.customer.id, self.issuing_date)
+
+
+BATCH: Final = 500

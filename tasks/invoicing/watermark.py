@@ -1,0 +1,54 @@
+"""Settings of the period close, and the ingest watermark.
+
+The watermark says when a period may be finalized: every object listed by a finished ingest
+run is loaded, capped by the oldest object still waiting.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import Connection, text
+
+SETTLE_ENV: Final = "TALLYFLOW_INVOICE_SETTLE_HOURS"
+
+
+PREFIX_ENV: Final = "TALLYFLOW_INVOICE_PREFIX"
+
+
+DEFAULT_SETTLE_HOURS: Final = 2
+
+
+DEFAULT_PREFIX: Final = "TF"
+
+
+LISTED_IN_SUMMARY: Final = 50
+
+
+def settle_hours() -> int:
+    return int(os.environ.get(SETTLE_ENV, str(DEFAULT_SETTLE_HOURS)))
+
+
+def invoice_prefix() -> str:
+    return os.environ.get(PREFIX_ENV, DEFAULT_PREFIX)
+
+
+_WATERMARK = text(
+    """
+    select (select max(started_at) from ingest_runs where finished_at is not null) as listed,
+           (select min(discovered_at) from ingest_objects where status <> 'ingested')
+             as waiting
+    """
+)
+
+
+def ingest_watermark(conn: Connection) -> datetime | None:
+    """Up to when every event is known to be loaded: the start (listing time) of the last
+    finished ingest run, but no later than the oldest object still not loaded. None when
+    nothing was ever ingested: then no invoice is finalized (nothing says usage is complete)."""
+    row = conn.execute(_WATERMARK).one()
+    if row.listed is None:
+        return None
+    return row.listed if row.waiting is None else min(row.listed, row.waiting)

@@ -1,0 +1,258 @@
+"""Writing invoices: one transaction per customer and billing day.
+
+The invoice, its fees and periods, the finalization deduction and the number are written
+together or not at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, text
+
+from tallyflow.infra.failpoints import failpoint
+from tallyflow.models.invoicing import (
+    InvoiceAmounts,
+)
+from tallyflow.tasks.invoice_documents import render_documents
+from tallyflow.tasks.invoicing.inputs import CustomerInfo, _Group
+from tallyflow.tasks.invoicing.prepaid import _numbers, _prepaid
+from tallyflow.tasks.wallets import lock_customers
+
+
+def _customer_object(customer: CustomerInfo) -> dict[str, Any]:
+    return {
+        "lago_id": str(customer.id),
+        "external_id": customer.external_id,
+        "name": customer.name,
+        "email": customer.email,
+        "currency": customer.currency,
+        "timezone": customer.timezone,
+        "tax_codes": list(customer.tax_codes),
+        "invoice_grace_period": customer.grace_days,
+        "net_payment_term": customer.net_payment_term,
+    }
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def _applied_taxes(amounts: InvoiceAmounts) -> list[dict[str, Any]]:
+    return [{"tax_code": a.code, "tax_name": a.name, "tax_rate": format(a.rate, "f"),
+             "fees_amount_cents": a.fees_amount_cents, "amount_cents": a.amount_cents,
+             "amount_currency": amounts.currency} for a in amounts.applied_taxes]
+
+
+_EXISTING = text(
+    """
+    select v.id, v.customer_id, v.issuing_date, v.status
+    from invoices v
+    join unnest(cast(:customers as bigint[]), cast(:days as date[])) as k(cid, day)
+      on v.customer_id = k.cid and v.issuing_date = k.day
+    where v.invoice_type = 'subscription'
+    """
+)
+
+
+_UPSERT = text(
+    """
+    insert into invoices as v (lago_id, customer_id, issuing_date, currency, fees_amount_cents,
+      taxes_amount_cents, total_amount_cents, applied_taxes, customer, finalize_after,
+      net_payment_term, payment_due_date, billing_entity)
+    select lago, cid, day, currency, fees, taxes, total, cast(applied as jsonb),
+           cast(customer as jsonb), after, term, day + term, cast(entity as jsonb)
+    from unnest(cast(:lago as text[]), cast(:customers as bigint[]), cast(:days as date[]),
+                cast(:currency as text[]), cast(:fees as numeric[]), cast(:taxes as numeric[]),
+                cast(:total as numeric[]), cast(:applied as text[]), cast(:customer as text[]),
+                cast(:after as timestamptz[]), cast(:term as integer[]),
+                cast(:entity as text[]))
+      as r(lago, cid, day, currency, fees, taxes, total, applied, customer, after, term,
+           entity)
+    order by cid, day
+    on conflict (customer_id, issuing_date, invoice_type) do update set
+      currency = excluded.currency, fees_amount_cents = excluded.fees_amount_cents,
+      taxes_amount_cents = excluded.taxes_amount_cents,
+      total_amount_cents = excluded.total_amount_cents,
+      prepaid_credit_amount_cents = 0, applied_taxes = excluded.applied_taxes,
+      customer = excluded.customer, finalize_after = excluded.finalize_after,
+      net_payment_term = excluded.net_payment_term,
+      payment_due_date = excluded.payment_due_date,
+      billing_entity = excluded.billing_entity, updated_at = now()
+    returning v.id, v.customer_id, v.issuing_date
+    """
+)
+
+
+_SETTLE = text(
+    """
+    update invoices v set prepaid_credit_amount_cents = r.prepaid,
+      total_amount_cents = r.total, sequential_id = r.seq, number = r.number, updated_at = now()
+    from unnest(cast(:ids as bigint[]), cast(:prepaid as numeric[]), cast(:total as numeric[]),
+                cast(:seq as integer[]), cast(:number as text[])) as r(id, prepaid, total, seq,
+                                                                       number)
+    where v.id = r.id
+    """
+)
+
+
+_SEAL = text(
+    """
+    update invoices v set status = 'finalized', finalized_at = now(), html = r.html,
+      updated_at = now()
+    from unnest(cast(:ids as bigint[]), cast(:html as text[])) as r(id, html)
+    where v.id = r.id
+    """
+)
+
+
+def _write_batch(
+    engine: Engine, groups: Sequence[_Group], at: datetime
+) -> list[dict[str, Any] | None]:
+    """Upsert the drafts of a batch of invoices and finalize the due ones: one transaction.
+    None for an invoice already finalized (nothing may change)."""
+    if not groups:
+        return []
+    customer_ids = sorted({g.customer.id for g in groups})
+    with engine.begin() as conn:
+        # The customer rows serialise closes; the wallet rows are the lock the hourly
+        # deductions take, so no deduction for these periods moves in between.
+        conn.execute(text("select id from customers where id = any(cast(:ids as bigint[]))"
+                          " order by id for update"), {"ids": customer_ids})
+        lock_customers(conn, customer_ids)
+        keys = {"customers": [g.customer.id for g in groups],
+                "days": [g.issuing_date for g in groups]}
+        existing = {(r.customer_id, r.issuing_date): r for r in conn.execute(_EXISTING, keys)}
+        live = [g for g in groups
+                if g.key not in existing or existing[g.key].status != "finalized"]
+        drafts = [existing[g.key].id for g in live if g.key in existing]
+        if drafts:
+            conn.execute(text("delete from invoice_fees"
+                              " where invoice_id = any(cast(:ids as bigint[]))"), {"ids": drafts})
+            conn.execute(text("delete from invoice_subscriptions"
+                              " where invoice_id = any(cast(:ids as bigint[]))"), {"ids": drafts})
+        ids: dict[tuple[int, date], int] = {}
+        if live:
+            rows = conn.execute(_UPSERT, {
+                "lago": [str(uuid.uuid4()) for _ in live],
+                "customers": [g.customer.id for g in live],
+                "days": [g.issuing_date for g in live],
+                "currency": [g.amounts.currency for g in live],
+                "fees": [g.amounts.fees_amount_cents for g in live],
+                "taxes": [g.amounts.taxes_amount_cents for g in live],
+                "total": [g.amounts.total_amount_cents for g in live],
+                "applied": [_json(_applied_taxes(g.amounts)) for g in live],
+                "customer": [_json(_customer_object(g.customer)) for g in live],
+                "after": [g.finalize_after for g in live],
+                "term": [g.customer.net_payment_term for g in live],
+                "entity": [_json(dict(g.customer.entity.document)) if g.customer.entity
+                           else None for g in live],
+            })
+            ids = {(r.customer_id, r.issuing_date): r.id for r in rows}
+            _insert_parts(conn, [(ids[g.key], g) for g in live])
+        failpoint("invoices.after_draft")
+        prepaid = _prepaid(conn, live, ids, at)
+        failpoint("invoices.after_deduction")
+        numbers = _numbers(conn, [g for g in live if g.due])
+        settled = {g.key: g.amounts.with_prepaid(int(prepaid[g.key])) for g in live}
+        if live:
+            conn.execute(_SETTLE, {
+                "ids": [ids[g.key] for g in live],
+                "prepaid": [settled[g.key].prepaid_credit_amount_cents for g in live],
+                "total": [settled[g.key].total_amount_cents for g in live],
+                "seq": [numbers[g.key][0] if g.key in numbers else None for g in live],
+                "number": [numbers[g.key][1] if g.key in numbers else None for g in live],
+            })
+        due = [ids[g.key] for g in live if g.due]
+        if due:
+            # Documents from the numbered drafts; then the invoices are sealed and the
+            # triggers refuse any later change.
+            documents = render_documents(conn, due)
+            conn.execute(_SEAL, {"ids": due, "html": [documents[i] for i in due]})
+    written = {g.key for g in live}
+    return [None if g.key not in written else {
+        "invoice_id": ids[g.key], "number": numbers[g.key][1] if g.key in numbers else None,
+        "customer": g.customer.external_id, "status": "finalized" if g.due else "draft",
+        "issuing_date": g.issuing_date.isoformat(), "currency": g.amounts.currency,
+        "total_amount_cents": settled[g.key].total_amount_cents,
+        "prepaid_credit_amount_cents": settled[g.key].prepaid_credit_amount_cents,
+    } for g in groups]
+
+
+def _insert_parts(conn: Connection, batch: Sequence[tuple[int, _Group]]) -> None:
+    periods = [(invoice_id, s, p) for invoice_id, g in batch for s, p in g.items]
+    conn.execute(text(
+        """
+        insert into invoice_subscriptions (subscription_id, period_start, invoice_id, period_end,
+          from_datetime, to_datetime)
+        select * from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[]),
+          cast(:invoices as bigint[]), cast(:ends as timestamptz[]),
+          cast(:froms as timestamptz[]), cast(:tos as timestamptz[]))
+        """), {
+        "subs": [s.id for _, s, _ in periods], "starts": [p.period_start for _, _, p in periods],
+        "invoices": [i for i, _, _ in periods], "ends": [p.period_end for _, _, p in periods],
+        "froms": [p.from_datetime for _, _, p in periods],
+        "tos": [p.to_datetime for _, _, p in periods],
+    })
+    rows: dict[str, list[Any]] = defaultdict(list)
+    for invoice_id, group in batch:
+        sub_ids = {s.external_id: s.id for s, _ in group.items}
+        for position, fee in enumerate(group.amounts.fees):
+            for name, value in (
+                ("lago_id", str(uuid.uuid4())), ("invoice_id", invoice_id),
+                ("position", position), ("subscription_id", sub_ids[fee.external_subscription_id]),
+                ("external_subscription_id", fee.external_subscription_id),
+                ("item_type", fee.item_type), ("code", fee.code), ("name", fee.name),
+                ("invoice_display_name", fee.invoice_display_name),
+                ("filter_invoice_display_name", fee.filter_invoice_display_name),
+                ("grouped_by", _json(dict(fee.grouped_by))), ("charge_id", fee.charge_id),
+                ("true_up", fee.true_up), ("units", fee.units),
+                ("events_count", fee.events_count), ("amount_cents", fee.amount_cents),
+                ("precise_amount_cents", fee.precise_amount_cents),
+                ("taxes_rate", fee.taxes_rate),
+                ("taxes_precise_amount_cents", fee.taxes_precise_amount_cents),
+                ("taxes_amount_cents", fee.taxes_amount_cents),
+                ("total_amount_cents", fee.total_amount_cents),
+                ("applied_taxes", _json([{"tax_code": t.code, "tax_name": t.name,
+                                          "tax_rate": format(t.rate, "f")} for t in fee.taxes])),
+                ("from_datetime", fee.from_datetime), ("to_datetime", fee.to_datetime),
+            ):
+                rows[name].append(value)
+    if not rows:
+        return
+    conn.execute(text(
+        """
+        insert into invoice_fees (lago_id, invoice_id, position, subscription_id,
+          external_subscription_id, item_type, code, name, invoice_display_name,
+          filter_invoice_display_name, grouped_by, charge_id, true_up, units, events_count,
+          amount_cents, precise_amount_cents, taxes_rate, taxes_precise_amount_cents,
+          taxes_amount_cents, total_amount_cents, applied_taxes, from_datetime, to_datetime)
+        select lago_id, invoice_id, position, subscription_id, external_subscription_id,
+          item_type, code, name, invoice_display_name, filter_invoice_display_name,
+          cast(grouped_by as jsonb), charge_id, true_up, units, events_count, amount_cents,
+          precise_amount_cents, taxes_rate, taxes_precise_amount_cents, taxes_amount_cents,
+          total_amount_cents, cast(applied_taxes as jsonb), from_datetime, to_datetime
+        from unnest(cast(:lago_id as text[]), cast(:invoice_id as bigint[]),
+          cast(:position as integer[]), cast(:subscription_id as bigint[]),
+          cast(:external_subscription_id as text[]), cast(:item_type as text[]),
+          cast(:code as text[]), cast(:name as text[]), cast(:invoice_display_name as text[]),
+          cast(:filter_invoice_display_name as text[]), cast(:grouped_by as text[]),
+          cast(:charge_id as bigint[]), cast(:true_up as boolean[]), cast(:units as numeric[]),
+          cast(:events_count as bigint[]), cast(:amount_cents as numeric[]),
+          cast(:precise_amount_cents as numeric[]), cast(:taxes_rate as numeric[]),
+          cast(:taxes_precise_amount_cents as numeric[]),
+          cast(:taxes_amount_cents as numeric[]), cast(:total_amount_cents as numeric[]),
+          cast(:applied_taxes as text[]), cast(:from_datetime as timestamptz[]),
+          cast(:to_datetime as timestamptz[]))
+          as r(lago_id, invoice_id, position, subscription_id, external_subscription_id,
+               item_type, code, name, invoice_display_name, filter_invoice_display_name,
+               grouped_by, charge_id, true_up, units, events_count, amount_cents,
+               precise_amount_cents, taxes_rate, taxes_precise_amount_cents,
+               taxes_amount_cents, total_amount_cents, applied_taxes, from_datetime,
+               to_datetime)
+        """), dict(rows))

@@ -1,0 +1,226 @@
+"""Wallet alerts: evaluate rules against balances, and the Prefect events that announce them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, text
+
+from tallyflow.infra.failpoints import failpoint
+from tallyflow.models.wallets import (
+    ALERT_BELOW,
+    ALERT_DEPLETED,
+    alert_change,
+    alert_condition,
+    credits_text,
+)
+from tallyflow.tasks.wallets.ledger import WalletError, _customer_id, _pick_wallet
+
+MAX_ALERT_EVENTS: Final = 100
+
+
+@dataclass
+class AlertSummary:
+    """Alerts opened (new crossings) and resolved by one evaluation."""
+
+    opened: int = 0
+    resolved: int = 0
+
+
+def evaluate_alerts(engine: Engine, as_of: datetime, run_id: int | None = None) -> AlertSummary:
+    """Open an alert when a wallet's balance crosses into an alert rule, once per crossing.
+
+    Rules: every row of ``wallet_alert_rules`` (a wallet's own, or all wallets' when
+    ``wallet_id`` is null) plus the built-in "balance depleted" (credits <= 0). An alert stays
+    open while the condition holds and is resolved when it stops; the next crossing is a new
+    alert. ``alert_key`` (rule, wallet, crossing) is unique, so concurrent runs add it once.
+    """
+    summary = AlertSummary()
+    with engine.begin() as conn:
+        rules = conn.execute(
+            text("select id, wallet_id, kind, threshold_credits from wallet_alert_rules"
+                 " order by id")
+        ).all()
+        open_alerts = {
+            (r.rule_key, int(r.wallet_id)): int(r.id)
+            for r in conn.execute(text(
+                "select id, rule_key, wallet_id from wallet_alerts where resolved_at is null"))
+        }
+        last = {
+            (r.rule_key, int(r.wallet_id)): int(r.crossing)
+            for r in conn.execute(text(
+                "select rule_key, wallet_id, max(crossing) as crossing from wallet_alerts"
+                " group by rule_key, wallet_id"))
+        }
+        new_rows: list[dict[str, Any]] = []
+        resolve: list[int] = []
+        for w in conn.execute(
+            text(
+                """
+                select b.wallet_id, b.customer_id, b.credits_balance from wallet_balances b
+                join wallets w on w.id = b.wallet_id where w.status = 'active'
+                order by b.wallet_id
+                """
+            )
+        ):
+            applicable = [("depleted", None, ALERT_DEPLETED, None)] + [
+                (f"rule-{r.id}", r.id, r.kind, r.threshold_credits)
+                for r in rules
+                if (r.wallet_id is None or r.wallet_id == w.wallet_id)
+                and r.kind == ALERT_BELOW
+            ]
+            for rule_key, rule_id, kind, threshold in applicable:
+                key = (rule_key, int(w.wallet_id))
+                change = alert_change(
+                    alert_condition(kind, threshold, w.credits_balance),
+                    key in open_alerts, last.get(key, 0),
+                )
+                if change.open_crossing is not None:
+                    new_rows.append({
+                        "wallet_id": w.wallet_id, "customer_id": w.customer_id,
+                        "rule_id": rule_id, "rule_key": rule_key, "kind": kind,
+                        "threshold": threshold, "credits": w.credits_balance,
+                        "crossing": change.open_crossing,
+                        "alert_key": f"{rule_key}:{w.wallet_id}:{change.open_crossing}",
+                        "as_of": as_of, "run_id": run_id,
+                    })
+                elif change.resolve:
+                    resolve.append(open_alerts[key])
+        if new_rows:
+            summary.opened = _insert_alerts_bulk(conn, new_rows)
+        if resolve:
+            summary.resolved = conn.execute(
+                text("update wallet_alerts set resolved_at = :as_of"
+                     " where id = any(cast(:ids as bigint[])) and resolved_at is null"),
+                {"as_of": as_of, "ids": resolve},
+            ).rowcount
+        failpoint("wallets.before_alerts_commit")
+    return summary
+
+
+def _insert_alerts_bulk(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    columns = ("wallet_id", "customer_id", "rule_id", "rule_key", "kind", "threshold",
+               "credits", "crossing", "alert_key", "run_id")
+    result = conn.execute(
+        text(
+            """
+            insert into wallet_alerts (wallet_id, customer_id, rule_id, rule_key, kind,
+              threshold_credits, credits_balance, crossing, alert_key, run_id, as_of)
+            select *, cast(:as_of as timestamptz) from unnest(
+              cast(:wallet_id as bigint[]), cast(:customer_id as bigint[]),
+              cast(:rule_id as bigint[]), cast(:rule_key as text[]), cast(:kind as text[]),
+              cast(:threshold as numeric[]), cast(:credits as numeric[]),
+              cast(:crossing as integer[]), cast(:alert_key as text[]),
+              cast(:run_id as bigint[]))
+            on conflict (alert_key) do nothing
+            """
+        ),
+        {**{c: [r[c] for r in rows] for c in columns}, "as_of": rows[0]["as_of"]},
+    )
+    return int(result.rowcount)
+
+
+@dataclass
+class PendingAlerts:
+    """Alerts not announced yet: the first ``limit`` in full, the rest as counts."""
+
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    total: int = 0
+    by_kind: dict[str, int] = field(default_factory=dict)
+    up_to_id: int = 0
+
+
+def pending_alert_events(engine: Engine, limit: int = MAX_ALERT_EVENTS) -> PendingAlerts:
+    """Alerts whose Prefect event has not been emitted yet (emitted after they commit)."""
+    with engine.connect() as conn:
+        counts = conn.execute(text(
+            "select kind, count(*) as n, max(id) as up_to from wallet_alerts"
+            " where emitted_at is null group by kind"
+        )).all()
+        if not counts:
+            return PendingAlerts()
+        up_to = max(int(c.up_to) for c in counts)
+        alerts = [
+            dict(r._mapping)
+            for r in conn.execute(text(
+                """
+                select a.id, a.wallet_id, w.code as wallet_code, c.external_id
+                  as external_customer_id, a.kind, a.threshold_credits, a.credits_balance,
+                  a.crossing, a.as_of
+                from wallet_alerts a join wallets w on w.id = a.wallet_id
+                join customers c on c.id = a.customer_id
+                where a.emitted_at is null and a.id <= :up_to order by a.id limit :n
+                """
+            ), {"up_to": up_to, "n": limit})
+        ]
+    return PendingAlerts(
+        alerts, sum(int(c.n) for c in counts), {c.kind: int(c.n) for c in counts}, up_to
+    )
+
+
+def mark_alerts_emitted(engine: Engine, up_to_id: int) -> None:
+    """Mark every pending alert up to ``up_to_id`` as announced."""
+    with engine.begin() as conn:
+        conn.execute(
+            text("update wallet_alerts set emitted_at = now()"
+                 " where emitted_at is null and id <= :up_to"),
+            {"up_to": up_to_id},
+        )
+
+
+def alert_event(alert: dict[str, Any]) -> dict[str, Any]:
+    """The Prefect event for an alert: name, resource and payload (see ``emit_event``)."""
+    low = alert["kind"] == ALERT_BELOW
+    return {
+        "event": "tallyflow.wallet.balance-low" if low else "tallyflow.wallet.balance-depleted",
+        "resource": {
+            "prefect.resource.id": f"tallyflow.wallet.{alert['wallet_id']}",
+            "prefect.resource.name": alert["wallet_code"],
+            "tallyflow.customer": alert["external_customer_id"],
+        },
+        "payload": {
+            "kind": alert["kind"],
+            "crossing": alert["crossing"],
+            "credits_balance": credits_text(alert["credits_balance"]),
+            "threshold_credits": (
+                None if alert["threshold_credits"] is None
+                else credits_text(alert["threshold_credits"])
+            ),
+            "as_of": alert["as_of"].isoformat(),
+        },
+    }
+
+
+def alerts_summary_event(pending: PendingAlerts, run_id: int) -> dict[str, Any]:
+    """One event for all of a run's alerts beyond its single-event budget (counts per kind)."""
+    return {
+        "event": "tallyflow.wallet.balance-alerts",
+        "resource": {"prefect.resource.id": f"tallyflow.wallet-run.{run_id}"},
+        "payload": {
+            "alerts": pending.total,
+            "announced_one_by_one": len(pending.alerts),
+            "by_kind": pending.by_kind,
+        },
+    }
+
+
+def add_alert_rule(
+    engine: Engine, kind: str, threshold_credits: Decimal | None = None,
+    external_customer_id: str | None = None, wallet_code: str | None = None,
+) -> int:
+    """Configure an alert (all wallets, or one customer's wallet); returns the rule id."""
+    if kind == ALERT_BELOW and threshold_credits is None:
+        raise WalletError("balance_below needs a threshold in credits")
+    with engine.begin() as conn:
+        wallet_id = None
+        if external_customer_id is not None:
+            wallet_id = _pick_wallet(conn, _customer_id(conn, external_customer_id),
+                                     wallet_code)
+        return int(conn.execute(
+            text("insert into wallet_alert_rules (wallet_id, kind, threshold_credits)"
+                 " values (:w, :k, :t) returning id"),
+            {"w": wallet_id, "k": kind, "t": threshold_credits},
+        ).scalar_one())
