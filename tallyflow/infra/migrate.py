@@ -3,19 +3,30 @@ applied) by deployed runs (see ``tallyflow.infra.resources``).
 
 A Postgres advisory lock serialises concurrent upgrades (two commands starting at once), so
 migrations run exactly once per database.
+
+Checking is the common case (every command, every deployed run) and must not cost Alembic's
+import (~0.3 s of a CLI command's start-up): the revisions are read from the migration files'
+``revision``/``down_revision`` lines and the database's from ``alembic_version``. Alembic is
+imported only to upgrade; a test holds the cheap reading equal to Alembic's own.
 """
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import ProgrammingError
 
 from tallyflow import migrations
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+VERSIONS = Path(migrations.__file__).parent / "versions"
+_REVISION = re.compile(r'^(down_revision|revision)\s*(?::[^=]*)?=\s*(None|"([^"]+)")', re.M)
 
 _MIGRATION_LOCK = 7_305_001  # arbitrary, constant advisory-lock key for schema changes
 _upgraded: set[str] = set()
@@ -23,21 +34,44 @@ _checked: set[str] = set()
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
     return cfg
 
 
+@lru_cache(maxsize=1)
+def revisions() -> dict[str, str | None]:
+    """Every revision this code knows, with the one it follows (from the files)."""
+    known: dict[str, str | None] = {}
+    for path in sorted(VERSIONS.glob("*.py")):
+        found = {m.group(1): m.group(3) for m in _REVISION.finditer(path.read_text())}
+        if "revision" not in found or found["revision"] is None:
+            raise RuntimeError(f"migration {path.name} declares no revision")
+        known[found["revision"]] = found.get("down_revision")
+    return known
+
+
 def head_revision() -> str:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
+    known = revisions()
+    heads = set(known) - {down for down in known.values() if down}
+    if len(heads) != 1:
+        raise RuntimeError(f"the migrations have {len(heads)} heads: {sorted(heads)}")
+    return heads.pop()
 
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        try:
+            return conn.execute(text("select version_num from alembic_version")).scalar()
+        except ProgrammingError:  # no alembic_version table: an empty database
+            return None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
     cfg = alembic_config()
     with engine.begin() as conn:
         conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
@@ -79,7 +113,4 @@ def schema_problem(engine: Engine) -> str | None:
 
 
 def _known_revision(revision: str) -> bool:
-    try:
-        return ScriptDirectory.from_config(alembic_config()).get_revision(revision) is not None
-    except Exception:
-        return False
+    return revision in revisions()
