@@ -98,7 +98,8 @@ def test_kill_9_is_recorded_crashed_by_the_next_command_and_leaves_no_process(
     child = _cli("ingest", str(tmp_path), "--json",
                  extra_env={"TALLYFLOW_FAILPOINTS": "ingest.after_claim=1:pause"})
     _wait_for(lambda: _running(engine), what="the run to start")
-    time.sleep(1.0)  # a few heartbeats, and the object claimed
+    # listed (committed) and then claimed by the paused load: killed mid-object
+    _wait_for(lambda: _objects(engine) == [("a.jsonl", "pending")], what="the object listed")
     os.kill(child.pid, signal.SIGKILL)
     child.wait(10)
     _wait_for(lambda: not _session_processes(child.pid), timeout=5,

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -53,13 +52,10 @@ def test_started_once_reused_shown_and_stopped(engine: Engine, tmp_path: Path) -
         ui = status["prefect_ui"]
         assert status["prefect_api"] == f"{ui}/api" and ui in first.stderr
 
-        started = time.monotonic()
         second = _tallyflow(home, "ingest", str(tmp_path), "--pattern", "b.jsonl", "--json")
-        second_seconds = time.monotonic() - started
         assert second.returncode == 0, second.stderr[-3000:]
-        assert "Started" not in second.stderr  # the same server, found in a few milliseconds
+        assert "Started" not in second.stderr  # the same server, reused
         assert json.loads(second.stdout.strip().splitlines()[-1])["accepted"] == 5
-        assert second_seconds < 15  # generous for a loaded test machine; benchmarks measure
 
         runs = _flow_runs(status["prefect_api"])
         assert sorted(r["name"] for r in runs) == [f"ingest {tmp_path.as_uri()}"] * 2
