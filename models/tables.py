@@ -194,6 +194,9 @@ subscriptions = Table(
     Column("ending_at", DateTime(timezone=True)),
     Column("terminated_at", DateTime(timezone=True)),
     Column("status", Text, nullable=False, server_default=text("'active'")),
+    # "generate" | "skip": whether a termination bills the partial period (migration 0009)
+    Column("on_termination_invoice", Text, nullable=False,
+           server_default=text("'generate'")),
     *_document(),
     *_timestamps(),
 )

@@ -38,6 +38,7 @@ from tallyflow.commands import (  # noqa: E402
     ingest,
     invoices,
     ops,
+    subscriptions,
     usage,
     wallets,
 )
@@ -94,7 +95,7 @@ def _options(
 
 app.add_typer(db_commands.app, name="db")
 # Each area owns its commands in its own module and adds them here.
-for _area in (catalog, ingest, usage, wallets, invoices, ops, demo):
+for _area in (catalog, ingest, usage, subscriptions, wallets, invoices, ops, demo):
     _area.register(app)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -491,7 +491,10 @@ def _write_customer(conn: Connection, doc: ValidDocument, row_id: int | None, id
 
 def _write_subscription(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:
     subscription: Subscription = doc.model
-    return _upsert(
+    before = None if row_id is None else conn.execute(
+        select(t.subscriptions.c.subscription_at, t.subscriptions.c.ending_at)
+        .where(t.subscriptions.c.id == row_id)).one()
+    row_id = _upsert(
         conn,
         t.subscriptions,
         row_id,
@@ -503,9 +506,17 @@ def _write_subscription(conn: Connection, doc: ValidDocument, row_id: int | None
             "billing_time": subscription.billing_time,
             "subscription_at": subscription.subscription_at,
             "ending_at": subscription.ending_at,
+            "on_termination_invoice": subscription.on_termination_invoice or "generate",
         },
         doc,
     )
+    if before is not None and tuple(before) != (subscription.subscription_at,
+                                                subscription.ending_at):
+        # New dates: usage state and wallet amounts follow them (models/lifecycle.py).
+        from tasks.lifecycle import dates_changed
+
+        dates_changed(conn, row_id, subscription.external_id, datetime.now(UTC))
+    return row_id
 
 
 def _write_wallet(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:

@@ -339,7 +339,8 @@ _MERGE = text(
       on conflict (external_subscription_id, transaction_id) do nothing
       returning external_subscription_id, code, "timestamp"
     ), billable as (
-      select distinct s.external_id, m.code, s.subscription_at, s.terminated_at
+      select distinct s.external_id, m.code, s.subscription_at,
+             least(s.terminated_at, s.ending_at) as terminated_at  -- models/lifecycle.py
       from subscriptions s
       join charges c on c.plan_id = s.plan_id
       join billable_metrics m on m.id = c.billable_metric_id

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -106,7 +106,8 @@ def load_metrics(conn: Connection) -> dict[int, MetricInfo]:
 
 _SUBSCRIPTIONS = """
     select s.id, s.external_id, s.plan_id, p.interval, s.billing_time, s.subscription_at,
-           s.terminated_at, c.timezone,
+           -- the earlier of a termination and the catalog's ending_at (models/lifecycle.py)
+           least(s.terminated_at, s.ending_at) as terminated_at, c.timezone,
            coalesce(c.currency, p.amount_currency) as currency,
            greatest(s.updated_at, p.updated_at, c.updated_at, pm.metrics_at) as catalog_at
     from subscriptions s
@@ -341,8 +342,11 @@ class PeriodRows:
         }
 
 
-def _period_rows(conn: Connection, object_ids: Sequence[int]) -> tuple[PeriodRows, int]:
-    """Every period that an event of these objects can fall in, per known subscription.
+def _period_rows(
+    conn: Connection, object_ids: Sequence[int], only: Collection[str] | None = None
+) -> tuple[PeriodRows, int]:
+    """Every period that an event of these objects can fall in, per known subscription
+    (only the subscriptions ``only`` names, when given: a one-subscription rebuild).
 
     Periods are computed in Python (they depend on interval, billing time, start and the
     customer's timezone) from each subscription's first and last event time in the batch.
@@ -356,7 +360,7 @@ def _period_rows(conn: Connection, object_ids: Sequence[int]) -> tuple[PeriodRow
     rows = PeriodRows([], [], [], [], [])
     for span in spans:
         sub = subs.get(span.external_subscription_id)
-        if sub is None:
+        if sub is None or (only is not None and sub.external_id not in only):
             continue
         for period in sub.periods_between(span.first, span.last):
             rows.subscription_ids.append(sub.id)
@@ -536,10 +540,12 @@ def fold_objects(
     fold_id: int,
     metric_ids: Sequence[int] | None = None,
     metrics: Mapping[int, MetricInfo] | None = None,
+    subscriptions: Collection[str] | None = None,
 ) -> FoldSummary:
-    """Fold the events of ``object_ids`` into usage state, inside the caller's transaction."""
+    """Fold the events of ``object_ids`` into usage state, inside the caller's transaction
+    (of the ``subscriptions`` external ids only, when given)."""
     metrics = metrics if metrics is not None else load_metrics(conn)
-    periods, events = _period_rows(conn, object_ids)
+    periods, events = _period_rows(conn, object_ids, subscriptions)
     summary = FoldSummary(events=events)
     if not periods.subscription_ids:
         return summary

@@ -1,0 +1,366 @@
+"""Subscription lifecycle I/O: terminate a subscription; say where one stands.
+
+The rules are in ``models/lifecycle.py``; this module applies them to the database. Why a
+termination is safe to retry, crash and rerun (docs/architecture.md §3, invariants 2, 4, 5):
+
+1. One transaction, holding the fold lock exclusively, records ``terminated_at``, recomputes the
+   subscription's usage state from its raw events (events after the end no longer count), and
+   rewinds the per-period amounts the wallets follow: periods after the end owe nothing, and
+   the period holding the end is set to be replaced by the final snapshot. Either all of it
+   commits or none of it.
+2. Then, each idempotent: the final snapshot (as of the end), the wallet deductions of the
+   customer (a convergent delta: usage that had been deducted after the end comes back as an
+   inbound correction), and the period close that issues the termination invoice.
+3. Running the same termination again (same subscription, same ``--at``) redoes step 2 only, so
+   a crash between the steps is finished by a rerun; another moment is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from prefect import task
+from sqlalchemy import Connection, Engine, text
+
+from models.lifecycle import (
+    LifecycleRefusal,
+    SubscriptionStatus,
+    effective_end,
+    status_at,
+    termination_refusal,
+)
+from tallyflow.errors import UserError
+from tallyflow.failpoints import failpoint
+from tallyflow.resources import billing_engine
+from tasks.invoicing import close_periods
+from tasks.rating import FOLD_LOCK, _mark, _new_fold, _tune, fold_objects, load_metrics
+from tasks.retry import transient_retries
+from tasks.usage import snapshot_subscriptions
+from tasks.wallets import deduct_customers
+
+
+class LifecycleError(UserError):
+    """A lifecycle operation the subscription's state does not allow (one line + hint)."""
+
+    @classmethod
+    def of(cls, refusal: LifecycleRefusal) -> LifecycleError:
+        return cls(refusal.message, refusal.hint)
+
+
+_SUBSCRIPTION = text(
+    """
+    select s.id, s.external_id, s.customer_id, c.external_id as external_customer_id,
+           s.subscription_at, s.terminated_at, s.ending_at, s.on_termination_invoice
+    from subscriptions s join customers c on c.id = s.customer_id
+    where s.external_id = :x
+    """
+)
+
+# The end of the subscription's last period on a finalized invoice (its own end: a terminated
+# period ends at its termination).
+_FINALIZED_UNTIL = text(
+    """
+    select max(i.to_datetime) from invoice_subscriptions i
+    join invoices v on v.id = i.invoice_id and v.status = 'finalized'
+    where i.subscription_id = :id
+    """
+)
+
+
+@dataclass
+class Termination:
+    """What a termination did (the CLI prints it; ``--json`` prints ``as_dict()``)."""
+
+    external_id: str
+    external_customer_id: str
+    terminated_at: datetime
+    status: str
+    rerun: bool = False
+    events_refolded: int = 0
+    periods_zeroed: int = 0
+    final_snapshot_cents: int | None = None
+    wallet_deducted_cents: Decimal = Decimal(0)
+    wallet_credited_back_cents: Decimal = Decimal(0)
+    on_termination_invoice: str = "generate"
+    invoices: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["terminated_at"] = self.terminated_at.isoformat()
+        out["wallet_deducted_cents"] = str(self.wallet_deducted_cents)
+        out["wallet_credited_back_cents"] = str(self.wallet_credited_back_cents)
+        return out
+
+
+def rebuild_subscription(conn: Connection, subscription_id: int, external_id: str) -> int:
+    """Recompute one subscription's usage state from its raw events, inside the caller's
+    transaction (which must hold the fold lock exclusively); returns the events folded.
+
+    Only the folded objects holding its events are read again, so the cost follows the
+    subscription, not the whole history; objects not folded yet are folded by the next
+    fold with the subscription's new dates.
+    """
+    _tune(conn)
+    conn.execute(text("delete from usage_states where subscription_id = :id"),
+                 {"id": subscription_id})
+    fold_id = _new_fold(conn, "rebuild", None)
+    _mark(conn, [subscription_id], fold_id)
+    objects = [int(i) for i in conn.execute(
+        text(
+            """
+            select distinct e.object_id from events e
+            join ingest_objects o on o.id = e.object_id and o.folded_at is not null
+            where e.external_subscription_id = :x order by 1
+            """
+        ),
+        {"x": external_id},
+    ).scalars()]
+    if not objects:
+        return 0
+    summary = fold_objects(conn, objects, fold_id, None, load_metrics(conn), {external_id})
+    return summary.folded
+
+
+def rewind_amounts(
+    conn: Connection, subscription_id: int, end: datetime, now: datetime
+) -> list[datetime]:
+    """The per-period amounts the wallets follow, after the subscription's end moved to
+    ``end``: periods after it owe nothing (returned: their starts), and the amount of the
+    period holding it may be replaced by the final snapshot, taken as of ``end`` (amounts
+    otherwise only move forward in time, so a later hourly snapshot would shadow it)."""
+    zeroed = list(conn.execute(
+        text(
+            """
+            update usage_amounts set amount_cents = 0, precise_amount_cents = 0,
+              as_of = greatest(as_of, :now), updated_at = now()
+            where subscription_id = :id and period_start > :end
+            returning period_start
+            """
+        ),
+        {"id": subscription_id, "end": end, "now": now},
+    ).scalars())
+    conn.execute(
+        text(
+            """
+            update usage_amounts set as_of = :end, updated_at = now()
+            where subscription_id = :id and period_start <= :end and period_end >= :end
+              and as_of > :end
+            """
+        ),
+        {"id": subscription_id, "end": end},
+    )
+    return zeroed
+
+
+def dates_changed(
+    conn: Connection, subscription_id: int, external_id: str, now: datetime
+) -> None:
+    """A catalog apply moved the subscription's start or planned end (``ending_at``): its
+    usage state is recomputed under the new dates in the apply's transaction, and the amounts
+    the wallets follow are rewound (the next billing cycle takes the final snapshot and posts
+    the correction: ``final_snapshots``)."""
+    conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK})
+    rebuild_subscription(conn, subscription_id, external_id)
+    row = conn.execute(
+        text("select least(terminated_at, ending_at) as ends from subscriptions where id = :id"),
+        {"id": subscription_id},
+    ).one()
+    if row.ends is not None:
+        rewind_amounts(conn, subscription_id, row.ends, now)
+
+
+_NEEDS_FINAL = text(
+    """
+    select s.id, least(s.terminated_at, s.ending_at) as ends
+    from subscriptions s
+    where least(s.terminated_at, s.ending_at) <= :as_of
+      and least(s.terminated_at, s.ending_at) >= s.subscription_at
+      and not exists (select 1 from usage_snapshots u
+                      where u.subscription_id = s.id
+                        and u.as_of = least(s.terminated_at, s.ending_at))
+    order by s.id
+    """
+)
+
+
+def final_snapshots(engine: Engine, as_of: datetime) -> int:
+    """Take the final snapshot (usage as of the end) of every subscription that has ended by
+    ``as_of`` without one, and mark it terminated; returns how many.
+
+    The hourly snapshot only prices subscriptions active at its hour, so an end reached by the
+    calendar (``ending_at``), or a termination whose follow-up crashed, is finished here: the
+    wallet deductions of the same cycle then post the correction, and the period close issues
+    the termination invoice.
+    """
+    with engine.connect() as conn:
+        rows = conn.execute(_NEEDS_FINAL, {"as_of": as_of}).all()
+    by_end: dict[datetime, list[int]] = {}
+    for row in rows:
+        by_end.setdefault(row.ends, []).append(int(row.id))
+    for end, ids in sorted(by_end.items()):
+        snapshot_subscriptions(engine, ids, end)
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(
+                text("update subscriptions set status = 'terminated', updated_at = now()"
+                     " where id = any(cast(:ids as bigint[])) and status <> 'terminated'"),
+                {"ids": [int(r.id) for r in rows]},
+            )
+    return len(rows)
+
+
+@task(name="final-snapshots", **transient_retries(retries=3, backoff_factor=1))
+def final_snapshots_task(as_of: datetime) -> int:
+    return final_snapshots(billing_engine(), as_of)
+
+
+def terminate_subscription(
+    engine: Engine,
+    external_id: str,
+    at: datetime | None = None,
+    *,
+    now: datetime | None = None,
+    on_termination_invoice: str | None = None,
+) -> Termination:
+    """Terminate ``external_id`` at ``at`` (default: now), as Lago's terminate call does.
+
+    Usage after ``at`` becomes unbillable (state rebuilt, wallet corrected), a final snapshot is
+    taken as of ``at``, and unless ``on_termination_invoice`` (or the subscription's own
+    setting) is ``"skip"`` the partial period is invoiced at once when ``at`` has passed (a
+    draft until the ingest watermark and the grace period allow finalizing it, like any
+    invoice). A future ``at`` is invoiced by the billing cycle after it. Raises
+    ``LifecycleError`` for an unknown subscription or a moment the rules refuse.
+    """
+    now = now or datetime.now(UTC)
+    at = at or now
+    if at.tzinfo is None:
+        raise LifecycleError(f"--at {at.isoformat()} has no timezone",
+                             "give an offset, e.g. 2026-11-27T10:00:00Z")
+    with engine.begin() as conn:
+        # Exclusive: no fold lands between the new end and the rebuilt state.
+        conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK})
+        sub = conn.execute(_SUBSCRIPTION, {"x": external_id}).first()
+        if sub is None:
+            raise LifecycleError(f"unknown subscription {external_id!r}",
+                                 "tallyflow catalog show lists the subscriptions")
+        conn.execute(text("select 1 from subscriptions where id = :id for update"), {"id": sub.id})
+        rerun = sub.terminated_at is not None and sub.terminated_at == at
+        choice = on_termination_invoice or sub.on_termination_invoice
+        if not rerun:
+            finalized_until = conn.execute(_FINALIZED_UNTIL, {"id": sub.id}).scalar()
+            refusal = termination_refusal(
+                external_id=external_id, at=at, subscription_at=sub.subscription_at,
+                terminated_at=sub.terminated_at, ending_at=sub.ending_at,
+                finalized_until=finalized_until,
+            )
+            if refusal is not None:
+                if sub.terminated_at is not None:
+                    refusal = LifecycleRefusal(
+                        refusal.message,
+                        f"to finish that termination, rerun with --at "
+                        f"{sub.terminated_at.isoformat()}")
+                raise LifecycleError.of(refusal)
+            conn.execute(
+                text(
+                    """
+                    update subscriptions set terminated_at = :at, on_termination_invoice = :c,
+                      status = case when :at <= :now then 'terminated' else status end,
+                      updated_at = now()
+                    where id = :id
+                    """
+                ),
+                {"at": at, "now": now, "c": choice, "id": sub.id},
+            )
+        result = Termination(external_id, sub.external_customer_id, at,
+                             str(status_at(sub.subscription_at, at, now)), rerun,
+                             on_termination_invoice=choice)
+        if not rerun:
+            result.events_refolded = rebuild_subscription(conn, sub.id, external_id)
+        zeroed = rewind_amounts(conn, sub.id, at, now)
+        result.periods_zeroed = len(zeroed)
+    failpoint("lifecycle.after_terminate_commit")
+    final = min(at, now)
+    batch = snapshot_subscriptions(engine, [sub.id], final)
+    result.final_snapshot_cents = batch.amount_cents if batch.snapshots else None
+    failpoint("lifecycle.after_final_snapshot")
+    for moment in sorted({final, *zeroed}):
+        moved = deduct_customers(engine, [sub.customer_id], moment)
+        result.wallet_deducted_cents += moved.amount_cents_deducted
+        result.wallet_credited_back_cents += moved.amount_cents_corrected
+    if choice != "skip" and at < now:
+        summary = close_periods(engine, now, customers=[sub.external_customer_id], now=now)
+        result.invoices = _invoices_of(engine, sub.id)
+        del summary
+    return result
+
+
+def _invoices_of(engine: Engine, subscription_id: int) -> list[dict[str, Any]]:
+    """The invoices holding the subscription's last period (the termination invoice)."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                """
+                select v.number, v.status, v.issuing_date, v.currency, v.fees_amount_cents,
+                       v.total_amount_cents, i.from_datetime, i.to_datetime
+                from invoice_subscriptions i join invoices v on v.id = i.invoice_id
+                where i.subscription_id = :id
+                order by i.period_start desc limit 1
+                """
+            ),
+            {"id": subscription_id},
+        ).all()
+    return [
+        {"number": r.number, "status": r.status, "issuing_date": r.issuing_date.isoformat(),
+         "currency": r.currency, "fees_amount_cents": int(r.fees_amount_cents),
+         "total_amount_cents": int(r.total_amount_cents),
+         "from_datetime": r.from_datetime.isoformat(), "to_datetime": r.to_datetime.isoformat()}
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class Standing:
+    """Where a subscription stands at a moment (``tallyflow subscriptions show``, usage)."""
+
+    external_id: str
+    status: SubscriptionStatus
+    subscription_at: datetime
+    ends_at: datetime | None
+    unbillable_before_start: int
+    unbillable_after_end: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "external_id": self.external_id,
+            "status": str(self.status),
+            "subscription_at": self.subscription_at.isoformat(),
+            "terminated_at": self.ends_at.isoformat() if self.ends_at else None,
+            "unbillable_events_before_start": self.unbillable_before_start,
+            "unbillable_events_after_end": self.unbillable_after_end,
+        }
+
+
+def subscription_standing(engine: Engine, external_id: str, at: datetime) -> Standing:
+    """Status at ``at`` and the events its dates leave unbillable (counted, never billed)."""
+    with engine.connect() as conn:
+        sub = conn.execute(_SUBSCRIPTION, {"x": external_id}).first()
+        if sub is None:
+            raise LifecycleError(f"unknown subscription {external_id!r}",
+                                 "tallyflow catalog show lists the subscriptions")
+        ends = effective_end(sub.terminated_at, sub.ending_at)
+        counts = conn.execute(
+            text(
+                """
+                select count(*) filter (where "timestamp" < :start) as before,
+                       count(*) filter (where "timestamp" > :end) as after
+                from events where external_subscription_id = :x
+                """
+            ),
+            {"x": external_id, "start": sub.subscription_at,
+             "end": ends or datetime.max.replace(tzinfo=UTC)},
+        ).one()
+    return Standing(external_id, status_at(sub.subscription_at, ends, at), sub.subscription_at,
+                    ends, int(counts.before), int(counts.after))
