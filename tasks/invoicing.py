@@ -60,7 +60,7 @@ from models.wallets import (
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
 from tasks.invoice_documents import render_documents
-from tasks.rating import SubscriptionInfo, load_subscriptions, loads_exact
+from tasks.rating import SubscriptionInfo, load_subscription_rows, loads_exact
 from tasks.retry import transient_retries
 from tasks.usage import _event_values_reader, rate_subscription, read_inputs
 from tasks.wallets import USAGE_DEDUCTED, LedgerRow, lock_customers, post
@@ -314,8 +314,15 @@ def _lines(usage: RatedCharge) -> tuple[UsageLine, ...]:
 
 def period_input(
     sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo, usage: SubscriptionUsage,
+    upgraded: bool = False,
 ) -> PeriodInput:
+    """``upgraded``: the row was ended by an upgrade; the change's day is billed on the new
+    plan, so the old one's fee stops the day before (models/lifecycle.py)."""
     zone = ZoneInfo(period.timezone)
+    to_date = period.to_datetime.astimezone(zone).date()
+    if upgraded and period.to_datetime < period.period_end:
+        to_date = (period.to_datetime + ONE_MICROSECOND).astimezone(zone).date() - timedelta(
+            days=1)
     ends = trial_end(sub.subscription_at, plan.trial_period)
     charges = []
     for index, item in enumerate(usage.charges):
@@ -344,7 +351,7 @@ def period_input(
         start_date=period.start_date,
         end_date=period.end_date,
         from_date=period.from_datetime.astimezone(zone).date(),
-        to_date=period.to_datetime.astimezone(zone).date(),
+        to_date=to_date,
         from_datetime=period.from_datetime,
         to_datetime=period.to_datetime,
         charges=tuple(charges),
@@ -408,10 +415,14 @@ def close_periods(
     settle = timedelta(hours=settle_hours()) if settle is None else settle
     summary = CloseSummary()
     with engine.connect() as conn:
-        subs = list(load_subscriptions(conn).values())
+        subs = load_subscription_rows(conn)
         closed_until = {int(r.subscription_id): r.period_end for r in conn.execute(_CLOSED)}
         skipped = list(conn.execute(text("select id from subscriptions"
                                          " where on_termination_invoice = 'skip'")).scalars())
+        # rows a plan change ended (a downgrade's ends with its period: never cut short)
+        upgraded = {int(i) for i in conn.execute(text(
+            "select previous_subscription_id from subscriptions"
+            " where previous_subscription_id is not null")).scalars()}
         catalog = load_close_catalog(conn)
         watermark = ingest_watermark(conn)
     summary.watermark = watermark.isoformat() if watermark else None
@@ -434,7 +445,7 @@ def close_periods(
     for (customer_id, issuing), items in sorted(grouped.items()):
         customer = catalog.customers[customer_id]
         periods = [period_input(sub, period, catalog.plans[sub.plan_id],
-                                usage[(sub.id, period.period_start)])
+                                usage[(sub.id, period.period_start)], sub.id in upgraded)
                    for sub, period in items]
         amounts = invoice_amounts(items[0][0].currency, periods, customer.tax_codes,
                                   catalog.taxes,

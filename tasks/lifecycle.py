@@ -25,13 +25,18 @@ from typing import Any
 from prefect import task
 from sqlalchemy import Connection, Engine, text
 
+from models.catalog import digest, dumps, loads
 from models.lifecycle import (
     LifecycleRefusal,
+    PlanChange,
     SubscriptionStatus,
     effective_end,
+    plan_change,
+    plan_change_refusal,
     status_at,
     termination_refusal,
 )
+from models.rating.periods import period_containing
 from tallyflow.errors import UserError
 from tallyflow.failpoints import failpoint
 from tallyflow.resources import billing_engine
@@ -50,14 +55,33 @@ class LifecycleError(UserError):
         return cls(refusal.message, refusal.hint)
 
 
+# Every row of an external id, oldest first (a plan change adds one, models/lifecycle.py);
+# ``subscription_at`` is when the row's life starts.
 _SUBSCRIPTION = text(
     """
     select s.id, s.external_id, s.customer_id, c.external_id as external_customer_id,
-           s.subscription_at, s.terminated_at, s.ending_at, s.on_termination_invoice
+           coalesce(s.started_at, s.subscription_at) as subscription_at, s.terminated_at,
+           s.ending_at, s.on_termination_invoice, s.plan_id, s.subscription_at as anchor_at,
+           s.previous_subscription_id
     from subscriptions s join customers c on c.id = s.customer_id
     where s.external_id = :x
+    order by coalesce(s.started_at, s.subscription_at), s.id
     """
 )
+
+
+def _row_at(conn: Connection, external_id: str, at: datetime) -> Any:
+    """The row of ``external_id`` in force at ``at`` (as ``tasks.rating.in_force`` picks)."""
+    rows = conn.execute(_SUBSCRIPTION, {"x": external_id}).all()
+    if not rows:
+        raise LifecycleError(f"unknown subscription {external_id!r}",
+                             "tallyflow catalog show lists the subscriptions")
+    started = [r for r in rows if r.subscription_at <= at]
+    for row in started:
+        end = effective_end(row.terminated_at, row.ending_at)
+        if end is None or at <= end:
+            return row
+    return started[-1] if started else rows[0]
 
 # The end of the subscription's last period on a finalized invoice (its own end: a terminated
 # period ends at its termination).
@@ -120,7 +144,7 @@ def rebuild_subscription(conn: Connection, subscription_id: int, external_id: st
     ).scalars()]
     if not objects:
         return 0
-    summary = fold_objects(conn, objects, fold_id, None, load_metrics(conn), {external_id})
+    summary = fold_objects(conn, objects, fold_id, None, load_metrics(conn), {subscription_id})
     return summary.folded
 
 
@@ -177,7 +201,7 @@ _NEEDS_FINAL = text(
     select s.id, least(s.terminated_at, s.ending_at) as ends
     from subscriptions s
     where least(s.terminated_at, s.ending_at) <= :as_of
-      and least(s.terminated_at, s.ending_at) >= s.subscription_at
+      and least(s.terminated_at, s.ending_at) >= coalesce(s.started_at, s.subscription_at)
       and not exists (select 1 from usage_snapshots u
                       where u.subscription_id = s.id
                         and u.as_of = least(s.terminated_at, s.ending_at))
@@ -188,14 +212,19 @@ _NEEDS_FINAL = text(
 
 def final_snapshots(engine: Engine, as_of: datetime) -> int:
     """Take the final snapshot (usage as of the end) of every subscription that has ended by
-    ``as_of`` without one, and mark it terminated; returns how many.
+    ``as_of`` without one, and mark it terminated; returns how many. Also marks active a plan
+    change's row whose start has come.
 
     The hourly snapshot only prices subscriptions active at its hour, so an end reached by the
     calendar (``ending_at``), or a termination whose follow-up crashed, is finished here: the
     wallet deductions of the same cycle then post the correction, and the period close issues
     the termination invoice.
     """
-    with engine.connect() as conn:
+    with engine.begin() as conn:
+        # a downgrade's row waits as pending until its period starts
+        conn.execute(text("update subscriptions set status = 'active', updated_at = now()"
+                          " where status = 'pending' and started_at <= :as_of"),
+                     {"as_of": as_of})
         rows = conn.execute(_NEEDS_FINAL, {"as_of": as_of}).all()
     by_end: dict[datetime, list[int]] = {}
     for row in rows:
@@ -242,10 +271,7 @@ def terminate_subscription(
     with engine.begin() as conn:
         # Exclusive: no fold lands between the new end and the rebuilt state.
         conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK})
-        sub = conn.execute(_SUBSCRIPTION, {"x": external_id}).first()
-        if sub is None:
-            raise LifecycleError(f"unknown subscription {external_id!r}",
-                                 "tallyflow catalog show lists the subscriptions")
+        sub = _row_at(conn, external_id, at)
         conn.execute(text("select 1 from subscriptions where id = :id for update"), {"id": sub.id})
         rerun = sub.terminated_at is not None and sub.terminated_at == at
         choice = on_termination_invoice or sub.on_termination_invoice
@@ -346,11 +372,10 @@ class Standing:
 def subscription_standing(engine: Engine, external_id: str, at: datetime) -> Standing:
     """Status at ``at`` and the events its dates leave unbillable (counted, never billed)."""
     with engine.connect() as conn:
-        sub = conn.execute(_SUBSCRIPTION, {"x": external_id}).first()
-        if sub is None:
-            raise LifecycleError(f"unknown subscription {external_id!r}",
-                                 "tallyflow catalog show lists the subscriptions")
+        sub = _row_at(conn, external_id, at)
+        rows = conn.execute(_SUBSCRIPTION, {"x": external_id}).all()
         ends = effective_end(sub.terminated_at, sub.ending_at)
+        last_end = effective_end(rows[-1].terminated_at, rows[-1].ending_at)
         counts = conn.execute(
             text(
                 """
@@ -359,8 +384,154 @@ def subscription_standing(engine: Engine, external_id: str, at: datetime) -> Sta
                 from events where external_subscription_id = :x
                 """
             ),
-            {"x": external_id, "start": sub.subscription_at,
-             "end": ends or datetime.max.replace(tzinfo=UTC)},
+            {"x": external_id, "start": rows[0].subscription_at,
+             "end": last_end or datetime.max.replace(tzinfo=UTC)},
         ).one()
     return Standing(external_id, status_at(sub.subscription_at, ends, at), sub.subscription_at,
                     ends, int(counts.before), int(counts.after))
+
+
+# --------------------------------------------------------------------------------------------
+# Plan changes (upgrade at once, downgrade at the period end)
+# --------------------------------------------------------------------------------------------
+
+_PLAN = text("select id, code, amount_cents, interval from plans where code = :code")
+
+_ROW = text(
+    """
+    select s.id, s.external_id, s.customer_id, s.plan_id, s.billing_time, s.subscription_at,
+           coalesce(s.started_at, s.subscription_at) as starts_at, s.terminated_at,
+           s.ending_at, c.timezone, p.amount_cents, p.interval, s.document::text as document
+    from subscriptions s join customers c on c.id = s.customer_id
+    join plans p on p.id = s.plan_id
+    where s.id = :id
+    """
+)
+
+_INSERT_ROW = text(
+    """
+    insert into subscriptions (external_id, customer_id, plan_id, name, billing_time,
+      subscription_at, ending_at, on_termination_invoice, started_at, previous_subscription_id,
+      status, document, digest)
+    select external_id, customer_id, :plan, name, billing_time, subscription_at, ending_at,
+           on_termination_invoice, :starts, id,
+           case when :starts <= :now then 'active' else 'pending' end,
+           cast(:doc as jsonb), :digest
+    from subscriptions where id = :old
+    returning id
+    """
+)
+
+
+@dataclass
+class PlanChangeResult:
+    """What a plan change did (``--json`` prints ``as_dict()``)."""
+
+    external_id: str
+    kind: str
+    previous_plan_code: str
+    plan_code: str
+    effective_at: datetime
+    previous_subscription_id: int
+    subscription_id: int
+    previous_invoice: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["effective_at"] = self.effective_at.isoformat()
+        return out
+
+
+def start_plan_change(
+    conn: Connection,
+    subscription_id: int,
+    plan_code: str,
+    at: datetime,
+    now: datetime,
+    document: dict[str, Any] | None = None,
+) -> tuple[int, PlanChange, str]:
+    """Record a plan change of the row ``subscription_id`` requested at ``at`` in the caller's
+    transaction: end the row, add the new plan's row, and for an upgrade (which may reach back
+    to ``at``) recompute both rows' usage state. Returns the new row id, the change and the
+    old plan code. ``document`` is the new row's catalog document (default: the old one with
+    the new ``plan_code``). Takes the fold lock exclusively."""
+    conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK})
+    old = conn.execute(_ROW, {"id": subscription_id}).one()
+    new_plan = conn.execute(_PLAN, {"code": plan_code}).first()
+    if new_plan is None:
+        raise LifecycleError(f"unknown plan {plan_code!r}",
+                             "tallyflow catalog show lists the plans")
+    old_code = conn.execute(text("select code from plans where id = :id"),
+                            {"id": old.plan_id}).scalar_one()
+    ends = effective_end(old.terminated_at, old.ending_at)
+    pending = conn.execute(text("select 1 from subscriptions where previous_subscription_id"
+                                " = :id"), {"id": old.id}).first() is not None
+    finalized_until = conn.execute(_FINALIZED_UNTIL, {"id": old.id}).scalar()
+    refusal = plan_change_refusal(
+        external_id=old.external_id, at=at, starts_at=old.starts_at, ends_at=ends,
+        same_plan=new_plan.id == old.plan_id, pending_change=pending,
+        finalized_until=finalized_until)
+    if refusal is not None:
+        raise LifecycleError.of(refusal)
+    period = period_containing(at, old.interval, old.billing_time, old.starts_at, old.timezone,
+                               ends, old.subscription_at)
+    change = plan_change(at=at, old_amount_cents=Decimal(old.amount_cents),
+                         old_interval=old.interval,
+                         new_amount_cents=Decimal(new_plan.amount_cents),
+                         new_interval=new_plan.interval, period_end=period.period_end)
+    if ends is not None and change.new_starts_at > ends:
+        raise LifecycleError(
+            f"cannot downgrade {old.external_id!r}: it ends at {ends.isoformat()}, before "
+            f"its next period", "a downgrade takes effect at the next period start")
+    conn.execute(
+        text("update subscriptions set terminated_at = :end, updated_at = now(),"
+             " status = case when :end <= :now then 'terminated' else status end"
+             " where id = :id"),
+        {"end": change.old_ends_at, "now": now, "id": old.id},
+    )
+    if document is None:
+        document = loads(old.document)
+        document["plan_code"] = plan_code
+    new_id = int(conn.execute(_INSERT_ROW, {
+        "plan": new_plan.id, "starts": change.new_starts_at, "now": now, "old": old.id,
+        "doc": dumps(document), "digest": digest(document),
+    }).scalar_one())
+    if change.upgrade:
+        rebuild_subscription(conn, old.id, old.external_id)
+        rebuild_subscription(conn, new_id, old.external_id)
+        rewind_amounts(conn, old.id, change.old_ends_at, now)
+    return new_id, change, str(old_code)
+
+
+def change_plan(
+    engine: Engine,
+    external_id: str,
+    plan_code: str,
+    at: datetime | None = None,
+    *,
+    now: datetime | None = None,
+) -> PlanChangeResult:
+    """Move ``external_id`` to ``plan_code`` as Lago does (see ``start_plan_change``), then,
+    for an upgrade already in effect, finish the old row like a termination: final snapshot,
+    wallet correction, and its prorated invoice at once (unless its
+    ``on_termination_invoice`` is ``skip``). A downgrade's old row is invoiced at its period
+    end by the billing cycle, the new row from then on."""
+    now = now or datetime.now(UTC)
+    at = at or now
+    with engine.begin() as conn:
+        row = _row_at(conn, external_id, at)
+        conn.execute(text("select 1 from subscriptions where id = :id for update"),
+                     {"id": row.id})
+        new_id, change, old_code = start_plan_change(conn, row.id, plan_code, at, now)
+    result = PlanChangeResult(external_id, change.kind, old_code, plan_code,
+                              change.new_starts_at, int(row.id), new_id)
+    failpoint("lifecycle.after_plan_change_commit")
+    if change.upgrade and change.old_ends_at < now:
+        snapshot_subscriptions(engine, [row.id], change.old_ends_at)
+        snapshot_subscriptions(engine, [new_id], now)
+        deduct_customers(engine, [row.customer_id], change.old_ends_at)
+        deduct_customers(engine, [row.customer_id], now)
+        if row.on_termination_invoice != "skip":
+            close_periods(engine, now, customers=[row.external_customer_id], now=now)
+            result.previous_invoice = _invoices_of(engine, row.id)
+    return result

@@ -105,11 +105,15 @@ def load_metrics(conn: Connection) -> dict[int, MetricInfo]:
 
 
 _SUBSCRIPTIONS = """
-    select s.id, s.external_id, s.plan_id, p.interval, s.billing_time, s.subscription_at,
-           -- the earlier of a termination and the catalog's ending_at (models/lifecycle.py)
+    select s.id, s.external_id, s.plan_id, p.interval, s.billing_time,
+           -- a plan change's row lives from started_at, its periods anchored on
+           -- subscription_at; it ends at the earlier of a termination and the catalog's
+           -- ending_at (models/lifecycle.py)
+           coalesce(s.started_at, s.subscription_at) as subscription_at,
            least(s.terminated_at, s.ending_at) as terminated_at, c.timezone,
            coalesce(c.currency, p.amount_currency) as currency,
-           greatest(s.updated_at, p.updated_at, c.updated_at, pm.metrics_at) as catalog_at
+           greatest(s.updated_at, p.updated_at, c.updated_at, pm.metrics_at) as catalog_at,
+           s.subscription_at as anchor_at
     from subscriptions s
     join plans p on p.id = s.plan_id
     join customers c on c.id = s.customer_id
@@ -122,15 +126,35 @@ _SUBSCRIPTIONS = """
 def load_subscriptions(
     conn: Connection, external_ids: Sequence[str] | None = None
 ) -> dict[str, SubscriptionInfo]:
-    """Subscriptions by external id (all of them when ``external_ids`` is None)."""
+    """Subscriptions by external id (all of them when ``external_ids`` is None): the latest
+    row of each (after a plan change, the new plan's); ``load_subscription_rows`` has all."""
+    return {s.external_id: s for s in load_subscription_rows(conn, external_ids)}
+
+
+def in_force(rows: Sequence[SubscriptionInfo], at: datetime) -> SubscriptionInfo | None:
+    """The row of one external id that bills ``at``: the one whose life holds it, else the
+    last one started by then (terminated), else the first (pending)."""
+    started = [r for r in rows if r.subscription_at <= at]
+    for row in started:
+        if row.terminated_at is None or at <= row.terminated_at:
+            return row
+    return started[-1] if started else (rows[0] if rows else None)
+
+
+def load_subscription_rows(
+    conn: Connection, external_ids: Sequence[str] | None = None
+) -> list[SubscriptionInfo]:
+    """Every subscription row, oldest first per external id (a plan change adds a row with
+    the same external id; their lives do not overlap, models/lifecycle.py)."""
+    order = " order by s.external_id, coalesce(s.started_at, s.subscription_at), s.id"
     if external_ids is None:
-        rows = conn.execute(text(_SUBSCRIPTIONS))
+        rows = conn.execute(text(_SUBSCRIPTIONS + order))
     else:
         rows = conn.execute(
-            text(_SUBSCRIPTIONS + " where s.external_id = any(cast(:ids as text[]))"),
+            text(_SUBSCRIPTIONS + " where s.external_id = any(cast(:ids as text[]))" + order),
             {"ids": list(external_ids)},
         )
-    return {row.external_id: SubscriptionInfo(**row._mapping) for row in rows}
+    return [SubscriptionInfo(**row._mapping) for row in rows]
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,10 +367,10 @@ class PeriodRows:
 
 
 def _period_rows(
-    conn: Connection, object_ids: Sequence[int], only: Collection[str] | None = None
+    conn: Connection, object_ids: Sequence[int], only: Collection[int] | None = None
 ) -> tuple[PeriodRows, int]:
-    """Every period that an event of these objects can fall in, per known subscription
-    (only the subscriptions ``only`` names, when given: a one-subscription rebuild).
+    """Every period that an event of these objects can fall in, per known subscription row
+    (only the subscription ids ``only`` names, when given: a one-subscription rebuild).
 
     Periods are computed in Python (they depend on interval, billing time, start and the
     customer's timezone) from each subscription's first and last event time in the batch.
@@ -356,18 +380,19 @@ def _period_rows(
         _SPANS, {"ids": list(object_ids), "first": min(object_ids), "last": max(object_ids)}
     ).all()
     events = sum(int(row.events) for row in spans)
-    subs = load_subscriptions(conn, [row.external_subscription_id for row in spans])
+    subs: dict[str, list[SubscriptionInfo]] = defaultdict(list)
+    for info in load_subscription_rows(conn, [row.external_subscription_id for row in spans]):
+        if only is None or info.id in only:
+            subs[info.external_id].append(info)
     rows = PeriodRows([], [], [], [], [])
     for span in spans:
-        sub = subs.get(span.external_subscription_id)
-        if sub is None or (only is not None and sub.external_id not in only):
-            continue
-        for period in sub.periods_between(span.first, span.last):
-            rows.subscription_ids.append(sub.id)
-            rows.external_ids.append(sub.external_id)
-            rows.starts.append(period.period_start)
-            rows.froms.append(period.charges_from)
-            rows.tos.append(period.charges_to)
+        for sub in subs.get(span.external_subscription_id, ()):
+            for period in sub.periods_between(span.first, span.last):
+                rows.subscription_ids.append(sub.id)
+                rows.external_ids.append(sub.external_id)
+                rows.starts.append(period.period_start)
+                rows.froms.append(period.charges_from)
+                rows.tos.append(period.charges_to)
     return rows, events
 
 
@@ -540,10 +565,10 @@ def fold_objects(
     fold_id: int,
     metric_ids: Sequence[int] | None = None,
     metrics: Mapping[int, MetricInfo] | None = None,
-    subscriptions: Collection[str] | None = None,
+    subscriptions: Collection[int] | None = None,
 ) -> FoldSummary:
     """Fold the events of ``object_ids`` into usage state, inside the caller's transaction
-    (of the ``subscriptions`` external ids only, when given)."""
+    (of the ``subscriptions`` ids only, when given)."""
     metrics = metrics if metrics is not None else load_metrics(conn)
     periods, events = _period_rows(conn, object_ids, subscriptions)
     summary = FoldSummary(events=events)
@@ -790,7 +815,11 @@ def fold_pending_events(
     either here or there, never both and never neither.
     """
     by_code = {m.code: m for m in metrics.values()}
-    by_external = {s.external_id: s for s in subscriptions.values() if s.id in wanted}
+    # A plan change leaves rows with one external id and lives that do not overlap.
+    by_external: dict[str, list[SubscriptionInfo]] = defaultdict(list)
+    for info in subscriptions.values():
+        if info.id in wanted:
+            by_external[info.external_id].append(info)
     out: StoredStates = defaultdict(dict)
     if not by_external:
         return out
@@ -802,14 +831,14 @@ def fold_pending_events(
     rows = conn.execute(_PENDING, {"objects": objects, "subs": list(by_external)}).all()
     for row in rows:
         metric = by_code.get(row.code)
-        sub = by_external[row.external_subscription_id]
-        if metric is None:
-            continue
         stamp: datetime = row.timestamp
-        current = wanted[sub.id]
-        if stamp > current.charges_to or stamp < sub.subscription_at:
+        sub = next((s for s in by_external[row.external_subscription_id]
+                    if s.subscription_at <= stamp
+                    and (s.terminated_at is None or stamp <= s.terminated_at)), None)
+        if metric is None or sub is None:
             continue
-        if sub.terminated_at is not None and stamp > sub.terminated_at:
+        current = wanted[sub.id]
+        if stamp > current.charges_to:
             continue
         if stamp < current.charges_from:
             if metric.id not in recurring_ids:

@@ -5,6 +5,8 @@
 - ``terminate EXTERNAL_ID [--at T] [--skip-invoice] [--json]``: Lago's termination (usage after
   T unbillable, wallet corrected, final snapshot, termination invoice). Rerunning the same
   termination (same ``--at``) finishes one that was interrupted.
+- ``change-plan EXTERNAL_ID PLAN [--at T] [--json]``: Lago's upgrade (at once) or downgrade (at
+  the period end).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import typer
 from tallyflow.commands.common import parse_moment
 from tallyflow.resources import billing_engine
 
-app = typer.Typer(help="Subscription lifecycle: status and termination.")
+app = typer.Typer(help="Subscription lifecycle: status, termination, plan changes.")
 
 
 def register(root: typer.Typer) -> None:
@@ -79,3 +81,27 @@ def terminate(
         typer.echo(f"termination invoice: {invoice['number'] or '(draft)'} {invoice['status']},"
                    f" {invoice['total_amount_cents']} {invoice['currency']} cents"
                    f" ({invoice['from_datetime']} to {invoice['to_datetime']})")
+
+
+@app.command("change-plan")
+def change_plan(
+    subscription: str = typer.Argument(..., help="External subscription id."),
+    plan: str = typer.Argument(..., help="Code of the new plan."),
+    at: str | None = typer.Option(
+        None, "--at", help="When it is asked for (ISO time with offset or epoch; default: now)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what it did as JSON."),
+) -> None:
+    """Upgrade (at once) or downgrade (at the period end) a subscription, as Lago does."""
+    from tasks.lifecycle import change_plan as change
+
+    done = change(billing_engine(), subscription, plan, parse_moment(at))
+    out = done.as_dict()
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(f"{subscription}: {done.kind} from {done.previous_plan_code} to {done.plan_code},"
+               f" effective {out['effective_at']}")
+    for invoice in done.previous_invoice:
+        typer.echo(f"previous plan's invoice: {invoice['number'] or '(draft)'}"
+                   f" {invoice['status']}, {invoice['total_amount_cents']}"
+                   f" {invoice['currency']} cents")

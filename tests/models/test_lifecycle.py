@@ -3,7 +3,7 @@ refused, and the prorated subscription fee of a period a termination cut short."
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -13,8 +13,11 @@ from models.invoicing import PeriodInput, subscription_fee_cents, trial_end
 from models.lifecycle import (
     SubscriptionStatus,
     effective_end,
+    plan_change,
+    plan_change_refusal,
     status_at,
     termination_refusal,
+    yearly_amount_cents,
 )
 from models.rating.periods import period_containing
 
@@ -120,3 +123,64 @@ def test_a_terminated_period_pays_its_days(
 ) -> None:
     fee = subscription_fee_cents(_terminated_period(start, end, amount, trial_days=trial))
     assert abs(fee - D(expected)) < D("1e-20"), fee
+
+
+PERIOD_END = datetime(2026, 3, 31, 23, 59, 59, 999999, tzinfo=UTC)
+CHANGES = [
+    # (id, old amount, old interval, new amount, new interval, upgrade?)
+    ("dearer", "3100", "monthly", "6200", "monthly", True),
+    ("same-price-is-an-upgrade", "3100", "monthly", "3100", "monthly", True),
+    ("cheaper", "6200", "monthly", "3100", "monthly", False),
+    ("yearly-cheaper-per-year", "3100", "monthly", "30000", "yearly", False),  # 37,200 a year
+    ("yearly-dearer-per-year", "3100", "monthly", "40000", "yearly", True),
+    ("weekly-vs-monthly", "1000", "weekly", "4000", "monthly", False),  # 52,000 vs 48,000
+    ("free-to-paid", "0", "monthly", "100", "monthly", True),
+]
+
+
+@pytest.mark.parametrize(("old", "old_interval", "new", "new_interval", "upgrade"),
+                         [c[1:] for c in CHANGES], ids=[c[0] for c in CHANGES])
+def test_upgrade_or_downgrade(old: str, old_interval: str, new: str, new_interval: str,
+                              upgrade: bool) -> None:
+    at = t("2026-03-15", 12)
+    change = plan_change(at=at, old_amount_cents=D(old), old_interval=old_interval,
+                         new_amount_cents=D(new), new_interval=new_interval,
+                         period_end=PERIOD_END)
+    assert change.upgrade is upgrade
+    if upgrade:  # at once; the old row ends just before, so no instant is billed twice
+        assert change.new_starts_at == at and change.old_ends_at == at - timedelta(microseconds=1)
+    else:  # at the next period boundary
+        assert change.old_ends_at == PERIOD_END
+        assert change.new_starts_at == PERIOD_END + timedelta(microseconds=1)
+
+
+def test_yearly_amounts() -> None:
+    assert [yearly_amount_cents(D(100), i) for i in
+            ("weekly", "monthly", "quarterly", "semiannual", "yearly")] == [
+        D(5200), D(1200), D(400), D(200), D(100)]
+
+
+CHANGE_REFUSALS = [
+    # (id, at, ends_at, same plan, pending change, finalized until, message or None)
+    ("ok", t("2026-03-10"), None, False, False, None, None),
+    ("same-plan", t("2026-03-10"), None, True, False, None, "already on that plan"),
+    ("pending-downgrade", t("2026-03-10"), None, False, True, None, "waiting"),
+    ("before-start", t("2026-02-10"), None, False, False, None, "it starts at"),
+    ("after-end", t("2026-03-10"), t("2026-03-05"), False, False, None, "it ended at"),
+    ("finalized", t("2026-03-10"), None, False, False, t("2026-03-31"), "finalized invoice"),
+]
+
+
+@pytest.mark.parametrize(("at", "ends", "same", "pending", "finalized", "message"),
+                         [c[1:] for c in CHANGE_REFUSALS], ids=[c[0] for c in CHANGE_REFUSALS])
+def test_when_a_plan_change_is_refused(
+    at: datetime, ends: datetime | None, same: bool, pending: bool,
+    finalized: datetime | None, message: str | None,
+) -> None:
+    refusal = plan_change_refusal(external_id="sub", at=at, starts_at=START, ends_at=ends,
+                                  same_plan=same, pending_change=pending,
+                                  finalized_until=finalized)
+    if message is None:
+        assert refusal is None
+    else:
+        assert refusal is not None and message in refusal.message

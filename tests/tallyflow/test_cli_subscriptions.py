@@ -61,3 +61,23 @@ def test_pending_terminate_and_usage(engine: Engine, tmp_path: Path) -> None:
     assert "rerun with --at 2025-03-20T12:00:00+00:00" in again.stderr
     unknown = runner.invoke(app, ["subscriptions", "terminate", "sub_nobody"])
     assert unknown.exit_code == 1 and "unknown subscription 'sub_nobody'" in unknown.stderr
+
+
+def test_change_plan(engine: Engine, tmp_path: Path) -> None:
+    from tasks.catalog import apply_catalog
+
+    apply_mistral(engine, tmp_path, subscription=_start)
+    plan = json.loads((tmp_path / "catalog" / "plan.json").read_text())
+    plan["plan"].update({"code": "pro", "amount_cents": 10_000})
+    (tmp_path / "pro.json").write_text(json.dumps(plan))
+    assert apply_catalog(engine, [tmp_path / "pro.json"]).ok
+    done = runner.invoke(app, ["subscriptions", "change-plan", SUB, "pro", "--at",
+                               "2025-03-20T12:00:00Z", "--json"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.stdout)
+    assert (result["kind"], result["plan_code"], result["effective_at"]) == (
+        "upgrade", "pro", "2025-03-20T12:00:00+00:00")
+    again = runner.invoke(app, ["subscriptions", "change-plan", SUB, "pro"])
+    assert again.exit_code == 1 and "already on that plan" in again.stderr
+    unknown = runner.invoke(app, ["subscriptions", "change-plan", SUB, "nope"])
+    assert unknown.exit_code == 1 and "unknown plan 'nope'" in unknown.stderr

@@ -220,3 +220,111 @@ def test_on_termination_invoice_in_the_catalog(engine: Engine, tmp_path: Path) -
     assert invoices(engine) == []
     exported = json.dumps(subscription_standing(engine, SUB, NOW).as_dict())
     assert '"terminated"' in exported
+
+
+# --------------------------------------------------------------------------------------------
+# Plan changes
+# --------------------------------------------------------------------------------------------
+
+
+def _second_plan(engine: Engine, tmp_path: Path, code: str, amount_cents: int) -> None:
+    """The Mistral plan again under another code and fee (same charges)."""
+    from tasks.catalog import apply_catalog
+
+    plan = json.loads((tmp_path / "catalog" / "plan.json").read_text())
+    plan["plan"].update({"code": code, "name": code, "amount_cents": amount_cents})
+    folder = tmp_path / f"plan_{code}"
+    folder.mkdir(exist_ok=True)
+    (folder / "plan.json").write_text(json.dumps(plan))
+    result = apply_catalog(engine, [folder])
+    assert result.ok, result.errors
+
+
+def _rows(engine: Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(
+            "select p.code, coalesce(s.started_at, s.subscription_at), s.terminated_at,"
+            " s.previous_subscription_id is not null from subscriptions s"
+            " join plans p on p.id = s.plan_id order by s.id"))]
+
+
+def test_upgrade_in_the_middle_of_a_month(engine: Engine, tmp_path: Path) -> None:
+    from tasks.lifecycle import change_plan
+
+    _used(engine, tmp_path)
+    _second_plan(engine, tmp_path, "pro", 6200)
+    done = change_plan(engine, SUB, "pro", T, now=NOW)
+    assert (done.kind, done.previous_plan_code, done.effective_at) == ("upgrade",
+                                                                       "mistral_per_token", T)
+    assert _rows(engine) == [
+        ("mistral_per_token", datetime(2025, 3, 1, 5, tzinfo=UTC), T - timedelta(microseconds=1),
+         False),
+        ("pro", T, None, True),
+    ]
+    # usage follows the row in force: 10 March on the old plan, 25 March on the new one
+    assert current_usage(engine, SUB, datetime(2025, 3, 15, tzinfo=UTC))["amount_cents"] == 800
+    assert current_usage(engine, SUB, NOW)["amount_cents"] == 800
+    assert balances(engine)[WALLET]["cents"] == 12500 - 1600  # moved between rows, not paid twice
+    # the old plan's invoice at once: 1..19 March of $31 (the change's day is the new plan's)
+    [old] = done.previous_invoice
+    assert old["issuing_date"] == "2025-03-20" and old["fees_amount_cents"] == 1900 + 800
+    # at the period end: 20..31 March of $62 (12 days at $2) and the usage after the change
+    ingested_until(engine, datetime(2025, 4, 1, 8, tzinfo=UTC))
+    cycle(engine, datetime(2025, 4, 1, 8, tzinfo=UTC))
+    fees = {i["issuing_date"]: _fees(i) for i in invoices(engine)}
+    assert fees["2025-04-01"] == [("subscription", 2400), ("charge", 200), ("charge", 600)]
+    assert fees["2025-03-20"] == [("subscription", 1900), ("charge", 200), ("charge", 600)]
+    assert_balances_match_ledger(engine)
+    # a second change while the first is in force is another upgrade or downgrade, not a rerun
+    with pytest.raises(LifecycleError, match="already on that plan"):
+        change_plan(engine, SUB, "pro", NOW, now=NOW)
+
+
+def test_downgrade_waits_for_the_period_end(engine: Engine, tmp_path: Path) -> None:
+    from tasks.lifecycle import change_plan
+
+    _used(engine, tmp_path)
+    _second_plan(engine, tmp_path, "basic", 1000)
+    done = change_plan(engine, SUB, "basic", T, now=NOW)
+    april = datetime(2025, 4, 1, 4, tzinfo=UTC)  # midnight in New York
+    assert (done.kind, done.effective_at) == ("downgrade", april)
+    assert _rows(engine)[1] == ("basic", april, None, True)
+    assert subscription_standing(engine, SUB, NOW).status == "active"
+    assert current_usage(engine, SUB, NOW)["amount_cents"] == 1600  # still the old plan
+    with pytest.raises(LifecycleError, match="already has a plan change waiting"):
+        change_plan(engine, SUB, "basic", NOW, now=NOW)
+    usage_events(engine, tmp_path, datetime(2025, 4, 5, 12, tzinfo=UTC), prefix="c")
+    ingested_until(engine, datetime(2025, 5, 1, 8, tzinfo=UTC))
+    cycle(engine, datetime(2025, 4, 1, 8, tzinfo=UTC))
+    cycle(engine, datetime(2025, 5, 1, 8, tzinfo=UTC))
+    fees = {i["issuing_date"]: _fees(i) for i in invoices(engine)}
+    assert fees["2025-04-01"] == [("subscription", 3100), ("charge", 400), ("charge", 1200)]
+    assert fees["2025-05-01"] == [("subscription", 1000), ("charge", 200), ("charge", 600)]
+    assert_balances_match_ledger(engine)
+    with engine.connect() as conn:
+        assert list(conn.execute(text("select status from subscriptions order by id")
+                                 ).scalars()) == ["terminated", "active"]
+
+
+def test_applying_another_plan_code_is_a_plan_change(engine: Engine, tmp_path: Path) -> None:
+    from tasks.catalog import apply_catalog, export_catalog
+
+    _used(engine, tmp_path)
+    _second_plan(engine, tmp_path, "pro", 6200)
+    sub_file = tmp_path / "catalog" / "subscription.json"
+    body = json.loads(sub_file.read_text())
+    body["subscription"]["plan_code"] = "pro"
+    folder = tmp_path / "change"
+    folder.mkdir()
+    (folder / "subscription.json").write_text(json.dumps(body))
+    result = apply_catalog(engine, [folder], now=T)
+    assert result.ok and result.updated["subscription"] == 1, result
+    assert [r[0] for r in _rows(engine)] == ["mistral_per_token", "pro"]
+    again = apply_catalog(engine, [folder], now=NOW)  # the change is recorded: nothing moves
+    assert again.unchanged["subscription"] == 1 and again.updated["subscription"] == 0
+    cycle(engine, NOW + timedelta(hours=1))
+    assert current_usage(engine, SUB, NOW)["amount_cents"] == 800
+    assert balances(engine)[WALLET]["cents"] == 12500 - 1600
+    # the export holds the subscription once, on the plan in force
+    subs = [e["subscription"] for e in export_catalog(engine) if "subscription" in e]
+    assert [(s["external_id"], s["plan_code"]) for s in subs] == [(SUB, "pro")]
