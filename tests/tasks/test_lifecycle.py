@@ -328,3 +328,22 @@ def test_applying_another_plan_code_is_a_plan_change(engine: Engine, tmp_path: P
     # the export holds the subscription once, on the plan in force
     subs = [e["subscription"] for e in export_catalog(engine) if "subscription" in e]
     assert [(s["external_id"], s["plan_code"]) for s in subs] == [(SUB, "pro")]
+
+
+def test_termination_in_the_future_is_finished_by_the_cycle_after_it(
+    engine: Engine, tmp_path: Path
+) -> None:
+    catalog(engine, tmp_path, plan={"amount_cents": 3100})
+    usage_events(engine, tmp_path, datetime(2025, 3, 10, 12, tzinfo=UTC), prefix="a")
+    cycle(engine, datetime(2025, 3, 15, tzinfo=UTC))
+    done = terminate_subscription(engine, SUB, T, now=datetime(2025, 3, 15, tzinfo=UTC))
+    assert done.status == "active" and done.invoices == []
+    assert subscription_standing(engine, SUB, datetime(2025, 3, 16, tzinfo=UTC)).status == "active"
+    usage_events(engine, tmp_path, datetime(2025, 3, 25, 12, tzinfo=UTC), prefix="b")  # after T
+    summary = cycle(engine, NOW)
+    assert summary["drafts"] == 1
+    [draft] = invoices(engine)
+    assert _fees(draft) == [("subscription", 2000), ("charge", 200), ("charge", 600)]
+    assert balances(engine)[WALLET]["cents"] == 12500 - 800
+    with engine.connect() as conn:
+        assert conn.execute(text("select status from subscriptions")).scalar_one() == "terminated"
