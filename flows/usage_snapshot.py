@@ -16,6 +16,7 @@ from prefect.artifacts import create_table_artifact
 from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.tasks.history import HOOKS, tracked
+from tallyflow.tasks.lifecycle import final_snapshots_task
 from tallyflow.tasks.usage import (
     SnapshotBatch,
     due_subscriptions_task,
@@ -48,6 +49,8 @@ def usage_snapshot(
         snapshot_task(due[start : start + batch_size], moment, due[start], flow_run_id)
         for start in range(0, len(due), batch_size)
     ]
+    # Subscriptions that ended (a termination, ending_at) get their snapshot as of the end.
+    finals = final_snapshots_task(moment)
     hour = usage_as_of_task(moment)
     summary = {
         "as_of": moment.isoformat(),
@@ -55,6 +58,7 @@ def usage_snapshot(
         "subscriptions": len(due),
         "snapshots": sum(b.snapshots for b in batches),
         "amount_cents": sum(b.amount_cents for b in batches),
+        "final_snapshots": finals,
         # The whole hour, recomputed or standing from an earlier snapshot (nothing changed).
         "subscriptions_as_of": hour["subscriptions"],
         "amount_cents_as_of": hour["amount_cents"],

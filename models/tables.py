@@ -185,7 +185,9 @@ subscriptions = Table(
     "subscriptions",
     metadata,
     _pk(),
-    Column("external_id", Text, nullable=False, unique=True),
+    # One row per plan in force: a plan change (models/lifecycle.py) ends the row and starts
+    # one with the same external_id, so it is unique among the rows not terminated only.
+    Column("external_id", Text, nullable=False),
     Column("customer_id", BigInteger, ForeignKey("customers.id"), nullable=False),
     Column("plan_id", BigInteger, ForeignKey("plans.id"), nullable=False),
     Column("name", Text),
@@ -194,8 +196,18 @@ subscriptions = Table(
     Column("ending_at", DateTime(timezone=True)),
     Column("terminated_at", DateTime(timezone=True)),
     Column("status", Text, nullable=False, server_default=text("'active'")),
+    # "generate" | "skip": whether a termination bills the partial period (migration 0009)
+    Column("on_termination_invoice", Text, nullable=False,
+           server_default=text("'generate'")),
+    # A plan change's row: when it took over (its periods keep subscription_at's anchor, as
+    # Lago's do) and the row it took over from (migration 0009).
+    Column("started_at", DateTime(timezone=True)),
+    Column("previous_subscription_id", BigInteger, ForeignKey("subscriptions.id")),
     *_document(),
     *_timestamps(),
+    Index("ix_subscriptions_external_id", "external_id"),
+    Index("uq_subscriptions_external_id_current", "external_id", unique=True,
+          postgresql_where=text("terminated_at is null")),
 )
 
 wallets = Table(

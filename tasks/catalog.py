@@ -18,13 +18,25 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
-from sqlalchemy import Connection, Engine, Table, cast, delete, func, insert, literal, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Table,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy import text as sql_text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import Text
@@ -272,6 +284,10 @@ def _keyed_documents(conn: Connection, kind: str) -> list[tuple[tuple[str, ...],
     query = select(
         table.c[key_column], table.c.id, table.c.digest, cast(table.c.document, Text)
     ).order_by(table.c[key_column])
+    if kind == SUBSCRIPTION:
+        # The current row of each external id: a plan change's old rows are history.
+        later = t.subscriptions.alias("later")
+        query = query.where(~exists().where(later.c.previous_subscription_id == table.c.id))
     return [((r[0],), r[1], r[2], r[3]) for r in conn.execute(query)]
 
 
@@ -320,10 +336,13 @@ def apply_catalog(
         if errors:
             conn.rollback()
             return ApplyResult(errors=errors)
-        return _write_all(conn, validation.documents, state)
+        return _write_all(conn, validation.documents, state, now)
 
 
-def _write_all(conn: Connection, documents: Sequence[ValidDocument], state: _State) -> ApplyResult:
+def _write_all(
+    conn: Connection, documents: Sequence[ValidDocument], state: _State,
+    now: datetime | None = None,
+) -> ApplyResult:
     result = ApplyResult()
     ids = {kind: {key: row.id for key, row in rows.items()} for kind, rows in state.rows.items()}
     for document in sorted(documents, key=lambda d: _KIND_RANK[d.kind]):
@@ -331,7 +350,10 @@ def _write_all(conn: Connection, documents: Sequence[ValidDocument], state: _Sta
         if stored is not None and stored.digest == document.digest:
             result.unchanged[document.kind] += 1
             continue
-        row_id = _WRITERS[document.kind](conn, document, stored.id if stored else None, ids)
+        writer = _WRITERS[document.kind]
+        if document.kind == SUBSCRIPTION:  # plan changes take effect at the apply's moment
+            writer = partial(_write_subscription, now=now)
+        row_id = writer(conn, document, stored.id if stored else None, ids)
         ids[document.kind][document.key] = row_id
         counts = result.updated if stored else result.created
         counts[document.kind] += 1
@@ -489,23 +511,48 @@ def _write_customer(conn: Connection, doc: ValidDocument, row_id: int | None, id
     )
 
 
-def _write_subscription(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:
+def _write_subscription(
+    conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids, now: datetime | None = None
+) -> int:
+    now = now or datetime.now(UTC)
     subscription: Subscription = doc.model
-    return _upsert(
+    before = None if row_id is None else conn.execute(
+        select(t.subscriptions.c.subscription_at, t.subscriptions.c.ending_at,
+               t.subscriptions.c.plan_id, t.subscriptions.c.started_at)
+        .where(t.subscriptions.c.id == row_id)).one()
+    plan_id = ids[PLAN][(subscription.plan_code,)]
+    if row_id is not None and before is not None and before.plan_id != plan_id and (
+            (before.started_at or before.subscription_at) <= now):
+        # Another plan for a started subscription: Lago's upgrade or downgrade, effective from
+        # this apply (recorded, so re-applying the file changes nothing).
+        from tallyflow.tasks.lifecycle import start_plan_change
+
+        new_id, _, _ = start_plan_change(conn, row_id, subscription.plan_code, now, now,
+                                         dict(doc.document))
+        return new_id
+    row_id = _upsert(
         conn,
         t.subscriptions,
         row_id,
         {
             "external_id": subscription.external_id,
             "customer_id": ids[CUSTOMER][(subscription.external_customer_id,)],
-            "plan_id": ids[PLAN][(subscription.plan_code,)],
+            "plan_id": plan_id,
             "name": subscription.name,
             "billing_time": subscription.billing_time,
             "subscription_at": subscription.subscription_at,
             "ending_at": subscription.ending_at,
+            "on_termination_invoice": subscription.on_termination_invoice or "generate",
         },
         doc,
     )
+    if before is not None and tuple(before) != (subscription.subscription_at,
+                                                subscription.ending_at):
+        # New dates: usage state and wallet amounts follow them (models/lifecycle.py).
+        from tallyflow.tasks.lifecycle import dates_changed
+
+        dates_changed(conn, row_id, subscription.external_id, now)
+    return row_id
 
 
 def _write_wallet(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:

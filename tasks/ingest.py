@@ -339,19 +339,24 @@ _MERGE = text(
       on conflict (external_subscription_id, transaction_id) do nothing
       returning external_subscription_id, code, "timestamp"
     ), billable as (
-      select distinct s.external_id, m.code, s.subscription_at, s.terminated_at
+      -- one row per subscription row: a plan change adds one with the same external_id,
+      -- living from started_at (models/lifecycle.py)
+      select distinct s.external_id, m.code,
+             coalesce(s.started_at, s.subscription_at) as subscription_at,
+             least(s.terminated_at, s.ending_at) as terminated_at
       from subscriptions s
       join charges c on c.plan_id = s.plan_id
       join billable_metrics m on m.id = c.billable_metric_id
     )
     select count(*) as accepted,
            count(*) filter (
-             where b.external_id is null or ins."timestamp" < b.subscription_at
-                or ins."timestamp" > coalesce(b.terminated_at, 'infinity')
+             where not exists (
+               select 1 from billable b
+               where b.external_id = ins.external_subscription_id and b.code = ins.code
+                 and ins."timestamp" >= b.subscription_at
+                 and ins."timestamp" <= coalesce(b.terminated_at, 'infinity'))
            ) as unbillable
     from ins
-    left join billable b
-      on b.external_id = ins.external_subscription_id and b.code = ins.code
     """
 )
 

@@ -44,8 +44,9 @@ from tallyflow.tasks.folding import (
     StoredStates,
     fold_pending,
     fold_pending_events,
+    in_force,
     load_metrics,
-    load_subscriptions,
+    load_subscription_rows,
     loads_exact,
     merge_stored,
     read_states,
@@ -215,10 +216,9 @@ def current_usage(engine: Engine, external_subscription_id: str, at: datetime) -
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            subs = load_subscriptions(conn, [external_subscription_id])
-            if external_subscription_id not in subs:
+            sub = in_force(load_subscription_rows(conn, [external_subscription_id]), at)
+            if sub is None:
                 raise LookupError(f"unknown subscription {external_subscription_id!r}")
-            sub = subs[external_subscription_id]
             inputs = read_inputs(conn, [sub], at)
             period = inputs.periods[sub.id]
             return rate_subscription(
@@ -248,10 +248,9 @@ def due_subscriptions(
     (``only``) is always recomputed: that is how an hour is reproduced on demand.
     """
     with engine.connect() as conn:
-        subs = load_subscriptions(conn, only)
         active = [
             s
-            for s in subs.values()
+            for s in load_subscription_rows(conn, only)
             if s.subscription_at <= as_of and (s.terminated_at is None or s.terminated_at >= as_of)
         ]
         if only is not None:
@@ -375,9 +374,8 @@ def snapshot_subscriptions(
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            all_subs = load_subscriptions(conn)
             wanted = set(subscription_ids)
-            subs = [s for s in all_subs.values() if s.id in wanted]
+            subs = [s for s in load_subscription_rows(conn) if s.id in wanted]
             inputs = read_inputs(conn, subs, as_of)
             rows: list[dict[str, Any]] = []
             per_charge: dict[str, int] = defaultdict(int)
@@ -481,10 +479,9 @@ def latest_usage(
     ``as_of``; ``usage`` is the Lago ``customer_usage`` object stored with it.
     """
     with engine.connect() as conn:
-        subs = load_subscriptions(conn, [external_subscription_id])
-        if external_subscription_id not in subs:
+        sub = in_force(load_subscription_rows(conn, [external_subscription_id]), at)
+        if sub is None:
             raise LookupError(f"unknown subscription {external_subscription_id!r}")
-        sub = subs[external_subscription_id]
         period = sub.period_at(at)
         row = (
             conn.execute(

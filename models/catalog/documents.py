@@ -50,6 +50,7 @@ from tallyflow.models.catalog.fields import (
     _one_of,
     _priority,
 )
+from tallyflow.models.lifecycle import ON_TERMINATION_INVOICE
 
 
 class LagoModel(BaseModel):
@@ -86,10 +87,6 @@ def _false(value: Any) -> bool:
 
 def _positive_number(value: Any) -> bool:
     return value is not None and value > 0
-
-
-def _given(value: Any) -> bool:
-    return value is not None
 
 
 TaxCodes = Annotated[list[Text], _empty_when_null(list)]
@@ -294,7 +291,12 @@ class Subscription(LagoModel):
     name: str | None = None
     billing_time: Annotated[str, _one_of("billing_time", BILLING_TIMES)] = "calendar"
     subscription_at: Moment | None = None
+    # The planned end (models/lifecycle.py): usage after it is unbillable and the partial
+    # period is invoiced at once, unless on_termination_invoice is "skip".
     ending_at: Moment | None = None
+    # None is Lago's default, "generate" (left out so that older documents keep their digest)
+    on_termination_invoice: Annotated[
+        str, _one_of("on_termination_invoice", ON_TERMINATION_INVOICE)] | None = None
 
     NO_EFFECT = _EXPORT_FIELDS | {
         "lago_customer_id", "status", "started_at", "canceled_at", "terminated_at",
@@ -304,9 +306,7 @@ class Subscription(LagoModel):
     NOT_SUPPORTED = {
         "plan_overrides": "per-subscription plan overrides",
         "usage_thresholds": "progressive billing at usage thresholds",
-    }
-    NOT_SUPPORTED_VALUES = {
-        "ending_at": (_given, "ending the subscription at a date (lifecycle)"),
+        "on_termination_credit_note": "credit notes for the unused part of a period",
     }
 
 

@@ -198,8 +198,9 @@ class TaxError(ValueError):
 def subscription_fee_cents(period: PeriodInput) -> Decimal:
     """Unrounded subscription fee in arrears (minor units), as ``Fees::SubscriptionService``.
 
-    A full period bills ``amount_cents``; a first partial period bills its days at the
-    single-day price ``amount_cents / days of the whole period``. A trial that covers the
+    A full period bills ``amount_cents``; a first partial period, or a last one a termination
+    cut short (models/lifecycle.py), bills its days at the single-day price
+    ``amount_cents / days of the whole period``. A trial that covers the
     period bills 0; one that ends inside it bills the days from its end date on.
     """
     amount = period.amount_cents
@@ -207,7 +208,8 @@ def subscription_fee_cents(period: PeriodInput) -> Decimal:
         return ZERO
     single_day = WIDE.divide(amount, Decimal(period.period_days))
     from_date = period.from_date
-    full = from_date <= period.start_date
+    # a termination cuts the last period short: its days are billed like a first period's
+    full = from_date <= period.start_date and period.to_date >= period.end_date
     if period.trial_end is not None:
         if period.trial_end >= period.to_datetime:
             return ZERO

@@ -108,8 +108,13 @@ def period_containing(
     subscription_at: datetime,
     timezone: str | None = None,
     terminated_at: datetime | None = None,
+    anchor_at: datetime | None = None,
 ) -> BillingPeriod:
     """The billing period of a subscription that contains the instant ``at``.
+
+    ``anchor_at`` is where anniversary periods are counted from when it is not the start: a
+    plan change's subscription keeps the original ``subscription_at`` as its anchor, as Lago's
+    does, and starts at the change (``subscription_at`` here).
 
     Raises ``ValueError`` when ``at`` is before the subscription start or after its
     termination (no period of this subscription holds it).
@@ -125,7 +130,7 @@ def period_containing(
     kind, mode = Interval(interval), BillingTime(billing_time)
     zone_name = timezone or "UTC"
     zone = ZoneInfo(zone_name)
-    anchor = subscription_at.astimezone(zone).date()
+    anchor = (anchor_at or subscription_at).astimezone(zone).date()
     start, end = _local_dates(at.astimezone(zone).date(), kind, mode, anchor)
     return _build(kind, mode, zone_name, start, end, subscription_at, terminated_at)
 

@@ -94,6 +94,8 @@ class SubscriptionInfo:
     timezone: str | None
     currency: str
     catalog_at: datetime
+    # a plan change's row starts at the change but counts periods from the original start
+    anchor_at: datetime | None = None
 
     def period_at(self, at: datetime) -> BillingPeriod:
         return _period(
@@ -103,6 +105,7 @@ class SubscriptionInfo:
             self.subscription_at,
             self.timezone,
             self.terminated_at,
+            self.anchor_at,
         )
 
     def periods_between(self, start: datetime, end: datetime) -> list[BillingPeriod]:
@@ -126,10 +129,12 @@ def _period(
     subscription_at: datetime,
     timezone: str | None,
     terminated_at: datetime | None,
+    anchor_at: datetime | None = None,
 ) -> BillingPeriod:
     """Memoised ``period_containing``: hourly runs ask the same question for many
     subscriptions (same as_of, same plan) and the answer is immutable."""
-    return period_containing(at, interval, billing_time, subscription_at, timezone, terminated_at)
+    return period_containing(at, interval, billing_time, subscription_at, timezone, terminated_at,
+                             anchor_at)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from tallyflow.cli import (  # noqa: E402
     ingest,
     invoices,
     ops,
+    subscriptions,
     usage,
     wallets,
 )
@@ -95,7 +96,7 @@ def _options(
 
 app.add_typer(db_commands.app, name="db")
 # Each area owns its commands in its own module and adds them here.
-for _area in (catalog, ingest, usage, wallets, invoices, exports, ops, demo):
+for _area in (catalog, ingest, usage, subscriptions, wallets, invoices, exports, ops, demo):
     _area.register(app)
 
 

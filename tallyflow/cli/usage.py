@@ -50,9 +50,25 @@ def usage(
             raise typer.Exit(1) from exc
         typer.echo(json.dumps(summary.as_dict()) if as_json else _rebuild_text(summary.as_dict()))
         return
+    from tallyflow.models.lifecycle import SubscriptionStatus
+    from tallyflow.tasks.lifecycle import subscription_standing
     from tallyflow.tasks.usage import current_usage
 
     moment = parse_moment(at) or datetime.now(UTC)
+    standing = subscription_standing(engine, subscription, moment)
+    if standing.status is SubscriptionStatus.PENDING:
+        # Lago has no current usage before the start; say why, and what is waiting.
+        if as_json:
+            typer.echo(json.dumps(standing.as_dict(), indent=2))
+        else:
+            typer.echo(f"{subscription} is pending: it starts at "
+                       f"{standing.subscription_at.isoformat()};"
+                       f" {standing.unbillable_before_start} event(s) before its start are"
+                       f" unbillable (stored and counted, never billed)")
+        return
+    ended = standing.status is SubscriptionStatus.TERMINATED and at is None
+    if ended and standing.ends_at is not None:
+        moment = standing.ends_at  # its last period, up to the termination
     try:
         result = current_usage(engine, subscription, moment)
     except (LookupError, ValueError) as exc:
@@ -61,6 +77,10 @@ def usage(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
+        if ended:
+            typer.echo(f"{subscription} is terminated (at {moment.isoformat()}): its last"
+                       f" period; {standing.unbillable_after_end} event(s) after the end are"
+                       f" unbillable")
         Console().print(_usage_table(result))
 
 

@@ -25,7 +25,11 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
 from tallyflow.infra.failpoints import failpoint
-from tallyflow.tasks.folding.inputs import DEFAULT_FOLD_OBJECTS, FOLD_LOCK, load_metrics
+from tallyflow.tasks.folding.inputs import (
+    DEFAULT_FOLD_OBJECTS,
+    FOLD_LOCK,
+    load_metrics,
+)
 from tallyflow.tasks.folding.sql import FoldSummary, _mark, fold_objects
 
 _CLAIM = text(

@@ -1,10 +1,10 @@
-"""What a fold reads: metrics (filters, group keys) and subscriptions (periods).
-"""
+"""What a fold reads: metrics (filters, group keys) and subscriptions (periods)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
@@ -71,10 +71,15 @@ def load_metrics(conn: Connection) -> dict[int, MetricInfo]:
 
 
 _SUBSCRIPTIONS = """
-    select s.id, s.external_id, s.plan_id, p.interval, s.billing_time, s.subscription_at,
-           s.terminated_at, c.timezone,
+    select s.id, s.external_id, s.plan_id, p.interval, s.billing_time,
+           -- a plan change's row lives from started_at, its periods anchored on
+           -- subscription_at; it ends at the earlier of a termination and the catalog's
+           -- ending_at (models/lifecycle.py)
+           coalesce(s.started_at, s.subscription_at) as subscription_at,
+           least(s.terminated_at, s.ending_at) as terminated_at, c.timezone,
            coalesce(c.currency, p.amount_currency) as currency,
-           greatest(s.updated_at, p.updated_at, c.updated_at, pm.metrics_at) as catalog_at
+           greatest(s.updated_at, p.updated_at, c.updated_at, pm.metrics_at) as catalog_at,
+           s.subscription_at as anchor_at
     from subscriptions s
     join plans p on p.id = s.plan_id
     join customers c on c.id = s.customer_id
@@ -87,12 +92,32 @@ _SUBSCRIPTIONS = """
 def load_subscriptions(
     conn: Connection, external_ids: Sequence[str] | None = None
 ) -> dict[str, SubscriptionInfo]:
-    """Subscriptions by external id (all of them when ``external_ids`` is None)."""
+    """Subscriptions by external id (all of them when ``external_ids`` is None): the latest
+    row of each (after a plan change, the new plan's); ``load_subscription_rows`` has all."""
+    return {s.external_id: s for s in load_subscription_rows(conn, external_ids)}
+
+
+def in_force(rows: Sequence[SubscriptionInfo], at: datetime) -> SubscriptionInfo | None:
+    """The row of one external id that bills ``at``: the one whose life holds it, else the
+    last one started by then (terminated), else the first (pending)."""
+    started = [r for r in rows if r.subscription_at <= at]
+    for row in started:
+        if row.terminated_at is None or at <= row.terminated_at:
+            return row
+    return started[-1] if started else (rows[0] if rows else None)
+
+
+def load_subscription_rows(
+    conn: Connection, external_ids: Sequence[str] | None = None
+) -> list[SubscriptionInfo]:
+    """Every subscription row, oldest first per external id (a plan change adds a row with
+    the same external id; their lives do not overlap, models/lifecycle.py)."""
+    order = " order by s.external_id, coalesce(s.started_at, s.subscription_at), s.id"
     if external_ids is None:
-        rows = conn.execute(text(_SUBSCRIPTIONS))
+        rows = conn.execute(text(_SUBSCRIPTIONS + order))
     else:
         rows = conn.execute(
-            text(_SUBSCRIPTIONS + " where s.external_id = any(cast(:ids as text[]))"),
+            text(_SUBSCRIPTIONS + " where s.external_id = any(cast(:ids as text[]))" + order),
             {"ids": list(external_ids)},
         )
-    return {row.external_id: SubscriptionInfo(**row._mapping) for row in rows}
+    return [SubscriptionInfo(**row._mapping) for row in rows]

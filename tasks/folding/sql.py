@@ -7,7 +7,8 @@ holds them to the pure aggregation of ``tallyflow.models.rating``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -21,11 +22,11 @@ from tallyflow.models.rating import (
     UniqueOp,
 )
 from tallyflow.models.rating.aggregation import Operation
-from tallyflow.models.rating.pricing import MetricInfo
+from tallyflow.models.rating.pricing import MetricInfo, SubscriptionInfo
 from tallyflow.tasks.folding.inputs import (
     PLAIN_DECIMAL_SQL,
     load_metrics,
-    load_subscriptions,
+    load_subscription_rows,
     loads_exact,
 )
 
@@ -60,8 +61,11 @@ class PeriodRows:
         }
 
 
-def _period_rows(conn: Connection, object_ids: Sequence[int]) -> tuple[PeriodRows, int]:
-    """Every period that an event of these objects can fall in, per known subscription.
+def _period_rows(
+    conn: Connection, object_ids: Sequence[int], only: Collection[int] | None = None
+) -> tuple[PeriodRows, int]:
+    """Every period that an event of these objects can fall in, per known subscription row
+    (only the subscription ids ``only`` names, when given: a one-subscription rebuild).
 
     Periods are computed in Python (they depend on interval, billing time, start and the
     customer's timezone) from each subscription's first and last event time in the batch.
@@ -71,18 +75,19 @@ def _period_rows(conn: Connection, object_ids: Sequence[int]) -> tuple[PeriodRow
         _SPANS, {"ids": list(object_ids), "first": min(object_ids), "last": max(object_ids)}
     ).all()
     events = sum(int(row.events) for row in spans)
-    subs = load_subscriptions(conn, [row.external_subscription_id for row in spans])
+    subs: dict[str, list[SubscriptionInfo]] = defaultdict(list)
+    for info in load_subscription_rows(conn, [row.external_subscription_id for row in spans]):
+        if only is None or info.id in only:
+            subs[info.external_id].append(info)
     rows = PeriodRows([], [], [], [], [])
     for span in spans:
-        sub = subs.get(span.external_subscription_id)
-        if sub is None:
-            continue
-        for period in sub.periods_between(span.first, span.last):
-            rows.subscription_ids.append(sub.id)
-            rows.external_ids.append(sub.external_id)
-            rows.starts.append(period.period_start)
-            rows.froms.append(period.charges_from)
-            rows.tos.append(period.charges_to)
+        for sub in subs.get(span.external_subscription_id, ()):
+            for period in sub.periods_between(span.first, span.last):
+                rows.subscription_ids.append(sub.id)
+                rows.external_ids.append(sub.external_id)
+                rows.starts.append(period.period_start)
+                rows.froms.append(period.charges_from)
+                rows.tos.append(period.charges_to)
     return rows, events
 
 
@@ -262,10 +267,12 @@ def fold_objects(
     fold_id: int,
     metric_ids: Sequence[int] | None = None,
     metrics: Mapping[int, MetricInfo] | None = None,
+    subscriptions: Collection[int] | None = None,
 ) -> FoldSummary:
-    """Fold the events of ``object_ids`` into usage state, inside the caller's transaction."""
+    """Fold the events of ``object_ids`` into usage state, inside the caller's transaction
+    (of the ``subscriptions`` ids only, when given)."""
     metrics = metrics if metrics is not None else load_metrics(conn)
-    periods, events = _period_rows(conn, object_ids)
+    periods, events = _period_rows(conn, object_ids, subscriptions)
     summary = FoldSummary(events=events)
     if not periods.subscription_ids:
         return summary

@@ -140,7 +140,11 @@ def fold_pending_events(
     either here or there, never both and never neither.
     """
     by_code = {m.code: m for m in metrics.values()}
-    by_external = {s.external_id: s for s in subscriptions.values() if s.id in wanted}
+    # A plan change leaves rows with one external id and lives that do not overlap.
+    by_external: dict[str, list[SubscriptionInfo]] = defaultdict(list)
+    for info in subscriptions.values():
+        if info.id in wanted:
+            by_external[info.external_id].append(info)
     out: StoredStates = defaultdict(dict)
     if not by_external:
         return out
@@ -152,14 +156,14 @@ def fold_pending_events(
     rows = conn.execute(_PENDING, {"objects": objects, "subs": list(by_external)}).all()
     for row in rows:
         metric = by_code.get(row.code)
-        sub = by_external[row.external_subscription_id]
-        if metric is None:
-            continue
         stamp: datetime = row.timestamp
-        current = wanted[sub.id]
-        if stamp > current.charges_to or stamp < sub.subscription_at:
+        sub = next((s for s in by_external[row.external_subscription_id]
+                    if s.subscription_at <= stamp
+                    and (s.terminated_at is None or stamp <= s.terminated_at)), None)
+        if metric is None or sub is None:
             continue
-        if sub.terminated_at is not None and stamp > sub.terminated_at:
+        current = wanted[sub.id]
+        if stamp > current.charges_to:
             continue
         if stamp < current.charges_from:
             if metric.id not in recurring_ids:

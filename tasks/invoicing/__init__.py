@@ -4,7 +4,13 @@ Why it is safe to rerun, retry and crash: ``tallyflow.tasks.invoicing.close`` (a
 docs/architecture.md §3, invariants 2-5).
 """
 
-from tallyflow.tasks.invoicing.close import close_periods, close_periods_task, ended_periods
+from tallyflow.tasks.invoicing.close import (
+    close_periods,
+    close_periods_task,
+    cut_short,
+    ended_periods,
+    issuing_date,
+)
 from tallyflow.tasks.invoicing.events import (
     MAX_INVOICE_EVENTS,
     PendingInvoiceEvents,
@@ -55,9 +61,11 @@ __all__ = [
     "SETTLE_ENV",
     "close_periods",
     "close_periods_task",
+    "cut_short",
     "ended_periods",
     "ingest_watermark",
     "invoice_prefix",
+    "issuing_date",
     "late_usage",
     "late_usage_count",
     "load_close_catalog",

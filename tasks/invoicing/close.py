@@ -20,10 +20,11 @@ a settle delay (``TALLYFLOW_INVOICE_SETTLE_HOURS``, default 2), and the customer
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from prefect import task
 from sqlalchemy import Engine, text
@@ -34,7 +35,7 @@ from tallyflow.models.invoicing import (
 )
 from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
 from tallyflow.models.rating.pricing import SubscriptionInfo, SubscriptionUsage
-from tallyflow.tasks.folding import load_subscriptions
+from tallyflow.tasks.folding import load_subscription_rows
 from tallyflow.tasks.invoicing.inputs import (
     BATCH,
     CloseSummary,
@@ -59,9 +60,15 @@ _CLOSED = text(
 
 
 def ended_periods(
-    subs: Sequence[SubscriptionInfo], closed_until: Mapping[int, datetime], at: datetime
+    subs: Sequence[SubscriptionInfo], closed_until: Mapping[int, datetime], at: datetime,
+    skip_termination: Collection[int] = frozenset(),
 ) -> list[tuple[SubscriptionInfo, BillingPeriod]]:
-    """Periods that ended before ``at`` and are not on a finalized invoice yet, oldest first."""
+    """Periods that ended before ``at`` and are not on a finalized invoice yet, oldest first.
+
+    A terminated subscription's last period ends at its termination, so it is invoiced as soon
+    as that moment has passed (Lago's termination invoice), not at the nominal period end;
+    with ``on_termination_invoice: skip`` (``skip_termination``) it is not invoiced at all.
+    """
     out: list[tuple[SubscriptionInfo, BillingPeriod]] = []
     for sub in subs:
         moment = sub.subscription_at
@@ -70,11 +77,25 @@ def ended_periods(
         last = at if sub.terminated_at is None else min(at, sub.terminated_at)
         while moment <= last:
             period = sub.period_at(moment)
-            if period.period_end >= at:
+            if period.to_datetime >= at:
+                break
+            if sub.id in skip_termination and cut_short(period):
                 break
             out.append((sub, period))
             moment = period.period_end + ONE_MICROSECOND
     return out
+
+
+def cut_short(period: BillingPeriod) -> bool:
+    """A period a termination ended before its nominal end (the termination invoice's)."""
+    return period.to_datetime < period.period_end
+
+
+def issuing_date(period: BillingPeriod) -> date:
+    """The billing day: the day after the period, or the termination's own local day."""
+    if cut_short(period):
+        return period.to_datetime.astimezone(ZoneInfo(period.timezone)).date()
+    return period.end_date + timedelta(days=1)
 
 
 def close_periods(
@@ -92,8 +113,14 @@ def close_periods(
     settle = timedelta(hours=settle_hours()) if settle is None else settle
     summary = CloseSummary()
     with engine.connect() as conn:
-        subs = list(load_subscriptions(conn).values())
+        subs = load_subscription_rows(conn)
         closed_until = {int(r.subscription_id): r.period_end for r in conn.execute(_CLOSED)}
+        skipped = list(conn.execute(text("select id from subscriptions"
+                                         " where on_termination_invoice = 'skip'")).scalars())
+        # rows a plan change ended (a downgrade's ends with its period: never cut short)
+        upgraded = {int(i) for i in conn.execute(text(
+            "select previous_subscription_id from subscriptions"
+            " where previous_subscription_id is not null")).scalars()}
         catalog = load_close_catalog(conn)
         watermark = ingest_watermark(conn)
     summary.watermark = watermark.isoformat() if watermark else None
@@ -104,28 +131,28 @@ def close_periods(
     grouped: dict[tuple[int, date], list[tuple[SubscriptionInfo, BillingPeriod]]] = (
         defaultdict(list))
     by_end: dict[datetime, list[SubscriptionInfo]] = defaultdict(list)
-    for sub, period in ended_periods(subs, closed_until, at):
-        grouped[(catalog.customer_of[sub.id], period.end_date)].append((sub, period))
-        by_end[period.period_end].append(sub)
+    skip = {int(i) for i in skipped}
+    for sub, period in ended_periods(subs, closed_until, at, skip):
+        grouped[(catalog.customer_of[sub.id], issuing_date(period))].append((sub, period))
+        by_end[period.to_datetime].append(sub)
     # Rate together the periods that end at the same instant (one consistent read each).
     usage: dict[tuple[int, datetime], SubscriptionUsage] = {}
     for end, ending in sorted(by_end.items()):
         usage.update(_rate(engine, ending, end))
     groups: list[_Group] = []
-    for (customer_id, end_date), items in sorted(grouped.items()):
+    for (customer_id, issuing), items in sorted(grouped.items()):
         customer = catalog.customers[customer_id]
         periods = [period_input(sub, period, catalog.plans[sub.plan_id],
-                                usage[(sub.id, period.period_start)])
+                                usage[(sub.id, period.period_start)], sub.id in upgraded)
                    for sub, period in items]
         amounts = invoice_amounts(items[0][0].currency, periods, customer.tax_codes,
                                   catalog.taxes,
                                   customer.entity.tax_codes if customer.entity else ())
-        period_end = max(p.period_end for _, p in items)
+        period_end = max(p.to_datetime for _, p in items)
         finalize_after = period_end + ONE_MICROSECOND + timedelta(days=customer.grace_days)
         due = (at >= finalize_after and watermark is not None
                and watermark >= period_end + settle)
-        groups.append(_Group(customer, end_date + timedelta(days=1), items, amounts,
-                             finalize_after, due))
+        groups.append(_Group(customer, issuing, items, amounts, finalize_after, due))
     for first in range(0, len(groups), max(1, batch_size)):
         for outcome in _write_batch(engine, groups[first:first + batch_size],
                                     now or at):

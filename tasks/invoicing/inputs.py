@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, TypeVar, cast
 from zoneinfo import ZoneInfo
@@ -25,7 +25,7 @@ from tallyflow.models.invoicing import (
     UsageLine,
     trial_end,
 )
-from tallyflow.models.rating.periods import BillingPeriod
+from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
 from tallyflow.models.rating.pricing import ChargeUsage as RatedCharge
 from tallyflow.models.rating.pricing import SubscriptionInfo, SubscriptionUsage
 from tallyflow.models.rating.pricing import UsageLine as RatedLine
@@ -184,8 +184,15 @@ def _lines(usage: RatedCharge) -> tuple[UsageLine, ...]:
 
 def period_input(
     sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo, usage: SubscriptionUsage,
+    upgraded: bool = False,
 ) -> PeriodInput:
+    """``upgraded``: the row was ended by an upgrade; the change's day is billed on the new
+    plan, so the old one's fee stops the day before (models/lifecycle.py)."""
     zone = ZoneInfo(period.timezone)
+    to_date = period.to_datetime.astimezone(zone).date()
+    if upgraded and period.to_datetime < period.period_end:
+        to_date = (period.to_datetime + ONE_MICROSECOND).astimezone(zone).date() - timedelta(
+            days=1)
     ends = trial_end(sub.subscription_at, plan.trial_period)
     charges = []
     for index, item in enumerate(usage.charges):
@@ -214,7 +221,7 @@ def period_input(
         start_date=period.start_date,
         end_date=period.end_date,
         from_date=period.from_datetime.astimezone(zone).date(),
-        to_date=period.to_datetime.astimezone(zone).date(),
+        to_date=to_date,
         from_datetime=period.from_datetime,
         to_datetime=period.to_datetime,
         charges=tuple(charges),

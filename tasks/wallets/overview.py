@@ -200,7 +200,7 @@ def live_scopes(
     """The periods in scope (``stored``: those with a snapshot; plus the current period of every
     subscription active at ``moment``, snapshot or not) with usage rated live from the folded
     state and the events not folded yet, exactly as ``tallyflow usage`` rates it."""
-    from tallyflow.tasks.folding import load_subscriptions
+    from tallyflow.tasks.folding import load_subscription_rows
     from tallyflow.tasks.usage import current_usage
 
     with engine.connect() as conn:
@@ -208,7 +208,7 @@ def live_scopes(
             text("select external_id from subscriptions where customer_id = :c order by id"),
             {"c": customer_id},
         ).scalars())
-        subs = {s.id: s for s in load_subscriptions(conn, external_ids).values()}
+        subs = {s.id: s for s in load_subscription_rows(conn, external_ids)}
         positions = {
             (int(r.subscription_id), r.period_start): (Decimal(r.deducted_cents), int(r.revision))
             for r in conn.execute(
@@ -217,8 +217,12 @@ def live_scopes(
                 {"c": customer_id},
             )
         }
+    # a moment inside each scope's row's life (a plan change's row starts mid-period)
     wanted: dict[tuple[int, datetime], datetime] = {
-        (int(s.subscription_id), s.period_start): s.period_start for s in stored
+        (int(s.subscription_id), s.period_start): (
+            max(s.period_start, subs[int(s.subscription_id)].subscription_at)
+            if int(s.subscription_id) in subs else s.period_start)
+        for s in stored
     }
     for sub in subs.values():
         if sub.subscription_at <= moment and (sub.terminated_at is None

@@ -81,7 +81,8 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
     },
     Subscription: {name: "tasks/catalog.py"
                    for name in ("external_id", "external_customer_id", "plan_code", "name",
-                                "billing_time", "subscription_at")},
+                                "billing_time", "subscription_at", "ending_at",
+                                "on_termination_invoice")},
     RecurringRule: {name: "tasks/catalog.py"
                     for name in ("trigger", "interval", "method", "paid_credits",
                                  "granted_credits", "threshold_credits",
@@ -170,8 +171,10 @@ REFUSED = [
         "invoice_grace_period": 3}}}, "customer.billing_configuration", "not supported yet"),
     ("customer-terms", {"customer": {"external_id": "c2", "net_payment_term": -30}},
      "customer.net_payment_term", "must not be negative"),
-    ("subscription-ending", subscription(ending_at="2099-01-01T00:00:00Z"),
-     "subscription.ending_at", "not supported yet"),
+    ("subscription-termination-invoice", subscription(on_termination_invoice="later"),
+     "subscription.on_termination_invoice", "generate"),
+    ("subscription-credit-note", subscription(on_termination_credit_note="credit"),
+     "subscription.on_termination_credit_note", "not supported yet"),
     ("subscription-overrides", subscription(plan_overrides={"amount_cents": 5}),
      "subscription.plan_overrides", "not supported yet"),
     ("wallet-applies-to", wallet(applies_to={"fee_types": ["charge"]}), "wallet.applies_to",
@@ -203,12 +206,13 @@ def test_fields_not_billed_are_refused_by_name(
         plan(charge(pay_in_advance=False, invoiceable=True, prorated=False, min_amount_cents=0,
                     tax_codes=None, lago_id="x", taxes=[])),
         subscription(ending_at=None, plan_overrides=None, lago_id="x", status="active"),
+        subscription(ending_at="2099-01-01T00:00:00Z", on_termination_invoice="skip"),
         wallet(applies_to=None, balance_cents=100, credits_balance="5", lago_id="x",
                recurring_transaction_rules=[rule(lago_id="r", transaction_metadata=[])]),
         {"customer": {"external_id": "c2", "firstname": "Ada", "country": "FR",
                       "billing_configuration": {}, "net_payment_term": None}},
     ],
-    ids=["plan", "charge", "subscription", "wallet", "customer"],
+    ids=["plan", "charge", "subscription", "subscription-ending", "wallet", "customer"],
 )
 def test_empty_and_no_effect_fields_of_a_lago_export_are_accepted(
     envelope: dict[str, Any]

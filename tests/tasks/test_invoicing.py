@@ -32,7 +32,8 @@ TAXES = [
 
 def catalog(engine: Engine, folder: Path, *, plan: dict[str, Any] | None = None,
             customer: dict[str, Any] | None = None, start: str = "2025-03-01T05:00:00Z",
-            charge: dict[str, Any] | None = None, wallet: bool = True) -> None:
+            charge: dict[str, Any] | None = None, wallet: bool = True,
+            subscription: dict[str, Any] | None = None) -> None:
     from tallyflow.tasks.catalog import apply_catalog
 
     target = folder / "catalog"
@@ -40,7 +41,7 @@ def catalog(engine: Engine, folder: Path, *, plan: dict[str, Any] | None = None,
     shutil.copytree(MISTRAL, target)
     (target / "taxes.json").write_text(json.dumps(TAXES))
     edits = {"plan": {**(plan or {})}, "customer": customer or {},
-             "subscription": {"subscription_at": start}}
+             "subscription": {"subscription_at": start, **(subscription or {})}}
     for stem, changes in edits.items():
         path = target / f"{stem}.json"
         envelope = json.loads(path.read_text())

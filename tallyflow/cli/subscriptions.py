@@ -1,0 +1,107 @@
+"""``tallyflow subscriptions``: where a subscription stands, and terminating one.
+
+- ``show EXTERNAL_ID [--at T] [--json]``: status (pending, active, terminated), start, end and
+  the events its dates leave unbillable;
+- ``terminate EXTERNAL_ID [--at T] [--skip-invoice] [--json]``: Lago's termination (usage after
+  T unbillable, wallet corrected, final snapshot, termination invoice). Rerunning the same
+  termination (same ``--at``) finishes one that was interrupted.
+- ``change-plan EXTERNAL_ID PLAN [--at T] [--json]``: Lago's upgrade (at once) or downgrade (at
+  the period end).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import typer
+
+from tallyflow.cli.common import parse_moment
+from tallyflow.infra.resources import billing_engine
+
+app = typer.Typer(help="Subscription lifecycle: status, termination, plan changes.")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="subscriptions")
+
+
+@app.command("show")
+def show(
+    subscription: str = typer.Argument(..., help="External subscription id."),
+    at: str | None = typer.Option(None, "--at", help="Status as of (default: now)."),
+    as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Status, dates and the events its dates leave unbillable."""
+    from tallyflow.tasks.lifecycle import subscription_standing
+
+    standing = subscription_standing(billing_engine(), subscription,
+                                     parse_moment(at) or datetime.now(UTC)).as_dict()
+    if as_json:
+        typer.echo(json.dumps(standing, indent=2))
+        return
+    ends = standing["terminated_at"] or "-"
+    typer.echo(f"{subscription}: {standing['status']} (from {standing['subscription_at']},"
+               f" ends {ends})")
+    typer.echo(f"unbillable events: {standing['unbillable_events_before_start']} before the"
+               f" start, {standing['unbillable_events_after_end']} after the end")
+
+
+@app.command("terminate")
+def terminate(
+    subscription: str = typer.Argument(..., help="External subscription id."),
+    at: str | None = typer.Option(
+        None, "--at", help="When it ends (ISO time with offset or epoch; default: now). Not "
+                           "before the end of its last finalized period."),
+    skip_invoice: bool = typer.Option(
+        False, "--skip-invoice",
+        help="Do not invoice the partial period (Lago's on_termination_invoice=skip)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what it did as JSON."),
+) -> None:
+    """Terminate a subscription: usage after it is unbillable, a termination invoice is issued."""
+    from tallyflow.tasks.lifecycle import terminate_subscription
+
+    done = terminate_subscription(billing_engine(), subscription, parse_moment(at),
+                                  on_termination_invoice="skip" if skip_invoice else None)
+    out = done.as_dict()
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    again = " (rerun: follow-up steps only)" if done.rerun else ""
+    typer.echo(f"{subscription} terminated at {out['terminated_at']}{again}; status "
+               f"{out['status']}")
+    typer.echo(f"usage state rebuilt from {done.events_refolded} event(s); wallet: "
+               f"{out['wallet_deducted_cents']} cents deducted, "
+               f"{out['wallet_credited_back_cents']} cents credited back")
+    if done.on_termination_invoice == "skip":
+        typer.echo("no termination invoice (on_termination_invoice: skip)")
+    elif not done.invoices:
+        typer.echo("termination invoice: issued by the first billing cycle after the end")
+    for invoice in done.invoices:
+        typer.echo(f"termination invoice: {invoice['number'] or '(draft)'} {invoice['status']},"
+                   f" {invoice['total_amount_cents']} {invoice['currency']} cents"
+                   f" ({invoice['from_datetime']} to {invoice['to_datetime']})")
+
+
+@app.command("change-plan")
+def change_plan(
+    subscription: str = typer.Argument(..., help="External subscription id."),
+    plan: str = typer.Argument(..., help="Code of the new plan."),
+    at: str | None = typer.Option(
+        None, "--at", help="When it is asked for (ISO time with offset or epoch; default: now)."),
+    as_json: bool = typer.Option(False, "--json", help="Print what it did as JSON."),
+) -> None:
+    """Upgrade (at once) or downgrade (at the period end) a subscription, as Lago does."""
+    from tallyflow.tasks.lifecycle import change_plan as change
+
+    done = change(billing_engine(), subscription, plan, parse_moment(at))
+    out = done.as_dict()
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    typer.echo(f"{subscription}: {done.kind} from {done.previous_plan_code} to {done.plan_code},"
+               f" effective {out['effective_at']}")
+    for invoice in done.previous_invoice:
+        typer.echo(f"previous plan's invoice: {invoice['number'] or '(draft)'}"
+                   f" {invoice['status']}, {invoice['total_amount_cents']}"
+                   f" {invoice['currency']} cents")

@@ -1,0 +1,186 @@
+"""Lago's lifecycle rules, table-driven: statuses, the end that counts, when a termination is
+refused, and the prorated subscription fee of a period a termination cut short."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tallyflow.models.invoicing import PeriodInput, subscription_fee_cents, trial_end
+from tallyflow.models.lifecycle import (
+    SubscriptionStatus,
+    effective_end,
+    plan_change,
+    plan_change_refusal,
+    status_at,
+    termination_refusal,
+    yearly_amount_cents,
+)
+from tallyflow.models.rating.periods import period_containing
+
+D = Decimal
+
+
+def t(day: str, hour: int = 0) -> datetime:
+    return datetime.fromisoformat(day).replace(hour=hour, tzinfo=UTC)
+
+
+STATUSES = [
+    # (id, start, end, at, status): both bounds inclusive, as events count
+    ("before-start", t("2026-03-10"), None, t("2026-03-09", 23), "pending"),
+    ("at-start", t("2026-03-10"), None, t("2026-03-10"), "active"),
+    ("no-end", t("2026-03-10"), None, t("2030-01-01"), "active"),
+    ("at-end", t("2026-03-10"), t("2026-03-20"), t("2026-03-20"), "active"),
+    ("after-end", t("2026-03-10"), t("2026-03-20"), t("2026-03-20", 1), "terminated"),
+]
+
+
+@pytest.mark.parametrize(("start", "end", "at", "status"), [c[1:] for c in STATUSES],
+                         ids=[c[0] for c in STATUSES])
+def test_status(start: datetime, end: datetime | None, at: datetime, status: str) -> None:
+    assert status_at(start, end, at) is SubscriptionStatus(status)
+
+
+@pytest.mark.parametrize(("terminated", "ending", "expected"), [
+    (None, None, None),
+    (t("2026-03-10"), None, t("2026-03-10")),
+    (None, t("2026-04-01"), t("2026-04-01")),
+    (t("2026-03-10"), t("2026-04-01"), t("2026-03-10")),  # terminated before the planned end
+])
+def test_the_earlier_end_counts(terminated: datetime | None, ending: datetime | None,
+                                expected: datetime | None) -> None:
+    assert effective_end(terminated, ending) == expected
+
+
+START = t("2026-03-01")
+REFUSALS = [
+    # (id, at, terminated_at, ending_at, finalized_until, expected message part or None)
+    ("ok-mid-period", t("2026-03-10"), None, None, None, None),
+    ("ok-at-start", START, None, None, None, None),
+    ("before-start", t("2026-02-28"), None, None, None, "it starts at"),
+    ("already-terminated", t("2026-03-10"), t("2026-03-05"), None, None, "already terminated"),
+    ("in-finalized-period", t("2026-03-31", 23), None, None, t("2026-03-31", 23),
+     "on a finalized invoice"),
+    ("after-finalized-period", t("2026-04-02"), None, None, t("2026-03-31", 23), None),
+    ("earlier-than-ending-at", t("2026-03-10"), None, t("2026-03-20"), None, None),
+    ("later-than-ending-at", t("2026-03-21"), None, t("2026-03-20"), None, "already ends at"),
+]
+
+
+@pytest.mark.parametrize(("at", "terminated", "ending", "finalized", "message"),
+                         [c[1:] for c in REFUSALS], ids=[c[0] for c in REFUSALS])
+def test_when_a_termination_is_refused(
+    at: datetime, terminated: datetime | None, ending: datetime | None,
+    finalized: datetime | None, message: str | None,
+) -> None:
+    refusal = termination_refusal(external_id="sub", at=at, subscription_at=START,
+                                  terminated_at=terminated, ending_at=ending,
+                                  finalized_until=finalized)
+    if message is None:
+        assert refusal is None
+    else:
+        assert refusal is not None and message in refusal.message and refusal.hint
+
+
+def _terminated_period(start: datetime, end: datetime, amount: str, tz: str = "UTC",
+                       trial_days: str | None = None) -> PeriodInput:
+    period = period_containing(end, "monthly", "calendar", start, tz, end)
+    zone = ZoneInfo(tz)
+    ends = trial_end(start, D(trial_days) if trial_days else None)
+    return PeriodInput(
+        external_subscription_id="sub", plan_code="pro", plan_name="Pro",
+        plan_invoice_display_name=None, amount_cents=D(amount), trial_end=ends,
+        trial_end_date=ends.astimezone(zone).date() if ends else None,
+        minimum_commitment_cents=None, plan_tax_codes=(), start_date=period.start_date,
+        end_date=period.end_date, from_date=period.from_datetime.astimezone(zone).date(),
+        to_date=period.to_datetime.astimezone(zone).date(),
+        from_datetime=period.from_datetime, to_datetime=period.to_datetime, charges=(),
+    )
+
+
+TERMINATION_FEES = [
+    # (id, start, terminated_at, amount_cents, trial days, expected precise cents)
+    # March has 31 days: 3100 / 31 = 100 a day, days from the period start to the end's day
+    ("ten-days", t("2026-01-01"), t("2026-03-10", 15), "3100", None, "1000"),
+    ("first-day", t("2026-01-01"), t("2026-03-01", 1), "3100", None, "100"),
+    ("last-day-is-a-full-period", t("2026-01-01"), t("2026-03-31", 23), "3100", None, "3100"),
+    ("started-and-ended-inside", t("2026-03-05"), t("2026-03-20", 12), "3100", None, "1600"),
+    ("uneven-day-price", t("2026-01-01"), t("2026-03-10", 15), "1000", None,
+     str(D(1000) / D(31) * 10)),
+    ("trial-covers-it", t("2026-03-05"), t("2026-03-10", 12), "3100", "30", "0"),
+    # a 10-day trial from 1 March ends on 11 March: 11..20 March = 10 days
+    ("trial-ends-inside", t("2026-03-01"), t("2026-03-20", 12), "3100", "10", "1000"),
+]
+
+
+@pytest.mark.parametrize(("start", "end", "amount", "trial", "expected"),
+                         [c[1:] for c in TERMINATION_FEES], ids=[c[0] for c in TERMINATION_FEES])
+def test_a_terminated_period_pays_its_days(
+    start: datetime, end: datetime, amount: str, trial: str | None, expected: str
+) -> None:
+    fee = subscription_fee_cents(_terminated_period(start, end, amount, trial_days=trial))
+    assert abs(fee - D(expected)) < D("1e-20"), fee
+
+
+PERIOD_END = datetime(2026, 3, 31, 23, 59, 59, 999999, tzinfo=UTC)
+CHANGES = [
+    # (id, old amount, old interval, new amount, new interval, upgrade?)
+    ("dearer", "3100", "monthly", "6200", "monthly", True),
+    ("same-price-is-an-upgrade", "3100", "monthly", "3100", "monthly", True),
+    ("cheaper", "6200", "monthly", "3100", "monthly", False),
+    ("yearly-cheaper-per-year", "3100", "monthly", "30000", "yearly", False),  # 37,200 a year
+    ("yearly-dearer-per-year", "3100", "monthly", "40000", "yearly", True),
+    ("weekly-vs-monthly", "1000", "weekly", "4000", "monthly", False),  # 52,000 vs 48,000
+    ("free-to-paid", "0", "monthly", "100", "monthly", True),
+]
+
+
+@pytest.mark.parametrize(("old", "old_interval", "new", "new_interval", "upgrade"),
+                         [c[1:] for c in CHANGES], ids=[c[0] for c in CHANGES])
+def test_upgrade_or_downgrade(old: str, old_interval: str, new: str, new_interval: str,
+                              upgrade: bool) -> None:
+    at = t("2026-03-15", 12)
+    change = plan_change(at=at, old_amount_cents=D(old), old_interval=old_interval,
+                         new_amount_cents=D(new), new_interval=new_interval,
+                         period_end=PERIOD_END)
+    assert change.upgrade is upgrade
+    if upgrade:  # at once; the old row ends just before, so no instant is billed twice
+        assert change.new_starts_at == at and change.old_ends_at == at - timedelta(microseconds=1)
+    else:  # at the next period boundary
+        assert change.old_ends_at == PERIOD_END
+        assert change.new_starts_at == PERIOD_END + timedelta(microseconds=1)
+
+
+def test_yearly_amounts() -> None:
+    assert [yearly_amount_cents(D(100), i) for i in
+            ("weekly", "monthly", "quarterly", "semiannual", "yearly")] == [
+        D(5200), D(1200), D(400), D(200), D(100)]
+
+
+CHANGE_REFUSALS = [
+    # (id, at, ends_at, same plan, pending change, finalized until, message or None)
+    ("ok", t("2026-03-10"), None, False, False, None, None),
+    ("same-plan", t("2026-03-10"), None, True, False, None, "already on that plan"),
+    ("pending-downgrade", t("2026-03-10"), None, False, True, None, "waiting"),
+    ("before-start", t("2026-02-10"), None, False, False, None, "it starts at"),
+    ("after-end", t("2026-03-10"), t("2026-03-05"), False, False, None, "it ended at"),
+    ("finalized", t("2026-03-10"), None, False, False, t("2026-03-31"), "finalized invoice"),
+]
+
+
+@pytest.mark.parametrize(("at", "ends", "same", "pending", "finalized", "message"),
+                         [c[1:] for c in CHANGE_REFUSALS], ids=[c[0] for c in CHANGE_REFUSALS])
+def test_when_a_plan_change_is_refused(
+    at: datetime, ends: datetime | None, same: bool, pending: bool,
+    finalized: datetime | None, message: str | None,
+) -> None:
+    refusal = plan_change_refusal(external_id="sub", at=at, starts_at=START, ends_at=ends,
+                                  same_plan=same, pending_change=pending,
+                                  finalized_until=finalized)
+    if message is None:
+        assert refusal is None
+    else:
+        assert refusal is not None and message in refusal.message
