@@ -33,6 +33,7 @@ _PASS_THROUGH: tuple[type[BaseException], ...] = tuple(
 )
 
 from tallyflow.commands import (  # noqa: E402
+    api,
     catalog,
     demo,
     ingest,
@@ -94,7 +95,7 @@ def _options(
 
 app.add_typer(db_commands.app, name="db")
 # Each area owns its commands in its own module and adds them here.
-for _area in (catalog, ingest, usage, wallets, invoices, ops, demo):
+for _area in (catalog, ingest, usage, wallets, invoices, ops, demo, api):
     _area.register(app)
 
 
