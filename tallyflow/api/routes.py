@@ -161,10 +161,11 @@ class CatalogSpec:
     def __init__(self, path: str, one: str, many: str, table: str, key: str,
                  filters: dict[str, str] | None = None,
                  extra: Callable[[Any], dict[str, Any]] | None = None,
-                 join: str = "") -> None:
+                 columns: str = "", join: str = "") -> None:
         self.path, self.one, self.many, self.table, self.key = path, one, many, table, key
         self.filters = filters or {}
         self.extra = extra or (lambda row: {})
+        self.columns = columns
         self.join = join
 
 
@@ -199,8 +200,8 @@ CATALOG = [
         "subscriptions", "subscription", "subscriptions", "subscriptions", "external_id",
         filters={"external_customer_id": "c.external_id", "plan_code": "p.code"},
         extra=_subscription_extra,
-        join=", c.external_id as customer_external_id, p.code as plan_code"
-             " from subscriptions t join customers c on c.id = t.customer_id"
+        columns=", c.external_id as customer_external_id, p.code as plan_code",
+        join=" from subscriptions t join customers c on c.id = t.customer_id"
              " join plans p on p.id = t.plan_id",
     ),
     CatalogSpec("taxes", "tax", "taxes", "taxes", "code"),
@@ -216,7 +217,8 @@ def catalog_rows(engine: Engine, spec: CatalogSpec, where: dict[str, str],
     with engine.connect() as conn:
         total = int(conn.execute(text(f"select count(*){source}{condition}"), params).scalar_one())
         rows = conn.execute(
-            text(f"select t.*{source}{condition} order by t.id limit :limit offset :offset"),
+            text(f"select t.*{spec.columns}{source}{condition} order by t.id"
+                 " limit :limit offset :offset"),
             params,
         ).all()
     return [_object(spec, row) for row in rows], total
@@ -225,7 +227,7 @@ def catalog_rows(engine: Engine, spec: CatalogSpec, where: dict[str, str],
 def catalog_one(engine: Engine, spec: CatalogSpec, key: str) -> dict[str, Any]:
     source = spec.join or f" from {spec.table} t"
     with engine.connect() as conn:
-        row = conn.execute(text(f"select t.*{source} where t.{spec.key} = :k"),
+        row = conn.execute(text(f"select t.*{spec.columns}{source} where t.{spec.key} = :k"),
                            {"k": key}).first()
     if row is None:
         raise not_found(spec.one)
@@ -391,9 +393,9 @@ def top_up(engine: Engine, body: dict[str, Any], key: str | None) -> list[dict[s
                        t.granted_credits, t.amount_cents, t.created_at, t.settled_at,
                        w.currency, w.priority
                 from wallet_transactions t join wallets w on w.id = t.wallet_id
-                where t.idempotency_key in (:k || ':granted', :k || ':paid') order by t.id
+                where t.idempotency_key in (:granted, :paid) order by t.id
                 """
             ),
-            {"k": done.idempotency_key},
+            {"granted": f"{done.idempotency_key}:granted", "paid": f"{done.idempotency_key}:paid"},
         ).all()
     return [transaction_object(r) for r in rows]
