@@ -136,6 +136,9 @@ plans = Table(
     Column("trial_period", Numeric),
     *_document(),
     *_timestamps(),
+    # Lago's DELETE /plans/{code} (tallyflow api): the plan is kept (its subscriptions and
+    # invoices refer to it) but no longer listed or subscribed to.
+    Column("deleted_at", DateTime(timezone=True)),
 )
 
 charges = Table(

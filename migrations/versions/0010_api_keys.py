@@ -1,4 +1,5 @@
-"""api keys: hashed keys for the Lago-compatible HTTP API (`tallyflow api`)
+"""api keys: hashed keys for the Lago-compatible HTTP API (`tallyflow api`); plans.deleted_at
+for its DELETE /plans/{code} (a soft delete)
 
 Revision ID: 0010
 Revises: 0007
@@ -31,7 +32,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
     )
+    op.add_column("plans", sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("plans", "deleted_at")
     op.drop_table("api_keys")

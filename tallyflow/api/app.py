@@ -22,10 +22,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tallyflow.api import routes
 from tallyflow.api.events import CheckedEvent, check_event, event_object
 from tallyflow.api.keys import key_is_valid
-from tallyflow.api.lago import LagoError, LagoJSON, invalid
+from tallyflow.api.lago import LagoError, LagoJSON, invalid, read_json
 from tallyflow.api.pipeline import GroupCommit, Loader, ObjectWriter, api_source
 from tallyflow.api.settings import MAX_BATCH, ApiSettings
-from tasks.readers import loads_exact
 
 EVENT_BODY_KEYS = {"event"}
 BATCH_BODY_KEYS = {"events"}
@@ -161,25 +160,6 @@ def authenticate(engine: Engine) -> Callable[[Request], None]:
             raise LagoError(401)
 
     return check
-
-
-async def read_json(request: Request, limit: int) -> Any:
-    """The body as JSON with exact numbers; 413 past ``limit`` bytes (checked while reading,
-    not only from Content-Length), 400 when it is not JSON."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise LagoError(413, "payload_too_large")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise LagoError(413, "payload_too_large")
-        chunks.append(chunk)
-    try:
-        return loads_exact(b"".join(chunks))
-    except ValueError:
-        raise LagoError(400, "invalid_json", {"body": ["invalid_json"]}) from None
 
 
 def _only_keys(body: Any, allowed: set[str], required: str) -> None:

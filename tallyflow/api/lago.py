@@ -15,7 +15,10 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.responses import Response
+
+from tasks.readers import loads_exact
 
 _PHRASES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
             409: "Conflict", 413: "Payload Too Large", 415: "Unsupported Media Type",
@@ -123,3 +126,22 @@ def catalog_object(document: Mapping[str, Any], row_id: int, created_at: datetim
         **({"updated_at": iso(updated_at)} if updated_at is not None else {}),
         **extra,
     }
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON with exact numbers; 413 past ``limit`` bytes (checked while reading,
+    not only from Content-Length), 400 when it is not JSON."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise LagoError(413, "payload_too_large")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise LagoError(413, "payload_too_large")
+        chunks.append(chunk)
+    try:
+        return loads_exact(b"".join(chunks))
+    except ValueError:
+        raise LagoError(400, "invalid_json", {"body": ["invalid_json"]}) from None

@@ -16,10 +16,10 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy import Engine, text
+from starlette.concurrency import run_in_threadpool
 
 from models.rating.money import exact_number, from_minor
 from models.wallets import cents_value, credits_text
-from tallyflow.api import writes
 from tallyflow.api.lago import (
     LagoError,
     LagoJSON,
@@ -29,9 +29,11 @@ from tallyflow.api.lago import (
     not_found,
     page_args,
     paginated,
+    read_json,
 )
 
 PAGING = ("page", "per_page")
+MAX_BODY = 1024 * 1024  # a catalog document or a top-up: far below this
 
 
 def only_params(request: Request, allowed: Iterable[str]) -> None:
@@ -106,10 +108,12 @@ def register(app: FastAPI, engine: Engine, auth: Callable[[Request], None]) -> N
         return LagoJSON(paginated("wallet_transactions", rows, page, per_page, total))
 
     @app.post("/api/v1/wallet_transactions", tags=["wallets"], dependencies=deps)
-    def create_transaction(request: Request, body: dict[str, Any]) -> LagoJSON:
+    async def create_transaction(request: Request) -> LagoJSON:
         """A top-up: paid credits (pending until paid, as in Lago) and granted credits
         (settled at once). With an ``Idempotency-Key`` header, a retry posts nothing more."""
-        posted = top_up(engine, body, request.headers.get("idempotency-key"))
+        body = await read_json(request, MAX_BODY)
+        posted = await run_in_threadpool(top_up, engine, body,
+                                         request.headers.get("idempotency-key"))
         return LagoJSON({"wallet_transactions": posted})
 
     # ---------------------------------------------------------------- invoices
@@ -137,6 +141,8 @@ def register(app: FastAPI, engine: Engine, auth: Callable[[Request], None]) -> N
             raise not_found("invoice")
         return LagoJSON({"invoice": invoice})
 
+    from tallyflow.api import writes  # it builds on this module's catalog specs
+
     writes.register(app, engine, deps)
 
 
@@ -161,11 +167,12 @@ class CatalogSpec:
     def __init__(self, path: str, one: str, many: str, table: str, key: str,
                  filters: dict[str, str] | None = None,
                  extra: Callable[[Any], dict[str, Any]] | None = None,
-                 columns: str = "", join: str = "") -> None:
+                 columns: str = "", join: str = "", hidden: str = "") -> None:
         self.path, self.one, self.many, self.table, self.key = path, one, many, table, key
         self.filters = filters or {}
         self.extra = extra or (lambda row: {})
         self.columns = columns
+        self.hidden = hidden  # rows not shown (a soft-deleted plan)
         self.join = join
 
 
@@ -193,7 +200,7 @@ def _metric_extra(row: Any) -> dict[str, Any]:
 CATALOG = [
     CatalogSpec("billable_metrics", "billable_metric", "billable_metrics", "billable_metrics",
                 "code", extra=_metric_extra),
-    CatalogSpec("plans", "plan", "plans", "plans", "code"),
+    CatalogSpec("plans", "plan", "plans", "plans", "code", hidden="t.deleted_at is not null"),
     CatalogSpec("customers", "customer", "customers", "customers", "external_id",
                 extra=_customer_extra),
     CatalogSpec(
@@ -212,6 +219,8 @@ def catalog_rows(engine: Engine, spec: CatalogSpec, where: dict[str, str],
                  page: int, per_page: int) -> tuple[list[dict[str, Any]], int]:
     source = spec.join or f" from {spec.table} t"
     clauses = [f"{spec.filters[name]} = :{name}" for name in where]
+    if spec.hidden:
+        clauses.append(f"not ({spec.hidden})")
     condition = (" where " + " and ".join(clauses)) if clauses else ""
     params: dict[str, Any] = {**where, "limit": per_page, "offset": (page - 1) * per_page}
     with engine.connect() as conn:
@@ -227,8 +236,10 @@ def catalog_rows(engine: Engine, spec: CatalogSpec, where: dict[str, str],
 def catalog_one(engine: Engine, spec: CatalogSpec, key: str) -> dict[str, Any]:
     source = spec.join or f" from {spec.table} t"
     with engine.connect() as conn:
-        row = conn.execute(text(f"select t.*{spec.columns}{source} where t.{spec.key} = :k"),
-                           {"k": key}).first()
+        shown = f" and not ({spec.hidden})" if spec.hidden else ""
+        row = conn.execute(
+            text(f"select t.*{spec.columns}{source} where t.{spec.key} = :k{shown}"),
+            {"k": key}).first()
     if row is None:
         raise not_found(spec.one)
     return _object(spec, row)
@@ -353,12 +364,12 @@ def _credits(value: Any, name: str, problems: dict[str, list[str]]) -> Decimal:
     return number
 
 
-def top_up(engine: Engine, body: dict[str, Any], key: str | None) -> list[dict[str, Any]]:
+def top_up(engine: Engine, body: Any, key: str | None) -> list[dict[str, Any]]:
     from tasks.wallets import WalletError
     from tasks.wallets import top_up as post_top_up
 
-    transaction = body.get("wallet_transaction")
-    if set(body) != {"wallet_transaction"} or not isinstance(transaction, dict):
+    if not isinstance(body, dict) or set(body) != {"wallet_transaction"} or not isinstance(
+            transaction := body.get("wallet_transaction"), dict):
         raise LagoError(400, "missing_parameter", {"wallet_transaction": ["value_is_mandatory"]})
     problems: dict[str, list[str]] = {}
     known = {"wallet_id", "paid_credits", "granted_credits", *_TOP_UP_UNSUPPORTED}
