@@ -129,7 +129,9 @@ def register(app: FastAPI, engine: Engine, auth: Callable[[Request], None]) -> N
             raise invalid({"status": ["invalid_value"]})
         found = invoices(engine, customer=external_customer_id, status=status,
                          limit=1_000_000)
-        return LagoJSON(paginated("invoices", found, page, per_page))
+        body = paginated("invoices", found, page, per_page)
+        body["invoices"] = lago_invoices(engine, body["invoices"])
+        return LagoJSON(body)
 
     @app.get("/api/v1/invoices/{lago_id}", tags=["invoices"], dependencies=deps)
     def get_invoice(request: Request, lago_id: str) -> LagoJSON:
@@ -139,11 +141,31 @@ def register(app: FastAPI, engine: Engine, auth: Callable[[Request], None]) -> N
         invoice = find_invoice(engine, lago_id)
         if invoice is None:
             raise not_found("invoice")
-        return LagoJSON({"invoice": invoice})
+        return LagoJSON({"invoice": lago_invoices(engine, [invoice])[0]})
 
     from tallyflow.api import writes  # it builds on this module's catalog specs
 
     writes.register(app, engine, deps)
+
+
+def lago_invoices(engine: Engine, invoices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The CLI's invoice objects with what Lago's clients require besides: the customer's
+    ``created_at``, ``updated_at`` and ``applicable_timezone``, and a draft's ``number`` as
+    an empty string (Tallyflow numbers an invoice when it is finalized)."""
+    ids = sorted({i["customer"]["external_id"] for i in invoices})
+    with engine.connect() as conn:
+        customers = {r.external_id: r for r in conn.execute(
+            text("select id, external_id, timezone, created_at, updated_at from customers"
+                 " where external_id = any(:ids)"), {"ids": ids})}
+    out = []
+    for invoice in invoices:
+        row = customers.get(invoice["customer"]["external_id"])
+        extra = {} if row is None else {
+            "lago_id": str(row.id), "created_at": iso(row.created_at),
+            "updated_at": iso(row.updated_at), "applicable_timezone": row.timezone or "UTC"}
+        out.append({**invoice, "number": invoice["number"] or "",
+                    "customer": {**extra, **invoice["customer"]}})
+    return out
 
 
 def _with_total_units(usage: dict[str, Any]) -> dict[str, Any]:

@@ -59,3 +59,70 @@ def wait_for(engine: Engine, query: str, expected: Any, timeout: float = 20.0,
         if value == expected or time.monotonic() > deadline:
             return value
         time.sleep(0.02)
+
+
+class LiveApi:
+    """A `tallyflow api` child process on loopback, over the test database."""
+
+    def __init__(self, url: str, process: Any, bucket: Path, log: Path) -> None:
+        self.url, self.process, self.bucket, self.log = url, process, bucket, log
+
+    def kill(self) -> None:
+        import os
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except Exception:
+                self.kill()
+
+
+@pytest.fixture()
+def live_api(database_url: str, engine: Engine, tmp_path: Path,
+             api_key: str) -> Iterator[Callable[..., LiveApi]]:
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.storage import free_port
+
+    started: list[LiveApi] = []
+
+    def start(**env: str) -> LiveApi:
+        port = free_port()
+        log = tmp_path / f"api-{port}.log"
+        environment = {**os.environ, "TALLYFLOW_DATABASE_URL": database_url,
+                       "TALLYFLOW_HOME": str(tmp_path / "home"),
+                       "TALLYFLOW_API_BUCKET": (tmp_path / "bucket").as_uri(),
+                       "TALLYFLOW_API_COMMIT_SECONDS": "0.05", **env}
+        environment.pop("TALLYFLOW_FAILPOINTS", None) if "TALLYFLOW_FAILPOINTS" not in env \
+            else None
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tallyflow.cli", "api", "--port", str(port)],
+            env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        server = LiveApi(f"http://127.0.0.1:{port}", process, tmp_path / "bucket", log)
+        started.append(server)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{server.url}/docs", timeout=1).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tallyflow api did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+
+    yield start
+    for server in started:
+        server.stop()
