@@ -75,3 +75,9 @@ def test_the_check_sees_a_backwards_import(tmp_path: Path) -> None:
         "tallyflow.commands",
         "tallyflow.commands.ingest",
     }
+
+
+@pytest.mark.parametrize("path", _modules("models", "tasks", "flows"), ids=_name)
+def test_nothing_below_imports_the_http_api(path: Path) -> None:
+    """`tallyflow api` is an entry point beside the CLI: it calls tasks, nothing calls it."""
+    assert not {n for n in _imports(path) if _is(n, ("tallyflow.api",))}

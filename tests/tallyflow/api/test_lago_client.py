@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 from lago_python_client.client import Client
 from lago_python_client.exceptions import LagoApiError
@@ -135,3 +136,24 @@ def test_killed_after_the_answer_before_the_load_the_scheduled_ingest_loads_once
     with engine.connect() as conn:
         assert conn.execute(text("select count(*), sum(accepted), sum(duplicates)"
                                  " from ingest_objects")).one() == (2, 51, 0)
+    _raw_http(restarted, api_key)
+
+
+def _raw_http(server: LiveApi, key: str) -> None:
+    """The same refusals over a real socket as in-process (tests/tallyflow/api/test_events)."""
+    url = f"{server.url}/api/v1/events/batch"
+    auth = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    with httpx.Client(timeout=30) as http:
+        assert http.post(url, json={"events": []}).json() == {
+            "status": 401, "error": "Unauthorized"}
+        huge = http.post(url, content=b'{"events": [' + b" " * (5 * 1024 * 1024) + b"]}",
+                         headers=auth)
+        assert (huge.status_code, huge.json()["status"]) == (413, 413)
+        assert http.post(url, content=b"{nope", headers=auth).status_code == 400
+        too_many = http.post(url, headers=auth, json={"events": [
+            tokens(f"m{i}", 1).dict() for i in range(101)]})
+        assert too_many.json()["error_details"] == {"events": ["too_many_events"]}
+        wrong = http.post(url, headers=auth, json={"events": [
+            {**tokens("w", 1).dict(), "timestamp": "yesterday"}]})
+        assert wrong.status_code == 422
+        assert wrong.json()["error_details"] == {"0": {"timestamp": ["invalid_format"]}}
