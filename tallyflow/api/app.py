@@ -145,6 +145,15 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> F
         written = ref.modified_at or received
         return LagoJSON({"events": [event_object(c, written, received) for c in checked]})
 
+    @app.get("/api/v1/tallyflow/status", tags=["tallyflow"], dependencies=[Depends(auth)])
+    def status() -> LagoJSON:
+        """Not Lago's: what this process received, wrote and loaded (duplicates and
+        conflicting duplicates are found when an object loads, after the answer)."""
+        loader = pipeline.loader.stats.as_dict() if pipeline.loader is not None else None
+        return LagoJSON({"events_received": pipeline.received,
+                         "objects_written": pipeline.commit.objects,
+                         "source": settings.source_url, "loader": loader})
+
     routes.register(app, engine, auth)
     return app
 

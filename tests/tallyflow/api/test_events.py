@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -87,6 +88,12 @@ def test_a_batch_is_one_object_and_retries_are_counted_duplicates(
     with engine.connect() as conn:
         assert conn.execute(text(EVENTS)).scalar_one() == 100
         assert conn.execute(text("select sum(accepted) from ingest_objects")).scalar_one() == 100
+    deadline = time.monotonic() + 20  # the loader counts right after its commit
+    while (status := client.get("/api/v1/tallyflow/status").json())["loader"][
+            "duplicates"] < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert status["events_received"] == 200 and status["objects_written"] == 2
+    assert (status["loader"]["accepted"], status["loader"]["duplicates"]) == (100, 100)
 
 
 def _lago_422(details: dict[str, Any]) -> dict[str, Any]:
