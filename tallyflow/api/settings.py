@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from tallyflow.errors import UserError
-from tallyflow.settings import tallyflow_home
+from tallyflow.settings import api_bucket
 
-BUCKET_ENV = "TALLYFLOW_API_BUCKET"
 COMMIT_SECONDS_ENV = "TALLYFLOW_API_COMMIT_SECONDS"
 COMMIT_EVENTS_ENV = "TALLYFLOW_API_COMMIT_EVENTS"
 MAX_BODY_ENV = "TALLYFLOW_API_MAX_BODY_BYTES"
@@ -32,10 +30,6 @@ class ApiSettings:
         return f"{self.bucket.rstrip('/')}/{PREFIX}"
 
 
-def default_bucket() -> str:
-    return (tallyflow_home() / "api-bucket").as_uri()
-
-
 def _number(name: str, default: float, kind: type[float] | type[int]) -> float:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
@@ -51,11 +45,8 @@ def _number(name: str, default: float, kind: type[float] | type[int]) -> float:
 
 
 def api_settings() -> ApiSettings:
-    bucket = os.environ.get(BUCKET_ENV) or default_bucket()
-    if "://" not in bucket:
-        bucket = Path(bucket).expanduser().resolve().as_uri()
     return ApiSettings(
-        bucket=bucket,
+        bucket=api_bucket(),
         commit_seconds=float(_number(COMMIT_SECONDS_ENV, 0.2, float)),
         commit_events=int(_number(COMMIT_EVENTS_ENV, 5000, int)),
         max_body_bytes=int(_number(MAX_BODY_ENV, 4 * 1024 * 1024, int)),

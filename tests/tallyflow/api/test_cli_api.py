@@ -4,6 +4,7 @@ ingest already reads."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -54,3 +55,24 @@ def test_the_api_refuses_a_bucket_the_interval_ingest_reads(
             check_sources(settings)
     else:
         check_sources(settings)
+
+
+@pytest.mark.parametrize("bucket", ["s3://usage-api", "s3://usage-api/", None])
+def test_the_api_deployment_reads_the_apis_own_source(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bucket: str | None
+) -> None:
+    """Same source key, same ledger rows: the safety net never loads an object twice."""
+    from deployments.serve import deployment_specs
+    from tallyflow.api.pipeline import api_source
+    from tallyflow.api.settings import api_settings
+    from tasks.sources import SourceSpec, build_source
+
+    monkeypatch.setenv("TALLYFLOW_HOME", str(tmp_path))
+    if bucket is None:
+        monkeypatch.delenv("TALLYFLOW_API_BUCKET", raising=False)
+    else:
+        monkeypatch.setenv("TALLYFLOW_API_BUCKET", bucket)
+    spec = {s["name"]: s for s in deployment_specs()}["api"]["parameters"]["source"]
+    deployed = build_source(SourceSpec.model_validate(spec))
+    assert deployed.key == api_source(api_settings().source_url).key
+    assert deployed.key.endswith("/api") and "//api" not in deployed.key
