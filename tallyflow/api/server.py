@@ -24,6 +24,19 @@ def check_sources(settings: ApiSettings) -> None:
         )
 
 
+def check_port(host: str, port: int) -> None:
+    """Say in one line that the address is taken, before anything starts."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}",
+                            "choose another --port (or --host)") from None
+
+
 def run(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, load: bool = True) -> None:
     import uvicorn
 
@@ -32,5 +45,6 @@ def run(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, *, load: bool = True
 
     settings = api_settings()
     check_sources(settings)
+    check_port(host, port)
     app = create_app(billing_engine(), settings, load=load)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -76,3 +76,17 @@ def test_the_api_deployment_reads_the_apis_own_source(
     deployed = build_source(SourceSpec.model_validate(spec))
     assert deployed.key == api_source(api_settings().source_url).key
     assert deployed.key.endswith("/api") and "//api" not in deployed.key
+
+
+def test_a_taken_port_is_one_line_and_a_hint() -> None:
+    import socket
+
+    from tallyflow.api.server import check_port
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(UserError, match=f"cannot listen on 127.0.0.1:{port}") as refused:
+            check_port("127.0.0.1", port)
+    assert refused.value.hint and "--port" in refused.value.hint
