@@ -459,7 +459,11 @@ class FsspecSource(Source):
         same identity the scheduled listing would, without listing the whole prefix."""
         fs, _ = self._fs()
         path = fs._strip_protocol(url)
-        info = fs.info(path)
+        # find(), as list() does: some stores describe an object differently in info()
+        found = fs.find(path, detail=True)
+        if path not in found:
+            raise FileNotFoundError(url)
+        info = found[path]
         detected, compression = detect(path)
         fmt = detected if self.spec.format == "auto" else self.spec.format
         if fmt is None or fmt not in FORMATS:

@@ -235,3 +235,21 @@ def test_concurrent_requests_share_one_object(tmp_path: Path) -> None:
     assert len(set(refs)) == 1 and written == refs[:1]
     lines = Path(refs[0].url.removeprefix("file://")).read_text().splitlines()
     assert sorted(json.loads(line)["n"] for line in lines) == list(range(10))
+
+
+def test_objects_on_every_store_keep_the_listings_identity_and_load(
+    bucket: Any, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Local folder (fsynced, renamed), memory and S3 (one PUT): the loader's reference is
+    the listing's, so the scheduled ingest sees the same ledger row."""
+    if bucket.options.get("endpoint_url"):
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", bucket.options["endpoint_url"])
+    source = api_source(bucket.url.rstrip("/") + "/api")
+    writer = ObjectWriter(source)
+    lines = b"".join(json.dumps(event(f"s{i}")).encode() + b"\n" for i in range(3))
+    ref = writer.write(lines, datetime.now(UTC))
+    assert list(source.list()) == [ref]
+    loader = Loader(engine, source)
+    loader.load([ref])
+    assert (loader.stats.objects, loader.stats.accepted) == (1, 3)
+    assert register_objects(engine, source, source.list()) == []
