@@ -49,7 +49,7 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
 
 
-def wait_for(engine: Engine, query: str, expected: Any, timeout: float = 20.0,
+def wait_for(engine: Engine, query: str, expected: Any, timeout: float = 60.0,
              **params: Any) -> Any:
     """Poll until the query gives ``expected`` (the loader works in the background)."""
     deadline = time.monotonic() + timeout
