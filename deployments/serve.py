@@ -26,10 +26,18 @@ DEFAULTS = {
 }
 
 
+def _value(name: str) -> str:
+    if name == "TALLYFLOW_API_BUCKET":  # read exactly as `tallyflow api` reads it
+        from tallyflow.infra.settings import api_bucket
+
+        return api_bucket()
+    return os.environ.get(name) or DEFAULTS.get(name, "")
+
+
 def _expand(value: Any) -> Any:
     """Prefect's ``{{ $VAR }}`` templating, for the values serve reads itself."""
     if isinstance(value, str):
-        return _ENV.sub(lambda m: os.environ.get(m.group(1), DEFAULTS.get(m.group(1), "")), value)
+        return _ENV.sub(lambda m: _value(m.group(1)), value)
     if isinstance(value, dict):
         return {k: _expand(v) for k, v in value.items()}
     if isinstance(value, list):

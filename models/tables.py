@@ -136,6 +136,9 @@ plans = Table(
     Column("trial_period", Numeric),
     *_document(),
     *_timestamps(),
+    # Lago's DELETE /plans/{code} (tallyflow api): the plan is kept (its subscriptions and
+    # invoices refer to it) but no longer listed or subscribed to.
+    Column("deleted_at", DateTime(timezone=True)),
 )
 
 charges = Table(
@@ -782,4 +785,19 @@ invoice_pdfs = Table(
            primary_key=True),
     Column("pdf", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+# API keys of `tallyflow api` (Lago's `Authorization: Bearer <key>`). Only a SHA-256 of the
+# key is stored: a leaked database does not give working keys. ``prefix`` (the key's first
+# characters) lets people tell keys apart in `tallyflow api-keys list`. Revoked keys stay as a
+# record of who had access; they no longer authenticate.
+api_keys = Table(
+    "api_keys",
+    metadata,
+    _pk(),
+    Column("name", Text, nullable=False),
+    Column("prefix", Text, nullable=False),
+    Column("key_hash", Text, nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("revoked_at", DateTime(timezone=True)),
 )

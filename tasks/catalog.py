@@ -328,11 +328,21 @@ def apply_catalog(
     (default: the current time).
     """
     documents, load_errors = _load(paths)
+    return apply_documents(engine, documents, now=now, load_errors=load_errors)
+
+
+def apply_documents(
+    engine: Engine, documents: Sequence[LoadedDocument], *, now: datetime | None = None,
+    load_errors: Sequence[CatalogError] = (),
+) -> ApplyResult:
+    """Validate and upsert envelopes already read (files, or the API's request bodies): the
+    same rules and the same all-or-nothing transaction as ``apply_catalog``."""
+    documents = sorted(documents, key=lambda d: _kind_rank(d.envelope))
     with engine.begin() as conn:
         conn.execute(sql_text("select pg_advisory_xact_lock(:key)"), {"key": _APPLY_LOCK})
         state = _read_state(conn)
         validation = validate_documents(documents, state.catalog, now=now)
-        errors = load_errors + validation.errors
+        errors = [*load_errors, *validation.errors]
         if errors:
             conn.rollback()
             return ApplyResult(errors=errors)

@@ -453,6 +453,25 @@ class FsspecSource(Source):
                 compression=compression,
             )
 
+    def ref(self, url: str) -> ObjectRef:
+        """One object exactly as ``list()`` gives it (url, version, size, time, format), for a
+        writer that knows what it just wrote: the API's loader registers its objects under the
+        same identity the scheduled listing would, without listing the whole prefix."""
+        fs, _ = self._fs()
+        path = fs._strip_protocol(url)
+        # find(), as list() does: some stores describe an object differently in info()
+        found = fs.find(path, detail=True)
+        if path not in found:
+            raise FileNotFoundError(url)
+        info = found[path]
+        detected, compression = detect(path)
+        fmt = detected if self.spec.format == "auto" else self.spec.format
+        if fmt is None or fmt not in FORMATS:
+            raise ValueError(f"{url} is not an event object (format unknown)")
+        return ObjectRef(url=fs.unstrip_protocol(path), version=_version(info),
+                         size=info.get("size"), modified_at=_modified(info), format=fmt,
+                         compression=compression)
+
     def open(self, ref: ObjectRef) -> AbstractContextManager[IO[bytes]]:
         fs, _ = self._fs()
         path = fs._strip_protocol(ref.url)

@@ -98,6 +98,11 @@ def serve(
     log_level: str = typer.Option(
         "INFO", "--log-level", help="Log level of the served runs, as the Prefect UI shows them."
     ),
+    api: bool = typer.Option(
+        False, "--api", help="Also run `tallyflow api` (the Lago-compatible HTTP API) beside them."
+    ),
+    api_host: str = typer.Option("127.0.0.1", "--api-host", help="With --api: its address."),
+    api_port: int = typer.Option(3000, "--api-port", help="With --api: its port."),
 ) -> None:
     """Serve the deployments of deployments/prefect.yaml from this process (one machine).
 
@@ -133,8 +138,29 @@ def serve(
     from prefect.settings import PREFECT_LOGGING_LEVEL, temporary_settings
 
     os.environ["PREFECT_LOGGING_LEVEL"] = log_level.upper()
-    with temporary_settings(updates={PREFECT_LOGGING_LEVEL: log_level.upper()}):
-        serve_deployments(only)
+    api_process = _start_api(api_host, api_port) if api else None
+    try:
+        with temporary_settings(updates={PREFECT_LOGGING_LEVEL: log_level.upper()}):
+            serve_deployments(only)
+    finally:
+        if api_process is not None:
+            api_process.terminate()
+            api_process.wait(30)
+
+
+def _start_api(host: str, port: int) -> Any:
+    """`tallyflow api` as a child process (its own event loop, beside Prefect's), with this
+    process's database; stopped when serving stops."""
+    import subprocess
+    import sys
+
+    from tallyflow.api.server import check_sources
+    from tallyflow.api.settings import api_settings
+
+    check_sources(api_settings())
+    typer.echo(f"API: http://{host}:{port}/api/v1/ (docs at /docs)")
+    return subprocess.Popen([sys.executable, "-m", "tallyflow.cli", "api", "--host", host,
+                             "--port", str(port)])
 
 
 def _announce_automations() -> None:

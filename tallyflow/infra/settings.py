@@ -41,3 +41,19 @@ def embedded_opted_in() -> bool:
 
 def notify_webhook_url() -> str | None:
     return os.environ.get(NOTIFY_WEBHOOK_ENV) or None
+
+
+# Where `tallyflow api` writes event objects (under api/); the ingest-events/api deployment
+# reads the same place.
+API_BUCKET_ENV = "TALLYFLOW_API_BUCKET"
+
+
+def api_bucket() -> str:
+    """The API's bucket as a URL: ``TALLYFLOW_API_BUCKET`` (a URL or a local path), else the
+    folder ``api-bucket`` under ``TALLYFLOW_HOME``."""
+    configured = os.environ.get(API_BUCKET_ENV)
+    if not configured:
+        return (tallyflow_home() / "api-bucket").as_uri()
+    if "://" not in configured:
+        return Path(configured).expanduser().resolve().as_uri()
+    return configured.rstrip("/")

@@ -39,7 +39,7 @@ def test_every_flow_module_imports_and_defines_flows() -> None:
 
 
 def test_the_expected_deployments_exist() -> None:
-    assert set(SPECS) == {"interval", "hourly", "backfill", "rerate", "reingest"}
+    assert set(SPECS) == {"interval", "api", "hourly", "backfill", "rerate", "reingest"}
     hourly = SPECS["hourly"]
     assert hourly["schedules"] == [{"cron": "0 * * * *", "timezone": "UTC"}]
     assert hourly["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}

@@ -1,0 +1,244 @@
+"""Events from HTTP to Postgres: group commit into object storage, then the ingest's own load.
+
+1. **Durable first.** A request is answered only once its events are in an object under
+   ``<bucket>/api/YYYY/MM/DD/HH/`` (a local file is fsynced and renamed into place; a remote
+   store's single PUT is atomic). Requests that arrive together share one object (group
+   commit): at most one object per ``commit_seconds``, sooner when ``commit_events`` wait.
+2. **Loaded by the ingest, exactly once.** The loader (a thread of the API process) registers
+   each new object in the ingest ledger under the source ``<bucket>/api`` with the identity a
+   listing gives it (``FsspecSource.ref``), then loads it with ``tasks.ingest.ingest_object``:
+   claim with SKIP LOCKED, one transaction per object, events deduplicated. The scheduled
+   ``ingest-events/api`` deployment lists the same source, so whatever crashes (the API after
+   its answer, the loader mid-load, the database), an object is loaded once: by whichever
+   commits first; the other finds it ingested (docs/architecture.md §3, invariant 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import count
+from typing import Any
+
+from sqlalchemy import Engine
+
+from tallyflow.infra.failpoints import failpoint
+from tallyflow.tasks.ingest import ingest_object, register_objects
+from tallyflow.tasks.sources import FsspecSource, ObjectRef, SourceSpec, build_source
+
+_log = logging.getLogger(__name__)
+
+
+def api_source(source_url: str) -> FsspecSource:
+    """The ingest source of the API's objects: Lago events, JSON Lines, by the plain URL (the
+    ledger key the scheduled deployment uses for the same URL)."""
+    source = build_source(SourceSpec(url=source_url))
+    assert isinstance(source, FsspecSource)
+    return source
+
+
+class ObjectWriter:
+    """Writes one object of JSON Lines durably; names sort by time within the hour prefix."""
+
+    def __init__(self, source: FsspecSource) -> None:
+        self.source = source
+        self.fs, root = source._fs()
+        self.root = root.rstrip("/")
+        self.local = "file" in self.fs.protocol or "local" in self.fs.protocol
+        # Several API processes may write one bucket: host, pid and a random tag keep names apart.
+        self.tag = f"{socket.gethostname()[:20]}-{os.getpid()}-{secrets.token_hex(3)}"
+        self._seq = count()
+
+    def write(self, data: bytes, now: datetime) -> ObjectRef:
+        now = now.astimezone(UTC)
+        name = f"{now:%Y/%m/%d/%H}/{now:%Y%m%dT%H%M%S%fZ}-{self.tag}-{next(self._seq):06d}.jsonl"
+        path = f"{self.root}/{name}"
+        if self.local:
+            _write_local(path, data)
+        else:
+            self.fs.pipe_file(path, data)
+        return self.source.ref(self.fs.unstrip_protocol(path))
+
+
+def _write_local(path: str, data: bytes) -> None:
+    """Write, fsync, rename into place, fsync the folder: the object exists whole or not at
+    all, and survives a power cut once this returns. The temporary name has no event
+    extension, so a concurrent listing leaves it alone."""
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    temporary = f"{path}.part"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass
+class _Waiting:
+    lines: list[bytes]
+    future: asyncio.Future[ObjectRef]
+
+
+class GroupCommit:
+    """Requests hand in their lines and wait; one writer turns whatever waits into one object.
+
+    Frequency is bounded (one object per ``interval`` at most, unless ``max_events`` wait),
+    latency is low when idle (a lone request after a quiet spell is written at once).
+    """
+
+    def __init__(self, writer: Callable[[bytes, datetime], ObjectRef], interval: float,
+                 max_events: int, on_written: Callable[[ObjectRef], None]) -> None:
+        self.writer = writer
+        self.interval = interval
+        self.max_events = max_events
+        self.on_written = on_written
+        self._waiting: list[_Waiting] = []
+        self._events = 0
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._last = 0.0
+        self.objects = 0
+
+    async def submit(self, lines: list[bytes]) -> ObjectRef:
+        future: asyncio.Future[ObjectRef] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Waiting(lines, future))
+        self._events += len(lines)
+        self._wake.set()
+        if self._events >= self.max_events:
+            self._full.set()
+        # shield: a client that hangs up does not take the write away from the others
+        return await asyncio.shield(future)
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            delay = self._last + self.interval - time.monotonic()
+            if delay > 0 and not self._full.is_set():
+                try:
+                    await asyncio.wait_for(self._full.wait(), delay)
+                except TimeoutError:
+                    pass
+            await self.flush()
+
+    async def flush(self) -> None:
+        batch, self._waiting, self._events = self._waiting, [], 0
+        self._wake.clear()
+        self._full.clear()
+        if not batch:
+            return
+        data = b"".join(line for item in batch for line in item.lines)
+        try:
+            ref = await asyncio.to_thread(self.writer, data, datetime.now(UTC))
+        except Exception as exc:  # every waiting request learns it was not stored
+            _log.exception("writing an API object failed")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        finally:
+            self._last = time.monotonic()
+        self.objects += 1
+        for item in batch:
+            if not item.future.done():
+                item.future.set_result(ref)
+        self.on_written(ref)
+
+
+@dataclass
+class LoaderStats:
+    objects: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    failed: int = 0
+    last_error: str | None = None
+    loaded: list[str] = field(default_factory=list)  # urls, most recent last (bounded)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "loaded"}
+
+
+class Loader:
+    """A thread that registers and loads each object the API wrote, oldest first."""
+
+    def __init__(self, engine: Engine, source: FsspecSource) -> None:
+        self.engine = engine
+        self.source = source
+        self.stats = LoaderStats()
+        self._queue: queue.SimpleQueue[ObjectRef | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="tallyflow-api-loader",
+                                        daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def notify(self, ref: ObjectRef) -> None:
+        self._queue.put(ref)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            refs: list[ObjectRef] = []
+            item = self._queue.get()
+            while True:
+                if item is None:
+                    stopping = True
+                else:
+                    refs.append(item)
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if refs:
+                self._load(refs)
+
+    def _load(self, refs: list[ObjectRef], attempts: int = 5) -> None:
+        for attempt in range(attempts):
+            try:
+                self.load(refs)
+                return
+            except Exception as exc:  # the scheduled ingest stays the safety net
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                _log.exception("loading API objects failed (attempt %d)", attempt + 1)
+                time.sleep(min(2.0**attempt * 0.2, 5.0))
+
+    def load(self, refs: list[ObjectRef]) -> None:
+        """Register ``refs`` and load every object of the source still pending (so one left
+        pending by a crash is picked up too); another loader holding one skips it."""
+        failpoint("api.before_load")
+        for object_id in register_objects(self.engine, self.source, refs):
+            result = ingest_object(self.engine, self.source, object_id)
+            if result.status == "skipped":
+                continue
+            stats = self.stats
+            stats.objects += result.status == "ingested"
+            stats.failed += result.status == "failed"
+            stats.accepted += result.accepted
+            stats.duplicates += result.duplicates
+            stats.conflicts += result.conflicts
+            stats.rejected += result.rejected
+            stats.loaded = [*stats.loaded[-99:], result.url]

@@ -1,0 +1,128 @@
+"""An in-process API app over the test database, with a folder bucket and an API key."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, text
+
+from tallyflow.api.app import create_app
+from tallyflow.api.keys import create_key
+from tallyflow.api.settings import ApiSettings
+
+
+def settings_for(folder: Path, **overrides: Any) -> ApiSettings:
+    values: dict[str, Any] = {"bucket": (folder / "bucket").as_uri(), "commit_seconds": 0.05,
+                              "commit_events": 5000, "max_body_bytes": 4 * 1024 * 1024}
+    return ApiSettings(**{**values, **overrides})
+
+
+@pytest.fixture()
+def api_key(engine: Engine) -> str:
+    return create_key(engine, "tests")[0]
+
+
+@pytest.fixture()
+def make_client(engine: Engine, tmp_path: Path,
+                api_key: str) -> Iterator[Callable[..., TestClient]]:
+    clients: list[TestClient] = []
+
+    def make(load: bool = True, **overrides: Any) -> TestClient:
+        app = create_app(engine, settings_for(tmp_path, **overrides), load=load)
+        client = TestClient(app, headers={"Authorization": f"Bearer {api_key}"})
+        client.__enter__()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture()
+def client(make_client: Callable[..., TestClient]) -> TestClient:
+    return make_client()
+
+
+def wait_for(engine: Engine, query: str, expected: Any, timeout: float = 60.0,
+             **params: Any) -> Any:
+    """Poll until the query gives ``expected`` (the loader works in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with engine.connect() as conn:
+            value = conn.execute(text(query), params).scalar()
+        if value == expected or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)
+
+
+class LiveApi:
+    """A `tallyflow api` child process on loopback, over the test database."""
+
+    def __init__(self, url: str, process: Any, bucket: Path, log: Path) -> None:
+        self.url, self.process, self.bucket, self.log = url, process, bucket, log
+
+    def kill(self) -> None:
+        import os
+        import signal
+
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except Exception:
+                self.kill()
+
+
+@pytest.fixture()
+def live_api(database_url: str, engine: Engine, tmp_path: Path,
+             api_key: str) -> Iterator[Callable[..., LiveApi]]:
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.storage import free_port
+
+    started: list[LiveApi] = []
+
+    def start(**env: str) -> LiveApi:
+        port = free_port()
+        log = tmp_path / f"api-{port}.log"
+        environment = {**os.environ, "TALLYFLOW_DATABASE_URL": database_url,
+                       "TALLYFLOW_HOME": str(tmp_path / "home"),
+                       "TALLYFLOW_API_BUCKET": (tmp_path / "bucket").as_uri(),
+                       "TALLYFLOW_API_COMMIT_SECONDS": "0.05", **env}
+        environment.pop("TALLYFLOW_FAILPOINTS", None) if "TALLYFLOW_FAILPOINTS" not in env \
+            else None
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tallyflow.cli", "api", "--port", str(port)],
+            env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        server = LiveApi(f"http://127.0.0.1:{port}", process, tmp_path / "bucket", log)
+        started.append(server)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{server.url}/docs", timeout=1).status_code == 200:
+                    return server
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"tallyflow api did not start:\n{log.read_text()}")
+            time.sleep(0.1)
+
+    yield start
+    for server in started:
+        server.stop()

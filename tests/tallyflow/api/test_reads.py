@@ -1,0 +1,166 @@
+"""Read paths: current usage, wallets and their transactions, invoices and the catalog, with
+Lago's pagination and 404s; every figure equals what the CLI prints."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+from typer.testing import CliRunner
+
+from tallyflow.cli.main import app as cli
+from tallyflow.tasks.invoicing import close_periods
+from tallyflow.tasks.wallets import open_catalog_wallets
+from tests.tallyflow.api.conftest import wait_for
+from tests.tallyflow.api.test_events import event
+from tests.tasks.rating_fixtures import SUB, apply_mistral, ingest_events, token_event
+
+runner = CliRunner()
+
+
+def cli_json(*args: str) -> Any:
+    result = runner.invoke(cli, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_current_usage_is_the_clis(client: TestClient, engine: Engine, tmp_path: Path) -> None:
+    apply_mistral(engine, tmp_path)
+    batch = [event(f"u{i}", tokens=250_000) for i in range(8)]
+    assert client.post("/api/v1/events/batch", json={"events": batch}).status_code == 200
+    wait_for(engine, "select count(*) from events", 8)
+    answer = client.get("/api/v1/customers/acme/current_usage",
+                        params={"external_subscription_id": SUB})
+    assert answer.status_code == 200, answer.text
+    usage = answer.json()["customer_usage"]
+    expected = cli_json("usage", SUB)
+    assert usage["amount_cents"] == expected["amount_cents"] == 200  # 2M small input tokens
+    assert usage["charges_usage"][0]["units"] == expected["charges_usage"][0]["units"]
+    assert usage["charges_usage"][0]["total_aggregated_units"] == usage["charges_usage"][0][
+        "units"]
+    assert {k: v for k, v in usage.items() if k != "charges_usage"} == {
+        k: v for k, v in expected.items() if k != "charges_usage"}
+
+
+@pytest.mark.parametrize("path, params, status, code", [
+    ("/api/v1/customers/nobody/current_usage", {"external_subscription_id": SUB}, 404,
+     "customer_not_found"),
+    ("/api/v1/customers/acme/current_usage", {"external_subscription_id": "sub_x"}, 404,
+     "subscription_not_found"),
+    ("/api/v1/customers/acme/current_usage", {}, 422, "validation_errors"),
+    ("/api/v1/customers/acme/current_usage",
+     {"external_subscription_id": SUB, "apply_taxes": "false"}, 422, "validation_errors"),
+    ("/api/v1/customers/nobody", {}, 404, "customer_not_found"),
+    ("/api/v1/plans/nothing", {}, 404, "plan_not_found"),
+    ("/api/v1/billable_metrics/nothing", {}, 404, "billable_metric_not_found"),
+    ("/api/v1/subscriptions/nothing", {}, 404, "subscription_not_found"),
+    ("/api/v1/taxes/nothing", {}, 404, "tax_not_found"),
+    ("/api/v1/wallets/999999", {}, 404, "wallet_not_found"),
+    ("/api/v1/wallets/abc/wallet_transactions", {}, 404, "wallet_not_found"),
+    ("/api/v1/wallets", {"external_customer_id": "nobody"}, 404, "customer_not_found"),
+    ("/api/v1/invoices/nothing", {}, 404, "invoice_not_found"),
+    ("/api/v1/plans", {"per_page": "1000"}, 422, "validation_errors"),
+    ("/api/v1/plans", {"page": "zero"}, 422, "validation_errors"),
+    ("/api/v1/plans", {"search_term": "x"}, 422, "validation_errors"),
+    ("/api/v1/nowhere", {}, 404, None),
+])
+def test_lagos_error_shapes(client: TestClient, engine: Engine, tmp_path: Path, path: str,
+                            params: dict[str, str], status: int, code: str | None) -> None:
+    apply_mistral(engine, tmp_path)
+    answer = client.get(path, params=params)
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    assert body["status"] == status and body["error"]
+    assert body.get("code") == code
+
+
+def test_catalog_reads_and_pagination(client: TestClient, engine: Engine, tmp_path: Path) -> None:
+    apply_mistral(engine, tmp_path)
+    metric = client.get("/api/v1/billable_metrics/mistral_tokens").json()["billable_metric"]
+    assert metric["code"] == "mistral_tokens" and metric["lago_id"].isdigit()
+    assert [f["key"] for f in metric["filters"]] == ["model", "type"]
+    plan = client.get("/api/v1/plans/mistral_per_token").json()["plan"]
+    assert plan["charges"][0]["charge_model"] == "package"
+    customer = client.get("/api/v1/customers/acme").json()["customer"]
+    assert customer["applicable_timezone"] == "America/New_York"
+    sub = client.get(f"/api/v1/subscriptions/{SUB}").json()["subscription"]
+    assert sub["external_customer_id"] == "acme" and sub["plan_code"] == "mistral_per_token"
+    assert sub["status"] == "active"
+    listed = client.get("/api/v1/subscriptions", params={"external_customer_id": "acme"}).json()
+    assert [s["external_id"] for s in listed["subscriptions"]] == [SUB]
+    none = client.get("/api/v1/subscriptions", params={"external_customer_id": "other"}).json()
+    assert none == {"subscriptions": [], "meta": {"current_page": 1, "next_page": None,
+                                                  "prev_page": None, "total_pages": 1,
+                                                  "total_count": 0}}
+    pages = client.get("/api/v1/customers", params={"per_page": 1, "page": 1}).json()
+    assert pages["meta"]["total_count"] == 1 and len(pages["customers"]) == 1
+    past = client.get("/api/v1/customers", params={"per_page": 1, "page": 2}).json()
+    assert past["customers"] == [] and past["meta"]["prev_page"] == 1
+
+
+def test_wallets_top_ups_and_transactions(client: TestClient, engine: Engine,
+                                          tmp_path: Path) -> None:
+    apply_mistral(engine, tmp_path)
+    open_catalog_wallets(engine)  # as `tallyflow apply` does
+    wallets = client.get("/api/v1/wallets", params={"external_customer_id": "acme"}).json()
+    [wallet] = wallets["wallets"]
+    shown = cli_json("wallets", "show", "acme")["wallets"][0]
+    assert {k: wallet[k] for k in shown} == shown
+    assert wallet["credits_balance"] == "25.00000"  # granted settle at once, paid wait
+    lago_id = wallet["lago_id"]
+    assert client.get(f"/api/v1/wallets/{lago_id}").json()["wallet"] == wallet
+
+    body = {"wallet_transaction": {"wallet_id": lago_id, "paid_credits": "10",
+                                   "granted_credits": "5", "voided_credits": None}}
+    first = client.post("/api/v1/wallet_transactions", json=body,
+                        headers={"Idempotency-Key": "po-1"})
+    assert first.status_code == 200, first.text
+    posted = first.json()["wallet_transactions"]
+    assert sorted((t["transaction_status"], t["credit_amount"], t["status"]) for t in posted) == [
+        ("granted", "5.00000", "settled"), ("purchased", "10.00000", "pending")]
+    retry = client.post("/api/v1/wallet_transactions", json=body,
+                        headers={"Idempotency-Key": "po-1"})
+    assert retry.status_code == 200 and retry.json()["wallet_transactions"] == posted
+    after = client.get(f"/api/v1/wallets/{lago_id}").json()["wallet"]
+    assert after["credits_balance"] == "30.00000"
+    assert after == {**cli_json("wallets", "show", "acme")["wallets"][0],
+                     "lago_customer_id": wallet["lago_customer_id"]}
+
+    listed = client.get(f"/api/v1/wallets/{lago_id}/wallet_transactions",
+                        params={"per_page": 2}).json()
+    assert listed["meta"]["total_count"] == 4 and len(listed["wallet_transactions"]) == 2
+    assert listed["meta"]["next_page"] == 2
+
+    refused = client.post("/api/v1/wallet_transactions", json={"wallet_transaction": {
+        "wallet_id": lago_id, "paid_credits": "1", "metadata": [{"key": "a", "value": "b"}]}})
+    assert refused.status_code == 422
+    assert refused.json()["error_details"] == {"metadata": ["not_supported"]}
+    negative = client.post("/api/v1/wallet_transactions", json={"wallet_transaction": {
+        "wallet_id": lago_id, "paid_credits": "-1"}})
+    assert negative.json()["error_details"] == {"paid_credits": ["invalid_value"]}
+
+
+def test_invoices_are_the_clis(client: TestClient, engine: Engine, tmp_path: Path) -> None:
+    apply_mistral(engine, tmp_path)
+    ingest_events(engine, tmp_path, [token_event("a", "2025-03-10T00:00:00Z", 3_000_000)])
+    close_periods(engine, datetime(2025, 5, 10, tzinfo=UTC), now=datetime(2025, 5, 10,
+                                                                           tzinfo=UTC))
+    expected = cli_json("invoices", "list")["invoices"]
+    assert len(expected) >= 2
+    listed = client.get("/api/v1/invoices", params={"per_page": 1}).json()
+    assert [i["lago_id"] for i in listed["invoices"]] == [expected[0]["lago_id"]]
+    assert listed["meta"]["total_count"] == len(expected)
+    everything = client.get("/api/v1/invoices",
+                            params={"external_customer_id": "acme", "per_page": 100}).json()
+    for got, cli_invoice in zip(everything["invoices"], expected, strict=True):
+        assert {k: v for k, v in got.items() if k not in ("customer", "number")} == {
+            k: v for k, v in cli_invoice.items() if k not in ("customer", "number")}
+        assert got["number"] == (cli_invoice["number"] or "")
+        assert got["customer"]["external_id"] == cli_invoice["customer"]["external_id"]
+    one = client.get(f"/api/v1/invoices/{expected[0]['lago_id']}").json()["invoice"]
+    assert one == everything["invoices"][0]
