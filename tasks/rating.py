@@ -119,17 +119,26 @@ _SUBSCRIPTIONS = """
 
 
 def load_subscriptions(
-    conn: Connection, external_ids: Sequence[str] | None = None
+    conn: Connection, external_ids: Sequence[str] | None = None,
+    ids: Sequence[int] | None = None,
 ) -> dict[str, SubscriptionInfo]:
-    """Subscriptions by external id (all of them when ``external_ids`` is None)."""
-    if external_ids is None:
-        rows = conn.execute(text(_SUBSCRIPTIONS))
-    else:
+    """Subscriptions by external id (all of them when neither ``external_ids`` nor ``ids``
+    narrows them: a batch of the hourly snapshot reads only its own, not all 100,000)."""
+    if external_ids is not None:
         rows = conn.execute(
             text(_SUBSCRIPTIONS + " where s.external_id = any(cast(:ids as text[]))"),
             {"ids": list(external_ids)},
         )
-    return {row.external_id: SubscriptionInfo(**row._mapping) for row in rows}
+    elif ids is not None:
+        rows = conn.execute(
+            text(_SUBSCRIPTIONS + " where s.id = any(cast(:ids as bigint[]))"), {"ids": list(ids)}
+        )
+    else:
+        rows = conn.execute(text(_SUBSCRIPTIONS))
+    # zip with the keys once: a Row's mapping view costs more than the dataclass itself
+    keys = list(rows.keys())
+    infos = (SubscriptionInfo(**dict(zip(keys, row, strict=True))) for row in rows)
+    return {info.external_id: info for info in infos}
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,7 +282,10 @@ def summarize_new_events(engine: Engine) -> bool:
     try:
         with engine.begin() as conn:
             conn.execute(text("set local lock_timeout = '2s'"))
-            conn.execute(text("select brin_summarize_new_values('ix_events_object_brin')"))
+            # events is partitioned (migration 0011): each partition has its own BRIN index
+            conn.execute(text(
+                "select brin_summarize_new_values(inhrelid) from pg_inherits"
+                " where inhparent = 'ix_events_object_brin'::regclass"))
         return True
     except OperationalError:
         return False

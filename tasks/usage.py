@@ -375,9 +375,8 @@ def snapshot_subscriptions(
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
-            all_subs = load_subscriptions(conn)
             wanted = set(subscription_ids)
-            subs = [s for s in all_subs.values() if s.id in wanted]
+            subs = [s for s in load_subscriptions(conn, ids=list(wanted)).values()]
             inputs = read_inputs(conn, subs, as_of)
             rows: list[dict[str, Any]] = []
             per_charge: dict[str, int] = defaultdict(int)
