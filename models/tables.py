@@ -23,7 +23,6 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     Numeric,
-    Sequence,
     Table,
     Text,
     UniqueConstraint,
@@ -328,20 +327,14 @@ ingest_objects = Table(
 # timestamp ties for latest_agg) and, like ``object_id``, only grows, so BRIN indexes cover both
 # for a fraction of a btree's insert cost.
 #
-# Migration 0011 (docs/scaling.md): hash partitions by subscription, so the dedup key stays the
-# primary key of every partition; the key columns compare byte-wise ("C" collation: they are
-# identifiers, and the locale's comparison cost every insert). A partitioned table has no
-# identity column before PostgreSQL 17: ``id`` comes from a plain sequence instead.
-EVENT_PARTITIONS = 8
-events_id_seq = Sequence("events_id_seq", metadata=metadata)
+# Migration 0011 (docs/scaling.md): the key columns compare byte-wise ("C" collation): they
+# are identifiers, and the locale's comparison cost every insert into the unique index.
 events = Table(
     "events",
     metadata,
     Column("external_subscription_id", Text(collation="C"), primary_key=True),
     Column("transaction_id", Text(collation="C"), primary_key=True),
-    # the migration sets the column's default to nextval('events_id_seq') and makes the
-    # sequence owned by the column (which Alembic's comparison reads as a serial column)
-    Column("id", BigInteger, events_id_seq, nullable=False),
+    Column("id", BigInteger, Identity(always=False), nullable=False),
     Column("code", Text, nullable=False),
     Column("timestamp", DateTime(timezone=True), nullable=False),
     Column("properties", JSONB, nullable=False),
@@ -354,7 +347,6 @@ events = Table(
     Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_events_object_brin", "object_id", postgresql_using="brin"),
     Index("ix_events_id_brin", "id", postgresql_using="brin"),
-    postgresql_partition_by="HASH (external_subscription_id)",
 )
 
 rejected_rows = Table(

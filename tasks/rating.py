@@ -282,10 +282,7 @@ def summarize_new_events(engine: Engine) -> bool:
     try:
         with engine.begin() as conn:
             conn.execute(text("set local lock_timeout = '2s'"))
-            # events is partitioned (migration 0011): each partition has its own BRIN index
-            conn.execute(text(
-                "select brin_summarize_new_values(inhrelid) from pg_inherits"
-                " where inhparent = 'ix_events_object_brin'::regclass"))
+            conn.execute(text("select brin_summarize_new_values('ix_events_object_brin')"))
         return True
     except OperationalError:
         return False

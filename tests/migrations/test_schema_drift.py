@@ -13,10 +13,8 @@ What the comparison leaves out, and why (each entry is a decision, not a conveni
   exists, so a migration that drops it fails here.
 - CHECK constraint bodies: autogenerate does not compare them either; each is tested by the
   rows it refuses (e.g. whole minor units in ``tests/tasks/test_wallet_ledger.py``).
-- Partitions: ``events`` is hash-partitioned by subscription (migration 0011); its partitions
-  ``events_p0`` .. ``events_p7`` are reflected as tables of their own but are declared only as
-  the parent's ``postgresql_partition_by``, so they are excluded by name pattern, and
-  ``test_events_are_partitioned`` below pins that they exist and cover every remainder.
+- Partitions: none today. A partitioned table's partitions are reflected as tables; when one is
+  added, exclude its partitions here by name pattern and say so.
 - Staging tables (``create temp table ... on commit drop`` in ``tasks/ingest.py`` and
   ``tasks/usage.py``) live in one transaction of one session, never in the migrated schema, so
   they never show up here.
@@ -24,7 +22,6 @@ What the comparison leaves out, and why (each entry is a decision, not a conveni
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
@@ -35,13 +32,9 @@ from models.tables import metadata
 from tallyflow import migrate
 
 EXCLUDED_TABLES = {"alembic_version": "Alembic's own bookkeeping"}
-# events' hash partitions (migration 0011): declared as the parent's partitioning, not as tables
-PARTITION_NAME = re.compile(r"events_p\d+")
 
 
 def _include(obj: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
-    if kind == "table" and name is not None and PARTITION_NAME.fullmatch(name):
-        return False
     return not (kind == "table" and name in EXCLUDED_TABLES)
 
 
@@ -93,25 +86,12 @@ def test_the_comparison_sees_a_drift(empty_database: Engine) -> None:
     assert differences[0][3].name == "nickname"
 
 
-def test_events_are_partitioned(empty_database: Engine) -> None:
-    """events is hash-partitioned by subscription into EVENT_PARTITIONS partitions that cover
-    every remainder, its key compares byte-wise, and ids keep coming from the sequence."""
-    from models.tables import EVENT_PARTITIONS
-
+def test_event_keys_compare_byte_wise(empty_database: Engine) -> None:
+    """Migration 0011: the dedup key's columns use the "C" collation (a collation change is
+    one the comparison above may not see), and dedup by equality is unaffected."""
     migrate.upgrade(empty_database)
     with empty_database.connect() as conn:
-        strategy = conn.execute(text(
-            "select pg_get_partkeydef('events'::regclass)")).scalar_one()
-        bounds = sorted(conn.execute(text(
-            "select pg_get_expr(c.relpartbound, c.oid) from pg_inherits i"
-            " join pg_class c on c.oid = i.inhrelid where i.inhparent = 'events'::regclass"
-        )).scalars())
         collations = set(conn.execute(text(
             "select collation_name from information_schema.columns where table_name = 'events'"
             " and column_name in ('external_subscription_id', 'transaction_id')")).scalars())
-    assert strategy == "HASH (external_subscription_id)"
-    assert bounds == sorted(
-        f"FOR VALUES WITH (modulus {EVENT_PARTITIONS}, remainder {r})"
-        for r in range(EVENT_PARTITIONS)
-    )
     assert collations == {"C"}
