@@ -18,43 +18,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-MODELS = ("mistral-small", "mistral-medium", "mistral-large")
-
-
-def generate(folder: Path, events: int, objects: int, subscriptions: int) -> int:
-    folder.mkdir(parents=True, exist_ok=True)
-    rnd = random.Random(7)
-    per_object = events // objects
-    total = 0
-    for n in range(objects):
-        lines = []
-        for i in range(per_object):
-            k = n * per_object + i
-            tokens = rnd.randint(1, 50_000)
-            direction = "input" if k % 2 else "output"
-            lines.append(
-                f'{{"transaction_id":"tx-{k}","external_subscription_id":"sub_{k % subscriptions}",'
-                f'"code":"mistral_tokens","timestamp":{1_764_000_000 + k % 86_400},'
-                f'"properties":{{"tokens":{tokens},"model":"{MODELS[k % 3]}",'
-                f'"type":"{direction}"}}}}\n'
-            )
-        (folder / f"part-{n:04d}.jsonl").write_text("".join(lines))
-        total += len(lines)
-    return total
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import (
+    ROOT,
+    bare_postgres,
+    drop_database,
+    fresh_database,
+    generate,
+    prepare,
+)
 
 
 def child_ingest(folder: str) -> None:
@@ -95,59 +75,6 @@ def run_child(folder: Path, url: str) -> dict:
         check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def bare_postgres(url: str, folder: Path) -> float:
-    """COPY the same rows into staging and INSERT ... ON CONFLICT on the same unique key."""
-    import orjson
-
-    engine = create_engine(url)
-    rows = []
-    for path in sorted(folder.glob("*.jsonl")):
-        for line in path.read_bytes().splitlines():
-            e = orjson.loads(line)
-            rows.append(
-                (
-                    e["external_subscription_id"],
-                    e["transaction_id"],
-                    e["code"],
-                    e["timestamp"],
-                    orjson.dumps(e["properties"]).decode(),
-                )
-            )
-    with engine.begin() as conn:
-        conn.execute(text("drop table if exists bench_events"))
-        conn.execute(
-            text(
-                "create table bench_events (external_subscription_id text, transaction_id text,"
-                " code text, ts timestamptz, properties jsonb,"
-                " primary key (external_subscription_id, transaction_id))"
-            )
-        )
-    started = time.perf_counter()
-    with engine.begin() as conn:
-        pg = conn.connection.driver_connection
-        conn.execute(
-            text(
-                "create temp table bench_stage (external_subscription_id text, transaction_id text,"
-                " code text, ts timestamptz, properties jsonb) on commit drop"
-            )
-        )
-        with pg.cursor() as cur, cur.copy("copy bench_stage from stdin") as copy:
-            for sub, txn, code, ts, props in rows:
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-                copy.write_row((sub, txn, code, stamp, props))
-        conn.execute(
-            text(
-                "insert into bench_events select * from bench_stage"
-                " on conflict (external_subscription_id, transaction_id) do nothing"
-            )
-        )
-    seconds = time.perf_counter() - started
-    with engine.begin() as conn:
-        conn.execute(text("drop table bench_events"))
-    engine.dispose()
-    return len(rows) / seconds
 
 
 def naive(url: str, folder: Path, sample: int) -> float:
@@ -200,39 +127,6 @@ def naive(url: str, folder: Path, sample: int) -> float:
     Base.metadata.drop_all(engine)
     engine.dispose()
     return len(lines) / seconds
-
-
-def fresh_database(base_url: str) -> tuple[str, str]:
-    from tallyflow.infra.db import normalise_url
-
-    admin = make_url(normalise_url(base_url)).set(database="postgres")
-    name = f"tallyflow_bench_{uuid.uuid4().hex[:8]}"
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'create database "{name}"'))
-    engine.dispose()
-    return admin.set(database=name).render_as_string(hide_password=False), name
-
-
-def drop_database(base_url: str, name: str) -> None:
-    from tallyflow.infra.db import normalise_url
-
-    admin = make_url(normalise_url(base_url)).set(database="postgres")
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'drop database if exists "{name}" with (force)'))
-    engine.dispose()
-
-
-def prepare(url: str) -> None:
-    from tallyflow.infra import migrate
-    from tallyflow.infra.db import get_engine
-    from tallyflow.tasks.catalog import apply_catalog
-
-    engine = get_engine(url)
-    migrate.upgrade(engine)
-    result = apply_catalog(engine, [ROOT / "examples" / "mistral"])
-    assert result.ok, result.errors
 
 
 def main() -> None:

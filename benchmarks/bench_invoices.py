@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
+import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 CLOSE_AT = datetime(2025, 4, 1, 8, tzinfo=UTC)
@@ -62,20 +64,11 @@ def main() -> None:
     parser.add_argument("--pdfs", type=int, default=200, help="How many PDFs to time.")
     args = parser.parse_args()
 
-    base = os.environ.get("TALLYFLOW_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    from tallyflow.infra import db, migrate
+    from tallyflow.infra import db
 
-    admin_url = make_url(db.normalise_url(base)).set(database="postgres")
-    name = f"tallyflow_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'create database "{name}"'))
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
-    os.environ["TALLYFLOW_DATABASE_URL"] = url
     folder = Path(tempfile.mkdtemp(prefix="tallyflow-bench-catalog-"))
-    try:
+    with scratch_database() as url:
         engine = db.get_engine(url)
-        migrate.upgrade(engine)
         from tallyflow.tasks import wallets as w
         from tallyflow.tasks.catalog import apply_catalog
         from tallyflow.tasks.folding import fold_pending
@@ -122,12 +115,7 @@ def main() -> None:
                 " count(distinct number) from invoices where status = 'finalized'")).one()
         print(f"invoices={row[0]} numbers={row[3]} total due cents={row[1]}"
               f" prepaid cents={row[2]}")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        db.dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'drop database if exists "{name}" with (force)'))
-        admin.dispose()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,16 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import scratch_database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -138,23 +141,15 @@ def main() -> None:
     parser.add_argument("--url", help="an existing empty database (default: a scratch one)")
     args = parser.parse_args()
 
-    admin = None
-    name = f"tf_bench_{uuid.uuid4().hex[:8]}"
-    url = args.url
-    if url is None:
-        admin = create_engine(
-            "postgresql+psycopg://postgres@127.0.0.1/postgres", isolation_level="AUTOCOMMIT"
-        )
-        with admin.connect() as conn:
-            conn.execute(text(f'create database "{name}"'))
-        url = f"postgresql+psycopg://postgres@127.0.0.1/{name}"
-    os.environ["TALLYFLOW_DATABASE_URL"] = url
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from contextlib import nullcontext
 
-    from tallyflow.infra import db
-    from tallyflow.infra.resources import billing_engine
+    scratch = scratch_database() if args.url is None else nullcontext(args.url)
+    with scratch as url:
+        os.environ["TALLYFLOW_DATABASE_URL"] = url
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    try:
+        from tallyflow.infra.resources import billing_engine
+
         engine = billing_engine(url)
         setup_catalog(engine, args.subscriptions)
         now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -188,12 +183,6 @@ def main() -> None:
                 )
         rate = ingest_rate(engine, args.ingest_events)
         print(f"ingest: {rate:,.0f} events/s ({args.ingest_events:,} events, one JSONL object)")
-    finally:
-        db.dispose_engines()
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f'drop database if exists "{name}" with (force)'))
-            admin.dispose()
 
 
 if __name__ == "__main__":

@@ -15,16 +15,20 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="tallyflow-bench-prefect-"))
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "ERROR")
 
-from sqlalchemy import create_engine, make_url, text
+from sqlalchemy import text
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scratch import scratch_database
 
 AS_OF = datetime(2025, 3, 15, 10, tzinfo=UTC)
 
@@ -63,19 +67,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2_500)
     args = parser.parse_args()
 
-    base = os.environ.get("TALLYFLOW_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    from tallyflow.infra import db, migrate
+    from tallyflow.infra import db
 
-    admin_url = make_url(db.normalise_url(base)).set(database="postgres")
-    name = f"tallyflow_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'create database "{name}"'))
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
-    os.environ["TALLYFLOW_DATABASE_URL"] = url
-    try:
+    with scratch_database() as url:
         engine = db.get_engine(url)
-        migrate.upgrade(engine)
         started = time.perf_counter()
         with engine.begin() as conn:
             for statement in SEED:
@@ -118,11 +113,6 @@ def main() -> None:
                     f"  credits deducted={summary['credits_deducted']}"
                     f"  alerts={summary['alerts']}  negative={summary['negative_wallets']}"
                 )
-    finally:
-        db.dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'drop database if exists "{name}" with (force)'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ finish, a table of per-object results, a run row with the totals). The work is i
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
@@ -46,8 +46,11 @@ if TYPE_CHECKING:
 else:
     SourceForm = source_parameter()
 
-# Listeners the CLI attaches to draw a progress bar; called as (result, done, total).
-PROGRESS_LISTENERS: list[Callable[[ObjectResult, int, int], None]] = []
+# Progress for whoever listens (the CLI draws a bar from it): one record per finished object
+# on a plain logging channel, with ``result``, ``done`` and ``total`` attached, so the flow
+# knows nothing of its listeners. Not propagated: without a handler it costs one check.
+PROGRESS = logging.getLogger("tallyflow.progress.ingest")
+PROGRESS.propagate = False
 
 
 class IngestFailed(Exception):
@@ -104,8 +107,8 @@ def ingest_events(
     for future in as_completed(futures):
         results.append(future.result())
         update_progress_artifact(progress, 100.0 * len(results) / max(len(futures), 1))
-        for listener in PROGRESS_LISTENERS:
-            listener(results[-1], len(results), len(futures))
+        PROGRESS.info("%s", results[-1].url, extra={
+            "result": results[-1], "done": len(results), "total": len(futures)})
     if not futures:
         update_progress_artifact(progress, 100.0)
     results.sort(key=lambda r: r.object_id)

@@ -341,11 +341,14 @@ ingest_objects = Table(
 # wins and no second unique index slows every insert; ``id`` is the ingestion order (it breaks
 # timestamp ties for latest_agg) and, like ``object_id``, only grows, so BRIN indexes cover both
 # for a fraction of a btree's insert cost.
+#
+# Migration 0011 (docs/scaling.md): the key columns compare byte-wise ("C" collation): they
+# are identifiers, and the locale's comparison cost every insert into the unique index.
 events = Table(
     "events",
     metadata,
-    Column("external_subscription_id", Text, primary_key=True),
-    Column("transaction_id", Text, primary_key=True),
+    Column("external_subscription_id", Text(collation="C"), primary_key=True),
+    Column("transaction_id", Text(collation="C"), primary_key=True),
     Column("id", BigInteger, Identity(always=False), nullable=False),
     Column("code", Text, nullable=False),
     Column("timestamp", DateTime(timezone=True), nullable=False),

@@ -21,15 +21,11 @@ of the copy that was kept.
 
 from __future__ import annotations
 
-import gc
 import logging
-import queue
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import psycopg
@@ -39,15 +35,13 @@ from sqlalchemy import exc as sa_exc
 
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
-from tallyflow.models.events import (
-    MAX_RAW_KEPT,
-    Reason,
-    Rejection,
-    TimeBounds,
-    ValidEvent,
-    validate_record,
+from tallyflow.models.events import Reason, Rejection, TimeBounds
+from tallyflow.tasks.ingest_staging import (
+    RejectedRow,
+    fewer_gc_passes,
+    prefetch,
+    validated,
 )
-from tallyflow.models.mappings import Events
 from tallyflow.tasks.readers import READERS, ObjectUnreadable
 from tallyflow.tasks.retry import transient_retries
 from tallyflow.tasks.sources import ObjectRef, Source, SourceSpec, build_source
@@ -278,6 +272,25 @@ def ingest_object(
     return result
 
 
+def drain(
+    engine: Engine, source: Source, chunk_rows: int = DEFAULT_CHUNK_ROWS
+) -> list[ObjectResult]:
+    """One worker's share of a source: list it, then load every object not yet ingested that
+    no other worker holds.
+
+    Any number of workers (processes, machines, Prefect workers on one pool) may drain the same
+    source at once: each object is claimed with ``FOR UPDATE SKIP LOCKED`` in the transaction
+    that loads it, so another worker's object comes back ``skipped`` and is loaded once. Each
+    object still merges after the ones listed before it (whoever loads them), so which copy of
+    an event is kept does not depend on which worker was faster.
+    """
+    ids = register_objects(engine, source, source.list())
+    return [
+        ingest_object(engine, source, object_id, chunk_rows=chunk_rows, after=ids[:index])
+        for index, object_id in enumerate(ids)
+    ]
+
+
 def _is_connection_problem(exc: BaseException) -> bool:
     if isinstance(exc, sa_exc.DBAPIError):
         return exc.connection_invalidated or isinstance(exc, sa_exc.OperationalError)
@@ -437,10 +450,10 @@ def _load(
     pg: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
     conn.execute(text(_STAGE))
     staged_rows = 0
-    with _fewer_gc_passes(), source.open(ref) as stream:
+    with fewer_gc_passes(), source.open(ref) as stream:
         failpoint("ingest.after_open")
         reader = READERS[ref.format]
-        for staged, rejected in _prefetch(_validated(reader(stream, chunk_rows), source, bounds)):
+        for staged, rejected in prefetch(validated(reader(stream, chunk_rows), source, bounds)):
             result.rows += staged.rows + len(rejected)
             if staged.rows:
                 with pg.cursor() as cur:
@@ -521,171 +534,10 @@ def _copy_rejected(
                 )
 
 
-_gc_lock = threading.Lock()
-_gc_loaders = 0
-_gc_saved: tuple[int, int, int] | None = None
-
-
-@contextmanager
-def _fewer_gc_passes() -> Iterator[None]:
-    """Run Python's cycle collector rarely while objects load.
-
-    Reading allocates a dict per row, freed by reference counting; with the default thresholds
-    the cycle collector still walks the young heap every 700 allocations and the whole heap
-    often, which measured as a third of the reader's time. Loading creates no cycles worth
-    collecting sooner; the thresholds come back when the last concurrent load ends.
-    """
-    global _gc_loaders, _gc_saved
-    with _gc_lock:
-        if _gc_loaders == 0:
-            _gc_saved = gc.get_threshold()
-            gc.set_threshold(100_000, 50, 100)
-        _gc_loaders += 1
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_loaders -= 1
-            if _gc_loaders == 0 and _gc_saved is not None:
-                gc.set_threshold(*_gc_saved)
-
-
-# (row_number, rejection, raw) -- or with a sub-index last, for one derived event of a record
-RejectedRow = tuple[int, Rejection, str] | tuple[int, Rejection, str, int]
-# COPY text format: backslash, tab, newline and carriage return are the characters to escape.
-_COPY_NULL = "\\N"
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_text(value: str) -> str:
-    """Escape for COPY's text format, skipping the rewrite for the usual clean value.
-
-    Tab, newline and carriage return are not printable, so one C-level scan rules all four
-    special characters out (with the check for a backslash).
-    """
-    if "\\" in value or not value.isprintable():
-        return value.translate(_COPY_ESCAPES)
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class Staged:
-    """A chunk of valid events already in COPY text format, ready to send in one write."""
-
-    rows: int
-    data: bytes
-
-
-def _validated(
-    chunks: Iterator[list[tuple[int, Any, Any]]], source: Source, bounds: TimeBounds
-) -> Iterator[tuple[Staged, list[RejectedRow]]]:
-    """Validate and format COPY text in the reader thread.
-
-    All per-row Python work happens here, so the loading thread only sends one buffer and runs
-    one statement per chunk; otherwise the two threads fight over the GIL on every row.
-    """
-    for chunk in chunks:
-        failpoint("ingest.after_read_chunk")
-        lines: list[str] = []
-        rejected: list[RejectedRow] = []
-        for row_number, record, raw in chunk:
-            if isinstance(record, Rejection):
-                rejected.append((row_number, record, _raw_text(record, raw)))
-                continue
-            mapped = source.map_record(record)
-            checked_all: Sequence[ValidEvent] | Rejection
-            if type(mapped) is Events:
-                checked_all = _validated_many(mapped, bounds)
-            elif isinstance(mapped, Rejection):
-                checked_all = mapped
-            else:
-                single = validate_record(mapped, bounds)
-                checked_all = single if isinstance(single, Rejection) else (single,)
-            if isinstance(checked_all, Rejection):
-                # the record's own row number and original text, whatever the mapping made
-                rejected.append((row_number, checked_all, _raw_text(record, raw)))
-                continue
-            for sub_index, checked in enumerate(checked_all):
-                txn, sub, code, timestamp, properties, precise = checked
-                # validate_record hands back the bounds' own write time when none was given
-                given = "f" if timestamp is bounds.written_at else "t"
-                lines.append(
-                    f"{row_number}\t{sub_index}\t{_copy_text(txn)}\t{_copy_text(sub)}\t"
-                    f"{_copy_text(code)}\t{timestamp.isoformat()}\t{_copy_text(properties)}\t"
-                    f"{_COPY_NULL if precise is None else precise}\t{given}\n"
-                )
-        yield Staged(len(lines), "".join(lines).encode()), rejected
-
-
-def _validated_many(events: Events, bounds: TimeBounds) -> list[ValidEvent] | Rejection:
-    """All of a record's events, or the record is rejected whole (naming the event): half a
-    record billed would be worse than none, and the reject is fixed and replayed as one."""
-    checked: list[ValidEvent] = []
-    for index, event in enumerate(events):
-        valid = validate_record(event, bounds)
-        if isinstance(valid, Rejection):
-            properties = event.get("properties") if isinstance(event, dict) else None
-            kind = properties.get("type") if isinstance(properties, dict) else None
-            which = f"event {index + 1} of {len(events)}" + (f" ({kind})" if kind else "")
-            return Rejection(valid.reason, valid.field, f"{which}: {valid.message}")
-        checked.append(valid)
-    return checked
-
-
-def _raw_text(record: Any, raw: bytes | str | None) -> str:
-    """The row as it came, cut to a size worth keeping, never with NULs (Postgres text)."""
-    if raw is None:
-        try:
-            raw = orjson.dumps(record, default=str).decode()
-        except (TypeError, orjson.JSONEncodeError):
-            raw = repr(record)
-    if isinstance(raw, bytes):
-        raw = raw[: MAX_RAW_KEPT + 4].decode("utf-8", "replace")
-    raw = raw.rstrip("\r\n")
-    if len(raw) > MAX_RAW_KEPT:
-        raw = raw[:MAX_RAW_KEPT] + "...[truncated]"
-    return raw.replace("\x00", "\\u0000")
-
-
-_DONE = object()
-_T = TypeVar("_T")
-
-
-def _prefetch(items: Iterator[_T], depth: int = 2) -> Iterator[_T]:
-    """Read and validate the next chunk in a thread while Postgres loads this one.
-
-    The queue is bounded, so at most ``depth`` chunks are in memory whatever the object's size.
-    """
-    box: queue.Queue[Any] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                box.put(item)
-            box.put(_DONE)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            box.put(exc)
-
-    worker = threading.Thread(target=produce, name="tallyflow-reader", daemon=True)
-    worker.start()
-    try:
-        while True:
-            item = box.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():
-            try:
-                box.get_nowait()
-            except queue.Empty:
-                worker.join(timeout=0.05)
+# The per-row work lives in tasks/ingest_staging.py; the old private names stay importable.
+_fewer_gc_passes = fewer_gc_passes
+_validated = validated
+_prefetch = prefetch
 
 
 # --------------------------------------------------------------------------------------------

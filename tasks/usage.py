@@ -375,7 +375,7 @@ def snapshot_subscriptions(
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             wanted = set(subscription_ids)
-            subs = [s for s in load_subscription_rows(conn) if s.id in wanted]
+            subs = load_subscription_rows(conn, ids=list(wanted))
             inputs = read_inputs(conn, subs, as_of)
             rows: list[dict[str, Any]] = []
             per_charge: dict[str, int] = defaultdict(int)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -60,7 +61,7 @@ def _run_ingest(
     dask_workers: int,
     dask_address: str | None,
 ) -> tuple[dict[str, Any], bool]:
-    from tallyflow.flows.ingest import PROGRESS_LISTENERS, IngestFailed, ingest_events, on_dask
+    from tallyflow.flows.ingest import PROGRESS, IngestFailed, ingest_events, on_dask
     bar = Progress(
         TextColumn("ingesting"),
         BarColumn(),
@@ -75,12 +76,16 @@ def _run_ingest(
     task_id = bar.add_task("ingest", total=None, events=0)
     accepted = 0
 
-    def listener(result: Any, done: int, total: int) -> None:
-        nonlocal accepted
-        accepted += result.accepted
-        bar.update(task_id, completed=done, total=total, events=accepted)
+    class Bar(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            nonlocal accepted
+            accepted += record.result.accepted  # type: ignore[attr-defined]
+            bar.update(task_id, completed=record.done,  # type: ignore[attr-defined]
+                       total=record.total, events=accepted)  # type: ignore[attr-defined]
 
-    PROGRESS_LISTENERS.append(listener)
+    handler = Bar(logging.INFO)
+    PROGRESS.addHandler(handler)
+    PROGRESS.setLevel(logging.INFO)
     try:
         with bar:
             flow = (
@@ -90,7 +95,7 @@ def _run_ingest(
             )
             state = flow(spec, return_state=True)
     finally:
-        PROGRESS_LISTENERS.remove(listener)
+        PROGRESS.removeHandler(handler)
     outcome = state.result(raise_on_failure=False)
     if isinstance(outcome, IngestFailed):
         return outcome.summary, False

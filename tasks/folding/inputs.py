@@ -90,11 +90,14 @@ _SUBSCRIPTIONS = """
 
 
 def load_subscriptions(
-    conn: Connection, external_ids: Sequence[str] | None = None
+    conn: Connection, external_ids: Sequence[str] | None = None,
+    ids: Sequence[int] | None = None,
 ) -> dict[str, SubscriptionInfo]:
-    """Subscriptions by external id (all of them when ``external_ids`` is None): the latest
-    row of each (after a plan change, the new plan's); ``load_subscription_rows`` has all."""
-    return {s.external_id: s for s in load_subscription_rows(conn, external_ids)}
+    """Subscriptions by external id (all of them when neither ``external_ids`` nor ``ids``
+    narrows them: a batch of the hourly snapshot reads only its own, not all 100,000): the
+    latest row of each (after a plan change, the new plan's); ``load_subscription_rows`` has
+    all."""
+    return {s.external_id: s for s in load_subscription_rows(conn, external_ids, ids)}
 
 
 def in_force(rows: Sequence[SubscriptionInfo], at: datetime) -> SubscriptionInfo | None:
@@ -108,16 +111,24 @@ def in_force(rows: Sequence[SubscriptionInfo], at: datetime) -> SubscriptionInfo
 
 
 def load_subscription_rows(
-    conn: Connection, external_ids: Sequence[str] | None = None
+    conn: Connection, external_ids: Sequence[str] | None = None,
+    ids: Sequence[int] | None = None,
 ) -> list[SubscriptionInfo]:
     """Every subscription row, oldest first per external id (a plan change adds a row with
     the same external id; their lives do not overlap, models/lifecycle.py)."""
     order = " order by s.external_id, coalesce(s.started_at, s.subscription_at), s.id"
-    if external_ids is None:
-        rows = conn.execute(text(_SUBSCRIPTIONS + order))
-    else:
+    if external_ids is not None:
         rows = conn.execute(
             text(_SUBSCRIPTIONS + " where s.external_id = any(cast(:ids as text[]))" + order),
             {"ids": list(external_ids)},
         )
-    return [SubscriptionInfo(**row._mapping) for row in rows]
+    elif ids is not None:
+        rows = conn.execute(
+            text(_SUBSCRIPTIONS + " where s.id = any(cast(:ids as bigint[]))" + order),
+            {"ids": list(ids)},
+        )
+    else:
+        rows = conn.execute(text(_SUBSCRIPTIONS + order))
+    # zip with the keys once: a Row's mapping view costs more than the dataclass itself
+    keys = list(rows.keys())
+    return [SubscriptionInfo(**dict(zip(keys, row, strict=True))) for row in rows]

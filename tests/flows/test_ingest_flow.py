@@ -65,3 +65,31 @@ def test_flow_fails_at_the_end_when_an_object_is_unreadable(
             text("select error from ingest_objects where status = 'failed'")
         ).scalar_one()
     assert "Parquet" in error
+
+
+def test_progress_is_announced_per_object_to_whoever_listens(
+    engine: Engine, tmp_path: Path
+) -> None:
+    import logging
+
+    from tallyflow.flows.ingest import PROGRESS
+
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.jsonl").write_text(jsonl([event(i, sub=name) for i in range(4)]))
+    seen: list[tuple[int, int, int]] = []
+
+    class Listener(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.done, record.total, record.result.accepted))  # type: ignore[attr-defined]
+
+    listener = Listener()
+    PROGRESS.addHandler(listener)
+    PROGRESS.setLevel(logging.INFO)
+    try:
+        ingest_events(SourceSpec(url=tmp_path.as_uri()))
+    finally:
+        PROGRESS.removeHandler(listener)
+    assert [(done, total) for done, total, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert sum(accepted for *_, accepted in seen) == 12
+    ingest_events(SourceSpec(url=tmp_path.as_uri()))  # no listener: nothing to announce to
+    assert len(seen) == 3

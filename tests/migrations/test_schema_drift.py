@@ -84,3 +84,14 @@ def test_the_comparison_sees_a_drift(empty_database: Engine) -> None:
     differences = schema_differences(empty_database, drifted)
     assert [d[0] for d in differences] == ["add_column"]
     assert differences[0][3].name == "nickname"
+
+
+def test_event_keys_compare_byte_wise(empty_database: Engine) -> None:
+    """Migration 0011: the dedup key's columns use the "C" collation (a collation change is
+    one the comparison above may not see), and dedup by equality is unaffected."""
+    migrate.upgrade(empty_database)
+    with empty_database.connect() as conn:
+        collations = set(conn.execute(text(
+            "select collation_name from information_schema.columns where table_name = 'events'"
+            " and column_name in ('external_subscription_id', 'transaction_id')")).scalars())
+    assert collations == {"C"}
