@@ -138,6 +138,26 @@ plans = Table(
     *_timestamps(),
 )
 
+# One row per version of a plan (migration 0008): the normalised document as applied and when it
+# was in force. The plans row holds the current version's values; a version is never rewritten,
+# only closed (effective_to) by the next one. The first version starts when the plan was first
+# applied; a period priced before that uses it too (docs/architecture.md §6).
+plan_versions = Table(
+    "plan_versions",
+    metadata,
+    _pk(),
+    Column("plan_id", BigInteger, ForeignKey("plans.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("effective_to", DateTime(timezone=True)),
+    *_document(),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("plan_id", "version", name="uq_plan_versions_plan_version"),
+    Index("uq_plan_versions_open", "plan_id", unique=True,
+          postgresql_where=text("effective_to is null")),
+    CheckConstraint("effective_to is null or effective_to > effective_from", name="range"),
+)
+
 charges = Table(
     "charges",
     metadata,
@@ -153,7 +173,13 @@ charges = Table(
     Column("min_amount_cents", Numeric, nullable=False, server_default=text("0")),
     Column("invoice_display_name", Text),
     Column("pricing_group_keys", ARRAY(Text), nullable=False, server_default=text("'{}'")),
-    UniqueConstraint("plan_id", "position"),
+    # Versioning (migration 0008): a charge row never changes once written; an apply that
+    # changes it closes it (effective_to) and opens a new row, so unchanged charges keep their
+    # ids. Open rows (effective_to null) are the plan's current charges, one per position.
+    Column("effective_from", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("effective_to", DateTime(timezone=True)),
+    Index("uq_charges_open_position", "plan_id", "position", unique=True,
+          postgresql_where=text("effective_to is null")),
 )
 
 charge_filters = Table(
@@ -723,6 +749,8 @@ invoice_subscriptions = Table(
     Column("period_end", DateTime(timezone=True), nullable=False),
     Column("from_datetime", DateTime(timezone=True), nullable=False),
     Column("to_datetime", DateTime(timezone=True), nullable=False),
+    # The plan version the period was priced with (migration 0008; null: closed before 0008).
+    Column("plan_version_id", BigInteger, ForeignKey("plan_versions.id", ondelete="RESTRICT")),
     Index("ix_invoice_subscriptions_invoice", "invoice_id"),
 )
 

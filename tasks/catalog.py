@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -55,6 +56,7 @@ from models.catalog import (
     parse_body,
     validate_documents,
 )
+from tasks import plan_versions
 
 CATALOG_SUFFIXES = (".json", ".yaml", ".yml")
 _APPLY_LOCK = 7_305_002  # constant advisory-lock key: one catalog apply at a time per database
@@ -304,26 +306,39 @@ def _read_state(conn: Connection) -> _State:
 
 
 def apply_catalog(
-    engine: Engine, paths: Iterable[str | Path], *, now: datetime | None = None
+    engine: Engine,
+    paths: Iterable[str | Path],
+    *,
+    now: datetime | None = None,
+    effective_at: datetime | None = None,
 ) -> ApplyResult:
     """Validate and upsert catalog files in one transaction; see the module docstring.
 
     ``now`` is the start given to new subscriptions that do not say ``subscription_at``
-    (default: the current time).
+    (default: the current time). ``effective_at`` is when the plan versions this apply creates
+    take effect (default: the current time; never in the future, always after the version it
+    replaces: ``tasks.plan_versions``).
     """
     documents, load_errors = _load(paths)
+    at = effective_at or plan_versions.default_effective_at()
     with engine.begin() as conn:
         conn.execute(sql_text("select pg_advisory_xact_lock(:key)"), {"key": _APPLY_LOCK})
         state = _read_state(conn)
         validation = validate_documents(documents, state.catalog, now=now)
         errors = load_errors + validation.errors
+        if not errors:
+            stored_plans = {key: (row.id, row.digest) for key, row in state.rows[PLAN].items()}
+            errors = plan_versions.check_effective_at(
+                conn, validation.documents, stored_plans, at, plan_versions.default_effective_at())
         if errors:
             conn.rollback()
             return ApplyResult(errors=errors)
-        return _write_all(conn, validation.documents, state)
+        return _write_all(conn, validation.documents, state, at)
 
 
-def _write_all(conn: Connection, documents: Sequence[ValidDocument], state: _State) -> ApplyResult:
+def _write_all(
+    conn: Connection, documents: Sequence[ValidDocument], state: _State, at: datetime
+) -> ApplyResult:
     result = ApplyResult()
     ids = {kind: {key: row.id for key, row in rows.items()} for kind, rows in state.rows.items()}
     for document in sorted(documents, key=lambda d: _KIND_RANK[d.kind]):
@@ -331,7 +346,8 @@ def _write_all(conn: Connection, documents: Sequence[ValidDocument], state: _Sta
         if stored is not None and stored.digest == document.digest:
             result.unchanged[document.kind] += 1
             continue
-        row_id = _WRITERS[document.kind](conn, document, stored.id if stored else None, ids)
+        writer = partial(_write_plan, at=at) if document.kind == PLAN else _WRITERS[document.kind]
+        row_id = writer(conn, document, stored.id if stored else None, ids)
         ids[document.kind][document.key] = row_id
         counts = result.updated if stored else result.created
         counts[document.kind] += 1
@@ -420,10 +436,15 @@ def _write_metric(conn: Connection, doc: ValidDocument, row_id: int | None, ids:
     return row_id
 
 
-def _write_plan(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:
-    """A changed plan replaces its charges and charge filters wholesale: positions and
-    filters are the document's, and partial diffs would only add ways to be wrong."""
+def _write_plan(
+    conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids,
+    at: datetime | None = None,
+) -> int:
+    """A changed plan gets a new version (``tasks.plan_versions``): the plans row takes the new
+    values, unchanged charges keep their rows and ids, changed ones are closed and reopened."""
     plan: Plan = doc.model
+    at = at or plan_versions.default_effective_at()
+    previous = plan_versions.previous_document(conn, row_id)
     row_id = _upsert(
         conn,
         t.plans,
@@ -440,35 +461,9 @@ def _write_plan(conn: Connection, doc: ValidDocument, row_id: int | None, ids: I
         },
         doc,
     )
-    conn.execute(delete(t.charges).where(t.charges.c.plan_id == row_id))
-    for position, charge in enumerate(plan.charges):
-        charge_id = conn.execute(
-            insert(t.charges)
-            .values(
-                plan_id=row_id,
-                position=position,
-                billable_metric_id=ids[BILLABLE_METRIC][(charge.metric_code or "",)],
-                charge_model=charge.charge_model,
-                properties=_jsonb(charge.properties),
-                pay_in_advance=charge.pay_in_advance,
-                invoiceable=charge.invoiceable,
-                prorated=charge.prorated,
-                min_amount_cents=charge.min_amount_cents,
-                invoice_display_name=charge.invoice_display_name,
-                pricing_group_keys=charge.pricing_group_keys,
-            )
-            .returning(t.charges.c.id)
-        ).scalar_one()
-        for index, item in enumerate(charge.filters):
-            conn.execute(
-                insert(t.charge_filters).values(
-                    charge_id=charge_id,
-                    position=index,
-                    values=_jsonb(item.values),
-                    properties=_jsonb(item.properties),
-                    invoice_display_name=item.invoice_display_name,
-                )
-            )
+    plan_versions.record_version(conn, row_id, doc, at)
+    plan_versions.write_charges(conn, row_id, plan, doc.document, previous,
+                                ids[BILLABLE_METRIC], at)
     return row_id
 
 
@@ -570,11 +565,17 @@ _WRITERS = {
 # --------------------------------------------------------------------------------------------
 
 
-def export_catalog(engine: Engine) -> list[dict[str, Any]]:
-    """The stored catalog as Lago envelopes, in apply order; applying them changes nothing."""
+def export_catalog(engine: Engine, at: datetime | None = None) -> list[dict[str, Any]]:
+    """The stored catalog as Lago envelopes, in apply order; applying them changes nothing.
+
+    ``at``: plans as they were at that moment (their version in force then; plans created
+    later left out). Only plans are versioned: the other kinds are shown as they are now."""
     envelopes: list[dict[str, Any]] = []
     with engine.connect() as conn:
         for kind in KINDS:
+            if kind == PLAN and at is not None:
+                envelopes.extend({kind: body} for body in plan_versions.plan_documents_at(conn, at))
+                continue
             envelopes.extend(
                 {kind: loads(document)} for _, _, _, document in _keyed_documents(conn, kind)
             )

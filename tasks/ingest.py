@@ -341,7 +341,7 @@ _MERGE = text(
     ), billable as (
       select distinct s.external_id, m.code, s.subscription_at, s.terminated_at
       from subscriptions s
-      join charges c on c.plan_id = s.plan_id
+      join charges c on c.plan_id = s.plan_id and c.effective_to is null
       join billable_metrics m on m.id = c.billable_metric_id
     )
     select count(*) as accepted,

@@ -89,10 +89,13 @@ _FEES = text(
 _SUBSCRIPTIONS = text(
     """
     select i.invoice_id, s.id, s.external_id, s.name, p.code as plan_code, s.billing_time,
-           s.subscription_at, s.status, i.from_datetime, i.to_datetime
+           s.subscription_at, s.status, i.from_datetime, i.to_datetime,
+           pv.id as version_id, pv.version, pv.effective_from as version_from
     from invoice_subscriptions i
     join subscriptions s on s.id = i.subscription_id
-    join plans p on p.id = s.plan_id
+    -- the plan the period was priced with (its version's), not the subscription's plan today
+    left join plan_versions pv on pv.id = i.plan_version_id
+    join plans p on p.id = coalesce(pv.plan_id, s.plan_id)
     where i.invoice_id = any(cast(:ids as bigint[]))
     order by i.invoice_id, s.external_id
     """
@@ -125,6 +128,10 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any
             "subscription_at": _iso(s.subscription_at), "started_at": _iso(s.subscription_at),
             "current_billing_period_started_at": _iso(s.from_datetime),
             "current_billing_period_ending_at": _iso(s.to_datetime),
+            # Tallyflow: the plan version the period was priced with (tasks/plan_versions.py)
+            "plan_version": None if s.version_id is None else {
+                "lago_id": str(s.version_id), "version": s.version,
+                "effective_from": _iso(s.version_from)},
         })
     out = []
     for r in rows:

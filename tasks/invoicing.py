@@ -150,6 +150,9 @@ class PlanInfo:
     commitment_invoice_display_name: str | None
     charge_tax_codes: tuple[tuple[str, ...], ...]
     charge_minimums: tuple[Decimal, ...]
+    # The current plan version (tasks/plan_versions.py): what a period closed now prices with.
+    version_id: int | None = None
+    version: int | None = None
 
 
 @dataclass
@@ -207,10 +210,12 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
     plans: dict[int, PlanInfo] = {}
     minimums: dict[int, list[Decimal]] = defaultdict(list)
     for r in conn.execute(text("select plan_id, min_amount_cents from charges"
-                               " order by plan_id, position")):
+                               " where effective_to is null order by plan_id, position")):
         minimums[r.plan_id].append(Decimal(r.min_amount_cents))
-    for r in conn.execute(text("select id, code, name, amount_cents, trial_period,"
-                               " document::text as document from plans")):
+    for r in conn.execute(text("select p.id, p.code, p.name, p.amount_cents, p.trial_period,"
+                               " p.document::text as document, v.id as version_id, v.version"
+                               " from plans p left join plan_versions v on v.plan_id = p.id"
+                               " and v.effective_to is null")):
         plan = _stored(Plan, loads_exact(r.document) or {})
         commitment = plan.minimum_commitment
         plans[r.id] = PlanInfo(
@@ -224,6 +229,7 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
             commitment_invoice_display_name=commitment.invoice_display_name if commitment else None,
             charge_tax_codes=tuple(tuple(c.tax_codes) for c in plan.charges),
             charge_minimums=tuple(minimums.get(r.id, [])),
+            version_id=r.version_id, version=r.version,
         )
     customer_of = {
         int(r.id): int(r.customer_id)
@@ -364,6 +370,8 @@ class _Group:
     amounts: InvoiceAmounts
     finalize_after: datetime
     due: bool
+    # subscription id -> the plan version id its period is priced with
+    plan_versions: dict[int, int | None] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[int, date]:
@@ -421,7 +429,8 @@ def close_periods(
         due = (at >= finalize_after and watermark is not None
                and watermark >= period_end + settle)
         groups.append(_Group(customer, end_date + timedelta(days=1), items, amounts,
-                             finalize_after, due))
+                             finalize_after, due,
+                             {s.id: catalog.plans[s.plan_id].version_id for s, _ in items}))
     for first in range(0, len(groups), max(1, batch_size)):
         for outcome in _write_batch(engine, groups[first:first + batch_size],
                                     now or at):
@@ -448,7 +457,7 @@ def _rate(
             for sub in subs:
                 period = inputs.periods[sub.id]
                 out[(sub.id, period.period_start)] = rate_subscription(
-                    sub, inputs.charges.get(sub.plan_id, []), period,
+                    sub, inputs.charges_of(sub), period,
                     inputs.states.get(sub.id, {}), _event_values_reader(conn, sub, period),
                 )
     return out
@@ -617,14 +626,17 @@ def _write_batch(
 
 def _insert_parts(conn: Connection, batch: Sequence[tuple[int, _Group]]) -> None:
     periods = [(invoice_id, s, p) for invoice_id, g in batch for s, p in g.items]
+    versions = {s.id: g.plan_versions.get(s.id) for _, g in batch for s, _ in g.items}
     conn.execute(text(
         """
         insert into invoice_subscriptions (subscription_id, period_start, invoice_id, period_end,
-          from_datetime, to_datetime)
+          from_datetime, to_datetime, plan_version_id)
         select * from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[]),
           cast(:invoices as bigint[]), cast(:ends as timestamptz[]),
-          cast(:froms as timestamptz[]), cast(:tos as timestamptz[]))
+          cast(:froms as timestamptz[]), cast(:tos as timestamptz[]),
+          cast(:versions as bigint[]))
         """), {
+        "versions": [versions[s.id] for _, s, _ in periods],
         "subs": [s.id for _, s, _ in periods], "starts": [p.period_start for _, _, p in periods],
         "invoices": [i for i, _, _ in periods], "ends": [p.period_end for _, _, p in periods],
         "froms": [p.from_datetime for _, _, p in periods],

@@ -143,7 +143,8 @@ def _price_table(engine: Engine) -> Table:
             text(
                 """
                 select p.code, f.values, f.properties
-                from charge_filters f join charges c on c.id = f.charge_id
+                from charge_filters f
+                join charges c on c.id = f.charge_id and c.effective_to is null
                 join plans p on p.id = c.plan_id order by p.code, f.position
                 """
             )
