@@ -726,8 +726,10 @@ invoices = Table(
     Column("emitted_at", DateTime(timezone=True)),
     Column("html", Text),
     *_timestamps(),
-    UniqueConstraint("customer_id", "issuing_date", "invoice_type",
-                     name="uq_invoices_customer_day"),
+    # One subscription invoice per customer and billing day; credit invoices (paid wallet
+    # top-ups, migration 0008) are one per top-up, so the key leaves them out.
+    Index("uq_invoices_customer_day", "customer_id", "issuing_date", "invoice_type",
+          unique=True, postgresql_where=text("invoice_type <> 'credit'")),
     UniqueConstraint("customer_id", "sequential_id", name="uq_invoices_customer_sequence"),
     CheckConstraint("status in ('draft', 'finalized')", name="status"),
     CheckConstraint("payment_status in ('pending', 'succeeded', 'failed')",
@@ -762,9 +764,9 @@ invoice_fees = Table(
     Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT"),
            nullable=False),
     Column("position", Integer, nullable=False),
-    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="RESTRICT"),
-           nullable=False),
-    Column("external_subscription_id", Text, nullable=False),
+    # Null on a credit fee (a wallet top-up belongs to no subscription).
+    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="RESTRICT")),
+    Column("external_subscription_id", Text),
     Column("item_type", Text, nullable=False),
     Column("code", Text, nullable=False),
     Column("name", Text, nullable=False),
@@ -784,8 +786,15 @@ invoice_fees = Table(
     Column("applied_taxes", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("from_datetime", DateTime(timezone=True), nullable=False),
     Column("to_datetime", DateTime(timezone=True), nullable=False),
+    # A credit fee's paid top-up (migration 0008): each is invoiced once.
+    Column("wallet_transaction_id", BigInteger,
+           ForeignKey("wallet_transactions.id", ondelete="RESTRICT"), unique=True),
     UniqueConstraint("invoice_id", "position", name="uq_invoice_fees_position"),
-    CheckConstraint("item_type in ('subscription', 'charge', 'commitment')", name="item_type"),
+    CheckConstraint("item_type in ('subscription', 'charge', 'commitment', 'credit')",
+                    name="item_type"),
+    CheckConstraint("(item_type = 'credit') = (wallet_transaction_id is not null)"
+                    " and (item_type = 'credit' or subscription_id is not null)",
+                    name="credit_fee"),
 )
 
 # The PDF of a finalized invoice, made from its kept HTML right after finalization (outside the

@@ -60,7 +60,10 @@ def _fee_object(row: Any) -> dict[str, Any]:
             "filter_invoice_display_name": row.filter_invoice_display_name,
             "grouped_by": loads_exact(row.grouped_by) or {},
             "true_up": bool(row.true_up),
-            "lago_item_id": None if row.charge_id is None else str(row.charge_id),
+            # the charge, or for a credit fee the wallet transaction it invoices
+            "lago_item_id": (str(row.charge_id) if row.charge_id is not None
+                             else str(row.wallet_transaction_id)
+                             if row.wallet_transaction_id is not None else None),
         },
     }
 
@@ -219,10 +222,13 @@ def make_missing_pdfs(engine: Engine, limit: int = 10_000, chunk: int = 50) -> i
 
 def list_invoices(
     engine: Engine, *, customer: str | None = None, subscription: str | None = None,
-    status: str | None = None, limit: int = 1000,
+    status: str | None = None, limit: int = 1000, invoice_type: str | None = None,
 ) -> list[dict[str, Any]]:
     where: list[str] = []
     params: dict[str, Any] = {"limit": limit}
+    if invoice_type:
+        where.append("v.invoice_type = :invoice_type")
+        params["invoice_type"] = invoice_type
     if customer:
         where.append("v.customer_id = (select id from customers where external_id = :customer)")
         params["customer"] = customer

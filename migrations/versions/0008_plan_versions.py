@@ -1,4 +1,4 @@
-"""plan versions: plans and charges versioned, invoices name the plan version they priced with
+"""plan versions and credit invoices: plans and charges versioned, invoices name their version
 
 - plan_versions: one row per version of a plan (its normalised document, effective from/to).
   Every existing plan gets version 1, effective from the plan's creation, with its document.
@@ -8,6 +8,9 @@
 - invoice_subscriptions.plan_version_id: the version a period was priced with. Periods closed
   before this migration get their plan's version 1 (the only version there ever was); the
   finalized-invoice trigger is paused for that one backfill and restored.
+- Credit invoices (Lago's ``invoice_type: "credit"``, one per paid wallet top-up): the one
+  invoice per customer and day key leaves them out (a partial unique index), a credit fee has
+  no subscription and names its wallet transaction (unique: invoiced once).
 
 Revision ID: 0008
 Revises: 0007
@@ -74,8 +77,56 @@ def upgrade() -> None:
                " and v.version = 1 where s.id = i.subscription_id")
     op.execute("alter table invoice_subscriptions enable trigger invoice_subscriptions_final")
 
+    # Credit invoices: one per paid top-up, so not one per customer and day; a credit fee has
+    # no subscription and names its wallet transaction.
+    op.drop_constraint("uq_invoices_customer_day", "invoices", type_="unique")
+    op.create_index("uq_invoices_customer_day", "invoices",
+                    ["customer_id", "issuing_date", "invoice_type"], unique=True,
+                    postgresql_where=sa.text("invoice_type <> 'credit'"))
+    op.alter_column("invoice_fees", "subscription_id", nullable=True)
+    op.alter_column("invoice_fees", "external_subscription_id", nullable=True)
+    op.add_column("invoice_fees",
+                  sa.Column("wallet_transaction_id", sa.BigInteger(), nullable=True))
+    op.create_unique_constraint(op.f("uq_invoice_fees_wallet_transaction_id"), "invoice_fees",
+                                ["wallet_transaction_id"])
+    op.create_foreign_key(
+        op.f("fk_invoice_fees_wallet_transaction_id_wallet_transactions"), "invoice_fees",
+        "wallet_transactions", ["wallet_transaction_id"], ["id"], ondelete="RESTRICT")
+    op.drop_constraint(op.f("ck_invoice_fees_item_type"), "invoice_fees", type_="check")
+    op.create_check_constraint(
+        op.f("ck_invoice_fees_item_type"), "invoice_fees",
+        "item_type in ('subscription', 'charge', 'commitment', 'credit')")
+    op.create_check_constraint(
+        op.f("ck_invoice_fees_credit_fee"), "invoice_fees",
+        "(item_type = 'credit') = (wallet_transaction_id is not null)"
+        " and (item_type = 'credit' or subscription_id is not null)")
+
 
 def downgrade() -> None:
+    # Credit invoices have no place in the old schema: refused rather than dropped.
+    op.execute(
+        """
+        do $$ begin
+          if exists (select 1 from invoices where invoice_type = 'credit') then
+            raise exception 'credit invoices exist: downgrade below 0008 would lose them';
+          end if;
+        end $$
+        """
+    )
+    op.drop_constraint(op.f("ck_invoice_fees_credit_fee"), "invoice_fees", type_="check")
+    op.drop_constraint(op.f("ck_invoice_fees_item_type"), "invoice_fees", type_="check")
+    op.create_check_constraint(op.f("ck_invoice_fees_item_type"), "invoice_fees",
+                               "item_type in ('subscription', 'charge', 'commitment')")
+    op.drop_constraint(op.f("fk_invoice_fees_wallet_transaction_id_wallet_transactions"),
+                       "invoice_fees", type_="foreignkey")
+    op.drop_constraint(op.f("uq_invoice_fees_wallet_transaction_id"), "invoice_fees",
+                       type_="unique")
+    op.drop_column("invoice_fees", "wallet_transaction_id")
+    op.alter_column("invoice_fees", "external_subscription_id", nullable=False)
+    op.alter_column("invoice_fees", "subscription_id", nullable=False)
+    op.drop_index("uq_invoices_customer_day", table_name="invoices")
+    op.create_unique_constraint("uq_invoices_customer_day", "invoices",
+                                ["customer_id", "issuing_date", "invoice_type"])
     op.drop_constraint(op.f("fk_invoice_subscriptions_plan_version_id_plan_versions"),
                        "invoice_subscriptions", type_="foreignkey")
     op.drop_column("invoice_subscriptions", "plan_version_id")

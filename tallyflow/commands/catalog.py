@@ -55,11 +55,14 @@ def apply(
     A changed plan gets a new version; unchanged charges keep their ids.
     """
     from tasks.catalog import apply_catalog
+    from tasks.credit_invoices import issue_credit_invoices
     from tasks.wallets import open_catalog_wallets
 
     engine = billing_engine()
     result = apply_catalog(engine, paths, effective_at=_moment(effective_at, "--effective-at"))
     opened = open_catalog_wallets(engine) if result.ok else 0
+    if opened:
+        issue_credit_invoices(engine)  # the purchased credits of the new wallets
     if as_json:
         typer.echo(json.dumps({**result.to_dict(), "wallets_opened": opened}, indent=2))
     elif result.ok:
