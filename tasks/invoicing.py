@@ -610,11 +610,13 @@ def _write_batch(
                 "number": [numbers[g.key][1] if g.key in numbers else None for g in live],
             })
         due = [ids[g.key] for g in live if g.due]
+        failpoint("invoices.before_seal")
         if due:
             # Documents from the numbered drafts; then the invoices are sealed and the
             # triggers refuse any later change.
             documents = render_documents(conn, due)
             conn.execute(_SEAL, {"ids": due, "html": [documents[i] for i in due]})
+    failpoint("invoices.after_commit")
     written = {g.key for g in live}
     return [None if g.key not in written else {
         "invoice_id": ids[g.key], "number": numbers[g.key][1] if g.key in numbers else None,

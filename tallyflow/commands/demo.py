@@ -109,7 +109,7 @@ def _invoice_table(engine: Any) -> Table:
         table.add_column(column, justify="right" if column in (
             "fees", "prepaid", "due") else "left", no_wrap=True)
     latest: dict[str, dict[str, Any]] = {}
-    for invoice in list_invoices(engine, status="finalized"):
+    for invoice in list_invoices(engine, status="finalized", invoice_type="subscription"):
         latest[invoice["customer"]["external_id"]] = invoice
     for customer, i in sorted(latest.items()):
         money = i["currency"]
