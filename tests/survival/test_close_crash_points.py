@@ -47,7 +47,8 @@ WATERMARK = datetime(2025, 12, 1, 11, tzinfo=UTC)
 # (failpoint, hit, what the crash leaves: "none" of this hour's subscription invoices, or "all")
 CRASH_POINTS: list[Any] = [
     ("invoices.after_deduction", 1, "none"),  # drafts and the last deduction written, not sealed
-    ("invoices.after_commit", 1, "all"),      # sealed and committed; events and PDFs not yet
+    # the other points (each trial bills three cycles of ~130 invoices): `make test-slow`
+    pytest.param("invoices.after_commit", 1, "all", marks=pytest.mark.slow),
     pytest.param("billing.before_close", 1, "none", marks=pytest.mark.slow),
     pytest.param("invoices.after_draft", 1, "none", marks=pytest.mark.slow),
     pytest.param("invoices.before_seal", 1, "none", marks=pytest.mark.slow),
@@ -195,7 +196,10 @@ def test_kill_inside_period_close_then_rerun_equals_clean_run(
     crashed = state(engine)
 
     def closing(parts: dict[str, list[tuple[Any, ...]]]) -> dict[str, Any]:
-        return {"invoices": parts["invoices"], "fees": parts["invoice_fees"],
+        """The period close's part (credit invoices are issued before it, in their own
+        transaction)."""
+        return {"invoices": [r for r in parts["invoices"] if r[1] == "subscription"],
+                "fees": [r for r in parts["invoice_fees"] if r[2] != "credit"],
                 "periods": parts["invoice_subscriptions"],
                 "last deductions": [r for r in parts["wallet_transactions"] if r[4] == "invoice"]}
 
