@@ -211,10 +211,18 @@ def test_kill_inside_period_close_then_rerun_equals_clean_run(
     assert_invoices_agree_with_the_ledger(engine)
 
     billing_cycle(hour=CLOSE_HOUR)  # the rerun
-    billing_cycle(hour=CLOSE_HOUR)  # and again: a finalized invoice is closed once
 
     after = state(engine)
     for key in _QUERIES:
         assert after[key] == clean_close[key], key
     assert_invoices_agree_with_the_ledger(engine)
     assert_ledger_is_balances(engine)
+
+    # And again: a finalized invoice is closed once. (The wallet flow of this second run may
+    # top up a wallet that the last deductions took below its threshold: that is the next
+    # wallet run's business, not the close's, so only the close's part is compared.)
+    billing_cycle(hour=CLOSE_HOUR)
+    again = state(engine)
+    for key in ("invoices", "invoice_fees", "invoice_subscriptions"):
+        assert again[key] == clean_close[key], key
+    assert_invoices_agree_with_the_ledger(engine)
