@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow
 
 from tallyflow.flows.params import OptionalMoment, moment_label, resolve_as_of, run_param
+from tallyflow.tasks.credit_invoices import issue_credit_invoices_task
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.invoicing import (
     close_periods_task,
@@ -36,7 +37,9 @@ def close_periods_flow(at: OptionalMoment = None) -> dict[str, Any]:
             scheduled; a rerun of an hour never changes a finalized invoice.
     """
     moment: datetime = resolve_as_of(at)
+    credit_invoices = issue_credit_invoices_task()  # paid top-ups of the wallet flow
     summary = close_periods_task(moment)
+    summary["credit_invoices"] = credit_invoices
     summary["events_emitted"] = emit_invoice_events_task()
     summary["pdfs"] = make_pdfs_task()
     print(f"periods closed as of {moment.isoformat()}: {summary['finalized']} finalized,"

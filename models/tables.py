@@ -141,6 +141,26 @@ plans = Table(
     Column("deleted_at", DateTime(timezone=True)),
 )
 
+# One row per version of a plan (migration 0008): the normalised document as applied and when it
+# was in force. The plans row holds the current version's values; a version is never rewritten,
+# only closed (effective_to) by the next one. The first version starts when the plan was first
+# applied; a period priced before that uses it too (docs/architecture.md §6).
+plan_versions = Table(
+    "plan_versions",
+    metadata,
+    _pk(),
+    Column("plan_id", BigInteger, ForeignKey("plans.id", ondelete="CASCADE"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("effective_from", DateTime(timezone=True), nullable=False),
+    Column("effective_to", DateTime(timezone=True)),
+    *_document(),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("plan_id", "version", name="uq_plan_versions_plan_version"),
+    Index("uq_plan_versions_open", "plan_id", unique=True,
+          postgresql_where=text("effective_to is null")),
+    CheckConstraint("effective_to is null or effective_to > effective_from", name="range"),
+)
+
 charges = Table(
     "charges",
     metadata,
@@ -156,7 +176,13 @@ charges = Table(
     Column("min_amount_cents", Numeric, nullable=False, server_default=text("0")),
     Column("invoice_display_name", Text),
     Column("pricing_group_keys", ARRAY(Text), nullable=False, server_default=text("'{}'")),
-    UniqueConstraint("plan_id", "position"),
+    # Versioning (migration 0008): a charge row never changes once written; an apply that
+    # changes it closes it (effective_to) and opens a new row, so unchanged charges keep their
+    # ids. Open rows (effective_to null) are the plan's current charges, one per position.
+    Column("effective_from", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("effective_to", DateTime(timezone=True)),
+    Index("uq_charges_open_position", "plan_id", "position", unique=True,
+          postgresql_where=text("effective_to is null")),
 )
 
 charge_filters = Table(
@@ -718,8 +744,10 @@ invoices = Table(
     Column("emitted_at", DateTime(timezone=True)),
     Column("html", Text),
     *_timestamps(),
-    UniqueConstraint("customer_id", "issuing_date", "invoice_type",
-                     name="uq_invoices_customer_day"),
+    # One subscription invoice per customer and billing day; credit invoices (paid wallet
+    # top-ups, migration 0008) are one per top-up, so the key leaves them out.
+    Index("uq_invoices_customer_day", "customer_id", "issuing_date", "invoice_type",
+          unique=True, postgresql_where=text("invoice_type <> 'credit'")),
     UniqueConstraint("customer_id", "sequential_id", name="uq_invoices_customer_sequence"),
     CheckConstraint("status in ('draft', 'finalized')", name="status"),
     CheckConstraint("payment_status in ('pending', 'succeeded', 'failed')",
@@ -741,6 +769,8 @@ invoice_subscriptions = Table(
     Column("period_end", DateTime(timezone=True), nullable=False),
     Column("from_datetime", DateTime(timezone=True), nullable=False),
     Column("to_datetime", DateTime(timezone=True), nullable=False),
+    # The plan version the period was priced with (migration 0008; null: closed before 0008).
+    Column("plan_version_id", BigInteger, ForeignKey("plan_versions.id", ondelete="RESTRICT")),
     Index("ix_invoice_subscriptions_invoice", "invoice_id"),
 )
 
@@ -752,9 +782,9 @@ invoice_fees = Table(
     Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT"),
            nullable=False),
     Column("position", Integer, nullable=False),
-    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="RESTRICT"),
-           nullable=False),
-    Column("external_subscription_id", Text, nullable=False),
+    # Null on a credit fee (a wallet top-up belongs to no subscription).
+    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="RESTRICT")),
+    Column("external_subscription_id", Text),
     Column("item_type", Text, nullable=False),
     Column("code", Text, nullable=False),
     Column("name", Text, nullable=False),
@@ -774,8 +804,15 @@ invoice_fees = Table(
     Column("applied_taxes", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("from_datetime", DateTime(timezone=True), nullable=False),
     Column("to_datetime", DateTime(timezone=True), nullable=False),
+    # A credit fee's paid top-up (migration 0008): each is invoiced once.
+    Column("wallet_transaction_id", BigInteger,
+           ForeignKey("wallet_transactions.id", ondelete="RESTRICT"), unique=True),
     UniqueConstraint("invoice_id", "position", name="uq_invoice_fees_position"),
-    CheckConstraint("item_type in ('subscription', 'charge', 'commitment')", name="item_type"),
+    CheckConstraint("item_type in ('subscription', 'charge', 'commitment', 'credit')",
+                    name="item_type"),
+    CheckConstraint("(item_type = 'credit') = (wallet_transaction_id is not null)"
+                    " and (item_type = 'credit' or subscription_id is not null)",
+                    name="credit_fee"),
 )
 
 # The PDF of a finalized invoice, made from its kept HTML right after finalization (outside the

@@ -16,7 +16,7 @@ retried apply would be wrong anyway; the transaction is the unit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -67,6 +67,7 @@ from tallyflow.models.catalog import (
     parse_body,
     validate_documents,
 )
+from tallyflow.tasks import plan_versions
 
 CATALOG_SUFFIXES = (".json", ".yaml", ".yml")
 _APPLY_LOCK = 7_305_002  # constant advisory-lock key: one catalog apply at a time per database
@@ -320,37 +321,49 @@ def _read_state(conn: Connection) -> _State:
 
 
 def apply_catalog(
-    engine: Engine, paths: Iterable[str | Path], *, now: datetime | None = None
+    engine: Engine,
+    paths: Iterable[str | Path],
+    *,
+    now: datetime | None = None,
+    effective_at: datetime | None = None,
 ) -> ApplyResult:
     """Validate and upsert catalog files in one transaction; see the module docstring.
 
     ``now`` is the start given to new subscriptions that do not say ``subscription_at``
-    (default: the current time).
+    (default: the current time). ``effective_at`` is when the plan versions this apply creates
+    take effect (default: the current time; never in the future, always after the version it
+    replaces: ``tasks.plan_versions``).
     """
     documents, load_errors = _load(paths)
-    return apply_documents(engine, documents, now=now, load_errors=load_errors)
+    return apply_documents(engine, documents, now=now, effective_at=effective_at,
+                           load_errors=load_errors)
 
 
 def apply_documents(
     engine: Engine, documents: Sequence[LoadedDocument], *, now: datetime | None = None,
-    load_errors: Sequence[CatalogError] = (),
+    effective_at: datetime | None = None, load_errors: Sequence[CatalogError] = (),
 ) -> ApplyResult:
     """Validate and upsert envelopes already read (files, or the API's request bodies): the
     same rules and the same all-or-nothing transaction as ``apply_catalog``."""
     documents = sorted(documents, key=lambda d: _kind_rank(d.envelope))
+    at = effective_at or plan_versions.default_effective_at()
     with engine.begin() as conn:
         conn.execute(sql_text("select pg_advisory_xact_lock(:key)"), {"key": _APPLY_LOCK})
         state = _read_state(conn)
         validation = validate_documents(documents, state.catalog, now=now)
         errors = [*load_errors, *validation.errors]
+        if not errors:
+            stored_plans = {key: (row.id, row.digest) for key, row in state.rows[PLAN].items()}
+            errors = plan_versions.check_effective_at(
+                conn, validation.documents, stored_plans, at, plan_versions.default_effective_at())
         if errors:
             conn.rollback()
             return ApplyResult(errors=errors)
-        return _write_all(conn, validation.documents, state, now)
+        return _write_all(conn, validation.documents, state, at, now)
 
 
 def _write_all(
-    conn: Connection, documents: Sequence[ValidDocument], state: _State,
+    conn: Connection, documents: Sequence[ValidDocument], state: _State, at: datetime,
     now: datetime | None = None,
 ) -> ApplyResult:
     result = ApplyResult()
@@ -360,9 +373,14 @@ def _write_all(
         if stored is not None and stored.digest == document.digest:
             result.unchanged[document.kind] += 1
             continue
-        writer = _WRITERS[document.kind]
-        if document.kind == SUBSCRIPTION:  # plan changes take effect at the apply's moment
+        writer: Callable[[Connection, ValidDocument, int | None, dict[str, dict[Any, int]]],
+                         int]
+        if document.kind == PLAN:
+            writer = partial(_write_plan, at=at)
+        elif document.kind == SUBSCRIPTION:  # plan changes take effect at the apply's moment
             writer = partial(_write_subscription, now=now)
+        else:
+            writer = _WRITERS[document.kind]
         row_id = writer(conn, document, stored.id if stored else None, ids)
         ids[document.kind][document.key] = row_id
         counts = result.updated if stored else result.created
@@ -452,10 +470,15 @@ def _write_metric(conn: Connection, doc: ValidDocument, row_id: int | None, ids:
     return row_id
 
 
-def _write_plan(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:
-    """A changed plan replaces its charges and charge filters wholesale: positions and
-    filters are the document's, and partial diffs would only add ways to be wrong."""
+def _write_plan(
+    conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids,
+    at: datetime | None = None,
+) -> int:
+    """A changed plan gets a new version (``tasks.plan_versions``): the plans row takes the new
+    values, unchanged charges keep their rows and ids, changed ones are closed and reopened."""
     plan: Plan = doc.model
+    at = at or plan_versions.default_effective_at()
+    previous = plan_versions.previous_document(conn, row_id)
     row_id = _upsert(
         conn,
         t.plans,
@@ -472,35 +495,9 @@ def _write_plan(conn: Connection, doc: ValidDocument, row_id: int | None, ids: I
         },
         doc,
     )
-    conn.execute(delete(t.charges).where(t.charges.c.plan_id == row_id))
-    for position, charge in enumerate(plan.charges):
-        charge_id = conn.execute(
-            insert(t.charges)
-            .values(
-                plan_id=row_id,
-                position=position,
-                billable_metric_id=ids[BILLABLE_METRIC][(charge.metric_code or "",)],
-                charge_model=charge.charge_model,
-                properties=_jsonb(charge.properties),
-                pay_in_advance=charge.pay_in_advance,
-                invoiceable=charge.invoiceable,
-                prorated=charge.prorated,
-                min_amount_cents=charge.min_amount_cents,
-                invoice_display_name=charge.invoice_display_name,
-                pricing_group_keys=charge.pricing_group_keys,
-            )
-            .returning(t.charges.c.id)
-        ).scalar_one()
-        for index, item in enumerate(charge.filters):
-            conn.execute(
-                insert(t.charge_filters).values(
-                    charge_id=charge_id,
-                    position=index,
-                    values=_jsonb(item.values),
-                    properties=_jsonb(item.properties),
-                    invoice_display_name=item.invoice_display_name,
-                )
-            )
+    plan_versions.record_version(conn, row_id, doc, at)
+    plan_versions.write_charges(conn, row_id, plan, doc.document, previous,
+                                ids[BILLABLE_METRIC], at)
     return row_id
 
 
@@ -627,11 +624,17 @@ _WRITERS = {
 # --------------------------------------------------------------------------------------------
 
 
-def export_catalog(engine: Engine) -> list[dict[str, Any]]:
-    """The stored catalog as Lago envelopes, in apply order; applying them changes nothing."""
+def export_catalog(engine: Engine, at: datetime | None = None) -> list[dict[str, Any]]:
+    """The stored catalog as Lago envelopes, in apply order; applying them changes nothing.
+
+    ``at``: plans as they were at that moment (their version in force then; plans created
+    later left out). Only plans are versioned: the other kinds are shown as they are now."""
     envelopes: list[dict[str, Any]] = []
     with engine.connect() as conn:
         for kind in KINDS:
+            if kind == PLAN and at is not None:
+                envelopes.extend({kind: body} for body in plan_versions.plan_documents_at(conn, at))
+                continue
             envelopes.extend(
                 {kind: loads(document)} for _, _, _, document in _keyed_documents(conn, kind)
             )

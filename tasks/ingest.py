@@ -358,7 +358,7 @@ _MERGE = text(
              coalesce(s.started_at, s.subscription_at) as subscription_at,
              least(s.terminated_at, s.ending_at) as terminated_at
       from subscriptions s
-      join charges c on c.plan_id = s.plan_id
+      join charges c on c.plan_id = s.plan_id and c.effective_to is null
       join billable_metrics m on m.id = c.billable_metric_id
     )
     select count(*) as accepted,

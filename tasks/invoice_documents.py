@@ -60,7 +60,10 @@ def _fee_object(row: Any) -> dict[str, Any]:
             "filter_invoice_display_name": row.filter_invoice_display_name,
             "grouped_by": loads_exact(row.grouped_by) or {},
             "true_up": bool(row.true_up),
-            "lago_item_id": None if row.charge_id is None else str(row.charge_id),
+            # the charge, or for a credit fee the wallet transaction it invoices
+            "lago_item_id": (str(row.charge_id) if row.charge_id is not None
+                             else str(row.wallet_transaction_id)
+                             if row.wallet_transaction_id is not None else None),
         },
     }
 
@@ -89,10 +92,13 @@ _FEES = text(
 _SUBSCRIPTIONS = text(
     """
     select i.invoice_id, s.id, s.external_id, s.name, p.code as plan_code, s.billing_time,
-           s.subscription_at, s.status, i.from_datetime, i.to_datetime
+           s.subscription_at, s.status, i.from_datetime, i.to_datetime,
+           pv.id as version_id, pv.version, pv.effective_from as version_from
     from invoice_subscriptions i
     join subscriptions s on s.id = i.subscription_id
-    join plans p on p.id = s.plan_id
+    -- the plan the period was priced with (its version's), not the subscription's plan today
+    left join plan_versions pv on pv.id = i.plan_version_id
+    join plans p on p.id = coalesce(pv.plan_id, s.plan_id)
     where i.invoice_id = any(cast(:ids as bigint[]))
     order by i.invoice_id, s.external_id
     """
@@ -125,6 +131,10 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any
             "subscription_at": _iso(s.subscription_at), "started_at": _iso(s.subscription_at),
             "current_billing_period_started_at": _iso(s.from_datetime),
             "current_billing_period_ending_at": _iso(s.to_datetime),
+            # Tallyflow: the plan version the period was priced with (tasks/plan_versions.py)
+            "plan_version": None if s.version_id is None else {
+                "lago_id": str(s.version_id), "version": s.version,
+                "effective_from": _iso(s.version_from)},
         })
     out = []
     for r in rows:
@@ -212,10 +222,13 @@ def make_missing_pdfs(engine: Engine, limit: int = 10_000, chunk: int = 50) -> i
 
 def list_invoices(
     engine: Engine, *, customer: str | None = None, subscription: str | None = None,
-    status: str | None = None, limit: int = 1000,
+    status: str | None = None, limit: int = 1000, invoice_type: str | None = None,
 ) -> list[dict[str, Any]]:
     where: list[str] = []
     params: dict[str, Any] = {"limit": limit}
+    if invoice_type:
+        where.append("v.invoice_type = :invoice_type")
+        params["invoice_type"] = invoice_type
     if customer:
         where.append("v.customer_id = (select id from customers where external_id = :customer)")
         params["customer"] = customer

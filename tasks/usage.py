@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
@@ -51,14 +51,14 @@ from tallyflow.tasks.folding import (
     merge_stored,
     read_states,
 )
+from tallyflow.tasks.plan_versions import finalized_versions
 from tallyflow.tasks.retry import transient_retries
 
 # --------------------------------------------------------------------------------------------
 # Plans as the pricing code needs them
 # --------------------------------------------------------------------------------------------
 
-_CHARGES = text(
-    """
+_CHARGE_COLUMNS = """
     select c.id, c.plan_id, c.position, c.billable_metric_id, c.charge_model,
            c.properties::text as properties, c.invoice_display_name, c.pricing_group_keys,
            coalesce((select jsonb_agg(jsonb_build_object(
@@ -66,19 +66,41 @@ _CHARGES = text(
                         'invoice_display_name', f.invoice_display_name) order by f.position)
                      from charge_filters f where f.charge_id = c.id), '[]'::jsonb)::text
              as filters
+"""
+# The current charges of plans (open rows, tasks/plan_versions.py), keyed by plan id ...
+_CHARGES = text(
+    _CHARGE_COLUMNS
+    + """, c.plan_id as key
     from charges c
-    where c.plan_id = any(cast(:plans as bigint[]))
+    where c.plan_id = any(cast(:plans as bigint[])) and c.effective_to is null
     order by c.plan_id, c.position
+    """
+)
+# ... or the charges of given plan versions (those open when the version started), by version id.
+_VERSION_CHARGES = text(
+    _CHARGE_COLUMNS
+    + """, v.id as key
+    from plan_versions v
+    join charges c on c.plan_id = v.plan_id and c.effective_from <= v.effective_from
+      and (c.effective_to is null or c.effective_to > v.effective_from)
+    where v.id = any(cast(:versions as bigint[]))
+    order by v.id, c.position
     """
 )
 
 
 def load_charges(
-    conn: Connection, plan_ids: Iterable[int], metrics: Mapping[int, MetricInfo]
+    conn: Connection,
+    plan_ids: Iterable[int],
+    metrics: Mapping[int, MetricInfo],
+    versions: Iterable[int] | None = None,
 ) -> dict[int, list[ChargeInfo]]:
-    """Charges per plan id, with charge filters expanded against their metric's filters."""
+    """Current charges per plan id, with charge filters expanded against their metric's
+    filters; or, given ``versions``, the charges of those plan versions per version id."""
     plans: dict[int, list[ChargeInfo]] = defaultdict(list)
-    for row in conn.execute(_CHARGES, {"plans": sorted(set(plan_ids))}):
+    rows = (conn.execute(_CHARGES, {"plans": sorted(set(plan_ids))}) if versions is None
+            else conn.execute(_VERSION_CHARGES, {"versions": sorted(set(versions))}))
+    for row in rows:
         metric = metrics[row.billable_metric_id]
         filters = tuple(
             FilterInfo(
@@ -94,7 +116,7 @@ def load_charges(
             for f in loads_exact(row.filters)
         )
         properties = loads_exact(row.properties) or {}
-        plans[row.plan_id].append(
+        plans[row.key].append(
             ChargeInfo(
                 id=row.id,
                 position=row.position,
@@ -125,6 +147,15 @@ class RatingInputs:
     charges: dict[int, list[ChargeInfo]]
     states: StoredStates
     marks: dict[int, int]
+    # Charges of the periods already on a finalized invoice: the version it names, per
+    # subscription id (tasks/plan_versions.py); every other period prices with ``charges``.
+    frozen: dict[int, list[ChargeInfo]] = field(default_factory=dict)
+
+    def charges_of(self, sub: SubscriptionInfo) -> list[ChargeInfo]:
+        """The charges that price ``sub``'s period here (docs/architecture.md §6)."""
+        if sub.id in self.frozen:
+            return self.frozen[sub.id]
+        return self.charges.get(sub.plan_id, [])
 
 
 def read_inputs(conn: Connection, subs: Sequence[SubscriptionInfo], at: datetime) -> RatingInputs:
@@ -147,7 +178,13 @@ def read_inputs(conn: Connection, subs: Sequence[SubscriptionInfo], at: datetime
         )
     }
     charges = load_charges(conn, {s.plan_id for s in subs}, metrics)
-    return RatingInputs(metrics, by_id, periods, charges, merge_stored(stored, pending), marks)
+    frozen_versions = finalized_versions(conn, wanted)
+    frozen: dict[int, list[ChargeInfo]] = {}
+    if frozen_versions:
+        by_version = load_charges(conn, (), metrics, frozen_versions.values())
+        frozen = {sub_id: by_version.get(v, []) for sub_id, v in frozen_versions.items()}
+    return RatingInputs(metrics, by_id, periods, charges, merge_stored(stored, pending), marks,
+                        frozen)
 
 
 def _event_values_reader(
@@ -223,7 +260,7 @@ def current_usage(engine: Engine, external_subscription_id: str, at: datetime) -
             period = inputs.periods[sub.id]
             return rate_subscription(
                 sub,
-                inputs.charges.get(sub.plan_id, []),
+                inputs.charges_of(sub),
                 period,
                 inputs.states.get(sub.id, {}),
                 _event_values_reader(conn, sub, period),
@@ -383,7 +420,7 @@ def snapshot_subscriptions(
                 period = inputs.periods[sub.id]
                 usage = rate_subscription(
                     sub,
-                    inputs.charges.get(sub.plan_id, []),
+                    inputs.charges_of(sub),
                     period,
                     inputs.states.get(sub.id, {}),
                     _event_values_reader(conn, sub, period),

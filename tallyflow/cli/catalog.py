@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
+from tallyflow.errors import UserError
 from tallyflow.infra.resources import billing_engine
 
 if TYPE_CHECKING:
@@ -41,17 +43,26 @@ def apply(
         ..., help="Catalog files (.json, .yaml, .yml) or folders (read recursively)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    effective_at: str | None = typer.Option(
+        None, "--effective-at",
+        help="When the plan versions this apply creates took effect (ISO 8601; default: now;"
+             " not in the future, after the version each replaces).",
+    ),
 ) -> None:
     """Apply Lago-shaped catalog files: all or nothing, idempotent, every error reported.
 
     New wallets open at once: their granted credits are in the balance right after the apply.
+    A changed plan gets a new version; unchanged charges keep their ids.
     """
     from tallyflow.tasks.catalog import apply_catalog
+    from tallyflow.tasks.credit_invoices import issue_credit_invoices
     from tallyflow.tasks.wallets import open_catalog_wallets
 
     engine = billing_engine()
-    result = apply_catalog(engine, paths)
+    result = apply_catalog(engine, paths, effective_at=_moment(effective_at, "--effective-at"))
     opened = open_catalog_wallets(engine) if result.ok else 0
+    if opened:
+        issue_credit_invoices(engine)  # the purchased credits of the new wallets
     if as_json:
         typer.echo(json.dumps({**result.to_dict(), "wallets_opened": opened}, indent=2))
     elif result.ok:
@@ -85,17 +96,57 @@ def export(
         None, "--output", "-o",
         help="A .json/.yaml file, or a folder (one JSON file per kind). Default: stdout.",
     ),
+    at: str | None = typer.Option(
+        None, "--at",
+        help="Show plans as they were at this moment (ISO 8601): their version in force then.",
+    ),
 ) -> None:
     """Write the catalog as Lago envelopes that ``tallyflow apply`` accepts unchanged."""
     from tallyflow.models.catalog import dumps
     from tallyflow.tasks.catalog import export_catalog, write_catalog
 
-    envelopes = export_catalog(billing_engine())
+    envelopes = export_catalog(billing_engine(), _moment(at, "--at"))
     if output is None:
         typer.echo(dumps(envelopes, indent=2))
         return
     for path in write_catalog(envelopes, output):
         typer.echo(f"wrote {path}")
+
+
+def _moment(value: str | None, option: str) -> datetime | None:
+    """An ISO 8601 moment given on the command line (UTC when it names no offset)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{option} {value!r} is not an ISO 8601 date or time",
+                             hint="e.g. 2026-11-01T00:00:00Z", exit_code=2) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@catalog_app.command("versions")
+def versions(
+    code: str = typer.Argument(..., help="The plan's code."),
+    as_json: bool = typer.Option(False, "--json", help="Print {\"plan_versions\": [...]}."),
+) -> None:
+    """The versions of one plan: when each was in force and the charge ids it priced with."""
+    from tallyflow.tasks.plan_versions import plan_history
+
+    with billing_engine().connect() as conn:
+        history = plan_history(conn, code)
+    if not history:
+        raise UserError(f"no plan {code!r}", hint="tallyflow catalog show lists the plans")
+    if as_json:
+        typer.echo(json.dumps({"plan_versions": history}, indent=2))
+        return
+    table = Table(title=f"plan {code}: versions")
+    for column in ("version", "effective_from", "effective_to", "charge_ids"):
+        table.add_column(column)
+    for v in history:
+        table.add_row(str(v["version"]), v["effective_from"], v["effective_to"] or "(current)",
+                      ", ".join(str(c) for c in v["charge_ids"]))
+    Console().print(table)
 
 
 @catalog_app.command("show")

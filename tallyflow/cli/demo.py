@@ -109,7 +109,7 @@ def _invoice_table(engine: Any) -> Table:
         table.add_column(column, justify="right" if column in (
             "fees", "prepaid", "due") else "left", no_wrap=True)
     latest: dict[str, dict[str, Any]] = {}
-    for invoice in list_invoices(engine, status="finalized"):
+    for invoice in list_invoices(engine, status="finalized", invoice_type="subscription"):
         latest[invoice["customer"]["external_id"]] = invoice
     for customer, i in sorted(latest.items()):
         money = i["currency"]
@@ -143,7 +143,8 @@ def _price_table(engine: Engine) -> Table:
             text(
                 """
                 select p.code, f.values, f.properties
-                from charge_filters f join charges c on c.id = f.charge_id
+                from charge_filters f
+                join charges c on c.id = f.charge_id and c.effective_to is null
                 join plans p on p.id = c.plan_id order by p.code, f.position
                 """
             )

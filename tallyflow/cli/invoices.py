@@ -72,6 +72,8 @@ def list_(
     subscription: str | None = typer.Option(None, "--subscription",
                                             help="External subscription id."),
     status: str | None = typer.Option(None, "--status", help="draft or finalized."),
+    invoice_type: str | None = typer.Option(
+        None, "--type", help="subscription (periods) or credit (paid wallet top-ups)."),
     as_json: bool = typer.Option(False, "--json", help='Lago\'s {"invoices": [...]}.'),
 ) -> None:
     """Invoices, oldest first."""
@@ -79,19 +81,22 @@ def list_(
 
     if status is not None and status not in STATUSES:
         raise typer.BadParameter(f"--status must be draft or finalized; got {status!r}")
+    if invoice_type is not None and invoice_type not in ("subscription", "credit"):
+        raise typer.BadParameter(f"--type must be subscription or credit; got {invoice_type!r}")
     invoices = list_invoices(billing_engine(), customer=customer, subscription=subscription,
-                             status=status)
+                             status=status, invoice_type=invoice_type)
     if as_json:
         typer.echo(json.dumps({"invoices": invoices}, indent=2))
         return
     table = Table(title="invoices")
-    for column in ("number", "customer", "issuing date", "status", "fees", "taxes",
+    for column in ("number", "type", "customer", "issuing date", "status", "fees", "taxes",
                    "prepaid credits", "total"):
         table.add_column(column, justify="right" if column in (
             "fees", "taxes", "prepaid credits", "total") else "left")
     for i in invoices:
         money = _money(i["currency"])
-        table.add_row(i["number"] or f"(draft {i['lago_id'][:8]})", i["customer"]["external_id"],
+        table.add_row(i["number"] or f"(draft {i['lago_id'][:8]})", i["invoice_type"],
+                      i["customer"]["external_id"],
                       i["issuing_date"], i["status"], money(i["fees_amount_cents"]),
                       money(i["taxes_amount_cents"]), money(i["prepaid_credit_amount_cents"]),
                       money(i["total_amount_cents"]))
@@ -186,10 +191,11 @@ def html(
 
 
 def _payment(key: str, status: str) -> None:
-    from tallyflow.tasks.invoice_documents import InvoiceError, set_payment_status
+    from tallyflow.tasks.credit_invoices import record_payment
+    from tallyflow.tasks.invoice_documents import InvoiceError
 
     try:
-        invoice = set_payment_status(billing_engine(), key, status)
+        invoice = record_payment(billing_engine(), key, status)
     except InvoiceError as exc:
         _fail(str(exc))
         return
@@ -199,13 +205,15 @@ def _payment(key: str, status: str) -> None:
 
 @app.command("mark-paid")
 def mark_paid(key: str = typer.Argument(..., help="Invoice number, lago_id or id.")) -> None:
-    """Record that a finalized invoice was paid (payment_status succeeded)."""
+    """Record that a finalized invoice was paid (payment_status succeeded); paying a credit
+    invoice settles its purchased credits."""
     _payment(key, "succeeded")
 
 
 @app.command("mark-failed")
 def mark_failed(key: str = typer.Argument(..., help="Invoice number, lago_id or id.")) -> None:
-    """Record that a finalized invoice's payment failed (payment_status failed)."""
+    """Record that a finalized invoice's payment failed (payment_status failed); a credit
+    invoice's credits stay pending."""
     _payment(key, "failed")
 
 

@@ -112,6 +112,7 @@ def top_up(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Add credits to a customer's wallet (granted settle at once; paid when marked paid)."""
+    from tallyflow.tasks.credit_invoices import issue_credit_invoices
     from tallyflow.tasks.wallets import WalletError
     from tallyflow.tasks.wallets import top_up as do_top_up
 
@@ -124,13 +125,20 @@ def top_up(
     except WalletError as exc:
         _fail(str(exc))
         return
+    issued = issue_credit_invoices(billing_engine())
     result = {"wallet": done.wallet_code, "lago_wallet_id": str(done.wallet_id),
-              "transactions": done.posted, "idempotency_key": done.idempotency_key}
+              "transactions": done.posted, "idempotency_key": done.idempotency_key,
+              "credit_invoices": [i["number"] for i in issued]}
     if as_json:
         typer.echo(json.dumps(result))
     else:
         typer.echo(f"{done.posted} transaction(s) posted to wallet {done.wallet_code}"
                    f" (key {done.idempotency_key})")
+        for invoice in issued:
+            typer.echo(f"credit invoice {invoice['number']}: {invoice['credits']} credits,"
+                       f" {invoice['amount_cents']} {invoice['currency']} cents; the credits"
+                       f" settle when it is paid (tallyflow invoices mark-paid"
+                       f" {invoice['number']})")
 
 
 @app.command("mark-paid")

@@ -41,7 +41,8 @@ _METRICS = text(
                     '[]'::jsonb)::text as filters,
            coalesce((select array_agg(distinct k order by k)
                      from charges c, unnest(c.pricing_group_keys) k
-                     where c.billable_metric_id = m.id), '{}') as group_keys
+                     where c.billable_metric_id = m.id and c.effective_to is null), '{}')
+             as group_keys
     from billable_metrics m
     """
 )
@@ -85,6 +86,7 @@ _SUBSCRIPTIONS = """
     join customers c on c.id = s.customer_id
     left join (select ch.plan_id, max(m.updated_at) as metrics_at
                from charges ch join billable_metrics m on m.id = ch.billable_metric_id
+               where ch.effective_to is null
                group by ch.plan_id) pm on pm.plan_id = p.id
 """
 

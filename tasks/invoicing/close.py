@@ -152,7 +152,8 @@ def close_periods(
         finalize_after = period_end + ONE_MICROSECOND + timedelta(days=customer.grace_days)
         due = (at >= finalize_after and watermark is not None
                and watermark >= period_end + settle)
-        groups.append(_Group(customer, issuing, items, amounts, finalize_after, due))
+        groups.append(_Group(customer, issuing, items, amounts, finalize_after, due,
+                             {s.id: catalog.plans[s.plan_id].version_id for s, _ in items}))
     for first in range(0, len(groups), max(1, batch_size)):
         for outcome in _write_batch(engine, groups[first:first + batch_size],
                                     now or at):
@@ -179,7 +180,7 @@ def _rate(
             for sub in subs:
                 period = inputs.periods[sub.id]
                 out[(sub.id, period.period_start)] = rate_subscription(
-                    sub, inputs.charges.get(sub.plan_id, []), period,
+                    sub, inputs.charges_of(sub), period,
                     inputs.states.get(sub.id, {}), _event_values_reader(conn, sub, period),
                 )
     return out

@@ -78,6 +78,9 @@ class PlanInfo:
     commitment_invoice_display_name: str | None
     charge_tax_codes: tuple[tuple[str, ...], ...]
     charge_minimums: tuple[Decimal, ...]
+    # The current plan version (tasks/plan_versions.py): what a period closed now prices with.
+    version_id: int | None = None
+    version: int | None = None
 
 
 @dataclass
@@ -135,10 +138,12 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
     plans: dict[int, PlanInfo] = {}
     minimums: dict[int, list[Decimal]] = defaultdict(list)
     for r in conn.execute(text("select plan_id, min_amount_cents from charges"
-                               " order by plan_id, position")):
+                               " where effective_to is null order by plan_id, position")):
         minimums[r.plan_id].append(Decimal(r.min_amount_cents))
-    for r in conn.execute(text("select id, code, name, amount_cents, trial_period,"
-                               " document::text as document from plans")):
+    for r in conn.execute(text("select p.id, p.code, p.name, p.amount_cents, p.trial_period,"
+                               " p.document::text as document, v.id as version_id, v.version"
+                               " from plans p left join plan_versions v on v.plan_id = p.id"
+                               " and v.effective_to is null")):
         plan = _stored(Plan, loads_exact(r.document) or {})
         commitment = plan.minimum_commitment
         plans[r.id] = PlanInfo(
@@ -152,6 +157,7 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
             commitment_invoice_display_name=commitment.invoice_display_name if commitment else None,
             charge_tax_codes=tuple(tuple(c.tax_codes) for c in plan.charges),
             charge_minimums=tuple(minimums.get(r.id, [])),
+            version_id=r.version_id, version=r.version,
         )
     customer_of = {
         int(r.id): int(r.customer_id)
@@ -261,6 +267,8 @@ class _Group:
     amounts: InvoiceAmounts
     finalize_after: datetime
     due: bool
+    # subscription id -> the plan version id its period is priced with
+    plan_versions: dict[int, int | None] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[int, date]:

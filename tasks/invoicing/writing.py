@@ -75,7 +75,8 @@ _UPSERT = text(
       as r(lago, cid, day, currency, fees, taxes, total, applied, customer, after, term,
            entity)
     order by cid, day
-    on conflict (customer_id, issuing_date, invoice_type) do update set
+    on conflict (customer_id, issuing_date, invoice_type) where invoice_type <> 'credit'
+    do update set
       currency = excluded.currency, fees_amount_cents = excluded.fees_amount_cents,
       taxes_amount_cents = excluded.taxes_amount_cents,
       total_amount_cents = excluded.total_amount_cents,
@@ -169,11 +170,13 @@ def _write_batch(
                 "number": [numbers[g.key][1] if g.key in numbers else None for g in live],
             })
         due = [ids[g.key] for g in live if g.due]
+        failpoint("invoices.before_seal")
         if due:
             # Documents from the numbered drafts; then the invoices are sealed and the
             # triggers refuse any later change.
             documents = render_documents(conn, due)
             conn.execute(_SEAL, {"ids": due, "html": [documents[i] for i in due]})
+    failpoint("invoices.after_commit")
     written = {g.key for g in live}
     return [None if g.key not in written else {
         "invoice_id": ids[g.key], "number": numbers[g.key][1] if g.key in numbers else None,
@@ -186,14 +189,17 @@ def _write_batch(
 
 def _insert_parts(conn: Connection, batch: Sequence[tuple[int, _Group]]) -> None:
     periods = [(invoice_id, s, p) for invoice_id, g in batch for s, p in g.items]
+    versions = {s.id: g.plan_versions.get(s.id) for _, g in batch for s, _ in g.items}
     conn.execute(text(
         """
         insert into invoice_subscriptions (subscription_id, period_start, invoice_id, period_end,
-          from_datetime, to_datetime)
+          from_datetime, to_datetime, plan_version_id)
         select * from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[]),
           cast(:invoices as bigint[]), cast(:ends as timestamptz[]),
-          cast(:froms as timestamptz[]), cast(:tos as timestamptz[]))
+          cast(:froms as timestamptz[]), cast(:tos as timestamptz[]),
+          cast(:versions as bigint[]))
         """), {
+        "versions": [versions[s.id] for _, s, _ in periods],
         "subs": [s.id for _, s, _ in periods], "starts": [p.period_start for _, _, p in periods],
         "invoices": [i for i, _, _ in periods], "ends": [p.period_end for _, _, p in periods],
         "froms": [p.from_datetime for _, _, p in periods],

@@ -238,7 +238,13 @@ def mark_paid(
                   where customer_id = :c and status = 'pending' and direction = 'inbound'
                     and (cast(:w as bigint) is null or wallet_id = cast(:w as bigint))
                     and (cast(:t as bigint) is null or id = cast(:t as bigint))
-                  returning wallet_id, credits, granted_credits, amount_cents
+                  returning id, wallet_id, credits, granted_credits, amount_cents
+                ), invoiced as (
+                  -- their credit invoices are paid now too (tasks/credit_invoices.py)
+                  update invoices v set payment_status = 'succeeded', updated_at = now()
+                  from invoice_fees f join settled s on s.id = f.wallet_transaction_id
+                  where v.id = f.invoice_id and v.payment_status <> 'succeeded'
+                  returning v.id
                 ), moved as (
                   select wallet_id, sum(credits) as credits, sum(granted_credits) as granted,
                          sum(amount_cents) as cents, count(*) as n

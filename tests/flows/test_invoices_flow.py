@@ -50,13 +50,17 @@ def test_billing_cycle_finalizes_and_the_cli_reads_it(
     assert summary["invoices"]["finalized"] == 1
     # $46.80 owed; the purchased credits are not paid yet (pending), the $25 granted pay
     artifact = _latest_billing_artifact()
-    assert "## Invoices" in artifact and "| TF-001-001 | acme | 2025-04-01 | 2180 USD | 2500 |" \
+    assert "## Invoices" in artifact and "| TF-001-002 | acme | 2025-04-01 | 2180 USD | 2500 |" \
         in artifact
     billing_cycle(hour=hour)  # rerun: nothing new, no second event
     with engine.connect() as conn:
-        assert conn.execute(text("select emitted_at is not null from invoices")).scalar_one()
+        assert conn.execute(text("select bool_and(emitted_at is not null) from invoices"
+                                 " where invoice_type = 'subscription'")).scalar_one()
 
-    listed = runner.invoke(app, ["invoices", "list", "--status", "finalized", "--json"])
+    # TF-001-001 is the credit invoice of the wallet's purchased credits
+    # (tests/tasks/test_credit_invoices.py); the period's invoice comes next in the sequence
+    listed = runner.invoke(app, ["invoices", "list", "--status", "finalized", "--type",
+                                 "subscription", "--json"])
     assert listed.exit_code == 0, listed.output
     [invoice] = json.loads(listed.stdout)["invoices"]
     assert INVOICE_FIELDS <= set(invoice)
@@ -64,22 +68,22 @@ def test_billing_cycle_finalizes_and_the_cli_reads_it(
     assert [f["item"]["filter_invoice_display_name"] for f in invoice["fees"]] == [
         None, "mistral-small input tokens", "mistral-small output tokens"]
 
-    shown = runner.invoke(app, ["invoices", "show", "TF-001-001", "--json"])
+    shown = runner.invoke(app, ["invoices", "show", "TF-001-002", "--json"])
     assert json.loads(shown.stdout)["invoice"] == invoice
-    table = runner.invoke(app, ["invoices", "show", "TF-001-001"])
-    assert "Invoice TF-001-001" in table.stdout and "21.80 USD" in table.stdout
+    table = runner.invoke(app, ["invoices", "show", "TF-001-002"])
+    assert "Invoice TF-001-002" in table.stdout and "21.80 USD" in table.stdout
     missing = runner.invoke(app, ["invoices", "show", "nope"])
     assert missing.exit_code == 1 and "no invoice 'nope'" in missing.output
 
     html = tmp_path / "invoice.html"
-    assert runner.invoke(app, ["invoices", "html", "TF-001-001", "-o", str(html)]).exit_code == 0
-    assert "TF-001-001" in html.read_text() and "46.80 USD" in html.read_text()
+    assert runner.invoke(app, ["invoices", "html", "TF-001-002", "-o", str(html)]).exit_code == 0
+    assert "TF-001-002" in html.read_text() and "46.80 USD" in html.read_text()
     if pdf_available():
         pdf = tmp_path / "invoice.pdf"
-        made = runner.invoke(app, ["invoices", "pdf", "TF-001-001", "-o", str(pdf)])
+        made = runner.invoke(app, ["invoices", "pdf", "TF-001-002", "-o", str(pdf)])
         assert made.exit_code == 0, made.output
         assert pdf.read_bytes().startswith(b"%PDF")
-        assert summary["invoices"]["pdfs"] == 1
+        assert summary["invoices"]["pdfs"] == 2  # the period's and the credit invoice's
 
 
 def test_pdfs_are_kept_as_made(engine: Engine, tmp_path: Path) -> None:

@@ -52,22 +52,24 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
                      "recurring", "rounding_function", "rounding_precision",
                      "weighted_interval", "filters")
     },
-    ChargeFilterPayload: {name: "tasks/catalog.py"
+    # charges are written with their plan's version (tasks/plan_versions.py)
+    ChargeFilterPayload: {name: "tasks/plan_versions.py"
                    for name in ("values", "properties", "invoice_display_name")},
     Charge: {
         "billable_metric_code": "models/catalog/",  # through Charge.metric_code
         "billable_metric_id": "models/catalog/",
-        "charge_model": "tasks/catalog.py",
-        "properties": "tasks/catalog.py",
-        "filters": "tasks/catalog.py",
-        "invoice_display_name": "tasks/catalog.py",
-        "min_amount_cents": "tasks/catalog.py",
+        "charge_model": "tasks/plan_versions.py",
+        "properties": "tasks/plan_versions.py",
+        "filters": "tasks/plan_versions.py",
+        "invoice_display_name": "tasks/plan_versions.py",
+        "min_amount_cents": "tasks/plan_versions.py",
         "tax_codes": "tasks/invoicing/",
     },
     Plan: {
         **{name: "tasks/catalog.py"
-           for name in ("code", "name", "description", "interval", "amount_currency", "charges",
+           for name in ("code", "name", "description", "interval", "amount_currency",
                         "amount_cents", "trial_period")},
+        "charges": "tasks/plan_versions.py",
         **{name: "tasks/invoicing/"
            for name in ("invoice_display_name", "tax_codes", "minimum_commitment")},
     },

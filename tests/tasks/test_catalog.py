@@ -125,7 +125,11 @@ def test_one_error_among_valid_documents_changes_nothing(engine: Engine) -> None
     assert set(counts(engine).values()) == {0}
 
 
-def test_changing_a_price_replaces_the_charges(engine: Engine, mistral_copy: Path) -> None:
+def test_changing_a_price_closes_the_charge_and_opens_a_new_one(
+    engine: Engine, mistral_copy: Path
+) -> None:
+    """The changed charge is a new row (a new id) in force from the apply; the old row is kept,
+    closed, for the invoices and history that priced with it (tests/tasks/test_plan_versions.py)."""
     apply_catalog(engine, [mistral_copy])
     with engine.connect() as conn:
         old_charges = set(conn.execute(select(t.charges.c.id)).scalars())
@@ -140,13 +144,18 @@ def test_changing_a_price_replaces_the_charges(engine: Engine, mistral_copy: Pat
     after = stamps(engine)
     assert after["billable_metrics"] == before["billable_metrics"]
     assert after["plans"][0][1] > before["plans"][0][1]
+    open_charges = t.charges.c.effective_to.is_(None)
     with engine.connect() as conn:
-        new_charges = set(conn.execute(select(t.charges.c.id)).scalars())
-        amounts = sorted(conn.execute(select(t.charge_filters.c.properties["amount"].astext))
-                         .scalars())
+        new_charges = set(conn.execute(select(t.charges.c.id).where(open_charges)).scalars())
+        closed = set(conn.execute(select(t.charges.c.id).where(~open_charges)).scalars())
+        amounts = sorted(conn.execute(
+            select(t.charge_filters.c.properties["amount"].astext)
+            .join(t.charges, t.charges.c.id == t.charge_filters.c.charge_id)
+            .where(open_charges)).scalars())
     assert new_charges.isdisjoint(old_charges) and len(new_charges) == 1
+    assert closed == old_charges
     assert amounts == ["1.5", "12", "2.7", "3", "4", "8.1"]
-    assert counts(engine)["charge_filters"] == 6
+    assert counts(engine)["charge_filters"] == 12
 
 
 def test_yaml_multi_document_and_list_files(engine: Engine) -> None:
