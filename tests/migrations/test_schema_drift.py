@@ -1,4 +1,4 @@
-"""The migrations build the schema ``models/tables.py`` declares: Alembic's autogenerate, run
+"""The migrations build the schema ``models/tables/`` declares: Alembic's autogenerate, run
 against a database migrated from nothing, finds nothing to add, drop or alter.
 
 What the comparison leaves out, and why (each entry is a decision, not a convenience):

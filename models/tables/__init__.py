@@ -1,0 +1,92 @@
+"""SQLAlchemy Core tables: the one description of the schema that Alembic migrations follow.
+
+Core (not the ORM) because every hot path here is set-based SQL (COPY, INSERT ... SELECT,
+ON CONFLICT); the ORM would only stand between us and Postgres. Money and quantities are
+``numeric`` without a fixed scale so nothing is rounded before the explicit rounding step.
+
+One module per area; this package's ``metadata`` holds every table (Alembic's target).
+"""
+
+from tallyflow.models.tables.access import api_keys
+from tallyflow.models.tables.base import metadata
+from tallyflow.models.tables.catalog import (
+    billable_metric_filters,
+    billable_metrics,
+    billing_entities,
+    charge_filters,
+    charges,
+    customers,
+    plan_versions,
+    plans,
+    subscriptions,
+    taxes,
+    wallet_recurring_rules,
+    wallets,
+)
+from tallyflow.models.tables.ingestion import (
+    RUN_STATUSES,
+    events,
+    ingest_objects,
+    ingest_runs,
+    rejected_rows,
+    run_history,
+)
+from tallyflow.models.tables.invoicing import (
+    invoice_fees,
+    invoice_pdfs,
+    invoice_subscriptions,
+    invoices,
+)
+from tallyflow.models.tables.rating import (
+    usage_amounts,
+    usage_folds,
+    usage_marks,
+    usage_snapshots,
+    usage_states,
+)
+from tallyflow.models.tables.wallet_ledger import (
+    wallet_alert_rules,
+    wallet_alerts,
+    wallet_balances,
+    wallet_runs,
+    wallet_transactions,
+    wallet_usage_positions,
+)
+
+__all__ = [
+    "RUN_STATUSES",
+    "api_keys",
+    "billable_metric_filters",
+    "billable_metrics",
+    "billing_entities",
+    "charge_filters",
+    "charges",
+    "customers",
+    "events",
+    "ingest_objects",
+    "ingest_runs",
+    "invoice_fees",
+    "invoice_pdfs",
+    "invoice_subscriptions",
+    "invoices",
+    "metadata",
+    "plan_versions",
+    "plans",
+    "rejected_rows",
+    "run_history",
+    "subscriptions",
+    "taxes",
+    "usage_amounts",
+    "usage_folds",
+    "usage_marks",
+    "usage_snapshots",
+    "usage_states",
+    "wallet_alert_rules",
+    "wallet_alerts",
+    "wallet_balances",
+    "wallet_recurring_rules",
+    "wallet_runs",
+    "wallet_transactions",
+    "wallet_usage_positions",
+    "wallets",
+]

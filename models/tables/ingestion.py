@@ -1,0 +1,160 @@
+"""Ingestion tables: run history, ingest runs, the object ledger, events, rejected rows.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    Numeric,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from tallyflow.models.tables.base import _pk, metadata
+
+# Every flow run's outcome. ``status`` ends completed, failed (with ``error``), cancelled or
+# crashed; a run whose process died (kill -9, lost machine) stops updating ``heartbeat_at`` and
+# the next command that reads or writes history marks it crashed.
+RUN_STATUSES = "('running', 'completed', 'failed', 'cancelled', 'crashed')"
+
+
+run_history = Table(
+    "run_history",
+    metadata,
+    Column("flow_run_id", Text, primary_key=True),
+    Column("kind", Text, nullable=False),
+    Column("name", Text),
+    Column("parent_flow_run_id", Text),
+    Column("status", Text, nullable=False, server_default=text("'running'")),
+    Column("error", Text),
+    Column("figures", JSONB),
+    Column("host", Text),
+    Column("pid", Integer),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
+    Index("ix_run_history_started_at", "started_at"),
+    Index("ix_run_history_running", "heartbeat_at", postgresql_where=text("status = 'running'")),
+)
+
+
+ingest_runs = Table(
+    "ingest_runs",
+    metadata,
+    _pk(),
+    Column("flow_run_id", Text),
+    Column("source", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'running'")),
+    Column("objects", Integer, nullable=False, server_default=text("0")),
+    Column("failed_objects", Integer, nullable=False, server_default=text("0")),
+    Column("accepted", BigInteger, nullable=False, server_default=text("0")),
+    Column("duplicates", BigInteger, nullable=False, server_default=text("0")),
+    Column("rejected", BigInteger, nullable=False, server_default=text("0")),
+    Column("unbillable", BigInteger, nullable=False, server_default=text("0")),
+    Column("bytes", BigInteger, nullable=False, server_default=text("0")),
+    Column("seconds", Numeric, nullable=False, server_default=text("0")),
+    # Same event key as a stored event, different content: kept out, one rejected row each.
+    Column("conflicts", BigInteger, nullable=False, server_default=text("0")),
+    Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("error", Text),
+    CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
+)
+
+
+# The object ledger: one row per (source, path, version). A changed object is a new version and
+# is ingested again (event dedup absorbs the overlap). Rows are claimed with FOR UPDATE SKIP
+# LOCKED inside the transaction that loads them, so a crash simply releases the claim.
+ingest_objects = Table(
+    "ingest_objects",
+    metadata,
+    _pk(),
+    Column("source", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("size", BigInteger),
+    Column("modified_at", DateTime(timezone=True)),
+    Column("format", Text),
+    Column("compression", Text),
+    Column("status", Text, nullable=False, server_default=text("'pending'")),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("error", Text),
+    Column("rows", BigInteger, nullable=False, server_default=text("0")),
+    Column("accepted", BigInteger, nullable=False, server_default=text("0")),
+    Column("duplicates", BigInteger, nullable=False, server_default=text("0")),
+    Column("rejected", BigInteger, nullable=False, server_default=text("0")),
+    Column("unbillable", BigInteger, nullable=False, server_default=text("0")),
+    Column("conflicts", BigInteger, nullable=False, server_default=text("0")),
+    Column("run_id", BigInteger, ForeignKey("ingest_runs.id", ondelete="SET NULL")),
+    Column("discovered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("ingested_at", DateTime(timezone=True)),
+    Column("seconds", Numeric),
+    # The source that read it (kind; mapping, format and options as JSON): re-ingest uses them.
+    Column("source_kind", Text, nullable=False, server_default=text("'fsspec'")),
+    Column("source_spec", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    UniqueConstraint("source", "path", "version"),
+    CheckConstraint("status in ('pending', 'ingested', 'failed')", name="status"),
+    Index("ix_ingest_objects_pending", "source", postgresql_where=text("status <> 'ingested'")),
+)
+
+
+# Events keep Lago's fields as they came. The primary key is Lago's dedup key, so the first copy
+# wins and no second unique index slows every insert; ``id`` is the ingestion order (it breaks
+# timestamp ties for latest_agg) and, like ``object_id``, only grows, so BRIN indexes cover both
+# for a fraction of a btree's insert cost.
+#
+# Migration 0011 (docs/scaling.md): the key columns compare byte-wise ("C" collation): they
+# are identifiers, and the locale's comparison cost every insert into the unique index.
+events = Table(
+    "events",
+    metadata,
+    Column("external_subscription_id", Text(collation="C"), primary_key=True),
+    Column("transaction_id", Text(collation="C"), primary_key=True),
+    Column("id", BigInteger, Identity(always=False), nullable=False),
+    Column("code", Text, nullable=False),
+    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("properties", JSONB, nullable=False),
+    Column("precise_total_amount_cents", Numeric),
+    Column("object_id", BigInteger, nullable=False),
+    Column("row_number", BigInteger, nullable=False),
+    # Which of its record's events (a mapping may derive several from one record): ingestion
+    # order is (object, row_number, sub_index).
+    Column("sub_index", Integer, nullable=False, server_default=text("0")),
+    Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_events_object_brin", "object_id", postgresql_using="brin"),
+    Index("ix_events_id_brin", "id", postgresql_using="brin"),
+)
+
+
+rejected_rows = Table(
+    "rejected_rows",
+    metadata,
+    _pk(),
+    Column(
+        "object_id",
+        BigInteger,
+        ForeignKey("ingest_objects.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("row_number", BigInteger, nullable=False),
+    Column("sub_index", Integer, nullable=False, server_default=text("0")),
+    Column("field", Text),
+    Column("reason", Text, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'open'")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("object_id", "row_number", "sub_index"),
+)

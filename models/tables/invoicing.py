@@ -1,0 +1,146 @@
+"""Invoice tables. A finalized invoice, its fees and its periods never change (triggers).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    Numeric,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from tallyflow.models.tables.base import _pk, _timestamps, metadata
+
+invoices = Table(
+    "invoices",
+    metadata,
+    _pk(),
+    Column("lago_id", Text, nullable=False, unique=True),
+    Column("customer_id", BigInteger, ForeignKey("customers.id", ondelete="RESTRICT"),
+           nullable=False),
+    Column("invoice_type", Text, nullable=False, server_default=text("'subscription'")),
+    Column("issuing_date", Date, nullable=False),
+    Column("status", Text, nullable=False, server_default=text("'draft'")),
+    Column("payment_status", Text, nullable=False, server_default=text("'pending'")),
+    Column("currency", Text, nullable=False),
+    Column("sequential_id", Integer),
+    Column("number", Text, unique=True),
+    Column("fees_amount_cents", Numeric, nullable=False),
+    Column("taxes_amount_cents", Numeric, nullable=False),
+    Column("coupons_amount_cents", Numeric, nullable=False, server_default=text("0")),
+    Column("credit_notes_amount_cents", Numeric, nullable=False, server_default=text("0")),
+    Column("prepaid_credit_amount_cents", Numeric, nullable=False, server_default=text("0")),
+    Column("total_amount_cents", Numeric, nullable=False),
+    Column("applied_taxes", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("customer", JSONB, nullable=False),
+    # The issuer as it was when the invoice was made (Lago's billing_entity), or null.
+    Column("billing_entity", JSONB),
+    # Earliest moment it may be finalized (period end + the customer's grace period).
+    Column("finalize_after", DateTime(timezone=True), nullable=False),
+    # The customer's net_payment_term (days) and the day payment is due (issuing date + term).
+    Column("net_payment_term", Integer, nullable=False, server_default=text("0")),
+    Column("payment_due_date", Date, nullable=False),
+    Column("finalized_at", DateTime(timezone=True)),
+    # When the tallyflow.invoice.finalized event went out (at least once, after commit).
+    Column("emitted_at", DateTime(timezone=True)),
+    Column("html", Text),
+    *_timestamps(),
+    # One subscription invoice per customer and billing day; credit invoices (paid wallet
+    # top-ups, migration 0008) are one per top-up, so the key leaves them out.
+    Index("uq_invoices_customer_day", "customer_id", "issuing_date", "invoice_type",
+          unique=True, postgresql_where=text("invoice_type <> 'credit'")),
+    UniqueConstraint("customer_id", "sequential_id", name="uq_invoices_customer_sequence"),
+    CheckConstraint("status in ('draft', 'finalized')", name="status"),
+    CheckConstraint("payment_status in ('pending', 'succeeded', 'failed')",
+                    name="payment_status"),
+    CheckConstraint("status = 'draft' or (sequential_id is not null and number is not null)",
+                    name="numbered"),
+    Index("ix_invoices_status", "status"),
+)
+
+
+# Which subscription periods an invoice closes: a period is on at most one invoice.
+invoice_subscriptions = Table(
+    "invoice_subscriptions",
+    metadata,
+    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="RESTRICT"),
+           primary_key=True),
+    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT"),
+           nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("from_datetime", DateTime(timezone=True), nullable=False),
+    Column("to_datetime", DateTime(timezone=True), nullable=False),
+    # The plan version the period was priced with (migration 0008; null: closed before 0008).
+    Column("plan_version_id", BigInteger, ForeignKey("plan_versions.id", ondelete="RESTRICT")),
+    Index("ix_invoice_subscriptions_invoice", "invoice_id"),
+)
+
+
+invoice_fees = Table(
+    "invoice_fees",
+    metadata,
+    _pk(),
+    Column("lago_id", Text, nullable=False, unique=True),
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT"),
+           nullable=False),
+    Column("position", Integer, nullable=False),
+    # Null on a credit fee (a wallet top-up belongs to no subscription).
+    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="RESTRICT")),
+    Column("external_subscription_id", Text),
+    Column("item_type", Text, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("invoice_display_name", Text),
+    Column("filter_invoice_display_name", Text),
+    Column("grouped_by", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("charge_id", BigInteger),
+    Column("true_up", Boolean, nullable=False, server_default=text("false")),
+    Column("units", Numeric, nullable=False),
+    Column("events_count", BigInteger, nullable=False),
+    Column("amount_cents", Numeric, nullable=False),
+    Column("precise_amount_cents", Numeric, nullable=False),
+    Column("taxes_rate", Numeric, nullable=False),
+    Column("taxes_precise_amount_cents", Numeric, nullable=False),
+    Column("taxes_amount_cents", Numeric, nullable=False),
+    Column("total_amount_cents", Numeric, nullable=False),
+    Column("applied_taxes", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("from_datetime", DateTime(timezone=True), nullable=False),
+    Column("to_datetime", DateTime(timezone=True), nullable=False),
+    # A credit fee's paid top-up (migration 0008): each is invoiced once.
+    Column("wallet_transaction_id", BigInteger,
+           ForeignKey("wallet_transactions.id", ondelete="RESTRICT"), unique=True),
+    UniqueConstraint("invoice_id", "position", name="uq_invoice_fees_position"),
+    CheckConstraint("item_type in ('subscription', 'charge', 'commitment', 'credit')",
+                    name="item_type"),
+    CheckConstraint("(item_type = 'credit') = (wallet_transaction_id is not null)"
+                    " and (item_type = 'credit' or subscription_id is not null)",
+                    name="credit_fee"),
+)
+
+
+# The PDF of a finalized invoice, made from its kept HTML right after finalization (outside the
+# closing transaction: ~30 ms a page would hold the customers' locks). Written once: a trigger
+# rejects updates and deletes.
+invoice_pdfs = Table(
+    "invoice_pdfs",
+    metadata,
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT"),
+           primary_key=True),
+    Column("pdf", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

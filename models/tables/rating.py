@@ -1,0 +1,156 @@
+"""Rating tables: folds, aggregation state, the new-events marks, snapshots, amounts owed.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from tallyflow.models.tables.base import _pk, metadata
+from tallyflow.models.tables.ingestion import ingest_objects
+
+# Folding marks an ingested object as folded into ``usage_states`` in the transaction that folds
+# it; the partial index keeps "what is left to fold" a lookup of the new objects only, however
+# long the ledger grows. (Columns are appended here so the Ingestion section stays as it is.)
+ingest_objects.append_column(Column("folded_at", DateTime(timezone=True)))
+ingest_objects.append_column(Column("fold_id", BigInteger))
+Index(
+    "ix_ingest_objects_unfolded",
+    ingest_objects.c.id,
+    postgresql_where=text("status = 'ingested' and folded_at is null"),
+)
+
+
+# One row per fold or rebuild transaction; its id is the watermark snapshots compare against.
+usage_folds = Table(
+    "usage_folds",
+    metadata,
+    _pk(),
+    Column("kind", Text, nullable=False, server_default=text("'fold'")),
+    Column("metric_code", Text),
+    Column("objects", Integer, nullable=False, server_default=text("0")),
+    Column("events", BigInteger, nullable=False, server_default=text("0")),
+    Column("folded", BigInteger, nullable=False, server_default=text("0")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("kind in ('fold', 'rebuild')", name="kind"),
+)
+
+
+# Aggregation state per (subscription, metric, period, metric filter values, group values).
+# count/sum/max/weighted_sum/latest live in typed numeric columns so a fold is one
+# INSERT ... SELECT ... GROUP BY ... ON CONFLICT in SQL; unique_count keeps its last operation
+# per distinct value in ``state`` (jsonb), merged in Python with the pure state's merge.
+usage_states = Table(
+    "usage_states",
+    metadata,
+    Column(
+        "subscription_id",
+        BigInteger,
+        ForeignKey("subscriptions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "billable_metric_id",
+        BigInteger,
+        ForeignKey("billable_metrics.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("filter_key", JSONB, primary_key=True),
+    Column("group_key", JSONB, primary_key=True),
+    Column("events_count", BigInteger, nullable=False, server_default=text("0")),
+    Column("unbillable_count", BigInteger, nullable=False, server_default=text("0")),
+    Column("total", Numeric, nullable=False, server_default=text("0")),
+    Column("precise_total", Numeric, nullable=False, server_default=text("0")),
+    Column("moment", Numeric, nullable=False, server_default=text("0")),
+    Column("maximum", Numeric),
+    Column("latest_value", Numeric),
+    Column("latest_ts", DateTime(timezone=True)),
+    Column("latest_seq", BigInteger),
+    Column("state", JSONB),
+    Column("fold_id", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+# The last fold that changed a subscription's state: the snapshot flow's "new events" signal.
+usage_marks = Table(
+    "usage_marks",
+    metadata,
+    Column(
+        "subscription_id",
+        BigInteger,
+        ForeignKey("subscriptions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("fold_id", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+# Hourly current-usage snapshots: one per (subscription, period, as_of), so a rerun of the
+# same hour replaces its row instead of adding one.
+usage_snapshots = Table(
+    "usage_snapshots",
+    metadata,
+    _pk(),
+    Column(
+        "subscription_id",
+        BigInteger,
+        ForeignKey("subscriptions.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("external_subscription_id", Text, nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+    Column("fold_watermark", BigInteger, nullable=False),
+    Column("catalog_at", DateTime(timezone=True), nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("amount_cents", Numeric, nullable=False),
+    Column("precise_amount_cents", Numeric, nullable=False),
+    Column("events_count", BigInteger, nullable=False),
+    Column("usage", JSONB, nullable=False),
+    Column("flow_run_id", Text),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("subscription_id", "period_start", "as_of"),
+    Index("ix_usage_snapshots_as_of", "as_of"),
+    CheckConstraint("amount_cents = trunc(amount_cents)", name="whole_minor_units"),
+)
+
+
+# What the latest snapshot says is owed per (subscription, period): the wallet flow's input.
+usage_amounts = Table(
+    "usage_amounts",
+    metadata,
+    Column(
+        "subscription_id",
+        BigInteger,
+        ForeignKey("subscriptions.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("external_subscription_id", Text, nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("as_of", DateTime(timezone=True), nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("amount_cents", Numeric, nullable=False),
+    Column("precise_amount_cents", Numeric, nullable=False),
+    Column("snapshot_id", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("amount_cents = trunc(amount_cents)", name="whole_minor_units"),
+)
