@@ -78,6 +78,7 @@ class PlanInfo:
     commitment_invoice_display_name: str | None
     charge_tax_codes: tuple[tuple[str, ...], ...]
     charge_minimums: tuple[Decimal, ...]
+    pay_in_advance: bool = False
 
 
 @dataclass
@@ -138,7 +139,7 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
                                " order by plan_id, position")):
         minimums[r.plan_id].append(Decimal(r.min_amount_cents))
     for r in conn.execute(text("select id, code, name, amount_cents, trial_period,"
-                               " document::text as document from plans")):
+                               " pay_in_advance, document::text as document from plans")):
         plan = _stored(Plan, loads_exact(r.document) or {})
         commitment = plan.minimum_commitment
         plans[r.id] = PlanInfo(
@@ -152,6 +153,7 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
             commitment_invoice_display_name=commitment.invoice_display_name if commitment else None,
             charge_tax_codes=tuple(tuple(c.tax_codes) for c in plan.charges),
             charge_minimums=tuple(minimums.get(r.id, [])),
+            pay_in_advance=bool(r.pay_in_advance),
         )
     customer_of = {
         int(r.id): int(r.customer_id)
@@ -183,11 +185,12 @@ def _lines(usage: RatedCharge) -> tuple[UsageLine, ...]:
 
 
 def period_input(
-    sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo, usage: SubscriptionUsage,
-    upgraded: bool = False,
+    sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo,
+    usage: SubscriptionUsage | None, upgraded: bool = False,
 ) -> PeriodInput:
     """``upgraded``: the row was ended by an upgrade; the change's day is billed on the new
-    plan, so the old one's fee stops the day before (models/lifecycle.py)."""
+    plan, so the old one's fee stops the day before (models/lifecycle.py). ``usage`` None:
+    the period's advance fee only (no charges are billed at a period's start)."""
     zone = ZoneInfo(period.timezone)
     to_date = period.to_datetime.astimezone(zone).date()
     if upgraded and period.to_datetime < period.period_end:
@@ -195,7 +198,7 @@ def period_input(
             days=1)
     ends = trial_end(sub.subscription_at, plan.trial_period)
     charges = []
-    for index, item in enumerate(usage.charges):
+    for index, item in enumerate(usage.charges if usage is not None else ()):
         charges.append(ChargeUsage(
             charge_id=item.charge.id,
             metric_code=item.charge.metric.code,
@@ -225,6 +228,8 @@ def period_input(
         from_datetime=period.from_datetime,
         to_datetime=period.to_datetime,
         charges=tuple(charges),
+        pay_in_advance=plan.pay_in_advance,
+        period_end=period.period_end,
     )
 
 
@@ -261,6 +266,13 @@ class _Group:
     amounts: InvoiceAmounts
     finalize_after: datetime
     due: bool
+    advance: list[tuple[SubscriptionInfo, BillingPeriod]] = field(default_factory=list)
+    """Periods paid in advance starting on this billing day (their fee only)."""
+
+    @property
+    def subscriptions(self) -> dict[str, int]:
+        """External id -> row id of every subscription with a fee on the invoice."""
+        return {s.external_id: s.id for s, _ in [*self.items, *self.advance]}
 
     @property
     def key(self) -> tuple[int, date]:

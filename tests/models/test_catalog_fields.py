@@ -69,7 +69,8 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
            for name in ("code", "name", "description", "interval", "amount_currency", "charges",
                         "amount_cents", "trial_period")},
         **{name: "tasks/invoicing/"
-           for name in ("invoice_display_name", "tax_codes", "minimum_commitment")},
+           for name in ("invoice_display_name", "tax_codes", "minimum_commitment",
+                        "pay_in_advance")},
     },
     Customer: {
         **{name: "tasks/catalog.py"
@@ -127,7 +128,6 @@ def _errors(*envelopes: dict[str, Any]) -> list[tuple[str, str]]:
 
 REFUSED = [
     # (id, envelope, json path, message part)
-    ("plan-in-advance", plan(pay_in_advance=True), "plan.pay_in_advance", "not supported yet"),
     ("plan-unknown-tax", plan(tax_codes=["vat"]), "plan.tax_codes[0]", "unknown tax 'vat'"),
     ("commitment-taxes", plan(minimum_commitment={"amount_cents": 100, "tax_codes": ["vat"]}),
      "plan.minimum_commitment.tax_codes", "not supported yet"),
