@@ -155,3 +155,30 @@ def test_upgrade_from_a_plan_paid_in_advance(engine: Engine, tmp_path: Path) -> 
     assert by_day["2025-04-01"] == [("subscription", 6200)]  # no usage after the change
     assert len(by_day) == 3
     assert_balances_match_ledger(engine)
+
+
+def test_downgrade_between_plans_paid_in_advance(engine: Engine, tmp_path: Path) -> None:
+    """A downgrade starts at the period end: 1 April's invoice has March's charges (old row)
+    and April's fee of the new plan, not the old one's."""
+    from tallyflow.tasks.lifecycle import change_plan
+    from tests.tasks.test_lifecycle import _second_plan, cycle
+
+    catalog(engine, tmp_path, plan={"amount_cents": 3100, "pay_in_advance": True})
+    usage_events(engine, tmp_path, datetime(2025, 3, 10, 12, tzinfo=UTC), prefix="a")
+    now = datetime(2025, 3, 26, 10, tzinfo=UTC)
+    cycle(engine, now)
+    _second_plan(engine, tmp_path, "basic", 1000)
+    done = change_plan(engine, SUB, "basic", datetime(2025, 3, 20, 12, tzinfo=UTC), now=now)
+    assert done.kind == "downgrade" and not done.advance_fee_not_credited
+    usage_events(engine, tmp_path, datetime(2025, 4, 5, 12, tzinfo=UTC), prefix="c")
+    ingested_until(engine, datetime(2025, 5, 1, 8, tzinfo=UTC))
+    cycle(engine, CLOSE)
+    cycle(engine, datetime(2025, 5, 1, 8, tzinfo=UTC))
+    by_day = {i["issuing_date"]: [f[:2] for f in fees(i)] for i in invoices(engine)}
+    assert by_day == {
+        "2025-03-01": [("subscription", 3100)],
+        "2025-04-01": [("charge", 200), ("charge", 600), ("subscription", 1000)],
+        "2025-05-01": [("charge", 200), ("charge", 600), ("subscription", 1000)],
+    }
+    assert all(i["status"] == "finalized" for i in invoices(engine))
+    assert_balances_match_ledger(engine)
