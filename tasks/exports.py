@@ -77,6 +77,9 @@ _INVOICES = """
     where (cast(:customer as text) is null or c.external_id = :customer)
       and (cast(:subscription as text) is null or exists (
              select 1 from invoice_subscriptions x join subscriptions s on s.id = x.subscription_id
+             where x.invoice_id = i.id and s.external_id = :subscription)
+           or exists (  -- a start invoice paid in advance: its fee only
+             select 1 from invoice_fees x join subscriptions s on s.id = x.subscription_id
              where x.invoice_id = i.id and s.external_id = :subscription))
       and (cast(:since as timestamptz) is null or i.issuing_date >= cast(:since as date))
       and (cast(:until as timestamptz) is null or i.issuing_date < cast(:until as date))

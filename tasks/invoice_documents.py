@@ -100,7 +100,21 @@ _SUBSCRIPTIONS = text(
     left join plan_versions pv on pv.id = i.plan_version_id
     join plans p on p.id = coalesce(pv.plan_id, s.plan_id)
     where i.invoice_id = any(cast(:ids as bigint[]))
-    order by i.invoice_id, s.external_id
+    union all
+    -- a plan paid in advance: a fee for the coming period, whose own close is still ahead
+    -- (named with the plan's current version: the fee is priced as the plan is when issued)
+    select f.invoice_id, s.id, s.external_id, s.name, p.code as plan_code, s.billing_time,
+           s.subscription_at, s.status, min(f.from_datetime), max(f.to_datetime),
+           pv.id as version_id, pv.version, pv.effective_from as version_from
+    from invoice_fees f
+    join subscriptions s on s.id = f.subscription_id
+    join plans p on p.id = s.plan_id
+    left join plan_versions pv on pv.plan_id = p.id and pv.effective_to is null
+    where f.invoice_id = any(cast(:ids as bigint[]))
+      and not exists (select 1 from invoice_subscriptions i
+                      where i.invoice_id = f.invoice_id and i.subscription_id = f.subscription_id)
+    group by f.invoice_id, s.id, p.code, pv.id
+    order by 1, 3
     """
 )
 
@@ -233,8 +247,11 @@ def list_invoices(
         where.append("v.customer_id = (select id from customers where external_id = :customer)")
         params["customer"] = customer
     if subscription:
+        # the fees too: a start invoice paid in advance has no closed period yet
         where.append("v.id in (select i.invoice_id from invoice_subscriptions i join"
-                     " subscriptions s on s.id = i.subscription_id where s.external_id = :sub)")
+                     " subscriptions s on s.id = i.subscription_id where s.external_id = :sub"
+                     " union select f.invoice_id from invoice_fees f join subscriptions s"
+                     " on s.id = f.subscription_id where s.external_id = :sub)")
         params["sub"] = subscription
     if status:
         where.append("v.status = :status")

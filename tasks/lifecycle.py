@@ -112,6 +112,10 @@ class Termination:
     wallet_credited_back_cents: Decimal = Decimal(0)
     on_termination_invoice: str = "generate"
     invoices: list[dict[str, Any]] = field(default_factory=list)
+    advance_fee_not_credited: bool = False
+    """The plan is paid in advance: the fee billed at the period's start stays billed in full.
+    Lago credits its unused part with a credit note; Tallyflow issues none (README, "Plans
+    paid in advance"), and says so here rather than silently."""
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -119,6 +123,14 @@ class Termination:
         out["wallet_deducted_cents"] = str(self.wallet_deducted_cents)
         out["wallet_credited_back_cents"] = str(self.wallet_credited_back_cents)
         return out
+
+
+def _advance_fee_not_credited(conn: Connection, plan_id: int) -> bool:
+    """Whether ending a row of this plan early leaves a fee paid in advance uncredited
+    (Tallyflow issues no credit notes: README, "Plans paid in advance")."""
+    return bool(conn.execute(
+        text("select pay_in_advance and amount_cents > 0 from plans where id = :p"),
+        {"p": plan_id}).scalar())
 
 
 def rebuild_subscription(conn: Connection, subscription_id: int, external_id: str) -> int:
@@ -305,6 +317,7 @@ def terminate_subscription(
         result = Termination(external_id, sub.external_customer_id, at,
                              str(status_at(sub.subscription_at, at, now)), rerun,
                              on_termination_invoice=choice)
+        result.advance_fee_not_credited = _advance_fee_not_credited(conn, sub.plan_id)
         if not rerun:
             result.events_refolded = rebuild_subscription(conn, sub.id, external_id)
         zeroed = rewind_amounts(conn, sub.id, at, now)
@@ -437,6 +450,9 @@ class PlanChangeResult:
     previous_subscription_id: int
     subscription_id: int
     previous_invoice: list[dict[str, Any]] = field(default_factory=list)
+    advance_fee_not_credited: bool = False
+    """An upgrade from a plan paid in advance: the old plan's fee for the period stays billed
+    in full (no credit note, as for a termination)."""
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -525,8 +541,10 @@ def change_plan(
         conn.execute(text("select 1 from subscriptions where id = :id for update"),
                      {"id": row.id})
         new_id, change, old_code = start_plan_change(conn, row.id, plan_code, at, now)
+        in_advance = _advance_fee_not_credited(conn, row.plan_id)
     result = PlanChangeResult(external_id, change.kind, old_code, plan_code,
-                              change.new_starts_at, int(row.id), new_id)
+                              change.new_starts_at, int(row.id), new_id,
+                              advance_fee_not_credited=change.upgrade and in_advance)
     failpoint("lifecycle.after_plan_change_commit")
     if change.upgrade and change.old_ends_at < now:
         snapshot_subscriptions(engine, [row.id], change.old_ends_at)

@@ -252,9 +252,6 @@ class Plan(LagoModel):
         "bill_fixed_charges_monthly": "monthly fixed charges on a yearly plan",
         "fixed_charges": "fixed charges",
     }
-    NOT_SUPPORTED_VALUES = {
-        "pay_in_advance": (_true, "the subscription fee paid in advance"),
-    }
 
 
 class Customer(LagoModel):

@@ -183,6 +183,14 @@ def _change_issues(kind: str, model: LagoModel, previous: LagoModel | None) -> l
             return [Issue((kind, "external_customer_id"),
                           f"subscription {model.external_id!r} belongs to customer "
                           f"{previous.external_customer_id!r}; it cannot move to another")]
+    if isinstance(model, Plan) and isinstance(previous, Plan):
+        # fees billed at a period's start would be billed again at its end, or never
+        # (Lago locks it once the plan has subscriptions; Tallyflow once the plan exists)
+        if model.pay_in_advance != previous.pay_in_advance:
+            return [Issue((kind, "pay_in_advance"),
+                          f"an existing plan's pay_in_advance cannot change "
+                          f"({previous.pay_in_advance} -> {model.pay_in_advance}); create a "
+                          f"plan with another code and change the subscriptions' plan")]
     if isinstance(model, Wallet) and isinstance(previous, Wallet):
         if model.currency != previous.currency:
             return [Issue((kind, "currency"),

@@ -2,7 +2,9 @@
 
 A closed billing period becomes one invoice per customer and billing day. Its fees are:
 - the subscription fee in arrears (``plan.amount_cents``), by Lago's single-day price for a
-  partial first period and zero for the days of a trial (``Fees::SubscriptionService``);
+  partial first period and zero for the days of a trial (``Fees::SubscriptionService``); or,
+  for a plan paid in advance (``plan.pay_in_advance``), the fee of the coming period, billed
+  when that period starts (:func:`advance_fee`), while its charges stay in arrears;
 - one charge fee per charge, per charge filter and per pricing group, taken from the rated
   usage of the period; fees whose units, amount and events count are all zero are left out;
 - a true-up per charge whose fees stay below its prorated ``min_amount_cents``
@@ -79,7 +81,10 @@ class PeriodInput:
     ``start_date``/``end_date`` are the nominal local days of the whole period; ``from_date``/
     ``to_date`` the local days the subscription covered (a first period starts later).
     ``trial_end`` is ``subscription_at + trial_period days`` (None without a trial) and
-    ``trial_end_date`` its local day.
+    ``trial_end_date`` its local day. ``pay_in_advance``: the plan's fee was billed when the
+    period started (:func:`advance_fee`), so the close bills its charges only;
+    ``period_end`` is the nominal end instant (None: ``to_datetime``), the end the advance fee
+    was billed to even when a termination later cut the period short.
     """
 
     external_subscription_id: str
@@ -99,6 +104,8 @@ class PeriodInput:
     trial_end_date: date | None = None
     commitment_invoice_display_name: str | None = None
     charges: tuple[ChargeUsage, ...] = ()
+    pay_in_advance: bool = False
+    period_end: datetime | None = None
 
     @property
     def period_days(self) -> int:
@@ -222,6 +229,60 @@ def subscription_fee_cents(period: PeriodInput) -> Decimal:
     return WIDE.multiply(Decimal(period.billed_days), single_day)
 
 
+def advance_period(period: PeriodInput) -> PeriodInput:
+    """The period as its advance fee sees it: from its first day to its nominal end.
+
+    The fee is billed when the period starts, before anyone knows whether a termination will
+    cut it short, and a finalized invoice never changes; so a later termination does not
+    change it (Lago credits the unused part with a credit note, which Tallyflow does not
+    issue: README, "Plans paid in advance").
+    """
+    end = period.period_end or period.to_datetime
+    return replace(period, to_date=period.end_date, to_datetime=end)
+
+
+def advance_issued_at(period: PeriodInput) -> datetime | None:
+    """When the advance fee of ``period`` is invoiced: when the period starts, or when a trial
+    that ends inside it ends (nothing is owed before); None when the trial covers the whole
+    period (no fee at all)."""
+    whole = advance_period(period)
+    if period.trial_end is not None and period.trial_end > whole.from_datetime:
+        if period.trial_end >= whole.to_datetime:
+            return None
+        return period.trial_end
+    return whole.from_datetime
+
+
+def advance_fee_cents(period: PeriodInput) -> Decimal:
+    """Unrounded fee of a period paid in advance: the whole period's ``amount_cents``, the
+    first partial period by the single-day price, the days of a trial left out
+    (:func:`subscription_fee_cents` over :func:`advance_period`)."""
+    return subscription_fee_cents(advance_period(period))
+
+
+def advance_fee(
+    period: PeriodInput,
+    customer_tax_codes: Sequence[str],
+    taxes: Mapping[str, Tax],
+    entity_tax_codes: Sequence[str] = (),
+) -> InvoiceFee | None:
+    """The subscription fee of a plan paid in advance, for the period starting: its dates are
+    the coming period's (``from_datetime`` to the nominal end). None when nothing is owed
+    (a zero-amount plan, a trial covering the period): Lago persists no zero fee."""
+    whole = advance_period(period)
+    precise = advance_fee_cents(period)
+    cents = int(round_minor(precise))
+    if cents == 0:
+        return None
+    plan_taxes = applicable_taxes(
+        [period.plan_tax_codes, customer_tax_codes, entity_tax_codes], taxes)
+    return InvoiceFee(
+        "subscription", period.external_subscription_id, period.plan_code, period.plan_name,
+        period.plan_invoice_display_name, None, {}, Decimal(1), 0, cents, precise,
+        taxes=plan_taxes, from_datetime=whole.from_datetime, to_datetime=whole.to_datetime,
+    )
+
+
 def prorated(amount_cents: Decimal, period: PeriodInput) -> Decimal:
     """``amount x billed days / days of the whole period`` (Lago's charge single-day price)."""
     if period.billed_days >= period.period_days:
@@ -271,7 +332,8 @@ def period_fees(
     plan_taxes = applicable_taxes(
         [period.plan_tax_codes, customer_tax_codes, entity_tax_codes], taxes)
     fees: list[InvoiceFee] = []
-    precise = subscription_fee_cents(period)
+    # in advance: the fee was on the invoice of the period's start (advance_fee)
+    precise = ZERO if period.pay_in_advance else subscription_fee_cents(period)
     subscription_fee = InvoiceFee(
         "subscription", sub, period.plan_code, period.plan_name,
         period.plan_invoice_display_name, None, {}, Decimal(1), 0,
@@ -311,6 +373,9 @@ def period_fees(
     if commitment is not None and commitment > 0:
         minimum = prorated(commitment, period)
         so_far = sum(f.amount_cents for f in fees)
+        if period.pay_in_advance:
+            # the period's fee counts toward its commitment although billed at its start
+            so_far += int(round_minor(advance_fee_cents(period)))
         if so_far < minimum:
             rest = WIDE.subtract(minimum, Decimal(so_far))
             name = period.commitment_invoice_display_name or period.plan_invoice_display_name
@@ -328,11 +393,18 @@ def invoice_amounts(
     customer_tax_codes: Sequence[str],
     taxes: Mapping[str, Tax],
     entity_tax_codes: Sequence[str] = (),
+    advance: Sequence[PeriodInput] = (),
 ) -> InvoiceAmounts:
-    """One customer's invoice for the periods closing on one billing day."""
+    """One customer's invoice for one billing day: the periods closing on it (in arrears)
+    and the ``advance`` fees of the periods paid in advance that start on it (Lago puts
+    both on the same invoice)."""
     fees: list[InvoiceFee] = []
     for period in periods:
         fees += period_fees(period, customer_tax_codes, taxes, entity_tax_codes)
+    for period in advance:
+        fee = advance_fee(period, customer_tax_codes, taxes, entity_tax_codes)
+        if fee is not None:
+            fees.append(fee)
     return amounts_of(currency, fees)
 
 

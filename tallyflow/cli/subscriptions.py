@@ -73,6 +73,9 @@ def terminate(
     typer.echo(f"usage state rebuilt from {done.events_refolded} event(s); wallet: "
                f"{out['wallet_deducted_cents']} cents deducted, "
                f"{out['wallet_credited_back_cents']} cents credited back")
+    if done.advance_fee_not_credited:
+        typer.echo("the plan is paid in advance: the fee billed at the period's start is not"
+                   " credited back (Tallyflow issues no credit notes)")
     if done.on_termination_invoice == "skip":
         typer.echo("no termination invoice (on_termination_invoice: skip)")
     elif not done.invoices:
@@ -101,6 +104,9 @@ def change_plan(
         return
     typer.echo(f"{subscription}: {done.kind} from {done.previous_plan_code} to {done.plan_code},"
                f" effective {out['effective_at']}")
+    if done.advance_fee_not_credited:
+        typer.echo("the previous plan is paid in advance: its fee for the period is not"
+                   " credited back (Tallyflow issues no credit notes)")
     for invoice in done.previous_invoice:
         typer.echo(f"previous plan's invoice: {invoice['number'] or '(draft)'}"
                    f" {invoice['status']}, {invoice['total_amount_cents']}"

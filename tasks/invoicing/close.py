@@ -11,6 +11,10 @@ Why it is safe to run every hour, rerun, retry and crash (docs/architecture.md Â
   (``tallyflow.tasks.wallets``), and the last deduction is posted under the key
   ``invoice:<invoice id>:<wallet id>``, so it can exist only once.
 
+Plans paid in advance (``plan.pay_in_advance``): a period's subscription fee goes on the invoice
+of the billing day the period starts (its first period: the day the subscription starts), with
+the previous period's charges in arrears when there is one; see :func:`advance_periods`.
+
 When an invoice may be finalized: the ingest watermark (every object listed by a finished
 ingest run is loaded, capped by the oldest object still waiting) has passed the period end plus
 a settle delay (``TALLYFLOW_INVOICE_SETTLE_HOURS``, default 2), and the customer's
@@ -31,6 +35,7 @@ from sqlalchemy import Engine, text
 
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.invoicing import (
+    advance_issued_at,
     invoice_amounts,
 )
 from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
@@ -86,6 +91,42 @@ def ended_periods(
     return out
 
 
+def advance_periods(
+    subs: Sequence[SubscriptionInfo], in_advance: Collection[int],
+    closed_until: Mapping[int, datetime], at: datetime,
+) -> list[tuple[SubscriptionInfo, BillingPeriod]]:
+    """Periods of the subscriptions paid in advance (``in_advance``) that have started by
+    ``at``, from the first one after the last finalized period on, oldest first.
+
+    The fee of the period after the last finalized one sits on that finalized invoice (same
+    billing day) or is still to be billed; the caller drops those whose billing day is
+    finalized already. A period that starts after the termination is never billed.
+    """
+    out: list[tuple[SubscriptionInfo, BillingPeriod]] = []
+    for sub in subs:
+        if sub.id not in in_advance:
+            continue
+        moment = sub.subscription_at
+        if sub.id in closed_until:
+            moment = max(moment, closed_until[sub.id] + ONE_MICROSECOND)
+        last = at if sub.terminated_at is None else min(at, sub.terminated_at)
+        while moment <= last:
+            period = sub.period_at(moment)
+            out.append((sub, period))
+            moment = period.period_end + ONE_MICROSECOND
+    return out
+
+
+_FINALIZED_DAYS = text(
+    """
+    select v.customer_id, v.issuing_date from invoices v
+    join unnest(cast(:customers as bigint[]), cast(:days as date[])) as k(cid, day)
+      on v.customer_id = k.cid and v.issuing_date = k.day
+    where v.invoice_type = 'subscription' and v.status = 'finalized'
+    """
+)
+
+
 def cut_short(period: BillingPeriod) -> bool:
     """A period a termination ended before its nominal end (the termination invoice's)."""
     return period.to_datetime < period.period_end
@@ -135,25 +176,58 @@ def close_periods(
     for sub, period in ended_periods(subs, closed_until, at, skip):
         grouped[(catalog.customer_of[sub.id], issuing_date(period))].append((sub, period))
         by_end[period.to_datetime].append(sub)
+    # Fees paid in advance: on the invoice of the day they are issued (the period's start, or
+    # the end of a trial inside it), unless that invoice is finalized already.
+    in_advance = {s.id for s in subs if catalog.plans[s.plan_id].pay_in_advance}
+    advance: dict[tuple[int, date], list[tuple[SubscriptionInfo, BillingPeriod]]] = (
+        defaultdict(list))
+    issued_at: dict[tuple[int, date], datetime] = {}
+    for sub, period in advance_periods(subs, in_advance, closed_until, at):
+        issued = advance_issued_at(period_input(sub, period, catalog.plans[sub.plan_id], None))
+        if issued is None or issued > at:
+            continue
+        key = (catalog.customer_of[sub.id],
+               issued.astimezone(ZoneInfo(period.timezone)).date())
+        advance[key].append((sub, period))
+        issued_at[key] = max(issued_at.get(key, issued), issued)
+    if advance:
+        keys = sorted(advance)
+        with engine.connect() as conn:
+            for r in conn.execute(_FINALIZED_DAYS, {"customers": [k[0] for k in keys],
+                                                    "days": [k[1] for k in keys]}):
+                del advance[(int(r.customer_id), r.issuing_date)]
     # Rate together the periods that end at the same instant (one consistent read each).
     usage: dict[tuple[int, datetime], SubscriptionUsage] = {}
     for end, ending in sorted(by_end.items()):
         usage.update(_rate(engine, ending, end))
     groups: list[_Group] = []
-    for (customer_id, issuing), items in sorted(grouped.items()):
+    for customer_id, issuing in sorted(set(grouped) | set(advance)):
         customer = catalog.customers[customer_id]
+        items = grouped.get((customer_id, issuing), [])
+        ahead = advance.get((customer_id, issuing), [])
         periods = [period_input(sub, period, catalog.plans[sub.plan_id],
                                 usage[(sub.id, period.period_start)], sub.id in upgraded)
                    for sub, period in items]
-        amounts = invoice_amounts(items[0][0].currency, periods, customer.tax_codes,
-                                  catalog.taxes,
-                                  customer.entity.tax_codes if customer.entity else ())
-        period_end = max(p.to_datetime for _, p in items)
-        finalize_after = period_end + ONE_MICROSECOND + timedelta(days=customer.grace_days)
-        due = (at >= finalize_after and watermark is not None
-               and watermark >= period_end + settle)
-        groups.append(_Group(customer, issuing, items, amounts, finalize_after, due,
-                             {s.id: catalog.plans[s.plan_id].version_id for s, _ in items}))
+        amounts = invoice_amounts(
+            (items or ahead)[0][0].currency, periods, customer.tax_codes, catalog.taxes,
+            customer.entity.tax_codes if customer.entity else (),
+            advance=[period_input(sub, period, catalog.plans[sub.plan_id], None)
+                     for sub, period in ahead])
+        grace = timedelta(days=customer.grace_days)
+        # fees in advance need no usage: due once issued (and the grace period passed)
+        finalize_after = (issued_at[(customer_id, issuing)] + grace if ahead
+                          else datetime.min.replace(tzinfo=at.tzinfo))
+        due = at >= finalize_after
+        if items:
+            period_end = max(p.to_datetime for _, p in items)
+            finalize_after = max(finalize_after, period_end + ONE_MICROSECOND + grace)
+            due = (at >= finalize_after and watermark is not None
+                   and watermark >= period_end + settle)
+        groups.append(_Group(
+            customer, issuing, items, amounts, finalize_after, due,
+            plan_versions={s.id: catalog.plans[s.plan_id].version_id for s, _ in [*items, *ahead]},
+            advance=ahead,
+        ))
     for first in range(0, len(groups), max(1, batch_size)):
         for outcome in _write_batch(engine, groups[first:first + batch_size],
                                     now or at):

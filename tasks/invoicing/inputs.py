@@ -81,6 +81,7 @@ class PlanInfo:
     # The current plan version (tasks/plan_versions.py): what a period closed now prices with.
     version_id: int | None = None
     version: int | None = None
+    pay_in_advance: bool = False
 
 
 @dataclass
@@ -141,7 +142,8 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
                                " where effective_to is null order by plan_id, position")):
         minimums[r.plan_id].append(Decimal(r.min_amount_cents))
     for r in conn.execute(text("select p.id, p.code, p.name, p.amount_cents, p.trial_period,"
-                               " p.document::text as document, v.id as version_id, v.version"
+                               " p.pay_in_advance, p.document::text as document,"
+                               " v.id as version_id, v.version"
                                " from plans p left join plan_versions v on v.plan_id = p.id"
                                " and v.effective_to is null")):
         plan = _stored(Plan, loads_exact(r.document) or {})
@@ -157,7 +159,7 @@ def load_close_catalog(conn: Connection) -> CloseCatalog:
             commitment_invoice_display_name=commitment.invoice_display_name if commitment else None,
             charge_tax_codes=tuple(tuple(c.tax_codes) for c in plan.charges),
             charge_minimums=tuple(minimums.get(r.id, [])),
-            version_id=r.version_id, version=r.version,
+            version_id=r.version_id, version=r.version, pay_in_advance=bool(r.pay_in_advance),
         )
     customer_of = {
         int(r.id): int(r.customer_id)
@@ -189,11 +191,12 @@ def _lines(usage: RatedCharge) -> tuple[UsageLine, ...]:
 
 
 def period_input(
-    sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo, usage: SubscriptionUsage,
-    upgraded: bool = False,
+    sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo,
+    usage: SubscriptionUsage | None, upgraded: bool = False,
 ) -> PeriodInput:
     """``upgraded``: the row was ended by an upgrade; the change's day is billed on the new
-    plan, so the old one's fee stops the day before (models/lifecycle.py)."""
+    plan, so the old one's fee stops the day before (models/lifecycle.py). ``usage`` None:
+    the period's advance fee only (no charges are billed at a period's start)."""
     zone = ZoneInfo(period.timezone)
     to_date = period.to_datetime.astimezone(zone).date()
     if upgraded and period.to_datetime < period.period_end:
@@ -201,7 +204,7 @@ def period_input(
             days=1)
     ends = trial_end(sub.subscription_at, plan.trial_period)
     charges = []
-    for index, item in enumerate(usage.charges):
+    for index, item in enumerate(usage.charges if usage is not None else ()):
         charges.append(ChargeUsage(
             charge_id=item.charge.id,
             metric_code=item.charge.metric.code,
@@ -231,6 +234,8 @@ def period_input(
         from_datetime=period.from_datetime,
         to_datetime=period.to_datetime,
         charges=tuple(charges),
+        pay_in_advance=plan.pay_in_advance,
+        period_end=period.period_end,
     )
 
 
@@ -269,6 +274,13 @@ class _Group:
     due: bool
     # subscription id -> the plan version id its period is priced with
     plan_versions: dict[int, int | None] = field(default_factory=dict)
+    advance: list[tuple[SubscriptionInfo, BillingPeriod]] = field(default_factory=list)
+    """Periods paid in advance starting on this billing day (their fee only)."""
+
+    @property
+    def subscriptions(self) -> dict[str, int]:
+        """External id -> row id of every subscription with a fee on the invoice."""
+        return {s.external_id: s.id for s, _ in [*self.items, *self.advance]}
 
     @property
     def key(self) -> tuple[int, date]:

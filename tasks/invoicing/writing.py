@@ -207,7 +207,7 @@ def _insert_parts(conn: Connection, batch: Sequence[tuple[int, _Group]]) -> None
     })
     rows: dict[str, list[Any]] = defaultdict(list)
     for invoice_id, group in batch:
-        sub_ids = {s.external_id: s.id for s, _ in group.items}
+        sub_ids = group.subscriptions
         for position, fee in enumerate(group.amounts.fees):
             for name, value in (
                 ("lago_id", str(uuid.uuid4())), ("invoice_id", invoice_id),

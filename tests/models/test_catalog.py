@@ -419,6 +419,20 @@ def test_references_are_checked_against_the_existing_catalog() -> None:
     ]
 
 
+@pytest.mark.parametrize("before", [False, True])
+def test_pay_in_advance_of_an_existing_plan_cannot_change(before: bool) -> None:
+    """Accepted on a new plan; flipping it on a stored one would bill a period's fee twice
+    (at its start and its end) or never."""
+    existing = Catalog()
+    stored, _ = parse_body("plan", plan(pay_in_advance=before)["plan"])
+    assert stored is not None
+    existing.put("plan", stored)
+    assert validate_documents([("p.json", 0, plan(pay_in_advance=before))], existing).errors == []
+    flipped = validate_documents([("p.json", 0, plan(pay_in_advance=not before))], existing)
+    assert [(e.path, "cannot change" in e.message) for e in flipped.errors] == [
+        ("plan.pay_in_advance", True)]
+
+
 def test_subscription_start_defaults_to_now_then_keeps_the_stored_one() -> None:
     first = datetime(2025, 2, 1, 12, 0, tzinfo=UTC)
     documents = [(f"{i}.json", 0, e) for i, e in

@@ -71,7 +71,8 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
                         "amount_cents", "trial_period")},
         "charges": "tasks/plan_versions.py",
         **{name: "tasks/invoicing/"
-           for name in ("invoice_display_name", "tax_codes", "minimum_commitment")},
+           for name in ("invoice_display_name", "tax_codes", "minimum_commitment",
+                        "pay_in_advance")},
     },
     Customer: {
         **{name: "tasks/catalog.py"
@@ -129,7 +130,6 @@ def _errors(*envelopes: dict[str, Any]) -> list[tuple[str, str]]:
 
 REFUSED = [
     # (id, envelope, json path, message part)
-    ("plan-in-advance", plan(pay_in_advance=True), "plan.pay_in_advance", "not supported yet"),
     ("plan-unknown-tax", plan(tax_codes=["vat"]), "plan.tax_codes[0]", "unknown tax 'vat'"),
     ("commitment-taxes", plan(minimum_commitment={"amount_cents": 100, "tax_codes": ["vat"]}),
      "plan.minimum_commitment.tax_codes", "not supported yet"),

@@ -46,7 +46,7 @@ def test_the_mistral_catalog_through_the_api_is_what_apply_makes(
      "aggregation_type"),
     ("billable_metrics", {"billable_metric": {**DOCS["billable_metric"]["billable_metric"],
                                               "colour": "red"}}, "colour"),
-    ("plans", {"plan": {**DOCS["plan"]["plan"], "pay_in_advance": True}}, "pay_in_advance"),
+    ("plans", {"plan": {**DOCS["plan"]["plan"], "interval": "hourly"}}, "interval"),
     ("subscriptions", {"subscription": {**DOCS["subscription"]["subscription"],
                                         "plan_code": "nope"}}, "plan_code"),
     ("customers", {"customer": {**DOCS["customer"]["customer"], "timezone": "Mars/Base"}},

@@ -81,3 +81,19 @@ def test_change_plan(engine: Engine, tmp_path: Path) -> None:
     assert again.exit_code == 1 and "already on that plan" in again.stderr
     unknown = runner.invoke(app, ["subscriptions", "change-plan", SUB, "nope"])
     assert unknown.exit_code == 1 and "unknown plan 'nope'" in unknown.stderr
+
+
+def test_terminating_a_plan_paid_in_advance_says_nothing_is_credited(
+    engine: Engine, tmp_path: Path
+) -> None:
+    def in_advance(doc: dict[str, Any]) -> None:
+        doc.update({"pay_in_advance": True, "amount_cents": 3100})
+
+    apply_mistral(engine, tmp_path, subscription=_start, plan=in_advance)
+    done = runner.invoke(app, ["subscriptions", "terminate", SUB, "--at",
+                               "2025-03-20T12:00:00Z"])
+    assert done.exit_code == 0, done.output
+    assert "the fee billed at the period's start is not credited back" in done.stdout
+    as_json = runner.invoke(app, ["subscriptions", "terminate", SUB, "--at",
+                                  "2025-03-20T12:00:00Z", "--json"])
+    assert json.loads(as_json.stdout)["advance_fee_not_credited"] is True
