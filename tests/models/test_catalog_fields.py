@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Declared fields that are billed (or key an object), and the file that reads them.
 CONSUMED: dict[type[LagoModel], dict[str, str]] = {
     BillingEntity: {
-        "code": "tasks/catalog.py", "name": "tasks/catalog.py",
+        "code": "tasks/catalog/", "name": "tasks/catalog/",
         **{name: "tasks/invoicing/"
            for name in ("document_number_prefix", "tax_codes", "is_default",
                         "invoice_grace_period", "net_payment_term")},
@@ -41,13 +41,13 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
                         "address_line1", "address_line2", "city", "zipcode", "state",
                         "country", "invoice_footer")},
     },
-    Tax: {name: "tasks/catalog.py"
+    Tax: {name: "tasks/catalog/"
           for name in ("code", "name", "rate", "description", "applied_to_organization")},
     MinimumCommitment: {"amount_cents": "tasks/invoicing/",
                         "invoice_display_name": "tasks/invoicing/"},
-    MetricFilterPayload: {"key": "tasks/catalog.py", "values": "tasks/catalog.py"},
+    MetricFilterPayload: {"key": "tasks/catalog/", "values": "tasks/catalog/"},
     BillableMetric: {
-        name: "tasks/catalog.py"
+        name: "tasks/catalog/"
         for name in ("code", "name", "description", "aggregation_type", "field_name",
                      "recurring", "rounding_function", "rounding_precision",
                      "weighted_interval", "filters")
@@ -66,7 +66,7 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
         "tax_codes": "tasks/invoicing/",
     },
     Plan: {
-        **{name: "tasks/catalog.py"
+        **{name: "tasks/catalog/"
            for name in ("code", "name", "description", "interval", "amount_currency",
                         "amount_cents", "trial_period")},
         "charges": "tasks/plan_versions.py",
@@ -75,23 +75,23 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
                         "pay_in_advance")},
     },
     Customer: {
-        **{name: "tasks/catalog.py"
+        **{name: "tasks/catalog/"
            for name in ("external_id", "name", "email", "currency", "timezone")},
         "tax_codes": "tasks/invoicing/",
         "invoice_grace_period": "tasks/invoicing/",
         "net_payment_term": "tasks/invoicing/",
         "billing_entity_code": "tasks/invoicing/",
     },
-    Subscription: {name: "tasks/catalog.py"
+    Subscription: {name: "tasks/catalog/"
                    for name in ("external_id", "external_customer_id", "plan_code", "name",
                                 "billing_time", "subscription_at", "ending_at",
                                 "on_termination_invoice")},
-    RecurringRule: {name: "tasks/catalog.py"
+    RecurringRule: {name: "tasks/catalog/"
                     for name in ("trigger", "interval", "method", "paid_credits",
                                  "granted_credits", "threshold_credits",
                                  "target_ongoing_balance", "started_at", "expiration_at")},
     Wallet: {
-        **{name: "tasks/catalog.py"
+        **{name: "tasks/catalog/"
            for name in ("external_customer_id", "name", "currency", "rate_amount",
                         "paid_credits", "granted_credits", "priority", "expiration_at",
                         "recurring_transaction_rules")},

@@ -19,19 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import yaml
 from sqlalchemy import (
     Connection,
     Engine,
     Table,
     cast,
     delete,
-    exists,
     func,
     insert,
     literal,
@@ -53,9 +50,7 @@ from tallyflow.models.catalog import (
     WALLET,
     BillableMetric,
     BillingEntity,
-    Catalog,
     CatalogError,
-    CatalogValidationError,
     Customer,
     Plan,
     Subscription,
@@ -63,33 +58,20 @@ from tallyflow.models.catalog import (
     ValidDocument,
     Wallet,
     dumps,
-    loads,
-    parse_body,
     validate_documents,
 )
 from tallyflow.tasks import plan_versions
+from tallyflow.tasks.catalog.files import (
+    _KIND_RANK,
+    LoadedDocument,
+    _kind_rank,
+    _load,
+)
+from tallyflow.tasks.catalog.state import _read_state, _State
 
-CATALOG_SUFFIXES = (".json", ".yaml", ".yml")
 _APPLY_LOCK = 7_305_002  # constant advisory-lock key: one catalog apply at a time per database
-_KIND_RANK = {kind: rank for rank, kind in enumerate(KINDS)}
-# The file name per kind when exporting to a folder.
-EXPORT_FILES = {
-    TAX: "taxes.json",
-    BILLING_ENTITY: "billing_entities.json",
-    BILLABLE_METRIC: "billable_metrics.json",
-    PLAN: "plans.json",
-    CUSTOMER: "customers.json",
-    SUBSCRIPTION: "subscriptions.json",
-    WALLET: "wallets.json",
-}
 
 
-class LoadedDocument(NamedTuple):
-    """One envelope read from a file; ``position`` is its place among the file's documents."""
-
-    file: str
-    position: int
-    envelope: Any
 
 
 @dataclass
@@ -124,200 +106,6 @@ class ApplyResult:
         }
 
 
-# --------------------------------------------------------------------------------------------
-# Loading files
-# --------------------------------------------------------------------------------------------
-
-
-class _CatalogYamlLoader(yaml.SafeLoader):
-    """SafeLoader that never produces floats or datetimes.
-
-    Floats become ``Decimal`` (built from the text, so no digit is lost); timestamps stay text
-    so the models see the same value whether the file is YAML or JSON.
-    """
-
-
-_CatalogYamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Decimal:
-    text = str(loader.construct_scalar(node)).replace("_", "")
-    try:
-        number = Decimal(text)
-    except InvalidOperation:
-        number = Decimal("NaN")
-    if not number.is_finite():
-        raise yaml.constructor.ConstructorError(
-            None, None, f"{text!r} is not a finite number", node.start_mark
-        )
-    return number
-
-
-_CatalogYamlLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
-
-
-def _read_file(path: Path) -> list[Any]:
-    """The envelopes of one file: a JSON envelope or list, or YAML (one, a list, multi-doc)."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() == ".json":
-        try:
-            data = loads(text)
-        except ValueError as exc:
-            raise ValueError(f"invalid JSON: {exc}") from exc
-        return data if isinstance(data, list) else [data]
-    try:
-        parts = list(yaml.load_all(text, Loader=_CatalogYamlLoader))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"invalid YAML: {exc}".replace("\n", " ")) from exc
-    documents: list[Any] = []
-    for part in parts:
-        if part is None:  # an empty document, e.g. after a trailing '---'
-            continue
-        documents.extend(part if isinstance(part, list) else [part])
-    return documents
-
-
-def _catalog_files(paths: Iterable[str | Path]) -> tuple[list[Path], list[CatalogError]]:
-    files: list[Path] = []
-    errors: list[CatalogError] = []
-    for given in paths:
-        path = Path(given)
-        if path.is_dir():
-            files.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file()
-                    and p.suffix.lower() in CATALOG_SUFFIXES
-                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                )
-            )
-        elif path.is_file():
-            if path.suffix.lower() in CATALOG_SUFFIXES:
-                files.append(path)
-            else:
-                errors.append(
-                    CatalogError(
-                        str(path), ".", "not a catalog file (expected .json, .yaml or .yml)"
-                    )
-                )
-        else:
-            errors.append(CatalogError(str(path), ".", "no such file or folder"))
-    unique = list(dict.fromkeys(files))
-    return unique, errors
-
-
-def _kind_rank(envelope: Any) -> int:
-    if isinstance(envelope, dict) and len(envelope) == 1:
-        return _KIND_RANK.get(next(iter(envelope)), len(KINDS))
-    return len(KINDS)
-
-
-def _load(paths: Iterable[str | Path]) -> tuple[list[LoadedDocument], list[CatalogError]]:
-    files, errors = _catalog_files(paths)
-    documents: list[LoadedDocument] = []
-    for path in files:
-        try:
-            envelopes = _read_file(path)
-        except (OSError, ValueError) as exc:
-            errors.append(CatalogError(str(path), ".", str(exc)))
-            continue
-        documents.extend(LoadedDocument(str(path), i, e) for i, e in enumerate(envelopes))
-    file_order = {str(path): position for position, path in enumerate(files)}
-    documents.sort(key=lambda d: (_kind_rank(d.envelope), file_order[d.file], d.position))
-    return documents, errors
-
-
-def load_documents(paths: Iterable[str | Path]) -> list[LoadedDocument]:
-    """Read files and folders (recursively) of catalog documents, ordered for applying.
-
-    Order: billable metrics, plans, customers, subscriptions, wallets (each kind refers only to
-    earlier kinds), then by file and position. Raises ``CatalogValidationError`` listing every
-    file that cannot be read; unknown envelopes are left for validation to report.
-    """
-    documents, errors = _load(paths)
-    if errors:
-        raise CatalogValidationError(errors)
-    return documents
-
-
-# --------------------------------------------------------------------------------------------
-# Reading what the database holds
-# --------------------------------------------------------------------------------------------
-
-
-class _Stored(NamedTuple):
-    id: int
-    digest: str
-
-
-@dataclass
-class _State:
-    catalog: Catalog = field(default_factory=Catalog)
-    rows: dict[str, dict[tuple[str, ...], _Stored]] = field(
-        default_factory=lambda: {kind: {} for kind in KINDS}
-    )
-
-
-def _keyed_documents(conn: Connection, kind: str) -> list[tuple[tuple[str, ...], int, str, str]]:
-    """``(natural key, id, digest, document text)`` of every stored object of one kind.
-
-    The document is read as text and parsed with ``Decimal`` numbers so nothing goes through
-    float on the way back out.
-    """
-    if kind == WALLET:
-        query = (
-            select(
-                t.customers.c.external_id,
-                t.wallets.c.code,
-                t.wallets.c.id,
-                t.wallets.c.digest,
-                cast(t.wallets.c.document, Text),
-            )
-            .join(t.customers, t.customers.c.id == t.wallets.c.customer_id)
-            .order_by(t.customers.c.external_id, t.wallets.c.code)
-        )
-        return [((r[0], r[1]), r[2], r[3], r[4]) for r in conn.execute(query)]
-    table, key_column = _KEYED_TABLES[kind]
-    query = select(
-        table.c[key_column], table.c.id, table.c.digest, cast(table.c.document, Text)
-    ).order_by(table.c[key_column])
-    if kind == SUBSCRIPTION:
-        # The current row of each external id: a plan change's old rows are history.
-        later = t.subscriptions.alias("later")
-        query = query.where(~exists().where(later.c.previous_subscription_id == table.c.id))
-    return [((r[0],), r[1], r[2], r[3]) for r in conn.execute(query)]
-
-
-_KEYED_TABLES: dict[str, tuple[Table, str]] = {
-    TAX: (t.taxes, "code"),
-    BILLING_ENTITY: (t.billing_entities, "code"),
-    BILLABLE_METRIC: (t.billable_metrics, "code"),
-    PLAN: (t.plans, "code"),
-    CUSTOMER: (t.customers, "external_id"),
-    SUBSCRIPTION: (t.subscriptions, "external_id"),
-}
-
-
-def _read_state(conn: Connection) -> _State:
-    state = _State()
-    for kind in KINDS:
-        for key, row_id, stored_digest, document in _keyed_documents(conn, kind):
-            state.rows[kind][key] = _Stored(row_id, stored_digest)
-            model, _ = parse_body(kind, loads(document))
-            if model is None:  # written by an older version with other rules: still known
-                state.catalog.broken.add((kind, key))
-            else:
-                state.catalog.objects[kind][key] = model
-    return state
-
-
-# --------------------------------------------------------------------------------------------
-# Apply
-# --------------------------------------------------------------------------------------------
 
 
 def apply_catalog(
@@ -619,56 +407,3 @@ _WRITERS = {
 }
 
 
-# --------------------------------------------------------------------------------------------
-# Export
-# --------------------------------------------------------------------------------------------
-
-
-def export_catalog(engine: Engine, at: datetime | None = None) -> list[dict[str, Any]]:
-    """The stored catalog as Lago envelopes, in apply order; applying them changes nothing.
-
-    ``at``: plans as they were at that moment (their version in force then; plans created
-    later left out). Only plans are versioned: the other kinds are shown as they are now."""
-    envelopes: list[dict[str, Any]] = []
-    with engine.connect() as conn:
-        for kind in KINDS:
-            if kind == PLAN and at is not None:
-                envelopes.extend({kind: body} for body in plan_versions.plan_documents_at(conn, at))
-                continue
-            envelopes.extend(
-                {kind: loads(document)} for _, _, _, document in _keyed_documents(conn, kind)
-            )
-    return envelopes
-
-
-def write_catalog(envelopes: Sequence[dict[str, Any]], target: str | Path) -> list[Path]:
-    """Write an export: to a ``.json``/``.yaml`` file as one list, or to a folder as one JSON
-    file per kind (``billable_metrics.json``, ``plans.json``, ...). Returns the files written."""
-    target = Path(target)
-    if target.suffix.lower() in CATALOG_SUFFIXES:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(_render(list(envelopes), target.suffix.lower()), encoding="utf-8")
-        return [target]
-    target.mkdir(parents=True, exist_ok=True)
-    written = []
-    for kind in KINDS:
-        path = target / EXPORT_FILES[kind]
-        path.write_text(_render([e for e in envelopes if kind in e], ".json"), encoding="utf-8")
-        written.append(path)
-    return written
-
-
-def _render(envelopes: list[dict[str, Any]], suffix: str) -> str:
-    if suffix == ".json":
-        return dumps(envelopes, indent=2) + "\n"
-    return yaml.dump(envelopes, Dumper=_CatalogYamlDumper, sort_keys=True, allow_unicode=True)
-
-
-class _CatalogYamlDumper(yaml.SafeDumper):
-    """Writes ``Decimal`` as a YAML number from its exact text."""
-
-
-_CatalogYamlDumper.add_representer(
-    Decimal,
-    lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:float", format(value, "f")),
-)
