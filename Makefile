@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 EXTRAS = dev,dask,pdf
 
-.PHONY: demo test test-slow test-live lint bench install lock
+.PHONY: demo test test-slow test-live test-soak lint bench install lock
 
 install: $(VENV)/.installed
 
@@ -41,3 +41,8 @@ test-slow: install
 
 test-live: install
 	$(BIN)/python -m pytest -q -m live
+
+# The longest crash trials (each bills three cycles of ~130 invoices): run before a release,
+# not in CI, which keeps one period-close crash point in `make test`.
+test-soak: install
+	$(BIN)/python -m pytest -q -m soak
