@@ -33,8 +33,9 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# -n 2: both cores (each worker has its own database, Prefect test server and S3 server).
 test: install lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
