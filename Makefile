@@ -44,6 +44,6 @@ test-live: install
 	$(BIN)/python -m pytest -q -m live
 
 # The longest crash trials (each bills three cycles of ~130 invoices): run before a release,
-# not in CI, which keeps one period-close crash point in `make test`.
+# not in CI (which keeps the stateful close test in `make test`).
 test-soak: install
 	$(BIN)/python -m pytest -q -m soak
