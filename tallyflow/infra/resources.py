@@ -31,12 +31,24 @@ class ResourceError(RuntimeError):
 
 
 def deployed_run() -> bool:
-    """True inside a flow run that a deployment started (served or on a worker)."""
+    """True inside a flow run that a deployment started (served or on a worker).
+
+    Read from the flow run in context: ``prefect.runtime.deployment.id`` asks the API for the
+    flow run on every call (it looks for ``deployment_id`` on the context, which has none),
+    which cost a small CLI ingest four round trips.
+    """
     try:
-        from prefect import runtime
+        from prefect.context import FlowRunContext, TaskRunContext
     except ImportError:  # pragma: no cover - prefect is a dependency
         return False
-    try:
+    context = FlowRunContext.get()
+    if context is not None and context.flow_run is not None:
+        return context.flow_run.deployment_id is not None
+    if TaskRunContext.get() is None:
+        return False
+    try:  # a task without its flow's context (a task run on another worker): ask the API
+        from prefect import runtime
+
         return bool(runtime.deployment.id)
     except Exception:
         return False

@@ -85,3 +85,35 @@ def test_interactive_use_migrates_a_fresh_database(scratch_database: Callable[[]
     billing_engine(url, deployed=False)
     assert migrate.current_revision(db.get_engine(url)) == migrate.head_revision()
     assert migrate.schema_problem(db.get_engine(url)) is None
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_deployed_run_tells_a_deployment_s_run_from_a_direct_call_without_asking_the_api() -> None:
+    """What the flow run in context says decides; a direct run (the CLI) is interactive."""
+    import asyncio
+
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+
+    from tallyflow.infra.resources import deployed_run
+
+    @task
+    def in_a_task() -> bool:
+        return deployed_run()
+
+    @flow
+    def probe() -> tuple[bool, bool]:
+        return deployed_run(), in_a_task()
+
+    assert deployed_run() is False  # outside any run
+    assert probe() == (False, False)
+
+    async def deployed_flow_run() -> object:
+        async with get_client() as client:
+            flow_id = await client.create_flow_from_name("probe")
+            deployment_id = await client.create_deployment(flow_id=flow_id, name="probe-test")
+            return await client.create_flow_run_from_deployment(deployment_id)
+
+    flow_run = asyncio.run(deployed_flow_run())
+    assert run_flow(probe, flow_run=flow_run) == (True, True)  # type: ignore[arg-type]
