@@ -9,6 +9,10 @@ functions what they mean. Why the rules are what they are:
   ``ending_at`` (the catalog's planned end): usage after that moment is unbillable, and the
   partial period is invoiced at once (prorated subscription fee, charges up to the end) unless
   ``on_termination_invoice`` is ``skip``.
+- Terminating a subscription that has not started yet, at a moment before its start, is
+  Lago's cancel: the row becomes ``canceled`` (it never bills; its events stay unbillable) and
+  its external id is free for a new subscription. A plan change waiting for its period end is
+  canceled with the row it would have replaced when that row is terminated.
 - A termination may not reach back into a finalized invoice's period (finalized invoices never
   change, design.md "Invoices"), nor before the start, nor past a planned end it would extend
   (terminating only ever ends a subscription earlier).
@@ -37,6 +41,14 @@ class SubscriptionStatus(StrEnum):
     PENDING = "pending"
     ACTIVE = "active"
     TERMINATED = "terminated"
+    CANCELED = "canceled"
+
+
+def cancels(*, subscription_at: datetime, at: datetime, now: datetime) -> bool:
+    """A termination at ``at`` asked at ``now`` is Lago's cancel of a pending subscription:
+    it has not started, and the end asked for comes before its start (a later ``at`` is a
+    planned end, kept like ``ending_at``)."""
+    return now < subscription_at and at < subscription_at
 
 
 def effective_end(terminated_at: datetime | None, ending_at: datetime | None) -> datetime | None:

@@ -360,6 +360,7 @@ _MERGE = text(
       from subscriptions s
       join charges c on c.plan_id = s.plan_id and c.effective_to is null
       join billable_metrics m on m.id = c.billable_metric_id
+      where s.status <> 'canceled'
     )
     select count(*) as accepted,
            count(*) filter (

@@ -33,6 +33,7 @@ from tallyflow.models.lifecycle import (
     LifecycleRefusal,
     PlanChange,
     SubscriptionStatus,
+    cancels,
     effective_end,
     plan_change,
     plan_change_refusal,
@@ -64,7 +65,7 @@ _SUBSCRIPTION = text(
     select s.id, s.external_id, s.customer_id, c.external_id as external_customer_id,
            coalesce(s.started_at, s.subscription_at) as subscription_at, s.terminated_at,
            s.ending_at, s.on_termination_invoice, s.plan_id, s.subscription_at as anchor_at,
-           s.previous_subscription_id
+           s.previous_subscription_id, s.status
     from subscriptions s join customers c on c.id = s.customer_id
     where s.external_id = :x
     order by coalesce(s.started_at, s.subscription_at), s.id
@@ -73,9 +74,16 @@ _SUBSCRIPTION = text(
 
 
 def _row_at(conn: Connection, external_id: str, at: datetime) -> Any:
-    """The row of ``external_id`` in force at ``at`` (as ``tasks.rating.in_force`` picks)."""
-    rows = conn.execute(_SUBSCRIPTION, {"x": external_id}).all()
+    """The row of ``external_id`` in force at ``at`` (as ``tasks.folding.in_force`` picks);
+    canceled rows never bill (models/lifecycle.py)."""
+    every = conn.execute(_SUBSCRIPTION, {"x": external_id}).all()
+    rows = [r for r in every if r.status != SubscriptionStatus.CANCELED]
     if not rows:
+        if every:
+            raise LifecycleError(
+                f"subscription {external_id!r} was canceled (at "
+                f"{every[-1].terminated_at.isoformat()}) before it started",
+                "apply a subscription with this external_id to subscribe again")
         raise LifecycleError(f"unknown subscription {external_id!r}",
                              "tallyflow catalog show lists the subscriptions")
     started = [r for r in rows if r.subscription_at <= at]
@@ -84,6 +92,30 @@ def _row_at(conn: Connection, external_id: str, at: datetime) -> Any:
         if end is None or at <= end:
             return row
     return started[-1] if started else rows[0]
+
+
+# A plan change waiting for the period end of the row it replaces (a downgrade): canceled with
+# that row's termination, as Lago cancels the next subscription.
+_WAITING = text("select 1 from subscriptions where previous_subscription_id = :id"
+                " and status = 'pending' and terminated_at is null and started_at > :now")
+_CANCEL_WAITING = text(
+    """
+    update subscriptions set status = 'canceled', terminated_at = :now, updated_at = now()
+    where previous_subscription_id = :id and status = 'pending' and terminated_at is null
+      and started_at > :at
+    """
+)
+
+
+def _cancel(conn: Connection, sub: Any, now: datetime) -> Termination:
+    """Lago's cancel of a pending subscription: it never bills, its id is free again."""
+    conn.execute(
+        text("update subscriptions set status = 'canceled', terminated_at = :now,"
+             " updated_at = now() where id = :id"), {"now": now, "id": sub.id})
+    conn.execute(_CANCEL_WAITING, {"id": sub.id, "now": now, "at": now})
+    return Termination(sub.external_id, sub.external_customer_id, now,
+                       str(SubscriptionStatus.CANCELED), on_termination_invoice="skip")
+
 
 # The end of the subscription's last period on a finalized invoice (its own end: a terminated
 # period ends at its termination).
@@ -287,17 +319,24 @@ def terminate_subscription(
         conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK})
         sub = _row_at(conn, external_id, at)
         conn.execute(text("select 1 from subscriptions where id = :id for update"), {"id": sub.id})
-        rerun = sub.terminated_at is not None and sub.terminated_at == at
+        # A downgrade waiting for the period end set this row's end: a planned end that a
+        # termination may bring forward (canceling the downgrade), like ending_at.
+        waiting = conn.execute(_WAITING, {"id": sub.id, "now": now}).first() is not None
+        ended = None if waiting else sub.terminated_at
+        planned = effective_end(sub.terminated_at if waiting else None, sub.ending_at)
+        rerun = ended is not None and ended == at
         choice = on_termination_invoice or sub.on_termination_invoice
+        if ended is None and cancels(subscription_at=sub.subscription_at, at=at,
+                                                  now=now):
+            return _cancel(conn, sub, now)
         if not rerun:
             finalized_until = conn.execute(_FINALIZED_UNTIL, {"id": sub.id}).scalar()
             refusal = termination_refusal(
                 external_id=external_id, at=at, subscription_at=sub.subscription_at,
-                terminated_at=sub.terminated_at, ending_at=sub.ending_at,
-                finalized_until=finalized_until,
+                terminated_at=ended, ending_at=planned, finalized_until=finalized_until,
             )
             if refusal is not None:
-                if sub.terminated_at is not None:
+                if ended is not None:
                     refusal = LifecycleRefusal(
                         refusal.message,
                         f"to finish that termination, rerun with --at "
@@ -314,6 +353,7 @@ def terminate_subscription(
                 ),
                 {"at": at, "now": now, "c": choice, "id": sub.id},
             )
+            conn.execute(_CANCEL_WAITING, {"id": sub.id, "now": now, "at": at})
         result = Termination(external_id, sub.external_customer_id, at,
                              str(status_at(sub.subscription_at, at, now)), rerun,
                              on_termination_invoice=choice)

@@ -207,10 +207,13 @@ def _subscription_extra(row: Any) -> dict[str, Any]:
         "lago_customer_id": str(row.customer_id),
         "external_customer_id": row.customer_external_id,
         "plan_code": row.plan_code,
-        "status": "terminated" if row.terminated_at is not None else row.status,
+        "status": ("terminated" if row.terminated_at is not None and row.status != "canceled"
+                   else row.status),
         "started_at": iso(row.subscription_at),
         "subscription_at": iso(row.subscription_at),
-        "terminated_at": iso(row.terminated_at),
+        # a canceled subscription never started: Lago gives canceled_at, no terminated_at
+        "terminated_at": iso(row.terminated_at) if row.status != "canceled" else None,
+        "canceled_at": iso(row.terminated_at) if row.status == "canceled" else None,
         "billing_time": row.billing_time,
     }
 

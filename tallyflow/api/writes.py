@@ -141,15 +141,18 @@ def register(app: FastAPI, engine: Engine, deps: list[Any]) -> None:
 
     @app.delete("/api/v1/subscriptions/{external_id}", tags=["catalog"], dependencies=deps)
     async def terminate_subscription(
-        external_id: str, on_termination_invoice: str | None = None,
+        external_id: str, on_termination_invoice: str | None = None, status: str | None = None,
     ) -> LagoJSON:
         """Lago's terminate: now, with the termination invoice unless ``skip`` (as
-        ``tallyflow subscriptions terminate``)."""
+        ``tallyflow subscriptions terminate``); a subscription that has not started is
+        canceled (Lago asks for ``status=pending`` there: accepted, and not required)."""
         from tallyflow.tasks.lifecycle import LifecycleError
         from tallyflow.tasks.lifecycle import terminate_subscription as terminate
 
         if on_termination_invoice not in (None, "generate", "skip"):
             raise invalid({"on_termination_invoice": ["invalid_value"]})
+        if status not in (None, "active", "pending"):
+            raise invalid({"status": ["invalid_value"]})
         routes.catalog_one(engine, KINDS[3].spec, external_id)  # 404 when unknown
 
         def work() -> LagoJSON:

@@ -58,7 +58,8 @@ def terminate(
         help="Do not invoice the partial period (Lago's on_termination_invoice=skip)."),
     as_json: bool = typer.Option(False, "--json", help="Print what it did as JSON."),
 ) -> None:
-    """Terminate a subscription: usage after it is unbillable, a termination invoice is issued."""
+    """Terminate a subscription: usage after it is unbillable, a termination invoice is issued.
+    One that has not started yet is canceled (Lago's cancel of a pending subscription)."""
     from tallyflow.tasks.lifecycle import terminate_subscription
 
     done = terminate_subscription(billing_engine(), subscription, parse_moment(at),
@@ -66,6 +67,10 @@ def terminate(
     out = done.as_dict()
     if as_json:
         typer.echo(json.dumps(out, indent=2))
+        return
+    if done.status == "canceled":
+        typer.echo(f"{subscription} canceled at {out['terminated_at']}: it had not started, so "
+                   f"it never bills (its events stay unbillable) and no invoice is issued")
         return
     again = " (rerun: follow-up steps only)" if done.rerun else ""
     typer.echo(f"{subscription} terminated at {out['terminated_at']}{again}; status "

@@ -313,8 +313,13 @@ def _write_subscription(
     subscription: Subscription = doc.model
     before = None if row_id is None else conn.execute(
         select(t.subscriptions.c.subscription_at, t.subscriptions.c.ending_at,
-               t.subscriptions.c.plan_id, t.subscriptions.c.started_at)
+               t.subscriptions.c.plan_id, t.subscriptions.c.started_at,
+               t.subscriptions.c.on_termination_invoice, t.subscriptions.c.status)
         .where(t.subscriptions.c.id == row_id)).one()
+    if before is not None and before.status == "canceled":
+        # Canceled before it started (models/lifecycle.py): a changed file subscribes again
+        # under the same external id, as Lago's create does; the canceled row stays history.
+        row_id, before = None, None
     plan_id = ids[PLAN][(subscription.plan_code,)]
     if row_id is not None and before is not None and before.plan_id != plan_id and (
             (before.started_at or before.subscription_at) <= now):
@@ -337,12 +342,16 @@ def _write_subscription(
             "billing_time": subscription.billing_time,
             "subscription_at": subscription.subscription_at,
             "ending_at": subscription.ending_at,
-            "on_termination_invoice": subscription.on_termination_invoice or "generate",
+            # Not named in the file: the stored choice stands (a `terminate --skip-invoice`
+            # is not undone by re-applying the file for another change).
+            "on_termination_invoice": (subscription.on_termination_invoice
+                                       or (before.on_termination_invoice if before else None)
+                                       or "generate"),
         },
         doc,
     )
-    if before is not None and tuple(before) != (subscription.subscription_at,
-                                                subscription.ending_at):
+    if before is not None and (before.subscription_at, before.ending_at) != (
+            subscription.subscription_at, subscription.ending_at):
         # New dates: usage state and wallet amounts follow them (models/lifecycle.py).
         from tallyflow.tasks.lifecycle import dates_changed
 

@@ -73,6 +73,10 @@ def _keyed_documents(conn: Connection, kind: str) -> list[tuple[tuple[str, ...],
         # The current row of each external id: a plan change's old rows are history.
         later = t.subscriptions.alias("later")
         query = query.where(~exists().where(later.c.previous_subscription_id == table.c.id))
+        # A canceled row (Lago's cancel of a pending subscription) yields to a newer row of its
+        # external id: the last row read for a key wins.
+        query = query.order_by(None).order_by(
+            table.c[key_column], table.c.status != "canceled", table.c.id)
     return [((r[0],), r[1], r[2], r[3]) for r in conn.execute(query)]
 
 

@@ -88,6 +88,7 @@ _SUBSCRIPTIONS = """
                from charges ch join billable_metrics m on m.id = ch.billable_metric_id
                where ch.effective_to is null
                group by ch.plan_id) pm on pm.plan_id = p.id
+    where s.status <> 'canceled'  -- canceled before it started: never bills
 """
 
 
@@ -121,12 +122,12 @@ def load_subscription_rows(
     order = " order by s.external_id, coalesce(s.started_at, s.subscription_at), s.id"
     if external_ids is not None:
         rows = conn.execute(
-            text(_SUBSCRIPTIONS + " where s.external_id = any(cast(:ids as text[]))" + order),
+            text(_SUBSCRIPTIONS + " and s.external_id = any(cast(:ids as text[]))" + order),
             {"ids": list(external_ids)},
         )
     elif ids is not None:
         rows = conn.execute(
-            text(_SUBSCRIPTIONS + " where s.id = any(cast(:ids as bigint[]))" + order),
+            text(_SUBSCRIPTIONS + " and s.id = any(cast(:ids as bigint[]))" + order),
             {"ids": list(ids)},
         )
     else:

@@ -12,6 +12,7 @@ import pytest
 from tallyflow.models.invoicing import PeriodInput, subscription_fee_cents, trial_end
 from tallyflow.models.lifecycle import (
     SubscriptionStatus,
+    cancels,
     effective_end,
     plan_change,
     plan_change_refusal,
@@ -184,3 +185,21 @@ def test_when_a_plan_change_is_refused(
         assert refusal is None
     else:
         assert refusal is not None and message in refusal.message
+
+
+_START = datetime(2025, 3, 15, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize(("at", "now", "cancel"), [
+    (_START - _US, _START - _US, True),   # asked just before the start, for now
+    (_START - timedelta(days=3), _START - timedelta(days=5), True),  # an end before the start
+    (_START, _START - _US, False),        # an end at the start: a planned end, not a cancel
+    (_START + timedelta(days=1), _START - _US, False),  # a planned end after the start
+    (_START - _US, _START, False),        # it has started: a termination (refused before it)
+    (_START, _START, False),
+])
+def test_a_termination_before_the_start_of_a_pending_subscription_is_a_cancel(
+    at: datetime, now: datetime, cancel: bool
+) -> None:
+    assert cancels(subscription_at=_START, at=at, now=now) is cancel

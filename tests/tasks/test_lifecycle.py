@@ -347,3 +347,88 @@ def test_termination_in_the_future_is_finished_by_the_cycle_after_it(
     assert balances(engine)[WALLET]["cents"] == 12500 - 800
     with engine.connect() as conn:
         assert conn.execute(text("select status from subscriptions")).scalar_one() == "terminated"
+
+
+# --------------------------------------------------------------------------------------------
+# Cancel (a pending subscription), and what a re-apply keeps
+# --------------------------------------------------------------------------------------------
+
+
+def test_terminating_a_pending_subscription_cancels_it(engine: Engine, tmp_path: Path) -> None:
+    from tallyflow.tasks.catalog import apply_catalog
+
+    catalog(engine, tmp_path, plan={"amount_cents": 3100}, start="2025-03-15T04:00:00Z")
+    before_start = datetime(2025, 3, 12, tzinfo=UTC)
+    done = terminate_subscription(engine, SUB, now=before_start)
+    assert (done.status, done.terminated_at, done.invoices) == ("canceled", before_start, [])
+    # it never bills: its events are stored and counted unbillable, no snapshot, no invoice
+    usage_events(engine, tmp_path, datetime(2025, 3, 20, 12, tzinfo=UTC), prefix="after")
+    with engine.connect() as conn:
+        assert conn.execute(text("select coalesce(sum(unbillable), 0) from ingest_objects"
+                                 )).scalar_one() == 2
+    ingested_until(engine, datetime(2025, 4, 1, 8, tzinfo=UTC))
+    cycle(engine, datetime(2025, 4, 1, 8, tzinfo=UTC))
+    assert invoices(engine) == [] and balances(engine)[WALLET]["cents"] == 12500
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from usage_snapshots")).scalar_one() == 0
+    with pytest.raises(LifecycleError, match="was canceled"):
+        terminate_subscription(engine, SUB, now=NOW)
+    # the unchanged file does not bring it back; a changed one subscribes again, as Lago's
+    # create does with a canceled subscription's external id
+    folder = tmp_path / "catalog"
+    assert apply_catalog(engine, [folder], now=NOW).unchanged["subscription"] == 1
+    body = json.loads((folder / "subscription.json").read_text())
+    body["subscription"]["subscription_at"] = "2025-04-01T04:00:00Z"
+    (folder / "subscription.json").write_text(json.dumps(body))
+    again = apply_catalog(engine, [folder], now=NOW)
+    assert again.ok and again.updated["subscription"] == 1, again
+    with engine.connect() as conn:
+        assert list(conn.execute(text("select status from subscriptions order by id"))
+                    .scalars())[0] == "canceled"  # and a new row, pending (its dates say so)
+    assert subscription_standing(engine, SUB, NOW).status == "pending"
+    assert apply_catalog(engine, [folder], now=NOW).unchanged["subscription"] == 1
+
+
+def test_terminating_before_a_waiting_downgrade_cancels_the_downgrade(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from tallyflow.tasks.lifecycle import change_plan
+
+    _used(engine, tmp_path)
+    _second_plan(engine, tmp_path, "basic", 1000)
+    change_plan(engine, SUB, "basic", T, now=NOW)
+    terminate_subscription(engine, SUB, NOW, now=NOW)
+    with engine.connect() as conn:
+        assert list(conn.execute(text("select status from subscriptions order by id"))
+                    .scalars()) == ["terminated", "canceled"]
+    usage_events(engine, tmp_path, datetime(2025, 4, 5, 12, tzinfo=UTC), prefix="c")
+    ingested_until(engine, datetime(2025, 5, 1, 8, tzinfo=UTC))
+    cycle(engine, datetime(2025, 5, 1, 8, tzinfo=UTC))
+    # only the termination invoice: nothing is billed on the downgrade that never started
+    assert [i["issuing_date"] for i in invoices(engine)] == ["2025-03-26"]
+    assert subscription_standing(engine, SUB, datetime(2025, 4, 5, tzinfo=UTC)).status == (
+        "terminated")
+
+
+def test_re_applying_the_file_keeps_a_skip_given_at_termination(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from tallyflow.tasks.catalog import apply_catalog
+
+    catalog(engine, tmp_path, plan={"amount_cents": 3100})
+    later = datetime(2025, 3, 28, tzinfo=UTC)
+    terminate_subscription(engine, SUB, later, now=NOW, on_termination_invoice="skip")
+    folder = tmp_path / "catalog"
+    body = json.loads((folder / "subscription.json").read_text())
+    body["subscription"]["name"] = "renamed"  # another change; on_termination_invoice unnamed
+    (folder / "subscription.json").write_text(json.dumps(body))
+    assert apply_catalog(engine, [folder], now=NOW).updated["subscription"] == 1
+    ingested_until(engine, datetime(2025, 4, 1, 8, tzinfo=UTC))
+    cycle(engine, datetime(2025, 4, 1, 8, tzinfo=UTC))
+    assert invoices(engine) == []  # the skip stands
+    body["subscription"]["on_termination_invoice"] = "generate"  # named: the file decides
+    (folder / "subscription.json").write_text(json.dumps(body))
+    apply_catalog(engine, [folder], now=NOW)
+    with engine.connect() as conn:
+        assert conn.execute(text("select on_termination_invoice from subscriptions")
+                            ).scalar_one() == "generate"

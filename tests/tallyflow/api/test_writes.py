@@ -144,3 +144,18 @@ def test_delete_subscription_terminates_it_as_lago_does(client: TestClient,
     assert again.status_code == 422  # already terminated at another time
     assert client.get("/api/v1/subscriptions/sub_acme_001").json()["subscription"][
         "status"] == "terminated"
+
+
+def test_delete_of_a_pending_subscription_cancels_it(client: TestClient) -> None:
+    for kind in ORDER[:3]:
+        assert client.post(f"/api/v1/{PATHS[kind]}", json=DOCS[kind]).status_code == 200
+    later = json.loads(json.dumps(DOCS["subscription"]))
+    later["subscription"]["subscription_at"] = "2999-01-01T00:00:00Z"
+    assert client.post("/api/v1/subscriptions", json=later).status_code == 200
+    bad = client.delete("/api/v1/subscriptions/sub_acme_001", params={"status": "gone"})
+    assert bad.status_code == 422
+    canceled = client.delete("/api/v1/subscriptions/sub_acme_001", params={"status": "pending"})
+    assert canceled.status_code == 200, canceled.text
+    subscription = canceled.json()["subscription"]
+    assert (subscription["status"], subscription["terminated_at"]) == ("canceled", None)
+    assert subscription["canceled_at"]

@@ -97,3 +97,16 @@ def test_terminating_a_plan_paid_in_advance_says_nothing_is_credited(
     as_json = runner.invoke(app, ["subscriptions", "terminate", SUB, "--at",
                                   "2025-03-20T12:00:00Z", "--json"])
     assert json.loads(as_json.stdout)["advance_fee_not_credited"] is True
+
+
+def test_terminating_a_pending_subscription_cancels_it(engine: Engine, tmp_path: Path) -> None:
+    def later(doc: dict[str, Any]) -> None:
+        doc["subscription_at"] = "2999-01-01T00:00:00Z"
+
+    apply_mistral(engine, tmp_path, subscription=later)
+    done = runner.invoke(app, ["subscriptions", "terminate", SUB])
+    assert done.exit_code == 0, done.output
+    assert f"{SUB} canceled at " in done.stdout and "it never bills" in done.stdout
+    again = runner.invoke(app, ["subscriptions", "terminate", SUB])
+    assert again.exit_code == 1 and "was canceled" in again.stderr
+    assert "apply a subscription with this external_id" in again.stderr
