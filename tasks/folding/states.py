@@ -79,6 +79,32 @@ _READ_STATES = text(
     """
 )
 
+# With recurring metrics: a plan change's row also reads the recurring states of the rows it
+# replaced (``previous_subscription_id``, transitively), their current period included. Lago
+# aggregates a recurring metric over every event of the external subscription id with no lower
+# bound, so units carry over an upgrade or downgrade as they carry over a period end.
+_READ_STATES_WITH_LINEAGE = text(
+    """
+    with recursive line(sid, ps, member) as (
+      select w.sid, w.ps, w.sid
+      from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[])) as w(sid, ps)
+      union all
+      select l.sid, l.ps, p.previous_subscription_id
+      from line l join subscriptions p on p.id = l.member
+      where p.previous_subscription_id is not null
+    )
+    select l.sid as subscription_id, s.billable_metric_id, s.period_start,
+           s.filter_key::text as filter_key, s.group_key::text as group_key, s.events_count,
+           s.unbillable_count, s.total, s.precise_total, s.moment, s.maximum, s.latest_value,
+           s.latest_ts, s.latest_seq, s.state::text as state
+    from line l
+    join usage_states s on s.subscription_id = l.member
+     and ((l.member = l.sid and s.period_start = l.ps)
+          or (s.billable_metric_id = any(cast(:rec as bigint[]))
+              and (s.period_start < l.ps or (l.member <> l.sid and s.period_start = l.ps))))
+    """
+)
+
 
 def read_states(
     conn: Connection,
@@ -94,7 +120,7 @@ def read_states(
     sub_ids = list(wanted)
     starts = [wanted[s] for s in sub_ids]
     rows = conn.execute(
-        _READ_STATES,
+        _READ_STATES_WITH_LINEAGE if recurring_ids else _READ_STATES,
         {"subs": sub_ids, "starts": starts, "rec": list(recurring_ids)},
     ).mappings()
     out: StoredStates = defaultdict(dict)
@@ -109,7 +135,10 @@ def read_states(
         if group_text not in keys:
             keys[group_text] = group_values_of(loads_exact(group_text))
         key: StateKey = (metric.id, row["period_start"], keys[filter_text], keys[group_text])
-        out[row["subscription_id"]][key] = state_of_row(metric.aggregation_type, row)
+        state = state_of_row(metric.aggregation_type, row)
+        held = out[row["subscription_id"]]
+        # a replaced row's state for the same period merges into the row's own
+        held[key] = held[key].merge(state) if key in held else state  # type: ignore[arg-type]
     return out
 
 

@@ -432,3 +432,28 @@ def test_re_applying_the_file_keeps_a_skip_given_at_termination(
     with engine.connect() as conn:
         assert conn.execute(text("select on_termination_invoice from subscriptions")
                             ).scalar_one() == "generate"
+
+
+def test_a_recurring_metric_carries_its_units_over_a_plan_change(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Lago aggregates a recurring metric over every event of the external subscription id,
+    with no lower bound: the new plan's row counts the units of the rows it replaced."""
+    from tallyflow.tasks.catalog import apply_catalog
+    from tallyflow.tasks.lifecycle import change_plan
+
+    catalog(engine, tmp_path, plan={"amount_cents": 3100})
+    metric = tmp_path / "catalog" / "billable_metric.json"
+    body = json.loads(metric.read_text())
+    body["billable_metric"]["recurring"] = True
+    metric.write_text(json.dumps(body))
+    assert apply_catalog(engine, [tmp_path / "catalog"]).ok
+    usage_events(engine, tmp_path, datetime(2025, 3, 10, 12, tzinfo=UTC), prefix="a")
+    _second_plan(engine, tmp_path, "pro", 6200)
+    change_plan(engine, SUB, "pro", T, now=T)
+    usage_events(engine, tmp_path, datetime(2025, 3, 25, 12, tzinfo=UTC), prefix="b")
+    cycle(engine, NOW)
+    assert current_usage(engine, SUB, datetime(2025, 3, 15, tzinfo=UTC))["amount_cents"] == 800
+    assert current_usage(engine, SUB, NOW)["amount_cents"] == 1600  # 10 and 25 March
+    april = datetime(2025, 4, 5, tzinfo=UTC)
+    assert current_usage(engine, SUB, april)["amount_cents"] == 1600  # carried into April
