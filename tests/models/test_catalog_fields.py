@@ -140,7 +140,7 @@ REFUSED = [
     ("charge-in-advance", plan(charge(pay_in_advance=True)), "plan.charges[0].pay_in_advance",
      "not supported yet"),
     ("charge-prorated", plan(charge(prorated=True)), "plan.charges[0].prorated",
-     "not supported yet"),
+     "needs a recurring billable metric"),
     ("charge-not-invoiceable", plan(charge(invoiceable=False)), "plan.charges[0].invoiceable",
      "not supported yet"),
     ("charge-unknown-tax", plan(charge(tax_codes=["vat"])), "plan.charges[0].tax_codes[0]",

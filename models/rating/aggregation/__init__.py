@@ -21,6 +21,11 @@ from tallyflow.models.rating.aggregation.ops import (
     period_window,
     state_from_json,
 )
+from tallyflow.models.rating.aggregation.prorated import (
+    ProratedUnits,
+    ProrationWindow,
+    prorate_sum,
+)
 from tallyflow.models.rating.aggregation.states import CountState, LatestState, MaxState, SumState
 from tallyflow.models.rating.aggregation.types import (
     RECURRING_ALLOWED,
@@ -46,6 +51,8 @@ __all__ = [
     "LatestState",
     "MaxState",
     "Operation",
+    "ProratedUnits",
+    "ProrationWindow",
     "RECURRING_ALLOWED",
     "RoundingFunction",
     "SumState",
@@ -61,6 +68,7 @@ __all__ = [
     "epoch_seconds",
     "merge_all",
     "per_event_units",
+    "prorate_sum",
     "period_window",
     "state_from_json",
     "tidy",
