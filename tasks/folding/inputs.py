@@ -26,6 +26,12 @@ DEFAULT_FOLD_OBJECTS: Final = 200
 PLAIN_DECIMAL_SQL: Final = r"^-?[0-9]+(\.[0-9]+)?$"  # ASCII digits, as models.rating.money
 
 
+def keeps_days(metric: MetricInfo) -> bool:
+    """Recurring sums keep per-day totals (``day_totals``): only they can be prorated
+    (models/catalog/prorated.py), so no other state pays for them."""
+    return metric.recurring and metric.aggregation_type is AggregationType.SUM
+
+
 def loads_exact(raw: str | None) -> Any:
     """JSON with decimals kept exact (a float would already have lost digits)."""
     return None if raw is None else json.loads(raw, parse_float=Decimal)

@@ -63,6 +63,7 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
         "filters": "tasks/plan_versions.py",
         "invoice_display_name": "tasks/plan_versions.py",
         "min_amount_cents": "tasks/plan_versions.py",
+        "prorated": "tasks/usage.py",  # ChargeInfo.prorated, priced in models/rating/pricing.py
         "tax_codes": "tasks/invoicing/",
     },
     Plan: {

@@ -8,9 +8,11 @@ import copy
 import json
 import threading
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +22,7 @@ from sqlalchemy import Engine, text
 from tallyflow.models.rating import EventPoint, assign_bucket, empty_state, metric_filter_key
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import (
+    keeps_days,
     fold_pending,
     load_metrics,
     load_subscriptions,
@@ -201,15 +204,19 @@ def stored_states(engine: Engine) -> dict[tuple, Any]:
         }
 
 
-def _point(row: Any, metric: Any) -> EventPoint:
-    """One raw event row as the pure aggregation sees it (what the SQL fold is compared to)."""
-    return EventPoint.from_event(
+def _point(row: Any, metric: Any, sub: Any) -> EventPoint:
+    """One raw event row as the pure aggregation sees it (what the SQL fold is compared to);
+    recurring sums carry the event's local day (their per-day totals, for prorated charges)."""
+    point = EventPoint.from_event(
         timestamp=row.ts,
         seq=row.id,
         properties=loads_exact(row.properties),
         field_name=metric.field_name,
         precise_total_amount_cents=row.precise,
     )
+    if keeps_days(metric):
+        point = replace(point, day=row.ts.astimezone(ZoneInfo(sub.timezone or "UTC")).date())
+    return point
 
 
 def recomputed_states(engine: Engine, only_folded: bool = True) -> dict[tuple, Any]:
@@ -233,7 +240,7 @@ def recomputed_states(engine: Engine, only_folded: bool = True) -> dict[tuple, A
         sub, metric = subs.get(row.sub), metrics.get(row.code)
         if sub is None or metric is None or row.ts < sub.subscription_at:
             continue
-        point = _point(row, metric)
+        point = _point(row, metric, sub)
         key = (
             sub.id,
             metric.id,
@@ -290,7 +297,7 @@ def recomputed_buckets(engine: Engine) -> dict[tuple, Any]:
         sub, metric = subs.get(row.sub), metrics.get(row.code)
         if sub is None or metric is None or row.ts < sub.subscription_at:
             continue
-        point = _point(row, metric)
+        point = _point(row, metric, sub)
         for charge in charges[sub.plan_id]:
             if charge.metric.id != metric.id:
                 continue
