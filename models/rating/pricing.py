@@ -22,7 +22,6 @@ from typing import Any, Final
 from tallyflow.models.rating.aggregation import (
     AggregationType,
     AnyState,
-    ProrationWindow,
     SumState,
     WeightedSumState,
     aggregate,

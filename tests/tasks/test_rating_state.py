@@ -22,8 +22,8 @@ from sqlalchemy import Engine, text
 from tallyflow.models.rating import EventPoint, assign_bucket, empty_state, metric_filter_key
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import (
-    keeps_days,
     fold_pending,
+    keeps_days,
     load_metrics,
     load_subscriptions,
     loads_exact,

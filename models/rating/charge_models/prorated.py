@@ -5,9 +5,11 @@ volume picks its range with the full units and prices the prorated units at it (
 range's flat amount); prorated graduated walks the entries in time order, letting the
 cumulative full units decide which range each entry's units fall in and pricing the entry's
 prorated share there (an entry crossing a boundary is split at its own prorated/full ratio),
-with the flat amount of every range up to the highest cumulative full units. Ports ``ProratedGraduatedService`` and
-``VolumeService`` of Lago; entries are per local day here (see ``prorate_sum``), which gives
-Lago's result whenever a day's events do not both add and remove across a range boundary.
+with the flat amount of every range up to the highest cumulative full units. Ports Lago's
+``ProratedGraduatedService`` and ``VolumeService``; entries are per local day here (see
+``prorate_sum``: events of one day weigh the same), which gives Lago's result unless one day
+both adds and removes units (Lago then walks its events one by one: the ranges and flat
+amounts can follow the day's peak, which a day's total does not show).
 """
 
 from __future__ import annotations
