@@ -2,9 +2,10 @@
 
 Lago allows ``prorated: true`` only on a recurring metric that is not a weighted sum (which
 already weighs time), and then only for standard, graduated or volume charges paid in arrears,
-or standard charges paid in advance. Tallyflow prorates recurring sums in arrears
-(``tallyflow.models.rating.aggregation.prorated``); it refuses, by name, the two Lago
-combinations it does not bill yet: prorated pay-in-advance charges and prorated unique counts.
+or standard charges paid in advance (recurring metrics are sums, unique counts and weighted
+sums). Tallyflow prorates recurring sums and unique counts in arrears
+(``tallyflow.models.rating.aggregation.prorated``); it refuses, by name, the Lago combination
+it does not bill yet: prorated pay-in-advance charges.
 """
 
 from __future__ import annotations
@@ -42,7 +43,4 @@ def prorated_metric_issues(charge: Charge, metric: BillableMetric, loc: Loc) -> 
     if not metric.recurring:
         return [Issue(where, f"needs a recurring billable metric; {metric.code!r} is not "
                              f"recurring")]
-    if agg == AggregationType.UNIQUE_COUNT:
-        return [Issue(where, f"prorated unique_count_agg charges are not supported yet "
-                             f"({metric.code!r}); only recurring sum_agg metrics are prorated")]
     return []

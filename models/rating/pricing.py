@@ -23,10 +23,12 @@ from tallyflow.models.rating.aggregation import (
     AggregationType,
     AnyState,
     SumState,
+    UniqueCountState,
     WeightedSumState,
     aggregate,
     empty_state,
     prorate_sum,
+    prorate_unique,
     tidy,
 )
 from tallyflow.models.rating.charge_models import (
@@ -411,9 +413,14 @@ def price_state(
     )
     if pricing.properties is None:
         return Fee.from_amount(ZERO, currency, units, state.events_count)
-    if charge.prorated and isinstance(state, SumState):
+    if charge.prorated and isinstance(state, SumState | UniqueCountState):
         # the fee shows the full units and prices the prorated ones (Lago's fee units)
-        prorated = replace(prorate_sum(state, proration_window(period)), full=units)
+        window = proration_window(period)
+        prorated = replace(
+            prorate_sum(state, window) if isinstance(state, SumState)
+            else prorate_unique(state, window),
+            full=units,
+        )
         result = compute_prorated(pricing.properties, prorated, state.events_count)
         return Fee.from_amount(result.amount, currency, units, state.events_count)
     event_values = values() if pricing.needs_event_values else None

@@ -27,9 +27,11 @@ PLAIN_DECIMAL_SQL: Final = r"^-?[0-9]+(\.[0-9]+)?$"  # ASCII digits, as models.r
 
 
 def keeps_days(metric: MetricInfo) -> bool:
-    """Recurring sums keep per-day totals (``day_totals``): only they can be prorated
-    (models/catalog/prorated.py), so no other state pays for them."""
-    return metric.recurring and metric.aggregation_type is AggregationType.SUM
+    """Recurring sums and unique counts keep per-day state (sums: ``day_totals``; unique
+    counts: ``days`` in their jsonb state): only they can be prorated
+    (models/catalog/prorated.py), so no other state pays for it."""
+    return metric.recurring and metric.aggregation_type in (
+        AggregationType.SUM, AggregationType.UNIQUE_COUNT)
 
 
 def loads_exact(raw: str | None) -> Any:

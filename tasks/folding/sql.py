@@ -21,7 +21,7 @@ from tallyflow.models.rating import (
     UniqueCountState,
     UniqueOp,
 )
-from tallyflow.models.rating.aggregation import Operation
+from tallyflow.models.rating.aggregation import DayOps, Operation
 from tallyflow.models.rating.pricing import MetricInfo, SubscriptionInfo
 from tallyflow.tasks.folding.inputs import (
     PLAIN_DECIMAL_SQL,
@@ -273,18 +273,25 @@ _MERGE_DAYS = """case when excluded.day_totals is null then s.day_totals
         end"""
 
 
+# Per distinct value (and, for recurring unique counts, per local day: ``DayOps``) the last
+# operation; per day also the first add and whether it removes.
 _FOLD_UNIQUE = """
     with {periods}, {events},
     ev2 as (
-      select *, vtext is not null and op in ('add', 'remove') as ok from ev
+      select *, vtext is not null and op in ('add', 'remove') as ok,
+             case when :with_days then day end as dday
+      from ev
     )
     select subscription_id, period_start, ({filter_json})::text as filter_key,
-           ({group_json})::text as group_key, vtext,
+           ({group_json})::text as group_key, vtext, dday,
            count(*) filter (where ok) as counted, count(*) filter (where not ok) as unbillable,
            (array_agg(op order by ts desc, seq desc, op desc) filter (where ok))[1] as op,
            (array_agg(ts order by ts desc, seq desc, op desc) filter (where ok))[1] as ts,
-           (array_agg(seq order by ts desc, seq desc, op desc) filter (where ok))[1] as seq
-    from ev2 group by subscription_id, period_start{key_names}, vtext
+           (array_agg(seq order by ts desc, seq desc, op desc) filter (where ok))[1] as seq,
+           (array_agg(ts order by ts, seq) filter (where ok and op = 'add'))[1] as add_ts,
+           (array_agg(seq order by ts, seq) filter (where ok and op = 'add'))[1] as add_seq,
+           coalesce(bool_or(ok and op = 'remove'), false) as removes
+    from ev2 group by subscription_id, period_start{key_names}, vtext, dday
 """
 
 
@@ -330,6 +337,7 @@ def fold_objects(
             "key_names": keys.names,
         }
         if metric.aggregation_type is AggregationType.UNIQUE_COUNT:
+            params["with_days"] = keeps_days(metric)
             folded, subs = _fold_unique(conn, events_cte, shape, params, metric, fold_id)
         else:
             latest = (
@@ -375,9 +383,15 @@ def _fold_unique(
         key = (row.subscription_id, row.period_start, row.filter_key, row.group_key)
         folded += int(row.counted) + int(row.unbillable)
         ops = {}
+        days: dict[str, dict[str, DayOps]] = {}
         if row.op is not None and row.vtext is not None:
-            ops[row.vtext] = UniqueOp(row.ts, int(row.seq), Operation(row.op))
-        state = UniqueCountState(ops, int(row.counted), int(row.unbillable))
+            last = UniqueOp(row.ts, int(row.seq), Operation(row.op))
+            ops[row.vtext] = last
+            if row.dday is not None:
+                first = (None if row.add_ts is None
+                         else UniqueOp(row.add_ts, int(row.add_seq), Operation.ADD))
+                days[row.vtext] = {row.dday.isoformat(): DayOps(first, bool(row.removes), last)}
+        state = UniqueCountState(ops, int(row.counted), int(row.unbillable), days)
         partial[key] = partial[key].merge(state) if key in partial else state
     if not partial:
         return folded, set()

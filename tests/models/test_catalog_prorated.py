@@ -2,7 +2,7 @@
 
 Lago: prorated only on a recurring metric that is not a weighted sum, and only standard,
 graduated or volume in arrears, or standard in advance. Tallyflow refuses by name what it does
-not bill yet: prorated pay-in-advance charges and prorated unique counts.
+not bill yet: prorated pay-in-advance charges.
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ CASES = [
      "not available for weighted_sum_agg"),
     ("in-advance-standard", "sum_agg", True, "standard", {"amount": "1"}, True,
      "prorated pay-in-advance charges are not supported"),
-    ("unique-count", "unique_count_agg", True, "standard", {"amount": "1"}, False,
-     "prorated unique_count_agg charges are not supported yet"),
+    ("unique-count-standard", "unique_count_agg", True, "standard", {"amount": "1"}, False,
+     None),
+    ("unique-count-volume", "unique_count_agg", True, "volume", VOLUME, False, None),
+    ("unique-count-not-recurring", "unique_count_agg", False, "standard", {"amount": "1"},
+     False, "needs a recurring billable metric"),
 ]
 
 

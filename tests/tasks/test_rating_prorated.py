@@ -7,6 +7,9 @@ Seats at $31 a month ($1 a seat-day), customer in New York:
   2 seats on 20 Feb -> 2 x 9/28 = 0.64286 -> $19.93
 - March (31 days): the 2 seats are carried in full, +3 on 22 Mar (10 days), -1 on 27 Mar
   (5 days) -> 2 + 30/31 - 5/31 = 2.80646 -> $87.00; 4 full units.
+Members (a recurring unique count, volume at $31 a member-month up to 1 member): u1 added on
+20 Feb (9/28 -> $9.96), removed on 27 Mar (1..27 Mar: the removal day counts), u2 added on
+22 Mar (10 days) -> 37/31 = 1.19355 at the range of the 1 full member -> $37.00.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from tallyflow.tasks.usage import current_usage
 from tests.tasks.rating_fixtures import load_rows
 from tests.tasks.test_invoicing import hour, ingested_until, invoices
 
+VOLUME = {"volume_ranges": [
+    {"from_value": 0, "to_value": 1, "per_unit_amount": "31", "flat_amount": "0"},
+    {"from_value": 2, "to_value": None, "per_unit_amount": "20", "flat_amount": "5"},
+]}
 GRADUATED = {"graduated_ranges": [
     {"from_value": 0, "to_value": 3, "per_unit_amount": "31", "flat_amount": "0"},
     {"from_value": 4, "to_value": None, "per_unit_amount": "62", "flat_amount": "10"},
@@ -34,6 +41,9 @@ def _catalog(engine: Engine, folder: Path) -> None:
     docs: list[dict[str, Any]] = [
         {"billable_metric": {"code": "seats", "name": "Seats", "aggregation_type": "sum_agg",
                              "field_name": "seats", "recurring": True}},
+        {"billable_metric": {"code": "members", "name": "Members",
+                             "aggregation_type": "unique_count_agg", "field_name": "user",
+                             "recurring": True}},
         {"customer": {"external_id": "acme", "currency": "USD",
                       "timezone": "America/New_York"}},
         {"plan": {"code": "team", "name": "Team", "interval": "monthly", "amount_cents": 0,
@@ -42,6 +52,8 @@ def _catalog(engine: Engine, folder: Path) -> None:
                        "prorated": True, "properties": {"amount": "31"}},
                       {"billable_metric_code": "seats", "charge_model": "graduated",
                        "prorated": True, "properties": GRADUATED},
+                      {"billable_metric_code": "members", "charge_model": "volume",
+                       "prorated": True, "properties": VOLUME},
                   ]}},
         {"subscription": {"external_id": "s1", "external_customer_id": "acme",
                           "plan_code": "team", "subscription_at": "2025-02-10T15:00:00Z"}},
@@ -58,6 +70,11 @@ def _seats(n: int, ts: str, seats: int) -> dict[str, Any]:
             "properties": {"seats": seats}}
 
 
+def _member(n: int, ts: str, user: str, operation: str = "add") -> dict[str, Any]:
+    return {"sub": "s1", "txn": f"m{n}", "code": "members", "ts": datetime.fromisoformat(ts),
+            "properties": {"user": user, "operation_type": operation}}
+
+
 def _charges(usage: dict[str, Any]) -> list[tuple[str, str, int]]:
     return [(c["charge"]["charge_model"], c["units"], c["amount_cents"])
             for c in usage["charges_usage"]]
@@ -67,15 +84,19 @@ def test_prorated_usage_and_invoice(engine: Engine, tmp_path: Path) -> None:
     _catalog(engine, tmp_path / "catalog")
     # 20 Feb 03:00Z is still 19 Feb in New York: the local day decides the weight
     load_rows(engine, [_seats(1, "2025-02-20T05:00:00+00:00", 2),
-                       _seats(2, "2025-02-20T03:00:00+00:00", 0)])
+                       _seats(2, "2025-02-20T03:00:00+00:00", 0),
+                       _member(1, "2025-02-20T05:00:00+00:00", "u1")])
     feb = current_usage(engine, "s1", datetime(2025, 2, 25, tzinfo=UTC))
     fold_pending(engine)
     assert current_usage(engine, "s1", datetime(2025, 2, 25, tzinfo=UTC)) == feb
     # standard: 2 x 9/28 = 0.642857.. ceiled to 0.64286 x $31; graduated: same, first range
-    assert _charges(feb) == [("standard", "2", 1993), ("graduated", "2", 1993)]
+    assert _charges(feb) == [("standard", "2", 1993), ("graduated", "2", 1993),
+                             ("volume", "1", 996)]
 
     load_rows(engine, [_seats(3, "2025-03-22T16:00:00+00:00", 3),
-                       _seats(4, "2025-03-27T16:00:00+00:00", -1)])
+                       _seats(4, "2025-03-27T16:00:00+00:00", -1),
+                       _member(2, "2025-03-27T16:00:00+00:00", "u1", "remove"),
+                       _member(3, "2025-03-22T16:00:00+00:00", "u2")])
     at = datetime(2025, 3, 28, tzinfo=UTC)
     pending = current_usage(engine, "s1", at)
     fold_pending(engine)
@@ -84,7 +105,8 @@ def test_prorated_usage_and_invoice(engine: Engine, tmp_path: Path) -> None:
     # graduated: carried 2 (1 each) + 3 x 10/31 of which 1 unit in the first range and
     # 2 in the second (+ its $10 flat), then -1 x 5/31 back in the second range:
     # 31 x (2 + 10/31) + 62 x (20/31 - 5/31) + 10 = 72 + 30 + 10 = $112
-    assert _charges(march) == [("standard", "4", 8700), ("graduated", "4", 11200)]
+    assert _charges(march) == [("standard", "4", 8700), ("graduated", "4", 11200),
+                               ("volume", "1", 3700)]
 
     # February closes on its own invoice: full units, prorated amounts
     feb_end = datetime(2025, 3, 1, 4, 59, 59, 999999, tzinfo=UTC)
@@ -92,4 +114,5 @@ def test_prorated_usage_and_invoice(engine: Engine, tmp_path: Path) -> None:
     hour(engine, datetime(2025, 3, 1, 9, tzinfo=UTC))
     [invoice] = invoices(engine)
     assert [(f["item"]["type"], f["units"], f["amount_cents"]) for f in invoice["fees"]
-            if f["item"]["type"] == "charge"] == [("charge", "2", 1993), ("charge", "2", 1993)]
+            if f["item"]["type"] == "charge"] == [
+        ("charge", "2", 1993), ("charge", "2", 1993), ("charge", "1", 996)]

@@ -85,6 +85,7 @@ METRICS = [
     _metric("m_unique", "unique_count_agg", field="user"),
     _metric("m_weighted", "weighted_sum_agg", recurring=True, weighted_interval="seconds"),
     _metric("m_rsum", "sum_agg", recurring=True),
+    _metric("m_runique", "unique_count_agg", field="user", recurring=True),
 ]
 
 
@@ -92,6 +93,8 @@ def _catalog(folder: Path, wide_filters: bool = False) -> Path:
     metrics = copy.deepcopy(METRICS)
     charges = [_charge(m["billable_metric"]["code"]) for m in metrics]
     charges[1]["properties"]["pricing_group_keys"] = ["region"]
+    for charge in charges:  # prorated: priced from the per-day state, pending or folded
+        charge["prorated"] = charge["billable_metric_code"] in ("m_rsum", "m_runique")
     if wide_filters:
         for metric in metrics:
             metric["billable_metric"]["filters"] = copy.deepcopy(WIDE_METRIC_FILTERS)

@@ -25,6 +25,7 @@ from tallyflow.models.rating.aggregation.prorated import (
     ProratedUnits,
     ProrationWindow,
     prorate_sum,
+    prorate_unique,
 )
 from tallyflow.models.rating.aggregation.states import CountState, LatestState, MaxState, SumState
 from tallyflow.models.rating.aggregation.types import (
@@ -39,7 +40,12 @@ from tallyflow.models.rating.aggregation.types import (
     epoch_seconds,
     tidy,
 )
-from tallyflow.models.rating.aggregation.unique import Operation, UniqueCountState, UniqueOp
+from tallyflow.models.rating.aggregation.unique import (
+    DayOps,
+    Operation,
+    UniqueCountState,
+    UniqueOp,
+)
 from tallyflow.models.rating.aggregation.weighted import WeightedSumState
 
 __all__ = [
@@ -47,6 +53,7 @@ __all__ = [
     "AggregationType",
     "AnyState",
     "CountState",
+    "DayOps",
     "EventPoint",
     "LatestState",
     "MaxState",
@@ -69,6 +76,7 @@ __all__ = [
     "merge_all",
     "per_event_units",
     "prorate_sum",
+    "prorate_unique",
     "period_window",
     "state_from_json",
     "tidy",

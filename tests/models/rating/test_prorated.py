@@ -20,10 +20,16 @@ from tallyflow.models.rating import (
     BillingPeriod,
     EventPoint,
     SumState,
+    UniqueCountState,
     period_containing,
     proration_window,
 )
-from tallyflow.models.rating.aggregation import ProratedUnits, ProrationWindow, prorate_sum
+from tallyflow.models.rating.aggregation import (
+    ProratedUnits,
+    ProrationWindow,
+    prorate_sum,
+    prorate_unique,
+)
 from tallyflow.models.rating.charge_models import (
     compute_prorated,
     parse_properties,
@@ -222,3 +228,72 @@ def test_other_models_are_not_prorated() -> None:
     props = parse_properties("package", {"amount": "1", "package_size": 10, "free_units": 0})
     with pytest.raises(ValueError, match="cannot be prorated"):
         compute_prorated(props, ProratedUnits(D(1), D(1), ()))
+
+
+def _ops(*events: tuple[str, str, str]) -> UniqueCountState:
+    """(value, ISO timestamp, operation) in any order -> a folded recurring unique count."""
+    points = []
+    for seq, (value, stamp, op) in enumerate(events):
+        moment = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+        points.append(EventPoint(moment, seq, None, {"operation_type": op}, value,
+                                 day=moment.date()))
+    return UniqueCountState().fold(points)
+
+
+UNIQUES = [
+    # (id, events, window, full units, prorated units)
+    ("added-in-period", [("a", "2023-05-10T08:00", "add")], MAY, 1, "0.70968"),  # 22/31
+    ("added-before", [("a", "2023-04-10T08:00", "add")], MAY, 1, "1.00000"),
+    ("removed-in-period-counts-its-day",
+     [("a", "2023-04-10T08:00", "add"), ("a", "2023-05-10T08:00", "remove")], MAY, 0,
+     "0.32259"),  # 1..10 May
+    ("added-and-removed-in-period",
+     [("a", "2023-05-10T08:00", "add"), ("a", "2023-05-20T08:00", "remove")], MAY, 0,
+     "0.35484"),  # 10..20 May
+    ("removed-before", [("a", "2023-04-01T08:00", "add"), ("a", "2023-04-20T08:00", "remove")],
+     MAY, 0, "0"),
+    ("first-add-removed-same-day",
+     [("a", "2023-05-27T08:00", "add"), ("a", "2023-05-27T09:00", "remove")], MAY, 0,
+     "0.03226"),  # Lago keeps a value's first change: 1 day
+    # Lago's own example (unique_count_query.rb): 27-28 and 30-31 May
+    ("lago-same-day-changes", [
+        ("a", "2023-05-27T08:00", "add"), ("a", "2023-05-27T09:00", "remove"),
+        ("a", "2023-05-27T10:00", "add"), ("a", "2023-05-28T08:00", "add"),
+        ("a", "2023-05-28T09:00", "remove"), ("a", "2023-05-30T08:00", "add")],
+     MAY, 1, "0.12904"),
+    # a later add undone the same day is not kept (only a value's first change is)
+    ("later-add-removed-same-day", [
+        ("a", "2023-04-01T08:00", "add"), ("a", "2023-04-03T08:00", "remove"),
+        ("a", "2023-05-12T08:00", "add"), ("a", "2023-05-12T09:00", "remove")], MAY, 0, "0"),
+    ("repeated-adds-count-once",
+     [("a", "2023-05-10T08:00", "add"), ("a", "2023-05-20T08:00", "add")], MAY, 1, "0.70968"),
+    ("remove-without-add", [("a", "2023-05-10T08:00", "remove")], MAY, 0, "0"),
+    ("terminated", [("a", "2023-05-10T08:00", "add")],
+     ProrationWindow(date(2023, 5, 1), date(2023, 5, 15), 31, D(15) / D(31)), 1, "0.19355"),
+    ("two-values", [("a", "2023-05-10T08:00", "add"), ("b", "2023-04-02T08:00", "add"),
+                    ("b", "2023-05-02T08:00", "remove")], MAY, 1, "0.77420"),  # 22/31 + 2/31
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "window", "full", "prorated"),
+    [case[1:] for case in UNIQUES],
+    ids=[case[0] for case in UNIQUES],
+)
+def test_prorated_unique_count(
+    events: list[tuple[str, str, str]], window: ProrationWindow, full: int, prorated: str
+) -> None:
+    state = _ops(*events)
+    units = prorate_unique(state, window)
+    assert (units.full, units.prorated) == (D(full), D(prorated))
+    # any split and order of the folds gives the same state (exact, incremental)
+    halves = _ops(*events[::2]).merge(_ops(*events[1::2]))
+    assert prorate_unique(halves, window) == units
+    assert UniqueCountState.from_json(state.to_json()) == state
+
+
+def test_unique_entries_are_lagos_per_event_breakdown() -> None:
+    state = _ops(("a", "2023-04-10T08:00", "add"), ("a", "2023-05-10T08:00", "remove"),
+                 ("b", "2023-05-20T08:00", "add"))
+    assert prorate_unique(state, MAY).entries == (
+        (D(1), D("0.32259")), (D(-1), D(0)), (D(1), D("0.38710")))
