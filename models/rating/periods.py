@@ -102,11 +102,13 @@ def prorata_days(period: BillingPeriod) -> Decimal:
 
 
 def proration_window(period: BillingPeriod) -> ProrationWindow:
-    """The local days a prorated charge weighs its units over (Lago divides by the days of the
-    full nominal period even when the subscription starts or ends inside it)."""
+    """The local days a prorated charge weighs its units over: the charged span, from the first
+    charged day (a plan change's row starts at the change; units from before it are carried,
+    as Lago's persisted units) to the last (the termination day), divided by the days of the
+    full nominal period even when the subscription starts or ends inside it (Lago)."""
     zone = ZoneInfo(period.timezone)
     return ProrationWindow(
-        start=period.start_date,
+        start=period.charges_from.astimezone(zone).date(),
         last=period.charges_to.astimezone(zone).date(),
         days=(period.end_date - period.start_date).days + 1,
         covered=prorata_days(period),

@@ -105,7 +105,7 @@ _READ_STATES_WITH_LINEAGE = text(
     select l.sid as subscription_id, s.billable_metric_id, s.period_start,
            s.filter_key::text as filter_key, s.group_key::text as group_key, s.events_count,
            s.unbillable_count, s.total, s.precise_total, s.moment, s.maximum, s.latest_value,
-           s.latest_ts, s.latest_seq, s.state::text as state
+           s.latest_ts, s.latest_seq, s.state::text as state, s.day_totals::text as day_totals
     from line l
     join usage_states s on s.subscription_id = l.member
      and ((l.member = l.sid and s.period_start = l.ps)

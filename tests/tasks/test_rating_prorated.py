@@ -116,3 +116,31 @@ def test_prorated_usage_and_invoice(engine: Engine, tmp_path: Path) -> None:
     assert [(f["item"]["type"], f["units"], f["amount_cents"]) for f in invoice["fees"]
             if f["item"]["type"] == "charge"] == [
         ("charge", "2", 1993), ("charge", "2", 1993), ("charge", "1", 996)]
+
+
+def test_prorated_over_a_plan_change(engine: Engine, tmp_path: Path) -> None:
+    """An upgrade on 15 March: the old row is prorated to the change day; the new row carries
+    the units from before the change at 17/31 (Lago's persisted units of the upgraded
+    subscription) and weighs its own from their day."""
+    from tallyflow.tasks.lifecycle import change_plan
+
+    _catalog(engine, tmp_path / "catalog")
+    pro = {"plan": {"code": "pro", "name": "Pro", "interval": "monthly", "amount_cents": 100,
+                    "amount_currency": "USD", "charges": [
+                        {"billable_metric_code": "seats", "charge_model": "standard",
+                         "prorated": True, "properties": {"amount": "62"}}]}}
+    (tmp_path / "pro").mkdir()
+    (tmp_path / "pro" / "plan.json").write_text(json.dumps(pro))
+    assert apply_catalog(engine, [tmp_path / "pro"]).ok
+    load_rows(engine, [_seats(1, "2025-03-03T16:00:00+00:00", 2)])
+    change = datetime(2025, 3, 15, 16, tzinfo=UTC)  # noon in New York
+    fold_pending(engine)
+    change_plan(engine, "s1", "pro", change, now=change)
+    load_rows(engine, [_seats(2, "2025-03-20T16:00:00+00:00", 2)])
+    fold_pending(engine)
+    old = current_usage(engine, "s1", datetime(2025, 3, 10, tzinfo=UTC))
+    assert old["to_datetime"] == "2025-03-15T15:59:59Z"
+    assert _charges(old)[0] == ("standard", "2", 2600)  # 2 x 13/31 x $31 (3..15 March)
+    new = current_usage(engine, "s1", datetime(2025, 3, 28, tzinfo=UTC))
+    # (2 x 17 + 2 x 12) / 31 = 1.87097 x $62
+    assert _charges(new) == [("standard", "4", 11600)]

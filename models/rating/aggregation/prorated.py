@@ -35,11 +35,13 @@ _PLACES: Final = Decimal("1E-5")  # Lago ceils prorated aggregations to 5 decima
 class ProrationWindow:
     """What the weights depend on, in the customer's local days.
 
-    ``start``: first day of the nominal period; ``last``: the last charged day (the
+    ``start``: the first charged day (Lago's ``charges_from``: the period's first day, or the
+    day the subscription or its plan change started); ``last``: the last charged day (the
     termination day when terminated mid-period, Lago's ``charges_to``); ``days``: the days of
     the full nominal period (Lago's ``period_duration``: a partial first or last period still
     divides by the full period); ``covered``: the share of the period the subscription covers
-    (Lago's ``persisted_pro_rata``), which weighs the carried units.
+    (Lago's ``persisted_pro_rata``), which weighs the carried units (everything before
+    ``start``).
     """
 
     start: date

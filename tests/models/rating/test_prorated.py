@@ -66,6 +66,10 @@ SUMS = [
     ("carried-partial-cover", "5", {},
      ProrationWindow(date(2023, 5, 1), date(2023, 5, 31), 31, D(17) / D(31)), "5", "2.74194"),
     ("nothing", "0", {}, MAY, "0", "0.00000"),
+    # a plan change on 15 May: the replaced row's 4 units of 3 May are carried at 17/31,
+    # the new row's 2 units of 20 May weigh 12/31 -> (68 + 24) / 31
+    ("plan-change-carries-earlier-days", "6", {"2023-05-03": "4", "2023-05-20": "2"},
+     ProrationWindow(date(2023, 5, 15), date(2023, 5, 31), 31, D(17) / D(31)), "6", "2.96775"),
 ]
 
 
@@ -114,21 +118,25 @@ def _period(**changes: Any) -> BillingPeriod:
 
 
 WINDOWS = [
-    ("whole-month", {}, date(2026, 3, 31), D(1)),
+    ("whole-month", {}, date(2026, 3, 1), date(2026, 3, 31), D(1)),
     # terminated 15 March 02:00 UTC = 14 March in New York: the local day counts
     ("terminated-local-day", {"terminated_at": datetime(2026, 3, 15, 2, tzinfo=UTC)},
-     date(2026, 3, 14), D(14) / D(31)),
+     date(2026, 3, 1), date(2026, 3, 14), D(14) / D(31)),
+    # started (or changed plan) on 5 March: earlier units are carried at 27/31
     ("started-mid-month", {"subscription_at": datetime(2026, 3, 5, 12, tzinfo=UTC)},
-     date(2026, 3, 31), D(27) / D(31)),
+     date(2026, 3, 5), date(2026, 3, 31), D(27) / D(31)),
 ]
 
 
 @pytest.mark.parametrize(
-    ("changes", "last", "covered"), [c[1:] for c in WINDOWS], ids=[c[0] for c in WINDOWS]
+    ("changes", "first", "last", "covered"), [c[1:] for c in WINDOWS],
+    ids=[c[0] for c in WINDOWS],
 )
-def test_proration_window_of_a_period(changes: dict[str, Any], last: date, covered: D) -> None:
+def test_proration_window_of_a_period(
+    changes: dict[str, Any], first: date, last: date, covered: D
+) -> None:
     window = proration_window(_period(**changes))
-    assert (window.start, window.last, window.days) == (date(2026, 3, 1), last, 31)
+    assert (window.start, window.last, window.days) == (first, last, 31)
     assert window.covered == covered
 
 
