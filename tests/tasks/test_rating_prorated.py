@@ -1,6 +1,7 @@
 """Prorated charges end to end on real Postgres: the SQL fold keeps per-day totals of a
-recurring sum, current usage (pending and folded agree) prices the prorated units, and the
-period's invoice fee shows the full units with the prorated amount (Lago's fee units).
+recurring sum, current usage (pending and folded agree) prices the prorated units, the hourly
+wallet run deducts those amounts, and the period's invoice fee shows the full units with the
+prorated amount (Lago's fee units).
 
 Seats at $31 a month ($1 a seat-day), customer in New York:
 - February (partial: the subscription starts on 10 Feb, still divided by 28 days):
@@ -26,6 +27,7 @@ from tallyflow.tasks.folding import fold_pending
 from tallyflow.tasks.usage import current_usage
 from tests.tasks.rating_fixtures import load_rows
 from tests.tasks.test_invoicing import hour, ingested_until, invoices
+from tests.tasks.test_wallets_support import assert_balances_match_ledger, balances
 
 VOLUME = {"volume_ranges": [
     {"from_value": 0, "to_value": 1, "per_unit_amount": "31", "flat_amount": "0"},
@@ -57,6 +59,8 @@ def _catalog(engine: Engine, folder: Path) -> None:
                   ]}},
         {"subscription": {"external_id": "s1", "external_customer_id": "acme",
                           "plan_code": "team", "subscription_at": "2025-02-10T15:00:00Z"}},
+        {"wallet": {"external_customer_id": "acme", "name": "Prepaid", "currency": "USD",
+                    "rate_amount": "1", "paid_credits": "100"}},
     ]
     folder.mkdir(parents=True, exist_ok=True)
     for index, doc in enumerate(docs):
@@ -92,6 +96,9 @@ def test_prorated_usage_and_invoice(engine: Engine, tmp_path: Path) -> None:
     # standard: 2 x 9/28 = 0.642857.. ceiled to 0.64286 x $31; graduated: same, first range
     assert _charges(feb) == [("standard", "2", 1993), ("graduated", "2", 1993),
                              ("volume", "1", 996)]
+    # the hourly wallet run deducts what the prorated usage says is owed
+    hour(engine, datetime(2025, 2, 25, 12, tzinfo=UTC))
+    assert balances(engine)["acme/prepaid"]["cents"] == 10000 - 4982
 
     load_rows(engine, [_seats(3, "2025-03-22T16:00:00+00:00", 3),
                        _seats(4, "2025-03-27T16:00:00+00:00", -1),
@@ -116,6 +123,8 @@ def test_prorated_usage_and_invoice(engine: Engine, tmp_path: Path) -> None:
     assert [(f["item"]["type"], f["units"], f["amount_cents"]) for f in invoice["fees"]
             if f["item"]["type"] == "charge"] == [
         ("charge", "2", 1993), ("charge", "2", 1993), ("charge", "1", 996)]
+    assert invoice["prepaid_credit_amount_cents"] == 4982
+    assert_balances_match_ledger(engine)
 
 
 def test_prorated_over_a_plan_change(engine: Engine, tmp_path: Path) -> None:
