@@ -4,11 +4,13 @@ A prorated charge bills each unit for the share of the period it existed: an eve
 weighed by the local days from its day to the end of the charged span, inclusive, over the
 days of the full nominal period; units carried from earlier periods (a recurring sum never
 resets) are weighed by the share of the period the subscription covers (1 for a whole period,
-less for a terminated one). Removals (negative values) are weighed the same way. The weight of
-an event depends only on its local day and the period, so the state keeps one total per day
-(``SumState.days``) and the hourly path folds incrementally (docs/architecture.md §3,
-invariant 6). Lago reports both numbers: the full units (what usage and fees show, and what
-picks a volume range) and the prorated units (what is priced).
+less for a terminated one). Removals (negative values) are weighed the same way. A unique
+count's value counts the days it was active. The weights depend only on local days and the
+period, so the states keep per-day detail (``SumState.days``: one total per day;
+``UniqueCountState.days``: one ``DayOps`` per value and day) and the hourly path folds
+incrementally (docs/architecture.md §3, invariant 6). Lago reports both numbers: the full
+units (what usage and fees show, and what picks a volume range) and the prorated units (what
+is priced).
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class ProrationWindow:
 @dataclass(frozen=True)
 class ProratedUnits:
     """Full and prorated units, and the (full, prorated) entries in time order that prorated
-    graduated pricing walks (carried units first, then one entry per local day)."""
+    graduated pricing walks (sums: carried units first, then one entry per local day; unique
+    counts: one entry per kept add or remove)."""
 
     full: Decimal
     prorated: Decimal
@@ -125,12 +128,12 @@ def _kept_operations(per_day: Mapping[str, DayOps]) -> list[tuple[date, UniqueOp
 def prorate_unique(state: UniqueCountState, window: ProrationWindow) -> ProratedUnits:
     """The prorated units of a recurring unique count's merged state (all periods so far).
 
-    Each kept add counts the local days from its day (or the period's first day) to the day
+    Each kept add counts the local days from its day (or the first charged day) to the day
     of the next kept operation (a removal's day counts) or the last charged day, inclusive,
-    over the full period's days; an add removed before the period counts 0. Entries, in time
-    order over all history, are Lago's per-event breakdown: (+1, days / period days) per kept
-    add, (-1, 0) per kept remove. A value without per-day operations (folded before they were
-    kept) counts as active from the period's first day when its last operation is an add.
+    over the full period's days; an add removed before the charged span counts 0. Entries, in
+    time order over all history, are Lago's per-event breakdown: (+1, days / period days) per
+    kept add, (-1, 0) per kept remove. A value without per-day operations (folded before they
+    were kept) counts as active from the first charged day when its last operation is an add.
     """
     timed: list[tuple[tuple[datetime, int, str], Decimal, Decimal]] = []
     total = ZERO

@@ -64,7 +64,8 @@ class EventPoint:
     (then sum/max/latest/weighted_sum do not count it and report it as unbillable). ``text`` is
     the field's text form, which is what unique_count counts. ``seq`` is the ingestion order
     that breaks timestamp ties. ``day`` is the event's local date in the customer's timezone,
-    set only where a state keeps per-day totals (recurring sums, for prorated charges).
+    set only where a state keeps per-day detail (recurring sums and unique counts, for
+    prorated charges).
     """
 
     timestamp: datetime
