@@ -188,8 +188,8 @@ class ChargeInfo:
     pricing_group_keys: tuple[str, ...]
     filters: tuple[FilterInfo, ...]
     pricing: Pricing
-    # Lago's ``prorated``: a recurring sum's units billed for the share of the period they
-    # existed (catalog rules in models/catalog/prorated.py)
+    # Lago's ``prorated``: a recurring sum's or unique count's units billed for the share of
+    # the period they existed (catalog rules in models/catalog/prorated.py)
     prorated: bool = False
     bucket_cache: dict[FilterKey, BucketId] = field(
         default_factory=dict, compare=False, hash=False, repr=False

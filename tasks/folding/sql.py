@@ -51,7 +51,7 @@ class PeriodRows:
     starts: list[datetime]
     froms: list[datetime]
     tos: list[datetime]
-    zones: list[str]  # the customer's timezone: local days of recurring sums (day_totals)
+    zones: list[str]  # the customer's timezone: local days (tasks/folding/inputs.keeps_days)
 
     def params(self) -> dict[str, list[Any]]:
         return {
