@@ -59,7 +59,7 @@ from tallyflow.tasks.retry import transient_retries
 # --------------------------------------------------------------------------------------------
 
 _CHARGE_COLUMNS = """
-    select c.id, c.plan_id, c.position, c.billable_metric_id, c.charge_model,
+    select c.id, c.plan_id, c.position, c.billable_metric_id, c.charge_model, c.prorated,
            c.properties::text as properties, c.invoice_display_name, c.pricing_group_keys,
            coalesce((select jsonb_agg(jsonb_build_object(
                         'position', f.position, 'values', f.values, 'properties', f.properties,
@@ -127,6 +127,7 @@ def load_charges(
                 pricing_group_keys=tuple(row.pricing_group_keys or ()),
                 filters=filters,
                 pricing=pricing_of(row.charge_model, properties),
+                prorated=bool(row.prorated),
             )
         )
     return plans

@@ -201,7 +201,6 @@ class Charge(LagoModel):
     NOT_SUPPORTED_VALUES = {
         "pay_in_advance": (_true, "billing the charge per event, in advance"),
         "invoiceable": (_false, "pay-in-advance charges kept off invoices"),
-        "prorated": (_true, "prorating the charge over the period"),
     }
 
     @property

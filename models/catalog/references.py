@@ -34,6 +34,7 @@ from tallyflow.models.catalog.fields import (
     TAX,
     WALLET,
 )
+from tallyflow.models.catalog.prorated import prorated_metric_issues
 from tallyflow.models.rating.aggregation import AggregationType
 from tallyflow.models.rating.charge_models import ChargeModel
 from tallyflow.models.rating.filters import ALL_FILTER_VALUES
@@ -127,6 +128,7 @@ def _charge_references(charge: Charge, metric: BillableMetric, loc: Loc) -> list
     if charge.pay_in_advance and agg in NOT_PAY_IN_ADVANCE:
         issues.append(Issue((*loc, "pay_in_advance"),
                             f"is not available for {agg} metrics ({metric.code!r})"))
+    issues += prorated_metric_issues(charge, metric, loc)
     allowed = {f.key: f.values for f in metric.filters}
     for index, item in enumerate(charge.filters):
         for key, values in item.values.items():

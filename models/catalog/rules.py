@@ -45,6 +45,7 @@ from tallyflow.models.catalog.fields import (
     WALLET,
     _json_type,
 )
+from tallyflow.models.catalog.prorated import prorated_issues
 from tallyflow.models.rating.aggregation import AggregationType
 from tallyflow.models.rating.charge_models import JsonNumber, validate_properties
 
@@ -197,6 +198,7 @@ def _charge_issues(charge: Charge, loc: Loc) -> list[Issue]:
         issues.append(Issue((*loc, "invoiceable"), "can be false only when pay_in_advance is true"))
     if charge.pay_in_advance and charge.charge_model == "volume":
         issues.append(Issue((*loc, "pay_in_advance"), "is not available for volume charges"))
+    issues += prorated_issues(charge, loc)
     issues += _property_issues(charge.charge_model, charge.properties, (*loc, "properties"))
     seen: dict[str, int] = {}
     for index, item in enumerate(charge.filters):

@@ -91,6 +91,7 @@ from tallyflow.models.rating.periods import (
     period_containing,
     period_length_seconds,
     prorata_days,
+    proration_window,
 )
 
 __all__ = [
@@ -161,6 +162,7 @@ __all__ = [
     "properties_as_text",
     "property_text",
     "prorata_days",
+    "proration_window",
     "round_major",
     "round_minor",
     "to_minor",

@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Final
 from zoneinfo import ZoneInfo
 
-from tallyflow.models.rating.aggregation import TimeWindow, epoch_seconds
+from tallyflow.models.rating.aggregation import ProrationWindow, TimeWindow, epoch_seconds
 
 ONE_MICROSECOND: Final = timedelta(microseconds=1)
 
@@ -99,6 +99,20 @@ def prorata_days(period: BillingPeriod) -> Decimal:
     covered = (last - first).days + 1
     full = (period.end_date - period.start_date).days + 1
     return Decimal(covered) / Decimal(full)
+
+
+def proration_window(period: BillingPeriod) -> ProrationWindow:
+    """The local days a prorated charge weighs its units over: the charged span, from the first
+    charged day (a plan change's row starts at the change; units from before it are carried,
+    as Lago's persisted units) to the last (the termination day), divided by the days of the
+    full nominal period even when the subscription starts or ends inside it (Lago)."""
+    zone = ZoneInfo(period.timezone)
+    return ProrationWindow(
+        start=period.charges_from.astimezone(zone).date(),
+        last=period.charges_to.astimezone(zone).date(),
+        days=(period.end_date - period.start_date).days + 1,
+        covered=prorata_days(period),
+    )
 
 
 def period_containing(

@@ -13,7 +13,7 @@ is priced by its charge model and rounded to cents once, ROUND_HALF_UP, as Lago 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -23,9 +23,12 @@ from tallyflow.models.rating.aggregation import (
     AggregationType,
     AnyState,
     SumState,
+    UniqueCountState,
     WeightedSumState,
     aggregate,
     empty_state,
+    prorate_sum,
+    prorate_unique,
     tidy,
 )
 from tallyflow.models.rating.charge_models import (
@@ -33,6 +36,7 @@ from tallyflow.models.rating.charge_models import (
     ChargeProperties,
     Fee,
     compute_charge,
+    compute_prorated,
     needs_event_values,
     parse_properties,
 )
@@ -45,7 +49,12 @@ from tallyflow.models.rating.filters import (
     assign_bucket,
 )
 from tallyflow.models.rating.money import WIDE
-from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod, period_containing
+from tallyflow.models.rating.periods import (
+    ONE_MICROSECOND,
+    BillingPeriod,
+    period_containing,
+    proration_window,
+)
 
 ZERO: Final = Decimal(0)
 WEIGHTED: Final = AggregationType.WEIGHTED_SUM
@@ -179,6 +188,9 @@ class ChargeInfo:
     pricing_group_keys: tuple[str, ...]
     filters: tuple[FilterInfo, ...]
     pricing: Pricing
+    # Lago's ``prorated``: a recurring sum's or unique count's units billed for the share of
+    # the period they existed (catalog rules in models/catalog/prorated.py)
+    prorated: bool = False
     bucket_cache: dict[FilterKey, BucketId] = field(
         default_factory=dict, compare=False, hash=False, repr=False
     )
@@ -401,6 +413,16 @@ def price_state(
     )
     if pricing.properties is None:
         return Fee.from_amount(ZERO, currency, units, state.events_count)
+    if charge.prorated and isinstance(state, SumState | UniqueCountState):
+        # the fee shows the full units and prices the prorated ones (Lago's fee units)
+        window = proration_window(period)
+        prorated = replace(
+            prorate_sum(state, window) if isinstance(state, SumState)
+            else prorate_unique(state, window),
+            full=units,
+        )
+        result = compute_prorated(pricing.properties, prorated, state.events_count)
+        return Fee.from_amount(result.amount, currency, units, state.events_count)
     event_values = values() if pricing.needs_event_values else None
     precise = state.precise_total_amount_cents if isinstance(state, SumState) else ZERO
     result = compute_charge(

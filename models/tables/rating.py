@@ -84,6 +84,9 @@ usage_states = Table(
     Column("state", JSONB),
     Column("fold_id", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # recurring sum_agg only: value totals per local day of the customer's timezone
+    # ({"2026-03-14": 12.5}), what prorated charges weigh (migration 0013 appends it)
+    Column("day_totals", JSONB),
 )
 
 

@@ -26,6 +26,14 @@ DEFAULT_FOLD_OBJECTS: Final = 200
 PLAIN_DECIMAL_SQL: Final = r"^-?[0-9]+(\.[0-9]+)?$"  # ASCII digits, as models.rating.money
 
 
+def keeps_days(metric: MetricInfo) -> bool:
+    """Recurring sums and unique counts keep per-day state (sums: ``day_totals``; unique
+    counts: ``days`` in their jsonb state): only they can be prorated
+    (models/catalog/prorated.py), so no other state pays for it."""
+    return metric.recurring and metric.aggregation_type in (
+        AggregationType.SUM, AggregationType.UNIQUE_COUNT)
+
+
 def loads_exact(raw: str | None) -> Any:
     """JSON with decimals kept exact (a float would already have lost digits)."""
     return None if raw is None else json.loads(raw, parse_float=Decimal)

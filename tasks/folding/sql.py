@@ -21,10 +21,11 @@ from tallyflow.models.rating import (
     UniqueCountState,
     UniqueOp,
 )
-from tallyflow.models.rating.aggregation import Operation
+from tallyflow.models.rating.aggregation import DayOps, Operation
 from tallyflow.models.rating.pricing import MetricInfo, SubscriptionInfo
 from tallyflow.tasks.folding.inputs import (
     PLAIN_DECIMAL_SQL,
+    keeps_days,
     load_metrics,
     load_subscription_rows,
     loads_exact,
@@ -50,6 +51,7 @@ class PeriodRows:
     starts: list[datetime]
     froms: list[datetime]
     tos: list[datetime]
+    zones: list[str]  # the customer's timezone: local days (tasks/folding/inputs.keeps_days)
 
     def params(self) -> dict[str, list[Any]]:
         return {
@@ -58,6 +60,7 @@ class PeriodRows:
             "p_start": self.starts,
             "p_from": self.froms,
             "p_to": self.tos,
+            "p_zone": self.zones,
         }
 
 
@@ -79,7 +82,7 @@ def _period_rows(
     for info in load_subscription_rows(conn, [row.external_subscription_id for row in spans]):
         if only is None or info.id in only:
             subs[info.external_id].append(info)
-    rows = PeriodRows([], [], [], [], [])
+    rows = PeriodRows([], [], [], [], [], [])
     for span in spans:
         for sub in subs.get(span.external_subscription_id, ()):
             for period in sub.periods_between(span.first, span.last):
@@ -88,6 +91,7 @@ def _period_rows(
                 rows.starts.append(period.period_start)
                 rows.froms.append(period.charges_from)
                 rows.tos.append(period.charges_to)
+                rows.zones.append(period.timezone)
     return rows, events
 
 
@@ -95,8 +99,8 @@ _PERIODS_CTE = """
     p as (
       select * from unnest(cast(:p_sub as bigint[]), cast(:p_ext as text[]),
                            cast(:p_start as timestamptz[]), cast(:p_from as timestamptz[]),
-                           cast(:p_to as timestamptz[]))
-        as p(subscription_id, external_id, period_start, charges_from, charges_to)
+                           cast(:p_to as timestamptz[]), cast(:p_zone as text[]))
+        as p(subscription_id, external_id, period_start, charges_from, charges_to, zone)
     )
 """
 
@@ -162,7 +166,8 @@ _EVENTS_CTE = """
     ev as (
       select p.subscription_id, p.period_start, {key_columns}{value_text} as vtext,
              e."timestamp" as ts, e.id as seq, e.precise_total_amount_cents as precise,
-             coalesce(e.properties ->> 'operation_type', 'add') as op
+             coalesce(e.properties ->> 'operation_type', 'add') as op,
+             (e."timestamp" at time zone p.zone)::date as day
       from events e
       join p on p.external_id = e.external_subscription_id
             and e."timestamp" between p.charges_from and p.charges_to
@@ -206,14 +211,28 @@ _FOLD_TYPED = """
              {latest}
       from ev2 group by subscription_id, period_start{key_names}
     ),
+    dd as (
+      select subscription_id, period_start, {filter_json} as filter_key,
+             {group_json} as group_key, day, sum(v) as day_total
+      from ev2 where :with_days and v is not null
+      group by subscription_id, period_start{key_names}, day
+    ),
+    dj as (
+      select subscription_id, period_start, filter_key, group_key,
+             jsonb_object_agg(day::text, day_total) as days
+      from dd group by subscription_id, period_start, filter_key, group_key
+    ),
     up as (
       insert into usage_states as s (subscription_id, billable_metric_id, period_start,
         filter_key, group_key, events_count, unbillable_count, total, precise_total, moment,
-        maximum, latest_value, latest_ts, latest_seq, fold_id)
-      select subscription_id, :metric_id, period_start, filter_key, group_key, events_count,
-             unbillable_count, total, precise_total, moment, maximum, latest_value, latest_ts,
-             latest_seq, :fold_id
-      from g order by 1, 2, 3, 4
+        maximum, latest_value, latest_ts, latest_seq, day_totals, fold_id)
+      select g.subscription_id, :metric_id, g.period_start, g.filter_key, g.group_key,
+             events_count, unbillable_count, total, precise_total, moment, maximum,
+             latest_value, latest_ts, latest_seq, dj.days, :fold_id
+      from g left join dj on dj.subscription_id = g.subscription_id
+        and dj.period_start = g.period_start and dj.filter_key = g.filter_key
+        and dj.group_key = g.group_key
+      order by 1, 3, 4, 5
       on conflict (subscription_id, billable_metric_id, period_start, filter_key, group_key)
       do update set
         events_count = s.events_count + excluded.events_count,
@@ -225,6 +244,7 @@ _FOLD_TYPED = """
         latest_value = case when {newer} then excluded.latest_value else s.latest_value end,
         latest_ts = case when {newer} then excluded.latest_ts else s.latest_ts end,
         latest_seq = case when {newer} then excluded.latest_seq else s.latest_seq end,
+        day_totals = {merge_days},
         fold_id = excluded.fold_id,
         updated_at = now()
       returning subscription_id
@@ -241,18 +261,37 @@ _NEWER = (
 )
 
 
+# Per-day totals added day by day (SumState.merge in SQL).
+_MERGE_DAYS = """case when excluded.day_totals is null then s.day_totals
+          when s.day_totals is null then excluded.day_totals
+          else (select jsonb_object_agg(k, t) from (
+                  select k, sum(cast(v as numeric)) as t
+                  from (select key, value from jsonb_each_text(s.day_totals)
+                        union all
+                        select key, value from jsonb_each_text(excluded.day_totals)) as x(k, v)
+                  group by k) as y)
+        end"""
+
+
+# Per distinct value (and, for recurring unique counts, per local day: ``DayOps``) the last
+# operation; per day also the first add and whether it removes.
 _FOLD_UNIQUE = """
     with {periods}, {events},
     ev2 as (
-      select *, vtext is not null and op in ('add', 'remove') as ok from ev
+      select *, vtext is not null and op in ('add', 'remove') as ok,
+             case when :with_days then day end as dday
+      from ev
     )
     select subscription_id, period_start, ({filter_json})::text as filter_key,
-           ({group_json})::text as group_key, vtext,
+           ({group_json})::text as group_key, vtext, dday,
            count(*) filter (where ok) as counted, count(*) filter (where not ok) as unbillable,
            (array_agg(op order by ts desc, seq desc, op desc) filter (where ok))[1] as op,
            (array_agg(ts order by ts desc, seq desc, op desc) filter (where ok))[1] as ts,
-           (array_agg(seq order by ts desc, seq desc, op desc) filter (where ok))[1] as seq
-    from ev2 group by subscription_id, period_start{key_names}, vtext
+           (array_agg(seq order by ts desc, seq desc, op desc) filter (where ok))[1] as seq,
+           (array_agg(ts order by ts, seq) filter (where ok and op = 'add'))[1] as add_ts,
+           (array_agg(seq order by ts, seq) filter (where ok and op = 'add'))[1] as add_seq,
+           coalesce(bool_or(ok and op = 'remove'), false) as removes
+    from ev2 group by subscription_id, period_start{key_names}, vtext, dday
 """
 
 
@@ -298,6 +337,7 @@ def fold_objects(
             "key_names": keys.names,
         }
         if metric.aggregation_type is AggregationType.UNIQUE_COUNT:
+            params["with_days"] = keeps_days(metric)
             folded, subs = _fold_unique(conn, events_cte, shape, params, metric, fold_id)
         else:
             latest = (
@@ -309,11 +349,13 @@ def fold_objects(
                 events=events_cte,
                 latest=latest,
                 newer=_NEWER,
+                merge_days=_MERGE_DAYS,
                 **shape,
             )
             params.update(
                 count_all=metric.aggregation_type is AggregationType.COUNT,
                 plain=PLAIN_DECIMAL_SQL,
+                with_days=keeps_days(metric),
             )
             row = conn.execute(text(statement), params).one()
             folded, subs = int(row.folded), set(row.subs)
@@ -341,9 +383,15 @@ def _fold_unique(
         key = (row.subscription_id, row.period_start, row.filter_key, row.group_key)
         folded += int(row.counted) + int(row.unbillable)
         ops = {}
+        days: dict[str, dict[str, DayOps]] = {}
         if row.op is not None and row.vtext is not None:
-            ops[row.vtext] = UniqueOp(row.ts, int(row.seq), Operation(row.op))
-        state = UniqueCountState(ops, int(row.counted), int(row.unbillable))
+            last = UniqueOp(row.ts, int(row.seq), Operation(row.op))
+            ops[row.vtext] = last
+            if row.dday is not None:
+                first = (None if row.add_ts is None
+                         else UniqueOp(row.add_ts, int(row.add_seq), Operation.ADD))
+                days[row.vtext] = {row.dday.isoformat(): DayOps(first, bool(row.removes), last)}
+        state = UniqueCountState(ops, int(row.counted), int(row.unbillable), days)
         partial[key] = partial[key].merge(state) if key in partial else state
     if not partial:
         return folded, set()

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, text
 
@@ -28,7 +31,7 @@ from tallyflow.models.rating import (
     metric_filter_key,
 )
 from tallyflow.models.rating.pricing import GroupValues, MetricInfo, StateKey, SubscriptionInfo
-from tallyflow.tasks.folding.inputs import loads_exact
+from tallyflow.tasks.folding.inputs import keeps_days, loads_exact
 
 
 def filter_key_of(data: Mapping[str, str | None]) -> FilterKey:
@@ -45,7 +48,13 @@ def state_of_row(kind: AggregationType, row: Mapping[Any, Any]) -> AnyState:
     if kind is AggregationType.COUNT:
         return CountState(count, unbillable)
     if kind is AggregationType.SUM:
-        return SumState(row["total"], count, unbillable, row["precise_total"])
+        days = row.get("day_totals")
+        if isinstance(days, str):
+            days = loads_exact(days)
+        return SumState(
+            row["total"], count, unbillable, row["precise_total"],
+            {d: Decimal(str(v)) for d, v in days.items()} if days else {},
+        )
     if kind is AggregationType.MAX:
         return MaxState(row["maximum"], count, unbillable)
     if kind is AggregationType.LATEST:
@@ -71,7 +80,7 @@ _READ_STATES = text(
     select s.subscription_id, s.billable_metric_id, s.period_start,
            s.filter_key::text as filter_key, s.group_key::text as group_key, s.events_count,
            s.unbillable_count, s.total, s.precise_total, s.moment, s.maximum, s.latest_value,
-           s.latest_ts, s.latest_seq, s.state::text as state
+           s.latest_ts, s.latest_seq, s.state::text as state, s.day_totals::text as day_totals
     from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[])) as w(sid, ps)
     join usage_states s on s.subscription_id = w.sid
      and (s.period_start = w.ps
@@ -96,7 +105,7 @@ _READ_STATES_WITH_LINEAGE = text(
     select l.sid as subscription_id, s.billable_metric_id, s.period_start,
            s.filter_key::text as filter_key, s.group_key::text as group_key, s.events_count,
            s.unbillable_count, s.total, s.precise_total, s.moment, s.maximum, s.latest_value,
-           s.latest_ts, s.latest_seq, s.state::text as state
+           s.latest_ts, s.latest_seq, s.state::text as state, s.day_totals::text as day_totals
     from line l
     join usage_states s on s.subscription_id = l.member
      and ((l.member = l.sid and s.period_start = l.ps)
@@ -207,6 +216,9 @@ def fold_pending_events(
             field_name=metric.field_name,
             precise_total_amount_cents=row.precise_total_amount_cents,
         )
+        if keeps_days(metric):
+            zone = ZoneInfo(sub.timezone or "UTC")
+            point = replace(point, day=stamp.astimezone(zone).date())
         key: StateKey = (
             metric.id,
             period_start,

@@ -63,6 +63,7 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
         "filters": "tasks/plan_versions.py",
         "invoice_display_name": "tasks/plan_versions.py",
         "min_amount_cents": "tasks/plan_versions.py",
+        "prorated": "tasks/usage.py",  # ChargeInfo.prorated, priced in models/rating/pricing.py
         "tax_codes": "tasks/invoicing/",
     },
     Plan: {
@@ -140,7 +141,7 @@ REFUSED = [
     ("charge-in-advance", plan(charge(pay_in_advance=True)), "plan.charges[0].pay_in_advance",
      "not supported yet"),
     ("charge-prorated", plan(charge(prorated=True)), "plan.charges[0].prorated",
-     "not supported yet"),
+     "needs a recurring billable metric"),
     ("charge-not-invoiceable", plan(charge(invoiceable=False)), "plan.charges[0].invoiceable",
      "not supported yet"),
     ("charge-unknown-tax", plan(charge(tax_codes=["vat"])), "plan.charges[0].tax_codes[0]",

@@ -228,7 +228,7 @@ _QUERIES = {
     "usage_states": """
         select s.external_id, m.code, u.period_start, u.filter_key::text, u.group_key::text,
                u.events_count, u.unbillable_count, u.total, u.precise_total, u.moment,
-               u.maximum, u.latest_value, u.state::text
+               u.maximum, u.latest_value, u.state::text, u.day_totals::text
         from usage_states u join subscriptions s on s.id = u.subscription_id
         join billable_metrics m on m.id = u.billable_metric_id order by 1, 2, 3, 4, 5""",
     "usage_snapshots": """

@@ -8,9 +8,11 @@ import copy
 import json
 import threading
 from collections import defaultdict
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +23,7 @@ from tallyflow.models.rating import EventPoint, assign_bucket, empty_state, metr
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import (
     fold_pending,
+    keeps_days,
     load_metrics,
     load_subscriptions,
     loads_exact,
@@ -82,6 +85,7 @@ METRICS = [
     _metric("m_unique", "unique_count_agg", field="user"),
     _metric("m_weighted", "weighted_sum_agg", recurring=True, weighted_interval="seconds"),
     _metric("m_rsum", "sum_agg", recurring=True),
+    _metric("m_runique", "unique_count_agg", field="user", recurring=True),
 ]
 
 
@@ -89,6 +93,8 @@ def _catalog(folder: Path, wide_filters: bool = False) -> Path:
     metrics = copy.deepcopy(METRICS)
     charges = [_charge(m["billable_metric"]["code"]) for m in metrics]
     charges[1]["properties"]["pricing_group_keys"] = ["region"]
+    for charge in charges:  # prorated: priced from the per-day state, pending or folded
+        charge["prorated"] = charge["billable_metric_code"] in ("m_rsum", "m_runique")
     if wide_filters:
         for metric in metrics:
             metric["billable_metric"]["filters"] = copy.deepcopy(WIDE_METRIC_FILTERS)
@@ -201,15 +207,19 @@ def stored_states(engine: Engine) -> dict[tuple, Any]:
         }
 
 
-def _point(row: Any, metric: Any) -> EventPoint:
-    """One raw event row as the pure aggregation sees it (what the SQL fold is compared to)."""
-    return EventPoint.from_event(
+def _point(row: Any, metric: Any, sub: Any) -> EventPoint:
+    """One raw event row as the pure aggregation sees it (what the SQL fold is compared to);
+    recurring sums carry the event's local day (their per-day totals, for prorated charges)."""
+    point = EventPoint.from_event(
         timestamp=row.ts,
         seq=row.id,
         properties=loads_exact(row.properties),
         field_name=metric.field_name,
         precise_total_amount_cents=row.precise,
     )
+    if keeps_days(metric):
+        point = replace(point, day=row.ts.astimezone(ZoneInfo(sub.timezone or "UTC")).date())
+    return point
 
 
 def recomputed_states(engine: Engine, only_folded: bool = True) -> dict[tuple, Any]:
@@ -233,7 +243,7 @@ def recomputed_states(engine: Engine, only_folded: bool = True) -> dict[tuple, A
         sub, metric = subs.get(row.sub), metrics.get(row.code)
         if sub is None or metric is None or row.ts < sub.subscription_at:
             continue
-        point = _point(row, metric)
+        point = _point(row, metric, sub)
         key = (
             sub.id,
             metric.id,
@@ -290,7 +300,7 @@ def recomputed_buckets(engine: Engine) -> dict[tuple, Any]:
         sub, metric = subs.get(row.sub), metrics.get(row.code)
         if sub is None or metric is None or row.ts < sub.subscription_at:
             continue
-        point = _point(row, metric)
+        point = _point(row, metric, sub)
         for charge in charges[sub.plan_id]:
             if charge.metric.id != metric.id:
                 continue

@@ -70,4 +70,5 @@ def test_groups_unique_and_recurring_weighted(engine: Engine, tmp_path: Path) ->
     weighted = _charge(usage, "m_weighted")
     assert weighted["units"] == "10" and weighted["amount_cents"] == 20
     assert weighted["filters"][0]["units"] == "10"
-    assert usage["amount_cents"] == 270 + 1 + 20 + _charge(usage, "m_rsum")["amount_cents"]
+    assert usage["amount_cents"] == 270 + 1 + 20 + sum(
+        _charge(usage, code)["amount_cents"] for code in ("m_rsum", "m_runique"))

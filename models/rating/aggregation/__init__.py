@@ -21,6 +21,12 @@ from tallyflow.models.rating.aggregation.ops import (
     period_window,
     state_from_json,
 )
+from tallyflow.models.rating.aggregation.prorated import (
+    ProratedUnits,
+    ProrationWindow,
+    prorate_sum,
+    prorate_unique,
+)
 from tallyflow.models.rating.aggregation.states import CountState, LatestState, MaxState, SumState
 from tallyflow.models.rating.aggregation.types import (
     RECURRING_ALLOWED,
@@ -34,7 +40,12 @@ from tallyflow.models.rating.aggregation.types import (
     epoch_seconds,
     tidy,
 )
-from tallyflow.models.rating.aggregation.unique import Operation, UniqueCountState, UniqueOp
+from tallyflow.models.rating.aggregation.unique import (
+    DayOps,
+    Operation,
+    UniqueCountState,
+    UniqueOp,
+)
 from tallyflow.models.rating.aggregation.weighted import WeightedSumState
 
 __all__ = [
@@ -42,10 +53,13 @@ __all__ = [
     "AggregationType",
     "AnyState",
     "CountState",
+    "DayOps",
     "EventPoint",
     "LatestState",
     "MaxState",
     "Operation",
+    "ProratedUnits",
+    "ProrationWindow",
     "RECURRING_ALLOWED",
     "RoundingFunction",
     "SumState",
@@ -61,6 +75,8 @@ __all__ = [
     "epoch_seconds",
     "merge_all",
     "per_event_units",
+    "prorate_sum",
+    "prorate_unique",
     "period_window",
     "state_from_json",
     "tidy",

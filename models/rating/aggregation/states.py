@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -59,12 +59,18 @@ class CountState:
 
 @dataclass(frozen=True)
 class SumState:
-    """sum_agg; also carries the sum of ``precise_total_amount_cents`` for the dynamic model."""
+    """sum_agg; also carries the sum of ``precise_total_amount_cents`` for the dynamic model.
+
+    ``days`` (ISO local date -> total of that day's values) is kept for points that carry a
+    ``day`` (recurring sums): prorated charges weigh each day by the share of the period left
+    (``tallyflow.models.rating.aggregation.prorated``). It merges by adding, like ``total``.
+    """
 
     total: Decimal = ZERO
     events_count: int = 0
     unbillable_count: int = 0
     precise_total_amount_cents: Decimal = ZERO
+    days: Mapping[str, Decimal] = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> SumState:
@@ -76,6 +82,7 @@ class SumState:
     def fold(self, points: Iterable[EventPoint]) -> SumState:
         total, counted, unbillable = self.total, self.events_count, self.unbillable_count
         cents = self.precise_total_amount_cents
+        days = dict(self.days)
         for point in points:
             if point.precise_total_amount_cents is not None:
                 cents = WIDE.add(cents, point.precise_total_amount_cents)
@@ -84,7 +91,10 @@ class SumState:
                 continue
             total = WIDE.add(total, point.value)
             counted += 1
-        return SumState(total, counted, unbillable, cents)
+            if point.day is not None:
+                key = point.day.isoformat()
+                days[key] = WIDE.add(days.get(key, ZERO), point.value)
+        return SumState(total, counted, unbillable, cents, days)
 
     def merge(self, other: SumState) -> SumState:
         return SumState(
@@ -92,6 +102,7 @@ class SumState:
             self.events_count + other.events_count,
             self.unbillable_count + other.unbillable_count,
             WIDE.add(self.precise_total_amount_cents, other.precise_total_amount_cents),
+            merge_days(self.days, other.days),
         )
 
     def result(self) -> Decimal:
@@ -104,6 +115,7 @@ class SumState:
             "events_count": self.events_count,
             "unbillable_count": self.unbillable_count,
             "precise_total_amount_cents": _dec(self.precise_total_amount_cents),
+            **({"days": {d: _dec(v) for d, v in sorted(self.days.items())}} if self.days else {}),
         }
 
     @classmethod
@@ -114,7 +126,16 @@ class SumState:
             int(data["events_count"]),
             int(data["unbillable_count"]),
             Decimal(data.get("precise_total_amount_cents", "0")),
+            {d: Decimal(str(v)) for d, v in (data.get("days") or {}).items()},
         )
+
+
+def merge_days(left: Mapping[str, Decimal], right: Mapping[str, Decimal]) -> dict[str, Decimal]:
+    """Per-day totals added day by day (what the SQL fold does to ``day_totals``)."""
+    out = dict(left)
+    for day, value in right.items():
+        out[day] = WIDE.add(out.get(day, ZERO), value)
+    return out
 
 
 @dataclass(frozen=True)

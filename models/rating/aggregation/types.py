@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Context, Decimal
 from enum import StrEnum
 from typing import Any, Final, Protocol, Self
@@ -63,7 +63,9 @@ class EventPoint:
     ``value`` is the metric field parsed as a plain decimal, ``None`` when missing or not plain
     (then sum/max/latest/weighted_sum do not count it and report it as unbillable). ``text`` is
     the field's text form, which is what unique_count counts. ``seq`` is the ingestion order
-    that breaks timestamp ties.
+    that breaks timestamp ties. ``day`` is the event's local date in the customer's timezone,
+    set only where a state keeps per-day detail (recurring sums and unique counts, for
+    prorated charges).
     """
 
     timestamp: datetime
@@ -72,6 +74,7 @@ class EventPoint:
     properties: Mapping[str, str] = field(default_factory=dict)
     text: str | None = None
     precise_total_amount_cents: Decimal | None = None
+    day: date | None = None
 
     def __post_init__(self) -> None:
         if self.timestamp.tzinfo is None or self.timestamp.utcoffset() is None:

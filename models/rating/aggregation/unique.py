@@ -32,6 +32,48 @@ class UniqueOp:
 
 
 @dataclass(frozen=True)
+class DayOps:
+    """One value's operations on one local day, as much as prorating needs: the day's first
+    add, whether it removes, and its last operation (``prorate_unique`` rebuilds Lago's
+    per-day add/remove intervals from these; merging is per field, so folds stay exact)."""
+
+    first_add: UniqueOp | None
+    has_remove: bool
+    last: UniqueOp
+
+    @classmethod
+    def of(cls, op: UniqueOp) -> DayOps:
+        return cls(op if op.operation is Operation.ADD else None,
+                   op.operation is Operation.REMOVE, op)
+
+    def merge(self, other: DayOps) -> DayOps:
+        adds = [a for a in (self.first_add, other.first_add) if a is not None]
+        return DayOps(
+            min(adds, key=UniqueOp.key) if adds else None,
+            self.has_remove or other.has_remove,
+            max(self.last, other.last, key=UniqueOp.key),
+        )
+
+    def to_json(self) -> list[Any]:
+        first = self.first_add
+        return [None if first is None else _iso(first.timestamp),
+                None if first is None else first.seq, self.has_remove,
+                _iso(self.last.timestamp), self.last.seq, self.last.operation.value]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> DayOps:
+        add_ts, add_seq, has_remove, last_ts, last_seq, last_op = data
+        first = (None if add_ts is None
+                 else UniqueOp(datetime.fromisoformat(add_ts), int(add_seq), Operation.ADD))
+        last = UniqueOp(datetime.fromisoformat(last_ts), int(last_seq), Operation(last_op))
+        return cls(first, bool(has_remove), last)
+
+
+DaysByValue = Mapping[str, Mapping[str, DayOps]]
+"""distinct value -> ISO local date -> that day's operations."""
+
+
+@dataclass(frozen=True)
 class UniqueCountState:
     """unique_count_agg, stored as the last operation per distinct value.
 
@@ -40,11 +82,15 @@ class UniqueCountState:
     when the value's last operation is ``add`` and 0 otherwise, so keeping only the last
     operation (by timestamp, then seq) per value is exact, and merging is a per-value max.
     The state grows with the number of distinct values, not with the number of events.
+
+    ``days`` is kept for points that carry a ``day`` (recurring unique counts, which prorated
+    charges weigh by the days each value was active): one :class:`DayOps` per value and day.
     """
 
     last_ops: Mapping[str, UniqueOp] = field(default_factory=dict)
     events_count: int = 0
     unbillable_count: int = 0
+    days: DaysByValue = field(default_factory=dict)
 
     @classmethod
     def empty(cls) -> UniqueCountState:
@@ -55,6 +101,7 @@ class UniqueCountState:
 
     def fold(self, points: Iterable[EventPoint]) -> UniqueCountState:
         ops = dict(self.last_ops)
+        days = {value: dict(per_day) for value, per_day in self.days.items()}
         counted, unbillable = self.events_count, self.unbillable_count
         for point in points:
             operation = _operation(point)
@@ -62,17 +109,25 @@ class UniqueCountState:
                 unbillable += 1
                 continue
             counted += 1
-            _keep_latest(ops, point.text, UniqueOp(point.timestamp, point.seq, operation))
-        return UniqueCountState(ops, counted, unbillable)
+            op = UniqueOp(point.timestamp, point.seq, operation)
+            _keep_latest(ops, point.text, op)
+            if point.day is not None:
+                _merge_day(days, point.text, point.day.isoformat(), DayOps.of(op))
+        return UniqueCountState(ops, counted, unbillable, days)
 
     def merge(self, other: UniqueCountState) -> UniqueCountState:
         ops = dict(self.last_ops)
         for value, op in other.last_ops.items():
             _keep_latest(ops, value, op)
+        days = {value: dict(per_day) for value, per_day in self.days.items()}
+        for value, per_day in other.days.items():
+            for day, day_ops in per_day.items():
+                _merge_day(days, value, day, day_ops)
         return UniqueCountState(
             ops,
             self.events_count + other.events_count,
             self.unbillable_count + other.unbillable_count,
+            days,
         )
 
     def is_active(self, value: str) -> bool:
@@ -91,6 +146,9 @@ class UniqueCountState:
             },
             "events_count": self.events_count,
             "unbillable_count": self.unbillable_count,
+            **({"days": {value: {day: ops.to_json() for day, ops in sorted(per_day.items())}
+                         for value, per_day in sorted(self.days.items())}}
+               if self.days else {}),
         }
 
     @classmethod
@@ -100,7 +158,9 @@ class UniqueCountState:
             value: UniqueOp(datetime.fromisoformat(stamp), int(seq), Operation(operation))
             for value, (stamp, seq, operation) in data["last_ops"].items()
         }
-        return cls(ops, int(data["events_count"]), int(data["unbillable_count"]))
+        days = {value: {day: DayOps.from_json(item) for day, item in per_day.items()}
+                for value, per_day in (data.get("days") or {}).items()}
+        return cls(ops, int(data["events_count"]), int(data["unbillable_count"]), days)
 
 
 def _operation(point: EventPoint) -> Operation | None:
@@ -115,3 +175,9 @@ def _keep_latest(ops: dict[str, UniqueOp], value: str, op: UniqueOp) -> None:
     current = ops.get(value)
     if current is None or op.key() > current.key():
         ops[value] = op
+
+
+def _merge_day(days: dict[str, dict[str, DayOps]], value: str, day: str, ops: DayOps) -> None:
+    per_day = days.setdefault(value, {})
+    current = per_day.get(day)
+    per_day[day] = ops if current is None else current.merge(ops)

@@ -31,6 +31,11 @@ from tallyflow.models.rating.charge_models.properties import (
     StandardProperties,
     VolumeProperties,
 )
+from tallyflow.models.rating.charge_models.prorated import (
+    PRORATED_MODELS,
+    compute_prorated,
+    prorated_graduated,
+)
 from tallyflow.models.rating.charge_models.results import (
     ChargeResult,
     Fee,
@@ -50,6 +55,7 @@ __all__ = [
     "JsonNumber",
     "ONE",
     "PackageDetail",
+    "PRORATED_MODELS",
     "PackageProperties",
     "PercentageDetail",
     "PercentageProperties",
@@ -61,11 +67,13 @@ __all__ = [
     "VolumeProperties",
     "ZERO",
     "compute_charge",
+    "compute_prorated",
     "min_amount_true_up",
     "needs_event_values",
     "parse_properties",
     "pay_in_advance_amounts",
     "properties_from",
+    "prorated_graduated",
     "validate_properties",
     "volume_range",
 ]

@@ -1,0 +1,148 @@
+"""Prorated charge models: standard, volume and graduated over full and prorated units.
+
+Lago prices a prorated charge's prorated units, but lets the full units decide the tier:
+volume picks its range with the full units and prices the prorated units at it (plus the
+range's flat amount); prorated graduated walks the entries in time order, letting the
+cumulative full units decide which range each entry's units fall in and pricing the entry's
+prorated share there (an entry crossing a boundary is split at its own prorated/full ratio),
+with the flat amount of every range up to the highest cumulative full units. Ports Lago's
+``ProratedGraduatedService`` and ``VolumeService``; entries are per local day here (see
+``prorate_sum``: events of one day weigh the same), which gives Lago's result unless one day
+both adds and removes units (Lago then walks its events one by one: the ranges and flat
+amounts can follow the day's peak, which a day's total does not show).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal, localcontext
+
+from tallyflow.models.rating.aggregation import ProratedUnits
+from tallyflow.models.rating.charge_models.compute import volume_range
+from tallyflow.models.rating.charge_models.properties import (
+    _PRICING,
+    ZERO,
+    ChargeModel,
+    ChargeProperties,
+    GraduatedProperties,
+    PriceRange,
+    StandardProperties,
+    VolumeProperties,
+)
+from tallyflow.models.rating.charge_models.results import ChargeResult
+
+PRORATED_MODELS = frozenset({ChargeModel.STANDARD, ChargeModel.GRADUATED, ChargeModel.VOLUME})
+"""Charge models Lago prorates in arrears (``Charge#validate_prorated``)."""
+
+
+def compute_prorated(
+    properties: ChargeProperties, units: ProratedUnits, events_count: int = 0
+) -> ChargeResult:
+    """Price prorated units; the result's ``units`` are the full units (Lago's fee units)."""
+    full = max(units.full, ZERO)
+    with localcontext(_PRICING):
+        if isinstance(properties, StandardProperties):
+            amount = max(units.prorated, ZERO) * properties.amount
+            return ChargeResult(ChargeModel.STANDARD, full, amount, events_count)
+        if isinstance(properties, VolumeProperties):
+            tier = volume_range(properties.ranges, full)
+            amount = max(units.prorated, ZERO) * tier.per_unit_amount + tier.flat_amount
+            return ChargeResult(ChargeModel.VOLUME, full, amount, events_count)
+        if isinstance(properties, GraduatedProperties):
+            amount = prorated_graduated(properties.ranges, units)
+            return ChargeResult(ChargeModel.GRADUATED, full, amount, events_count)
+    raise ValueError(f"{type(properties).__name__} charges cannot be prorated")
+
+
+def _coefficient(entries: Sequence[tuple[Decimal, Decimal]], index: int) -> Decimal:
+    full, prorated = entries[index]
+    return ZERO if full == 0 else prorated / full
+
+
+def prorated_graduated(ranges: Sequence[PriceRange], units: ProratedUnits) -> Decimal:
+    """Lago's ``ProratedGraduatedService#compute_amount``, step for step.
+
+    The cumulative full units decide the range (a removal can move back down a range); each
+    entry's prorated units are priced in the range they fall in, an entry straddling a
+    boundary split at its own prorated/full ratio. Flat amounts: every range up to the one
+    holding the highest cumulative full units. Nothing is due at 0 prorated units or when the
+    full units end below zero.
+    """
+    entries = units.entries
+    if units.prorated == 0 or not entries:
+        return ZERO
+    count = len(entries)
+    index = 0
+    overflow = full_sum = max_full_sum = tier_prorated = amount = ZERO
+    tier = ranges[0]
+    # each pass adds an entry or climbs a range: a bound that no catalog range set can reach
+    budget = (count + 1) * (len(ranges) + 1)
+    while (index < count or overflow != 0) and budget > 0:
+        budget -= 1
+        following = entries[index][0] if index < count else None
+        tier = _range_of(ranges, full_sum, overflow, following)
+        if overflow != 0:
+            ratio = _coefficient(entries, index - 1)
+            tier_prorated += overflow * ratio
+            if tier.to_value is not None and full_sum >= tier.to_value:
+                overflow = full_sum - tier.to_value
+                tier_prorated -= overflow * ratio
+                amount += tier_prorated * tier.per_unit_amount
+                tier_prorated = ZERO
+                continue
+            overflow = ZERO
+        if index >= count:
+            break
+        full_sum += entries[index][0]
+        max_full_sum = max(max_full_sum, full_sum)
+        tier_prorated += entries[index][1]
+        index += 1
+        if _stays(full_sum, tier):
+            continue
+        overflow = _overflow(full_sum, tier)
+        tier_prorated -= overflow * _coefficient(entries, index - 1)
+        amount += tier_prorated * tier.per_unit_amount
+        tier_prorated = ZERO
+    amount += tier_prorated * tier.per_unit_amount
+    if full_sum < 0:
+        return ZERO
+    flat = ZERO
+    for candidate in ranges:
+        flat += candidate.flat_amount
+        if candidate.to_value is None or max_full_sum <= candidate.to_value:
+            break
+    return max(amount, ZERO) + flat
+
+
+def _range_of(
+    ranges: Sequence[PriceRange], full_sum: Decimal, overflow: Decimal, following: Decimal | None
+) -> PriceRange:
+    """Lago's ``range``: the range the walk is in (the next one when exactly at a boundary and
+    the next entry adds units)."""
+    if full_sum <= 0:
+        return ranges[0]
+    if overflow == 0:
+        units = full_sum
+    else:
+        units = full_sum - overflow + 1 if overflow > 0 else full_sum + overflow
+    for position, tier in enumerate(ranges):
+        if units == tier.to_value:
+            rising = following is not None and following > 0
+            return ranges[position + 1] if rising and position + 1 < len(ranges) else tier
+        if units >= tier.from_value and (tier.to_value is None or units < tier.to_value):
+            return tier
+    return ranges[0]
+
+
+def _stays(full_sum: Decimal, tier: PriceRange) -> bool:
+    """Lago's ``skip_overflow_calculation?``: the cumulative units are still in ``tier``."""
+    if tier.to_value is None:
+        return full_sum >= tier.from_value - 1
+    return tier.from_value <= full_sum < tier.to_value
+
+
+def _overflow(full_sum: Decimal, tier: PriceRange) -> Decimal:
+    """Lago's ``calculate_overflow``: units past the top of ``tier`` (negative below it)."""
+    if tier.to_value is not None and full_sum >= tier.to_value:
+        return full_sum - tier.to_value
+    return full_sum - tier.from_value + 1
