@@ -52,6 +52,9 @@ class Reason(StrEnum):
     # The event's key (external_subscription_id, transaction_id) is already stored with other
     # content: the stored copy is kept, this one is kept out and reported (never billed).
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    # Before the archive horizon (``tallyflow archive``): that history left PostgreSQL with
+    # final invoices, so the event can be neither deduplicated against it nor billed.
+    ARCHIVED_PERIOD = "archived_period"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,9 @@ class TimeBounds:
 
     written_at: datetime
     max_future: timedelta = DEFAULT_MAX_FUTURE
+    archived_before: datetime | None = None
+    """The archive horizon: the one bound that is not the object's own. It only moves
+    forward, and only over periods whose invoices are final (models/archive.py)."""
     latest: datetime = field(init=False)
     latest_epoch: int = field(init=False)  # for the fast path's integer comparison
     lowest_epoch: int = field(init=False, default=0)
@@ -79,6 +85,9 @@ class TimeBounds:
         latest = self.written_at + self.max_future
         object.__setattr__(self, "latest", latest)
         object.__setattr__(self, "latest_epoch", (latest - EPOCH) // timedelta(seconds=1))
+        if self.archived_before is not None:  # ceil: a whole second at the horizon is safe
+            seconds = -((EPOCH - self.archived_before) // timedelta(seconds=1))
+            object.__setattr__(self, "lowest_epoch", max(0, seconds))
 
 
 # (transaction_id, external_subscription_id, code, timestamp, properties_json, precise_cents)
@@ -176,6 +185,13 @@ def parse_timestamp(value: Any, bounds: TimeBounds) -> datetime | Rejection:
             Reason.TIMESTAMP_OUT_OF_RANGE,
             "timestamp",
             f"timestamp {parsed.isoformat()} is outside 1970-01-01 .. {bounds.latest.isoformat()}",
+        )
+    if bounds.archived_before is not None and parsed < bounds.archived_before:
+        return Rejection(
+            Reason.ARCHIVED_PERIOD,
+            "timestamp",
+            f"timestamp {parsed.isoformat()} is before {bounds.archived_before.isoformat()}, "
+            "where history is archived (tallyflow archive) and invoices are final",
         )
     return parsed
 

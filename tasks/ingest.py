@@ -210,6 +210,9 @@ def requeue(engine: Engine, source_key: str) -> int:
         return result.rowcount or 0
 
 
+# The archive horizon (tasks/archive.py): events before it are refused as archived_period.
+_HORIZON = text("select max(before) from event_archives")
+
 _CLAIM = text(
     """
     select id, path, version, size, modified_at, format, compression, discovered_at
@@ -250,7 +253,8 @@ def ingest_object(
                 format=claimed["format"],
                 compression=claimed["compression"],
             )
-            bounds = TimeBounds(written_at=ref.modified_at or claimed["discovered_at"])
+            bounds = TimeBounds(written_at=ref.modified_at or claimed["discovered_at"],
+                                archived_before=conn.execute(_HORIZON).scalar())
             result = ObjectResult(object_id, ref.url, "ingested", bytes=ref.size or 0)
             savepoint = conn.begin_nested()
             try:

@@ -43,6 +43,7 @@ from tallyflow.models.lifecycle import (
 from tallyflow.models.rating.periods import period_containing
 from tallyflow.tasks.folding import FOLD_LOCK, fold_objects, load_metrics
 from tallyflow.tasks.folding.fold import _new_fold, _tune
+from tallyflow.tasks.folding.inputs import archive_horizon
 from tallyflow.tasks.folding.sql import _mark
 from tallyflow.tasks.invoicing import close_periods
 from tallyflow.tasks.retry import transient_retries
@@ -174,8 +175,10 @@ def rebuild_subscription(conn: Connection, subscription_id: int, external_id: st
     fold with the subscription's new dates.
     """
     _tune(conn)
-    conn.execute(text("delete from usage_states where subscription_id = :id"),
-                 {"id": subscription_id})
+    horizon = archive_horizon(conn)  # archived periods keep their state (tasks/archive.py)
+    conn.execute(text("delete from usage_states where subscription_id = :id and"
+                      " (cast(:h as timestamptz) is null or period_start >= :h)"),
+                 {"id": subscription_id, "h": horizon})
     fold_id = _new_fold(conn, "rebuild", None)
     _mark(conn, [subscription_id], fold_id)
     objects = [int(i) for i in conn.execute(
@@ -190,7 +193,8 @@ def rebuild_subscription(conn: Connection, subscription_id: int, external_id: st
     ).scalars()]
     if not objects:
         return 0
-    summary = fold_objects(conn, objects, fold_id, None, load_metrics(conn), {subscription_id})
+    summary = fold_objects(conn, objects, fold_id, None, load_metrics(conn), {subscription_id},
+                           since=horizon)
     return summary.folded
 
 

@@ -420,6 +420,12 @@ class FsspecSource(Source):
                 ) from exc
             raise
 
+    def filesystem(self) -> tuple[Any, str]:
+        """The filesystem and root path of the URL (also where ``tallyflow archive`` writes),
+        with the same one-line errors as a listing."""
+        with _listing_errors(self.spec.url, self.config):  # type: ignore[arg-type]
+            return self._fs()
+
     def list(self) -> Iterator[ObjectRef]:
         with _listing_errors(self.spec.url, self.config):  # type: ignore[arg-type]
             fs, root = self._fs()

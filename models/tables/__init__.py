@@ -25,6 +25,7 @@ from tallyflow.models.tables.catalog import (
 )
 from tallyflow.models.tables.ingestion import (
     RUN_STATUSES,
+    event_archives,
     events,
     ingest_objects,
     ingest_runs,
@@ -62,6 +63,7 @@ __all__ = [
     "charge_filters",
     "charges",
     "customers",
+    "event_archives",
     "events",
     "ingest_objects",
     "ingest_runs",

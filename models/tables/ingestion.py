@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -157,4 +158,25 @@ rejected_rows = Table(
     Column("status", Text, nullable=False, server_default=text("'open'")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("object_id", "row_number", "sub_index"),
+)
+
+
+# The Parquet files ``tallyflow archive`` moved events into (migration 0014): one row per file,
+# written in the transaction that deletes exactly its events. The newest ``before`` is the
+# archive horizon: events before it are refused at ingest (reason ``archived_period``).
+event_archives = Table(
+    "event_archives",
+    metadata,
+    _pk(),
+    Column("before", DateTime(timezone=True), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("temporary_url", Text, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("first_event_id", BigInteger, nullable=False),
+    Column("last_event_id", BigInteger, nullable=False),
+    Column("first_timestamp", DateTime(timezone=True), nullable=False),
+    Column("last_timestamp", DateTime(timezone=True), nullable=False),
+    Column("moved", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("url", name="uq_event_archives_url"),
 )

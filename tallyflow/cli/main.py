@@ -34,6 +34,7 @@ _PASS_THROUGH: tuple[type[BaseException], ...] = tuple(
 
 from tallyflow.cli import (  # noqa: E402
     api,
+    archive,
     catalog,
     demo,
     exports,
@@ -97,8 +98,8 @@ def _options(
 
 app.add_typer(db_commands.app, name="db")
 # Each area owns its commands in its own module and adds them here.
-for _area in (catalog, ingest, usage, subscriptions, wallets, invoices, exports, ops, demo,
-              api):
+for _area in (catalog, ingest, usage, subscriptions, wallets, invoices, exports, archive, ops,
+              demo, api):
     _area.register(app)
 
 

@@ -28,6 +28,7 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.tasks.folding.inputs import (
     DEFAULT_FOLD_OBJECTS,
     FOLD_LOCK,
+    archive_horizon,
     load_metrics,
 )
 from tallyflow.tasks.folding.sql import FoldSummary, _mark, fold_objects
@@ -96,12 +97,14 @@ def rebuild_states(
             if not metric_ids:
                 raise ValueError(f"unknown billable metric {metric_code!r}")
         fold_id = _new_fold(conn, "rebuild", metric_code)
+        horizon = archive_horizon(conn)
         cleared = conn.execute(
             text(
                 "delete from usage_states where billable_metric_id = any(cast(:m as bigint[]))"
+                " and (cast(:h as timestamptz) is null or period_start >= :h)"
                 " returning subscription_id"
             ),
-            {"m": metric_ids},
+            {"m": metric_ids, "h": horizon},
         ).scalars()
         _mark(conn, set(cleared), fold_id)
         ids = [
@@ -112,7 +115,7 @@ def rebuild_states(
         ]
         for start in range(0, len(ids), chunk_objects):
             chunk = ids[start : start + chunk_objects]
-            batch = fold_objects(conn, chunk, fold_id, metric_ids, metrics)
+            batch = fold_objects(conn, chunk, fold_id, metric_ids, metrics, since=horizon)
             summary.objects += len(chunk)
             summary.events += batch.events
             summary.folded += batch.folded

@@ -143,3 +143,11 @@ def load_subscription_rows(
     # zip with the keys once: a Row's mapping view costs more than the dataclass itself
     keys = list(rows.keys())
     return [SubscriptionInfo(**dict(zip(keys, row, strict=True))) for row in rows]
+
+
+def archive_horizon(conn: Connection) -> datetime | None:
+    """Events before this moment were archived (tasks/archive.py); None: none were. Rebuilds
+    keep the usage state of periods before it (their raw events left the table)."""
+    value: datetime | None = conn.execute(
+        text("select max(before) from event_archives")).scalar()
+    return value

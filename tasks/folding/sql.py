@@ -65,10 +65,13 @@ class PeriodRows:
 
 
 def _period_rows(
-    conn: Connection, object_ids: Sequence[int], only: Collection[int] | None = None
+    conn: Connection, object_ids: Sequence[int], only: Collection[int] | None = None,
+    since: datetime | None = None,
 ) -> tuple[PeriodRows, int]:
     """Every period that an event of these objects can fall in, per known subscription row
-    (only the subscription ids ``only`` names, when given: a one-subscription rebuild).
+    (only the subscription ids ``only`` names, when given: a one-subscription rebuild), from
+    the period starting at ``since`` on, when given (a rebuild keeps the state of archived
+    periods: their events left the table, tasks/archive.py).
 
     Periods are computed in Python (they depend on interval, billing time, start and the
     customer's timezone) from each subscription's first and last event time in the batch.
@@ -86,6 +89,8 @@ def _period_rows(
     for span in spans:
         for sub in subs.get(span.external_subscription_id, ()):
             for period in sub.periods_between(span.first, span.last):
+                if since is not None and period.period_start < since:
+                    continue
                 rows.subscription_ids.append(sub.id)
                 rows.external_ids.append(sub.external_id)
                 rows.starts.append(period.period_start)
@@ -307,11 +312,13 @@ def fold_objects(
     metric_ids: Sequence[int] | None = None,
     metrics: Mapping[int, MetricInfo] | None = None,
     subscriptions: Collection[int] | None = None,
+    since: datetime | None = None,
 ) -> FoldSummary:
     """Fold the events of ``object_ids`` into usage state, inside the caller's transaction
-    (of the ``subscriptions`` ids only, when given)."""
+    (of the ``subscriptions`` ids only, when given; of periods starting at ``since`` or
+    later, when given)."""
     metrics = metrics if metrics is not None else load_metrics(conn)
-    periods, events = _period_rows(conn, object_ids, subscriptions)
+    periods, events = _period_rows(conn, object_ids, subscriptions, since)
     summary = FoldSummary(events=events)
     if not periods.subscription_ids:
         return summary
