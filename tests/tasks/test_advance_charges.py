@@ -1,0 +1,167 @@
+"""Charges paid in advance against real Postgres: each event's fee once, its pay_in_advance
+invoice paid from the wallet at once, the hourly deductions and the period-end invoice
+leaving the charge out, fees kept off invoices and regrouped at period end, late events, and
+a crash between a fee and its wallet payment (killed child process, then a rerun)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from tallyflow.tasks.advance_charges import bill_advance_charges
+from tallyflow.tasks.folding import fold_pending
+from tallyflow.tasks.invoicing import close_periods
+from tallyflow.tasks.usage import current_usage, due_subscriptions, snapshot_subscriptions
+from tests.tasks.rating_fixtures import SUB, ingest_events, token_event
+from tests.tasks.test_invoicing import MARCH_END, catalog, ingested_until, invoices
+from tests.tasks.test_wallets_support import assert_balances_match_ledger, run_once
+
+ROOT = Path(__file__).resolve().parents[2]
+CLOSE = datetime(2025, 4, 1, 8, tzinfo=UTC)
+DAY = datetime(2025, 3, 10, 12, tzinfo=UTC)
+
+
+def cycle(engine: Engine, at: datetime) -> dict[str, Any]:
+    """One billing hour without Prefect, in the flow's order."""
+    fold_pending(engine)
+    due = due_subscriptions(engine, at)
+    if due:
+        snapshot_subscriptions(engine, due, at)
+    run_once(engine, at)
+    advance = bill_advance_charges(engine, at).as_dict()
+    return {"advance": advance, "close": close_periods(engine, at, now=at).as_dict()}
+
+
+def fees(engine: Engine) -> list[tuple[str, int, int]]:
+    """(transaction id, amount cents, wallet-paid cents) in billing order."""
+    with engine.connect() as conn:
+        return [(r.transaction_id, int(r.amount_cents), int(r.prepaid_cents))
+                for r in conn.execute(text("select transaction_id, amount_cents, prepaid_cents"
+                                           " from advance_fees order by id"))]
+
+
+def ledger(engine: Engine) -> list[tuple[str, str, int]]:
+    with engine.connect() as conn:
+        return [(r.source, r.key, int(r.amount_cents)) for r in conn.execute(text(
+            "select source, split_part(idempotency_key, ':', 1) as key, amount_cents"
+            " from wallet_transactions where direction = 'outbound' order by id"))]
+
+
+def events(engine: Engine, folder: Path, *items: tuple[str, datetime, int, str]) -> None:
+    ingest_events(engine, folder, [token_event(txn, when.isoformat(), tokens, kind=kind)
+                                   for txn, when, tokens, kind in items])
+
+
+def test_each_event_is_billed_once_on_an_hourly_invoice_paid_from_the_wallet(
+    engine: Engine, tmp_path: Path
+) -> None:
+    catalog(engine, tmp_path, charge={"pay_in_advance": True})
+    events(engine, tmp_path, ("e1", DAY, 2_000_000, "input"), ("e2", DAY, 2_000_000, "output"))
+    cycle(engine, DAY + timedelta(hours=1))
+    # package of 1M: small input $1, output $3 per package (the organization's 10 % tax)
+    assert fees(engine) == [("e1", 200, 220), ("e2", 600, 660)]
+    [invoice] = invoices(engine)
+    assert invoice["invoice_type"] == "pay_in_advance" and invoice["status"] == "finalized"
+    assert [(f["event_transaction_id"], f["amount_cents"], f["pay_in_advance"])
+            for f in invoice["fees"]] == [("e1", 200, True), ("e2", 600, True)]
+    assert invoice["prepaid_credit_amount_cents"] == 880 and invoice["total_amount_cents"] == 0
+    assert invoice["payment_status"] == "succeeded"
+    # paid once, at once; the hourly usage deduction leaves the charge out (not twice)
+    assert ledger(engine) == [("invoice", "invoice", 880)]
+    # a rerun of the hour and the next hours bill nothing again
+    for moment in (DAY + timedelta(hours=1), DAY + timedelta(hours=2)):
+        assert cycle(engine, moment)["advance"]["fees"] == 0
+    assert len(invoices(engine)) == 1 and ledger(engine) == [("invoice", "invoice", 880)]
+    # a third event: the package price after it minus before it (3.5M -> 4 packages: +$2)
+    events(engine, tmp_path, ("e3", DAY + timedelta(days=1), 1_500_000, "input"))
+    cycle(engine, DAY + timedelta(days=1, hours=1))
+    assert fees(engine)[-1] == ("e3", 200, 220)
+    # current usage still shows the charge, as Lago's customer_usage does
+    usage = current_usage(engine, SUB, DAY + timedelta(days=2))
+    assert usage["amount_cents"] == 1000
+    # the period-end invoice does not bill the charge again (no charge fees at all)
+    ingested_until(engine, MARCH_END + timedelta(hours=3))
+    cycle(engine, CLOSE)
+    closing = [i for i in invoices(engine) if i["invoice_type"] == "subscription"]
+    assert [f["item"]["type"] for i in closing for f in i["fees"]] == []
+    assert sum(amount for _, _, amount in ledger(engine)) == 880 + 220
+    assert_balances_match_ledger(engine)
+
+
+def test_fees_kept_off_invoices_are_paid_then_regrouped_at_period_end(
+    engine: Engine, tmp_path: Path
+) -> None:
+    catalog(engine, tmp_path, charge={"pay_in_advance": True, "invoiceable": False,
+                                      "regroup_paid_fees": "invoice"})
+    events(engine, tmp_path, ("e1", DAY, 2_000_000, "input"), ("e2", DAY, 2_000_000, "output"))
+    cycle(engine, DAY + timedelta(hours=1))
+    assert fees(engine) == [("e1", 200, 220), ("e2", 600, 660)]
+    assert invoices(engine) == []  # no invoice: fees only, paid from the wallet at once
+    assert ledger(engine) == [("invoice", "advance", 880)]
+    cycle(engine, DAY + timedelta(hours=1))
+    assert ledger(engine) == [("invoice", "advance", 880)]
+    ingested_until(engine, MARCH_END + timedelta(hours=3))
+    cycle(engine, CLOSE)
+    [regrouped] = [i for i in invoices(engine) if i["invoice_type"] == "advance_charges"]
+    assert regrouped["status"] == "finalized" and regrouped["payment_status"] == "succeeded"
+    assert [(f["amount_cents"], f["invoiceable"]) for f in regrouped["fees"]] == [
+        (200, False), (600, False)]
+    assert regrouped["fees_amount_cents"] == 800 and regrouped["taxes_amount_cents"] == 80
+    assert regrouped["prepaid_credit_amount_cents"] == 880
+    assert regrouped["total_amount_cents"] == 0
+    cycle(engine, CLOSE + timedelta(hours=1))  # regrouped once
+    assert len([i for i in invoices(engine) if i["invoice_type"] == "advance_charges"]) == 1
+    assert ledger(engine) == [("invoice", "advance", 880)]
+    assert_balances_match_ledger(engine)
+
+
+def test_a_late_event_pays_its_own_delta_and_issued_fees_never_change(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """e1 (1.5M, 2 packages: $2) is billed; e0, timestamped a day earlier, arrives after it:
+    it pays its own delta on top (3M: 3 packages, +$1), e1's fee stays. In time order Lago
+    would have billed e0 $2 and e1 $1: the same total, split by arrival instead."""
+    catalog(engine, tmp_path, charge={"pay_in_advance": True})
+    events(engine, tmp_path, ("e1", DAY, 1_500_000, "input"))
+    cycle(engine, DAY + timedelta(hours=1))
+    events(engine, tmp_path, ("e0", DAY - timedelta(days=1), 1_500_000, "input"))
+    cycle(engine, DAY + timedelta(hours=2))
+    assert [f[:2] for f in fees(engine)] == [("e1", 200), ("e0", 100)]
+    assert [len(i["fees"]) for i in invoices(engine)] == [1, 1]
+
+
+_CHILD = """
+import sys
+from datetime import datetime
+from tallyflow.infra.resources import billing_engine
+from tallyflow.tasks.advance_charges import bill_advance_charges
+bill_advance_charges(billing_engine(), datetime.fromisoformat(sys.argv[1]))
+"""
+
+
+def test_a_crash_between_the_fees_and_their_payment_bills_each_event_once(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """SIGKILL at ``advance.fees_written`` (the fees written, not yet paid), then a rerun."""
+    catalog(engine, tmp_path, charge={"pay_in_advance": True})
+    events(engine, tmp_path, ("e1", DAY, 2_000_000, "input"), ("e2", DAY, 2_000_000, "output"))
+    at = DAY + timedelta(hours=1)
+    run_once(engine, at)  # the wallet flow of the hour opened the wallet
+    env = {**os.environ, "TALLYFLOW_FAILPOINTS": "advance.fees_written=1"}
+    child = subprocess.run([sys.executable, "-c", _CHILD, at.isoformat()], env=env,
+                           capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert fees(engine) == [] and ledger(engine) == [] and invoices(engine) == []
+    bill_advance_charges(engine, at)
+    bill_advance_charges(engine, at)
+    assert fees(engine) == [("e1", 200, 220), ("e2", 600, 660)]
+    assert ledger(engine) == [("invoice", "invoice", 880)]
+    assert len(invoices(engine)) == 1
+    assert_balances_match_ledger(engine)
