@@ -1,14 +1,10 @@
 """Charges paid in advance against real Postgres: each event's fee once, its pay_in_advance
 invoice paid from the wallet at once, the hourly deductions and the period-end invoice
-leaving the charge out, fees kept off invoices and regrouped at period end, late events, and
-a crash between a fee and its wallet payment (killed child process, then a rerun)."""
+leaving the charge out, fees kept off invoices and regrouped at period end, and late events.
+Crashes: tests/survival/test_advance_crash_points.py."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +19,6 @@ from tests.tasks.rating_fixtures import SUB, ingest_events, token_event
 from tests.tasks.test_invoicing import MARCH_END, catalog, ingested_until, invoices
 from tests.tasks.test_wallets_support import assert_balances_match_ledger, run_once
 
-ROOT = Path(__file__).resolve().parents[2]
 CLOSE = datetime(2025, 4, 1, 8, tzinfo=UTC)
 DAY = datetime(2025, 3, 10, 12, tzinfo=UTC)
 
@@ -135,33 +130,3 @@ def test_a_late_event_pays_its_own_delta_and_issued_fees_never_change(
     cycle(engine, DAY + timedelta(hours=2))
     assert [f[:2] for f in fees(engine)] == [("e1", 200), ("e0", 100)]
     assert [len(i["fees"]) for i in invoices(engine)] == [1, 1]
-
-
-_CHILD = """
-import sys
-from datetime import datetime
-from tallyflow.infra.resources import billing_engine
-from tallyflow.tasks.advance_charges import bill_advance_charges
-bill_advance_charges(billing_engine(), datetime.fromisoformat(sys.argv[1]))
-"""
-
-
-def test_a_crash_between_the_fees_and_their_payment_bills_each_event_once(
-    engine: Engine, tmp_path: Path
-) -> None:
-    """SIGKILL at ``advance.fees_written`` (the fees written, not yet paid), then a rerun."""
-    catalog(engine, tmp_path, charge={"pay_in_advance": True})
-    events(engine, tmp_path, ("e1", DAY, 2_000_000, "input"), ("e2", DAY, 2_000_000, "output"))
-    at = DAY + timedelta(hours=1)
-    run_once(engine, at)  # the wallet flow of the hour opened the wallet
-    env = {**os.environ, "TALLYFLOW_FAILPOINTS": "advance.fees_written=1"}
-    child = subprocess.run([sys.executable, "-c", _CHILD, at.isoformat()], env=env,
-                           capture_output=True, text=True, timeout=120, check=False, cwd=ROOT)
-    assert child.returncode == -signal.SIGKILL, child.stderr
-    assert fees(engine) == [] and ledger(engine) == [] and invoices(engine) == []
-    bill_advance_charges(engine, at)
-    bill_advance_charges(engine, at)
-    assert fees(engine) == [("e1", 200, 220), ("e2", 600, 660)]
-    assert ledger(engine) == [("invoice", "invoice", 880)]
-    assert len(invoices(engine)) == 1
-    assert_balances_match_ledger(engine)
