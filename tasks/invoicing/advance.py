@@ -223,3 +223,62 @@ def _regrouped_fee(row: Any, catalog: CloseCatalog, customer: CustomerInfo) -> I
         taxes=charge_taxes(catalog, customer, row.plan_id, row.charge_position),
         charge_id=row.charge_id,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the fees (Lago's GET /fees for pay-in-advance fees)
+# --------------------------------------------------------------------------------------------
+
+_FEES = """
+    select f.lago_id, f.transaction_id, f.units, f.amount_cents, f.precise_amount_cents,
+           f.taxes_amount_cents, f.currency, f.invoiceable, f.prepaid_cents, f.event_timestamp,
+           f.billing_hour, f.period_start, f.period_end, f.created_at, s.external_id,
+           v.lago_id as invoice_lago_id, v.number as invoice_number, m.code, m.name,
+           c.invoice_display_name, cf.invoice_display_name as filter_display_name,
+           f.grouped_by::text as grouped_by
+    from advance_fees f
+    join subscriptions s on s.id = f.subscription_id
+    join charges c on c.id = f.charge_id
+    join billable_metrics m on m.id = c.billable_metric_id
+    left join charge_filters cf on cf.charge_id = f.charge_id and cf.position = f.bucket
+    left join invoices v on v.id = f.invoice_id
+"""
+
+
+def list_advance_fees(
+    engine: Engine, *, subscription: str | None = None, limit: int = 1000,
+) -> list[dict[str, Any]]:
+    """Fees of charges paid in advance, in billing order, with Lago's fee field names
+    (``payment_status`` ``succeeded`` once the wallets paid the fee and its taxes)."""
+    query, params = _FEES, {"limit": limit, "sub": subscription}
+    if subscription is not None:
+        query += " where s.external_id = :sub"
+    query += " order by f.id limit :limit"
+    with engine.connect() as conn:
+        rows = conn.execute(text(query), params).all()
+    return [{
+        "lago_id": r.lago_id,
+        "lago_invoice_id": r.invoice_lago_id,
+        "invoice_number": r.invoice_number,
+        "external_subscription_id": r.external_id,
+        "event_transaction_id": r.transaction_id,
+        "pay_in_advance": True,
+        "invoiceable": bool(r.invoiceable),
+        "units": format(Decimal(r.units).normalize(), "f"),
+        "amount_cents": int(r.amount_cents),
+        "precise_amount_cents": format(Decimal(r.precise_amount_cents), "f"),
+        "taxes_amount_cents": int(r.taxes_amount_cents),
+        "total_amount_cents": int(r.amount_cents + r.taxes_amount_cents),
+        "amount_currency": r.currency,
+        "prepaid_credit_amount_cents": int(r.prepaid_cents),
+        "payment_status": ("succeeded" if r.prepaid_cents >= r.amount_cents
+                           + r.taxes_amount_cents else "pending"),
+        "event_timestamp": r.event_timestamp.isoformat(),
+        "billing_hour": r.billing_hour.isoformat(),
+        "from_date": r.period_start.isoformat(), "to_date": r.period_end.isoformat(),
+        "created_at": r.created_at.isoformat(),
+        "item": {"type": "charge", "code": r.code, "name": r.name,
+                 "invoice_display_name": r.invoice_display_name or r.name,
+                 "filter_invoice_display_name": r.filter_display_name,
+                 "grouped_by": loads_exact(r.grouped_by) or {}},
+    } for r in rows]

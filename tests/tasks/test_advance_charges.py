@@ -5,12 +5,15 @@ Crashes: tests/survival/test_advance_crash_points.py."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
+from typer.testing import CliRunner
 
+from tallyflow.cli.main import app
 from tallyflow.tasks.advance_charges import bill_advance_charges
 from tallyflow.tasks.folding import fold_pending
 from tallyflow.tasks.invoicing import close_periods
@@ -20,6 +23,7 @@ from tests.tasks.test_invoicing import MARCH_END, catalog, ingested_until, invoi
 from tests.tasks.test_wallets_support import assert_balances_match_ledger, run_once
 
 CLOSE = datetime(2025, 4, 1, 8, tzinfo=UTC)
+runner = CliRunner()
 DAY = datetime(2025, 3, 10, 12, tzinfo=UTC)
 
 
@@ -100,6 +104,12 @@ def test_fees_kept_off_invoices_are_paid_then_regrouped_at_period_end(
     assert fees(engine) == [("e1", 200, 220), ("e2", 600, 660)]
     assert invoices(engine) == []  # no invoice: fees only, paid from the wallet at once
     assert ledger(engine) == [("invoice", "advance", 880)]
+    # visible as Lago's fees (GET /fees) on the command line
+    shown = runner.invoke(app, ["invoices", "advance-fees", "--subscription", SUB, "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert [(f["event_transaction_id"], f["total_amount_cents"], f["payment_status"],
+             f["invoiceable"], f["lago_invoice_id"]) for f in json.loads(shown.output)["fees"]
+            ] == [("e1", 220, "succeeded", False, None), ("e2", 660, "succeeded", False, None)]
     cycle(engine, DAY + timedelta(hours=1))
     assert ledger(engine) == [("invoice", "advance", 880)]
     ingested_until(engine, MARCH_END + timedelta(hours=3))
@@ -111,6 +121,8 @@ def test_fees_kept_off_invoices_are_paid_then_regrouped_at_period_end(
     assert regrouped["fees_amount_cents"] == 800 and regrouped["taxes_amount_cents"] == 80
     assert regrouped["prepaid_credit_amount_cents"] == 880
     assert regrouped["total_amount_cents"] == 0
+    listed = runner.invoke(app, ["invoices", "list", "--type", "advance_charges", "--json"])
+    assert [i["number"] for i in json.loads(listed.output)["invoices"]] == [regrouped["number"]]
     cycle(engine, CLOSE + timedelta(hours=1))  # regrouped once
     assert len([i for i in invoices(engine) if i["invoice_type"] == "advance_charges"]) == 1
     assert ledger(engine) == [("invoice", "advance", 880)]
