@@ -92,6 +92,7 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
         _artifact(at, usage, wallets, movements,
                   usage_run=usage_state.state_details.flow_run_id,
                   wallet_run=wallets_state.state_details.flow_run_id)
+        + _advance_section(advance)
         + _invoices_section(invoices, invoices_state.state_details.flow_run_id),
         key="billing-cycle",
         description=f"Billing {hour_label(at)}",
@@ -137,6 +138,13 @@ def _artifact(
     else:
         lines += ["", "No wallet postings in this run: every ledger already matched usage."]
     return "\n".join(lines)
+
+
+def _advance_section(advance: dict[str, Any]) -> str:
+    return (f"\n\n## Charges paid in advance\n\n- {advance.get('fees', 0)} event fee(s),"
+            f" {advance.get('amount_cents', 0)} cents, {advance.get('invoices', 0)}"
+            f" pay_in_advance invoice(s), {advance.get('paid_cents', 0)} cents paid from wallets"
+            f" (`tallyflow invoices advance-fees`)")
 
 
 def _invoices_section(invoices: dict[str, Any], run: Any) -> str:
