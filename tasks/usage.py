@@ -36,6 +36,7 @@ from tallyflow.models.rating.pricing import (
     FilterInfo,
     MetricInfo,
     SubscriptionInfo,
+    SubscriptionUsage,
     pricing_of,
     rate_subscription,
 )
@@ -249,11 +250,13 @@ def _event_values_reader(
 
 
 def current_usage(engine: Engine, external_subscription_id: str, at: datetime) -> dict[str, Any]:
-    """Lago ``customer_usage`` for the period containing ``at``, with every event so far.
+    """Lago ``customer_usage`` for the period containing ``at``, with every event so far."""
+    return rated_usage(engine, external_subscription_id, at).as_lago()
 
-    Raises ``LookupError`` for an unknown subscription and ``ValueError`` when ``at`` is
-    outside the subscription's life.
-    """
+
+def rated_usage(engine: Engine, external_subscription_id: str, at: datetime) -> SubscriptionUsage:
+    """The usage of the period containing ``at`` with every event so far; ``LookupError`` for
+    an unknown subscription, ``ValueError`` when ``at`` is outside its life."""
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
@@ -262,13 +265,9 @@ def current_usage(engine: Engine, external_subscription_id: str, at: datetime) -
                 raise LookupError(f"unknown subscription {external_subscription_id!r}")
             inputs = read_inputs(conn, [sub], at)
             period = inputs.periods[sub.id]
-            return rate_subscription(
-                sub,
-                inputs.charges_of(sub),
-                period,
-                inputs.states.get(sub.id, {}),
-                _event_values_reader(conn, sub, period),
-            ).as_lago()
+            return rate_subscription(sub, inputs.charges_of(sub), period,
+                                     inputs.states.get(sub.id, {}),
+                                     _event_values_reader(conn, sub, period))
 
 
 # --------------------------------------------------------------------------------------------

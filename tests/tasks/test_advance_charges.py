@@ -18,6 +18,7 @@ from tallyflow.tasks.advance_charges import bill_advance_charges
 from tallyflow.tasks.folding import fold_pending
 from tallyflow.tasks.invoicing import close_periods
 from tallyflow.tasks.usage import current_usage, due_subscriptions, snapshot_subscriptions
+from tallyflow.tasks.wallets import wallet_overview
 from tests.tasks.rating_fixtures import SUB, ingest_events, token_event
 from tests.tasks.test_invoicing import MARCH_END, catalog, ingested_until, invoices
 from tests.tasks.test_wallets_support import assert_balances_match_ledger, run_once
@@ -74,6 +75,9 @@ def test_each_event_is_billed_once_on_an_hourly_invoice_paid_from_the_wallet(
     assert invoice["payment_status"] == "succeeded"
     # paid once, at once; the hourly usage deduction leaves the charge out (not twice)
     assert ledger(engine) == [("invoice", "invoice", 880)]
+    # and the wallet's ongoing balance owes nothing more for it
+    [wallet] = wallet_overview(engine, "acme", DAY + timedelta(hours=1))["wallets"]
+    assert wallet["balance_cents"] == wallet["ongoing_balance_cents"] == 12500 - 880
     # a rerun of the hour and the next hours bill nothing again
     for moment in (DAY + timedelta(hours=1), DAY + timedelta(hours=2)):
         assert cycle(engine, moment)["advance"]["fees"] == 0
