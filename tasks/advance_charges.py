@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.invoicing import InvoiceFee
-from tallyflow.models.rating import EventPoint
+from tallyflow.models.rating import AggregationType, EventPoint
 from tallyflow.models.rating.in_advance import (
     DEFAULT_BUCKET,
     AdvanceFee,
@@ -110,14 +110,23 @@ _BILLED = text(
     order by charge_position, id
     """
 )
-_EVENTS = text(
-    """
-    select "timestamp", id, transaction_id, properties::text as properties
-    from events
-    where external_subscription_id = :sub and code = :code
-      and "timestamp" between :start and :end
-    """
-)
+_EVENT_COLUMNS = """
+    select e."timestamp", e.id, e.transaction_id, e.properties::text as properties
+    from events e
+    where e.external_subscription_id = :sub and e.code = :code
+"""
+# The period's events up to the hour that this charge (its plan position) has not billed:
+# an anti-join in Postgres, so an hour with nothing new reads no event into Python.
+_UNBILLED = """
+      and e."timestamp" between :start and :end
+      and not exists (select 1 from advance_fees f
+                      where f.subscription_id = :sid and f.period_start = :p
+                        and f.charge_position = :pos and f.event_id = e.id)
+"""
+_NEW_EVENTS = text(_EVENT_COLUMNS + _UNBILLED)
+_ANY_NEW = text("select exists (" + _EVENT_COLUMNS + _UNBILLED + ")")
+# unique_count only: the billed events themselves (which values they added or removed)
+_BILLED_EVENTS = text(_EVENT_COLUMNS + " and e.id = any(cast(:ids as bigint[]))")
 
 
 _TYPES = {
@@ -157,6 +166,10 @@ def _bill_subscription(
     summary: AdvanceSummary,
 ) -> None:
     customer = catalog.customers[catalog.customer_of[sub.id]]
+    with engine.connect() as conn:  # most hours bring nothing new: no lock for those
+        if not any(conn.execute(_ANY_NEW, _scope(sub, c, p, at)).scalar_one()
+                   for p in periods for c in charges):
+            return
     with engine.begin() as conn:
         # the period close's lock order: the customer row, then its wallets' rows
         conn.execute(text("select id from customers where id = :c for update"),
@@ -201,39 +214,47 @@ def _period_fees(
         billed[int(r.charge_position)].append(
             _Billed(int(r.bucket), loads_exact(r.grouped_by) or {}, int(r.event_id),
                     Decimal(r.units)))
-    events: dict[int, dict[int, tuple[EventPoint, str]]] = {}
     out: list[dict[str, Any]] = []
     for charge in charges:
         metric = charge.metric
-        if metric.id not in events:
-            events[metric.id] = _events(conn, sub, metric, period)
-        points = events[metric.id]
+        params = _scope(sub, charge, period, at)
+        new = _events(conn, _NEW_EVENTS, metric, params)
+        if not new:
+            continue
         done = billed.get(charge.position, [])
-        done_ids = {b.event_id for b in done}
-        before = [BilledEvent(points[b.event_id][0], None if b.bucket == DEFAULT_BUCKET
-                              else b.bucket,
+        points: dict[int, tuple[EventPoint, str]] = {}
+        if metric.aggregation_type is AggregationType.UNIQUE_COUNT and done:
+            points = _events(conn, _BILLED_EVENTS, metric,
+                             {**params, "ids": [b.event_id for b in done]})
+        before = [BilledEvent(points[b.event_id][0] if b.event_id in points else None,
+                              None if b.bucket == DEFAULT_BUCKET else b.bucket,
                               tuple(b.grouped_by.get(k) for k in charge.pricing_group_keys),
                               b.units)
-                  for b in done if b.event_id in points]
-        new = [p for event_id, (p, _) in points.items()
-               if event_id not in done_ids and p.timestamp <= at]
+                  for b in done]
         taxes = charge_taxes(catalog, customer, sub.plan_id, charge.position)
-        for fee in advance_fees(charge, sub.currency, before, new):
-            out.append(_row(sub, customer, charge, period, at, fee, points[fee.point.seq][1],
+        for fee in advance_fees(charge, sub.currency, before, [p for p, _ in new.values()]):
+            out.append(_row(sub, customer, charge, period, at, fee, new[fee.point.seq][1],
                             taxes))
     return out
 
 
+def _scope(
+    sub: SubscriptionInfo, charge: ChargeInfo, period: BillingPeriod, at: datetime
+) -> dict[str, Any]:
+    return {"sub": sub.external_id, "code": charge.metric.code, "sid": sub.id,
+            "p": period.period_start, "pos": charge.position, "start": period.charges_from,
+            "end": min(at, period.charges_to)}
+
+
 def _events(
-    conn: Connection, sub: SubscriptionInfo, metric: MetricInfo, period: BillingPeriod
+    conn: Connection, query: Any, metric: MetricInfo, params: dict[str, Any]
 ) -> dict[int, tuple[EventPoint, str]]:
-    """The period's events of a metric by id (the id is the ingestion order)."""
+    """Events by id (the id is the ingestion order), as points, with their transaction id."""
     return {
         int(r.id): (EventPoint.from_event(timestamp=r.timestamp, seq=int(r.id),
                                           properties=loads_exact(r.properties),
                                           field_name=metric.field_name), r.transaction_id)
-        for r in conn.execute(_EVENTS, {"sub": sub.external_id, "code": metric.code,
-                                        "start": period.charges_from, "end": period.charges_to})
+        for r in conn.execute(query, params)
     }
 
 

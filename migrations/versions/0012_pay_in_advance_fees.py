@@ -80,7 +80,7 @@ def upgrade() -> None:
                             name="uq_advance_fees_charge_event"),
     )
     op.create_index("ix_advance_fees_period", "advance_fees",
-                    ["subscription_id", "period_start", "charge_position", "id"])
+                    ["subscription_id", "period_start", "charge_position", "event_id"])
     op.create_index("ix_advance_fees_regroup", "advance_fees", ["customer_id"],
                     postgresql_where=sa.text("regroup and invoice_id is null"))
 

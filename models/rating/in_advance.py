@@ -42,9 +42,10 @@ Group = tuple[str | None, ...]
 
 @dataclass(frozen=True)
 class BilledEvent:
-    """An event a previous cycle billed for this charge: where it went and its units."""
+    """An event a previous cycle billed for this charge: where it went and its units
+    (``point``: the event itself, needed for unique_count only)."""
 
-    point: EventPoint
+    point: EventPoint | None
     bucket: BucketId
     group: Group
     units: Decimal
@@ -118,5 +119,5 @@ def _units(
         return [Decimal(1)] * len(points)
     if kind is AggregationType.SUM:
         return [p.value if p.value is not None else ZERO for p in points]
-    prior = UniqueCountState().fold(b.point for b in before)
+    prior = UniqueCountState().fold(b.point for b in before if b.point is not None)
     return [u for _, u in per_event_units(kind, points, prior)]

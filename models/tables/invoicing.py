@@ -191,7 +191,8 @@ advance_fees = Table(
     Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("charge_id", "bucket", "event_id", name="uq_advance_fees_charge_event"),
-    Index("ix_advance_fees_period", "subscription_id", "period_start", "charge_position", "id"),
+    Index("ix_advance_fees_period", "subscription_id", "period_start", "charge_position",
+          "event_id"),
     Index("ix_advance_fees_regroup", "customer_id",
           postgresql_where=text("regroup and invoice_id is null")),
 )

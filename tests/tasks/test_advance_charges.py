@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
 from tallyflow.tasks.advance_charges import bill_advance_charges
+from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import fold_pending
 from tallyflow.tasks.invoicing import close_periods
 from tallyflow.tasks.usage import current_usage, due_subscriptions, snapshot_subscriptions
 from tallyflow.tasks.wallets import wallet_overview
-from tests.tasks.rating_fixtures import SUB, ingest_events, token_event
+from tests.tasks.rating_fixtures import MISTRAL, SUB, ingest_events, token_event
 from tests.tasks.test_invoicing import MARCH_END, catalog, ingested_until, invoices
 from tests.tasks.test_wallets_support import assert_balances_match_ledger, run_once
 
@@ -146,3 +147,42 @@ def test_a_late_event_pays_its_own_delta_and_issued_fees_never_change(
     cycle(engine, DAY + timedelta(hours=2))
     assert [f[:2] for f in fees(engine)] == [("e1", 200), ("e0", 100)]
     assert [len(i["fees"]) for i in invoices(engine)] == [1, 1]
+
+
+def seat(txn: str, when: datetime, user: str, operation: str = "add") -> dict[str, Any]:
+    return {"transaction_id": txn, "external_subscription_id": SUB, "code": "seats",
+            "timestamp": when.isoformat(),
+            "properties": {"user": user, "operation_type": operation}}
+
+
+def test_unique_count_with_removals_bills_only_new_highs(engine: Engine, tmp_path: Path) -> None:
+    """Seats at $3 (unique_count, paid in advance) over three cycles: a removal and a re-add
+    pay nothing, a third seat pays; a late removal older than the add changes nothing."""
+    catalog(engine, tmp_path)
+    plan = json.loads((MISTRAL / "plan.json").read_text())
+    plan["plan"]["charges"].append({"billable_metric_code": "seats", "charge_model": "standard",
+                                    "pay_in_advance": True, "properties": {"amount": "3"}})
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "plan.json").write_text(json.dumps(plan))
+    (extra / "seats.json").write_text(json.dumps({"billable_metric": {
+        "code": "seats", "name": "Seats", "aggregation_type": "unique_count_agg",
+        "field_name": "user"}}))
+    assert apply_catalog(engine, [extra]).ok
+    ingest_events(engine, tmp_path, [seat("s1", DAY, "u1"), seat("s2", DAY, "u2")])
+    cycle(engine, DAY + timedelta(hours=1))
+    later = DAY + timedelta(hours=1, minutes=30)
+    ingest_events(engine, tmp_path, [seat("s3", later, "u1", "remove"),
+                                     seat("s4", later + timedelta(minutes=1), "u1"),
+                                     seat("s5", DAY - timedelta(hours=1), "u2", "remove")])
+    cycle(engine, DAY + timedelta(hours=2))
+    ingest_events(engine, tmp_path, [seat("s6", DAY + timedelta(hours=2, minutes=5), "u3")])
+    cycle(engine, DAY + timedelta(hours=3))
+    assert [f[:2] for f in fees(engine)] == [
+        ("s1", 300), ("s2", 300), ("s5", 0), ("s3", 0), ("s4", 0), ("s6", 300)]
+    with engine.connect() as conn:
+        assert [int(u) for u in conn.execute(text(
+            "select units from advance_fees order by id")).scalars()] == [1, 1, 0, -1, 1, 1]
+    # on one pay_in_advance invoice per cycle with something to pay
+    assert [[f["event_transaction_id"] for f in i["fees"]] for i in invoices(engine)] == [
+        ["s1", "s2"], ["s6"]]
