@@ -82,12 +82,16 @@ def bill_advance_charges(
     grace_hours: int = DEFAULT_GRACE_HOURS,
 ) -> AdvanceSummary:
     """Bill the events up to ``at`` of every charge paid in advance that has no fee yet."""
-    with engine.connect() as conn:
-        subs = load_subscription_rows(conn, subscriptions)
-        metrics = load_metrics(conn)
-        charges = load_charges(conn, {s.plan_id for s in subs}, metrics)
-        catalog = load_close_catalog(conn)
     summary = AdvanceSummary()
+    with engine.connect() as conn:
+        plans = list(conn.execute(text("select distinct plan_id from charges"
+                                       " where pay_in_advance and effective_to is null"))
+                     .scalars())
+        if not plans:  # the common case: nothing to read
+            return summary
+        subs = [s for s in load_subscription_rows(conn, subscriptions) if s.plan_id in plans]
+        charges = load_charges(conn, plans, load_metrics(conn))
+        catalog = load_close_catalog(conn)
     since = at - timedelta(hours=grace_hours)
     for sub in subs:
         mine = [c for c in charges.get(sub.plan_id, []) if c.pay_in_advance]
