@@ -152,28 +152,33 @@ _REGROUPABLE = """
            c.invoice_display_name, cf.invoice_display_name as filter_display_name
     from advance_fees f
     join subscriptions s on s.id = f.subscription_id
+    join customers cu on cu.id = f.customer_id
     join charges c on c.id = f.charge_id
     join billable_metrics m on m.id = c.billable_metric_id
     left join charge_filters cf on cf.charge_id = f.charge_id and cf.position = f.bucket
     where f.regroup and f.invoice_id is null and f.period_end < :at and f.amount_cents > 0
       and f.prepaid_cents >= f.amount_cents + f.taxes_amount_cents
+      and (cast(:only as text[]) is null or cu.external_id = any(cast(:only as text[])))
 """
 
 
-def regroup_paid_fees(engine: Engine, at: datetime) -> list[dict[str, Any]]:
+def regroup_paid_fees(
+    engine: Engine, at: datetime, customers: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
     """Put the paid fees of periods ended before ``at`` on ``advance_charges`` invoices: one
     per customer, currency and billing day (the day after the period's end), in one
-    transaction per customer under its row lock (a rerun finds them regrouped)."""
+    transaction per customer under its row lock (a rerun finds them regrouped). ``customers``
+    limits it to these external ids."""
     with engine.connect() as conn:
-        customers = sorted({int(r.customer_id) for r in conn.execute(
-            text(_REGROUPABLE), {"at": at})})
+        due = sorted({int(r.customer_id) for r in conn.execute(text(_REGROUPABLE), {
+            "at": at, "only": list(customers) if customers is not None else None})})
     issued: list[dict[str, Any]] = []
-    for customer_id in customers:
+    for customer_id in due:
         with engine.begin() as conn:
             conn.execute(text("select id from customers where id = :c for update"),
                          {"c": customer_id})
             rows = conn.execute(text(_REGROUPABLE + " and f.customer_id = :c order by f.id"),
-                                {"at": at, "c": customer_id}).all()
+                                {"at": at, "c": customer_id, "only": None}).all()
             catalog = load_close_catalog(conn)
             customer = catalog.customers[customer_id]
             zone = ZoneInfo(customer.timezone or "UTC")

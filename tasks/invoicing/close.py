@@ -240,7 +240,7 @@ def close_periods(
             else:
                 summary.drafts += 1
     # paid fees of charges kept off invoices, regrouped once their period has ended
-    summary.advance_charges = len(regroup_paid_fees(engine, at))
+    summary.advance_charges = len(regroup_paid_fees(engine, at, customers))
     with engine.connect() as conn:
         summary.late_events = late_usage_count(conn)
     return summary
