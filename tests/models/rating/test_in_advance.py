@@ -67,6 +67,8 @@ CASES = [
      {"rate": "10", "free_units_per_events": 1, "per_transaction_max_amount": "3",
       "per_transaction_min_amount": "0.5"},
      [100, 50, 2], [0, 300, 50]),
+    ("percentage-free-total", "sum_agg", "percentage",
+     {"rate": "10", "free_units_per_total_aggregation": "150"}, [100, 100], [0, 500]),
     ("percentage-fixed-amount", "sum_agg", "percentage", {"rate": "1", "fixed_amount": "0.2"},
      [100, 100], [120, 120]),
     ("unique-count-with-removals", "unique_count_agg", "standard", {"amount": "3"},
