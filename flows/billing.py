@@ -34,6 +34,7 @@ from tallyflow.flows.params import (
 from tallyflow.flows.usage_snapshot import usage_snapshot
 from tallyflow.flows.wallet_deductions import wallet_deductions
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.tasks.advance_charges import advance_charges_task
 from tallyflow.tasks.billing_report import customer_movements_task
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.usage import customer_of_task
@@ -65,7 +66,8 @@ def _billing_name() -> str:
 )
 @tracked
 def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
-    """Usage snapshot, wallet deductions, then period close (invoices), for one hour.
+    """Usage snapshot, wallet deductions, charges paid in advance, then period close
+    (invoices), for one hour.
 
     Args:
         hour: The hour to bill, with its offset (e.g. 2026-11-27T10:00:00Z). Leave empty for
@@ -77,15 +79,20 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
     failpoint("billing.between_flows")
     wallets_state = wallet_deductions(as_of=at, return_state=True)
     wallets = wallets_state.result()
+    # charges paid in advance: each new event's fee, invoice and wallet payment, once (after
+    # the wallet flow opened and topped up this hour's wallets)
+    advance = advance_charges_task(at)
     movements = customer_movements_task(wallets["run_id"]) if "run_id" in wallets else []
     failpoint("billing.before_close")
     invoices_state = close_periods_flow(at=at, return_state=True)
     invoices = invoices_state.result()
-    summary = {"hour": at.isoformat(), "usage": usage, "wallets": wallets, "invoices": invoices}
+    summary = {"hour": at.isoformat(), "usage": usage, "advance": advance, "wallets": wallets,
+               "invoices": invoices}
     create_markdown_artifact(
         _artifact(at, usage, wallets, movements,
                   usage_run=usage_state.state_details.flow_run_id,
                   wallet_run=wallets_state.state_details.flow_run_id)
+        + _advance_section(advance)
         + _invoices_section(invoices, invoices_state.state_details.flow_run_id),
         key="billing-cycle",
         description=f"Billing {hour_label(at)}",
@@ -131,6 +138,13 @@ def _artifact(
     else:
         lines += ["", "No wallet postings in this run: every ledger already matched usage."]
     return "\n".join(lines)
+
+
+def _advance_section(advance: dict[str, Any]) -> str:
+    return (f"\n\n## Charges paid in advance\n\n- {advance.get('fees', 0)} event fee(s),"
+            f" {advance.get('amount_cents', 0)} cents, {advance.get('invoices', 0)}"
+            f" pay_in_advance invoice(s), {advance.get('paid_cents', 0)} cents paid from wallets"
+            f" (`tallyflow invoices advance-fees`)")
 
 
 def _invoices_section(invoices: dict[str, Any], run: Any) -> str:

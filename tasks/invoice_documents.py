@@ -36,7 +36,8 @@ def _fee_object(row: Any) -> dict[str, Any]:
         "lago_id": row.lago_id,
         "lago_invoice_id": row.invoice_lago_id,
         "external_subscription_id": row.external_subscription_id,
-        "event_transaction_id": None,
+        # a charge paid in advance bills one event per fee (Lago's fee.event_transaction_id)
+        "event_transaction_id": row.event_transaction_id,
         "amount_cents": _int(row.amount_cents),
         "precise_amount_cents": plain_text(Decimal(row.precise_amount_cents)),
         "amount_currency": row.currency,
@@ -47,8 +48,9 @@ def _fee_object(row: Any) -> dict[str, Any]:
         "total_amount_currency": row.currency,
         "units": plain_text(Decimal(row.units)),
         "events_count": int(row.events_count),
-        "pay_in_advance": False,
-        "invoiceable": True,
+        "pay_in_advance": row.event_transaction_id is not None,
+        # regrouped fees (advance_charges invoice) are those of charges kept off invoices
+        "invoiceable": row.invoice_type != "advance_charges",
         "from_date": _iso(row.from_datetime),
         "to_date": _iso(row.to_datetime),
         "applied_taxes": loads_exact(row.applied_taxes),
@@ -82,7 +84,7 @@ _INVOICES = """
 _FEES = text(
     """
     select f.*, f.grouped_by::text as grouped_by, f.applied_taxes::text as applied_taxes,
-           v.lago_id as invoice_lago_id, v.currency
+           v.lago_id as invoice_lago_id, v.currency, v.invoice_type
     from invoice_fees f join invoices v on v.id = f.invoice_id
     where f.invoice_id = any(cast(:ids as bigint[]))
     order by f.invoice_id, f.position

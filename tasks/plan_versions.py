@@ -138,9 +138,10 @@ def write_charges(
                 """
                 insert into charges (plan_id, position, billable_metric_id, charge_model,
                   properties, pay_in_advance, invoiceable, prorated, min_amount_cents,
-                  invoice_display_name, pricing_group_keys, effective_from)
+                  invoice_display_name, pricing_group_keys, effective_from, regroup_paid_fees)
                 values (:plan, :position, :metric, :model, cast(:properties as jsonb), :advance,
-                  :invoiceable, :prorated, :minimum, :display, cast(:groups as text[]), :at)
+                  :invoiceable, :prorated, :minimum, :display, cast(:groups as text[]), :at,
+                  :regroup)
                 returning id
                 """
             ),
@@ -150,6 +151,7 @@ def write_charges(
                 "model": charge.charge_model, "properties": dumps(charge.properties),
                 "advance": charge.pay_in_advance, "invoiceable": charge.invoiceable,
                 "prorated": charge.prorated, "minimum": charge.min_amount_cents,
+                "regroup": charge.regroup_paid_fees,
                 "display": charge.invoice_display_name,
                 "groups": list(charge.pricing_group_keys), "at": at,
             },

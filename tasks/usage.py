@@ -36,6 +36,7 @@ from tallyflow.models.rating.pricing import (
     FilterInfo,
     MetricInfo,
     SubscriptionInfo,
+    SubscriptionUsage,
     pricing_of,
     rate_subscription,
 )
@@ -61,6 +62,7 @@ from tallyflow.tasks.retry import transient_retries
 _CHARGE_COLUMNS = """
     select c.id, c.plan_id, c.position, c.billable_metric_id, c.charge_model, c.prorated,
            c.properties::text as properties, c.invoice_display_name, c.pricing_group_keys,
+           c.pay_in_advance, c.invoiceable, c.regroup_paid_fees,
            coalesce((select jsonb_agg(jsonb_build_object(
                         'position', f.position, 'values', f.values, 'properties', f.properties,
                         'invoice_display_name', f.invoice_display_name) order by f.position)
@@ -128,6 +130,9 @@ def load_charges(
                 filters=filters,
                 pricing=pricing_of(row.charge_model, properties),
                 prorated=bool(row.prorated),
+                pay_in_advance=bool(row.pay_in_advance),
+                invoiceable=bool(row.invoiceable),
+                regroup_paid_fees=row.regroup_paid_fees,
             )
         )
     return plans
@@ -246,11 +251,13 @@ def _event_values_reader(
 
 
 def current_usage(engine: Engine, external_subscription_id: str, at: datetime) -> dict[str, Any]:
-    """Lago ``customer_usage`` for the period containing ``at``, with every event so far.
+    """Lago ``customer_usage`` for the period containing ``at``, with every event so far."""
+    return rated_usage(engine, external_subscription_id, at).as_lago()
 
-    Raises ``LookupError`` for an unknown subscription and ``ValueError`` when ``at`` is
-    outside the subscription's life.
-    """
+
+def rated_usage(engine: Engine, external_subscription_id: str, at: datetime) -> SubscriptionUsage:
+    """The usage of the period containing ``at`` with every event so far; ``LookupError`` for
+    an unknown subscription, ``ValueError`` when ``at`` is outside its life."""
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
@@ -259,13 +266,9 @@ def current_usage(engine: Engine, external_subscription_id: str, at: datetime) -
                 raise LookupError(f"unknown subscription {external_subscription_id!r}")
             inputs = read_inputs(conn, [sub], at)
             period = inputs.periods[sub.id]
-            return rate_subscription(
-                sub,
-                inputs.charges_of(sub),
-                period,
-                inputs.states.get(sub.id, {}),
-                _event_values_reader(conn, sub, period),
-            ).as_lago()
+            return rate_subscription(sub, inputs.charges_of(sub), period,
+                                     inputs.states.get(sub.id, {}),
+                                     _event_values_reader(conn, sub, period))
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,14 +378,17 @@ _UPSERT_SNAPSHOT = text(
     """
 )
 
+# Deductions take charges in arrears only: those in advance are paid per event (never twice).
 _UPSERT_AMOUNTS = text(
     """
     insert into usage_amounts as a (subscription_id, period_start, external_subscription_id,
       period_end, as_of, currency, amount_cents, precise_amount_cents, snapshot_id)
     select s.subscription_id, s.period_start, s.external_subscription_id, s.period_end,
-           s.as_of, s.currency, s.amount_cents, s.precise_amount_cents, s.id
+           s.as_of, s.currency, k.cents, k.precise, s.id
     from usage_snapshots s
-    join unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[])) as k(sid, ps)
+    join unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[]),
+                cast(:cents as numeric[]), cast(:precise as numeric[])) as k(sid, ps, cents,
+                                                                             precise)
       on s.subscription_id = k.sid and s.period_start = k.ps and s.as_of = :as_of
     order by s.subscription_id
     on conflict (subscription_id, period_start) do update set
@@ -444,6 +450,7 @@ def snapshot_subscriptions(
                         "events_count": usage.events_count,
                         "usage": orjson.dumps(usage.as_lago()).decode(),
                         "flow_run_id": flow_run_id,
+                        "arrears": usage.in_arrears(),
                     }
                 )
     rows.sort(key=lambda r: r["subscription_id"])
@@ -464,6 +471,8 @@ def snapshot_subscriptions(
                 {
                     "subs": [r["subscription_id"] for r in rows],
                     "starts": [r["period_start"] for r in rows],
+                    "cents": [r["arrears"][0] for r in rows],
+                    "precise": [r["arrears"][1] for r in rows],
                     "as_of": as_of,
                 },
             )

@@ -1,7 +1,7 @@
 """usage_states.day_totals: per-day value totals of recurring sums, for prorated charges
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-11-29
 
 Why: a prorated charge weighs each event by the share of the period left from its local day
@@ -18,7 +18,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0013"
-down_revision = "0011"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -28,6 +28,7 @@ from tallyflow.models.catalog.fields import (
     GROUP_KEY_PROPERTIES,
     INTERVALS,
     PLAN,
+    REGROUP_PAID_FEES,
     ROUNDING_FUNCTIONS,
     RULE_METHODS,
     RULE_TRIGGERS,
@@ -75,14 +76,6 @@ _EXPORT_FIELDS = frozenset({"lago_id", "created_at", "updated_at", "organization
 
 _COUNTS = frozenset({"active_subscriptions_count", "draft_invoices_count", "plans_count",
                      "subscriptions_count"})
-
-
-def _true(value: Any) -> bool:
-    return value is True
-
-
-def _false(value: Any) -> bool:
-    return value is False
 
 
 def _positive_number(value: Any) -> bool:
@@ -192,15 +185,14 @@ class Charge(LagoModel):
     min_amount_cents: Cents = 0
     invoice_display_name: str | None = None
     tax_codes: TaxCodes = []
+    # Lago: null, or "invoice" (fees kept off invoices, paid, regrouped at period end on an
+    # advance_charges invoice); only with pay_in_advance true and invoiceable false (rules.py).
+    regroup_paid_fees: Annotated[
+        str, _one_of("regroup_paid_fees", REGROUP_PAID_FEES)] | None = None
 
     NO_EFFECT = _EXPORT_FIELDS | {"lago_billable_metric_id", "taxes", "code"}
     NOT_SUPPORTED = {
-        "regroup_paid_fees": "regrouping pay-in-advance fees on invoices",
         "applied_pricing_unit": "custom pricing units",
-    }
-    NOT_SUPPORTED_VALUES = {
-        "pay_in_advance": (_true, "billing the charge per event, in advance"),
-        "invoiceable": (_false, "pay-in-advance charges kept off invoices"),
     }
 
     @property

@@ -82,6 +82,8 @@ WEIGHTED_INTERVALS = ("seconds",)
 
 
 BILLING_TIMES = tuple(BillingTime)
+# Lago's charge.regroup_paid_fees values (null is the default: no regrouping).
+REGROUP_PAID_FEES = ("invoice",)
 
 
 RULE_TRIGGERS = ("interval", "threshold")

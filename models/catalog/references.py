@@ -128,6 +128,11 @@ def _charge_references(charge: Charge, metric: BillableMetric, loc: Loc) -> list
     if charge.pay_in_advance and agg in NOT_PAY_IN_ADVANCE:
         issues.append(Issue((*loc, "pay_in_advance"),
                             f"is not available for {agg} metrics ({metric.code!r})"))
+    elif charge.pay_in_advance and metric.recurring:
+        issues.append(Issue((*loc, "pay_in_advance"),
+                            f"true is not supported yet for recurring metrics ({metric.code!r}:"
+                            f" billing the carried-over units again each period); Tallyflow"
+                            f" would not bill it"))
     issues += prorated_metric_issues(charge, metric, loc)
     allowed = {f.key: f.values for f in metric.filters}
     for index, item in enumerate(charge.filters):

@@ -199,6 +199,7 @@ def _charge_issues(charge: Charge, loc: Loc) -> list[Issue]:
     if charge.pay_in_advance and charge.charge_model == "volume":
         issues.append(Issue((*loc, "pay_in_advance"), "is not available for volume charges"))
     issues += prorated_issues(charge, loc)
+    issues += _advance_issues(charge, loc)
     issues += _property_issues(charge.charge_model, charge.properties, (*loc, "properties"))
     seen: dict[str, int] = {}
     for index, item in enumerate(charge.filters):
@@ -209,6 +210,27 @@ def _charge_issues(charge: Charge, loc: Loc) -> list[Issue]:
             issues.append(Issue((*floc, "values"),
                                 f"same values as filters[{seen[signature]}]"))
         seen.setdefault(signature, index)
+    return issues
+
+
+def _advance_issues(charge: Charge, loc: Loc) -> list[Issue]:
+    """Lago's pay-in-advance rules (``Charge#validate_regroup_paid_fees``,
+    ``#validate_min_amount_cents``), and the combinations Tallyflow does not bill yet."""
+    issues: list[Issue] = []
+    if charge.regroup_paid_fees is not None and not (
+            charge.pay_in_advance and not charge.invoiceable):
+        issues.append(Issue((*loc, "regroup_paid_fees"),
+                            "is only compatible with pay_in_advance true and invoiceable false"))
+    if not charge.pay_in_advance:
+        return issues
+    if charge.min_amount_cents > 0:
+        issues.append(Issue((*loc, "min_amount_cents"),
+                            "is not compatible with pay_in_advance (Lago)"))
+    # prorated with pay_in_advance: refused in models/catalog/prorated.py
+    if charge.charge_model == "dynamic":
+        issues.append(Issue((*loc, "pay_in_advance"), "true is not supported yet for dynamic "
+                                                      "charges (each event paying its own "
+                                                      "amount); Tallyflow would not bill it"))
     return issues
 
 

@@ -191,6 +191,11 @@ class ChargeInfo:
     # Lago's ``prorated``: a recurring sum's or unique count's units billed for the share of
     # the period they existed (catalog rules in models/catalog/prorated.py)
     prorated: bool = False
+    # Paid in advance: billed per event (models/rating/in_advance.py), so the hourly usage
+    # deductions and the period-end invoice leave it out; current usage still shows it.
+    pay_in_advance: bool = False
+    invoiceable: bool = True
+    regroup_paid_fees: str | None = None
     bucket_cache: dict[FilterKey, BucketId] = field(
         default_factory=dict, compare=False, hash=False, repr=False
     )
@@ -366,6 +371,15 @@ class SubscriptionUsage:
     @property
     def events_count(self) -> int:
         return sum(c.line.events_count for c in self.charges)
+
+    def in_arrears(self) -> tuple[int, Decimal]:
+        """Cents and precise cents of the charges not paid in advance: what the hourly wallet
+        deductions take (the others are paid per event, tasks/advance_charges.py)."""
+        charges = [c for c in self.charges if not c.charge.pay_in_advance]
+        precise = ZERO
+        for charge in charges:
+            precise = WIDE.add(precise, charge.line.precise_amount_cents)
+        return sum(c.line.amount_cents for c in charges), precise
 
     def as_lago(self) -> dict[str, Any]:
         period = self.period

@@ -33,6 +33,7 @@ from tallyflow.models.tables.ingestion import (
     run_history,
 )
 from tallyflow.models.tables.invoicing import (
+    advance_fees,
     invoice_fees,
     invoice_pdfs,
     invoice_subscriptions,
@@ -67,6 +68,7 @@ __all__ = [
     "events",
     "ingest_objects",
     "ingest_runs",
+    "advance_fees",
     "invoice_fees",
     "invoice_pdfs",
     "invoice_subscriptions",

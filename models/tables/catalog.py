@@ -137,6 +137,8 @@ charges = Table(
     Column("pay_in_advance", Boolean, nullable=False, server_default=text("false")),
     Column("invoiceable", Boolean, nullable=False, server_default=text("true")),
     Column("prorated", Boolean, nullable=False, server_default=text("false")),
+    # Lago's regroup_paid_fees: null or 'invoice' (migration 0012)
+    Column("regroup_paid_fees", Text),
     Column("min_amount_cents", Numeric, nullable=False, server_default=text("0")),
     Column("invoice_display_name", Text),
     Column("pricing_group_keys", ARRAY(Text), nullable=False, server_default=text("'{}'")),

@@ -60,9 +60,12 @@ invoices = Table(
     Column("html", Text),
     *_timestamps(),
     # One subscription invoice per customer and billing day; credit invoices (paid wallet
-    # top-ups, migration 0008) are one per top-up, so the key leaves them out.
+    # top-ups, migration 0008) are one per top-up, pay_in_advance ones one per subscription
+    # and billing-cycle hour, advance_charges ones per regrouping (migration 0012).
     Index("uq_invoices_customer_day", "customer_id", "issuing_date", "invoice_type",
-          unique=True, postgresql_where=text("invoice_type <> 'credit'")),
+          unique=True, postgresql_where=text("invoice_type = 'subscription'")),
+    CheckConstraint("invoice_type in ('subscription', 'credit', 'pay_in_advance',"
+                    " 'advance_charges')", name="invoice_type"),
     UniqueConstraint("customer_id", "sequential_id", name="uq_invoices_customer_sequence"),
     CheckConstraint("status in ('draft', 'finalized')", name="status"),
     CheckConstraint("payment_status in ('pending', 'succeeded', 'failed')",
@@ -124,6 +127,8 @@ invoice_fees = Table(
     # A credit fee's paid top-up (migration 0008): each is invoiced once.
     Column("wallet_transaction_id", BigInteger,
            ForeignKey("wallet_transactions.id", ondelete="RESTRICT"), unique=True),
+    # A pay-in-advance charge fee's event (Lago's fee.event_transaction_id; migration 0012).
+    Column("event_transaction_id", Text),
     UniqueConstraint("invoice_id", "position", name="uq_invoice_fees_position"),
     CheckConstraint("item_type in ('subscription', 'charge', 'commitment', 'credit')",
                     name="item_type"),
@@ -143,4 +148,51 @@ invoice_pdfs = Table(
            primary_key=True),
     Column("pdf", LargeBinary, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+# Fees of charges paid in advance (migration 0012): one per (charge, filter bucket, event),
+# written with the event's wallet payment or pay-in-advance invoice in one transaction, so an
+# event is billed once whatever reruns, retries or crashes (tasks/advance_charges.py).
+# ``bucket`` is the charge filter's position (-1: the default bucket); ``charge_position``
+# ties the fees of a plan's charge across its versions (a changed charge is a new row).
+advance_fees = Table(
+    "advance_fees",
+    metadata,
+    _pk(),
+    Column("lago_id", Text, nullable=False, unique=True),
+    Column("charge_id", BigInteger, ForeignKey("charges.id", ondelete="RESTRICT"),
+           nullable=False),
+    Column("charge_position", Integer, nullable=False),
+    Column("bucket", Integer, nullable=False),
+    Column("grouped_by", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="RESTRICT"),
+           nullable=False),
+    Column("customer_id", BigInteger, ForeignKey("customers.id", ondelete="RESTRICT"),
+           nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("transaction_id", Text, nullable=False),
+    Column("event_timestamp", DateTime(timezone=True), nullable=False),
+    # the billing-cycle hour that billed it (its pay_in_advance invoice's hour)
+    Column("billing_hour", DateTime(timezone=True), nullable=False),
+    Column("units", Numeric, nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("amount_cents", Numeric, nullable=False),
+    Column("precise_amount_cents", Numeric, nullable=False),
+    Column("taxes_amount_cents", Numeric, nullable=False),
+    Column("taxes_precise_amount_cents", Numeric, nullable=False),
+    Column("invoiceable", Boolean, nullable=False),
+    Column("regroup", Boolean, nullable=False),
+    # what the wallets paid toward it (amount + taxes when fully paid)
+    Column("prepaid_cents", Numeric, nullable=False, server_default=text("0")),
+    # its pay_in_advance invoice, or the advance_charges invoice that regrouped it
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("charge_id", "bucket", "event_id", name="uq_advance_fees_charge_event"),
+    Index("ix_advance_fees_period", "subscription_id", "period_start", "charge_position",
+          "event_id"),
+    Index("ix_advance_fees_regroup", "customer_id",
+          postgresql_where=text("regroup and invoice_id is null")),
 )

@@ -6,7 +6,9 @@
 - ``show ID|NUMBER [--json]`` prints ``{"invoice": {...}}`` (or a readable invoice);
 - ``pdf ID|NUMBER -o FILE`` (and ``html``) writes the document kept at finalization;
 - ``mark-paid|mark-failed ID|NUMBER`` records the payment status of a finalized invoice;
-- ``late-usage`` lists events that arrived after their period's invoice was finalized.
+- ``late-usage`` lists events that arrived after their period's invoice was finalized;
+- ``advance-fees [--subscription ID] [--json]`` lists the per-event fees of charges paid in
+  advance (on a ``pay_in_advance`` invoice, or kept off invoices and paid from the wallets).
 """
 
 from __future__ import annotations
@@ -66,6 +68,9 @@ def close(
                    f"{format_money(invoice['total_amount_cents'], invoice['currency'])}")
 
 
+INVOICE_TYPES = ("subscription", "credit", "pay_in_advance", "advance_charges")
+
+
 @app.command("list")
 def list_(
     customer: str | None = typer.Option(None, "--customer", help="External customer id."),
@@ -73,7 +78,9 @@ def list_(
                                             help="External subscription id."),
     status: str | None = typer.Option(None, "--status", help="draft or finalized."),
     invoice_type: str | None = typer.Option(
-        None, "--type", help="subscription (periods) or credit (paid wallet top-ups)."),
+        None, "--type", help="subscription (periods), credit (paid wallet top-ups),"
+                             " pay_in_advance (charges paid per event) or advance_charges"
+                             " (paid fees regrouped at period end)."),
     as_json: bool = typer.Option(False, "--json", help='Lago\'s {"invoices": [...]}.'),
 ) -> None:
     """Invoices, oldest first."""
@@ -81,8 +88,9 @@ def list_(
 
     if status is not None and status not in STATUSES:
         raise typer.BadParameter(f"--status must be draft or finalized; got {status!r}")
-    if invoice_type is not None and invoice_type not in ("subscription", "credit"):
-        raise typer.BadParameter(f"--type must be subscription or credit; got {invoice_type!r}")
+    if invoice_type is not None and invoice_type not in INVOICE_TYPES:
+        raise typer.BadParameter(f"--type must be one of {', '.join(INVOICE_TYPES)};"
+                                 f" got {invoice_type!r}")
     invoices = list_invoices(billing_engine(), customer=customer, subscription=subscription,
                              status=status, invoice_type=invoice_type)
     if as_json:
@@ -108,6 +116,37 @@ def list_(
 
 def _money(currency: str) -> Any:
     return lambda cents: format_money(cents, currency)
+
+
+@app.command("advance-fees")
+def advance_fees(
+    subscription: str | None = typer.Option(None, "--subscription",
+                                            help="External subscription id."),
+    as_json: bool = typer.Option(False, "--json", help='Lago\'s {"fees": [...]}.'),
+) -> None:
+    """Fees of charges paid in advance, one per event, in billing order."""
+    from tallyflow.tasks.invoicing.advance import list_advance_fees
+
+    fees = list_advance_fees(billing_engine(), subscription=subscription)
+    if as_json:
+        typer.echo(json.dumps({"fees": fees}, indent=2))
+        return
+    table = Table(title="fees paid in advance")
+    for column in ("event", "subscription", "charge", "units", "amount", "taxes", "paid",
+                   "status", "invoice"):
+        table.add_column(column, justify="right" if column in (
+            "units", "amount", "taxes", "paid") else "left")
+    for f in fees:
+        money = _money(f["amount_currency"])
+        table.add_row(f["event_transaction_id"], f["external_subscription_id"],
+                      f["item"]["filter_invoice_display_name"] or f["item"]["name"], f["units"],
+                      money(f["amount_cents"]), money(f["taxes_amount_cents"]),
+                      money(f["prepaid_credit_amount_cents"]), f["payment_status"],
+                      f["invoice_number"] or "-")
+    _console().print(table)
+    if not fees:
+        typer.echo("No fees paid in advance yet (charges with pay_in_advance: true are billed"
+                   " per event by the billing cycle).")
 
 
 @app.command("show")

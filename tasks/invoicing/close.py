@@ -41,6 +41,7 @@ from tallyflow.models.invoicing import (
 from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
 from tallyflow.models.rating.pricing import SubscriptionInfo, SubscriptionUsage
 from tallyflow.tasks.folding import load_subscription_rows
+from tallyflow.tasks.invoicing.advance import regroup_paid_fees
 from tallyflow.tasks.invoicing.inputs import (
     BATCH,
     CloseSummary,
@@ -238,6 +239,8 @@ def close_periods(
                 summary.prepaid_cents += Decimal(outcome["prepaid_credit_amount_cents"])
             else:
                 summary.drafts += 1
+    # paid fees of charges kept off invoices, regrouped once their period has ended
+    summary.advance_charges = len(regroup_paid_fees(engine, at, customers))
     with engine.connect() as conn:
         summary.late_events = late_usage_count(conn)
     return summary

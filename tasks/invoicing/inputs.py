@@ -205,6 +205,10 @@ def period_input(
     ends = trial_end(sub.subscription_at, plan.trial_period)
     charges = []
     for index, item in enumerate(usage.charges if usage is not None else ()):
+        if item.charge.pay_in_advance:
+            # billed per event when rated (tasks/advance_charges.py); non-recurring (catalog
+            # rule), so the period end bills nothing of it again (Lago)
+            continue
         charges.append(ChargeUsage(
             charge_id=item.charge.id,
             metric_code=item.charge.metric.code,
@@ -249,6 +253,7 @@ class CloseSummary:
     prepaid_cents: Decimal = ZERO
     watermark: str | None = None
     late_events: int = 0
+    advance_charges: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -259,6 +264,7 @@ class CloseSummary:
             "prepaid_credit_amount_cents": int(self.prepaid_cents),
             "watermark": self.watermark,
             "late_events": self.late_events,
+            "advance_charges_invoices": self.advance_charges,
         }
 
 

@@ -75,7 +75,8 @@ _UPSERT = text(
       as r(lago, cid, day, currency, fees, taxes, total, applied, customer, after, term,
            entity)
     order by cid, day
-    on conflict (customer_id, issuing_date, invoice_type) where invoice_type <> 'credit'
+    on conflict (customer_id, issuing_date, invoice_type)
+      where invoice_type = 'subscription'
     do update set
       currency = excluded.currency, fees_amount_cents = excluded.fees_amount_cents,
       taxes_amount_cents = excluded.taxes_amount_cents,

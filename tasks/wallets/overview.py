@@ -201,7 +201,7 @@ def live_scopes(
     subscription active at ``moment``, snapshot or not) with usage rated live from the folded
     state and the events not folded yet, exactly as ``tallyflow usage`` rates it."""
     from tallyflow.tasks.folding import load_subscription_rows
-    from tallyflow.tasks.usage import current_usage
+    from tallyflow.tasks.usage import rated_usage
 
     with engine.connect() as conn:
         external_ids = list(conn.execute(
@@ -232,11 +232,13 @@ def live_scopes(
     for (sub_id, period_start), at in sorted(wanted.items()):
         sub = subs[sub_id]
         try:
-            usage = current_usage(engine, sub.external_id, at)
+            # what the hourly deductions would take: charges paid in advance are paid per
+            # event (tasks/advance_charges.py), so they are not owed again
+            in_arrears, _ = rated_usage(engine, sub.external_id, at).in_arrears()
         except (LookupError, ValueError):
             continue
         deducted, revision = positions.get((sub_id, period_start), (ZERO, 0))
-        out.append(LiveScope(sub_id, period_start, sub.currency, Decimal(usage["amount_cents"]),
+        out.append(LiveScope(sub_id, period_start, sub.currency, Decimal(in_arrears),
                              sub.external_id, customer_id, deducted, revision))
     return out
 

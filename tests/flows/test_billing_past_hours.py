@@ -83,3 +83,24 @@ def test_rerate_posts_the_wallet_difference_in_the_same_run(
     with engine.connect() as conn:
         deducted = conn.execute(text("select deducted_cents from wallet_usage_positions"))
         assert deducted.scalar_one() == 600
+
+
+def test_the_billing_cycle_bills_charges_paid_in_advance_once(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The real flow: the event's fee on a pay_in_advance invoice, paid from the wallet (no
+    hourly deduction for it), reported in the artifact; a rerun of the hour bills nothing."""
+    def in_advance(plan: dict) -> None:
+        plan["charges"][0]["pay_in_advance"] = True
+
+    apply_mistral(engine, tmp_path, plan=in_advance)
+    ingest_events(engine, tmp_path, [token_event("a", "2025-03-10T00:00:00Z", 2_000_000)])
+    first = billing_cycle(hour=HOUR)
+    assert (first["advance"]["fees"], first["advance"]["invoices"]) == (1, 1)
+    assert first["advance"]["paid_cents"] == "200"
+    assert Decimal(first["wallets"]["amount_cents_deducted"]) == 0
+    assert "- 1 event fee(s), 200 cents, 1 pay_in_advance invoice(s)" in _billing_report()
+    assert billing_cycle(hour=HOUR)["advance"]["fees"] == 0
+    with engine.connect() as conn:
+        assert conn.execute(text("select sum(amount_cents) from wallet_transactions"
+                                 " where direction = 'outbound'")).scalar_one() == 200

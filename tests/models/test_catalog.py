@@ -220,7 +220,24 @@ INVALID: list[tuple[str, list[dict[str, Any]], str, str]] = [
     ("charge-in-advance-on-max-metric", [metric(code="peak", aggregation_type="max_agg"),
                                          plan(charge(billable_metric_code="peak",
                                                      pay_in_advance=True))],
-     "plan.charges[0].pay_in_advance", "not supported yet"),
+     "plan.charges[0].pay_in_advance", "not available for max_agg"),
+    # pay in advance (Lago's Charge validations)
+    ("charge-in-advance-volume", [plan(charge("volume", {"volume_ranges": [
+        {"from_value": 0, "to_value": None, "per_unit_amount": "1", "flat_amount": "0"}]},
+        pay_in_advance=True))],
+     "plan.charges[0].pay_in_advance", "not available for volume charges"),
+    ("charge-in-advance-minimum", [plan(charge(pay_in_advance=True, min_amount_cents=100))],
+     "plan.charges[0].min_amount_cents", "not compatible with pay_in_advance"),
+    ("charge-regroup-in-arrears", [plan(charge(regroup_paid_fees="invoice"))],
+     "plan.charges[0].regroup_paid_fees", "only compatible with pay_in_advance true"),
+    ("charge-regroup-invoiceable", [plan(charge(pay_in_advance=True,
+                                                regroup_paid_fees="invoice"))],
+     "plan.charges[0].regroup_paid_fees", "and invoiceable false"),
+    ("charge-in-advance-recurring", [metric(code="seats", aggregation_type="unique_count_agg",
+                                            field_name="user", recurring=True),
+                                     plan(charge(billable_metric_code="seats",
+                                                 pay_in_advance=True))],
+     "plan.charges[0].pay_in_advance", "not supported yet for recurring metrics"),
     ("charge-negative-minimum", [plan(charge(min_amount_cents=-5))],
      "plan.charges[0].min_amount_cents", "must not be negative"),
     ("plan-bad-interval", [plan(interval="daily")], "plan.interval", "unknown interval 'daily'"),
@@ -494,3 +511,16 @@ def test_json_writer_keeps_decimals_exact_and_refuses_floats() -> None:
     assert loads("[0.1]") == [Decimal("0.1")]
     with pytest.raises(TypeError):
         dumps({"x": 0.1})
+
+
+@pytest.mark.parametrize("fields", [
+    {"pay_in_advance": True},
+    {"pay_in_advance": True, "invoiceable": False},
+    {"pay_in_advance": True, "invoiceable": False, "regroup_paid_fees": "invoice"},
+    {"pay_in_advance": True, "invoiceable": True, "regroup_paid_fees": None},
+    {"pay_in_advance": False, "regroup_paid_fees": None},
+], ids=["in-advance", "not-invoiceable", "regrouped", "regroup-null", "arrears-regroup-null"])
+def test_pay_in_advance_charges_lago_accepts_are_accepted(fields: dict[str, Any]) -> None:
+    """The combinations Lago's Charge validations accept (charge.rb)."""
+    documents = [(f"doc{i}.json", 0, e) for i, e in enumerate([*BASE, plan(charge(**fields))])]
+    assert validate_documents(documents).errors == []

@@ -65,6 +65,8 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
         "min_amount_cents": "tasks/plan_versions.py",
         "prorated": "tasks/usage.py",  # ChargeInfo.prorated, priced in models/rating/pricing.py
         "tax_codes": "tasks/invoicing/",
+        **{name: "tasks/plan_versions.py"
+           for name in ("pay_in_advance", "invoiceable", "regroup_paid_fees")},
     },
     Plan: {
         **{name: "tasks/catalog/"
@@ -138,12 +140,15 @@ REFUSED = [
      "not supported yet"),
     ("plan-monthly-charges", plan(bill_charges_monthly=True), "plan.bill_charges_monthly",
      "not supported yet"),
-    ("charge-in-advance", plan(charge(pay_in_advance=True)), "plan.charges[0].pay_in_advance",
-     "not supported yet"),
+    ("charge-in-advance-prorated", plan(charge(pay_in_advance=True, prorated=True)),
+     "plan.charges[0].prorated", "not supported yet with pay_in_advance"),
     ("charge-prorated", plan(charge(prorated=True)), "plan.charges[0].prorated",
      "needs a recurring billable metric"),
     ("charge-not-invoiceable", plan(charge(invoiceable=False)), "plan.charges[0].invoiceable",
-     "not supported yet"),
+     "only when pay_in_advance is true"),
+    ("charge-regroup-unknown", plan(charge(pay_in_advance=True, invoiceable=False,
+                                           regroup_paid_fees="credit_note")),
+     "plan.charges[0].regroup_paid_fees", "unknown regroup_paid_fees 'credit_note'"),
     ("charge-unknown-tax", plan(charge(tax_codes=["vat"])), "plan.charges[0].tax_codes[0]",
      "unknown tax 'vat'"),
     ("charge-unknown", plan(charge(amount_cent=5)), "plan.charges[0].amount_cent",
