@@ -344,7 +344,7 @@ _TRANSACTIONS = text(
 
 
 def transaction_object(row: Any) -> dict[str, Any]:
-    from tallyflow.tasks.wallets.overview import _transaction_status
+    from tallyflow.tasks.wallets.overview import transaction_status
 
     return {
         "lago_id": str(row.id),
@@ -352,7 +352,7 @@ def transaction_object(row: Any) -> dict[str, Any]:
         "lago_invoice_id": None,
         "status": row.status,
         "source": row.source,
-        "transaction_status": _transaction_status(row.source, row.status, row.credits,
+        "transaction_status": transaction_status(row.source, row.status, row.credits,
                                                   row.granted_credits),
         "transaction_type": row.direction,
         "amount": format(from_minor(row.amount_cents, row.currency), "f"),
