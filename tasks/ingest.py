@@ -343,7 +343,10 @@ create temp table tf_stage (
 """
 
 # One statement per object: insert in row order (first copy wins), then count what landed and
-# what of it no subscription/charge will bill (stored all the same, reported).
+# what of it no subscription/charge will bill (stored all the same, reported). The unbillable
+# count is a NOT EXISTS in WHERE, which PostgreSQL turns into one hash anti join over the
+# billable (subscription, metric) pairs; as a FILTER clause it stayed a subplan run once per
+# inserted row (docs/scaling.md section 1).
 _MERGE = text(
     """
     with ins as (
@@ -355,28 +358,29 @@ _MERGE = text(
       from tf_stage order by row_number, sub_index
       on conflict (external_subscription_id, transaction_id) do nothing
       returning external_subscription_id, code, "timestamp"
-    ), billable as (
-      -- one row per subscription row: a plan change adds one with the same external_id,
-      -- living from started_at (models/lifecycle.py)
-      select distinct s.external_id, m.code,
-             coalesce(s.started_at, s.subscription_at) as subscription_at,
-             least(s.terminated_at, s.ending_at) as terminated_at
-      from subscriptions s
-      join charges c on c.plan_id = s.plan_id and c.effective_to is null
-      join billable_metrics m on m.id = c.billable_metric_id
-      where s.status <> 'canceled'
     )
-    select count(*) as accepted,
-           count(*) filter (
-             where not exists (
-               select 1 from billable b
-               where b.external_id = ins.external_subscription_id and b.code = ins.code
-                 and ins."timestamp" >= b.subscription_at
-                 and ins."timestamp" <= coalesce(b.terminated_at, 'infinity'))
-           ) as unbillable
-    from ins
+    select (select count(*) from ins) as accepted,
+           (select count(*) from ins
+            where not exists (
+              -- one row per subscription row: a plan change adds one with the same
+              -- external_id, living from started_at (models/lifecycle.py)
+              select 1
+              from subscriptions s
+              join charges c on c.plan_id = s.plan_id and c.effective_to is null
+              join billable_metrics m on m.id = c.billable_metric_id
+              where s.status <> 'canceled'
+                and s.external_id = ins.external_subscription_id and m.code = ins.code
+                and ins."timestamp" >= coalesce(s.started_at, s.subscription_at)
+                and ins."timestamp" <= coalesce(least(s.terminated_at, s.ending_at),
+                                                'infinity'))) as unbillable
     """
 )
+
+# Per merge transaction: JIT compiling the statement above cost ~0.5 s per object (its row
+# estimate crosses jit_above_cost, and nothing in it is worth compiling: the time is the index
+# insert), and the in-order sort of a 100k-row object spilled to disk at the default work_mem.
+_MERGE_SETTINGS = text("select set_config('jit', 'off', true),"
+                       " set_config('work_mem', '64MB', true)")
 
 # Copies that did not land (the stored event of their key came from another row) and differ from
 # it. Only run when some staged row did not land, which is rare: the common, duplicate-free
@@ -477,6 +481,7 @@ def _load(
     if not staged_rows:
         return
     wait_turn()
+    conn.execute(_MERGE_SETTINGS)
     counts = conn.execute(_MERGE, {"object_id": object_id}).one()
     failpoint("ingest.after_merge")
     conflicts = [
