@@ -37,6 +37,7 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.events import Reason, Rejection, TimeBounds
 from tallyflow.tasks.ingest_staging import (
+    STAGING,
     RejectedRow,
     fewer_gc_passes,
     prefetch,
@@ -259,7 +260,8 @@ def ingest_object(
             savepoint = conn.begin_nested()
             try:
                 _load(conn, source, ref, object_id, bounds, chunk_rows, result,
-                      lambda: wait_for_predecessors(engine, after, run_id, order_timeout))
+                      lambda: wait_for_predecessors(engine, after, run_id, order_timeout),
+                      rank=len(after))
                 savepoint.commit()
             except Exception as exc:
                 if _is_connection_problem(exc):
@@ -453,13 +455,15 @@ def _load(
     chunk_rows: int,
     result: ObjectResult,
     wait_turn: Callable[[], object] = lambda: None,
+    rank: int = 0,
 ) -> None:
     """Stage every valid row (COPY, chunk by chunk, while the next chunk is read), keep the
     rejected ones, then -- in the run's order -- merge the staged rows into ``events`` once."""
     pg: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
     conn.execute(text(_STAGE))
     staged_rows = 0
-    with fewer_gc_passes(), source.open(ref) as stream:
+    # ``rank``: the object's place in its run; the earliest stages first (StagingTurns)
+    with STAGING.turn(rank), fewer_gc_passes(), source.open(ref) as stream:
         failpoint("ingest.after_open")
         reader = READERS[ref.format]
         for staged, rejected in prefetch(validated(reader(stream, chunk_rows), source, bounds)):
