@@ -381,7 +381,7 @@ _MERGE = text(
     """
 )
 
-# Per merge transaction: JIT compiling the statement above cost ~0.5 s per object (its row
+# Per merge transaction: JIT compiling the statement above cost up to ~0.5 s per object (its row
 # estimate crosses jit_above_cost, and nothing in it is worth compiling: the time is the index
 # insert), and the in-order sort of a 100k-row object spilled to disk at the default work_mem.
 _MERGE_SETTINGS = text("select set_config('jit', 'off', true),"
