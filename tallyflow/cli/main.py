@@ -104,7 +104,51 @@ for _area in (catalog, ingest, usage, subscriptions, wallets, invoices, exports,
 
 
 def main() -> None:
-    app()
+    """The ``tallyflow`` script: the command, then a quick exit.
+
+    What a normal exit does after the command (join threads, atexit handlers: Prefect's log
+    and event flushes, logging) runs as usual; then the process ends with ``os._exit`` instead
+    of tearing down every module the command imported (Prefect's alone cost about 0.5 s of a
+    1.9 s small ingest, issue 11). Engines are disposed first, so PostgreSQL sees clean
+    disconnects.
+    """
+    try:
+        app()
+        code = 0
+    except SystemExit as exc:
+        code = _exit_code(exc.code)
+    _exit_now(code)
+
+
+def _exit_code(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    print(value, file=sys.stderr)  # SystemExit("message") prints and exits 1, as Python does
+    return 1
+
+
+def _exit_now(code: int) -> None:
+    import atexit
+    import threading
+
+    # As interpreter exit does: threading's exit callbacks (Prefect drains its log and event
+    # queues to the API there), joining the threads that are not daemons, then atexit.
+    shutdown = getattr(threading, "_shutdown", None)
+    if shutdown is not None:
+        shutdown()
+    atexit._run_exitfuncs()
+    if "tallyflow.infra.db" in sys.modules:
+        from tallyflow.infra import db
+
+        db.dispose_engines()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (| head) or a closed stream
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
