@@ -49,7 +49,7 @@ SEED = [
     " where c.external_id like 'cust\\_%'",
     "insert into wallets (customer_id, code, name, currency, rate_amount, paid_credits,"
     " granted_credits, priority, document, digest)"
-    " select id, 'main', 'main', 'USD', 1, 1000, 0, 1, '{}', 'x' from customers"
+    " select id, 'main', 'main', 'USD', 1, 0, 1000, 1, '{}', 'x' from customers"
     " where external_id like 'cust\\_%'",
 ]
 

@@ -285,8 +285,12 @@ def due_subscriptions(
     touched the subscription after that snapshot's watermark (new events), or the catalog
     behind it changed (plan, metrics, customer, subscription updated_at). A past hour (one at
     or before the subscription's latest snapshot: a rerun or a backfill) is recomputed too, so
-    it stores its own snapshot instead of finding "nothing changed". An explicit list
-    (``only``) is always recomputed: that is how an hour is reproduced on demand.
+    it stores its own snapshot instead of finding "nothing changed" -- unless that hour's own
+    snapshot is there and still right (its watermark and catalog time are current): pricing
+    the same states with the same catalog gives the same row, so a rerun of an hour with
+    nothing new prices nothing and still reports the hour from its stored rows
+    (``usage_as_of``). An explicit list (``only``) is always recomputed: that is how an hour
+    is reproduced on demand.
     """
     with engine.connect() as conn:
         active = [
@@ -298,18 +302,24 @@ def due_subscriptions(
             return sorted(s.id for s in active)
         periods = {s.id: s.period_at(as_of).period_start for s in active}
         last = {
-            int(r.subscription_id): (int(r.fold_watermark), r.catalog_at, r.as_of)
+            int(r.subscription_id): (int(r.fold_watermark), r.catalog_at, r.as_of,
+                                     r.own_watermark, r.own_catalog_at)
             for r in conn.execute(
                 text(
                     """
-                    select a.subscription_id, s.fold_watermark, s.catalog_at, a.as_of
+                    select a.subscription_id, s.fold_watermark, s.catalog_at, a.as_of,
+                           o.fold_watermark as own_watermark, o.catalog_at as own_catalog_at
                     from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[]))
                       as w(sid, ps)
                     join usage_amounts a on a.subscription_id = w.sid and a.period_start = w.ps
                     join usage_snapshots s on s.id = a.snapshot_id
+                    -- this hour's own snapshot, when a.as_of says it is a past hour
+                    left join usage_snapshots o on a.as_of >= :as_of
+                      and o.subscription_id = w.sid and o.period_start = w.ps
+                      and o.as_of = :as_of
                     """
                 ),
-                {"subs": list(periods), "starts": list(periods.values())},
+                {"subs": list(periods), "starts": list(periods.values()), "as_of": as_of},
             )
         }
         marks = {
@@ -319,9 +329,12 @@ def due_subscriptions(
     due: list[int] = []
     for sub in active:
         seen = last.get(sub.id)
-        if (seen is None or marks.get(sub.id, 0) > seen[0] or sub.catalog_at > seen[1]
-                or seen[2] >= as_of):
+        mark = marks.get(sub.id, 0)
+        if seen is None or mark > seen[0] or sub.catalog_at > seen[1]:
             due.append(sub.id)
+        elif seen[2] >= as_of and (seen[3] is None or mark > seen[3]
+                                   or sub.catalog_at > seen[4]):
+            due.append(sub.id)  # a past hour without its own current snapshot
     return sorted(due)
 
 
