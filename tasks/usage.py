@@ -362,6 +362,8 @@ _SNAPSHOT_COLUMNS: Final = (
     "events_count",
     "usage",
     "flow_run_id",
+    "arrears_cents",
+    "arrears_precise",
 )
 _SNAPSHOT_STAGE = text(
     """
@@ -369,7 +371,8 @@ _SNAPSHOT_STAGE = text(
       subscription_id bigint, external_subscription_id text, period_start timestamptz,
       period_end timestamptz, as_of timestamptz, fold_watermark bigint,
       catalog_at timestamptz, currency text, amount_cents numeric,
-      precise_amount_cents numeric, events_count bigint, usage jsonb, flow_run_id text
+      precise_amount_cents numeric, events_count bigint, usage jsonb, flow_run_id text,
+      arrears_cents numeric, arrears_precise numeric
     ) on commit drop
     """
 )
@@ -392,17 +395,16 @@ _UPSERT_SNAPSHOT = text(
 )
 
 # Deductions take charges in arrears only: those in advance are paid per event (never twice).
+# The stage carries them (COPY: no parameter arrays of 10,000 numerics to encode).
 _UPSERT_AMOUNTS = text(
     """
     insert into usage_amounts as a (subscription_id, period_start, external_subscription_id,
       period_end, as_of, currency, amount_cents, precise_amount_cents, snapshot_id)
     select s.subscription_id, s.period_start, s.external_subscription_id, s.period_end,
-           s.as_of, s.currency, k.cents, k.precise, s.id
-    from usage_snapshots s
-    join unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[]),
-                cast(:cents as numeric[]), cast(:precise as numeric[])) as k(sid, ps, cents,
-                                                                             precise)
-      on s.subscription_id = k.sid and s.period_start = k.ps and s.as_of = :as_of
+           s.as_of, s.currency, k.arrears_cents, k.arrears_precise, s.id
+    from tf_snapshot_stage k
+    join usage_snapshots s on s.subscription_id = k.subscription_id
+      and s.period_start = k.period_start and s.as_of = k.as_of
     order by s.subscription_id
     on conflict (subscription_id, period_start) do update set
       external_subscription_id = excluded.external_subscription_id,
@@ -463,9 +465,9 @@ def snapshot_subscriptions(
                         "events_count": usage.events_count,
                         "usage": orjson.dumps(usage.as_lago()).decode(),
                         "flow_run_id": flow_run_id,
-                        "arrears": usage.in_arrears(),
                     }
                 )
+                rows[-1]["arrears_cents"], rows[-1]["arrears_precise"] = usage.in_arrears()
     rows.sort(key=lambda r: r["subscription_id"])
     failpoint("usage.after_snapshot_read")
     with engine.begin() as conn:
@@ -479,16 +481,7 @@ def snapshot_subscriptions(
                     for row in rows:
                         copy.write_row([row[c] for c in _SNAPSHOT_COLUMNS])
             conn.execute(_UPSERT_SNAPSHOT)
-            conn.execute(
-                _UPSERT_AMOUNTS,
-                {
-                    "subs": [r["subscription_id"] for r in rows],
-                    "starts": [r["period_start"] for r in rows],
-                    "cents": [r["arrears"][0] for r in rows],
-                    "precise": [r["arrears"][1] for r in rows],
-                    "as_of": as_of,
-                },
-            )
+            conn.execute(_UPSERT_AMOUNTS)
         failpoint("usage.before_snapshot_commit")
     failpoint("usage.after_snapshot_commit")
     ranked = sorted(rows, key=lambda r: (-r["amount_cents"], r["external_subscription_id"]))
