@@ -285,12 +285,10 @@ def due_subscriptions(
     touched the subscription after that snapshot's watermark (new events), or the catalog
     behind it changed (plan, metrics, customer, subscription updated_at). A past hour (one at
     or before the subscription's latest snapshot: a rerun or a backfill) is recomputed too, so
-    it stores its own snapshot instead of finding "nothing changed" -- unless that hour's own
-    snapshot is there and still right (its watermark and catalog time are current): pricing
-    the same states with the same catalog gives the same row, so a rerun of an hour with
-    nothing new prices nothing and still reports the hour from its stored rows
-    (``usage_as_of``). An explicit list (``only``) is always recomputed: that is how an hour
-    is reproduced on demand.
+    it stores its own snapshot -- unless that hour's own row is there with a current watermark
+    and catalog time (same states, same catalog: the same row), so a rerun with nothing new
+    prices nothing and reports the hour from its rows (``usage_as_of``). An explicit list
+    (``only``) is always recomputed: that is how an hour is reproduced on demand.
     """
     with engine.connect() as conn:
         active = [
@@ -313,10 +311,8 @@ def due_subscriptions(
                       as w(sid, ps)
                     join usage_amounts a on a.subscription_id = w.sid and a.period_start = w.ps
                     join usage_snapshots s on s.id = a.snapshot_id
-                    -- this hour's own snapshot, when a.as_of says it is a past hour
-                    left join usage_snapshots o on a.as_of >= :as_of
-                      and o.subscription_id = w.sid and o.period_start = w.ps
-                      and o.as_of = :as_of
+                    left join usage_snapshots o on a.as_of >= :as_of  -- a past hour's own
+                      and o.subscription_id = w.sid and o.period_start = w.ps and o.as_of = :as_of
                     """
                 ),
                 {"subs": list(periods), "starts": list(periods.values()), "as_of": as_of},
@@ -332,8 +328,7 @@ def due_subscriptions(
         mark = marks.get(sub.id, 0)
         if seen is None or mark > seen[0] or sub.catalog_at > seen[1]:
             due.append(sub.id)
-        elif seen[2] >= as_of and (seen[3] is None or mark > seen[3]
-                                   or sub.catalog_at > seen[4]):
+        elif seen[2] >= as_of and (seen[3] is None or mark > seen[3] or sub.catalog_at > seen[4]):
             due.append(sub.id)  # a past hour without its own current snapshot
     return sorted(due)
 
@@ -362,7 +357,7 @@ _SNAPSHOT_COLUMNS: Final = (
     "events_count",
     "usage",
     "flow_run_id",
-    "arrears_cents",
+    "arrears_cents",  # what the deductions take (usage_amounts), not a snapshot column
     "arrears_precise",
 )
 _SNAPSHOT_STAGE = text(
@@ -394,8 +389,7 @@ _UPSERT_SNAPSHOT = text(
     """
 )
 
-# Deductions take charges in arrears only: those in advance are paid per event (never twice).
-# The stage carries them (COPY: no parameter arrays of 10,000 numerics to encode).
+# Deductions take charges in arrears only (in advance: paid per event), from the COPY stage.
 _UPSERT_AMOUNTS = text(
     """
     insert into usage_amounts as a (subscription_id, period_start, external_subscription_id,
