@@ -2,8 +2,10 @@
 
 Orchestration only. The window is the ``as_of`` parameter or the run's scheduled start time,
 never "now" alone, so a rerun of 10:00 recomputes 10:00 (and replaces that hour's rows: they
-are unique per subscription, period and as_of). Passing ``subscriptions`` recomputes those
-whether or not anything changed, which is how one hour is reproduced on demand.
+are unique per subscription, period and as_of) wherever a row of 10:00 is missing or older than
+the last fold or catalog change; a current row already is what it would compute. Passing
+``subscriptions`` recomputes those whether or not anything changed, which is how one hour is
+reproduced on demand.
 """
 
 from __future__ import annotations
