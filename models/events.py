@@ -319,7 +319,10 @@ def validate_record(record: Any, bounds: TimeBounds) -> ValidEvent | Rejection:
             except (TypeError, orjson.JSONEncodeError):
                 encoded = b""
             if 0 < len(encoded) <= MAX_PROPERTIES_BYTES and b"\\u0000" not in encoded:
-                return (txn, sub, code, EPOCH + timedelta(seconds=stamp), encoded.decode(), None)
+                # fromtimestamp: the same instant as EPOCH + timedelta(seconds=stamp) (0 <=
+                # stamp, checked above) in half the time, which counts at one call per event
+                return (txn, sub, code, datetime.fromtimestamp(stamp, UTC), encoded.decode(),
+                        None)
     return _validate_carefully(record, bounds)
 
 

@@ -109,9 +109,9 @@ _FINALIZED = text(
 )
 _BILLED = text(
     """
-    select charge_position, bucket, grouped_by::text as grouped_by, event_id, units
+    select charge_slot, bucket, grouped_by::text as grouped_by, event_id, units
     from advance_fees where subscription_id = :s and period_start = :p
-    order by charge_position, id
+    order by charge_slot, id
     """
 )
 _EVENT_COLUMNS = """
@@ -119,13 +119,14 @@ _EVENT_COLUMNS = """
     from events e
     where e.external_subscription_id = :sub and e.code = :code
 """
-# The period's events up to the hour that this charge (its plan position) has not billed:
+# The period's events up to the hour that this charge (its slot, ``charge_slots``) has not
+# billed:
 # an anti-join in Postgres, so an hour with nothing new reads no event into Python.
 _UNBILLED = """
       and e."timestamp" between :start and :end
       and not exists (select 1 from advance_fees f
                       where f.subscription_id = :sid and f.period_start = :p
-                        and f.charge_position = :pos and f.event_id = e.id)
+                        and f.charge_slot = :slot and f.event_id = e.id)
 """
 _NEW_EVENTS = text(_EVENT_COLUMNS + _UNBILLED)
 _ANY_NEW = text("select exists (" + _EVENT_COLUMNS + _UNBILLED + ")")
@@ -134,7 +135,7 @@ _BILLED_EVENTS = text(_EVENT_COLUMNS + " and e.id = any(cast(:ids as bigint[]))"
 
 
 _TYPES = {
-    "lago_id": "text", "charge_id": "bigint", "charge_position": "integer",
+    "lago_id": "text", "charge_id": "bigint", "charge_position": "integer", "charge_slot": "text",
     "bucket": "integer", "grouped_by": "text", "subscription_id": "bigint",
     "customer_id": "bigint", "period_start": "timestamptz", "period_end": "timestamptz",
     "event_id": "bigint", "transaction_id": "text", "event_timestamp": "timestamptz",
@@ -171,7 +172,7 @@ def _bill_subscription(
 ) -> None:
     customer = catalog.customers[catalog.customer_of[sub.id]]
     with engine.connect() as conn:  # most hours bring nothing new: no lock for those
-        if not any(conn.execute(_ANY_NEW, _scope(sub, c, p, at)).scalar_one()
+        if not any(conn.execute(_ANY_NEW, _scope(sub, c, p, at, charges)).scalar_one()
                    for p in periods for c in charges):
             return
     with engine.begin() as conn:
@@ -213,19 +214,19 @@ def _period_fees(
     period: BillingPeriod, at: datetime, catalog: CloseCatalog, customer: CustomerInfo,
 ) -> list[dict[str, Any]]:
     """The new fees of one period (rows to insert, with their invoice fee)."""
-    billed: dict[int, list[_Billed]] = defaultdict(list)
+    billed: dict[str, list[_Billed]] = defaultdict(list)
     for r in conn.execute(_BILLED, {"s": sub.id, "p": period.period_start}):
-        billed[int(r.charge_position)].append(
+        billed[r.charge_slot].append(
             _Billed(int(r.bucket), loads_exact(r.grouped_by) or {}, int(r.event_id),
                     Decimal(r.units)))
     out: list[dict[str, Any]] = []
     for charge in charges:
         metric = charge.metric
-        params = _scope(sub, charge, period, at)
+        params = _scope(sub, charge, period, at, charges)
         new = _events(conn, _NEW_EVENTS, metric, params)
         if not new:
             continue
-        done = billed.get(charge.position, [])
+        done = billed.get(charge_slots(charges)[charge.position], [])
         points: dict[int, tuple[EventPoint, str]] = {}
         if metric.aggregation_type is AggregationType.UNIQUE_COUNT and done:
             points = _events(conn, _BILLED_EVENTS, metric,
@@ -238,16 +239,34 @@ def _period_fees(
         taxes = charge_taxes(catalog, customer, sub.plan_id, charge.position)
         for fee in advance_fees(charge, sub.currency, before, [p for p, _ in new.values()]):
             out.append(_row(sub, customer, charge, period, at, fee, new[fee.point.seq][1],
-                            taxes))
+                            taxes, params["slot"]))
     return out
 
 
+def charge_slots(charges: Sequence[ChargeInfo]) -> dict[int, str]:
+    """A charge's identity for what it has billed: its metric and its rank among the plan's
+    charges on that metric (``"<metric id>:<rank>"``), by position.
+
+    Not the position itself: a plan version that adds or removes a charge on another metric
+    shifts positions, and an event billed under the old position must not look unbilled under
+    the new one (it would be billed twice). A new price for the same charge keeps its slot, so
+    events already billed stay billed at their price, as in Lago.
+    """
+    slots: dict[int, str] = {}
+    seen: dict[int, int] = defaultdict(int)
+    for charge in sorted(charges, key=lambda c: c.position):
+        slots[charge.position] = f"{charge.metric.id}:{seen[charge.metric.id]}"
+        seen[charge.metric.id] += 1
+    return slots
+
+
 def _scope(
-    sub: SubscriptionInfo, charge: ChargeInfo, period: BillingPeriod, at: datetime
+    sub: SubscriptionInfo, charge: ChargeInfo, period: BillingPeriod, at: datetime,
+    charges: Sequence[ChargeInfo],
 ) -> dict[str, Any]:
     return {"sub": sub.external_id, "code": charge.metric.code, "sid": sub.id,
-            "p": period.period_start, "pos": charge.position, "start": period.charges_from,
-            "end": min(at, period.charges_to)}
+            "p": period.period_start, "slot": charge_slots(charges)[charge.position],
+            "start": period.charges_from, "end": min(at, period.charges_to)}
 
 
 def _events(
@@ -264,7 +283,7 @@ def _events(
 
 def _row(
     sub: SubscriptionInfo, customer: CustomerInfo, charge: ChargeInfo, period: BillingPeriod,
-    at: datetime, fee: AdvanceFee, transaction_id: str, taxes: Any,
+    at: datetime, fee: AdvanceFee, transaction_id: str, taxes: Any, slot: str,
 ) -> dict[str, Any]:
     grouped_by = dict(zip(charge.pricing_group_keys, fee.group, strict=True))
     invoice_fee = InvoiceFee(
@@ -276,6 +295,7 @@ def _row(
     )
     return {"fee": invoice_fee, "transaction_id": transaction_id, "row": {
         "lago_id": str(uuid.uuid4()), "charge_id": charge.id, "charge_position": charge.position,
+        "charge_slot": slot,
         "bucket": DEFAULT_BUCKET if fee.bucket is None else fee.bucket,
         "grouped_by": orjson.dumps(grouped_by).decode(), "subscription_id": sub.id,
         "customer_id": customer.id, "period_start": period.period_start,

@@ -33,7 +33,7 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.tasks.invoice_documents import InvoiceError, find_invoice, render_documents
 from tallyflow.tasks.invoicing import invoice_prefix, load_close_catalog
-from tallyflow.tasks.invoicing.writing import _customer_object
+from tallyflow.tasks.invoicing.writing import customer_object
 from tallyflow.tasks.retry import transient_retries
 from tallyflow.tasks.wallets import lock_customers
 
@@ -98,7 +98,7 @@ def issue_credit_invoices(
                 """), {
                 "lago": str(uuid.uuid4()), "customer": customer.id, "day": day,
                 "currency": row.currency, "amount": amount, "at": row.as_of,
-                "customer_object": _json(_customer_object(customer)),
+                "customer_object": _json(customer_object(customer)),
                 "entity": _json(dict(customer.entity.document)) if customer.entity else None,
                 "term": customer.net_payment_term,
             }).scalar_one())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import queue
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,6 +51,53 @@ def fewer_gc_passes() -> Iterator[None]:
             _gc_loaders -= 1
             if _gc_loaders == 0 and _gc_saved is not None:
                 gc.set_threshold(*_gc_saved)
+
+
+class StagingTurns:
+    """One object at a time reads and stages in this process, the earliest in its run first.
+
+    Parsing holds the GIL, so two objects staging at once in one process each go at half speed
+    and the first merge -- the run's critical path, since objects merge one after another --
+    starts only when both are done. In turn, the first object is staged in half the time and
+    merges while the next one parses (docs/scaling.md section 1). Only a throughput rule: order
+    and exactly once rest on the database (tasks/ingest.py), so a turn not given within
+    ``patience`` seconds is taken anyway (an object whose source hangs cannot hold up others).
+    """
+
+    def __init__(self, patience: float = 30.0) -> None:
+        self._patience = patience
+        self._ready = threading.Condition()
+        self._waiting: list[int] = []
+        self._busy = False
+
+    @contextmanager
+    def turn(self, rank: int) -> Iterator[None]:
+        """Stage once no object is staging and none of a lower ``rank`` (its place in its
+        run's load order) is waiting."""
+        deadline = time.monotonic() + self._patience
+        with self._ready:
+            self._waiting.append(rank)
+            try:
+                while self._busy or rank > min(self._waiting):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._ready.wait(left)
+            finally:
+                self._waiting.remove(rank)
+                self._ready.notify_all()
+            held = not self._busy
+            self._busy = self._busy or held
+        try:
+            yield
+        finally:
+            with self._ready:
+                if held:
+                    self._busy = False
+                self._ready.notify_all()
+
+
+STAGING = StagingTurns()
 
 
 # (row_number, rejection, raw) -- or with a sub-index last, for one derived event of a record
@@ -111,9 +159,15 @@ def validated(
                 txn, sub, code, timestamp, properties, precise = checked
                 # validate_record hands back the bounds' own write time when none was given
                 given = "f" if timestamp is bounds.written_at else "t"
+                # One C-level scan of the four text fields together: the usual row has nothing
+                # to escape and skips four function calls (see _copy_text).
+                clean = txn + sub + code + properties
+                if "\\" in clean or not clean.isprintable():
+                    txn, sub = _copy_text(txn), _copy_text(sub)
+                    code, properties = _copy_text(code), _copy_text(properties)
                 lines.append(
-                    f"{row_number}\t{sub_index}\t{_copy_text(txn)}\t{_copy_text(sub)}\t"
-                    f"{_copy_text(code)}\t{timestamp.isoformat()}\t{_copy_text(properties)}\t"
+                    f"{row_number}\t{sub_index}\t{txn}\t{sub}\t{code}\t"
+                    f"{timestamp.isoformat()}\t{properties}\t"
                     f"{_COPY_NULL if precise is None else precise}\t{given}\n"
                 )
         yield Staged(len(lines), "".join(lines).encode()), rejected

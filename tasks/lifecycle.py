@@ -41,10 +41,7 @@ from tallyflow.models.lifecycle import (
     termination_refusal,
 )
 from tallyflow.models.rating.periods import period_containing
-from tallyflow.tasks.folding import FOLD_LOCK, fold_objects, load_metrics
-from tallyflow.tasks.folding.fold import _new_fold, _tune
-from tallyflow.tasks.folding.inputs import archive_horizon
-from tallyflow.tasks.folding.sql import _mark
+from tallyflow.tasks.folding import FOLD_LOCK, rebuild_subscription
 from tallyflow.tasks.invoicing import close_periods
 from tallyflow.tasks.retry import transient_retries
 from tallyflow.tasks.usage import snapshot_subscriptions
@@ -164,38 +161,6 @@ def _advance_fee_not_credited(conn: Connection, plan_id: int) -> bool:
     return bool(conn.execute(
         text("select pay_in_advance and amount_cents > 0 from plans where id = :p"),
         {"p": plan_id}).scalar())
-
-
-def rebuild_subscription(conn: Connection, subscription_id: int, external_id: str) -> int:
-    """Recompute one subscription's usage state from its raw events, inside the caller's
-    transaction (which must hold the fold lock exclusively); returns the events folded.
-
-    Only the folded objects holding its events are read again, so the cost follows the
-    subscription, not the whole history; objects not folded yet are folded by the next
-    fold with the subscription's new dates.
-    """
-    _tune(conn)
-    horizon = archive_horizon(conn)  # archived periods keep their state (tasks/archive.py)
-    conn.execute(text("delete from usage_states where subscription_id = :id and"
-                      " (cast(:h as timestamptz) is null or period_start >= :h)"),
-                 {"id": subscription_id, "h": horizon})
-    fold_id = _new_fold(conn, "rebuild", None)
-    _mark(conn, [subscription_id], fold_id)
-    objects = [int(i) for i in conn.execute(
-        text(
-            """
-            select distinct e.object_id from events e
-            join ingest_objects o on o.id = e.object_id and o.folded_at is not null
-            where e.external_subscription_id = :x order by 1
-            """
-        ),
-        {"x": external_id},
-    ).scalars()]
-    if not objects:
-        return 0
-    summary = fold_objects(conn, objects, fold_id, None, load_metrics(conn), {subscription_id},
-                           since=horizon)
-    return summary.folded
 
 
 def rewind_amounts(

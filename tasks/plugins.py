@@ -127,6 +127,7 @@ def _load() -> Registry:
         table[name] = value
         found.origin[key] = origin
 
+    installed = entry_points()  # one scan of the installed distributions for both groups
     for group, builtins in ((SOURCE_GROUP, BUILTIN_SOURCES), (MAPPING_GROUP, BUILTIN_MAPPINGS)):
         for name, target in builtins.items():
             add(group, name, target, _resolve(target), "built-in")  # a broken built-in is a bug
@@ -134,7 +135,7 @@ def _load() -> Registry:
             for collection in BUILTIN_MAPPING_SETS:
                 for name, mapping in _resolve(collection).items():
                     add(group, name, f"{collection}[{name}]", mapping, "built-in")
-        for point in sorted(entry_points(group=group), key=lambda p: (p.name, p.value)):
+        for point in sorted(installed.select(group=group), key=lambda p: (p.name, p.value)):
             dist = point.dist.name if point.dist is not None else "?"
             try:
                 add(group, point.name, point.value, point.load(), dist)

@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("lago_id", sa.Text(), nullable=False),
         sa.Column("charge_id", sa.BigInteger(), nullable=False),
         sa.Column("charge_position", sa.Integer(), nullable=False),
+        sa.Column("charge_slot", sa.Text(), nullable=False),
         sa.Column("bucket", sa.Integer(), nullable=False),
         sa.Column("grouped_by", sa.dialects.postgresql.JSONB(), nullable=False,
                   server_default=sa.text("'{}'::jsonb")),
@@ -80,7 +81,7 @@ def upgrade() -> None:
                             name="uq_advance_fees_charge_event"),
     )
     op.create_index("ix_advance_fees_period", "advance_fees",
-                    ["subscription_id", "period_start", "charge_position", "event_id"])
+                    ["subscription_id", "period_start", "charge_slot", "event_id"])
     op.create_index("ix_advance_fees_regroup", "advance_fees", ["customer_id"],
                     postgresql_where=sa.text("regroup and invoice_id is null"))
 

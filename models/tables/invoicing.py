@@ -164,6 +164,9 @@ advance_fees = Table(
     Column("charge_id", BigInteger, ForeignKey("charges.id", ondelete="RESTRICT"),
            nullable=False),
     Column("charge_position", Integer, nullable=False),
+    # what the charge has billed is keyed by its slot, not its position
+    # (tasks/advance_charges.py, charge_slots)
+    Column("charge_slot", Text, nullable=False),
     Column("bucket", Integer, nullable=False),
     Column("grouped_by", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="RESTRICT"),
@@ -191,7 +194,7 @@ advance_fees = Table(
     Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("charge_id", "bucket", "event_id", name="uq_advance_fees_charge_event"),
-    Index("ix_advance_fees_period", "subscription_id", "period_start", "charge_position",
+    Index("ix_advance_fees_period", "subscription_id", "period_start", "charge_slot",
           "event_id"),
     Index("ix_advance_fees_regroup", "customer_id",
           postgresql_where=text("regroup and invoice_id is null")),

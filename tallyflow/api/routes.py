@@ -189,8 +189,10 @@ class CatalogSpec:
     def __init__(self, path: str, one: str, many: str, table: str, key: str,
                  filters: dict[str, str] | None = None,
                  extra: Callable[[Any], dict[str, Any]] | None = None,
-                 columns: str = "", join: str = "", hidden: str = "") -> None:
+                 columns: str = "", join: str = "", hidden: str = "",
+                 first: str = "t.id desc") -> None:
         self.path, self.one, self.many, self.table, self.key = path, one, many, table, key
+        self.first = first  # which row a key names when several share it
         self.filters = filters or {}
         self.extra = extra or (lambda row: {})
         self.columns = columns
@@ -202,13 +204,24 @@ def _customer_extra(row: Any) -> dict[str, Any]:
     return {"applicable_timezone": row.timezone or "UTC", "sequential_id": row.id}
 
 
+def _subscription_status(row: Any) -> str:
+    """Lago's status now, from the row's moments (a downgrade's planned end is not yet a
+    termination; its new row is pending until it starts)."""
+    from tallyflow.models.lifecycle import effective_end, status_at
+
+    if row.status == "canceled":
+        return "canceled"
+    starts = row.started_at or row.subscription_at
+    return str(status_at(starts, effective_end(row.terminated_at, row.ending_at),
+                         datetime.now(UTC)))
+
+
 def _subscription_extra(row: Any) -> dict[str, Any]:
     return {
         "lago_customer_id": str(row.customer_id),
         "external_customer_id": row.customer_external_id,
         "plan_code": row.plan_code,
-        "status": ("terminated" if row.terminated_at is not None and row.status != "canceled"
-                   else row.status),
+        "status": _subscription_status(row),
         "started_at": iso(row.subscription_at),
         "subscription_at": iso(row.subscription_at),
         # a canceled subscription never started: Lago gives canceled_at, no terminated_at
@@ -235,6 +248,11 @@ CATALOG = [
         columns=", c.external_id as customer_external_id, p.code as plan_code",
         join=" from subscriptions t join customers c on c.id = t.customer_id"
              " join plans p on p.id = t.plan_id",
+        # the row in force now, as Lago's GET finds the active subscription (a plan change
+        # keeps the external_id on several rows; a canceled one only when nothing else is)
+        first="(t.status <> 'canceled') desc, (coalesce(t.started_at, t.subscription_at)"
+              " <= now() and coalesce(least(t.terminated_at, t.ending_at), 'infinity')"
+              " >= now()) desc, t.id desc",
     ),
     CatalogSpec("taxes", "tax", "taxes", "taxes", "code"),
 ]
@@ -265,7 +283,7 @@ def catalog_one(engine: Engine, spec: CatalogSpec, key: str) -> dict[str, Any]:
         row = conn.execute(
             # the latest row: a plan change keeps the external_id on a new subscription row
             text(f"select t.*{spec.columns}{source} where t.{spec.key} = :k{shown}"
-                 " order by t.id desc limit 1"),
+                 f" order by {spec.first} limit 1"),
             {"k": key}).first()
     if row is None:
         raise not_found(spec.one)
@@ -344,7 +362,7 @@ _TRANSACTIONS = text(
 
 
 def transaction_object(row: Any) -> dict[str, Any]:
-    from tallyflow.tasks.wallets.overview import _transaction_status
+    from tallyflow.tasks.wallets.overview import transaction_status
 
     return {
         "lago_id": str(row.id),
@@ -352,7 +370,7 @@ def transaction_object(row: Any) -> dict[str, Any]:
         "lago_invoice_id": None,
         "status": row.status,
         "source": row.source,
-        "transaction_status": _transaction_status(row.source, row.status, row.credits,
+        "transaction_status": transaction_status(row.source, row.status, row.credits,
                                                   row.granted_credits),
         "transaction_type": row.direction,
         "amount": format(from_minor(row.amount_cents, row.currency), "f"),

@@ -96,11 +96,8 @@ def list_(
     if as_json:
         typer.echo(json.dumps({"invoices": invoices}, indent=2))
         return
-    table = Table(title="invoices")
-    for column in ("number", "type", "customer", "issuing date", "status", "fees", "taxes",
-                   "prepaid credits", "total"):
-        table.add_column(column, justify="right" if column in (
-            "fees", "taxes", "prepaid credits", "total") else "left")
+    table = _table("invoices", ("number", "type", "customer", "issuing date", "status"),
+                   ("fees", "taxes", "prepaid credits", "total"))
     for i in invoices:
         money = _money(i["currency"])
         table.add_row(i["number"] or f"(draft {i['lago_id'][:8]})", i["invoice_type"],
@@ -118,6 +115,15 @@ def _money(currency: str) -> Any:
     return lambda cents: format_money(cents, currency)
 
 
+def _table(title: str, left: tuple[str, ...], right: tuple[str, ...],
+           after: tuple[str, ...] = ()) -> Table:
+    """Text columns left-aligned, figures right-aligned, in the order given."""
+    table = Table(title=title)
+    for column in (*left, *right, *after):
+        table.add_column(column, justify="right" if column in right else "left")
+    return table
+
+
 @app.command("advance-fees")
 def advance_fees(
     subscription: str | None = typer.Option(None, "--subscription",
@@ -131,11 +137,8 @@ def advance_fees(
     if as_json:
         typer.echo(json.dumps({"fees": fees}, indent=2))
         return
-    table = Table(title="fees paid in advance")
-    for column in ("event", "subscription", "charge", "units", "amount", "taxes", "paid",
-                   "status", "invoice"):
-        table.add_column(column, justify="right" if column in (
-            "units", "amount", "taxes", "paid") else "left")
+    table = _table("fees paid in advance", ("event", "subscription", "charge"),
+                   ("units", "amount", "taxes", "paid"), ("status", "invoice"))
     for f in fees:
         money = _money(f["amount_currency"])
         table.add_row(f["event_transaction_id"], f["external_subscription_id"],

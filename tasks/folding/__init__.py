@@ -7,6 +7,7 @@ Why it is exactly once: ``tallyflow.tasks.folding.fold``. Pricing that state is
 from tallyflow.tasks.folding.fold import (
     fold_pending,
     rebuild_states,
+    rebuild_subscription,
     summarize_new_events,
 )
 from tallyflow.tasks.folding.inputs import (
@@ -53,6 +54,7 @@ __all__ = [
     "merge_stored",
     "read_states",
     "rebuild_states",
+    "rebuild_subscription",
     "state_of_row",
     "summarize_new_events",
 ]

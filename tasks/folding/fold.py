@@ -124,6 +124,40 @@ def rebuild_states(
     return summary
 
 
+def rebuild_subscription(conn: Connection, subscription_id: int, external_id: str) -> int:
+    """Recompute one subscription's usage state from its raw events, inside the caller's
+    transaction (which must hold the fold lock exclusively: a termination or a plan change,
+    tasks/lifecycle.py, rebuilds in the transaction that moves the dates); returns the events
+    folded.
+
+    Only the folded objects holding its events are read again, so the cost follows the
+    subscription, not the whole history; objects not folded yet are folded by the next
+    fold with the subscription's new dates.
+    """
+    _tune(conn)
+    horizon = archive_horizon(conn)  # archived periods keep their state (tasks/archive.py)
+    conn.execute(text("delete from usage_states where subscription_id = :id and"
+                      " (cast(:h as timestamptz) is null or period_start >= :h)"),
+                 {"id": subscription_id, "h": horizon})
+    fold_id = _new_fold(conn, "rebuild", None)
+    _mark(conn, [subscription_id], fold_id)
+    objects = [int(i) for i in conn.execute(
+        text(
+            """
+            select distinct e.object_id from events e
+            join ingest_objects o on o.id = e.object_id and o.folded_at is not null
+            where e.external_subscription_id = :x order by 1
+            """
+        ),
+        {"x": external_id},
+    ).scalars()]
+    if not objects:
+        return 0
+    summary = fold_objects(conn, objects, fold_id, None, load_metrics(conn), {subscription_id},
+                           since=horizon)
+    return summary.folded
+
+
 def _tune(conn: Connection) -> None:
     """Settings for the fold statements, local to the fold transaction.
 

@@ -34,7 +34,7 @@ from tallyflow.tasks.folding import loads_exact
 from tallyflow.tasks.invoice_documents import render_documents
 from tallyflow.tasks.invoicing.inputs import CloseCatalog, CustomerInfo, load_close_catalog
 from tallyflow.tasks.invoicing.watermark import invoice_prefix
-from tallyflow.tasks.invoicing.writing import _applied_taxes, _customer_object, _json
+from tallyflow.tasks.invoicing.writing import _applied_taxes, _json, customer_object
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def issue_invoice(
         "day": issuing_day, "currency": currency, "fees": amounts.fees_amount_cents,
         "taxes": amounts.taxes_amount_cents, "total": amounts.total_amount_cents,
         "applied": _json(_applied_taxes(amounts)),
-        "customer_object": _json(_customer_object(customer)),
+        "customer_object": _json(customer_object(customer)),
         "entity": _json(dict(customer.entity.document)) if customer.entity else None,
         "at": at, "term": term,
     }).scalar_one())

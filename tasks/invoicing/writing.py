@@ -24,7 +24,7 @@ from tallyflow.tasks.invoicing.prepaid import _numbers, _prepaid
 from tallyflow.tasks.wallets import lock_customers
 
 
-def _customer_object(customer: CustomerInfo) -> dict[str, Any]:
+def customer_object(customer: CustomerInfo) -> dict[str, Any]:
     return {
         "lago_id": str(customer.id),
         "external_id": customer.external_id,
@@ -168,7 +168,7 @@ def _write_batch(
                 "taxes": [g.amounts.taxes_amount_cents for g in live],
                 "total": [g.amounts.total_amount_cents for g in live],
                 "applied": [_json(_applied_taxes(g.amounts)) for g in live],
-                "customer": [_json(_customer_object(g.customer)) for g in live],
+                "customer": [_json(customer_object(g.customer)) for g in live],
                 "after": [g.finalize_after for g in live],
                 "term": [g.customer.net_payment_term for g in live],
                 "entity": [_json(dict(g.customer.entity.document)) if g.customer.entity

@@ -162,7 +162,7 @@ def wallet_overview(
                 "wallet_code": t.code,
                 "transaction_type": t.direction,
                 "status": t.status,
-                "transaction_status": _transaction_status(t.source, t.status, t.credits,
+                "transaction_status": transaction_status(t.source, t.status, t.credits,
                                                           t.granted_credits),
                 "source": t.source,
                 "credit_amount": credits_text(t.credits),
@@ -243,7 +243,7 @@ def live_scopes(
     return out
 
 
-def _transaction_status(source: str, status: str, credits: Decimal, granted: Decimal) -> str:
+def transaction_status(source: str, status: str, credits: Decimal, granted: Decimal) -> str:
     """Lago's ``transaction_status``: purchased, granted, voided or invoiced (consumed)."""
     if source == "expiration" or status == "voided":
         return "voided"

@@ -141,7 +141,7 @@ REFUSED = [
     ("plan-monthly-charges", plan(bill_charges_monthly=True), "plan.bill_charges_monthly",
      "not supported yet"),
     ("charge-in-advance-prorated", plan(charge(pay_in_advance=True, prorated=True)),
-     "plan.charges[0].prorated", "not supported yet with pay_in_advance"),
+     "plan.charges[0].prorated", "prorated pay-in-advance charges are not supported yet"),
     ("charge-prorated", plan(charge(prorated=True)), "plan.charges[0].prorated",
      "needs a recurring billable metric"),
     ("charge-not-invoiceable", plan(charge(invoiceable=False)), "plan.charges[0].invoiceable",

@@ -94,7 +94,8 @@ def test_the_first_broken_field_is_reported_in_field_order() -> None:
 
 def test_every_reason_code_is_covered_here_or_by_the_readers() -> None:
     # invalid_json, record_too_large and column_count come from the readers (test_readers.py);
-    # conflicting_duplicate from the load (tests/tasks/test_ingest_order.py); the others are
+    # conflicting_duplicate from the load (tests/tasks/test_ingest_order.py); archived_period
+    # from the archive horizon at ingest (tests/tasks/test_archive.py); the others are
     # produced by validate_record in the tables below.
     assert {r.value for r in Reason} == {
         "invalid_json",
@@ -112,7 +113,32 @@ def test_every_reason_code_is_covered_here_or_by_the_readers() -> None:
         "record_too_large",
         "column_count",
         "conflicting_duplicate",
+        "archived_period",
     }
+
+
+HORIZON = datetime(2025, 11, 24, 16, 0, 0, 500_000, tzinfo=UTC)  # half a second after BASE_TS
+ARCHIVED = TimeBounds(written_at=WRITTEN_AT, archived_before=HORIZON)
+
+
+@pytest.mark.parametrize(("timestamp", "accepted"), [
+    (BASE_TS - 1, False),              # fast path (epoch int), before the horizon
+    (BASE_TS, False),                  # the same second, half a second before it
+    (BASE_TS + 1, True),               # after it
+    ("2025-11-24T16:00:00.499999Z", False),
+    ("2025-11-24T16:00:00.5Z", True),  # at the horizon: kept (the archive takes what is before)
+    ("1764000000.6", True),
+])
+def test_events_before_the_archive_horizon_are_archived_period(
+    timestamp: Any, accepted: bool
+) -> None:
+    result = validate_record(record(timestamp=timestamp), ARCHIVED)
+    if accepted:
+        assert not isinstance(result, Rejection), result
+    else:
+        assert reason_of(result) == ("archived_period", "timestamp")
+        assert "tallyflow archive" in result.message  # type: ignore[union-attr]
+    assert not isinstance(validate_record(record(timestamp=timestamp), BOUNDS), Rejection)
 
 
 # --------------------------------------------------------------------------------------------

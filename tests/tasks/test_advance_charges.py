@@ -155,13 +155,8 @@ def seat(txn: str, when: datetime, user: str, operation: str = "add") -> dict[st
             "properties": {"user": user, "operation_type": operation}}
 
 
-def test_unique_count_with_removals_bills_only_new_highs(engine: Engine, tmp_path: Path) -> None:
-    """Seats at $3 (unique_count, paid in advance) over three cycles: a removal and a re-add
-    pay nothing, a third seat pays; a late removal older than the add changes nothing."""
-    catalog(engine, tmp_path)
-    plan = json.loads((MISTRAL / "plan.json").read_text())
-    plan["plan"]["charges"].append({"billable_metric_code": "seats", "charge_model": "standard",
-                                    "pay_in_advance": True, "properties": {"amount": "3"}})
+def _apply_with_seats(engine: Engine, tmp_path: Path, plan: dict[str, Any]) -> None:
+    """Apply ``plan`` next to a "seats" unique count metric (field ``user``)."""
     extra = tmp_path / "extra"
     extra.mkdir()
     (extra / "plan.json").write_text(json.dumps(plan))
@@ -169,6 +164,16 @@ def test_unique_count_with_removals_bills_only_new_highs(engine: Engine, tmp_pat
         "code": "seats", "name": "Seats", "aggregation_type": "unique_count_agg",
         "field_name": "user"}}))
     assert apply_catalog(engine, [extra]).ok
+
+
+def test_unique_count_with_removals_bills_only_new_highs(engine: Engine, tmp_path: Path) -> None:
+    """Seats at $3 (unique_count, paid in advance) over three cycles: a removal and a re-add
+    pay nothing, a third seat pays; a late removal older than the add changes nothing."""
+    catalog(engine, tmp_path)
+    plan = json.loads((MISTRAL / "plan.json").read_text())
+    plan["plan"]["charges"].append({"billable_metric_code": "seats", "charge_model": "standard",
+                                    "pay_in_advance": True, "properties": {"amount": "3"}})
+    _apply_with_seats(engine, tmp_path, plan)
     ingest_events(engine, tmp_path, [seat("s1", DAY, "u1"), seat("s2", DAY, "u2")])
     cycle(engine, DAY + timedelta(hours=1))
     later = DAY + timedelta(hours=1, minutes=30)
@@ -186,3 +191,23 @@ def test_unique_count_with_removals_bills_only_new_highs(engine: Engine, tmp_pat
     # on one pay_in_advance invoice per cycle with something to pay
     assert [[f["event_transaction_id"] for f in i["fees"]] for i in invoices(engine)] == [
         ["s1", "s2"], ["s6"]]
+
+
+def test_a_charge_added_before_it_does_not_bill_its_events_again(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """A plan version that puts a charge on another metric first moves the paid-in-advance
+    charge to another position; what it billed stays billed (its slot: metric and rank)."""
+    catalog(engine, tmp_path, charge={"pay_in_advance": True})
+    events(engine, tmp_path, ("e1", DAY, 2_000_000, "input"))
+    cycle(engine, DAY + timedelta(hours=1))
+    plan = json.loads((tmp_path / "catalog" / "plan.json").read_text())
+    plan["plan"]["charges"].insert(0, {"billable_metric_code": "seats",
+                                       "charge_model": "standard", "properties": {"amount": "3"}})
+    _apply_with_seats(engine, tmp_path, plan)
+    events(engine, tmp_path, ("e2", DAY + timedelta(hours=1, minutes=5), 1_000_000, "input"))
+    cycle(engine, DAY + timedelta(hours=2))
+    assert [f[:2] for f in fees(engine)] == [("e1", 200), ("e2", 100)]  # e1 once
+    with engine.connect() as conn:
+        assert list(conn.execute(text(
+            "select charge_position from advance_fees order by id")).scalars()) == [0, 1]

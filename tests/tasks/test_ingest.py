@@ -7,7 +7,7 @@ import threading
 import pytest
 from sqlalchemy import Engine, text
 
-from tallyflow.tasks.ingest import ObjectResult, ingest_object, register_objects
+from tallyflow.tasks.ingest import ObjectResult, ingest_object, register_objects, requeue
 from tallyflow.tasks.sources import build_source
 from tests.factories import event, jsonl
 from tests.storage import Bucket
@@ -120,6 +120,27 @@ def test_unknown_codes_and_subscriptions_are_stored_and_counted_unbillable(
     (result,) = ingest_all(engine, bucket)
     assert (result.accepted, result.unbillable) == (2, 2)
     assert scalar(engine, "select count(*) from events") == 2
+
+
+@pytest.mark.parametrize("removed", [None, "tx-1", "tx-3"])
+def test_unbillable_counts_only_what_landed_in_this_read(
+    engine: Engine, bucket: Bucket, removed: str | None
+) -> None:
+    # No subscriptions here: every event is unbillable. A duplicate within the object means not
+    # every staged row lands, so the count has to find the rows that did.
+    bucket.put("a.jsonl", jsonl([event(1), event(1), event(2, code="nope"),
+                                 event(3, sub="sub_unknown")]))
+    (first,) = ingest_all(engine, bucket)
+    assert (first.accepted, first.duplicates, first.unbillable) == (3, 1, 3)
+    if removed:  # e.g. archived, then the object is read again
+        with engine.begin() as conn:
+            conn.execute(text("delete from events where transaction_id = :t"), {"t": removed})
+    requeue(engine, build_source(bucket.spec()).key)  # the same ledger row is read again
+    (again,) = ingest_all(engine, bucket)
+    assert again.object_id == first.object_id
+    # only the event that landed again counts, not the ones stored by the first read
+    landed = 1 if removed else 0
+    assert (again.accepted, again.unbillable) == (landed, landed)
 
 
 def test_concurrent_runs_ingest_each_object_once(engine: Engine, bucket: Bucket) -> None:

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.flows.ingest import ingest_events
+from tallyflow.tasks import ingest as ingest_module
 from tallyflow.tasks.folding import fold_pending
 from tallyflow.tasks.ingest import ingest_object, register_objects, start_run
 from tallyflow.tasks.sources import SourceSpec, build_source
@@ -106,6 +107,33 @@ def test_a_later_object_that_loads_first_waits_for_its_turn(
     units, billed = _billed(engine)
     assert units == BILLED_TOKENS
     _expected_conflicts(billed)
+
+
+def test_a_waiting_object_merges_as_soon_as_its_predecessor_commits(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In one process the wait ends on the predecessor's commit, not at the next poll: with a
+    poll interval far longer than the test, b.jsonl still follows a.jsonl at once."""
+    monkeypatch.setattr(ingest_module, "_ORDER_POLL_SECONDS", 30.0)
+    folder = tmp_path / "bucket"
+    _drop(folder, "a.jsonl")
+    source = build_source(SourceSpec(url=folder.as_uri()))
+    a_id, b_id = register_objects(engine, source.key, source.list())
+    run_id = start_run(engine, source.key, None)
+    done: dict[str, float] = {}
+
+    def load_b() -> None:
+        ingest_object(engine, source, b_id, run_id=run_id, after=[a_id])
+        done["b"] = time.monotonic()
+
+    b = threading.Thread(target=load_b)
+    b.start()
+    time.sleep(0.5)  # b is staged and polling
+    assert b.is_alive()
+    ingest_object(engine, source, a_id, run_id=run_id)
+    committed = time.monotonic()
+    b.join(timeout=60)
+    assert done["b"] - committed < 10
 
 
 def test_identical_copies_stay_plain_duplicates(engine: Engine, tmp_path: Path) -> None:

@@ -159,3 +159,19 @@ def test_delete_of_a_pending_subscription_cancels_it(client: TestClient) -> None
     subscription = canceled.json()["subscription"]
     assert (subscription["status"], subscription["terminated_at"]) == ("canceled", None)
     assert subscription["canceled_at"]
+
+
+def test_get_subscription_shows_the_row_in_force_while_a_downgrade_waits(
+    client: TestClient, engine: Engine
+) -> None:
+    from tallyflow.tasks.lifecycle import change_plan
+
+    create_mistral(client)
+    for code, cents in (("pro", 10_000), ("basic", 100)):
+        plan = json.loads(json.dumps(DOCS["plan"]))
+        plan["plan"].update({"code": code, "name": code, "amount_cents": cents})
+        assert client.post("/api/v1/plans", json=plan).status_code == 200
+    assert change_plan(engine, "sub_acme_001", "pro").kind == "upgrade"
+    assert change_plan(engine, "sub_acme_001", "basic").kind == "downgrade"  # waits
+    shown = client.get("/api/v1/subscriptions/sub_acme_001").json()["subscription"]
+    assert (shown["plan_code"], shown["status"]) == ("pro", "active")
