@@ -285,7 +285,9 @@ def due_subscriptions(
     touched the subscription after that snapshot's watermark (new events), or the catalog
     behind it changed (plan, metrics, customer, subscription updated_at). A past hour (one at
     or before the subscription's latest snapshot: a rerun or a backfill) is recomputed too, so
-    it stores its own snapshot instead of finding "nothing changed". An explicit list
+    it stores its own snapshot -- unless that hour's own row is there with a current watermark
+    and catalog time (same states, same catalog: the same row), so a rerun with nothing new
+    prices nothing and reports the hour from its rows (``usage_as_of``). An explicit list
     (``only``) is always recomputed: that is how an hour is reproduced on demand.
     """
     with engine.connect() as conn:
@@ -298,18 +300,22 @@ def due_subscriptions(
             return sorted(s.id for s in active)
         periods = {s.id: s.period_at(as_of).period_start for s in active}
         last = {
-            int(r.subscription_id): (int(r.fold_watermark), r.catalog_at, r.as_of)
+            int(r.subscription_id): (int(r.fold_watermark), r.catalog_at, r.as_of,
+                                     r.own_watermark, r.own_catalog_at)
             for r in conn.execute(
                 text(
                     """
-                    select a.subscription_id, s.fold_watermark, s.catalog_at, a.as_of
+                    select a.subscription_id, s.fold_watermark, s.catalog_at, a.as_of,
+                           o.fold_watermark as own_watermark, o.catalog_at as own_catalog_at
                     from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[]))
                       as w(sid, ps)
                     join usage_amounts a on a.subscription_id = w.sid and a.period_start = w.ps
                     join usage_snapshots s on s.id = a.snapshot_id
+                    left join usage_snapshots o on a.as_of >= :as_of  -- a past hour's own
+                      and o.subscription_id = w.sid and o.period_start = w.ps and o.as_of = :as_of
                     """
                 ),
-                {"subs": list(periods), "starts": list(periods.values())},
+                {"subs": list(periods), "starts": list(periods.values()), "as_of": as_of},
             )
         }
         marks = {
@@ -319,9 +325,11 @@ def due_subscriptions(
     due: list[int] = []
     for sub in active:
         seen = last.get(sub.id)
-        if (seen is None or marks.get(sub.id, 0) > seen[0] or sub.catalog_at > seen[1]
-                or seen[2] >= as_of):
+        mark = marks.get(sub.id, 0)
+        if seen is None or mark > seen[0] or sub.catalog_at > seen[1]:
             due.append(sub.id)
+        elif seen[2] >= as_of and (seen[3] is None or mark > seen[3] or sub.catalog_at > seen[4]):
+            due.append(sub.id)  # a past hour without its own current snapshot
     return sorted(due)
 
 
@@ -349,6 +357,8 @@ _SNAPSHOT_COLUMNS: Final = (
     "events_count",
     "usage",
     "flow_run_id",
+    "arrears_cents",  # what the deductions take (usage_amounts), not a snapshot column
+    "arrears_precise",
 )
 _SNAPSHOT_STAGE = text(
     """
@@ -356,7 +366,8 @@ _SNAPSHOT_STAGE = text(
       subscription_id bigint, external_subscription_id text, period_start timestamptz,
       period_end timestamptz, as_of timestamptz, fold_watermark bigint,
       catalog_at timestamptz, currency text, amount_cents numeric,
-      precise_amount_cents numeric, events_count bigint, usage jsonb, flow_run_id text
+      precise_amount_cents numeric, events_count bigint, usage jsonb, flow_run_id text,
+      arrears_cents numeric, arrears_precise numeric
     ) on commit drop
     """
 )
@@ -378,18 +389,16 @@ _UPSERT_SNAPSHOT = text(
     """
 )
 
-# Deductions take charges in arrears only: those in advance are paid per event (never twice).
+# Deductions take charges in arrears only (in advance: paid per event), from the COPY stage.
 _UPSERT_AMOUNTS = text(
     """
     insert into usage_amounts as a (subscription_id, period_start, external_subscription_id,
       period_end, as_of, currency, amount_cents, precise_amount_cents, snapshot_id)
     select s.subscription_id, s.period_start, s.external_subscription_id, s.period_end,
-           s.as_of, s.currency, k.cents, k.precise, s.id
-    from usage_snapshots s
-    join unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[]),
-                cast(:cents as numeric[]), cast(:precise as numeric[])) as k(sid, ps, cents,
-                                                                             precise)
-      on s.subscription_id = k.sid and s.period_start = k.ps and s.as_of = :as_of
+           s.as_of, s.currency, k.arrears_cents, k.arrears_precise, s.id
+    from tf_snapshot_stage k
+    join usage_snapshots s on s.subscription_id = k.subscription_id
+      and s.period_start = k.period_start and s.as_of = k.as_of
     order by s.subscription_id
     on conflict (subscription_id, period_start) do update set
       external_subscription_id = excluded.external_subscription_id,
@@ -450,9 +459,9 @@ def snapshot_subscriptions(
                         "events_count": usage.events_count,
                         "usage": orjson.dumps(usage.as_lago()).decode(),
                         "flow_run_id": flow_run_id,
-                        "arrears": usage.in_arrears(),
                     }
                 )
+                rows[-1]["arrears_cents"], rows[-1]["arrears_precise"] = usage.in_arrears()
     rows.sort(key=lambda r: r["subscription_id"])
     failpoint("usage.after_snapshot_read")
     with engine.begin() as conn:
@@ -466,16 +475,7 @@ def snapshot_subscriptions(
                     for row in rows:
                         copy.write_row([row[c] for c in _SNAPSHOT_COLUMNS])
             conn.execute(_UPSERT_SNAPSHOT)
-            conn.execute(
-                _UPSERT_AMOUNTS,
-                {
-                    "subs": [r["subscription_id"] for r in rows],
-                    "starts": [r["period_start"] for r in rows],
-                    "cents": [r["arrears"][0] for r in rows],
-                    "precise": [r["arrears"][1] for r in rows],
-                    "as_of": as_of,
-                },
-            )
+            conn.execute(_UPSERT_AMOUNTS)
         failpoint("usage.before_snapshot_commit")
     failpoint("usage.after_snapshot_commit")
     ranked = sorted(rows, key=lambda r: (-r["amount_cents"], r["external_subscription_id"]))

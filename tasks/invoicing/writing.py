@@ -7,7 +7,6 @@ together or not at all.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
@@ -103,14 +102,34 @@ _SETTLE = text(
 )
 
 
+# The documents go through COPY into a stage: a text[] parameter of thousands of invoice
+# documents costs more to encode than the rest of the batch's SQL.
+_SEAL_STAGE = text("create temp table tf_seal_stage (id bigint, html text) on commit drop")
 _SEAL = text(
     """
     update invoices v set status = 'finalized', finalized_at = now(), html = r.html,
       updated_at = now()
-    from unnest(cast(:ids as bigint[]), cast(:html as text[])) as r(id, html)
+    from tf_seal_stage r
     where v.id = r.id
     """
 )
+_FEE_COLUMNS = (
+    "lago_id", "invoice_id", "position", "subscription_id", "external_subscription_id",
+    "item_type", "code", "name", "invoice_display_name", "filter_invoice_display_name",
+    "grouped_by", "charge_id", "true_up", "units", "events_count", "amount_cents",
+    "precise_amount_cents", "taxes_rate", "taxes_precise_amount_cents", "taxes_amount_cents",
+    "total_amount_cents", "applied_taxes", "from_datetime", "to_datetime",
+)
+
+
+def _copy(conn: Connection, table: str, columns: Sequence[str],
+          rows: Sequence[Sequence[Any]]) -> None:
+    """COPY rows into ``table`` (its triggers and constraints apply as to an INSERT)."""
+    pg = conn.connection.driver_connection
+    with pg.cursor() as cursor:  # type: ignore[union-attr]
+        with cursor.copy(f"copy {table} ({', '.join(columns)}) from stdin") as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 def _write_batch(
@@ -176,7 +195,9 @@ def _write_batch(
             # Documents from the numbered drafts; then the invoices are sealed and the
             # triggers refuse any later change.
             documents = render_documents(conn, due)
-            conn.execute(_SEAL, {"ids": due, "html": [documents[i] for i in due]})
+            conn.execute(_SEAL_STAGE)
+            _copy(conn, "tf_seal_stage", ("id", "html"), [(i, documents[i]) for i in due])
+            conn.execute(_SEAL)
     failpoint("invoices.after_commit")
     written = {g.key for g in live}
     return [None if g.key not in written else {
@@ -206,60 +227,21 @@ def _insert_parts(conn: Connection, batch: Sequence[tuple[int, _Group]]) -> None
         "froms": [p.from_datetime for _, _, p in periods],
         "tos": [p.to_datetime for _, _, p in periods],
     })
-    rows: dict[str, list[Any]] = defaultdict(list)
+    rows: list[tuple[Any, ...]] = []
     for invoice_id, group in batch:
         sub_ids = group.subscriptions
         for position, fee in enumerate(group.amounts.fees):
-            for name, value in (
-                ("lago_id", str(uuid.uuid4())), ("invoice_id", invoice_id),
-                ("position", position), ("subscription_id", sub_ids[fee.external_subscription_id]),
-                ("external_subscription_id", fee.external_subscription_id),
-                ("item_type", fee.item_type), ("code", fee.code), ("name", fee.name),
-                ("invoice_display_name", fee.invoice_display_name),
-                ("filter_invoice_display_name", fee.filter_invoice_display_name),
-                ("grouped_by", _json(dict(fee.grouped_by))), ("charge_id", fee.charge_id),
-                ("true_up", fee.true_up), ("units", fee.units),
-                ("events_count", fee.events_count), ("amount_cents", fee.amount_cents),
-                ("precise_amount_cents", fee.precise_amount_cents),
-                ("taxes_rate", fee.taxes_rate),
-                ("taxes_precise_amount_cents", fee.taxes_precise_amount_cents),
-                ("taxes_amount_cents", fee.taxes_amount_cents),
-                ("total_amount_cents", fee.total_amount_cents),
-                ("applied_taxes", _json([{"tax_code": t.code, "tax_name": t.name,
-                                          "tax_rate": format(t.rate, "f")} for t in fee.taxes])),
-                ("from_datetime", fee.from_datetime), ("to_datetime", fee.to_datetime),
-            ):
-                rows[name].append(value)
-    if not rows:
-        return
-    conn.execute(text(
-        """
-        insert into invoice_fees (lago_id, invoice_id, position, subscription_id,
-          external_subscription_id, item_type, code, name, invoice_display_name,
-          filter_invoice_display_name, grouped_by, charge_id, true_up, units, events_count,
-          amount_cents, precise_amount_cents, taxes_rate, taxes_precise_amount_cents,
-          taxes_amount_cents, total_amount_cents, applied_taxes, from_datetime, to_datetime)
-        select lago_id, invoice_id, position, subscription_id, external_subscription_id,
-          item_type, code, name, invoice_display_name, filter_invoice_display_name,
-          cast(grouped_by as jsonb), charge_id, true_up, units, events_count, amount_cents,
-          precise_amount_cents, taxes_rate, taxes_precise_amount_cents, taxes_amount_cents,
-          total_amount_cents, cast(applied_taxes as jsonb), from_datetime, to_datetime
-        from unnest(cast(:lago_id as text[]), cast(:invoice_id as bigint[]),
-          cast(:position as integer[]), cast(:subscription_id as bigint[]),
-          cast(:external_subscription_id as text[]), cast(:item_type as text[]),
-          cast(:code as text[]), cast(:name as text[]), cast(:invoice_display_name as text[]),
-          cast(:filter_invoice_display_name as text[]), cast(:grouped_by as text[]),
-          cast(:charge_id as bigint[]), cast(:true_up as boolean[]), cast(:units as numeric[]),
-          cast(:events_count as bigint[]), cast(:amount_cents as numeric[]),
-          cast(:precise_amount_cents as numeric[]), cast(:taxes_rate as numeric[]),
-          cast(:taxes_precise_amount_cents as numeric[]),
-          cast(:taxes_amount_cents as numeric[]), cast(:total_amount_cents as numeric[]),
-          cast(:applied_taxes as text[]), cast(:from_datetime as timestamptz[]),
-          cast(:to_datetime as timestamptz[]))
-          as r(lago_id, invoice_id, position, subscription_id, external_subscription_id,
-               item_type, code, name, invoice_display_name, filter_invoice_display_name,
-               grouped_by, charge_id, true_up, units, events_count, amount_cents,
-               precise_amount_cents, taxes_rate, taxes_precise_amount_cents,
-               taxes_amount_cents, total_amount_cents, applied_taxes, from_datetime,
-               to_datetime)
-        """), dict(rows))
+            rows.append((
+                str(uuid.uuid4()), invoice_id, position,
+                sub_ids[fee.external_subscription_id], fee.external_subscription_id,
+                fee.item_type, fee.code, fee.name, fee.invoice_display_name,
+                fee.filter_invoice_display_name, _json(dict(fee.grouped_by)), fee.charge_id,
+                fee.true_up, fee.units, fee.events_count, fee.amount_cents,
+                fee.precise_amount_cents, fee.taxes_rate, fee.taxes_precise_amount_cents,
+                fee.taxes_amount_cents, fee.total_amount_cents,
+                _json([{"tax_code": t.code, "tax_name": t.name, "tax_rate": format(t.rate, "f")}
+                       for t in fee.taxes]),
+                fee.from_datetime, fee.to_datetime,
+            ))
+    if rows:
+        _copy(conn, "invoice_fees", _FEE_COLUMNS, rows)

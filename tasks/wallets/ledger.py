@@ -227,17 +227,23 @@ def _since(as_of: datetime, grace_hours: int) -> datetime:
 # deltas, the overview and the invoice's prepaid credits all read it (in wallet order).
 USAGE_DEDUCTED = text(
     """
-    select t.subscription_id, t.period_start, t.wallet_id,
-      sum(case when t.direction = 'outbound' then t.amount_cents else -t.amount_cents end)
-        as amount_cents,
-      sum(case when t.direction = 'outbound' then t.credits else -t.credits end) as credits,
-      sum(case when t.direction = 'outbound' then t.granted_credits
-               else -t.granted_credits end) as granted_credits
-    from wallet_transactions t
-    join unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[])) as k(sid, ps)
-      on t.subscription_id = k.sid and t.period_start = k.ps
-    where t.source = 'usage' and t.status = 'settled'
-    group by t.subscription_id, t.period_start, t.wallet_id
+    select k.sid as subscription_id, k.ps as period_start, t.wallet_id, t.amount_cents,
+           t.credits, t.granted_credits
+    from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[])) as k(sid, ps)
+    -- LATERAL with its own aggregate (not flattened): one index probe per (subscription,
+    -- period) whatever the statistics say; a plain join on a ledger grown since its last
+    -- ANALYZE was planned as 63M join-filter rows per batch of 500 invoices at 100,000
+    cross join lateral (
+      select t.wallet_id,
+        sum(case when t.direction = 'outbound' then t.amount_cents else -t.amount_cents end)
+          as amount_cents,
+        sum(case when t.direction = 'outbound' then t.credits else -t.credits end) as credits,
+        sum(case when t.direction = 'outbound' then t.granted_credits
+                 else -t.granted_credits end) as granted_credits
+      from wallet_transactions t
+      where t.subscription_id = k.sid and t.period_start = k.ps
+        and t.source = 'usage' and t.status = 'settled'
+      group by t.wallet_id) t
     order by t.wallet_id
     """
 )

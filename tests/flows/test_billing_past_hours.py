@@ -46,7 +46,7 @@ def test_rerun_and_backfill_of_past_hours_store_and_report_the_hour(
     assert _snapshot_hours(engine) == [HOUR]  # 11:00 and 12:00 changed nothing: no work
 
     rerun = billing_cycle(hour=HOUR)
-    assert rerun["usage"]["snapshots"] == 1  # stored again, in place
+    assert rerun["usage"]["snapshots"] == 0  # its own row is current: nothing priced again
     assert (rerun["usage"]["subscriptions_as_of"], rerun["usage"]["amount_cents_as_of"]) == (
         1, 200)
     report = _billing_report()

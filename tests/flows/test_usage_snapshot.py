@@ -33,9 +33,10 @@ def test_usage_snapshot_flow(engine: Engine, tmp_path: Path, prefect_harness: No
     assert first["snapshots"] == 1 and first["fold"]["folded"] == 1
     assert [(s[0], s[2]) for s in _snapshots(engine)] == [(SUB, 200)]
 
-    # Rerun of the same hour: its snapshot is stored again (replaced: one row) and reported.
+    # Rerun of the same hour: its own snapshot is there and current (same fold watermark,
+    # same catalog), so nothing is priced again; the hour is still reported from its row.
     again = usage_snapshot(as_of=HOUR)
-    assert again["snapshots"] == 1
+    assert again["snapshots"] == 0
     assert (again["subscriptions_as_of"], again["amount_cents_as_of"]) == (1, 200)
     assert len(_snapshots(engine)) == 1
 
@@ -60,6 +61,12 @@ def test_usage_snapshot_flow(engine: Engine, tmp_path: Path, prefect_harness: No
     with engine.connect() as conn:
         amounts = conn.execute(text("select as_of, amount_cents from usage_amounts")).all()
     assert amounts == [(later, 300)]
+    # A past hour whose own row predates the last fold is recomputed (its own row, 300),
+    # once: a second rerun finds it current.
+    past = usage_snapshot(as_of=HOUR)
+    assert (past["snapshots"], past["amount_cents_as_of"]) == (1, 300)
+    assert usage_snapshot(as_of=HOUR)["snapshots"] == 0
+    assert [r[3] for r in _snapshots(engine)][0] == [r[3] for r in _snapshots(engine)][1]
     # An older hour rerun does not move the per-period amount backwards.
     usage_snapshot(as_of=HOUR, subscriptions=[SUB])
     with engine.connect() as conn:
