@@ -172,7 +172,8 @@ def _bill_subscription(
 ) -> None:
     customer = catalog.customers[catalog.customer_of[sub.id]]
     with engine.connect() as conn:  # most hours bring nothing new: no lock for those
-        if not any(conn.execute(_ANY_NEW, _scope(sub, c, p, at, charges)).scalar_one()
+        slots = charge_slots(charges)
+        if not any(conn.execute(_ANY_NEW, _scope(sub, c, p, at, slots)).scalar_one()
                    for p in periods for c in charges):
             return
     with engine.begin() as conn:
@@ -220,13 +221,14 @@ def _period_fees(
             _Billed(int(r.bucket), loads_exact(r.grouped_by) or {}, int(r.event_id),
                     Decimal(r.units)))
     out: list[dict[str, Any]] = []
+    slots = charge_slots(charges)
     for charge in charges:
         metric = charge.metric
-        params = _scope(sub, charge, period, at, charges)
+        params = _scope(sub, charge, period, at, slots)
         new = _events(conn, _NEW_EVENTS, metric, params)
         if not new:
             continue
-        done = billed.get(charge_slots(charges)[charge.position], [])
+        done = billed.get(params["slot"], [])
         points: dict[int, tuple[EventPoint, str]] = {}
         if metric.aggregation_type is AggregationType.UNIQUE_COUNT and done:
             points = _events(conn, _BILLED_EVENTS, metric,
@@ -262,10 +264,10 @@ def charge_slots(charges: Sequence[ChargeInfo]) -> dict[int, str]:
 
 def _scope(
     sub: SubscriptionInfo, charge: ChargeInfo, period: BillingPeriod, at: datetime,
-    charges: Sequence[ChargeInfo],
+    slots: dict[int, str],
 ) -> dict[str, Any]:
     return {"sub": sub.external_id, "code": charge.metric.code, "sid": sub.id,
-            "p": period.period_start, "slot": charge_slots(charges)[charge.position],
+            "p": period.period_start, "slot": slots[charge.position],
             "start": period.charges_from, "end": min(at, period.charges_to)}
 
 

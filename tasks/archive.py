@@ -25,7 +25,7 @@ rebuilds recompute only the periods from the horizon on (``tasks.folding``).
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,9 +124,7 @@ def _subjects(conn: Connection, before: datetime) -> list[ArchiveSubject]:
                                  until.get(sub.id), sub.id in skip, sub.subscription_at)
         if subject.starts < before:
             last = sub.period_at(last_moment(subject, before)).period_start
-            subject = ArchiveSubject(subject.external_id, subject.starts, subject.ends,
-                                     subject.finalized_until, subject.skip_termination_invoice,
-                                     last)
+            subject = replace(subject, last_period_start=last)
         subjects.append(subject)
     return subjects
 

@@ -13,7 +13,7 @@ from fsspec.implementations.local import LocalFileSystem
 from sqlalchemy import Engine, text
 
 from tallyflow.infra import failpoints
-from tallyflow.tasks.archive import ArchiveRefused, archive_events
+from tallyflow.tasks.archive import ArchiveRefused, archive_events, read_archive
 from tallyflow.tasks.folding import rebuild_states
 from tallyflow.tasks.usage import current_usage
 from tests.tasks.rating_fixtures import SUB, ingest_events, token_event
@@ -113,9 +113,7 @@ def test_a_crash_anywhere_then_a_rerun_archives_each_event_once(
     with engine.connect() as conn:
         urls = list(conn.execute(text(
             "select url from event_archives where rows > 0 and moved order by id")).scalars())
-    archived = sorted(t for url in urls
-                      for t in pq.read_table(fs.open(url, "rb")).column("transaction_id")
-                      .to_pylist())
+    archived = sorted(read_archive(fs, urls).column("transaction_id").to_pylist())
     assert archived == ["a1", "a2"]  # each once, in the recorded files
     assert _events(engine) == ["b1", "b2"]
     assert fs.ls(f"{root}/_tmp", detail=False) == []
