@@ -67,11 +67,11 @@ CRASH_POINTS: list[Any] = [
     ("wallets.before_finish_run", 1, "cycle", EVERYTHING),
     # the same kinds of points again, elsewhere: run with `make test-slow`
     pytest.param("usage.after_snapshot_read", 2, "flows", USAGE, marks=pytest.mark.slow),
-    # batches run two at a time: at the Nth commit the other thread may have committed one more,
-    # so N stays at most (batches - 2) for the snapshots to be unfinished
+    # snapshot and deduction batches run two at a time: at the Nth commit the other thread may
+    # have committed one more, so N stays at most (batches - 2) for the step to be unfinished
     pytest.param("usage.after_snapshot_commit", 2, "flows", USAGE, marks=pytest.mark.slow),
     pytest.param("wallets.after_open", 1, "flows", SNAPSHOTS, marks=pytest.mark.slow),
-    pytest.param("wallets.mid_batch", 4, "flows", SNAPSHOTS, marks=pytest.mark.slow),
+    pytest.param("wallets.mid_batch", 3, "flows", SNAPSHOTS, marks=pytest.mark.slow),
     pytest.param("wallets.before_alerts_commit", 1, "flows", LEDGER, marks=pytest.mark.slow),
     pytest.param("wallets.after_alerts", 1, "flows", EVERYTHING, marks=pytest.mark.slow),
     pytest.param("wallets.before_mark_emitted", 1, "cycle", EVERYTHING, marks=pytest.mark.slow),
