@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -170,4 +171,26 @@ usage_amounts = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("snapshot_as_of", DateTime(timezone=True), nullable=False),
     CheckConstraint("amount_cents = trunc(amount_cents)", name="whole_minor_units"),
+)
+
+
+# The Parquet files ``tallyflow archive`` moved snapshots of whole past months into (migration
+# 0016): one row per file, recorded in the transaction that replaces the month's partition by
+# the snapshots that stay (docs/scaling.md §2), so a snapshot is either in the table or in
+# exactly one recorded file.
+snapshot_archives = Table(
+    "snapshot_archives",
+    metadata,
+    _pk(),
+    Column("month", DateTime(timezone=True), nullable=False),
+    Column("before", DateTime(timezone=True), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("temporary_url", Text, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("kept", BigInteger, nullable=False),
+    Column("first_snapshot_id", BigInteger, nullable=False),
+    Column("last_snapshot_id", BigInteger, nullable=False),
+    Column("moved", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("url", name="uq_snapshot_archives_url"),
 )
