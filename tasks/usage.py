@@ -396,9 +396,9 @@ _UPSERT_AMOUNTS = text(
       period_end, as_of, currency, amount_cents, precise_amount_cents, snapshot_id, snapshot_as_of)
     select s.subscription_id, s.period_start, s.external_subscription_id, s.period_end,
            s.as_of, s.currency, k.arrears_cents, k.arrears_precise, s.id, s.as_of
-    from tf_snapshot_stage k
-    join usage_snapshots s on s.subscription_id = k.subscription_id
+    from tf_snapshot_stage k join usage_snapshots s on s.subscription_id = k.subscription_id
       and s.period_start = k.period_start and s.as_of = k.as_of
+    where s.as_of = :as_of  -- the batch's hour: one partition, chosen while planning
     order by s.subscription_id
     on conflict (subscription_id, period_start) do update set
       external_subscription_id = excluded.external_subscription_id,
@@ -475,7 +475,7 @@ def snapshot_subscriptions(
                     for row in rows:
                         copy.write_row([row[c] for c in _SNAPSHOT_COLUMNS])
             conn.execute(_UPSERT_SNAPSHOT)
-            conn.execute(_UPSERT_AMOUNTS)
+            conn.execute(_UPSERT_AMOUNTS, {"as_of": as_of})
         failpoint("usage.before_snapshot_commit")
     failpoint("usage.after_snapshot_commit")
     ranked = sorted(rows, key=lambda r: (-r["amount_cents"], r["external_subscription_id"]))
