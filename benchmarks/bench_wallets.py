@@ -52,9 +52,10 @@ SEED = [
 
 USAGE = (
     "insert into usage_amounts as a (subscription_id, period_start, external_subscription_id,"
-    " period_end, as_of, currency, amount_cents, precise_amount_cents, snapshot_id)"
+    " period_end, as_of, currency, amount_cents, precise_amount_cents, snapshot_id,"
+    " snapshot_as_of)"
     " select s.id, '2025-03-01T00:00:00Z', s.external_id, '2025-03-31T23:59:59.999999Z',"
-    " :as_of, 'USD', (s.id * :k) % 12000, (s.id * :k) % 12000, s.id"
+    " :as_of, 'USD', (s.id * :k) % 12000, (s.id * :k) % 12000, s.id, :as_of"
     " from subscriptions s"
     " on conflict (subscription_id, period_start) do update set"
     " amount_cents = excluded.amount_cents, precise_amount_cents = excluded.amount_cents"

@@ -20,6 +20,7 @@ from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.lifecycle import final_snapshots_task
+from tallyflow.tasks.partitions import ensure_partitions_task
 from tallyflow.tasks.usage import (
     SnapshotBatch,
     due_subscriptions_task,
@@ -53,6 +54,7 @@ def usage_snapshot(
 ) -> dict:
     """Snapshot current usage of every subscription whose usage may have changed."""
     moment = resolve_as_of(as_of)
+    ensure_partitions_task(moment)  # the month's snapshot partition exists before its rows
     folded = fold_new_objects_task()
     failpoint("usage.after_fold")
     due = due_subscriptions_task(moment, subscriptions)

@@ -55,3 +55,10 @@ def unfinished(before: datetime, subjects: Iterable[ArchiveSubject]) -> list[str
             continue  # only the never-invoiced last partial period is left
         blocking.add(subject.external_id)
     return sorted(blocking)
+
+
+def wholly_before(before: datetime, spans: Iterable[tuple[datetime, datetime]]) -> list[datetime]:
+    """The starts of the spans ``[start, end)`` that end at or before ``before``, sorted: the
+    months of snapshots that may leave (every moment in them is before the horizon, so every
+    period they priced is final once ``unfinished`` finds nothing)."""
+    return sorted(start for start, end in spans if end <= before)

@@ -91,7 +91,7 @@ _FINALIZED_UNTIL = text(
 
 
 __all__ = ["ArchiveRefused", "ArchiveSummary", "archive_events", "archive_horizon",
-           "check_horizon", "read_archive"]
+           "check_horizon", "finish_interrupted", "full_url", "read_archive"]
 
 
 class ArchiveRefused(UserError):
@@ -142,28 +142,39 @@ def check_horizon(conn: Connection, before: datetime) -> None:
             "give an earlier --before")
 
 
-def _finish_interrupted(engine: Engine, fs: Any, root: str, summary: ArchiveSummary) -> None:
-    """Move recorded files left under their temporary name; remove unrecorded ones."""
+# The archive's ledgers of files (fixed names), one per kind of history (tasks/archive_snapshots)
+_LEDGERS = ("event_archives", "snapshot_archives")
+
+
+def finish_interrupted(engine: Engine, fs: Any, root: str) -> tuple[int, int]:
+    """Move recorded files (of either ledger) left under their temporary name; remove
+    unrecorded ones. Returns (files moved, temporary files removed)."""
+    recorded: dict[str, tuple[str, int, str]] = {}
     with engine.connect() as conn:
-        recorded = {r.temporary_url: (r.id, r.url) for r in conn.execute(text(
-            "select id, url, temporary_url from event_archives where not moved"))}
-    for tmp, (row_id, url) in recorded.items():
+        for ledger in _LEDGERS:
+            for r in conn.execute(text(
+                    f"select id, url, temporary_url from {ledger} where not moved")):  # noqa: S608
+                recorded[r.temporary_url] = (ledger, r.id, r.url)
+    moved = removed = 0
+    for tmp, (ledger, row_id, url) in recorded.items():
         if fs.exists(tmp):
             fs.makedirs(url.rsplit("/", 1)[0], exist_ok=True)
             fs.mv(tmp, url)
         with engine.begin() as conn:
-            conn.execute(text("update event_archives set moved = true where id = :id"),
+            conn.execute(text(f"update {ledger} set moved = true where id = :id"),  # noqa: S608
                          {"id": row_id})
-        summary.finished_moves += 1
+        moved += 1
     folder = f"{root}/_tmp"
     if fs.exists(folder):
         for path in fs.ls(folder, detail=False):
-            if _full(fs, path) not in recorded:
+            if full_url(fs, path) not in recorded:
                 fs.rm(path)
-                summary.removed_temporary += 1
+                removed += 1
+    return moved, removed
 
 
-def _full(fs: Any, path: str) -> str:
+def full_url(fs: Any, path: str) -> str:
+    """The path with its protocol (what the ledgers record)."""
     return str(fs.unstrip_protocol(path)) if hasattr(fs, "unstrip_protocol") else path
 
 
@@ -186,7 +197,7 @@ def archive_events(
                         "give an offset, e.g. 2026-01-01T00:00:00Z")
     root = root.rstrip("/")
     summary = ArchiveSummary(before.astimezone(UTC))
-    _finish_interrupted(engine, fs, root, summary)
+    summary.finished_moves, summary.removed_temporary = finish_interrupted(engine, fs, root)
     with engine.connect() as conn:
         check_horizon(conn, before)
     fs.makedirs(f"{root}/_tmp", exist_ok=True)
@@ -198,8 +209,8 @@ def archive_events(
             result = reading.execute(_ROWS, {"before": before})
             for partition in result.partitions(chunk_rows):
                 rows = sorted((tuple(r) for r in partition), key=lambda r: r[0])
-                tmp = _full(fs, f"{root}/_tmp/{uuid.uuid4().hex}.parquet")
-                url = _full(fs, f"{root}/events/before={stamp}/"
+                tmp = full_url(fs, f"{root}/_tmp/{uuid.uuid4().hex}.parquet")
+                url = full_url(fs, f"{root}/events/before={stamp}/"
                                 f"{rows[0][0]:020d}-{rows[-1][0]:020d}.parquet")
                 _write(fs, tmp, rows)
                 failpoint("archive.after_write")

@@ -310,7 +310,7 @@ def due_subscriptions(
                     from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[]))
                       as w(sid, ps)
                     join usage_amounts a on a.subscription_id = w.sid and a.period_start = w.ps
-                    join usage_snapshots s on s.id = a.snapshot_id
+                    join usage_snapshots s on (s.id, s.as_of) = (a.snapshot_id, a.snapshot_as_of)
                     left join usage_snapshots o on a.as_of >= :as_of  -- a past hour's own
                       and o.subscription_id = w.sid and o.period_start = w.ps and o.as_of = :as_of
                     """
@@ -393,19 +393,19 @@ _UPSERT_SNAPSHOT = text(
 _UPSERT_AMOUNTS = text(
     """
     insert into usage_amounts as a (subscription_id, period_start, external_subscription_id,
-      period_end, as_of, currency, amount_cents, precise_amount_cents, snapshot_id)
+      period_end, as_of, currency, amount_cents, precise_amount_cents, snapshot_id, snapshot_as_of)
     select s.subscription_id, s.period_start, s.external_subscription_id, s.period_end,
-           s.as_of, s.currency, k.arrears_cents, k.arrears_precise, s.id
-    from tf_snapshot_stage k
-    join usage_snapshots s on s.subscription_id = k.subscription_id
+           s.as_of, s.currency, k.arrears_cents, k.arrears_precise, s.id, s.as_of
+    from tf_snapshot_stage k join usage_snapshots s on s.subscription_id = k.subscription_id
       and s.period_start = k.period_start and s.as_of = k.as_of
+    where s.as_of = :as_of  -- the batch's hour: one partition, chosen while planning
     order by s.subscription_id
     on conflict (subscription_id, period_start) do update set
       external_subscription_id = excluded.external_subscription_id,
       period_end = excluded.period_end, as_of = excluded.as_of, currency = excluded.currency,
-      amount_cents = excluded.amount_cents,
-      precise_amount_cents = excluded.precise_amount_cents,
-      snapshot_id = excluded.snapshot_id, updated_at = now()
+      amount_cents = excluded.amount_cents, precise_amount_cents = excluded.precise_amount_cents,
+      snapshot_id = excluded.snapshot_id, snapshot_as_of = excluded.snapshot_as_of,
+      updated_at = now()
     where a.as_of <= excluded.as_of
     """
 )
@@ -475,7 +475,7 @@ def snapshot_subscriptions(
                     for row in rows:
                         copy.write_row([row[c] for c in _SNAPSHOT_COLUMNS])
             conn.execute(_UPSERT_SNAPSHOT)
-            conn.execute(_UPSERT_AMOUNTS)
+            conn.execute(_UPSERT_AMOUNTS, {"as_of": as_of})
         failpoint("usage.before_snapshot_commit")
     failpoint("usage.after_snapshot_commit")
     ranked = sorted(rows, key=lambda r: (-r["amount_cents"], r["external_subscription_id"]))
@@ -538,7 +538,7 @@ def latest_usage(
                            fold_watermark, currency, amount_cents, precise_amount_cents,
                            events_count, usage::text as usage
                     from usage_snapshots
-                    where subscription_id = :sid and period_start = :ps
+                    where subscription_id = :sid and period_start = :ps and as_of >= :ps
                     order by as_of desc limit 1
                     """
                 ),

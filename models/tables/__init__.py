@@ -40,6 +40,7 @@ from tallyflow.models.tables.invoicing import (
     invoices,
 )
 from tallyflow.models.tables.rating import (
+    snapshot_archives,
     usage_amounts,
     usage_folds,
     usage_marks,
@@ -78,6 +79,7 @@ __all__ = [
     "plans",
     "rejected_rows",
     "run_history",
+    "snapshot_archives",
     "subscriptions",
     "taxes",
     "usage_amounts",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -12,6 +13,8 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    PrimaryKeyConstraint,
+    Sequence,
     Table,
     Text,
     UniqueConstraint,
@@ -107,10 +110,17 @@ usage_marks = Table(
 
 # Hourly current-usage snapshots: one per (subscription, period, as_of), so a rerun of the
 # same hour replaces its row instead of adding one.
+#
+# Migration 0015 (docs/scaling.md §2): range partitions by month of ``as_of``, made ahead of
+# need by every snapshot run (``tallyflow.infra.partitions``), plus a default partition. The
+# partition key must be in every unique constraint, so the primary key is (id, as_of); ``id``
+# comes from a plain sequence (no identity column on a partitioned table before PostgreSQL 17;
+# the migration makes the sequence the column's default, owned by it).
+usage_snapshots_id_seq = Sequence("usage_snapshots_id_seq", metadata=metadata)
 usage_snapshots = Table(
     "usage_snapshots",
     metadata,
-    _pk(),
+    Column("id", BigInteger, usage_snapshots_id_seq, nullable=False),
     Column(
         "subscription_id",
         BigInteger,
@@ -130,9 +140,11 @@ usage_snapshots = Table(
     Column("usage", JSONB, nullable=False),
     Column("flow_run_id", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("id", "as_of"),
     UniqueConstraint("subscription_id", "period_start", "as_of"),
     Index("ix_usage_snapshots_as_of", "as_of"),
     CheckConstraint("amount_cents = trunc(amount_cents)", name="whole_minor_units"),
+    postgresql_partition_by="RANGE (as_of)",
 )
 
 
@@ -153,7 +165,32 @@ usage_amounts = Table(
     Column("currency", Text, nullable=False),
     Column("amount_cents", Numeric, nullable=False),
     Column("precise_amount_cents", Numeric, nullable=False),
+    # the snapshot it was taken from: (snapshot_id, snapshot_as_of) is that snapshot's key, so
+    # a look-up touches one partition (migration 0015 says why there is no foreign key)
     Column("snapshot_id", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("snapshot_as_of", DateTime(timezone=True), nullable=False),
     CheckConstraint("amount_cents = trunc(amount_cents)", name="whole_minor_units"),
+)
+
+
+# The Parquet files ``tallyflow archive`` moved snapshots of whole past months into (migration
+# 0016): one row per file, recorded in the transaction that replaces the month's partition by
+# the snapshots that stay (docs/scaling.md §2), so a snapshot is either in the table or in
+# exactly one recorded file.
+snapshot_archives = Table(
+    "snapshot_archives",
+    metadata,
+    _pk(),
+    Column("month", DateTime(timezone=True), nullable=False),
+    Column("before", DateTime(timezone=True), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("temporary_url", Text, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("kept", BigInteger, nullable=False),
+    Column("first_snapshot_id", BigInteger, nullable=False),
+    Column("last_snapshot_id", BigInteger, nullable=False),
+    Column("moved", Boolean, nullable=False, server_default=text("false")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("url", name="uq_snapshot_archives_url"),
 )

@@ -1,7 +1,8 @@
-"""``tallyflow archive``: events of finalized periods to Parquet files, out of PostgreSQL.
+"""``tallyflow archive``: events of finalized periods, and whole months of their usage
+snapshots, to Parquet files, out of PostgreSQL.
 
-The rule (which history may leave) is in models/archive.py, the exactly-once move in
-tasks/archive.py.
+The rule (which history may leave) is in models/archive.py, the exactly-once moves in
+tasks/archive.py (events) and tasks/archive_snapshots.py (snapshot months: a partition swap).
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ def archive(
                                             help="S3-compatible endpoint"),
     as_json: bool = typer.Option(False, "--json", help="Print what it did as JSON."),
 ) -> None:
-    """Move the events before --before to Parquet files (exactly once), keeping usage state,
+    """Move the events before --before, and the usage snapshots of every month wholly before
+    it (but the last of each period), to Parquet files (exactly once), keeping usage state,
     invoices and wallets; later events before it are refused at ingest."""
     from tallyflow.infra.resources import billing_engine
     from tallyflow.tasks.archive import archive_events
+    from tallyflow.tasks.archive_snapshots import archive_snapshots
     from tallyflow.tasks.sources import FsspecSource, SourceSpec
 
     moment = parse_moment(before)
@@ -44,13 +47,20 @@ def archive(
     options = {"endpoint_url": endpoint_url} if endpoint_url else {}
     source = FsspecSource(SourceSpec(kind="fsspec", url=to, options=options))
     fs, root = source.filesystem()
-    done = archive_events(billing_engine(), moment, fs, root)
+    engine = billing_engine()
+    done = archive_events(engine, moment, fs, root)
+    months = archive_snapshots(engine, moment, fs, root)
     if as_json:
-        typer.echo(json.dumps(done.as_dict(), indent=2))
+        typer.echo(json.dumps({**done.as_dict(), "snapshots": months.as_dict()}, indent=2))
         return
     typer.echo(f"archived {done.rows} event(s) before {done.before.isoformat()} into "
                f"{len(done.files)} file(s) under {to}")
     for url in done.files:
+        typer.echo(f"  {url}")
+    typer.echo(f"archived {months.rows} usage snapshot(s) of {len(months.months)} month(s)"
+               f"{' (' + ', '.join(months.months) + ')' if months.months else ''} into "
+               f"{len(months.files)} file(s), kept {months.kept} still in use")
+    for url in months.files:
         typer.echo(f"  {url}")
     if done.finished_moves or done.removed_temporary:
         typer.echo(f"finished an interrupted run: {done.finished_moves} file(s) moved, "

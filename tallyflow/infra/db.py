@@ -228,15 +228,91 @@ def backup(file: Path, url: str | None = None) -> Path:
     return file
 
 
+# What ``restore`` drops before it creates, in its own transaction: every object of the public
+# schema that is no extension's. Tables go first and whole (a partitioned table takes its
+# partitions, and ``cascade`` the keys and views that point at it), so no partition's
+# constraint is ever dropped on its own -- what ``pg_restore --clean`` does, and PostgreSQL
+# refuses ("cannot drop inherited constraint") for a partition's primary key.
+_DROP_SCHEMA_OBJECTS = """
+do $$
+declare r record;
+begin
+  for r in
+    select c.oid::regclass::text as name, c.relkind from pg_class c
+    where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'S')
+      and not c.relispartition
+      and not exists (select 1 from pg_depend d where d.classid = 'pg_class'::regclass
+                      and d.objid = c.oid and d.deptype = 'e')
+    order by c.relkind in ('r', 'p') desc
+  loop
+    execute format('drop %s if exists %s cascade',
+                   case r.relkind when 'v' then 'view' when 'm' then 'materialized view'
+                                  when 'S' then 'sequence' else 'table' end, r.name);
+  end loop;
+  for r in
+    select p.oid::regprocedure::text as name from pg_proc p
+    where p.pronamespace = 'public'::regnamespace
+      and not exists (select 1 from pg_depend d where d.classid = 'pg_proc'::regclass
+                      and d.objid = p.oid and d.deptype = 'e')
+  loop
+    execute format('drop routine if exists %s cascade', r.name);
+  end loop;
+  for r in
+    select t.oid::regtype::text as name from pg_type t
+    where t.typnamespace = 'public'::regnamespace and t.typtype in ('e', 'd', 'c')
+      and (t.typtype <> 'c' or (select relkind from pg_class where oid = t.typrelid) = 'c')
+      and not exists (select 1 from pg_depend d where d.classid = 'pg_type'::regclass
+                      and d.objid = t.oid and d.deptype = 'e')
+  loop
+    execute format('drop type if exists %s cascade', r.name);
+  end loop;
+end $$;
+"""
+
+
 def restore(file: Path, url: str | None = None) -> None:
     """Replace the Tallyflow database's contents with a backup, in one transaction: either
-    the whole backup is in place afterwards or nothing changed."""
+    the whole backup is in place afterwards or nothing changed.
+
+    ``pg_restore`` writes the backup as SQL and ``psql`` runs it in one transaction after
+    dropping what is there (``_DROP_SCHEMA_OBJECTS``), committed only once ``pg_restore`` has
+    read the whole backup; ``pg_restore --clean`` cannot replace a database with partitioned
+    tables (docs/scaling.md §2)."""
+    import shutil
+    import subprocess
+    import tempfile
+
     if not file.is_file():
         raise BackupError(f"{file}: no such backup file")
     resolved = url or database_url()
     target, env = _libpq_target(resolved)
-    binary = _client_binary("pg_restore", _server_major(resolved))
+    env["PGOPTIONS"] = "-c client_min_messages=warning"  # no NOTICE per cascaded drop
+    major = _server_major(resolved)
+    restore_bin, psql_bin = _client_binary("pg_restore", major), _client_binary("psql", major)
     dispose_engines()  # our own pooled sessions would hold locks the restore needs
-    _run_client([binary, "--clean", "--if-exists", "--no-owner", "--no-privileges",
-                 "--single-transaction", "--exit-on-error", f"--dbname={target}", str(file)],
-                env)
+    # The SQL streams from one to the other (a backup may not fit in memory); their messages
+    # go to files, so neither can block on a full pipe.
+    with tempfile.TemporaryFile() as dump_err, tempfile.TemporaryFile() as run_err:
+        with subprocess.Popen([restore_bin, "--no-owner", "--no-privileges", "--file=-",
+                               str(file)], stdout=subprocess.PIPE, stderr=dump_err,
+                              env=env) as dump, \
+             subprocess.Popen([psql_bin, "--no-psqlrc", "--quiet", "--set=ON_ERROR_STOP=1",
+                               f"--dbname={target}", "--file=-"],
+                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                              stderr=run_err, env=env) as run:
+            assert dump.stdout is not None and run.stdin is not None
+            try:
+                run.stdin.write(b"begin;\n" + _DROP_SCHEMA_OBJECTS.encode())
+                shutil.copyfileobj(dump.stdout, run.stdin, 1 << 20)
+                if dump.wait() == 0:  # a backup read to its end, and only then
+                    run.stdin.write(b"commit;\n")
+                run.stdin.close()  # without the commit, psql's exit rolls everything back
+            except BrokenPipeError:  # psql stopped at an error: its message says which
+                dump.kill()
+        for code, name, messages in ((dump.returncode, "pg_restore", dump_err),
+                                     (run.returncode, "psql", run_err)):
+            if code != 0:
+                messages.seek(0)
+                lines = messages.read().decode(errors="replace").strip().splitlines()
+                first = [line for line in lines if "ERROR" in line][:1] or lines[-1:]
+                raise BackupError(f"{name} failed: {(first or ['(no output)'])[0]}")

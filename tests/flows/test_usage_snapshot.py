@@ -32,6 +32,11 @@ def test_usage_snapshot_flow(engine: Engine, tmp_path: Path, prefect_harness: No
     first = usage_snapshot(as_of=HOUR)
     assert first["snapshots"] == 1 and first["fold"]["folded"] == 1
     assert [(s[0], s[2]) for s in _snapshots(engine)] == [(SUB, 200)]
+    # the run made its month's partition (and the next) before writing: the row is in it
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from usage_snapshots_2025_03")).scalar() == 1
+        assert conn.execute(text("select count(*) from usage_snapshots_2025_04")).scalar() == 0
+        assert conn.execute(text("select count(*) from usage_snapshots_default")).scalar() == 0
 
     # Rerun of the same hour: its own snapshot is there and current (same fold watermark,
     # same catalog), so nothing is priced again; the hour is still reported from its row.

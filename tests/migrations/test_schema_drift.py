@@ -13,8 +13,12 @@ What the comparison leaves out, and why (each entry is a decision, not a conveni
   exists, so a migration that drops it fails here.
 - CHECK constraint bodies: autogenerate does not compare them either; each is tested by the
   rows it refuses (e.g. whole minor units in ``tests/tasks/test_wallet_ledger.py``).
-- Partitions: none today. A partitioned table's partitions are reflected as tables; when one is
-  added, exclude its partitions here by name pattern and say so.
+- Partitions: ``usage_snapshots`` is range-partitioned by month of ``as_of`` (migration 0015);
+  its partitions ``usage_snapshots_YYYY_MM`` and ``usage_snapshots_default`` are reflected as
+  tables of their own (with their indexes) but are declared only as the parent's
+  ``postgresql_partition_by``, and months come and go with time (``tallyflow.infra.partitions``,
+  ``tallyflow archive``), so they are excluded by name pattern; ``test_snapshots_are_partitioned``
+  below pins the layout.
 - Staging tables (``create temp table ... on commit drop`` in ``tasks/ingest.py`` and
   ``tasks/usage.py``) live in one transaction of one session, never in the migrated schema, so
   they never show up here.
@@ -22,6 +26,7 @@ What the comparison leaves out, and why (each entry is a decision, not a conveni
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from alembic.autogenerate import compare_metadata
@@ -32,9 +37,15 @@ from tallyflow.infra import migrate
 from tallyflow.models.tables import metadata
 
 EXCLUDED_TABLES = {"alembic_version": "Alembic's own bookkeeping"}
+# usage_snapshots' partitions (migration 0015): declared as the parent's partitioning
+PARTITION_NAME = re.compile(r"usage_snapshots_(\d{4}_\d{2}|default)")
 
 
 def _include(obj: Any, name: str | None, kind: str, reflected: bool, compare_to: Any) -> bool:
+    if kind == "table" and name is not None and PARTITION_NAME.fullmatch(name):
+        return False
+    if kind == "index" and PARTITION_NAME.fullmatch(getattr(obj.table, "name", "")):
+        return False  # a partition's copy of the parent's index
     return not (kind == "table" and name in EXCLUDED_TABLES)
 
 
@@ -95,3 +106,30 @@ def test_event_keys_compare_byte_wise(empty_database: Engine) -> None:
             "select collation_name from information_schema.columns where table_name = 'events'"
             " and column_name in ('external_subscription_id', 'transaction_id')")).scalars())
     assert collations == {"C"}
+
+
+def test_snapshots_are_partitioned(empty_database: Engine) -> None:
+    """usage_snapshots is range-partitioned by as_of into UTC months, with the current and the
+    next month made by the migration and a default partition; ids come from the sequence."""
+    from datetime import UTC, datetime
+
+    from tallyflow.infra.partitions import month_after, month_of, partition_name
+
+    migrate.upgrade(empty_database)
+    with empty_database.connect() as conn:
+        strategy = conn.execute(text(
+            "select pg_get_partkeydef('usage_snapshots'::regclass)")).scalar_one()
+        bounds = dict(list(conn.execute(text(
+            "select c.relname, pg_get_expr(c.relpartbound, c.oid) from pg_inherits i"
+            " join pg_class c on c.oid = i.inhrelid"
+            " where i.inhparent = 'usage_snapshots'::regclass")).tuples()))
+        default = conn.execute(text(
+            "select pg_get_expr(adbin, adrelid) from pg_attrdef"
+            " where adrelid = 'usage_snapshots'::regclass")).scalars().all()
+    assert strategy == "RANGE (as_of)"
+    this = month_of(datetime.now(UTC))
+    assert set(bounds) == {partition_name(this), partition_name(month_after(this)),
+                           "usage_snapshots_default"}
+    assert bounds["usage_snapshots_default"] == "DEFAULT"
+    assert bounds[partition_name(this)].startswith(f"FOR VALUES FROM ('{this:%Y-%m-01}")
+    assert "nextval('usage_snapshots_id_seq'::regclass)" in default

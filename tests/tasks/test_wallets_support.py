@@ -90,14 +90,15 @@ def set_usage(
                 """
                 insert into usage_amounts (subscription_id, period_start,
                   external_subscription_id, period_end, as_of, currency, amount_cents,
-                  precise_amount_cents, snapshot_id)
+                  precise_amount_cents, snapshot_id, snapshot_as_of)
                 select s.id, :ps, s.external_id, :pe, :as_of, :cur, :amount, :amount,
-                  (select coalesce(max(snapshot_id), 0) + 1 from usage_amounts)
+                  (select coalesce(max(snapshot_id), 0) + 1 from usage_amounts), :as_of
                 from subscriptions s where s.external_id = :sub
                 on conflict (subscription_id, period_start) do update set
                   amount_cents = excluded.amount_cents,
                   precise_amount_cents = excluded.precise_amount_cents,
-                  as_of = excluded.as_of, snapshot_id = excluded.snapshot_id
+                  as_of = excluded.as_of, snapshot_id = excluded.snapshot_id,
+                  snapshot_as_of = excluded.snapshot_as_of
                 """
             ),
             {"ps": period_start, "pe": period_end, "as_of": as_of, "cur": currency,

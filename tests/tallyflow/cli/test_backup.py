@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, text
@@ -13,8 +14,11 @@ from sqlalchemy import Engine, text
 from tallyflow.infra import db
 from tallyflow.models.tables import metadata
 from tallyflow.tasks.catalog import apply_catalog
+from tallyflow.tasks.folding import fold_pending
 from tallyflow.tasks.ingest import ingest_object, register_objects
+from tallyflow.tasks.partitions import ensure_snapshot_partitions
 from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.usage import due_subscriptions, snapshot_subscriptions
 
 PROJECT = Path(__file__).parents[3]
 
@@ -42,6 +46,13 @@ def _fingerprint(url: str) -> dict[str, str]:
     return prints
 
 
+def _partitions(url: str) -> set[str]:
+    with db.get_engine(url).connect() as conn:
+        return set(conn.execute(text(
+            "select c.relname from pg_inherits i join pg_class c on c.oid = i.inhrelid"
+            " where i.inhparent = 'usage_snapshots'::regclass")).scalars())
+
+
 def test_backup_then_restore_into_another_database_gives_every_row_back(
     engine: Engine, database_url: str, scratch_database: Callable[[], str], tmp_path: Path
 ) -> None:
@@ -49,8 +60,17 @@ def test_backup_then_restore_into_another_database_gives_every_row_back(
     source = build_source(SourceSpec(url=(PROJECT / "tests" / "fixtures" / "golden").as_uri()))
     for object_id in register_objects(engine, source.key, source.list()):
         ingest_object(engine, source, object_id)
+    # snapshots in monthly partitions (usage_snapshots is partitioned: pg_restore --clean
+    # could not drop a partition's primary key, docs/scaling.md §2)
+    fold_pending(engine)
+    hour = datetime(2025, 11, 25, tzinfo=UTC)
+    ensure_snapshot_partitions(engine, hour)
+    snapshot_subscriptions(engine, due_subscriptions(engine, hour), hour)
     original = _fingerprint(database_url)
     assert int(original["events"].split(":")[0]) > 0
+    assert int(original["usage_snapshots"].split(":")[0]) > 0
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from usage_snapshots_2025_11")).scalar_one()
 
     dump = tmp_path / "tallyflow.dump"
     made = _tallyflow(database_url, "db", "backup", str(dump))
@@ -69,6 +89,17 @@ def test_backup_then_restore_into_another_database_gives_every_row_back(
     again = _tallyflow(target, "db", "restore", str(dump), "--yes")
     assert again.returncode == 0, again.stderr
     assert _fingerprint(target) == original
+    assert _partitions(target) == _partitions(database_url)
+
+    # A backup cut short restores nothing: the database stays as it was.
+    with db.get_engine(target).begin() as conn:
+        conn.execute(text("update customers set name = 'changed since the backup'"))
+    changed = _fingerprint(target)
+    cut = tmp_path / "cut.dump"
+    cut.write_bytes(dump.read_bytes()[: dump.stat().st_size // 2])
+    failed = _tallyflow(target, "db", "restore", str(cut), "--yes")
+    assert failed.returncode == 1 and failed.stderr.startswith("error: pg_restore failed: ")
+    assert _fingerprint(target) == changed
 
 
 def test_restore_asks_before_replacing_a_database(
