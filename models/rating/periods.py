@@ -9,7 +9,7 @@ gap or overlap (a period ends one microsecond before the next one starts).
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -28,6 +28,28 @@ class Interval(StrEnum):
     QUARTERLY = "quarterly"
     SEMIANNUAL = "semiannual"
     YEARLY = "yearly"
+
+
+# The longest a period of each interval can last, DST included: a period is at most one
+# interval of local calendar days (a first or last period is shorter), and a local day is at
+# most 25 hours. Readers of snapshot history use it to bound the ``as_of`` they scan (a snapshot
+# is taken inside its period), which is what keeps the hourly report flat in history.
+LONGEST_PERIOD: Final = {
+    "weekly": timedelta(days=7, hours=1),
+    "monthly": timedelta(days=31, hours=1),
+    "quarterly": timedelta(days=92, hours=1),
+    "semiannual": timedelta(days=184, hours=1),
+    "yearly": timedelta(days=366, hours=1),
+}
+
+
+def longest_period(intervals: Iterable[str]) -> timedelta | None:
+    """The longest period any of these plan intervals can have; None for an unknown one (the
+    reader then scans without a bound rather than miss a snapshot)."""
+    spans = [LONGEST_PERIOD.get(i) for i in intervals]
+    if not spans or any(span is None for span in spans):
+        return None
+    return max(span for span in spans if span is not None)
 
 
 class BillingTime(StrEnum):

@@ -16,7 +16,8 @@ from tallyflow.infra import failpoints
 from tallyflow.infra.partitions import COLUMNS
 from tallyflow.tasks.archive import ArchiveRefused, read_archive
 from tallyflow.tasks.archive_snapshots import archive_snapshots
-from tallyflow.tasks.usage import snapshot_subscriptions, usage_as_of
+from tallyflow.tasks.snapshot_reads import usage_as_of
+from tallyflow.tasks.usage import snapshot_subscriptions
 from tests.tasks.test_archive import APRIL, _seen
 from tests.tasks.test_invoicing import catalog, ingested_until, invoices, usage_events
 from tests.tasks.test_lifecycle import cycle

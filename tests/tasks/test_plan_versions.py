@@ -15,7 +15,7 @@ from sqlalchemy import Engine, text
 
 from tallyflow.tasks.catalog import apply_catalog, export_catalog
 from tallyflow.tasks.plan_versions import plan_history
-from tallyflow.tasks.usage import latest_usage
+from tallyflow.tasks.snapshot_reads import latest_usage
 from tests.tasks.test_invoicing import (
     CLOSE,
     MARCH_END,

@@ -8,8 +8,10 @@ from hypothesis import strategies as st
 
 from tallyflow.models.rating.aggregation import EventPoint, WeightedSumState
 from tallyflow.models.rating.periods import (
+    LONGEST_PERIOD,
     Interval,
     iter_periods,
+    longest_period,
     period_containing,
     period_length_seconds,
     prorata_days,
@@ -192,9 +194,44 @@ def test_period_contains_its_instant(
     at = sub + timedelta(seconds=offset)
     period = period_containing(at, interval, mode, sub, zone)
     assert period.period_start <= at <= period.period_end
+    assert period.period_end - period.period_start < LONGEST_PERIOD[interval]
     assert period.contains(at)
     assert period.start_date <= at.astimezone(ZoneInfo(zone)).date() <= period.end_date
     following = period_containing(
         period.period_end + timedelta(microseconds=1), interval, mode, sub, zone
     )
     assert following.start_date == period.end_date + timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("intervals", "longest"),
+    [
+        ([], None),
+        (["monthly"], timedelta(days=31, hours=1)),
+        (["weekly", "monthly"], timedelta(days=31, hours=1)),
+        (["monthly", "yearly", "quarterly"], timedelta(days=366, hours=1)),
+        (["monthly", "fortnightly"], None),  # unknown: no bound rather than a missed snapshot
+    ],
+)
+def test_longest_period(intervals: list[str], longest: timedelta | None) -> None:
+    assert longest_period(intervals) == longest
+
+
+@pytest.mark.parametrize(
+    ("interval", "start", "zone"),
+    [
+        ("monthly", datetime(2025, 10, 1, tzinfo=UTC), "America/New_York"),  # 31 days + 1 h
+        ("quarterly", datetime(2025, 10, 1, tzinfo=UTC), "Europe/Paris"),
+        ("semiannual", datetime(2024, 7, 1, tzinfo=UTC), "America/New_York"),
+        ("yearly", datetime(2024, 1, 1, tzinfo=UTC), "Australia/Lord_Howe"),  # a leap year
+        ("weekly", datetime(2025, 11, 1, tzinfo=UTC), "America/New_York"),  # DST ends inside
+    ],
+)
+def test_the_longest_periods_fit_their_bound(interval: str, start: datetime, zone: str) -> None:
+    longest = max(
+        (p.period_end - p.period_start
+         for p in iter_periods(interval, "calendar", start - timedelta(days=800),
+                               start + timedelta(days=800), zone)),
+    )
+    assert longest < LONGEST_PERIOD[interval]
+    assert longest > LONGEST_PERIOD[interval] - timedelta(days=2)
