@@ -182,7 +182,7 @@ def jsonl_lines(stream: IO[bytes], chunk_size: int) -> Iterator[list[tuple[int, 
     row = 0
     for line in _without_bom(iter(_buffered(stream))):
         row += 1
-        if len(line) <= MAX_RECORD_BYTES and not line.strip():
+        if len(line) <= MAX_RECORD_BYTES and line.isspace():  # as ``not line.strip()``
             continue
         chunk.append((row, line))
         if len(chunk) >= chunk_size:
