@@ -49,14 +49,20 @@ def applies(source: Source, reader: Any) -> bool:
             and type(source).map_record is Base.map_record)
 
 
+# Below this many rows a chunk goes row by row: a few milliseconds of Python, where importing
+# pyarrow would add ~0.3 s to a small ingest (issue 11's start-up budget).
+COLUMN_MIN_ROWS = 2_000
+
+
 def staged_jsonl(
-    stream: IO[bytes], chunk_rows: int, source: Source, bounds: TimeBounds
+    stream: IO[bytes], chunk_rows: int, source: Source, bounds: TimeBounds,
+    column_min_rows: int = COLUMN_MIN_ROWS,
 ) -> Iterator[tuple[Staged, list[RejectedRow]]]:
     """What ``validated(read_jsonl(...))`` yields for the same object, chunk for chunk: the
     staged rows (in another order within a chunk; the merge orders them) and the rejects."""
     for lines in jsonl_lines(stream, chunk_rows):
         failpoint("ingest.after_read_chunk")
-        fast = _columns(lines, bounds)
+        fast = _columns(lines, bounds) if len(lines) >= column_min_rows else None
         data, count, rest = fast if fast is not None else (b"", 0, lines)
         slow, rejected = stage_rows(
             [(row, decode_line(line, row), line) for row, line in rest], source, bounds)

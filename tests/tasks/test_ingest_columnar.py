@@ -47,7 +47,7 @@ def _line(value: Any) -> bytes:
 
 def _both(data: bytes, chunk_rows: int) -> tuple[Any, Any]:
     row = list(validated(read_jsonl(io.BytesIO(data), chunk_rows), LAGO, BOUNDS))
-    column = list(staged_jsonl(io.BytesIO(data), chunk_rows, LAGO, BOUNDS))
+    column = list(staged_jsonl(io.BytesIO(data), chunk_rows, LAGO, BOUNDS, 1))
     return _normal(row), _normal(column)
 
 
@@ -167,10 +167,10 @@ def test_unusual_lines_stage_and_reject_as_the_row_path_does(lines: list[bytes])
             row = _normal(list(validated(read_jsonl(io.BytesIO(padded), 4), LAGO, BOUNDS)))
         except ObjectUnreadable as exc:  # the column path must fail the object the same way
             with pytest.raises(ObjectUnreadable) as raised:
-                list(staged_jsonl(io.BytesIO(padded), 4, LAGO, BOUNDS))
+                list(staged_jsonl(io.BytesIO(padded), 4, LAGO, BOUNDS, 1))
             assert str(raised.value) == str(exc)
             continue
-        assert _normal(list(staged_jsonl(io.BytesIO(padded), 4, LAGO, BOUNDS))) == row
+        assert _normal(list(staged_jsonl(io.BytesIO(padded), 4, LAGO, BOUNDS, 1))) == row
 
 
 _TEXTS = st.one_of(
@@ -215,6 +215,18 @@ def test_the_column_path_keeps_row_numbers_after_blank_lines() -> None:
     row, column = _both(data, 4)
     assert column == row
     assert [staged[0] for staged in column[0]] == [1, *range(4, 14)]
+
+
+def test_a_small_chunk_goes_row_by_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small object never imports pyarrow: the row path costs less than the import."""
+    import tallyflow.tasks.ingest_columnar as columnar
+
+    taken: list[int] = []
+    monkeypatch.setattr(columnar, "_columns", lambda lines, bounds: taken.append(len(lines)))
+    data = b"".join(_line(_event(n)) for n in range(columnar.COLUMN_MIN_ROWS + 1))
+    staged = list(staged_jsonl(io.BytesIO(data), columnar.COLUMN_MIN_ROWS, LAGO, BOUNDS))
+    assert taken == [columnar.COLUMN_MIN_ROWS]  # the full chunk; the last row went row by row
+    assert [chunk.rows for chunk, _ in staged] == [columnar.COLUMN_MIN_ROWS, 1]
 
 
 def test_timestamps_are_the_same_instant() -> None:
