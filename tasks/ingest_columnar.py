@@ -73,14 +73,24 @@ def _columns(
     lines: list[tuple[int, bytes]], bounds: TimeBounds
 ) -> tuple[bytes, int, list[tuple[int, bytes]]] | None:
     """(COPY text of the rows taken, their count, the rows left to the row path), or None
-    when the chunk goes to the row path whole."""
+    when the chunk goes to the row path whole -- also on any error of pyarrow's: an input it
+    trips on must still load (or be rejected) as the row path says, never fail the object."""
+    import pyarrow as pa
+
+    try:
+        table = _read(lines)
+        return None if table is None else _take(table, lines, bounds)
+    except (pa.ArrowException, UnicodeDecodeError):
+        return None
+
+
+def _take(
+    table: Any, lines: list[tuple[int, bytes]], bounds: TimeBounds
+) -> tuple[bytes, int, list[tuple[int, bytes]]] | None:
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    table = _read(lines)
-    if table is None:
-        return None
     properties = table.column("properties").combine_chunks()
     keys = [field.name for field in properties.type]
     if any(not _plain_name(key) for key in keys) or any(
@@ -158,16 +168,13 @@ def _read(lines: list[tuple[int, bytes]]) -> Any:
         block.count(b"}\n") + block.count(b"}\r\n") != len(lines)
     ):
         return None
-    try:
-        block.decode("utf-8")
-        table = pj.read_json(
-            pa.py_buffer(block),
-            read_options=pj.ReadOptions(use_threads=False, block_size=len(block) + 1),
-            parse_options=pj.ParseOptions(explicit_schema=_schema(), newlines_in_values=False,
-                                          unexpected_field_behavior="infer"),
-        )
-    except (UnicodeDecodeError, pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
+    block.decode("utf-8")  # not UTF-8: the row path fails the object, saying where
+    table = pj.read_json(
+        pa.py_buffer(block),
+        read_options=pj.ReadOptions(use_threads=False, block_size=len(block) + 1),
+        parse_options=pj.ParseOptions(explicit_schema=_schema(), newlines_in_values=False,
+                                      unexpected_field_behavior="infer"),
+    )
     if table.num_rows != len(lines) or not set(table.column_names) <= _KNOWN:
         return None
     if "properties" not in table.column_names or not pa.types.is_struct(

@@ -229,6 +229,23 @@ def test_a_small_chunk_goes_row_by_row(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [chunk.rows for chunk, _ in staged] == [columnar.COLUMN_MIN_ROWS, 1]
 
 
+def test_an_error_of_pyarrow_leaves_the_chunk_to_the_row_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyarrow as pa
+
+    import tallyflow.tasks.ingest_columnar as columnar
+
+    def trip(*args: Any) -> None:
+        raise pa.ArrowCapacityError("tripped")
+
+    monkeypatch.setattr(columnar, "_take", trip)
+    data = b"".join(_line(_event(n)) for n in range(10)) + b"not json\n"
+    lines = next(jsonl_lines(io.BytesIO(data), 100))
+    assert columnar._columns(lines, BOUNDS) is None
+    _same(data, 100)
+
+
 def test_timestamps_are_the_same_instant() -> None:
     data = _line(_event(1, timestamp=int((BOUNDS.written_at - timedelta(days=30)).timestamp())))
     row, column = _both(data, 4)
