@@ -37,6 +37,8 @@ from sqlalchemy import exc as sa_exc
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.events import Reason, Rejection, TimeBounds
+from tallyflow.tasks.ingest_columnar import applies as columnar
+from tallyflow.tasks.ingest_columnar import staged_jsonl
 from tallyflow.tasks.ingest_staging import (
     STAGING,
     RejectedRow,
@@ -475,7 +477,10 @@ def _load(
     with STAGING.turn(rank), fewer_gc_passes(), source.open(ref) as stream:
         failpoint("ingest.after_open")
         reader = READERS[ref.format]
-        for staged, rejected in prefetch(validated(reader(stream, chunk_rows), source, bounds)):
+        # plain Lago JSON Lines by column, the rest row by row (the same rows either way)
+        chunks = (staged_jsonl(stream, chunk_rows, source, bounds) if columnar(source, reader)
+                  else validated(reader(stream, chunk_rows), source, bounds))
+        for staged, rejected in prefetch(chunks):
             result.rows += staged.rows + len(rejected)
             if staged.rows:
                 with pg.cursor() as cur:

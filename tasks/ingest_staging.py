@@ -136,41 +136,49 @@ def validated(
     """
     for chunk in chunks:
         failpoint("ingest.after_read_chunk")
-        lines: list[str] = []
-        rejected: list[RejectedRow] = []
-        for row_number, record, raw in chunk:
-            if isinstance(record, Rejection):
-                rejected.append((row_number, record, raw_text(record, raw)))
-                continue
-            mapped = source.map_record(record)
-            checked_all: Sequence[ValidEvent] | Rejection
-            if type(mapped) is Events:
-                checked_all = _validated_many(mapped, bounds)
-            elif isinstance(mapped, Rejection):
-                checked_all = mapped
-            else:
-                single = validate_record(mapped, bounds)
-                checked_all = single if isinstance(single, Rejection) else (single,)
-            if isinstance(checked_all, Rejection):
-                # the record's own row number and original text, whatever the mapping made
-                rejected.append((row_number, checked_all, raw_text(record, raw)))
-                continue
-            for sub_index, checked in enumerate(checked_all):
-                txn, sub, code, timestamp, properties, precise = checked
-                # validate_record hands back the bounds' own write time when none was given
-                given = "f" if timestamp is bounds.written_at else "t"
-                # One C-level scan of the four text fields together: the usual row has nothing
-                # to escape and skips four function calls (see _copy_text).
-                clean = txn + sub + code + properties
-                if "\\" in clean or not clean.isprintable():
-                    txn, sub = _copy_text(txn), _copy_text(sub)
-                    code, properties = _copy_text(code), _copy_text(properties)
-                lines.append(
-                    f"{row_number}\t{sub_index}\t{txn}\t{sub}\t{code}\t"
-                    f"{timestamp.isoformat()}\t{properties}\t"
-                    f"{_COPY_NULL if precise is None else precise}\t{given}\n"
-                )
+        lines, rejected = stage_rows(chunk, source, bounds)
         yield Staged(len(lines), "".join(lines).encode()), rejected
+
+
+def stage_rows(
+    chunk: Sequence[tuple[int, Any, Any]], source: Source, bounds: TimeBounds
+) -> tuple[list[str], list[RejectedRow]]:
+    """Decoded records -> their events as COPY text lines, and the rejected rows."""
+    lines: list[str] = []
+    rejected: list[RejectedRow] = []
+    for row_number, record, raw in chunk:
+        if isinstance(record, Rejection):
+            rejected.append((row_number, record, raw_text(record, raw)))
+            continue
+        mapped = source.map_record(record)
+        checked_all: Sequence[ValidEvent] | Rejection
+        if type(mapped) is Events:
+            checked_all = _validated_many(mapped, bounds)
+        elif isinstance(mapped, Rejection):
+            checked_all = mapped
+        else:
+            single = validate_record(mapped, bounds)
+            checked_all = single if isinstance(single, Rejection) else (single,)
+        if isinstance(checked_all, Rejection):
+            # the record's own row number and original text, whatever the mapping made
+            rejected.append((row_number, checked_all, raw_text(record, raw)))
+            continue
+        for sub_index, checked in enumerate(checked_all):
+            txn, sub, code, timestamp, properties, precise = checked
+            # validate_record hands back the bounds' own write time when none was given
+            given = "f" if timestamp is bounds.written_at else "t"
+            # One C-level scan of the four text fields together: the usual row has nothing
+            # to escape and skips four function calls (see _copy_text).
+            clean = txn + sub + code + properties
+            if "\\" in clean or not clean.isprintable():
+                txn, sub = _copy_text(txn), _copy_text(sub)
+                code, properties = _copy_text(code), _copy_text(properties)
+            lines.append(
+                f"{row_number}\t{sub_index}\t{txn}\t{sub}\t{code}\t"
+                f"{timestamp.isoformat()}\t{properties}\t"
+                f"{_COPY_NULL if precise is None else precise}\t{given}\n"
+            )
+    return lines, rejected
 
 
 def _validated_many(events: Events, bounds: TimeBounds) -> list[ValidEvent] | Rejection:

@@ -172,34 +172,47 @@ def _without_bom(lines: Iterator[bytes]) -> Iterator[bytes]:
     return itertools.chain((first,), lines)
 
 
-def read_jsonl(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
-    """JSON Lines, keeping each line's text so a rejected row is stored exactly as it came."""
-    chunk: Chunk = []
+def jsonl_lines(stream: IO[bytes], chunk_size: int) -> Iterator[list[tuple[int, bytes]]]:
+    """The lines of a JSON Lines object as ``(row_number, line)``, ``chunk_size`` at a time.
+
+    Blank lines are skipped but keep their row number (the next row's number is its line's);
+    a line over ``MAX_RECORD_BYTES`` is kept, to be refused by ``decode_line``.
+    """
+    chunk: list[tuple[int, bytes]] = []
     row = 0
     for line in _without_bom(iter(_buffered(stream))):
         row += 1
-        if len(line) > MAX_RECORD_BYTES:
-            _decode_error(line, row)
-            record: Any = Rejection(
-                Reason.RECORD_TOO_LARGE,
-                None,
-                f"line is {len(line)} bytes; the limit is {MAX_RECORD_BYTES}",
-            )
-        else:
-            stripped = line.strip()
-            if not stripped:
-                continue
-            try:
-                record = loads_exact(stripped)
-            except (orjson.JSONDecodeError, ValueError) as exc:
-                _decode_error(stripped, row)
-                record = Rejection(Reason.INVALID_JSON, None, f"not valid JSON: {exc}")
-        chunk.append((row, record, line))
+        if len(line) <= MAX_RECORD_BYTES and line.isspace():  # as ``not line.strip()``
+            continue
+        chunk.append((row, line))
         if len(chunk) >= chunk_size:
             yield chunk
             chunk = []
     if chunk:
         yield chunk
+
+
+def decode_line(line: bytes, row: int) -> Any:
+    """One JSON Lines row: its decoded value, or the ``Rejection`` saying why it has none."""
+    if len(line) > MAX_RECORD_BYTES:
+        _decode_error(line, row)
+        return Rejection(
+            Reason.RECORD_TOO_LARGE,
+            None,
+            f"line is {len(line)} bytes; the limit is {MAX_RECORD_BYTES}",
+        )
+    stripped = line.strip()
+    try:
+        return loads_exact(stripped)
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        _decode_error(stripped, row)
+        return Rejection(Reason.INVALID_JSON, None, f"not valid JSON: {exc}")
+
+
+def read_jsonl(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
+    """JSON Lines, keeping each line's text so a rejected row is stored exactly as it came."""
+    for lines in jsonl_lines(stream, chunk_size):
+        yield [(row, decode_line(line, row), line) for row, line in lines]
 
 
 def read_json(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
