@@ -29,11 +29,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scratch import scratch_database
 from sqlalchemy import Connection, create_engine, text
+
+from tallyflow.models.rating.periods import LONGEST_PERIOD
 
 COLUMNS = """subscription_id bigint not null, external_subscription_id text not null,
   period_start timestamptz not null, period_end timestamptz not null, as_of timestamptz not null,
@@ -151,6 +154,12 @@ select count(*), coalesce(sum(amount_cents), 0) from (
   where as_of <= :h and period_start <= :h and period_end >= :h
   order by subscription_id, as_of desc) latest
 """
+HOUR_BOUNDED = """
+select count(*), coalesce(sum(amount_cents), 0) from (
+  select distinct on (subscription_id) amount_cents from {t}
+  where as_of <= :h and as_of >= :low and period_start <= :h and period_end >= :h
+  order by subscription_id, as_of desc) latest
+"""
 
 
 def build(conn: Connection, layout: str, history: int, subs: int) -> None:
@@ -188,8 +197,14 @@ def hour_round(conn: Connection, layout: str, hour: str, subs: int) -> dict[str,
         conn.execute(text(LATEST.format(t=layout)), {"sid": sid}).all()
     out["latest"] = time.perf_counter() - started
     started = time.perf_counter()
-    conn.execute(text(HOUR.format(t=layout)), {"h": hour}).one()
+    unbounded = conn.execute(text(HOUR.format(t=layout)), {"h": hour}).one()
     out["hour"] = time.perf_counter() - started
+    # tasks/snapshot_reads.py: as_of bounded by the longest period of the plans (monthly here)
+    started = time.perf_counter()
+    low = datetime.fromisoformat(hour) - LONGEST_PERIOD["monthly"]
+    bounded = conn.execute(text(HOUR_BOUNDED.format(t=layout)), {"h": hour, "low": low}).one()
+    out["hour_bounded"] = time.perf_counter() - started
+    assert tuple(bounded) == tuple(unbounded), (bounded, unbounded)
     conn.commit()
     return out
 
