@@ -19,6 +19,11 @@ cycle) and to kill: each chunk is one transaction that
 3. renders and inserts the PDFs (``on conflict do nothing``: the primary key is the last word,
    and the ``invoice_pdfs_final`` trigger keeps a PDF as made) and commits.
 
+Why row locks and not ``insert ... on conflict do nothing`` as the claim: the ``invoice_pdfs``
+row is the PDF itself and can never be updated (the trigger), so it cannot be inserted before
+the PDF exists; alone, ``on conflict`` only stops the second write, after both runs paid for the
+render. A claim table would need a migration; the invoice row's lock needs none.
+
 A crash or ``kill -9`` rolls back the open chunk and releases its locks; the next run renders
 what is left (docs/architecture.md §3, invariant 2: a PDF is written once).
 """
@@ -38,7 +43,7 @@ from tallyflow.infra.resources import billing_engine
 from tallyflow.tasks.invoice_render import pdf_available, render_pdf
 from tallyflow.tasks.retry import transient_retries
 
-DEFAULT_CHUNK = 20  # PDFs per transaction: ~1-6 s of rendering, the longest a claim is held
+DEFAULT_CHUNK = 10  # PDFs per transaction: ~0.5-10 s of rendering, the longest a claim is held
 
 # Newest first: pending invoices are the recent ones, so the walk down the primary key stops
 # after ``limit`` rows instead of passing every older invoice that has its PDF already.

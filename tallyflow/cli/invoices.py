@@ -63,7 +63,8 @@ def close(
         typer.echo(json.dumps(summary, default=str))
         return
     typer.echo(f"{summary['finalized']} finalized, {summary['drafts']} draft(s) refreshed,"
-               f" {summary['late_events']} late event(s); ingest watermark:"
+               f" {summary['late_events']} late event(s), {summary['pdfs_pending']} PDF(s)"
+               f" pending (`tallyflow invoices pdfs`); ingest watermark:"
                f" {summary['watermark'] or 'none yet (nothing is finalized before ingestion)'}")
     for invoice in summary["finalized_invoices"]:
         typer.echo(f"  {invoice['number']}  {invoice['customer']}  "
@@ -232,7 +233,7 @@ def pdfs(
     max_seconds: int = typer.Option(300, "--max-seconds", min=1, max=3600,
                                     help="Stop after this many seconds; the rest is for the"
                                          " next run."),
-    chunk: int = typer.Option(20, "--chunk", min=1, max=500,
+    chunk: int = typer.Option(10, "--chunk", min=1, max=500,
                               help="PDFs rendered and stored per transaction."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:

@@ -184,3 +184,16 @@ def test_a_run_stops_at_its_bounds_and_the_next_goes_on(engine: Engine, tmp_path
     rest = json.loads(runner.invoke(app, ["invoices", "pdfs", "--json"]).stdout)
     assert (rest["rendered"], rest["remaining"]) == (total - 5, 0)
     assert pdf_counts(engine) == (total, total)
+
+
+def test_the_close_command_says_how_many_pdfs_wait(engine: Engine, tmp_path: Path) -> None:
+    catalog(engine, tmp_path, plan={"amount_cents": 3100}, wallet=False)
+    with engine.begin() as conn:
+        for statement in _MORE:
+            conn.execute(text(statement), {"n": 2})
+    ingested_until(engine, MARCH_END + timedelta(hours=3))
+    closed = runner.invoke(app, ["invoices", "close", "--at", CLOSE.isoformat()])
+    assert closed.exit_code == 0, closed.output
+    assert "3 finalized" in closed.stdout
+    assert "3 PDF(s) pending (`tallyflow invoices pdfs`)" in closed.stdout
+    assert pdf_counts(engine) == (3, 0)
