@@ -14,11 +14,11 @@ cycle folds the backlog. Then it times the whole
 and prints each step's seconds (the sub-flows' own times, from ``run_history``).
 A temporary Prefect server is started first and not timed.
 
-Wallets hold granted (free) credits: paid ones would give every customer a credit invoice and
-its PDF in the first hour, a one-off of the seeding, not an hourly cost. PDFs of finalized
-invoices are made after the close (up to 10,000 per run, ~56 ms of one core each): the
-benchmark lets each cycle make at most ``--pdfs`` of them and prints their time apart, so the
-close hour is reported with and without them.
+Wallets hold granted (free) credits: paid ones would give every customer a credit invoice in
+the first hour, a one-off of the seeding, not an hourly cost. The cycle renders no PDFs (it
+reports how many are pending); after the close hour the benchmark runs the ``invoice-pdfs``
+flow for ``--pdfs`` of them (0: skip) and prints its seconds and PDFs/s, then the time of the
+pending count and of one empty claim over the whole invoice table (their cost grows with it).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -98,29 +99,10 @@ def listed_until(engine: Engine, moment: datetime) -> None:
             " values ('bench', 'completed', :t, :t)"), {"t": moment})
 
 
-PDF_TIMES: list[tuple[int, float]] = []
-
-
-def sample_pdfs(most: int) -> None:
-    """Let each cycle make at most ``most`` PDFs and record their count and seconds."""
-    from tallyflow.tasks.invoicing import events
-
-    make = events.make_missing_pdfs
-
-    def sampled(engine: Engine, limit: int = 10_000, chunk: int = 50) -> int:
-        started = time.perf_counter()
-        made = make(engine, min(limit, most), chunk)
-        PDF_TIMES.append((made, time.perf_counter() - started))
-        return made
-
-    events.make_missing_pdfs = sampled  # type: ignore[assignment]
-
-
 def cycle(engine: Engine, hour: datetime) -> tuple[float, dict[str, float], dict]:
     """One billing-cycle run: (wall seconds, each sub-flow's seconds, its summary)."""
     from tallyflow.flows.billing import billing_cycle
 
-    PDF_TIMES.clear()
     started = time.perf_counter()
     state = billing_cycle(hour=hour, return_state=True)
     wall = time.perf_counter() - started
@@ -145,11 +127,41 @@ def report(label: str, goal: float | None, wall: float, steps: dict[str, float],
     print("    steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()))
     print(f"    folded {usage['fold'].get('events', 0):,} events, "
           f"{usage['snapshots']:,} snapshots, wallet customers {wallets.get('customers', 0):,}, "
-          f"finalized {invoices.get('finalized', 0):,} invoices", flush=True)
-    made, seconds = sum(m for m, _ in PDF_TIMES), sum(t for _, t in PDF_TIMES)
-    if made:
-        print(f"    PDFs: {made:,} made in {seconds:.2f} s ({1000 * seconds / made:.0f} ms each);"
-              f" without them the cycle took {wall - seconds:.2f} s", flush=True)
+          f"finalized {invoices.get('finalized', 0):,} invoices, "
+          f"PDFs pending for the invoice-pdfs flow {invoices.get('pdfs_pending', 0):,}",
+          flush=True)
+
+
+def pdf_flow(engine: Engine, most: int) -> None:
+    """The ``invoice-pdfs`` flow for ``most`` PDFs (no time bound), then the reads whose cost
+    grows with the invoice table: the pending count and a claim that finds nothing."""
+    from tallyflow.flows.invoice_pdfs import invoice_pdfs
+    from tallyflow.tasks.invoice_pdfs import pending_pdfs, render_pdf_chunk
+    from tallyflow.tasks.invoice_render import pdf_available
+
+    if not pdf_available():
+        print("invoice-pdfs flow: the pdf extra (WeasyPrint) is not installed")
+        return
+    started = time.perf_counter()
+    summary = invoice_pdfs(max_pdfs=most, max_seconds=3600)
+    wall = time.perf_counter() - started
+    made = summary["rendered"]
+    print(f"{'invoice-pdfs flow, ' + format(most, ',') + ' PDFs':44s} {wall:7.2f} s"
+          f"  ({made / wall:.2f} PDFs/s, {1000 * wall / max(made, 1):.0f} ms each;"
+          f" {summary['remaining']:,} remaining for later runs)", flush=True)
+    started = time.perf_counter()
+    pending = pending_pdfs(engine)
+    counted = time.perf_counter() - started
+    with engine.begin() as conn:  # every invoice claimed: the next claim walks the whole table
+        conn.execute(text("select id from invoices for no key update"))
+        held = time.perf_counter()
+        empty: list = []
+        probe = threading.Thread(target=lambda: empty.append(render_pdf_chunk(engine, 20)))
+        probe.start()
+        probe.join()
+        claimed = time.perf_counter() - held
+    print(f"    pending count {pending:,}: {1000 * counted:.0f} ms; a claim finding every"
+          f" invoice locked: {1000 * claimed:.0f} ms ({empty[0].claimed} claimed)", flush=True)
 
 
 def main() -> None:
@@ -158,9 +170,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--new", type=int, default=100_000, help="events in the timed hour")
     parser.add_argument("--chunk", type=int, default=500_000, help="events per object")
-    parser.add_argument("--pdfs", type=int, default=200, help="PDFs made per cycle at most")
+    parser.add_argument("--pdfs", type=int, default=200,
+                        help="PDFs the invoice-pdfs flow renders after the close hour (0: none)")
     args = parser.parse_args()
-    sample_pdfs(args.pdfs)
     with scratch_database() as url:
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
         from prefect.testing.utilities import prefect_test_harness
@@ -205,6 +217,8 @@ def main() -> None:
             listed_until(engine, CLOSE_HOUR - timedelta(hours=2))
             report(f"close hour: {args.subscriptions:,} periods close", GOALS["close"],
                    *cycle(engine, CLOSE_HOUR))
+            if args.pdfs:
+                pdf_flow(engine, args.pdfs)
         print(f"peak RSS of the benchmark process (flows run in it): {peak_rss_mb():.0f} MB")
 
 

@@ -100,7 +100,7 @@ def main() -> None:
                   f"  drafts={summary.drafts}  already final={summary.unchanged_final}"
                   f"  prepaid cents={summary.prepaid_cents}")
         if pdf_available():
-            from tallyflow.tasks.invoice_documents import make_missing_pdfs
+            from tallyflow.tasks.invoice_pdfs import make_missing_pdfs
 
             started = time.perf_counter()
             made = make_missing_pdfs(engine, limit=args.pdfs)

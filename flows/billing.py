@@ -156,6 +156,8 @@ def _invoices_section(invoices: dict[str, Any], run: Any) -> str:
         f" ingest watermark {invoices.get('watermark') or 'none yet'}",
         f"- late usage (events for finalized invoices, not billed):"
         f" {invoices.get('late_events', 0)} (`tallyflow invoices late-usage`)",
+        f"- PDFs pending for the `invoice-pdfs` flow (every 10 minutes; `tallyflow invoices"
+        f" pdfs` now): {invoices.get('pdfs_pending', 0)}",
     ]
     if finalized:
         lines += ["", "| invoice | customer | issuing date | total | prepaid credits |",

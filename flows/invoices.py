@@ -2,7 +2,9 @@
 
 Orchestration only (tasks.invoicing does the work). It runs after the usage snapshot and the
 wallet deductions of the hour, so a finalized invoice counts every deduction posted for its
-period; events for finalized invoices go out after the invoices committed.
+period; events for finalized invoices go out after the invoices committed. Their PDFs are not
+made here (a PDF costs 50-300 ms, 100,000 of them hours): the close reports how many wait for
+the ``invoice-pdfs`` flow (flows/invoice_pdfs.py, docs/scaling.md §3).
 """
 
 from __future__ import annotations
@@ -15,11 +17,8 @@ from prefect import flow
 from tallyflow.flows.params import OptionalMoment, moment_label, resolve_as_of, run_param
 from tallyflow.tasks.credit_invoices import issue_credit_invoices_task
 from tallyflow.tasks.history import HOOKS, tracked
-from tallyflow.tasks.invoicing import (
-    close_periods_task,
-    emit_invoice_events_task,
-    make_pdfs_task,
-)
+from tallyflow.tasks.invoice_pdfs import pending_pdfs_task
+from tallyflow.tasks.invoicing import close_periods_task, emit_invoice_events_task
 
 
 def _close_name() -> str:
@@ -41,7 +40,8 @@ def close_periods_flow(at: OptionalMoment = None) -> dict[str, Any]:
     summary = close_periods_task(moment)
     summary["credit_invoices"] = credit_invoices
     summary["events_emitted"] = emit_invoice_events_task()
-    summary["pdfs"] = make_pdfs_task()
+    summary["pdfs_pending"] = pending_pdfs_task()  # for the invoice-pdfs flow
     print(f"periods closed as of {moment.isoformat()}: {summary['finalized']} finalized,"
-          f" {summary['drafts']} draft(s), {summary['late_events']} late event(s)")
+          f" {summary['drafts']} draft(s), {summary['late_events']} late event(s),"
+          f" {summary['pdfs_pending']} PDF(s) pending for the invoice-pdfs flow")
     return summary

@@ -73,6 +73,14 @@ SubscriptionId = Annotated[
     str, Field(min_length=1, json_schema_extra={"title": "Subscription"})
 ]
 ObjectUrl = Annotated[str, Field(min_length=3, json_schema_extra={"title": "Object URL"})]
+# The bounds of one invoice-pdfs run (a run never takes hours; the next one goes on).
+PdfCount = Annotated[int, Field(ge=1, le=1_000_000, json_schema_extra={"title": "At most PDFs"})]
+PdfSeconds = Annotated[
+    int, Field(ge=1, le=3600, json_schema_extra={"title": "At most seconds"})
+]
+PdfChunkSize = Annotated[
+    int, Field(ge=1, le=500, json_schema_extra={"title": "PDFs per transaction"})
+]
 
 
 def run_param(name: str, field: str | None = None, default: Any = "") -> Any:

@@ -52,6 +52,7 @@ KINDS = {
     "usage-snapshot": "usage snapshot",
     "wallet-deductions": "wallets",
     "close-periods": "period close",
+    "invoice-pdfs": "invoice PDFs",
     "billing-cycle": "billing",
     "billing-backfill": "backfill",
     "rerate-subscription": "re-rate",

@@ -16,7 +16,7 @@ from sqlalchemy import Connection, Engine, text
 
 from tallyflow.models.rating.money import plain_text
 from tallyflow.tasks.folding import loads_exact
-from tallyflow.tasks.invoice_render import PdfUnavailable, pdf_available, render_html, render_pdf
+from tallyflow.tasks.invoice_render import PdfUnavailable, render_html, render_pdf
 
 VERSION_NUMBER = 4  # Lago's current invoice version (fees with taxes, applied taxes)
 
@@ -205,37 +205,6 @@ def render_documents(conn: Connection, invoice_ids: Sequence[int]) -> dict[int, 
             for row, invoice in zip(rows, invoice_objects(conn, rows), strict=True)}
 
 
-_MISSING_PDFS = text(
-    """
-    select v.id, v.html from invoices v
-    where v.status = 'finalized' and v.html is not null
-      and not exists (select 1 from invoice_pdfs p where p.invoice_id = v.id)
-    order by v.id limit :limit
-    """
-)
-
-
-def make_missing_pdfs(engine: Engine, limit: int = 10_000, chunk: int = 50) -> int:
-    """PDFs of finalized invoices that have none yet, made from their kept HTML (so the PDF
-    shows exactly what was finalized). Idempotent: written once per invoice; a crash leaves
-    the rest for the next run. 0 when WeasyPrint (the ``pdf`` extra) is not installed."""
-    if not pdf_available():
-        return 0
-    with engine.connect() as conn:
-        pending = conn.execute(_MISSING_PDFS, {"limit": limit}).all()
-    made = 0
-    for first in range(0, len(pending), chunk):
-        part = pending[first:first + chunk]
-        pdfs = [render_pdf(row.html) for row in part]
-        with engine.begin() as conn:
-            made += conn.execute(text(
-                "insert into invoice_pdfs (invoice_id, pdf) select * from"
-                " unnest(cast(:ids as bigint[]), cast(:pdfs as bytea[]))"
-                " on conflict (invoice_id) do nothing"),
-                {"ids": [row.id for row in part], "pdfs": pdfs}).rowcount
-    return made
-
-
 def list_invoices(
     engine: Engine, *, customer: str | None = None, subscription: str | None = None,
     status: str | None = None, limit: int = 1000, invoice_type: str | None = None,
@@ -277,7 +246,10 @@ def find_invoice(engine: Engine, key: str) -> dict[str, Any] | None:
 
 
 def invoice_document(engine: Engine, key: str, kind: str) -> bytes | str | None:
-    """The kept HTML or PDF of a finalized invoice (a draft is rendered on the fly)."""
+    """The kept HTML or PDF of an invoice. A finalized invoice whose PDF the ``invoice-pdfs``
+    flow has not made yet (and a draft) is rendered on the fly from its kept HTML, the same
+    document the flow will store; nothing is written here, so a download never races the
+    flow."""
     invoice = find_invoice(engine, key)
     if invoice is None:
         return None

@@ -5,6 +5,8 @@
   ``{"invoices": [...]}`` in Lago's invoice shape (or a table);
 - ``show ID|NUMBER [--json]`` prints ``{"invoice": {...}}`` (or a readable invoice);
 - ``pdf ID|NUMBER -o FILE`` (and ``html``) writes the document kept at finalization;
+- ``pdfs [--max N] [--max-seconds S]`` runs the ``invoice-pdfs`` flow now (it is scheduled
+  every 10 minutes when served): the PDFs of finalized invoices that have none yet;
 - ``mark-paid|mark-failed ID|NUMBER`` records the payment status of a finalized invoice;
 - ``late-usage`` lists events that arrived after their period's invoice was finalized;
 - ``advance-fees [--subscription ID] [--json]`` lists the per-event fees of charges paid in
@@ -21,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tallyflow.cli.common import parse_moment
+from tallyflow.cli.common import flow_session, parse_moment
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.rating.money import format_money
 
@@ -61,7 +63,8 @@ def close(
         typer.echo(json.dumps(summary, default=str))
         return
     typer.echo(f"{summary['finalized']} finalized, {summary['drafts']} draft(s) refreshed,"
-               f" {summary['late_events']} late event(s); ingest watermark:"
+               f" {summary['late_events']} late event(s), {summary['pdfs_pending']} PDF(s)"
+               f" pending (`tallyflow invoices pdfs`); ingest watermark:"
                f" {summary['watermark'] or 'none yet (nothing is finalized before ingestion)'}")
     for invoice in summary["finalized_invoices"]:
         typer.echo(f"  {invoice['number']}  {invoice['customer']}  "
@@ -219,8 +222,34 @@ def pdf(
     key: str = typer.Argument(..., help="Invoice number, lago_id or id."),
     output: Path = typer.Option(..., "--output", "-o", help="The PDF file to write."),
 ) -> None:
-    """The invoice's PDF (made at finalization; needs the ``pdf`` extra)."""
+    """The invoice's PDF (made by the invoice-pdfs flow, or rendered now from the HTML kept
+    at finalization if the flow has not made it yet; needs the ``pdf`` extra)."""
     _document(key, output, "pdf")
+
+
+@app.command("pdfs")
+def pdfs(
+    max_pdfs: int = typer.Option(5000, "--max", min=1, help="Render at most this many PDFs."),
+    max_seconds: int = typer.Option(300, "--max-seconds", min=1, max=3600,
+                                    help="Stop after this many seconds; the rest is for the"
+                                         " next run."),
+    chunk: int = typer.Option(10, "--chunk", min=1, max=500,
+                              help="PDFs rendered and stored per transaction."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Run the invoice-pdfs flow now: PDFs of finalized invoices that have none yet (the
+    billing cycle renders none; served, the flow runs every 10 minutes)."""
+    billing_engine()
+    with flow_session():
+        from tallyflow.flows.invoice_pdfs import invoice_pdfs
+
+        summary = invoice_pdfs(max_pdfs=max_pdfs, max_seconds=max_seconds, chunk=chunk)
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"{summary['rendered']} PDF(s) rendered in {summary['seconds']} s"
+               f" ({summary['pdfs_per_second']}/s), {summary['remaining']} remaining"
+               f" (stopped: {summary['stopped']})")
 
 
 @app.command("html")

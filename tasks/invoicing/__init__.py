@@ -15,7 +15,6 @@ from tallyflow.tasks.invoicing.events import (
     MAX_INVOICE_EVENTS,
     PendingInvoiceEvents,
     emit_invoice_events_task,
-    make_pdfs_task,
     mark_invoice_events_emitted,
     pending_invoice_events,
 )
@@ -43,7 +42,6 @@ from tallyflow.tasks.invoicing.watermark import (
 )
 
 __all__ = [
-    "make_pdfs_task",
     "emit_invoice_events_task",
     "BATCH",
     "CloseCatalog",

@@ -1,6 +1,5 @@
-"""After finalization: Prefect events for finalized invoices, and their PDFs.
-
-Events (for automations), summarised past a cap."""
+"""After finalization: Prefect events for finalized invoices (for automations), summarised
+past a cap. Their PDFs are made by the ``invoice-pdfs`` flow (``tasks/invoice_pdfs.py``)."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from prefect.events import emit_event
 from sqlalchemy import Engine, text
 
 from tallyflow.infra.resources import billing_engine
-from tallyflow.tasks.invoice_documents import make_missing_pdfs
 from tallyflow.tasks.retry import transient_retries
 
 MAX_INVOICE_EVENTS: Final = 100
@@ -81,9 +79,3 @@ def emit_invoice_events_task() -> int:
     if pending.ids:
         mark_invoice_events_emitted(engine, pending.ids)
     return len(pending.ids)
-
-
-@task(name="make-invoice-pdfs", **transient_retries(retries=3, backoff_factor=1))
-def make_pdfs_task() -> int:
-    """PDFs of the invoices just finalized (from their kept HTML), outside the close's locks."""
-    return make_missing_pdfs(billing_engine())

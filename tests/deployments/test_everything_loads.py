@@ -35,14 +35,20 @@ def test_every_flow_module_imports_and_defines_flows() -> None:
         imported = importlib.import_module(f"tallyflow.flows.{module.name}")
         found[module.name] = [v.name for v in vars(imported).values() if isinstance(v, Flow)]
     assert found["ingest"] and found["billing"] and found["usage_snapshot"]
-    assert found["wallet_deductions"]
+    assert found["wallet_deductions"] and found["invoice_pdfs"]
 
 
 def test_the_expected_deployments_exist() -> None:
-    assert set(SPECS) == {"interval", "api", "hourly", "backfill", "rerate", "reingest"}
+    assert set(SPECS) == {"interval", "api", "hourly", "pdfs", "backfill", "rerate", "reingest"}
     hourly = SPECS["hourly"]
     assert hourly["schedules"] == [{"cron": "0 * * * *", "timezone": "UTC"}]
     assert hourly["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+    # invoice PDFs: their own flow and schedule, bounded runs shorter than the interval
+    pdfs = SPECS["pdfs"]
+    assert pdfs["entrypoint"] == "tallyflow.flows.invoice_pdfs:invoice_pdfs"
+    assert pdfs["schedules"] == [{"interval": 600}]
+    assert pdfs["parameters"]["max_seconds"] < pdfs["schedules"][0]["interval"]
+    assert pdfs["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
 
 
 def _schedule_of(item: dict[str, Any]) -> CronSchedule | IntervalSchedule:
@@ -135,6 +141,12 @@ def _submit_errors(name: str, parameters: dict) -> list[str]:
         ("rerate", {"external_subscription_id": "s", "at": "2026-11-27T10:30:00Z"}, False),
         ("rerate", {"external_subscription_id": "s", "at": "2026-11-27 10:30"}, True),
         ("rerate", {"external_subscription_id": ""}, True),
+        ("pdfs", {}, False),
+        ("pdfs", {"max_pdfs": 100, "max_seconds": 60, "chunk": 10}, False),
+        ("pdfs", {"max_pdfs": 0}, True),
+        ("pdfs", {"max_seconds": 0}, True),
+        ("pdfs", {"max_seconds": 7200}, True),
+        ("pdfs", {"chunk": 0}, True),
     ],
 )
 def test_the_server_refuses_bad_form_input_at_submit(

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
 from tallyflow.flows.billing import billing_cycle
+from tallyflow.flows.invoice_pdfs import invoice_pdfs
 from tallyflow.tasks.invoice_render import pdf_available
 from tests.flows.test_billing_artifact import _latest_billing_artifact
 from tests.tasks.test_invoicing import MARCH_END, catalog, ingested_until, usage_events
@@ -83,7 +84,8 @@ def test_billing_cycle_finalizes_and_the_cli_reads_it(
         made = runner.invoke(app, ["invoices", "pdf", "TF-001-002", "-o", str(pdf)])
         assert made.exit_code == 0, made.output
         assert pdf.read_bytes().startswith(b"%PDF")
-        assert summary["invoices"]["pdfs"] == 2  # the period's and the credit invoice's
+        # made by the invoice-pdfs flow, not the cycle: the PDF above was rendered on the fly
+        assert summary["invoices"]["pdfs_pending"] == 2  # the period's and the credit invoice's
 
 
 def test_pdfs_are_kept_as_made(engine: Engine, tmp_path: Path) -> None:
@@ -92,6 +94,7 @@ def test_pdfs_are_kept_as_made(engine: Engine, tmp_path: Path) -> None:
     catalog(engine, tmp_path, plan={"amount_cents": 3100})
     ingested_until(engine, MARCH_END + timedelta(hours=3))
     billing_cycle(hour=datetime(2025, 4, 1, 8, tzinfo=UTC))
+    assert invoice_pdfs()["stored"] == 2  # the period's and the credit invoice's
     from sqlalchemy.exc import DBAPIError
 
     with pytest.raises(DBAPIError, match="kept as made"):
