@@ -178,11 +178,12 @@ def full_url(fs: Any, path: str) -> str:
     return str(fs.unstrip_protocol(path)) if hasattr(fs, "unstrip_protocol") else path
 
 
-def _write(fs: Any, path: str, rows: list[Any]) -> None:
+def write_parquet(fs: Any, path: str, rows: list[Any], schema: pa.Schema = _SCHEMA) -> None:
+    """One archive file from database rows (events by default), typed by ``schema``."""
     columns = list(zip(*rows, strict=True))
     table = pa.Table.from_arrays(
-        [pa.array(values, type=col.type) for values, col in zip(columns, _SCHEMA, strict=True)],
-        schema=_SCHEMA)
+        [pa.array(values, type=col.type) for values, col in zip(columns, schema, strict=True)],
+        schema=schema)
     with fs.open(path, "wb") as out:
         pq.write_table(table, out, compression="zstd")
 
@@ -212,7 +213,7 @@ def archive_events(
                 tmp = full_url(fs, f"{root}/_tmp/{uuid.uuid4().hex}.parquet")
                 url = full_url(fs, f"{root}/events/before={stamp}/"
                                 f"{rows[0][0]:020d}-{rows[-1][0]:020d}.parquet")
-                _write(fs, tmp, rows)
+                write_parquet(fs, tmp, rows)
                 failpoint("archive.after_write")
                 with engine.begin() as conn:
                     conn.execute(_RECORD, {

@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.errors import UserError
@@ -56,6 +55,7 @@ from tallyflow.tasks.archive import (
     check_horizon,
     finish_interrupted,
     full_url,
+    write_parquet,
 )
 
 SNAPSHOT_SCHEMA = pa.schema([
@@ -105,16 +105,6 @@ class SnapshotArchiveSummary:
         return out
 
 
-def _write(fs: Any, path: str, rows: list[Any]) -> None:
-    columns = list(zip(*rows, strict=True))
-    table = pa.Table.from_arrays(
-        [pa.array(values, type=col.type)
-         for values, col in zip(columns, SNAPSHOT_SCHEMA, strict=True)],
-        schema=SNAPSHOT_SCHEMA)
-    with fs.open(path, "wb") as out:
-        pq.write_table(table, out, compression="zstd")
-
-
 def _keep_aside(conn: Connection, name: str) -> int:
     """Copy the month's snapshots that something names into ``tf_kept``; returns how many."""
     # ids are unique across months (one sequence), so the id alone finds a named snapshot;
@@ -145,7 +135,7 @@ def _archive_month(
             tmp = full_url(fs, f"{root}/_tmp/{uuid.uuid4().hex}.parquet")
             url = full_url(fs, f"{root}/usage_snapshots/month={label}/"
                                f"{rows[0][0]:020d}-{rows[-1][0]:020d}.parquet")
-            _write(fs, tmp, rows)
+            write_parquet(fs, tmp, rows, SNAPSHOT_SCHEMA)
             written.append({"month": month, "before": summary.before, "url": url, "tmp": tmp,
                             "rows": len(rows), "kept": kept, "first_id": rows[0][0],
                             "last_id": rows[-1][0]})
