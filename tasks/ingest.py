@@ -5,9 +5,9 @@ Exactly once rests on three facts, all in Postgres:
 2. An object is claimed with ``FOR UPDATE SKIP LOCKED`` inside the transaction that loads it, and
    marked ingested in that same transaction: a crash rolls everything back and releases the claim;
    a concurrent run skips it.
-3. Events are unique per (external_subscription_id, transaction_id) and inserted with
-   ``ON CONFLICT DO NOTHING`` in row order: the first copy wins; a re-dropped or changed object
-   adds only what is new.
+3. Events are unique per (external_subscription_id, transaction_id) and inserted in row order
+   (a plain insert, else ``ON CONFLICT DO NOTHING``: see ``_merge``): the first copy wins; a
+   re-dropped or changed object adds only what is new.
 
 Which copy is first is deterministic. Within a run, objects load in the order of their URL
 (then version): each object is read and staged in parallel with the others, but merges into
