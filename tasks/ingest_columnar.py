@@ -35,9 +35,9 @@ _TEXT = ("transaction_id", "external_subscription_id", "code")
 _KNOWN = frozenset((*_TEXT, "timestamp", "properties", "precise_total_amount_cents"))
 # Characters the column path leaves to the row path: COPY text escapes (tab, newline, carriage
 # return, backslash), NUL, and -- inside a property value or name, written into JSON text
-# here -- the quote and the other control characters JSON escapes.
-_NEEDS_ESCAPE = r"[\x00-\x1f\\]"
-_NEEDS_JSON_ESCAPE = r"[\x00-\x1f\\\"]"
+# here -- the quote and the other control characters JSON escapes. As byte values: all ASCII.
+_ESCAPED = (0x00, 0x1F, ord("\\"))  # a byte range and one more byte (_has_byte)
+_JSON_ESCAPED = (*_ESCAPED, ord('"'))
 
 
 def applies(source: Source, reader: Any) -> bool:
@@ -92,8 +92,7 @@ def _take(
     import pyarrow.compute as pc
 
     properties = table.column("properties").combine_chunks()
-    keys = [field.name for field in properties.type]
-    if any(not _plain_name(key) for key in keys) or any(
+    if any(not _plain_name(field.name) for field in properties.type) or any(
         not (pa.types.is_int64(field.type) or pa.types.is_string(field.type)
              or pa.types.is_boolean(field.type)) for field in properties.type
     ):
@@ -103,21 +102,26 @@ def _take(
         column = table.column(name).combine_chunks()
         length = pc.utf8_length(column)
         ok = pc.and_(ok, pc.and_(pc.greater(length, 0), pc.less_equal(length, MAX_ID_LENGTH)))
-        # something besides whitespace (what str.strip removes is never in [!-~])
-        ok = pc.and_(ok, pc.match_substring_regex(column, "[!-~]"))
-        ok = pc.and_(ok, pc.invert(pc.match_substring_regex(column, _NEEDS_ESCAPE)))
+        # something besides whitespace (what str.strip removes is never in [!-~]), and
+        # nothing to escape
+        ok = pc.and_(ok, pa.array(_has_visible(column) & ~_has_byte(column, *_ESCAPED)))
     stamp = table.column("timestamp").combine_chunks()
     ok = pc.and_(ok, pc.and_(pc.greater_equal(stamp, bounds.lowest_epoch),
                              pc.less_equal(stamp, bounds.latest_epoch)))
     if "precise_total_amount_cents" in table.column_names:  # any amount: row path
         ok = pc.and_(ok, pc.is_null(table.column("precise_total_amount_cents").combine_chunks()))
     parts: list[Any] = []
-    for index, key in enumerate(keys):
+    # Keys written in jsonb's own order (shorter first, then bytewise): PostgreSQL then finds
+    # them sorted when it parses the text in COPY (~6% of COPY's server time); the stored
+    # jsonb is the same whatever the order of the text.
+    keys = sorted(enumerate(field.name for field in properties.type),
+                  key=lambda item: (len(item[1].encode()), item[1].encode()))
+    for place, (index, key) in enumerate(keys):
         value = properties.field(index)
         ok = pc.and_(ok, value.is_valid())  # a missing key and a null read alike: row path
-        head = ("{" if index == 0 else ",") + f'"{key}":'
+        head = ("{" if place == 0 else ",") + f'"{key}":'
         if pa.types.is_string(value.type):
-            ok = pc.and_(ok, pc.invert(pc.match_substring_regex(value, _NEEDS_JSON_ESCAPE)))
+            ok = pc.and_(ok, pa.array(~_has_byte(value, *_JSON_ESCAPED)))
             parts += [head + '"', value, '"']
         else:
             parts += [head, pc.cast(value, pa.string())]
@@ -208,3 +212,52 @@ def _values(strings: Any) -> bytes:
     bounds = np.frombuffer(offsets, dtype=np.int32, count=len(strings) + 1,
                            offset=strings.offset * 4)
     return data.slice(int(bounds[0]), int(bounds[-1] - bounds[0])).to_pybytes()
+
+
+
+def _bytes(strings: Any) -> tuple[Any, Any]:
+    """A string array's value bounds (from 0) and the bytes they index, as numpy arrays."""
+    import numpy as np
+
+    _, offsets, data = strings.buffers()
+    bounds = np.frombuffer(offsets, dtype=np.int32, count=len(strings) + 1,
+                           offset=strings.offset * 4)
+    if data is None:
+        return bounds - bounds[0], np.zeros(0, dtype=np.uint8)
+    return bounds - bounds[0], np.frombuffer(data, dtype=np.uint8)[bounds[0]:bounds[-1]]
+
+
+def _has_byte(strings: Any, low: int, high: int, *others: int) -> Any:
+    """Per value of a string array (numpy bools): whether a byte of it is in [low, high] or
+    one of ``others``.
+
+    The bytes tested are ASCII, and in UTF-8 an ASCII byte is only ever that character, so
+    this is the same test per character -- vector passes over the array's data for the lot
+    (a regex per value cost half of ``_take``); the usual array, with no such byte at all,
+    costs one pass.
+    """
+    import numpy as np
+
+    bounds, view = _bytes(strings)
+    marked = (view - np.uint8(low)) <= np.uint8(high - low)
+    for other in others:
+        marked |= view == other
+    if not marked.any():
+        return np.zeros(len(strings), dtype=bool)
+    seen = np.concatenate(([0], np.cumsum(marked)))
+    return seen[bounds[1:]] > seen[bounds[:-1]]
+
+
+def _has_visible(strings: Any) -> Any:
+    """Per value: whether a character of it is in [!-~] -- usually its first byte already."""
+    import numpy as np
+
+    bounds, view = _bytes(strings)
+    if not len(view):
+        return np.zeros(len(strings), dtype=bool)
+    filled = bounds[1:] > bounds[:-1]
+    first = view[np.minimum(bounds[:-1], len(view) - 1)]
+    quick = filled & ((first - np.uint8(ord("!"))) <= np.uint8(ord("~") - ord("!")))
+    if np.array_equal(quick, filled):
+        return quick
+    return _has_byte(strings, ord("!"), ord("~"))
