@@ -248,7 +248,6 @@ def _values(strings: Any) -> bytes:
     return data.slice(int(bounds[0]), int(bounds[-1] - bounds[0])).to_pybytes()
 
 
-
 def _bytes(strings: Any) -> tuple[Any, Any]:
     """A string array's value bounds (from 0) and the bytes they index, as numpy arrays."""
     import numpy as np
