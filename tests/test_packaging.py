@@ -51,6 +51,7 @@ def test_the_wheel_installs_one_namespace_with_its_data(tmp_path: Path) -> None:
         "tallyflow/tasks/templates/invoice.html",
         "tallyflow/cli/main.py",
         "tallyflow/infra/db.py",
+        "tallyflow/infra/no_tls_ca.pem",
     ):
         assert needed in names, needed
 
