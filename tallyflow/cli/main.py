@@ -5,6 +5,7 @@ Every error ends as one line (plus a hint) and a non-zero exit; ``--debug`` adds
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -95,6 +96,11 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# Commands that call tallyflow.cli.common.start_up_done once their imports are done: until
+# then Python's cycle collector is off (see there).
+COLLECT_AFTER_START_UP = frozenset({"ingest"})
+
+
 def build_app(command: str | None = None) -> typer.Typer:
     """The command line with every area, or with only the area that adds ``command`` when it
     is a known command name (anything else, ``--help`` or a typo, gets every area, so help
@@ -148,8 +154,11 @@ def main() -> None:
     1.9 s small ingest, issue 11). Engines are disposed first, so PostgreSQL sees clean
     disconnects.
     """
+    command = command_name(sys.argv[1:])
+    if command in COLLECT_AFTER_START_UP:
+        gc.disable()
     try:
-        build_app(command_name(sys.argv[1:]))()
+        build_app(command)()
         code = 0
     except SystemExit as exc:
         code = _exit_code(exc.code)

@@ -1,5 +1,6 @@
-"""A command imports only the area of the command line that adds it (``tallyflow.cli.main``'s
-COMMANDS); every other command line, and ``app``, has every area."""
+"""Start-up of a command: it imports only the area of the command line that adds it
+(``tallyflow.cli.main``'s COMMANDS; every other command line, and ``app``, has every area),
+and ``ingest`` runs its imports with the cycle collector off (``start_up_done``)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,31 @@ def test_ingest_does_not_import_the_other_areas() -> None:
     loaded = ast.literal_eval(done.stdout)
     assert "tallyflow.cli.ingest" in loaded
     assert not {"tallyflow.cli.demo", "tallyflow.cli.api", "tallyflow.cli.invoices"} & set(loaded)
+
+
+def _in_child(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_ingest_starts_with_the_cycle_collector_off_other_commands_do_not() -> None:
+    code = ("import atexit, gc, sys\n"
+            "atexit.register(lambda: print(gc.isenabled()))\n"
+            "from tallyflow.cli.main import main\n"
+            "sys.argv = ['tallyflow', *{args!r}]\n"
+            "main()\n")
+    assert _in_child(code.format(args=["ingest", "--help"])) == "False"
+    assert _in_child(code.format(args=["--debug", "ingest", "--help"])) == "False"
+    assert _in_child(code.format(args=["status", "--help"])) == "True"
+    assert _in_child(code.format(args=["--help"])) == "True"
+
+
+def test_start_up_done_freezes_and_collects_again_only_after_an_off_start() -> None:
+    code = ("import gc\n"
+            "from tallyflow.cli.common import start_up_done\n"
+            "{setup}\n"
+            "start_up_done()\n"
+            "print(gc.isenabled(), gc.get_freeze_count() > 0)\n")
+    assert _in_child(code.format(setup="gc.disable()")) == "True True"
+    assert _in_child(code.format(setup="")) == "True False"  # on: nothing set aside
