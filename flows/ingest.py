@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
-from prefect import flow, runtime, task
+from prefect import runtime, task
 from prefect.artifacts import (
     create_progress_artifact,
     create_table_artifact,
@@ -23,6 +23,7 @@ from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
 from tallyflow.flows.params import ObjectUrl, run_param
+from tallyflow.flows.plain_params import flow
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.tasks.history import HOOKS, tracked
@@ -71,8 +72,7 @@ def _run_name() -> str:
 @flow(
     name="ingest-events",
     flow_run_name=_run_name,
-    # Prefect types TaskRunner's future parameter invariantly; a thread pool runner is one.
-    task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
+    task_runner=ThreadPoolTaskRunner(max_workers=2),
     log_prints=True,
     **HOOKS,
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -61,3 +62,19 @@ def flow_session() -> Iterator[None]:
 def _say_cancelled() -> None:
     typer.echo("cancelled: stopped by SIGTERM; the object being loaded was rolled back and the "
                "run is recorded as cancelled", err=True)
+
+
+def start_up_done() -> None:
+    """End of a command's start-up, for the commands ``main`` starts with the cycle collector
+    off (``COLLECT_AFTER_START_UP``); a no-op when it is on (tests, other callers).
+
+    Importing Prefect, SQLAlchemy, pydantic and the flows creates about a million objects that
+    live as long as the process, and while they pile up the cycle collector walks all of them
+    again and again: ~0.2-0.25 s of CPU in a 1.8 s small ingest (3 full collections alone
+    ~0.16-0.2 s). Off during start-up, then ``gc.freeze`` sets what exists now aside (not
+    scanned again, never collected: module-level objects, which live as long as the process
+    anyway) and collecting resumes for what the run itself allocates.
+    """
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()

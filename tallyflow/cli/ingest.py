@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from tallyflow.cli.common import flow_session
+from tallyflow.cli.common import flow_session, start_up_done
 from tallyflow.errors import UserError
 from tallyflow.infra.resources import billing_engine
 
@@ -62,6 +62,8 @@ def _run_ingest(
     dask_address: str | None,
 ) -> tuple[dict[str, Any], bool]:
     from tallyflow.flows.ingest import PROGRESS, IngestFailed, ingest_events, on_dask
+
+    start_up_done()  # everything the run needs is imported
     bar = Progress(
         TextColumn("ingesting"),
         BarColumn(),

@@ -5,6 +5,8 @@ Every error ends as one line (plus a hint) and a non-zero exit; ``--debug`` adds
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
 import sys
 import traceback
@@ -31,21 +33,6 @@ _PASS_THROUGH: tuple[type[BaseException], ...] = tuple(
                     typer._click.exceptions.ClickException)
     if isinstance(cls, type)
 )
-
-from tallyflow.cli import (  # noqa: E402
-    api,
-    archive,
-    catalog,
-    demo,
-    exports,
-    ingest,
-    invoices,
-    ops,
-    subscriptions,
-    usage,
-    wallets,
-)
-from tallyflow.cli import db as db_commands  # noqa: E402
 
 DEBUG_ENV = "TALLYFLOW_DEBUG"
 CANCELLED_EXIT = 143  # 128 + SIGTERM, what shells report for a terminated command
@@ -79,16 +66,6 @@ class ErrorsInOneLine(TyperGroup):
             raise typer.Exit(exit_code(exc)) from exc
 
 
-app = typer.Typer(
-    cls=ErrorsInOneLine,
-    help="Tallyflow: usage-based billing for AI token pricing on Prefect and PostgreSQL.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-@app.callback()
 def _options(
     debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error."),
 ) -> None:
@@ -96,11 +73,76 @@ def _options(
         os.environ[DEBUG_ENV] = "1"
 
 
-app.add_typer(db_commands.app, name="db")
-# Each area owns its commands in its own module and adds them here.
-for _area in (catalog, ingest, usage, subscriptions, wallets, invoices, exports, archive, ops,
-              demo, api):
-    _area.register(app)
+# Each area owns its commands in its own module (tallyflow.cli.AREA) and adds them with its
+# ``register``; ``db`` is one Typer app. In this order they are listed by ``--help``.
+AREAS = ("db", "catalog", "ingest", "usage", "subscriptions", "wallets", "invoices", "exports",
+         "archive", "ops", "demo", "api")
+# The top-level command names each area adds (a test keeps this equal to what they register),
+# so a command imports only its own area: importing all of them cost a small ingest ~50 ms
+# (the demo's rating models, every area's imports) for commands it never runs.
+COMMANDS: dict[str, str] = {
+    "db": "db",
+    "apply": "catalog", "catalog": "catalog",
+    "ingest": "ingest", "rejects": "ingest", "sources": "ingest",
+    "usage": "usage", "snapshot": "usage",
+    "subscriptions": "subscriptions",
+    "wallets": "wallets",
+    "invoices": "invoices",
+    "export": "exports",
+    "archive": "archive",
+    "serve": "ops", "runs": "ops", "status": "ops", "prefect": "ops", "automations": "ops",
+    "demo": "demo",
+    "api": "api", "api-keys": "api",
+}
+
+
+# Commands that call tallyflow.cli.common.start_up_done once their imports are done: until
+# then Python's cycle collector is off (see there).
+COLLECT_AFTER_START_UP = frozenset({"ingest"})
+
+
+def build_app(command: str | None = None) -> typer.Typer:
+    """The command line with every area, or with only the area that adds ``command`` when it
+    is a known command name (anything else, ``--help`` or a typo, gets every area, so help
+    and "No such command" read the same as ever)."""
+    built = typer.Typer(
+        cls=ErrorsInOneLine,
+        help="Tallyflow: usage-based billing for AI token pricing on Prefect and PostgreSQL.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    built.callback()(_options)
+    only = COMMANDS.get(command) if command else None
+    for area in AREAS:
+        if only is not None and area != only:
+            continue
+        module = importlib.import_module(f"tallyflow.cli.{area}")
+        if area == "db":
+            built.add_typer(module.app, name="db")
+        else:
+            module.register(built)
+    return built
+
+
+def command_name(args: list[str]) -> str | None:
+    """The command a command line names: its first word that is not an option (the root's
+    options, ``--debug`` and ``--help``, take no value)."""
+    for arg in args:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``app``: the whole command line, for whoever imports it (tests, embedding code);
+    built on first use, once."""
+    if name == "app":
+        built = globals()["app"] = build_app()
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main() -> None:
@@ -112,8 +154,11 @@ def main() -> None:
     1.9 s small ingest, issue 11). Engines are disposed first, so PostgreSQL sees clean
     disconnects.
     """
+    command = command_name(sys.argv[1:])
+    if command in COLLECT_AFTER_START_UP:
+        gc.disable()
     try:
-        app()
+        build_app(command)()
         code = 0
     except SystemExit as exc:
         code = _exit_code(exc.code)

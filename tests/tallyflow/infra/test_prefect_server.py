@@ -14,6 +14,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine
 
 from tests.factories import event, jsonl
@@ -67,3 +68,35 @@ def test_started_once_reused_shown_and_stopped(engine: Engine, tmp_path: Path) -
     assert stopped.stdout.strip() == "stopped"
     after = json.loads(_tallyflow(home, "status", "--json").stdout)
     assert after["prefect_reachable"] is False
+
+
+def test_clients_of_the_managed_server_load_a_one_certificate_trust_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import ssl
+
+    from tallyflow.infra import prefect_server
+
+    text = prefect_server.NO_TLS_CA.read_text()
+    assert text.count("BEGIN CERTIFICATE") == 1 and "PRIVATE KEY" not in text
+    assert len(ssl.create_default_context(cafile=str(prefect_server.NO_TLS_CA))
+               .get_ca_certs()) == 1
+    for name in ("PREFECT_API_URL", "PREFECT_UI_URL", "PREFECT_API_SSL_CERT_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(prefect_server, "configured_api_url", lambda: None)
+    monkeypatch.setattr(prefect_server, "start", lambda announce=None: {
+        "api_url": "http://127.0.0.1:9/api", "ui_url": "http://127.0.0.1:9"})
+    assert prefect_server.use_api() == "http://127.0.0.1:9/api"
+    assert os.environ["PREFECT_API_SSL_CERT_FILE"] == str(prefect_server.NO_TLS_CA)
+    monkeypatch.setenv("PREFECT_API_SSL_CERT_FILE", "/etc/my-ca.pem")
+    prefect_server.use_api()
+    assert os.environ["PREFECT_API_SSL_CERT_FILE"] == "/etc/my-ca.pem"  # the user's wins
+
+
+def test_a_configured_api_keeps_prefect_s_trust_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tallyflow.infra import prefect_server
+
+    monkeypatch.delenv("PREFECT_API_SSL_CERT_FILE", raising=False)
+    monkeypatch.setenv("PREFECT_API_URL", "https://api.prefect.cloud/api/accounts/a/workspaces/w")
+    assert prefect_server.use_api().startswith("https://api.prefect.cloud")
+    assert "PREFECT_API_SSL_CERT_FILE" not in os.environ
