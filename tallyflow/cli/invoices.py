@@ -58,7 +58,9 @@ def close(
     from tallyflow.flows.invoices import close_periods_flow
 
     billing_engine()
-    summary = close_periods_flow(at=parse_moment(at) or datetime.now(UTC))
+    moment = parse_moment(at) or datetime.now(UTC)
+    with flow_session():  # the local Prefect server, not a temporary one in this process
+        summary = close_periods_flow(at=moment)
     if as_json:
         typer.echo(json.dumps(summary, default=str))
         return

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -186,14 +188,30 @@ def test_a_run_stops_at_its_bounds_and_the_next_goes_on(engine: Engine, tmp_path
     assert pdf_counts(engine) == (total, total)
 
 
-def test_the_close_command_says_how_many_pdfs_wait(engine: Engine, tmp_path: Path) -> None:
+def test_the_close_command_says_how_many_pdfs_wait(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     catalog(engine, tmp_path, plan={"amount_cents": 3100}, wallet=False)
     with engine.begin() as conn:
         for statement in _MORE:
             conn.execute(text(statement), {"n": 2})
     ingested_until(engine, MARCH_END + timedelta(hours=3))
+    # the flow runs inside the command's Prefect session (the local server, no per-run
+    # heartbeat), like every other command's flows; not in a temporary server of its own
+    from tallyflow.cli import common, invoices
+
+    sessions: list[str] = []
+
+    @contextmanager
+    def recorded() -> Iterator[None]:
+        with common.flow_session():
+            sessions.append("entered")
+            yield
+
+    monkeypatch.setattr(invoices, "flow_session", recorded)
     closed = runner.invoke(app, ["invoices", "close", "--at", CLOSE.isoformat()])
     assert closed.exit_code == 0, closed.output
+    assert sessions == ["entered"]
     assert "3 finalized" in closed.stdout
     assert "3 PDF(s) pending (`tallyflow invoices pdfs`)" in closed.stdout
     assert pdf_counts(engine) == (3, 0)
