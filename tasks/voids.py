@@ -96,6 +96,8 @@ class VoidResult:
     reason: str
     at: datetime
     outcomes: list[KeyOutcome] = field(default_factory=list)
+    # False when ``only_if_all`` held every key back because one was refused
+    applied: bool = True
     events_refolded: int = 0
     # subscription row id -> the (time, metric code) of its voided (or already voided) events:
     # re-rating takes their periods, and the later ones when the metric is recurring (its
@@ -117,7 +119,8 @@ class VoidResult:
         for o in self.outcomes:
             counts[str(o.outcome)] += 1
         return {"actor": self.actor, "reason": self.reason, "at": self.at.isoformat(),
-                "counts": dict(counts), "events": [o.as_dict() for o in self.outcomes],
+                "applied": self.applied, "counts": dict(counts),
+                "events": [o.as_dict() for o in self.outcomes],
                 "events_refolded": self.events_refolded,
                 "rerate": self.rerate.as_dict() if self.rerate else None}
 
@@ -178,14 +181,16 @@ def _facts(row: Any) -> EventFacts:
 
 def void_events(
     engine: Engine, keys: Sequence[EventKey], actor: str, reason: str,
-    at: datetime | None = None,
+    at: datetime | None = None, *, only_if_all: bool = False,
 ) -> VoidResult:
     """Void these events in one transaction and rebuild the usage state they counted in.
 
     Idempotent: a key voided already is reported ``already_voided`` and keeps its first void
     (actor, time, reason); concurrent voids of the same keys wait on the fold lock and converge
     the same way. Refused keys are reported with their reason and change nothing; the others
-    are voided all the same. Call ``rerate_voids`` next (``void_and_rerate`` does both).
+    are voided all the same, unless ``only_if_all`` (the API: all or none, like Lago's event
+    batches): then one refusal voids nothing (``applied`` False; the outcomes still say what
+    each key would have been). Call ``rerate_voids`` next (``void_and_rerate`` does both).
     """
     at = at or datetime.now(UTC)
     if at.tzinfo is None:
@@ -221,6 +226,12 @@ def void_events(
                 touched[key.external_subscription_id].append((row.timestamp, row.code))
             if outcome is VoidOutcome.VOIDED:
                 to_void.append(key)
+        if only_if_all and result.refused:
+            result.applied = False
+            for held in result.outcomes:
+                if held.outcome is VoidOutcome.VOIDED:
+                    held.voided_at = None
+            return result
         if to_void:
             conn.execute(_MARK, {"at": at, **_params(to_void)})
             conn.execute(_TRAIL, {"at": at, "actor": actor, "reason": reason,
@@ -296,10 +307,10 @@ def rerate_voids(engine: Engine, result: VoidResult) -> Rerate:
 
 def void_and_rerate(
     engine: Engine, keys: Sequence[EventKey], actor: str, reason: str,
-    at: datetime | None = None,
+    at: datetime | None = None, *, only_if_all: bool = False,
 ) -> VoidResult:
     """``void_events`` then ``rerate_voids``: what ``tallyflow events void`` and the API do."""
-    result = void_events(engine, keys, actor, reason, at)
+    result = void_events(engine, keys, actor, reason, at, only_if_all=only_if_all)
     if result.touched:
         rerate_voids(engine, result)
     return result
