@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
+from tallyflow.infra import failpoints
 from tallyflow.models.voids import VoidOutcome
 from tallyflow.tasks.archive import archive_events
 from tallyflow.tasks.catalog import apply_catalog
@@ -318,3 +319,47 @@ def test_a_void_takes_back_exactly_its_events_for_every_aggregation(
     load_rows(engine, [r for i, r in enumerate(rows) if i not in voided])
     fold_pending(engine)
     assert {sub: current_usage(engine, sub, STATE_AT) for sub in STATE_SUBS} == folded
+
+
+def test_a_crash_before_the_commit_voids_nothing(engine: Engine, tmp_path: Path) -> None:
+    _used(engine, tmp_path)
+    ledger = wallet_rows(engine)
+    failpoints.arm("voids.before_commit=1:raise")
+    try:
+        with pytest.raises(failpoints.FailpointHit):
+            void_and_rerate(engine, [key("b2")], "ops", "x", NOW + timedelta(minutes=20))
+    finally:
+        failpoints.arm(None)
+    assert events_stored(engine)[3] == ("b2", False)
+    assert wallet_rows(engine) == ledger
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from event_voids")).scalar_one() == 0
+    assert current_usage(engine, SUB, NOW + timedelta(minutes=20))["amount_cents"] == 1600
+
+
+@pytest.mark.parametrize("finish", ["rerun", "hourly"])
+def test_a_crash_after_the_void_commit_converges(
+    engine: Engine, tmp_path: Path, finish: str
+) -> None:
+    """Killed between the void's commit and the wallet correction: the same void again, or
+    the next billing hour, posts the one correction."""
+    _used(engine, tmp_path)
+    ledger = wallet_rows(engine)
+    at = NOW + timedelta(minutes=20)
+    failpoints.arm("voids.after_rerate_snapshot=1:raise")
+    try:
+        with pytest.raises(failpoints.FailpointHit):
+            void_and_rerate(engine, [key("b2")], "ops", "x", at)
+    finally:
+        failpoints.arm(None)
+    assert wallet_rows(engine) == ledger  # voided and snapshotted, not yet corrected
+    if finish == "rerun":
+        again = void_and_rerate(engine, [key("b2")], "ops", "x", at)
+        assert [o.outcome for o in again.outcomes] == [VoidOutcome.ALREADY_VOIDED]
+    else:
+        cycle(engine, NOW + timedelta(hours=1))
+    [correction] = wallet_rows(engine)[len(ledger):]
+    assert correction[1:4] == ("inbound", "usage", 600)
+    cycle(engine, NOW + timedelta(hours=2))
+    assert len(wallet_rows(engine)) == len(ledger) + 1
+    assert_balances_match_ledger(engine)
