@@ -336,9 +336,9 @@ _OBJECT_KEYS = text(
 def keys_of_object(
     engine: Engine, url: str, rows: Sequence[tuple[int, int]] | None = None
 ) -> list[EventKey]:
-    """The keys of the events an object's rows produced (every version of the object; the
-    first copy of a key is the stored one, so a row whose event was a duplicate names the
-    event stored from the earlier copy only if that copy was this object's)."""
+    """The keys of the events stored from an object's rows (every version of the object). A
+    row whose event was a duplicate of one stored from another object gives no key here: that
+    event belongs to the other object's row (void it by its key)."""
     with engine.connect() as conn:
         known = conn.execute(text("select 1 from ingest_objects where path = :u limit 1"),
                              {"u": url}).first()
