@@ -214,6 +214,7 @@ def _event_values_reader(
                     from events
                     where external_subscription_id = :sub and code = :code
                       and "timestamp" between :start and :end
+                      and voided_at is null
                     """
                 ),
                 {

@@ -37,6 +37,7 @@ _SPANS = text(
            count(*) as events
     from events
     where object_id between :first and :last and object_id = any(cast(:ids as bigint[]))
+      and voided_at is null  -- a voided event counts nowhere (tasks/voids.py)
     group by external_subscription_id
     """
 )
@@ -178,6 +179,7 @@ _EVENTS_CTE = """
             and e."timestamp" between p.charges_from and p.charges_to
       where e.object_id between :first_object and :last_object
         and e.object_id = any(cast(:objects as bigint[])) and e.code = :code
+        and e.voided_at is null
     )
 """
 

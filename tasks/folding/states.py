@@ -158,6 +158,7 @@ _PENDING = text(
     from events e
     where e.object_id = any(cast(:objects as bigint[]))
       and e.external_subscription_id = any(cast(:subs as text[]))
+      and e.voided_at is null  -- a voided event counts nowhere (tasks/voids.py)
     """
 )
 
