@@ -24,6 +24,10 @@ FORMAT_CHOICES = ("auto", "jsonl", "json", "csv", "parquet")
 
 SUMMARY_KEYS = (
     "objects",
+    "records",
+    "records_emitted",
+    "records_empty",
+    "events",
     "accepted",
     "duplicates",
     "conflicts",
@@ -216,6 +220,9 @@ def ingest(
         console.print(table)
         if summary.get("rejected"):
             console.print("See the rejected rows with [bold]tallyflow rejects[/bold].")
+        if summary.get("records_empty"):
+            console.print(f"{summary['records_empty']} record(s) gave no event (no_usage): "
+                          "no count at the mapping's paths (see docs/data-quality.md).")
         if not ok:
             console.print("[red]Some objects could not be read; the next run retries them.[/red]")
     if not ok:
