@@ -36,12 +36,16 @@ def _catalog(folder: Path, default_amount: str | None = None) -> Path:
                              "filters": [{"key": "model", "values": ["a", "b"]}]}},
         {"billable_metric": {"name": "Calls", "code": "calls", "aggregation_type": "count_agg",
                              "field_name": None}},
+        {"billable_metric": {"name": "Users", "code": "users",
+                             "aggregation_type": "unique_count_agg", "field_name": "user",
+                             "filters": [{"key": "model", "values": ["a", "b"]}]}},
         {"customer": {"external_id": "cust", "currency": "EUR"}},
         {"plan": {"code": "p", "name": "p", "interval": "monthly", "amount_cents": 0,
                   "amount_currency": "EUR",
                   "charges": [charge, {"billable_metric_code": "calls",
                                        "charge_model": "standard",
-                                       "properties": {"amount": "0.001"}}]}},
+                                       "properties": {"amount": "0.001"}},
+                              {**charge, "billable_metric_code": "users"}]}},
         {"subscription": {"external_id": SUB, "external_customer_id": "cust", "plan_code": "p",
                           "subscription_at": START.isoformat()}},
     ]
@@ -86,11 +90,18 @@ def test_counts_with_samples_before_and_after_fold_and_rebuild(
     assert apply_catalog(engine, [_catalog(tmp_path / "catalog")]).ok
     ingest_events(engine, tmp_path, events[:9])
     fold_pending(engine)
-    ingest_events(engine, tmp_path, events[9:])  # pending: read from events, not state
+    # unique counts keep their samples in the Python half of their fold (tasks/folding/sql.py)
+    users = [{**_event(f"u-{i}", None, model, code="users"),
+              "properties": {"model": model, "user": user}}
+             for i, (model, user) in enumerate([("b", "x"), ("a", "y"), ("b", "x"), ("c", "z")])]
+    ingest_events(engine, tmp_path, users[:2])
+    fold_pending(engine)
+    ingest_events(engine, tmp_path, events[9:] + users[2:])  # pending: read from events
     pending = current_usage(engine, SUB, AT)
     expected = [
         ("tokens", "not_a_number", len(HOSTILE) + 1, ["b-nan", "nan-00", "nan-01"]),
         ("tokens", "unpriced", 4, ["b-1", "b-2", "none-1"]),  # the smallest kept
+        ("users", "unpriced", 3, ["u-0", "u-2", "u-3"]),
     ]
     assert _unbillable(pending) == expected
     fold_pending(engine)
