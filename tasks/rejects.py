@@ -104,3 +104,18 @@ def list_unbillable(
         rows = conn.execute(_UNBILLABLE, {"sub": subscription, "reason": reason,
                                           "limit": limit})
         return [dict(row._mapping) for row in rows]
+
+
+def count_unbillable(engine: Engine) -> dict[str, int]:
+    """Events billing nothing per reason, over every period's latest usage snapshot."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            """
+            select u ->> 'reason', sum(cast(u ->> 'count' as bigint))
+            from usage_amounts a
+            join usage_snapshots s on (s.id, s.as_of) = (a.snapshot_id, a.snapshot_as_of)
+            cross join lateral jsonb_array_elements(s.usage -> 'tallyflow_unbillable') as u
+            where s.usage ? 'tallyflow_unbillable'
+            group by 1 order by 1
+            """))
+        return {reason: int(n) for reason, n in rows}

@@ -261,7 +261,7 @@ def rejects(
                             exit_code=2)
         _print_unbillable(subscription, reason, limit, as_json)
         return
-    from tallyflow.tasks.rejects import count_by_reason, list_rejects
+    from tallyflow.tasks.rejects import count_by_reason, count_unbillable, list_rejects
 
     engine = billing_engine()
     rows = list_rejects(engine, reason, object_contains, limit=limit)
@@ -281,6 +281,11 @@ def rejects(
             row["object"], str(row["row_number"]), row["field"] or "", row["reason"], row["message"]
         )
     console.print(table)
+    billing_nothing = count_unbillable(engine)
+    if billing_nothing:
+        console.print(f"Also stored but billing nothing: "
+                      f"{', '.join(f'{n} {reason}' for reason, n in billing_nothing.items())};"
+                      " see [bold]tallyflow rejects --unbillable[/bold].")
 
 
 def _print_unbillable(subscription: str | None, reason: str | None, limit: int,

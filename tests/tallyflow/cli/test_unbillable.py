@@ -82,6 +82,8 @@ def test_usage_snapshot_runs_and_rejects_show_unbillable_events(
     assert [r["reason"] for r in json.loads(only.stdout)] == ["unpriced"]
     other = runner.invoke(app, ["rejects", "--unbillable", "--subscription", "sub_x", "--json"])
     assert json.loads(other.stdout) == []
+    hint = runner.invoke(app, ["rejects"])  # the rejected rows, and a pointer to these
+    assert hint.exit_code == 0 and "3 not_a_number, 2 unpriced" in hint.stdout
     shown = runner.invoke(app, ["rejects", "--unbillable"])
     assert shown.exit_code == 0 and "not_a_number" in shown.stdout and "b-1, z-1" in (
         shown.stdout)
