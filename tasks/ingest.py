@@ -61,6 +61,8 @@ class ObjectResult:
     object_id: int
     url: str
     status: str  # ingested | failed | skipped (another worker has it, or it is done)
+    # events staged plus records rejected (kept as it was; ``records`` and ``events`` are the
+    # counts to reconcile with: records = records_emitted + rejected + records_empty)
     rows: int = 0
     accepted: int = 0
     duplicates: int = 0
@@ -70,6 +72,13 @@ class ObjectResult:
     bytes: int = 0
     seconds: float = 0.0
     error: str | None = None
+    # Every record read is emitted (one or more events), rejected (``rejected``: one rejected
+    # row each) or empty (``no_usage``: a mapping gave no event; counted, not stored).
+    # ``events``: what the emitted records gave = accepted + duplicates + conflicts.
+    records: int = 0
+    records_emitted: int = 0
+    records_empty: int = 0
+    events: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +110,8 @@ def finish_run(engine: Engine, run_id: int, results: list[ObjectResult], seconds
                   failed_objects = :failed_objects, accepted = :accepted,
                   duplicates = :duplicates, rejected = :rejected, unbillable = :unbillable,
                   conflicts = :conflicts, bytes = :bytes, seconds = :seconds,
+                  records = :records, records_emitted = :records_emitted,
+                  records_empty = :records_empty, events = :events,
                   finished_at = now()
                 where id = :id
                 """
@@ -122,7 +133,13 @@ def summarise(results: list[ObjectResult]) -> dict[str, int]:
         "unbillable": sum(r.unbillable for r in done),
         "conflicts": sum(r.conflicts for r in done),
         "bytes": sum(r.bytes for r in done),
+        **{name: sum(getattr(r, name) for r in done) for name in ACCOUNTING},
     }
+
+
+# The record accounting of an object and of a run (docs/data-quality.md, "Every record
+# accounted for"): records = records_emitted + rejected + records_empty, events counted apart.
+ACCOUNTING = ("records", "records_emitted", "records_empty", "events")
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,7 +339,8 @@ def _record(conn: Connection, result: ObjectResult, run_id: int | None) -> None:
               status = :status, error = :error, attempts = attempts + 1, rows = :rows,
               accepted = :accepted, duplicates = :duplicates, rejected = :rejected,
               unbillable = :unbillable, conflicts = :conflicts, run_id = :run_id,
-              seconds = :seconds,
+              seconds = :seconds, records = :records, records_emitted = :records_emitted,
+              records_empty = :records_empty, events = :events,
               ingested_at = case when :status = 'ingested' then now() end
             where id = :object_id
             """
@@ -484,6 +502,10 @@ def _load(
                   else validated(reader(stream, chunk_rows), source, bounds))
         for staged, rejected in prefetch(chunks):
             result.rows += staged.rows + len(rejected)
+            result.records += staged.records
+            result.records_empty += staged.empty
+            result.records_emitted += staged.records - staged.empty - len(rejected)
+            result.events += staged.rows
             if staged.rows:
                 with pg.cursor() as cur:
                     with cur.copy(

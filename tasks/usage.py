@@ -43,6 +43,7 @@ from tallyflow.models.rating.pricing import (
 from tallyflow.tasks.folding import (
     FoldSummary,
     StoredStates,
+    StoredTallies,
     fold_pending,
     fold_pending_events,
     in_force,
@@ -157,6 +158,8 @@ class RatingInputs:
     # Charges of the periods already on a finalized invoice: the version it names, per
     # subscription id (tasks/plan_versions.py); every other period prices with ``charges``.
     frozen: dict[int, list[ChargeInfo]] = field(default_factory=dict)
+    # What the fold kept beside the states (unbillable counts, sample ids), per subscription
+    tallies: StoredTallies = field(default_factory=dict)
 
     def charges_of(self, sub: SubscriptionInfo) -> list[ChargeInfo]:
         """The charges that price ``sub``'s period here (docs/architecture.md §6)."""
@@ -171,9 +174,10 @@ def read_inputs(conn: Connection, subs: Sequence[SubscriptionInfo], at: datetime
     periods = {s.id: s.period_at(at) for s in subs}
     recurring = [m.id for m in metrics.values() if m.recurring]
     wanted = {sub_id: period.period_start for sub_id, period in periods.items()}
-    stored = read_states(conn, metrics, wanted, recurring)
+    tallies: StoredTallies = {}
+    stored = read_states(conn, metrics, wanted, recurring, tallies)
     by_id = {s.id: s for s in subs}
-    pending = fold_pending_events(conn, metrics, by_id, periods, recurring)
+    pending = fold_pending_events(conn, metrics, by_id, periods, recurring, tallies)
     marks = {
         int(r.subscription_id): int(r.fold_id)
         for r in conn.execute(
@@ -191,7 +195,7 @@ def read_inputs(conn: Connection, subs: Sequence[SubscriptionInfo], at: datetime
         by_version = load_charges(conn, (), metrics, frozen_versions.values())
         frozen = {sub_id: by_version.get(v, []) for sub_id, v in frozen_versions.items()}
     return RatingInputs(metrics, by_id, periods, charges, merge_stored(stored, pending), marks,
-                        frozen)
+                        frozen, tallies)
 
 
 def _event_values_reader(
@@ -270,7 +274,8 @@ def rated_usage(engine: Engine, external_subscription_id: str, at: datetime) -> 
             period = inputs.periods[sub.id]
             return rate_subscription(sub, inputs.charges_of(sub), period,
                                      inputs.states.get(sub.id, {}),
-                                     _event_values_reader(conn, sub, period))
+                                     _event_values_reader(conn, sub, period),
+                                     inputs.tallies.get(sub.id, {}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -343,6 +348,8 @@ class SnapshotBatch:
     amount_cents: int
     top: list[dict[str, Any]]
     per_charge: dict[str, int]
+    # Unbillable events per subscription, metric and reason (models/rating/unbillable.py)
+    unbillable: list[dict[str, Any]] = field(default_factory=list)
 
 
 _SNAPSHOT_COLUMNS: Final = (
@@ -434,6 +441,7 @@ def snapshot_subscriptions(
             inputs = read_inputs(conn, subs, as_of)
             rows: list[dict[str, Any]] = []
             per_charge: dict[str, int] = defaultdict(int)
+            unbillable: list[dict[str, Any]] = []
             for sub in subs:
                 period = inputs.periods[sub.id]
                 usage = rate_subscription(
@@ -442,7 +450,10 @@ def snapshot_subscriptions(
                     period,
                     inputs.states.get(sub.id, {}),
                     _event_values_reader(conn, sub, period),
+                    inputs.tallies.get(sub.id, {}),
                 )
+                unbillable.extend({"subscription": sub.external_id, **u.as_json()}
+                                  for u in usage.unbillable)
                 for charge in usage.charges:
                     name = f"{charge.display_name} ({charge.charge.metric.code})"
                     per_charge[name] += charge.line.amount_cents
@@ -494,6 +505,7 @@ def snapshot_subscriptions(
             for r in ranked[:top]
         ],
         per_charge=dict(per_charge),
+        unbillable=unbillable,
     )
 
 

@@ -71,6 +71,12 @@ ingest_runs = Table(
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
     Column("error", Text),
+    # Every record accounted for (docs/data-quality.md; migration 0018): records read =
+    # records_emitted + rejected + records_empty (no_usage); events = what emitted records gave.
+    Column("records", BigInteger, nullable=False, server_default=text("0")),
+    Column("records_emitted", BigInteger, nullable=False, server_default=text("0")),
+    Column("records_empty", BigInteger, nullable=False, server_default=text("0")),
+    Column("events", BigInteger, nullable=False, server_default=text("0")),
     CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
 )
 
@@ -105,6 +111,12 @@ ingest_objects = Table(
     # The source that read it (kind; mapping, format and options as JSON): re-ingest uses them.
     Column("source_kind", Text, nullable=False, server_default=text("'fsspec'")),
     Column("source_spec", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Every record accounted for (docs/data-quality.md; migration 0018): records read =
+    # records_emitted + rejected + records_empty (no_usage); events = what emitted records gave.
+    Column("records", BigInteger, nullable=False, server_default=text("0")),
+    Column("records_emitted", BigInteger, nullable=False, server_default=text("0")),
+    Column("records_empty", BigInteger, nullable=False, server_default=text("0")),
+    Column("events", BigInteger, nullable=False, server_default=text("0")),
     UniqueConstraint("source", "path", "version"),
     CheckConstraint("status in ('pending', 'ingested', 'failed')", name="status"),
     Index("ix_ingest_objects_pending", "source", postgresql_where=text("status <> 'ingested'")),

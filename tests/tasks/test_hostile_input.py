@@ -367,6 +367,10 @@ def assert_outcome(engine: Engine, result: ObjectResult, expected: Loads | Fails
     assert result.rows == result.accepted + result.rejected + result.duplicates + (
         result.conflicts
     )
+    # every record accounted for (docs/data-quality.md): Lago records give one event each
+    assert result.records == result.records_emitted + result.rejected + result.records_empty
+    assert result.events == result.accepted + result.duplicates + result.conflicts
+    assert (result.records_emitted, result.records_empty) == (result.events, 0)
     assert (ledger.status, ledger.accepted, ledger.rejected, ledger.duplicates,
             ledger.conflicts) == (
         "ingested",

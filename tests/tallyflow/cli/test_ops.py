@@ -16,7 +16,9 @@ runner = CliRunner()
 def test_runs_lists_ingest_and_wallet_runs_newest_first(engine: Engine) -> None:
     run_id = start_run(engine, "file:///bucket", "0b7c2a0e-0000-4000-8000-000000000001")
     finish_run(engine, run_id, [ObjectResult(1, "file:///bucket/a.jsonl", "ingested",
-                                             rows=3, accepted=2, rejected=1)], 0.5)
+                                             rows=3, accepted=2, rejected=1, records=4,
+                                             records_emitted=2, records_empty=1, events=2)],
+               0.5)
     with engine.begin() as conn:
         conn.execute(text(
             "insert into wallet_runs (as_of, flow_run_id, status, started_at)"
@@ -29,6 +31,9 @@ def test_runs_lists_ingest_and_wallet_runs_newest_first(engine: Engine) -> None:
     ingest = rows[1]
     assert ingest["flow_run_id"] == "0b7c2a0e-0000-4000-8000-000000000001"
     assert (ingest["figures"]["accepted"], ingest["figures"]["rejected"]) == (2, 1)
+    assert {k: ingest["figures"][k] for k in (
+        "records", "records_emitted", "records_empty", "events")} == {
+        "records": 4, "records_emitted": 2, "records_empty": 1, "events": 2}
     table = runner.invoke(app, ["runs"])
     assert table.exit_code == 0 and "ingest" in table.stdout
 
