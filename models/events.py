@@ -8,6 +8,7 @@ dicts and tuples rather than pydantic models (pydantic per event costs ~10x more
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from tallyflow.models.number_rule import in_range, numbers_out_of_range, out_of_range_message
 from tallyflow.models.rating.money import exact_number, is_plain_decimal, plain_text
 
 MAX_ID_LENGTH = 255
@@ -46,6 +48,9 @@ class Reason(StrEnum):
     TIMESTAMP_WITHOUT_ZONE = "timestamp_without_zone"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     INVALID_NUMBER = "invalid_number"
+    # A number outside the one bound on billing numbers (models/number_rule.py; docs/architecture.md
+    # §7): in properties anywhere, or in precise_total_amount_cents.
+    NUMBER_OUT_OF_RANGE = "number_out_of_range"
     PROPERTIES_TOO_LARGE = "properties_too_large"
     RECORD_TOO_LARGE = "record_too_large"
     COLUMN_COUNT = "column_count"
@@ -205,6 +210,9 @@ def _properties(value: Any) -> str | Rejection:
             "properties",
             f"properties must be an object, got {type(value).__name__}",
         )
+    for path, number in numbers_out_of_range(value, "properties"):
+        # The first one only: one reason per row, and its field names where it is.
+        return Rejection(Reason.NUMBER_OUT_OF_RANGE, path, out_of_range_message(path, number))
     try:
         encoded = orjson.dumps(value, default=_json_default)
     except (TypeError, orjson.JSONEncodeError):
@@ -261,25 +269,31 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-# A precise amount is money: beyond this many digits it is a mistake, not an amount.
-MAX_PRECISE_DIGITS = 100
-
-
 def _precise_cents(value: Any) -> Decimal | None | Rejection:
     """One rule for every format: a JSON number is read from its literal text (readers parse
     with Decimal), so 0.1, 1e-05 and 1E+3 are the exact numbers written; a float from a typed
     format goes through its shortest round-trip text (``money.float_to_decimal``); a string
-    must be a plain decimal, as Lago reads property text. Stored in positional form."""
+    must be a plain decimal, as Lago reads property text. Stored in positional form, inside the
+    number rule's bound (models/number_rule.py), as every other billing number."""
     if value is None:
         return None
-    number = exact_number(value.strip() if isinstance(value, str) else value)
-    if number is None or len(text := plain_text(number)) > MAX_PRECISE_DIGITS:
+    if isinstance(value, float) and not math.isnan(value) and math.isinf(value):
+        number: Decimal | None = Decimal(value)  # beyond any bound, so said (not "not a number")
+    else:
+        number = exact_number(value.strip() if isinstance(value, str) else value)
+    if number is None:
         return Rejection(
             Reason.INVALID_NUMBER,
             "precise_total_amount_cents",
             f"precise_total_amount_cents {str(value)[:64]!r} is not a plain decimal",
         )
-    return Decimal(text)
+    if not in_range(number):
+        return Rejection(
+            Reason.NUMBER_OUT_OF_RANGE,
+            "precise_total_amount_cents",
+            out_of_range_message("precise_total_amount_cents", number),
+        )
+    return Decimal(plain_text(number))
 
 
 def validate_record(record: Any, bounds: TimeBounds) -> ValidEvent | Rejection:
@@ -318,12 +332,31 @@ def validate_record(record: Any, bounds: TimeBounds) -> ValidEvent | Rejection:
                 encoded = orjson.dumps(properties)
             except (TypeError, orjson.JSONEncodeError):
                 encoded = b""
-            if 0 < len(encoded) <= MAX_PROPERTIES_BYTES and b"\\u0000" not in encoded:
+            if (0 < len(encoded) <= MAX_PROPERTIES_BYTES and b"\\u0000" not in encoded
+                    and not _float_beyond_text(encoded, properties)):
                 # fromtimestamp: the same instant as EPOCH + timedelta(seconds=stamp) (0 <=
                 # stamp, checked above) in half the time, which counts at one call per event
                 return (txn, sub, code, datetime.fromtimestamp(stamp, UTC), encoded.decode(),
                         None)
     return _validate_carefully(record, bounds)
+
+
+def _float_beyond_text(encoded: bytes, properties: dict[str, Any]) -> bool:
+    """Whether a binary float (only a plugin mapping makes one: readers give Decimals) may lie
+    outside the number rule, for the careful path to decide. orjson writes every float outside
+    it with an exponent (``1e+25``, ``1e-30``) and NaN and infinities as ``null``, so the walk
+    over the values runs only when the text has one of those."""
+    if b"e+" not in encoded and b"e-" not in encoded and b"null" not in encoded:
+        return False
+    return _has_float(properties)
+
+
+def _has_float(value: Any) -> bool:
+    for item in value.values() if type(value) is dict else value:
+        kind = type(item)
+        if kind is float or ((kind is dict or kind is list or kind is tuple) and _has_float(item)):
+            return True
+    return False
 
 
 def _validate_carefully(record: Any, bounds: TimeBounds) -> ValidEvent | Rejection:

@@ -153,9 +153,22 @@ def test_jsonl_numbers_stay_exact() -> None:
     assert type(record["properties"]["a"]) is Decimal
 
 
-@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
 def test_jsonl_non_finite_numbers_are_invalid_json(literal: bytes) -> None:
     ((_, record, _),) = read(read_jsonl, b'{"properties": {"v": ' + literal + b"}}\n")
+    assert reason(record) == ("invalid_json", None)
+
+
+@pytest.mark.parametrize("literal", [b"1e400", b"-1e400", b"1E+99999", b"1e-400"])
+def test_jsonl_numbers_beyond_a_double_are_read_exactly(literal: bytes) -> None:
+    """JSON all the same: read as the exact Decimal, for the number rule to refuse with its
+    own reason (not ``invalid_json``, which would say the line is broken)."""
+    ((_, record, _),) = read(read_jsonl, b'{"properties": {"v": ' + literal + b"}}\n")
+    assert record["properties"]["v"] == Decimal(literal.decode())
+
+
+def test_jsonl_beyond_a_double_next_to_broken_json_stays_invalid() -> None:
+    ((_, record, _),) = read(read_jsonl, b'{"properties": {"v": 1e400, "w": NaN}}\n')
     assert reason(record) == ("invalid_json", None)
 
 
@@ -613,7 +626,8 @@ def test_parquet_doubles_become_exact_decimals_by_their_shortest_text() -> None:
     ]
     assert [e[5] for e in events[:3]] == [Decimal("0.1"), Decimal("0.00001"), Decimal("12.5")]
     assert events[0][3] == BASE + timedelta(seconds=0.25)
-    # NaN and infinity are not quantities: the row is rejected, not billed as null or 0
-    assert reason(events[3]) == ("invalid_number", "properties")
+    # NaN and infinity are not quantities: the row is rejected, not billed as null or 0; an
+    # infinity is beyond the number rule's bound, and said so
+    assert reason(events[3]) == ("number_out_of_range", "properties.cost")
     assert reason(events[4]) == ("invalid_number", "properties")
     assert "nan" in events[4].message
