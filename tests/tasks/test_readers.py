@@ -631,3 +631,46 @@ def test_parquet_doubles_become_exact_decimals_by_their_shortest_text() -> None:
     assert reason(events[3]) == ("number_out_of_range", "properties.cost")
     assert reason(events[4]) == ("invalid_number", "properties")
     assert "nan" in events[4].message
+
+
+PARQUET_NUMBERS = [
+    # (arrow type, value, the stored tokens or the field refused)
+    ("int64-max", "int64", 2**63 - 1, "9223372036854775807"),
+    ("uint64-max", "uint64", 2**64 - 1, "18446744073709551615"),
+    ("float-1e24", "float64", 1e24, "1e+24"),
+    ("float-1e308", "float64", 1e308, "properties.tokens"),
+    ("float-minus-1e308", "float64", -1e308, "properties.tokens"),
+    ("float-inf", "float64", float("inf"), "properties.tokens"),
+    ("float-tiny", "float64", 1e-30, "properties.tokens"),
+    ("float-negative-zero", "float64", -0.0, "-0.0"),
+    # a decimal column's scale is its type: 1.5 in decimal(38, 30) is 1.5
+    ("decimal-scale-30", ("decimal128", 38, 30), Decimal("1.5"), "1.5"),
+    ("decimal-scale-30-digits", ("decimal128", 38, 30), Decimal("1." + "0" * 28 + "1"),
+     "properties.tokens"),
+    ("decimal-edge-minus-1", ("decimal128", 38, 0), Decimal(10**25 - 1), str(10**25 - 1)),
+    ("decimal-edge", ("decimal128", 38, 0), Decimal(10**25), "properties.tokens"),
+    ("decimal256-huge", ("decimal256", 76, 0), Decimal(10**75), "properties.tokens"),
+    ("decimal-big-integral", ("decimal256", 76, 30), Decimal(10**24), "1E+24"),
+]
+
+
+@pytest.mark.parametrize("kind, value, expected", [c[1:] for c in PARQUET_NUMBERS],
+                         ids=[c[0] for c in PARQUET_NUMBERS])
+def test_parquet_numbers_follow_the_number_rule(kind: Any, value: Any, expected: str) -> None:
+    """Typed columns meet the same bound as JSON text (models/number_rule.py): refused as
+    ``number_out_of_range`` naming the property, or stored exactly; never a failed object."""
+    import pyarrow as pa
+
+    arrow = (getattr(pa, kind[0])(kind[1], kind[2]) if isinstance(kind, tuple)
+             else getattr(pa, kind)())
+    data = parquet({**ids(2), "timestamp": [BASE_TS] * 2,
+                    "properties.tokens": pa.array([value, None], arrow)})
+    rows = read(read_parquet, data)
+    results = [r if isinstance(r, Rejection) else validate_record(r, BOUNDS) for _, r, _ in rows]
+    assert not isinstance(results[1], Rejection)  # its neighbour is kept
+    if expected.startswith("properties."):
+        assert reason(results[0]) == ("number_out_of_range", expected)
+    else:
+        assert not isinstance(results[0], Rejection), results[0]
+        stored = loads_exact(results[0][4])["tokens"]
+        assert Decimal(str(stored)) == Decimal(expected)  # exactly: no double in between
