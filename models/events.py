@@ -382,6 +382,40 @@ def _validate_carefully(record: Any, bounds: TimeBounds) -> ValidEvent | Rejecti
     return (texts[0], texts[1], texts[2], timestamp, properties, precise)
 
 
+def _by_value(value: Any) -> Any:
+    """A property value as duplicates are compared: a number and a plain decimal string are
+    the same number (``"100"`` from a CSV, ``100`` and ``100.0`` from JSON, as the aggregations
+    read them); anything else is itself, a boolean never a number."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _by_value(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_by_value(item) for item in value]
+    if kind is bool or value is None:
+        return (kind.__name__, value)
+    number = exact_number(value)
+    if number is not None:
+        return ("number", number)
+    return ("text", value) if kind is str else (kind.__name__, value)
+
+
+def differing_properties(kept: Mapping[str, Any], copy: Mapping[str, Any]) -> list[str]:
+    """The property names whose values differ between the stored copy of an event and a later
+    one, comparing numbers by value (docs/architecture.md §7): none means a plain duplicate."""
+    return [key for key in (*kept, *(k for k in copy if k not in kept))
+            if key not in kept or key not in copy
+            or _by_value(kept[key]) != _by_value(copy[key])]
+
+
+def quoted_value(value: Any) -> str:
+    """A property value as a conflict's message shows it: JSON, cut short."""
+    try:
+        text = orjson.dumps(value, default=_json_default).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        text = str(value)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def from_cloudevent(record: Any) -> Any:
     """Map a CloudEvents 1.0 record (OpenMeter's shape) onto Lago's event fields.
 

@@ -462,7 +462,8 @@ _RUNS = text(
     select h.flow_run_id, h.kind, h.name, h.parent_flow_run_id, h.status, h.error,
            h.started_at, h.finished_at, coalesce(
              (select jsonb_build_object('source', i.source, 'objects', i.objects,
-                'accepted', i.accepted, 'duplicates', i.duplicates, 'rejected', i.rejected,
+                'accepted', i.accepted, 'duplicates', i.duplicates,
+                'conflicts', i.conflicts, 'rejected', i.rejected,
                 'unbillable', i.unbillable, 'failed_objects', i.failed_objects,
                 'seconds', i.seconds)
               from ingest_runs i where i.flow_run_id = h.flow_run_id

@@ -19,6 +19,7 @@ from tallyflow.models.events import (
     Rejection,
     TimeBounds,
     _validate_carefully,
+    differing_properties,
     from_cloudevent,
     has_nul_escape,
     is_plain_decimal,
@@ -691,3 +692,33 @@ def test_fast_path_and_careful_path_agree(candidate: Any) -> None:
         assert EPOCH <= fast[3] <= LATEST
         json.loads(fast[4])  # always valid JSON text
         assert "\x00" not in "".join(fast[:3])
+
+
+# --------------------------------------------------------------------------------------------
+# Duplicates compare numbers by value
+# --------------------------------------------------------------------------------------------
+
+SAME_OR_NOT = [
+    ("int-and-string", {"t": 100}, {"t": "100"}, []),
+    ("int-and-decimal", {"t": 100}, {"t": Decimal("100.0")}, []),
+    ("exponent", {"t": Decimal("1E+2")}, {"t": "100.00"}, []),
+    ("negative-zero", {"t": 0}, {"t": "-0"}, []),
+    ("nested", {"u": {"t": [1, "2"]}}, {"u": {"t": ["1.0", 2]}}, []),
+    ("different-number", {"t": 100}, {"t": "101"}, ["t"]),
+    ("bool-is-no-number", {"t": 1}, {"t": True}, ["t"]),
+    ("null-is-not-zero", {"t": 0}, {"t": None}, ["t"]),
+    ("padded-string-is-text", {"t": 100}, {"t": " 100"}, ["t"]),
+    ("exponent-string-is-text", {"t": 100}, {"t": "1e2"}, ["t"]),
+    ("text", {"m": "a"}, {"m": "b"}, ["m"]),
+    ("missing-here", {"a": 1, "b": 2}, {"a": 1}, ["b"]),
+    ("missing-there", {"a": 1}, {"b": 2, "a": 1}, ["b"]),
+]
+
+
+@pytest.mark.parametrize(("kept", "copy", "differ"), [c[1:] for c in SAME_OR_NOT],
+                         ids=[c[0] for c in SAME_OR_NOT])
+def test_differing_properties_compare_numbers_by_value(
+    kept: dict[str, Any], copy: dict[str, Any], differ: list[str]
+) -> None:
+    assert differing_properties(kept, copy) == differ
+    assert sorted(differing_properties(copy, kept)) == sorted(differ)
