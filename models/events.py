@@ -124,9 +124,18 @@ def _text_field(record: Mapping[str, Any], name: str) -> str | Rejection:
 
 
 def _epoch_to_datetime(seconds: Decimal) -> datetime:
+    if seconds.is_nan():
+        raise ValueError("NaN is no time")
+    if seconds.is_infinite() or seconds.adjusted() > _MAX_EPOCH_DIGITS:
+        # decided before int(): 1e999999999 is valid JSON, and its integer has a billion digits
+        raise OverflowError("timestamp too far from 1970")
     whole = int(seconds)
     micros = int(((seconds - whole) * 1_000_000).to_integral_value())
     return EPOCH + timedelta(seconds=whole, microseconds=micros)
+
+
+# Beyond this many digits epoch seconds are out of datetime's range whatever follows.
+_MAX_EPOCH_DIGITS = 18
 
 
 def parse_timestamp(value: Any, bounds: TimeBounds) -> datetime | Rejection:

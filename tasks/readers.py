@@ -114,10 +114,27 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _python_loads(data: bytes | str) -> Any:
+    """Python's reader, held to orjson's other refusals: it takes a lone surrogate
+    (``"\\ud800"``), which is no text PostgreSQL can store."""
     try:
-        return json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
+        value = json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
+        _refuse_surrogates(value)
     except RecursionError:
         raise ValueError("JSON is nested too deeply") from None
+    return value
+
+
+def _refuse_surrogates(value: Any) -> None:
+    kind = type(value)
+    if kind is str:
+        value.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
+    elif kind is dict:
+        for key, item in value.items():
+            key.encode("utf-8")
+            _refuse_surrogates(item)
+    elif kind is list:
+        for item in value:
+            _refuse_surrogates(item)
 
 
 def _decode_error(line: bytes, row: int) -> Rejection | None:

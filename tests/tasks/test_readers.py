@@ -167,9 +167,22 @@ def test_jsonl_numbers_beyond_a_double_are_read_exactly(literal: bytes) -> None:
     assert record["properties"]["v"] == Decimal(literal.decode())
 
 
-def test_jsonl_beyond_a_double_next_to_broken_json_stays_invalid() -> None:
-    ((_, record, _),) = read(read_jsonl, b'{"properties": {"v": 1e400, "w": NaN}}\n')
+@pytest.mark.parametrize("line", [
+    b'{"properties": {"v": 1e400, "w": NaN}}',
+    b'{"transaction_id": "\\ud800", "properties": {"v": 1e400}}',   # lone surrogate
+    b'{"properties": {"\\udfff": 1, "v": 1e400}}',
+    b'{"v": 1e400, "n": ' + b"1" * 5000 + b"}",                     # past Python's int limit
+])
+def test_jsonl_beyond_a_double_next_to_broken_json_stays_invalid(line: bytes) -> None:
+    """Python's reader, used only for numbers beyond a double, refuses what orjson refuses."""
+    ((_, record, _),) = read(read_jsonl, line + b"\n")
     assert reason(record) == ("invalid_json", None)
+
+
+def test_a_timestamp_with_a_huge_exponent_is_refused_at_once() -> None:
+    ((_, record, _),) = read(read_jsonl, b'{"transaction_id": "t", "external_subscription_id":'
+                             b' "s", "code": "c", "timestamp": 1e999999999}\n')
+    assert reason(validate_record(record, BOUNDS)) == ("timestamp_out_of_range", "timestamp")
 
 
 def test_jsonl_too_deep_is_invalid_json_not_a_crash() -> None:
