@@ -342,7 +342,7 @@ def validate_record(record: Any, bounds: TimeBounds) -> ValidEvent | Rejection:
             except (TypeError, orjson.JSONEncodeError):
                 encoded = b""
             if (0 < len(encoded) <= MAX_PROPERTIES_BYTES and b"\\u0000" not in encoded
-                    and not _float_beyond_text(encoded, properties)):
+                    and not _holds_float(properties)):
                 # fromtimestamp: the same instant as EPOCH + timedelta(seconds=stamp) (0 <=
                 # stamp, checked above) in half the time, which counts at one call per event
                 return (txn, sub, code, datetime.fromtimestamp(stamp, UTC), encoded.decode(),
@@ -350,14 +350,16 @@ def validate_record(record: Any, bounds: TimeBounds) -> ValidEvent | Rejection:
     return _validate_carefully(record, bounds)
 
 
-def _float_beyond_text(encoded: bytes, properties: dict[str, Any]) -> bool:
-    """Whether a binary float (only a plugin mapping makes one: readers give Decimals) may lie
-    outside the number rule, for the careful path to decide. orjson writes every float outside
-    it with an exponent (``1e+25``, ``1e-30``) and NaN and infinities as ``null``, so the walk
-    over the values runs only when the text has one of those."""
-    if b"e+" not in encoded and b"e-" not in encoded and b"null" not in encoded:
-        return False
-    return _has_float(properties)
+def _holds_float(properties: dict[str, Any]) -> bool:
+    """Whether a binary float is among the properties (only a plugin mapping makes one:
+    readers give Decimals), for the careful path to hold it to the number rule: orjson would
+    write 1e300 as it is and NaN as null. The usual flat object of strings and integers
+    (always inside the rule: orjson writes no integer beyond 64 bits) is decided in one loop."""
+    for item in properties.values():
+        kind = type(item)
+        if kind is not str and kind is not int:
+            return _has_float(properties)
+    return False
 
 
 def _has_float(value: Any) -> bool:
