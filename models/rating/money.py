@@ -209,7 +209,7 @@ def from_minor(minor: Decimal | int, currency: str) -> Decimal:
 def format_money(minor: Decimal | int, currency: str) -> str:
     """Whole minor units as people read them: ``1234`` -> ``12.34 USD``, ``1234 JPY``."""
     units = minor_units(currency)
-    major = round_minor(minor).scaleb(-units)
+    major = round_minor(minor).scaleb(-units, WIDE)  # every digit of a huge amount
     return f"{major:.{units}f} {currency}"
 
 
