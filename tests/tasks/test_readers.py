@@ -687,3 +687,22 @@ def test_parquet_numbers_follow_the_number_rule(kind: Any, value: Any, expected:
         assert not isinstance(results[0], Rejection), results[0]
         stored = loads_exact(results[0][4])["tokens"]
         assert Decimal(str(stored)) == Decimal(expected)  # exactly: no double in between
+
+
+def test_json_and_csv_json_columns_carry_numbers_beyond_a_double_to_the_rule() -> None:
+    """A .json batch and a CSV ``properties`` JSON column read 1e400 exactly, so the number
+    rule refuses that row by name and keeps its neighbours."""
+    good = b'{"transaction_id": "a", "external_subscription_id": "s", "code": "c",' \
+           b' "timestamp": 1764000000, "properties": {"tokens": 5}}'
+    bad = good.replace(b'"a"', b'"b"').replace(b"5}", b"1e400}")
+    rows = read(read_json, b'{"events": [' + good + b", " + bad + b"]}")
+    results = [validate_record(r, BOUNDS) for _, r, _ in rows]
+    assert not isinstance(results[0], Rejection)
+    assert reason(results[1]) == ("number_out_of_range", "properties.tokens")
+    csv = (b"transaction_id,external_subscription_id,code,timestamp,properties\n"
+           b'a,s,c,1764000000,"{""tokens"": 5}"\n'
+           b'b,s,c,1764000000,"{""tokens"": -1e400}"\n'
+           b'c,s,c,1764000000,"{""tokens"": ""1e400""}"\n')
+    results = [validate_record(r, BOUNDS) for _, r, _ in read(read_csv, csv)]
+    assert not isinstance(results[0], Rejection) and not isinstance(results[2], Rejection)
+    assert reason(results[1]) == ("number_out_of_range", "properties.tokens")
