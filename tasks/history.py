@@ -464,7 +464,8 @@ _RUNS = text(
              (select jsonb_build_object('source', i.source, 'objects', i.objects,
                 'records', i.records, 'records_emitted', i.records_emitted,
                 'records_empty', i.records_empty, 'events', i.events,
-                'accepted', i.accepted, 'duplicates', i.duplicates, 'rejected', i.rejected,
+                'accepted', i.accepted, 'duplicates', i.duplicates,
+                'conflicts', i.conflicts, 'rejected', i.rejected,
                 'unbillable', i.unbillable, 'failed_objects', i.failed_objects,
                 'seconds', i.seconds)
               from ingest_runs i where i.flow_run_id = h.flow_run_id

@@ -15,12 +15,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
-import orjson
 from prefect import task
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models import number_rule
 from tallyflow.models.rating import (
     AggregationType,
     BillingPeriod,
@@ -470,7 +470,9 @@ def snapshot_subscriptions(
                         "amount_cents": usage.amount_cents,
                         "precise_amount_cents": usage.precise_amount_cents,
                         "events_count": usage.events_count,
-                        "usage": orjson.dumps(usage.as_lago()).decode(),
+                        # integers beyond 64 bits (cents of a huge usage) as exact numbers:
+                        # docs/architecture.md §7
+                        "usage": number_rule.dumps(usage.as_lago()).decode(),
                         "flow_run_id": flow_run_id,
                     }
                 )

@@ -187,3 +187,19 @@ def test_invoices_are_the_clis(client: TestClient, engine: Engine, tmp_path: Pat
         assert got["customer"]["external_id"] == cli_invoice["customer"]["external_id"]
     one = client.get(f"/api/v1/invoices/{expected[0]['lago_id']}").json()["invoice"]
     assert one == everything["invoices"][0]
+
+
+def test_integers_beyond_64_bits_are_answered_as_strings_not_a_text_500() -> None:
+    """A usage at the number rule's bound (docs/architecture.md §7) has cents beyond 64 bits:
+    answered as JSON, the digits as a string that no client's JSON reader rounds."""
+    from decimal import Decimal
+
+    from tallyflow.api.lago import LagoJSON
+
+    body = {"amount_cents": 10**24, "events_count": 2**63 - 1, "units": Decimal("1E+24"),
+            "fees": [{"amount_cents": -(2**64)}]}
+    answer = LagoJSON(body)
+    assert answer.media_type == "application/json"
+    assert json.loads(answer.body) == {
+        "amount_cents": str(10**24), "events_count": 2**63 - 1, "units": 1e24,
+        "fees": [{"amount_cents": str(-(2**64))}]}
