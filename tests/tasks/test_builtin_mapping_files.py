@@ -91,7 +91,7 @@ def test_every_built_in_mapping_refuses_numbers_out_of_range(name: str, golden: 
         for path in _leaves(record):
             original = _value_at(record, path)
             for hostile in (_HOSTILE_TEXT if isinstance(original, str) else _HOSTILE_NUMBERS):
-                lines, rejected = stage_rows([(1, _replaced(record, path, hostile), None)],
+                lines, rejected, _ = stage_rows([(1, _replaced(record, path, hostile), None)],
                                              source, _BOUNDS)
                 for _, rejection, *_ in rejected:
                     assert str(rejection.reason) in _ALLOWED, (path, hostile, rejection)
@@ -114,7 +114,7 @@ def test_a_mapping_refuses_an_out_of_range_count_by_its_source_field() -> None:
     line = (b'{"id": "c1", "created": 1764000000, "model": "gpt-4o", "user": "s",'
             b' "usage": {"prompt_tokens": 1e400, "completion_tokens": 3}}\n')
     (_, record, _), = next(read_jsonl(io.BytesIO(line), 10))
-    _, rejected = stage_rows([(1, record, line)], source, _BOUNDS)
+    _, rejected, _ = stage_rows([(1, record, line)], source, _BOUNDS)
     [(_, rejection, raw)] = rejected
     assert (str(rejection.reason), rejection.field) == ("number_out_of_range",
                                                         "usage.prompt_tokens")
