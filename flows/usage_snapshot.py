@@ -16,8 +16,10 @@ from prefect import flow, runtime
 from prefect.artifacts import create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tallyflow.flows.contained import report_contained
 from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.tasks.containment import ContainedFailures
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.lifecycle import final_snapshots_task
 from tallyflow.tasks.partitions import ensure_partitions_task
@@ -51,8 +53,14 @@ def usage_snapshot(
     as_of: datetime | None = None,
     subscriptions: list[str] | None = None,
     batch_size: int = DEFAULT_BATCH,
+    raise_contained: bool = True,
 ) -> dict:
-    """Snapshot current usage of every subscription whose usage may have changed."""
+    """Snapshot current usage of every subscription whose usage may have changed.
+
+    A subscription that fails alone is contained (its batch's others commit) and listed in
+    ``contained``; the run then ends Failed naming it, after every batch ran, unless
+    ``raise_contained`` is off (the billing cycle, which goes on and fails at its end).
+    """
     moment = resolve_as_of(as_of)
     ensure_partitions_task(moment)  # the month's snapshot partition exists before its rows
     folded = fold_new_objects_task()
@@ -67,6 +75,7 @@ def usage_snapshot(
     # Subscriptions that ended (a termination, ending_at) get their snapshot as of the end.
     finals = final_snapshots_task(moment)
     hour = usage_as_of_task(moment)
+    contained = [f for b in batches for f in b.failed]
     summary = {
         "as_of": moment.isoformat(),
         "fold": folded,
@@ -77,8 +86,12 @@ def usage_snapshot(
         # The whole hour, recomputed or standing from an earlier snapshot (nothing changed).
         "subscriptions_as_of": hour["subscriptions"],
         "amount_cents_as_of": hour["amount_cents"],
+        "contained": contained,
     }
     _report(summary, batches)
+    if contained and raise_contained:
+        report_contained(contained)
+        raise ContainedFailures(contained, summary)
     return summary
 
 

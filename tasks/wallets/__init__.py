@@ -21,6 +21,7 @@ from tallyflow.tasks.wallets.deductions import (
     Negative,
     batch_dict,
     chunks,
+    deduct_contained,
     deduct_customers,
     due_customers,
 )
@@ -80,6 +81,7 @@ __all__ = [
     "alerts_summary_event",
     "batch_dict",
     "chunks",
+    "deduct_contained",
     "deduct_customers",
     "deduct_task",
     "due_customers",
