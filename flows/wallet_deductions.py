@@ -33,6 +33,7 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.tasks.containment import ContainedFailures, failure_message, withheld_task
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.wallets import (
+    DEDUCTIONS_STEP,
     DEFAULT_BATCH,
     DEFAULT_GRACE_HOURS,
     MAX_ALERT_EVENTS,
@@ -55,7 +56,6 @@ from tallyflow.tasks.wallets import (
     threshold_top_ups_task,
 )
 
-STEP = "wallet-deductions"
 STALE_REASON = ("not deducted: the usage snapshot of one of its subscriptions failed this hour,"
                 " so its usage would be a stale snapshot's")
 
@@ -108,7 +108,7 @@ def wallet_deductions(
         summary["expired"] = len(expire_wallets_task(moment, run_id))
         interval = interval_top_ups_task(moment, settle, run_id)
         due = due_customers_task(moment, customers, grace_hours, skip_customers)
-        held = withheld_task(STEP, skip_customers or [], STALE_REASON)
+        held = withheld_task(DEDUCTIONS_STEP, skip_customers or [], STALE_REASON)
         futures = [
             deduct_task.submit(ids, moment, run_id, ids[0], grace_hours)
             for ids in chunks(due, max(1, batch_size))

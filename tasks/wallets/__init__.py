@@ -17,6 +17,9 @@ from tallyflow.tasks.wallets.alerts import (
     pending_alert_events,
 )
 from tallyflow.tasks.wallets.deductions import (
+    STEP as DEDUCTIONS_STEP,
+)
+from tallyflow.tasks.wallets.deductions import (
     DeductionBatch,
     Negative,
     batch_dict,
@@ -65,6 +68,7 @@ from tallyflow.tasks.wallets.topups import (
 __all__ = [
     "AlertSummary",
     "DEFAULT_BATCH",
+    "DEDUCTIONS_STEP",
     "DEFAULT_GRACE_HOURS",
     "DeductionBatch",
     "LedgerRow",
