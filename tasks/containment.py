@@ -48,6 +48,10 @@ class ContainedFailures(RuntimeError):
         self.summary = summary
         super().__init__(failure_message(self.failures))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Prefect keeps a failed run's exception (pickled): rebuild it from its parts.
+        return (type(self), (self.failures, self.summary))
+
 
 def containable(exc: BaseException) -> bool:
     """Whether a failure belongs to the units it was raised for (else it propagates)."""

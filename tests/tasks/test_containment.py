@@ -13,7 +13,12 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.infra.failpoints import FailpointHit
-from tallyflow.tasks.containment import contain, failure_message, withheld_customers
+from tallyflow.tasks.containment import (
+    ContainedFailures,
+    contain,
+    failure_message,
+    withheld_customers,
+)
 from tallyflow.tasks.folding import fold_pending
 from tallyflow.tasks.usage import due_subscriptions, snapshot_contained
 from tests.tasks.rating_fixtures import load_rows
@@ -123,3 +128,14 @@ def test_a_subscription_poisoned_by_its_data_fails_alone_in_its_batch(
             "select external_subscription_id from usage_amounts where as_of = :h"),
             {"h": HOUR}).scalars())
     assert stored == {"sub_acme_001", *(f"s{i}" for i in range(40) if i != 17)}
+
+
+def test_the_run_error_survives_pickling_as_prefect_keeps_it() -> None:
+    import pickle
+
+    item = {"step": "close-periods", "unit": "customer", "id": 1, "external_id": "acme",
+            "customer": "acme", "subscription": None, "error": "bad", "withheld": False}
+    error = ContainedFailures([item], {"hour": "x", "contained": [item]})
+    again = pickle.loads(pickle.dumps(error))
+    assert isinstance(again, ContainedFailures) and str(again) == str(error)
+    assert again.failures == [item] and again.summary["hour"] == "x"
