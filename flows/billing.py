@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from tallyflow.flows.contained import contained_section, report_contained
 from tallyflow.flows.invoices import close_periods_flow
 from tallyflow.flows.links import run_link
 from tallyflow.flows.params import (
@@ -36,6 +37,7 @@ from tallyflow.flows.wallet_deductions import wallet_deductions
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.tasks.advance_charges import advance_charges_task
 from tallyflow.tasks.billing_report import customer_movements_task
+from tallyflow.tasks.containment import LISTED, ContainedFailures, withheld_customers
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.usage import customer_of_task
 
@@ -74,29 +76,45 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
             the hour this run was scheduled for; rerunning an hour recomputes exactly that hour.
     """
     at = hour or scheduled_hour()
-    usage_state = usage_snapshot(as_of=at, return_state=True)
+    # Each step contains a failure to its unit and reports it instead of failing (its other
+    # units commit); the cycle goes on and fails at its end naming them (docs/data-quality.md,
+    # "A failure stays with its customer").
+    usage_state = usage_snapshot(as_of=at, raise_contained=False, return_state=True)
     usage = usage_state.result()
+    contained: list[dict[str, Any]] = list(usage["contained"])
     failpoint("billing.between_flows")
-    wallets_state = wallet_deductions(as_of=at, return_state=True)
+    # a customer whose snapshot failed is not deducted from its previous (stale) snapshot
+    wallets_state = wallet_deductions(as_of=at, skip_customers=withheld_customers(contained),
+                                      raise_contained=False, return_state=True)
     wallets = wallets_state.result()
+    contained += wallets["contained"]
     # charges paid in advance: each new event's fee, invoice and wallet payment, once (after
     # the wallet flow opened and topped up this hour's wallets)
     advance = advance_charges_task(at)
+    contained += advance["contained"]
     movements = customer_movements_task(wallets["run_id"]) if "run_id" in wallets else []
     failpoint("billing.before_close")
-    invoices_state = close_periods_flow(at=at, return_state=True)
+    # nor closed on numbers an earlier step could not bring up to date
+    invoices_state = close_periods_flow(at=at, skip_customers=withheld_customers(contained),
+                                        raise_contained=False, return_state=True)
     invoices = invoices_state.result()
+    contained += invoices["contained"]
     summary = {"hour": at.isoformat(), "usage": usage, "advance": advance, "wallets": wallets,
-               "invoices": invoices}
+               "invoices": invoices, "contained": contained[:LISTED],
+               "contained_units": sum(not f["withheld"] for f in contained)}
     create_markdown_artifact(
         _artifact(at, usage, wallets, movements,
                   usage_run=usage_state.state_details.flow_run_id,
                   wallet_run=wallets_state.state_details.flow_run_id)
         + _advance_section(advance)
-        + _invoices_section(invoices, invoices_state.state_details.flow_run_id),
+        + _invoices_section(invoices, invoices_state.state_details.flow_run_id)
+        + contained_section(contained),
         key="billing-cycle",
         description=f"Billing {hour_label(at)}",
     )
+    if contained:
+        report_contained(contained)
+        raise ContainedFailures(contained, summary)
     return summary
 
 

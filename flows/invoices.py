@@ -14,7 +14,9 @@ from typing import Any
 
 from prefect import flow
 
+from tallyflow.flows.contained import report_contained
 from tallyflow.flows.params import OptionalMoment, moment_label, resolve_as_of, run_param
+from tallyflow.tasks.containment import ContainedFailures
 from tallyflow.tasks.credit_invoices import issue_credit_invoices_task
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.invoice_pdfs import pending_pdfs_task
@@ -27,21 +29,31 @@ def _close_name() -> str:
 
 @flow(name="close-periods", flow_run_name=_close_name, log_prints=True, **HOOKS)
 @tracked
-def close_periods_flow(at: OptionalMoment = None) -> dict[str, Any]:
+def close_periods_flow(
+    at: OptionalMoment = None, skip_customers: list[str] | None = None,
+    raise_contained: bool = True,
+) -> dict[str, Any]:
     """Close every billing period that ended before ``at``: draft or refresh its invoice,
     finalize it once the ingest watermark and the customer's grace period allow.
 
     Args:
         at: The moment to close as of, with its offset. Leave empty for the time this run was
             scheduled; a rerun of an hour never changes a finalized invoice.
+        skip_customers: External ids of customers not to close in this run (an earlier step
+            of the hour failed for them); listed as withheld.
+        raise_contained: End Failed naming the customers whose close failed alone (the
+            others commit); the billing cycle turns it off and fails at its own end.
     """
     moment: datetime = resolve_as_of(at)
     credit_invoices = issue_credit_invoices_task()  # paid top-ups of the wallet flow
-    summary = close_periods_task(moment)
+    summary = close_periods_task(moment, skip_customers)
     summary["credit_invoices"] = credit_invoices
     summary["events_emitted"] = emit_invoice_events_task()
     summary["pdfs_pending"] = pending_pdfs_task()  # for the invoice-pdfs flow
     print(f"periods closed as of {moment.isoformat()}: {summary['finalized']} finalized,"
           f" {summary['drafts']} draft(s), {summary['late_events']} late event(s),"
           f" {summary['pdfs_pending']} PDF(s) pending for the invoice-pdfs flow")
+    if summary["contained"] and raise_contained:
+        report_contained(summary["contained"])
+        raise ContainedFailures(summary["contained"], summary)
     return summary

@@ -16,9 +16,11 @@ from prefect import flow, runtime
 from prefect.artifacts import create_table_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tallyflow.flows.contained import report_contained
 from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.rating.unbillable import UnbillableReason
+from tallyflow.tasks.containment import ContainedFailures
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.lifecycle import final_snapshots_task
 from tallyflow.tasks.partitions import ensure_partitions_task
@@ -53,8 +55,14 @@ def usage_snapshot(
     as_of: datetime | None = None,
     subscriptions: list[str] | None = None,
     batch_size: int = DEFAULT_BATCH,
+    raise_contained: bool = True,
 ) -> dict:
-    """Snapshot current usage of every subscription whose usage may have changed."""
+    """Snapshot current usage of every subscription whose usage may have changed.
+
+    A subscription that fails alone is contained (its batch's others commit) and listed in
+    ``contained``; the run then ends Failed naming it, after every batch ran, unless
+    ``raise_contained`` is off (the billing cycle, which goes on and fails at its end).
+    """
     moment = resolve_as_of(as_of)
     ensure_partitions_task(moment)  # the month's snapshot partition exists before its rows
     folded = fold_new_objects_task()
@@ -69,6 +77,7 @@ def usage_snapshot(
     # Subscriptions that ended (a termination, ending_at) get their snapshot as of the end.
     finals = final_snapshots_task(moment)
     hour = usage_as_of_task(moment)
+    contained = [f for b in batches for f in b.failed]
     summary = {
         "as_of": moment.isoformat(),
         "fold": folded,
@@ -83,8 +92,12 @@ def usage_snapshot(
         # "Unbillable events"), summed over this run's snapshots
         **{reason: sum(u["count"] for b in batches for u in b.unbillable
                        if u["reason"] == reason) for reason in UNBILLABLE_REASONS},
+        "contained": contained,
     }
     _report(summary, batches)
+    if contained and raise_contained:
+        report_contained(contained)
+        raise ContainedFailures(contained, summary)
     return summary
 
 

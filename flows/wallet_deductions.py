@@ -27,10 +27,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tallyflow.flows.contained import contained_section, report_contained
 from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.tasks.containment import ContainedFailures, failure_message, withheld_task
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.wallets import (
+    DEDUCTIONS_STEP,
     DEFAULT_BATCH,
     DEFAULT_GRACE_HOURS,
     MAX_ALERT_EVENTS,
@@ -52,6 +55,9 @@ from tallyflow.tasks.wallets import (
     start_run_task,
     threshold_top_ups_task,
 )
+
+STALE_REASON = ("not deducted: the usage snapshot of one of its subscriptions failed this hour,"
+                " so its usage would be a stale snapshot's")
 
 
 def _run_name() -> str:
@@ -76,8 +82,17 @@ def wallet_deductions(
     settle_paid: bool | None = None,
     grace_hours: int = DEFAULT_GRACE_HOURS,
     refresh_usage: bool = False,
+    skip_customers: list[str] | None = None,
+    raise_contained: bool = True,
 ) -> dict[str, Any]:
-    """Bring every wallet's ledger up to what usage says is owed as of ``as_of``."""
+    """Bring every wallet's ledger up to what usage says is owed as of ``as_of``.
+
+    ``skip_customers`` (external ids): no usage deduction for them in this run, because
+    their usage snapshot failed this hour (never deduct from a stale snapshot); they are
+    listed as withheld. A customer whose deduction fails alone is contained (the others
+    commit); the run then ends Failed naming it after every step ran, unless
+    ``raise_contained`` is off (the billing cycle, which fails at its own end).
+    """
     moment = resolve_as_of(as_of)
     settle = settle_paid_default() if settle_paid is None else settle_paid
     if refresh_usage:
@@ -92,7 +107,8 @@ def wallet_deductions(
         failpoint("wallets.after_open")
         summary["expired"] = len(expire_wallets_task(moment, run_id))
         interval = interval_top_ups_task(moment, settle, run_id)
-        due = due_customers_task(moment, customers, grace_hours)
+        due = due_customers_task(moment, customers, grace_hours, skip_customers)
+        held = withheld_task(DEDUCTIONS_STEP, skip_customers or [], STALE_REASON)
         futures = [
             deduct_task.submit(ids, moment, run_id, ids[0], grace_hours)
             for ids in chunks(due, max(1, batch_size))
@@ -109,13 +125,21 @@ def wallet_deductions(
             "interval_top_ups": interval, "threshold_top_ups": threshold,
             "alerts": alerts.opened, "alerts_resolved": alerts.resolved,
             "events_emitted": emitted,
+            "contained": [*held, *(f for b in batches for f in b.failed)],
         })
     except Exception as exc:
         finish_run_task(run_id, summary, "failed", f"{type(exc).__name__}: {exc}")
         raise
     failpoint("wallets.before_finish_run")
-    finish_run_task(run_id, summary)
+    contained = summary["contained"]
+    if contained and raise_contained:
+        finish_run_task(run_id, summary, "failed", failure_message(contained))
+    else:
+        finish_run_task(run_id, summary)
     _report(summary)
+    if contained and raise_contained:
+        report_contained(contained)
+        raise ContainedFailures(contained, summary)
     return summary
 
 
@@ -198,7 +222,7 @@ def _report(summary: dict[str, Any]) -> None:
             for t in summary["top"]
         ]
     create_markdown_artifact(
-        "\n".join(lines),
+        "\n".join(lines) + contained_section(summary.get("contained", [])),
         key="wallet-deductions",
         description=f"Wallet run {summary['run_id']} as of {summary['as_of']}",
     )

@@ -52,6 +52,7 @@ from tallyflow.models.wallets import (
     allocate_usage,
     apply_posting,
 )
+from tallyflow.tasks.containment import containable, failure
 from tallyflow.tasks.folding import load_metrics, load_subscription_rows, loads_exact
 from tallyflow.tasks.invoicing.advance import AdvanceLine, charge_taxes, issue_invoice
 from tallyflow.tasks.invoicing.inputs import CloseCatalog, CustomerInfo, load_close_catalog
@@ -69,12 +70,18 @@ class AdvanceSummary:
     amount_cents: int = 0
     invoices: list[str] = field(default_factory=list)
     paid_cents: Decimal = ZERO
+    # Subscriptions whose transaction failed alone, contained to their customer
+    # (tasks/containment.py), as plain dicts.
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"subscriptions": self.subscriptions, "fees": self.fees,
                 "amount_cents": self.amount_cents, "invoices": len(self.invoices),
                 "invoice_numbers": self.invoices[:50],
-                "paid_cents": format(self.paid_cents, "f")}
+                "paid_cents": format(self.paid_cents, "f"), "contained": self.failed}
+
+
+STEP = "advance-charges"
 
 
 def bill_advance_charges(
@@ -96,8 +103,19 @@ def bill_advance_charges(
     for sub in subs:
         mine = [c for c in charges.get(sub.plan_id, []) if c.pay_in_advance]
         periods = sub.periods_between(since, at) if mine and sub.subscription_at <= at else []
-        if periods:
+        if not periods:
+            continue
+        try:
             _bill_subscription(engine, sub, mine, periods, at, catalog, summary)
+        except Exception as exc:
+            # One transaction per subscription already: a failure of its own rolled back
+            # only its fees, so it is recorded for its customer and the others go on.
+            if not containable(exc):
+                raise
+            customer = catalog.customers[catalog.customer_of[sub.id]]
+            summary.failed.append(failure(STEP, "customer", customer.id, customer.external_id,
+                                          customer.external_id, exc,
+                                          subscription=sub.external_id))
     return summary
 
 
@@ -172,6 +190,7 @@ def _bill_subscription(
     summary: AdvanceSummary,
 ) -> None:
     customer = catalog.customers[catalog.customer_of[sub.id]]
+    failpoint("advance.bill_subscription", sub)
     with engine.connect() as conn:  # most hours bring nothing new: no lock for those
         slots = charge_slots(charges)
         if not any(conn.execute(_ANY_NEW, _scope(sub, c, p, at, slots)).scalar_one()

@@ -275,12 +275,16 @@ R = TypeVar("R")
 
 
 def figures_of(result: Any) -> dict[str, Any] | None:
-    """The scalar figures of a flow's summary (one level of nesting flattened), for the list."""
+    """The scalar figures of a flow's summary (one level of nesting flattened), for the list,
+    and the units it contained (tasks/containment.py), which the list names."""
     if not isinstance(result, dict):
         return None
     out: dict[str, Any] = {}
     for key, value in result.items():
-        if isinstance(value, dict):
+        if key == "contained" and isinstance(value, list):
+            # the units a run contained, by name (``tallyflow runs`` lists them)
+            out[key] = [{k: _plain(v) for k, v in item.items()} for item in value[:50]]
+        elif isinstance(value, dict):
             for inner, v in value.items():
                 if _scalar(v):
                     out[f"{key}.{inner}"] = _plain(v)

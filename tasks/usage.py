@@ -40,6 +40,7 @@ from tallyflow.models.rating.pricing import (
     pricing_of,
     rate_subscription,
 )
+from tallyflow.tasks.containment import contain, failure, names_of
 from tallyflow.tasks.folding import (
     FoldSummary,
     StoredStates,
@@ -350,6 +351,8 @@ class SnapshotBatch:
     per_charge: dict[str, int]
     # Unbillable events per subscription, metric and reason (models/rating/unbillable.py)
     unbillable: list[dict[str, Any]] = field(default_factory=list)
+    # Subscriptions that failed alone and were contained (tasks/containment.py), as plain dicts.
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
 
 _SNAPSHOT_COLUMNS: Final = (
@@ -443,6 +446,7 @@ def snapshot_subscriptions(
             per_charge: dict[str, int] = defaultdict(int)
             unbillable: list[dict[str, Any]] = []
             for sub in subs:
+                failpoint("usage.rate_subscription", sub)
                 period = inputs.periods[sub.id]
                 usage = rate_subscription(
                     sub,
@@ -511,6 +515,56 @@ def snapshot_subscriptions(
     )
 
 
+STEP = "usage-snapshot"
+
+
+def snapshot_contained(
+    engine: Engine,
+    subscription_ids: Sequence[int],
+    as_of: datetime,
+    flow_run_id: str | None = None,
+    top: int = 10,
+) -> SnapshotBatch:
+    """``snapshot_subscriptions`` for a batch, with a failure contained to its subscription.
+
+    The batch runs as one transaction as before; only if it fails for a reason of its own
+    (not transient) is it bisected, so every other subscription's snapshot commits and the
+    ones that fail alone are returned in ``failed`` with their error (tasks/containment.py).
+    Their previous snapshot stays as it was: the deductions and the close are told to leave
+    their customers alone this hour (flows/billing.py).
+    """
+    parts, failed = contain(
+        list(subscription_ids),
+        lambda part: snapshot_subscriptions(engine, part, as_of, flow_run_id, top),
+    )
+    batch = _merge(parts, top)
+    if failed:
+        with engine.connect() as conn:
+            names = names_of(conn, "subscription", [sub_id for sub_id, _ in failed])
+        batch.failed = []
+        for sub_id, exc in failed:
+            external_id, customer = names.get(sub_id, (None, None))
+            batch.failed.append(failure(STEP, "subscription", sub_id, external_id, customer, exc))
+    return batch
+
+
+def _merge(parts: Sequence[SnapshotBatch], top: int) -> SnapshotBatch:
+    if len(parts) == 1:
+        return parts[0]
+    per_charge: dict[str, int] = defaultdict(int)
+    for part in parts:
+        for name, cents in part.per_charge.items():
+            per_charge[name] += cents
+    return SnapshotBatch(
+        snapshots=sum(p.snapshots for p in parts),
+        amount_cents=sum(p.amount_cents for p in parts),
+        top=sorted((row for p in parts for row in p.top),
+                   key=lambda r: (-r["amount_cents"], r["subscription"]))[:top],
+        per_charge=dict(per_charge),
+        unbillable=[u for part in parts for u in part.unbillable],
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # Prefect tasks (thin wrappers; the functions above are tested without Prefect)
 # --------------------------------------------------------------------------------------------
@@ -552,5 +606,6 @@ def due_subscriptions_task(as_of: datetime, only: list[str] | None = None) -> li
 def snapshot_task(
     subscription_ids: list[int], as_of: datetime, first_id: int, flow_run_id: str | None = None
 ) -> SnapshotBatch:
-    """Snapshot one batch of subscriptions (``first_id`` only names the task run)."""
-    return snapshot_subscriptions(billing_engine(), subscription_ids, as_of, flow_run_id)
+    """Snapshot one batch of subscriptions (``first_id`` only names the task run); one that
+    fails alone is contained and reported, the others commit."""
+    return snapshot_contained(billing_engine(), subscription_ids, as_of, flow_run_id)

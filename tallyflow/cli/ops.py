@@ -203,7 +203,8 @@ def runs(
     """Every flow run (ingest, snapshot, wallets, billing and its parents) with status and error.
 
     A run whose process died (kill -9, a lost machine) is marked crashed here once it has
-    missed its heartbeats.
+    missed its heartbeats. A run that contained failures (units that failed alone while every
+    other unit completed) lists each: step, unit and error.
     """
     from tallyflow.tasks.history import FINAL, failed_objects, recent_runs
 
@@ -228,7 +229,13 @@ def runs(
     for column in ("kind", "started", "status", "figures / error", "flow run"):
         table.add_column(column, overflow="fold")
     for row in rows:
+        contained = row["figures"].pop("contained", None) or []
         detail = _figures(row["figures"])
+        if contained:  # units that failed alone (the others completed): step, unit, error
+            detail += "".join(
+                f"\ncontained: {f['step']} {f['unit']} {f['external_id'] or f['id']}"
+                f"{' (withheld)' if f.get('withheld') else ''}: {f['error']}"
+                for f in contained)
         if row["error"]:
             detail = f"[red]{row['error']}[/red]" + (f"\n{detail}" if detail else "")
         kind = row["kind"] if not row["parent_flow_run_id"] else f"  {row['kind']} (child)"

@@ -23,6 +23,7 @@ a settle delay (``TALLYFLOW_INVOICE_SETTLE_HOURS``, default 2), and the customer
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from datetime import date, datetime, timedelta
@@ -33,6 +34,7 @@ from zoneinfo import ZoneInfo
 from prefect import task
 from sqlalchemy import Engine, text
 
+from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.invoicing import (
     advance_issued_at,
@@ -40,6 +42,7 @@ from tallyflow.models.invoicing import (
 )
 from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
 from tallyflow.models.rating.pricing import SubscriptionInfo, SubscriptionUsage
+from tallyflow.tasks.containment import contain, failure
 from tallyflow.tasks.folding import load_subscription_rows
 from tallyflow.tasks.invoicing.advance import regroup_paid_fees
 from tallyflow.tasks.invoicing.inputs import (
@@ -54,6 +57,10 @@ from tallyflow.tasks.invoicing.watermark import ingest_watermark, settle_hours
 from tallyflow.tasks.invoicing.writing import _write_batch
 from tallyflow.tasks.retry import transient_retries
 from tallyflow.tasks.usage import _event_values_reader, rate_subscription, read_inputs
+
+STEP = "close-periods"
+WITHHELD = ("not closed: an earlier step of this hour failed for this customer, so its"
+            " numbers may be stale")
 
 _CLOSED = text(
     """
@@ -148,10 +155,18 @@ def close_periods(
     settle: timedelta | None = None,
     now: datetime | None = None,
     batch_size: int = BATCH,
+    skip_customers: Collection[str] = (),
 ) -> CloseSummary:
     """Close every subscription period that ended before ``at``: draft or refresh its invoice,
     finalize it when its time has come. ``customers`` limits the close to these external ids;
-    ``now`` is the moment the finalization deductions are posted at (default ``at``)."""
+    ``now`` is the moment the finalization deductions are posted at (default ``at``).
+
+    A failure is contained to its customer (tasks/containment.py): a subscription whose
+    rating fails, or an invoice whose transaction fails on its own, leaves that customer's
+    invoices of this run unwritten and is reported in ``summary.failed``; every other
+    customer's close commits. ``skip_customers`` (external ids: an earlier step of the hour
+    failed for them) are not closed on possibly stale numbers, and are listed as withheld.
+    """
     settle = timedelta(hours=settle_hours()) if settle is None else settle
     summary = CloseSummary()
     with engine.connect() as conn:
@@ -206,10 +221,23 @@ def close_periods(
                 del advance[(int(r.customer_id), r.issuing_date)]
     # Rate together the periods that end at the same instant (one consistent read each).
     usage: dict[tuple[int, datetime], SubscriptionUsage] = {}
+    held = {k[0] for k in [*grouped, *advance]
+            if catalog.customers[k[0]].external_id in skip_customers}
+    summary.failed += [failure(STEP, "customer", c, catalog.customers[c].external_id,
+                               catalog.customers[c].external_id, WITHHELD, withheld=True)
+                       for c in sorted(held)]
+    failed: dict[int, tuple[str | None, BaseException]] = {}
     for end, ending in sorted(by_end.items()):
-        usage.update(_rate(engine, ending, end))
+        ending = [s for s in ending if catalog.customer_of[s.id] not in held]
+        rated, errors = contain(ending, functools.partial(_rate, engine, end=end))
+        for part in rated:
+            usage.update(part)
+        for sub, exc in errors:
+            failed.setdefault(catalog.customer_of[sub.id], (sub.external_id, exc))
     groups: list[_Group] = []
     for customer_id, issuing in sorted(set(grouped) | set(advance)):
+        if customer_id in held or customer_id in failed:
+            continue
         customer = catalog.customers[customer_id]
         items = grouped.get((customer_id, issuing), [])
         ahead = advance.get((customer_id, issuing), [])
@@ -237,8 +265,11 @@ def close_periods(
             advance=ahead,
         ))
     for first in range(0, len(groups), max(1, batch_size)):
-        for outcome in _write_batch(engine, groups[first:first + batch_size],
-                                    now or at):
+        written, lost = contain(groups[first:first + batch_size],
+                                functools.partial(_write_batch, engine, at=now or at))
+        for group, exc in lost:
+            failed.setdefault(group.customer.id, (None, exc))
+        for outcome in (o for part in written for o in part):
             if outcome is None:
                 summary.unchanged_final += 1
             elif outcome["status"] == "finalized":
@@ -246,6 +277,11 @@ def close_periods(
                 summary.prepaid_cents += Decimal(outcome["prepaid_credit_amount_cents"])
             else:
                 summary.drafts += 1
+    summary.failed += [
+        failure(STEP, "customer", c, catalog.customers[c].external_id,
+                catalog.customers[c].external_id, exc, subscription=sub)
+        for c, (sub, exc) in sorted(failed.items())
+    ]
     # paid fees of charges kept off invoices, regrouped once their period has ended
     summary.advance_charges = len(regroup_paid_fees(engine, at, customers))
     with engine.connect() as conn:
@@ -262,6 +298,7 @@ def _rate(
         with conn.begin():
             inputs = read_inputs(conn, subs, end)
             for sub in subs:
+                failpoint("invoices.rate_subscription", sub)
                 period = inputs.periods[sub.id]
                 out[(sub.id, period.period_start)] = rate_subscription(
                     sub, inputs.charges_of(sub), period,
@@ -271,6 +308,7 @@ def _rate(
 
 
 @task(name="close-periods", **transient_retries(retries=3, backoff_factor=1))
-def close_periods_task(at: datetime) -> dict[str, Any]:
-    """Close the periods ended by ``at`` (drafts refreshed, due invoices finalized)."""
-    return close_periods(billing_engine(), at).as_dict()
+def close_periods_task(at: datetime, skip_customers: list[str] | None = None) -> dict[str, Any]:
+    """Close the periods ended by ``at`` (drafts refreshed, due invoices finalized); a
+    customer whose close fails alone is contained and reported."""
+    return close_periods(billing_engine(), at, skip_customers=set(skip_customers or ())).as_dict()

@@ -265,6 +265,8 @@ class CloseSummary:
     watermark: str | None = None
     late_events: int = 0
     advance_charges: int = 0
+    # Customers whose close failed alone or was withheld (tasks/containment.py).
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -276,6 +278,7 @@ class CloseSummary:
             "watermark": self.watermark,
             "late_events": self.late_events,
             "advance_charges_invoices": self.advance_charges,
+            "contained": self.failed,
         }
 
 

@@ -147,6 +147,8 @@ def _write_batch(
         conn.execute(text("select id from customers where id = any(cast(:ids as bigint[]))"
                           " order by id for update"), {"ids": customer_ids})
         lock_customers(conn, customer_ids)
+        for group in groups:
+            failpoint("invoices.write_customer", group.customer)
         keys = {"customers": [g.customer.id for g in groups],
                 "days": [g.issuing_date for g in groups]}
         existing = {(r.customer_id, r.issuing_date): r for r in conn.execute(_EXISTING, keys)}

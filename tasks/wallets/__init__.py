@@ -17,10 +17,14 @@ from tallyflow.tasks.wallets.alerts import (
     pending_alert_events,
 )
 from tallyflow.tasks.wallets.deductions import (
+    STEP as DEDUCTIONS_STEP,
+)
+from tallyflow.tasks.wallets.deductions import (
     DeductionBatch,
     Negative,
     batch_dict,
     chunks,
+    deduct_contained,
     deduct_customers,
     due_customers,
 )
@@ -64,6 +68,7 @@ from tallyflow.tasks.wallets.topups import (
 __all__ = [
     "AlertSummary",
     "DEFAULT_BATCH",
+    "DEDUCTIONS_STEP",
     "DEFAULT_GRACE_HOURS",
     "DeductionBatch",
     "LedgerRow",
@@ -80,6 +85,7 @@ __all__ = [
     "alerts_summary_event",
     "batch_dict",
     "chunks",
+    "deduct_contained",
     "deduct_customers",
     "deduct_task",
     "due_customers",

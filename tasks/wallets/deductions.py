@@ -27,6 +27,7 @@ from tallyflow.models.wallets import (
     credits_text,
     plan_deductions,
 )
+from tallyflow.tasks.containment import contain, failure, names_of
 from tallyflow.tasks.wallets.ledger import (
     DEFAULT_GRACE_HOURS,
     USAGE_DEDUCTED,
@@ -54,6 +55,8 @@ _DUE = text(
                   where w.customer_id = s.customer_id and w.status = 'active')
       and (cast(:only as text[]) is null or s.customer_id in (
              select c.id from customers c where c.external_id = any(cast(:only as text[]))))
+      and (cast(:skip as text[]) is null or s.customer_id not in (
+             select c.id from customers c where c.external_id = any(cast(:skip as text[]))))
     order by 1
     """
 )
@@ -61,9 +64,12 @@ _DUE = text(
 
 def due_customers(
     engine: Engine, as_of: datetime, only: Sequence[str] | None = None,
-    grace_hours: int = DEFAULT_GRACE_HOURS,
+    grace_hours: int = DEFAULT_GRACE_HOURS, skip: Sequence[str] | None = None,
 ) -> list[int]:
     """Customers whose usage in scope differs from what their wallets have deducted.
+
+    ``skip`` (external ids) are left out: customers whose usage snapshot failed this hour,
+    so that what they owe is not deducted from a stale snapshot (tasks/containment.py).
 
     In scope: the billing periods containing ``as_of``, and those that ended less than
     ``grace_hours`` before it (late events of a just-closed period still count). One join of
@@ -75,7 +81,8 @@ def due_customers(
             for r in conn.execute(
                 _DUE,
                 {"as_of": as_of, "since": _since(as_of, grace_hours),
-                 "only": list(only) if only is not None else None},
+                 "only": list(only) if only is not None else None,
+                 "skip": list(skip) if skip else None},
             )
         ]
 
@@ -106,6 +113,8 @@ class DeductionBatch:
     uncovered_cents: Decimal = ZERO
     negative: list[Negative] = field(default_factory=list)
     top: list[dict[str, Any]] = field(default_factory=list)
+    # Customers that failed alone and were contained (tasks/containment.py), as plain dicts.
+    failed: list[dict[str, Any]] = field(default_factory=list)
 
 
 _SCOPE = text(
@@ -190,6 +199,8 @@ def deduct_customers(
     with engine.begin() as conn:
         lock_customers(conn, ids)
         failpoint("wallets.deduct_locked", conn)
+        for customer_id in ids:
+            failpoint("wallets.deduct_customer", customer_id)
         scopes = conn.execute(_SCOPE, {"ids": ids, "as_of": as_of, "since": since}).all()
         funds: dict[int, WalletFunds] = {}
         meta: dict[int, _Meta] = {}
@@ -268,6 +279,58 @@ def deduct_customers(
         result.top = result.top[:10]
     failpoint("wallets.mid_batch")
     return result
+
+
+STEP = "wallet-deductions"
+
+
+def deduct_contained(
+    engine: Engine,
+    customer_ids: Sequence[int],
+    as_of: datetime,
+    run_id: int | None = None,
+    grace_hours: int = DEFAULT_GRACE_HOURS,
+) -> DeductionBatch:
+    """``deduct_customers`` for a batch, with a failure contained to its customer.
+
+    One transaction for the batch as before; only when it fails for a reason of its own is it
+    bisected (tasks/containment.py), so every other customer's deductions commit and each
+    customer that fails alone is reported in ``failed`` with its error. Its ledger stays as
+    the last run left it; the next run (or a rerun) deducts the whole delta, once.
+    """
+    parts, failed = contain(
+        sorted(set(customer_ids)),
+        lambda part: deduct_customers(engine, part, as_of, run_id, grace_hours),
+    )
+    batch = parts[0] if len(parts) == 1 else _combine(parts)
+    if failed:
+        with engine.connect() as conn:
+            names = names_of(conn, "customer", [cid for cid, _ in failed])
+        batch.failed = []
+        for cid, exc in failed:
+            external_id, customer = names.get(cid, (None, None))
+            batch.failed.append(failure(STEP, "customer", cid, external_id, customer, exc))
+    return batch
+
+
+def _combine(parts: Sequence[DeductionBatch]) -> DeductionBatch:
+    out = DeductionBatch()
+    for part in parts:
+        out.customers += part.customers
+        out.wallets += part.wallets
+        out.transactions += part.transactions
+        out.credits_deducted += part.credits_deducted
+        out.amount_cents_deducted += part.amount_cents_deducted
+        out.corrections += part.corrections
+        out.credits_corrected += part.credits_corrected
+        out.amount_cents_corrected += part.amount_cents_corrected
+        out.uncovered_cents += part.uncovered_cents
+        out.negative += part.negative
+        out.top += part.top
+    out.wallets.sort()
+    out.top.sort(key=lambda item: (-Decimal(str(item["amount_cents"])), item["customer"]))
+    out.top = out.top[:10]
+    return out
 
 
 def _record(

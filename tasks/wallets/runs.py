@@ -23,7 +23,7 @@ from tallyflow.tasks.wallets.alerts import (
     mark_alerts_emitted,
     pending_alert_events,
 )
-from tallyflow.tasks.wallets.deductions import DeductionBatch, deduct_customers, due_customers
+from tallyflow.tasks.wallets.deductions import DeductionBatch, deduct_contained, due_customers
 from tallyflow.tasks.wallets.ledger import DEFAULT_GRACE_HOURS
 from tallyflow.tasks.wallets.lifecycle import expire_wallets, open_wallets
 from tallyflow.tasks.wallets.topups import interval_top_ups, threshold_top_ups
@@ -118,9 +118,10 @@ def interval_top_ups_task(as_of: datetime, settle_paid: bool, run_id: int) -> in
 
 @task(name="due-customers", **_RETRIES)
 def due_customers_task(
-    as_of: datetime, only: list[str] | None, grace_hours: int = DEFAULT_GRACE_HOURS
+    as_of: datetime, only: list[str] | None, grace_hours: int = DEFAULT_GRACE_HOURS,
+    skip: list[str] | None = None,
 ) -> list[int]:
-    return due_customers(billing_engine(), as_of, only, grace_hours)
+    return due_customers(billing_engine(), as_of, only, grace_hours, skip)
 
 
 @task(name="deduct-usage", task_run_name="deduct-usage-{first_id}", **_RETRIES)
@@ -128,8 +129,9 @@ def deduct_task(
     customer_ids: list[int], as_of: datetime, run_id: int, first_id: int,
     grace_hours: int = DEFAULT_GRACE_HOURS,
 ) -> DeductionBatch:
-    """One batch of customers in one transaction (``first_id`` only names the task run)."""
-    return deduct_customers(billing_engine(), customer_ids, as_of, run_id, grace_hours)
+    """One batch of customers in one transaction (``first_id`` only names the task run); a
+    customer that fails alone is contained and reported, the others commit."""
+    return deduct_contained(billing_engine(), customer_ids, as_of, run_id, grace_hours)
 
 
 @task(name="threshold-top-ups", **_RETRIES)
