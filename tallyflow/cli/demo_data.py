@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tallyflow.infra.settings import tallyflow_home
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "mistral"
-DEMO_CATALOG = Path(__file__).resolve().parents[1] / "examples" / "demo"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "mistral"
+DEMO_CATALOG = Path(__file__).resolve().parents[2] / "examples" / "demo"
 MODELS = (("mistral-small", 0.6), ("mistral-medium", 0.25), ("mistral-large", 0.15))
 
 
