@@ -8,14 +8,18 @@ load each module once, under its package name.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
-LINKED = ("models", "tasks", "flows", "migrations", "deployments")
+LINKED = ("models", "tasks", "flows", "migrations", "deployments", "examples")
 
 
 def test_the_linked_folders_point_at_the_user_layout() -> None:
@@ -24,8 +28,8 @@ def test_the_linked_folders_point_at_the_user_layout() -> None:
         assert link.is_symlink() and link.resolve() == (ROOT / name).resolve(), name
 
 
-def test_the_wheel_installs_one_namespace_with_its_data(tmp_path: Path) -> None:
-    # Built from a copy: setuptools writes build/ next to the sources.
+def _build_wheel(tmp_path: Path) -> Path:
+    """The wheel, built from a copy: setuptools writes build/ next to the sources."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -39,6 +43,11 @@ def test_the_wheel_installs_one_namespace_with_its_data(tmp_path: Path) -> None:
         check=True, capture_output=True, timeout=300,
     )
     (wheel,) = tmp_path.glob("tallyflow-*.whl")
+    return wheel
+
+
+def test_the_wheel_installs_one_namespace_with_its_data(tmp_path: Path) -> None:
+    wheel = _build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"tallyflow"}
@@ -52,6 +61,8 @@ def test_the_wheel_installs_one_namespace_with_its_data(tmp_path: Path) -> None:
         "tallyflow/cli/main.py",
         "tallyflow/infra/db.py",
         "tallyflow/infra/no_tls_ca.pem",
+        "tallyflow/examples/mistral/plan.json",
+        "tallyflow/examples/demo/customers.yaml",
     ):
         assert needed in names, needed
 
@@ -68,3 +79,33 @@ def test_each_module_is_loaded_once_under_its_package_name() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.slow
+def test_the_demo_runs_from_the_wheel_outside_the_repository(tmp_path: Path) -> None:
+    """What a user who ``pip install``s the wheel gets: ``tallyflow demo`` works from any folder
+    (the example catalogs are package data), on the embedded PostgreSQL it starts itself."""
+    wheel = _build_wheel(tmp_path)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+           "--disable-pip-version-check"]
+    subprocess.run([*pip, "-c", str(ROOT / "constraints.txt"), str(wheel)],
+                   check=True, capture_output=True, timeout=600)
+    home = Path(tempfile.mkdtemp(prefix="tfw-", dir="/tmp"))  # short: the socket path
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TALLYFLOW_", "PREFECT_", "PYTHON"))}
+    env["TALLYFLOW_HOME"] = str(home)  # no TALLYFLOW_DATABASE_URL: the embedded server
+    tallyflow = str(venv / "bin" / "tallyflow")
+    try:
+        done = subprocess.run([tallyflow, "demo", "--days", "1"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "3. Ingest: " in done.stdout and "See these runs in the Prefect UI: http" in (
+            done.stdout)
+        assert str(home) in done.stdout  # the bucket lies in the scratch home
+        assert "site-packages/tallyflow/examples/mistral" in done.stdout
+    finally:
+        for what in (["prefect", "stop"], ["db", "stop"]):
+            subprocess.run([tallyflow, *what], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(home, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -13,7 +14,7 @@ from rich.table import Table
 from sqlalchemy import Engine, text
 
 from tallyflow.cli import demo_data as demo
-from tallyflow.cli.common import flow_session
+from tallyflow.cli.common import flow_session, parse_moment
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.rating.money import format_money
 
@@ -22,13 +23,19 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(run_demo)
 
 
-def run_demo(days: int = typer.Option(3, min=1, max=31, help="Days of traffic to write.")) -> None:
+def run_demo(
+    days: int = typer.Option(3, min=1, max=31, help="Days of traffic to write."),
+    now: str | None = typer.Option(
+        None, "--now", hidden=True,
+        help="The moment the demo takes as now (tests: a run on each side of an hour)."),
+) -> None:
     """Run the Mistral scenario on this machine: no server, no cloud."""
-    with flow_session():
-        _run_demo(days)
+    moment = parse_moment(now) or datetime.now(UTC)
+    with flow_session(), demo.example_catalogs() as catalogs:
+        _run_demo(days, moment, catalogs)
 
 
-def _run_demo(days: int) -> None:
+def _run_demo(days: int, now: datetime, catalogs: list[Path]) -> None:
     from tallyflow.cli.ingest import run_ingest
     from tallyflow.cli.usage import usage as usage_command
     from tallyflow.flows.invoices import close_periods_flow
@@ -40,24 +47,24 @@ def _run_demo(days: int) -> None:
     console = Console()
     started = time.perf_counter()
     engine = billing_engine()
-    console.print(f"[bold]1. Catalog[/bold] from {demo.EXAMPLES} and {demo.DEMO_CATALOG}")
-    applied = apply_catalog(engine, [demo.EXAMPLES, demo.DEMO_CATALOG])
+    console.print("[bold]1. Catalog[/bold] from " + " and ".join(map(str, catalogs)))
+    applied = apply_catalog(engine, catalogs)
     if not applied.ok:
         for error in applied.errors:
             console.print(f"[red]{error}[/red]")
         raise typer.Exit(1)
     # Wallets open as the catalog is applied (the demo settles purchased credits too).
-    open_wallets(engine, datetime.now(UTC), settle_paid=True)
+    open_wallets(engine, now, settle_paid=True)
     console.print(_price_table(engine))
     bucket = demo.demo_bucket()
-    today = datetime.now(UTC).date()
-    objects = demo.write_traffic(bucket, today, days)
+    today = now.astimezone(UTC).date()
+    objects = demo.write_traffic(bucket, now, days)
     # Some traffic in the last ended periods too, so that the invoices closed at the end show
     # usage: the last day of the previous month (calendar customers) and the 10th of it
     # (inside initech's last ended anniversary period whatever today's date).
     last_month_end = today.replace(day=1) - timedelta(days=1)
     for day in (last_month_end, last_month_end.replace(day=10)):
-        objects += demo.write_traffic(bucket, day, 1)
+        objects += demo.write_day(bucket, day, 24)
     console.print(f"[bold]2. Traffic[/bold]: {len(objects)} object(s) in {bucket}")
     summary, ok = run_ingest(bucket.as_uri(), progress=True)
     console.print(
@@ -66,7 +73,6 @@ def _run_demo(days: int) -> None:
         f"{summary['rejected']} rejected (see `tallyflow rejects`), "
         f"{summary['unbillable']} unbillable"
     )
-    now = datetime.now(UTC)
     usage = usage_snapshot(as_of=now)
     console.print(
         f"[bold]4. Usage snapshot[/bold]: {usage['snapshots']} subscription(s) rated, "
@@ -91,13 +97,22 @@ def _run_demo(days: int) -> None:
     console.print(_invoice_table(engine))
     console.print(f"Done in {time.perf_counter() - started:.1f} s. Run it again: nothing is "
                   "counted twice.")
-    console.print(
-        "See these runs in the Prefect UI:\n"
-        "  .venv/bin/prefect server start      # then open http://127.0.0.1:4200\n"
-        "  PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/tallyflow demo"
-    )
+    console.print(_ui_lines())
     if not ok:
         raise typer.Exit(1)
+
+
+def _ui_lines() -> str:
+    """Where this demo's runs are: the UI of the Prefect server the demo itself used (the
+    configured one, or the local server it started or reused), never a fixed port."""
+    from tallyflow.infra.prefect_server import addresses
+
+    where = addresses()
+    if not where.get("ui_url"):
+        return "The runs are recorded in Prefect: `tallyflow status` says where its UI is."
+    return (f"See these runs in the Prefect UI: {where['ui_url']}/runs\n"
+            "  (`tallyflow status` shows it again; `tallyflow prefect stop` stops the local "
+            "server, `tallyflow db stop` the embedded database)")
 
 
 def _invoice_table(engine: Any) -> Table:

@@ -122,6 +122,10 @@ def start(announce: Callable[[str], None] | None = None) -> dict[str, Any]:
             "PREFECT_HOME": str(folder),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "WARNING",
+            # The UI asks this address for its data; Prefect's default is port 4200 whatever
+            # port the server got, which leaves the UI dead (or showing another server's runs)
+            # when 4200 was taken.
+            "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{port}/api",
         })
         prefect = Path(sys.executable).with_name("prefect")
         command = [str(prefect)] if prefect.exists() else [sys.executable, "-m", "prefect"]
