@@ -45,3 +45,15 @@ def test_every_guide_is_in_the_navigation() -> None:
 
     config = yaml.safe_load((PROJECT / "mkdocs.yml").read_text())
     assert pages(config["nav"]) == {p.name for p in (PROJECT / "docs").glob("*.md")}
+
+
+def _configuration_table(text: str) -> list[str]:
+    section = text.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    return [line for line in section.splitlines() if line.startswith("| `")]
+
+
+def test_the_readme_and_operations_show_one_configuration() -> None:
+    """The README's configuration table is the operations guide's, row for row."""
+    readme = _configuration_table((PROJECT / "README.md").read_text())
+    guide = _configuration_table((PROJECT / "docs" / "operations.md").read_text())
+    assert readme and readme == guide
