@@ -86,16 +86,19 @@ def test_the_demo_runs_from_the_wheel_outside_the_repository(tmp_path: Path) -> 
     """What a user who ``pip install``s the wheel gets: ``tallyflow demo`` works from any folder
     (the example catalogs are package data), on the embedded PostgreSQL it starts itself."""
     wheel = _build_wheel(tmp_path)
+    # Nothing of this checkout or this test session leaks in (a PYTHONPATH naming the clone
+    # would show pip the clone's metadata as an installed tallyflow).
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("TALLYFLOW_", "PREFECT_", "PYTHON"))}
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120, env=env)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
            "--disable-pip-version-check"]
     subprocess.run([*pip, "-c", str(ROOT / "constraints.txt"), str(wheel)],
-                   check=True, capture_output=True, timeout=600)
+                   check=True, capture_output=True, timeout=600, env=env)
     home = Path(tempfile.mkdtemp(prefix="tfw-", dir="/tmp"))  # short: the socket path
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("TALLYFLOW_", "PREFECT_", "PYTHON"))}
     env["TALLYFLOW_HOME"] = str(home)  # no TALLYFLOW_DATABASE_URL: the embedded server
+    env["COLUMNS"] = "250"  # no wrapped paths in what is checked
     tallyflow = str(venv / "bin" / "tallyflow")
     try:
         done = subprocess.run([tallyflow, "demo", "--days", "1"], cwd=tmp_path, env=env,
