@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 EXTRAS = dev,dask,pdf,docs
 
-.PHONY: demo test test-slow test-live test-soak lint bench install lock docs
+.PHONY: demo test test-slow test-live test-soak lint bench install lock docs test-docs
 
 install: $(VENV)/.installed
 
@@ -55,3 +55,7 @@ test-soak: install
 # its successor is not a warning about these docs.
 docs: install
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Only the documentation's tests: the examples of README.md and docs/, the site, the README's size.
+test-docs: install
+	$(BIN)/python -m pytest -q -n 2 tests/docs
