@@ -136,7 +136,10 @@ def _report(summary: dict, results: list[ObjectResult]) -> None:
         {
             "object": r.url,
             "status": r.status,
-            "rows": r.rows,
+            "records": r.records,
+            "emitted": r.records_emitted,
+            "empty (no_usage)": r.records_empty,
+            "events": r.events,
             "accepted": r.accepted,
             "duplicates": r.duplicates,
             "rejected": r.rejected,
@@ -153,8 +156,10 @@ def _report(summary: dict, results: list[ObjectResult]) -> None:
         key="ingest-objects",
         description=(
             f"Ingest run {summary['run_id']}: {summary['objects']} object(s), "
-            f"{summary['accepted']} accepted, {summary['duplicates']} duplicates, "
-            f"{summary['rejected']} rejected, {summary['unbillable']} unbillable, "
+            f"{summary['records']} record(s) read = {summary['records_emitted']} emitted + "
+            f"{summary['rejected']} rejected + {summary['records_empty']} empty (no_usage); "
+            f"{summary['events']} event(s): {summary['accepted']} accepted, "
+            f"{summary['duplicates']} duplicates, {summary['unbillable']} unbillable, "
             f"{summary['conflicts']} conflicting duplicates, "
             f"{summary['failed_objects']} failed"
         ),

@@ -18,6 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.models.rating.unbillable import UnbillableReason
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.lifecycle import final_snapshots_task
 from tallyflow.tasks.partitions import ensure_partitions_task
@@ -30,6 +31,7 @@ from tallyflow.tasks.usage import (
 )
 
 DEFAULT_BATCH = 2_000
+UNBILLABLE_REASONS = tuple(str(reason) for reason in UnbillableReason)
 
 
 def _run_name() -> str:
@@ -77,6 +79,10 @@ def usage_snapshot(
         # The whole hour, recomputed or standing from an earlier snapshot (nothing changed).
         "subscriptions_as_of": hour["subscriptions"],
         "amount_cents_as_of": hour["amount_cents"],
+        # Events of the snapshotted periods that bill nothing (docs/data-quality.md,
+        # "Unbillable events"), summed over this run's snapshots
+        **{reason: sum(u["count"] for b in batches for u in b.unbillable
+                       if u["reason"] == reason) for reason in UNBILLABLE_REASONS},
     }
     _report(summary, batches)
     return summary
@@ -106,4 +112,18 @@ def _report(summary: dict, batches: list[SnapshotBatch]) -> None:
         [{"charge": name, "amount_cents": cents} for name, cents in sorted(per_charge.items())],
         key="usage-snapshot-charges",
         description=f"Totals per charge for the snapshots as of {summary['as_of']}",
+    )
+    unbillable = sorted(
+        (row for batch in batches for row in batch.unbillable),
+        key=lambda r: (r["subscription"], r["billable_metric_code"], r["reason"]),
+    )
+    create_table_artifact(
+        [{**row, "sample_transaction_ids": ", ".join(row["sample_transaction_ids"])}
+         for row in unbillable],
+        key="usage-snapshot-unbillable",
+        description=(
+            f"Unbillable events in the snapshots as of {summary['as_of']}: "
+            + ", ".join(f"{summary[r]} {r}" for r in UNBILLABLE_REASONS)
+            + " (list them with `tallyflow rejects --unbillable`)"
+        ),
     )

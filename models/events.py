@@ -8,6 +8,7 @@ dicts and tuples rather than pydantic models (pydantic per event costs ~10x more
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from tallyflow.models.number_rule import in_range, numbers_out_of_range, out_of_range_message
 from tallyflow.models.rating.money import exact_number, is_plain_decimal, plain_text
 
 MAX_ID_LENGTH = 255
@@ -46,6 +48,9 @@ class Reason(StrEnum):
     TIMESTAMP_WITHOUT_ZONE = "timestamp_without_zone"
     TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
     INVALID_NUMBER = "invalid_number"
+    # A number outside the one bound on billing numbers (models/number_rule.py; docs/architecture.md
+    # §7): in properties anywhere, or in precise_total_amount_cents.
+    NUMBER_OUT_OF_RANGE = "number_out_of_range"
     PROPERTIES_TOO_LARGE = "properties_too_large"
     RECORD_TOO_LARGE = "record_too_large"
     COLUMN_COUNT = "column_count"
@@ -119,9 +124,18 @@ def _text_field(record: Mapping[str, Any], name: str) -> str | Rejection:
 
 
 def _epoch_to_datetime(seconds: Decimal) -> datetime:
+    if seconds.is_nan():
+        raise ValueError("NaN is no time")
+    if seconds.is_infinite() or seconds.adjusted() > _MAX_EPOCH_DIGITS:
+        # decided before int(): 1e999999999 is valid JSON, and its integer has a billion digits
+        raise OverflowError("timestamp too far from 1970")
     whole = int(seconds)
     micros = int(((seconds - whole) * 1_000_000).to_integral_value())
     return EPOCH + timedelta(seconds=whole, microseconds=micros)
+
+
+# Beyond this many digits epoch seconds are out of datetime's range whatever follows.
+_MAX_EPOCH_DIGITS = 18
 
 
 def parse_timestamp(value: Any, bounds: TimeBounds) -> datetime | Rejection:
@@ -205,6 +219,9 @@ def _properties(value: Any) -> str | Rejection:
             "properties",
             f"properties must be an object, got {type(value).__name__}",
         )
+    for path, number in numbers_out_of_range(value, "properties"):
+        # The first one only: one reason per row, and its field names where it is.
+        return Rejection(Reason.NUMBER_OUT_OF_RANGE, path, out_of_range_message(path, number))
     try:
         encoded = orjson.dumps(value, default=_json_default)
     except (TypeError, orjson.JSONEncodeError):
@@ -261,25 +278,31 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
 
 
-# A precise amount is money: beyond this many digits it is a mistake, not an amount.
-MAX_PRECISE_DIGITS = 100
-
-
 def _precise_cents(value: Any) -> Decimal | None | Rejection:
     """One rule for every format: a JSON number is read from its literal text (readers parse
     with Decimal), so 0.1, 1e-05 and 1E+3 are the exact numbers written; a float from a typed
     format goes through its shortest round-trip text (``money.float_to_decimal``); a string
-    must be a plain decimal, as Lago reads property text. Stored in positional form."""
+    must be a plain decimal, as Lago reads property text. Stored in positional form, inside the
+    number rule's bound (models/number_rule.py), as every other billing number."""
     if value is None:
         return None
-    number = exact_number(value.strip() if isinstance(value, str) else value)
-    if number is None or len(text := plain_text(number)) > MAX_PRECISE_DIGITS:
+    if isinstance(value, float) and not math.isnan(value) and math.isinf(value):
+        number: Decimal | None = Decimal(value)  # beyond any bound, so said (not "not a number")
+    else:
+        number = exact_number(value.strip() if isinstance(value, str) else value)
+    if number is None:
         return Rejection(
             Reason.INVALID_NUMBER,
             "precise_total_amount_cents",
             f"precise_total_amount_cents {str(value)[:64]!r} is not a plain decimal",
         )
-    return Decimal(text)
+    if not in_range(number):
+        return Rejection(
+            Reason.NUMBER_OUT_OF_RANGE,
+            "precise_total_amount_cents",
+            out_of_range_message("precise_total_amount_cents", number),
+        )
+    return Decimal(plain_text(number))
 
 
 def validate_record(record: Any, bounds: TimeBounds) -> ValidEvent | Rejection:
@@ -318,12 +341,33 @@ def validate_record(record: Any, bounds: TimeBounds) -> ValidEvent | Rejection:
                 encoded = orjson.dumps(properties)
             except (TypeError, orjson.JSONEncodeError):
                 encoded = b""
-            if 0 < len(encoded) <= MAX_PROPERTIES_BYTES and b"\\u0000" not in encoded:
+            if (0 < len(encoded) <= MAX_PROPERTIES_BYTES and b"\\u0000" not in encoded
+                    and not _holds_float(properties)):
                 # fromtimestamp: the same instant as EPOCH + timedelta(seconds=stamp) (0 <=
                 # stamp, checked above) in half the time, which counts at one call per event
                 return (txn, sub, code, datetime.fromtimestamp(stamp, UTC), encoded.decode(),
                         None)
     return _validate_carefully(record, bounds)
+
+
+def _holds_float(properties: dict[str, Any]) -> bool:
+    """Whether a binary float is among the properties (only a plugin mapping makes one:
+    readers give Decimals), for the careful path to hold it to the number rule: orjson would
+    write 1e300 as it is and NaN as null. The usual flat object of strings and integers
+    (always inside the rule: orjson writes no integer beyond 64 bits) is decided in one loop."""
+    for item in properties.values():
+        kind = type(item)
+        if kind is not str and kind is not int:
+            return _has_float(properties)
+    return False
+
+
+def _has_float(value: Any) -> bool:
+    for item in value.values() if type(value) is dict else value:
+        kind = type(item)
+        if kind is float or ((kind is dict or kind is list or kind is tuple) and _has_float(item)):
+            return True
+    return False
 
 
 def _validate_carefully(record: Any, bounds: TimeBounds) -> ValidEvent | Rejection:
@@ -347,6 +391,40 @@ def _validate_carefully(record: Any, bounds: TimeBounds) -> ValidEvent | Rejecti
     if isinstance(precise, Rejection):
         return precise
     return (texts[0], texts[1], texts[2], timestamp, properties, precise)
+
+
+def _by_value(value: Any) -> Any:
+    """A property value as duplicates are compared: a number and a plain decimal string are
+    the same number (``"100"`` from a CSV, ``100`` and ``100.0`` from JSON, as the aggregations
+    read them); anything else is itself, a boolean never a number."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _by_value(item) for key, item in value.items()}
+    if kind is list or kind is tuple:
+        return [_by_value(item) for item in value]
+    if kind is bool or value is None:
+        return (kind.__name__, value)
+    number = exact_number(value)
+    if number is not None:
+        return ("number", number)
+    return ("text", value) if kind is str else (kind.__name__, value)
+
+
+def differing_properties(kept: Mapping[str, Any], copy: Mapping[str, Any]) -> list[str]:
+    """The property names whose values differ between the stored copy of an event and a later
+    one, comparing numbers by value (docs/architecture.md §7): none means a plain duplicate."""
+    return [key for key in (*kept, *(k for k in copy if k not in kept))
+            if key not in kept or key not in copy
+            or _by_value(kept[key]) != _by_value(copy[key])]
+
+
+def quoted_value(value: Any) -> str:
+    """A property value as a conflict's message shows it: JSON, cut short."""
+    try:
+        text = orjson.dumps(value, default=_json_default).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        text = str(value)
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def from_cloudevent(record: Any) -> Any:

@@ -25,7 +25,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tallyflow.models.events import Reason, Rejection, from_cloudevent
-from tallyflow.models.rating.money import exact_number, plain_text
+from tallyflow.models.number_rule import in_range, out_of_range_message
+from tallyflow.models.rating.money import WIDE, exact_number, plain_text
 
 
 class Events(tuple[dict[str, Any], ...]):
@@ -303,6 +304,8 @@ class DeclarativeMapping(Mapping):
             if number is None or isinstance(value, bool):
                 return Rejection(Reason.INVALID_NUMBER, source.path,
                                  f"{source.path} is {str(value)[:64]!r}, not a number")
+            if not in_range(number):
+                return _out_of_range(source.path, number)
             if number < 0:
                 return Rejection(Reason.INVALID_NUMBER, source.path,
                                  f"{kind}: {source.path} gives {plain_text(number)} (< 0)")
@@ -315,6 +318,12 @@ class DeclarativeMapping(Mapping):
                                spec.each.property: _number(number)},
             })
         return Events(events)
+
+
+def _out_of_range(path: str | None, number: Decimal) -> Rejection:
+    """A source field beyond the number rule (docs/architecture.md §7), refused by its own
+    path: the event it would make is refused anyway, but the record's field is what to fix."""
+    return Rejection(Reason.NUMBER_OUT_OF_RANGE, path, out_of_range_message(str(path), number))
 
 
 def _text(value: Any) -> Any:
@@ -342,6 +351,8 @@ def _get(record: dict[str, Any], source: Value, name: str, required: bool = True
         if number is None or isinstance(value, bool):
             return Rejection(Reason.INVALID_NUMBER, source.path,
                              f"{source.path} is {str(value)[:64]!r}, not a number")
+        if not in_range(number):
+            return _out_of_range(source.path, number)
         for path in source.minus:
             other = lookup(record, path)
             if other is _MISSING:
@@ -350,7 +361,10 @@ def _get(record: dict[str, Any], source: Value, name: str, required: bool = True
             if less is None or isinstance(other, bool):
                 return Rejection(Reason.INVALID_NUMBER, path,
                                  f"{path} is {str(other)[:64]!r}, not a number")
-            number -= less
+            if not in_range(less):
+                return _out_of_range(path, less)
+            # WIDE: the default context keeps 28 digits, fewer than the bound's 51
+            number = WIDE.subtract(number, less)
         return number
     if source.prefix:
         return source.prefix + (value if isinstance(value, str) else str(value))

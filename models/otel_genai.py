@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tallyflow.models.events import Reason, Rejection
 from tallyflow.models.mappings import Events, Mapping, MapResult
+from tallyflow.models.number_rule import in_range, out_of_range_message
 from tallyflow.models.rating.money import exact_number
 
 _TYPES = (("input", "gen_ai.usage.input_tokens"), ("output", "gen_ai.usage.output_tokens"))
@@ -85,6 +86,9 @@ class OtelGenAI(Mapping):
             if raw is None:
                 continue
             tokens = exact_number(raw)
+            if tokens is not None and not in_range(tokens):  # docs/architecture.md §7
+                return Rejection(Reason.NUMBER_OUT_OF_RANGE, key,
+                                 f"{where}: {out_of_range_message(key, tokens)}")
             if tokens is None or tokens < 0 or tokens != tokens.to_integral_value():
                 return Rejection(Reason.INVALID_NUMBER, key, f"{where}: {key} is {raw!r}")
             if tokens == 0:

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Final, Literal
 
-from tallyflow.models.rating.money import from_minor, precise_minor, round_minor
+from tallyflow.models.rating.money import WIDE, from_minor, precise_minor, round_minor
 
 ZERO: Final = Decimal(0)
 CENT: Final = Decimal(1)  # one minor unit
@@ -46,18 +46,21 @@ _INTERVAL_MONTHS: Final = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearl
 
 
 def round_credits(credits: Decimal) -> Decimal:
-    """Credits at Lago's precision (5 decimals), ROUND_HALF_UP."""
-    return Decimal(credits).quantize(CREDIT_SCALE, rounding=ROUND_HALF_UP)
+    """Credits at Lago's precision (5 decimals), ROUND_HALF_UP. WIDE: usage at the number
+    rule's bound (docs/architecture.md §7) is worth more credits than the default context's 28
+    digits hold, and quantize would raise rather than round."""
+    return Decimal(credits).quantize(CREDIT_SCALE, rounding=ROUND_HALF_UP, context=WIDE)
 
 
 def credits_for(amount_cents: Decimal, rate_amount: Decimal, currency: str) -> Decimal:
     """The credits worth ``amount_cents`` minor units: major units / rate, to 5 decimals."""
-    return round_credits(from_minor(amount_cents, currency) / Decimal(rate_amount))
+    return round_credits(WIDE.divide(from_minor(amount_cents, currency), Decimal(rate_amount)))
 
 
 def cents_for(credits: Decimal, rate_amount: Decimal, currency: str) -> Decimal:
     """The money (whole minor units) ``credits`` are worth: credits x rate, ROUND_HALF_UP."""
-    return round_minor(precise_minor(Decimal(credits) * Decimal(rate_amount), currency))
+    return round_minor(precise_minor(WIDE.multiply(Decimal(credits), Decimal(rate_amount)),
+                                     currency))
 
 
 def credits_text(credits: Decimal) -> str:

@@ -118,6 +118,7 @@ _EVENT_COLUMNS = """
     select e."timestamp", e.id, e.transaction_id, e.properties::text as properties
     from events e
     where e.external_subscription_id = :sub and e.code = :code
+      and e.voided_at is null  -- never billed once voided (tasks/voids.py)
 """
 # The period's events up to the hour that this charge (its slot, ``charge_slots``) has not
 # billed:

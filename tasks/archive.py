@@ -60,6 +60,7 @@ _ROWS = text(
            properties::text as properties, precise_total_amount_cents::text as precise,
            object_id, row_number, sub_index, ingested_at
     from events where "timestamp" < :before
+      and voided_at is null  -- voided events stay in PostgreSQL with their trail (tasks/voids.py)
     """
 )
 

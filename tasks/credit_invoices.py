@@ -25,12 +25,12 @@ from collections.abc import Sequence
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-import orjson
 from prefect import task
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models import number_rule
 from tallyflow.tasks.invoice_documents import InvoiceError, find_invoice, render_documents
 from tallyflow.tasks.invoicing import invoice_prefix, load_close_catalog
 from tallyflow.tasks.invoicing.writing import customer_object
@@ -141,7 +141,8 @@ def issue_credit_invoices(
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    # integers beyond 64 bits written exactly, not refused (docs/architecture.md §7)
+    return number_rule.dumps(value, default=str).decode()
 
 
 _SETTLE = text(

@@ -462,7 +462,10 @@ _RUNS = text(
     select h.flow_run_id, h.kind, h.name, h.parent_flow_run_id, h.status, h.error,
            h.started_at, h.finished_at, coalesce(
              (select jsonb_build_object('source', i.source, 'objects', i.objects,
-                'accepted', i.accepted, 'duplicates', i.duplicates, 'rejected', i.rejected,
+                'records', i.records, 'records_emitted', i.records_emitted,
+                'records_empty', i.records_empty, 'events', i.events,
+                'accepted', i.accepted, 'duplicates', i.duplicates,
+                'conflicts', i.conflicts, 'rejected', i.rejected,
                 'unbillable', i.unbillable, 'failed_objects', i.failed_objects,
                 'seconds', i.seconds)
               from ingest_runs i where i.flow_run_id = h.flow_run_id
@@ -484,7 +487,9 @@ _RUNS = text(
 _UNTRACKED = {
     "ingest": """
         select started_at, finished_at, status, error, flow_run_id, jsonb_build_object(
-          'source', source, 'objects', objects, 'accepted', accepted,
+          'source', source, 'objects', objects, 'records', records,
+          'records_emitted', records_emitted, 'records_empty', records_empty,
+          'events', events, 'accepted', accepted,
           'duplicates', duplicates, 'conflicts', conflicts, 'rejected', rejected,
           'unbillable', unbillable,
           'failed_objects', failed_objects, 'seconds', seconds) as figures

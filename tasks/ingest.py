@@ -13,10 +13,11 @@ Which copy is first is deterministic. Within a run, objects load in the order of
 (then version): each object is read and staged in parallel with the others, but merges into
 ``events`` only once the objects listed before it in the run have committed, so the same
 objects give the same events whatever order they arrived in or which worker was faster. A later
-copy identical to the stored one is a plain duplicate; a later copy with *different* content
+copy identical to the stored one is a plain duplicate -- numbers compared by value, so ``"100"``
+from a CSV, ``100`` and ``100.0`` are the same -- and a later copy with *different* content
 (code, properties, precise amount, or a given timestamp) is a conflict: kept out, counted in
 ``conflicts`` and stored as a rejected row (``conflicting_duplicate``) naming the object and row
-of the copy that was kept.
+of the copy that was kept, and the properties that differ.
 """
 
 from __future__ import annotations
@@ -36,7 +37,13 @@ from sqlalchemy import exc as sa_exc
 
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
-from tallyflow.models.events import Reason, Rejection, TimeBounds
+from tallyflow.models.events import (
+    Reason,
+    Rejection,
+    TimeBounds,
+    differing_properties,
+    quoted_value,
+)
 from tallyflow.tasks.ingest_columnar import applies as columnar
 from tallyflow.tasks.ingest_columnar import staged_jsonl
 from tallyflow.tasks.ingest_staging import (
@@ -46,7 +53,7 @@ from tallyflow.tasks.ingest_staging import (
     prefetch,
     validated,
 )
-from tallyflow.tasks.readers import READERS, ObjectUnreadable
+from tallyflow.tasks.readers import READERS, ObjectUnreadable, loads_exact
 from tallyflow.tasks.retry import transient_retries
 from tallyflow.tasks.sources import ObjectRef, Source, SourceSpec, build_source
 
@@ -61,6 +68,8 @@ class ObjectResult:
     object_id: int
     url: str
     status: str  # ingested | failed | skipped (another worker has it, or it is done)
+    # events staged plus records rejected (kept as it was; ``records`` and ``events`` are the
+    # counts to reconcile with: records = records_emitted + rejected + records_empty)
     rows: int = 0
     accepted: int = 0
     duplicates: int = 0
@@ -70,6 +79,13 @@ class ObjectResult:
     bytes: int = 0
     seconds: float = 0.0
     error: str | None = None
+    # Every record read is emitted (one or more events), rejected (``rejected``: one rejected
+    # row each) or empty (``no_usage``: a mapping gave no event; counted, not stored).
+    # ``events``: what the emitted records gave = accepted + duplicates + conflicts.
+    records: int = 0
+    records_emitted: int = 0
+    records_empty: int = 0
+    events: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +117,8 @@ def finish_run(engine: Engine, run_id: int, results: list[ObjectResult], seconds
                   failed_objects = :failed_objects, accepted = :accepted,
                   duplicates = :duplicates, rejected = :rejected, unbillable = :unbillable,
                   conflicts = :conflicts, bytes = :bytes, seconds = :seconds,
+                  records = :records, records_emitted = :records_emitted,
+                  records_empty = :records_empty, events = :events,
                   finished_at = now()
                 where id = :id
                 """
@@ -122,7 +140,13 @@ def summarise(results: list[ObjectResult]) -> dict[str, int]:
         "unbillable": sum(r.unbillable for r in done),
         "conflicts": sum(r.conflicts for r in done),
         "bytes": sum(r.bytes for r in done),
+        **{name: sum(getattr(r, name) for r in done) for name in ACCOUNTING},
     }
+
+
+# The record accounting of an object and of a run (docs/data-quality.md, "Every record
+# accounted for"): records = records_emitted + rejected + records_empty, events counted apart.
+ACCOUNTING = ("records", "records_emitted", "records_empty", "events")
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,7 +346,8 @@ def _record(conn: Connection, result: ObjectResult, run_id: int | None) -> None:
               status = :status, error = :error, attempts = attempts + 1, rows = :rows,
               accepted = :accepted, duplicates = :duplicates, rejected = :rejected,
               unbillable = :unbillable, conflicts = :conflicts, run_id = :run_id,
-              seconds = :seconds,
+              seconds = :seconds, records = :records, records_emitted = :records_emitted,
+              records_empty = :records_empty, events = :events,
               ingested_at = case when :status = 'ingested' then now() end
             where id = :object_id
             """
@@ -400,6 +425,7 @@ _CONFLICTS = text(
     """
     select s.row_number, s.sub_index, s.transaction_id, s.external_subscription_id, s.code, s.ts,
            s.ts_given, s.properties::text as properties, s.precise,
+           e.properties::text as kept_properties,
            e.row_number as kept_row, e.sub_index as kept_sub, o.path as kept_path,
            e.code <> s.code as code_differs,
            e.properties <> s.properties as properties_differ,
@@ -484,6 +510,10 @@ def _load(
                   else validated(reader(stream, chunk_rows), source, bounds))
         for staged, rejected in prefetch(chunks):
             result.rows += staged.rows + len(rejected)
+            result.records += staged.records
+            result.records_empty += staged.empty
+            result.records_emitted += staged.records - staged.empty - len(rejected)
+            result.events += staged.rows
             if staged.rows:
                 with pg.cursor() as cur:
                     with cur.copy(
@@ -505,8 +535,9 @@ def _load(
     counts = _merge(conn, object_id)
     failpoint("ingest.after_merge")
     conflicts = [
-        (row.row_number, _conflict(row), _conflict_raw(row), row.sub_index)
+        (row.row_number, conflict, _conflict_raw(row), row.sub_index)
         for row in conn.execute(_CONFLICTS, {"object_id": object_id})
+        if (conflict := _conflict(row)) is not None  # else the same by value: a duplicate
     ] if counts.accepted < staged_rows else []
     if conflicts:
         _copy_rejected(pg, object_id, conflicts)
@@ -540,11 +571,24 @@ def _merge(conn: Connection, object_id: int) -> Any:
     return conn.execute(_MERGE, params).one()
 
 
-def _conflict(row: Any) -> Rejection:
+def _conflict(row: Any) -> Rejection | None:
+    """The rejection of a copy that differs from the stored one, naming what differs; None
+    when it differs only in how its numbers are written (``"100"``, ``100``, ``100.0``: the
+    same number, docs/architecture.md §7), which makes it a plain duplicate."""
     differs = [name for name, flag in (
-        ("code", row.code_differs), ("properties", row.properties_differ),
-        ("precise_total_amount_cents", row.precise_differs), ("timestamp", row.timestamp_differs),
-    ) if flag]
+        ("code", row.code_differs), ("precise_total_amount_cents", row.precise_differs),
+        ("timestamp", row.timestamp_differs)) if flag]
+    if row.properties_differ:
+        kept, copy = loads_exact(row.kept_properties), loads_exact(row.properties)
+        names = differing_properties(kept, copy)
+        if names:
+            shown = "; ".join(
+                f"{name}: {_shown(kept, name)} kept, {_shown(copy, name)} in this copy"
+                for name in names[:_NAMED])
+            more = f"; and {len(names) - _NAMED} more" if len(names) > _NAMED else ""
+            differs.insert(1 if row.code_differs else 0, f"properties ({shown}{more})")
+    if not differs:
+        return None
     return Rejection(
         Reason.CONFLICTING_DUPLICATE,
         None,
@@ -552,6 +596,13 @@ def _conflict(row: Any) -> Rejection:
         f"{row.transaction_id!r} were already stored from row {_row_text(row)} of "
         f"{row.kept_path} (kept) with another {', '.join(differs)}; this copy is not billed",
     )
+
+
+_NAMED = 5  # properties a conflict's message names, at most
+
+
+def _shown(properties: dict[str, Any], name: str) -> str:
+    return quoted_value(properties[name]) if name in properties else "missing"
 
 
 def _row_text(row: Any) -> str:

@@ -65,9 +65,11 @@ def staged_jsonl(
         failpoint("ingest.after_read_chunk")
         fast = _columns(lines, bounds) if len(lines) >= column_min_rows else None
         data, count, rest = fast if fast is not None else (b"", 0, lines)
-        slow, rejected = stage_rows(
+        slow, rejected, empty = stage_rows(
             [(row, decode_line(line, row), line) for row, line in rest], source, bounds)
-        yield Staged(count + len(slow), data + "".join(slow).encode()), rejected
+        # a line is one record; each line taken by column is one event
+        yield (Staged(count + len(slow), data + "".join(slow).encode(), len(lines), empty),
+               rejected)
 
 
 def _columns(

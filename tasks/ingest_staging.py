@@ -120,10 +120,18 @@ def _copy_text(value: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Staged:
-    """A chunk of valid events already in COPY text format, ready to send in one write."""
+    """A chunk of valid events already in COPY text format, ready to send in one write.
+
+    ``rows`` counts events; ``records`` and ``empty`` count the records read, so every record
+    is accounted for (docs/data-quality.md, "Every record accounted for"): a record is emitted
+    (one or more events), rejected (the chunk's rejected rows) or empty (``no_usage``: a
+    mapping gave it no event, nothing is stored). Emitted = records - rejected - empty.
+    """
 
     rows: int
     data: bytes
+    records: int = 0
+    empty: int = 0
 
 
 def validated(
@@ -136,16 +144,19 @@ def validated(
     """
     for chunk in chunks:
         failpoint("ingest.after_read_chunk")
-        lines, rejected = stage_rows(chunk, source, bounds)
-        yield Staged(len(lines), "".join(lines).encode()), rejected
+        lines, rejected, empty = stage_rows(chunk, source, bounds)
+        yield Staged(len(lines), "".join(lines).encode(), len(chunk), empty), rejected
 
 
 def stage_rows(
     chunk: Sequence[tuple[int, Any, Any]], source: Source, bounds: TimeBounds
-) -> tuple[list[str], list[RejectedRow]]:
-    """Decoded records -> their events as COPY text lines, and the rejected rows."""
+) -> tuple[list[str], list[RejectedRow], int]:
+    """Decoded records -> their events as COPY text lines, the rejected rows, and how many
+    records gave no event at all (``no_usage``: counted, never stored, so a mapping path that
+    matches nothing shows as a count instead of vanishing)."""
     lines: list[str] = []
     rejected: list[RejectedRow] = []
+    empty = 0
     for row_number, record, raw in chunk:
         if isinstance(record, Rejection):
             rejected.append((row_number, record, raw_text(record, raw)))
@@ -163,6 +174,9 @@ def stage_rows(
             # the record's own row number and original text, whatever the mapping made
             rejected.append((row_number, checked_all, raw_text(record, raw)))
             continue
+        if not checked_all:
+            empty += 1
+            continue
         for sub_index, checked in enumerate(checked_all):
             txn, sub, code, timestamp, properties, precise = checked
             # validate_record hands back the bounds' own write time when none was given
@@ -178,7 +192,7 @@ def stage_rows(
                 f"{timestamp.isoformat()}\t{properties}\t"
                 f"{_COPY_NULL if precise is None else precise}\t{given}\n"
             )
-    return lines, rejected
+    return lines, rejected, empty
 
 
 def _validated_many(events: Events, bounds: TimeBounds) -> list[ValidEvent] | Rejection:

@@ -405,7 +405,7 @@ def subscription_standing(engine: Engine, external_id: str, at: datetime) -> Sta
                 """
                 select count(*) filter (where "timestamp" < :start) as before,
                        count(*) filter (where "timestamp" > :end) as after
-                from events where external_subscription_id = :x
+                from events where external_subscription_id = :x and voided_at is null
                 """
             ),
             {"x": external_id, "start": rows[0].subscription_at,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import IO, Any
@@ -20,7 +21,8 @@ from typing import IO, Any
 import orjson
 
 from tallyflow.models.events import MAX_RECORD_BYTES, Reason, Rejection
-from tallyflow.models.rating.money import float_to_decimal
+from tallyflow.models.number_rule import MAX_FRACTION_DIGITS, out_of_range_message
+from tallyflow.models.rating.money import WIDE, float_to_decimal
 
 Row = tuple[int, Any, bytes | str | None]
 Chunk = list[Row]
@@ -80,9 +82,18 @@ def loads_exact(data: bytes | str) -> Any:
 
     orjson turns 0.1 and integers beyond 64 bits into binary floats; usage quantities and
     amounts must stay exact, so a document containing any float is parsed again into Decimals.
-    NaN and Infinity are not JSON and are refused by orjson before the second parse.
+    NaN and Infinity are not JSON and are refused by orjson before the second parse. A number
+    too large for a double (``1e400``) is JSON all the same: orjson refuses it, so that document
+    is parsed by Python's reader alone, and the number reaches validation as the exact Decimal
+    it is, to be refused there by the number rule (docs/architecture.md §7) with its reason
+    (``number_out_of_range``), not as broken JSON.
     """
-    value = orjson.loads(data)
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if _INFINITE_DOUBLE not in str(exc):
+            raise
+        return _python_loads(data)
     try:
         if _has_float(value):
             return json.loads(data, parse_float=Decimal)
@@ -91,6 +102,39 @@ def loads_exact(data: bytes | str) -> Any:
         # as bad JSON (one rejected row) rather than letting it escape and fail the object.
         raise ValueError("JSON is nested too deeply") from None
     return value
+
+
+# orjson's message for a JSON number beyond the double range; only then is the document read
+# again by Python's parser (which keeps the number as a Decimal).
+_INFINITE_DOUBLE = "infinity when parsed as double"
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _python_loads(data: bytes | str) -> Any:
+    """Python's reader, held to orjson's other refusals: it takes a lone surrogate
+    (``"\\ud800"``), which is no text PostgreSQL can store."""
+    try:
+        value = json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
+        _refuse_surrogates(value)
+    except RecursionError:
+        raise ValueError("JSON is nested too deeply") from None
+    return value
+
+
+def _refuse_surrogates(value: Any) -> None:
+    kind = type(value)
+    if kind is str:
+        value.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
+    elif kind is dict:
+        for key, item in value.items():
+            key.encode("utf-8")
+            _refuse_surrogates(item)
+    elif kind is list:
+        for item in value:
+            _refuse_surrogates(item)
 
 
 def _decode_error(line: bytes, row: int) -> Rejection | None:
@@ -358,7 +402,12 @@ def _csv_line(values: list[str]) -> str:
 
 class _NotFinite(ValueError):
     def __init__(self, path: str, value: float) -> None:
-        super().__init__(f"{path} is {value!r}, not a number")
+        if math.isnan(value):
+            super().__init__(f"{path} is {value!r}, not a number")
+            self.reason = Reason.INVALID_NUMBER
+        else:  # an infinity is a number, beyond every bound (docs/architecture.md §7)
+            super().__init__(out_of_range_message(path, value))
+            self.reason = Reason.NUMBER_OUT_OF_RANGE
         self.path = path
 
 
@@ -379,7 +428,22 @@ def _exact_floats(value: Any, path: str) -> Any:
         return [_exact_floats(v, f"{path}[{i}]") for i, v in enumerate(value)]
     if kind is tuple:
         return tuple(_exact_floats(v, path) for v in value)
+    if kind is Decimal:
+        return _column_scale_dropped(value)
     return value
+
+
+def _column_scale_dropped(value: Decimal) -> Decimal:
+    """A decimal column's scale is its type, not digits anyone wrote: 1.5 in a decimal(38, 30)
+    column is 1.5 (trailing zeros dropped), not a number with 30 digits after the point."""
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int) or exponent >= -MAX_FRACTION_DIGITS:
+        return value
+    stripped = value.normalize(WIDE)
+    exponent = stripped.as_tuple().exponent
+    if isinstance(exponent, int) and exponent > 0:
+        return stripped.quantize(Decimal(1), context=WIDE)
+    return stripped
 
 
 def _parquet_record(flat: dict[str, Any]) -> Any:
@@ -388,7 +452,8 @@ def _parquet_record(flat: dict[str, Any]) -> Any:
     except _NotFinite as exc:
         field = exc.path.split(".")[0].split("[")[0]
         field = "properties" if field.startswith("properties") else field
-        return Rejection(Reason.INVALID_NUMBER, field, str(exc))
+        return Rejection(exc.reason, exc.path if exc.reason is Reason.NUMBER_OUT_OF_RANGE
+                         else field, str(exc))
     record = _nest_properties(exact)
     if isinstance(record.get("properties"), Rejection):
         return record["properties"]

@@ -70,3 +70,52 @@ def mark_exported(engine: Engine, ids: list[int]) -> int:
             {"ids": ids},
         )
         return result.rowcount or 0
+
+
+# Unbillable events are not rejected rows: they are stored and counted at rating time
+# (models/rating/unbillable.py). Listed here as of each subscription period's latest usage
+# snapshot, the one ``usage_amounts`` names: one row per period read, not per event.
+_UNBILLABLE = text(
+    """
+    select a.external_subscription_id as subscription, a.period_start, s.as_of,
+           u ->> 'billable_metric_code' as metric, u ->> 'reason' as reason,
+           cast(u ->> 'count' as bigint) as count,
+           coalesce(array(select jsonb_array_elements_text(u -> 'sample_transaction_ids')),
+                    '{}') as sample_transaction_ids
+    from usage_amounts a
+    join usage_snapshots s on (s.id, s.as_of) = (a.snapshot_id, a.snapshot_as_of)
+    cross join lateral jsonb_array_elements(s.usage -> 'tallyflow_unbillable') as u
+    where s.usage ? 'tallyflow_unbillable'
+      and (cast(:sub as text) is null or a.external_subscription_id = :sub)
+      and (cast(:reason as text) is null or u ->> 'reason' = :reason)
+    order by a.external_subscription_id, a.period_start desc, metric, reason
+    limit :limit
+    """
+)
+
+
+def list_unbillable(
+    engine: Engine, subscription: str | None = None, reason: str | None = None,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Per subscription period, metric and reason: how many events bill nothing and a few of
+    their transaction ids (docs/data-quality.md, "Unbillable events")."""
+    with engine.connect() as conn:
+        rows = conn.execute(_UNBILLABLE, {"sub": subscription, "reason": reason,
+                                          "limit": limit})
+        return [dict(row._mapping) for row in rows]
+
+
+def count_unbillable(engine: Engine) -> dict[str, int]:
+    """Events billing nothing per reason, over every period's latest usage snapshot."""
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            """
+            select u ->> 'reason', sum(cast(u ->> 'count' as bigint))
+            from usage_amounts a
+            join usage_snapshots s on (s.id, s.as_of) = (a.snapshot_id, a.snapshot_as_of)
+            cross join lateral jsonb_array_elements(s.usage -> 'tallyflow_unbillable') as u
+            where s.usage ? 'tallyflow_unbillable'
+            group by 1 order by 1
+            """))
+        return {reason: int(n) for reason, n in rows}

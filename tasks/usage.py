@@ -15,12 +15,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
-import orjson
 from prefect import task
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models import number_rule
 from tallyflow.models.rating import (
     AggregationType,
     BillingPeriod,
@@ -43,6 +43,7 @@ from tallyflow.models.rating.pricing import (
 from tallyflow.tasks.folding import (
     FoldSummary,
     StoredStates,
+    StoredTallies,
     fold_pending,
     fold_pending_events,
     in_force,
@@ -157,6 +158,8 @@ class RatingInputs:
     # Charges of the periods already on a finalized invoice: the version it names, per
     # subscription id (tasks/plan_versions.py); every other period prices with ``charges``.
     frozen: dict[int, list[ChargeInfo]] = field(default_factory=dict)
+    # What the fold kept beside the states (unbillable counts, sample ids), per subscription
+    tallies: StoredTallies = field(default_factory=dict)
 
     def charges_of(self, sub: SubscriptionInfo) -> list[ChargeInfo]:
         """The charges that price ``sub``'s period here (docs/architecture.md §6)."""
@@ -171,9 +174,10 @@ def read_inputs(conn: Connection, subs: Sequence[SubscriptionInfo], at: datetime
     periods = {s.id: s.period_at(at) for s in subs}
     recurring = [m.id for m in metrics.values() if m.recurring]
     wanted = {sub_id: period.period_start for sub_id, period in periods.items()}
-    stored = read_states(conn, metrics, wanted, recurring)
+    tallies: StoredTallies = {}
+    stored = read_states(conn, metrics, wanted, recurring, tallies)
     by_id = {s.id: s for s in subs}
-    pending = fold_pending_events(conn, metrics, by_id, periods, recurring)
+    pending = fold_pending_events(conn, metrics, by_id, periods, recurring, tallies)
     marks = {
         int(r.subscription_id): int(r.fold_id)
         for r in conn.execute(
@@ -191,7 +195,7 @@ def read_inputs(conn: Connection, subs: Sequence[SubscriptionInfo], at: datetime
         by_version = load_charges(conn, (), metrics, frozen_versions.values())
         frozen = {sub_id: by_version.get(v, []) for sub_id, v in frozen_versions.items()}
     return RatingInputs(metrics, by_id, periods, charges, merge_stored(stored, pending), marks,
-                        frozen)
+                        frozen, tallies)
 
 
 def _event_values_reader(
@@ -214,6 +218,7 @@ def _event_values_reader(
                     from events
                     where external_subscription_id = :sub and code = :code
                       and "timestamp" between :start and :end
+                      and voided_at is null
                     """
                 ),
                 {
@@ -269,7 +274,8 @@ def rated_usage(engine: Engine, external_subscription_id: str, at: datetime) -> 
             period = inputs.periods[sub.id]
             return rate_subscription(sub, inputs.charges_of(sub), period,
                                      inputs.states.get(sub.id, {}),
-                                     _event_values_reader(conn, sub, period))
+                                     _event_values_reader(conn, sub, period),
+                                     inputs.tallies.get(sub.id, {}))
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,6 +348,8 @@ class SnapshotBatch:
     amount_cents: int
     top: list[dict[str, Any]]
     per_charge: dict[str, int]
+    # Unbillable events per subscription, metric and reason (models/rating/unbillable.py)
+    unbillable: list[dict[str, Any]] = field(default_factory=list)
 
 
 _SNAPSHOT_COLUMNS: Final = (
@@ -433,6 +441,7 @@ def snapshot_subscriptions(
             inputs = read_inputs(conn, subs, as_of)
             rows: list[dict[str, Any]] = []
             per_charge: dict[str, int] = defaultdict(int)
+            unbillable: list[dict[str, Any]] = []
             for sub in subs:
                 period = inputs.periods[sub.id]
                 usage = rate_subscription(
@@ -441,7 +450,10 @@ def snapshot_subscriptions(
                     period,
                     inputs.states.get(sub.id, {}),
                     _event_values_reader(conn, sub, period),
+                    inputs.tallies.get(sub.id, {}),
                 )
+                unbillable.extend({"subscription": sub.external_id, **u.as_json()}
+                                  for u in usage.unbillable)
                 for charge in usage.charges:
                     name = f"{charge.display_name} ({charge.charge.metric.code})"
                     per_charge[name] += charge.line.amount_cents
@@ -458,7 +470,9 @@ def snapshot_subscriptions(
                         "amount_cents": usage.amount_cents,
                         "precise_amount_cents": usage.precise_amount_cents,
                         "events_count": usage.events_count,
-                        "usage": orjson.dumps(usage.as_lago()).decode(),
+                        # integers beyond 64 bits (cents of a huge usage) as exact numbers:
+                        # docs/architecture.md §7
+                        "usage": number_rule.dumps(usage.as_lago()).decode(),
                         "flow_run_id": flow_run_id,
                     }
                 )
@@ -493,6 +507,7 @@ def snapshot_subscriptions(
             for r in ranked[:top]
         ],
         per_charge=dict(per_charge),
+        unbillable=unbillable,
     )
 
 

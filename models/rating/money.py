@@ -23,6 +23,8 @@ import re
 from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Final
 
+from tallyflow.models.number_rule import in_range
+
 # ASCII digits only: Python's \d also matches other scripts' digits, which Postgres and Lago
 # would not read as numbers. Always used with fullmatch (``$`` would accept a trailing newline).
 PLAIN_DECIMAL: Final = re.compile(r"-?[0-9]+(\.[0-9]+)?")
@@ -155,11 +157,14 @@ def parse_plain_decimal(value: object) -> Decimal | None:
 
     Used for event values where a bad value must not fail the batch: it is simply not counted
     (and reported as unbillable by the caller). Numeric strings (``"1234"``) count exactly as
-    numbers do, as in Lago.
+    numbers do, as in Lago, within the number rule's bound (docs/architecture.md §7): ingest
+    refuses JSON numbers outside it, and a string outside it (an id made of digits, say) is
+    not read as a number, so no value an aggregation sums can overflow what follows.
     """
     if isinstance(value, float):
         return None  # property values arrive as JSON text or Decimal; a float is a bug upstream
-    return exact_number(value)
+    number = exact_number(value)
+    return number if number is not None and in_range(number) else None
 
 
 def plain_text(value: Decimal) -> str:
@@ -204,7 +209,7 @@ def from_minor(minor: Decimal | int, currency: str) -> Decimal:
 def format_money(minor: Decimal | int, currency: str) -> str:
     """Whole minor units as people read them: ``1234`` -> ``12.34 USD``, ``1234 JPY``."""
     units = minor_units(currency)
-    major = round_minor(minor).scaleb(-units)
+    major = round_minor(minor).scaleb(-units, WIDE)  # every digit of a huge amount
     return f"{major:.{units}f} {currency}"
 
 

@@ -55,6 +55,7 @@ from tallyflow.models.rating.periods import (
     period_containing,
     proration_window,
 )
+from tallyflow.models.rating.unbillable import StateTally, Unbillable, unbillable_of
 
 ZERO: Final = Decimal(0)
 WEIGHTED: Final = AggregationType.WEIGHTED_SUM
@@ -356,6 +357,8 @@ class SubscriptionUsage:
     period: BillingPeriod
     currency: str
     charges: tuple[ChargeUsage, ...]
+    # Events of the period that bill nothing, per metric and reason (models/rating/unbillable.py)
+    unbillable: tuple[Unbillable, ...] = ()
 
     @property
     def amount_cents(self) -> int:
@@ -395,6 +398,10 @@ class SubscriptionUsage:
             "total_amount_cents": self.amount_cents,
             "events_count": self.events_count,
             "charges_usage": [c.as_lago() for c in self.charges],
+            # A Tallyflow extension (Lago clients ignore unknown keys), only when there is
+            # something to say, so a clean period reads exactly as Lago's.
+            **({"tallyflow_unbillable": [u.as_json() for u in self.unbillable]}
+               if self.unbillable else {}),
         }
 
 
@@ -457,12 +464,14 @@ def rate_subscription(
     period: BillingPeriod,
     states: Mapping[StateKey, AnyState],
     event_values: EventValues | None = None,
+    tallies: Mapping[StateKey, StateTally] | None = None,
 ) -> SubscriptionUsage:
     """A subscription's usage for ``period``: every charge, every filter bucket (zero ones and
     the default bucket included) and every pricing group with usage.
 
     ``states`` holds the subscription's keyed states for ``period`` (and, for recurring
-    metrics, the earlier periods).
+    metrics, the earlier periods); ``tallies`` what the fold kept beside them (the
+    ``not_a_number`` counts and sample ids behind ``unbillable``).
     """
     return SubscriptionUsage(
         external_subscription_id=sub.external_id,
@@ -471,6 +480,7 @@ def rate_subscription(
         charges=tuple(
             rate_charge(sub.currency, charge, period, states, event_values) for charge in charges
         ),
+        unbillable=unbillable_of(charges, period.period_start, states, tallies or {}),
     )
 
 

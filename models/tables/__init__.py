@@ -26,6 +26,7 @@ from tallyflow.models.tables.catalog import (
 from tallyflow.models.tables.ingestion import (
     RUN_STATUSES,
     event_archives,
+    event_voids,
     events,
     ingest_objects,
     ingest_runs,
@@ -66,6 +67,7 @@ __all__ = [
     "charges",
     "customers",
     "event_archives",
+    "event_voids",
     "events",
     "ingest_objects",
     "ingest_runs",

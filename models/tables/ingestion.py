@@ -71,6 +71,12 @@ ingest_runs = Table(
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
     Column("error", Text),
+    # Every record accounted for (docs/data-quality.md; migration 0018): records read =
+    # records_emitted + rejected + records_empty (no_usage); events = what emitted records gave.
+    Column("records", BigInteger, nullable=False, server_default=text("0")),
+    Column("records_emitted", BigInteger, nullable=False, server_default=text("0")),
+    Column("records_empty", BigInteger, nullable=False, server_default=text("0")),
+    Column("events", BigInteger, nullable=False, server_default=text("0")),
     CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
 )
 
@@ -105,6 +111,12 @@ ingest_objects = Table(
     # The source that read it (kind; mapping, format and options as JSON): re-ingest uses them.
     Column("source_kind", Text, nullable=False, server_default=text("'fsspec'")),
     Column("source_spec", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Every record accounted for (docs/data-quality.md; migration 0018): records read =
+    # records_emitted + rejected + records_empty (no_usage); events = what emitted records gave.
+    Column("records", BigInteger, nullable=False, server_default=text("0")),
+    Column("records_emitted", BigInteger, nullable=False, server_default=text("0")),
+    Column("records_empty", BigInteger, nullable=False, server_default=text("0")),
+    Column("events", BigInteger, nullable=False, server_default=text("0")),
     UniqueConstraint("source", "path", "version"),
     CheckConstraint("status in ('pending', 'ingested', 'failed')", name="status"),
     Index("ix_ingest_objects_pending", "source", postgresql_where=text("status <> 'ingested'")),
@@ -134,6 +146,9 @@ events = Table(
     # order is (object, row_number, sub_index).
     Column("sub_index", Integer, nullable=False, server_default=text("0")),
     Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Voided (migration 0017, tasks/voids.py): kept under its key, counted nowhere; every read
+    # of events for billing filters ``voided_at is null``. Who and why: ``event_voids``.
+    Column("voided_at", DateTime(timezone=True)),
     Index("ix_events_object_brin", "object_id", postgresql_using="brin"),
     Index("ix_events_id_brin", "id", postgresql_using="brin"),
 )
@@ -179,4 +194,27 @@ event_archives = Table(
     Column("moved", Boolean, nullable=False, server_default=text("false")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("url", name="uq_event_archives_url"),
+)
+
+
+# The audit trail of voided events (migration 0017, tasks/voids.py): one row per event, written
+# in the transaction that sets ``events.voided_at``; a trigger refuses updates and deletes. No
+# foreign key to ``events``: the trail outlives nothing it should not (voided events are never
+# archived, tasks/archive.py), and the key is what people name.
+event_voids = Table(
+    "event_voids",
+    metadata,
+    _pk(),
+    Column("external_subscription_id", Text(collation="C"), nullable=False),
+    Column("transaction_id", Text(collation="C"), nullable=False),
+    Column("event_id", BigInteger, nullable=False),
+    Column("code", Text, nullable=False),
+    Column("timestamp", DateTime(timezone=True), nullable=False),
+    Column("object_id", BigInteger, nullable=False),
+    Column("row_number", BigInteger, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("voided_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("external_subscription_id", "transaction_id", name="uq_event_voids_key"),
 )

@@ -21,7 +21,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from tallyflow.models.tables.base import _pk, metadata
 from tallyflow.models.tables.ingestion import ingest_objects
@@ -90,6 +90,13 @@ usage_states = Table(
     # recurring sum_agg only: value totals per local day of the customer's timezone
     # ({"2026-03-14": 12.5}), what prorated charges weigh (migration 0013 appends it)
     Column("day_totals", JSONB),
+    # Unbillable events, folded with the state (docs/data-quality.md, "Unbillable events";
+    # migration 0018): events whose aggregated field held a value that is not a number, a few
+    # of their transaction ids, and a few transaction ids of the state's events (samples of
+    # ``unpriced`` events when no charge filter takes this key).
+    Column("not_a_number_count", BigInteger, nullable=False, server_default=text("0")),
+    Column("not_a_number_ids", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
+    Column("sample_ids", ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")),
 )
 
 

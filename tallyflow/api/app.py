@@ -19,9 +19,9 @@ from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tallyflow.api import routes
+from tallyflow.api import routes, voids
 from tallyflow.api.events import CheckedEvent, check_event, event_object
-from tallyflow.api.keys import key_is_valid
+from tallyflow.api.keys import key_name
 from tallyflow.api.lago import LagoError, LagoJSON, invalid, read_json
 from tallyflow.api.pipeline import GroupCommit, Loader, ObjectWriter, api_source
 from tallyflow.api.settings import MAX_BATCH, ApiSettings
@@ -155,18 +155,22 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> F
                          "source": settings.source_url, "loader": loader})
 
     routes.register(app, engine, auth)
+    voids.register(app, engine, auth, settings.max_body_bytes)
     return app
 
 
 def authenticate(engine: Engine) -> Callable[[Request], None]:
     """Lago's auth: ``Authorization: Bearer <key>``, else 401 ``{"status": 401, "error":
-    "Unauthorized"}``. A sync dependency: FastAPI runs it in its thread pool."""
+    "Unauthorized"}``. A sync dependency: FastAPI runs it in its thread pool. The key's name
+    is kept on the request (``request.state.api_key_name``): the actor of what it changes."""
 
     def check(request: Request) -> None:
         header = request.headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip() or not key_is_valid(engine, key.strip()):
+        name = key_name(engine, key.strip()) if scheme.lower() == "bearer" and key.strip() else None
+        if name is None:
             raise LagoError(401)
+        request.state.api_key_name = name
 
     return check
 

@@ -94,8 +94,15 @@ def revoke_key(engine: Engine, name_or_prefix: str) -> ApiKey:
 
 
 def key_is_valid(engine: Engine, key: str) -> bool:
+    return key_name(engine, key) is not None
+
+
+def key_name(engine: Engine, key: str) -> str | None:
+    """The name of the active key, None for an unknown or revoked one: who made a request
+    (the actor a void records, tallyflow/api/voids.py)."""
     with engine.connect() as conn:
-        return conn.execute(
-            text("select 1 from api_keys where key_hash = :h and revoked_at is null"),
+        name: str | None = conn.execute(
+            text("select name from api_keys where key_hash = :h and revoked_at is null"),
             {"h": hash_key(key)},
-        ).first() is not None
+        ).scalar()
+    return name

@@ -18,6 +18,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tallyflow.models import number_rule
 from tallyflow.tasks.readers import loads_exact
 
 _PHRASES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
@@ -42,7 +43,9 @@ class LagoJSON(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, default=_default)
+        # An integer beyond 64 bits (a property of 10^24 tokens) as a string: most clients'
+        # JSON readers would lose its digits (docs/architecture.md §7). Never a text 500.
+        return number_rule.dumps(content, default=_default, big="string")
 
 
 class LagoError(Exception):

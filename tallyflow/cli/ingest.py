@@ -24,6 +24,10 @@ FORMAT_CHOICES = ("auto", "jsonl", "json", "csv", "parquet")
 
 SUMMARY_KEYS = (
     "objects",
+    "records",
+    "records_emitted",
+    "records_empty",
+    "events",
     "accepted",
     "duplicates",
     "conflicts",
@@ -216,6 +220,9 @@ def ingest(
         console.print(table)
         if summary.get("rejected"):
             console.print("See the rejected rows with [bold]tallyflow rejects[/bold].")
+        if summary.get("records_empty"):
+            console.print(f"{summary['records_empty']} record(s) gave no event (no_usage): "
+                          "no count at the mapping's paths (see docs/data-quality.md).")
         if not ok:
             console.print("[red]Some objects could not be read; the next run retries them.[/red]")
     if not ok:
@@ -232,11 +239,29 @@ def rejects(
     object_contains: str | None = typer.Option(None, "--object", help="Object URL contains."),
     limit: int = typer.Option(50, "--limit", min=1),
     as_json: bool = typer.Option(False, "--json"),
+    unbillable: bool = typer.Option(
+        False, "--unbillable",
+        help="Instead: events stored but billing nothing (not_a_number, unpriced), per"
+        " subscription period and metric, as of the latest usage snapshot.",
+    ),
+    subscription: str | None = typer.Option(
+        None, "--subscription", help="With --unbillable: only this external subscription id."
+    ),
 ) -> None:
     """List open rejected rows with the object, row, field and reason."""
     if ctx.invoked_subcommand is not None:
         return
-    from tallyflow.tasks.rejects import count_by_reason, list_rejects
+    if subscription is not None and not unbillable:
+        raise UserError("--subscription lists unbillable events", "add --unbillable",
+                        exit_code=2)
+    if unbillable:
+        if object_contains is not None:
+            raise UserError("--object does not apply to unbillable events",
+                            "they are counted per subscription: use --subscription",
+                            exit_code=2)
+        _print_unbillable(subscription, reason, limit, as_json)
+        return
+    from tallyflow.tasks.rejects import count_by_reason, count_unbillable, list_rejects
 
     engine = billing_engine()
     rows = list_rejects(engine, reason, object_contains, limit=limit)
@@ -256,6 +281,31 @@ def rejects(
             row["object"], str(row["row_number"]), row["field"] or "", row["reason"], row["message"]
         )
     console.print(table)
+    billing_nothing = count_unbillable(engine)
+    if billing_nothing:
+        console.print(f"Also stored but billing nothing: "
+                      f"{', '.join(f'{n} {reason}' for reason, n in billing_nothing.items())};"
+                      " see [bold]tallyflow rejects --unbillable[/bold].")
+
+
+def _print_unbillable(subscription: str | None, reason: str | None, limit: int,
+                      as_json: bool) -> None:
+    from tallyflow.tasks.rejects import list_unbillable
+
+    rows = list_unbillable(billing_engine(), subscription, reason, limit)
+    if as_json:
+        typer.echo(json.dumps(rows, default=str))
+        return
+    table = Table(title=f"unbillable events (stored, billing nothing): {len(rows)} row(s), as"
+                  " of each period's latest usage snapshot")
+    for column in ("subscription", "period", "metric", "reason", "count", "sample ids"):
+        table.add_column(column, overflow="fold", justify="right" if column == "count"
+                         else "left")
+    for row in rows:
+        table.add_row(row["subscription"], row["period_start"].date().isoformat(),
+                      row["metric"], row["reason"], str(row["count"]),
+                      ", ".join(row["sample_transaction_ids"]))
+    Console().print(table)
 
 
 @rejects_app.command("export")

@@ -75,8 +75,8 @@ def _options(
 
 # Each area owns its commands in its own module (tallyflow.cli.AREA) and adds them with its
 # ``register``; ``db`` is one Typer app. In this order they are listed by ``--help``.
-AREAS = ("db", "catalog", "ingest", "usage", "billing", "subscriptions", "wallets", "invoices",
-         "exports", "archive", "ops", "demo", "api")
+AREAS = ("db", "catalog", "ingest", "events", "usage", "billing", "subscriptions", "wallets",
+         "invoices", "exports", "archive", "ops", "demo", "api")
 # The top-level command names each area adds (a test keeps this equal to what they register),
 # so a command imports only its own area: importing all of them cost a small ingest ~50 ms
 # (the demo's rating models, every area's imports) for commands it never runs.
@@ -84,6 +84,7 @@ COMMANDS: dict[str, str] = {
     "db": "db",
     "apply": "catalog", "catalog": "catalog",
     "ingest": "ingest", "rejects": "ingest", "sources": "ingest",
+    "events": "events",
     "usage": "usage", "snapshot": "usage",
     "billing": "billing",
     "subscriptions": "subscriptions",

@@ -81,7 +81,20 @@ def usage(
             typer.echo(f"{subscription} is terminated (at {moment.isoformat()}): its last"
                        f" period; {standing.unbillable_after_end} event(s) after the end are"
                        f" unbillable")
-        Console().print(_usage_table(result))
+        console = Console()
+        console.print(_usage_table(result))
+        for line in unbillable_lines(result):
+            console.print(line, markup=False, highlight=False)
+
+
+def unbillable_lines(usage: dict[str, Any]) -> list[str]:
+    """One line per metric and reason with events that bill nothing (docs/data-quality.md,
+    "Unbillable events"); none for a clean period."""
+    return [
+        f"unbillable: {u['billable_metric_code']}: {u['count']} event(s) {u['reason']}"
+        f" (e.g. {', '.join(u['sample_transaction_ids'])})"
+        for u in usage.get("tallyflow_unbillable", [])
+    ]
 
 
 def _rebuild_text(summary: dict[str, int]) -> str:
@@ -162,6 +175,8 @@ def snapshot(
     table.add_row("objects folded", str(summary["fold"]["objects"]))
     table.add_row("events folded", str(summary["fold"]["folded"]))
     table.add_row("unbillable events", str(summary["fold"]["unbillable"]))
+    for reason in ("not_a_number", "unpriced"):
+        table.add_row(f"events {reason}", str(summary.get(reason, 0)))
     table.add_row("subscriptions snapshotted", str(summary["snapshots"]))
     table.add_row("amount (cents)", str(summary["amount_cents"]))
     Console().print(table)

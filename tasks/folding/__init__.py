@@ -24,6 +24,7 @@ from tallyflow.tasks.folding.inputs import (
 from tallyflow.tasks.folding.sql import FoldSummary, KeySql, PeriodRows, fold_objects
 from tallyflow.tasks.folding.states import (
     StoredStates,
+    StoredTallies,
     filter_key_of,
     fold_pending_events,
     group_values_of,
@@ -40,6 +41,7 @@ __all__ = [
     "PLAIN_DECIMAL_SQL",
     "PeriodRows",
     "StoredStates",
+    "StoredTallies",
     "filter_key_of",
     "fold_objects",
     "fold_pending",

@@ -10,6 +10,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, text
 
+from tallyflow.models.number_rule import BOUNDED_PLAIN_SQL
 from tallyflow.models.rating import (
     AggregationType,
     MetricFilter,
@@ -23,7 +24,9 @@ FOLD_LOCK: Final = 7_305_040
 DEFAULT_FOLD_OBJECTS: Final = 200
 
 
-PLAIN_DECIMAL_SQL: Final = r"^-?[0-9]+(\.[0-9]+)?$"  # ASCII digits, as models.rating.money
+# What the fold reads as a number: a plain decimal inside the number rule's bound
+# (docs/architecture.md §7), as models.rating.money.parse_plain_decimal
+PLAIN_DECIMAL_SQL: Final = BOUNDED_PLAIN_SQL
 
 
 def keeps_days(metric: MetricInfo) -> bool:

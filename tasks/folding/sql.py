@@ -37,6 +37,7 @@ _SPANS = text(
            count(*) as events
     from events
     where object_id between :first and :last and object_id = any(cast(:ids as bigint[]))
+      and voided_at is null  -- a voided event counts nowhere (tasks/voids.py)
     group by external_subscription_id
     """
 )
@@ -170,7 +171,8 @@ def _key_sql(filters: Sequence[MetricFilter], group_keys: Sequence[str]) -> KeyS
 _EVENTS_CTE = """
     ev as (
       select p.subscription_id, p.period_start, {key_columns}{value_text} as vtext,
-             e."timestamp" as ts, e.id as seq, e.precise_total_amount_cents as precise,
+             {value_type} as vtype, e.transaction_id as txn, e."timestamp" as ts,
+             e.id as seq, e.precise_total_amount_cents as precise,
              coalesce(e.properties ->> 'operation_type', 'add') as op,
              (e."timestamp" at time zone p.zone)::date as day
       from events e
@@ -178,6 +180,7 @@ _EVENTS_CTE = """
             and e."timestamp" between p.charges_from and p.charges_to
       where e.object_id between :first_object and :last_object
         and e.object_id = any(cast(:objects as bigint[])) and e.code = :code
+        and e.voided_at is null
     )
 """
 
@@ -203,6 +206,13 @@ _FOLD_TYPED = """
     ev2 as (
       select *, case when vtext ~ :plain then cast(vtext as numeric) end as v from ev
     ),
+    -- a value present (not absent, not null) that is not a plain number: not_a_number
+    -- (models/rating/unbillable.py); its events add nothing, their count and ids are kept
+    ev3 as (
+      select *, not :count_all and v is null and vtype is not null and vtype <> 'null' as nan,
+             :count_all or v is not null as counted
+      from ev2
+    ),
     g as (
       select subscription_id, period_start, {filter_json} as filter_key,
              {group_json} as group_key,
@@ -213,8 +223,15 @@ _FOLD_TYPED = """
              coalesce(sum(precise), 0) as precise_total,
              coalesce(sum(v * extract(epoch from ts)), 0) as moment,
              max(v) as maximum,
+             count(*) filter (where nan) as nan_count,
+             coalesce((array_agg(txn order by seq) filter (where nan))[1:3], '{{}}')
+               as nan_ids,
+             -- samples of the events counted: two ids cost two comparisons per event
+             array_remove(array[min(txn) filter (where counted),
+                                nullif(max(txn) filter (where counted),
+                                       min(txn) filter (where counted))], null) as samples,
              {latest}
-      from ev2 group by subscription_id, period_start{key_names}
+      from ev3 group by subscription_id, period_start{key_names}
     ),
     dd as (
       select subscription_id, period_start, {filter_json} as filter_key,
@@ -230,10 +247,12 @@ _FOLD_TYPED = """
     up as (
       insert into usage_states as s (subscription_id, billable_metric_id, period_start,
         filter_key, group_key, events_count, unbillable_count, total, precise_total, moment,
-        maximum, latest_value, latest_ts, latest_seq, day_totals, fold_id)
+        maximum, latest_value, latest_ts, latest_seq, day_totals, fold_id,
+        not_a_number_count, not_a_number_ids, sample_ids)
       select g.subscription_id, :metric_id, g.period_start, g.filter_key, g.group_key,
              events_count, unbillable_count, total, precise_total, moment, maximum,
-             latest_value, latest_ts, latest_seq, dj.days, :fold_id
+             latest_value, latest_ts, latest_seq, dj.days, :fold_id,
+             nan_count, nan_ids, samples
       from g left join dj on dj.subscription_id = g.subscription_id
         and dj.period_start = g.period_start and dj.filter_key = g.filter_key
         and dj.group_key = g.group_key
@@ -250,6 +269,9 @@ _FOLD_TYPED = """
         latest_ts = case when {newer} then excluded.latest_ts else s.latest_ts end,
         latest_seq = case when {newer} then excluded.latest_seq else s.latest_seq end,
         day_totals = {merge_days},
+        not_a_number_count = s.not_a_number_count + excluded.not_a_number_count,
+        not_a_number_ids = (s.not_a_number_ids || excluded.not_a_number_ids)[1:3],
+        sample_ids = (s.sample_ids || excluded.sample_ids)[1:3],
         fold_id = excluded.fold_id,
         updated_at = now()
       returning subscription_id
@@ -295,7 +317,8 @@ _FOLD_UNIQUE = """
            (array_agg(seq order by ts desc, seq desc, op desc) filter (where ok))[1] as seq,
            (array_agg(ts order by ts, seq) filter (where ok and op = 'add'))[1] as add_ts,
            (array_agg(seq order by ts, seq) filter (where ok and op = 'add'))[1] as add_seq,
-           coalesce(bool_or(ok and op = 'remove'), false) as removes
+           coalesce(bool_or(ok and op = 'remove'), false) as removes,
+           min(txn) filter (where ok) as sample_low, max(txn) filter (where ok) as sample_high
     from ev2 group by subscription_id, period_start{key_names}, vtext, dday
 """
 
@@ -327,6 +350,8 @@ def fold_objects(
         keys = _key_sql(metric.filters, metric.group_keys)
         params = dict(keys.params)
         value_text = _PROP.format(name="field") if metric.field_name else "cast(null as text)"
+        value_type = ("jsonb_typeof(e.properties -> cast(:field as text))" if metric.field_name
+                      else "cast(null as text)")
         params.update(
             periods.params(),
             objects=list(object_ids),
@@ -337,7 +362,8 @@ def fold_objects(
             fold_id=fold_id,
             field=metric.field_name,
         )
-        events_cte = _sql(_EVENTS_CTE, key_columns=keys.columns, value_text=value_text)
+        events_cte = _sql(_EVENTS_CTE, key_columns=keys.columns, value_text=value_text,
+                          value_type=value_type)
         shape = {
             "filter_json": keys.filter_json,
             "group_json": keys.group_json,
@@ -385,10 +411,15 @@ def _fold_unique(
         text(_sql(_FOLD_UNIQUE, periods=_PERIODS_CTE, events=events_cte, **shape)), params
     ).all()
     partial: dict[tuple[int, datetime, str, str], UniqueCountState] = {}
+    # samples: the smallest and largest transaction id counted, as the typed fold keeps them
+    bounds: dict[tuple[int, datetime, str, str], tuple[str, str]] = {}
     folded = 0
     for row in rows:
         key = (row.subscription_id, row.period_start, row.filter_key, row.group_key)
         folded += int(row.counted) + int(row.unbillable)
+        if row.sample_low is not None:
+            low, high = bounds.get(key, (row.sample_low, row.sample_high))
+            bounds[key] = (min(low, row.sample_low), max(high, row.sample_high))
         ops = {}
         days: dict[str, dict[str, DayOps]] = {}
         if row.op is not None and row.vtext is not None:
@@ -437,24 +468,32 @@ def _fold_unique(
                 "unbillable": merged.unbillable_count,
                 "state": json.dumps(merged.to_json()),
                 "fold_id": fold_id,
+                "samples": _samples(bounds.get((sub, start, filter_key, group_key))),
             }
         )
     conn.execute(
         text(
             """
             insert into usage_states (subscription_id, billable_metric_id, period_start,
-              filter_key, group_key, events_count, unbillable_count, state, fold_id)
+              filter_key, group_key, events_count, unbillable_count, state, fold_id, sample_ids)
             values (:sub, :m, :start, cast(:fk as jsonb), cast(:gk as jsonb), :count,
-                    :unbillable, cast(:state as jsonb), :fold_id)
+                    :unbillable, cast(:state as jsonb), :fold_id, cast(:samples as text[]))
             on conflict (subscription_id, billable_metric_id, period_start, filter_key, group_key)
             do update set events_count = excluded.events_count,
               unbillable_count = excluded.unbillable_count, state = excluded.state,
+              sample_ids = (usage_states.sample_ids || excluded.sample_ids)[1:3],
               fold_id = excluded.fold_id, updated_at = now()
             """
         ),
         upserts,
     )
     return folded, set(subs)
+
+
+def _samples(bounds: tuple[str, str] | None) -> list[str]:
+    if bounds is None:
+        return []
+    return [bounds[0]] if bounds[0] == bounds[1] else list(bounds)
 
 
 def _canonical(raw_json: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -31,6 +31,7 @@ from tallyflow.models.rating import (
     metric_filter_key,
 )
 from tallyflow.models.rating.pricing import GroupValues, MetricInfo, StateKey, SubscriptionInfo
+from tallyflow.models.rating.unbillable import StateTally, first_ids
 from tallyflow.tasks.folding.inputs import keeps_days, loads_exact
 
 
@@ -74,13 +75,23 @@ def state_of_row(kind: AggregationType, row: Mapping[Any, Any]) -> AnyState:
 StoredStates = dict[int, dict[StateKey, AnyState]]
 """subscription_id -> state key -> state."""
 
+StoredTallies = dict[int, dict[StateKey, StateTally]]
+"""subscription_id -> state key -> what the fold kept beside the state (unbillable events)."""
+
+
+def _tally(tallies: StoredTallies | None, sub: int, key: StateKey, tally: StateTally) -> None:
+    if tallies is not None and (tally.not_a_number or tally.sample_ids):
+        held = tallies.setdefault(sub, {})
+        held[key] = held[key].merge(tally) if key in held else tally
+
 
 _READ_STATES = text(
     """
     select s.subscription_id, s.billable_metric_id, s.period_start,
            s.filter_key::text as filter_key, s.group_key::text as group_key, s.events_count,
            s.unbillable_count, s.total, s.precise_total, s.moment, s.maximum, s.latest_value,
-           s.latest_ts, s.latest_seq, s.state::text as state, s.day_totals::text as day_totals
+           s.latest_ts, s.latest_seq, s.state::text as state, s.day_totals::text as day_totals,
+           s.not_a_number_count, s.not_a_number_ids, s.sample_ids
     from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[])) as w(sid, ps)
     join usage_states s on s.subscription_id = w.sid
      and (s.period_start = w.ps
@@ -105,7 +116,8 @@ _READ_STATES_WITH_LINEAGE = text(
     select l.sid as subscription_id, s.billable_metric_id, s.period_start,
            s.filter_key::text as filter_key, s.group_key::text as group_key, s.events_count,
            s.unbillable_count, s.total, s.precise_total, s.moment, s.maximum, s.latest_value,
-           s.latest_ts, s.latest_seq, s.state::text as state, s.day_totals::text as day_totals
+           s.latest_ts, s.latest_seq, s.state::text as state, s.day_totals::text as day_totals,
+           s.not_a_number_count, s.not_a_number_ids, s.sample_ids
     from line l
     join usage_states s on s.subscription_id = l.member
      and ((l.member = l.sid and s.period_start = l.ps)
@@ -120,11 +132,13 @@ def read_states(
     metrics: Mapping[int, MetricInfo],
     wanted: Mapping[int, datetime],
     recurring_ids: Sequence[int] = (),
+    tallies: StoredTallies | None = None,
 ) -> StoredStates:
     """Stored states of each subscription for the period starting at ``wanted[sub]``.
 
     For ``recurring_ids`` metrics the earlier periods come too (recurring sums read all
-    history; a recurring weighted sum carries their variation as its initial level).
+    history; a recurring weighted sum carries their variation as its initial level). Given
+    ``tallies``, the unbillable counts and sample ids kept with the states are added to it.
     """
     sub_ids = list(wanted)
     starts = [wanted[s] for s in sub_ids]
@@ -148,16 +162,21 @@ def read_states(
         held = out[row["subscription_id"]]
         # a replaced row's state for the same period merges into the row's own
         held[key] = held[key].merge(state) if key in held else state  # type: ignore[arg-type]
+        _tally(tallies, row["subscription_id"], key, StateTally(
+            int(row["not_a_number_count"]), tuple(row["not_a_number_ids"]),
+            tuple(row["sample_ids"])))
     return out
 
 
 _PENDING = text(
     """
-    select e.external_subscription_id, e.code, e."timestamp", e.id,
+    select e.external_subscription_id, e.code, e."timestamp", e.id, e.transaction_id,
            e.properties::text as properties, e.precise_total_amount_cents
     from events e
     where e.object_id = any(cast(:objects as bigint[]))
       and e.external_subscription_id = any(cast(:subs as text[]))
+      and e.voided_at is null  -- a voided event counts nowhere (tasks/voids.py)
+    order by e.id  -- ingestion order: the not_a_number sample ids come out as the fold's
     """
 )
 
@@ -171,11 +190,13 @@ def fold_pending_events(
     subscriptions: Mapping[int, SubscriptionInfo],
     wanted: Mapping[int, BillingPeriod],
     recurring_ids: Sequence[int] = (),
+    tallies: StoredTallies | None = None,
 ) -> StoredStates:
     """States of the events ingested but not yet folded, keyed like stored states.
 
     Read in the same snapshot as the stored states (REPEATABLE READ), so an event is counted
-    either here or there, never both and never neither.
+    either here or there, never both and never neither; given ``tallies``, its unbillable
+    verdict is added there as the fold would have kept it (tasks/folding/sql.py).
     """
     by_code = {m.code: m for m in metrics.values()}
     # A plan change leaves rows with one external id and lives that do not overlap.
@@ -192,6 +213,7 @@ def fold_pending_events(
     if not objects:
         return out
     rows = conn.execute(_PENDING, {"objects": objects, "subs": list(by_external)}).all()
+    seen: dict[tuple[int, StateKey], _Seen] = {}
     for row in rows:
         metric = by_code.get(row.code)
         stamp: datetime = row.timestamp
@@ -209,10 +231,11 @@ def fold_pending_events(
             period_start = sub.period_at(stamp).period_start
         else:
             period_start = current.period_start
+        properties = loads_exact(row.properties)
         point = EventPoint.from_event(
             timestamp=stamp,
             seq=int(row.id),
-            properties=loads_exact(row.properties),
+            properties=properties,
             field_name=metric.field_name,
             precise_total_amount_cents=row.precise_total_amount_cents,
         )
@@ -229,7 +252,53 @@ def fold_pending_events(
         if key not in states:
             states[key] = empty_state(metric.aggregation_type)
         states[key] = states[key].add(point)
+        if tallies is not None:
+            _pending_tally(seen.setdefault((sub.id, key), _Seen()), metric, properties, point,
+                           row.transaction_id)
+    for (sub_id, key), found in seen.items():
+        _tally(tallies, sub_id, key, found.tally())
     return out
+
+
+@dataclass
+class _Seen:
+    """A pending state's unbillable events so far, kept as the fold keeps them
+    (tasks/folding/sql.py): not_a_number ids in ingestion order, the smallest and largest
+    transaction id of the events counted as samples."""
+
+    nan: int = 0
+    nan_ids: tuple[str, ...] = ()
+    low: str | None = None
+    high: str | None = None
+
+    def tally(self) -> StateTally:
+        samples = () if self.low is None or self.high is None else (
+            (self.low,) if self.low == self.high else (self.low, self.high))
+        return StateTally(self.nan, self.nan_ids, samples)
+
+
+def _pending_tally(
+    seen: _Seen, metric: MetricInfo, properties: Mapping[str, Any], point: EventPoint,
+    transaction_id: str,
+) -> None:
+    """One pending event's verdict, as the typed and unique folds reach it in SQL: a value
+    present (not null) in the aggregated field that is not a plain number is not_a_number
+    (count and unique_count take any value); an event the state counts is a sample of it."""
+    kind = metric.aggregation_type
+    if kind is AggregationType.UNIQUE_COUNT:
+        counted = point.text is not None and point.properties.get(
+            "operation_type", "add") in ("add", "remove")
+    elif (kind is not AggregationType.COUNT and metric.field_name is not None
+          and properties.get(metric.field_name) is not None and point.value is None):
+        seen.nan += 1
+        seen.nan_ids = first_ids(seen.nan_ids, (transaction_id,))
+        return
+    else:
+        counted = kind is AggregationType.COUNT or point.value is not None
+    if counted:
+        # str order is code point order, which is UTF-8 byte order: the "C" collation's
+        seen.low = transaction_id if seen.low is None else min(seen.low, transaction_id)
+        seen.high = transaction_id if seen.high is None else max(seen.high, transaction_id)
 
 
 def merge_stored(left: StoredStates, right: StoredStates) -> StoredStates:

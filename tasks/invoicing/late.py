@@ -15,7 +15,7 @@ _LATE = """
     join subscriptions s on s.id = i.subscription_id
     join events e on e.external_subscription_id = s.external_id
       and e."timestamp" between i.from_datetime and i.to_datetime
-      and e.ingested_at > v.finalized_at
+      and e.ingested_at > v.finalized_at and e.voided_at is null
 """
 
 

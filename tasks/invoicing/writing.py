@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.models import number_rule
 from tallyflow.models.invoicing import (
     InvoiceAmounts,
 )
@@ -39,7 +39,8 @@ def customer_object(customer: CustomerInfo) -> dict[str, Any]:
 
 
 def _json(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    # integers beyond 64 bits written exactly, not refused (docs/architecture.md §7)
+    return number_rule.dumps(value, default=str).decode()
 
 
 def _applied_taxes(amounts: InvoiceAmounts) -> list[dict[str, Any]]:

@@ -43,8 +43,17 @@ def test_flow_ingests_reports_and_records_history(engine: Engine, tmp_path: Path
     assert run["status"] == "completed"
     assert run["flow_run_id"] == str(state.state_details.flow_run_id)
     assert (run["objects"], run["accepted"], run["rejected"]) == (2, 30, 1)
-    kinds = {a.type for a in _artifacts(state.state_details.flow_run_id)}
+    # every record accounted for: 41 read = 40 emitted + 1 rejected + 0 empty; 40 events
+    accounting = ("records", "records_emitted", "rejected", "records_empty", "events")
+    assert tuple(summary[k] for k in accounting) == tuple(run[k] for k in accounting) == (
+        41, 40, 1, 0, 40)
+    artifacts = _artifacts(state.state_details.flow_run_id)
+    kinds = {a.type for a in artifacts}
     assert {"progress", "table"} <= kinds
+    (table,) = [a for a in artifacts if a.key == "ingest-objects"]
+    assert "41 record(s) read = 40 emitted + 1 rejected + 0 empty (no_usage)" in (
+        table.description or "")
+    assert '"records": 21' in str(table.data) and '"empty (no_usage)": 0' in str(table.data)
     again = ingest_events(SourceSpec(url=tmp_path.as_uri()))
     assert (again["objects"], again["accepted"]) == (0, 0)
 

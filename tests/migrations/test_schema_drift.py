@@ -68,6 +68,10 @@ TRIGGERS = {
     ("invoice_fees", "invoice_fees_final"),
     ("invoice_subscriptions", "invoice_subscriptions_final"),
     ("invoice_pdfs", "invoice_pdfs_final"),
+    # migration 0017: a void is never undone, its audit trail never changes
+    # (tests/migrations/test_event_voids.py, tests/tasks/test_voids.py)
+    ("events", "events_void_kept"),
+    ("event_voids", "event_voids_kept"),
 }
 
 

@@ -19,6 +19,7 @@ from tallyflow.models.events import (
     Rejection,
     TimeBounds,
     _validate_carefully,
+    differing_properties,
     from_cloudevent,
     has_nul_escape,
     is_plain_decimal,
@@ -109,6 +110,7 @@ def test_every_reason_code_is_covered_here_or_by_the_readers() -> None:
         "timestamp_without_zone",
         "timestamp_out_of_range",
         "invalid_number",
+        "number_out_of_range",
         "properties_too_large",
         "record_too_large",
         "column_count",
@@ -298,8 +300,12 @@ PROPERTIES_OK = [
     ("nested", {"a": {"b": [1, "2", None, True]}}, '{"a":{"b":[1,"2",null,true]}}'),
     ("empty-key", {"": ""}, '{"":""}'),
     ("decimal", {"tokens": Decimal("0.1")}, '{"tokens":0.1}'),
-    ("big-int", {"tokens": 10**40}, '{"tokens":1' + "0" * 40 + "}"),
-    ("big-negative-int-nested", {"a": [-(10**30)]}, '{"a":[-1' + "0" * 30 + "]}"),
+    ("big-int", {"tokens": 10**24}, '{"tokens":1' + "0" * 24 + "}"),
+    ("big-negative-int-nested", {"a": [-(10**25 - 1)]}, '{"a":[-' + "9" * 25 + "]}"),
+    ("26-decimals", {"n": Decimal("0." + "0" * 25 + "1")}, '{"n":1E-26}'),
+    ("digit-strings-are-data", {"id": "1" * 40, "s": "1e400"}, '{"id":"' + "1" * 40
+     + '","s":"1e400"}'),
+    ("float-in-range", {"n": 1.5, "m": 1e24}, '{"n":1.5,"m":1e+24}'),
     ("u64-max", {"n": 2**64 - 1}, '{"n":18446744073709551615}'),
     ("backslash-u0000-text", {"k": "\\u0000"}, '{"k":"\\\\u0000"}'),
     (
@@ -340,6 +346,37 @@ PROPERTIES_REJECTED = [
     ("too-large-many-keys", {f"k{i}": i for i in range(10_000)}, "properties_too_large"),
 ]
 
+# The number rule (models/number_rule.py): every JSON number in properties, nested too, is refused
+# outside |x| < 1e25 with at most 26 digits after the point, naming where it is.
+PROPERTIES_OUT_OF_RANGE = [
+    ("bound", {"tokens": 10**25}, "properties.tokens"),
+    ("negative-bound", {"tokens": -(10**25)}, "properties.tokens"),
+    ("30-digit", {"tokens": 123456789012345678901234567890}, "properties.tokens"),
+    ("1e400", {"tokens": Decimal("1E+400")}, "properties.tokens"),
+    ("1e308", {"tokens": Decimal("1E+308")}, "properties.tokens"),
+    ("minus-1e308", {"tokens": Decimal("-1E+308")}, "properties.tokens"),
+    ("27-decimals", {"n": Decimal("0." + "0" * 26 + "1")}, "properties.n"),
+    ("1e-400", {"n": Decimal("1E-400")}, "properties.n"),
+    ("nested", {"a": {"b": [1, 10**30]}}, "properties.a.b[1]"),
+    ("nan-decimal", {"n": Decimal("NaN")}, "properties.n"),
+    ("float-1e25", {"n": 1e25}, "properties.n"),
+    ("float-nan", {"n": float("nan")}, "properties.n"),
+    ("float-inf", {"n": float("-inf")}, "properties.n"),
+    ("float-tiny", {"n": 1e-30}, "properties.n"),
+]
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [c[1:] for c in PROPERTIES_OUT_OF_RANGE],
+    ids=[c[0] for c in PROPERTIES_OUT_OF_RANGE],
+)
+def test_properties_numbers_out_of_range(value: Any, field: str) -> None:
+    result = validate_record(record(properties=value), BOUNDS)
+    assert reason_of(result) == ("number_out_of_range", field)
+    assert isinstance(result, Rejection)
+    assert field in result.message and "1e25" in result.message
+
 
 @pytest.mark.parametrize(
     ("value", "reason"),
@@ -373,9 +410,18 @@ PRECISE = [
     ("decimal", Decimal("0.001"), Decimal("0.001")),
     (
         "many-digits",
-        "123456789012345678901234567890.123456789",
-        Decimal("123456789012345678901234567890.123456789"),
+        "1234567890123456789012345.12345678901234567890123456",
+        Decimal("1234567890123456789012345.12345678901234567890123456"),
     ),
+    # the number rule (models/number_rule.py): |x| < 1e25, at most 26 digits after the point
+    ("30-digit", "123456789012345678901234567890", Reason.NUMBER_OUT_OF_RANGE),
+    ("bound", 10**25, Reason.NUMBER_OUT_OF_RANGE),
+    ("bound-minus-1", 10**25 - 1, Decimal(10**25 - 1)),
+    ("negative-bound", "-" + "9" * 26, Reason.NUMBER_OUT_OF_RANGE),
+    ("27-decimals", "0." + "0" * 26 + "1", Reason.NUMBER_OUT_OF_RANGE),
+    ("huge-json", Decimal("1E+400"), Reason.NUMBER_OUT_OF_RANGE),
+    ("minus-1e308", Decimal("-1E+308"), Reason.NUMBER_OUT_OF_RANGE),
+    ("float-1e308", 1e308, Reason.NUMBER_OUT_OF_RANGE),
     ("exponent-string", "1e3", Reason.INVALID_NUMBER),
     # JSON numbers are read from their text as Decimal: every exact number is one, whatever
     # its notation (a float 0.1 was accepted while 1e-05 was refused).
@@ -387,13 +433,14 @@ PRECISE = [
     ("float-binary-noise", 2.675, Decimal("2.675")),
     ("nan-decimal", Decimal("NaN"), Reason.INVALID_NUMBER),
     ("nan-float", float("nan"), Reason.INVALID_NUMBER),
-    ("absurd-exponent", Decimal("1E+200"), Reason.INVALID_NUMBER),
+    ("absurd-exponent", Decimal("1E+200"), Reason.NUMBER_OUT_OF_RANGE),
     ("empty", "", Reason.INVALID_NUMBER),
     ("comma", "1,000", Reason.INVALID_NUMBER),
     ("trailing-dot", "12.", Reason.INVALID_NUMBER),
     ("words", "twelve", Reason.INVALID_NUMBER),
     ("nan", "NaN", Reason.INVALID_NUMBER),
-    ("infinity-float", float("inf"), Reason.INVALID_NUMBER),
+    ("infinity-float", float("inf"), Reason.NUMBER_OUT_OF_RANGE),
+    ("minus-infinity-float", float("-inf"), Reason.NUMBER_OUT_OF_RANGE),
     ("bool", True, Reason.INVALID_NUMBER),
     ("list", [12], Reason.INVALID_NUMBER),
     ("object", {"v": 1}, Reason.INVALID_NUMBER),
@@ -441,13 +488,13 @@ def test_is_plain_decimal(text: str, plain: bool) -> None:
     ("properties_json", "stored"),
     [
         ('{"tokens": 0.1}', '{"tokens":0.1}'),
-        ('{"tokens": 123456789012345678901234567890}', '{"tokens":123456789012345678901234567890}'),
+        ('{"tokens": 1234567890123456789012345}', '{"tokens":1234567890123456789012345}'),
         ('{"tokens": 0.30000000000000000004}', '{"tokens":0.30000000000000000004}'),
         ('{"a": 1.10, "b": [2.50, 10]}', '{"a":1.10,"b":[2.50,10]}'),
         ('{"n": -0.0}', '{"n":-0.0}'),
         ('{"n": 1e-7}', '{"n":1E-7}'),
     ],
-    ids=["tenth", "30-digit-int", "beyond-double", "trailing-zeros", "negative-zero", "exponent"],
+    ids=["tenth", "25-digit-int", "beyond-double", "trailing-zeros", "negative-zero", "exponent"],
 )
 def test_exact_decimals_survive_loads_exact_and_validation(
     properties_json: str, stored: str
@@ -645,3 +692,33 @@ def test_fast_path_and_careful_path_agree(candidate: Any) -> None:
         assert EPOCH <= fast[3] <= LATEST
         json.loads(fast[4])  # always valid JSON text
         assert "\x00" not in "".join(fast[:3])
+
+
+# --------------------------------------------------------------------------------------------
+# Duplicates compare numbers by value
+# --------------------------------------------------------------------------------------------
+
+SAME_OR_NOT = [
+    ("int-and-string", {"t": 100}, {"t": "100"}, []),
+    ("int-and-decimal", {"t": 100}, {"t": Decimal("100.0")}, []),
+    ("exponent", {"t": Decimal("1E+2")}, {"t": "100.00"}, []),
+    ("negative-zero", {"t": 0}, {"t": "-0"}, []),
+    ("nested", {"u": {"t": [1, "2"]}}, {"u": {"t": ["1.0", 2]}}, []),
+    ("different-number", {"t": 100}, {"t": "101"}, ["t"]),
+    ("bool-is-no-number", {"t": 1}, {"t": True}, ["t"]),
+    ("null-is-not-zero", {"t": 0}, {"t": None}, ["t"]),
+    ("padded-string-is-text", {"t": 100}, {"t": " 100"}, ["t"]),
+    ("exponent-string-is-text", {"t": 100}, {"t": "1e2"}, ["t"]),
+    ("text", {"m": "a"}, {"m": "b"}, ["m"]),
+    ("missing-here", {"a": 1, "b": 2}, {"a": 1}, ["b"]),
+    ("missing-there", {"a": 1}, {"b": 2, "a": 1}, ["b"]),
+]
+
+
+@pytest.mark.parametrize(("kept", "copy", "differ"), [c[1:] for c in SAME_OR_NOT],
+                         ids=[c[0] for c in SAME_OR_NOT])
+def test_differing_properties_compare_numbers_by_value(
+    kept: dict[str, Any], copy: dict[str, Any], differ: list[str]
+) -> None:
+    assert differing_properties(kept, copy) == differ
+    assert sorted(differing_properties(copy, kept)) == sorted(differ)

@@ -143,3 +143,28 @@ def test_derived_ids_depend_on_the_record_only(txn: str, usage: dict, created: i
                 if e["properties"]["type"] in ("input", "cache_read"))
     if "prompt" in usage:
         assert total == usage["prompt"]
+
+
+KEEP_ZERO = DeclarativeMapping.from_data(
+    {**SPEC, "each": {**SPEC["each"], "skip_zero": False}}, "test")
+
+
+@pytest.mark.parametrize(
+    ("usage", "skipping", "keeping"),
+    [
+        ({"prompt": 0, "cached": 0, "completion": 0}, [],
+         [("input", 0), ("cache_read", 0), ("output", 0)]),
+        ({"prompt": 3, "completion": 0}, [("input", 3)], [("input", 3), ("output", 0)]),
+        ({}, [], []),  # absent counts give no event either way: the record is empty (no_usage)
+        ({"prompt": None, "completion": None}, [], []),
+    ],
+)
+def test_skip_zero_decides_zero_counts_never_absent_ones(
+    usage: dict, skipping: list, keeping: list
+) -> None:
+    """``skip_zero: false`` keeps a count of zero as a zero-valued event; an absent or null
+    count gives no event whatever it says (docs/data-quality.md, "Every record accounted for")."""
+    for mapping, expected in ((MAPPING, skipping), (KEEP_ZERO, keeping)):
+        result = mapping.map(_base(usage=usage), mapping.options({}))
+        assert type(result) is Events
+        assert [(e["properties"]["type"], e["properties"]["tokens"]) for e in result] == expected

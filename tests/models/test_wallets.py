@@ -25,6 +25,7 @@ from tallyflow.models.wallets import (
     credits_for,
     interval_start,
     plan_deductions,
+    round_credits,
     top_up_credits,
 )
 
@@ -253,3 +254,15 @@ def test_plan_moves_exactly_each_delta(usages: list[int], credits: list[int]) ->
     assert sum(f.balance_cents for f in plan.funds.values()) == (
         sum(w.balance_cents for w in wallets.values()) - sum(usages)
     )
+
+
+@pytest.mark.parametrize("cents", [10**24, 10**30, 10**37 + 1])
+def test_credits_of_usage_at_the_number_rules_bound_are_exact(cents: int) -> None:
+    """A billion events at the bound (docs/architecture.md §7) price to ~1e37 cents: their
+    credits and back are exact, where the default context's 28 digits made quantize raise."""
+    dollars = Decimal(f"{cents // 100}.{cents % 100:02d}")  # exact, from text
+    credits = credits_for(Decimal(cents), Decimal("1"), "USD")
+    assert credits == dollars
+    assert cents_for(credits, Decimal("1"), "USD") == cents
+    half = Decimal(f"{cents // 100}.{cents % 100:02d}0005")
+    assert round_credits(half) == Decimal(f"{cents // 100}.{cents % 100:02d}001")

@@ -125,6 +125,15 @@ def test_only_the_unusual_rows_of_a_chunk_go_row_by_row() -> None:
     [_line(_event(1)).replace(b"13", b"NaN")],
     [_line(_event(1)).replace(b"13", b"1.5")],
     [_line(_event(1)).replace(b"13", b"18446744073709551616")],
+    # the number rule (models/number_rule.py): refused alike, whichever path reads the chunk
+    *([_line(_event(1)).replace(b"13", literal)] for literal in (
+        b"1e400", b"-1e400", b"1e308", b"-1e308", b"123456789012345678901234567890",
+        b"9999999999999999999999999", b"10000000000000000000000000", b"-0", b"-0.0",
+        b"0." + b"0" * 39 + b"1", b"0." + b"0" * 25 + b"1", b"1E+24", b"1e25", b"1e-27")),
+    [_line(_event(1, properties={"tokens": "1" * 40, "hex": "0x1F", "s": "1e400"}))],
+    [_line(_event(1)).replace(b'"input"', b'{"deep":[1,1e400]}')],
+    [_line(_event(1, precise_total_amount_cents="1" * 30))],
+    [_line(_event(1)).replace(b'}}', b'},"precise_total_amount_cents":1e400}')],
     [_line(_event(1, properties={"when": "2025-01-01"}))],      # pyarrow would read a date
     [_line(_event(1, properties={"nested": {"a": 1}}))],
     [_line(_event(1, properties={"list": [1, 2]}))],
@@ -179,6 +188,7 @@ _TEXTS = st.one_of(
     st.text(max_size=8),
 )
 _VALUES = st.one_of(st.integers(-(2**70), 2**70), st.booleans(), st.none(), _TEXTS,
+                    st.integers(-(10**30), 10**30), st.sampled_from([10**25, -(10**25)]),
                     st.floats(allow_nan=False), st.lists(st.integers(), max_size=2))
 _EVENTS = st.fixed_dictionaries(
     {"transaction_id": st.one_of(_TEXTS, st.integers()),
@@ -191,7 +201,8 @@ _EVENTS = st.fixed_dictionaries(
             st.dictionaries(st.sampled_from(["tokens", "model", "type", "é", 'a"b']), _VALUES,
                             max_size=3),
             st.none(), st.just([])),
-        "precise_total_amount_cents": st.one_of(st.none(), st.integers(0, 10), st.just("1.5")),
+        "precise_total_amount_cents": st.one_of(st.none(), st.integers(0, 10), st.just("1.5"),
+                                                st.integers(10**24, 10**26)),
         "other": st.integers(),
     },
 )

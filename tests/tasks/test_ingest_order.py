@@ -163,3 +163,64 @@ def test_an_object_does_not_wait_forever_for_a_stuck_predecessor(
     assert (result.status, result.accepted) == ("ingested", 10)
     later = ingest_object(engine, source, a_id, run_id=run_id)
     assert (later.accepted, later.conflicts, later.duplicates) == (5, 5, 0)
+
+
+def _load_all(engine: Engine, folder: Path) -> list[Any]:
+    source = build_source(SourceSpec(url=folder.as_uri()))
+    ids = register_objects(engine, source.key, source.list())
+    return [ingest_object(engine, source, i, after=ids[:n]) for n, i in enumerate(ids)]
+
+
+def _conflict_messages(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(text(
+            "select message from rejected_rows where reason = 'conflicting_duplicate'"
+            " order by object_id, row_number")).scalars())
+
+
+def test_duplicates_compare_numbers_by_value(engine: Engine, tmp_path: Path) -> None:
+    """The same events as JSON (100), JSON (100.0, 1e2) and CSV ("100"): plain duplicates,
+    whatever the format wrote; a real difference is a conflict naming the property."""
+    folder = tmp_path / "bucket"
+    folder.mkdir()
+    base = [event(i, properties={"tokens": 100, "model": "m", "type": "input"})
+            for i in range(4)]
+    (folder / "a.jsonl").write_text(jsonl(base))
+    (folder / "b.jsonl").write_text(
+        jsonl([event(0, properties={"tokens": 100, "model": "m", "type": "input"})])
+        .replace('"tokens": 100', '"tokens": 100.0')
+        + jsonl([event(1, properties={"tokens": 100, "model": "m", "type": "input"})])
+        .replace('"tokens": 100', '"tokens": 1e2'))
+    header = ("transaction_id,external_subscription_id,code,timestamp,properties.tokens,"
+              "properties.model,properties.type\n")
+    rows = [f"{e['transaction_id']},{e['external_subscription_id']},{e['code']},"
+            f"{e['timestamp']},{tokens},m,{kind}\n"
+            for e, tokens, kind in ((base[2], "100", "input"), (base[3], "100.00", "input"))]
+    (folder / "c.csv").write_text(header + "".join(rows))
+    (folder / "d.csv").write_text(header + f"{base[0]['transaction_id']},"
+                                  f"{base[0]['external_subscription_id']},{base[0]['code']},"
+                                  f"{base[0]['timestamp']},101,m,output\n")
+    results = _load_all(engine, folder)
+    assert [(r.accepted, r.duplicates, r.conflicts) for r in results] == [
+        (4, 0, 0), (0, 2, 0), (0, 2, 0), (0, 0, 1)]
+    [message] = _conflict_messages(engine)
+    assert "a.jsonl (kept) with another properties (" in message
+    assert 'tokens: 100 kept, "101" in this copy' in message
+    assert 'type: "input" kept, "output" in this copy' in message
+    assert "model" not in message  # the same in both copies
+
+
+def test_a_conflict_names_a_missing_property_and_caps_the_list(
+    engine: Engine, tmp_path: Path
+) -> None:
+    folder = tmp_path / "bucket"
+    folder.mkdir()
+    kept = {"tokens": 1, **{f"k{i}": i for i in range(7)}}
+    (folder / "a.jsonl").write_text(jsonl([event(0, properties=kept)]))
+    (folder / "b.jsonl").write_text(jsonl([event(0, properties={
+        "tokens": 1, **{f"k{i}": i + 1 for i in range(6)}}, code="other")]))
+    assert [r.conflicts for r in _load_all(engine, folder)] == [0, 1]
+    [message] = _conflict_messages(engine)
+    assert "with another code, properties (k0: 0 kept, 1 in this copy;" in message
+    assert "k6: 6 kept, missing in this copy" not in message  # past the five named
+    assert "; and 2 more)" in message

@@ -153,10 +153,36 @@ def test_jsonl_numbers_stay_exact() -> None:
     assert type(record["properties"]["a"]) is Decimal
 
 
-@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
 def test_jsonl_non_finite_numbers_are_invalid_json(literal: bytes) -> None:
     ((_, record, _),) = read(read_jsonl, b'{"properties": {"v": ' + literal + b"}}\n")
     assert reason(record) == ("invalid_json", None)
+
+
+@pytest.mark.parametrize("literal", [b"1e400", b"-1e400", b"1E+99999", b"1e-400"])
+def test_jsonl_numbers_beyond_a_double_are_read_exactly(literal: bytes) -> None:
+    """JSON all the same: read as the exact Decimal, for the number rule to refuse with its
+    own reason (not ``invalid_json``, which would say the line is broken)."""
+    ((_, record, _),) = read(read_jsonl, b'{"properties": {"v": ' + literal + b"}}\n")
+    assert record["properties"]["v"] == Decimal(literal.decode())
+
+
+@pytest.mark.parametrize("line", [
+    b'{"properties": {"v": 1e400, "w": NaN}}',
+    b'{"transaction_id": "\\ud800", "properties": {"v": 1e400}}',   # lone surrogate
+    b'{"properties": {"\\udfff": 1, "v": 1e400}}',
+    b'{"v": 1e400, "n": ' + b"1" * 5000 + b"}",                     # past Python's int limit
+])
+def test_jsonl_beyond_a_double_next_to_broken_json_stays_invalid(line: bytes) -> None:
+    """Python's reader, used only for numbers beyond a double, refuses what orjson refuses."""
+    ((_, record, _),) = read(read_jsonl, line + b"\n")
+    assert reason(record) == ("invalid_json", None)
+
+
+def test_a_timestamp_with_a_huge_exponent_is_refused_at_once() -> None:
+    ((_, record, _),) = read(read_jsonl, b'{"transaction_id": "t", "external_subscription_id":'
+                             b' "s", "code": "c", "timestamp": 1e999999999}\n')
+    assert reason(validate_record(record, BOUNDS)) == ("timestamp_out_of_range", "timestamp")
 
 
 def test_jsonl_too_deep_is_invalid_json_not_a_crash() -> None:
@@ -613,7 +639,70 @@ def test_parquet_doubles_become_exact_decimals_by_their_shortest_text() -> None:
     ]
     assert [e[5] for e in events[:3]] == [Decimal("0.1"), Decimal("0.00001"), Decimal("12.5")]
     assert events[0][3] == BASE + timedelta(seconds=0.25)
-    # NaN and infinity are not quantities: the row is rejected, not billed as null or 0
-    assert reason(events[3]) == ("invalid_number", "properties")
+    # NaN and infinity are not quantities: the row is rejected, not billed as null or 0; an
+    # infinity is beyond the number rule's bound, and said so
+    assert reason(events[3]) == ("number_out_of_range", "properties.cost")
     assert reason(events[4]) == ("invalid_number", "properties")
     assert "nan" in events[4].message
+
+
+PARQUET_NUMBERS = [
+    # (arrow type, value, the stored tokens or the field refused)
+    ("int64-max", "int64", 2**63 - 1, "9223372036854775807"),
+    ("uint64-max", "uint64", 2**64 - 1, "18446744073709551615"),
+    ("float-1e24", "float64", 1e24, "1e+24"),
+    ("float-1e308", "float64", 1e308, "properties.tokens"),
+    ("float-minus-1e308", "float64", -1e308, "properties.tokens"),
+    ("float-inf", "float64", float("inf"), "properties.tokens"),
+    ("float-tiny", "float64", 1e-30, "properties.tokens"),
+    ("float-negative-zero", "float64", -0.0, "-0.0"),
+    # a decimal column's scale is its type: 1.5 in decimal(38, 30) is 1.5
+    ("decimal-scale-30", ("decimal128", 38, 30), Decimal("1.5"), "1.5"),
+    ("decimal-scale-30-digits", ("decimal128", 38, 30), Decimal("1." + "0" * 28 + "1"),
+     "properties.tokens"),
+    ("decimal-edge-minus-1", ("decimal128", 38, 0), Decimal(10**25 - 1), str(10**25 - 1)),
+    ("decimal-edge", ("decimal128", 38, 0), Decimal(10**25), "properties.tokens"),
+    ("decimal256-huge", ("decimal256", 76, 0), Decimal(10**75), "properties.tokens"),
+    ("decimal-big-integral", ("decimal256", 76, 30), Decimal(10**24), "1E+24"),
+]
+
+
+@pytest.mark.parametrize("kind, value, expected", [c[1:] for c in PARQUET_NUMBERS],
+                         ids=[c[0] for c in PARQUET_NUMBERS])
+def test_parquet_numbers_follow_the_number_rule(kind: Any, value: Any, expected: str) -> None:
+    """Typed columns meet the same bound as JSON text (models/number_rule.py): refused as
+    ``number_out_of_range`` naming the property, or stored exactly; never a failed object."""
+    import pyarrow as pa
+
+    arrow = (getattr(pa, kind[0])(kind[1], kind[2]) if isinstance(kind, tuple)
+             else getattr(pa, kind)())
+    data = parquet({**ids(2), "timestamp": [BASE_TS] * 2,
+                    "properties.tokens": pa.array([value, None], arrow)})
+    rows = read(read_parquet, data)
+    results = [r if isinstance(r, Rejection) else validate_record(r, BOUNDS) for _, r, _ in rows]
+    assert not isinstance(results[1], Rejection)  # its neighbour is kept
+    if expected.startswith("properties."):
+        assert reason(results[0]) == ("number_out_of_range", expected)
+    else:
+        assert not isinstance(results[0], Rejection), results[0]
+        stored = loads_exact(results[0][4])["tokens"]
+        assert Decimal(str(stored)) == Decimal(expected)  # exactly: no double in between
+
+
+def test_json_and_csv_json_columns_carry_numbers_beyond_a_double_to_the_rule() -> None:
+    """A .json batch and a CSV ``properties`` JSON column read 1e400 exactly, so the number
+    rule refuses that row by name and keeps its neighbours."""
+    good = b'{"transaction_id": "a", "external_subscription_id": "s", "code": "c",' \
+           b' "timestamp": 1764000000, "properties": {"tokens": 5}}'
+    bad = good.replace(b'"a"', b'"b"').replace(b"5}", b"1e400}")
+    rows = read(read_json, b'{"events": [' + good + b", " + bad + b"]}")
+    results = [validate_record(r, BOUNDS) for _, r, _ in rows]
+    assert not isinstance(results[0], Rejection)
+    assert reason(results[1]) == ("number_out_of_range", "properties.tokens")
+    csv = (b"transaction_id,external_subscription_id,code,timestamp,properties\n"
+           b'a,s,c,1764000000,"{""tokens"": 5}"\n'
+           b'b,s,c,1764000000,"{""tokens"": -1e400}"\n'
+           b'c,s,c,1764000000,"{""tokens"": ""1e400""}"\n')
+    results = [validate_record(r, BOUNDS) for _, r, _ in read(read_csv, csv)]
+    assert not isinstance(results[0], Rejection) and not isinstance(results[2], Rejection)
+    assert reason(results[1]) == ("number_out_of_range", "properties.tokens")

@@ -78,9 +78,29 @@ def _check(engine: Engine, spec: SourceSpec, expected: dict[str, Any], lines: li
     assert result.duplicates == expected["duplicates"]
     conflicts = sum(r["reason"] == "conflicting_duplicate" for r in expected["rejects"])
     assert (result.rejected, result.conflicts) == (len(expected["rejects"]) - conflicts, conflicts)
+    _accounted(engine, result, lines, expected)
     # exactly once: listing again finds nothing to do
     assert register_objects(engine, source, source.list()) == []
     return object_id
+
+
+def _accounted(engine: Engine, result: Any, lines: list[str], expected: dict[str, Any]) -> None:
+    """Every record read is emitted, rejected or empty, and the ledger says the same."""
+    records = sum(1 for line in lines if line.strip())
+    assert result.records == records
+    assert result.records == result.records_emitted + result.rejected + result.records_empty
+    assert result.events == result.accepted + result.duplicates + result.conflicts
+    # the emitted records are the rows events came from (kept, or kept out as conflicts)
+    emitted = {event["row"] for event in expected["events"]} | {
+        r["row"] for r in expected["rejects"] if r["reason"] == "conflicting_duplicate"}
+    if not expected["duplicates"]:
+        assert result.records_emitted == len(emitted)
+    with engine.connect() as conn:
+        ledger = conn.execute(
+            text("select records, records_emitted, records_empty, events, rejected"
+                 " from ingest_objects where id = :o"), {"o": result.object_id}).one()
+    assert tuple(ledger) == (result.records, result.records_emitted, result.records_empty,
+                             result.events, result.rejected)
 
 
 def _replay(

@@ -203,7 +203,9 @@ def test_from_minor_is_exact(minor: Decimal | int, currency: str, major: str) ->
 @pytest.mark.parametrize(
     ("minor", "currency", "text"),
     [(1234, "USD", "12.34 USD"), (1234, "JPY", "1234 JPY"), (1234, "KWD", "1.234 KWD"),
-     (5, "USD", "0.05 USD"), (0, "KWD", "0.000 KWD")],
+     (5, "USD", "0.05 USD"), (0, "KWD", "0.000 KWD"),
+     # a billion events at the number rule's bound: every digit shown, none rounded away
+     (10**37 + 1, "USD", "1" + "0" * 35 + ".01 USD")],
 )
 def test_format_money(minor: int, currency: str, text: str) -> None:
     assert format_money(minor, currency) == text

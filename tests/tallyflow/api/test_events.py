@@ -253,3 +253,68 @@ def test_objects_on_every_store_keep_the_listings_identity_and_load(
     loader.load([ref])
     assert (loader.stats.objects, loader.stats.accepted) == (1, 3)
     assert register_objects(engine, source, source.list()) == []
+
+
+# The number rule (models/number_rule.py): refused before anything is written, with Lago's 422
+# envelope and one reason, whatever the value's notation.
+OUT_OF_RANGE = [
+    ("1e400", b'"tokens": 1e400', "properties.tokens"),
+    ("-1e400", b'"tokens": -1e400', "properties.tokens"),
+    ("1e308", b'"tokens": 1e308', "properties.tokens"),
+    ("-1e308", b'"tokens": -1e308', "properties.tokens"),
+    ("30-digit", b'"tokens": 123456789012345678901234567890', "properties.tokens"),
+    ("edge", b'"tokens": 10000000000000000000000000', "properties.tokens"),
+    ("40-decimals", b'"tokens": 0.' + b"0" * 39 + b"1", "properties.tokens"),
+    ("nested", b'"tokens": 1, "usage": {"cached": [1e400]}', "properties.usage.cached[0]"),
+]
+
+
+def _raw_event(txn: str, properties: bytes, extra: bytes = b"") -> bytes:
+    return (b'{"transaction_id": "' + txn.encode() + b'", "external_subscription_id": "'
+            + SUB.encode() + b'", "code": "mistral_tokens", "timestamp": '
+            + str(NOW).encode() + b', "properties": {' + properties + b"}" + extra + b"}")
+
+
+@pytest.mark.parametrize("name, properties, field", OUT_OF_RANGE,
+                         ids=[c[0] for c in OUT_OF_RANGE])
+def test_numbers_out_of_range_get_lagos_422_and_store_nothing(
+    client: TestClient, tmp_path: Path, name: str, properties: bytes, field: str
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    one = client.post("/api/v1/events", headers=headers,
+                      content=b'{"event": ' + _raw_event("x", properties) + b"}")
+    assert one.status_code == 422, one.text
+    assert one.json() == _lago_422({field: ["number_out_of_range"]})
+    batch = client.post("/api/v1/events/batch", headers=headers, content=(
+        b'{"events": [' + _raw_event("ok", b'"tokens": 5') + b", "
+        + _raw_event("x", properties) + b"]}"))
+    assert batch.status_code == 422, batch.text
+    assert batch.json() == _lago_422({"1": {field: ["number_out_of_range"]}})
+    assert objects(tmp_path) == []
+
+
+def test_a_precise_amount_out_of_range_gets_lagos_422(client: TestClient,
+                                                      tmp_path: Path) -> None:
+    answer = client.post("/api/v1/events", headers={"Content-Type": "application/json"},
+                         content=b'{"event": ' + _raw_event(
+                             "x", b'"tokens": 1', b', "precise_total_amount_cents": 1e400')
+                         + b"}")
+    assert answer.status_code == 422, answer.text
+    assert answer.json() == _lago_422({"precise_total_amount_cents": ["number_out_of_range"]})
+    assert objects(tmp_path) == []
+
+
+def test_the_largest_accepted_integer_is_answered_as_json_and_loaded(
+    client: TestClient, engine: Engine, tmp_path: Path
+) -> None:
+    """Beyond 64 bits but inside the bound: answered in JSON (the digits as a string, which
+    no client's reader rounds), never a text 500 after the event was written."""
+    biggest = 10**25 - 1
+    answer = client.post("/api/v1/events", json={"event": event("big", tokens=biggest)})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.json()["event"]["properties"]["tokens"] == str(biggest)
+    assert wait_for(engine, "select count(*) from events", 1) == 1
+    with engine.connect() as conn:
+        stored = conn.execute(text("select properties->>'tokens' from events")).scalar_one()
+    assert stored == str(biggest)

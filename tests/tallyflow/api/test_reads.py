@@ -47,6 +47,29 @@ def test_current_usage_is_the_clis(client: TestClient, engine: Engine, tmp_path:
         k: v for k, v in expected.items() if k != "charges_usage"}
 
 
+def test_current_usage_names_the_events_that_bill_nothing(
+    client: TestClient, engine: Engine, tmp_path: Path
+) -> None:
+    """A Tallyflow extension at the top of Lago's customer_usage (Lago clients ignore it):
+    values that are not numbers, and events no charge filter prices, with sample ids."""
+    apply_mistral(engine, tmp_path)
+    batch = [event("ok", tokens=1000), event("nan-1", tokens="abc"),
+             event("nan-2", tokens="1,000"), event("nan-3", tokens=True),
+             {**event("odd-model"), "properties": {"tokens": 5, "model": "gpt-9", "type": "input"}}]
+    assert client.post("/api/v1/events/batch", json={"events": batch}).status_code == 200
+    wait_for(engine, "select count(*) from events", 5)
+    usage = client.get("/api/v1/customers/acme/current_usage",
+                       params={"external_subscription_id": SUB}).json()["customer_usage"]
+    assert usage["tallyflow_unbillable"] == [
+        {"billable_metric_code": "mistral_tokens", "reason": "not_a_number", "count": 3,
+         "sample_transaction_ids": ["nan-1", "nan-2", "nan-3"]},
+        {"billable_metric_code": "mistral_tokens", "reason": "unpriced", "count": 1,
+         "sample_transaction_ids": ["odd-model"]},
+    ]
+    assert usage["tallyflow_unbillable"] == cli_json("usage", SUB)["tallyflow_unbillable"]
+    assert usage["amount_cents"] == 100  # the one good event (1000 small input tokens)
+
+
 @pytest.mark.parametrize("path, params, status, code", [
     ("/api/v1/customers/nobody/current_usage", {"external_subscription_id": SUB}, 404,
      "customer_not_found"),
@@ -164,3 +187,19 @@ def test_invoices_are_the_clis(client: TestClient, engine: Engine, tmp_path: Pat
         assert got["customer"]["external_id"] == cli_invoice["customer"]["external_id"]
     one = client.get(f"/api/v1/invoices/{expected[0]['lago_id']}").json()["invoice"]
     assert one == everything["invoices"][0]
+
+
+def test_integers_beyond_64_bits_are_answered_as_strings_not_a_text_500() -> None:
+    """A usage at the number rule's bound (docs/architecture.md §7) has cents beyond 64 bits:
+    answered as JSON, the digits as a string that no client's JSON reader rounds."""
+    from decimal import Decimal
+
+    from tallyflow.api.lago import LagoJSON
+
+    body = {"amount_cents": 10**24, "events_count": 2**63 - 1, "units": Decimal("1E+24"),
+            "fees": [{"amount_cents": -(2**64)}]}
+    answer = LagoJSON(body)
+    assert answer.media_type == "application/json"
+    assert json.loads(answer.body) == {
+        "amount_cents": str(10**24), "events_count": 2**63 - 1, "units": 1e24,
+        "fees": [{"amount_cents": str(-(2**64))}]}

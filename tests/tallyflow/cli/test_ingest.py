@@ -30,6 +30,9 @@ def test_ingest_json_summary_then_rejects(engine: Engine, tmp_path: Path) -> Non
         "failed_objects"
     )} == {"objects": 1, "accepted": 3, "duplicates": 1, "conflicts": 0, "rejected": 1,
            "unbillable": 3, "failed_objects": 0}
+    # every record accounted for: 5 read = 4 emitted + 1 rejected + 0 empty; 4 events
+    assert {k: summary[k] for k in ("records", "records_emitted", "records_empty", "events")} == {
+        "records": 5, "records_emitted": 4, "records_empty": 0, "events": 4}
 
     listed = runner.invoke(app, ["rejects", "--json"])
     assert listed.exit_code == 0, listed.output

@@ -52,6 +52,10 @@ def test_started_once_reused_shown_and_stopped(engine: Engine, tmp_path: Path) -
         assert status["prefect_reachable"] is True
         ui = status["prefect_ui"]
         assert status["prefect_api"] == f"{ui}/api" and ui in first.stderr
+        # The UI asks the server's own port for its data, never Prefect's default 4200 (the
+        # port here is a free one: TALLYFLOW_PREFECT_PORT)
+        with urllib.request.urlopen(f"{ui}/ui-settings", timeout=10) as response:  # loopback
+            assert json.loads(response.read())["api_url"] == status["prefect_api"]
 
         second = _tallyflow(home, "ingest", str(tmp_path), "--pattern", "b.jsonl", "--json")
         assert second.returncode == 0, second.stderr[-3000:]
