@@ -1,12 +1,13 @@
-# Entry points for people: `make demo`, `make test`, `make test-live`. They install what they need.
+# Entry points for people: `make demo`, `make test`, `make test-live`, `make docs`. They install
+# what they need.
 # `make install` installs the exact versions the tests passed with (constraints.txt); `make lock`
 # re-resolves the ranges in pyproject.toml into a new constraints.txt (then run the tests).
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
-EXTRAS = dev,dask,pdf
+EXTRAS = dev,dask,pdf,docs
 
-.PHONY: demo test test-slow test-live test-soak lint bench install lock
+.PHONY: demo test test-slow test-live test-soak lint bench install lock docs test-docs
 
 install: $(VENV)/.installed
 
@@ -34,6 +35,7 @@ lint: install
 	$(BIN)/lint-imports
 
 # -n 2: both cores (each worker has its own database, Prefect test server and S3 server).
+# Includes the examples of README.md and docs/ (marker `docs`, tests/docs/; docs/development.md).
 test: install lint
 	$(BIN)/python -m pytest -q -n 2
 
@@ -47,3 +49,13 @@ test-live: install
 # not in CI (which keeps the stateful close test in `make test`).
 test-soak: install
 	$(BIN)/python -m pytest -q -m soak
+
+# The guides in docs/ as a site, into site/. --strict: a broken link or anchor, or a page left
+# out of mkdocs.yml's nav, fails the build. NO_MKDOCS_2_WARNING: mkdocs-material's banner about
+# its successor is not a warning about these docs.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Only the documentation's tests: the examples of README.md and docs/, the site, the README's size.
+test-docs: install
+	$(BIN)/python -m pytest -q -n 2 tests/docs

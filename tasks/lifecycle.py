@@ -144,7 +144,7 @@ class Termination:
     invoices: list[dict[str, Any]] = field(default_factory=list)
     advance_fee_not_credited: bool = False
     """The plan is paid in advance: the fee billed at the period's start stays billed in full.
-    Lago credits its unused part with a credit note; Tallyflow issues none (README, "Plans
+    Lago credits its unused part with a credit note; Tallyflow issues none (docs/invoices.md, "Plans
     paid in advance"), and says so here rather than silently."""
 
     def as_dict(self) -> dict[str, Any]:
@@ -157,7 +157,7 @@ class Termination:
 
 def _advance_fee_not_credited(conn: Connection, plan_id: int) -> bool:
     """Whether ending a row of this plan early leaves a fee paid in advance uncredited
-    (Tallyflow issues no credit notes: README, "Plans paid in advance")."""
+    (Tallyflow issues no credit notes: docs/invoices.md, "Plans paid in advance")."""
     return bool(conn.execute(
         text("select pay_in_advance and amount_cents > 0 from plans where id = :p"),
         {"p": plan_id}).scalar())

@@ -168,7 +168,7 @@ def resolve_mapping(name: str) -> Mapping:
         try:
             return load_file(name)
         except MappingInvalid as exc:
-            raise SourceError(str(exc), "fix the mapping file (see README: Ingesting events)"
+            raise SourceError(str(exc), "fix the mapping file (see docs/ingest.md)"
                               ) from None
     raise SourceError(f"unknown mapping {name!r}",
                       f"choose one of: {', '.join(sorted(registered))}, or a .yaml/.json file")

@@ -6,7 +6,7 @@ Create Date: 2026-11-29
 
 A charge with ``pay_in_advance`` bills each event as it is rated (Lago's per-event fee); the
 fee rows are keyed by (charge, filter bucket, event), so a rerun, a retry or a crash never
-bills an event twice (docs/architecture.md §3, invariant 2; README, "Charges paid in
+bills an event twice (docs/architecture.md §3, invariant 2; docs/invoices.md, "Charges paid in
 advance"). Their invoices are ``pay_in_advance`` (one per subscription and billing-cycle hour)
 and ``advance_charges`` (the paid fees of ``invoiceable: false`` charges regrouped at period
 end); the one-invoice-per-customer-and-day key now covers ``subscription`` invoices only.

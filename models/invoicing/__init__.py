@@ -235,7 +235,7 @@ def advance_period(period: PeriodInput) -> PeriodInput:
     The fee is billed when the period starts, before anyone knows whether a termination will
     cut it short, and a finalized invoice never changes; so a later termination does not
     change it (Lago credits the unused part with a credit note, which Tallyflow does not
-    issue: README, "Plans paid in advance").
+    issue: docs/invoices.md, "Plans paid in advance").
     """
     end = period.period_end or period.to_datetime
     return replace(period, to_date=period.end_date, to_datetime=end)

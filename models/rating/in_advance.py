@@ -9,7 +9,7 @@ event in its charge filter bucket and pricing group, turns events into units (co
 its value; unique_count: Lago's +1/-1/0 against the values already seen) and prices the new
 events after the ones already billed.
 
-The late-event rule (README, "Charges paid in advance"): fees already issued are never
+The late-event rule (docs/invoices.md, "Charges paid in advance"): fees already issued are never
 re-priced. The events of a billing cycle are billed in (timestamp, ingestion order) among
 themselves, *after* every event billed by earlier cycles, whatever their timestamps: an event
 that arrives late pays its own delta on top of what is already billed. For unique_count the

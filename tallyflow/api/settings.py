@@ -1,5 +1,5 @@
 """Settings of `tallyflow api`, from the environment (the one channel the CLI, `tallyflow
-serve` and tests share), with the defaults documented in the README."""
+serve` and tests share), with the defaults documented in docs/api.md."""
 
 from __future__ import annotations
 

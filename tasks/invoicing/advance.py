@@ -1,6 +1,6 @@
 """Invoices of charges paid in advance, and the period-end regrouping of their paid fees.
 
-Two invoice types (README, "Charges paid in advance"):
+Two invoice types (docs/invoices.md, "Charges paid in advance"):
 
 - ``pay_in_advance``: the fees of the events a billing cycle billed for one subscription
   (``invoiceable: true`` charges), issued and finalized at once, paid from the wallets as far

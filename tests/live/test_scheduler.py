@@ -1,6 +1,6 @@
-"""The schedules fire on a fresh install: deploy as the README says, and the server's scheduler
-creates the runs, which a worker executes to Completed; a worker that has no database configured
-fails fast with what to do, and someone is notified."""
+"""The schedules fire on a fresh install: deploy as docs/operations.md says, and the server's
+scheduler creates the runs, which a worker executes to Completed; a worker that has no database
+configured fails fast with what to do, and someone is notified."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_scheduled_runs_are_created_and_one_completes_on_a_worker(
                           TALLYFLOW_PROJECT_DIR=str(PROJECT),
                           TALLYFLOW_SOURCE_URL=bucket.as_uri())
     prefect = str(BIN / "prefect")
-    # The README's deploy steps, verbatim apart from the trial deployment.
+    # The deploy steps of docs/operations.md, verbatim apart from the trial deployment.
     run([str(BIN / "tallyflow"), "db", "upgrade"], env)
     run([prefect, "work-pool", "create", "tallyflow", "--type", "process"], env)
     run([prefect, "--no-prompt", "deploy", "--all", "--prefect-file", str(PREFECT_YAML)], env)

@@ -1,4 +1,4 @@
-"""The README's "Adding a source", done as a reader would: its files are taken from the README
+"""docs/ingest.md's "Adding a source", done as a reader would: its files are taken from the guide
 itself, installed (a path-based distribution, so ``importlib.metadata`` sees the entry points
 as for ``pip install``; nothing is left in the venv), and ingested through from the CLI, in a
 fresh process as a user runs it. A broken plugin next to it is reported, not fatal."""
@@ -17,12 +17,12 @@ import pytest
 from sqlalchemy import Engine, text
 
 PROJECT = Path(__file__).parents[2]
-README = PROJECT / "README.md"
+GUIDE = PROJECT / "docs" / "ingest.md"
 _BLOCK = re.compile(r"^```(\w+) file=(\S+)\n(.*?)^```$", re.S | re.M)
 
 
-def readme_files() -> dict[str, str]:
-    section = README.read_text().split("### Adding a source", 1)[1].split("\n## ", 1)[0]
+def guide_files() -> dict[str, str]:
+    section = GUIDE.read_text().split("## Adding a source", 1)[1].split("\n## ", 1)[0]
     return {path: body for _lang, path, body in _BLOCK.findall(section)}
 
 
@@ -58,7 +58,7 @@ def _tallyflow(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture()
 def site(tmp_path: Path) -> Path:
-    files = readme_files()
+    files = guide_files()
     package = tmp_path / "tallyflow-manifest"
     for path, body in files.items():
         if path.startswith(("tallyflow_manifest/", "pyproject.toml")):
@@ -76,15 +76,15 @@ def site(tmp_path: Path) -> Path:
     return site
 
 
-def test_readme_has_the_files_it_describes() -> None:
-    assert set(readme_files()) == {
+def test_the_guide_has_the_files_it_describes() -> None:
+    assert set(guide_files()) == {
         "openai_usage.yaml", "tallyflow_manifest/__init__.py", "pyproject.toml",
         "tallyflow_manifest/openai_usage.golden.jsonl",
         "tallyflow_manifest/openai_usage.expected.json",
     }
 
 
-def test_plugin_from_the_readme_lists_and_ingests_from_the_cli(
+def test_plugin_from_the_guide_lists_and_ingests_from_the_cli(
     engine: Engine, prefect_harness: None, site: Path, tmp_path: Path
 ) -> None:
     listed = _tallyflow(site, "sources", "list", "--json")

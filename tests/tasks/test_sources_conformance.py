@@ -155,7 +155,7 @@ def test_source_conformance(engine: Engine, tmp_path: Path, kind: str) -> None:
     shutil.copy(GOLDEN / "lago.jsonl", folder / "golden.jsonl")
     (folder / "_SUCCESS").write_text("")
     spec = cls.golden_case(folder)
-    assert spec is not None, f"source kind {kind!r} needs a golden_case (see README)"
+    assert spec is not None, f"source kind {kind!r} needs a golden_case (see docs/ingest.md)"
     expected = json.loads((GOLDEN / "lago.expected.json").read_text())
     lines = (GOLDEN / "lago.jsonl").read_text().splitlines()
     _check(engine, spec, expected, lines)

@@ -107,7 +107,7 @@ def test_advance_fee(start: datetime, at: datetime, billing_time: str, amount: s
 
 def test_a_termination_does_not_change_the_fee_billed_at_the_start() -> None:
     """Billed for the whole period when it started; Tallyflow issues no credit note for the
-    unused part (README), so the cut-short period's fee is the full one."""
+    unused part (docs/invoices.md), so the cut-short period's fee is the full one."""
     cut = advance_input(t("2026-01-01"), t("2026-03-05"), terminated_at=t("2026-03-10"))
     assert cut.to_date < cut.end_date
     assert advance_fee_cents(cut) == D(3100)

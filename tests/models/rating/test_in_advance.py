@@ -1,6 +1,6 @@
 """The fee of each event of a charge paid in advance (Lago's pay-in-advance fees), table-driven:
 per charge model and aggregation, per filter bucket, after the events already billed, and
-the late-event rule (README, "Charges paid in advance")."""
+the late-event rule (docs/invoices.md, "Charges paid in advance")."""
 
 from __future__ import annotations
 
