@@ -5,6 +5,7 @@ the snapshot cannot serialise, put in behind the ingest's back) and snapshots a 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tallyflow.tasks.containment import (
     failure_message,
     withheld_customers,
 )
+from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import fold_pending
 from tallyflow.tasks.usage import due_subscriptions, snapshot_contained
 from tests.tasks.rating_fixtures import load_rows
@@ -97,23 +99,32 @@ def test_a_subscription_poisoned_by_its_data_fails_alone_in_its_batch(
     engine: Engine, tmp_path: Path
 ) -> None:
     catalog(engine, tmp_path)  # acme, sub_acme_001
+    # A second plan, applied as any plan is, then damaged in place (a package of 0 tokens: no
+    # catalog file could give it, apply refuses it): only the subscription on it cannot be
+    # priced, and only pricing (the snapshot, not the fold) finds out.
+    plan_file = tmp_path / "catalog" / "plan.json"
+    document = json.loads(plan_file.read_text())
+    document["plan"]["code"] = "damaged"
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "plan.json").write_text(json.dumps(document))
+    assert apply_catalog(engine, [tmp_path / "damaged"]).ok
     with engine.begin() as conn:
         plan, customer = conn.execute(text(
             "select s.plan_id, s.customer_id from subscriptions s")).one()
+        damaged = conn.execute(text("select id from plans where code = 'damaged'")).scalar_one()
+        conn.execute(text(
+            "update charge_filters set properties = properties || '{\"package_size\": 0}'"
+            " where charge_id in (select id from charges where plan_id = :p)"), {"p": damaged})
         for i in range(40):
             conn.execute(text(
                 "insert into subscriptions (external_id, customer_id, plan_id, billing_time,"
                 " subscription_at, document, digest) values (:e, :c, :p, 'calendar',"
-                " '2025-03-01T00:00:00Z', '{}', 'x')"), {"e": f"s{i}", "c": customer, "p": plan})
+                " '2025-03-01T00:00:00Z', '{}', 'x')"),
+                {"e": f"s{i}", "c": customer, "p": damaged if i == 17 else plan})
     rows = [{"sub": f"s{i}", "txn": f"t{i}", "code": "mistral_tokens",
              "ts": "2025-03-10T00:00:00Z",
              "properties": {"tokens": 1_000_000 + i, "model": "mistral-small", "type": "input"}}
             for i in range(40)]
-    # a number far beyond 64 bits, written straight into events (the ingest would refuse it)
-    rows.append({"sub": "s17", "txn": "huge", "code": "mistral_tokens",
-                 "ts": "2025-03-10T00:00:00Z",
-                 "properties": {"tokens": 123456789012345678901234567890,
-                                "model": "mistral-small", "type": "input"}})
     load_rows(engine, rows)
     fold_pending(engine)
     due = due_subscriptions(engine, HOUR)
@@ -121,7 +132,7 @@ def test_a_subscription_poisoned_by_its_data_fails_alone_in_its_batch(
     assert [(f["unit"], f["external_id"], f["customer"]) for f in batch.failed] == [
         ("subscription", "s17", "acme")]
     assert batch.failed[0]["step"] == "usage-snapshot"
-    assert "64-bit" in batch.failed[0]["error"], batch.failed[0]["error"]
+    assert "package_size" in batch.failed[0]["error"], batch.failed[0]["error"]
     assert batch.snapshots == len(due) - 1
     with engine.connect() as conn:
         stored = set(conn.execute(text(
