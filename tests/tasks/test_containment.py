@@ -14,13 +14,13 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.infra.failpoints import FailpointHit
+from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.containment import (
     ContainedFailures,
     contain,
     failure_message,
     withheld_customers,
 )
-from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import fold_pending
 from tallyflow.tasks.usage import due_subscriptions, snapshot_contained
 from tests.tasks.rating_fixtures import load_rows
