@@ -1,7 +1,7 @@
 """Containment: a batch that fails for one unit's reason is bisected so every other unit's
 part commits; transient trouble and simulated crashes still propagate. The bisection is pure
-(no database); the last test poisons one subscription with real data (an event whose number
-the snapshot cannot serialise, put in behind the ingest's back) and snapshots a batch."""
+(no database); the last test poisons one subscription with real data (its plan damaged in the
+database behind the catalog's back, so only pricing fails) and snapshots a batch."""
 
 from __future__ import annotations
 
