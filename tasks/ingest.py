@@ -25,7 +25,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
@@ -70,6 +70,8 @@ class ObjectResult:
     bytes: int = 0
     seconds: float = 0.0
     error: str | None = None
+    # usage fields a mapping does not know -> records carrying them (billed what was known)
+    unmapped_usage_fields: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,8 +112,12 @@ def finish_run(engine: Engine, run_id: int, results: list[ObjectResult], seconds
     return {"run_id": run_id, "status": status, **summary, "seconds": round(seconds, 3)}
 
 
-def summarise(results: list[ObjectResult]) -> dict[str, int]:
+def summarise(results: list[ObjectResult]) -> dict[str, Any]:
     done = [r for r in results if r.status != "skipped"]
+    unmapped: dict[str, int] = {}
+    for result in done:
+        for name, count in result.unmapped_usage_fields.items():
+            unmapped[name] = unmapped.get(name, 0) + count
     return {
         "objects": sum(1 for r in done if r.status == "ingested"),
         "failed_objects": sum(1 for r in done if r.status == "failed"),
@@ -122,6 +128,7 @@ def summarise(results: list[ObjectResult]) -> dict[str, int]:
         "unbillable": sum(r.unbillable for r in done),
         "conflicts": sum(r.conflicts for r in done),
         "bytes": sum(r.bytes for r in done),
+        "unmapped_usage_fields": dict(sorted(unmapped.items())),
     }
 
 
@@ -484,6 +491,9 @@ def _load(
                   else validated(reader(stream, chunk_rows), source, bounds))
         for staged, rejected in prefetch(chunks):
             result.rows += staged.rows + len(rejected)
+            for name, count in staged.unmapped.items():
+                unmapped = result.unmapped_usage_fields
+                unmapped[name] = unmapped.get(name, 0) + count
             if staged.rows:
                 with pg.cursor() as cur:
                     with cur.copy(

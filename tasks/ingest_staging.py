@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
@@ -124,6 +124,8 @@ class Staged:
 
     rows: int
     data: bytes
+    # usage fields the mapping does not know, with how many records carried each
+    unmapped: dict[str, int] = field(default_factory=dict)
 
 
 def validated(
@@ -136,14 +138,17 @@ def validated(
     """
     for chunk in chunks:
         failpoint("ingest.after_read_chunk")
-        lines, rejected = stage_rows(chunk, source, bounds)
-        yield Staged(len(lines), "".join(lines).encode()), rejected
+        unmapped: dict[str, int] = {}
+        lines, rejected = stage_rows(chunk, source, bounds, unmapped)
+        yield Staged(len(lines), "".join(lines).encode(), unmapped), rejected
 
 
 def stage_rows(
-    chunk: Sequence[tuple[int, Any, Any]], source: Source, bounds: TimeBounds
+    chunk: Sequence[tuple[int, Any, Any]], source: Source, bounds: TimeBounds,
+    unmapped: dict[str, int] | None = None,
 ) -> tuple[list[str], list[RejectedRow]]:
-    """Decoded records -> their events as COPY text lines, and the rejected rows."""
+    """Decoded records -> their events as COPY text lines, and the rejected rows. ``unmapped``
+    counts the usage fields a mapping did not know, per name (docs/llm-usage.md)."""
     lines: list[str] = []
     rejected: list[RejectedRow] = []
     for row_number, record, raw in chunk:
@@ -153,6 +158,9 @@ def stage_rows(
         mapped = source.map_record(record)
         checked_all: Sequence[ValidEvent] | Rejection
         if type(mapped) is Events:
+            if mapped.unmapped and unmapped is not None:
+                for name in mapped.unmapped:
+                    unmapped[name] = unmapped.get(name, 0) + 1
             checked_all = _validated_many(mapped, bounds)
         elif isinstance(mapped, Rejection):
             checked_all = mapped

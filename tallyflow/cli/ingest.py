@@ -203,6 +203,7 @@ def ingest(
                     "run_id": summary.get("run_id"),
                     "status": summary.get("status"),
                     "seconds": summary.get("seconds"),
+                    "unmapped_usage_fields": summary.get("unmapped_usage_fields", {}),
                 },
                 default=str,
             )
@@ -216,6 +217,14 @@ def ingest(
         console.print(table)
         if summary.get("rejected"):
             console.print("See the rejected rows with [bold]tallyflow rejects[/bold].")
+        unmapped = summary.get("unmapped_usage_fields") or {}
+        if unmapped:
+            console.print(
+                "[yellow]Usage fields the mapping does not know (billed what it knows; "
+                "docs/llm-usage.md):[/yellow] "
+                + ", ".join(f"{name} ({count} records)" for name, count in unmapped.items()),
+                markup=True, highlight=False,
+            )
         if not ok:
             console.print("[red]Some objects could not be read; the next run retries them.[/red]")
     if not ok:
