@@ -146,6 +146,7 @@ def _report(summary: dict, results: list[ObjectResult]) -> None:
             "error": r.error or "",
             "unmapped_usage_fields": ", ".join(
                 f"{name} ({count})" for name, count in r.unmapped_usage_fields.items()),
+            "paths_never_matched": ", ".join(r.paths_never_matched),
         }
         for r in results
         if r.status != "skipped"

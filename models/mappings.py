@@ -108,6 +108,7 @@ for _builtin in (LAGO, CLOUDEVENTS):
 # --------------------------------------------------------------------------------------------
 
 _MISSING = object()
+MISSING = _MISSING  # what ``lookup`` gives for a path the record does not have
 
 # One step of a path: a key, a list index (digits), or ``key[field=value]``: the items of the
 # list under ``key`` whose ``field`` is ``value`` (what follows applies to each; numbers add up).

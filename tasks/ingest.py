@@ -72,6 +72,8 @@ class ObjectResult:
     error: str | None = None
     # usage fields a mapping does not know -> records carrying them (billed what was known)
     unmapped_usage_fields: dict[str, int] = field(default_factory=dict)
+    # the mapping's field paths that no record of the object matched
+    paths_never_matched: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,9 +117,12 @@ def finish_run(engine: Engine, run_id: int, results: list[ObjectResult], seconds
 def summarise(results: list[ObjectResult]) -> dict[str, Any]:
     done = [r for r in results if r.status != "skipped"]
     unmapped: dict[str, int] = {}
+    never: dict[str, int] = {}  # path -> objects in which no record matched it
     for result in done:
         for name, count in result.unmapped_usage_fields.items():
             unmapped[name] = unmapped.get(name, 0) + count
+        for path in result.paths_never_matched:
+            never[path] = never.get(path, 0) + 1
     return {
         "objects": sum(1 for r in done if r.status == "ingested"),
         "failed_objects": sum(1 for r in done if r.status == "failed"),
@@ -129,6 +134,7 @@ def summarise(results: list[ObjectResult]) -> dict[str, Any]:
         "conflicts": sum(r.conflicts for r in done),
         "bytes": sum(r.bytes for r in done),
         "unmapped_usage_fields": dict(sorted(unmapped.items())),
+        "paths_never_matched": dict(sorted(never.items())),
     }
 
 
@@ -494,6 +500,8 @@ def _load(
             for name, count in staged.unmapped.items():
                 unmapped = result.unmapped_usage_fields
                 unmapped[name] = unmapped.get(name, 0) + count
+            if staged.unmatched is not None:
+                result.paths_never_matched = sorted(staged.unmatched)
             if staged.rows:
                 with pg.cursor() as cur:
                     with cur.copy(

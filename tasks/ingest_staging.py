@@ -21,7 +21,7 @@ import orjson
 
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.events import MAX_RAW_KEPT, Rejection, TimeBounds, ValidEvent, validate_record
-from tallyflow.models.mappings import Events
+from tallyflow.models.mappings import MISSING, DeclarativeMapping, Events, lookup
 from tallyflow.tasks.sources import Source
 
 _gc_lock = threading.Lock()
@@ -126,6 +126,8 @@ class Staged:
     data: bytes
     # usage fields the mapping does not know, with how many records carried each
     unmapped: dict[str, int] = field(default_factory=dict)
+    # the mapping's paths no record of the object has matched so far (None: not tracked)
+    unmatched: frozenset[str] | None = None
 
 
 def validated(
@@ -136,11 +138,29 @@ def validated(
     All per-row Python work happens here, so the loading thread only sends one buffer and runs
     one statement per chunk; otherwise the two threads fight over the GIL on every row.
     """
+    mapping = source.mapping
+    unmatched = (set(mapping.paths(source.mapping_options))
+                 if isinstance(mapping, DeclarativeMapping) else None)
     for chunk in chunks:
         failpoint("ingest.after_read_chunk")
         unmapped: dict[str, int] = {}
         lines, rejected = stage_rows(chunk, source, bounds, unmapped)
-        yield Staged(len(lines), "".join(lines).encode(), unmapped), rejected
+        if unmatched:
+            _matched(chunk, unmatched)
+        yield Staged(len(lines), "".join(lines).encode(), unmapped,
+                     None if unmatched is None else frozenset(unmatched)), rejected
+
+
+def _matched(chunk: Sequence[tuple[int, Any, Any]], unmatched: set[str]) -> None:
+    """Strike the paths a record of the chunk matches: what is left after the whole object
+    never matched (a typo, or a provider that renamed a field), reported in the run summary.
+    Each path is looked up until it first matches, so this costs a few records' lookups."""
+    for _, record, _ in chunk:
+        if not unmatched:
+            return
+        if type(record) is dict:
+            for path in [p for p in unmatched if lookup(record, p) is not MISSING]:
+                unmatched.discard(path)
 
 
 def stage_rows(

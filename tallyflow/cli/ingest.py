@@ -204,6 +204,7 @@ def ingest(
                     "status": summary.get("status"),
                     "seconds": summary.get("seconds"),
                     "unmapped_usage_fields": summary.get("unmapped_usage_fields", {}),
+                    "paths_never_matched": summary.get("paths_never_matched", {}),
                 },
                 default=str,
             )
@@ -223,6 +224,13 @@ def ingest(
                 "[yellow]Usage fields the mapping does not know (billed what it knows; "
                 "docs/llm-usage.md):[/yellow] "
                 + ", ".join(f"{name} ({count} records)" for name, count in unmapped.items()),
+                markup=True, highlight=False,
+            )
+        never = summary.get("paths_never_matched") or {}
+        if never:
+            console.print(
+                "[yellow]Mapping paths no record matched:[/yellow] "
+                + ", ".join(f"{path} ({count} objects)" for path, count in never.items()),
                 markup=True, highlight=False,
             )
         if not ok:

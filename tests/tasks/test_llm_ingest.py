@@ -74,3 +74,16 @@ def test_a_strict_mapping_file_rejects_the_record(engine: Engine, tmp_path: Path
     with engine.connect() as conn:
         reason, field = conn.execute(text("select reason, field from rejected_rows")).one()
     assert (reason, field) == ("unmapped_usage_field", "usage.new_tokens")
+
+
+def test_a_path_no_record_matches_is_reported(engine: Engine, tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_text(_chat(1, {"prompt_tokens": 10, "completion_tokens": 1})
+                                      + "\n")
+    result = _ingest(engine, tmp_path, "openai-chat",
+                     external_subscription_id="metadata.customer|user")
+    assert result.accepted == 2
+    assert "usage.prompt_tokens_details.cached_tokens" in result.paths_never_matched
+    assert "usage.prompt_tokens" not in result.paths_never_matched
+    assert "metadata.customer|user" not in result.paths_never_matched  # one alternative did
+    never = summarise([result])["paths_never_matched"]
+    assert never["usage.completion_tokens_details.audio_tokens"] == 1
