@@ -66,6 +66,9 @@ class Mapping:
     Options: type[BaseModel] = NoOptions
     golden: Path | None = None
     expected: Path | None = None
+    # Events carry ``properties.request_id``, the provider request they bill: ingestion bills
+    # each request once across mappings (tasks/ingest_requests.py, docs/llm-usage.md).
+    request_identity: bool = False
 
     def options(self, given: AnyMapping[str, Any] | BaseModel | None) -> BaseModel:
         if isinstance(given, BaseModel):
@@ -416,6 +419,7 @@ class DeclarativeMapping(Mapping):
         self.description = spec.description
         self.source = source  # where it was read from, for messages
         self.known = spec.known_fields()
+        self.request_identity = spec.request_id is not None
         if base is not None:
             self.golden = base / spec.golden if spec.golden else None
             self.expected = base / spec.expected if spec.expected else None

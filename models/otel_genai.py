@@ -73,6 +73,7 @@ class OtelGenAI(Mapping):
         " gen_ai.request.model, subscriber from a span or resource attribute (user.id)"
     )
     Options = OtelOptions
+    request_identity = True  # gen_ai.response.id, when the span has it
 
     def map(self, record: Any, options: BaseModel) -> MapResult:
         assert isinstance(options, OtelOptions)

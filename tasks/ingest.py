@@ -39,6 +39,7 @@ from tallyflow.infra.resources import billing_engine
 from tallyflow.models.events import Reason, Rejection, TimeBounds
 from tallyflow.tasks.ingest_columnar import applies as columnar
 from tallyflow.tasks.ingest_columnar import staged_jsonl
+from tallyflow.tasks.ingest_requests import withhold_repeated_requests
 from tallyflow.tasks.ingest_staging import (
     STAGING,
     RejectedRow,
@@ -519,6 +520,16 @@ def _load(
     if not staged_rows:
         return
     wait_turn()
+    if getattr(source.mapping, "request_identity", False):
+        # one LLM request billed once across mappings (tasks/ingest_requests.py)
+        withheld = withhold_repeated_requests(conn, object_id, source.mapping.name)
+        if withheld.conflicts:
+            _copy_rejected(pg, object_id, withheld.conflicts)
+        result.conflicts += len(withheld.conflicts)
+        result.duplicates += withheld.duplicates
+        staged_rows -= withheld.events
+        if not staged_rows:
+            return
     conn.execute(_MERGE_SETTINGS)
     counts = _merge(conn, object_id)
     failpoint("ingest.after_merge")

@@ -142,6 +142,24 @@ events = Table(
 )
 
 
+# The provider request behind LLM events (migration 0022, tasks/ingest_requests.py): one row per
+# request identity a mapping derives (``properties.request_id``), written with the events of the
+# record that billed it: its subscriber, mapping and split (type -> tokens). A later record of
+# the same request through another mapping, or with another split, is withheld: not billed
+# twice (docs/architecture.md §3, invariant 2).
+event_requests = Table(
+    "event_requests",
+    metadata,
+    Column("request_id", Text(collation="C"), primary_key=True),
+    Column("external_subscription_id", Text(collation="C"), nullable=False),
+    Column("mapping", Text, nullable=False),
+    Column("split", JSONB, nullable=False),
+    Column("object_id", BigInteger, nullable=False),
+    Column("row_number", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
 rejected_rows = Table(
     "rejected_rows",
     metadata,

@@ -1,0 +1,41 @@
+"""event_requests: the provider request each LLM record reports, and which record billed it
+
+Revision ID: 0022
+Revises: 0017
+Create Date: 2026-12-07
+
+Why: the same LLM request can reach Tallyflow twice, through two mappings (a LiteLLM spend log
+and the OpenAI response it proxied), split differently into token types, so their events have
+different keys and the event key alone would bill both (docs/architecture.md §3, invariant 2).
+One row per request identity, written in the transaction that stores the events of the record
+that owns it; a later record naming the same request is withheld (tasks/ingest_requests.py).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision = "0022"
+down_revision = "0017"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "event_requests",
+        sa.Column("request_id", sa.Text(collation="C"), primary_key=True),
+        sa.Column("external_subscription_id", sa.Text(collation="C"), nullable=False),
+        sa.Column("mapping", sa.Text, nullable=False),
+        sa.Column("split", JSONB, nullable=False),
+        sa.Column("object_id", sa.BigInteger, nullable=False),
+        sa.Column("row_number", sa.BigInteger, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+                  server_default=sa.func.now()),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("event_requests")
