@@ -143,7 +143,8 @@ def path_problem(path: str) -> str | None:
 def lookup(record: Any, path: str) -> Any:
     """``a.b.0.c`` into nested objects and lists; ``x|y`` takes the first present; missing or
     null gives ``_MISSING``. ``a[ttl=1h].n`` adds up ``n`` of the items of list ``a`` whose
-    ``ttl`` is ``1h`` (missing when none has it)."""
+    ``ttl`` is ``1h`` (missing when none has it); ``a[type=x]`` at the end counts them (uses
+    billed per call, such as OpenAI's web search calls)."""
     for alternative in _parts(path):
         value = _walk(record, alternative, 0)
         if value is not _MISSING:
@@ -159,6 +160,10 @@ def _walk(value: Any, steps: tuple[str | int | _Select, ...], start: int) -> Any
             items = value.get(part.key) if kind is dict else None
             if type(items) is not list:
                 return _MISSING
+            if index + 1 == len(steps):  # ends at the selection: count the items
+                count = sum(1 for item in items
+                            if type(item) is dict and str(item.get(part.field)) == part.value)
+                return count if count else _MISSING
             total: Any = _MISSING
             for item in items:
                 if type(item) is dict and str(item.get(part.field)) == part.value:

@@ -14,6 +14,7 @@ import pytest
 
 from tallyflow.models.events import Rejection
 from tallyflow.models.mappings import (
+    MISSING,
     DeclarativeMapping,
     Events,
     MappingInvalid,
@@ -138,7 +139,9 @@ def test_lookup_selects_list_items() -> None:
     assert lookup(record, "d[t=1h].n") == Decimal(6)
     assert lookup(record, "d[t=5m].n") == Decimal(3)
     assert lookup(record, "d[t=2h].n|d.0.n") == 2
-    assert lookup({"d": {"t": "1h"}}, "d[t=1h].n") is not None  # missing sentinel, not a value
+    assert lookup(record, "d[t=1h]") == 2  # ending at the selection counts the items
+    assert lookup(record, "d[t=2h]") is MISSING
+    assert lookup({"d": {"t": "1h"}}, "d[t=1h].n") is MISSING
 
 
 @pytest.mark.parametrize(
