@@ -411,7 +411,7 @@ def describe_errors(where: str, error: ValidationError,
         at = place(loc) if place is not None else None
         name = ".".join(str(p) for p in loc) or "(top)"
         message = str(e["msg"]).removeprefix("Value error, ")
-        problems.append(f"{name}{f' ({at})' if at else ''}: {message}")
+        problems.append(f"{name}: {message}{f' ({at})' if at else ''}")
     return f"{where}: " + "; ".join(problems)
 
 

@@ -46,7 +46,7 @@ def _places(text: str, loader: Any) -> Callable[[tuple[Any, ...]], str | None]:
             node = yaml.compose(text, Loader=loader)
         except yaml.YAMLError:
             return None
-        found = node
+        root = found = node
         for part in loc:
             if isinstance(node, yaml.MappingNode):
                 node = next((v for k, v in node.value if k.value == str(part)), None)
@@ -58,7 +58,7 @@ def _places(text: str, loader: Any) -> Callable[[tuple[Any, ...]], str | None]:
             if node is None:
                 break
             found = node
-        if found is None:
+        if found is None or found is root:  # a missing key: no place to show
             return None
         mark = found.start_mark
         return f"line {mark.line + 1}, column {mark.column + 1}"
