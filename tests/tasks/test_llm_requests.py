@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from tallyflow.infra import failpoints
 from tallyflow.tasks.ingest import ingest_object, register_objects
 from tallyflow.tasks.sources import SourceSpec, build_source
 
@@ -99,3 +100,27 @@ def test_a_different_subscriber_for_the_same_request_is_a_conflict(
         subscribers = conn.execute(text(
             "select distinct external_subscription_id from events")).scalars().all()
     assert subscribers == ["sub_acme"]
+
+
+def test_a_crash_after_the_merge_leaves_no_request_owned(engine: Engine, tmp_path: Path) -> None:
+    """The request ledger commits with the events: a failure after the merge rolls back both,
+    and the rerun bills the request once, still owned by its first source."""
+    folder = tmp_path / "gw"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(json.dumps(CHAT) + "\n")
+    source = build_source(SourceSpec(url=folder.as_uri(), mapping="openai-chat"))
+    (object_id,) = register_objects(engine, source, source.list())
+
+    def boom(_: Any) -> None:
+        raise RuntimeError("injected after the merge")
+
+    with failpoints.hooked("ingest.after_merge", boom):
+        failed = ingest_object(engine, source, object_id)
+    assert failed.status == "failed"
+    with engine.connect() as conn:
+        assert conn.execute(text("select count(*) from event_requests")).scalar_one() == 0
+    assert _billed(engine) == {}
+    assert ingest_object(engine, source, object_id).accepted == 3
+    later = _ingest(engine, tmp_path / "ll", "b.jsonl", "litellm-spend", SPEND_BARE)
+    assert (later.accepted, later.conflicts) == (0, 2)
+    assert _billed(engine) == {"input": 176, "cache_read": 1024, "output": 80}
