@@ -28,11 +28,13 @@ def test_bedrock_invocation_logs_as_bedrock_writes_them(engine: Engine, tmp_path
     (tmp_path / "1234_bedrock_log_0001.json.gz").write_bytes(gzip.compress(lines))
     result = _ingest(engine, tmp_path, "bedrock-invocation-log")
     assert result.status == "ingested", result.error
-    assert (result.accepted, result.rejected) == (3, 1)
+    assert (result.accepted, result.rejected) == (7, 1)
     with engine.connect() as conn:
         tokens = dict(conn.execute(text(
-            "select properties->>'type', (properties->>'tokens')::int from events")).all())
-    assert tokens == {"input": 35, "cache_read": 200, "output": 446}
+            "select properties->>'type', sum((properties->>'tokens')::int) from events"
+            " group by 1")).all())
+    assert tokens == {"input": 55, "cache_read": 200, "cache_write": 500, "cache_write_1h": 1000,
+                      "output": 496}
 
 
 def _chat(n: int, usage: dict[str, Any]) -> str:
