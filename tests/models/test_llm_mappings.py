@@ -11,6 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tallyflow.models.events import Rejection
 from tallyflow.models.mappings import (
@@ -234,3 +236,39 @@ def test_otel_cached_tokens_come_out_of_input_and_old_names_bill() -> None:
     assert isinstance(refused, Rejection) and refused.reason == "unmapped_usage_field"
     too_many = _span("y", "chat", input_tokens=10, **{"cache_read.input_tokens": 11})
     assert isinstance(_otel(too_many), Rejection)
+
+
+@given(prompt=st.integers(0, 10**7), completion=st.integers(0, 10**7),
+       cached=st.integers(0, 10**6), audio_in=st.integers(0, 10**6),
+       audio_out=st.integers(0, 10**6), reasoning=st.integers(0, 10**6))
+def test_openai_chat_bills_every_token_once(prompt: int, completion: int, cached: int,
+                                            audio_in: int, audio_out: int,
+                                            reasoning: int) -> None:
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion,
+             "total_tokens": prompt + completion,
+             "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": audio_in},
+             "completion_tokens_details": {"audio_tokens": audio_out,
+                                           "reasoning_tokens": reasoning}}
+    result = _chat(usage)
+    if cached + audio_in > prompt or audio_out > completion:
+        assert isinstance(result, Rejection) and result.reason == "invalid_number"
+        return
+    assert sum(e["properties"]["tokens"] for e in result) == prompt + completion
+
+
+@given(input_=st.integers(0, 10**6), read=st.integers(0, 10**6), five=st.integers(0, 10**6),
+       hour=st.integers(0, 10**6), output=st.integers(0, 10**6))
+def test_anthropic_bills_every_token_once_at_its_ttl(input_: int, read: int, five: int,
+                                                      hour: int, output: int) -> None:
+    mapping = plugins.mappings()["anthropic-messages"]
+    record = {"id": "m", "metadata": {"user_id": "s"}, "timestamp": "2025-11-24T16:00:00Z",
+              "usage": {"input_tokens": input_, "cache_read_input_tokens": read,
+                        "cache_creation_input_tokens": five + hour,
+                        "cache_creation": {"ephemeral_5m_input_tokens": five,
+                                           "ephemeral_1h_input_tokens": hour},
+                        "output_tokens": output}}
+    result = mapping.map(record, mapping.options({}))
+    billed = {e["properties"]["type"]: e["properties"]["tokens"] for e in result}
+    assert billed.get("cache_write", 0) == five and billed.get("cache_write_1h", 0) == hour
+    assert sum(billed.values()) == input_ + read + five + hour + output
+    assert not result.unmapped
