@@ -112,7 +112,33 @@ def finish_run(engine: Engine, run_id: int, results: list[ObjectResult], seconds
             ),
             {**summary, "status": status, "seconds": round(seconds, 3), "id": run_id},
         )
+    _record_mapping_report(engine, "ingest_runs", run_id, summary["unmapped_usage_fields"],
+                           summary["paths_never_matched"])
     return {"run_id": run_id, "status": status, **summary, "seconds": round(seconds, 3)}
+
+
+def _record_mapping_report(conn: Engine | Connection, table: str, row_id: int,
+                           unmapped: dict[str, int], never: Any) -> None:
+    """What the mapping did not know (usage fields) or never found (paths), kept apart from
+    the row counts: only written when there is something to say."""
+    if not unmapped and not never:
+        return
+    statement = _REPORT_SQL[table]
+    params = {"id": row_id, "u": orjson.dumps(unmapped).decode(),
+              "p": orjson.dumps(never).decode()}
+    if isinstance(conn, Engine):
+        with conn.begin() as tx:
+            tx.execute(statement, params)
+    else:
+        conn.execute(statement, params)
+
+
+_REPORT_SQL = {
+    "ingest_runs": text("update ingest_runs set unmapped_usage_fields = cast(:u as jsonb),"
+                        " paths_never_matched = cast(:p as jsonb) where id = :id"),
+    "ingest_objects": text("update ingest_objects set unmapped_usage_fields = cast(:u as jsonb),"
+                           " paths_never_matched = cast(:p as jsonb) where id = :id"),
+}
 
 
 def summarise(results: list[ObjectResult]) -> dict[str, Any]:
@@ -290,6 +316,8 @@ def ingest_object(
             result.seconds = time.perf_counter() - started
             failpoint("ingest.before_ledger")
             _record(conn, result, run_id)
+            _record_mapping_report(conn, "ingest_objects", object_id,
+                                   result.unmapped_usage_fields, result.paths_never_matched)
             failpoint("ingest.before_commit")
     with _COMMITTED:  # wakes the objects of this process that wait for this one
         _COMMITTED.notify_all()

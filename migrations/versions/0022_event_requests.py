@@ -1,4 +1,5 @@
-"""event_requests: the provider request each LLM record reports, and which record billed it
+"""event_requests: the provider request each LLM record reports, and which record billed it;
+the mapping report of each object and run (unknown usage fields, paths never matched)
 
 Revision ID: 0022
 Revises: 0017
@@ -9,6 +10,9 @@ and the OpenAI response it proxied), split differently into token types, so thei
 different keys and the event key alone would bill both (docs/architecture.md §3, invariant 2).
 One row per request identity, written in the transaction that stores the events of the record
 that owns it; a later record naming the same request is withheld (tasks/ingest_requests.py).
+``unmapped_usage_fields`` and ``paths_never_matched`` on ``ingest_objects`` and ``ingest_runs``
+keep what a run found its mapping did not know, so a provider's new usage field is seen the day
+it appears (docs/llm-usage.md); constant defaults, so adding them rewrites no row.
 """
 
 from __future__ import annotations
@@ -37,5 +41,15 @@ def upgrade() -> None:
     )
 
 
+    for table, never in (("ingest_objects", "'[]'::jsonb"), ("ingest_runs", "'{}'::jsonb")):
+        op.add_column(table, sa.Column("unmapped_usage_fields", JSONB, nullable=False,
+                                       server_default=sa.text("'{}'::jsonb")))
+        op.add_column(table, sa.Column("paths_never_matched", JSONB, nullable=False,
+                                       server_default=sa.text(never)))
+
+
 def downgrade() -> None:
+    for table in ("ingest_objects", "ingest_runs"):
+        op.drop_column(table, "paths_never_matched")
+        op.drop_column(table, "unmapped_usage_fields")
     op.drop_table("event_requests")

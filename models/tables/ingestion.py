@@ -71,6 +71,10 @@ ingest_runs = Table(
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
     Column("error", Text),
+    # Migration 0022: usage fields no mapping knew (name -> records) and mapping paths no
+    # record matched (path -> objects): a provider change is seen the day it happens.
+    Column("unmapped_usage_fields", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("paths_never_matched", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
 )
 
@@ -105,6 +109,9 @@ ingest_objects = Table(
     # The source that read it (kind; mapping, format and options as JSON): re-ingest uses them.
     Column("source_kind", Text, nullable=False, server_default=text("'fsspec'")),
     Column("source_spec", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Migration 0022: as on ingest_runs, for this object (paths: a list).
+    Column("unmapped_usage_fields", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("paths_never_matched", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     UniqueConstraint("source", "path", "version"),
     CheckConstraint("status in ('pending', 'ingested', 'failed')", name="status"),
     Index("ix_ingest_objects_pending", "source", postgresql_where=text("status <> 'ingested'")),

@@ -11,7 +11,13 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from tallyflow.tasks.ingest import ingest_object, register_objects, summarise
+from tallyflow.tasks.ingest import (
+    finish_run,
+    ingest_object,
+    register_objects,
+    start_run,
+    summarise,
+)
 from tallyflow.tasks.mappings import HERE, load_file
 from tallyflow.tasks.sources import SourceSpec, build_source
 
@@ -89,3 +95,23 @@ def test_a_path_no_record_matches_is_reported(engine: Engine, tmp_path: Path) ->
     assert "metadata.customer|user" not in result.paths_never_matched  # one alternative did
     never = summarise([result])["paths_never_matched"]
     assert never["usage.completion_tokens_details.audio_tokens"] == 1
+
+
+def test_the_mapping_report_is_kept_with_the_object_and_the_run(
+    engine: Engine, tmp_path: Path
+) -> None:
+    (tmp_path / "a.jsonl").write_text(_chat(1, {"prompt_tokens": 10, "completion_tokens": 1,
+                                                "surprise_tokens": 2}) + "\n")
+    source = build_source(SourceSpec(url=tmp_path.as_uri(), mapping="openai-chat"))
+    run_id = start_run(engine, source.key, None)
+    (object_id,) = register_objects(engine, source, source.list())
+    result = ingest_object(engine, source, object_id, run_id)
+    finish_run(engine, run_id, [result], 0.1)
+    with engine.connect() as conn:
+        kept = conn.execute(text(
+            "select unmapped_usage_fields, paths_never_matched from ingest_objects")).one()
+        run = conn.execute(text(
+            "select unmapped_usage_fields, paths_never_matched from ingest_runs")).one()
+    assert kept[0] == {"usage.surprise_tokens": 1} == run[0]
+    assert "usage.prompt_tokens_details.cached_tokens" in kept[1]
+    assert run[1]["usage.prompt_tokens_details.cached_tokens"] == 1
