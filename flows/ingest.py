@@ -147,6 +147,9 @@ def _report(summary: dict, results: list[ObjectResult]) -> None:
             "conflicts": r.conflicts,
             "seconds": round(r.seconds, 3),
             "error": r.error or "",
+            "unmapped_usage_fields": ", ".join(
+                f"{name} ({count})" for name, count in r.unmapped_usage_fields.items()),
+            "paths_never_matched": ", ".join(r.paths_never_matched),
         }
         for r in results
         if r.status != "skipped"
@@ -162,6 +165,8 @@ def _report(summary: dict, results: list[ObjectResult]) -> None:
             f"{summary['duplicates']} duplicates, {summary['unbillable']} unbillable, "
             f"{summary['conflicts']} conflicting duplicates, "
             f"{summary['failed_objects']} failed"
+            + (f"; usage fields no mapping knows: {', '.join(summary['unmapped_usage_fields'])}"
+               if summary.get("unmapped_usage_fields") else "")
         ),
     )
 

@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import orjson
@@ -46,6 +46,7 @@ from tallyflow.models.events import (
 )
 from tallyflow.tasks.ingest_columnar import applies as columnar
 from tallyflow.tasks.ingest_columnar import staged_jsonl
+from tallyflow.tasks.ingest_requests import withhold_repeated_requests
 from tallyflow.tasks.ingest_staging import (
     STAGING,
     RejectedRow,
@@ -86,6 +87,10 @@ class ObjectResult:
     records_emitted: int = 0
     records_empty: int = 0
     events: int = 0
+    # usage fields a mapping does not know -> records carrying them (billed what was known)
+    unmapped_usage_fields: dict[str, int] = field(default_factory=dict)
+    # the mapping's field paths that no record of the object matched
+    paths_never_matched: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,11 +130,44 @@ def finish_run(engine: Engine, run_id: int, results: list[ObjectResult], seconds
             ),
             {**summary, "status": status, "seconds": round(seconds, 3), "id": run_id},
         )
+    _record_mapping_report(engine, "ingest_runs", run_id, summary["unmapped_usage_fields"],
+                           summary["paths_never_matched"])
     return {"run_id": run_id, "status": status, **summary, "seconds": round(seconds, 3)}
 
 
-def summarise(results: list[ObjectResult]) -> dict[str, int]:
+def _record_mapping_report(conn: Engine | Connection, table: str, row_id: int,
+                           unmapped: dict[str, int], never: Any) -> None:
+    """What the mapping did not know (usage fields) or never found (paths), kept apart from
+    the row counts: only written when there is something to say."""
+    if not unmapped and not never:
+        return
+    statement = _REPORT_SQL[table]
+    params = {"id": row_id, "u": orjson.dumps(unmapped).decode(),
+              "p": orjson.dumps(never).decode()}
+    if isinstance(conn, Engine):
+        with conn.begin() as tx:
+            tx.execute(statement, params)
+    else:
+        conn.execute(statement, params)
+
+
+_REPORT_SQL = {
+    "ingest_runs": text("update ingest_runs set unmapped_usage_fields = cast(:u as jsonb),"
+                        " paths_never_matched = cast(:p as jsonb) where id = :id"),
+    "ingest_objects": text("update ingest_objects set unmapped_usage_fields = cast(:u as jsonb),"
+                           " paths_never_matched = cast(:p as jsonb) where id = :id"),
+}
+
+
+def summarise(results: list[ObjectResult]) -> dict[str, Any]:
     done = [r for r in results if r.status != "skipped"]
+    unmapped: dict[str, int] = {}
+    never: dict[str, int] = {}  # path -> objects in which no record matched it
+    for result in done:
+        for name, count in result.unmapped_usage_fields.items():
+            unmapped[name] = unmapped.get(name, 0) + count
+        for path in result.paths_never_matched:
+            never[path] = never.get(path, 0) + 1
     return {
         "objects": sum(1 for r in done if r.status == "ingested"),
         "failed_objects": sum(1 for r in done if r.status == "failed"),
@@ -141,6 +179,8 @@ def summarise(results: list[ObjectResult]) -> dict[str, int]:
         "conflicts": sum(r.conflicts for r in done),
         "bytes": sum(r.bytes for r in done),
         **{name: sum(getattr(r, name) for r in done) for name in ACCOUNTING},
+        "unmapped_usage_fields": dict(sorted(unmapped.items())),
+        "paths_never_matched": dict(sorted(never.items())),
     }
 
 
@@ -300,6 +340,8 @@ def ingest_object(
             result.seconds = time.perf_counter() - started
             failpoint("ingest.before_ledger")
             _record(conn, result, run_id)
+            _record_mapping_report(conn, "ingest_objects", object_id,
+                                   result.unmapped_usage_fields, result.paths_never_matched)
             failpoint("ingest.before_commit")
     with _COMMITTED:  # wakes the objects of this process that wait for this one
         _COMMITTED.notify_all()
@@ -514,6 +556,11 @@ def _load(
             result.records_empty += staged.empty
             result.records_emitted += staged.records - staged.empty - len(rejected)
             result.events += staged.rows
+            for name, count in staged.unmapped.items():
+                unmapped = result.unmapped_usage_fields
+                unmapped[name] = unmapped.get(name, 0) + count
+            if staged.unmatched is not None:
+                result.paths_never_matched = sorted(staged.unmatched)
             if staged.rows:
                 with pg.cursor() as cur:
                     with cur.copy(
@@ -531,6 +578,16 @@ def _load(
     if not staged_rows:
         return
     wait_turn()
+    if getattr(source.mapping, "request_identity", False):
+        # one LLM request billed once across mappings (tasks/ingest_requests.py)
+        withheld = withhold_repeated_requests(conn, object_id, source.mapping.name)
+        if withheld.conflicts:
+            _copy_rejected(pg, object_id, withheld.conflicts)
+        result.conflicts += len(withheld.conflicts)
+        result.duplicates += withheld.duplicates
+        staged_rows -= withheld.events
+        if not staged_rows:
+            return
     conn.execute(_MERGE_SETTINGS)
     counts = _merge(conn, object_id)
     failpoint("ingest.after_merge")

@@ -14,14 +14,14 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.events import MAX_RAW_KEPT, Rejection, TimeBounds, ValidEvent, validate_record
-from tallyflow.models.mappings import Events
+from tallyflow.models.mappings import MISSING, DeclarativeMapping, Events, lookup
 from tallyflow.tasks.sources import Source
 
 _gc_lock = threading.Lock()
@@ -132,6 +132,10 @@ class Staged:
     data: bytes
     records: int = 0
     empty: int = 0
+    # usage fields the mapping does not know, with how many records carried each
+    unmapped: dict[str, int] = field(default_factory=dict)
+    # the mapping's paths no record of the object has matched so far (None: not tracked)
+    unmatched: frozenset[str] | None = None
 
 
 def validated(
@@ -142,18 +146,39 @@ def validated(
     All per-row Python work happens here, so the loading thread only sends one buffer and runs
     one statement per chunk; otherwise the two threads fight over the GIL on every row.
     """
+    mapping = source.mapping
+    unmatched = (set(mapping.paths(source.mapping_options))
+                 if isinstance(mapping, DeclarativeMapping) else None)
     for chunk in chunks:
         failpoint("ingest.after_read_chunk")
-        lines, rejected, empty = stage_rows(chunk, source, bounds)
-        yield Staged(len(lines), "".join(lines).encode(), len(chunk), empty), rejected
+        unmapped: dict[str, int] = {}
+        lines, rejected, empty = stage_rows(chunk, source, bounds, unmapped)
+        if unmatched:
+            _matched(chunk, unmatched)
+        yield Staged(len(lines), "".join(lines).encode(), len(chunk), empty, unmapped,
+                     None if unmatched is None else frozenset(unmatched)), rejected
+
+
+def _matched(chunk: Sequence[tuple[int, Any, Any]], unmatched: set[str]) -> None:
+    """Strike the paths a record of the chunk matches: what is left after the whole object
+    never matched (a typo, or a provider that renamed a field), reported in the run summary.
+    Each path is looked up until it first matches, so this costs a few records' lookups."""
+    for _, record, _ in chunk:
+        if not unmatched:
+            return
+        if type(record) is dict:
+            for path in [p for p in unmatched if lookup(record, p) is not MISSING]:
+                unmatched.discard(path)
 
 
 def stage_rows(
-    chunk: Sequence[tuple[int, Any, Any]], source: Source, bounds: TimeBounds
+    chunk: Sequence[tuple[int, Any, Any]], source: Source, bounds: TimeBounds,
+    unmapped: dict[str, int] | None = None,
 ) -> tuple[list[str], list[RejectedRow], int]:
     """Decoded records -> their events as COPY text lines, the rejected rows, and how many
     records gave no event at all (``no_usage``: counted, never stored, so a mapping path that
-    matches nothing shows as a count instead of vanishing)."""
+    matches nothing shows as a count instead of vanishing). ``unmapped`` counts the usage
+    fields a mapping did not know, per name (docs/llm-usage.md)."""
     lines: list[str] = []
     rejected: list[RejectedRow] = []
     empty = 0
@@ -164,6 +189,9 @@ def stage_rows(
         mapped = source.map_record(record)
         checked_all: Sequence[ValidEvent] | Rejection
         if type(mapped) is Events:
+            if mapped.unmapped and unmapped is not None:
+                for name in mapped.unmapped:
+                    unmapped[name] = unmapped.get(name, 0) + 1
             checked_all = _validated_many(mapped, bounds)
         elif isinstance(mapped, Rejection):
             checked_all = mapped

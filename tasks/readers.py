@@ -275,7 +275,8 @@ def read_jsonl(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
 
 
 def read_json(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
-    """A JSON array of events or Lago's batch body ``{"events": [...]}``.
+    """A JSON array of events or Lago's batch body ``{"events": [...]}`` -- or, when the
+    object is one JSON record per line, those records (as ``read_jsonl``).
 
     A JSON document has to be parsed whole, so this format is for API-sized batches; large
     objects belong in JSON Lines, CSV or Parquet, which stream.
@@ -290,6 +291,11 @@ def read_json(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
             data.decode("utf-8")
         except UnicodeDecodeError as decode_exc:
             raise ObjectUnreadable(f"not UTF-8 (byte {decode_exc.start})") from decode_exc
+        if _one_document_per_line(data):
+            # Bedrock's invocation logs (and CloudWatch exports) are ``.json(.gz)`` objects
+            # with one JSON record per line: read as JSON Lines, a bad line rejected alone
+            yield from read_jsonl(io.BytesIO(data), chunk_size)
+            return
         raise ObjectUnreadable(f"not valid JSON: {exc}") from exc
     if isinstance(document, dict) and isinstance(document.get("events"), list):
         records = document["events"]
@@ -306,6 +312,17 @@ def read_json(stream: IO[bytes], chunk_size: int) -> Iterator[Chunk]:
             (start + i + 1, record, None)
             for i, record in enumerate(records[start : start + chunk_size])
         ]
+
+
+def _one_document_per_line(data: bytes) -> bool:
+    """The first two non-empty lines are each a whole JSON object: JSON Lines named .json."""
+    lines = [line for line in data.split(b"\n", 3)[:3] if line.strip()][:2]
+    if len(lines) < 2:
+        return False
+    try:
+        return all(isinstance(orjson.loads(line), dict) for line in lines)
+    except orjson.JSONDecodeError:
+        return False
 
 
 def _nest_properties(flat: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from tallyflow.models.tables.catalog import (
 from tallyflow.models.tables.ingestion import (
     RUN_STATUSES,
     event_archives,
+    event_requests,
     event_voids,
     events,
     ingest_objects,
@@ -67,6 +68,7 @@ __all__ = [
     "charges",
     "customers",
     "event_archives",
+    "event_requests",
     "event_voids",
     "events",
     "ingest_objects",

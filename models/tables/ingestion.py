@@ -77,6 +77,10 @@ ingest_runs = Table(
     Column("records_emitted", BigInteger, nullable=False, server_default=text("0")),
     Column("records_empty", BigInteger, nullable=False, server_default=text("0")),
     Column("events", BigInteger, nullable=False, server_default=text("0")),
+    # migration 0019: usage fields no mapping knew (name -> records) and mapping paths no
+    # record matched (path -> objects): a provider change is seen the day it happens.
+    Column("unmapped_usage_fields", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("paths_never_matched", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
 )
 
@@ -117,6 +121,9 @@ ingest_objects = Table(
     Column("records_emitted", BigInteger, nullable=False, server_default=text("0")),
     Column("records_empty", BigInteger, nullable=False, server_default=text("0")),
     Column("events", BigInteger, nullable=False, server_default=text("0")),
+    # migration 0019: as on ingest_runs, for this object (paths: a list).
+    Column("unmapped_usage_fields", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("paths_never_matched", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     UniqueConstraint("source", "path", "version"),
     CheckConstraint("status in ('pending', 'ingested', 'failed')", name="status"),
     Index("ix_ingest_objects_pending", "source", postgresql_where=text("status <> 'ingested'")),
@@ -151,6 +158,24 @@ events = Table(
     Column("voided_at", DateTime(timezone=True)),
     Index("ix_events_object_brin", "object_id", postgresql_using="brin"),
     Index("ix_events_id_brin", "id", postgresql_using="brin"),
+)
+
+
+# The provider request behind LLM events (migration 0019, tasks/ingest_requests.py): one row per
+# request identity a mapping derives (``properties.request_id``), written with the events of the
+# record that billed it: its subscriber, mapping and split (type -> tokens). A later record of
+# the same request through another mapping, or with another split, is withheld: not billed
+# twice (docs/architecture.md §3, invariant 2).
+event_requests = Table(
+    "event_requests",
+    metadata,
+    Column("request_id", Text(collation="C"), primary_key=True),
+    Column("external_subscription_id", Text(collation="C"), nullable=False),
+    Column("mapping", Text, nullable=False),
+    Column("split", JSONB, nullable=False),
+    Column("object_id", BigInteger, nullable=False),
+    Column("row_number", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 

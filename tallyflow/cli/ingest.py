@@ -114,6 +114,7 @@ def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
     app.add_typer(rejects_app, name="rejects")
     app.add_typer(sources_app, name="sources")
+    app.add_typer(mappings_app, name="mappings")
 
 
 def parse_pairs(pairs: list[str] | None, flag: str) -> dict[str, Any]:
@@ -207,6 +208,8 @@ def ingest(
                     "run_id": summary.get("run_id"),
                     "status": summary.get("status"),
                     "seconds": summary.get("seconds"),
+                    "unmapped_usage_fields": summary.get("unmapped_usage_fields", {}),
+                    "paths_never_matched": summary.get("paths_never_matched", {}),
                 },
                 default=str,
             )
@@ -223,6 +226,21 @@ def ingest(
         if summary.get("records_empty"):
             console.print(f"{summary['records_empty']} record(s) gave no event (no_usage): "
                           "no count at the mapping's paths (see docs/data-quality.md).")
+        unmapped = summary.get("unmapped_usage_fields") or {}
+        if unmapped:
+            console.print(
+                "[yellow]Usage fields the mapping does not know (billed what it knows; "
+                "docs/llm-usage.md):[/yellow] "
+                + ", ".join(f"{name} ({count} records)" for name, count in unmapped.items()),
+                markup=True, highlight=False,
+            )
+        never = summary.get("paths_never_matched") or {}
+        if never:
+            console.print(
+                "[yellow]Mapping paths no record matched:[/yellow] "
+                + ", ".join(f"{path} ({count} objects)" for path, count in never.items()),
+                markup=True, highlight=False,
+            )
         if not ok:
             console.print("[red]Some objects could not be read; the next run retries them.[/red]")
     if not ok:
@@ -427,3 +445,47 @@ def sources_list(as_json: bool = typer.Option(False, "--json")) -> None:
 def _option_text(option: dict[str, Any]) -> str:
     default = "required" if option["required"] else f"default {option['default']!r}"
     return f"{option['name']} ({default}): {option['description']}".rstrip(": ")
+
+
+mappings_app = typer.Typer(help="Record mappings: try one on an object.")
+
+
+@mappings_app.command("preview")
+def mappings_preview(
+    mapping: str = typer.Argument(..., help="A mapping file (.yaml/.json) or a mapping's name"),
+    obj: str = typer.Argument(..., metavar="OBJECT", help="A local file or an object URL"),
+    rows: int = typer.Option(20, "--rows", min=1, help="Read at most this many records."),
+    mapping_option: list[str] | None = typer.Option(
+        None, "--mapping-option", help="A mapping option, key=value (repeat), e.g. timezone=UTC"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the preview as one JSON object."),
+) -> None:
+    """The events a mapping would give for the first records of OBJECT, and the records it
+    would reject; nothing is written."""
+    from dataclasses import asdict
+
+    from tallyflow.tasks.mapping_preview import preview
+
+    if Path(mapping).suffix.lower() in (".yaml", ".yml", ".json") and Path(mapping).exists():
+        mapping = str(Path(mapping).resolve())
+    try:
+        found = preview(mapping, obj, rows, parse_pairs(mapping_option, "--mapping-option"))
+    except FileNotFoundError:  # a bad mapping file or source is a UserError already
+        raise UserError(f"no object {obj!r}", "give a file path or an object URL") from None
+    if as_json:
+        typer.echo(json.dumps(asdict(found), default=str))
+        return
+    for event in found.events:
+        typer.echo(json.dumps(event, default=str))
+    console = Console(stderr=True)
+    for reject in found.rejects:
+        console.print(f"row {reject['row']} rejected ({reject['reason']}, "
+                      f"{reject['field']}): {reject['message']}", markup=False, highlight=False)
+    console.print(f"{found.records} record(s) read: {len(found.events)} event(s), "
+                  f"{len(found.rejects)} rejected; nothing written", highlight=False)
+    if found.unmapped_usage_fields:
+        console.print("usage fields the mapping does not know: "
+                      + ", ".join(found.unmapped_usage_fields), markup=False, highlight=False)
+    if found.paths_never_matched:
+        console.print("paths no record matched: " + ", ".join(found.paths_never_matched),
+                      markup=False, highlight=False)

@@ -83,7 +83,7 @@ AREAS = ("db", "catalog", "ingest", "events", "usage", "billing", "subscriptions
 COMMANDS: dict[str, str] = {
     "db": "db",
     "apply": "catalog", "catalog": "catalog",
-    "ingest": "ingest", "rejects": "ingest", "sources": "ingest",
+    "ingest": "ingest", "rejects": "ingest", "sources": "ingest", "mappings": "ingest",
     "events": "events",
     "usage": "usage", "snapshot": "usage",
     "billing": "billing",

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,37 @@ def _load(path: Path, loader: Any) -> DeclarativeMapping:
     except (ValueError, yaml.YAMLError) as exc:
         raise MappingInvalid(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: "
                              f"{' '.join(str(exc).split())[:300]}") from None
-    return DeclarativeMapping.from_data(data, str(path), base=path.parent)
+    place = None if path.suffix.lower() == ".json" else _places(text, loader)
+    return DeclarativeMapping.from_data(data, str(path), base=path.parent, place=place)
+
+
+def _places(text: str, loader: Any) -> Callable[[tuple[Any, ...]], str | None]:
+    """Where a validation error's location is in the YAML text: "line L, column C" of the
+    value (of the deepest part of the location that exists), so a bad path is found at once."""
+
+    def place(loc: tuple[Any, ...]) -> str | None:
+        try:
+            node = yaml.compose(text, Loader=loader)
+        except yaml.YAMLError:
+            return None
+        root = found = node
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                node = next((v for k, v in node.value if k.value == str(part)), None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) \
+                    and part < len(node.value):
+                node = node.value[part]
+            else:
+                node = None
+            if node is None:
+                break
+            found = node
+        if found is None or found is root:  # a missing key: no place to show
+            return None
+        mark = found.start_mark
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    return place
 
 
 def is_mapping_file(name: str) -> bool:

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tallyflow.models.mappings import DeclarativeMapping
+from tallyflow.models.otel_genai import _TYPES as OTEL_TYPES
 from tallyflow.tasks import plugins
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.ingest import ingest_object, register_objects
@@ -31,6 +32,15 @@ def test_every_type_a_mapping_emits_is_priced(name: str) -> None:
     assert mapping.spec.code.const == "llm_tokens"
     emitted = set(mapping.spec.each.fields) if mapping.spec.each else set()
     assert emitted and emitted <= _priced_types(), f"{name} emits {emitted - _priced_types()}"
+
+
+def test_every_type_otel_genai_emits_is_priced() -> None:
+    assert {kind for kind, *_ in OTEL_TYPES} <= _priced_types()
+
+
+def test_the_metric_filter_lists_every_priced_type() -> None:
+    metric = json.loads((LLM / "billable_metric.json").read_text())["billable_metric"]
+    assert set(metric["filters"][0]["values"]) == _priced_types()
 
 
 @pytest.mark.parametrize("name", DECLARATIVE)

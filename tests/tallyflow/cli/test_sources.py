@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -109,7 +108,8 @@ def test_options_are_checked_by_name_before_any_run(
 
 
 def test_builtin_llm_mapping_with_a_mapping_option(engine: Engine, tmp_path: Path) -> None:
-    shutil.copy(MAPPINGS / "anthropic_messages.golden.jsonl", tmp_path / "a.jsonl")
+    golden = (MAPPINGS / "anthropic_messages.golden.jsonl").read_text().splitlines()
+    (tmp_path / "a.jsonl").write_text("\n".join(golden[:2]) + "\n")  # 4 events, 1 reject
     summary = _summary(runner.invoke(app, [
         "ingest", str(tmp_path), "--mapping", "anthropic-messages",
         "--mapping-option", "code=mistral_tokens", "--json"]))
@@ -141,7 +141,8 @@ def test_sources_list_shows_kinds_mappings_and_options() -> None:
 def test_the_ledger_knows_its_source_and_reingest_uses_it(engine: Engine, tmp_path: Path) -> None:
     """Two sources read one folder: each has its own ledger rows; re-ingesting an object reads
     it the way it was read (with its mapping), so its events count once."""
-    shutil.copy(MAPPINGS / "openai_chat.golden.jsonl", tmp_path / "chat.jsonl")
+    golden = (MAPPINGS / "openai_chat.golden.jsonl").read_text().splitlines()
+    (tmp_path / "chat.jsonl").write_text("\n".join(golden[:5]) + "\n")
     first = _summary(runner.invoke(app, ["ingest", str(tmp_path), "--mapping", "openai-chat",
                                          "--json"]))
     assert (first["accepted"], first["duplicates"], first["rejected"]) == (5, 3, 2)

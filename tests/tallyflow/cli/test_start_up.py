@@ -47,7 +47,7 @@ def test_one_command_has_its_own_area_and_the_root_options() -> None:
     for name in COMMANDS:
         assert name in full.output
     one = build_app("rejects")
-    assert {g.name for g in one.registered_groups} == {"rejects", "sources"}
+    assert {g.name for g in one.registered_groups} == {"rejects", "sources", "mappings"}
     assert [c.name for c in one.registered_commands] == ["ingest"]
     # the same help and errors as the whole command line
     for args in (["ingest", "--help"], ["ingest"], ["--debug", "sources", "--help"]):
