@@ -42,8 +42,10 @@ _HOSTILE_NUMBERS: list[Any] = [Decimal("1E+400"), Decimal("-1E+308"), Decimal("1
                                123456789012345678901234567890, 10**25,
                                Decimal("0." + "0" * 39 + "1")]
 _HOSTILE_TEXT = ["1" * 30, "-" + "9" * 26]
+# batch_http_error: an OpenAI Batch line's status_code is not a count; any status but 200 (a
+# hostile number included) refuses the line as the request's failure (docs/llm-usage.md)
 _ALLOWED = {"number_out_of_range", "timestamp_out_of_range", "invalid_timestamp",
-            "invalid_number", "wrong_type"}
+            "invalid_number", "wrong_type", "batch_http_error"}
 _BOUNDS = TimeBounds(written_at=datetime(2025, 11, 25, tzinfo=UTC))
 
 

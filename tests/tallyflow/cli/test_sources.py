@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from tallyflow.cli.main import app
 from tallyflow.flows.ingest import reingest_object
 from tallyflow.tasks import plugins
-from tests.tasks.test_plugins import readme_files
+from tests.tasks.test_plugins import guide_files
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 runner = CliRunner()
@@ -37,9 +37,9 @@ def _lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith(("error:", "hint:"))]
 
 
-def test_ingest_with_the_readme_mapping_file(engine: Engine, tmp_path: Path) -> None:
+def test_ingest_with_the_guide_s_mapping_file(engine: Engine, tmp_path: Path) -> None:
     mapping = tmp_path / "openai_usage.yaml"
-    mapping.write_text(readme_files()["openai_usage.yaml"])
+    mapping.write_text(guide_files()["openai_usage.yaml"])
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
