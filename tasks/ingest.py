@@ -52,6 +52,7 @@ from tallyflow.tasks.ingest_staging import (
     RejectedRow,
     fewer_gc_passes,
     prefetch,
+    staged_event_json,
     validated,
 )
 from tallyflow.tasks.readers import READERS, ObjectUnreadable, loads_exact
@@ -592,7 +593,7 @@ def _load(
     counts = _merge(conn, object_id)
     failpoint("ingest.after_merge")
     conflicts = [
-        (row.row_number, conflict, _conflict_raw(row), row.sub_index)
+        (row.row_number, conflict, staged_event_json(row), row.sub_index)
         for row in conn.execute(_CONFLICTS, {"object_id": object_id})
         if (conflict := _conflict(row)) is not None  # else the same by value: a duplicate
     ] if counts.accepted < staged_rows else []
@@ -666,19 +667,6 @@ def _row_text(row: Any) -> str:
     return f"{row.kept_row}" if not row.kept_sub else f"{row.kept_row}.{row.kept_sub}"
 
 
-def _conflict_raw(row: Any) -> str:
-    """The kept-out copy as a Lago event (JSON), so it can be read, fixed and replayed."""
-    event: dict[str, Any] = {
-        "transaction_id": row.transaction_id,
-        "external_subscription_id": row.external_subscription_id,
-        "code": row.code,
-        "properties": orjson.Fragment(row.properties),
-    }
-    if row.ts_given:
-        event["timestamp"] = row.ts.isoformat()
-    if row.precise is not None:
-        event["precise_total_amount_cents"] = orjson.Fragment(format(row.precise, "f"))
-    return orjson.dumps(event).decode()
 
 
 def _copy_rejected(

@@ -22,11 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, text
 
 from tallyflow.models.events import Rejection
-from tallyflow.tasks.ingest_staging import RejectedRow
+from tallyflow.tasks.ingest_staging import RejectedRow, staged_event_json
 
 REQUEST_CONFLICT = "request_conflict"
 
@@ -113,7 +112,7 @@ def withhold_repeated_requests(conn: Connection, object_id: int, mapping: str) -
             withheld.duplicates += 1
             continue
         withheld.conflicts.append(
-            (row.row_number, _conflict(owner), _raw(row), row.sub_index))
+            (row.row_number, _conflict(owner), staged_event_json(row), row.sub_index))
     withheld.conflicts.sort(key=lambda c: (c[0], c[3] if len(c) > 3 else 0))
     return withheld
 
@@ -135,16 +134,3 @@ def _conflict(o: Any) -> Rejection:
     )
 
 
-def _raw(r: Any) -> str:
-    """The withheld event as a Lago event (JSON), so it can be read, fixed and replayed."""
-    event: dict[str, object] = {
-        "transaction_id": r.transaction_id,
-        "external_subscription_id": r.external_subscription_id,
-        "code": r.code,
-        "properties": orjson.Fragment(r.properties),
-    }
-    if r.ts_given:
-        event["timestamp"] = r.ts.isoformat()
-    if r.precise is not None:
-        event["precise_total_amount_cents"] = orjson.Fragment(format(r.precise, "f"))
-    return orjson.dumps(event).decode()

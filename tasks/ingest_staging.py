@@ -292,3 +292,19 @@ def prefetch(items: Iterator[_T], depth: int = 2) -> Iterator[_T]:
                 box.get_nowait()
             except queue.Empty:
                 worker.join(timeout=0.05)
+
+
+def staged_event_json(row: Any) -> str:
+    """A staged event kept out of the events (a conflicting copy, a request billed already) as
+    a Lago event (JSON), so it can be read, fixed and replayed from the rejected rows."""
+    event: dict[str, Any] = {
+        "transaction_id": row.transaction_id,
+        "external_subscription_id": row.external_subscription_id,
+        "code": row.code,
+        "properties": orjson.Fragment(row.properties),
+    }
+    if row.ts_given:
+        event["timestamp"] = row.ts.isoformat()
+    if row.precise is not None:
+        event["precise_total_amount_cents"] = orjson.Fragment(format(row.precise, "f"))
+    return orjson.dumps(event).decode()

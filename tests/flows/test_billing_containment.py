@@ -15,7 +15,6 @@ artifact); a rerun after the poison is gone completes them exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -31,6 +30,7 @@ from typer.testing import CliRunner
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.infra import failpoints
 from tallyflow.tasks.containment import ContainedFailures
+from tests.flows.test_billing_artifact import _latest_billing_artifact
 from tests.tasks.rating_fixtures import load_rows
 from tests.tasks.test_invoicing import MISTRAL, TAXES
 
@@ -259,18 +259,4 @@ def _assert_recorded(engine: Engine) -> None:
     assert "| usage-snapshot | subscription | bsub_1 | cust_1 |" in artifact
 
 
-def _latest_billing_artifact() -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    async def read() -> str:
-        async with get_client() as client:
-            found = await client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["billing-cycle"])),
-                sort=ArtifactSort.CREATED_DESC, limit=1,
-            )
-        return str(found[0].data)
-
-    return asyncio.run(read())
 
