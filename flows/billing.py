@@ -37,6 +37,7 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.tasks.advance_charges import advance_charges_task
 from tallyflow.tasks.billing_report import customer_movements_task
 from tallyflow.tasks.history import HOOKS, tracked
+from tallyflow.tasks.ingest_claims import reclaim_dead_claims_task
 from tallyflow.tasks.usage import customer_of_task
 
 # A billing hour is retried as a whole after transient trouble its tasks did not absorb (the
@@ -74,6 +75,8 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
             the hour this run was scheduled for; rerunning an hour recomputes exactly that hour.
     """
     at = hour or scheduled_hour()
+    # objects a dead ingest run left pending hold the ingest watermark: load them first
+    reclaimed = reclaim_dead_claims_task()
     usage_state = usage_snapshot(as_of=at, return_state=True)
     usage = usage_state.result()
     failpoint("billing.between_flows")
@@ -87,13 +90,14 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
     invoices_state = close_periods_flow(at=at, return_state=True)
     invoices = invoices_state.result()
     summary = {"hour": at.isoformat(), "usage": usage, "advance": advance, "wallets": wallets,
-               "invoices": invoices}
+               "invoices": invoices, "reclaimed": reclaimed}
     create_markdown_artifact(
         _artifact(at, usage, wallets, movements,
                   usage_run=usage_state.state_details.flow_run_id,
                   wallet_run=wallets_state.state_details.flow_run_id)
         + _advance_section(advance)
-        + _invoices_section(invoices, invoices_state.state_details.flow_run_id),
+        + _invoices_section(invoices, invoices_state.state_details.flow_run_id)
+        + _reclaim_section(reclaimed),
         key="billing-cycle",
         description=f"Billing {hour_label(at)}",
     )
@@ -171,6 +175,20 @@ def _invoices_section(invoices: dict[str, Any], run: Any) -> str:
         if len(finalized) > ARTIFACT_CUSTOMERS:
             lines.append(f"\n... and {len(finalized) - ARTIFACT_CUSTOMERS} more"
                          " (`tallyflow invoices list --status finalized`).")
+    return "\n".join(lines)
+
+
+def _reclaim_section(reclaimed: dict[str, Any]) -> str:
+    if not reclaimed.get("reclaimed"):
+        return ""
+    lines = ["", "## Objects reclaimed from dead ingest runs", "",
+             f"{reclaimed['reclaimed']} object(s) left pending by a run that died were loaded"
+             f" ({reclaimed.get('accepted', 0)} events accepted,"
+             f" {reclaimed.get('failed_objects', 0)} failed: `tallyflow runs --objects`)."]
+    held = reclaimed.get("held_by")
+    if held:
+        lines.append(f"\nThe ingest watermark was held at {held['since']} by {held['object']}"
+                     f" (ingest run {held['ingest_run']}, {held['run_status']}).")
     return "\n".join(lines)
 
 

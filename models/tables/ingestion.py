@@ -71,6 +71,10 @@ ingest_runs = Table(
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
     Column("error", Text),
+    # Whether the run's listing is registered in the ledger: only then does the ingest
+    # watermark count its start. A run that died before, and a reclaim of dead runs' objects
+    # (which lists nothing), never are (migration 0021; rows written directly default true).
+    Column("listed", Boolean, nullable=False, server_default=text("true")),
     CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
 )
 
@@ -105,6 +109,11 @@ ingest_objects = Table(
     # The source that read it (kind; mapping, format and options as JSON): re-ingest uses them.
     Column("source_kind", Text, nullable=False, server_default=text("'fsspec'")),
     Column("source_spec", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # The run that listed it to load it, and when: a pending object whose claimer ended
+    # (killed, cancelled, crashed) is a dead run's claim, reclaimed by the billing cycle
+    # (tasks/ingest_claims.py, migration 0021).
+    Column("claimed_by", BigInteger, ForeignKey("ingest_runs.id", ondelete="SET NULL")),
+    Column("claimed_at", DateTime(timezone=True)),
     UniqueConstraint("source", "path", "version"),
     CheckConstraint("status in ('pending', 'ingested', 'failed')", name="status"),
     Index("ix_ingest_objects_pending", "source", postgresql_where=text("status <> 'ingested'")),
