@@ -184,5 +184,5 @@ def test_a_dead_claim_holding_the_watermark_notifies(
              lambda: f"the watermark event reached no webhook: {webhook.received}")
     body = next(b for b in webhook.received if "watermark was held" in str(b.get("subject")))
     assert "s3://usage/late.jsonl" in body["subject"]
-    assert "ingest\nrun 9" in body["body"] or "run 9" in body["body"]
+    assert "run 9 (flow run f-9)" in body["body"]
     assert "crashed" in body["body"] and "reclaimed it: ingested" in body["body"]
