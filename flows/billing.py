@@ -68,7 +68,8 @@ def _billing_name() -> str:
 @tracked
 def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
     """Usage snapshot, wallet deductions, charges paid in advance, then period close
-    (invoices), for one hour.
+    (invoices), for one hour; first, objects a dead ingest run left pending are loaded, so
+    no dead run holds finalization back (tasks/ingest_claims.py).
 
     Args:
         hour: The hour to bill, with its offset (e.g. 2026-11-27T10:00:00Z). Leave empty for

@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
+from typer.testing import CliRunner
 
+from tallyflow.cli.main import app
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.flows.ingest import ingest_events
 from tallyflow.tasks.ingest_claims import watermark_holder
@@ -103,6 +105,12 @@ def test_a_killed_one_off_ingest_is_reclaimed_and_invoices_finalize_on_time(
     assert (holder.ingest_run, holder.run_status) == (claimer, "crashed")
     with engine.connect() as conn:
         assert ingest_watermark(conn) == KILLED_AT  # before the cycle: 2 h short of the end
+    shown = CliRunner().invoke(app, ["runs", "--objects"])
+    assert shown.exit_code == 0, shown.output
+    text_shown = " ".join(shown.output.split())
+    assert "ingest watermark held at 2025-04-01 04:59:59 UTC" in text_shown
+    assert f"claimed by ingest run {claimer}" in text_shown and "crashed" in text_shown
+    assert "a dead run's claim: the next billing cycle reclaims it" in text_shown
 
     summary = billing_cycle(hour=CLOSE)
 
