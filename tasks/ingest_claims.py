@@ -9,9 +9,10 @@ the next run of the same source would load them, and a one-off ingest's source h
 Whether a claimer is alive is the run history's judgement (tasks/history.py: a run ends
 completed, failed, cancelled, or crashed once its heartbeat stops), the same one ``tallyflow
 runs`` shows; heartbeats work through a connection pooler, where session-held advisory locks
-would not. A pending object is a **dead claim** when its claimer's ingest run has ended, or it
-has no claimer (registered before claims were recorded, or by ``drain`` outside any run). A
-live claimer's objects are never taken from it. Reclaiming is safe even against a claimer
+would not. A pending object is a **dead claim** unless its claimer's ingest run, and the flow
+run behind it, are running in the run history: the claimer ended, or there is none (objects
+registered before claims were recorded, by ``drain`` or by the API's own loader outside any
+run). A live claimer's objects are never taken from it. Reclaiming is safe even against a claimer
 judged dead too early: each object is still loaded under its row lock (``FOR UPDATE SKIP
 LOCKED``) and marked ingested in the same transaction, so it is loaded once whoever gets it
 (docs/architecture.md §3, invariant 2).
@@ -82,25 +83,29 @@ class WatermarkHolder:
                 f" claimed by {run}: {state}")
 
 
+# A claim is live while its ingest run and that run's flow run are both running in the run
+# history (an ingest run without a flow run, or whose flow run is not recorded, has nobody to
+# keep it alive); every other pending object is a dead claim (see the module's docstring).
+_LIVE = """
+    exists (select 1 from ingest_runs r join run_history h on h.flow_run_id = r.flow_run_id
+            where r.id = o.claimed_by and r.status = 'running' and h.status = 'running')
+"""
 _HOLDER = text(
-    """
+    f"""
     select o.id, o.path, o.source, o.status, o.discovered_at, o.claimed_at, o.error,
-           o.claimed_by, r.flow_run_id, r.status as run_status
+           o.claimed_by, r.flow_run_id, r.status as run_status, {_LIVE} as live
     from ingest_objects o left join ingest_runs r on r.id = o.claimed_by
     where o.status <> 'ingested'
     order by o.discovered_at, o.id
     limit 1
-    """
+    """  # noqa: S608 - fixed text
 )
-
-# A pending object whose claimer ended, or that has none (see the module's docstring).
-_DEAD = """
-    from ingest_objects o left join ingest_runs r on r.id = o.claimed_by
-    where o.status = 'pending' and (r.id is null or r.status <> 'running')
-"""
 _DEAD_CLAIMS = text(
-    "select o.id, o.path, o.source_kind, o.source_spec" + _DEAD
-    + " order by o.path, o.version, o.id limit :limit"
+    f"""
+    select o.id, o.path, o.source_kind, o.source_spec from ingest_objects o
+    where o.status = 'pending' and not {_LIVE}
+    order by o.path, o.version, o.id limit :limit
+    """  # noqa: S608 - fixed text
 )
 
 
@@ -116,7 +121,7 @@ def watermark_holder(engine: Engine, reap: bool = True) -> WatermarkHolder | Non
         watermark = ingest_watermark(conn)
     if row is None:
         return None
-    dead = row.status == "pending" and (row.claimed_by is None or row.run_status != "running")
+    dead = row.status == "pending" and not row.live
     return WatermarkHolder(
         object_id=int(row.id), object=row.path, source=row.source, status=row.status,
         since=row.discovered_at, claimed_at=row.claimed_at,
