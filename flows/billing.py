@@ -39,6 +39,7 @@ from tallyflow.tasks.advance_charges import advance_charges_task
 from tallyflow.tasks.billing_report import customer_movements_task
 from tallyflow.tasks.containment import LISTED, ContainedFailures, withheld_customers
 from tallyflow.tasks.history import HOOKS, tracked
+from tallyflow.tasks.ingest_claims import reclaim_dead_claims_task
 from tallyflow.tasks.usage import customer_of_task
 
 # A billing hour is retried as a whole after transient trouble its tasks did not absorb (the
@@ -69,13 +70,16 @@ def _billing_name() -> str:
 @tracked
 def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
     """Usage snapshot, wallet deductions, charges paid in advance, then period close
-    (invoices), for one hour.
+    (invoices), for one hour; first, objects a dead ingest run left pending are loaded, so
+    no dead run holds finalization back (tasks/ingest_claims.py).
 
     Args:
         hour: The hour to bill, with its offset (e.g. 2026-11-27T10:00:00Z). Leave empty for
             the hour this run was scheduled for; rerunning an hour recomputes exactly that hour.
     """
     at = hour or scheduled_hour()
+    # objects a dead ingest run left pending hold the ingest watermark: load them first
+    reclaimed = reclaim_dead_claims_task()
     # Each step contains a failure to its unit and reports it instead of failing (its other
     # units commit); the cycle goes on and fails at its end naming them (docs/data-quality.md,
     # "A failure stays with its customer").
@@ -100,7 +104,7 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
     invoices = invoices_state.result()
     contained += invoices["contained"]
     summary = {"hour": at.isoformat(), "usage": usage, "advance": advance, "wallets": wallets,
-               "invoices": invoices, "contained": contained[:LISTED],
+               "invoices": invoices, "reclaimed": reclaimed, "contained": contained[:LISTED],
                "contained_units": sum(not f["withheld"] for f in contained)}
     create_markdown_artifact(
         _artifact(at, usage, wallets, movements,
@@ -108,6 +112,7 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
                   wallet_run=wallets_state.state_details.flow_run_id)
         + _advance_section(advance)
         + _invoices_section(invoices, invoices_state.state_details.flow_run_id)
+        + _reclaim_section(reclaimed)
         + contained_section(contained),
         key="billing-cycle",
         description=f"Billing {hour_label(at)}",
@@ -189,6 +194,20 @@ def _invoices_section(invoices: dict[str, Any], run: Any) -> str:
         if len(finalized) > ARTIFACT_CUSTOMERS:
             lines.append(f"\n... and {len(finalized) - ARTIFACT_CUSTOMERS} more"
                          " (`tallyflow invoices list --status finalized`).")
+    return "\n".join(lines)
+
+
+def _reclaim_section(reclaimed: dict[str, Any]) -> str:
+    if not reclaimed.get("reclaimed"):
+        return ""
+    lines = ["", "## Objects reclaimed from dead ingest runs", "",
+             f"{reclaimed['reclaimed']} object(s) left pending by a run that died were loaded"
+             f" ({reclaimed.get('accepted', 0)} events accepted,"
+             f" {reclaimed.get('failed_objects', 0)} failed: `tallyflow runs --objects`)."]
+    held = reclaimed.get("held_by")
+    if held:
+        lines.append(f"\nThe ingest watermark was held at {held['since']} by {held['object']}"
+                     f" (ingest run {held['ingest_run']}, {held['run_status']}).")
     return "\n".join(lines)
 
 

@@ -93,7 +93,7 @@ def ingest_events(
     started = time.perf_counter()
     source = as_spec(source)
     run_id = start_run_task(build_source(source).key, str(runtime.flow_run.id or "") or None)
-    object_ids = list_new_objects(source)
+    object_ids = list_new_objects(source, run_id)
     progress = create_progress_artifact(
         0.0, description=f"{len(object_ids)} object(s) to ingest from {source.url}"
     )

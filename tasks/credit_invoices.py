@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models import number_rule
-from tallyflow.tasks.invoice_documents import InvoiceError, find_invoice, render_documents
+from tallyflow.tasks.invoice_documents import InvoiceError, find_invoice, render_sealed
 from tallyflow.tasks.invoicing import invoice_prefix, load_close_catalog
 from tallyflow.tasks.invoicing.writing import customer_object
 from tallyflow.tasks.retry import transient_retries
@@ -129,7 +129,7 @@ def issue_credit_invoices(
                            "credits": str(row.credits), "amount_cents": int(amount),
                            "currency": row.currency})
         failpoint("credit_invoices.before_seal")
-        documents = render_documents(conn, ids)
+        documents = render_sealed(conn, ids)
         conn.execute(text(
             """
             update invoices v set status = 'finalized', finalized_at = now(), html = r.html,

@@ -103,10 +103,14 @@ class ObjectResult:
 
 
 def start_run(engine: Engine, source_key: str, flow_run_id: str | None) -> int:
+    """The run's row, not yet ``listed``: its start counts for the ingest watermark only once
+    its listing is registered (``register_objects``), so a run that died before, and a
+    reclaim, which lists nothing, never move the watermark (tasks/invoicing/watermark.py)."""
     with engine.begin() as conn:
         return int(
             conn.execute(
-                text("insert into ingest_runs (source, flow_run_id) values (:s, :f) returning id"),
+                text("insert into ingest_runs (source, flow_run_id, listed)"
+                     " values (:s, :f, false) returning id"),
                 {"s": source_key, "f": flow_run_id},
             ).scalar_one()
         )
@@ -196,7 +200,7 @@ ACCOUNTING = ("records", "records_emitted", "records_empty", "events")
 
 
 def register_objects(
-    engine: Engine, source: Source | str, refs: Iterable[ObjectRef]
+    engine: Engine, source: Source | str, refs: Iterable[ObjectRef], run_id: int | None = None
 ) -> list[int]:
     """Record every listed object (new ones only) and return the ids still to ingest, in the
     run's load order: by URL, then version (never by discovery order, which depends on when
@@ -206,6 +210,12 @@ def register_objects(
     time, or whose loader crashed, is retried by the next run. Given a ``Source``, each row
     also records its kind and settings (mapping, format, options), which re-ingesting uses;
     a bare key records the defaults (fsspec, lago).
+
+    ``run_id``: the ingest run that will load them claims them (``claimed_by``), in the same
+    transaction that registers them, so a pending object always names a claimer once listed
+    by a run: if that run dies, its claim is told dead and reclaimed (tasks/ingest_claims.py).
+    The same transaction marks the run ``listed``: from then on its start counts for the
+    ingest watermark, since everything it listed is in the ledger.
     """
     if isinstance(source, str):
         source_key, kind, settings = source, "fsspec", "{}"
@@ -242,7 +252,7 @@ def register_objects(
                 ),
                 rows,
             )
-        return [
+        ids = [
             int(i)
             for i in conn.execute(
                 text(
@@ -252,6 +262,15 @@ def register_objects(
                 {"s": source_key},
             ).scalars()
         ]
+        if run_id is not None:
+            conn.execute(
+                text("update ingest_objects set claimed_by = :run, claimed_at = now()"
+                     " where id = any(cast(:ids as bigint[])) and status <> 'ingested'"),
+                {"run": run_id, "ids": ids},
+            )
+            conn.execute(text("update ingest_runs set listed = true where id = :run"),
+                         {"run": run_id})
+        return ids
 
 
 def ledger_spec(engine: Engine, object_url: str) -> dict[str, Any] | None:
@@ -698,10 +717,11 @@ _RETRIES = transient_retries(retries=4, backoff_factor=1)
 
 
 @task(name="list-new-objects", **_RETRIES)
-def list_new_objects(spec: SourceSpec) -> list[int]:
-    """List the source and return the ledger ids of objects not yet ingested."""
+def list_new_objects(spec: SourceSpec, run_id: int | None = None) -> list[int]:
+    """List the source and return the ledger ids of objects not yet ingested (claimed by
+    ``run_id``)."""
     source = build_source(spec)
-    return register_objects(billing_engine(), source, source.list())
+    return register_objects(billing_engine(), source, source.list(), run_id)
 
 
 @task(name="ingest-object", task_run_name="ingest-object-{object_id}", **_RETRIES)

@@ -198,11 +198,33 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any
 
 
 def render_documents(conn: Connection, invoice_ids: Sequence[int]) -> dict[int, str]:
-    """The HTML of these invoices (kept with them at finalization)."""
+    """The HTML of these invoices, as they are now."""
     rows = conn.execute(text(_INVOICES + " where v.id = any(cast(:ids as bigint[]))"),
                         {"ids": list(invoice_ids)}).all()
     return {row.id: render_html(invoice)
             for row, invoice in zip(rows, invoice_objects(conn, rows), strict=True)}
+
+
+def render_sealed(conn: Connection, invoice_ids: Sequence[int]) -> dict[int, str]:
+    """The HTML kept with these invoices, rendered from the state the seal gives them.
+
+    The document is written by the same UPDATE that finalizes the invoice, and the finalized
+    invoice refuses any later change (migration 0006's trigger), so it must be rendered from
+    the final state before that state is stored: ``finalized``, finalized (and updated) at
+    ``now()``, which in PostgreSQL is this transaction's time, the value the seal writes. The
+    number and amounts are already set by then. A document rendered from the draft said
+    "Status: draft" on every finalized invoice (migration 0020 repaired those once).
+    """
+    rows = conn.execute(text(_INVOICES + " where v.id = any(cast(:ids as bigint[]))"),
+                        {"ids": list(invoice_ids)}).all()
+    sealed_at = _iso(conn.execute(text("select now()")).scalar_one())
+    documents = {}
+    for row, invoice in zip(rows, invoice_objects(conn, rows), strict=True):
+        invoice.update(status="finalized", finalized_at=sealed_at, updated_at=sealed_at,
+                       payment_overdue=(row.payment_status != "succeeded"
+                                        and row.payment_due_date < date.today()))
+        documents[row.id] = render_html(invoice)
+    return documents
 
 
 def list_invoices(
@@ -266,7 +288,7 @@ def invoice_document(engine: Engine, key: str, kind: str) -> bytes | str | None:
 
 
 __all__ = ["PdfUnavailable", "find_invoice", "invoice_document", "invoice_objects",
-           "list_invoices", "render_documents"]
+           "list_invoices", "render_documents", "render_sealed"]
 
 
 class InvoiceError(ValueError):

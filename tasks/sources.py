@@ -353,6 +353,10 @@ class FsspecOptions(BaseModel):
     block_size: int | None = Field(
         None, ge=64 * 1024, description="Bytes per ranged read (remote stores); bounds memory"
     )
+    missing_ok: bool | None = Field(
+        None, description="A local folder that does not exist (yet) holds no objects, instead "
+        "of failing the run: the API's bucket before its first event"
+    )
 
 
 class FsspecSource(Source):
@@ -432,6 +436,8 @@ class FsspecSource(Source):
             root = root.rstrip("/")
             if fs.protocol in ("file", "local") or "file" in fs.protocol:
                 if not fs.exists(root):
+                    if self.config.missing_ok:  # type: ignore[attr-defined]
+                        return  # nothing written there yet: an empty source, not a failure
                     raise SourceError(
                         f"no such file or folder: {root}",
                         "check the path (it is read on the machine that runs the flow)",

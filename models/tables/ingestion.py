@@ -81,6 +81,10 @@ ingest_runs = Table(
     # record matched (path -> objects): a provider change is seen the day it happens.
     Column("unmapped_usage_fields", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("paths_never_matched", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    # Whether the run's listing is registered in the ledger: only then does the ingest
+    # watermark count its start. A run that died before, and a reclaim of dead runs' objects
+    # (which lists nothing), never are (migration 0020; rows written directly default true).
+    Column("listed", Boolean, nullable=False, server_default=text("true")),
     CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
 )
 
@@ -124,6 +128,11 @@ ingest_objects = Table(
     # migration 0019: as on ingest_runs, for this object (paths: a list).
     Column("unmapped_usage_fields", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     Column("paths_never_matched", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    # The run that listed it to load it, and when: a pending object whose claimer ended
+    # (killed, cancelled, crashed) is a dead run's claim, reclaimed by the billing cycle
+    # (tasks/ingest_claims.py, migration 0020).
+    Column("claimed_by", BigInteger, ForeignKey("ingest_runs.id", ondelete="SET NULL")),
+    Column("claimed_at", DateTime(timezone=True)),
     UniqueConstraint("source", "path", "version"),
     CheckConstraint("status in ('pending', 'ingested', 'failed')", name="status"),
     Index("ix_ingest_objects_pending", "source", postgresql_where=text("status <> 'ingested'")),

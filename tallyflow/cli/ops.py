@@ -196,7 +196,9 @@ def runs(
         None, "--status", help="Only runs in this state (completed, failed, crashed, ...)."
     ),
     objects: bool = typer.Option(
-        False, "--objects", help="Instead: objects that failed to load, with the reason."
+        False, "--objects",
+        help="Instead: objects that failed to load, with the reason, and what holds the "
+             "ingest watermark (which object, since when, which run).",
     ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -214,7 +216,9 @@ def runs(
         )
     engine = billing_engine()
     if objects:
-        _print_failed_objects(failed_objects(engine, limit), as_json)
+        from tallyflow.tasks.ingest_claims import watermark_holder
+
+        _print_failed_objects(failed_objects(engine, limit), watermark_holder(engine), as_json)
         return
     rows = recent_runs(engine, limit, status)
     ui = _ui_url()
@@ -252,11 +256,21 @@ def _status(status: str) -> str:
     return f"[{colour[status]}]{status}[/{colour[status]}]" if status in colour else status
 
 
-def _print_failed_objects(rows: list[dict[str, Any]], as_json: bool) -> None:
+def _print_failed_objects(rows: list[dict[str, Any]], holder: Any, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(rows, default=str))
+        typer.echo(json.dumps({"failed": rows,
+                               "watermark_holder": holder.as_dict() if holder else None},
+                              default=str))
         return
     console = Console()
+    if holder is None:
+        console.print("ingest watermark: every listed object is loaded")
+    else:
+        where = (f"held at {_short_time(holder.since)} UTC" if holder.holds
+                 else f"at {_short_time(holder.watermark)} UTC (the last listing)")
+        colour = "red" if holder.dead or holder.status == "failed" else "yellow"
+        console.print(f"ingest watermark {where}; oldest object not loaded:"
+                      f" [{colour}]{holder.describe()}[/{colour}]", soft_wrap=True)
     table = Table(title=f"objects that failed to load: {len(rows)} (the next run retries them)")
     for column in ("object", "reason", "attempts", "last attempt"):
         table.add_column(column, overflow="fold")

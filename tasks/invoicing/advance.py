@@ -31,7 +31,7 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.invoicing import ZERO, InvoiceFee, Tax, amounts_of, applicable_taxes
 from tallyflow.tasks.folding import loads_exact
-from tallyflow.tasks.invoice_documents import render_documents
+from tallyflow.tasks.invoice_documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CloseCatalog, CustomerInfo, load_close_catalog
 from tallyflow.tasks.invoicing.watermark import invoice_prefix
 from tallyflow.tasks.invoicing.writing import _applied_taxes, _json, customer_object
@@ -98,7 +98,7 @@ def issue_invoice(
                       " where id = :id"),
                  {"prepaid": amounts.prepaid_credit_amount_cents, "seq": seq, "number": number,
                   "total": amounts.total_amount_cents, "id": invoice_id})
-    html = render_documents(conn, [invoice_id])[invoice_id]
+    html = render_sealed(conn, [invoice_id])[invoice_id]
     failpoint("advance.before_seal", conn)
     conn.execute(text(
         """

@@ -37,7 +37,8 @@ def invoice_prefix() -> str:
 
 _WATERMARK = text(
     """
-    select (select max(started_at) from ingest_runs where finished_at is not null) as listed,
+    select (select max(started_at) from ingest_runs where finished_at is not null and listed)
+             as listed,
            (select min(discovered_at) from ingest_objects where status <> 'ingested')
              as waiting
     """
@@ -47,7 +48,11 @@ _WATERMARK = text(
 def ingest_watermark(conn: Connection) -> datetime | None:
     """Up to when every event is known to be loaded: the start (listing time) of the last
     finished ingest run, but no later than the oldest object still not loaded. None when
-    nothing was ever ingested: then no invoice is finalized (nothing says usage is complete)."""
+    nothing was ever ingested: then no invoice is finalized (nothing says usage is complete).
+
+    A reclaim (tasks/ingest_claims.py) is a finished run that listed nothing: it does not
+    count. The object that holds the watermark back, and the run that holds that object, are
+    shown by ``tasks/ingest_claims.watermark_holder``."""
     row = conn.execute(_WATERMARK).one()
     if row.listed is None:
         return None

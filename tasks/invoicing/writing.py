@@ -18,7 +18,7 @@ from tallyflow.models import number_rule
 from tallyflow.models.invoicing import (
     InvoiceAmounts,
 )
-from tallyflow.tasks.invoice_documents import render_documents
+from tallyflow.tasks.invoice_documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CustomerInfo, _Group
 from tallyflow.tasks.invoicing.prepaid import _numbers, _prepaid
 from tallyflow.tasks.wallets import lock_customers
@@ -195,9 +195,9 @@ def _write_batch(
         due = [ids[g.key] for g in live if g.due]
         failpoint("invoices.before_seal")
         if due:
-            # Documents from the numbered drafts; then the invoices are sealed and the
-            # triggers refuse any later change.
-            documents = render_documents(conn, due)
+            # Documents of the final state (numbered, finalized now), written by the seal;
+            # then the triggers refuse any later change.
+            documents = render_sealed(conn, due)
             conn.execute(_SEAL_STAGE)
             _copy(conn, "tf_seal_stage", ("id", "html"), [(i, documents[i]) for i in due])
             conn.execute(_SEAL)

@@ -144,7 +144,8 @@ def test_wallet_alert_events_notify_and_reapplying_replaces_the_automations(
     for _ in range(2):
         run([str(BIN / "tallyflow"), "automations", "apply"], env)
     with live_server.client() as client:
-        for name in ("tallyflow-run-failed", "tallyflow-wallet-alert"):
+        for name in ("tallyflow-run-failed", "tallyflow-wallet-alert",
+                     "tallyflow-watermark-held"):
             assert len(client.read_automations_by_name(name)) == 1, name
 
     alert = {"kind": ALERT_BELOW, "wallet_id": 7, "wallet_code": "prepaid",
@@ -158,3 +159,30 @@ def test_wallet_alert_events_notify_and_reapplying_replaces_the_automations(
     body = next(b for b in webhook.received if "balance-low" in str(b.get("subject")))
     assert "acme" in body["subject"] and body["source"] == "tallyflow"
     assert "4.5" in body["body"]
+
+
+def test_a_dead_claim_holding_the_watermark_notifies(
+    live_server: LiveServer, webhook: Webhook,
+) -> None:
+    from prefect.events import emit_event
+    from prefect.events.worker import EventsWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tallyflow.tasks.ingest_claims import WatermarkHolder, held_event
+
+    run([str(BIN / "tallyflow"), "automations", "apply"],
+        live_server.env(TALLYFLOW_NOTIFY_WEBHOOK_URL=webhook.url))
+    since = datetime(2026, 11, 27, 12, 19, tzinfo=UTC)
+    holder = WatermarkHolder(
+        object_id=41, object="s3://usage/late.jsonl", source="s3://usage/late.jsonl",
+        status="pending", since=since, claimed_at=since, ingest_run=9, flow_run_id="f-9",
+        run_status="crashed", error=None, dead=True, holds=True, watermark=since)
+    with temporary_settings(updates={PREFECT_API_URL: live_server.api_url}):
+        emit_event(**held_event(holder, "ingested"))
+        EventsWorker.drain_all()
+    wait_for(lambda: any("watermark was held" in s for s in webhook.subjects()), 60,
+             lambda: f"the watermark event reached no webhook: {webhook.received}")
+    body = next(b for b in webhook.received if "watermark was held" in str(b.get("subject")))
+    assert "s3://usage/late.jsonl" in body["subject"]
+    assert "run 9 (flow run f-9)" in body["body"]
+    assert "crashed" in body["body"] and "reclaimed it: ingested" in body["body"]

@@ -215,8 +215,13 @@ def test_a_failed_object_shows_its_reason(engine: Engine, tmp_path: Path) -> Non
     (tmp_path / "cut.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 6 + b"trunc")
     result = runner.invoke(app, ["ingest", str(tmp_path), "--json"])
     assert result.exit_code == 1
-    rows = json.loads(runner.invoke(app, ["runs", "--objects", "--json"]).stdout)
+    shown = json.loads(runner.invoke(app, ["runs", "--objects", "--json"]).stdout)
+    rows = shown["failed"]
     assert [Path(r["object"]).name for r in rows] == ["cut.jsonl.gz"]
+    # the failed object is the oldest not loaded: it holds the watermark, and says so
+    assert Path(shown["watermark_holder"]["object"]).name == "cut.jsonl.gz"
+    assert shown["watermark_holder"]["status"] == "failed"
+    assert not shown["watermark_holder"]["dead"]
     assert rows[0]["error"] and rows[0]["attempts"] == 1
     (run,) = json.loads(runner.invoke(app, ["runs", "--json"]).stdout)
     assert run["status"] == "failed" and "1 object(s) failed" in run["error"]
