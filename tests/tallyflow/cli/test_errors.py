@@ -161,7 +161,7 @@ def test_wrong_credentials(
     ("option", "value", "choices"),
     [
         ("--format", "xml", "auto, jsonl, json, csv, parquet"),
-        ("--mapping", "openai", "anthropic-messages, bedrock-converse, cloudevents, lago"),
+        ("--mapping", "openai", "anthropic-batch, anthropic-messages, bedrock-converse"),
         ("--source", "kafka", "fsspec"),
     ],
 )
