@@ -12,10 +12,11 @@ row and column named, never rounded. CSV writes the same columns, a header even 
 decimals as their exact text.
 
 The events export is incremental: rows are events whose ``id`` (the ingestion order) is above a
-watermark, and the new watermark is returned. It is capped so that no event at or below it can
-still appear: ids are taken inside ingest transactions, which may commit out of order, so the
-export waits for the transactions that could still hold an id at or below the cap
-(:func:`events_watermark`).
+watermark, and the new watermark is returned; so is the event-voids export (``event_voids``'
+``id``), which carries the voids of events exported before they were voided. A watermark is
+capped so that no row at or below it can still appear: ids are taken inside transactions, which
+may commit out of order, so the export waits for the transactions that could still hold an id
+at or below the cap (:func:`events_watermark`).
 
 pyarrow and pandas are imported inside the functions, so no other command pays for them.
 Queries are parameterised; filters are values, never SQL text.
@@ -29,7 +30,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -123,6 +124,11 @@ COLUMNS: Final[dict[str, tuple[Column, ...]]] = {
         "object_id:int! row_number:int! sub_index:int! ingested_at:timestamp! "
         "voided_at:timestamp"
     ),
+    "event-voids": _cols(
+        "void_id:int! event_id:int! external_subscription_id:text! transaction_id:text! "
+        "code:text! timestamp:timestamp! object_id:int! row_number:int! actor:text! "
+        "reason:text! voided_at:timestamp!"
+    ),
 }
 
 # The columns naming a row in an error (with its position in the export).
@@ -131,6 +137,7 @@ _KEYS: Final[dict[str, tuple[str, ...]]] = {
     "wallet-transactions": ("transaction_id",),
     "invoices": ("lago_id",),
     "events": ("event_id",),
+    "event-voids": ("void_id",),
 }
 
 _USAGE = """
@@ -194,28 +201,44 @@ _EVENTS = """
     order by e.id
 """
 
+_EVENT_VOIDS = """
+    select v.id as void_id, v.event_id, v.external_subscription_id, v.transaction_id, v.code,
+           v."timestamp", v.object_id, v.row_number, v.actor, v.reason, v.voided_at
+    from event_voids v
+    where v.id > :after and v.id <= :cap
+      and (cast(:subscription as text) is null or v.external_subscription_id = :subscription)
+      and (cast(:customer as text) is null or exists (
+             select 1 from subscriptions s join customers c on c.id = s.customer_id
+             where s.external_id = v.external_subscription_id and c.external_id = :customer))
+    order by v.id
+"""
+
 QUERIES: Final[dict[str, str]] = {
     "usage": _USAGE,
     "wallet-transactions": _WALLET_TRANSACTIONS,
     "invoices": _INVOICES,
     "events": _EVENTS,
+    "event-voids": _EVENT_VOIDS,
 }
+
+# The incremental exports and the table whose ``id`` (its insert order) is their watermark.
+INCREMENTAL: Final[dict[str, str]] = {"events": "events", "event-voids": "event_voids"}
 
 # --------------------------------------------------------------------------------------------
 # The events watermark
 # --------------------------------------------------------------------------------------------
 
-# The last id the events' identity sequence handed out (0 before the first).
+# The last id the table's identity sequence handed out (0 before the first).
 _LAST_ID = """
     select coalesce(pg_sequence_last_value(
-        cast(pg_get_serial_sequence('events', 'id') as regclass)), 0)
+        cast(pg_get_serial_sequence(:table, 'id') as regclass)), 0)
 """
-# Transactions that have written to ``events`` and not ended. An insert takes this lock when
+# Transactions that have written to the table and not ended. An insert takes this lock when
 # its statement starts, before the identity default hands out an id, and keeps it to the end.
 _WRITERS = """
     select coalesce(array_agg(distinct virtualtransaction), cast('{}' as text[]))
     from pg_locks
-    where locktype = 'relation' and relation = cast('events' as regclass)
+    where locktype = 'relation' and relation = cast(:table as regclass)
       and database = (select oid from pg_database where datname = current_database())
       and mode = 'RowExclusiveLock' and granted and pid <> pg_backend_pid()
 """
@@ -225,20 +248,24 @@ _STILL_OPEN = """
 """
 
 
-def events_watermark(conn: Connection, timeout_seconds: float = 300.0) -> int:
-    """An id at or below which every event that will ever be visible is visible now.
+def events_watermark(conn: Connection, table: str = "events",
+                     timeout_seconds: float = 300.0) -> int:
+    """An id of ``table`` (``events`` or ``event_voids``) at or below which every row that will
+    ever be visible is visible now.
 
     The cap is the last id handed out; any transaction that took an id at or below it and has
     not ended was writing to ``events`` before the cap was read, so it is among the writers
     read next. The function waits for those (a few seconds: one object's ingest) and returns
     the cap; later transactions take larger ids."""
-    cap = int(conn.execute(text(_LAST_ID)).scalar_one())
-    held = list(conn.execute(text(_WRITERS)).scalar_one())
+    if table not in INCREMENTAL.values():
+        raise ValueError(f"no watermark for {table!r}")
+    cap = int(conn.execute(text(_LAST_ID), {"table": table}).scalar_one())
+    held = list(conn.execute(text(_WRITERS), {"table": table}).scalar_one())
     deadline = time.monotonic() + timeout_seconds
     while held and conn.execute(text(_STILL_OPEN), {"held": held}).scalar_one():
         if time.monotonic() > deadline:
             raise UserError(
-                f"transactions writing events have been open for over {timeout_seconds:.0f}s",
+                f"transactions writing {table} have been open for over {timeout_seconds:.0f}s",
                 hint="an ingest is still running or a session is idle in a transaction; run "
                      "the export again when it has ended")
         time.sleep(0.05)
@@ -392,7 +419,9 @@ def _csv_text(value: Any) -> str:
         return ""
     if isinstance(value, Decimal):
         return format(value.normalize(WIDE) if value else Decimal(0), "f")
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, date):
         return value.isoformat()
     return str(value)
 
@@ -435,7 +464,8 @@ WRITERS: Final[dict[str, Callable[[str, Iterable[dict[str, Any]], Path], None]]]
 
 @dataclass(frozen=True)
 class Written:
-    """What an export wrote; ``watermark`` (events only) is the next run's ``after``."""
+    """What an export wrote; ``watermark`` (incremental exports only) is the next run's
+    ``after``."""
 
     what: str
     path: Path
@@ -449,12 +479,12 @@ class Written:
 
 def _checked(what: str, filters: Filters) -> None:
     _known(what)
-    if what == "events" and (filters.since or filters.until):
-        raise UserError("the events export takes no time window",
+    if what in INCREMENTAL and (filters.since or filters.until):
+        raise UserError(f"the {what} export takes no time window",
                         hint="it is incremental: --since the watermark the last export "
                              "printed (or 0, or nothing, for every event)", exit_code=2)
-    if what != "events" and filters.after is not None:
-        raise UserError(f"a watermark is for the events export, not {what!r}",
+    if what not in INCREMENTAL and filters.after is not None:
+        raise UserError(f"a watermark is for the events and event-voids exports, not {what!r}",
                         hint="--since is a time for this export", exit_code=2)
     if filters.after is not None and filters.after < 0:
         raise UserError(f"watermark {filters.after} is negative",
@@ -466,8 +496,8 @@ def _open(conn: Connection, what: str, filters: Filters) -> tuple[Iterator[dict[
     """The typed rows of one export, streamed, and the events watermark (None for others)."""
     _checked(what, filters)
     cap, watermark = 0, None
-    if what == "events":
-        cap = events_watermark(conn)
+    if what in INCREMENTAL:
+        cap = events_watermark(conn, INCREMENTAL[what])
         watermark = max(cap, filters.after or 0)
         conn.commit()
     typed = (_typed(what, position, record)
@@ -527,6 +557,6 @@ def export(engine: Engine, what: str, path: Path, filters: Filters = Filters()) 
 
 
 __all__: Sequence[str] = [
-    "COLUMNS", "MONEY", "NUMBER", "Filters", "Written", "events_watermark", "export", "frame",
-    "rows", "schema", "table", "usage_rows",
+    "COLUMNS", "INCREMENTAL", "MONEY", "NUMBER", "Filters", "Written", "events_watermark",
+    "export", "frame", "rows", "schema", "table", "usage_rows",
 ]

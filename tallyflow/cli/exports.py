@@ -2,8 +2,8 @@
 Parquet, one fixed schema per export (docs/operations.md, "Exporting history").
 
 For data engineers who want the history in a notebook or a warehouse: the same numbers the
-other commands print, with money as exact decimals (never float). The events export is
-incremental: ``--since`` the watermark the previous run printed.
+other commands print, with money as exact decimals (never float). The events and event-voids
+exports are incremental: ``--since`` the watermark the previous run printed.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
 
 
 def export(
-    what: str = typer.Argument(..., help="usage | wallet-transactions | invoices | events"),
+    what: str = typer.Argument(
+        ..., help="usage | wallet-transactions | invoices | events | event-voids"),
     file: Path | None = typer.Argument(None, help="File to write: .csv or .parquet."),
     output: Path | None = typer.Option(None, "--output", "-o",
                                        help="File to write (instead of FILE)."),
@@ -31,15 +32,15 @@ def export(
         None, "--subscription", help="External subscription id."
     ),
     since: str | None = typer.Option(
-        None, "--since", help="From this time (ISO or epoch); for events: the watermark the "
-        "last events export printed."),
+        None, "--since", help="From this time (ISO or epoch); for events and event-voids: the "
+        "watermark the last such export printed."),
     until: str | None = typer.Option(None, "--until", help="Before this time (ISO or epoch)."),
     as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Write one history to a CSV or Parquet file of a fixed schema (money as exact
-    decimals); the events export prints the watermark for the next --since."""
+    decimals); the events and event-voids exports print the watermark for the next --since."""
     from tallyflow.infra.resources import billing_engine
-    from tallyflow.tasks.exports import Filters
+    from tallyflow.tasks.exports import INCREMENTAL, Filters
     from tallyflow.tasks.exports import export as write
 
     if (file is None) == (output is None):
@@ -47,10 +48,10 @@ def export(
                         "(or -o usage.parquet)", exit_code=2)
     path = file if file is not None else output
     assert path is not None
-    if what == "events":
+    if what in INCREMENTAL:
         if since is not None and not since.strip().isdigit():
             raise UserError(f"--since {since!r} is not a watermark",
-                            hint="the events export takes the number the last one printed "
+                            hint=f"the {what} export takes the number the last one printed "
                                  "(0, or no --since, for every event)", exit_code=2)
         filters = Filters(customer, subscription, None, parse_moment(until),
                           int(since) if since is not None else None)

@@ -72,6 +72,8 @@ def test_schema_is_fixed_empty_or_not(engine: Engine, tmp_path: Path, what: str)
     usage_events(engine, tmp_path, datetime(2025, 3, 10, 12, tzinfo=UTC))
     ingested_until(engine, MARCH_END + timedelta(hours=3))
     hour(engine, datetime(2025, 3, 31, 12, tzinfo=UTC))
+    void = void_events(engine, [EventKey("sub_acme_001", "e2")], "test", "a duplicate")
+    assert [str(o.outcome) for o in void.outcomes] == ["voided"]
     hour(engine, CLOSE)
     full = tmp_path / "full.parquet"
     assert export(engine, what, full).rows > 0
@@ -274,13 +276,16 @@ def test_events_export_is_incremental_with_no_gap_and_no_repeat(engine: Engine,
     exported: list[int] = []
     watermarks: list[int] = []
     after: int | None = None
+    voids: list[str] = []
+    voids_after: int | None = None
     for run, batch in enumerate([3, 0, 2]):
         if batch:
             ingest_events(engine, tmp_path, [token_event(f"r{run}-{n}", when, 10 + n)
                                              for n in range(batch)])
-        if run == 2:  # an event exported in run 0 is voided, one of this run's too
-            void_events(engine, [EventKey("sub_acme_001", "r0-0"),
-                                 EventKey("sub_acme_001", "r2-1")], "test", "duplicate")
+        if run == 1:  # an event exported in run 0 is voided
+            void_events(engine, [EventKey("sub_acme_001", "r0-0")], "test", "duplicate")
+        if run == 2:  # and one of this run's, before its export
+            void_events(engine, [EventKey("sub_acme_001", "r2-1")], "test", "duplicate")
         out = tmp_path / f"events-{run}.parquet"
         done = export(engine, "events", out, Filters(after=after))
         table = pq.read_table(out)
@@ -292,8 +297,13 @@ def test_events_export_is_incremental_with_no_gap_and_no_repeat(engine: Engine,
         if run == 2:
             voided = {r["transaction_id"]: r["voided_at"] for r in table.to_pylist()}
             assert voided["r2-1"] is not None and voided["r2-0"] is None
+        out = tmp_path / f"voids-{run}.csv"
+        done = export(engine, "event-voids", out, Filters(after=voids_after))
+        voids += [r["transaction_id"] for r in _read_csv(out)[1]]
+        voids_after = done.watermark
     assert exported == _event_ids(engine)  # every event, once, in ingestion order
     assert watermarks == [3, 3, 5]
+    assert voids == ["r0-0", "r2-1"]  # every void, once: the warehouse applies them
 
 
 def test_an_event_committed_late_with_a_lower_id_is_not_skipped(engine: Engine) -> None:
@@ -323,7 +333,9 @@ def test_an_event_committed_late_with_a_lower_id_is_not_skipped(engine: Engine) 
     ("what", "filters", "message"),
     [
         ("events", Filters(since=datetime(2025, 1, 1, tzinfo=UTC)), "takes no time window"),
-        ("usage", Filters(after=3), "a watermark is for the events export"),
+        ("usage", Filters(after=3), "a watermark is for the events and event-voids exports"),
+        ("event-voids", Filters(until=datetime(2025, 1, 1, tzinfo=UTC)),
+         "the event-voids export takes no time window"),
         ("events", Filters(after=-1), "watermark -1 is negative"),
     ],
 )
