@@ -254,9 +254,9 @@ def events_watermark(conn: Connection, table: str = "events",
     ever be visible is visible now.
 
     The cap is the last id handed out; any transaction that took an id at or below it and has
-    not ended was writing to ``events`` before the cap was read, so it is among the writers
-    read next. The function waits for those (a few seconds: one object's ingest) and returns
-    the cap; later transactions take larger ids."""
+    not ended was writing to the table before the cap was read, so it is among the writers
+    read next. The function waits for those (as long as one object's ingest or one void takes)
+    and returns the cap; later transactions take larger ids."""
     if table not in INCREMENTAL.values():
         raise ValueError(f"no watermark for {table!r}")
     cap = int(conn.execute(text(_LAST_ID), {"table": table}).scalar_one())
@@ -452,9 +452,12 @@ def _write_parquet(what: str, rows: Iterable[dict[str, Any]], path: Path) -> Non
 
     fixed = schema(what)
     with pq.ParquetWriter(path, fixed) as writer:
-        writer.write_table(fixed.empty_table())  # typed even when no row follows
+        empty = True
         for batch in _batches(rows):
             writer.write_table(pa.Table.from_pylist(batch, schema=fixed))
+            empty = False
+        if empty:  # the schema is the file's either way; a row group makes it plain
+            writer.write_table(fixed.empty_table())
 
 
 WRITERS: Final[dict[str, Callable[[str, Iterable[dict[str, Any]], Path], None]]] = {
