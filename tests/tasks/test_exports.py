@@ -29,6 +29,7 @@ from tallyflow.tasks.exports import (
     frame,
     rows,
     schema,
+    usage_rows,
 )
 from tallyflow.tasks.voids import EventKey, void_events
 from tests.tasks.rating_fixtures import apply_mistral, ingest_events, load_rows, token_event
@@ -375,3 +376,48 @@ def test_the_declared_types(engine: Engine) -> None:
     assert (MONEY.arrow, NUMBER.arrow) == ("decimal128(38, 12)", "decimal256(76, 38)")
     assert schema("usage").field("units").type == pa.decimal256(76, 38)
     assert schema("usage").field("amount_cents").type == pa.decimal128(38, 12)
+
+
+def _line(units: str, cents: int) -> dict[str, Any]:
+    return {"units": units, "events_count": 1, "amount_cents": cents,
+            "precise_amount_cents": str(cents)}
+
+
+_CHARGE = {"charge": {"lago_id": "7", "charge_model": "standard", "invoice_display_name": "T"},
+           "billable_metric": {"code": "tokens", "aggregation_type": "sum_agg"}}
+
+
+@pytest.mark.parametrize(
+    ("charge", "leaves"),
+    [
+        # no filter, no group: the charge's own line
+        ({**_line("5", 10), "filters": [], "grouped_usage": []}, [(None, None, "5")]),
+        # filters: a row per bucket, the default one without values
+        ({**_line("5", 10), "grouped_usage": [],
+          "filters": [{**_line("2", 4), "values": {"m": ["a"]}, "invoice_display_name": "A"},
+                      {**_line("3", 6), "values": None, "invoice_display_name": None}]},
+         [('{"m":["a"]}', None, "2"), (None, None, "3")]),
+        # groups without filters: a row per group
+        ({**_line("5", 10), "filters": [],
+          "grouped_usage": [{**_line("1", 2), "grouped_by": {"t": "x"}, "filters": []},
+                            {**_line("4", 8), "grouped_by": {"t": None}, "filters": []}]},
+         [(None, '{"t":"x"}', "1"), (None, '{"t":null}', "4")]),
+        # groups with filters: a row per group and bucket, not the group's total nor the
+        # charge's buckets (they sum the same units again)
+        ({**_line("5", 10),
+          "filters": [{**_line("5", 10), "values": {"m": ["a"]}, "invoice_display_name": "A"}],
+          "grouped_usage": [{**_line("5", 10), "grouped_by": {"t": "x"},
+                             "filters": [{**_line("5", 10), "values": {"m": ["a"]},
+                                          "invoice_display_name": "A"}]}]},
+         [('{"m":["a"]}', '{"t":"x"}', "5")]),
+        # grouped, no usage yet: no group, so the charge's (zero) line
+        ({**_line("0", 0), "filters": [], "grouped_usage": []}, [(None, None, "0")]),
+    ],
+)
+def test_usage_rows_are_the_leaves(charge: dict[str, Any],
+                                   leaves: list[tuple[str | None, str | None, str]]) -> None:
+    got = list(usage_rows({"as_of": "t"}, {"charges_usage": [{**_CHARGE, **charge}]}))
+    assert [(r["filter_values"], r["grouped_by"], r["units"]) for r in got] == leaves
+    assert sum(r["amount_cents"] for r in got) == charge["amount_cents"]
+    assert {(r["as_of"], r["charge_lago_id"], r["billable_metric_code"]) for r in got} \
+        == {("t", "7", "tokens")}
