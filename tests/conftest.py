@@ -267,3 +267,16 @@ def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bucket]:
             aws_access_key_id=server.key, aws_secret_access_key=server.secret,
         ).create_bucket(Bucket=f"tf-{name}")
         yield Bucket(f"s3://tf-{name}/events", {"endpoint_url": server.endpoint})
+
+
+@pytest.fixture(autouse=True)
+def _no_debug_left_behind() -> Iterator[None]:
+    """``tallyflow --debug`` sets TALLYFLOW_DEBUG in the process's environment (for the rest of
+    that command); a test that runs it in-process must not leave later tests printing
+    tracebacks where they expect one-line errors."""
+    before = os.environ.get("TALLYFLOW_DEBUG")
+    yield
+    if before is None:
+        os.environ.pop("TALLYFLOW_DEBUG", None)
+    else:
+        os.environ["TALLYFLOW_DEBUG"] = before
