@@ -10,11 +10,11 @@ posted half of its deductions is completed, not repeated, by the next attempt.
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 
 from tallyflow.flows.contained import contained_section, report_contained
@@ -38,6 +38,7 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.tasks.advance_charges import advance_charges_task
 from tallyflow.tasks.billing_report import customer_movements_task
 from tallyflow.tasks.containment import LISTED, ContainedFailures, withheld_customers
+from tallyflow.tasks.health import CurrentRun, billing_health_task
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.ingest_claims import reclaim_dead_claims_task
 from tallyflow.tasks.usage import customer_of_task
@@ -117,10 +118,26 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
         key="billing-cycle",
         description=f"Billing {hour_label(at)}",
     )
+    _report_health(at, contained)
     if contained:
         report_contained(contained)
         raise ContainedFailures(contained, summary)
     return summary
+
+
+HEALTH_KEY = "billing-health"
+
+
+def _report_health(at: datetime, contained: list[dict[str, Any]]) -> None:
+    """Keep the ``billing-health`` artifact up to date and log the figures at INFO. Health is
+    an observation of the present (watermark lag, drafts due), so it reads the clock, unlike
+    the billing above, which bills ``at``."""
+    current = CurrentRun(flow_run_id=str(runtime.flow_run.id), name=runtime.flow_run.name,
+                         hour=at, contained=contained[:LISTED])
+    health = billing_health_task(datetime.now(UTC), current)
+    get_run_logger().info(health.log_line())
+    create_markdown_artifact(health.markdown(), key=HEALTH_KEY,
+                             description=f"Billing health after {hour_label(at)}")
 
 
 def _artifact(
