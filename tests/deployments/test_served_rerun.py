@@ -10,15 +10,19 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.ingest import ingest_object, register_objects
 from tallyflow.tasks.sources import SourceSpec, build_source
 from tests.factories import jsonl
+from tests.storage import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 PROJECT = Path(__file__).parents[2]
@@ -84,8 +88,10 @@ def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
     # The CLI keeps Prefect at WARNING for its own commands; served runs must still log INFO.
     env["PREFECT_LOGGING_LEVEL"] = "WARNING"
     env.pop("TALLYFLOW_NOTIFY_WEBHOOK_URL", None)
+    metrics_port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tallyflow.cli", "serve", "--only", "hourly", "--only", "backfill"],
+        [sys.executable, "-m", "tallyflow.cli", "serve", "--only", "hourly", "--only", "backfill",
+         "--metrics-port", str(metrics_port)],
         cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
@@ -99,6 +105,13 @@ def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
         assert run.name == "billing 2025-11-24T17:00Z"
         levels = _log_levels(run.id)
         assert logging.INFO in levels, levels
+        # serve's Prometheus endpoint: the hour just billed is the last good one
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30)
+        values = {s.name: s.value for f in text_string_to_metric_families(
+            scraped.read().decode()) for s in f.samples}
+        assert values["tallyflow_up"] == 1
+        assert (values["tallyflow_last_good_billing_hour_timestamp_seconds"]
+                == datetime(2025, 11, 24, 17, tzinfo=UTC).timestamp())
         with pytest.raises(Exception, match="hour"):
             run_deployment("billing-cycle/hourly", parameters={"hour": "2025-11-24T17:00:00"},
                            timeout=0)
