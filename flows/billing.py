@@ -41,6 +41,7 @@ from tallyflow.tasks.containment import LISTED, ContainedFailures, withheld_cust
 from tallyflow.tasks.health import CurrentRun, billing_health_task
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.ingest_claims import reclaim_dead_claims_task
+from tallyflow.tasks.run_names import name_scheduled_runs_task
 from tallyflow.tasks.usage import customer_of_task
 
 # A billing hour is retried as a whole after transient trouble its tasks did not absorb (the
@@ -58,6 +59,13 @@ def scheduled_hour() -> datetime:
 def _billing_name() -> str:
     hour = moment_label(run_param("hour", default=None))
     return f"billing {hour or hour_label(scheduled_hour())}"
+
+
+def billing_name_of(scheduled: datetime, parameters: dict[str, Any]) -> str:
+    """The name a run of this flow gets when it starts, from its scheduled time and
+    parameters: given to scheduled runs ahead of time (tasks/run_names.py)."""
+    hour = moment_label(parameters.get("hour"))
+    return f"billing {hour or hour_label(scheduled.replace(minute=0, second=0, microsecond=0))}"
 
 
 @flow(
@@ -79,6 +87,8 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
             the hour this run was scheduled for; rerunning an hour recomputes exactly that hour.
     """
     at = hour or scheduled_hour()
+    if runtime.deployment.id:  # the deployment's queued runs, named by their hour
+        name_scheduled_runs_task(str(runtime.deployment.id), billing_name_of)
     # objects a dead ingest run left pending hold the ingest watermark: load them first
     reclaimed = reclaim_dead_claims_task()
     # Each step contains a failure to its unit and reports it instead of failing (its other

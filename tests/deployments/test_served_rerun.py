@@ -13,6 +13,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -43,6 +44,31 @@ def _wait_for_deployment(name: str, timeout: float = 90) -> None:
     while not asyncio.run(exists()):
         assert time.monotonic() < deadline, f"deployment {name} never appeared"
         time.sleep(0.5)
+
+
+def _queue_a_scheduled_run(deployment: str, when: datetime) -> UUID:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    async def queue() -> UUID:
+        async with get_client() as client:
+            found = await client.read_deployment_by_name(deployment)
+            run = await client.create_flow_run_from_deployment(
+                found.id, state=Scheduled(scheduled_time=when))
+            assert not run.name.startswith("billing")  # Prefect's random name
+            return run.id
+
+    return asyncio.run(queue())
+
+
+def _run_name(run_id: UUID) -> str:
+    from prefect.client.orchestration import get_client
+
+    async def read() -> str:
+        async with get_client() as client:
+            return (await client.read_flow_run(run_id)).name
+
+    return asyncio.run(read())
 
 
 def _log_levels(flow_run_id: object) -> set[int]:
@@ -96,6 +122,8 @@ def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
     )
     try:
         _wait_for_deployment("billing-cycle/hourly")
+        queued = _queue_a_scheduled_run("billing-cycle/hourly", datetime(2099, 1, 1, 5, 7,
+                                                                         tzinfo=UTC))
         run = run_deployment(
             "billing-cycle/hourly",
             parameters={"hour": "2025-11-24T17:00:00Z"},
@@ -103,6 +131,9 @@ def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
         )
         assert run.state is not None and run.state.is_completed(), run.state
         assert run.name == "billing 2025-11-24T17:00Z"
+        # the run queued with a random name, as the scheduler queues them, is named by its
+        # hour before it starts (tasks/run_names.py)
+        assert _run_name(queued) == "billing 2099-01-01T05:00Z"
         levels = _log_levels(run.id)
         assert logging.INFO in levels, levels
         # serve's Prometheus endpoint: the hour just billed is the last good one
