@@ -252,7 +252,13 @@ def runs(
     missed its heartbeats. A run that contained failures (units that failed alone while every
     other unit completed) lists each: step, unit and error.
     """
-    from tallyflow.tasks.history import FINAL, failed_objects, recent_runs
+    from tallyflow.tasks.history import (
+        FINAL,
+        adopt_prefect_failures,
+        cause_of,
+        failed_objects,
+        recent_runs,
+    )
 
     if status is not None and status not in (*FINAL, "running"):
         raise typer.BadParameter(
@@ -264,9 +270,11 @@ def runs(
 
         _print_failed_objects(failed_objects(engine, limit), watermark_holder(engine), as_json)
         return
+    adopt_prefect_failures(engine, limit)  # runs that failed before reaching the database
     rows = recent_runs(engine, limit, status)
     ui = _ui_url()
     for row in rows:
+        row["cause"] = cause_of(row["status"], row["error"])
         run_id = row["flow_run_id"]
         row["url"] = f"{ui}/runs/flow-run/{run_id}" if ui and run_id else None
     if as_json:
@@ -287,7 +295,10 @@ def runs(
         if row["error"]:
             detail = f"[red]{row['error']}[/red]" + (f"\n{detail}" if detail else "")
         kind = row["kind"] if not row["parent_flow_run_id"] else f"  {row['kind']} (child)"
-        table.add_row(kind, _short_time(row["started_at"]), _status(row["status"]), detail,
+        shown = _status(row["status"])
+        if row["cause"] != row["status"]:  # database unreachable, deadline, no liveness
+            shown += f"\n({row['cause']})"
+        table.add_row(kind, _short_time(row["started_at"]), shown, detail,
                       row["url"] or row["flow_run_id"] or "")
     console.print(table)
     if not ui:
