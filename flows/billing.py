@@ -10,11 +10,11 @@ posted half of its deductions is completed, not repeated, by the next attempt.
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 
 from tallyflow.flows.contained import contained_section, report_contained
@@ -38,8 +38,10 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.tasks.advance_charges import advance_charges_task
 from tallyflow.tasks.billing_report import customer_movements_task
 from tallyflow.tasks.containment import LISTED, ContainedFailures, withheld_customers
+from tallyflow.tasks.health import CurrentRun, billing_health_task
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.ingest_claims import reclaim_dead_claims_task
+from tallyflow.tasks.run_names import name_scheduled_runs_task
 from tallyflow.tasks.usage import customer_of_task
 
 # A billing hour is retried as a whole after transient trouble its tasks did not absorb (the
@@ -57,6 +59,13 @@ def scheduled_hour() -> datetime:
 def _billing_name() -> str:
     hour = moment_label(run_param("hour", default=None))
     return f"billing {hour or hour_label(scheduled_hour())}"
+
+
+def billing_name_of(scheduled: datetime, parameters: dict[str, Any]) -> str:
+    """The name a run of this flow gets when it starts, from its scheduled time and
+    parameters: given to scheduled runs ahead of time (tasks/run_names.py)."""
+    hour = moment_label(parameters.get("hour"))
+    return f"billing {hour or hour_label(scheduled.replace(minute=0, second=0, microsecond=0))}"
 
 
 @flow(
@@ -78,6 +87,8 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
             the hour this run was scheduled for; rerunning an hour recomputes exactly that hour.
     """
     at = hour or scheduled_hour()
+    if runtime.deployment.id:  # the deployment's queued runs, named by their hour
+        name_scheduled_runs_task(str(runtime.deployment.id), billing_name_of)
     # objects a dead ingest run left pending hold the ingest watermark: load them first
     reclaimed = reclaim_dead_claims_task()
     # Each step contains a failure to its unit and reports it instead of failing (its other
@@ -117,10 +128,26 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
         key="billing-cycle",
         description=f"Billing {hour_label(at)}",
     )
+    _report_health(at, contained)
     if contained:
         report_contained(contained)
         raise ContainedFailures(contained, summary)
     return summary
+
+
+HEALTH_KEY = "billing-health"
+
+
+def _report_health(at: datetime, contained: list[dict[str, Any]]) -> None:
+    """Keep the ``billing-health`` artifact up to date and log the figures at INFO. Health is
+    an observation of the present (watermark lag, drafts due), so it reads the clock, unlike
+    the billing above, which bills ``at``."""
+    current = CurrentRun(flow_run_id=str(runtime.flow_run.id), name=runtime.flow_run.name,
+                         hour=at, contained=contained[:LISTED])
+    health = billing_health_task(datetime.now(UTC), current)
+    get_run_logger().info(health.log_line())
+    create_markdown_artifact(health.markdown(), key=HEALTH_KEY,
+                             description=f"Billing health after {hour_label(at)}")
 
 
 def _artifact(

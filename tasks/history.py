@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -59,6 +60,38 @@ KINDS = {
 }
 
 
+# Why a run ended, told apart (``tallyflow runs`` shows it beside the status). The patterns
+# read the recorded error, so runs recorded before causes existed are told apart too.
+_DB_DOWN = re.compile(
+    r"OperationalError|InterfaceError|cannot reach the database|connection refused"
+    r"|could not connect|server closed the connection|terminating connection"
+    r"|connection (?:is )?(?:lost|closed)|the database system is (?:shutting down|starting up)"
+    r"|connection timed out|timeout expired",
+    re.IGNORECASE,
+)
+_DEADLINE = re.compile(
+    r"TimedOut|exceeded timeout|statement timeout|lock timeout|deadline", re.IGNORECASE,
+)
+NO_LIVENESS = "the process stopped reporting"
+
+
+def cause_of(status: str, error: str | None) -> str:
+    """``database unreachable``, ``deadline``, ``cancelled``, ``crashed (no liveness)``,
+    ``crashed``, ``failed``, or the status itself (running, completed)."""
+    text_ = error or ""
+    if status == "cancelled":
+        return "cancelled"
+    if status == "crashed":
+        return "crashed (no liveness)" if text_.startswith(NO_LIVENESS) else "crashed"
+    if status == "failed":
+        if _DEADLINE.search(text_):  # a statement timeout is a deadline, not an outage
+            return "deadline"
+        if _DB_DOWN.search(text_):
+            return "database unreachable"
+        return "failed"
+    return status
+
+
 def heartbeat_seconds() -> float:
     return float(os.environ.get(HEARTBEAT_ENV) or DEFAULT_HEARTBEAT)
 
@@ -79,6 +112,12 @@ def _engine() -> Engine:
 # Writes
 # --------------------------------------------------------------------------------------------
 
+_STALE = text(
+    """
+    select flow_run_id from run_history
+    where status = 'running' and heartbeat_at < now() - make_interval(secs => :stale)
+    """
+)
 _REAP = text(
     """
     update run_history set status = 'crashed', finished_at = now(),
@@ -86,6 +125,15 @@ _REAP = text(
               || to_char(heartbeat_at at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS')
               || ' UTC (killed, or its machine was lost); rerun it: work is idempotent'
     where status = 'running' and heartbeat_at < now() - make_interval(secs => :stale)
+      and not (flow_run_id = any(cast(:known as text[])))
+    returning flow_run_id, error
+    """
+)
+_ENDED_IN_PREFECT = text(
+    """
+    update run_history set status = :status, error = :error,
+      finished_at = coalesce(cast(:finished as timestamptz), now())
+    where flow_run_id = :id and status = 'running'
     returning flow_run_id, error
     """
 )
@@ -101,10 +149,63 @@ def reap_stale(engine: Engine, stale: float | None = None) -> list[str]:
 
 
 def _reap(conn: Connection, stale: float | None = None) -> list[str]:
-    dead = conn.execute(_REAP, {"stale": stale if stale is not None else stale_seconds()}).all()
-    for flow_run_id, error in dead:
-        _finish_records(conn, flow_run_id, "crashed", error)
-    return [str(flow_run_id) for flow_run_id, _ in dead]
+    """A silent run's ending as Prefect recorded it when Prefect knows one (a run whose
+    ending could not be written here, the database being down, says why it failed), else
+    ``crashed``: nothing reported its end, so its process or machine was lost."""
+    stale = stale if stale is not None else stale_seconds()
+    silent = [str(r) for r in conn.execute(_STALE, {"stale": stale}).scalars()]
+    known = prefect_endings(silent) if silent else {}
+    ended: list[tuple[str, str | None, str]] = []
+    for flow_run_id, (status, error, finished) in known.items():
+        row = conn.execute(_ENDED_IN_PREFECT, {"id": flow_run_id, "status": status,
+                                               "error": error, "finished": finished}).first()
+        if row is not None:
+            ended.append((flow_run_id, error, status))
+    dead = conn.execute(_REAP, {"stale": stale, "known": list(known)}).all()
+    ended += [(str(flow_run_id), error, "crashed") for flow_run_id, error in dead]
+    for flow_run_id, error, status in ended:
+        _finish_records(conn, flow_run_id, status, error)
+    return [flow_run_id for flow_run_id, _, _ in ended]
+
+
+_PREFECT_FINAL = {"COMPLETED": "completed", "FAILED": "failed", "CANCELLED": "cancelled",
+                  "CRASHED": "crashed"}
+
+
+def prefect_api_configured() -> bool:
+    """Whether a Prefect API is set (never start a temporary server just to read history)."""
+    try:
+        from prefect.settings import PREFECT_API_URL
+
+        return bool(PREFECT_API_URL.value())
+    except Exception:
+        return False
+
+
+def prefect_endings(ids: list[str]) -> dict[str, tuple[str, str | None, datetime | None]]:
+    """Final states Prefect recorded for these flow runs: id -> (status, message, end)."""
+    if not prefect_api_configured():
+        return {}
+    try:
+        from prefect.client.orchestration import get_client
+
+        out: dict[str, tuple[str, str | None, datetime | None]] = {}
+        with get_client(sync_client=True, httpx_settings={"timeout": 3.0}) as client:
+            for run_id in ids:
+                try:
+                    run = client.read_flow_run(UUID(run_id))
+                except Exception:  # a run Prefect does not know (or an id that is no UUID)
+                    continue
+                state = run.state
+                if state is None or state.type.value not in _PREFECT_FINAL:
+                    continue
+                message = str(state.message or state.name)
+                if state.name == "TimedOut":
+                    message = f"deadline: {message}"
+                out[run_id] = (_PREFECT_FINAL[state.type.value], message[:2000], run.end_time)
+        return out
+    except Exception:  # no server answering: the heartbeat's verdict stands
+        return {}
 
 
 def start(
@@ -395,7 +496,10 @@ def _run_tracked(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
         _stop_now(flow_run_id)
         raise
     except Exception as exc:
-        finish(engine, flow_run_id, "failed", describe_error(exc), _summary_of(exc))
+        try:
+            finish(engine, flow_run_id, "failed", describe_error(exc), _summary_of(exc))
+        except Exception:  # the database is down: Prefect keeps the real error, and the
+            pass  # next history read takes it from there (``_reap``), not "crashed"
         raise
     except BaseException as exc:  # KeyboardInterrupt, SystemExit
         finish(engine, flow_run_id, "crashed", describe_error(exc))
@@ -545,6 +649,66 @@ def recent_runs(
                 })
     rows.sort(key=lambda r: r["started_at"], reverse=True)
     return rows[:limit]
+
+
+# A run that failed before it reached the database (no URL on the worker, a schema not
+# current: tallyflow.infra.resources) cannot write its own history; Prefect has it.
+_BEFORE_DATABASE = "ResourceError"
+_ADOPT = text(
+    """
+    insert into run_history (flow_run_id, kind, name, status, error, started_at, heartbeat_at,
+                             finished_at, host)
+    values (:id, :kind, :name, :status, :error, :started, :started, :finished, 'prefect')
+    on conflict (flow_run_id) do nothing
+    """
+)
+
+
+def adopt_prefect_failures(engine: Engine, limit: int = 50) -> int:
+    """Record the Tallyflow runs Prefect saw fail before they reached the database (they
+    never wrote a row of their own), as Prefect recorded them; returns how many were added.
+    Nothing without a configured Prefect API."""
+    if not prefect_api_configured():
+        return 0
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowFilter,
+            FlowFilterName,
+            FlowRunFilter,
+            FlowRunFilterState,
+            FlowRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        with get_client(sync_client=True, httpx_settings={"timeout": 3.0}) as client:
+            flows = {f.id: f.name for f in client.read_flows(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=list(KINDS))))}
+            if not flows:
+                return 0
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=list(KINDS))),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.FAILED, StateType.CRASHED]))),
+                sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit,
+            )
+    except Exception:  # no server answering: history shows what it has
+        return 0
+    added = 0
+    with engine.begin() as conn:
+        for run in runs:
+            message = str(run.state.message or "") if run.state else ""
+            if _BEFORE_DATABASE not in message or run.state is None:
+                continue
+            started = run.start_time or run.expected_start_time or run.created
+            added += conn.execute(_ADOPT, {
+                "id": str(run.id), "kind": KINDS.get(flows.get(run.flow_id, ""), "unknown"),
+                "name": run.name, "status": _PREFECT_FINAL[run.state.type.value],
+                "error": message[:2000], "started": started,
+                "finished": run.end_time or started,
+            }).rowcount
+    return added
 
 
 def failed_objects(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tallyflow.api import routes, voids
+from tallyflow.api import health, routes, voids
 from tallyflow.api.events import CheckedEvent, check_event, event_object
 from tallyflow.api.keys import key_name
 from tallyflow.api.lago import LagoError, LagoJSON, invalid, read_json
@@ -156,6 +156,7 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> F
 
     routes.register(app, engine, auth)
     voids.register(app, engine, auth, settings.max_body_bytes)
+    health.register(app, engine, auth)
     return app
 
 

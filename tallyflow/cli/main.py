@@ -92,7 +92,8 @@ COMMANDS: dict[str, str] = {
     "invoices": "invoices",
     "export": "exports",
     "archive": "archive",
-    "serve": "ops", "runs": "ops", "status": "ops", "prefect": "ops", "automations": "ops",
+    "serve": "ops", "runs": "ops", "status": "ops", "health": "ops", "prefect": "ops",
+    "automations": "ops",
     "demo": "demo",
     "api": "api", "api-keys": "api",
 }

@@ -16,11 +16,15 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
     app.command("runs")(runs)
     app.command("status")(status)
+    app.command("health")(health)
     app.add_typer(prefect_app, name="prefect")
     automations = typer.Typer(help="Prefect automations: who is notified of what.",
                               no_args_is_help=True)
     automations.command("apply")(apply_automations)
     app.add_typer(automations, name="automations")
+
+
+METRICS_PORT = 9108  # `tallyflow serve`'s Prometheus endpoint (`tallyflow api`: its own port)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -103,6 +107,11 @@ def serve(
     ),
     api_host: str = typer.Option("127.0.0.1", "--api-host", help="With --api: its address."),
     api_port: int = typer.Option(3000, "--api-port", help="With --api: its port."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host",
+                                     help="Address of the Prometheus /metrics endpoint."),
+    metrics_port: int = typer.Option(
+        METRICS_PORT, "--metrics-port", min=0,
+        help="Port of the Prometheus /metrics endpoint (billing health gauges); 0: none."),
 ) -> None:
     """Serve the deployments of deployments/prefect.yaml from this process (one machine).
 
@@ -132,6 +141,7 @@ def serve(
     if problem:
         raise _fail(problem)
     _announce_automations()
+    _start_metrics(db.get_engine(), metrics_host, metrics_port)
     # The CLI keeps Prefect quiet for its own commands; served runs must log to the UI. Served
     # runs take their settings from this process's settings context (not only its environment),
     # so both are set before serving.
@@ -146,6 +156,23 @@ def serve(
         if api_process is not None:
             api_process.terminate()
             api_process.wait(30)
+
+
+def _start_metrics(engine: Any, host: str, port: int) -> None:
+    """Prometheus' ``/metrics`` (tasks/health.py's figures) from a thread of this process."""
+    if not port:
+        return
+    from tallyflow.tasks.health import serve_metrics
+
+    try:
+        serve_metrics(engine, host, port)
+    except OSError as exc:
+        typer.echo(f"error: cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
+                   err=True)
+        typer.echo("hint: pass --metrics-port with a free port, or --metrics-port 0 for none",
+                   err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"metrics: http://{host}:{port}/metrics")
 
 
 def _start_api(host: str, port: int) -> Any:
@@ -190,6 +217,23 @@ def apply_automations() -> None:
     _announce_automations()
 
 
+def health(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")
+           ) -> None:
+    """Billing health in one look: last completed billing hour, ingest watermark and lag,
+    objects failed, drafts waiting and why, contained failures, wallets below threshold or
+    negative, invoices awaiting PDFs. Exits 0 even when something needs attention (`ok`
+    says so), so it can be read by scripts and people alike."""
+    from datetime import UTC, datetime
+
+    from tallyflow.tasks.health import billing_health
+
+    figures = billing_health(billing_engine(), datetime.now(UTC))
+    if as_json:
+        typer.echo(json.dumps(figures.as_dict(), default=str))
+        return
+    Console().print(figures.markdown(), markup=False, highlight=False)
+
+
 def runs(
     limit: int = typer.Option(20, "--limit", min=1, help="How many runs."),
     status: str | None = typer.Option(
@@ -208,7 +252,13 @@ def runs(
     missed its heartbeats. A run that contained failures (units that failed alone while every
     other unit completed) lists each: step, unit and error.
     """
-    from tallyflow.tasks.history import FINAL, failed_objects, recent_runs
+    from tallyflow.tasks.history import (
+        FINAL,
+        adopt_prefect_failures,
+        cause_of,
+        failed_objects,
+        recent_runs,
+    )
 
     if status is not None and status not in (*FINAL, "running"):
         raise typer.BadParameter(
@@ -220,9 +270,11 @@ def runs(
 
         _print_failed_objects(failed_objects(engine, limit), watermark_holder(engine), as_json)
         return
+    adopt_prefect_failures(engine, limit)  # runs that failed before reaching the database
     rows = recent_runs(engine, limit, status)
     ui = _ui_url()
     for row in rows:
+        row["cause"] = cause_of(row["status"], row["error"])
         run_id = row["flow_run_id"]
         row["url"] = f"{ui}/runs/flow-run/{run_id}" if ui and run_id else None
     if as_json:
@@ -243,7 +295,10 @@ def runs(
         if row["error"]:
             detail = f"[red]{row['error']}[/red]" + (f"\n{detail}" if detail else "")
         kind = row["kind"] if not row["parent_flow_run_id"] else f"  {row['kind']} (child)"
-        table.add_row(kind, _short_time(row["started_at"]), _status(row["status"]), detail,
+        shown = _status(row["status"])
+        if row["cause"] != row["status"]:  # database unreachable, deadline, no liveness
+            shown += f"\n({row['cause']})"
+        table.add_row(kind, _short_time(row["started_at"]), shown, detail,
                       row["url"] or row["flow_run_id"] or "")
     console.print(table)
     if not ui:

@@ -10,15 +10,20 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.ingest import ingest_object, register_objects
 from tallyflow.tasks.sources import SourceSpec, build_source
 from tests.factories import jsonl
+from tests.storage import free_port
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 PROJECT = Path(__file__).parents[2]
@@ -39,6 +44,31 @@ def _wait_for_deployment(name: str, timeout: float = 90) -> None:
     while not asyncio.run(exists()):
         assert time.monotonic() < deadline, f"deployment {name} never appeared"
         time.sleep(0.5)
+
+
+def _queue_a_scheduled_run(deployment: str, when: datetime) -> UUID:
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    async def queue() -> UUID:
+        async with get_client() as client:
+            found = await client.read_deployment_by_name(deployment)
+            run = await client.create_flow_run_from_deployment(
+                found.id, state=Scheduled(scheduled_time=when))
+            assert not run.name.startswith("billing")  # Prefect's random name
+            return run.id
+
+    return asyncio.run(queue())
+
+
+def _run_name(run_id: UUID) -> str:
+    from prefect.client.orchestration import get_client
+
+    async def read() -> str:
+        async with get_client() as client:
+            return (await client.read_flow_run(run_id)).name
+
+    return asyncio.run(read())
 
 
 def _log_levels(flow_run_id: object) -> set[int]:
@@ -84,12 +114,16 @@ def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
     # The CLI keeps Prefect at WARNING for its own commands; served runs must still log INFO.
     env["PREFECT_LOGGING_LEVEL"] = "WARNING"
     env.pop("TALLYFLOW_NOTIFY_WEBHOOK_URL", None)
+    metrics_port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "tallyflow.cli", "serve", "--only", "hourly", "--only", "backfill"],
+        [sys.executable, "-m", "tallyflow.cli", "serve", "--only", "hourly", "--only", "backfill",
+         "--metrics-port", str(metrics_port)],
         cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
         _wait_for_deployment("billing-cycle/hourly")
+        queued = _queue_a_scheduled_run("billing-cycle/hourly", datetime(2099, 1, 1, 5, 7,
+                                                                         tzinfo=UTC))
         run = run_deployment(
             "billing-cycle/hourly",
             parameters={"hour": "2025-11-24T17:00:00Z"},
@@ -97,8 +131,18 @@ def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
         )
         assert run.state is not None and run.state.is_completed(), run.state
         assert run.name == "billing 2025-11-24T17:00Z"
+        # the run queued with a random name, as the scheduler queues them, is named by its
+        # hour before it starts (tasks/run_names.py)
+        assert _run_name(queued) == "billing 2099-01-01T05:00Z"
         levels = _log_levels(run.id)
         assert logging.INFO in levels, levels
+        # serve's Prometheus endpoint: the hour just billed is the last good one
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30)
+        values = {s.name: s.value for f in text_string_to_metric_families(
+            scraped.read().decode()) for s in f.samples}
+        assert values["tallyflow_up"] == 1
+        assert (values["tallyflow_last_good_billing_hour_timestamp_seconds"]
+                == datetime(2025, 11, 24, 17, tzinfo=UTC).timestamp())
         with pytest.raises(Exception, match="hour"):
             run_deployment("billing-cycle/hourly", parameters={"hour": "2025-11-24T17:00:00"},
                            timeout=0)
