@@ -10,6 +10,7 @@ Sources and mappings are found through ``tallyflow.tasks.plugins`` (built-ins, t
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 from abc import ABC, abstractmethod
@@ -137,6 +138,23 @@ class Source(ABC):
         if self.kind == "fsspec" and self.spec.mapping == DEFAULT_MAPPING:
             return url
         return f"{self.kind}+{self.spec.mapping}:{url}"
+
+    @property
+    def fingerprint(self) -> str:
+        """The settings that decide what an object gives, as one hash: the recorded spec
+        (mapping, its options, format, source options) and, for a mapping file, its content.
+        The ledger keeps it per object; a run counts the objects read with another one, and
+        ``tallyflow reingest`` replays them (tasks/replay.py)."""
+        digest = hashlib.sha256(json.dumps(self.spec.ledger_spec(), sort_keys=True,
+                                           default=str).encode())
+        from tallyflow.tasks.mappings import is_mapping_file
+
+        if self.spec.mapping not in plugins.mappings() and is_mapping_file(self.spec.mapping):
+            try:
+                digest.update(Path(self.spec.mapping).read_bytes())
+            except OSError:
+                pass  # resolved already (``__init__``); a file gone since changes nothing read
+        return digest.hexdigest()
 
     @classmethod
     def golden_case(cls, folder: Path) -> SourceSpec | None:

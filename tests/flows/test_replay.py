@@ -1,0 +1,119 @@
+"""Fix and replay (issue 26 item 3): a mapping fix is noticed, and ``reingest-source`` replaces
+what each record gave before with what it gives now -- exactly the affected events, voided
+and stored, with counts; a plain re-run keeps first-copy-wins."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from tallyflow.flows.ingest import ingest_events, reingest_source
+from tallyflow.tasks.sources import SourceSpec
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+MAPPING = """\
+name: gateway-usage
+transaction_id: id
+external_subscription_id: user
+timestamp: created
+code: {const: llm_tokens}
+request_id: id
+properties:
+  model: model
+each:
+  fields:
+    input: usage.prompt_tokens
+    output: usage.%s
+"""
+RECORDS = [
+    {"id": "u-1", "model": "m", "created": 1764000000, "user": "sub_a",
+     "usage": {"prompt_tokens": 100, "completion_tokens": 20}},
+    {"id": "u-2", "model": "m", "created": 1764000060, "user": "sub_a",
+     "usage": {"prompt_tokens": 7, "completion_tokens": 0}},
+    {"id": "u-3", "model": "m", "created": 1764000120, "user": "sub_a",
+     "usage": {"prompt_tokens": 5, "completion_tokens": 3}},
+]
+
+
+def _live(engine: Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {r.transaction_id: int(r.properties["tokens"]) for r in conn.execute(text(
+            "select transaction_id, properties from events where voided_at is null"))}
+
+
+def _setup(tmp_path: Path) -> tuple[Path, SourceSpec]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    mapping = tmp_path / "gateway.yaml"
+    mapping.write_text(MAPPING % "completion")  # the bug: no such field, no output events
+    return mapping, SourceSpec(url=logs.as_uri(), mapping=str(mapping))
+
+
+def test_a_mapping_fix_replays_exactly_the_affected_events(
+    engine: Engine, tmp_path: Path
+) -> None:
+    mapping, spec = _setup(tmp_path)
+    first = ingest_events(spec)
+    assert first["accepted"] == 3 and first["other_settings"] == 0
+    assert _live(engine) == {"u-1:input": 100, "u-2:input": 7, "u-3:input": 5}
+
+    mapping.write_text(MAPPING % "completion_tokens")  # the fix
+    noticed = ingest_events(spec)
+    assert (noticed["objects"], noticed["other_settings"]) == (0, 1)  # read 0, said so
+    assert len(_live(engine)) == 3  # a plain run reads nothing again
+
+    replay = reingest_source(spec)
+    counts = {k: v for k, v in replay["replay"].items() if k not in ("kept", "rerate")}
+    # u-1 and u-3 gain their output events; their input events are the same and stand;
+    # u-2 (no completion tokens) gives what it gave
+    assert counts == {"objects": 1, "records_unchanged": 1, "records_replaced": 2,
+                      "records_kept": 0, "events_voided": 0, "events_renamed": 0}
+    assert (replay["accepted"], replay["duplicates"]) == (2, 3)
+    assert _live(engine) == {"u-1:input": 100, "u-1:output": 20, "u-2:input": 7,
+                             "u-3:input": 5, "u-3:output": 3}
+    # settled: nothing read with other settings, and a second replay changes nothing
+    assert ingest_events(spec)["other_settings"] == 0
+    again = reingest_source(spec)
+    assert again["replay"]["objects"] == 1 and again["replay"]["records_replaced"] == 0
+    assert again["accepted"] == 0
+    assert len(_live(engine)) == 5
+
+
+def test_a_changed_value_is_voided_and_stored_again_under_a_replay_key(
+    engine: Engine, tmp_path: Path
+) -> None:
+    mapping, spec = _setup(tmp_path)
+    mapping.write_text(MAPPING % "completion_tokens")
+    ingest_events(spec)
+    # the fix: input is the prompt minus nothing, but the code was wrong -> every event
+    # of u-1 and u-3 changes its properties (model now from another path)
+    mapping.write_text((MAPPING % "completion_tokens").replace("model: model",
+                                                               "model: {const: m2}"))
+    replay = reingest_source(spec)
+    r = replay["replay"]
+    assert (r["records_unchanged"], r["records_replaced"], r["events_voided"],
+            r["events_renamed"]) == (0, 3, 5, 5)
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "select e.transaction_id, e.voided_at is not null as voided, e.properties->>'model'"
+            " as model, v.reason from events e left join event_voids v using"
+            " (external_subscription_id, transaction_id) order by e.id")).all()
+        owners = conn.execute(text(
+            "select r.request_id, r.object_id, o.version from event_requests r"
+            " join ingest_objects o on o.id = r.object_id order by 1")).all()
+    voided = [t for t, v, m, _ in rows if v]
+    live = {t: m for t, v, m, _ in rows if not v}
+    assert sorted(voided) == ["u-1:input", "u-1:output", "u-2:input", "u-3:input",
+                              "u-3:output"]
+    new_id = next(iter(live)).rsplit("~replay-", 1)[1]
+    assert live == {f"{t}~replay-{new_id}": "m2" for t in voided}
+    assert all("replayed under other settings" in (reason or "") for *_, v, _m, reason in
+               [(r[0], r[1], r[2], r[3]) for r in rows] if v)
+    # each request is owned by the record that bills it now
+    assert [(req, str(obj)) for req, obj, _ in owners] == [
+        ("u-1", new_id), ("u-2", new_id), ("u-3", new_id)]
