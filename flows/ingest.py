@@ -236,7 +236,8 @@ def plan_replay_task(source: SourceSpec, actor: str, run_id: int, object_url: st
     built = build_source(source)
     return plan_replay(billing_engine(), built.key, built.kind, source.ledger_spec(),
                        built.fingerprint, source.format, actor=actor, run_id=run_id,
-                       url=object_url, since=since, until=until)
+                       url=object_url, since=since, until=until,
+                       current={ref.url: ref.version for ref in built.list()})
 
 
 @task(name="rerate-replay", **_RETRIES)

@@ -232,10 +232,11 @@ def register_objects(
     """
     if isinstance(source, str):
         source_key, kind, settings = source, "fsspec", "{}"
+        fingerprint: str | None = None
     else:
-        source_key, kind = source.key, source.kind
+        source_key, kind, fingerprint = source.key, source.kind, source.fingerprint
         settings = orjson.dumps(
-            {**source.spec.ledger_spec(), "settings": source.fingerprint}).decode()
+            {**source.spec.ledger_spec(), "settings": fingerprint}).decode()
     rows = [
         {
             "source": source_key,
@@ -276,9 +277,12 @@ def register_objects(
             for i in conn.execute(
                 text(
                     "select id from ingest_objects where source = :s and status <> 'ingested'"
+                    # a replay row is loaded only by a run with its settings (tasks/replay.py)
+                    " and (not source_spec ? 'replaces'"
+                    "      or source_spec->>'settings' = cast(:fp as text))"
                     " order by path, version, id"
                 ),
-                {"s": source_key},
+                {"s": source_key, "fp": fingerprint},
             ).scalars()
         ]
         if run_id is not None:

@@ -32,12 +32,15 @@ All of it commits with the object, or none of it. The wallets and snapshots foll
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
+
+from tallyflow.tasks.sources import SourceSpec
 
 from tallyflow.tasks.readers import detect
 from tallyflow.tasks.voids import (
@@ -50,29 +53,29 @@ from tallyflow.tasks.voids import (
 )
 
 REPLAY_SUFFIX = "~replay-"
+# What a ledger row registered without settings was read with (tasks/ingest.py).
+_DEFAULT = json.dumps(SourceSpec(url="-").ledger_spec())
 
 # Objects of a source read with settings other than ``fp`` (and not replaced since). A row
 # from before fingerprints compares its recorded spec instead.
 _OTHER = """
     from ingest_objects o
     where o.source = :source and o.status = 'ingested'
-      and o.source_spec <> '{}'::jsonb
       and case when o.source_spec ? 'settings' then o.source_spec->>'settings' <> :fp
+               -- registered without settings: the defaults (fsspec, lago, auto)
+               when o.source_spec = '{}'::jsonb then cast(:default as jsonb)
+                                                     <> cast(:spec as jsonb)
                else (o.source_spec - 'replaces' - 'replay_by') <> cast(:spec as jsonb) end
       and not exists (select 1 from ingest_objects r
                       where r.source = o.source and r.source_spec->>'replaces' = o.id::text)
 """
 _COUNT_OTHER = text("select count(*)" + _OTHER)
 _SELECT = text(
-    """
-    select o.id, o.path, o.version, o.size, o.modified_at, o.format, o.compression
-    from ingest_objects o
-    where o.source = :source and o.status = 'ingested'
+    "select o.id, o.path, o.version, o.size, o.modified_at, o.format, o.compression"
+    + _OTHER + """
       and (cast(:url as text) is null or o.path = :url)
       and (cast(:since as timestamptz) is null or o.discovered_at >= :since)
       and (cast(:until as timestamptz) is null or o.discovered_at < :until)
-      and not exists (select 1 from ingest_objects r
-                      where r.source = o.source and r.source_spec->>'replaces' = o.id::text)
     order by o.path, o.version, o.id
     """
 )
@@ -89,6 +92,21 @@ _REGISTER = text(
 )
 
 
+_LEFT_TO_LOAD = text(
+    """
+    select id from ingest_objects
+    where source = :source and status <> 'ingested' and source_spec ? 'replaces'
+      and source_spec->>'settings' = :fp and (cast(:url as text) is null or path = :url)
+    order by path, version, id
+    """
+)
+
+
+def base_version(version: str) -> str:
+    """The object's own version of a ledger row (a replay row's carries ``~replay-<id>``)."""
+    return version.split(REPLAY_SUFFIX, 1)[0]
+
+
 def other_settings(engine: Engine, source_key: str, fingerprint: str,
                    spec: dict[str, Any]) -> int:
     """How many ingested objects of this source were read with other settings."""
@@ -96,7 +114,7 @@ def other_settings(engine: Engine, source_key: str, fingerprint: str,
 
     with engine.connect() as conn:
         return int(conn.execute(_COUNT_OTHER, {
-            "source": source_key, "fp": fingerprint,
+            "source": source_key, "fp": fingerprint, "default": _DEFAULT,
             "spec": orjson.dumps(spec).decode()}).scalar_one())
 
 
@@ -104,17 +122,27 @@ def plan_replay(
     engine: Engine, source_key: str, kind: str, spec: dict[str, Any], fingerprint: str,
     fmt: str, *, actor: str, run_id: int | None = None, url: str | None = None,
     since: datetime | None = None, until: datetime | None = None,
+    current: dict[str, str] | None = None,
 ) -> list[int]:
-    """Register the replay rows of the chosen objects (every ingested object of the source
-    not replaced yet: one ``url``, or discovered in [since, until)) and return the ids still to
-    load, in load order. Idempotent: a rerun finds the rows it registered."""
+    """Register the replay rows of the chosen objects (the source's ingested objects read with
+    other settings and not replaced yet: one ``url``, or first listed in [since, until)) and
+    return the ids still to load, in load order. Idempotent: a rerun finds the rows it
+    registered (still to load) or nothing (loaded: read with these settings now).
+
+    ``current``: the source's listing now (url -> version). An object whose bytes are no
+    longer the version that was read (rewritten: the new version is its own ledger row, read
+    by the ordinary run; or gone) is not replayed: replay reads the object as it is now."""
     import orjson
 
     ids: list[int] = []
     with engine.begin() as conn:
-        chosen = conn.execute(_SELECT, {"source": source_key, "url": url, "since": since,
-                                        "until": until}).all()
+        chosen = conn.execute(_SELECT, {
+            "source": source_key, "url": url, "since": since, "until": until,
+            "fp": fingerprint, "default": _DEFAULT,
+            "spec": orjson.dumps(spec).decode()}).all()
         for old in chosen:
+            if current is not None and current.get(old.path) != base_version(old.version):
+                continue
             detected, compression = detect(old.path)
             row = conn.execute(_REGISTER, {
                 "source": source_key, "path": old.path,
@@ -127,6 +155,14 @@ def plan_replay(
                 "run": run_id}).one()
             if row.status != "ingested":
                 ids.append(int(row.id))
+        # replay rows of these settings a crashed or failed replay left to load
+        for row in conn.execute(_LEFT_TO_LOAD, {"source": source_key, "fp": fingerprint,
+                                                "url": url}):
+            if int(row.id) not in ids:
+                ids.append(int(row.id))
+                conn.execute(text("update ingest_objects set claimed_by = :run,"
+                                  " claimed_at = now() where id = :id"),
+                             {"run": run_id, "id": row.id})
         if run_id is not None:
             conn.execute(text("update ingest_runs set listed = true where id = :run"),
                          {"run": run_id})
