@@ -262,7 +262,8 @@ def reingest_source(
     until: Annotated[
         datetime | SkipJsonSchema[None], Field(json_schema_extra={"title": "Listed until"})
     ] = None,
-    actor: str = "tallyflow reingest",
+    actor: Annotated[str, Field(json_schema_extra={"title": "Who replays"})] = (
+        "tallyflow reingest"),
     chunk_rows: Annotated[
         int, Field(ge=1, json_schema_extra={"title": "Rows per chunk"})
     ] = DEFAULT_CHUNK_ROWS,
