@@ -99,7 +99,7 @@ def ingest_events(
     object_ids = list_new_objects(source, run_id)
     return _load_objects(source, run_id, object_ids, chunk_rows, started,
                          other_settings_task(built.key, built.fingerprint,
-                                             source.ledger_spec()))
+                                             source.read_settings()))
 
 
 def _load_objects(source: SourceSpec, run_id: int, object_ids: list[int], chunk_rows: int,

@@ -54,7 +54,7 @@ from tallyflow.tasks.voids import (
 
 REPLAY_SUFFIX = "~replay-"
 # What a ledger row registered without settings was read with (tasks/ingest.py).
-_DEFAULT = json.dumps(SourceSpec(url="-").ledger_spec())
+_DEFAULT = json.dumps(SourceSpec(url="-").read_settings())
 
 # Objects of a source read with settings other than ``fp`` (and not replaced since). A row
 # from before fingerprints compares its recorded spec instead.
@@ -65,7 +65,10 @@ _OTHER = """
                -- registered without settings: the defaults (fsspec, lago, auto)
                when o.source_spec = '{}'::jsonb then cast(:default as jsonb)
                                                      <> cast(:spec as jsonb)
-               else (o.source_spec - 'replaces' - 'replay_by') <> cast(:spec as jsonb) end
+               else jsonb_build_object(
+                      'kind', o.source_kind, 'mapping', o.source_spec->'mapping',
+                      'mapping_options', o.source_spec->'mapping_options',
+                      'format', o.source_spec->'format') <> cast(:spec as jsonb) end
       and not exists (select 1 from ingest_objects r
                       where r.source = o.source and r.source_spec->>'replaces' = o.id::text)
 """
@@ -108,14 +111,15 @@ def base_version(version: str) -> str:
 
 
 def other_settings(engine: Engine, source_key: str, fingerprint: str,
-                   spec: dict[str, Any]) -> int:
-    """How many ingested objects of this source were read with other settings."""
+                   settings: dict[str, Any]) -> int:
+    """How many ingested objects of this source were read with other settings
+    (``settings``: the run's ``SourceSpec.read_settings()``, for rows without a fingerprint)."""
     import orjson
 
     with engine.connect() as conn:
         return int(conn.execute(_COUNT_OTHER, {
             "source": source_key, "fp": fingerprint, "default": _DEFAULT,
-            "spec": orjson.dumps(spec).decode()}).scalar_one())
+            "spec": orjson.dumps(settings).decode()}).scalar_one())
 
 
 def plan_replay(
@@ -134,12 +138,14 @@ def plan_replay(
     by the ordinary run; or gone) is not replayed: replay reads the object as it is now."""
     import orjson
 
+    settings = {"kind": kind, **{k: spec.get(k) for k in ("mapping", "mapping_options",
+                                                          "format")}}
     ids: list[int] = []
     with engine.begin() as conn:
         chosen = conn.execute(_SELECT, {
             "source": source_key, "url": url, "since": since, "until": until,
             "fp": fingerprint, "default": _DEFAULT,
-            "spec": orjson.dumps(spec).decode()}).all()
+            "spec": orjson.dumps(settings).decode()}).all()
         for old in chosen:
             if current is not None and current.get(old.path) != base_version(old.version):
                 continue

@@ -86,6 +86,11 @@ class SourceSpec(BaseModel):
         description="Passed to the source, e.g. endpoint_url or secret_block for S3",
     )
 
+    def read_settings(self) -> dict[str, Any]:
+        """What decides what an object's records give (``Source.fingerprint``)."""
+        return self.model_dump(mode="json", include={"kind", "mapping", "mapping_options",
+                                                     "format"})
+
     def ledger_spec(self) -> dict[str, Any]:
         """What the ledger keeps of the source that read an object (to read it again)."""
         return self.model_dump(mode="json", exclude={"url"})
@@ -141,11 +146,13 @@ class Source(ABC):
 
     @property
     def fingerprint(self) -> str:
-        """The settings that decide what an object gives, as one hash: the recorded spec
-        (mapping, its options, format, source options) and, for a mapping file, its content.
-        The ledger keeps it per object; a run counts the objects read with another one, and
-        ``tallyflow reingest`` replays them (tasks/replay.py)."""
-        digest = hashlib.sha256(json.dumps(self.spec.ledger_spec(), sort_keys=True,
+        """The settings that decide what an object gives, as one hash: the mapping, its
+        options, the format (``SourceSpec.read_settings``) and, for a mapping file, its
+        content. Not the source's options (an endpoint, a block size, ``min_age``: how objects
+        are reached, not what they give) nor the pattern (which objects). The ledger keeps it
+        per object; a run counts the objects read with another one, and ``tallyflow reingest``
+        replays them (tasks/replay.py)."""
+        digest = hashlib.sha256(json.dumps(self.spec.read_settings(), sort_keys=True,
                                            default=str).encode())
         from tallyflow.tasks.mappings import is_mapping_file
 

@@ -116,3 +116,25 @@ def test_a_changed_value_is_voided_and_stored_again_under_a_replay_key(
     # each request is owned by the record that bills it now
     assert [(req, str(obj)) for req, obj, _ in owners] == [
         ("u-1", new_id), ("u-2", new_id), ("u-3", new_id)]
+
+
+def test_a_failed_object_is_retried_with_the_run_s_format_and_options_are_not_settings(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from tests.factories import event, jsonl
+
+    (tmp_path / "lines.parquet").write_text(jsonl([event(i) for i in range(3)]))  # misnamed
+    with pytest.raises(Exception, match="failed"):
+        ingest_events(SourceSpec(url=tmp_path.as_uri()))
+    fixed = ingest_events(SourceSpec(url=tmp_path.as_uri(), format="jsonl"))
+    assert (fixed["objects"], fixed["failed_objects"], fixed["accepted"]) == (1, 0, 3)
+    with engine.connect() as conn:
+        assert conn.execute(text("select format, source_spec->>'format' from ingest_objects"
+                                 )).one() == ("jsonl", "jsonl")
+    # how objects are reached is not what they give: no other settings, nothing to replay
+    reached = SourceSpec(url=tmp_path.as_uri(), format="jsonl",
+                         options={"block_size": 1 << 20})
+    assert ingest_events(reached)["other_settings"] == 0
+    assert reingest_source(reached)["replay"]["objects"] == 0
+    # the format is: the object counts as read with other settings under auto
+    assert ingest_events(SourceSpec(url=tmp_path.as_uri()))["other_settings"] == 1
