@@ -16,7 +16,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Annotated, Any, ClassVar, Literal, Union
 
@@ -382,6 +382,11 @@ class FsspecOptions(BaseModel):
         None, description="A local folder that does not exist (yet) holds no objects, instead "
         "of failing the run: the API's bucket before its first event"
     )
+    min_age: float | None = Field(
+        None, ge=0, description="Seconds since an object was last modified before it is "
+        "listed: a writer still writing it is not read half-written (an object whose store "
+        "gives no modification time is listed)"
+    )
 
 
 class FsspecSource(Source):
@@ -470,6 +475,8 @@ class FsspecSource(Source):
             if protocol_of(self.spec.url) in ("s3", "s3a"):
                 _probe_s3(fs, root)
             found = fs.find(root, detail=True)
+        min_age = self.config.min_age  # type: ignore[attr-defined]
+        too_young = (datetime.now(UTC) - timedelta(seconds=min_age)) if min_age else None
         for path in sorted(found):
             info = found[path]
             if info.get("type") == "directory":
@@ -481,11 +488,14 @@ class FsspecSource(Source):
             fmt = detected if self.spec.format == "auto" else self.spec.format
             if fmt is None or fmt not in FORMATS:
                 continue  # not an event object (a marker file, a README): leave it alone
+            modified = _modified(info)
+            if too_young is not None and modified is not None and modified > too_young:
+                continue  # maybe still being written: the next run lists it
             yield ObjectRef(
                 url=fs.unstrip_protocol(path),
                 version=_version(info),
                 size=info.get("size"),
-                modified_at=_modified(info),
+                modified_at=modified,
                 format=fmt,
                 compression=compression,
             )

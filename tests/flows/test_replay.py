@@ -138,3 +138,24 @@ def test_a_failed_object_is_retried_with_the_run_s_format_and_options_are_not_se
     assert reingest_source(reached)["replay"]["objects"] == 0
     # the format is: the object counts as read with other settings under auto
     assert ingest_events(SourceSpec(url=tmp_path.as_uri()))["other_settings"] == 1
+
+
+def test_min_age_leaves_an_object_being_written_for_a_later_run(
+    engine: Engine, tmp_path: Path
+) -> None:
+    import os
+    import time
+
+    from tests.factories import event, jsonl
+
+    (tmp_path / "old.jsonl").write_text(jsonl([event(1)]))
+    an_hour_ago = time.time() - 3600
+    os.utime(tmp_path / "old.jsonl", (an_hour_ago, an_hour_ago))
+    (tmp_path / "writing.jsonl").write_text(jsonl([event(2)])[:20])  # half written, just now
+    spec = SourceSpec(url=tmp_path.as_uri(), options={"min_age": 600})
+    first = ingest_events(spec)
+    assert (first["objects"], first["accepted"], first["rejected"]) == (1, 1, 0)
+    (tmp_path / "writing.jsonl").write_text(jsonl([event(2)]))
+    os.utime(tmp_path / "writing.jsonl", (an_hour_ago, an_hour_ago))
+    second = ingest_events(spec)
+    assert (second["objects"], second["accepted"], second["rejected"]) == (1, 1, 0)
