@@ -323,6 +323,20 @@ def requeue(engine: Engine, source_key: str) -> int:
         return result.rowcount or 0
 
 
+# An object accepted settles the rejects of the earlier readings of the same path in its
+# source: an earlier version (a half-written object read mid-write: its truncated record) is
+# ``resolved`` by the later one, a replayed reading ``replaced`` by the replay
+# (tasks/replay.py). The new reading keeps its own rejects, open.
+_RESOLVE_EARLIER = text(
+    """
+    update rejected_rows r
+    set status = case when n.source_spec ? 'replaces' then 'replaced' else 'resolved' end
+    from ingest_objects n, ingest_objects o
+    where n.id = :id and o.source = n.source and o.path = n.path and o.id < n.id
+      and r.object_id = o.id and r.status in ('open', 'exported')
+    """
+)
+
 # The archive horizon (tasks/archive.py): events before it are refused as archived_period.
 _HORIZON = text("select max(before) from event_archives")
 
@@ -388,6 +402,8 @@ def ingest_object(
             result.seconds = time.perf_counter() - started
             failpoint("ingest.before_ledger")
             _record(conn, result, run_id)
+            if result.status == "ingested":
+                conn.execute(_RESOLVE_EARLIER, {"id": object_id})
             _record_mapping_report(conn, "ingest_objects", object_id,
                                    result.unmapped_usage_fields, result.paths_never_matched)
             failpoint("ingest.before_commit")

@@ -159,3 +159,24 @@ def test_min_age_leaves_an_object_being_written_for_a_later_run(
     os.utime(tmp_path / "writing.jsonl", (an_hour_ago, an_hour_ago))
     second = ingest_events(spec)
     assert (second["objects"], second["accepted"], second["rejected"]) == (1, 1, 0)
+
+
+def test_a_half_written_object_s_reject_is_resolved_by_its_complete_version(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from tests.factories import event, jsonl
+
+    whole = jsonl([event(1), event(2)])
+    (tmp_path / "a.jsonl").write_text(whole[: len(whole) - 30])  # the writer is not done
+    spec = SourceSpec(url=tmp_path.as_uri())
+    assert ingest_events(spec)["rejected"] == 1  # the truncated last record
+
+    def statuses() -> list[tuple[str, str]]:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(
+                "select reason, status from rejected_rows order by id"))]
+
+    assert statuses() == [("invalid_json", "open")]
+    (tmp_path / "a.jsonl").write_text(whole + "not json\n")  # complete, and one bad line
+    assert ingest_events(spec)["accepted"] == 1
+    assert statuses() == [("invalid_json", "resolved"), ("invalid_json", "open")]
