@@ -39,7 +39,7 @@ from tallyflow.tasks.ingest import (
     requeue,
     start_run,
 )
-from tallyflow.tasks.replay import other_settings, plan_replay, rerate_replay
+from tallyflow.tasks.replay import other_settings, plan_replay, replayed, rerate_replay
 from tallyflow.tasks.sources import SourceSpec, as_spec, build_source, source_parameter
 
 # The registered kinds as a discriminated union: the form offers a choice of source and that
@@ -240,6 +240,12 @@ def plan_replay_task(source: SourceSpec, actor: str, run_id: int, object_url: st
                        current={ref.url: ref.version for ref in built.list()})
 
 
+@task(name="replayed-objects", **_RETRIES)
+def replayed_task(source: SourceSpec, object_url: str | None) -> list[int]:
+    built = build_source(source)
+    return replayed(billing_engine(), built.key, built.fingerprint, url=object_url)
+
+
 @task(name="rerate-replay", **_RETRIES)
 def rerate_replay_task(object_ids: list[int]) -> dict[str, Any]:
     return rerate_replay(billing_engine(), object_ids).as_dict()
@@ -287,7 +293,10 @@ def reingest_source(
     try:
         summary = _load_objects(source, run_id, object_ids, chunk_rows, started)
     finally:
-        rerate = rerate_replay_task(object_ids) if object_ids else None
+        # every replay row of these settings, not only this run's: idempotent, and it finishes
+        # the re-rating of a replay that crashed after its objects committed
+        done = replayed_task(source, object_url)
+        rerate = rerate_replay_task(done) if done else None
     summary.setdefault("replay", {"objects": 0, "records_unchanged": 0,
                                   "records_replaced": 0, "records_kept": 0,
                                   "events_voided": 0, "events_renamed": 0, "kept": []})

@@ -105,6 +105,26 @@ _LEFT_TO_LOAD = text(
 )
 
 
+_REPLAYED = text(
+    """
+    select id from ingest_objects
+    where source = :source and status = 'ingested' and source_spec ? 'replaces'
+      and source_spec->>'settings' = :fp and (cast(:url as text) is null or path = :url)
+    order by id
+    """
+)
+
+
+def replayed(engine: Engine, source_key: str, fingerprint: str, *,
+             url: str | None = None) -> list[int]:
+    """The replay rows loaded under these settings (of one object if asked): what
+    ``rerate_replay`` re-rates, so a replay whose re-rating was cut short (a crash after the
+    objects committed) is finished by the next ``reingest`` with the same settings."""
+    with engine.connect() as conn:
+        return [int(i) for i in conn.execute(_REPLAYED, {
+            "source": source_key, "fp": fingerprint, "url": url}).scalars()]
+
+
 def base_version(version: str) -> str:
     """The object's own version of a ledger row (a replay row's carries ``~replay-<id>``)."""
     return version.split(REPLAY_SUFFIX, 1)[0]

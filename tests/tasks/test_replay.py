@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.ingest import drain, ingest_object
@@ -89,7 +90,8 @@ def test_finalized_periods_are_kept_and_listed_the_open_one_replaced(
     rerate = rerate_replay(engine, ids)
     assert rerate.snapshots >= 1 and {p["period_start"][:7] for p in rerate.periods} == {
         "2025-04"}
-    assert len(wallet_rows(engine)) > len(ledger)
+    assert rerate.deducted_cents == 1360  # April 800 -> 2160 cents at mistral-medium prices
+    assert len(wallet_rows(engine)) == len(ledger) + 1
     # rerun: nothing left to replay under these settings, nothing moves again
     moved = wallet_rows(engine)
     assert _replay(engine, tmp_path) == ([], [])
@@ -105,3 +107,25 @@ def test_an_object_rewritten_since_it_was_read_is_not_replayed(
     first.write_text(first.read_text())  # same bytes, a new modification time: a new version
     ids, _ = _replay(engine, tmp_path)
     assert len(ids) == 1  # only the untouched object
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_replay_cut_short_before_its_re_rating_is_finished_by_the_next_reingest(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from tallyflow.flows.ingest import reingest_source
+
+    _march_closed(engine, tmp_path)
+    ledger = wallet_rows(engine)
+    ids, _ = _replay(engine, tmp_path)  # objects replayed and committed; then the crash
+    assert len(ids) == 2 and wallet_rows(engine) == ledger  # nothing re-rated yet
+    source = _source(tmp_path, "{const: mistral-medium}")
+    summary = reingest_source(source.spec)
+    assert summary["replay"]["objects"] == 0  # nothing left to read again
+    # b1, b2 re-priced as mistral-medium: April's usage 800 -> 2160 cents, the difference
+    # deducted once
+    assert summary["replay"]["rerate"]["deducted_cents"] == "1360"
+    moved = wallet_rows(engine)
+    assert len(moved) > len(ledger)
+    reingest_source(source.spec)
+    assert wallet_rows(engine) == moved  # converged
