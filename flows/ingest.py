@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
@@ -38,6 +39,7 @@ from tallyflow.tasks.ingest import (
     requeue,
     start_run,
 )
+from tallyflow.tasks.replay import other_settings, plan_replay, replayed, rerate_replay
 from tallyflow.tasks.sources import SourceSpec, as_spec, build_source, source_parameter
 
 # The registered kinds as a discriminated union: the form offers a choice of source and that
@@ -92,8 +94,17 @@ def ingest_events(
     """
     started = time.perf_counter()
     source = as_spec(source)
-    run_id = start_run_task(build_source(source).key, str(runtime.flow_run.id or "") or None)
+    built = build_source(source)
+    run_id = start_run_task(built.key, str(runtime.flow_run.id or "") or None)
     object_ids = list_new_objects(source, run_id)
+    return _load_objects(source, run_id, object_ids, chunk_rows, started,
+                         other_settings_task(built.key, built.fingerprint,
+                                             source.read_settings()))
+
+
+def _load_objects(source: SourceSpec, run_id: int, object_ids: list[int], chunk_rows: int,
+                  started: float, other_settings: int = 0) -> dict:
+    """Load the run's objects in order, report, finish the run (both flows)."""
     progress = create_progress_artifact(
         0.0, description=f"{len(object_ids)} object(s) to ingest from {source.url}"
     )
@@ -114,6 +125,10 @@ def ingest_events(
     results.sort(key=lambda r: r.object_id)
     failpoint("ingest.before_finish_run")
     summary = finish_run_task(run_id, results, time.perf_counter() - started)
+    summary["other_settings"] = other_settings
+    if other_settings:
+        print(f"{other_settings} object(s) were read with other settings (mapping file, "
+              "options or format); `tallyflow reingest` replays them under these")
     _report(summary, results)
     if summary["failed_objects"]:
         raise IngestFailed(summary)
@@ -124,6 +139,11 @@ def ingest_events(
 def start_run_task(source_key: str, flow_run_id: str | None) -> int:
     """The run's history row; a task so a database that is briefly away is retried."""
     return start_run(billing_engine(), source_key, flow_run_id)
+
+
+@task(name="other-settings", **_RETRIES)
+def other_settings_task(source_key: str, fingerprint: str, spec: dict[str, Any]) -> int:
+    return other_settings(billing_engine(), source_key, fingerprint, spec)
 
 
 @task(name="ingest-run-finish", **_RETRIES)
@@ -208,6 +228,80 @@ def reingest_object(
     requeued = requeue_task(build_source(spec).key)
     summary = ingest_events(spec)
     return {**summary, "requeued": requeued}
+
+
+@task(name="plan-replay", **_RETRIES)
+def plan_replay_task(source: SourceSpec, actor: str, run_id: int, object_url: str | None,
+                     since: datetime | None, until: datetime | None) -> list[int]:
+    built = build_source(source)
+    return plan_replay(billing_engine(), built.key, built.kind, source.ledger_spec(),
+                       built.fingerprint, source.format, actor=actor, run_id=run_id,
+                       url=object_url, since=since, until=until,
+                       current={ref.url: ref.version for ref in built.list()})
+
+
+@task(name="replayed-objects", **_RETRIES)
+def replayed_task(source: SourceSpec, object_url: str | None) -> list[int]:
+    built = build_source(source)
+    return replayed(billing_engine(), built.key, built.fingerprint, url=object_url)
+
+
+@task(name="rerate-replay", **_RETRIES)
+def rerate_replay_task(object_ids: list[int]) -> dict[str, Any]:
+    return rerate_replay(billing_engine(), object_ids).as_dict()
+
+
+def _replay_name() -> str:
+    return f"reingest {run_param('source', 'url')}"
+
+
+@flow(name="reingest-source", flow_run_name=_replay_name, log_prints=True, **HOOKS)
+@tracked
+def reingest_source(
+    source: Annotated[SourceForm, Field(json_schema_extra={"title": "Source"})],
+    object_url: Annotated[
+        str | SkipJsonSchema[None], Field(json_schema_extra={"title": "Only this object"})
+    ] = None,
+    since: Annotated[
+        datetime | SkipJsonSchema[None], Field(json_schema_extra={"title": "Listed since"})
+    ] = None,
+    until: Annotated[
+        datetime | SkipJsonSchema[None], Field(json_schema_extra={"title": "Listed until"})
+    ] = None,
+    actor: Annotated[str, Field(json_schema_extra={"title": "Who replays"})] = (
+        "tallyflow reingest"),
+    chunk_rows: Annotated[
+        int, Field(ge=1, json_schema_extra={"title": "Rows per chunk"})
+    ] = DEFAULT_CHUNK_ROWS,
+) -> dict:
+    """Replay a source's ingested objects under the settings given here (they win over
+    the recorded ones): each record's old events are voided and its new ones stored, where
+    they differ; records on a finalized invoice are kept and listed (docs/ingest.md).
+
+    Args:
+        source: The source as it reads now (mapping, its options, format, options).
+        object_url: Only this object; else every object listed in [since, until).
+        since: Objects first listed at or after this moment.
+        until: Objects first listed before this moment.
+        actor: Who replays (named on each void).
+        chunk_rows: Rows read and loaded per step.
+    """
+    started = time.perf_counter()
+    source = as_spec(source)
+    run_id = start_run_task(build_source(source).key, str(runtime.flow_run.id or "") or None)
+    object_ids = plan_replay_task(source, actor, run_id, object_url, since, until)
+    try:
+        summary = _load_objects(source, run_id, object_ids, chunk_rows, started)
+    finally:
+        # every replay row of these settings, not only this run's: idempotent, and it finishes
+        # the re-rating of a replay that crashed after its objects committed
+        done = replayed_task(source, object_url)
+        rerate = rerate_replay_task(done) if done else None
+    summary.setdefault("replay", {"objects": 0, "records_unchanged": 0,
+                                  "records_replaced": 0, "records_kept": 0,
+                                  "events_voided": 0, "events_renamed": 0, "kept": []})
+    summary["replay"]["rerate"] = rerate
+    return summary
 
 
 def on_dask(address: str | None = None, workers: int = 2) -> Any:

@@ -56,6 +56,7 @@ from tallyflow.tasks.ingest_staging import (
     validated,
 )
 from tallyflow.tasks.readers import READERS, ObjectUnreadable, loads_exact
+from tallyflow.tasks.replay import reconcile
 from tallyflow.tasks.retry import transient_retries
 from tallyflow.tasks.sources import ObjectRef, Source, SourceSpec, build_source
 
@@ -92,6 +93,8 @@ class ObjectResult:
     unmapped_usage_fields: dict[str, int] = field(default_factory=dict)
     # the mapping's field paths that no record of the object matched
     paths_never_matched: list[str] = field(default_factory=list)
+    # a replay row (tasks/replay.py): what it did to the replaced object's records
+    replay: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,7 +189,17 @@ def summarise(results: list[ObjectResult]) -> dict[str, Any]:
         **{name: sum(getattr(r, name) for r in done) for name in ACCOUNTING},
         "unmapped_usage_fields": dict(sorted(unmapped.items())),
         "paths_never_matched": dict(sorted(never.items())),
+        **({"replay": _replay_totals([r.replay for r in done if r.replay])}
+           if any(r.replay for r in done) else {}),
     }
+
+
+def _replay_totals(replays: list[dict[str, Any]]) -> dict[str, Any]:
+    """A replay run's totals (tasks/replay.py), the records kept listed for a credit note."""
+    names = ("records_unchanged", "records_replaced", "records_kept", "events_voided",
+             "events_renamed")
+    return {"objects": len(replays), **{n: sum(r[n] for r in replays) for n in names},
+            "kept": [k for r in replays for k in r["kept"]]}
 
 
 # The record accounting of an object and of a run (docs/data-quality.md, "Every record
@@ -219,9 +232,11 @@ def register_objects(
     """
     if isinstance(source, str):
         source_key, kind, settings = source, "fsspec", "{}"
+        fingerprint: str | None = None
     else:
-        source_key, kind = source.key, source.kind
-        settings = orjson.dumps(source.spec.ledger_spec()).decode()
+        source_key, kind, fingerprint = source.key, source.kind, source.fingerprint
+        settings = orjson.dumps(
+            {**source.spec.ledger_spec(), "settings": fingerprint}).decode()
     rows = [
         {
             "source": source_key,
@@ -247,7 +262,12 @@ def register_objects(
                        source_kind, source_spec)
                     values (:source, :path, :version, :size, :modified_at, :format, :compression,
                             :source_kind, cast(:source_spec as jsonb))
-                    on conflict (source, path, version) do nothing
+                    on conflict (source, path, version) do update
+                      set format = excluded.format, compression = excluded.compression,
+                          source_kind = excluded.source_kind,
+                          source_spec = excluded.source_spec
+                      where ingest_objects.status = 'failed'
+                        and not ingest_objects.source_spec ? 'replaces'
                     """
                 ),
                 rows,
@@ -257,9 +277,12 @@ def register_objects(
             for i in conn.execute(
                 text(
                     "select id from ingest_objects where source = :s and status <> 'ingested'"
+                    # a replay row is loaded only by a run with its settings (tasks/replay.py)
+                    " and (not source_spec ? 'replaces'"
+                    "      or source_spec->>'settings' = cast(:fp as text))"
                     " order by path, version, id"
                 ),
-                {"s": source_key},
+                {"s": source_key, "fp": fingerprint},
             ).scalars()
         ]
         if run_id is not None:
@@ -285,7 +308,9 @@ def ledger_spec(engine: Engine, object_url: str) -> dict[str, Any] | None:
         ).first()
     if row is None:
         return None
-    return {**row.source_spec, "kind": row.source_kind}
+    recorded = {k: v for k, v in row.source_spec.items()
+                if k not in ("settings", "replaces", "replay_by")}
+    return {**recorded, "kind": row.source_kind}
 
 
 def requeue(engine: Engine, source_key: str) -> int:
@@ -298,12 +323,27 @@ def requeue(engine: Engine, source_key: str) -> int:
         return result.rowcount or 0
 
 
+# An object accepted settles the rejects of the earlier readings of the same path in its
+# source: an earlier version (a half-written object read mid-write: its truncated record) is
+# ``resolved`` by the later one, a replayed reading ``replaced`` by the replay
+# (tasks/replay.py). The new reading keeps its own rejects, open.
+_RESOLVE_EARLIER = text(
+    """
+    update rejected_rows r
+    set status = case when n.source_spec ? 'replaces' then 'replaced' else 'resolved' end
+    from ingest_objects n, ingest_objects o
+    where n.id = :id and o.source = n.source and o.path = n.path and o.id < n.id
+      and r.object_id = o.id and r.status in ('open', 'exported')
+    """
+)
+
 # The archive horizon (tasks/archive.py): events before it are refused as archived_period.
 _HORIZON = text("select max(before) from event_archives")
 
 _CLAIM = text(
     """
-    select id, path, version, size, modified_at, format, compression, discovered_at
+    select id, path, version, size, modified_at, format, compression, discovered_at,
+           source_spec
     from ingest_objects
     where id = :id and status <> 'ingested'
     for update skip locked
@@ -348,7 +388,9 @@ def ingest_object(
             try:
                 _load(conn, source, ref, object_id, bounds, chunk_rows, result,
                       lambda: wait_for_predecessors(engine, after, run_id, order_timeout),
-                      rank=len(after))
+                      rank=len(after),
+                      replay=claimed["source_spec"] if "replaces" in (
+                          claimed["source_spec"] or {}) else None)
                 savepoint.commit()
             except Exception as exc:
                 if _is_connection_problem(exc):
@@ -360,6 +402,8 @@ def ingest_object(
             result.seconds = time.perf_counter() - started
             failpoint("ingest.before_ledger")
             _record(conn, result, run_id)
+            if result.status == "ingested":
+                conn.execute(_RESOLVE_EARLIER, {"id": object_id})
             _record_mapping_report(conn, "ingest_objects", object_id,
                                    result.unmapped_usage_fields, result.paths_never_matched)
             failpoint("ingest.before_commit")
@@ -557,6 +601,7 @@ def _load(
     result: ObjectResult,
     wait_turn: Callable[[], object] = lambda: None,
     rank: int = 0,
+    replay: dict[str, Any] | None = None,
 ) -> None:
     """Stage every valid row (COPY, chunk by chunk, while the next chunk is read), keep the
     rejected ones, then -- in the run's order -- merge the staged rows into ``events`` once."""
@@ -595,6 +640,14 @@ def _load(
                 _copy_rejected(pg, object_id, rejected)
                 result.rejected += len(rejected)
                 failpoint("ingest.after_rejects")
+    if replay is not None:
+        # a replay row: what each record gave before is replaced, voided (tasks/replay.py)
+        wait_turn()
+        done = reconcile(conn, object_id, replay, source.mapping.name)
+        result.replay = done.as_dict()
+        left = int(conn.execute(text("select count(*) from tf_stage")).scalar_one())
+        result.duplicates += staged_rows - left  # unchanged and kept: the old events stand
+        staged_rows = left
     if not staged_rows:
         return
     wait_turn()

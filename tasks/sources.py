@@ -10,12 +10,13 @@ Sources and mappings are found through ``tallyflow.tasks.plugins`` (built-ins, t
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Annotated, Any, ClassVar, Literal, Union
 
@@ -85,6 +86,11 @@ class SourceSpec(BaseModel):
         description="Passed to the source, e.g. endpoint_url or secret_block for S3",
     )
 
+    def read_settings(self) -> dict[str, Any]:
+        """What decides what an object's records give (``Source.fingerprint``)."""
+        return self.model_dump(mode="json", include={"kind", "mapping", "mapping_options",
+                                                     "format"})
+
     def ledger_spec(self) -> dict[str, Any]:
         """What the ledger keeps of the source that read an object (to read it again)."""
         return self.model_dump(mode="json", exclude={"url"})
@@ -137,6 +143,25 @@ class Source(ABC):
         if self.kind == "fsspec" and self.spec.mapping == DEFAULT_MAPPING:
             return url
         return f"{self.kind}+{self.spec.mapping}:{url}"
+
+    @property
+    def fingerprint(self) -> str:
+        """The settings that decide what an object gives, as one hash: the mapping, its
+        options, the format (``SourceSpec.read_settings``) and, for a mapping file, its
+        content. Not the source's options (an endpoint, a block size, ``min_age``: how objects
+        are reached, not what they give) nor the pattern (which objects). The ledger keeps it
+        per object; a run counts the objects read with another one, and ``tallyflow reingest``
+        replays them (tasks/replay.py)."""
+        digest = hashlib.sha256(json.dumps(self.spec.read_settings(), sort_keys=True,
+                                           default=str).encode())
+        from tallyflow.tasks.mappings import is_mapping_file
+
+        if self.spec.mapping not in plugins.mappings() and is_mapping_file(self.spec.mapping):
+            try:
+                digest.update(Path(self.spec.mapping).read_bytes())
+            except OSError:
+                pass  # resolved already (``__init__``); a file gone since changes nothing read
+        return digest.hexdigest()
 
     @classmethod
     def golden_case(cls, folder: Path) -> SourceSpec | None:
@@ -357,6 +382,11 @@ class FsspecOptions(BaseModel):
         None, description="A local folder that does not exist (yet) holds no objects, instead "
         "of failing the run: the API's bucket before its first event"
     )
+    min_age: float | None = Field(
+        None, ge=0, description="Seconds since an object was last modified before it is "
+        "listed: a writer still writing it is not read half-written (an object whose store "
+        "gives no modification time is listed)"
+    )
 
 
 class FsspecSource(Source):
@@ -445,6 +475,8 @@ class FsspecSource(Source):
             if protocol_of(self.spec.url) in ("s3", "s3a"):
                 _probe_s3(fs, root)
             found = fs.find(root, detail=True)
+        min_age = self.config.min_age  # type: ignore[attr-defined]
+        too_young = (datetime.now(UTC) - timedelta(seconds=min_age)) if min_age else None
         for path in sorted(found):
             info = found[path]
             if info.get("type") == "directory":
@@ -456,11 +488,14 @@ class FsspecSource(Source):
             fmt = detected if self.spec.format == "auto" else self.spec.format
             if fmt is None or fmt not in FORMATS:
                 continue  # not an event object (a marker file, a README): leave it alone
+            modified = _modified(info)
+            if too_young is not None and modified is not None and modified > too_young:
+                continue  # maybe still being written: the next run lists it
             yield ObjectRef(
                 url=fs.unstrip_protocol(path),
                 version=_version(info),
                 size=info.get("size"),
-                modified_at=_modified(info),
+                modified_at=modified,
                 format=fmt,
                 compression=compression,
             )

@@ -205,43 +205,53 @@ def void_events(
     if not unique:
         return result
     with engine.begin() as conn:
-        # Exclusive: no fold lands between the mark and the rebuilt state, and concurrent voids
-        # of the same keys run one after the other (the second finds them voided).
-        conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK})
-        found = {EventKey(r.external_subscription_id, r.transaction_id): r
-                 for r in conn.execute(_FACTS_LOCKED, _params(unique))}
-        missing = [k for k in unique if k not in found]
-        archived = _archived(conn, missing) if missing else set()
-        to_void: list[EventKey] = []
-        touched: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-        for key in unique:
-            row = found.get(key)
-            outcome = void_decision(None if row is None else _facts(row), key in archived)
-            result.outcomes.append(KeyOutcome(
-                key, outcome, REFUSALS.get(outcome),
-                timestamp=row.timestamp if row is not None else None,
-                voided_at=(at if outcome is VoidOutcome.VOIDED
-                           else row.voided_at if row is not None else None)))
-            if row is not None and outcome in (VoidOutcome.VOIDED, VoidOutcome.ALREADY_VOIDED):
-                touched[key.external_subscription_id].append((row.timestamp, row.code))
-            if outcome is VoidOutcome.VOIDED:
-                to_void.append(key)
-        if only_if_all and result.refused:
-            result.applied = False
-            for held in result.outcomes:
-                if held.outcome is VoidOutcome.VOIDED:
-                    held.voided_at = None
-            return result
-        if to_void:
-            conn.execute(_MARK, {"at": at, **_params(to_void)})
-            conn.execute(_TRAIL, {"at": at, "actor": actor, "reason": reason,
-                                  **_params(to_void)})
-            failpoint("voids.after_mark", conn)
-        for info in load_subscription_rows(conn, sorted(touched)):
-            if to_void and any(k.external_subscription_id == info.external_id for k in to_void):
-                result.events_refolded += rebuild_subscription(conn, info.id, info.external_id)
-            result.touched[info.id] = touched[info.external_id]
-        failpoint("voids.before_commit", conn)
+        return void_on(conn, unique, result, only_if_all=only_if_all)
+
+
+def void_on(
+    conn: Connection, unique: Sequence[EventKey], result: VoidResult, *,
+    only_if_all: bool = False,
+) -> VoidResult:
+    """``void_events`` inside the caller's transaction (a replay voids and stores the
+    record's new events in one transaction, tasks/replay.py). ``unique``: distinct keys."""
+    at, actor, reason = result.at, result.actor, result.reason
+    # Exclusive: no fold lands between the mark and the rebuilt state, and concurrent voids
+    # of the same keys run one after the other (the second finds them voided).
+    conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK})
+    found = {EventKey(r.external_subscription_id, r.transaction_id): r
+             for r in conn.execute(_FACTS_LOCKED, _params(unique))}
+    missing = [k for k in unique if k not in found]
+    archived = _archived(conn, missing) if missing else set()
+    to_void: list[EventKey] = []
+    touched: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    for key in unique:
+        row = found.get(key)
+        outcome = void_decision(None if row is None else _facts(row), key in archived)
+        result.outcomes.append(KeyOutcome(
+            key, outcome, REFUSALS.get(outcome),
+            timestamp=row.timestamp if row is not None else None,
+            voided_at=(at if outcome is VoidOutcome.VOIDED
+                       else row.voided_at if row is not None else None)))
+        if row is not None and outcome in (VoidOutcome.VOIDED, VoidOutcome.ALREADY_VOIDED):
+            touched[key.external_subscription_id].append((row.timestamp, row.code))
+        if outcome is VoidOutcome.VOIDED:
+            to_void.append(key)
+    if only_if_all and result.refused:
+        result.applied = False
+        for held in result.outcomes:
+            if held.outcome is VoidOutcome.VOIDED:
+                held.voided_at = None
+        return result
+    if to_void:
+        conn.execute(_MARK, {"at": at, **_params(to_void)})
+        conn.execute(_TRAIL, {"at": at, "actor": actor, "reason": reason,
+                              **_params(to_void)})
+        failpoint("voids.after_mark", conn)
+    for info in load_subscription_rows(conn, sorted(touched)):
+        if to_void and any(k.external_subscription_id == info.external_id for k in to_void):
+            result.events_refolded += rebuild_subscription(conn, info.id, info.external_id)
+        result.touched[info.id] = touched[info.external_id]
+    failpoint("voids.before_commit", conn)
     return result
 
 
@@ -428,3 +438,20 @@ def event_status(engine: Engine, key: EventKey) -> dict[str, Any]:
         "voided_at": row.voided_at.isoformat() if row.voided_at else None,
         "history": history,
     }
+
+
+def refusals_on(conn: Connection, keys: Sequence[EventKey]) -> dict[EventKey, str]:
+    """The keys a void would refuse, each with its refusal (and the finalized invoice, which a
+    credit note corrects), inside the caller's transaction under the fold lock: what a replay
+    leaves standing (tasks/replay.py)."""
+    if not keys:
+        return {}
+    conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK})
+    refused: dict[EventKey, str] = {}
+    for row in conn.execute(_FACTS_LOCKED, _params(list(dict.fromkeys(keys)))):
+        outcome = void_decision(_facts(row))
+        if outcome not in (VoidOutcome.VOIDED, VoidOutcome.ALREADY_VOIDED):
+            invoice = f" {row.finalized_invoice}" if row.finalized_invoice else ""
+            refused[EventKey(row.external_subscription_id, row.transaction_id)] = (
+                f"{outcome}{invoice}")
+    return refused

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,7 @@ def _run_ingest(
 
 def register(app: typer.Typer) -> None:
     app.command("ingest")(ingest)
+    app.command("reingest")(reingest)
     app.add_typer(rejects_app, name="rejects")
     app.add_typer(sources_app, name="sources")
     app.add_typer(mappings_app, name="mappings")
@@ -168,6 +170,22 @@ def ingest(
     ),
 ) -> None:
     """Ingest every new object under URL exactly once; bad rows are kept with reasons."""
+    url, mapping, options, mapping_options = _checked(
+        url, pattern, fmt, mapping, kind, option, mapping_option, endpoint_url, secret_block)
+    summary, ok = run_ingest(
+        url, pattern, fmt, mapping, options, progress=not as_json,
+        dask_workers=dask_workers, dask_address=dask_address, kind=kind,
+        mapping_options=mapping_options,
+    )
+    _print_summary(url, summary, ok, as_json)
+
+
+def _checked(
+    url: str, pattern: str | None, fmt: str, mapping: str, kind: str,
+    option: list[str] | None, mapping_option: list[str] | None, endpoint_url: str | None,
+    secret_block: str | None,
+) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
+    """The source as asked, checked before any run: (url, mapping, options, mapping options)."""
     from tallyflow.tasks import plugins
     from tallyflow.tasks.mappings import is_mapping_file
     from tallyflow.tasks.sources import SourceSpec, build_source
@@ -195,11 +213,10 @@ def ingest(
     # Every option is checked against the source's and the mapping's models before any run.
     build_source(SourceSpec(kind=kind, url=url, pattern=pattern, format=fmt, mapping=mapping,
                             mapping_options=mapping_options, options=options))
-    summary, ok = run_ingest(
-        url, pattern, fmt, mapping, options, progress=not as_json,
-        dask_workers=dask_workers, dask_address=dask_address, kind=kind,
-        mapping_options=mapping_options,
-    )
+    return url, mapping, options, mapping_options
+
+
+def _print_summary(url: str, summary: dict[str, Any], ok: bool, as_json: bool) -> None:
     if as_json:
         typer.echo(
             json.dumps(
@@ -210,7 +227,9 @@ def ingest(
                     "seconds": summary.get("seconds"),
                     "unmapped_usage_fields": summary.get("unmapped_usage_fields", {}),
                     "paths_never_matched": summary.get("paths_never_matched", {}),
-                },
+                    "other_settings": summary.get("other_settings", 0),
+                }
+                | ({"replay": summary["replay"]} if "replay" in summary else {}),
                 default=str,
             )
         )
@@ -241,10 +260,83 @@ def ingest(
                 + ", ".join(f"{path} ({count} objects)" for path, count in never.items()),
                 markup=True, highlight=False,
             )
+        if summary.get("other_settings"):
+            console.print(
+                f"[yellow]{summary['other_settings']} object(s) were read with other settings"
+                "[/yellow] (mapping file, mapping options or format): `tallyflow reingest` "
+                "with these settings replays them (docs/ingest.md, Fix and replay).",
+                markup=True, highlight=False)
+        if "replay" in summary:
+            _print_replay(summary["replay"], console)
         if not ok:
             console.print("[red]Some objects could not be read; the next run retries them.[/red]")
     if not ok:
         raise typer.Exit(1)
+
+
+def _print_replay(replay: dict[str, Any], console: Console) -> None:
+    console.print(
+        f"replayed {replay['objects']} object(s): {replay['records_unchanged']} record(s) "
+        f"unchanged, {replay['records_replaced']} replaced ({replay['events_voided']} old "
+        f"event(s) voided), {replay['records_kept']} kept", highlight=False)
+    for kept in replay.get("kept", []):
+        console.print(f"  kept (a credit note corrects it): row {kept['row']} "
+                      f"{kept['external_subscription_id']}/{kept['transaction_id']}: "
+                      f"{kept['refused']}", highlight=False)
+    rerate = replay.get("rerate") or {}
+    if rerate.get("snapshots"):
+        console.print(f"re-rated: {rerate['snapshots']} snapshot(s), "
+                      f"{rerate['wallet_corrections']} wallet correction(s)", highlight=False)
+
+
+def reingest(
+    url: str = typer.Argument(..., help="The source's URL, as `tallyflow ingest` was given it"),
+    pattern: str | None = typer.Option(None, "--pattern", help="Glob below the URL"),
+    fmt: str = typer.Option("auto", "--format", help="|".join(FORMAT_CHOICES)),
+    mapping: str = typer.Option("lago", "--mapping", help="The record mapping (name or file)."),
+    kind: str = typer.Option("fsspec", "--source", help="Source kind."),
+    option: list[str] | None = typer.Option(None, "--option", "-o", help="key=value (repeat)"),
+    mapping_option: list[str] | None = typer.Option(
+        None, "--mapping-option", help="A mapping option, key=value (repeat)"),
+    endpoint_url: str | None = typer.Option(None, "--endpoint-url", help="S3 endpoint"),
+    secret_block: str | None = typer.Option(None, "--secret-block", help="Secret block"),
+    object_url: str | None = typer.Option(None, "--object", help="Only this object."),
+    since: datetime | None = typer.Option(None, "--since", help="Objects listed from T."),
+    until: datetime | None = typer.Option(None, "--until", help="Objects listed before T."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Replay a source's ingested objects under these settings: what changed is voided and
+    stored anew (periods on a finalized invoice are kept and listed)."""
+    import getpass
+
+    from tallyflow.tasks.sources import SourceSpec
+
+    if object_url and (since or until):
+        raise UserError("--object and --since/--until choose objects two ways",
+                        "give one object, or a window", exit_code=2)
+    for moment, flag in ((since, "--since"), (until, "--until")):
+        if moment is not None and moment.tzinfo is None:
+            raise UserError(f"{flag} {moment.isoformat()} has no timezone",
+                            "give an offset, e.g. 2026-11-27T10:00:00Z", exit_code=2)
+    url, mapping, options, mapping_options = _checked(
+        url, pattern, fmt, mapping, kind, option, mapping_option, endpoint_url, secret_block)
+    if object_url and "://" not in object_url:
+        object_url = Path(object_url).resolve().as_uri()
+    spec = SourceSpec(kind=kind, url=url, pattern=pattern, format=fmt, mapping=mapping,
+                      mapping_options=mapping_options, options=options)
+    with flow_session():
+        from tallyflow.flows.ingest import IngestFailed, reingest_source
+
+        start_up_done()
+        state = reingest_source(spec, object_url, since, until, getpass.getuser(),
+                                return_state=True)
+    outcome = state.result(raise_on_failure=False)
+    if isinstance(outcome, IngestFailed):
+        _print_summary(url, outcome.summary, False, as_json)
+        return
+    if isinstance(outcome, BaseException):
+        raise outcome
+    _print_summary(url, outcome, True, as_json)
 
 
 rejects_app = typer.Typer(help="Rejected rows: list, export for fixing.")

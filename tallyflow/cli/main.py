@@ -83,7 +83,8 @@ AREAS = ("db", "catalog", "ingest", "events", "usage", "billing", "subscriptions
 COMMANDS: dict[str, str] = {
     "db": "db",
     "apply": "catalog", "catalog": "catalog",
-    "ingest": "ingest", "rejects": "ingest", "sources": "ingest", "mappings": "ingest",
+    "ingest": "ingest", "reingest": "ingest", "rejects": "ingest", "sources": "ingest",
+    "mappings": "ingest",
     "events": "events",
     "usage": "usage", "snapshot": "usage",
     "billing": "billing",
@@ -101,7 +102,7 @@ COMMANDS: dict[str, str] = {
 
 # Commands that call tallyflow.cli.common.start_up_done once their imports are done: until
 # then Python's cycle collector is off (see there).
-COLLECT_AFTER_START_UP = frozenset({"ingest"})
+COLLECT_AFTER_START_UP = frozenset({"ingest", "reingest"})
 
 
 def build_app(command: str | None = None) -> typer.Typer:

@@ -26,6 +26,8 @@ FORMS = {
     "backfill": {"start": "2026-11-27T08:00:00Z", "hours": 3},
     "rerate": {"external_subscription_id": "sub_acme_001"},
     "reingest": {"object_url": "s3://bucket/events/a.jsonl"},
+    "replay": {"source": {"kind": "fsspec", "url": "s3://bucket/logs/",
+                          "mapping": "openai-chat"}},
 }
 
 
@@ -39,7 +41,8 @@ def test_every_flow_module_imports_and_defines_flows() -> None:
 
 
 def test_the_expected_deployments_exist() -> None:
-    assert set(SPECS) == {"interval", "api", "hourly", "pdfs", "backfill", "rerate", "reingest"}
+    assert set(SPECS) == {"interval", "api", "hourly", "pdfs", "backfill", "rerate", "reingest",
+                          "replay"}
     hourly = SPECS["hourly"]
     assert hourly["schedules"] == [{"cron": "0 * * * *", "timezone": "UTC"}]
     assert hourly["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}

@@ -48,7 +48,7 @@ def test_one_command_has_its_own_area_and_the_root_options() -> None:
         assert name in full.output
     one = build_app("rejects")
     assert {g.name for g in one.registered_groups} == {"rejects", "sources", "mappings"}
-    assert [c.name for c in one.registered_commands] == ["ingest"]
+    assert [c.name for c in one.registered_commands] == ["ingest", "reingest"]
     # the same help and errors as the whole command line
     for args in (["ingest", "--help"], ["ingest"], ["--debug", "sources", "--help"]):
         assert runner.invoke(build_app(command_name(args)), args).output == \
