@@ -40,9 +40,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from tallyflow.tasks.sources import SourceSpec
-
 from tallyflow.tasks.readers import detect
+from tallyflow.tasks.sources import SourceSpec
 from tallyflow.tasks.voids import (
     EventKey,
     Rerate,
