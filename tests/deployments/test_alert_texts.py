@@ -9,8 +9,8 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
-from prefect.server.events.actions import SendNotification
 from prefect.events import Event
+from prefect.server.events.actions import SendNotification
 from prefect.server.events.schemas.events import Event as ServerEvent
 from prefect.server.utilities.user_templates import render_user_template_sync
 
