@@ -154,11 +154,13 @@ def test_wallet_alert_events_notify_and_reapplying_replaces_the_automations(
     with temporary_settings(updates={PREFECT_API_URL: live_server.api_url}):
         emit_event(**alert_event(alert))
         EventsWorker.drain_all()
-    wait_for(lambda: any("balance-low" in s for s in webhook.subjects()), 60,
+    low = "Tallyflow: wallet prepaid of acme is low"
+    wait_for(lambda: low in webhook.subjects(), 60,
              lambda: f"the wallet alert reached no webhook: {webhook.received}")
-    body = next(b for b in webhook.received if "balance-low" in str(b.get("subject")))
-    assert "acme" in body["subject"] and body["source"] == "tallyflow"
-    assert "4.5" in body["body"]
+    body = next(b for b in webhook.received if b.get("subject") == low)
+    assert body["source"] == "tallyflow"
+    assert "Balance: - (4.50000 credits); threshold - (10.00000 credits)" not in body["body"]
+    assert "4.50000 credits" in body["body"]
 
 
 def test_a_dead_claim_holding_the_watermark_notifies(
