@@ -55,6 +55,12 @@ def test_a_low_wallet_reads_as_a_sentence_with_money_in_its_currency() -> None:
     assert "{" not in body and "'" not in body  # no dict repr
 
 
+def test_an_alert_without_its_wallet_s_money_still_reads_in_credits() -> None:
+    alert = {**_alert(ALERT_BELOW, "4.5", "10"), "currency": None}
+    _, body = _render("tallyflow-wallet-alert", alert_event(alert))
+    assert "Balance: 4.50000 credits; threshold 10.00000 credits." in body
+
+
 def test_a_depleted_wallet_and_the_summary_of_many() -> None:
     subject, body = _render("tallyflow-wallet-alert",
                             alert_event(_alert(ALERT_DEPLETED, "0", None)))
