@@ -13,6 +13,7 @@ from prefect.events import Event
 from prefect.server.events.actions import SendNotification
 from prefect.server.events.schemas.events import Event as ServerEvent
 from prefect.server.utilities.user_templates import render_user_template_sync
+from sqlalchemy import Engine
 
 from tallyflow.deployments.automations import automation_specs
 from tallyflow.models.wallets import ALERT_BELOW, ALERT_DEPLETED
@@ -92,3 +93,20 @@ def test_every_automation_template_is_valid_for_prefect() -> None:
             for key in ("subject", "body"):
                 if key in action:
                     validate_user_template(action[key])
+
+
+def test_the_alert_a_billing_run_emits_reads_with_its_money(engine: Engine) -> None:
+    """End to end: a wallet crosses its threshold in a wallet run; the event the run would
+    emit (read back as the flow reads it) renders with the wallet's currency."""
+    from tallyflow.tasks import wallets as w
+    from tests.tasks.test_wallets_support import WalletSpec, run_once, seed, set_usage
+
+    seed(engine, {"a": [WalletSpec("main", granted="10", rate="2")]})
+    w.add_alert_rule(engine, "balance_below", Decimal(5))
+    set_usage(engine, "a", 1200)  # 12.00 USD at 2 USD a credit: 6 credits used, 4 left
+    assert run_once(engine)["alerts"].opened == 1
+    pending = w.pending_alert_events(engine)
+    subject, body = _render("tallyflow-wallet-alert", alert_event(pending.alerts[0]))
+    assert subject == "Tallyflow: wallet main of a is low"
+    assert ("Balance: 8.00 USD (4.00000 credits); threshold 10.00 USD (5.00000 credits)."
+            in body), body
