@@ -65,3 +65,20 @@ def test_a_new_schedule_s_first_failure_is_announced_within_a_minute(
     took = time.monotonic() - failed_at
     print(f"\nfirst failure of a new schedule announced {took:.0f} s after it failed")
     assert flow_run.auto_scheduled
+
+    # The same deployment failing again within the hour pages nobody a second time.
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: live_server.api_url}):
+        again = run_deployment("billing-cycle/first-failure-trial",
+                               parameters={"hour": "2026-11-27T10:00:00Z"}, timeout=0)
+
+    def again_failed() -> bool:
+        with live_server.client() as client:
+            return client.read_flow_run(again.id).state_type == StateType.FAILED
+
+    wait_for(again_failed, 120, "the second run never failed")
+    time.sleep(took + 10)  # as long as the first announcement took, and more
+    assert not [s for s in webhook.subjects() if again.name in s], webhook.received
+    assert len(webhook.received) == 1, webhook.received
