@@ -19,7 +19,6 @@ Pinned by ``tests/live/test_first_failure_announced.py``.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, ClassVar
 
 import prefect.types._datetime
 from prefect.server.events.ordering import memory
@@ -30,7 +29,7 @@ SETTING = "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING"
 
 
 class CausalOrdering(memory.CausalOrdering):
-    _instances: ClassVar[dict[str, Any]] = {}  # not the parent's: one instance per scope here
+    _instances: dict[str, memory.CausalOrdering] = {}  # its own: one instance per scope
 
     def _waited_enough(self, event: ReceivedEvent) -> bool:
         return prefect.types._datetime.now("UTC") - event.received >= LOOKBACK
