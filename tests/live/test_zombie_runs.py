@@ -44,10 +44,14 @@ def _state(server: LiveServer, flow_run_id: Any) -> Any:
 
 
 def test_a_killed_worker_s_run_is_crashed_its_slot_freed_and_announced_once(
-    live_server: LiveServer, database_url: str, tmp_path: Path,
+    live_server: LiveServer, database_url: str, engine: Any, tmp_path: Path,
     processes: Callable[..., Any], webhook: Webhook,
 ) -> None:
     from prefect.deployments import run_deployment
+
+    from tests.tasks.test_wallets_support import WalletSpec, seed
+
+    seed(engine, {"a": [WalletSpec("main", granted="10")]})  # a subscription to rate
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     bucket = tmp_path / "bucket"
@@ -66,7 +70,7 @@ def test_a_killed_worker_s_run_is_crashed_its_slot_freed_and_announced_once(
     # The run holds still in the usage snapshot (a failpoint pause of up to 60 s), so the
     # worker dies mid-run.
     worker = processes("worker-doomed", [prefect, "worker", "start", "--pool", "zombie"],
-                       {**env, "TALLYFLOW_FAILPOINTS": "usage.after_snapshot_read=1:pause"})
+                       {**env, "TALLYFLOW_FAILPOINTS": "usage.rate_subscription=1:pause"})
     with temporary_settings(updates={PREFECT_API_URL: live_server.api_url}):
         doomed = run_deployment("billing-cycle/zombie-trial",
                                 parameters={"hour": "2026-11-27T10:00:00Z"}, timeout=0)
