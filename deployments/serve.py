@@ -101,8 +101,15 @@ def runner_deployments(only: list[str] | None = None) -> list[Any]:
     return deployments
 
 
+HEARTBEAT_ENV = "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"
+
+
 def serve(only: list[str] | None = None) -> None:
     from prefect import serve as prefect_serve
+
+    # Served runs are subprocesses of this one: like a worker's (prefect.yaml's job variables),
+    # they send heartbeats, so a run whose process died is marked Crashed by the server.
+    os.environ[HEARTBEAT_ENV] = os.environ.get(HEARTBEAT_ENV) or "30"
 
     prefect_serve(*runner_deployments(only), pause_on_shutdown=False)
 

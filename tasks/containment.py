@@ -98,8 +98,16 @@ def failure(
         "step": step, "unit": unit, "id": unit_id, "external_id": external_id,
         "customer": customer, "subscription": subscription,
         "error": error if isinstance(error, str) else describe_error(error),
-        "withheld": withheld,
+        "withheld": withheld, "hint": None if isinstance(error, str) else _hint(error),
     }
+
+
+def _hint(error: BaseException) -> str | None:
+    """What to do about a known failure (tallyflow.errors.explain); none for the unknown."""
+    from tallyflow.errors import explain
+
+    message, hint = explain(error)
+    return None if message.startswith("unexpected error") else hint
 
 
 def failure_message(failures: Sequence[dict[str, Any]]) -> str:
@@ -153,7 +161,8 @@ def contained_event(item: dict[str, Any], flow_run_id: str | None) -> dict[str, 
     related = ([{"prefect.resource.id": f"prefect.flow-run.{flow_run_id}",
                  "prefect.resource.role": "flow-run"}] if flow_run_id else [])
     return {"event": EVENT, "resource": resource, "related": related,
-            "payload": {k: item[k] for k in ("step", "unit", "subscription", "error")}}
+            "payload": {**{k: item[k] for k in ("step", "unit", "subscription", "error")},
+                        "hint": item.get("hint")}}
 
 
 def contained_events(

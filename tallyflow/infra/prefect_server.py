@@ -127,6 +127,8 @@ def start(announce: Callable[[str], None] | None = None) -> dict[str, Any]:
             # when 4200 was taken.
             "PREFECT_SERVER_UI_API_URL": f"http://127.0.0.1:{port}/api",
         })
+        # Failures announced within seconds, the first after a deploy too (event_ordering.py).
+        env.setdefault("PREFECT_SERVER_EVENTS_CAUSAL_ORDERING", "tallyflow.infra.event_ordering")
         prefect = Path(sys.executable).with_name("prefect")
         command = [str(prefect)] if prefect.exists() else [sys.executable, "-m", "prefect"]
         with open(folder / "server.log", "ab") as log:

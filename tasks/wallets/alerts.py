@@ -10,11 +10,13 @@ from typing import Any, Final
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.models.rating.money import format_money
 from tallyflow.models.wallets import (
     ALERT_BELOW,
     ALERT_DEPLETED,
     alert_change,
     alert_condition,
+    cents_for,
     credits_text,
 )
 from tallyflow.tasks.wallets.ledger import WalletError, _customer_id, _pick_wallet
@@ -149,7 +151,7 @@ def pending_alert_events(engine: Engine, limit: int = MAX_ALERT_EVENTS) -> Pendi
                 """
                 select a.id, a.wallet_id, w.code as wallet_code, c.external_id
                   as external_customer_id, a.kind, a.threshold_credits, a.credits_balance,
-                  a.crossing, a.as_of
+                  a.crossing, a.as_of, w.currency, w.rate_amount
                 from wallet_alerts a join wallets w on w.id = a.wallet_id
                 join customers c on c.id = a.customer_id
                 where a.emitted_at is null and a.id <= :up_to order by a.id limit :n
@@ -190,8 +192,24 @@ def alert_event(alert: dict[str, Any]) -> dict[str, Any]:
                 else credits_text(alert["threshold_credits"])
             ),
             "as_of": alert["as_of"].isoformat(),
+            **_money(alert),
         },
     }
+
+
+def _money(alert: dict[str, Any]) -> dict[str, str]:
+    """The balance (and threshold) as money in the wallet's currency, for a person to read."""
+    currency, rate = alert.get("currency"), alert.get("rate_amount")
+    if not currency or rate is None:
+        return {}
+
+    def money(credits: Decimal) -> str:
+        return format_money(cents_for(credits, Decimal(rate), str(currency)), str(currency))
+
+    out = {"currency": str(currency), "balance": money(alert["credits_balance"])}
+    if alert["threshold_credits"] is not None:
+        out["threshold"] = money(alert["threshold_credits"])
+    return out
 
 
 def alerts_summary_event(pending: PendingAlerts, run_id: int) -> dict[str, Any]:

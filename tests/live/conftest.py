@@ -78,8 +78,12 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     log = tmp_path_factory.mktemp("prefect-server") / "server.log"
     process = _start(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        # The triggers service's ordering as the server Tallyflow starts has it
+        # (tallyflow/infra/prefect_server.py, tallyflow/infra/event_ordering.py).
         server.env(PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
-                   PREFECT_SERVER_LOGGING_LEVEL="WARNING"),
+                   PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+                   PREFECT_SERVER_EVENTS_CAUSAL_ORDERING="tallyflow.infra.event_ordering",
+                   PYTHONPATH=str(PROJECT)),
         log,
     )
     try:

@@ -150,15 +150,18 @@ def test_wallet_alert_events_notify_and_reapplying_replaces_the_automations(
 
     alert = {"kind": ALERT_BELOW, "wallet_id": 7, "wallet_code": "prepaid",
              "external_customer_id": "acme", "crossing": 1, "credits_balance": Decimal("4.5"),
-             "threshold_credits": Decimal("10"), "as_of": datetime(2026, 11, 27, 10, tzinfo=UTC)}
+             "threshold_credits": Decimal("10"), "as_of": datetime(2026, 11, 27, 10, tzinfo=UTC),
+             "currency": "USD", "rate_amount": Decimal("1")}
     with temporary_settings(updates={PREFECT_API_URL: live_server.api_url}):
         emit_event(**alert_event(alert))
         EventsWorker.drain_all()
-    wait_for(lambda: any("balance-low" in s for s in webhook.subjects()), 60,
+    low = "Tallyflow: wallet prepaid of acme is low"
+    wait_for(lambda: low in webhook.subjects(), 60,
              lambda: f"the wallet alert reached no webhook: {webhook.received}")
-    body = next(b for b in webhook.received if "balance-low" in str(b.get("subject")))
-    assert "acme" in body["subject"] and body["source"] == "tallyflow"
-    assert "4.5" in body["body"]
+    body = next(b for b in webhook.received if b.get("subject") == low)
+    assert body["source"] == "tallyflow"
+    assert ("Balance: 4.50 USD (4.50000 credits); threshold 10.00 USD (10.00000 credits)."
+            in body["body"])
 
 
 def test_a_dead_claim_holding_the_watermark_notifies(
