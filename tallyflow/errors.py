@@ -36,6 +36,8 @@ _DB_HINT = (
     "use the embedded database"
 )
 
+_UNREACHABLE_HINT = "is PostgreSQL running and reachable? " + _DB_HINT
+
 
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
@@ -63,15 +65,13 @@ def explain(exc: BaseException) -> tuple[str, str | None]:
         if isinstance(current, ValueError) and "needs PostgreSQL" in str(current):
             return f"bad database URL: {current}", _DB_HINT
         if isinstance(current, sa_exc.OperationalError | sa_exc.InterfaceError):
-            return f"cannot reach the database: {_first_line(current)}", (
-                "is PostgreSQL running and reachable? " + _DB_HINT
-            )
+            return f"cannot reach the database: {_first_line(current)}", _UNREACHABLE_HINT
         current = current.__cause__ or current.__context__
     try:
         import psycopg
 
         if isinstance(exc, psycopg.OperationalError):
-            return f"cannot reach the database: {_first_line(exc)}", _DB_HINT
+            return f"cannot reach the database: {_first_line(exc)}", _UNREACHABLE_HINT
     except ImportError:  # pragma: no cover
         pass
     return (f"unexpected error: {type(exc).__name__}: {_first_line(exc)}",

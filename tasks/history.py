@@ -500,7 +500,10 @@ def _run_tracked(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
             finish(engine, flow_run_id, "failed", describe_error(exc), _summary_of(exc))
         except Exception:  # the database is down: Prefect keeps the real error, and the
             pass  # next history read takes it from there (``_reap``), not "crashed"
-        raise
+        explained = explained_failure(exc)
+        if explained is None:
+            raise
+        return explained
     except BaseException as exc:  # KeyboardInterrupt, SystemExit
         finish(engine, flow_run_id, "crashed", describe_error(exc))
         raise
@@ -510,6 +513,35 @@ def _run_tracked(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
     finally:
         stack.pop()
         _detach(flow_run_id)
+
+
+def explained_failure(exc: BaseException) -> Any | None:
+    """The run's Failed state, its message led by the one line and hint people act on.
+
+    Prefect words a failed run's message from ``str(exc)``: for a driver error (the database
+    unreachable, a bad URL) that is the driver's text, which the run-failed notification and the
+    UI then show. Returning a Failed state instead of raising keeps everything else as it was: the
+    state still carries the exception (a caller, a parent flow and the history hooks get the same
+    exception back), and the server still decides retries on a proposed Failed state. A
+    ``UserError`` already says its hint in ``str()``, and an error nobody explains (a bug) keeps
+    Prefect's own wording, so both are raised as before (``None`` here).
+    """
+    from tallyflow.errors import UserError, explain
+
+    if isinstance(exc, UserError) or not isinstance(exc, Exception):
+        return None
+    message, hint = explain(exc)
+    if hint is None or message.startswith("unexpected error"):
+        return None
+    from prefect.context import FlowRunContext
+    from prefect.states import exception_to_failed_state
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    context = FlowRunContext.get()
+    return run_coro_as_sync(exception_to_failed_state(
+        exc, message=f"{message}. Hint: {hint}.",
+        result_store=getattr(context, "result_store", None), write_result=True,
+    ))
 
 
 def _summary_of(exc: BaseException) -> dict[str, Any] | None:

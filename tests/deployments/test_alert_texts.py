@@ -81,7 +81,7 @@ def test_a_contained_database_failure_names_the_customer_and_carries_the_hint() 
     assert subject == "Tallyflow: wallet-deductions failed for acme"
     assert body.startswith("The customer acme failed in wallet-deductions; "
                            "every other unit completed.")
-    assert "\nHint: check TALLYFLOW_DATABASE_URL" in body
+    assert "\nHint: is PostgreSQL running and reachable? check TALLYFLOW_DATABASE_URL" in body
     assert "Error: OperationalError: connection to server" in body
 
 
@@ -110,3 +110,31 @@ def test_the_alert_a_billing_run_emits_reads_with_its_money(engine: Engine) -> N
     assert subject == "Tallyflow: wallet main of a is low"
     assert ("Balance: 8.00 USD (4.00000 credits); threshold 10.00 USD (5.00000 credits)."
             in body), body
+
+
+def test_a_failed_run_s_notice_carries_the_hint() -> None:
+    """The run-failed notice quotes the run's state message: for a run that failed on an
+    explained error, that message leads with the one line and its hint."""
+    from uuid import uuid4
+
+    from prefect.server.schemas.core import Flow, FlowRun
+    from prefect.server.schemas.states import Failed
+
+    from tallyflow.errors import explain
+
+    SendNotification._register_filters_if_needed()  # type: ignore[attr-defined]
+    spec = next(s for s in automation_specs() if s["name"] == "tallyflow-run-failed")
+    action = next(a for a in spec["actions"] if a["type"] == "send-notification")
+    message, hint = explain(psycopg.OperationalError("connection refused"))
+    flow_id = uuid4()
+    run = FlowRun(id=uuid4(), flow_id=flow_id, name="billing 2026-11-27T10:00Z",
+                  state=Failed(message=f"{message}. Hint: {hint}."))
+    context = {"flow": Flow(id=flow_id, name="billing-cycle"), "flow_run": run, "event": None}
+    subject = render_user_template_sync(action["subject"], context)
+    body = render_user_template_sync(action["body"], context)
+    assert subject == "Tallyflow: billing-cycle run billing 2026-11-27T10:00Z is Failed"
+    why = next(line for line in body.splitlines() if line.startswith("Why: "))
+    assert why == ("Why: cannot reach the database: connection refused. Hint: is PostgreSQL"
+                   " running and reachable? check TALLYFLOW_DATABASE_URL"
+                   " (postgresql://user:password@host:5432/db), or unset it to use the embedded"
+                   " database.")

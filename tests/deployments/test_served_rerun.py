@@ -90,6 +90,29 @@ def _log_levels(flow_run_id: object) -> set[int]:
     return found
 
 
+def _heartbeats(flow_run_id: object) -> int:
+    """The ``prefect.flow-run.heartbeat`` events the server recorded for this run (the engine
+    sends one as the run starts, then every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds)."""
+    from prefect.client.orchestration import get_client
+
+    query = {"filter": {"event": {"name": ["prefect.flow-run.heartbeat"]},
+                        "resource": {"id": [f"prefect.flow-run.{flow_run_id}"]}},
+             "limit": 50}
+
+    async def count() -> int:
+        async with get_client() as client:
+            response = await client._client.post("/events/filter", json=query)
+            response.raise_for_status()
+            return len(response.json()["events"])
+
+    found = 0
+    deadline = time.monotonic() + 30  # events are written by the server in batches
+    while not found and time.monotonic() < deadline:
+        found = asyncio.run(count())
+        time.sleep(0.5)
+    return found
+
+
 def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
     engine: Engine, tmp_path: Path
 ) -> None:
@@ -136,6 +159,9 @@ def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
         assert _run_name(queued) == "billing 2099-01-01T05:00Z"
         levels = _log_levels(run.id)
         assert logging.INFO in levels, levels
+        # served runs send Prefect's heartbeats, so the zombie-run automation can tell a dead
+        # process from a long run (tallyflow/deployments/serve.py; issue 32, item 2)
+        assert _heartbeats(run.id) >= 1
         # serve's Prometheus endpoint: the hour just billed is the last good one
         scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=30)
         values = {s.name: s.value for f in text_string_to_metric_families(
@@ -163,3 +189,22 @@ def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
     assert int(snapshot.amount_cents) == 1400, output[-3000:]
     assert snapshot.as_of.isoformat() == "2025-11-24T17:00:00+00:00"
     assert int(deducted) == 1400
+
+
+def test_serve_has_its_runs_beat_every_30_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's own default is one heartbeat every 180 s, longer than the 90 s the
+    tallyflow-zombie-runs automation waits: a served run left at the default would be marked
+    Crashed while alive. ``serve`` hands its runs 30 s unless the operator chose a frequency."""
+    import prefect
+
+    from tallyflow.deployments import serve as serving
+
+    handed: list[str | None] = []
+    monkeypatch.setattr(serving, "runner_deployments", lambda only: [])
+    monkeypatch.setattr(prefect, "serve", lambda *deployments, **options: handed.append(
+        os.environ.get(serving.HEARTBEAT_ENV)))
+    monkeypatch.delenv(serving.HEARTBEAT_ENV, raising=False)
+    serving.serve()
+    monkeypatch.setenv(serving.HEARTBEAT_ENV, "45")
+    serving.serve()
+    assert handed == ["30", "45"]

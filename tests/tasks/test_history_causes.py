@@ -184,3 +184,43 @@ def test_runs_that_failed_before_reaching_the_database_are_listed(engine: Engine
         asyncio.run(forget(run_id))
     assert rows[0]["status"] == "failed" and rows[0]["kind"] == "billing"
     assert "no database configured" in rows[0]["error"] and rows[0]["cause"] == "failed"
+
+
+def test_a_failed_run_s_message_leads_with_the_one_line_and_its_hint(engine: Engine) -> None:
+    """What the run-failed notification and the UI show is the CLI's one line and hint, while
+    callers, retries and the history keep the exception itself (issue 32, item 3)."""
+    from sqlalchemy.exc import OperationalError
+
+    with socket.socket() as closed:  # a port nothing listens on: the database is unreachable
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    attempts: list[int] = []
+
+    @flow(name="billing-cycle", retries=1, retry_delay_seconds=0, **HOOKS)
+    @tracked
+    def billing_without_its_database() -> None:
+        attempts.append(1)
+        with create_engine(f"postgresql+psycopg://u@127.0.0.1:{port}/db").connect() as conn:
+            conn.execute(text("select 1"))
+
+    state = billing_without_its_database(return_state=True)
+    assert state.is_failed() and len(attempts) == 2  # the server still retried it
+    message = state.message or ""
+    assert message.startswith("cannot reach the database: "), message
+    assert "Hint: is PostgreSQL running and reachable? check TALLYFLOW_DATABASE_URL" in message
+    assert "OperationalError" in message  # the driver's text follows, for the record
+    with pytest.raises(OperationalError):  # a caller gets the exception itself
+        billing_without_its_database()
+    with engine.connect() as conn:
+        error = conn.execute(text("select error from run_history where flow_run_id = :id"),
+                             {"id": str(state.state_details.flow_run_id)}).scalar_one()
+    assert cause_of("failed", error) == "database unreachable"
+
+    @flow(name="billing-cycle", **HOOKS)
+    @tracked
+    def billing_with_a_bug() -> None:
+        raise ValueError("the hour must have an offset")
+
+    state = billing_with_a_bug(return_state=True)  # a bug keeps Prefect's own wording
+    assert state.message == ("Flow run encountered an exception: ValueError: the hour must have"
+                             " an offset")
