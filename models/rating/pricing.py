@@ -32,11 +32,11 @@ from tallyflow.models.rating.aggregation import (
     tidy,
 )
 from tallyflow.models.rating.charge_models import (
-    ChargeModel,
     ChargeProperties,
     Fee,
     compute_charge,
     compute_prorated,
+    definition_of,
     needs_event_values,
     parse_properties,
 )
@@ -157,7 +157,7 @@ class Pricing:
 
 def pricing_of(charge_model: str, properties: Mapping[str, Any]) -> Pricing:
     """Parse a charge's (or a charge filter's) properties for its charge model."""
-    if not properties and charge_model != ChargeModel.DYNAMIC:
+    if not properties and definition_of(charge_model).needs_properties:
         # A default bucket without charge-level properties prices at 0 (Lago).
         return Pricing(None, False)
     parsed = parse_properties(charge_model, properties)
