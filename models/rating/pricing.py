@@ -223,7 +223,7 @@ class ChargeInfo:
 
 def merge_states(left: AnyState, right: AnyState) -> AnyState:
     """Merge two states of the same aggregation (the caller keys states by metric)."""
-    return left.merge(right)  # type: ignore[arg-type]
+    return left.merge(right)
 
 
 # --------------------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ def read_states(
         state = state_of_row(metric.aggregation_type, row)
         held = out[row["subscription_id"]]
         # a replaced row's state for the same period merges into the row's own
-        held[key] = held[key].merge(state) if key in held else state  # type: ignore[arg-type]
+        held[key] = held[key].merge(state) if key in held else state
         _tally(tallies, row["subscription_id"], key, StateTally(
             int(row["not_a_number_count"]), tuple(row["not_a_number_ids"]),
             tuple(row["sample_ids"])))
@@ -281,5 +281,5 @@ def merge_stored(left: StoredStates, right: StoredStates) -> StoredStates:
         for sub, states in source.items():
             target = out[sub]
             for key, state in states.items():
-                target[key] = target[key].merge(state) if key in target else state  # type: ignore[arg-type]
+                target[key] = target[key].merge(state) if key in target else state
     return out

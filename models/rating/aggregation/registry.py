@@ -13,13 +13,14 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final
 
-from tallyflow.models.rating.aggregation.count import COUNT_AGG, CountState
-from tallyflow.models.rating.aggregation.latest import LATEST_AGG, LatestState
-from tallyflow.models.rating.aggregation.max import MAX_AGG, MaxState
-from tallyflow.models.rating.aggregation.sum import SUM_AGG, SumState
+from tallyflow.models.rating.aggregation.count import COUNT_AGG
+from tallyflow.models.rating.aggregation.latest import LATEST_AGG
+from tallyflow.models.rating.aggregation.max import MAX_AGG
+from tallyflow.models.rating.aggregation.sum import SUM_AGG
 from tallyflow.models.rating.aggregation.types import (
     ZERO,
     AggregationDefinition,
+    AggregationState,
     AggregationType,
     EventPoint,
     RoundingFunction,
@@ -27,7 +28,7 @@ from tallyflow.models.rating.aggregation.types import (
     apply_rounding,
 )
 from tallyflow.models.rating.aggregation.unique_count import UNIQUE_COUNT_AGG, UniqueCountState
-from tallyflow.models.rating.aggregation.weighted_sum import WEIGHTED_SUM_AGG, WeightedSumState
+from tallyflow.models.rating.aggregation.weighted_sum import WEIGHTED_SUM_AGG
 
 _DEFINITIONS: Final[tuple[AggregationDefinition[Any], ...]] = (
     COUNT_AGG,
@@ -45,8 +46,8 @@ AGGREGATIONS: Final[Mapping[AggregationType, AggregationDefinition[Any]]] = Mapp
 
 _BY_STATE: Final = {definition.state_type: definition for definition in _DEFINITIONS}
 
-AnyState = CountState | SumState | MaxState | LatestState | UniqueCountState | WeightedSumState
-"""For the type checker only: every registered state (a new kind adds its state here too)."""
+AnyState = AggregationState
+"""Any registered kind's state (the protocol every state implements)."""
 
 RECURRING_ALLOWED: Final = frozenset(d.kind for d in _DEFINITIONS if d.recurring_allowed)
 
@@ -82,7 +83,7 @@ def merge_all(aggregation_type: AggregationType | str, states: Iterable[AnyState
     """Merge many states (e.g. every period up to now for a recurring sum/unique_count)."""
     merged = empty_state(aggregation_type)
     for state in states:
-        merged = merged.merge(state)  # type: ignore[arg-type]
+        merged = merged.merge(state)
     return merged
 
 
