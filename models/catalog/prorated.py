@@ -4,7 +4,7 @@ Lago allows ``prorated: true`` only on a recurring metric that is not a weighted
 already weighs time), and then only for standard, graduated or volume charges paid in arrears,
 or standard charges paid in advance (recurring metrics are sums, unique counts and weighted
 sums). Tallyflow prorates recurring sums and unique counts in arrears
-(``tallyflow.models.rating.aggregation.prorated``); it refuses, by name, the Lago combination
+(``prorate_sum``, ``prorate_unique`` in ``tallyflow.models.rating.aggregation``); it refuses, by name, the Lago combination
 it does not bill yet: prorated pay-in-advance charges.
 """
 

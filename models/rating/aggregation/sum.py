@@ -31,7 +31,7 @@ class SumState:
 
     ``days`` (ISO local date -> total of that day's values) is kept for points that carry a
     ``day`` (recurring sums): prorated charges weigh each day by the share of the period left
-    (``tallyflow.models.rating.aggregation.prorated``). It merges by adding, like ``total``.
+    (:func:`prorate_sum` below). It merges by adding, like ``total``.
     """
 
     total: Decimal = ZERO

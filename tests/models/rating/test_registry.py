@@ -8,8 +8,10 @@ here until it has an example below and implements what its flags promise.
 from __future__ import annotations
 
 import dataclasses
+import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -217,3 +219,14 @@ def test_aggregation_conformance(kind: AggregationType) -> None:
     assert definition.recurring_allowed or not (
         definition.carries_level or definition.carries_states)
     assert definition.sql_fold in ("typed", "unique")
+
+
+def test_the_user_docs_name_every_registered_model_and_aggregation() -> None:
+    """docs/rating.md lists what Tallyflow computes; a registered model or kind it does not
+    name is missing from the user's documentation."""
+    text = (Path(__file__).resolve().parents[3] / "docs" / "rating.md").read_text()
+    opening = " ".join(text.split("\n\n")[1].split())
+    for name in CHARGE_MODELS:
+        assert re.search(rf"\b{name}\b", opening), name
+    for kind in AGGREGATIONS:
+        assert re.search(rf"\b{kind.value.removesuffix('_agg')}\b", opening), kind.value
