@@ -3,9 +3,10 @@
 Lago allows ``prorated: true`` only on a recurring metric that is not a weighted sum (which
 already weighs time), and then only for standard, graduated or volume charges paid in arrears,
 or standard charges paid in advance (recurring metrics are sums, unique counts and weighted
-sums). Tallyflow prorates recurring sums and unique counts in arrears
-(``prorate_sum``, ``prorate_unique`` in ``tallyflow.models.rating.aggregation``); it refuses, by name, the Lago combination
-it does not bill yet: prorated pay-in-advance charges.
+sums). Tallyflow prorates recurring sums and unique counts in arrears (``prorate_sum``,
+``prorate_unique`` in ``tallyflow.models.rating.aggregation``); it refuses, by name, the Lago
+combination it does not bill yet: prorated pay-in-advance charges. The models that may be
+prorated are the charge model registry's (``PRORATED_MODELS``).
 """
 
 from __future__ import annotations

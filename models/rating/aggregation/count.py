@@ -53,7 +53,6 @@ class CountState:
         return cls(int(data["events_count"]), int(data["unbillable_count"]))
 
 
-
 class Count(AggregationDefinition[CountState]):
     kind = AggregationType.COUNT
     state_type = CountState

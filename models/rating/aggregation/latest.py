@@ -101,7 +101,6 @@ def _later(left: LatestState, right: LatestState) -> LatestState:
     return left
 
 
-
 class Latest(AggregationDefinition[LatestState]):
     kind = AggregationType.LATEST
     state_type = LatestState
@@ -110,8 +109,11 @@ class Latest(AggregationDefinition[LatestState]):
     def from_row(self, row: Mapping[Any, Any], count: int, unbillable: int) -> LatestState:
         seq = row["latest_seq"]
         return LatestState(
-            row["latest_value"], row["latest_ts"], None if seq is None else int(seq),
-            count, unbillable,
+            row["latest_value"],
+            row["latest_ts"],
+            None if seq is None else int(seq),
+            count,
+            unbillable,
         )
 
 

@@ -72,7 +72,6 @@ class MaxState:
         )
 
 
-
 class Max(AggregationDefinition[MaxState]):
     kind = AggregationType.MAX
     state_type = MaxState

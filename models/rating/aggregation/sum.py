@@ -132,7 +132,6 @@ def prorate_sum(state: SumState, window: ProrationWindow) -> ProratedUnits:
     return ProratedUnits(state.total, prorated, tuple(entries))
 
 
-
 class Sum(AggregationDefinition[SumState]):
     kind = AggregationType.SUM
     state_type = SumState
@@ -145,7 +144,10 @@ class Sum(AggregationDefinition[SumState]):
         """``day_totals`` arrives as jsonb text or already decoded, decimals kept exact."""
         days = row.get("day_totals") or {}
         return SumState(
-            row["total"], count, unbillable, row["precise_total"],
+            row["total"],
+            count,
+            unbillable,
+            row["precise_total"],
             {d: Decimal(str(v)) for d, v in days.items()},
         )
 

@@ -313,8 +313,7 @@ class UniqueCount(AggregationDefinition[UniqueCountState]):
 
     def counts(self, point: EventPoint) -> bool:
         """A value with an operation the state keeps (add, remove; add by default)."""
-        return point.text is not None and point.properties.get(
-            "operation_type", "add") in ("add", "remove")
+        return point.text is not None and _operation(point) is not None
 
     def billable_in_advance(self, point: EventPoint) -> bool:
         return point.text is not None

@@ -58,19 +58,25 @@ D = Decimal
 EXAMPLES: dict[str, dict[str, Any]] = {
     "standard": {"amount": "2"},
     "package": {"amount": "5", "package_size": 10, "free_units": 2},
-    "graduated": {"graduated_ranges": [
-        {"from_value": 0, "to_value": 5, "per_unit_amount": "1", "flat_amount": "0"},
-        {"from_value": 6, "to_value": None, "per_unit_amount": "0.5", "flat_amount": "1"},
-    ]},
-    "volume": {"volume_ranges": [
-        {"from_value": 0, "to_value": 5, "per_unit_amount": "1", "flat_amount": "0"},
-        {"from_value": 6, "to_value": None, "per_unit_amount": "0.5", "flat_amount": "1"},
-    ]},
+    "graduated": {
+        "graduated_ranges": [
+            {"from_value": 0, "to_value": 5, "per_unit_amount": "1", "flat_amount": "0"},
+            {"from_value": 6, "to_value": None, "per_unit_amount": "0.5", "flat_amount": "1"},
+        ]
+    },
+    "volume": {
+        "volume_ranges": [
+            {"from_value": 0, "to_value": 5, "per_unit_amount": "1", "flat_amount": "0"},
+            {"from_value": 6, "to_value": None, "per_unit_amount": "0.5", "flat_amount": "1"},
+        ]
+    },
     "percentage": {"rate": "1.5", "fixed_amount": "0.1"},
-    "graduated_percentage": {"graduated_percentage_ranges": [
-        {"from_value": 0, "to_value": 5, "rate": "1", "flat_amount": "0"},
-        {"from_value": 6, "to_value": None, "rate": "0.5", "flat_amount": "1"},
-    ]},
+    "graduated_percentage": {
+        "graduated_percentage_ranges": [
+            {"from_value": 0, "to_value": 5, "rate": "1", "flat_amount": "0"},
+            {"from_value": 6, "to_value": None, "rate": "0.5", "flat_amount": "1"},
+        ]
+    },
     "dynamic": {},
 }
 
@@ -87,7 +93,8 @@ def test_the_catalog_accepts_exactly_the_registered_charge_models() -> None:
         with pytest.raises(ValidationError, match="unknown charge_model"):
             Charge.model_validate({"billable_metric_code": "m", "charge_model": unknown})
         assert validate_properties(unknown, {}) == [
-            f"charge_model: unknown charge model {unknown!r}"]
+            f"charge_model: unknown charge model {unknown!r}"
+        ]
         with pytest.raises(ValueError, match="is not a valid ChargeModel"):
             compute_charge(unknown, {}, D(1))
 
@@ -105,9 +112,11 @@ def test_the_catalog_rules_follow_the_registered_flags() -> None:
     """The sets the catalog derives from the registry are Lago's."""
     assert NEEDS_FIELD_NAME == set(AggregationType) - {AggregationType.COUNT}
     assert NOT_PAY_IN_ADVANCE == {
-        AggregationType.MAX, AggregationType.LATEST, AggregationType.WEIGHTED_SUM}
-    assert NEVER_RECURRING == {
-        AggregationType.COUNT, AggregationType.MAX, AggregationType.LATEST}
+        AggregationType.MAX,
+        AggregationType.LATEST,
+        AggregationType.WEIGHTED_SUM,
+    }
+    assert NEVER_RECURRING == {AggregationType.COUNT, AggregationType.MAX, AggregationType.LATEST}
     assert PRORATED_MODELS == {"standard", "graduated", "volume"}
 
 
@@ -134,8 +143,13 @@ def test_charge_model_conformance(name: str) -> None:
 
     for units in (D(0), D(7)):
         result = compute_charge(
-            name, props, units, events_count=2, event_values=[units, D(0)],
-            precise_total_amount_cents=D(1234), currency="USD",
+            name,
+            props,
+            units,
+            events_count=2,
+            event_values=[units, D(0)],
+            precise_total_amount_cents=D(1234),
+            currency="USD",
         )
         assert isinstance(result, ChargeResult)
         assert result.charge_model == name
@@ -186,15 +200,17 @@ def test_aggregation_conformance(kind: AggregationType) -> None:
     assert folded.merge(empty) == folded == empty.merge(folded)
     assert folded.events_count + folded.unbillable_count <= len(_points())
 
-    window = TimeWindow(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC),
-                        D(31 * 86_400))
+    window = TimeWindow(
+        datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC), D(31 * 86_400)
+    )
     assert isinstance(definition.units(folded, window, D(0)), Decimal)
     assert isinstance(definition.precise_total_amount_cents(folded), Decimal)
     for point in _points():
         assert isinstance(definition.counts(point), bool)
         assert isinstance(definition.billable_in_advance(point), bool)
         assert definition.event_value(point) is None or isinstance(
-            definition.event_value(point), Decimal)
+            definition.event_value(point), Decimal
+        )
 
     if definition.pay_in_advance:
         units = definition.in_advance_units(_points(), None)
@@ -217,7 +233,8 @@ def test_aggregation_conformance(kind: AggregationType) -> None:
             definition.level(folded)
     assert not (definition.carries_level and definition.carries_states)
     assert definition.recurring_allowed or not (
-        definition.carries_level or definition.carries_states)
+        definition.carries_level or definition.carries_states
+    )
     assert definition.sql_fold in ("typed", "unique")
 
 
