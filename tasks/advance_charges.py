@@ -36,7 +36,8 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.invoicing import InvoiceFee
-from tallyflow.models.rating import AggregationType, EventPoint
+from tallyflow.models.rating import EventPoint
+from tallyflow.models.rating.aggregation import definition_of
 from tallyflow.models.rating.in_advance import (
     DEFAULT_BUCKET,
     AdvanceFee,
@@ -250,7 +251,7 @@ def _period_fees(
             continue
         done = billed.get(params["slot"], [])
         points: dict[int, tuple[EventPoint, str]] = {}
-        if metric.aggregation_type is AggregationType.UNIQUE_COUNT and done:
+        if definition_of(metric.aggregation_type).in_advance_reads_billed_events and done:
             points = _events(conn, _BILLED_EVENTS, metric,
                              {**params, "ids": [b.event_id for b in done]})
         before = [BilledEvent(points[b.event_id][0] if b.event_id in points else None,

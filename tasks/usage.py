@@ -22,14 +22,13 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models import number_rule
 from tallyflow.models.rating import (
-    AggregationType,
     BillingPeriod,
     BucketId,
     EventPoint,
     assign_bucket,
     charge_filter_from_values,
-    per_event_units,
 )
+from tallyflow.models.rating.aggregation import definition_of
 from tallyflow.models.rating.pricing import (
     ChargeInfo,
     EventValues,
@@ -204,7 +203,7 @@ def _event_values_reader(
 ) -> EventValues:
     """Per-event units in time order for charges that price each event (percentage with
     free units or per-transaction min/max): those cannot be folded, so they are read."""
-    cache: dict[int, list[tuple[EventPoint, Decimal]]] = {}
+    cache: dict[int, list[tuple[EventPoint, Decimal | None]]] = {}
 
     def values(
         charge: ChargeInfo, bucket: BucketId, group: tuple[str | None, ...]
@@ -239,13 +238,12 @@ def _event_values_reader(
                 )
                 for r in rows
             ]
-            kind = metric.aggregation_type
-            if kind not in (AggregationType.COUNT, AggregationType.SUM):
-                kind = AggregationType.SUM
-            cache[metric.id] = per_event_units(kind, points)
+            kind = definition_of(metric.aggregation_type)
+            cache[metric.id] = [(p, kind.event_value(p))
+                                for p in sorted(points, key=lambda p: p.order_key)]
         out: list[Decimal] = []
         for point, units in cache[metric.id]:
-            if point.value is None and metric.aggregation_type is not AggregationType.COUNT:
+            if units is None:
                 continue
             if assign_bucket(charge.charge_filters, point.properties) != bucket:
                 continue

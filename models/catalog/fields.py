@@ -22,7 +22,12 @@ from pydantic import (
 )
 
 from tallyflow.models.catalog.canonical import format_datetime, format_decimal
-from tallyflow.models.rating.aggregation import RECURRING_ALLOWED, AggregationType, RoundingFunction
+from tallyflow.models.rating.aggregation import (
+    AGGREGATIONS,
+    RECURRING_ALLOWED,
+    AggregationType,
+    RoundingFunction,
+)
 from tallyflow.models.rating.charge_models import ChargeModel
 from tallyflow.models.rating.money import CURRENCIES, PLAIN_DECIMAL
 from tallyflow.models.rating.periods import BillingTime, Interval
@@ -58,15 +63,13 @@ KINDS: tuple[str, ...] = (TAX, BILLING_ENTITY, BILLABLE_METRIC, PLAN, CUSTOMER, 
 AGGREGATION_TYPES = tuple(AggregationType)
 
 
-NEEDS_FIELD_NAME = frozenset(set(AggregationType) - {AggregationType.COUNT})
+NEEDS_FIELD_NAME = frozenset(kind for kind, agg in AGGREGATIONS.items() if agg.needs_field)
 
 
 NEVER_RECURRING = frozenset(set(AggregationType) - RECURRING_ALLOWED)
 
 
-NOT_PAY_IN_ADVANCE = frozenset(
-    {AggregationType.MAX, AggregationType.LATEST, AggregationType.WEIGHTED_SUM}
-)
+NOT_PAY_IN_ADVANCE = frozenset(kind for kind, agg in AGGREGATIONS.items() if not agg.pay_in_advance)
 
 
 CHARGE_MODELS = tuple(ChargeModel)

@@ -3,9 +3,10 @@
 Lago allows ``prorated: true`` only on a recurring metric that is not a weighted sum (which
 already weighs time), and then only for standard, graduated or volume charges paid in arrears,
 or standard charges paid in advance (recurring metrics are sums, unique counts and weighted
-sums). Tallyflow prorates recurring sums and unique counts in arrears
-(``tallyflow.models.rating.aggregation.prorated``); it refuses, by name, the Lago combination
-it does not bill yet: prorated pay-in-advance charges.
+sums). Tallyflow prorates recurring sums and unique counts in arrears (``prorate_sum``,
+``prorate_unique`` in ``tallyflow.models.rating.aggregation``); it refuses, by name, the Lago
+combination it does not bill yet: prorated pay-in-advance charges. The models that may be
+prorated are the charge model registry's (``PRORATED_MODELS``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from __future__ import annotations
 from tallyflow.models.catalog.documents import BillableMetric, Charge
 from tallyflow.models.catalog.errors import Issue, Loc
 from tallyflow.models.rating.aggregation import AggregationType
-from tallyflow.models.rating.charge_models import PRORATED_MODELS
+from tallyflow.models.rating.charge_models import CHARGE_MODELS, PRORATED_MODELS
+
+# "standard, graduated and volume": the registry's prorated models, in its order
+_NAMES = [name for name in CHARGE_MODELS if name in PRORATED_MODELS]
+_PRORATED_NAMES = " and ".join(filter(None, (", ".join(_NAMES[:-1]), _NAMES[-1])))
 
 
 def prorated_issues(charge: Charge, loc: Loc) -> list[Issue]:
@@ -26,7 +31,7 @@ def prorated_issues(charge: Charge, loc: Loc) -> list[Issue]:
                              "(Lago prorates standard ones); set prorated or pay_in_advance "
                              "to false")]
     if charge.charge_model not in PRORATED_MODELS:
-        return [Issue(where, f"is available for standard, graduated and volume charges only, "
+        return [Issue(where, f"is available for {_PRORATED_NAMES} charges only, "
                              f"not {charge.charge_model}")]
     return []
 

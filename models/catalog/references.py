@@ -35,8 +35,7 @@ from tallyflow.models.catalog.fields import (
     WALLET,
 )
 from tallyflow.models.catalog.prorated import prorated_metric_issues
-from tallyflow.models.rating.aggregation import AggregationType
-from tallyflow.models.rating.charge_models import ChargeModel
+from tallyflow.models.rating.charge_models import CHARGE_MODELS
 from tallyflow.models.rating.filters import ALL_FILTER_VALUES
 
 
@@ -122,9 +121,11 @@ def _plan_references(plan: Plan, catalog: Catalog) -> list[Issue]:
 def _charge_references(charge: Charge, metric: BillableMetric, loc: Loc) -> list[Issue]:
     issues: list[Issue] = []
     agg = metric.aggregation_type
-    if charge.charge_model == ChargeModel.DYNAMIC and agg != AggregationType.SUM:
+    accepted = CHARGE_MODELS[charge.charge_model].aggregation_types
+    if accepted is not None and agg not in accepted:
         issues.append(Issue((*loc, "charge_model"),
-                            f"dynamic needs a sum_agg metric; {metric.code!r} is {agg}"))
+                            f"{charge.charge_model} needs a {' or '.join(sorted(accepted))} "
+                            f"metric; {metric.code!r} is {agg}"))
     if charge.pay_in_advance and agg in NOT_PAY_IN_ADVANCE:
         issues.append(Issue((*loc, "pay_in_advance"),
                             f"is not available for {agg} metrics ({metric.code!r})"))

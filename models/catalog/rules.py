@@ -47,7 +47,11 @@ from tallyflow.models.catalog.fields import (
 )
 from tallyflow.models.catalog.prorated import prorated_issues
 from tallyflow.models.rating.aggregation import AggregationType
-from tallyflow.models.rating.charge_models import JsonNumber, validate_properties
+from tallyflow.models.rating.charge_models import (
+    CHARGE_MODELS,
+    JsonNumber,
+    validate_properties,
+)
 
 
 def _as_file_input(value: Any) -> Any:
@@ -196,8 +200,9 @@ def _charge_issues(charge: Charge, loc: Loc) -> list[Issue]:
                             f"{charge.billable_metric_code!r}; give only one of them"))
     if not charge.invoiceable and not charge.pay_in_advance:
         issues.append(Issue((*loc, "invoiceable"), "can be false only when pay_in_advance is true"))
-    if charge.pay_in_advance and charge.charge_model == "volume":
-        issues.append(Issue((*loc, "pay_in_advance"), "is not available for volume charges"))
+    if charge.pay_in_advance and CHARGE_MODELS[charge.charge_model].refused_in_advance:
+        issues.append(Issue((*loc, "pay_in_advance"),
+                            f"is not available for {charge.charge_model} charges"))
     issues += prorated_issues(charge, loc)
     issues += _advance_issues(charge, loc)
     issues += _property_issues(charge.charge_model, charge.properties, (*loc, "properties"))
@@ -227,10 +232,11 @@ def _advance_issues(charge: Charge, loc: Loc) -> list[Issue]:
         issues.append(Issue((*loc, "min_amount_cents"),
                             "is not compatible with pay_in_advance (Lago)"))
     # prorated with pay_in_advance: refused in models/catalog/prorated.py
-    if charge.charge_model == "dynamic":
-        issues.append(Issue((*loc, "pay_in_advance"), "true is not supported yet for dynamic "
-                                                      "charges (each event paying its own "
-                                                      "amount); Tallyflow would not bill it"))
+    why = CHARGE_MODELS[charge.charge_model].in_advance_not_billed
+    if why is not None:
+        issues.append(Issue((*loc, "pay_in_advance"),
+                            f"true is not supported yet for {charge.charge_model} charges "
+                            f"({why}); Tallyflow would not bill it"))
     return issues
 
 

@@ -26,7 +26,7 @@ from typing import Final
 from tallyflow.models.rating.aggregation import (
     AggregationType,
     EventPoint,
-    UniqueCountState,
+    definition_of,
     per_event_units,
 )
 from tallyflow.models.rating.charge_models import Fee, pay_in_advance_amounts
@@ -66,12 +66,8 @@ class AdvanceFee:
 def billable(kind: AggregationType, point: EventPoint) -> bool:
     """Events a pay-in-advance charge bills: every one for count; for sum those with a plain
     number in the field (the others are unbillable, as in arrears); for unique_count those
-    with the field."""
-    if kind is AggregationType.COUNT:
-        return True
-    if kind is AggregationType.UNIQUE_COUNT:
-        return point.text is not None
-    return point.value is not None
+    with the field (the kind's ``billable_in_advance``)."""
+    return definition_of(kind).billable_in_advance(point)
 
 
 def place(charge: ChargeInfo, point: EventPoint) -> tuple[BucketId, Group]:
@@ -89,7 +85,7 @@ def advance_fees(
     """The fees of the ``new`` events of one charge in one period, in (timestamp, ingestion)
     order, priced after the ``billed`` ones (in the order they were billed)."""
     kind = charge.metric.aggregation_type
-    if kind not in (AggregationType.COUNT, AggregationType.SUM, AggregationType.UNIQUE_COUNT):
+    if not definition_of(kind).pay_in_advance:
         raise ValueError(f"pay in advance is not available for {kind.value}")
     cells: dict[tuple[BucketId, Group], list[EventPoint]] = {}
     for point in sorted((p for p in new if billable(kind, p)), key=lambda p: p.order_key):
@@ -104,7 +100,7 @@ def advance_fees(
         else:
             amounts = pay_in_advance_amounts(
                 charge.charge_model, pricing.properties, units,
-                bill_only_increases=kind is not AggregationType.COUNT,
+                bill_only_increases=definition_of(kind).bill_only_increases,
                 prior_units=[b.units for b in before],
             )
         out += [AdvanceFee(p, bucket, group, u, Fee.from_amount(a, currency, u, 1))
@@ -115,9 +111,10 @@ def advance_fees(
 def _units(
     kind: AggregationType, points: Sequence[EventPoint], before: Sequence[BilledEvent]
 ) -> list[Decimal]:
-    if kind is AggregationType.COUNT:
-        return [Decimal(1)] * len(points)
-    if kind is AggregationType.SUM:
-        return [p.value if p.value is not None else ZERO for p in points]
-    prior = UniqueCountState().fold(b.point for b in before if b.point is not None)
+    """Units of ``points`` (already in order); kinds that read the billed events get their
+    state first."""
+    definition = definition_of(kind)
+    prior = None
+    if definition.in_advance_reads_billed_events:
+        prior = definition.empty().fold(b.point for b in before if b.point is not None)
     return [u for _, u in per_event_units(kind, points, prior)]

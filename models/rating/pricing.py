@@ -22,21 +22,19 @@ from typing import Any, Final
 from tallyflow.models.rating.aggregation import (
     AggregationType,
     AnyState,
-    SumState,
-    UniqueCountState,
-    WeightedSumState,
     aggregate,
     empty_state,
-    prorate_sum,
-    prorate_unique,
     tidy,
 )
+from tallyflow.models.rating.aggregation import (
+    definition_of as aggregation_of,
+)
 from tallyflow.models.rating.charge_models import (
-    ChargeModel,
     ChargeProperties,
     Fee,
     compute_charge,
     compute_prorated,
+    definition_of,
     needs_event_values,
     parse_properties,
 )
@@ -58,7 +56,6 @@ from tallyflow.models.rating.periods import (
 from tallyflow.models.rating.unbillable import StateTally, Unbillable, unbillable_of
 
 ZERO: Final = Decimal(0)
-WEIGHTED: Final = AggregationType.WEIGHTED_SUM
 
 GroupValues = tuple[tuple[str, str | None], ...]
 """A state's pricing-group values for the union of its metric's group keys, sorted by key."""
@@ -157,7 +154,7 @@ class Pricing:
 
 def pricing_of(charge_model: str, properties: Mapping[str, Any]) -> Pricing:
     """Parse a charge's (or a charge filter's) properties for its charge model."""
-    if not properties and charge_model != ChargeModel.DYNAMIC:
+    if not properties and definition_of(charge_model).needs_properties:
         # A default bucket without charge-level properties prices at 0 (Lago).
         return Pricing(None, False)
     parsed = parse_properties(charge_model, properties)
@@ -226,7 +223,7 @@ class ChargeInfo:
 
 def merge_states(left: AnyState, right: AnyState) -> AnyState:
     """Merge two states of the same aggregation (the caller keys states by metric)."""
-    return left.merge(right)  # type: ignore[arg-type]
+    return left.merge(right)
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,27 +422,23 @@ def price_state(
 ) -> Fee:
     """One fee: the state's units priced by the charge model with these properties."""
     metric = charge.metric
+    kind = aggregation_of(metric.aggregation_type)
     units = aggregate(
         state,
-        window=period.weighted_window() if metric.aggregation_type is WEIGHTED else None,
+        window=period.weighted_window() if kind.needs_window else None,
         initial_level=initial_level,
         rounding_function=metric.rounding_function,
         rounding_precision=metric.rounding_precision,
     )
     if pricing.properties is None:
         return Fee.from_amount(ZERO, currency, units, state.events_count)
-    if charge.prorated and isinstance(state, SumState | UniqueCountState):
+    if charge.prorated and kind.prorates:
         # the fee shows the full units and prices the prorated ones (Lago's fee units)
-        window = proration_window(period)
-        prorated = replace(
-            prorate_sum(state, window) if isinstance(state, SumState)
-            else prorate_unique(state, window),
-            full=units,
-        )
+        prorated = replace(kind.prorate(state, proration_window(period)), full=units)
         result = compute_prorated(pricing.properties, prorated, state.events_count)
         return Fee.from_amount(result.amount, currency, units, state.events_count)
     event_values = values() if pricing.needs_event_values else None
-    precise = state.precise_total_amount_cents if isinstance(state, SumState) else ZERO
+    precise = kind.precise_total_amount_cents(state)
     result = compute_charge(
         charge.charge_model,
         pricing.properties,
@@ -494,7 +487,8 @@ def rate_charge(
     """One charge: its metric's states bucketed by charge filter and pricing group, priced."""
     metric = charge.metric
     kind = metric.aggregation_type
-    carry_all = metric.recurring and kind in (AggregationType.SUM, AggregationType.UNIQUE_COUNT)
+    definition = aggregation_of(kind)
+    carry_all = metric.recurring and definition.carries_states
     current: list[tuple[FilterKey, GroupKey, AnyState]] = []
     earlier: list[tuple[FilterKey, GroupKey, AnyState]] = []
     for (metric_id, start, filter_key, group_values), state in states.items():
@@ -508,11 +502,9 @@ def rate_charge(
             (current if carry_all else earlier).append(keyed)
     buckets = charge.buckets(current)
     levels: dict[BucketId, dict[tuple[str | None, ...], Decimal]] = {}
-    if kind is AggregationType.WEIGHTED_SUM and earlier:
+    if definition.carries_level and earlier:
         for bucket, groups in charge.buckets(earlier).items():
-            levels[bucket] = {
-                g: s.end_level() for g, s in groups.items() if isinstance(s, WeightedSumState)
-            }
+            levels[bucket] = {g: definition.level(s) for g, s in groups.items()}
             for group in groups:
                 buckets.setdefault(bucket, {}).setdefault(group, empty_state(kind))
     order: list[BucketId] = [*range(len(charge.filters)), None] if charge.filters else [None]

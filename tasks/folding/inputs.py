@@ -15,6 +15,7 @@ from tallyflow.models.rating import (
     AggregationType,
     MetricFilter,
 )
+from tallyflow.models.rating.aggregation import definition_of
 from tallyflow.models.rating.pricing import MetricInfo, SubscriptionInfo
 
 # Folds share this advisory lock; a rebuild takes it exclusively so no fold interleaves.
@@ -33,8 +34,7 @@ def keeps_days(metric: MetricInfo) -> bool:
     """Recurring sums and unique counts keep per-day state (sums: ``day_totals``; unique
     counts: ``days`` in their jsonb state): only they can be prorated
     (models/catalog/prorated.py), so no other state pays for it."""
-    return metric.recurring and metric.aggregation_type in (
-        AggregationType.SUM, AggregationType.UNIQUE_COUNT)
+    return metric.recurring and definition_of(metric.aggregation_type).prorates
 
 
 def loads_exact(raw: str | None) -> Any:

@@ -16,12 +16,11 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from tallyflow.models.rating import (
-    AggregationType,
     MetricFilter,
     UniqueCountState,
     UniqueOp,
 )
-from tallyflow.models.rating.aggregation import DayOps, Operation
+from tallyflow.models.rating.aggregation import DayOps, Operation, definition_of
 from tallyflow.models.rating.pricing import MetricInfo, SubscriptionInfo
 from tallyflow.tasks.folding.inputs import (
     PLAIN_DECIMAL_SQL,
@@ -369,13 +368,12 @@ def fold_objects(
             "group_json": keys.group_json,
             "key_names": keys.names,
         }
-        if metric.aggregation_type is AggregationType.UNIQUE_COUNT:
+        kind = definition_of(metric.aggregation_type)
+        if kind.sql_fold == "unique":
             params["with_days"] = keeps_days(metric)
             folded, subs = _fold_unique(conn, events_cte, shape, params, metric, fold_id)
         else:
-            latest = (
-                _LATEST_COLUMNS if metric.aggregation_type is AggregationType.LATEST else _NO_LATEST
-            )
+            latest = _LATEST_COLUMNS if kind.keeps_latest else _NO_LATEST
             statement = _sql(
                 _FOLD_TYPED,
                 periods=_PERIODS_CTE,
@@ -386,7 +384,7 @@ def fold_objects(
                 **shape,
             )
             params.update(
-                count_all=metric.aggregation_type is AggregationType.COUNT,
+                count_all=kind.counts_every_event,
                 plain=PLAIN_DECIMAL_SQL,
                 with_days=keeps_days(metric),
             )

@@ -9,7 +9,6 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,17 +18,12 @@ from tallyflow.models.rating import (
     AggregationType,
     AnyState,
     BillingPeriod,
-    CountState,
     EventPoint,
     FilterKey,
-    LatestState,
-    MaxState,
-    SumState,
-    UniqueCountState,
-    WeightedSumState,
     empty_state,
     metric_filter_key,
 )
+from tallyflow.models.rating.aggregation import definition_of
 from tallyflow.models.rating.pricing import GroupValues, MetricInfo, StateKey, SubscriptionInfo
 from tallyflow.models.rating.unbillable import StateTally, first_ids
 from tallyflow.tasks.folding.inputs import keeps_days, loads_exact
@@ -44,32 +38,16 @@ def group_values_of(data: Mapping[str, str | None]) -> GroupValues:
 
 
 def state_of_row(kind: AggregationType, row: Mapping[Any, Any]) -> AnyState:
-    """The pure state a ``usage_states`` row stands for."""
+    """The pure state a ``usage_states`` row stands for (the kind reads its own columns; the
+    jsonb ones arrive here as text and are decoded exactly first)."""
     count, unbillable = int(row["events_count"]), int(row["unbillable_count"])
-    if kind is AggregationType.COUNT:
-        return CountState(count, unbillable)
-    if kind is AggregationType.SUM:
-        days = row.get("day_totals")
-        if isinstance(days, str):
-            days = loads_exact(days)
-        return SumState(
-            row["total"], count, unbillable, row["precise_total"],
-            {d: Decimal(str(v)) for d, v in days.items()} if days else {},
-        )
-    if kind is AggregationType.MAX:
-        return MaxState(row["maximum"], count, unbillable)
-    if kind is AggregationType.LATEST:
-        seq = row["latest_seq"]
-        return LatestState(
-            row["latest_value"],
-            row["latest_ts"],
-            None if seq is None else int(seq),
-            count,
-            unbillable,
-        )
-    if kind is AggregationType.WEIGHTED_SUM:
-        return WeightedSumState(row["total"], row["moment"], count, unbillable)
-    return UniqueCountState.from_json(loads_exact(row["state"]))
+    decoded = {column: loads_exact(row[column]) for column in _JSON_COLUMNS
+               if isinstance(row.get(column), str)}
+    return definition_of(kind).from_row(
+        {**row, **decoded} if decoded else row, count, unbillable)
+
+
+_JSON_COLUMNS = ("day_totals", "state")
 
 
 StoredStates = dict[int, dict[StateKey, AnyState]]
@@ -161,7 +139,7 @@ def read_states(
         state = state_of_row(metric.aggregation_type, row)
         held = out[row["subscription_id"]]
         # a replaced row's state for the same period merges into the row's own
-        held[key] = held[key].merge(state) if key in held else state  # type: ignore[arg-type]
+        held[key] = held[key].merge(state) if key in held else state
         _tally(tallies, row["subscription_id"], key, StateTally(
             int(row["not_a_number_count"]), tuple(row["not_a_number_ids"]),
             tuple(row["sample_ids"])))
@@ -284,18 +262,13 @@ def _pending_tally(
     """One pending event's verdict, as the typed and unique folds reach it in SQL: a value
     present (not null) in the aggregated field that is not a plain number is not_a_number
     (count and unique_count take any value); an event the state counts is a sample of it."""
-    kind = metric.aggregation_type
-    if kind is AggregationType.UNIQUE_COUNT:
-        counted = point.text is not None and point.properties.get(
-            "operation_type", "add") in ("add", "remove")
-    elif (kind is not AggregationType.COUNT and metric.field_name is not None
-          and properties.get(metric.field_name) is not None and point.value is None):
+    kind = definition_of(metric.aggregation_type)
+    if (kind.reports_not_a_number and metric.field_name is not None
+            and properties.get(metric.field_name) is not None and point.value is None):
         seen.nan += 1
         seen.nan_ids = first_ids(seen.nan_ids, (transaction_id,))
         return
-    else:
-        counted = kind is AggregationType.COUNT or point.value is not None
-    if counted:
+    if kind.counts(point):
         # str order is code point order, which is UTF-8 byte order: the "C" collation's
         seen.low = transaction_id if seen.low is None else min(seen.low, transaction_id)
         seen.high = transaction_id if seen.high is None else max(seen.high, transaction_id)
@@ -308,5 +281,5 @@ def merge_stored(left: StoredStates, right: StoredStates) -> StoredStates:
         for sub, states in source.items():
             target = out[sub]
             for key, state in states.items():
-                target[key] = target[key].merge(state) if key in target else state  # type: ignore[arg-type]
+                target[key] = target[key].merge(state) if key in target else state
     return out

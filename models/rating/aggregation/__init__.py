@@ -1,4 +1,9 @@
-"""Aggregation semantics (Lago's ``*_agg``) as mergeable state.
+"""Aggregation semantics (Lago's ``*_agg``) as mergeable state, one module per kind.
+
+Each kind (``count``, ``sum``, ``max``, ``latest``, ``unique_count``, ``weighted_sum``) is a
+module holding its state and its definition (what the catalog, pricing, pay in advance and the
+SQL fold ask of it); ``registry.py`` maps ``AggregationType`` to it (docs/architecture.md §8,
+"Adding an aggregation").
 
 Why state and not functions over event lists: the hourly flows must cost what the new events
 cost, not what the whole period costs. The DB layer keeps one state per
@@ -11,44 +16,50 @@ States are frozen: ``add``/``fold``/``merge`` return new states. ``to_json``/``s
 give jsonb-ready dicts with decimals as strings.
 """
 
-from tallyflow.models.rating.aggregation.ops import (
+from tallyflow.models.rating.aggregation.count import CountState
+from tallyflow.models.rating.aggregation.latest import LatestState
+from tallyflow.models.rating.aggregation.max import MaxState
+from tallyflow.models.rating.aggregation.registry import (
+    AGGREGATIONS,
+    RECURRING_ALLOWED,
     AnyState,
     aggregate,
-    apply_rounding,
+    check_recurring,
+    definition_of,
     empty_state,
     merge_all,
     per_event_units,
-    period_window,
+    state_definition,
     state_from_json,
 )
-from tallyflow.models.rating.aggregation.prorated import (
-    ProratedUnits,
-    ProrationWindow,
-    prorate_sum,
-    prorate_unique,
-)
-from tallyflow.models.rating.aggregation.states import CountState, LatestState, MaxState, SumState
+from tallyflow.models.rating.aggregation.sum import SumState, prorate_sum
 from tallyflow.models.rating.aggregation.types import (
-    RECURRING_ALLOWED,
     ZERO,
+    AggregationDefinition,
     AggregationState,
     AggregationType,
     EventPoint,
+    ProratedUnits,
+    ProrationWindow,
     RoundingFunction,
     TimeWindow,
-    check_recurring,
+    apply_rounding,
     epoch_seconds,
+    period_window,
     tidy,
 )
-from tallyflow.models.rating.aggregation.unique import (
+from tallyflow.models.rating.aggregation.unique_count import (
     DayOps,
     Operation,
     UniqueCountState,
     UniqueOp,
+    prorate_unique,
 )
-from tallyflow.models.rating.aggregation.weighted import WeightedSumState
+from tallyflow.models.rating.aggregation.weighted_sum import WeightedSumState
 
 __all__ = [
+    "AGGREGATIONS",
+    "AggregationDefinition",
     "AggregationState",
     "AggregationType",
     "AnyState",
@@ -71,6 +82,7 @@ __all__ = [
     "aggregate",
     "apply_rounding",
     "check_recurring",
+    "definition_of",
     "empty_state",
     "epoch_seconds",
     "merge_all",
@@ -78,6 +90,7 @@ __all__ = [
     "prorate_sum",
     "prorate_unique",
     "period_window",
+    "state_definition",
     "state_from_json",
     "tidy",
 ]

@@ -1,4 +1,9 @@
-"""Charge models: units -> money, as pure functions over immutable property models.
+"""Charge models: units -> money, one module per model behind a registry.
+
+Each model is a module of this package (``standard``, ``package``, ``graduated``, ``volume``,
+``percentage``, ``graduated_percentage``, ``dynamic``) holding its properties type, their
+parsing, its pricing and its prorated behaviour where it has any; ``registry.py`` maps Lago's
+``charge_model`` string to it (docs/architecture.md §8, "Adding a charge model").
 
 Amounts are unrounded ``Decimal`` in major units (dollars); rounding to cents happens once, in
 :class:`Fee`, ROUND_HALF_UP at the currency exponent. Catalog payloads go through
@@ -6,46 +11,52 @@ Amounts are unrounded ``Decimal`` in major units (dollars); rounding to cents ha
 before anything is priced, so the pricing functions never see a float or a malformed range.
 """
 
-from tallyflow.models.rating.charge_models.advance import min_amount_true_up, pay_in_advance_amounts
-from tallyflow.models.rating.charge_models.compute import compute_charge, volume_range
-from tallyflow.models.rating.charge_models.parsing import (
+from tallyflow.models.rating.charge_models.base import (
+    ONE,
+    ZERO,
+    ChargeModelDefinition,
+    ChargeProperties,
+    ChargeResult,
+    Fee,
     JsonNumber,
+    PackageDetail,
+    PercentageDetail,
+    PriceRange,
+    PropertiesError,
+    PropertyReader,
+    RangeDetail,
+    RateRange,
+)
+from tallyflow.models.rating.charge_models.dynamic import DynamicProperties
+from tallyflow.models.rating.charge_models.graduated import (
+    GraduatedProperties,
+    prorated_graduated,
+)
+from tallyflow.models.rating.charge_models.graduated_percentage import (
+    GraduatedPercentageProperties,
+)
+from tallyflow.models.rating.charge_models.package import PackageProperties
+from tallyflow.models.rating.charge_models.percentage import PercentageProperties
+from tallyflow.models.rating.charge_models.registry import (
+    CHARGE_MODELS,
+    PRORATED_MODELS,
+    ChargeModel,
+    compute_charge,
+    compute_prorated,
+    definition_of,
     needs_event_values,
     parse_properties,
+    pay_in_advance_amounts,
     properties_from,
     validate_properties,
 )
-from tallyflow.models.rating.charge_models.properties import (
-    ONE,
-    ZERO,
-    ChargeModel,
-    ChargeProperties,
-    DynamicProperties,
-    GraduatedPercentageProperties,
-    GraduatedProperties,
-    PackageProperties,
-    PercentageProperties,
-    PriceRange,
-    PropertiesError,
-    RateRange,
-    StandardProperties,
-    VolumeProperties,
-)
-from tallyflow.models.rating.charge_models.prorated import (
-    PRORATED_MODELS,
-    compute_prorated,
-    prorated_graduated,
-)
-from tallyflow.models.rating.charge_models.results import (
-    ChargeResult,
-    Fee,
-    PackageDetail,
-    PercentageDetail,
-    RangeDetail,
-)
+from tallyflow.models.rating.charge_models.standard import StandardProperties
+from tallyflow.models.rating.charge_models.volume import VolumeProperties, volume_range
 
 __all__ = [
+    "CHARGE_MODELS",
     "ChargeModel",
+    "ChargeModelDefinition",
     "ChargeProperties",
     "ChargeResult",
     "DynamicProperties",
@@ -61,6 +72,7 @@ __all__ = [
     "PercentageProperties",
     "PriceRange",
     "PropertiesError",
+    "PropertyReader",
     "RangeDetail",
     "RateRange",
     "StandardProperties",
@@ -68,7 +80,7 @@ __all__ = [
     "ZERO",
     "compute_charge",
     "compute_prorated",
-    "min_amount_true_up",
+    "definition_of",
     "needs_event_values",
     "parse_properties",
     "pay_in_advance_amounts",

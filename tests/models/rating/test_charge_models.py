@@ -5,13 +5,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tallyflow.models.rating.charge_models import (
-    ChargeModel,
     PackageDetail,
     PercentageDetail,
     PropertiesError,
     RangeDetail,
     compute_charge,
-    min_amount_true_up,
     needs_event_values,
     parse_properties,
     pay_in_advance_amounts,
@@ -391,25 +389,6 @@ def test_fee_clamps_negative_and_rounds_half_up() -> None:
     assert (negative.amount_cents, negative.units) == (0, 0)
 
 
-@pytest.mark.parametrize(
-    ("charged", "minimum", "prorata", "cents", "precise"),
-    [
-        (150, 1000, "1", 850, "850"),
-        (150, 1000, "0.5", 350, "350"),
-        (1000, 1000, "1", 0, "0"),
-        (1200, 1000, "1", 0, "0"),
-        (0, 1000, "0.3333", 333, "333.3"),
-        (0, 1001, "0.5", 501, "500.5"),
-    ],
-)
-def test_min_amount_true_up(
-    charged: int, minimum: int, prorata: str, cents: int, precise: str
-) -> None:
-    fee = min_amount_true_up(charged, minimum, "USD", D(prorata))
-    assert fee.amount_cents == cents
-    assert fee.precise_amount_cents == D(precise)
-
-
 # --- pay in advance ---------------------------------------------------------------------------
 
 
@@ -618,7 +597,7 @@ def test_price_never_falls_as_units_grow(
 @settings(max_examples=200, deadline=None)
 @given(graduated_properties(), units_st)
 def test_graduated_tier_units_add_up_to_units(properties: dict[str, object], units: D) -> None:
-    result = compute_charge(ChargeModel.GRADUATED, properties, units)
+    result = compute_charge("graduated", properties, units)
     assert sum((r.units for r in result.ranges), D(0)) == units
     assert result.amount == sum((r.total_with_flat_amount for r in result.ranges), D(0))
 

@@ -1,12 +1,11 @@
-"""Prorated charge models: standard, volume and graduated over full and prorated units.
+"""graduated: each tier prices the units that fall in it, plus the flat amount of every tier
+reached; prorated, Lago's ``ProratedGraduatedService``.
 
-Lago prices a prorated charge's prorated units, but lets the full units decide the tier:
-volume picks its range with the full units and prices the prorated units at it (plus the
-range's flat amount); prorated graduated walks the entries in time order, letting the
-cumulative full units decide which range each entry's units fall in and pricing the entry's
-prorated share there (an entry crossing a boundary is split at its own prorated/full ratio),
-with the flat amount of every range up to the highest cumulative full units. Ports Lago's
-``ProratedGraduatedService`` and ``VolumeService``; entries are per local day here (see
+Prorated: Lago prices a prorated charge's prorated units but lets the full units decide the
+tier. Prorated graduated walks the entries in time order, letting the cumulative full units
+decide which range each entry's units fall in and pricing the entry's prorated share there (an
+entry crossing a boundary is split at its own prorated/full ratio), with the flat amount of
+every range up to the highest cumulative full units. Entries are per local day here (see
 ``prorate_sum``: events of one day weigh the same), which gives Lago's result unless one day
 both adds and removes units (Lago then walks its events one by one: the ranges and flat
 amounts can follow the day's peak, which a day's total does not show).
@@ -14,44 +13,109 @@ amounts can follow the day's peak, which a day's total does not show).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from decimal import Decimal, localcontext
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final
 
-from tallyflow.models.rating.aggregation import ProratedUnits
-from tallyflow.models.rating.charge_models.compute import volume_range
-from tallyflow.models.rating.charge_models.properties import (
-    _PRICING,
+from tallyflow.models.rating.charge_models.base import (
     ZERO,
-    ChargeModel,
+    ChargeModelDefinition,
     ChargeProperties,
-    GraduatedProperties,
+    ChargeResult,
     PriceRange,
-    StandardProperties,
-    VolumeProperties,
+    PropertyReader,
+    RangeDetail,
+    RateRange,
+    parse_ranges,
 )
-from tallyflow.models.rating.charge_models.results import ChargeResult
 
-PRORATED_MODELS = frozenset({ChargeModel.STANDARD, ChargeModel.GRADUATED, ChargeModel.VOLUME})
-"""Charge models Lago prorates in arrears (``Charge#validate_prorated``)."""
+if TYPE_CHECKING:
+    from tallyflow.models.rating.aggregation import ProratedUnits
 
 
-def compute_prorated(
-    properties: ChargeProperties, units: ProratedUnits, events_count: int = 0
-) -> ChargeResult:
-    """Price prorated units; the result's ``units`` are the full units (Lago's fee units)."""
-    full = max(units.full, ZERO)
-    with localcontext(_PRICING):
-        if isinstance(properties, StandardProperties):
-            amount = max(units.prorated, ZERO) * properties.amount
-            return ChargeResult(ChargeModel.STANDARD, full, amount, events_count)
-        if isinstance(properties, VolumeProperties):
-            tier = volume_range(properties.ranges, full)
-            amount = max(units.prorated, ZERO) * tier.per_unit_amount + tier.flat_amount
-            return ChargeResult(ChargeModel.VOLUME, full, amount, events_count)
-        if isinstance(properties, GraduatedProperties):
-            amount = prorated_graduated(properties.ranges, units)
-            return ChargeResult(ChargeModel.GRADUATED, full, amount, events_count)
-    raise ValueError(f"{type(properties).__name__} charges cannot be prorated")
+@dataclass(frozen=True)
+class GraduatedProperties(ChargeProperties):
+    ranges: tuple[PriceRange, ...]
+
+
+class Graduated(ChargeModelDefinition[GraduatedProperties]):
+    name = "graduated"
+    properties_type = GraduatedProperties
+    prorated = True
+
+    def parse(
+        self, data: Mapping[str, object], reader: PropertyReader
+    ) -> GraduatedProperties | None:
+        ranges = parse_ranges(data, "graduated_ranges", reader, rated=False)
+        if ranges is None or reader.errors:
+            return None
+        return GraduatedProperties(ranges)  # type: ignore[arg-type]
+
+    def price(
+        self,
+        props: GraduatedProperties,
+        units: Decimal,
+        *,
+        events_count: int,
+        event_values: Sequence[Decimal] | None,
+        precise_total_amount_cents: Decimal,
+        currency: str | None,
+    ) -> ChargeResult:
+        ranges = graduated_details(props.ranges, units)
+        return ChargeResult(self.name, units, sum_ranges(ranges), events_count, ranges)
+
+    def price_prorated(
+        self, props: GraduatedProperties, units: ProratedUnits, events_count: int
+    ) -> ChargeResult:
+        amount = prorated_graduated(props.ranges, units)
+        return ChargeResult(self.name, max(units.full, ZERO), amount, events_count)
+
+
+GRADUATED: Final = Graduated()
+
+
+def graduated_details(
+    ranges: Sequence[PriceRange | RateRange], units: Decimal
+) -> tuple[RangeDetail, ...]:
+    """Walk the tiers up to the one holding ``units``.
+
+    Units in a tier are ``min(units, to) - previous_to``: with classic integer tiers
+    (from = previous to + 1) that is Lago's ``min(units, to) - from + 1``; with adjacent decimal
+    tiers (from = previous to) there is no +1. Each reached tier adds its flat amount; the
+    first tier is always reached, so its flat amount is due even at 0 units (Lago #5760).
+    """
+    details: list[RangeDetail] = []
+    previous_to = ZERO
+    for tier in ranges:
+        top = units if tier.to_value is None else min(units, tier.to_value)
+        tier_units = max(top - previous_to, ZERO)
+        details.append(_tier_detail(tier, tier_units))
+        if tier.to_value is None or tier.to_value >= units:
+            break
+        previous_to = tier.to_value
+    return tuple(details)
+
+
+def _tier_detail(tier: PriceRange | RateRange, tier_units: Decimal) -> RangeDetail:
+    if isinstance(tier, RateRange):
+        per_unit = tier.rate.scaleb(-2)
+    else:
+        per_unit = tier.per_unit_amount
+    total = tier_units * per_unit
+    return RangeDetail(
+        from_value=tier.from_value,
+        to_value=tier.to_value,
+        units=tier_units,
+        per_unit_amount=per_unit,
+        flat_unit_amount=tier.flat_amount,
+        per_unit_total_amount=total,
+        total_with_flat_amount=total + tier.flat_amount,
+    )
+
+
+def sum_ranges(details: Sequence[RangeDetail]) -> Decimal:
+    return sum((d.total_with_flat_amount for d in details), ZERO)
 
 
 def _coefficient(entries: Sequence[tuple[Decimal, Decimal]], index: int) -> Decimal:

@@ -1,17 +1,28 @@
-"""Unique count as mergeable state: per value, the latest add or remove.
-"""
+"""unique_count_agg: per value, the latest add or remove; recurring, prorated by the days each
+value was active (Lago's ``ProratedAggregations::UniqueCountService``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from decimal import Decimal
+from datetime import UTC, date, datetime, time
+from decimal import ROUND_CEILING, Decimal, localcontext
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
-from tallyflow.models.rating.aggregation.states import _iso
-from tallyflow.models.rating.aggregation.types import AggregationType, EventPoint, _check_type
+from tallyflow.models.rating.aggregation.types import (
+    _WIDE,
+    ZERO,
+    AggregationDefinition,
+    AggregationType,
+    EventPoint,
+    ProratedUnits,
+    ProrationWindow,
+    _check_type,
+    _iso,
+)
+
+_PLACES: Final = Decimal("1E-5")  # Lago ceils prorated aggregations to 5 decimals
 
 
 class Operation(StrEnum):
@@ -181,3 +192,135 @@ def _merge_day(days: dict[str, dict[str, DayOps]], value: str, day: str, ops: Da
     per_day = days.setdefault(value, {})
     current = per_day.get(day)
     per_day[day] = ops if current is None else current.merge(ops)
+
+
+_ONE: Final = Decimal(1)
+
+
+def _kept_operations(per_day: Mapping[str, DayOps]) -> list[tuple[date, UniqueOp]]:
+    """The operations Lago's prorated unique count keeps for one value, all history.
+
+    Lago keeps the status changes (an add after a remove, a remove after an add), then per
+    day only the last change (an earlier one is undone the same day), except the value's very
+    first change, which is always kept; then drops a kept operation that repeats the previous
+    kept one. In days: the first add ever, and each day that changed the status, with the
+    day's final status.
+    """
+    kept: list[tuple[date, UniqueOp]] = []
+    active = False
+    seen_add = False
+    for day_text in sorted(per_day):
+        ops = per_day[day_text]
+        day = date.fromisoformat(day_text)
+        if ops.first_add is not None and not seen_add:
+            kept.append((day, ops.first_add))
+            seen_add = True
+        if (ops.first_add is not None and not active) or (ops.has_remove and active):
+            kept.append((day, ops.last))
+        active = ops.last.operation is Operation.ADD
+    deduped: list[tuple[date, UniqueOp]] = []
+    for item in kept:
+        if deduped and deduped[-1][1].operation is item[1].operation:
+            continue
+        deduped.append(item)
+    return deduped
+
+
+def prorate_unique(state: UniqueCountState, window: ProrationWindow) -> ProratedUnits:
+    """The prorated units of a recurring unique count's merged state (all periods so far).
+
+    Each kept add counts the local days from its day (or the first charged day) to the day
+    of the next kept operation (a removal's day counts) or the last charged day, inclusive,
+    over the full period's days; an add removed before the charged span counts 0. Entries, in
+    time order over all history, are Lago's per-event breakdown: (+1, days / period days) per
+    kept add, (-1, 0) per kept remove. A value without per-day operations (folded before they
+    were kept) counts as active from the first charged day when its last operation is an add.
+    """
+    timed: list[tuple[tuple[datetime, int, str], Decimal, Decimal]] = []
+    total = ZERO
+    legacy = datetime.combine(window.start, time.min, UTC)
+    with localcontext(_WIDE):
+        for value in sorted(set(state.last_ops) | set(state.days)):
+            per_day = state.days.get(value)
+            if not per_day:
+                if state.is_active(value):
+                    share = _span(window.start, window.last, window)
+                    timed.append(((legacy, -1, value), _ONE, share))
+                    total += share
+                continue
+            kept = _kept_operations(per_day)
+            for index, (day, op) in enumerate(kept):
+                key = (op.timestamp, op.seq, value)
+                if op.operation is Operation.REMOVE:
+                    timed.append((key, -_ONE, ZERO))
+                    continue
+                end = kept[index + 1][0] if index + 1 < len(kept) else window.last
+                share = ZERO if end < window.start else _span(max(day, window.start), end, window)
+                timed.append((key, _ONE, share))
+                total += share
+        prorated = total.quantize(_PLACES, rounding=ROUND_CEILING)
+    timed.sort(key=lambda item: item[0])
+    entries = tuple((full, share.quantize(_PLACES, rounding=ROUND_CEILING))
+                    for _, full, share in timed)
+    return ProratedUnits(state.result(), prorated, entries)
+
+
+def _span(first: date, last: date, window: ProrationWindow) -> Decimal:
+    """Days from ``first`` to ``last`` inclusive over the period's days (Lago ceils each
+    per-event value to 5 decimals, and the total once)."""
+    return Decimal((last - first).days + 1) / Decimal(window.days)
+
+
+def _unique_deltas(
+    ordered: list[EventPoint], prior: UniqueCountState
+) -> list[tuple[EventPoint, Decimal]]:
+    ops = dict(prior.last_ops)
+    deltas: list[tuple[EventPoint, Decimal]] = []
+    for point in ordered:
+        operation = _operation(point)
+        if point.text is None or operation is None:
+            deltas.append((point, ZERO))
+            continue
+        before = _active(ops, point.text)
+        _keep_latest(ops, point.text, UniqueOp(point.timestamp, point.seq, operation))
+        deltas.append((point, Decimal(_active(ops, point.text) - before)))
+    return deltas
+
+
+def _active(ops: Mapping[str, UniqueOp], value: str) -> int:
+    op = ops.get(value)
+    return 1 if op is not None and op.operation is Operation.ADD else 0
+
+
+
+class UniqueCount(AggregationDefinition[UniqueCountState]):
+    kind = AggregationType.UNIQUE_COUNT
+    state_type = UniqueCountState
+    recurring_allowed = True
+    carries_states = True
+    prorates = True
+    pay_in_advance = True
+    in_advance_reads_billed_events = True
+    reports_not_a_number = False
+    sql_fold = "unique"
+
+    def from_row(self, row: Mapping[Any, Any], count: int, unbillable: int) -> UniqueCountState:
+        """The whole state is the row's jsonb ``state`` (decoded, decimals kept exact)."""
+        return UniqueCountState.from_json(row["state"])
+
+    def prorate(self, state: UniqueCountState, window: ProrationWindow) -> ProratedUnits:
+        return prorate_unique(state, window)
+
+    def counts(self, point: EventPoint) -> bool:
+        """A value with an operation the state keeps (add, remove; add by default)."""
+        return point.text is not None and _operation(point) is not None
+
+    def billable_in_advance(self, point: EventPoint) -> bool:
+        return point.text is not None
+
+    def in_advance_units(self, ordered: Sequence[EventPoint], prior: Any = None) -> list[Decimal]:
+        """Lago's +1/-1/0 given the values' state before these events (``prior``)."""
+        return [u for _, u in _unique_deltas(list(ordered), prior or UniqueCountState())]
+
+
+UNIQUE_COUNT_AGG: Final = UniqueCount()

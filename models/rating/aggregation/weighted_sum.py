@@ -1,17 +1,17 @@
-"""Weighted sum as mergeable state: values held over time, weighted by seconds.
-"""
+"""weighted_sum_agg: values held over time, weighted by seconds."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, Decimal, localcontext
-from typing import Any
+from typing import Any, Final
 
 from tallyflow.models.rating.aggregation.types import (
     _WEIGHTED_PLACES,
     _WIDE,
     ZERO,
+    AggregationDefinition,
     AggregationType,
     EventPoint,
     TimeWindow,
@@ -104,3 +104,27 @@ class WeightedSumState:
             int(data["events_count"]),
             int(data["unbillable_count"]),
         )
+
+
+class WeightedSum(AggregationDefinition[WeightedSumState]):
+    kind = AggregationType.WEIGHTED_SUM
+    state_type = WeightedSumState
+    recurring_allowed = True
+    carries_level = True
+    needs_window = True
+
+    def from_row(self, row: Mapping[Any, Any], count: int, unbillable: int) -> WeightedSumState:
+        return WeightedSumState(row["total"], row["moment"], count, unbillable)
+
+    def units(
+        self, state: WeightedSumState, window: TimeWindow | None, initial_level: Decimal
+    ) -> Decimal:
+        if window is None:
+            raise ValueError("weighted_sum_agg needs the period window")
+        return state.result(window, initial_level)
+
+    def level(self, state: WeightedSumState) -> Decimal:
+        return state.end_level()
+
+
+WEIGHTED_SUM_AGG: Final = WeightedSum()
