@@ -9,7 +9,7 @@ gap or overlap (a period ends one microsecond before the next one starts).
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -169,25 +169,6 @@ def period_containing(
     anchor = (anchor_at or subscription_at).astimezone(zone).date()
     start, end = _local_dates(at.astimezone(zone).date(), kind, mode, anchor)
     return _build(kind, mode, zone_name, start, end, subscription_at, terminated_at)
-
-
-def iter_periods(
-    interval: Interval | str,
-    billing_time: BillingTime | str,
-    subscription_at: datetime,
-    until: datetime,
-    timezone: str | None = None,
-    terminated_at: datetime | None = None,
-) -> Iterator[BillingPeriod]:
-    """Every period from the subscription start up to the one holding ``until`` (or the end)."""
-    last = until if terminated_at is None else min(until, terminated_at)
-    moment = subscription_at
-    while moment <= last:
-        period = period_containing(
-            moment, interval, billing_time, subscription_at, timezone, terminated_at
-        )
-        yield period
-        moment = period.period_end + ONE_MICROSECOND
 
 
 def _require_aware(moment: datetime, name: str) -> None:

@@ -103,17 +103,6 @@ _SUBSCRIPTIONS = """
 """
 
 
-def load_subscriptions(
-    conn: Connection, external_ids: Sequence[str] | None = None,
-    ids: Sequence[int] | None = None,
-) -> dict[str, SubscriptionInfo]:
-    """Subscriptions by external id (all of them when neither ``external_ids`` nor ``ids``
-    narrows them: a batch of the hourly snapshot reads only its own, not all 100,000): the
-    latest row of each (after a plan change, the new plan's); ``load_subscription_rows`` has
-    all."""
-    return {s.external_id: s for s in load_subscription_rows(conn, external_ids, ids)}
-
-
 def in_force(rows: Sequence[SubscriptionInfo], at: datetime) -> SubscriptionInfo | None:
     """The row of one external id that bills ``at``: the one whose life holds it, else the
     last one started by then (terminated), else the first (pending)."""
