@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import Connection, text
 
+from tallyflow.models.exact_json import loads_exact
 from tallyflow.models.number_rule import BOUNDED_PLAIN_SQL
 from tallyflow.models.rating import (
     AggregationType,
@@ -35,11 +34,6 @@ def keeps_days(metric: MetricInfo) -> bool:
     (models/catalog/prorated.py), so no other state pays for it."""
     return metric.recurring and metric.aggregation_type in (
         AggregationType.SUM, AggregationType.UNIQUE_COUNT)
-
-
-def loads_exact(raw: str | None) -> Any:
-    """JSON with decimals kept exact (a float would already have lost digits)."""
-    return None if raw is None else json.loads(raw, parse_float=Decimal)
 
 
 _METRICS = text(
