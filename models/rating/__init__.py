@@ -97,8 +97,8 @@ if TYPE_CHECKING:
 
 # What each submodule exports here, imported on first use (PEP 562): importing one submodule,
 # e.g. ``money`` for ingest's number checks, runs this file, and loading every submodule cost
-# each ingest ~45 ms of start-up for rating code it never calls. A test keeps this equal to
-# the imports above.
+# each ingest start-up time for rating code it never calls (docs/scaling.md §6). A test keeps this
+# equal to the imports above.
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "aggregation": (
         "AggregationState",
