@@ -9,6 +9,12 @@ from typing import Final
 from sqlalchemy import Connection, text
 
 from tallyflow.models.exact_json import loads_exact
+from tallyflow.models.lifecycle import (
+    BILLING_ROW_SQL,
+    ROW_ENDS_SQL,
+    ROW_STARTS_SQL,
+    row_in_force,
+)
 from tallyflow.models.number_rule import BOUNDED_PLAIN_SQL
 from tallyflow.models.rating import (
     AggregationType,
@@ -76,13 +82,13 @@ def load_metrics(conn: Connection) -> dict[int, MetricInfo]:
     return metrics
 
 
-_SUBSCRIPTIONS = """
+_SUBSCRIPTIONS = f"""
     select s.id, s.external_id, s.plan_id, p.interval, s.billing_time,
            -- a plan change's row lives from started_at, its periods anchored on
            -- subscription_at; it ends at the earlier of a termination and the catalog's
            -- ending_at (models/lifecycle.py)
-           coalesce(s.started_at, s.subscription_at) as subscription_at,
-           least(s.terminated_at, s.ending_at) as terminated_at, c.timezone,
+           {ROW_STARTS_SQL} as subscription_at,
+           {ROW_ENDS_SQL} as terminated_at, c.timezone,
            coalesce(c.currency, p.amount_currency) as currency,
            greatest(s.updated_at, p.updated_at, c.updated_at, pm.metrics_at) as catalog_at,
            s.subscription_at as anchor_at
@@ -93,18 +99,18 @@ _SUBSCRIPTIONS = """
                from charges ch join billable_metrics m on m.id = ch.billable_metric_id
                where ch.effective_to is null
                group by ch.plan_id) pm on pm.plan_id = p.id
-    where s.status <> 'canceled'  -- canceled before it started: never bills
-"""
+    where {BILLING_ROW_SQL}  -- canceled before it started: never bills
+"""  # noqa: S608 - fixed text
 
 
 def in_force(rows: Sequence[SubscriptionInfo], at: datetime) -> SubscriptionInfo | None:
-    """The row of one external id that bills ``at``: the one whose life holds it, else the
-    last one started by then (terminated), else the first (pending)."""
-    started = [r for r in rows if r.subscription_at <= at]
-    for row in started:
-        if row.terminated_at is None or at <= row.terminated_at:
-            return row
-    return started[-1] if started else (rows[0] if rows else None)
+    """The row of one external id that bills ``at`` (``models.lifecycle.row_in_force``; here
+    ``terminated_at`` is already the effective end)."""
+    return row_in_force(rows, at, _life)
+
+
+def _life(row: SubscriptionInfo) -> tuple[datetime, datetime | None]:
+    return row.subscription_at, row.terminated_at
 
 
 def load_subscription_rows(
@@ -113,7 +119,7 @@ def load_subscription_rows(
 ) -> list[SubscriptionInfo]:
     """Every subscription row, oldest first per external id (a plan change adds a row with
     the same external id; their lives do not overlap, models/lifecycle.py)."""
-    order = " order by s.external_id, coalesce(s.started_at, s.subscription_at), s.id"
+    order = f" order by s.external_id, {ROW_STARTS_SQL}, s.id"
     if external_ids is not None:
         rows = conn.execute(
             text(_SUBSCRIPTIONS + " and s.external_id = any(cast(:ids as text[]))" + order),
