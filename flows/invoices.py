@@ -3,7 +3,7 @@
 Orchestration only (tasks.invoicing does the work). It runs after the usage snapshot and the
 wallet deductions of the hour, so a finalized invoice counts every deduction posted for its
 period; events for finalized invoices go out after the invoices committed. Their PDFs are not
-made here (a PDF costs 50-300 ms, 100,000 of them hours): the close reports how many wait for
+made here (100,000 PDFs take hours, docs/scaling.md §6): the close reports how many wait for
 the ``invoice-pdfs`` flow (flows/invoice_pdfs.py, docs/scaling.md §3).
 """
 

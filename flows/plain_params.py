@@ -1,8 +1,8 @@
 """``flow``: Prefect's flow decorator, with run parameters put in JSON form without FastAPI.
 
 Prefect writes a flow run's parameters to the API in JSON form with FastAPI's
-``jsonable_encoder``, and importing FastAPI for it cost every CLI ingest ~170 ms of CPU (its
-OpenAPI models alone ~130 ms), 8-9% of a small ingest. For the parameter values Tallyflow's
+``jsonable_encoder``, and importing FastAPI for it cost every CLI ingest a noticeable share of
+its CPU, mostly its OpenAPI models (docs/scaling.md §6). For the parameter values Tallyflow's
 flows take from code -- pydantic models and plain str/int/float/bool/None -- that encoder's
 result is known exactly: a model's ``model_dump(mode="json", by_alias=True)`` with every dict
 key starting with ``_sa`` left out (its SQLAlchemy guard), a plain value as it is. Those are

@@ -3,7 +3,8 @@
 Pure and per-record on purpose: every reader (JSON Lines, JSON, CSV, Parquet, any new source)
 funnels records through ``validate_record`` so a rule is stated once and every rejection carries
 the same machine-readable reason codes. It is the hot path of ingestion, so it works on plain
-dicts and tuples rather than pydantic models (pydantic per event costs ~10x more).
+dicts and tuples rather than pydantic models (pydantic per event costs far more, docs/scaling.md
+§6).
 """
 
 from __future__ import annotations

@@ -25,11 +25,12 @@ functions what they mean. Why the rules are what they are:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 OnTerminationInvoice = Literal["generate", "skip"]
 ON_TERMINATION_INVOICE: Final[tuple[str, ...]] = ("generate", "skip")
@@ -55,6 +56,41 @@ def effective_end(terminated_at: datetime | None, ending_at: datetime | None) ->
     """When the subscription stops billing: the earlier of a termination and a planned end."""
     ends = [moment for moment in (terminated_at, ending_at) if moment is not None]
     return min(ends) if ends else None
+
+
+# Which subscription row bills an event: the one rule, in SQL and in Python. A plan change adds
+# a row with the same external id living from ``started_at`` (the first row from
+# ``subscription_at``); a row ends at the earlier of its termination and its planned end; a
+# canceled row never bills. Both bounds are inclusive. The fragments name the subscription
+# table ``s``.
+ROW_STARTS_SQL: Final = "coalesce(s.started_at, s.subscription_at)"
+ROW_ENDS_SQL: Final = "least(s.terminated_at, s.ending_at)"
+BILLING_ROW_SQL: Final = "s.status <> 'canceled'"
+
+
+def life_holds_sql(moment: str) -> str:
+    """SQL true when the life of subscription row ``s`` holds ``moment`` (an SQL expression)."""
+    return (f"{moment} >= {ROW_STARTS_SQL}"
+            f" and {moment} <= coalesce({ROW_ENDS_SQL}, 'infinity')")
+
+
+Row = TypeVar("Row")
+
+
+def row_in_force(
+    rows: Sequence[Row], at: datetime,
+    life: Callable[[Row], tuple[datetime, datetime | None]],
+) -> Row | None:
+    """The row of one external id that bills ``at``, among its rows that may bill (not
+    canceled), oldest first: the one whose life (``life(row)``: its start and effective end)
+    holds ``at``, else the last one started by then (terminated), else the first (pending).
+    Their lives do not overlap, so at most one holds ``at``."""
+    started = [row for row in rows if life(row)[0] <= at]
+    for row in started:
+        end = life(row)[1]
+        if end is None or at <= end:
+            return row
+    return started[-1] if started else (rows[0] if rows else None)
 
 
 def status_at(

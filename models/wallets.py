@@ -20,7 +20,6 @@ from an assumed 100. Rounding is explicit and happens in one place each:
 
 from __future__ import annotations
 
-import calendar
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
@@ -29,6 +28,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Final, Literal
 
 from tallyflow.models.rating.money import WIDE, from_minor, precise_minor, round_minor
+from tallyflow.models.rating.periods import INTERVAL_MONTHS, add_months
 
 ZERO: Final = Decimal(0)
 CENT: Final = Decimal(1)  # one minor unit
@@ -37,7 +37,6 @@ CREDIT_SCALE: Final = Decimal("0.00001")
 Direction = Literal["inbound", "outbound"]
 ALERT_BELOW: Final = "balance_below"
 ALERT_DEPLETED: Final = "balance_depleted"
-_INTERVAL_MONTHS: Final = {"monthly": 1, "quarterly": 3, "semiannual": 6, "yearly": 12}
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,10 +321,9 @@ def plan_deductions(
 
 
 def _add_months(moment: datetime, months: int) -> datetime:
-    month0 = moment.month - 1 + months
-    year, month = moment.year + month0 // 12, month0 % 12 + 1
-    day = min(moment.day, calendar.monthrange(year, month)[1])
-    return moment.replace(year=year, month=month, day=day)
+    """``moment`` moved by ``months`` months, same time of day, its day clamped."""
+    day = add_months(moment.date(), months, moment.day)
+    return moment.replace(year=day.year, month=day.month, day=day.day)
 
 
 def interval_start(anchor: datetime, interval: str, at: datetime) -> tuple[int, datetime] | None:
@@ -340,7 +338,7 @@ def interval_start(anchor: datetime, interval: str, at: datetime) -> tuple[int, 
     if interval == "weekly":
         n = (at - anchor) // timedelta(days=7)
         return n, anchor + timedelta(days=7 * n)
-    step = _INTERVAL_MONTHS.get(interval)
+    step = INTERVAL_MONTHS.get(interval)
     if step is None:
         raise ValueError(f"unknown interval {interval!r}")
     months = (at.year - anchor.year) * 12 + at.month - anchor.month

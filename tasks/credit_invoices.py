@@ -35,7 +35,7 @@ from tallyflow.tasks.invoice_documents import InvoiceError, find_invoice, render
 from tallyflow.tasks.invoicing import invoice_prefix, load_close_catalog
 from tallyflow.tasks.invoicing.writing import customer_object
 from tallyflow.tasks.retry import transient_retries
-from tallyflow.tasks.wallets import lock_customers
+from tallyflow.tasks.wallets import lock_customers, settle_pending
 
 PAID_TOP_UP_SOURCES: Final = ("initial", "manual", "interval", "threshold")
 
@@ -145,29 +145,6 @@ def _json(value: Any) -> str:
     return number_rule.dumps(value, default=str).decode()
 
 
-_SETTLE = text(
-    """
-    with settled as (
-      update wallet_transactions t set status = 'settled', settled_at = now()
-      from invoice_fees f
-      where f.invoice_id = :invoice and f.wallet_transaction_id = t.id and t.status = 'pending'
-      returning t.wallet_id, t.credits, t.granted_credits, t.amount_cents
-    ), moved as (
-      select wallet_id, sum(credits) as credits, sum(granted_credits) as granted,
-             sum(amount_cents) as cents, count(*) as n
-      from settled group by wallet_id
-    ), upd as (
-      update wallet_balances b set credits_balance = b.credits_balance + m.credits,
-        granted_credits_balance = b.granted_credits_balance + m.granted,
-        balance_cents = b.balance_cents + m.cents,
-        pending_credits = b.pending_credits - m.credits, updated_at = now()
-      from moved m where b.wallet_id = m.wallet_id returning b.wallet_id
-    )
-    select coalesce((select sum(n) from moved), 0)
-    """
-)
-
-
 def record_payment(engine: Engine, key: str, status: str) -> dict[str, Any]:
     """Record a finalized invoice's payment (``succeeded``) or failed payment (``failed``).
     For a credit invoice, ``succeeded`` also settles its pending purchased credits, in the
@@ -183,7 +160,7 @@ def record_payment(engine: Engine, key: str, status: str) -> dict[str, Any]:
                                 " for update"), {"l": invoice["lago_id"]}).one()
         if invoice["invoice_type"] == "credit" and status == "succeeded":
             lock_customers(conn, [int(row.customer_id)])
-            conn.execute(_SETTLE, {"invoice": row.id})
+            settle_pending(conn, invoice_id=row.id)
         conn.execute(text("update invoices set payment_status = :s, updated_at = now()"
                           " where id = :id"), {"s": status, "id": row.id})
     found = find_invoice(engine, key)

@@ -279,7 +279,7 @@ def finish(
 def _finish_records(conn: Connection, flow_run_id: str, status: str, error: str | None) -> None:
     """The ingest and wallet run rows of this flow run end with it (when they did not record an
     ending of their own, e.g. the run stopped half-way)."""
-    for table in ("ingest_runs", "wallet_runs"):
+    for table, _figures in _LEDGERS.values():
         conn.execute(
             text(
                 f"update {table} set status = :status, error = :error, finished_at = now()"  # noqa: S608 - fixed names
@@ -597,57 +597,50 @@ HOOKS: dict[str, Any] = {
 # Reads
 # --------------------------------------------------------------------------------------------
 
+# The figures of an ingest run and of a wallet run, as ``tallyflow runs`` shows them: their own
+# ledgers hold them (``ingest_runs``, ``wallet_runs``: written in the runs' data transactions),
+# whether or not a flow run tracked the run (docs/architecture.md §9).
+_INGEST_FIGURES = """jsonb_build_object('source', {t}.source, 'objects', {t}.objects,
+                'records', {t}.records, 'records_emitted', {t}.records_emitted,
+                'records_empty', {t}.records_empty, 'events', {t}.events,
+                'accepted', {t}.accepted, 'duplicates', {t}.duplicates,
+                'conflicts', {t}.conflicts, 'rejected', {t}.rejected,
+                'unbillable', {t}.unbillable, 'failed_objects', {t}.failed_objects,
+                'seconds', {t}.seconds)"""
+_WALLET_FIGURES = """jsonb_build_object('as_of', {t}.as_of, 'customers', {t}.customers,
+                'wallets_touched', {t}.wallets_touched, 'credits_deducted', {t}.credits_deducted,
+                'corrections', {t}.corrections, 'alerts', {t}.alerts,
+                'negative_wallets', {t}.negative_wallets)"""
+_LEDGERS = {"ingest": ("ingest_runs", _INGEST_FIGURES), "wallets": ("wallet_runs", _WALLET_FIGURES)}
+
 _RUNS = text(
-    """
+    f"""
     select h.flow_run_id, h.kind, h.name, h.parent_flow_run_id, h.status, h.error,
            h.started_at, h.finished_at, coalesce(
-             (select jsonb_build_object('source', i.source, 'objects', i.objects,
-                'records', i.records, 'records_emitted', i.records_emitted,
-                'records_empty', i.records_empty, 'events', i.events,
-                'accepted', i.accepted, 'duplicates', i.duplicates,
-                'conflicts', i.conflicts, 'rejected', i.rejected,
-                'unbillable', i.unbillable, 'failed_objects', i.failed_objects,
-                'seconds', i.seconds)
+             (select {_INGEST_FIGURES.format(t="i")}
               from ingest_runs i where i.flow_run_id = h.flow_run_id
               order by i.id desc limit 1),
-             (select jsonb_build_object('as_of', w.as_of, 'customers', w.customers,
-                'wallets_touched', w.wallets_touched, 'credits_deducted', w.credits_deducted,
-                'corrections', w.corrections, 'alerts', w.alerts,
-                'negative_wallets', w.negative_wallets)
+             (select {_WALLET_FIGURES.format(t="w")}
               from wallet_runs w where w.flow_run_id = h.flow_run_id
               order by w.id desc limit 1),
              h.figures) as figures
     from run_history h
     where (cast(:status as text) is null or h.status = :status)
     order by h.started_at desc limit :n
-    """
+    """  # noqa: S608 - fixed text
 )
 
 # Runs recorded before run_history existed, or by direct calls outside a flow run.
 _UNTRACKED = {
-    "ingest": """
-        select started_at, finished_at, status, error, flow_run_id, jsonb_build_object(
-          'source', source, 'objects', objects, 'records', records,
-          'records_emitted', records_emitted, 'records_empty', records_empty,
-          'events', events, 'accepted', accepted,
-          'duplicates', duplicates, 'conflicts', conflicts, 'rejected', rejected,
-          'unbillable', unbillable,
-          'failed_objects', failed_objects, 'seconds', seconds) as figures
-        from ingest_runs x
+    kind: f"""
+        select started_at, finished_at, status, error, flow_run_id,
+               {figures.format(t="x")} as figures
+        from {table} x
         where not exists (select 1 from run_history h where h.flow_run_id = x.flow_run_id)
           and (cast(:status as text) is null or status = :status)
         order by id desc limit :n
-    """,
-    "wallets": """
-        select started_at, finished_at, status, error, flow_run_id, jsonb_build_object(
-          'as_of', as_of, 'customers', customers, 'wallets_touched', wallets_touched,
-          'credits_deducted', credits_deducted, 'corrections', corrections,
-          'alerts', alerts, 'negative_wallets', negative_wallets) as figures
-        from wallet_runs x
-        where not exists (select 1 from run_history h where h.flow_run_id = x.flow_run_id)
-          and (cast(:status as text) is null or status = :status)
-        order by id desc limit :n
-    """,
+    """  # noqa: S608 - fixed names
+    for kind, (table, figures) in _LEDGERS.items()
 }
 
 

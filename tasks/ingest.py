@@ -44,6 +44,7 @@ from tallyflow.models.events import (
     differing_properties,
     quoted_value,
 )
+from tallyflow.models.lifecycle import BILLING_ROW_SQL, life_holds_sql
 from tallyflow.tasks.ingest_columnar import applies as columnar
 from tallyflow.tasks.ingest_columnar import staged_jsonl
 from tallyflow.tasks.ingest_requests import withhold_repeated_requests
@@ -505,20 +506,21 @@ _MERGE_SQL = """
               from subscriptions s
               join charges c on c.plan_id = s.plan_id and c.effective_to is null
               join billable_metrics m on m.id = c.billable_metric_id
-              where s.status <> 'canceled'
+              where {billing_row}
                 and s.external_id = ins.external_subscription_id and m.code = ins.code
-                and ins."timestamp" >= coalesce(s.started_at, s.subscription_at)
-                and ins."timestamp" <= coalesce(least(s.terminated_at, s.ending_at),
-                                                'infinity'))) as unbillable
+                and {life_holds})) as unbillable
     """
+# which subscription row bills an event: models/lifecycle.py
+_BILLS = {"billing_row": BILLING_ROW_SQL, "life_holds": life_holds_sql('ins."timestamp"')}
 _MERGE = text(_MERGE_SQL.format(
-    on_conflict="on conflict (external_subscription_id, transaction_id) do nothing"))
-_MERGE_NEW = text(_MERGE_SQL.format(on_conflict=""))
+    on_conflict="on conflict (external_subscription_id, transaction_id) do nothing", **_BILLS))
+_MERGE_NEW = text(_MERGE_SQL.format(on_conflict="", **_BILLS))
 _UNIQUE_VIOLATION = "23505"
 
-# Per merge transaction: JIT compiling the statement above cost up to ~0.5 s per object (its row
-# estimate crosses jit_above_cost, and nothing in it is worth compiling: the time is the index
-# insert), and the in-order sort of a 100k-row object spilled to disk at the default work_mem.
+# Per merge transaction: JIT compiling the statement above cost more than it saved per object
+# (docs/scaling.md §6; its row estimate crosses jit_above_cost, and nothing in it is worth
+# compiling: the time is the index insert), and the in-order sort of a large object spilled to
+# disk at the default work_mem.
 _MERGE_SETTINGS = text("select set_config('jit', 'off', true),"
                        " set_config('work_mem', '64MB', true)")
 
@@ -682,9 +684,9 @@ def _merge(conn: Connection, object_id: int) -> Any:
     NOTHING`` when some key is already stored.
 
     ``ON CONFLICT`` pays per row for a speculative insertion (an index probe before the heap
-    insert, a second one with the insert, a record to confirm it): ~30% more than a plain
-    insert, and the merge is the one serial step of a run (docs/scaling.md section 1). Most
-    objects carry only new events, so the plain insert runs first under a savepoint; the
+    insert, a second one with the insert, a record to confirm it): more than a plain insert
+    (docs/scaling.md §6), and the merge is the one serial step of a run (docs/scaling.md section
+    1). Most objects carry only new events, so the plain insert runs first under a savepoint; the
     unique index still refuses any stored key (or one repeated in the object), and then the
     savepoint is rolled back and the same rows merge with ``ON CONFLICT``. Either way the same
     rows land in the same order: the plain insert only succeeds when no row would conflict.

@@ -50,8 +50,8 @@ def applies(source: Source, reader: Any) -> bool:
             and type(source).map_record is Base.map_record)
 
 
-# Below this many rows a chunk goes row by row: a few milliseconds of Python, where importing
-# pyarrow would add ~0.3 s to a small ingest (issue 11's start-up budget).
+# Below this many rows a chunk goes row by row: a little Python, where importing pyarrow would
+# cost a small ingest far more (docs/scaling.md §6; issue 11's start-up budget).
 COLUMN_MIN_ROWS = 2_000
 
 
@@ -116,8 +116,8 @@ def _take(
     # The properties as JSON text, in pieces (constants and arrays) written straight into
     # each row's COPY line below: one join for the line, not one more for the properties.
     # Keys in jsonb's own order (shorter first, then bytewise): PostgreSQL then finds them
-    # sorted when it parses the text in COPY (~6% of COPY's server time); the stored jsonb
-    # is the same whatever the order of the text.
+    # sorted when it parses the text in COPY (less server time, docs/scaling.md §6); the stored
+    # jsonb is the same whatever the order of the text.
     keys = sorted(enumerate(field.name for field in properties.type),
                   key=lambda item: (len(item[1].encode()), item[1].encode()))
     pieces: list[Any] = []

@@ -35,7 +35,7 @@ def fewer_gc_passes() -> Iterator[None]:
 
     Reading allocates a dict per row, freed by reference counting; with the default thresholds
     the cycle collector still walks the young heap every 700 allocations and the whole heap
-    often, which measured as a third of the reader's time. Loading creates no cycles worth
+    often, a large share of the reader's time (docs/scaling.md §6). Loading creates no cycles worth
     collecting sooner; the thresholds come back when the last concurrent load ends.
     """
     global _gc_loaders, _gc_saved

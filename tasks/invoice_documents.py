@@ -293,20 +293,3 @@ __all__ = ["PdfUnavailable", "find_invoice", "invoice_document", "invoice_object
 
 class InvoiceError(ValueError):
     """A request about an invoice that cannot be honoured (unknown, or still a draft)."""
-
-
-def set_payment_status(engine: Engine, key: str, status: str) -> dict[str, Any]:
-    """Record a finalized invoice's payment (``succeeded``) or failed payment (``failed``);
-    the only change the database lets a finalized invoice take."""
-    invoice = find_invoice(engine, key)
-    if invoice is None:
-        raise InvoiceError(f"no invoice {key!r} (hint: `tallyflow invoices list`)")
-    if invoice["status"] != "finalized":
-        raise InvoiceError(f"invoice {key!r} is a draft: only a finalized invoice is paid "
-                           "(hint: it is finalized once its period is settled)")
-    with engine.begin() as conn:
-        conn.execute(text("update invoices set payment_status = :s, updated_at = now()"
-                          " where lago_id = :l"), {"s": status, "l": invoice["lago_id"]})
-    found = find_invoice(engine, key)
-    assert found is not None
-    return found

@@ -1,7 +1,8 @@
 """Invoice PDFs, made outside the billing cycle by the ``invoice-pdfs`` flow.
 
-Why a flow of their own (docs/scaling.md §3): a PDF costs 50-300 ms of one core (WeasyPrint),
-so the hour in which 100,000 periods close would spend hours on them and delay the next hour.
+Why a flow of their own (docs/scaling.md §3, §6): a PDF costs a fraction of a second of one core
+(WeasyPrint), so the hour in which 100,000 periods close would spend hours on them and delay the
+next hour.
 The close keeps each finalized invoice's HTML (what the PDF shows); the PDFs are rendered from
 it later, in bounded runs, and a download before then renders the same HTML on the fly
 (``tasks/invoice_documents.py``, ``invoice_document``).
@@ -43,7 +44,8 @@ from tallyflow.infra.resources import billing_engine
 from tallyflow.tasks.invoice_render import pdf_available, render_pdf
 from tallyflow.tasks.retry import transient_retries
 
-DEFAULT_CHUNK = 10  # PDFs per transaction: ~0.5-10 s of rendering, the longest a claim is held
+# PDFs per transaction: their rendering is the longest a claim is held (docs/scaling.md §6)
+DEFAULT_CHUNK = 10
 
 # Newest first: pending invoices are the recent ones, so the walk down the primary key stops
 # after ``limit`` rows instead of passing every older invoice that has its PDF already.

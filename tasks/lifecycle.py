@@ -30,6 +30,7 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.catalog import digest, dumps, loads
 from tallyflow.models.lifecycle import (
+    ROW_STARTS_SQL,
     LifecycleRefusal,
     PlanChange,
     SubscriptionStatus,
@@ -37,6 +38,7 @@ from tallyflow.models.lifecycle import (
     effective_end,
     plan_change,
     plan_change_refusal,
+    row_in_force,
     status_at,
     termination_refusal,
 )
@@ -59,21 +61,21 @@ class LifecycleError(UserError):
 # Every row of an external id, oldest first (a plan change adds one, models/lifecycle.py);
 # ``subscription_at`` is when the row's life starts.
 _SUBSCRIPTION = text(
-    """
+    f"""
     select s.id, s.external_id, s.customer_id, c.external_id as external_customer_id,
-           coalesce(s.started_at, s.subscription_at) as subscription_at, s.terminated_at,
+           {ROW_STARTS_SQL} as subscription_at, s.terminated_at,
            s.ending_at, s.on_termination_invoice, s.plan_id, s.subscription_at as anchor_at,
            s.previous_subscription_id, s.status
     from subscriptions s join customers c on c.id = s.customer_id
     where s.external_id = :x
-    order by coalesce(s.started_at, s.subscription_at), s.id
-    """
+    order by {ROW_STARTS_SQL}, s.id
+    """  # noqa: S608 - fixed text
 )
 
 
 def _row_at(conn: Connection, external_id: str, at: datetime) -> Any:
-    """The row of ``external_id`` in force at ``at`` (as ``tasks.folding.in_force`` picks);
-    canceled rows never bill (models/lifecycle.py)."""
+    """The row of ``external_id`` in force at ``at`` (``models.lifecycle.row_in_force``, as
+    ``tasks.folding.in_force`` picks); canceled rows never bill."""
     every = conn.execute(_SUBSCRIPTION, {"x": external_id}).all()
     rows = [r for r in every if r.status != SubscriptionStatus.CANCELED]
     if not rows:
@@ -84,12 +86,8 @@ def _row_at(conn: Connection, external_id: str, at: datetime) -> Any:
                 "apply a subscription with this external_id to subscribe again")
         raise LifecycleError(f"unknown subscription {external_id!r}",
                              "tallyflow catalog show lists the subscriptions")
-    started = [r for r in rows if r.subscription_at <= at]
-    for row in started:
-        end = effective_end(row.terminated_at, row.ending_at)
-        if end is None or at <= end:
-            return row
-    return started[-1] if started else rows[0]
+    return row_in_force(
+        rows, at, lambda r: (r.subscription_at, effective_end(r.terminated_at, r.ending_at)))
 
 
 # A plan change waiting for the period end of the row it replaces (a downgrade): canceled with

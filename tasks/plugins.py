@@ -77,14 +77,6 @@ def registry() -> Registry:
     return _registry
 
 
-def reload() -> Registry:
-    """Forget what was loaded and load again (after installing a plugin in this process)."""
-    global _registry
-    with _lock:
-        _registry = _load()
-    return _registry
-
-
 def sources() -> dict[str, type[Source]]:
     return registry().sources
 

@@ -94,7 +94,6 @@ from tallyflow.models.catalog.validation import (
     DATABASE,
     Validation,
     validate_documents,
-    validate_envelopes,
 )
 
 __all__ = [
@@ -166,6 +165,5 @@ __all__ = [
     "parse_body",
     "reference_issues",
     "validate_documents",
-    "validate_envelopes",
     "wallet_code",
 ]

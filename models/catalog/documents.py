@@ -78,10 +78,6 @@ _COUNTS = frozenset({"active_subscriptions_count", "draft_invoices_count", "plan
                      "subscriptions_count"})
 
 
-def _positive_number(value: Any) -> bool:
-    return value is not None and value > 0
-
-
 TaxCodes = Annotated[list[Text], _empty_when_null(list)]
 
 

@@ -141,8 +141,3 @@ def _all_reference_errors(
                                     i.message)
                        for i in reference_issues(kind, model, effective)]
     return errors
-
-
-def validate_envelopes(envelopes: Sequence[Any], file: str = "<input>") -> list[CatalogError]:
-    """Convenience for callers without files or a database: every error of these envelopes."""
-    return validate_documents([(file, i, e) for i, e in enumerate(envelopes)]).errors

@@ -72,27 +72,22 @@ if TYPE_CHECKING:
         metric_filter_key,
         properties_as_text,
         property_text,
-        validate_charge_filter_values,
     )
     from tallyflow.models.rating.money import (
         amount_cents,
-        currency_exponent,
         from_minor,
         is_plain_decimal,
         minor_units,
         parse_plain_decimal,
         precise_amount_cents,
         precise_minor,
-        round_major,
         round_minor,
-        to_decimal,
         to_minor,
     )
     from tallyflow.models.rating.periods import (
         BillingPeriod,
         BillingTime,
         Interval,
-        iter_periods,
         period_containing,
         period_length_seconds,
         prorata_days,
@@ -101,8 +96,8 @@ if TYPE_CHECKING:
 
 # What each submodule exports here, imported on first use (PEP 562): importing one submodule,
 # e.g. ``money`` for ingest's number checks, runs this file, and loading every submodule cost
-# each ingest ~45 ms of start-up for rating code it never calls. A test keeps this equal to
-# the imports above.
+# each ingest start-up time for rating code it never calls (docs/scaling.md §6). A test keeps this
+# equal to the imports above.
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "aggregation": (
         "AggregationState",
@@ -166,27 +161,22 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "metric_filter_key",
         "properties_as_text",
         "property_text",
-        "validate_charge_filter_values",
     ),
     "money": (
         "amount_cents",
-        "currency_exponent",
         "from_minor",
         "is_plain_decimal",
         "minor_units",
         "parse_plain_decimal",
         "precise_amount_cents",
         "precise_minor",
-        "round_major",
         "round_minor",
-        "to_decimal",
         "to_minor",
     ),
     "periods": (
         "BillingPeriod",
         "BillingTime",
         "Interval",
-        "iter_periods",
         "period_containing",
         "period_length_seconds",
         "prorata_days",
@@ -259,11 +249,9 @@ __all__ = [
     "charge_filter_from_values",
     "check_recurring",
     "compute_charge",
-    "currency_exponent",
     "empty_state",
     "group_key",
     "is_plain_decimal",
-    "iter_periods",
     "merge_all",
     "metric_filter_key",
     "needs_event_values",
@@ -278,15 +266,12 @@ __all__ = [
     "property_text",
     "prorata_days",
     "proration_window",
-    "round_major",
     "round_minor",
     "to_minor",
     "from_minor",
     "minor_units",
     "precise_minor",
     "state_from_json",
-    "to_decimal",
-    "validate_charge_filter_values",
     "validate_properties",
     "volume_range",
 ]

@@ -104,26 +104,6 @@ def charge_filter_from_values(
     return ChargeFilter(values=expanded)
 
 
-def validate_charge_filter_values(
-    values: Mapping[str, Sequence[str]], metric_filters: Sequence[MetricFilter]
-) -> list[str]:
-    """Errors for a charge filter's ``values`` (unknown keys or values, empty lists)."""
-    declared = {f.key: set(f.values) for f in metric_filters}
-    errors: list[str] = []
-    if not values:
-        errors.append("values: a charge filter needs at least one key")
-    for key, wanted in values.items():
-        if key not in declared:
-            errors.append(f"values.{key}: not a filter key of the billable metric")
-            continue
-        if not wanted:
-            errors.append(f"values.{key}: needs at least one value")
-        for value in wanted:
-            if value != ALL_FILTER_VALUES and value not in declared[key]:
-                errors.append(f"values.{key}: {value!r} is not a value of the metric filter")
-    return errors
-
-
 def assign_bucket(
     charge_filters: Sequence[ChargeFilter], properties: Mapping[str, str | None]
 ) -> BucketId:
@@ -166,19 +146,21 @@ def group_key(pricing_group_keys: Sequence[str], properties: Mapping[str, str | 
 
 
 def bucket_states(
-    charge_filters: Sequence[ChargeFilter],
+    bucket_of: Callable[[FilterKey], BucketId],
     keyed_states: Iterable[tuple[FilterKey, GroupKey, S]],
     merge: Callable[[S, S], S],
 ) -> dict[BucketId, dict[GroupKey, S]]:
     """Merge stored states into charge buckets, then pricing groups, after folding.
 
-    ``keyed_states`` holds ``(filter_key, group_key, state)`` rows as the DB layer stores them;
-    ``merge`` is the state's merge (e.g. ``SumState.merge``). Buckets with no rows are absent;
-    callers list zero-usage filters from the charge itself.
+    ``bucket_of`` is :func:`assign_bucket` for the charge's filters (the rating passes its
+    memoised copy, ``ChargeInfo.bucket_of``); ``keyed_states`` holds ``(filter_key, group_key,
+    state)`` rows as the DB layer stores them; ``merge`` is the state's merge (e.g.
+    ``SumState.merge``). Buckets with no rows are absent; callers list zero-usage filters from
+    the charge itself.
     """
     buckets: dict[BucketId, dict[GroupKey, S]] = {}
     for filter_values, groups, state in keyed_states:
-        bucket = assign_bucket(charge_filters, dict(filter_values))
+        bucket = bucket_of(filter_values)
         per_group = buckets.setdefault(bucket, {})
         per_group[groups] = merge(per_group[groups], state) if groups in per_group else state
     return buckets

@@ -7,13 +7,13 @@ Units, named everywhere so that no caller has to guess:
 - *major* units: dollars, yen, dinars (what charge models return; prices are in major units);
 - *minor* units: cents, yen, fils: Lago's ``*_amount_cents`` fields. A currency has
   ``10 ** minor_units(currency)`` minor units to the major one (ISO 4217 "minor unit": USD 2,
-  JPY 0, KWD 3), as Lago's ``money`` library counts them (``subunit_to_unit``);
+  JPY 0, KWD 3), as Lago's ``money`` library counts them (its ``subunit_to_unit``);
 - *precise* minor units: unrounded minor units, kept next to the rounded ones.
 
 One rounding rule for money: ROUND_HALF_UP (ties away from zero, which is also what
-PostgreSQL's ``round(numeric)`` does) to a whole minor unit. :func:`round_major` applies it in
-major units and :func:`round_minor` in minor units; they agree by construction (a property
-test pins it), so rating, wallets, snapshots and SQL all round alike.
+PostgreSQL's ``round(numeric)`` does) to a whole minor unit: :func:`round_minor`, which
+:func:`to_minor` applies to major units (a property test pins that both routes agree), so
+rating, wallets, snapshots and SQL all round alike.
 """
 
 from __future__ import annotations
@@ -78,20 +78,6 @@ def minor_units(currency: str) -> int:
         ) from None
 
 
-def subunit_to_unit(currency: str) -> int:
-    """Minor units in one major unit (Lago's ``subunit_to_unit``): USD 100, JPY 1, KWD 1000."""
-    return int(10 ** minor_units(currency))  # int ** int is typed Any (negative powers)
-
-
-# Kept for callers that speak of an "exponent" (the same number).
-currency_exponent = minor_units
-
-
-# --------------------------------------------------------------------------------------------
-# Exact numbers
-# --------------------------------------------------------------------------------------------
-
-
 def is_plain_decimal(text: str) -> bool:
     """True for the only numeric text form Lago accepts in a property (``^-?\\d+(\\.\\d+)?$``).
 
@@ -99,27 +85,6 @@ def is_plain_decimal(text: str) -> bool:
     the same text always means the same number in Python, Postgres and Ruby.
     """
     return isinstance(text, str) and PLAIN_DECIMAL.fullmatch(text) is not None
-
-
-def to_decimal(value: Decimal | int | str) -> Decimal:
-    """Convert a trusted numeric input to ``Decimal``; floats and odd text raise.
-
-    ``bool`` is refused although it is an ``int`` subclass, since ``True`` as a price is always
-    a bug upstream.
-    """
-    if isinstance(value, bool):
-        raise TypeError("a boolean is not a number")
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise ValueError(f"not a finite decimal: {value}")
-        return value
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, str):
-        if not is_plain_decimal(value):
-            raise ValueError(f"not a plain decimal string: {value!r}")
-        return Decimal(value)
-    raise TypeError(f"refusing {type(value).__name__}: use Decimal, int or a decimal string")
 
 
 def float_to_decimal(value: float) -> Decimal:
@@ -177,13 +142,6 @@ def plain_text(value: Decimal) -> str:
 # --------------------------------------------------------------------------------------------
 # Conversions and the one rounding rule
 # --------------------------------------------------------------------------------------------
-
-
-def round_major(amount: Decimal, currency: str) -> Decimal:
-    """A major-unit amount rounded ROUND_HALF_UP to the currency's minor unit ($1.005 -> 1.01,
-    ¥1.5 -> 2, 1.0005 KWD -> 1.001)."""
-    step = Decimal(1).scaleb(-minor_units(currency))
-    return amount.quantize(step, rounding=ROUND_HALF_UP, context=WIDE)
 
 
 def round_minor(minor: Decimal | int) -> Decimal:

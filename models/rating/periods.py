@@ -9,7 +9,7 @@ gap or overlap (a period ends one microsecond before the next one starts).
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -57,7 +57,8 @@ class BillingTime(StrEnum):
     ANNIVERSARY = "anniversary"
 
 
-_MONTHS: Final = {
+# Months in each monthly-based interval (the wallets' recurring top-ups count them too).
+INTERVAL_MONTHS: Final[dict[str, int]] = {
     Interval.MONTHLY: 1,
     Interval.QUARTERLY: 3,
     Interval.SEMIANNUAL: 6,
@@ -171,25 +172,6 @@ def period_containing(
     return _build(kind, mode, zone_name, start, end, subscription_at, terminated_at)
 
 
-def iter_periods(
-    interval: Interval | str,
-    billing_time: BillingTime | str,
-    subscription_at: datetime,
-    until: datetime,
-    timezone: str | None = None,
-    terminated_at: datetime | None = None,
-) -> Iterator[BillingPeriod]:
-    """Every period from the subscription start up to the one holding ``until`` (or the end)."""
-    last = until if terminated_at is None else min(until, terminated_at)
-    moment = subscription_at
-    while moment <= last:
-        period = period_containing(
-            moment, interval, billing_time, subscription_at, timezone, terminated_at
-        )
-        yield period
-        moment = period.period_end + ONE_MICROSECOND
-
-
 def _require_aware(moment: datetime, name: str) -> None:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware")
@@ -200,7 +182,7 @@ def _local_dates(
 ) -> tuple[date, date]:
     if interval is Interval.WEEKLY:
         return _weekly(day, mode, anchor)
-    months = _MONTHS[interval]
+    months = INTERVAL_MONTHS[interval]
     if mode is BillingTime.CALENDAR:
         return _calendar_months(day, months)
     return _anniversary_months(day, months, anchor)
@@ -217,7 +199,7 @@ def _weekly(day: date, mode: BillingTime, anchor: date) -> tuple[date, date]:
 def _calendar_months(day: date, months: int) -> tuple[date, date]:
     first_month = ((day.month - 1) // months) * months + 1
     start = date(day.year, first_month, 1)
-    return start, _add_months(start, months, 1) - timedelta(days=1)
+    return start, add_months(start, months, 1) - timedelta(days=1)
 
 
 def _anniversary_months(day: date, months: int, anchor: date) -> tuple[date, date]:
@@ -228,16 +210,17 @@ def _anniversary_months(day: date, months: int, anchor: date) -> tuple[date, dat
     """
     elapsed = (day.year - anchor.year) * 12 + day.month - anchor.month
     index = elapsed // months
-    start = _add_months(anchor, index * months, anchor.day)
+    start = add_months(anchor, index * months, anchor.day)
     if start > day:
         index -= 1
-        start = _add_months(anchor, index * months, anchor.day)
-    following = _add_months(anchor, (index + 1) * months, anchor.day)
+        start = add_months(anchor, index * months, anchor.day)
+    following = add_months(anchor, (index + 1) * months, anchor.day)
     return start, following - timedelta(days=1)
 
 
-def _add_months(origin: date, months: int, day: int) -> date:
-    """``origin`` moved by ``months`` months, on ``day`` clamped to the month's length."""
+def add_months(origin: date, months: int, day: int) -> date:
+    """``origin`` moved by ``months`` months, on ``day`` clamped to the month's length: the one
+    month arithmetic (billing periods here, wallet top-up intervals in models/wallets.py)."""
     total = origin.year * 12 + origin.month - 1 + months
     year, month = divmod(total, 12)
     month += 1

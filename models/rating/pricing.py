@@ -45,6 +45,7 @@ from tallyflow.models.rating.filters import (
     GroupKey,
     MetricFilter,
     assign_bucket,
+    bucket_states,
 )
 from tallyflow.models.rating.money import WIDE
 from tallyflow.models.rating.periods import (
@@ -212,13 +213,8 @@ class ChargeInfo:
     def buckets(
         self, keyed: Iterable[tuple[FilterKey, tuple[str | None, ...], AnyState]]
     ) -> dict[BucketId, dict[tuple[str | None, ...], AnyState]]:
-        """``tallyflow.models.rating.bucket_states`` with the memoised bucket assignment."""
-        out: dict[BucketId, dict[tuple[str | None, ...], AnyState]] = {}
-        for filter_key, group, state in keyed:
-            per_group = out.setdefault(self.bucket_of(filter_key), {})
-            previous = per_group.get(group)
-            per_group[group] = state if previous is None else merge_states(previous, state)
-        return out
+        """The charge's buckets of ``keyed`` states, with the memoised bucket assignment."""
+        return bucket_states(self.bucket_of, keyed, merge_states)
 
 
 def merge_states(left: AnyState, right: AnyState) -> AnyState:

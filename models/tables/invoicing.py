@@ -139,8 +139,8 @@ invoice_fees = Table(
 
 
 # The PDF of a finalized invoice, made from its kept HTML right after finalization (outside the
-# closing transaction: ~30 ms a page would hold the customers' locks). Written once: a trigger
-# rejects updates and deletes.
+# closing transaction: rendering a page would hold the customers' locks, docs/scaling.md §6).
+# Written once: a trigger rejects updates and deletes.
 invoice_pdfs = Table(
     "invoice_pdfs",
     metadata,

@@ -93,10 +93,6 @@ def revoke_key(engine: Engine, name_or_prefix: str) -> ApiKey:
     return ApiKey(*rows[0])
 
 
-def key_is_valid(engine: Engine, key: str) -> bool:
-    return key_name(engine, key) is not None
-
-
 def key_name(engine: Engine, key: str) -> str | None:
     """The name of the active key, None for an unknown or revoked one: who made a request
     (the actor a void records, tallyflow/api/voids.py)."""

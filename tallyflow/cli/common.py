@@ -70,8 +70,8 @@ def start_up_done() -> None:
 
     Importing Prefect, SQLAlchemy, pydantic and the flows creates about a million objects that
     live as long as the process, and while they pile up the cycle collector walks all of them
-    again and again: ~0.2-0.25 s of CPU in a 1.8 s small ingest (3 full collections alone
-    ~0.16-0.2 s). Off during start-up, then ``gc.freeze`` sets what exists now aside (not
+    again and again, a good share of a small ingest's CPU, most of it in full collections
+    (docs/scaling.md §6). Off during start-up, then ``gc.freeze`` sets what exists now aside (not
     scanned again, never collected: module-level objects, which live as long as the process
     anyway) and collecting resumes for what the run itself allocates.
     """

@@ -78,8 +78,9 @@ def _options(
 AREAS = ("db", "catalog", "ingest", "events", "usage", "billing", "subscriptions", "wallets",
          "invoices", "exports", "archive", "ops", "demo", "api")
 # The top-level command names each area adds (a test keeps this equal to what they register),
-# so a command imports only its own area: importing all of them cost a small ingest ~50 ms
-# (the demo's rating models, every area's imports) for commands it never runs.
+# so a command imports only its own area: importing all of them cost a small ingest start-up
+# time (the demo's rating models, every area's imports; docs/scaling.md §6) for commands it never
+# runs.
 COMMANDS: dict[str, str] = {
     "db": "db",
     "apply": "catalog", "catalog": "catalog",
@@ -154,9 +155,9 @@ def main() -> None:
 
     What a normal exit does after the command (join threads, atexit handlers: Prefect's log
     and event flushes, logging) runs as usual; then the process ends with ``os._exit`` instead
-    of tearing down every module the command imported (Prefect's alone cost about 0.5 s of a
-    1.9 s small ingest, issue 11). Engines are disposed first, so PostgreSQL sees clean
-    disconnects.
+    of tearing down every module the command imported (Prefect's alone cost a quarter of a
+    small ingest, issue 11; docs/scaling.md §6). Engines are disposed first, so PostgreSQL sees
+    clean disconnects.
     """
     command = command_name(sys.argv[1:])
     if command in COLLECT_AFTER_START_UP:

@@ -5,9 +5,10 @@ A Postgres advisory lock serialises concurrent upgrades (two commands starting a
 migrations run exactly once per database.
 
 Checking is the common case (every command, every deployed run) and must not cost Alembic's
-import (~0.3 s of a CLI command's start-up): the revisions are read from the migration files'
-``revision``/``down_revision`` lines and the database's from ``alembic_version``. Alembic is
-imported only to upgrade; a test holds the cheap reading equal to Alembic's own.
+import (a large share of a CLI command's start-up, docs/scaling.md §6): the revisions are read
+from the migration files' ``revision``/``down_revision`` lines and the database's from
+``alembic_version``. Alembic is imported only to upgrade; a test holds the cheap reading equal
+to Alembic's own.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """A local Prefect server that Tallyflow starts once and reuses, like its embedded PostgreSQL.
 
 Without ``PREFECT_API_URL`` Prefect starts a temporary server inside every process that runs a
-flow: ~8 s before any work, and a child process that outlives a killed command. Instead, the
-first command that runs a flow starts ``prefect server start`` in its own session with its state
-under ``TALLYFLOW_HOME/prefect`` and records where it listens; later commands find it there in a
-few milliseconds, runs stay real Prefect flow runs with history, and everyone gets the UI at a
-printed address. ``PREFECT_API_URL`` (or a Prefect profile's) always wins: then nothing starts.
+flow: seconds before any work (docs/scaling.md §6), and a child process that outlives a killed
+command. Instead, the first command that runs a flow starts ``prefect server start`` in its own
+session with its state under ``TALLYFLOW_HOME/prefect`` and records where it listens; later
+commands find it there at once, runs stay real Prefect flow runs with history, and everyone
+gets the UI at a printed address. ``PREFECT_API_URL`` (or a Prefect profile's) always wins:
+then nothing starts.
 """
 
 from __future__ import annotations
@@ -201,10 +202,10 @@ def use_api(announce: Callable[[str], None] | None = None) -> str:
     os.environ["PREFECT_API_URL"] = info["api_url"]
     os.environ.setdefault("PREFECT_UI_URL", info["ui_url"])
     # Every Prefect API client (several per run) loads its TLS trust store when it is made,
-    # ~20 ms of CPU each for the ~150 certificates of the usual bundle, even for this plain
-    # http://127.0.0.1 server, where TLS is never used. A one-certificate store makes that
-    # ~0.4 ms. It trusts nothing: its key was thrown away when it was made (openssl req
-    # -x509 -keyout /dev/null), so were TLS ever used with it, verification would fail,
+    # the usual bundle's ~150 certificates each time, even for this plain http://127.0.0.1
+    # server, where TLS is never used. A one-certificate store makes that nearly free
+    # (docs/scaling.md §6). It trusts nothing: its key was thrown away when it was made
+    # (openssl req -x509 -keyout /dev/null), so were TLS ever used with it, verification would fail,
     # never pass. A PREFECT_API_SSL_CERT_FILE set in the environment is kept.
     os.environ.setdefault("PREFECT_API_SSL_CERT_FILE", str(NO_TLS_CA))
     return info["api_url"]

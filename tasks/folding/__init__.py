@@ -18,7 +18,6 @@ from tallyflow.tasks.folding.inputs import (
     keeps_days,
     load_metrics,
     load_subscription_rows,
-    load_subscriptions,
     loads_exact,
 )
 from tallyflow.tasks.folding.sql import FoldSummary, KeySql, PeriodRows, fold_objects
@@ -51,7 +50,6 @@ __all__ = [
     "keeps_days",
     "load_metrics",
     "load_subscription_rows",
-    "load_subscriptions",
     "loads_exact",
     "merge_stored",
     "read_states",

@@ -162,9 +162,9 @@ def _tune(conn: Connection) -> None:
     """Settings for the fold statements, local to the fold transaction.
 
     The new objects' ids are always beyond the column statistics, so the planner expects
-    about one event and would pick a nested loop against the periods list (measured: 200 s
-    for 100k events over 10k subscriptions); a hash join takes well under a second. Grouping
-    60k keys wants more than the default work_mem to stay in memory.
+    about one event and would pick a nested loop against the periods list, orders of magnitude
+    slower than a hash join (docs/scaling.md §6). Grouping tens of thousands of keys wants more
+    than the default work_mem to stay in memory.
     """
     conn.execute(text("set local enable_nestloop = off"))
     conn.execute(text("set local work_mem = '64MB'"))

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy import Connection, text
 
+from tallyflow.models.exact_json import loads_exact
+from tallyflow.models.lifecycle import (
+    BILLING_ROW_SQL,
+    ROW_ENDS_SQL,
+    ROW_STARTS_SQL,
+    row_in_force,
+)
 from tallyflow.models.number_rule import BOUNDED_PLAIN_SQL
 from tallyflow.models.rating import (
     AggregationType,
@@ -35,11 +40,6 @@ def keeps_days(metric: MetricInfo) -> bool:
     counts: ``days`` in their jsonb state): only they can be prorated
     (models/catalog/prorated.py), so no other state pays for it."""
     return metric.recurring and definition_of(metric.aggregation_type).prorates
-
-
-def loads_exact(raw: str | None) -> Any:
-    """JSON with decimals kept exact (a float would already have lost digits)."""
-    return None if raw is None else json.loads(raw, parse_float=Decimal)
 
 
 _METRICS = text(
@@ -82,13 +82,13 @@ def load_metrics(conn: Connection) -> dict[int, MetricInfo]:
     return metrics
 
 
-_SUBSCRIPTIONS = """
+_SUBSCRIPTIONS = f"""
     select s.id, s.external_id, s.plan_id, p.interval, s.billing_time,
            -- a plan change's row lives from started_at, its periods anchored on
            -- subscription_at; it ends at the earlier of a termination and the catalog's
            -- ending_at (models/lifecycle.py)
-           coalesce(s.started_at, s.subscription_at) as subscription_at,
-           least(s.terminated_at, s.ending_at) as terminated_at, c.timezone,
+           {ROW_STARTS_SQL} as subscription_at,
+           {ROW_ENDS_SQL} as terminated_at, c.timezone,
            coalesce(c.currency, p.amount_currency) as currency,
            greatest(s.updated_at, p.updated_at, c.updated_at, pm.metrics_at) as catalog_at,
            s.subscription_at as anchor_at
@@ -99,29 +99,18 @@ _SUBSCRIPTIONS = """
                from charges ch join billable_metrics m on m.id = ch.billable_metric_id
                where ch.effective_to is null
                group by ch.plan_id) pm on pm.plan_id = p.id
-    where s.status <> 'canceled'  -- canceled before it started: never bills
-"""
-
-
-def load_subscriptions(
-    conn: Connection, external_ids: Sequence[str] | None = None,
-    ids: Sequence[int] | None = None,
-) -> dict[str, SubscriptionInfo]:
-    """Subscriptions by external id (all of them when neither ``external_ids`` nor ``ids``
-    narrows them: a batch of the hourly snapshot reads only its own, not all 100,000): the
-    latest row of each (after a plan change, the new plan's); ``load_subscription_rows`` has
-    all."""
-    return {s.external_id: s for s in load_subscription_rows(conn, external_ids, ids)}
+    where {BILLING_ROW_SQL}  -- canceled before it started: never bills
+"""  # noqa: S608 - fixed text
 
 
 def in_force(rows: Sequence[SubscriptionInfo], at: datetime) -> SubscriptionInfo | None:
-    """The row of one external id that bills ``at``: the one whose life holds it, else the
-    last one started by then (terminated), else the first (pending)."""
-    started = [r for r in rows if r.subscription_at <= at]
-    for row in started:
-        if row.terminated_at is None or at <= row.terminated_at:
-            return row
-    return started[-1] if started else (rows[0] if rows else None)
+    """The row of one external id that bills ``at`` (``models.lifecycle.row_in_force``; here
+    ``terminated_at`` is already the effective end)."""
+    return row_in_force(rows, at, _life)
+
+
+def _life(row: SubscriptionInfo) -> tuple[datetime, datetime | None]:
+    return row.subscription_at, row.terminated_at
 
 
 def load_subscription_rows(
@@ -130,7 +119,7 @@ def load_subscription_rows(
 ) -> list[SubscriptionInfo]:
     """Every subscription row, oldest first per external id (a plan change adds a row with
     the same external id; their lives do not overlap, models/lifecycle.py)."""
-    order = " order by s.external_id, coalesce(s.started_at, s.subscription_at), s.id"
+    order = f" order by s.external_id, {ROW_STARTS_SQL}, s.id"
     if external_ids is not None:
         rows = conn.execute(
             text(_SUBSCRIPTIONS + " and s.external_id = any(cast(:ids as text[]))" + order),

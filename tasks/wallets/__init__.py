@@ -61,6 +61,7 @@ from tallyflow.tasks.wallets.topups import (
     TopUp,
     interval_top_ups,
     mark_paid,
+    settle_pending,
     threshold_top_ups,
     top_up,
 )
@@ -103,6 +104,7 @@ __all__ = [
     "mark_alerts_emitted",
     "mark_alerts_emitted_task",
     "mark_paid",
+    "settle_pending",
     "open_catalog_wallets",
     "open_wallets",
     "open_wallets_task",

@@ -220,6 +220,54 @@ def top_up(
         return TopUp(wallet_id, w.code, post(conn, rows, moment), idem)
 
 
+# Settling pending purchased credits: the one statement, for ``wallets mark-paid`` (by customer,
+# wallet or transaction) and for paying a credit invoice (its transactions,
+# tasks/credit_invoices.py). The balance moves in the same statement, and the credit invoices of
+# what settled are marked paid with it. Returns how many transactions settled.
+_SETTLE = text(
+    """
+    with settled as (
+      update wallet_transactions t set status = 'settled', settled_at = now()
+      where t.status = 'pending' and t.direction = 'inbound'
+        and (cast(:c as bigint) is null or t.customer_id = cast(:c as bigint))
+        and (cast(:w as bigint) is null or t.wallet_id = cast(:w as bigint))
+        and (cast(:t as bigint) is null or t.id = cast(:t as bigint))
+        and (cast(:invoice as bigint) is null or t.id in (
+              select f.wallet_transaction_id from invoice_fees f
+              where f.invoice_id = cast(:invoice as bigint)))
+      returning t.id, t.wallet_id, t.credits, t.granted_credits, t.amount_cents
+    ), invoiced as (
+      -- their credit invoices are paid now too (tasks/credit_invoices.py)
+      update invoices v set payment_status = 'succeeded', updated_at = now()
+      from invoice_fees f join settled s on s.id = f.wallet_transaction_id
+      where v.id = f.invoice_id and v.payment_status <> 'succeeded'
+      returning v.id
+    ), moved as (
+      select wallet_id, sum(credits) as credits, sum(granted_credits) as granted,
+             sum(amount_cents) as cents, count(*) as n
+      from settled group by wallet_id
+    ), upd as (
+      update wallet_balances b set credits_balance = b.credits_balance + m.credits,
+        granted_credits_balance = b.granted_credits_balance + m.granted,
+        balance_cents = b.balance_cents + m.cents,
+        pending_credits = b.pending_credits - m.credits, updated_at = now()
+      from moved m where b.wallet_id = m.wallet_id returning b.wallet_id
+    )
+    select coalesce((select sum(n) from moved), 0)
+    """
+)
+
+
+def settle_pending(
+    conn: Connection, *, customer_id: int | None = None, wallet_id: int | None = None,
+    transaction_id: int | None = None, invoice_id: int | None = None,
+) -> int:
+    """Settle the pending purchased credits these arguments select (all that are given must
+    hold); the caller holds the customer's row lock (``lock_customers``)."""
+    return int(conn.execute(_SETTLE, {"c": customer_id, "w": wallet_id, "t": transaction_id,
+                                      "invoice": invoice_id}).scalar_one())
+
+
 def mark_paid(
     engine: Engine, external_customer_id: str, wallet_code: str | None = None,
     transaction_id: int | None = None,
@@ -230,34 +278,5 @@ def mark_paid(
         customer_id = _customer_id(conn, external_customer_id)
         lock_customers(conn, [customer_id])
         wallet_id = _pick_wallet(conn, customer_id, wallet_code) if wallet_code else None
-        return int(conn.execute(
-            text(
-                """
-                with settled as (
-                  update wallet_transactions set status = 'settled', settled_at = now()
-                  where customer_id = :c and status = 'pending' and direction = 'inbound'
-                    and (cast(:w as bigint) is null or wallet_id = cast(:w as bigint))
-                    and (cast(:t as bigint) is null or id = cast(:t as bigint))
-                  returning id, wallet_id, credits, granted_credits, amount_cents
-                ), invoiced as (
-                  -- their credit invoices are paid now too (tasks/credit_invoices.py)
-                  update invoices v set payment_status = 'succeeded', updated_at = now()
-                  from invoice_fees f join settled s on s.id = f.wallet_transaction_id
-                  where v.id = f.invoice_id and v.payment_status <> 'succeeded'
-                  returning v.id
-                ), moved as (
-                  select wallet_id, sum(credits) as credits, sum(granted_credits) as granted,
-                         sum(amount_cents) as cents, count(*) as n
-                  from settled group by wallet_id
-                ), upd as (
-                  update wallet_balances b set credits_balance = b.credits_balance + m.credits,
-                    granted_credits_balance = b.granted_credits_balance + m.granted,
-                    balance_cents = b.balance_cents + m.cents,
-                    pending_credits = b.pending_credits - m.credits, updated_at = now()
-                  from moved m where b.wallet_id = m.wallet_id returning b.wallet_id
-                )
-                select coalesce((select sum(n) from moved), 0)
-                """
-            ),
-            {"c": customer_id, "w": wallet_id, "t": transaction_id},
-        ).scalar_one())
+        return settle_pending(conn, customer_id=customer_id, wallet_id=wallet_id,
+                              transaction_id=transaction_id)

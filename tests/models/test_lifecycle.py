@@ -16,6 +16,7 @@ from tallyflow.models.lifecycle import (
     effective_end,
     plan_change,
     plan_change_refusal,
+    row_in_force,
     status_at,
     termination_refusal,
     yearly_amount_cents,
@@ -203,3 +204,24 @@ def test_a_termination_before_the_start_of_a_pending_subscription_is_a_cancel(
     at: datetime, now: datetime, cancel: bool
 ) -> None:
     assert cancels(subscription_at=_START, at=at, now=now) is cancel
+
+
+def test_the_row_in_force_is_the_one_whose_life_holds_the_moment() -> None:
+    """A plan change's rows: the first lives to the change, the second from it; before any
+    start the first (pending) row bills, after every end the last one started."""
+    t = datetime(2025, 1, 1, tzinfo=UTC)
+    first = ("first", t, t + timedelta(days=10))
+    second = ("second", t + timedelta(days=10, microseconds=1), t + timedelta(days=20))
+    rows = [first, second]
+
+    def life(row: tuple[str, datetime, datetime | None]) -> tuple[datetime, datetime | None]:
+        return row[1], row[2]
+
+    assert row_in_force(rows, t - timedelta(days=1), life) is first
+    assert row_in_force(rows, t, life) is first
+    assert row_in_force(rows, t + timedelta(days=10), life) is first  # inclusive end
+    assert row_in_force(rows, t + timedelta(days=11), life) is second
+    assert row_in_force(rows, t + timedelta(days=30), life) is second
+    assert row_in_force([], t, life) is None
+    held = row_in_force([("open", t, None)], t + timedelta(days=400), life)
+    assert held is not None and held[0] == "open"

@@ -45,7 +45,7 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
 def test_money_alone_does_not_load_the_rating_code() -> None:
     code = ("import sys\n"
             "from tallyflow.models.rating.money import plain_text\n"
-            "from tallyflow.models.rating import to_decimal\n"
+            "from tallyflow.models.rating import to_minor\n"
             "print(sorted(m for m in sys.modules if m.startswith('tallyflow.models.rating.')))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)

@@ -25,7 +25,7 @@ from tallyflow.tasks.folding import (
     fold_pending,
     keeps_days,
     load_metrics,
-    load_subscriptions,
+    load_subscription_rows,
     loads_exact,
     rebuild_states,
     state_of_row,
@@ -34,6 +34,11 @@ from tallyflow.tasks.usage import current_usage, load_charges
 from tests.tasks.rating_fixtures import load_rows
 
 START = datetime(2025, 1, 15, 10, tzinfo=UTC)
+
+
+def latest_rows(conn: Any) -> dict[str, Any]:
+    """The latest row of each external id (rows come oldest first)."""
+    return {s.external_id: s for s in load_subscription_rows(conn)}
 SUBS = ("s_month", "s_week")
 AT = datetime(2025, 2, 20, tzinfo=UTC)
 
@@ -226,7 +231,7 @@ def recomputed_states(engine: Engine, only_folded: bool = True) -> dict[tuple, A
     """The pure aggregation code over every event of folded objects: the reference."""
     with engine.connect() as conn:
         metrics = {m.code: m for m in load_metrics(conn).values()}
-        subs = load_subscriptions(conn)
+        subs = latest_rows(conn)
         rows = conn.execute(
             text(
                 """
@@ -260,7 +265,7 @@ def stored_buckets(engine: Engine) -> dict[tuple, Any]:
     """Stored states bucketed by every charge's filters after folding (what pricing does)."""
     with engine.connect() as conn:
         metrics = load_metrics(conn)
-        subs = {s.id: s for s in load_subscriptions(conn).values()}
+        subs = {s.id: s for s in latest_rows(conn).values()}
         charges = load_charges(conn, {s.plan_id for s in subs.values()}, metrics)
     per_charge: dict[tuple, list[tuple]] = defaultdict(list)
     for (sub_id, metric_id, start, filter_key, group_values), state in stored_states(
@@ -285,7 +290,7 @@ def recomputed_buckets(engine: Engine) -> dict[tuple, Any]:
     (no filter key in between), then is folded with the pure aggregation code."""
     with engine.connect() as conn:
         metrics = {m.code: m for m in load_metrics(conn).values()}
-        subs = load_subscriptions(conn)
+        subs = latest_rows(conn)
         charges = load_charges(conn, {s.plan_id for s in subs.values()}, load_metrics(conn))
         rows = conn.execute(text(
             """

@@ -9,13 +9,14 @@ from hypothesis import strategies as st
 from tallyflow.models.rating.aggregation import EventPoint, WeightedSumState
 from tallyflow.models.rating.periods import (
     LONGEST_PERIOD,
+    BillingPeriod,
     Interval,
-    iter_periods,
     longest_period,
     period_containing,
     period_length_seconds,
     prorata_days,
 )
+from tallyflow.models.rating.pricing import SubscriptionInfo
 
 NY = ZoneInfo("America/New_York")
 UTC_START = datetime(2020, 1, 1, tzinfo=UTC)
@@ -168,11 +169,21 @@ def test_weighted_sum_in_terminated_period_prorates() -> None:
     assert state.result(period.weighted_window()) == 5
 
 
-def test_iter_periods_tile_time() -> None:
-    sub = local(2024, 1, 31, 10)
-    periods = list(
-        iter_periods("monthly", "anniversary", sub, local(2025, 1, 31), "America/New_York")
+def periods_from(
+    interval: str, billing_time: str, subscription_at: datetime, until: datetime, zone: str
+) -> list[BillingPeriod]:
+    """Every period from the start to ``until``, as the rating reads them."""
+    subscription = SubscriptionInfo(
+        id=1, external_id="sub", plan_id=1, interval=interval, billing_time=billing_time,
+        subscription_at=subscription_at, terminated_at=None, timezone=zone, currency="USD",
+        catalog_at=subscription_at,
     )
+    return subscription.periods_between(subscription_at, until)
+
+
+def test_periods_tile_time() -> None:
+    sub = local(2024, 1, 31, 10)
+    periods = periods_from("monthly", "anniversary", sub, local(2025, 1, 31), "America/New_York")
     assert len(periods) == 13
     for before, after in zip(periods, periods[1:], strict=False):
         assert before.period_end + timedelta(microseconds=1) == after.period_start
@@ -230,7 +241,7 @@ def test_longest_period(intervals: list[str], longest: timedelta | None) -> None
 def test_the_longest_periods_fit_their_bound(interval: str, start: datetime, zone: str) -> None:
     longest = max(
         (p.period_end - p.period_start
-         for p in iter_periods(interval, "calendar", start - timedelta(days=800),
+         for p in periods_from(interval, "calendar", start - timedelta(days=800),
                                start + timedelta(days=800), zone)),
     )
     assert longest < LONGEST_PERIOD[interval]

@@ -67,3 +67,34 @@ def test_runs_link_to_the_prefect_ui_when_a_server_is_configured(engine: Engine)
     assert row["url"] == (
         "http://prefect.internal:4200/runs/flow-run/0b7c2a0e-0000-4000-8000-000000000002"
     )
+
+
+def test_a_ledger_shows_the_same_figures_tracked_or_not(engine: Engine) -> None:
+    """An ingest or wallet run shows the same figures whether a flow run tracked it (the
+    run history names it) or not (a direct call): one definition of each ledger's figures."""
+    tracked, untracked = "0b7c2a0e-0000-4000-8000-000000000004", "direct-call"
+    with engine.begin() as conn:
+        conn.execute(text(
+            "insert into run_history (flow_run_id, kind, name, status, started_at)"
+            " values (:id, 'ingest', 'ingest-events', 'completed', now())"), {"id": tracked})
+    for flow_run_id in (tracked, untracked):
+        run_id = start_run(engine, "file:///bucket", flow_run_id)
+        finish_run(engine, run_id, [ObjectResult(1, "file:///bucket/c.jsonl", "ingested",
+                                                 rows=6, accepted=3, duplicates=1, conflicts=1,
+                                                 rejected=1, records=6, records_emitted=4,
+                                                 records_empty=1, events=5)], 0.25)
+        with engine.begin() as conn:
+            conn.execute(text(
+                "insert into wallet_runs (as_of, flow_run_id, status, customers, alerts)"
+                " values ('2026-11-27T10:00:00Z', :id, 'completed', 7, 2)"),
+                {"id": f"{flow_run_id}-wallets"})
+    with engine.begin() as conn:
+        conn.execute(text(
+            "insert into run_history (flow_run_id, kind, name, status, started_at)"
+            " values (:id, 'wallets', 'wallet-deductions', 'completed', now())"),
+            {"id": f"{tracked}-wallets"})
+    rows = {r["flow_run_id"]: r for r in json.loads(runner.invoke(app, ["runs", "--json"]).stdout)}
+    assert rows[tracked]["figures"] == rows[untracked]["figures"]
+    assert rows[tracked]["figures"]["events"] == 5
+    assert rows[f"{tracked}-wallets"]["figures"] == rows[f"{untracked}-wallets"]["figures"]
+    assert rows[f"{tracked}-wallets"]["figures"]["customers"] == 7
