@@ -35,6 +35,7 @@ from tallyflow.flows.params import (
 from tallyflow.flows.usage_snapshot import usage_snapshot
 from tallyflow.flows.wallet_deductions import wallet_deductions
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.models.lago.money import cents_text
 from tallyflow.tasks.advance_charges import advance_charges_task
 from tallyflow.tasks.billing_report import customer_movements_task
 from tallyflow.tasks.containment import LISTED, ContainedFailures, withheld_customers
@@ -168,8 +169,8 @@ def _artifact(
         f" {usage.get('snapshots', 0)} snapshot(s) ({usage.get('amount_cents', 0)} cents);"
         f" the other subscriptions had not changed",
         f"- wallet deductions: {run_link(wallet_run, 'wallet-deductions run')}:"
-        f" {len(movements)} customer(s) moved, {_cents(deducted)} cents deducted,"
-        f" {_cents(credited)} cents credited back",
+        f" {len(movements)} customer(s) moved, {cents_text(deducted)} cents deducted,"
+        f" {cents_text(credited)} cents credited back",
         f"- top-ups {wallets.get('top_ups', 0)}, alerts {wallets.get('alerts', 0)},"
         f" wallets below zero {wallets.get('negative_wallets', 0)}",
     ]
@@ -178,8 +179,8 @@ def _artifact(
                   "| customer | deducted (cents) | credited back (cents) | transactions |",
                   "| --- | ---: | ---: | ---: |"]
         lines += [
-            f"| {m['customer']} | {_cents(m['deducted_cents'])} |"
-            f" {_cents(m['credited_back_cents'])} | {m['transactions']} |"
+            f"| {m['customer']} | {cents_text(m['deducted_cents'])} |"
+            f" {cents_text(m['credited_back_cents'])} | {m['transactions']} |"
             for m in movements[:ARTIFACT_CUSTOMERS]
         ]
         if len(movements) > ARTIFACT_CUSTOMERS:
@@ -236,10 +237,6 @@ def _reclaim_section(reclaimed: dict[str, Any]) -> str:
         lines.append(f"\nThe ingest watermark was held at {held['since']} by {held['object']}"
                      f" (ingest run {held['ingest_run']}, {held['run_status']}).")
     return "\n".join(lines)
-
-
-def _cents(value: Decimal) -> str:
-    return format(value.normalize(), "f") if value else "0"
 
 
 def _backfill_name() -> str:

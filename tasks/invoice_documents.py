@@ -8,23 +8,18 @@ quantities decimal strings.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from tallyflow.models.lago.times import iso
 from tallyflow.models.rating.money import plain_text
 from tallyflow.tasks.folding import loads_exact
 from tallyflow.tasks.invoice_render import PdfUnavailable, render_html, render_pdf
 
 VERSION_NUMBER = 4  # Lago's current invoice version (fees with taxes, applied taxes)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _int(value: Decimal | int) -> int:
@@ -51,8 +46,8 @@ def _fee_object(row: Any) -> dict[str, Any]:
         "pay_in_advance": row.event_transaction_id is not None,
         # regrouped fees (advance_charges invoice) are those of charges kept off invoices
         "invoiceable": row.invoice_type != "advance_charges",
-        "from_date": _iso(row.from_datetime),
-        "to_date": _iso(row.to_datetime),
+        "from_date": iso(row.from_datetime),
+        "to_date": iso(row.to_datetime),
         "applied_taxes": loads_exact(row.applied_taxes),
         "item": {
             "type": row.item_type,
@@ -144,13 +139,13 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any
         subs[s.invoice_id].append({
             "lago_id": str(s.id), "external_id": s.external_id, "name": s.name,
             "plan_code": s.plan_code, "billing_time": s.billing_time, "status": s.status,
-            "subscription_at": _iso(s.subscription_at), "started_at": _iso(s.subscription_at),
-            "current_billing_period_started_at": _iso(s.from_datetime),
-            "current_billing_period_ending_at": _iso(s.to_datetime),
+            "subscription_at": iso(s.subscription_at), "started_at": iso(s.subscription_at),
+            "current_billing_period_started_at": iso(s.from_datetime),
+            "current_billing_period_ending_at": iso(s.to_datetime),
             # Tallyflow: the plan version the period was priced with (tasks/plan_versions.py)
             "plan_version": None if s.version_id is None else {
                 "lago_id": str(s.version_id), "version": s.version,
-                "effective_from": _iso(s.version_from)},
+                "effective_from": iso(s.version_from)},
         })
     out = []
     for r in rows:
@@ -185,9 +180,9 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any
             "total_due_amount_cents": (0 if r.payment_status == "succeeded"
                                        else _int(r.total_amount_cents)),
             "version_number": VERSION_NUMBER,
-            "created_at": _iso(r.created_at),
-            "updated_at": _iso(r.updated_at),
-            "finalized_at": _iso(r.finalized_at),
+            "created_at": iso(r.created_at),
+            "updated_at": iso(r.updated_at),
+            "finalized_at": iso(r.finalized_at),
             "file_url": None,
             "customer": loads_exact(r.customer_text),
             "subscriptions": subs[r.id],
@@ -217,7 +212,7 @@ def render_sealed(conn: Connection, invoice_ids: Sequence[int]) -> dict[int, str
     """
     rows = conn.execute(text(_INVOICES + " where v.id = any(cast(:ids as bigint[]))"),
                         {"ids": list(invoice_ids)}).all()
-    sealed_at = _iso(conn.execute(text("select now()")).scalar_one())
+    sealed_at = iso(conn.execute(text("select now()")).scalar_one())
     documents = {}
     for row, invoice in zip(rows, invoice_objects(conn, rows), strict=True):
         invoice.update(status="finalized", finalized_at=sealed_at, updated_at=sealed_at,

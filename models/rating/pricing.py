@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final
 
+from tallyflow.models.lago.money import plain
+from tallyflow.models.lago.times import iso
 from tallyflow.models.rating.aggregation import (
     AggregationType,
     AnyState,
@@ -29,7 +31,6 @@ from tallyflow.models.rating.aggregation import (
     empty_state,
     prorate_sum,
     prorate_unique,
-    tidy,
 )
 from tallyflow.models.rating.charge_models import (
     ChargeModel,
@@ -234,14 +235,6 @@ def merge_states(left: AnyState, right: AnyState) -> AnyState:
 # --------------------------------------------------------------------------------------------
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _plain(value: Decimal) -> str:
-    return format(tidy(value), "f")
-
-
 @dataclass
 class UsageLine:
     """Units, events and money of one fee or a sum of fees (cents already rounded per fee)."""
@@ -274,10 +267,10 @@ class UsageLine:
 
     def as_lago(self) -> dict[str, Any]:
         return {
-            "units": _plain(self.units),
+            "units": plain(self.units),
             "events_count": self.events_count,
             "amount_cents": self.amount_cents,
-            "precise_amount_cents": _plain(self.precise_amount_cents),
+            "precise_amount_cents": plain(self.precise_amount_cents),
         }
 
 
@@ -388,12 +381,12 @@ class SubscriptionUsage:
         period = self.period
         return {
             "external_subscription_id": self.external_subscription_id,
-            "from_datetime": _iso(period.from_datetime),
-            "to_datetime": _iso(period.to_datetime),
+            "from_datetime": iso(period.from_datetime),
+            "to_datetime": iso(period.to_datetime),
             "issuing_date": (period.end_date + timedelta(days=1)).isoformat(),
             "currency": self.currency,
             "amount_cents": self.amount_cents,
-            "precise_amount_cents": _plain(self.precise_amount_cents),
+            "precise_amount_cents": plain(self.precise_amount_cents),
             "taxes_amount_cents": 0,
             "total_amount_cents": self.amount_cents,
             "events_count": self.events_count,

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from tallyflow.cli.common import flow_session, parse_moment
 from tallyflow.infra.resources import billing_engine
-from tallyflow.models.rating.money import format_money
+from tallyflow.models.lago.money import money
 
 REBUILD = "rebuild"
 
@@ -105,10 +105,6 @@ def _rebuild_text(summary: dict[str, int]) -> str:
     )
 
 
-def _money(cents: int, currency: str) -> str:
-    return format_money(cents, currency)
-
-
 def _usage_table(usage: dict[str, Any]) -> Table:
     currency = usage["currency"]
     table = Table(
@@ -116,7 +112,7 @@ def _usage_table(usage: dict[str, Any]) -> Table:
             f"usage of {usage['external_subscription_id']} from {usage['from_datetime']}"
             f" to {usage['to_datetime']}"
         ),
-        caption=f"total {_money(usage['total_amount_cents'], currency)}"
+        caption=f"total {money(usage['total_amount_cents'], currency)}"
         f" ({usage['events_count']} events)",
     )
     for column in ("charge", "filter / group", "units", "events", "amount"):
@@ -130,7 +126,7 @@ def _usage_table(usage: dict[str, Any]) -> Table:
             charge["charge"]["charge_model"],
             charge["units"],
             str(charge["events_count"]),
-            f"[bold]{_money(charge['amount_cents'], currency)}[/bold]",
+            f"[bold]{money(charge['amount_cents'], currency)}[/bold]",
         )
         for item in charge["filters"]:
             table.add_row(
@@ -138,7 +134,7 @@ def _usage_table(usage: dict[str, Any]) -> Table:
                 item["invoice_display_name"] or "(default)",
                 item["units"],
                 str(item["events_count"]),
-                _money(item["amount_cents"], currency),
+                money(item["amount_cents"], currency),
             )
         for group in charge["grouped_usage"]:
             label = ", ".join(f"{k}={v}" for k, v in group["grouped_by"].items())
@@ -147,7 +143,7 @@ def _usage_table(usage: dict[str, Any]) -> Table:
                 label,
                 group["units"],
                 str(group["events_count"]),
-                _money(group["amount_cents"], currency),
+                money(group["amount_cents"], currency),
             )
     return table
 

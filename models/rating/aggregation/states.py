@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from tallyflow.models.lago.times import iso_utc
 from tallyflow.models.rating.aggregation.types import (
     ZERO,
     AggregationType,
@@ -246,7 +247,7 @@ class LatestState:
         return {
             "type": AggregationType.LATEST.value,
             "value": None if self.value is None else _dec(self.value),
-            "timestamp": None if self.timestamp is None else _iso(self.timestamp),
+            "timestamp": None if self.timestamp is None else iso_utc(self.timestamp),
             "seq": self.seq,
             "events_count": self.events_count,
             "unbillable_count": self.unbillable_count,
@@ -275,5 +276,3 @@ def _later(left: LatestState, right: LatestState) -> LatestState:
     return left
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
