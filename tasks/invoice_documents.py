@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from tallyflow.models.lago.resources import InvoiceFee
 from tallyflow.models.lago.times import iso
 from tallyflow.models.rating.money import plain_text
 from tallyflow.tasks.folding import loads_exact
@@ -26,7 +27,7 @@ def _int(value: Decimal | int) -> int:
     return int(value)
 
 
-def _fee_object(row: Any) -> dict[str, Any]:
+def _fee_object(row: Any) -> InvoiceFee:
     return {
         "lago_id": row.lago_id,
         "lago_invoice_id": row.invoice_lago_id,
@@ -131,7 +132,7 @@ def _entity(document: dict[str, Any] | None) -> dict[str, Any] | None:
 def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any]]:
     """Lago invoice objects for invoice rows (each with fees and subscriptions)."""
     ids = [r.id for r in rows]
-    fees: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    fees: dict[int, list[InvoiceFee]] = {i: [] for i in ids}
     for f in conn.execute(_FEES, {"ids": ids}):
         fees[f.invoice_id].append(_fee_object(f))
     subs: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}

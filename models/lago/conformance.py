@@ -23,7 +23,11 @@ def mismatches(value: Any, shape: Any, where: str = "$") -> list[str]:
         return mismatches(value, get_args(shape)[0], where)
     if origin in (Union, types.UnionType):
         options = [mismatches(value, option, where) for option in get_args(shape)]
-        return [] if any(not found for found in options) else min(options, key=len)
+        if any(not found for found in options):
+            return []
+        if isinstance(value, dict | list):  # the closest option says where it departs
+            return min(options, key=len)
+        return [f"{where}: {type(value).__name__} {value!r} is not {_name(shape)}"]
     if shape is type(None):
         return [] if value is None else [f"{where}: {value!r} is not null"]
     if typing.is_typeddict(shape):
@@ -61,3 +65,9 @@ def _typed_dict(value: Any, shape: Any, where: str) -> list[str]:
     for key in value.keys() & hints.keys():
         found += mismatches(value[key], hints[key], f"{where}.{key}")
     return found
+
+
+def _name(shape: Any) -> str:
+    if get_origin(shape) in (Union, types.UnionType):
+        return " | ".join(_name(option) for option in get_args(shape))
+    return "null" if shape is type(None) else getattr(shape, "__name__", repr(shape))

@@ -125,13 +125,11 @@ class UsageFigures(TypedDict):
 class FilterUsage(UsageFigures):
     invoice_display_name: str | None
     values: dict[str, list[str]] | None
-    total_aggregated_units: NotRequired[str]  # the HTTP API's addition
 
 
 class GroupUsage(UsageFigures):
     grouped_by: dict[str, str | None]
     filters: list[FilterUsage]
-    total_aggregated_units: NotRequired[str]
 
 
 class UsageCharge(TypedDict):
@@ -153,7 +151,6 @@ class ChargeUsage(UsageFigures):
     billable_metric: UsageMetric
     filters: list[FilterUsage]
     grouped_usage: list[GroupUsage]
-    total_aggregated_units: NotRequired[str]
 
 
 class UnbillableCount(TypedDict):
@@ -181,6 +178,45 @@ class CustomerUsage(TypedDict):
     events_count: int
     charges_usage: list[ChargeUsage]
     # Tallyflow's extension, present only when there is something to say
+    tallyflow_unbillable: NotRequired[list[UnbillableCount]]
+
+
+# The HTTP API's customer usage (``GET /customers/{id}/current_usage``): the same, with
+# Lago's ``total_aggregated_units`` beside every ``units`` (tallyflow/api/routes.py). The
+# CLI and the stored snapshots do not carry it, and keep not carrying it.
+
+
+class ApiFilterUsage(FilterUsage):
+    total_aggregated_units: str
+
+
+class ApiGroupUsage(UsageFigures):
+    grouped_by: dict[str, str | None]
+    filters: list[ApiFilterUsage]
+    total_aggregated_units: str
+
+
+class ApiChargeUsage(UsageFigures):
+    amount_currency: str
+    charge: UsageCharge
+    billable_metric: UsageMetric
+    filters: list[ApiFilterUsage]
+    grouped_usage: list[ApiGroupUsage]
+    total_aggregated_units: str
+
+
+class ApiCustomerUsage(TypedDict):
+    external_subscription_id: str
+    from_datetime: str
+    to_datetime: str
+    issuing_date: str
+    currency: str
+    amount_cents: int
+    precise_amount_cents: str
+    taxes_amount_cents: int
+    total_amount_cents: int
+    events_count: int
+    charges_usage: list[ApiChargeUsage]
     tallyflow_unbillable: NotRequired[list[UnbillableCount]]
 
 

@@ -68,13 +68,9 @@ class TopDeduction(TypedDict):
     usage_cents: int | str
 
 
-class WalletRunSummary(TypedDict):
-    """``wallet-deductions`` (flows/wallet_deductions.py); kept in ``wallet_runs.summary``."""
+class DeductionTotals(TypedDict):
+    """The deduction batches of a wallet run, summed."""
 
-    run_id: int
-    as_of: str
-    opened: int
-    expired: int
     customers: int
     wallets_touched: int
     transactions: int
@@ -87,6 +83,16 @@ class WalletRunSummary(TypedDict):
     negative_wallets: int
     negative: list[NegativeWallet]
     top: list[TopDeduction]
+
+
+class WalletRunSummary(DeductionTotals):
+    """``wallet-deductions`` (flows/wallet_deductions.py); kept in ``wallet_runs.summary``. A
+    run that fails records what it had: ``run_id``, ``as_of`` and the steps reached."""
+
+    run_id: int
+    as_of: str
+    opened: int
+    expired: int
     due_customers: int
     top_ups: int
     interval_top_ups: int
@@ -147,6 +153,7 @@ class ReplayTotals(TypedDict):
     events_voided: int
     events_renamed: int
     kept: list[Any]
+    rerate: NotRequired[dict[str, Any] | None]  # reingest-source's re-rating of the replay
 
 
 class IngestFigures(TypedDict):
@@ -176,6 +183,19 @@ class IngestRunSummary(IngestFigures):
     run_id: int
     status: str
     seconds: float
+
+
+class IngestSummary(IngestRunSummary):
+    """``ingest-events`` and ``reingest-source``: the run, and how many objects of the source
+    were read with other settings (a replay's cue)."""
+
+    other_settings: int
+
+
+class ReingestSummary(IngestSummary):
+    """``reingest-object``: the run, and whether the object was queued again."""
+
+    requeued: int
 
 
 class ReclaimedObject(TypedDict):
@@ -232,3 +252,11 @@ class BackfillSummary(TypedDict):
     first: str
     last: str
     results: list[BillingCycleSummary]
+
+
+class RerateSummary(TypedDict):
+    """``rerate-subscription``: the snapshot, and the wallet run (``{}`` when the subscription
+    has no customer to deduct from)."""
+
+    usage: UsageSnapshotSummary
+    wallets: WalletRunSummary | dict[str, Any]

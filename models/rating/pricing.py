@@ -19,6 +19,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final
 
+from tallyflow.models.lago import resources as lago
 from tallyflow.models.lago.money import plain
 from tallyflow.models.lago.times import iso
 from tallyflow.models.rating.aggregation import (
@@ -265,7 +266,7 @@ class UsageLine:
             self.precise_amount_cents, other.precise_amount_cents
         )
 
-    def as_lago(self) -> dict[str, Any]:
+    def as_lago(self) -> lago.UsageFigures:
         return {
             "units": plain(self.units),
             "events_count": self.events_count,
@@ -282,7 +283,7 @@ class FilterUsage:
     invoice_display_name: str | None
     values: Mapping[str, list[str]] | None
 
-    def as_lago(self) -> dict[str, Any]:
+    def as_lago(self) -> lago.FilterUsage:
         values = None if self.values is None else dict(self.values)
         return {
             **self.line.as_lago(),
@@ -299,7 +300,7 @@ class GroupUsage:
     grouped_by: Mapping[str, str | None]
     filters: tuple[FilterUsage, ...]
 
-    def as_lago(self) -> dict[str, Any]:
+    def as_lago(self) -> lago.GroupUsage:
         return {
             **self.line.as_lago(),
             "grouped_by": dict(self.grouped_by),
@@ -321,7 +322,7 @@ class ChargeUsage:
     def display_name(self) -> str:
         return self.charge.invoice_display_name or self.charge.metric.name
 
-    def as_lago(self) -> dict[str, Any]:
+    def as_lago(self) -> lago.ChargeUsage:
         metric = self.charge.metric
         return {
             **self.line.as_lago(),
@@ -377,9 +378,9 @@ class SubscriptionUsage:
             precise = WIDE.add(precise, charge.line.precise_amount_cents)
         return sum(c.line.amount_cents for c in charges), precise
 
-    def as_lago(self) -> dict[str, Any]:
+    def as_lago(self) -> lago.CustomerUsage:
         period = self.period
-        return {
+        usage: lago.CustomerUsage = {
             "external_subscription_id": self.external_subscription_id,
             "from_datetime": iso(period.from_datetime),
             "to_datetime": iso(period.to_datetime),
@@ -391,11 +392,12 @@ class SubscriptionUsage:
             "total_amount_cents": self.amount_cents,
             "events_count": self.events_count,
             "charges_usage": [c.as_lago() for c in self.charges],
-            # A Tallyflow extension (Lago clients ignore unknown keys), only when there is
-            # something to say, so a clean period reads exactly as Lago's.
-            **({"tallyflow_unbillable": [u.as_json() for u in self.unbillable]}
-               if self.unbillable else {}),
         }
+        # A Tallyflow extension (Lago clients ignore unknown keys), only when there is
+        # something to say, so a clean period reads exactly as Lago's.
+        if self.unbillable:
+            usage["tallyflow_unbillable"] = [u.as_json() for u in self.unbillable]
+        return usage
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -19,6 +18,8 @@ from rich.table import Table
 from tallyflow.cli.common import flow_session, parse_moment
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.lago.money import money
+from tallyflow.models.lago.resources import CustomerUsage
+from tallyflow.models.lago.summaries import FoldFigures
 
 REBUILD = "rebuild"
 
@@ -87,7 +88,7 @@ def usage(
             console.print(line, markup=False, highlight=False)
 
 
-def unbillable_lines(usage: dict[str, Any]) -> list[str]:
+def unbillable_lines(usage: CustomerUsage) -> list[str]:
     """One line per metric and reason with events that bill nothing (docs/data-quality.md,
     "Unbillable events"); none for a clean period."""
     return [
@@ -97,7 +98,7 @@ def unbillable_lines(usage: dict[str, Any]) -> list[str]:
     ]
 
 
-def _rebuild_text(summary: dict[str, int]) -> str:
+def _rebuild_text(summary: FoldFigures) -> str:
     return (
         f"rebuilt usage state from {summary['objects']} object(s): {summary['folded']} event(s)"
         f" folded for {summary['subscriptions']} subscription(s),"
@@ -105,7 +106,7 @@ def _rebuild_text(summary: dict[str, int]) -> str:
     )
 
 
-def _usage_table(usage: dict[str, Any]) -> Table:
+def _usage_table(usage: CustomerUsage) -> Table:
     currency = usage["currency"]
     table = Table(
         title=(

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.models.lago.summaries import ContainedFailure, TopDeduction
 from tallyflow.models.lago.times import iso_key
 from tallyflow.models.rating.money import round_minor
 from tallyflow.models.wallets import (
@@ -112,9 +113,9 @@ class DeductionBatch:
     amount_cents_corrected: Decimal = ZERO
     uncovered_cents: Decimal = ZERO
     negative: list[Negative] = field(default_factory=list)
-    top: list[dict[str, Any]] = field(default_factory=list)
+    top: list[TopDeduction] = field(default_factory=list)
     # Customers that failed alone and were contained (tasks/containment.py), as plain dicts.
-    failed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[ContainedFailure] = field(default_factory=list)
 
 
 _SCOPE = text(
