@@ -17,7 +17,7 @@ from prefect import task
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.resources import billing_engine
-from tallyflow.models.lago.summaries import ContainedFailure
+from tallyflow.models.lago.summaries import BillingHealthFigures, ContainedFailure
 from tallyflow.tasks.history import reap_stale
 from tallyflow.tasks.invoice_pdfs import pending_pdfs
 from tallyflow.tasks.invoicing.watermark import ingest_watermark, settle_hours
@@ -109,7 +109,7 @@ class BillingHealth:
     def ok(self) -> bool:
         return not self.problems
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> BillingHealthFigures:
         return {
             "ok": self.ok, "problems": self.problems, "now": self.now.isoformat(),
             "last_good_hour": _plain(self.last_good_hour), "last_run": self.last_run,

@@ -260,3 +260,47 @@ class RerateSummary(TypedDict):
 
     usage: UsageSnapshotSummary
     wallets: WalletRunSummary | dict[str, Any]
+
+
+class PdfChunk(TypedDict):
+    """One chunk of invoice PDFs (tasks/invoice_pdfs.py): claimed, rendered, stored."""
+
+    claimed: int
+    rendered: int
+    stored: int
+
+
+class PdfRunSummary(TypedDict):
+    """``invoice-pdfs`` (flows/invoice_pdfs.py)."""
+
+    rendered: int
+    stored: int
+    remaining: int
+    chunks: int
+    seconds: float
+    pdfs_per_second: float
+    stopped: str  # which bound ended the run, or "nothing left to claim"
+
+
+class BillingHealthFigures(TypedDict):
+    """Billing health (tasks/health.py): ``tallyflow health --json``, ``GET /health/billing``
+    and the ``billing-health`` artifact's figures."""
+
+    ok: bool
+    problems: list[str]
+    now: str
+    last_good_hour: str | None
+    last_run: dict[str, Any] | None
+    contained: list[ContainedFailure]
+    watermark: str | None
+    watermark_lag_seconds: float | None
+    watermark_holder: dict[str, Any] | None
+    objects_failed: int
+    drafts_waiting: int
+    drafts: dict[str, int]
+    settle_hours: int
+    wallets_below_threshold: int
+    wallets_below_threshold_listed: list[dict[str, Any]]
+    wallets_negative: int
+    wallets_negative_listed: list[dict[str, Any]]
+    pdfs_pending: int
