@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from tallyflow.models.lago.resources import InvoiceFee
+from tallyflow.models.lago.resources import Invoice, InvoiceFee, InvoiceSubscription
 from tallyflow.models.lago.times import iso
 from tallyflow.models.rating.money import plain_text
 from tallyflow.tasks.folding import loads_exact
@@ -129,13 +129,13 @@ def _entity(document: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**dict.fromkeys(_ENTITY_FIELDS), **document}
 
 
-def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any]]:
+def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[Invoice]:
     """Lago invoice objects for invoice rows (each with fees and subscriptions)."""
     ids = [r.id for r in rows]
     fees: dict[int, list[InvoiceFee]] = {i: [] for i in ids}
     for f in conn.execute(_FEES, {"ids": ids}):
         fees[f.invoice_id].append(_fee_object(f))
-    subs: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    subs: dict[int, list[InvoiceSubscription]] = {i: [] for i in ids}
     for s in conn.execute(_SUBSCRIPTIONS, {"ids": ids}):
         subs[s.invoice_id].append({
             "lago_id": str(s.id), "external_id": s.external_id, "name": s.name,
@@ -148,7 +148,7 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any
                 "lago_id": str(s.version_id), "version": s.version,
                 "effective_from": iso(s.version_from)},
         })
-    out = []
+    out: list[Invoice] = []
     for r in rows:
         sub_total_excl = _int(r.fees_amount_cents) - _int(r.coupons_amount_cents)
         sub_total_incl = sub_total_excl + _int(r.taxes_amount_cents)
@@ -216,9 +216,10 @@ def render_sealed(conn: Connection, invoice_ids: Sequence[int]) -> dict[int, str
     sealed_at = iso(conn.execute(text("select now()")).scalar_one())
     documents = {}
     for row, invoice in zip(rows, invoice_objects(conn, rows), strict=True):
-        invoice.update(status="finalized", finalized_at=sealed_at, updated_at=sealed_at,
-                       payment_overdue=(row.payment_status != "succeeded"
-                                        and row.payment_due_date < date.today()))
+        invoice.update({"status": "finalized", "finalized_at": sealed_at,
+                        "updated_at": sealed_at,
+                        "payment_overdue": (row.payment_status != "succeeded"
+                                            and row.payment_due_date < date.today())})
         documents[row.id] = render_html(invoice)
     return documents
 
@@ -226,7 +227,7 @@ def render_sealed(conn: Connection, invoice_ids: Sequence[int]) -> dict[int, str
 def list_invoices(
     engine: Engine, *, customer: str | None = None, subscription: str | None = None,
     status: str | None = None, limit: int = 1000, invoice_type: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Invoice]:
     where: list[str] = []
     params: dict[str, Any] = {"limit": limit}
     if invoice_type:
@@ -251,7 +252,7 @@ def list_invoices(
         return invoice_objects(conn, conn.execute(text(query), params).all())
 
 
-def find_invoice(engine: Engine, key: str) -> dict[str, Any] | None:
+def find_invoice(engine: Engine, key: str) -> Invoice | None:
     """One invoice by lago_id, number or database id."""
     with engine.connect() as conn:
         query = _INVOICES + " where v.lago_id = :k or v.number = :k"
@@ -291,7 +292,7 @@ class InvoiceError(ValueError):
     """A request about an invoice that cannot be honoured (unknown, or still a draft)."""
 
 
-def set_payment_status(engine: Engine, key: str, status: str) -> dict[str, Any]:
+def set_payment_status(engine: Engine, key: str, status: str) -> Invoice:
     """Record a finalized invoice's payment (``succeeded``) or failed payment (``failed``);
     the only change the database lets a finalized invoice take."""
     invoice = find_invoice(engine, key)

@@ -9,6 +9,7 @@ still made and kept, and :func:`render_pdf` says how to get the PDF.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ class PdfUnavailable(RuntimeError):
     """WeasyPrint (the ``pdf`` extra) is not installed."""
 
 
-def render_html(invoice: dict[str, Any]) -> str:
+def render_html(invoice: Mapping[str, Any]) -> str:
     template = _ENV.get_template("invoice.html")
     currency = invoice["currency"]
     return template.render(invoice=invoice, money=lambda cents: money(cents, currency))

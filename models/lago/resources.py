@@ -257,3 +257,69 @@ class InvoiceFee(TypedDict):
     to_date: str | None
     applied_taxes: Any
     item: FeeItem
+
+
+# ------------------------------------------------------------------------ invoices
+
+
+class PlanVersionRef(TypedDict):
+    """Tallyflow's: the plan version a period was priced with (docs/architecture.md §6)."""
+
+    lago_id: str
+    version: int
+    effective_from: str | None
+
+
+class InvoiceSubscription(TypedDict):
+    lago_id: str
+    external_id: str
+    name: str | None
+    plan_code: str
+    billing_time: str
+    status: str
+    subscription_at: str | None
+    started_at: str | None
+    current_billing_period_started_at: str | None
+    current_billing_period_ending_at: str | None
+    plan_version: PlanVersionRef | None
+
+
+class Invoice(TypedDict):
+    """Lago's invoice (``V1::InvoiceSerializer`` names): ``tallyflow invoices list/show``,
+    the kept HTML's data and ``GET /invoices``. The API writes a draft's ``number`` as ``""``
+    (Lago's) where the CLI writes null, and adds the customer's ``lago_id``, ``created_at``,
+    ``updated_at`` and ``applicable_timezone`` (tallyflow/api/routes.py)."""
+
+    lago_id: str
+    billing_entity_code: str | None
+    billing_entity: dict[str, Any] | None
+    sequential_id: int | None
+    number: str | None
+    issuing_date: str
+    payment_dispute_lost_at: None
+    payment_due_date: str
+    payment_overdue: bool
+    net_payment_term: int
+    invoice_type: str
+    status: str
+    payment_status: str
+    currency: str
+    fees_amount_cents: int
+    taxes_amount_cents: int
+    progressive_billing_credit_amount_cents: int
+    coupons_amount_cents: int
+    credit_notes_amount_cents: int
+    sub_total_excluding_taxes_amount_cents: int
+    sub_total_including_taxes_amount_cents: int
+    prepaid_credit_amount_cents: int
+    total_amount_cents: int
+    total_due_amount_cents: int
+    version_number: int
+    created_at: str | None
+    updated_at: str | None
+    finalized_at: str | None
+    file_url: None
+    customer: dict[str, Any]
+    subscriptions: list[InvoiceSubscription]
+    applied_taxes: Any
+    fees: list[InvoiceFee]

@@ -9,7 +9,7 @@ Tallyflow does not are refused by name (422), never ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -34,6 +34,7 @@ from tallyflow.models.lago.resources import (
     ApiCustomerUsage,
     ApiWallet,
     CustomerUsage,
+    Invoice,
     WalletTransaction,
 )
 from tallyflow.models.rating.money import exact_number
@@ -155,7 +156,7 @@ def register(app: FastAPI, engine: Engine, auth: Callable[[Request], None]) -> N
     writes.register(app, engine, deps)
 
 
-def lago_invoices(engine: Engine, invoices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def lago_invoices(engine: Engine, invoices: Sequence[Invoice]) -> list[dict[str, Any]]:
     """The CLI's invoice objects with what Lago's clients require besides: the customer's
     ``created_at``, ``updated_at`` and ``applicable_timezone``, and a draft's ``number`` as
     an empty string (Tallyflow numbers an invoice when it is finalized)."""

@@ -16,7 +16,7 @@ from tallyflow.cli.main import app
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.flows.invoice_pdfs import invoice_pdfs
 from tallyflow.models.lago.conformance import mismatches
-from tallyflow.models.lago.resources import InvoiceFee
+from tallyflow.models.lago.resources import Invoice, InvoiceFee
 from tallyflow.models.lago.summaries import BillingCycleSummary
 from tallyflow.tasks.invoice_render import pdf_available
 from tests.flows.test_billing_artifact import _latest_billing_artifact
@@ -71,6 +71,7 @@ def test_billing_cycle_finalizes_and_the_cli_reads_it(
     assert INVOICE_FIELDS <= set(invoice)
     assert all(FEE_FIELDS <= set(f) and ITEM_FIELDS <= set(f["item"]) for f in invoice["fees"])
     assert [mismatches(f, InvoiceFee) for f in invoice["fees"]] == [[]] * len(invoice["fees"])
+    assert mismatches(invoice, Invoice) == []
     assert [f["item"]["filter_invoice_display_name"] for f in invoice["fees"]] == [
         None, "mistral-small input tokens", "mistral-small output tokens"]
 

@@ -19,6 +19,7 @@ from tallyflow.models.lago.resources import (
     ApiCustomerUsage,
     ApiWallet,
     CustomerUsage,
+    Invoice,
     InvoiceFee,
     WalletOverview,
     WalletTransaction,
@@ -209,6 +210,8 @@ def test_invoices_are_the_clis(client: TestClient, engine: Engine, tmp_path: Pat
         assert got["customer"]["external_id"] == cli_invoice["customer"]["external_id"]
     one = client.get(f"/api/v1/invoices/{expected[0]['lago_id']}").json()["invoice"]
     assert one == everything["invoices"][0]
+    assert [mismatches(i, Invoice) for i in everything["invoices"]] == [[]] * len(expected)
+    assert [mismatches(i, Invoice) for i in expected] == [[]] * len(expected)
     fees = [fee for invoice in everything["invoices"] for fee in invoice["fees"]]
     assert fees and [mismatches(fee, InvoiceFee) for fee in fees] == [[] for _ in fees]
 
