@@ -35,6 +35,18 @@ from tallyflow.flows.params import (
 from tallyflow.flows.usage_snapshot import usage_snapshot
 from tallyflow.flows.wallet_deductions import wallet_deductions
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.models.lago.money import cents_text
+from tallyflow.models.lago.summaries import (
+    AdvanceSummary,
+    BackfillSummary,
+    BillingCycleSummary,
+    CloseSummary,
+    ContainedFailure,
+    ReclaimSummary,
+    RerateSummary,
+    UsageSnapshotSummary,
+    WalletRunSummary,
+)
 from tallyflow.tasks.advance_charges import advance_charges_task
 from tallyflow.tasks.billing_report import customer_movements_task
 from tallyflow.tasks.containment import LISTED, ContainedFailures, withheld_customers
@@ -77,7 +89,7 @@ def billing_name_of(scheduled: datetime, parameters: dict[str, Any]) -> str:
     **HOOKS,
 )
 @tracked
-def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
+def billing_cycle(hour: OptionalHour = None) -> BillingCycleSummary:
     """Usage snapshot, wallet deductions, charges paid in advance, then period close
     (invoices), for one hour; first, objects a dead ingest run left pending are loaded, so
     no dead run holds finalization back (tasks/ingest_claims.py).
@@ -96,7 +108,7 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
     # "A failure stays with its customer").
     usage_state = usage_snapshot(as_of=at, raise_contained=False, return_state=True)
     usage = usage_state.result()
-    contained: list[dict[str, Any]] = list(usage["contained"])
+    contained: list[ContainedFailure] = list(usage["contained"])
     failpoint("billing.between_flows")
     # a customer whose snapshot failed is not deducted from its previous (stale) snapshot
     wallets_state = wallet_deductions(as_of=at, skip_customers=withheld_customers(contained),
@@ -114,9 +126,11 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
                                         raise_contained=False, return_state=True)
     invoices = invoices_state.result()
     contained += invoices["contained"]
-    summary = {"hour": at.isoformat(), "usage": usage, "advance": advance, "wallets": wallets,
-               "invoices": invoices, "reclaimed": reclaimed, "contained": contained[:LISTED],
-               "contained_units": sum(not f["withheld"] for f in contained)}
+    summary: BillingCycleSummary = {
+        "hour": at.isoformat(), "usage": usage, "advance": advance, "wallets": wallets,
+        "invoices": invoices, "reclaimed": reclaimed, "contained": contained[:LISTED],
+        "contained_units": sum(not f["withheld"] for f in contained),
+    }
     create_markdown_artifact(
         _artifact(at, usage, wallets, movements,
                   usage_run=usage_state.state_details.flow_run_id,
@@ -138,7 +152,7 @@ def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
 HEALTH_KEY = "billing-health"
 
 
-def _report_health(at: datetime, contained: list[dict[str, Any]]) -> None:
+def _report_health(at: datetime, contained: list[ContainedFailure]) -> None:
     """Keep the ``billing-health`` artifact up to date and log the figures at INFO. Health is
     an observation of the present (watermark lag, drafts due), so it reads the clock, unlike
     the billing above, which bills ``at``."""
@@ -151,7 +165,7 @@ def _report_health(at: datetime, contained: list[dict[str, Any]]) -> None:
 
 
 def _artifact(
-    hour: datetime, usage: dict[str, Any], wallets: dict[str, Any],
+    hour: datetime, usage: UsageSnapshotSummary, wallets: WalletRunSummary,
     movements: list[dict[str, Any]], usage_run: Any, wallet_run: Any,
 ) -> str:
     deducted = sum((m["deducted_cents"] for m in movements), Decimal(0))
@@ -168,8 +182,8 @@ def _artifact(
         f" {usage.get('snapshots', 0)} snapshot(s) ({usage.get('amount_cents', 0)} cents);"
         f" the other subscriptions had not changed",
         f"- wallet deductions: {run_link(wallet_run, 'wallet-deductions run')}:"
-        f" {len(movements)} customer(s) moved, {_cents(deducted)} cents deducted,"
-        f" {_cents(credited)} cents credited back",
+        f" {len(movements)} customer(s) moved, {cents_text(deducted)} cents deducted,"
+        f" {cents_text(credited)} cents credited back",
         f"- top-ups {wallets.get('top_ups', 0)}, alerts {wallets.get('alerts', 0)},"
         f" wallets below zero {wallets.get('negative_wallets', 0)}",
     ]
@@ -178,8 +192,8 @@ def _artifact(
                   "| customer | deducted (cents) | credited back (cents) | transactions |",
                   "| --- | ---: | ---: | ---: |"]
         lines += [
-            f"| {m['customer']} | {_cents(m['deducted_cents'])} |"
-            f" {_cents(m['credited_back_cents'])} | {m['transactions']} |"
+            f"| {m['customer']} | {cents_text(m['deducted_cents'])} |"
+            f" {cents_text(m['credited_back_cents'])} | {m['transactions']} |"
             for m in movements[:ARTIFACT_CUSTOMERS]
         ]
         if len(movements) > ARTIFACT_CUSTOMERS:
@@ -190,14 +204,14 @@ def _artifact(
     return "\n".join(lines)
 
 
-def _advance_section(advance: dict[str, Any]) -> str:
+def _advance_section(advance: AdvanceSummary) -> str:
     return (f"\n\n## Charges paid in advance\n\n- {advance.get('fees', 0)} event fee(s),"
             f" {advance.get('amount_cents', 0)} cents, {advance.get('invoices', 0)}"
             f" pay_in_advance invoice(s), {advance.get('paid_cents', 0)} cents paid from wallets"
             f" (`tallyflow invoices advance-fees`)")
 
 
-def _invoices_section(invoices: dict[str, Any], run: Any) -> str:
+def _invoices_section(invoices: CloseSummary, run: Any) -> str:
     finalized = invoices.get("finalized_invoices", [])
     lines = [
         "", "## Invoices", "",
@@ -224,7 +238,7 @@ def _invoices_section(invoices: dict[str, Any], run: Any) -> str:
     return "\n".join(lines)
 
 
-def _reclaim_section(reclaimed: dict[str, Any]) -> str:
+def _reclaim_section(reclaimed: ReclaimSummary) -> str:
     if not reclaimed.get("reclaimed"):
         return ""
     lines = ["", "## Objects reclaimed from dead ingest runs", "",
@@ -238,10 +252,6 @@ def _reclaim_section(reclaimed: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _cents(value: Decimal) -> str:
-    return format(value.normalize(), "f") if value else "0"
-
-
 def _backfill_name() -> str:
     start = moment_label(run_param("start", default=None)) or "?"
     return f"backfill {start} +{run_param('hours', default='?')}h"
@@ -249,7 +259,7 @@ def _backfill_name() -> str:
 
 @flow(name="billing-backfill", flow_run_name=_backfill_name, log_prints=True, **HOOKS)
 @tracked
-def billing_backfill(start: StartHour, hours: HourCount = 24) -> dict[str, Any]:
+def billing_backfill(start: StartHour, hours: HourCount = 24) -> BackfillSummary:
     """Run the billing cycle hour by hour over a window, oldest first.
 
     Args:
@@ -274,7 +284,7 @@ def _rerate_name() -> str:
 @tracked
 def rerate_subscription(
     external_subscription_id: SubscriptionId, at: OptionalMoment = None
-) -> dict[str, Any]:
+) -> RerateSummary:
     """Recompute one subscription's current usage (e.g. after a price change) and post the
     difference to its customer's wallets in the same run, not at the next billing cycle.
 
@@ -286,5 +296,6 @@ def rerate_subscription(
     moment = resolve_as_of(at)
     usage = usage_snapshot(as_of=moment, subscriptions=[external_subscription_id])
     customer = customer_of_task(external_subscription_id)
-    wallets = wallet_deductions(as_of=moment, customers=[customer]) if customer else {}
+    wallets: WalletRunSummary | dict[str, Any] = (
+        wallet_deductions(as_of=moment, customers=[customer]) if customer else {})
     return {"usage": usage, "wallets": wallets}

@@ -9,12 +9,12 @@ three times in a few minutes. Standalone steps have no whole-run retries and emi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from prefect import runtime
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
+from tallyflow.models.lago.summaries import ContainedFailure
 from tallyflow.tasks.containment import LISTED, contained_events
 
 
@@ -25,7 +25,7 @@ def last_attempt() -> bool:
     return int(runtime.flow_run.run_count or 1) > retries
 
 
-def report_contained(failures: Sequence[dict[str, Any]]) -> int:
+def report_contained(failures: Sequence[ContainedFailure]) -> int:
     """Emit the events of these failures (on the run's last attempt); how many were sent."""
     if not failures or not last_attempt():
         return 0
@@ -35,7 +35,7 @@ def report_contained(failures: Sequence[dict[str, Any]]) -> int:
     return len(events)
 
 
-def contained_section(failures: Sequence[dict[str, Any]]) -> str:
+def contained_section(failures: Sequence[ContainedFailure]) -> str:
     """The artifact's section: which unit failed in which step, and why."""
     if not failures:
         return ""

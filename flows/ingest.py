@@ -27,6 +27,7 @@ from tallyflow.flows.params import ObjectUrl, run_param
 from tallyflow.flows.plain_params import flow
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago.summaries import IngestRunSummary, IngestSummary, ReingestSummary
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.ingest import (
     _RETRIES,
@@ -59,7 +60,7 @@ PROGRESS.propagate = False
 class IngestFailed(Exception):
     """Some objects could not be read; the others were ingested and they are retried next run."""
 
-    def __init__(self, summary: dict) -> None:
+    def __init__(self, summary: IngestSummary) -> None:
         self.summary = summary
         super().__init__(
             f"{summary['failed_objects']} object(s) failed and will be retried by the next run; "
@@ -84,7 +85,7 @@ def ingest_events(
     chunk_rows: Annotated[
         int, Field(ge=1, json_schema_extra={"title": "Rows per chunk"})
     ] = DEFAULT_CHUNK_ROWS,
-) -> dict:
+) -> IngestSummary:
     """Ingest every new object of ``source`` exactly once; bad rows are kept with reasons.
 
     Args:
@@ -103,7 +104,7 @@ def ingest_events(
 
 
 def _load_objects(source: SourceSpec, run_id: int, object_ids: list[int], chunk_rows: int,
-                  started: float, other_settings: int = 0) -> dict:
+                  started: float, other_settings: int = 0) -> IngestSummary:
     """Load the run's objects in order, report, finish the run (both flows)."""
     progress = create_progress_artifact(
         0.0, description=f"{len(object_ids)} object(s) to ingest from {source.url}"
@@ -124,8 +125,8 @@ def _load_objects(source: SourceSpec, run_id: int, object_ids: list[int], chunk_
         update_progress_artifact(progress, 100.0)
     results.sort(key=lambda r: r.object_id)
     failpoint("ingest.before_finish_run")
-    summary = finish_run_task(run_id, results, time.perf_counter() - started)
-    summary["other_settings"] = other_settings
+    summary: IngestSummary = {**finish_run_task(run_id, results, time.perf_counter() - started),
+                              "other_settings": other_settings}
     if other_settings:
         print(f"{other_settings} object(s) were read with other settings (mapping file, "
               "options or format); `tallyflow reingest` replays them under these")
@@ -147,11 +148,13 @@ def other_settings_task(source_key: str, fingerprint: str, spec: dict[str, Any])
 
 
 @task(name="ingest-run-finish", **_RETRIES)
-def finish_run_task(run_id: int, results: list[ObjectResult], seconds: float) -> dict:
+def finish_run_task(
+    run_id: int, results: list[ObjectResult], seconds: float
+) -> IngestRunSummary:
     return finish_run(billing_engine(), run_id, results, seconds)
 
 
-def _report(summary: dict, results: list[ObjectResult]) -> None:
+def _report(summary: IngestSummary, results: list[ObjectResult]) -> None:
     rows = [
         {
             "object": r.url,
@@ -212,7 +215,7 @@ def reingest_object(
     options: Annotated[
         dict[str, Any] | SkipJsonSchema[None], Field(json_schema_extra={"title": "Source options"})
     ] = None,
-) -> dict:
+) -> ReingestSummary:
     """Read one object again, whatever the ledger says (its events still count once), with
     the source that read it last (kind, mapping, format and options, from the ledger).
 
@@ -273,7 +276,7 @@ def reingest_source(
     chunk_rows: Annotated[
         int, Field(ge=1, json_schema_extra={"title": "Rows per chunk"})
     ] = DEFAULT_CHUNK_ROWS,
-) -> dict:
+) -> IngestSummary:
     """Replay a source's ingested objects under the settings given here (they win over
     the recorded ones): each record's old events are voided and its new ones stored, where
     they differ; records on a finalized invoice are kept and listed (docs/ingest.md).

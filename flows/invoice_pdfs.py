@@ -10,7 +10,6 @@ the next run (or a concurrent one: chunks are claimed with ``SKIP LOCKED``) rend
 from __future__ import annotations
 
 import time
-from typing import Any
 from uuid import UUID
 
 from prefect import flow
@@ -27,6 +26,7 @@ from tallyflow.flows.params import (
     moment_label,
     resolve_as_of,
 )
+from tallyflow.models.lago.summaries import PdfRunSummary
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.invoice_pdfs import DEFAULT_CHUNK, pending_pdfs_task, render_pdf_chunk_task
 
@@ -44,7 +44,7 @@ def invoice_pdfs(
     max_pdfs: PdfCount = DEFAULT_MAX_PDFS,
     max_seconds: PdfSeconds = DEFAULT_MAX_SECONDS,
     chunk: PdfChunkSize = DEFAULT_CHUNK,
-) -> dict[str, Any]:
+) -> PdfRunSummary:
     """Render the PDFs of finalized invoices that have none yet, newest first, from the HTML
     kept at finalization; stop after ``max_pdfs`` or ``max_seconds``, the rest is for the next
     run. Safe to run beside itself and the billing cycle, and to kill.
@@ -82,7 +82,7 @@ def invoice_pdfs(
     update_progress_artifact(progress, 100.0)
     remaining = pending_pdfs_task() if pending else 0
     seconds = round(time.monotonic() - started, 3)
-    summary = {
+    summary: PdfRunSummary = {
         "rendered": rendered, "stored": stored, "remaining": remaining, "chunks": chunks,
         "seconds": seconds, "pdfs_per_second": round(rendered / seconds, 2) if seconds else 0,
         "stopped": stopped,
@@ -93,7 +93,7 @@ def invoice_pdfs(
     return summary
 
 
-def _artifact(summary: dict[str, Any], pending: int) -> str:
+def _artifact(summary: PdfRunSummary, pending: int) -> str:
     remaining = summary["remaining"]
     return "\n".join([
         "# Invoice PDFs", "",

@@ -10,12 +10,12 @@ the ``invoice-pdfs`` flow (flows/invoice_pdfs.py, docs/scaling.md §3).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from prefect import flow
 
 from tallyflow.flows.contained import report_contained
 from tallyflow.flows.params import OptionalMoment, moment_label, resolve_as_of, run_param
+from tallyflow.models.lago.summaries import CloseSummary
 from tallyflow.tasks.containment import ContainedFailures
 from tallyflow.tasks.credit_invoices import issue_credit_invoices_task
 from tallyflow.tasks.history import HOOKS, tracked
@@ -32,7 +32,7 @@ def _close_name() -> str:
 def close_periods_flow(
     at: OptionalMoment = None, skip_customers: list[str] | None = None,
     raise_contained: bool = True,
-) -> dict[str, Any]:
+) -> CloseSummary:
     """Close every billing period that ended before ``at``: draft or refresh its invoice,
     finalize it once the ingest watermark and the customer's grace period allow.
 

@@ -10,6 +10,7 @@ reproduced on demand.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from prefect import flow, runtime
@@ -19,6 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tallyflow.flows.contained import report_contained
 from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.models.lago.summaries import UsageSnapshotSummary
 from tallyflow.models.rating.unbillable import UnbillableReason
 from tallyflow.tasks.containment import ContainedFailures
 from tallyflow.tasks.history import HOOKS, tracked
@@ -56,7 +58,7 @@ def usage_snapshot(
     subscriptions: list[str] | None = None,
     batch_size: int = DEFAULT_BATCH,
     raise_contained: bool = True,
-) -> dict:
+) -> UsageSnapshotSummary:
     """Snapshot current usage of every subscription whose usage may have changed.
 
     A subscription that fails alone is contained (its batch's others commit) and listed in
@@ -78,7 +80,11 @@ def usage_snapshot(
     finals = final_snapshots_task(moment)
     hour = usage_as_of_task(moment)
     contained = [f for b in batches for f in b.failed]
-    summary = {
+    # Events of the snapshotted periods that bill nothing (docs/data-quality.md,
+    # "Unbillable events"), summed over this run's snapshots
+    unbillable = {reason: sum(u["count"] for b in batches for u in b.unbillable
+                              if u["reason"] == reason) for reason in UNBILLABLE_REASONS}
+    summary: UsageSnapshotSummary = {
         "as_of": moment.isoformat(),
         "fold": folded,
         "subscriptions": len(due),
@@ -88,10 +94,8 @@ def usage_snapshot(
         # The whole hour, recomputed or standing from an earlier snapshot (nothing changed).
         "subscriptions_as_of": hour["subscriptions"],
         "amount_cents_as_of": hour["amount_cents"],
-        # Events of the snapshotted periods that bill nothing (docs/data-quality.md,
-        # "Unbillable events"), summed over this run's snapshots
-        **{reason: sum(u["count"] for b in batches for u in b.unbillable
-                       if u["reason"] == reason) for reason in UNBILLABLE_REASONS},
+        "not_a_number": unbillable["not_a_number"],
+        "unpriced": unbillable["unpriced"],
         "contained": contained,
     }
     _report(summary, batches)
@@ -101,7 +105,7 @@ def usage_snapshot(
     return summary
 
 
-def _report(summary: dict, batches: list[SnapshotBatch]) -> None:
+def _report(summary: UsageSnapshotSummary, batches: list[SnapshotBatch]) -> None:
     top = sorted(
         (row for batch in batches for row in batch.top),
         key=lambda r: (-r["amount_cents"], r["subscription"]),
@@ -126,6 +130,7 @@ def _report(summary: dict, batches: list[SnapshotBatch]) -> None:
         key="usage-snapshot-charges",
         description=f"Totals per charge for the snapshots as of {summary['as_of']}",
     )
+    counts: Mapping[str, object] = summary
     unbillable = sorted(
         (row for batch in batches for row in batch.unbillable),
         key=lambda r: (r["subscription"], r["billable_metric_code"], r["reason"]),
@@ -136,7 +141,7 @@ def _report(summary: dict, batches: list[SnapshotBatch]) -> None:
         key="usage-snapshot-unbillable",
         description=(
             f"Unbillable events in the snapshots as of {summary['as_of']}: "
-            + ", ".join(f"{summary[r]} {r}" for r in UNBILLABLE_REASONS)
+            + ", ".join(f"{counts[r]} {r}" for r in UNBILLABLE_REASONS)
             + " (list them with `tallyflow rejects --unbillable`)"
         ),
     )

@@ -30,6 +30,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tallyflow.flows.contained import contained_section, report_contained
 from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.models.lago.summaries import DeductionTotals, WalletRunSummary
 from tallyflow.tasks.containment import ContainedFailures, failure_message, withheld_task
 from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.wallets import (
@@ -84,7 +85,7 @@ def wallet_deductions(
     refresh_usage: bool = False,
     skip_customers: list[str] | None = None,
     raise_contained: bool = True,
-) -> dict[str, Any]:
+) -> WalletRunSummary:
     """Bring every wallet's ledger up to what usage says is owed as of ``as_of``.
 
     ``skip_customers`` (external ids): no usage deduction for them in this run, because
@@ -101,11 +102,12 @@ def wallet_deductions(
         usage_snapshot(as_of=moment)
     flow_run_id = str(runtime.flow_run.id or "") or None
     run_id = start_run_task(moment, flow_run_id)
-    summary: dict[str, Any] = {"run_id": run_id, "as_of": moment.isoformat()}
+    # what a failed run records: the steps it reached
+    reached: dict[str, Any] = {"run_id": run_id, "as_of": moment.isoformat()}
     try:
-        summary["opened"] = open_wallets_task(moment, settle, run_id)
+        reached["opened"] = opened = open_wallets_task(moment, settle, run_id)
         failpoint("wallets.after_open")
-        summary["expired"] = len(expire_wallets_task(moment, run_id))
+        reached["expired"] = expired = len(expire_wallets_task(moment, run_id))
         interval = interval_top_ups_task(moment, settle, run_id)
         due = due_customers_task(moment, customers, grace_hours, skip_customers)
         held = withheld_task(DEDUCTIONS_STEP, skip_customers or [], STALE_REASON)
@@ -119,16 +121,17 @@ def wallet_deductions(
         alerts = evaluate_alerts_task(moment, run_id)
         failpoint("wallets.after_alerts")
         emitted = _emit_alerts(run_id)
-        summary.update(_totals(batches))
-        summary.update({
+        summary: WalletRunSummary = {
+            "run_id": run_id, "as_of": moment.isoformat(), "opened": opened, "expired": expired,
+            **_totals(batches),
             "due_customers": len(due), "top_ups": interval + threshold,
             "interval_top_ups": interval, "threshold_top_ups": threshold,
             "alerts": alerts.opened, "alerts_resolved": alerts.resolved,
             "events_emitted": emitted,
             "contained": [*held, *(f for b in batches for f in b.failed)],
-        })
+        }
     except Exception as exc:
-        finish_run_task(run_id, summary, "failed", f"{type(exc).__name__}: {exc}")
+        finish_run_task(run_id, reached, "failed", f"{type(exc).__name__}: {exc}")
         raise
     failpoint("wallets.before_finish_run")
     contained = summary["contained"]
@@ -162,7 +165,7 @@ def _emit_alerts(run_id: int) -> int:
     return pending.total
 
 
-def _totals(batches: list[DeductionBatch]) -> dict[str, Any]:
+def _totals(batches: list[DeductionBatch]) -> DeductionTotals:
     wallets = {w for b in batches for w in b.wallets}
     negative = [n for b in batches for n in batch_dict(b)["negative"]]
     top = sorted(
@@ -189,7 +192,7 @@ def _totals(batches: list[DeductionBatch]) -> dict[str, Any]:
     }
 
 
-def _report(summary: dict[str, Any]) -> None:
+def _report(summary: WalletRunSummary) -> None:
     lines = [
         f"# Wallet deductions as of {summary['as_of']}",
         "",

@@ -36,6 +36,8 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.invoicing import InvoiceFee
+from tallyflow.models.lago import summaries
+from tallyflow.models.lago.summaries import ContainedFailure
 from tallyflow.models.rating import EventPoint
 from tallyflow.models.rating.aggregation import definition_of
 from tallyflow.models.rating.in_advance import (
@@ -73,9 +75,9 @@ class AdvanceSummary:
     paid_cents: Decimal = ZERO
     # Subscriptions whose transaction failed alone, contained to their customer
     # (tasks/containment.py), as plain dicts.
-    failed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[ContainedFailure] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> summaries.AdvanceSummary:
         return {"subscriptions": self.subscriptions, "fees": self.fees,
                 "amount_cents": self.amount_cents, "invoices": len(self.invoices),
                 "invoice_numbers": self.invoices[:50],
@@ -429,6 +431,6 @@ def _pay_fees(
 
 
 @task(name="bill-advance-charges", **transient_retries(retries=3, backoff_factor=1))
-def advance_charges_task(at: datetime) -> dict[str, Any]:
+def advance_charges_task(at: datetime) -> summaries.AdvanceSummary:
     """Bill the events of charges paid in advance up to ``at`` (each once)."""
     return bill_advance_charges(billing_engine(), at).as_dict()

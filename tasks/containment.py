@@ -17,7 +17,7 @@ docs/data-quality.md ("A failure stays with its customer").
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from prefect import task
@@ -25,6 +25,7 @@ from sqlalchemy import Connection, text
 
 from tallyflow.infra.failpoints import FailpointHit
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago.summaries import ContainedFailure
 from tallyflow.tasks.history import describe_error
 from tallyflow.tasks.retry import is_transient, transient_retries
 
@@ -43,7 +44,7 @@ class ContainedFailures(RuntimeError):
 
     ``summary`` is the run's summary (the run history keeps its figures and the list)."""
 
-    def __init__(self, failures: Sequence[dict[str, Any]], summary: dict[str, Any]) -> None:
+    def __init__(self, failures: Sequence[ContainedFailure], summary: Mapping[str, Any]) -> None:
         self.failures = list(failures)
         self.summary = summary
         super().__init__(failure_message(self.failures))
@@ -89,7 +90,7 @@ def contain(
 def failure(
     step: str, unit: str, unit_id: int, external_id: str | None, customer: str | None,
     error: BaseException | str, *, withheld: bool = False, subscription: str | None = None,
-) -> dict[str, Any]:
+) -> ContainedFailure:
     """One contained failure as plain values (it travels in Prefect results and jsonb).
 
     ``withheld``: not an error of this unit's own in this step, but work held back because an
@@ -110,7 +111,7 @@ def _hint(error: BaseException) -> str | None:
     return None if message.startswith("unexpected error") else hint
 
 
-def failure_message(failures: Sequence[dict[str, Any]]) -> str:
+def failure_message(failures: Sequence[ContainedFailure]) -> str:
     """The run's error: how many units failed, that the others completed, and which."""
     own = [f for f in failures if not f["withheld"]]
     held = len(failures) - len(own)
@@ -122,9 +123,9 @@ def failure_message(failures: Sequence[dict[str, Any]]) -> str:
             f" {named}{more}{withheld}")
 
 
-def withheld_customers(failures: Iterable[dict[str, Any]]) -> list[str]:
+def withheld_customers(failures: Iterable[ContainedFailure]) -> list[str]:
     """Customers later steps must leave alone this hour (their usage or ledger is stale)."""
-    return sorted({f["customer"] for f in failures if f.get("customer")})
+    return sorted({customer for f in failures if (customer := f.get("customer"))})
 
 
 _SUBSCRIPTIONS = text(
@@ -151,7 +152,7 @@ def names_of(conn: Connection, unit: str, ids: Sequence[int]) -> dict[int, tuple
 MAX_EVENTS = 20
 
 
-def contained_event(item: dict[str, Any], flow_run_id: str | None) -> dict[str, Any]:
+def contained_event(item: ContainedFailure, flow_run_id: str | None) -> dict[str, Any]:
     """The Prefect event of one contained failure (``emit_event`` keywords)."""
     name = item["external_id"] or str(item["id"])
     resource = {"prefect.resource.id": f"tallyflow.{item['unit']}.{name}",
@@ -166,7 +167,7 @@ def contained_event(item: dict[str, Any], flow_run_id: str | None) -> dict[str, 
 
 
 def contained_events(
-    failures: Sequence[dict[str, Any]], flow_run_id: str | None
+    failures: Sequence[ContainedFailure], flow_run_id: str | None
 ) -> list[dict[str, Any]]:
     """The events of a run's own failures (withheld work is a consequence, not news)."""
     own = [f for f in failures if not f["withheld"]]
@@ -185,7 +186,7 @@ def contained_events(
 
 def withheld(
     conn: Connection, step: str, customers: Sequence[str], reason: str
-) -> list[dict[str, Any]]:
+) -> list[ContainedFailure]:
     """Customers a step left alone because an earlier step failed for them, as failures
     marked ``withheld`` (so the run names them too)."""
     rows = conn.execute(text("select id, external_id from customers"
@@ -196,7 +197,7 @@ def withheld(
 
 
 @task(name="withhold", **transient_retries(retries=3, backoff_factor=1))
-def withheld_task(step: str, customers: list[str], reason: str) -> list[dict[str, Any]]:
+def withheld_task(step: str, customers: list[str], reason: str) -> list[ContainedFailure]:
     if not customers:
         return []
     with billing_engine().connect() as conn:

@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models import number_rule
+from tallyflow.models.lago.resources import Invoice
 from tallyflow.tasks.invoice_documents import InvoiceError, find_invoice, render_sealed
 from tallyflow.tasks.invoicing import invoice_prefix, load_close_catalog
 from tallyflow.tasks.invoicing.writing import customer_object
@@ -145,7 +146,7 @@ def _json(value: Any) -> str:
     return number_rule.dumps(value, default=str).decode()
 
 
-def record_payment(engine: Engine, key: str, status: str) -> dict[str, Any]:
+def record_payment(engine: Engine, key: str, status: str) -> Invoice:
     """Record a finalized invoice's payment (``succeeded``) or failed payment (``failed``).
     For a credit invoice, ``succeeded`` also settles its pending purchased credits, in the
     same transaction; ``failed`` leaves them pending (Lago)."""

@@ -17,6 +17,7 @@ from prefect import task
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago.summaries import BillingHealthFigures, ContainedFailure
 from tallyflow.tasks.history import reap_stale
 from tallyflow.tasks.invoice_pdfs import pending_pdfs
 from tallyflow.tasks.invoicing.watermark import ingest_watermark, settle_hours
@@ -86,7 +87,7 @@ class BillingHealth:
     now: datetime
     last_good_hour: datetime | None  # the latest hour a billing cycle completed
     last_run: dict[str, Any] | None  # the latest finished billing run: status, error, name
-    contained: list[dict[str, Any]]  # the units that latest run contained (tasks/containment.py)
+    contained: list[ContainedFailure]  # the units that latest run contained (tasks/containment.py)
     watermark: datetime | None  # tasks/invoicing/watermark.py
     watermark_lag_seconds: float | None
     watermark_holder: dict[str, Any] | None  # tasks/ingest_claims.watermark_holder
@@ -108,7 +109,7 @@ class BillingHealth:
     def ok(self) -> bool:
         return not self.problems
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> BillingHealthFigures:
         return {
             "ok": self.ok, "problems": self.problems, "now": self.now.isoformat(),
             "last_good_hour": _plain(self.last_good_hour), "last_run": self.last_run,
@@ -205,7 +206,7 @@ class CurrentRun:
     flow_run_id: str
     name: str | None
     hour: datetime
-    contained: list[dict[str, Any]]
+    contained: list[ContainedFailure]
 
 
 def billing_health(engine: Engine, now: datetime,
@@ -252,7 +253,7 @@ def billing_health(engine: Engine, now: datetime,
 
 
 def _last_run(conn: Connection, flow_run_id: str | None
-              ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+              ) -> tuple[dict[str, Any] | None, list[ContainedFailure]]:
     if flow_run_id is None:
         return None, []
     row = conn.execute(_RUN, {"id": flow_run_id}).mappings().one()

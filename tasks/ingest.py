@@ -44,6 +44,7 @@ from tallyflow.models.events import (
     differing_properties,
     quoted_value,
 )
+from tallyflow.models.lago.summaries import IngestFigures, IngestRunSummary, ReplayTotals
 from tallyflow.models.lifecycle import BILLING_ROW_SQL, life_holds_sql
 from tallyflow.tasks.ingest_columnar import applies as columnar
 from tallyflow.tasks.ingest_columnar import staged_jsonl
@@ -120,7 +121,9 @@ def start_run(engine: Engine, source_key: str, flow_run_id: str | None) -> int:
         )
 
 
-def finish_run(engine: Engine, run_id: int, results: list[ObjectResult], seconds: float) -> dict:
+def finish_run(
+    engine: Engine, run_id: int, results: list[ObjectResult], seconds: float
+) -> IngestRunSummary:
     summary = summarise(results)
     status = "failed" if summary["failed_objects"] else "completed"
     with engine.begin() as conn:
@@ -168,7 +171,7 @@ _REPORT_SQL = {
 }
 
 
-def summarise(results: list[ObjectResult]) -> dict[str, Any]:
+def summarise(results: list[ObjectResult]) -> IngestFigures:
     done = [r for r in results if r.status != "skipped"]
     unmapped: dict[str, int] = {}
     never: dict[str, int] = {}  # path -> objects in which no record matched it
@@ -177,7 +180,7 @@ def summarise(results: list[ObjectResult]) -> dict[str, Any]:
             unmapped[name] = unmapped.get(name, 0) + count
         for path in result.paths_never_matched:
             never[path] = never.get(path, 0) + 1
-    return {
+    figures: IngestFigures = {
         "objects": sum(1 for r in done if r.status == "ingested"),
         "failed_objects": sum(1 for r in done if r.status == "failed"),
         "skipped_objects": sum(1 for r in results if r.status == "skipped"),
@@ -187,19 +190,27 @@ def summarise(results: list[ObjectResult]) -> dict[str, Any]:
         "unbillable": sum(r.unbillable for r in done),
         "conflicts": sum(r.conflicts for r in done),
         "bytes": sum(r.bytes for r in done),
-        **{name: sum(getattr(r, name) for r in done) for name in ACCOUNTING},
+        # ACCOUNTING, in its order
+        "records": sum(r.records for r in done),
+        "records_emitted": sum(r.records_emitted for r in done),
+        "records_empty": sum(r.records_empty for r in done),
+        "events": sum(r.events for r in done),
         "unmapped_usage_fields": dict(sorted(unmapped.items())),
         "paths_never_matched": dict(sorted(never.items())),
-        **({"replay": _replay_totals([r.replay for r in done if r.replay])}
-           if any(r.replay for r in done) else {}),
     }
+    if any(r.replay for r in done):
+        figures["replay"] = _replay_totals([r.replay for r in done if r.replay])
+    return figures
 
 
-def _replay_totals(replays: list[dict[str, Any]]) -> dict[str, Any]:
+def _replay_totals(replays: list[dict[str, Any]]) -> ReplayTotals:
     """A replay run's totals (tasks/replay.py), the records kept listed for a credit note."""
-    names = ("records_unchanged", "records_replaced", "records_kept", "events_voided",
-             "events_renamed")
-    return {"objects": len(replays), **{n: sum(r[n] for r in replays) for n in names},
+    def total(name: str) -> int:
+        return sum(r[name] for r in replays)
+
+    return {"objects": len(replays), "records_unchanged": total("records_unchanged"),
+            "records_replaced": total("records_replaced"), "records_kept": total("records_kept"),
+            "events_voided": total("events_voided"), "events_renamed": total("events_renamed"),
             "kept": [k for r in replays for k in r["kept"]]}
 
 

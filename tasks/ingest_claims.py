@@ -34,6 +34,7 @@ from prefect.events import emit_event
 from sqlalchemy import Engine, text
 
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago.summaries import ReclaimSummary
 from tallyflow.tasks.history import reap_stale
 from tallyflow.tasks.ingest import (
     ObjectResult,
@@ -133,7 +134,7 @@ def watermark_holder(engine: Engine, reap: bool = True) -> WatermarkHolder | Non
 
 def reclaim_dead_claims(
     engine: Engine, flow_run_id: str | None = None, limit: int = RECLAIM_LIMIT
-) -> dict[str, Any]:
+) -> ReclaimSummary:
     """Load every object a dead run left pending, each with the source that listed it (kind,
     mapping, format, options from the ledger, as a re-ingest does), under one ingest run that
     lists nothing. An object that cannot be read (or whose source can no longer be built) is
@@ -185,7 +186,7 @@ def held_event(holder: WatermarkHolder, outcome: str | None) -> dict[str, Any]:
 
 
 @task(name="reclaim-dead-claims", **transient_retries(retries=3, backoff_factor=1))
-def reclaim_dead_claims_task() -> dict[str, Any]:
+def reclaim_dead_claims_task() -> ReclaimSummary:
     """Reclaim dead runs' objects; announce (once: after it the claim is no longer dead) a
     dead claim that was holding the watermark back."""
     engine = billing_engine()

@@ -8,12 +8,14 @@ quantities decimal strings.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, date, datetime
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from tallyflow.models.lago.resources import Invoice, InvoiceFee, InvoiceSubscription
+from tallyflow.models.lago.times import iso
 from tallyflow.models.rating.money import plain_text
 from tallyflow.tasks.folding import loads_exact
 from tallyflow.tasks.invoice_render import PdfUnavailable, render_html, render_pdf
@@ -21,17 +23,11 @@ from tallyflow.tasks.invoice_render import PdfUnavailable, render_html, render_p
 VERSION_NUMBER = 4  # Lago's current invoice version (fees with taxes, applied taxes)
 
 
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _int(value: Decimal | int) -> int:
     return int(value)
 
 
-def _fee_object(row: Any) -> dict[str, Any]:
+def _fee_object(row: Any) -> InvoiceFee:
     return {
         "lago_id": row.lago_id,
         "lago_invoice_id": row.invoice_lago_id,
@@ -51,8 +47,8 @@ def _fee_object(row: Any) -> dict[str, Any]:
         "pay_in_advance": row.event_transaction_id is not None,
         # regrouped fees (advance_charges invoice) are those of charges kept off invoices
         "invoiceable": row.invoice_type != "advance_charges",
-        "from_date": _iso(row.from_datetime),
-        "to_date": _iso(row.to_datetime),
+        "from_date": iso(row.from_datetime),
+        "to_date": iso(row.to_datetime),
         "applied_taxes": loads_exact(row.applied_taxes),
         "item": {
             "type": row.item_type,
@@ -133,26 +129,26 @@ def _entity(document: dict[str, Any] | None) -> dict[str, Any] | None:
     return {**dict.fromkeys(_ENTITY_FIELDS), **document}
 
 
-def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any]]:
+def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[Invoice]:
     """Lago invoice objects for invoice rows (each with fees and subscriptions)."""
     ids = [r.id for r in rows]
-    fees: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    fees: dict[int, list[InvoiceFee]] = {i: [] for i in ids}
     for f in conn.execute(_FEES, {"ids": ids}):
         fees[f.invoice_id].append(_fee_object(f))
-    subs: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
+    subs: dict[int, list[InvoiceSubscription]] = {i: [] for i in ids}
     for s in conn.execute(_SUBSCRIPTIONS, {"ids": ids}):
         subs[s.invoice_id].append({
             "lago_id": str(s.id), "external_id": s.external_id, "name": s.name,
             "plan_code": s.plan_code, "billing_time": s.billing_time, "status": s.status,
-            "subscription_at": _iso(s.subscription_at), "started_at": _iso(s.subscription_at),
-            "current_billing_period_started_at": _iso(s.from_datetime),
-            "current_billing_period_ending_at": _iso(s.to_datetime),
+            "subscription_at": iso(s.subscription_at), "started_at": iso(s.subscription_at),
+            "current_billing_period_started_at": iso(s.from_datetime),
+            "current_billing_period_ending_at": iso(s.to_datetime),
             # Tallyflow: the plan version the period was priced with (tasks/plan_versions.py)
             "plan_version": None if s.version_id is None else {
                 "lago_id": str(s.version_id), "version": s.version,
-                "effective_from": _iso(s.version_from)},
+                "effective_from": iso(s.version_from)},
         })
-    out = []
+    out: list[Invoice] = []
     for r in rows:
         sub_total_excl = _int(r.fees_amount_cents) - _int(r.coupons_amount_cents)
         sub_total_incl = sub_total_excl + _int(r.taxes_amount_cents)
@@ -185,9 +181,9 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[dict[str, Any
             "total_due_amount_cents": (0 if r.payment_status == "succeeded"
                                        else _int(r.total_amount_cents)),
             "version_number": VERSION_NUMBER,
-            "created_at": _iso(r.created_at),
-            "updated_at": _iso(r.updated_at),
-            "finalized_at": _iso(r.finalized_at),
+            "created_at": iso(r.created_at),
+            "updated_at": iso(r.updated_at),
+            "finalized_at": iso(r.finalized_at),
             "file_url": None,
             "customer": loads_exact(r.customer_text),
             "subscriptions": subs[r.id],
@@ -217,12 +213,13 @@ def render_sealed(conn: Connection, invoice_ids: Sequence[int]) -> dict[int, str
     """
     rows = conn.execute(text(_INVOICES + " where v.id = any(cast(:ids as bigint[]))"),
                         {"ids": list(invoice_ids)}).all()
-    sealed_at = _iso(conn.execute(text("select now()")).scalar_one())
+    sealed_at = iso(conn.execute(text("select now()")).scalar_one())
     documents = {}
     for row, invoice in zip(rows, invoice_objects(conn, rows), strict=True):
-        invoice.update(status="finalized", finalized_at=sealed_at, updated_at=sealed_at,
-                       payment_overdue=(row.payment_status != "succeeded"
-                                        and row.payment_due_date < date.today()))
+        invoice.update({"status": "finalized", "finalized_at": sealed_at,
+                        "updated_at": sealed_at,
+                        "payment_overdue": (row.payment_status != "succeeded"
+                                            and row.payment_due_date < date.today())})
         documents[row.id] = render_html(invoice)
     return documents
 
@@ -230,7 +227,7 @@ def render_sealed(conn: Connection, invoice_ids: Sequence[int]) -> dict[int, str
 def list_invoices(
     engine: Engine, *, customer: str | None = None, subscription: str | None = None,
     status: str | None = None, limit: int = 1000, invoice_type: str | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Invoice]:
     where: list[str] = []
     params: dict[str, Any] = {"limit": limit}
     if invoice_type:
@@ -255,7 +252,7 @@ def list_invoices(
         return invoice_objects(conn, conn.execute(text(query), params).all())
 
 
-def find_invoice(engine: Engine, key: str) -> dict[str, Any] | None:
+def find_invoice(engine: Engine, key: str) -> Invoice | None:
     """One invoice by lago_id, number or database id."""
     with engine.connect() as conn:
         query = _INVOICES + " where v.lago_id = :k or v.number = :k"

@@ -32,8 +32,7 @@ what is left (docs/architecture.md §3, invariant 2: a PDF is written once).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 from prefect import task
 from sqlalchemy import Engine, text
@@ -41,6 +40,7 @@ from sqlalchemy import Engine, text
 from tallyflow.errors import UserError
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago import summaries
 from tallyflow.tasks.invoice_render import pdf_available, render_pdf
 from tallyflow.tasks.retry import transient_retries
 
@@ -144,9 +144,10 @@ def pending_pdfs_task() -> int:
 
 
 @task(name="render-invoice-pdfs", **transient_retries(retries=3, backoff_factor=1))
-def render_pdf_chunk_task(size: int, seconds: float | None = None) -> dict[str, Any]:
+def render_pdf_chunk_task(size: int, seconds: float | None = None) -> summaries.PdfChunk:
     """One chunk of PDFs in one transaction (a retry is a new claim: nothing was kept)."""
-    return asdict(render_pdf_chunk(billing_engine(), size, seconds))
+    chunk = render_pdf_chunk(billing_engine(), size, seconds)
+    return {"claimed": chunk.claimed, "rendered": chunk.rendered, "stored": chunk.stored}
 
 
 __all__ = ["DEFAULT_CHUNK", "PdfChunk", "make_missing_pdfs", "pending_pdfs", "pending_pdfs_task",

@@ -9,13 +9,13 @@ still made and kept, and :func:`render_pdf` says how to get the PDF.
 
 from __future__ import annotations
 
-from decimal import Decimal
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from tallyflow.models.rating.money import format_money
+from tallyflow.models.lago.money import money
 
 _TEMPLATES = Path(__file__).resolve().parent / "templates"  # tasks/templates
 _ENV = Environment(
@@ -29,14 +29,10 @@ class PdfUnavailable(RuntimeError):
     """WeasyPrint (the ``pdf`` extra) is not installed."""
 
 
-def _money(cents: Any, currency: str) -> str:
-    return format_money(Decimal(str(cents)), currency)
-
-
-def render_html(invoice: dict[str, Any]) -> str:
+def render_html(invoice: Mapping[str, Any]) -> str:
     template = _ENV.get_template("invoice.html")
     currency = invoice["currency"]
-    return template.render(invoice=invoice, money=lambda cents: _money(cents, currency))
+    return template.render(invoice=invoice, money=lambda cents: money(cents, currency))
 
 
 def render_pdf(html: str) -> bytes:

@@ -21,6 +21,8 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models import number_rule
+from tallyflow.models.lago.resources import CustomerUsage
+from tallyflow.models.lago.summaries import ContainedFailure, FoldFigures
 from tallyflow.models.rating import (
     BillingPeriod,
     BucketId,
@@ -255,7 +257,9 @@ def _event_values_reader(
     return values
 
 
-def current_usage(engine: Engine, external_subscription_id: str, at: datetime) -> dict[str, Any]:
+def current_usage(
+    engine: Engine, external_subscription_id: str, at: datetime
+) -> CustomerUsage:
     """Lago ``customer_usage`` for the period containing ``at``, with every event so far."""
     return rated_usage(engine, external_subscription_id, at).as_lago()
 
@@ -350,7 +354,7 @@ class SnapshotBatch:
     # Unbillable events per subscription, metric and reason (models/rating/unbillable.py)
     unbillable: list[dict[str, Any]] = field(default_factory=list)
     # Subscriptions that failed alone and were contained (tasks/containment.py), as plain dicts.
-    failed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[ContainedFailure] = field(default_factory=list)
 
 
 _SNAPSHOT_COLUMNS: Final = (
@@ -571,7 +575,7 @@ _RETRIES = transient_retries(retries=3, backoff_factor=1)
 
 
 @task(name="fold-new-objects", **_RETRIES)
-def fold_new_objects_task() -> dict[str, int]:
+def fold_new_objects_task() -> FoldFigures:
     """Fold every ingested object not folded yet (exactly once, see tallyflow.tasks.folding)."""
     summary: FoldSummary = fold_pending(billing_engine())
     return summary.as_dict()

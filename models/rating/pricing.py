@@ -14,17 +14,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final
 
+from tallyflow.models.lago import resources as lago
+from tallyflow.models.lago.money import plain
+from tallyflow.models.lago.times import iso
 from tallyflow.models.rating.aggregation import (
     AggregationType,
     AnyState,
     aggregate,
     empty_state,
-    tidy,
 )
 from tallyflow.models.rating.aggregation import (
     definition_of as aggregation_of,
@@ -227,14 +229,6 @@ def merge_states(left: AnyState, right: AnyState) -> AnyState:
 # --------------------------------------------------------------------------------------------
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _plain(value: Decimal) -> str:
-    return format(tidy(value), "f")
-
-
 @dataclass
 class UsageLine:
     """Units, events and money of one fee or a sum of fees (cents already rounded per fee)."""
@@ -265,12 +259,12 @@ class UsageLine:
             self.precise_amount_cents, other.precise_amount_cents
         )
 
-    def as_lago(self) -> dict[str, Any]:
+    def as_lago(self) -> lago.UsageFigures:
         return {
-            "units": _plain(self.units),
+            "units": plain(self.units),
             "events_count": self.events_count,
             "amount_cents": self.amount_cents,
-            "precise_amount_cents": _plain(self.precise_amount_cents),
+            "precise_amount_cents": plain(self.precise_amount_cents),
         }
 
 
@@ -282,7 +276,7 @@ class FilterUsage:
     invoice_display_name: str | None
     values: Mapping[str, list[str]] | None
 
-    def as_lago(self) -> dict[str, Any]:
+    def as_lago(self) -> lago.FilterUsage:
         values = None if self.values is None else dict(self.values)
         return {
             **self.line.as_lago(),
@@ -299,7 +293,7 @@ class GroupUsage:
     grouped_by: Mapping[str, str | None]
     filters: tuple[FilterUsage, ...]
 
-    def as_lago(self) -> dict[str, Any]:
+    def as_lago(self) -> lago.GroupUsage:
         return {
             **self.line.as_lago(),
             "grouped_by": dict(self.grouped_by),
@@ -321,7 +315,7 @@ class ChargeUsage:
     def display_name(self) -> str:
         return self.charge.invoice_display_name or self.charge.metric.name
 
-    def as_lago(self) -> dict[str, Any]:
+    def as_lago(self) -> lago.ChargeUsage:
         metric = self.charge.metric
         return {
             **self.line.as_lago(),
@@ -377,25 +371,26 @@ class SubscriptionUsage:
             precise = WIDE.add(precise, charge.line.precise_amount_cents)
         return sum(c.line.amount_cents for c in charges), precise
 
-    def as_lago(self) -> dict[str, Any]:
+    def as_lago(self) -> lago.CustomerUsage:
         period = self.period
-        return {
+        usage: lago.CustomerUsage = {
             "external_subscription_id": self.external_subscription_id,
-            "from_datetime": _iso(period.from_datetime),
-            "to_datetime": _iso(period.to_datetime),
+            "from_datetime": iso(period.from_datetime),
+            "to_datetime": iso(period.to_datetime),
             "issuing_date": (period.end_date + timedelta(days=1)).isoformat(),
             "currency": self.currency,
             "amount_cents": self.amount_cents,
-            "precise_amount_cents": _plain(self.precise_amount_cents),
+            "precise_amount_cents": plain(self.precise_amount_cents),
             "taxes_amount_cents": 0,
             "total_amount_cents": self.amount_cents,
             "events_count": self.events_count,
             "charges_usage": [c.as_lago() for c in self.charges],
-            # A Tallyflow extension (Lago clients ignore unknown keys), only when there is
-            # something to say, so a clean period reads exactly as Lago's.
-            **({"tallyflow_unbillable": [u.as_json() for u in self.unbillable]}
-               if self.unbillable else {}),
         }
+        # A Tallyflow extension (Lago clients ignore unknown keys), only when there is
+        # something to say, so a clean period reads exactly as Lago's.
+        if self.unbillable:
+            usage["tallyflow_unbillable"] = [u.as_json() for u in self.unbillable]
+        return usage
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
+
+from tallyflow.models.lago.resources import UnbillableCount
 
 if TYPE_CHECKING:
     from tallyflow.models.rating.aggregation import AnyState
@@ -75,7 +77,7 @@ class Unbillable:
     count: int
     sample_ids: tuple[str, ...]
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> UnbillableCount:
         return {
             "billable_metric_code": self.metric_code,
             "reason": str(self.reason),

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tallyflow.models import number_rule
+from tallyflow.models.lago.times import iso_z as iso  # the API's form (docs/architecture.md §10)
 from tallyflow.tasks.readers import loads_exact
 
 _PHRASES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
@@ -78,12 +79,6 @@ def not_found(resource: str) -> LagoError:
 
 def invalid(details: Mapping[str, Any]) -> LagoError:
     return LagoError(422, "validation_errors", details)
-
-
-def iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.isoformat().replace("+00:00", "Z")
 
 
 def page_args(page: int | None, per_page: int | None) -> tuple[int, int]:

@@ -9,10 +9,10 @@ Tallyflow does not are refused by name (422), never ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from fastapi import Depends, FastAPI, Request
 from sqlalchemy import Engine, text
@@ -29,7 +29,15 @@ from tallyflow.api.lago import (
     paginated,
     read_json,
 )
-from tallyflow.models.rating.money import exact_number, from_minor
+from tallyflow.models.lago.money import amount
+from tallyflow.models.lago.resources import (
+    ApiCustomerUsage,
+    ApiWallet,
+    CustomerUsage,
+    Invoice,
+    WalletTransaction,
+)
+from tallyflow.models.rating.money import exact_number
 from tallyflow.models.wallets import cents_value, credits_text
 
 PAGING = ("page", "per_page")
@@ -148,7 +156,7 @@ def register(app: FastAPI, engine: Engine, auth: Callable[[Request], None]) -> N
     writes.register(app, engine, deps)
 
 
-def lago_invoices(engine: Engine, invoices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def lago_invoices(engine: Engine, invoices: Sequence[Invoice]) -> list[dict[str, Any]]:
     """The CLI's invoice objects with what Lago's clients require besides: the customer's
     ``created_at``, ``updated_at`` and ``applicable_timezone``, and a draft's ``number`` as
     an empty string (Tallyflow numbers an invoice when it is finalized)."""
@@ -168,10 +176,12 @@ def lago_invoices(engine: Engine, invoices: list[dict[str, Any]]) -> list[dict[s
     return out
 
 
-def _with_total_units(usage: dict[str, Any]) -> dict[str, Any]:
+def _with_total_units(usage: CustomerUsage) -> ApiCustomerUsage:
     """Lago's ``total_aggregated_units`` beside ``units`` (the same figure here: Tallyflow
-    does not bill the pricing units that make them differ in Lago)."""
-    for charge in usage.get("charges_usage", []):
+    does not bill the pricing units that make them differ in Lago). Filled in place: the
+    same dict, widened to the API's shape."""
+    widened = cast(dict[str, Any], usage)
+    for charge in widened.get("charges_usage", []):
         charge.setdefault("total_aggregated_units", charge["units"])
         for item in charge.get("filters", []):
             item.setdefault("total_aggregated_units", item["units"])
@@ -179,7 +189,7 @@ def _with_total_units(usage: dict[str, Any]) -> dict[str, Any]:
             group.setdefault("total_aggregated_units", group["units"])
             for item in group.get("filters", []):
                 item.setdefault("total_aggregated_units", item["units"])
-    return usage
+    return cast(ApiCustomerUsage, widened)
 
 
 # ------------------------------------------------------------------------ catalog objects
@@ -330,7 +340,7 @@ def _wallet_row(engine: Engine, lago_id: str) -> dict[str, Any]:
     return dict(row._mapping)
 
 
-def wallets_of(engine: Engine, external_customer_id: str) -> list[dict[str, Any]]:
+def wallets_of(engine: Engine, external_customer_id: str) -> list[ApiWallet]:
     from tallyflow.tasks.wallets import WalletError, wallet_overview
 
     try:
@@ -343,7 +353,7 @@ def wallets_of(engine: Engine, external_customer_id: str) -> list[dict[str, Any]
     return [{**w, "lago_customer_id": str(customer_id)} for w in overview["wallets"]]
 
 
-def wallet_by_id(engine: Engine, lago_id: str) -> dict[str, Any]:
+def wallet_by_id(engine: Engine, lago_id: str) -> ApiWallet:
     row = _wallet_row(engine, lago_id)
     for wallet in wallets_of(engine, row["external_id"]):
         if wallet["lago_id"] == str(row["id"]):
@@ -361,7 +371,7 @@ _TRANSACTIONS = text(
 )
 
 
-def transaction_object(row: Any) -> dict[str, Any]:
+def transaction_object(row: Any) -> WalletTransaction:
     from tallyflow.tasks.wallets.overview import transaction_status
 
     return {
@@ -373,7 +383,7 @@ def transaction_object(row: Any) -> dict[str, Any]:
         "transaction_status": transaction_status(row.source, row.status, row.credits,
                                                   row.granted_credits),
         "transaction_type": row.direction,
-        "amount": format(from_minor(row.amount_cents, row.currency), "f"),
+        "amount": amount(row.amount_cents, row.currency),
         "amount_cents": cents_value(row.amount_cents),
         "credit_amount": credits_text(row.credits),
         "priority": row.priority,
@@ -383,7 +393,7 @@ def transaction_object(row: Any) -> dict[str, Any]:
 
 
 def transactions(engine: Engine, wallet_id: int, page: int,
-                 per_page: int) -> tuple[list[dict[str, Any]], int]:
+                 per_page: int) -> tuple[list[WalletTransaction], int]:
     with engine.connect() as conn:
         total = int(conn.execute(
             text("select count(*) from wallet_transactions where wallet_id = :w"),
@@ -409,7 +419,7 @@ def _credits(value: Any, name: str, problems: dict[str, list[str]]) -> Decimal:
     return number
 
 
-def top_up(engine: Engine, body: Any, key: str | None) -> list[dict[str, Any]]:
+def top_up(engine: Engine, body: Any, key: str | None) -> list[WalletTransaction]:
     from tallyflow.tasks.wallets import WalletError
     from tallyflow.tasks.wallets import top_up as post_top_up
 

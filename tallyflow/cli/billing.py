@@ -9,6 +9,7 @@ would, charges paid in advance included (issue 31).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,6 +20,7 @@ from rich.table import Table
 
 from tallyflow.cli.common import flow_session, parse_moment
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago.summaries import BillingCycleSummary
 
 # Prefect's form for the backfill allows this many hours (flows/params.py); the same bound here.
 MAX_HOURS = 92 * 24
@@ -77,7 +79,7 @@ def run(
     Console().print(summary_table(results))
 
 
-def summary_table(results: list[dict[str, Any]]) -> Table:
+def summary_table(results: Sequence[BillingCycleSummary]) -> Table:
     """One line per hour, what a person checks after billing, narrow enough for 80 columns."""
     table = Table(title="billing cycle (amounts in cents)")
     columns = ("hour (UTC)", "subscriptions", "usage", "deducted", "advance", "finalized")

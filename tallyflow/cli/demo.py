@@ -16,6 +16,7 @@ from sqlalchemy import Engine, text
 from tallyflow.cli import demo_data as demo
 from tallyflow.cli.common import flow_session, parse_moment
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago.resources import Invoice
 from tallyflow.models.rating.money import format_money
 
 
@@ -123,7 +124,7 @@ def _invoice_table(engine: Any) -> Table:
     for column in ("number", "customer", "issued", "fees", "prepaid", "due"):
         table.add_column(column, justify="right" if column in (
             "fees", "prepaid", "due") else "left", no_wrap=True)
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[str, Invoice] = {}
     for invoice in list_invoices(engine, status="finalized", invoice_type="subscription"):
         latest[invoice["customer"]["external_id"]] = invoice
     for customer, i in sorted(latest.items()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from rich.table import Table
 from tallyflow.cli.common import flow_session, start_up_done
 from tallyflow.errors import UserError
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago.summaries import IngestSummary
 
 # The choices the flow's parameter model accepts, spelled out so a typo fails before any run
 # (kept equal to tasks.sources by a test; importing it here would slow every command). Source
@@ -49,7 +51,7 @@ def run_ingest(
     dask_address: str | None = None,
     kind: str = "fsspec",
     mapping_options: dict[str, Any] | None = None,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[IngestSummary, bool]:
     """Run the ingest flow in this process (objects on a Dask cluster if asked); returns
     (summary, ok)."""
     from tallyflow.tasks.sources import SourceSpec
@@ -65,7 +67,7 @@ def _run_ingest(
     progress: bool,
     dask_workers: int,
     dask_address: str | None,
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[IngestSummary, bool]:
     from tallyflow.flows.ingest import PROGRESS, IngestFailed, ingest_events, on_dask
 
     start_up_done()  # everything the run needs is imported
@@ -216,7 +218,7 @@ def _checked(
     return url, mapping, options, mapping_options
 
 
-def _print_summary(url: str, summary: dict[str, Any], ok: bool, as_json: bool) -> None:
+def _print_summary(url: str, summary: Mapping[str, Any], ok: bool, as_json: bool) -> None:
     if as_json:
         typer.echo(
             json.dumps(

@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -25,7 +25,7 @@ from rich.table import Table
 
 from tallyflow.cli.common import flow_session, parse_moment
 from tallyflow.infra.resources import billing_engine
-from tallyflow.models.rating.money import format_money
+from tallyflow.models.lago.money import money as lago_money
 
 app = typer.Typer(help="Invoices: period close, Lago-shaped listings, documents, late usage.")
 
@@ -70,7 +70,7 @@ def close(
                f" {summary['watermark'] or 'none yet (nothing is finalized before ingestion)'}")
     for invoice in summary["finalized_invoices"]:
         typer.echo(f"  {invoice['number']}  {invoice['customer']}  "
-                   f"{format_money(invoice['total_amount_cents'], invoice['currency'])}")
+                   f"{lago_money(invoice['total_amount_cents'], invoice['currency'])}")
 
 
 INVOICE_TYPES = ("subscription", "credit", "pay_in_advance", "advance_charges")
@@ -104,7 +104,7 @@ def list_(
     table = _table("invoices", ("number", "type", "customer", "issuing date", "status"),
                    ("fees", "taxes", "prepaid credits", "total"))
     for i in invoices:
-        money = _money(i["currency"])
+        money = partial(lago_money, currency=i["currency"])
         table.add_row(i["number"] or f"(draft {i['lago_id'][:8]})", i["invoice_type"],
                       i["customer"]["external_id"],
                       i["issuing_date"], i["status"], money(i["fees_amount_cents"]),
@@ -114,10 +114,6 @@ def list_(
     if not invoices:
         typer.echo("No invoices yet: periods are closed once they end "
                    "(`tallyflow invoices close`).")
-
-
-def _money(currency: str) -> Any:
-    return lambda cents: format_money(cents, currency)
 
 
 def _table(title: str, left: tuple[str, ...], right: tuple[str, ...],
@@ -145,7 +141,7 @@ def advance_fees(
     table = _table("fees paid in advance", ("event", "subscription", "charge"),
                    ("units", "amount", "taxes", "paid"), ("status", "invoice"))
     for f in fees:
-        money = _money(f["amount_currency"])
+        money = partial(lago_money, currency=f["amount_currency"])
         table.add_row(f["event_transaction_id"], f["external_subscription_id"],
                       f["item"]["filter_invoice_display_name"] or f["item"]["name"], f["units"],
                       money(f["amount_cents"]), money(f["taxes_amount_cents"]),
@@ -172,7 +168,7 @@ def show(
     if as_json:
         typer.echo(json.dumps({"invoice": invoice}, indent=2))
         return
-    money = _money(invoice["currency"])
+    money = partial(lago_money, currency=invoice["currency"])
     console = _console()
     console.print(f"[bold]Invoice {invoice['number'] or '(draft)'}[/bold]  "
                   f"{invoice['status']}, payment {invoice['payment_status']}, issued "
@@ -273,7 +269,7 @@ def _payment(key: str, status: str) -> None:
         _fail(str(exc))
         return
     typer.echo(f"{invoice['number']}: payment {invoice['payment_status']}, due "
-               f"{format_money(invoice['total_due_amount_cents'], invoice['currency'])}")
+               f"{lago_money(invoice['total_due_amount_cents'], invoice['currency'])}")
 
 
 @app.command("mark-paid")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -18,7 +17,9 @@ from rich.table import Table
 
 from tallyflow.cli.common import flow_session, parse_moment
 from tallyflow.infra.resources import billing_engine
-from tallyflow.models.rating.money import format_money
+from tallyflow.models.lago.money import money
+from tallyflow.models.lago.resources import CustomerUsage
+from tallyflow.models.lago.summaries import FoldFigures
 
 REBUILD = "rebuild"
 
@@ -87,7 +88,7 @@ def usage(
             console.print(line, markup=False, highlight=False)
 
 
-def unbillable_lines(usage: dict[str, Any]) -> list[str]:
+def unbillable_lines(usage: CustomerUsage) -> list[str]:
     """One line per metric and reason with events that bill nothing (docs/data-quality.md,
     "Unbillable events"); none for a clean period."""
     return [
@@ -97,7 +98,7 @@ def unbillable_lines(usage: dict[str, Any]) -> list[str]:
     ]
 
 
-def _rebuild_text(summary: dict[str, int]) -> str:
+def _rebuild_text(summary: FoldFigures) -> str:
     return (
         f"rebuilt usage state from {summary['objects']} object(s): {summary['folded']} event(s)"
         f" folded for {summary['subscriptions']} subscription(s),"
@@ -105,18 +106,14 @@ def _rebuild_text(summary: dict[str, int]) -> str:
     )
 
 
-def _money(cents: int, currency: str) -> str:
-    return format_money(cents, currency)
-
-
-def _usage_table(usage: dict[str, Any]) -> Table:
+def _usage_table(usage: CustomerUsage) -> Table:
     currency = usage["currency"]
     table = Table(
         title=(
             f"usage of {usage['external_subscription_id']} from {usage['from_datetime']}"
             f" to {usage['to_datetime']}"
         ),
-        caption=f"total {_money(usage['total_amount_cents'], currency)}"
+        caption=f"total {money(usage['total_amount_cents'], currency)}"
         f" ({usage['events_count']} events)",
     )
     for column in ("charge", "filter / group", "units", "events", "amount"):
@@ -130,7 +127,7 @@ def _usage_table(usage: dict[str, Any]) -> Table:
             charge["charge"]["charge_model"],
             charge["units"],
             str(charge["events_count"]),
-            f"[bold]{_money(charge['amount_cents'], currency)}[/bold]",
+            f"[bold]{money(charge['amount_cents'], currency)}[/bold]",
         )
         for item in charge["filters"]:
             table.add_row(
@@ -138,7 +135,7 @@ def _usage_table(usage: dict[str, Any]) -> Table:
                 item["invoice_display_name"] or "(default)",
                 item["units"],
                 str(item["events_count"]),
-                _money(item["amount_cents"], currency),
+                money(item["amount_cents"], currency),
             )
         for group in charge["grouped_usage"]:
             label = ", ".join(f"{k}={v}" for k, v in group["grouped_by"].items())
@@ -147,7 +144,7 @@ def _usage_table(usage: dict[str, Any]) -> Table:
                 label,
                 group["units"],
                 str(group["events_count"]),
-                _money(group["amount_cents"], currency),
+                money(group["amount_cents"], currency),
             )
     return table
 

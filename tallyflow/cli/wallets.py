@@ -21,7 +21,7 @@ from rich.table import Table
 
 from tallyflow.cli.common import flow_session, parse_moment
 from tallyflow.infra.resources import billing_engine
-from tallyflow.models.rating.money import format_money
+from tallyflow.models.lago.money import money
 
 app = typer.Typer(help="Prepaid wallets: balances, top-ups, payments, deductions.")
 
@@ -71,7 +71,7 @@ def show(
     for wallet in overview["wallets"]:
         table.add_row(
             wallet["code"], wallet["status"], str(wallet["priority"]),
-            wallet["credits_balance"], format_money(wallet["balance_cents"], wallet["currency"]),
+            wallet["credits_balance"], money(wallet["balance_cents"], wallet["currency"]),
             wallet["credits_ongoing_balance"], wallet["pending_credits"],
             wallet["consumed_credits"], wallet["expiration_at"] or "",
         )

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from tallyflow.models.lago.summaries import FoldFigures
 from tallyflow.models.rating import (
     MetricFilter,
     UniqueCountState,
@@ -512,7 +513,7 @@ class FoldSummary:
     def unbillable(self) -> int:
         return self.events - self.folded
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> FoldFigures:
         return {
             "folds": self.folds,
             "objects": self.objects,

@@ -28,7 +28,6 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from prefect import task
@@ -40,6 +39,7 @@ from tallyflow.models.invoicing import (
     advance_issued_at,
     invoice_amounts,
 )
+from tallyflow.models.lago import summaries
 from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
 from tallyflow.models.rating.pricing import SubscriptionInfo, SubscriptionUsage
 from tallyflow.tasks.containment import contain, failure
@@ -308,7 +308,9 @@ def _rate(
 
 
 @task(name="close-periods", **transient_retries(retries=3, backoff_factor=1))
-def close_periods_task(at: datetime, skip_customers: list[str] | None = None) -> dict[str, Any]:
+def close_periods_task(
+    at: datetime, skip_customers: list[str] | None = None
+) -> summaries.CloseSummary:
     """Close the periods ended by ``at`` (drafts refreshed, due invoices finalized); a
     customer whose close fails alone is contained and reported."""
     return close_periods(billing_engine(), at, skip_customers=set(skip_customers or ())).as_dict()

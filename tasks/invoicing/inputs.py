@@ -25,6 +25,8 @@ from tallyflow.models.invoicing import (
     UsageLine,
     trial_end,
 )
+from tallyflow.models.lago import summaries
+from tallyflow.models.lago.summaries import ContainedFailure
 from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
 from tallyflow.models.rating.pricing import ChargeUsage as RatedCharge
 from tallyflow.models.rating.pricing import SubscriptionInfo, SubscriptionUsage
@@ -259,16 +261,16 @@ class CloseSummary:
     """What one close did (for the run summary and the artifact)."""
 
     drafts: int = 0
-    finalized: list[dict[str, Any]] = field(default_factory=list)
+    finalized: list[summaries.InvoiceOutcome] = field(default_factory=list)
     unchanged_final: int = 0
     prepaid_cents: Decimal = ZERO
     watermark: str | None = None
     late_events: int = 0
     advance_charges: int = 0
     # Customers whose close failed alone or was withheld (tasks/containment.py).
-    failed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[ContainedFailure] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> summaries.CloseSummary:
         return {
             "drafts": self.drafts,
             "finalized": len(self.finalized),

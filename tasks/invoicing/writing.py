@@ -18,6 +18,7 @@ from tallyflow.models import number_rule
 from tallyflow.models.invoicing import (
     InvoiceAmounts,
 )
+from tallyflow.models.lago.summaries import InvoiceOutcome
 from tallyflow.tasks.invoice_documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CustomerInfo, _Group
 from tallyflow.tasks.invoicing.prepaid import _numbers, _prepaid
@@ -135,7 +136,7 @@ def _copy(conn: Connection, table: str, columns: Sequence[str],
 
 def _write_batch(
     engine: Engine, groups: Sequence[_Group], at: datetime
-) -> list[dict[str, Any] | None]:
+) -> list[InvoiceOutcome | None]:
     """Upsert the drafts of a batch of invoices and finalize the due ones: one transaction.
     None for an invoice already finalized (nothing may change)."""
     if not groups:

@@ -10,7 +10,7 @@ from typing import Any, Final
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.failpoints import failpoint
-from tallyflow.models.rating.money import format_money
+from tallyflow.models.lago.money import money as as_money
 from tallyflow.models.wallets import (
     ALERT_BELOW,
     ALERT_DEPLETED,
@@ -192,19 +192,19 @@ def alert_event(alert: dict[str, Any]) -> dict[str, Any]:
                 else credits_text(alert["threshold_credits"])
             ),
             "as_of": alert["as_of"].isoformat(),
-            **_money(alert),
+            **_money_fields(alert),
         },
     }
 
 
-def _money(alert: dict[str, Any]) -> dict[str, str]:
+def _money_fields(alert: dict[str, Any]) -> dict[str, str]:
     """The balance (and threshold) as money in the wallet's currency, for a person to read."""
     currency, rate = alert.get("currency"), alert.get("rate_amount")
     if not currency or rate is None:
         return {}
 
     def money(credits: Decimal) -> str:
-        return format_money(cents_for(credits, Decimal(rate), str(currency)), str(currency))
+        return as_money(cents_for(credits, Decimal(rate), str(currency)), str(currency))
 
     out = {"currency": str(currency), "balance": money(alert["credits_balance"])}
     if alert["threshold_credits"] is not None:

@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.models.lago.summaries import ContainedFailure, TopDeduction
+from tallyflow.models.lago.times import iso_key
 from tallyflow.models.rating.money import round_minor
 from tallyflow.models.wallets import (
     ZERO,
@@ -32,7 +34,6 @@ from tallyflow.tasks.wallets.ledger import (
     DEFAULT_GRACE_HOURS,
     USAGE_DEDUCTED,
     LedgerRow,
-    _iso,
     _since,
     lock_customers,
     post,
@@ -112,9 +113,9 @@ class DeductionBatch:
     amount_cents_corrected: Decimal = ZERO
     uncovered_cents: Decimal = ZERO
     negative: list[Negative] = field(default_factory=list)
-    top: list[dict[str, Any]] = field(default_factory=list)
+    top: list[TopDeduction] = field(default_factory=list)
     # Customers that failed alone and were contained (tasks/containment.py), as plain dicts.
-    failed: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[ContainedFailure] = field(default_factory=list)
 
 
 _SCOPE = text(
@@ -244,7 +245,7 @@ def deduct_customers(
                 rows.append(LedgerRow(
                     posting.wallet_id, s.customer_id, posting.direction, "settled", "usage",
                     posting.credits, posting.amount_cents,
-                    f"usage:{s.subscription_id}:{_iso(s.period_start)}:{s.revision}:"
+                    f"usage:{s.subscription_id}:{iso_key(s.period_start)}:{s.revision}:"
                     f"{posting.wallet_id}",
                     granted_credits=posting.granted_credits, subscription_id=s.subscription_id,
                     period_start=s.period_start, snapshot_id=s.snapshot_id,

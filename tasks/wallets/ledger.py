@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
 
@@ -54,10 +54,6 @@ class WalletError(ValueError):
 def settle_paid_default() -> bool:
     """Whether purchased credits settle at once (prepaid contracts) unless a caller says."""
     return os.environ.get(SETTLE_PAID_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)

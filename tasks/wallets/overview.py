@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from tallyflow.models.lago.resources import Wallet, WalletOverview
 from tallyflow.models.rating.money import round_minor
 from tallyflow.models.wallets import (
     ZERO,
@@ -28,7 +29,7 @@ from tallyflow.tasks.wallets.ledger import DEFAULT_GRACE_HOURS, USAGE_DEDUCTED, 
 def wallet_overview(
     engine: Engine, external_customer_id: str, as_of: datetime | None = None, limit: int = 10,
     grace_hours: int = DEFAULT_GRACE_HOURS,
-) -> dict[str, Any]:
+) -> WalletOverview:
     """Balances (credits and money), ongoing usage and the last transactions of a customer,
     with Lago's wallet field names.
 
@@ -107,7 +108,7 @@ def wallet_overview(
             funds[posting.wallet_id] = apply_posting(funds[posting.wallet_id], posting)
             pending_by_wallet[posting.wallet_id] += posting.amount_cents
             pending_credits_by_wallet[posting.wallet_id] += posting.credits
-    out_wallets = []
+    out_wallets: list[Wallet] = []
     for w in wallets:
         ongoing_credits = w.credits_balance - pending_credits_by_wallet[w.id]
         ongoing_cents = w.balance_cents - pending_by_wallet[w.id]

@@ -6,6 +6,7 @@ they wrap are plain and tested without Prefect.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -46,7 +47,7 @@ _RUN_COUNTS = (
 
 
 def finish_run(
-    engine: Engine, run_id: int, summary: dict[str, Any], status: str = "completed",
+    engine: Engine, run_id: int, summary: Mapping[str, Any], status: str = "completed",
     error: str | None = None,
 ) -> None:
     """Record the run's totals and outcome (the run history row)."""
@@ -96,7 +97,7 @@ def start_run_task(as_of: datetime, flow_run_id: str | None) -> int:
 
 @task(name="wallet-run-finish", **_RETRIES)
 def finish_run_task(
-    run_id: int, summary: dict[str, Any], status: str = "completed", error: str | None = None
+    run_id: int, summary: Mapping[str, Any], status: str = "completed", error: str | None = None
 ) -> None:
     finish_run(billing_engine(), run_id, summary, status, error)
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from sqlalchemy import Connection, Engine, text
 
+from tallyflow.models.lago.times import iso_key
 from tallyflow.models.wallets import (
     interval_start,
     threshold_reached,
@@ -20,7 +21,6 @@ from tallyflow.tasks.wallets.ledger import (
     LedgerRow,
     WalletError,
     _customer_id,
-    _iso,
     _pick_wallet,
     _top_up_rows,
     lock_customers,
@@ -74,7 +74,7 @@ def interval_top_ups(
                 r.wallet_id, r.customer_id, r.rate_amount, paid, granted,
                 currency=r.currency, settle_paid=settle_paid, source="interval",
                 rule_position=r.position,
-                key=f"interval:{r.wallet_id}:{r.position}:{_iso(found[1])}",
+                key=f"interval:{r.wallet_id}:{r.position}:{iso_key(found[1])}",
             ))
         return _count_top_ups(post(conn, rows, as_of, run_id), rows)
 

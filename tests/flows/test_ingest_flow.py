@@ -9,6 +9,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.flows.ingest import IngestFailed, ingest_events
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.summaries import IngestSummary
 from tallyflow.tasks.sources import SourceSpec
 from tests.factories import event, jsonl
 
@@ -38,6 +40,7 @@ def test_flow_ingests_reports_and_records_history(engine: Engine, tmp_path: Path
     assert {k: summary[k] for k in ("objects", "accepted", "duplicates", "rejected")} == {
         "objects": 2, "accepted": 30, "duplicates": 10, "rejected": 1,
     }
+    assert mismatches(summary, IngestSummary) == []  # the Prefect result's shape
     with engine.connect() as conn:
         run = conn.execute(text("select * from ingest_runs")).mappings().one()
     assert run["status"] == "completed"

@@ -27,6 +27,8 @@ from tallyflow.cli.main import app
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.flows.invoice_pdfs import invoice_pdfs
 from tallyflow.infra import failpoints
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.summaries import PdfRunSummary
 from tallyflow.tasks.invoice_render import pdf_available
 from tallyflow.tasks.invoicing import close_periods
 from tests.flows.test_billing_artifact import _latest_billing_artifact
@@ -103,10 +105,12 @@ def test_the_close_leaves_pdfs_to_the_pdf_flow(engine: Engine, tmp_path: Path) -
     first = invoice_pdfs()
     assert (first["rendered"], first["stored"], first["remaining"]) == (2, 2, 0)
     assert first["stopped"] == "nothing left to claim"
+    assert mismatches(first, PdfRunSummary) == []
     assert pdf_counts(engine) == (2, 2)
     assert "- rendered and stored: 2 in" in _artifact("invoice-pdfs")
     again = invoice_pdfs()  # a rerun: nothing to render
     assert (again["rendered"], again["remaining"]) == (0, 0)
+    assert mismatches(again, PdfRunSummary) == []  # pdfs_per_second 0: an integer, a number
     assert pdf_counts(engine) == (2, 2)
     kept = tmp_path / "kept.pdf"
     assert runner.invoke(app, ["invoices", "pdf", "TF-001-002", "-o", str(kept)]).exit_code == 0

@@ -15,6 +15,9 @@ from typer.testing import CliRunner
 from tallyflow.cli.main import app
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.flows.invoice_pdfs import invoice_pdfs
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.resources import Invoice, InvoiceFee
+from tallyflow.models.lago.summaries import BillingCycleSummary
 from tallyflow.tasks.invoice_render import pdf_available
 from tests.flows.test_billing_artifact import _latest_billing_artifact
 from tests.tasks.test_invoicing import MARCH_END, catalog, ingested_until, usage_events
@@ -49,6 +52,7 @@ def test_billing_cycle_finalizes_and_the_cli_reads_it(
     hour = datetime(2025, 4, 1, 8, tzinfo=UTC)
     summary = billing_cycle(hour=hour)
     assert summary["invoices"]["finalized"] == 1
+    assert mismatches(summary, BillingCycleSummary) == []  # the Prefect result's shape
     # $46.80 owed; the purchased credits are not paid yet (pending), the $25 granted pay
     artifact = _latest_billing_artifact()
     assert "## Invoices" in artifact and "| TF-001-002 | acme | 2025-04-01 | 2180 USD | 2500 |" \
@@ -66,6 +70,8 @@ def test_billing_cycle_finalizes_and_the_cli_reads_it(
     [invoice] = json.loads(listed.stdout)["invoices"]
     assert INVOICE_FIELDS <= set(invoice)
     assert all(FEE_FIELDS <= set(f) and ITEM_FIELDS <= set(f["item"]) for f in invoice["fees"])
+    assert [mismatches(f, InvoiceFee) for f in invoice["fees"]] == [[]] * len(invoice["fees"])
+    assert mismatches(invoice, Invoice) == []
     assert [f["item"]["filter_invoice_display_name"] for f in invoice["fees"]] == [
         None, "mistral-small input tokens", "mistral-small output tokens"]
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from sqlalchemy import Engine, text
 
 from tallyflow.flows.usage_snapshot import usage_snapshot
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.summaries import UsageSnapshotSummary
 from tallyflow.tasks.snapshot_reads import latest_usage
 from tests.tasks.rating_fixtures import SUB, apply_mistral, ingest_events, token_event
 
@@ -31,6 +33,7 @@ def test_usage_snapshot_flow(engine: Engine, tmp_path: Path, prefect_harness: No
 
     first = usage_snapshot(as_of=HOUR)
     assert first["snapshots"] == 1 and first["fold"]["folded"] == 1
+    assert mismatches(first, UsageSnapshotSummary) == []
     assert [(s[0], s[2]) for s in _snapshots(engine)] == [(SUB, 200)]
     # the run made its month's partition (and the next) before writing: the row is in it
     with engine.connect() as conn:

@@ -9,6 +9,8 @@ from sqlalchemy import Connection, Engine, text
 
 from tallyflow.flows.wallet_deductions import wallet_deductions
 from tallyflow.infra import failpoints
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.summaries import WalletRunSummary
 from tallyflow.tasks import wallets as w
 from tests.tasks.test_wallets_support import (
     AS_OF,
@@ -33,6 +35,7 @@ def test_same_hour_three_runs_one_ledger_and_run_history(
     assert first["customers"] == 2 and first["transactions"] == 2
     assert first["negative_wallets"] == 1 and first["negative"][0]["external_customer_id"] == "b"
     assert first["alerts"] == 2 and first["events_emitted"] == 2  # b: below 2, depleted
+    assert first["top"] and mismatches(first, WalletRunSummary) == []
     once = ledger(engine)
     for _ in range(2):
         again = wallet_deductions(as_of=AS_OF, settle_paid=True)

@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Final
 
+from tallyflow.models.lago.times import iso_utc
 from tallyflow.models.rating.aggregation.types import (
     ZERO,
     AggregationDefinition,
@@ -15,7 +16,6 @@ from tallyflow.models.rating.aggregation.types import (
     EventPoint,
     _check_type,
     _dec,
-    _iso,
 )
 
 
@@ -72,7 +72,7 @@ class LatestState:
         return {
             "type": AggregationType.LATEST.value,
             "value": None if self.value is None else _dec(self.value),
-            "timestamp": None if self.timestamp is None else _iso(self.timestamp),
+            "timestamp": None if self.timestamp is None else iso_utc(self.timestamp),
             "seq": self.seq,
             "events_count": self.events_count,
             "unbillable_count": self.unbillable_count,

@@ -145,10 +145,6 @@ def _check_type(data: Mapping[str, Any], kind: AggregationType) -> None:
         raise ValueError(f"expected a {kind.value} state, got {data.get('type')!r}")
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
-
-
 @dataclass(frozen=True)
 class ProrationWindow:
     """What the weights depend on, in the customer's local days.

@@ -10,6 +10,7 @@ from decimal import ROUND_CEILING, Decimal, localcontext
 from enum import StrEnum
 from typing import Any, Final
 
+from tallyflow.models.lago.times import iso_utc
 from tallyflow.models.rating.aggregation.types import (
     _WIDE,
     ZERO,
@@ -19,7 +20,6 @@ from tallyflow.models.rating.aggregation.types import (
     ProratedUnits,
     ProrationWindow,
     _check_type,
-    _iso,
 )
 
 _PLACES: Final = Decimal("1E-5")  # Lago ceils prorated aggregations to 5 decimals
@@ -67,9 +67,9 @@ class DayOps:
 
     def to_json(self) -> list[Any]:
         first = self.first_add
-        return [None if first is None else _iso(first.timestamp),
+        return [None if first is None else iso_utc(first.timestamp),
                 None if first is None else first.seq, self.has_remove,
-                _iso(self.last.timestamp), self.last.seq, self.last.operation.value]
+                iso_utc(self.last.timestamp), self.last.seq, self.last.operation.value]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> DayOps:
@@ -152,7 +152,7 @@ class UniqueCountState:
         return {
             "type": AggregationType.UNIQUE_COUNT.value,
             "last_ops": {
-                value: [_iso(op.timestamp), op.seq, op.operation.value]
+                value: [iso_utc(op.timestamp), op.seq, op.operation.value]
                 for value, op in sorted(self.last_ops.items())
             },
             "events_count": self.events_count,

@@ -9,6 +9,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.summaries import BillingHealthFigures
 from tallyflow.tasks.ingest import ingest_object, register_objects
 from tallyflow.tasks.sources import SourceSpec, build_source
 
@@ -29,6 +31,7 @@ def test_the_health_endpoint_shows_the_figures_to_a_key_holder(
     assert ok.json()["health"]["ok"] is True and ok.json()["health"]["objects_failed"] == 0
     _fail_one_object(engine, tmp_path / "events")
     health = client.get("/api/v1/tallyflow/health").json()["health"]
+    assert mismatches(health, BillingHealthFigures) == []
     assert health["ok"] is False and health["objects_failed"] == 1
     assert health["problems"] == ["1 object(s) failed to load"]
     assert set(health["drafts"]) == {"in_period_or_grace", "ingest_watermark", "next_cycle"}

@@ -14,6 +14,16 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app as cli
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.resources import (
+    ApiCustomerUsage,
+    ApiWallet,
+    CustomerUsage,
+    Invoice,
+    InvoiceFee,
+    WalletOverview,
+    WalletTransaction,
+)
 from tallyflow.tasks.invoicing import close_periods
 from tallyflow.tasks.wallets import open_catalog_wallets
 from tests.tallyflow.api.conftest import wait_for
@@ -45,6 +55,11 @@ def test_current_usage_is_the_clis(client: TestClient, engine: Engine, tmp_path:
         "units"]
     assert {k: v for k, v in usage.items() if k != "charges_usage"} == {
         k: v for k, v in expected.items() if k != "charges_usage"}
+    # the two shapes of customer usage (docs/architecture.md §10): the API's has Lago's
+    # total_aggregated_units, the CLI's does not
+    assert mismatches(usage, ApiCustomerUsage) == []
+    assert mismatches(expected, CustomerUsage) == []
+    assert mismatches(expected, ApiCustomerUsage) != []
 
 
 def test_current_usage_names_the_events_that_bill_nothing(
@@ -67,6 +82,7 @@ def test_current_usage_names_the_events_that_bill_nothing(
          "sample_transaction_ids": ["odd-model"]},
     ]
     assert usage["tallyflow_unbillable"] == cli_json("usage", SUB)["tallyflow_unbillable"]
+    assert mismatches(usage, ApiCustomerUsage) == []
     assert usage["amount_cents"] == 100  # the one good event (1000 small input tokens)
 
 
@@ -151,13 +167,20 @@ def test_wallets_top_ups_and_transactions(client: TestClient, engine: Engine,
     assert retry.status_code == 200 and retry.json()["wallet_transactions"] == posted
     after = client.get(f"/api/v1/wallets/{lago_id}").json()["wallet"]
     assert after["credits_balance"] == "30.00000"
-    assert after == {**cli_json("wallets", "show", "acme")["wallets"][0],
-                     "lago_customer_id": wallet["lago_customer_id"]}
+    overview = cli_json("wallets", "show", "acme")
+    assert after == {**overview["wallets"][0], "lago_customer_id": wallet["lago_customer_id"]}
+    # one wallet, two outputs; one transaction base, two forms (docs/architecture.md §10)
+    assert mismatches(after, ApiWallet) == []
+    assert mismatches(overview, WalletOverview) == []
+    assert [mismatches(t, WalletTransaction) for t in posted] == [[], []]
+    assert {t["lago_id"] for t in overview["wallet_transactions"]} >= {
+        t["lago_id"] for t in posted}
 
     listed = client.get(f"/api/v1/wallets/{lago_id}/wallet_transactions",
                         params={"per_page": 2}).json()
     assert listed["meta"]["total_count"] == 4 and len(listed["wallet_transactions"]) == 2
     assert listed["meta"]["next_page"] == 2
+    assert [mismatches(t, WalletTransaction) for t in listed["wallet_transactions"]] == [[], []]
 
     refused = client.post("/api/v1/wallet_transactions", json={"wallet_transaction": {
         "wallet_id": lago_id, "paid_credits": "1", "metadata": [{"key": "a", "value": "b"}]}})
@@ -187,6 +210,10 @@ def test_invoices_are_the_clis(client: TestClient, engine: Engine, tmp_path: Pat
         assert got["customer"]["external_id"] == cli_invoice["customer"]["external_id"]
     one = client.get(f"/api/v1/invoices/{expected[0]['lago_id']}").json()["invoice"]
     assert one == everything["invoices"][0]
+    assert [mismatches(i, Invoice) for i in everything["invoices"]] == [[]] * len(expected)
+    assert [mismatches(i, Invoice) for i in expected] == [[]] * len(expected)
+    fees = [fee for invoice in everything["invoices"] for fee in invoice["fees"]]
+    assert fees and [mismatches(fee, InvoiceFee) for fee in fees] == [[] for _ in fees]
 
 
 def test_integers_beyond_64_bits_are_answered_as_strings_not_a_text_500() -> None:

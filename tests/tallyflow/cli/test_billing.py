@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 
 from tallyflow.cli.billing import billing_hour
 from tallyflow.cli.main import app
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.summaries import BillingCycleSummary
 from tests.tasks.rating_fixtures import MISTRAL, ingest_events, token_event
 from tests.tasks.test_invoicing import ingested_until
 
@@ -97,6 +99,7 @@ def test_billing_run_bills_the_hour_the_deployed_flow_bills(
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
     assert summary["hour"] == HOUR.isoformat()
+    assert mismatches(summary, BillingCycleSummary) == []
     assert summary["advance"]["fees"] == 4 and summary["advance"]["paid_cents"] == "100"
     # March's invoice is finalized in this hour (and the one of the last day of February in
     # acme's zone, where 2025-03-01T00:00Z still falls: a day's prorated fee)
@@ -128,7 +131,9 @@ def test_hours_run_in_order_like_the_backfill(engine: Engine, tmp_path: Path) ->
     result = runner.invoke(app, ["billing", "run", "--at", "2025-04-01T06:00:00Z",
                                  "--hours", "3", "--json"])
     assert result.exit_code == 0, result.output
-    hours = [r["hour"] for r in json.loads(result.output)]
+    results = json.loads(result.output)
+    assert [mismatches(r, BillingCycleSummary) for r in results] == [[], [], []]
+    hours = [r["hour"] for r in results]
     assert hours == [(HOUR - timedelta(hours=2 - n)).isoformat() for n in range(3)]
     table = runner.invoke(app, ["billing", "run", "--at", "2025-04-01T06:00:00Z",
                                 "--hours", "2"])

@@ -9,6 +9,8 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.resources import CustomerUsage
 from tests.tasks.rating_fixtures import SUB, apply_mistral, ingest_events, token_event
 
 runner = CliRunner()
@@ -26,6 +28,7 @@ def test_usage_json_table_rebuild_and_snapshot(
     assert usage["amount_cents"] == 300
     assert usage["from_datetime"] == "2025-03-01T05:00:00Z"
     assert usage["charges_usage"][0]["filters"][0]["units"] == "2000001"
+    assert mismatches(usage, CustomerUsage) == []
 
     table = runner.invoke(app, ["usage", SUB, "--at", "1742000000"])
     assert table.exit_code == 0, table.output

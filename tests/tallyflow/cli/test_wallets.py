@@ -9,6 +9,8 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.resources import WalletOverview
 from tests.factories import jsonl
 
 runner = CliRunner()
@@ -68,6 +70,7 @@ def test_wallet_commands_on_the_mistral_demo(
     paid = runner.invoke(app, ["wallets", "mark-paid", "acme"])
     assert paid.exit_code == 0 and "1 transaction(s) settled" in paid.stdout
     shown = _show()
+    assert shown["wallet_transactions"] and mismatches(shown, WalletOverview) == []
     wallet = shown["wallets"][0]
     assert wallet["credits_balance"] == "123.00000" and wallet["balance_cents"] == 12300
     assert wallet["code"] == "prepaid_credits" and wallet["rate_amount"] == "1.0"

@@ -1,0 +1,12 @@
+"""Lago's JSON shapes and formats, in one place (docs/architecture.md §10).
+
+- ``times``: the timestamp forms (``iso`` is Lago's; the others are frozen on purpose);
+- ``money``: money as Lago's fields and as people read it;
+- ``resources``: Lago's resources as Tallyflow writes them (wallet transactions, wallets,
+  customer usage, invoice fees);
+- ``summaries``: what flows and tasks return (Prefect results, run history, artifacts);
+- ``conformance``: ``mismatches``, which tests use to hold real outputs to these shapes.
+
+Pure: no I/O, importable from every layer. Submodules are imported by name (the rating code
+imports ``times``; ``money`` imports the rating code).
+"""

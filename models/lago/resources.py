@@ -1,0 +1,325 @@
+"""Lago's resource shapes as Tallyflow writes them (docs/architecture.md §10).
+
+TypedDicts: at runtime they are the plain dicts the code already builds, so JSON, Prefect
+results and stored documents keep their exact bytes; the type checker holds every key. Where
+two outputs of one resource differ on the wire today, both shapes are here, derived from one
+base, so the difference is written down instead of discovered.
+"""
+
+# No `from __future__ import annotations`: Python 3.11 reads NotRequired only from real
+# annotations, and conformance.mismatches needs __required_keys__ right.
+from typing import Any, NotRequired, TypedDict
+
+# ------------------------------------------------------------------------ wallet transactions
+
+
+class WalletTransactionBase(TypedDict):
+    """What every wallet transaction output carries (Lago's ``wallet_transaction``)."""
+
+    lago_id: str
+    lago_wallet_id: str
+    transaction_type: str  # inbound | outbound
+    status: str  # pending | settled | failed | voided
+    transaction_status: str  # purchased | granted | voided | invoiced
+    source: str
+    credit_amount: str
+    amount_cents: int | str
+    created_at: str
+    settled_at: str | None
+
+
+class WalletTransaction(WalletTransactionBase):
+    """The HTTP API's (``GET /wallets/{id}/wallet_transactions``, top-ups): Lago's own
+    fields, moments in the API's form (``times.iso_z``)."""
+
+    lago_invoice_id: str | None
+    amount: str
+    priority: int
+
+
+class LedgerTransaction(WalletTransactionBase):
+    """``tallyflow wallets show`` (``--json``): the ledger row as an operator reads it, with
+    what the API leaves out (the subscription and period it deducts for, the idempotency key,
+    granted credits), moments as ``datetime.isoformat`` writes them."""
+
+    wallet_code: str
+    granted_credits: str
+    external_subscription_id: str | None
+    period_start: str | None
+    as_of: str
+    idempotency_key: str
+
+
+# ------------------------------------------------------------------------ wallets
+
+
+class Wallet(TypedDict):
+    """A wallet with its live balances (``tallyflow wallets show``)."""
+
+    lago_id: str
+    code: str
+    name: str | None
+    external_customer_id: str
+    status: str
+    currency: str
+    rate_amount: str
+    priority: int
+    credits_balance: str
+    balance_cents: int | str
+    credits_ongoing_balance: str
+    ongoing_balance_cents: int | str
+    credits_ongoing_usage_balance: str
+    ongoing_usage_balance_cents: int | str
+    consumed_credits: str
+    consumed_amount_cents: int | str
+    pending_credits: str
+    granted_credits_balance: str
+    paid_top_up_credits: str
+    granted_top_up_credits: str
+    expiration_at: str | None
+    terminated_at: str | None
+    created_at: str
+
+
+class ApiWallet(Wallet):
+    """The HTTP API's wallet: the same, with Lago's ``lago_customer_id``."""
+
+    lago_customer_id: str
+
+
+class OngoingSubscription(TypedDict):
+    external_subscription_id: str
+    period_start: str
+    amount_cents: int | str
+    deducted_cents: int | str
+    currency: str
+
+
+class OngoingUsage(TypedDict):
+    amount_cents: int | str
+    deducted_cents: int | str
+    undeducted_cents: int | str
+    subscriptions: list[OngoingSubscription]
+
+
+class WalletOverview(TypedDict):
+    """A customer's wallets, ongoing usage and last transactions (``wallets show --json``)."""
+
+    external_customer_id: str
+    as_of: str
+    wallets: list[Wallet]
+    ongoing_usage: OngoingUsage
+    wallet_transactions: list[LedgerTransaction]
+
+
+# ------------------------------------------------------------------------ customer usage
+
+
+class UsageFigures(TypedDict):
+    units: str
+    events_count: int
+    amount_cents: int
+    precise_amount_cents: str
+
+
+class FilterUsage(UsageFigures):
+    invoice_display_name: str | None
+    values: dict[str, list[str]] | None
+
+
+class GroupUsage(UsageFigures):
+    grouped_by: dict[str, str | None]
+    filters: list[FilterUsage]
+
+
+class UsageCharge(TypedDict):
+    lago_id: str
+    charge_model: str
+    invoice_display_name: str
+
+
+class UsageMetric(TypedDict):
+    lago_id: str
+    name: str
+    code: str
+    aggregation_type: str
+
+
+class ChargeUsage(UsageFigures):
+    amount_currency: str
+    charge: UsageCharge
+    billable_metric: UsageMetric
+    filters: list[FilterUsage]
+    grouped_usage: list[GroupUsage]
+
+
+class UnbillableCount(TypedDict):
+    """Events of one metric that bill nothing, and why (docs/data-quality.md)."""
+
+    billable_metric_code: str
+    reason: str
+    count: int
+    sample_transaction_ids: list[str]
+
+
+class CustomerUsage(TypedDict):
+    """Lago's ``customer_usage`` of one subscription's period (``tallyflow usage --json``,
+    ``GET /customers/{id}/current_usage``, usage snapshots)."""
+
+    external_subscription_id: str
+    from_datetime: str
+    to_datetime: str
+    issuing_date: str
+    currency: str
+    amount_cents: int
+    precise_amount_cents: str
+    taxes_amount_cents: int
+    total_amount_cents: int
+    events_count: int
+    charges_usage: list[ChargeUsage]
+    # Tallyflow's extension, present only when there is something to say
+    tallyflow_unbillable: NotRequired[list[UnbillableCount]]
+
+
+# The HTTP API's customer usage (``GET /customers/{id}/current_usage``): the same, with
+# Lago's ``total_aggregated_units`` beside every ``units`` (tallyflow/api/routes.py). The
+# CLI and the stored snapshots do not carry it, and keep not carrying it.
+
+
+class ApiFilterUsage(FilterUsage):
+    total_aggregated_units: str
+
+
+class ApiGroupUsage(UsageFigures):
+    grouped_by: dict[str, str | None]
+    filters: list[ApiFilterUsage]
+    total_aggregated_units: str
+
+
+class ApiChargeUsage(UsageFigures):
+    amount_currency: str
+    charge: UsageCharge
+    billable_metric: UsageMetric
+    filters: list[ApiFilterUsage]
+    grouped_usage: list[ApiGroupUsage]
+    total_aggregated_units: str
+
+
+class ApiCustomerUsage(TypedDict):
+    external_subscription_id: str
+    from_datetime: str
+    to_datetime: str
+    issuing_date: str
+    currency: str
+    amount_cents: int
+    precise_amount_cents: str
+    taxes_amount_cents: int
+    total_amount_cents: int
+    events_count: int
+    charges_usage: list[ApiChargeUsage]
+    tallyflow_unbillable: NotRequired[list[UnbillableCount]]
+
+
+# ------------------------------------------------------------------------ invoice fees
+
+
+class FeeItem(TypedDict):
+    type: str
+    code: str
+    name: str
+    invoice_display_name: str
+    filter_invoice_display_name: str | None
+    grouped_by: dict[str, Any]
+    true_up: bool
+    lago_item_id: str | None
+
+
+class InvoiceFee(TypedDict):
+    """One fee of an invoice (Lago's ``V1::FeeSerializer`` names)."""
+
+    lago_id: str
+    lago_invoice_id: str
+    external_subscription_id: str | None
+    event_transaction_id: str | None
+    amount_cents: int
+    precise_amount_cents: str
+    amount_currency: str
+    taxes_rate: str
+    taxes_amount_cents: int
+    taxes_precise_amount_cents: str
+    total_amount_cents: int
+    total_amount_currency: str
+    units: str
+    events_count: int
+    pay_in_advance: bool
+    invoiceable: bool
+    from_date: str | None
+    to_date: str | None
+    applied_taxes: Any
+    item: FeeItem
+
+
+# ------------------------------------------------------------------------ invoices
+
+
+class PlanVersionRef(TypedDict):
+    """Tallyflow's: the plan version a period was priced with (docs/architecture.md §6)."""
+
+    lago_id: str
+    version: int
+    effective_from: str | None
+
+
+class InvoiceSubscription(TypedDict):
+    lago_id: str
+    external_id: str
+    name: str | None
+    plan_code: str
+    billing_time: str
+    status: str
+    subscription_at: str | None
+    started_at: str | None
+    current_billing_period_started_at: str | None
+    current_billing_period_ending_at: str | None
+    plan_version: PlanVersionRef | None
+
+
+class Invoice(TypedDict):
+    """Lago's invoice (``V1::InvoiceSerializer`` names): ``tallyflow invoices list/show``,
+    the kept HTML's data and ``GET /invoices``. The API writes a draft's ``number`` as ``""``
+    (Lago's) where the CLI writes null, and adds the customer's ``lago_id``, ``created_at``,
+    ``updated_at`` and ``applicable_timezone`` (tallyflow/api/routes.py)."""
+
+    lago_id: str
+    billing_entity_code: str | None
+    billing_entity: dict[str, Any] | None
+    sequential_id: int | None
+    number: str | None
+    issuing_date: str
+    payment_dispute_lost_at: None
+    payment_due_date: str
+    payment_overdue: bool
+    net_payment_term: int
+    invoice_type: str
+    status: str
+    payment_status: str
+    currency: str
+    fees_amount_cents: int
+    taxes_amount_cents: int
+    progressive_billing_credit_amount_cents: int
+    coupons_amount_cents: int
+    credit_notes_amount_cents: int
+    sub_total_excluding_taxes_amount_cents: int
+    sub_total_including_taxes_amount_cents: int
+    prepaid_credit_amount_cents: int
+    total_amount_cents: int
+    total_due_amount_cents: int
+    version_number: int
+    created_at: str | None
+    updated_at: str | None
+    finalized_at: str | None
+    file_url: None
+    customer: dict[str, Any]
+    subscriptions: list[InvoiceSubscription]
+    applied_taxes: Any
+    fees: list[InvoiceFee]
