@@ -576,7 +576,7 @@ class ConformanceItem(pytest.Item):
             return
         self.runner.run(self.target, self.check)
 
-    def repr_failure(self, excinfo: Any, style: Any = None) -> str:  # type: ignore[override]
+    def repr_failure(self, excinfo: Any, style: Any = None) -> str:
         if isinstance(excinfo.value, ConformanceError):
             return f"{self.name}: {excinfo.value}"
         return str(super().repr_failure(excinfo))
