@@ -607,9 +607,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     added: list[pytest.Item] = []
 
     def add(name: str, target: str, check: Check | None) -> None:
+        node = f"tallyflow-conformance::{name}"
         added.append(ConformanceItem.from_parent(
-            session, name=f"tallyflow-conformance::{name}", target=target, check=check,
-            runner=runner))
+            session, name=node, nodeid=node, target=target, check=check, runner=runner))
 
     add("no_plugin_is_broken", "no_plugin_is_broken", None)
     names = config.getoption("tallyflow_source") or runner.plugin_names()
