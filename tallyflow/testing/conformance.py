@@ -429,9 +429,21 @@ def _counted_once(result: Any, expected: dict[str, Any], how: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def _emptied(engine: Engine) -> Engine:
+    """Every table emptied: each check starts from nothing (its golden events are new)."""
+    from sqlalchemy import text
+
+    from tallyflow.models.tables import metadata
+
+    names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"truncate {names} restart identity cascade"))
+    return engine
+
+
 class ScratchDatabase:
-    """A database of its own on the server of ``TALLYFLOW_DATABASE_URL``, migrated once and
-    emptied before each check; dropped at the end. Never the configured database itself: the
+    """A database of its own on the server of ``TALLYFLOW_DATABASE_URL``, migrated once
+    (emptied before each check); dropped at the end. Never the configured database itself: the
     checks empty every table."""
 
     def __init__(self, url: str) -> None:
@@ -444,7 +456,6 @@ class ScratchDatabase:
         from sqlalchemy import create_engine, make_url, text
 
         from tallyflow.infra import db, migrate
-        from tallyflow.models.tables import metadata
 
         if self._engine is None:
             url = make_url(db.normalise_url(self.url))
@@ -454,9 +465,6 @@ class ScratchDatabase:
                 conn.execute(text(f'create database "{self._name}"'))
             self._engine = create_engine(url.set(database=self._name))
             migrate.upgrade(self._engine)
-        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-        with self._engine.begin() as conn:
-            conn.execute(text(f"truncate {names} restart identity cascade"))
         return self._engine
 
     def drop(self) -> None:
@@ -472,9 +480,9 @@ class ScratchDatabase:
 
 class Conformance:
     """Runs the checks for a source kind or a mapping name (the ``tallyflow_conformance``
-    fixture). ``engine``: a migrated database to use as is (Tallyflow's own suite passes its
-    test database); otherwise checks that need one use a ``ScratchDatabase`` on the server of
-    ``TALLYFLOW_DATABASE_URL`` and are skipped without it."""
+    fixture). ``engine``: a migrated test database whose tables each check empties
+    (Tallyflow's own suite passes its test database); otherwise the checks that need one use
+    a ``ScratchDatabase`` on the server of ``TALLYFLOW_DATABASE_URL``, skipped without it."""
 
     def __init__(self, workdir: Path | None = None, engine: Engine | None = None) -> None:
         self.workdir = workdir
@@ -515,7 +523,7 @@ class Conformance:
         target = registry.sources[name] if check in SOURCE_CHECKS else registry.mappings[name]
         engine = None
         if check.needs_database:
-            engine = self.engine or self._scratch_engine()
+            engine = _emptied(self.engine or self._scratch_engine())
         with self._folder() as folder:
             check.run(target, Context(folder, engine))
 

@@ -30,3 +30,16 @@ def test_conformance(request: pytest.FixtureRequest, tallyflow_conformance: Conf
 
 def test_no_plugin_is_broken(tallyflow_conformance: Conformance) -> None:
     tallyflow_conformance.no_plugin_is_broken()
+
+
+def test_the_fixture_runs_every_check_of_a_source(
+    request: pytest.FixtureRequest, tallyflow_conformance: Conformance,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``check(name)``: the checks that can run here, in a row on one database (each starts
+    from empty tables), as a plugin's own test calls it (docs/ingest.md)."""
+    monkeypatch.delenv("TALLYFLOW_DATABASE_URL", raising=False)
+    assert tallyflow_conformance.check("fsspec") == 4  # no database: those that need none
+    tallyflow_conformance.engine = request.getfixturevalue("engine")
+    assert tallyflow_conformance.check("fsspec") == len(SOURCE_CHECKS)
+    assert tallyflow_conformance.check("lago") == len(MAPPING_CHECKS)
