@@ -519,7 +519,11 @@ class Conformance:
         database when none is given or configured."""
         registry = self.registry()
         if isinstance(check, str):
-            check = next(c for c in self.checks(name) if c.name == check)
+            named = {c.name: c for c in self.checks(name)}
+            if check not in named:
+                raise ConformanceError(f"no check {check!r} for {name!r}; its checks: "
+                                       f"{', '.join(named)}")
+            check = named[check]
         target = registry.sources[name] if check in SOURCE_CHECKS else registry.mappings[name]
         engine = None
         if check.needs_database:
@@ -569,20 +573,20 @@ class ConformanceItem(pytest.Item):
     """One check for one source or mapping, collected by ``--tallyflow-conformance``."""
 
     def __init__(self, *, target: str, check: Check | None, runner: Conformance,
-                 **kwargs: Any) -> None:
+                 problem: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.target = target
+        self.target = target  # a source kind or mapping name; "" for the registry itself
         self.check = check
         self.runner = runner
+        self.problem = problem  # what made the selection impossible, reported as a failure
 
     def runtest(self) -> None:
+        if self.problem is not None:
+            raise ConformanceError(self.problem)
         if self.check is None:
-            if self.target == "no_plugin_is_broken":
-                self.runner.no_plugin_is_broken()
-            else:
-                raise ConformanceError(self.target)  # what could not be selected, said as is
-            return
-        self.runner.run(self.target, self.check)
+            self.runner.no_plugin_is_broken()
+        else:
+            self.runner.run(self.target, self.check)
 
     def repr_failure(self, excinfo: Any, style: Any = None) -> str:
         if isinstance(excinfo.value, ConformanceError):
@@ -614,22 +618,24 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     runner = config.stash.setdefault(_RUNNER, Conformance())
     added: list[pytest.Item] = []
 
-    def add(name: str, target: str, check: Check | None) -> None:
-        node = f"tallyflow-conformance::{name}"
+    def add(node: str, target: str = "", check: Check | None = None,
+            problem: str | None = None) -> None:
+        node = f"tallyflow-conformance::{node}"
         added.append(ConformanceItem.from_parent(
-            session, name=node, nodeid=node, target=target, check=check, runner=runner))
+            session, name=node, nodeid=node, target=target, check=check, runner=runner,
+            problem=problem))
 
-    add("no_plugin_is_broken", "no_plugin_is_broken", None)
+    add("no_plugin_is_broken")
     names = config.getoption("tallyflow_source") or runner.plugin_names()
     if not names:
-        add("nothing_to_check", "no installed plugin registers a source or mapping (entry "
-            "points tallyflow.sources, tallyflow.mappings); is the package installed? Or name "
-            "one with --tallyflow-source", None)
+        add("nothing_to_check", problem="no installed plugin registers a source or mapping "
+            "(entry points tallyflow.sources, tallyflow.mappings); is the package installed? "
+            "Or name one with --tallyflow-source")
     for name in names:
         try:
             checks = runner.checks(name)
         except ConformanceError as exc:
-            add(f"{name}", str(exc), None)
+            add(name, problem=str(exc))
             continue
         for check in checks:
             add(f"{name}::{check.name}", name, check)

@@ -110,3 +110,11 @@ def test_without_the_flag_the_suite_collects_nothing(repo: tuple[Path, Path]) ->
     assert ran.returncode == 0, ran.stdout[-2000:]
     assert "tallyflow-conformance" not in ran.stdout
     assert f"{OWN_TESTS} tests collected" in ran.stdout
+
+
+def test_a_name_nobody_registers_fails_saying_what_is(repo: tuple[Path, Path]) -> None:
+    ran = _pytest(*repo, "--tallyflow-source", "batch-tabel")
+    assert ran.returncode == 1, ran.stdout[-3000:]
+    assert "FAILED tallyflow-conformance::batch-tabel" in ran.stdout
+    assert "'batch-tabel' is not a registered source or mapping; registered: sources" \
+        in ran.stdout and "'batch-table'" in ran.stdout
