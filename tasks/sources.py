@@ -169,6 +169,13 @@ class Source(ABC):
         folder holding ``golden.jsonl``), reading it as Lago events. None: not given yet."""
         return None
 
+    @classmethod
+    def missing_case(cls, folder: Path) -> SourceSpec | None:
+        """Conformance: a spec naming something that is not there (``folder`` does not
+        exist), whose listing must raise ``SourceError``. None: the suite lists the
+        ``golden_case`` of a folder removed after the spec was made."""
+        return None
+
     @abstractmethod
     def list(self) -> Iterator[ObjectRef]:
         """Every object the source holds now (the ledger filters out what is done)."""

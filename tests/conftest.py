@@ -36,6 +36,10 @@ from sqlalchemy.engine import URL  # noqa: E402
 from tests.storage import Bucket, S3Server, free_port  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# The shipped conformance suite (its fixture; it collects nothing without
+# --tallyflow-conformance). Installed, Tallyflow registers it by the same name (pytest11), so
+# the two never clash.
+pytest_plugins = ["tallyflow.testing.conformance"]
 LOCAL_ADMIN = URL.create(
     "postgresql+psycopg", username="postgres", host="127.0.0.1", port=5432, database="postgres"
 )

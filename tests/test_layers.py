@@ -30,7 +30,7 @@ def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 def test_the_import_contracts_hold() -> None:
     done = _lint_imports(ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Contracts: 4 kept, 0 broken." in done.stdout
+    assert "Contracts: 5 kept, 0 broken." in done.stdout
 
 
 def test_a_backwards_import_breaks_the_contracts(tmp_path: Path) -> None:
@@ -42,11 +42,14 @@ def test_a_backwards_import_breaks_the_contracts(tmp_path: Path) -> None:
                     ignore=shutil.ignore_patterns("__pycache__"))
     retry = copy / "tallyflow" / "tasks" / "retry.py"
     retry.write_text(retry.read_text() + "\n\ndef _bad() -> None:\n"
-                     "    from tallyflow.cli import ingest  # noqa: F401\n")
+                     "    from tallyflow.cli import ingest  # noqa: F401\n"
+                     "    from tallyflow import plugin  # noqa: F401\n")
     done = _lint_imports(copy)
     assert done.returncode != 0
     assert "Nothing imports the command line BROKEN" in done.stdout
     assert "tallyflow.tasks.retry -> tallyflow.cli.ingest" in done.stdout
+    assert "Nothing imports the plugin surface (plugins do) BROKEN" in done.stdout
+    assert "tallyflow.tasks.retry -> tallyflow.plugin" in done.stdout
 
 
 def _imports(path: Path) -> set[str]:

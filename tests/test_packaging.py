@@ -63,8 +63,17 @@ def test_the_wheel_installs_one_namespace_with_its_data(tmp_path: Path) -> None:
         "tallyflow/infra/no_tls_ca.pem",
         "tallyflow/examples/mistral/plan.json",
         "tallyflow/examples/demo/customers.yaml",
+        "tallyflow/plugin.py",
+        "tallyflow/testing/conformance.py",
+        "tallyflow/testing/golden/lago.jsonl",
+        "tallyflow/testing/golden/lago.expected.json",
     ):
         assert needed in names, needed
+    # the conformance suite is a pytest plugin of the installed package (pytest11)
+    (points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    entry_points = zipfile.ZipFile(wheel).read(points).decode()
+    assert "[pytest11]\ntallyflow.testing.conformance = tallyflow.testing.conformance" \
+        in entry_points, entry_points
 
 
 def test_each_module_is_loaded_once_under_its_package_name() -> None:
