@@ -8,6 +8,7 @@ module-level ``APIRouter`` that any app includes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, Query, Request
@@ -53,15 +54,20 @@ def authenticate(request: Request, engine: Engine = Depends(get_engine)) -> str:
 AUTH = [Depends(authenticate)]
 
 
+@dataclass(frozen=True)
 class Paging:
     """Lago's ``page`` and ``per_page`` as given (None when absent). Checked by
     ``lago.page_args`` in the route, after the route refuses unknown parameters: a request
     with both faults is answered for the unknown parameter, as before routers."""
 
-    def __init__(self, page: int | None = Query(None),
-                 per_page: int | None = Query(None)) -> None:
-        self.page = page
-        self.per_page = per_page
+    page: int | None
+    per_page: int | None
+
+
+async def page_params(page: int | None = Query(None), per_page: int | None = Query(None)) -> Paging:
+    """A coroutine, so FastAPI calls it on the event loop (a plain class would cost a
+    thread-pool hop on every list request)."""
+    return Paging(page, per_page)
 
 
 async def event_body(request: Request, settings: ApiSettings = Depends(get_settings)) -> Any:

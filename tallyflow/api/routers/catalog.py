@@ -17,7 +17,14 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from tallyflow.api.deps import AUTH, Paging, document_body, get_engine, only_params
+from tallyflow.api.deps import (
+    AUTH,
+    Paging,
+    document_body,
+    get_engine,
+    only_params,
+    page_params,
+)
 from tallyflow.api.documents import apply_one, check_plan_live, document_of, stored
 from tallyflow.api.lago import LagoJSON, invalid, page_args, paginated
 from tallyflow.api.objects import CatalogKind, catalog_list, catalog_one
@@ -36,7 +43,7 @@ def catalog_router(kind: CatalogKind, *, upsert: bool = False) -> APIRouter:
 
 def _reads(router: APIRouter, kind: CatalogKind) -> None:
     @router.get("", name=f"list_{kind.many}")
-    def list_objects(request: Request, paging: Paging = Depends(),
+    def list_objects(request: Request, paging: Paging = Depends(page_params),
                      engine: Engine = Depends(get_engine)) -> LagoJSON:
         only_params(request, kind.query.filters)
         page, per_page = page_args(paging.page, paging.per_page)

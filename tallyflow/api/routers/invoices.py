@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Engine
 
-from tallyflow.api.deps import AUTH, Paging, get_engine, only_params
+from tallyflow.api.deps import AUTH, Paging, get_engine, only_params, page_params
 from tallyflow.api.lago import LagoJSON, invalid, not_found, page_args, paginated
 from tallyflow.api.objects import lago_invoices
 
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/api/v1/invoices", tags=["invoices"], dependencies=AU
 
 @router.get("")
 def list_invoices(request: Request, external_customer_id: str | None = None,
-                  status: str | None = None, paging: Paging = Depends(),
+                  status: str | None = None, paging: Paging = Depends(page_params),
                   engine: Engine = Depends(get_engine)) -> LagoJSON:
     from tallyflow.tasks.invoice_documents import count_invoices
     from tallyflow.tasks.invoice_documents import list_invoices as invoices

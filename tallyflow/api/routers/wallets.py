@@ -16,7 +16,14 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from tallyflow.api.deps import AUTH, Paging, document_body, get_engine, only_params
+from tallyflow.api.deps import (
+    AUTH,
+    Paging,
+    document_body,
+    get_engine,
+    only_params,
+    page_params,
+)
 from tallyflow.api.documents import apply_one, document_of, stored
 from tallyflow.api.lago import LagoError, LagoJSON, invalid, not_found, page_args, paginated
 from tallyflow.api.objects import (
@@ -46,7 +53,8 @@ _WALLET_BODY = request_body(document_request(WALLET))
 
 @router.get("/wallets")
 def list_wallets(request: Request, external_customer_id: str | None = None,
-                 paging: Paging = Depends(), engine: Engine = Depends(get_engine)) -> LagoJSON:
+                 paging: Paging = Depends(page_params),
+                 engine: Engine = Depends(get_engine)) -> LagoJSON:
     only_params(request, ("external_customer_id",))
     if not external_customer_id:
         raise invalid({"external_customer_id": ["value_is_mandatory"]})
@@ -63,7 +71,7 @@ def get_wallet(request: Request, lago_id: str, engine: Engine = Depends(get_engi
 
 
 @router.get("/wallets/{lago_id}/wallet_transactions")
-def list_transactions(request: Request, lago_id: str, paging: Paging = Depends(),
+def list_transactions(request: Request, lago_id: str, paging: Paging = Depends(page_params),
                       engine: Engine = Depends(get_engine)) -> LagoJSON:
     only_params(request)
     page, per_page = page_args(paging.page, paging.per_page)
