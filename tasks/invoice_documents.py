@@ -224,12 +224,16 @@ def render_sealed(conn: Connection, invoice_ids: Sequence[int]) -> dict[int, str
     return documents
 
 
-def list_invoices(
-    engine: Engine, *, customer: str | None = None, subscription: str | None = None,
-    status: str | None = None, limit: int = 1000, invoice_type: str | None = None,
-) -> list[Invoice]:
+_COUNT = "select count(*) from invoices v"  # the rows _INVOICES reads, counted
+
+
+def _invoice_filter(
+    customer: str | None, subscription: str | None, status: str | None,
+    invoice_type: str | None,
+) -> tuple[str, dict[str, Any]]:
+    """The ``where`` clause (with its parameters) that list_invoices and count_invoices share."""
     where: list[str] = []
-    params: dict[str, Any] = {"limit": limit}
+    params: dict[str, Any] = {}
     if invoice_type:
         where.append("v.invoice_type = :invoice_type")
         params["invoice_type"] = invoice_type
@@ -246,10 +250,32 @@ def list_invoices(
     if status:
         where.append("v.status = :status")
         params["status"] = status
-    query = _INVOICES + (" where " + " and ".join(where) if where else "")
-    query += " order by v.issuing_date, v.customer_id, v.id limit :limit"
+    return (" where " + " and ".join(where) if where else ""), params
+
+
+def list_invoices(
+    engine: Engine, *, customer: str | None = None, subscription: str | None = None,
+    status: str | None = None, limit: int = 1000, invoice_type: str | None = None,
+    offset: int = 0,
+) -> list[Invoice]:
+    """Invoices by issuing date, customer and id; ``limit``/``offset`` page in SQL (the API's
+    pages: only the page's invoices are read and built)."""
+    condition, params = _invoice_filter(customer, subscription, status, invoice_type)
+    query = _INVOICES + condition
+    query += " order by v.issuing_date, v.customer_id, v.id limit :limit offset :offset"
     with engine.connect() as conn:
-        return invoice_objects(conn, conn.execute(text(query), params).all())
+        rows = conn.execute(text(query), {**params, "limit": limit, "offset": offset}).all()
+        return invoice_objects(conn, rows)
+
+
+def count_invoices(
+    engine: Engine, *, customer: str | None = None, subscription: str | None = None,
+    status: str | None = None, invoice_type: str | None = None,
+) -> int:
+    """How many invoices list_invoices would give without a limit (a page's ``total_count``)."""
+    condition, params = _invoice_filter(customer, subscription, status, invoice_type)
+    with engine.connect() as conn:
+        return int(conn.execute(text(_COUNT + condition), params).scalar_one())
 
 
 def find_invoice(engine: Engine, key: str) -> Invoice | None:
@@ -284,8 +310,8 @@ def invoice_document(engine: Engine, key: str, kind: str) -> bytes | str | None:
     return render_pdf(row.html or render_html(invoice))
 
 
-__all__ = ["PdfUnavailable", "find_invoice", "invoice_document", "invoice_objects",
-           "list_invoices", "render_documents", "render_sealed"]
+__all__ = ["PdfUnavailable", "count_invoices", "find_invoice", "invoice_document",
+           "invoice_objects", "list_invoices", "render_documents", "render_sealed"]
 
 
 class InvoiceError(ValueError):

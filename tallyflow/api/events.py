@@ -17,13 +17,13 @@ from typing import Any
 
 import orjson
 
+from tallyflow.api.schemas import LagoEvent
 from tallyflow.models.events import Reason, Rejection, TimeBounds, validate_record
 from tallyflow.tasks.readers import loads_exact
 
-# Lago's event fields. external_customer_id is checked against the subscription's customer
-# (tallyflow.api.app), never taken on trust and never ignored.
-FIELDS = ("transaction_id", "external_subscription_id", "code", "timestamp", "properties",
-          "precise_total_amount_cents", "external_customer_id")
+# Lago's event fields (its request model). external_customer_id is checked against the
+# subscription's customer (tallyflow.api.routers.events), never taken on trust nor ignored.
+FIELDS = tuple(LagoEvent.model_fields)
 _STORED = FIELDS[:-1]
 # Lago's error codes where it has one for the same fault; otherwise the ingest's reason code.
 _LAGO_CODES: dict[str, str] = {

@@ -95,7 +95,7 @@ def revoke_key(engine: Engine, name_or_prefix: str) -> ApiKey:
 
 def key_name(engine: Engine, key: str) -> str | None:
     """The name of the active key, None for an unknown or revoked one: who made a request
-    (the actor a void records, tallyflow/api/voids.py)."""
+    (the actor a void records, tallyflow/api/routers/voids.py)."""
     with engine.connect() as conn:
         name: str | None = conn.execute(
             text("select name from api_keys where key_hash = :h and revoked_at is null"),

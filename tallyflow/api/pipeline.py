@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -30,7 +31,9 @@ from itertools import count
 from typing import Any
 
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
+from tallyflow.api.settings import ApiSettings
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.tasks.ingest import ingest_object, register_objects
 from tallyflow.tasks.sources import FsspecSource, ObjectRef, SourceSpec, build_source
@@ -242,3 +245,39 @@ class Loader:
             stats.conflicts += result.conflicts
             stats.rejected += result.rejected
             stats.loaded = [*stats.loaded[-99:], result.url]
+
+
+class Pipeline:
+    """The group commit, its writer and the loader, started and stopped with the app."""
+
+    def __init__(self, engine: Engine, settings: ApiSettings, load: bool = True) -> None:
+        self.settings = settings
+        self.source = api_source(settings.source_url)
+        self.writer = ObjectWriter(self.source)
+        self.loader = Loader(engine, self.source) if load else None
+        self.commit = GroupCommit(self.writer.write, settings.commit_seconds,
+                                  settings.commit_events, self._written)
+        self.received = 0
+
+    def _written(self, ref: Any) -> None:
+        if self.loader is not None:
+            self.loader.notify(ref)
+
+    def start(self) -> None:
+        if self.loader is not None:
+            self.loader.start()
+
+    async def stop(self, committer: asyncio.Task[None]) -> None:
+        """Stop the committer, answer whoever still waits, then let the loader finish."""
+        committer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await committer
+        await self.commit.flush()
+        if self.loader is not None:
+            await run_in_threadpool(self.loader.stop)
+
+    def status(self) -> dict[str, Any]:
+        """What this process received, wrote and loaded."""
+        loader = self.loader.stats.as_dict() if self.loader is not None else None
+        return {"events_received": self.received, "objects_written": self.commit.objects,
+                "source": self.settings.source_url, "loader": loader}

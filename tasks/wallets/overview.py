@@ -251,3 +251,57 @@ def transaction_status(source: str, status: str, credits: Decimal, granted: Deci
     if source == "usage":
         return "invoiced"
     return "granted" if granted == credits and credits > 0 else "purchased"
+
+
+_TRANSACTION_COLUMNS = """
+    select t.id, t.wallet_id, t.direction, t.status, t.source, t.credits, t.granted_credits,
+           t.amount_cents, t.created_at, t.settled_at, w.currency, w.priority
+    from wallet_transactions t join wallets w on w.id = t.wallet_id
+"""
+
+
+def wallet_row(engine: Engine, wallet_id: int) -> dict[str, Any] | None:
+    """A wallet's id, code, customer_id, status and its customer's ``external_id``."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("select w.id, w.code, w.customer_id, w.status, c.external_id from wallets w"
+                 " join customers c on c.id = w.customer_id where w.id = :w"),
+            {"w": wallet_id},
+        ).first()
+    return None if row is None else dict(row._mapping)
+
+
+def customer_wallet_id(engine: Engine, external_customer_id: str, code: str) -> int | None:
+    """The id of the customer's wallet with this code."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            text("select w.id from wallets w join customers c on c.id = w.customer_id"
+                 " where c.external_id = :c and w.code = :w"),
+            {"c": external_customer_id, "w": code},
+        ).scalar()
+    return None if found is None else int(found)
+
+
+def transactions_page(engine: Engine, wallet_id: int, page: int,
+                      per_page: int) -> tuple[list[Any], int]:
+    """One page of a wallet's transactions, newest first, with their wallet's currency and
+    priority, and how many it has in all (the page is read in SQL)."""
+    with engine.connect() as conn:
+        total = int(conn.execute(
+            text("select count(*) from wallet_transactions where wallet_id = :w"),
+            {"w": wallet_id}).scalar_one())
+        rows = conn.execute(
+            text(_TRANSACTION_COLUMNS + " where t.wallet_id = :w order by t.id desc"
+                 " limit :limit offset :offset"),
+            {"w": wallet_id, "limit": per_page, "offset": (page - 1) * per_page}).all()
+    return list(rows), total
+
+
+def top_up_transactions(engine: Engine, idempotency_key: str) -> list[Any]:
+    """The transactions one top-up posted (its granted and its paid part), in id order."""
+    with engine.connect() as conn:
+        return list(conn.execute(
+            text(_TRANSACTION_COLUMNS + " where t.idempotency_key in (:granted, :paid)"
+                 " order by t.id"),
+            {"granted": f"{idempotency_key}:granted", "paid": f"{idempotency_key}:paid"},
+        ).all())

@@ -216,6 +216,32 @@ def test_invoices_are_the_clis(client: TestClient, engine: Engine, tmp_path: Pat
     assert fees and [mismatches(fee, InvoiceFee) for fee in fees] == [[] for _ in fees]
 
 
+def test_invoices_are_paged_in_sql(client: TestClient, engine: Engine, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page reads and builds only its own invoices (LIMIT/OFFSET and a count), in the
+    CLI's order, with Lago's meta; a page past the end is empty."""
+    import tallyflow.tasks.invoice_documents as documents
+
+    apply_mistral(engine, tmp_path)
+    ingest_events(engine, tmp_path, [token_event("a", "2025-03-10T00:00:00Z", 3_000_000)])
+    close_periods(engine, datetime(2025, 5, 10, tzinfo=UTC), now=datetime(2025, 5, 10,
+                                                                           tzinfo=UTC))
+    expected = [i["lago_id"] for i in cli_json("invoices", "list")["invoices"]]
+    built: list[int] = []
+    objects = documents.invoice_objects
+    monkeypatch.setattr(documents, "invoice_objects",
+                        lambda conn, rows: built.append(len(rows)) or objects(conn, rows))
+    second = client.get("/api/v1/invoices", params={"per_page": 1, "page": 2}).json()
+    assert [i["lago_id"] for i in second["invoices"]] == [expected[1]]
+    assert built == [1]
+    assert second["meta"] == {"current_page": 2, "next_page": 3 if len(expected) > 2 else None,
+                              "prev_page": 1, "total_pages": len(expected),
+                              "total_count": len(expected)}
+    past = client.get("/api/v1/invoices", params={"per_page": 1, "page": 99}).json()
+    assert past["invoices"] == []
+    assert past["meta"]["total_count"] == len(expected) and past["meta"]["next_page"] is None
+
+
 def test_integers_beyond_64_bits_are_answered_as_strings_not_a_text_500() -> None:
     """A usage at the number rule's bound (docs/architecture.md §7) has cents beyond 64 bits:
     answered as JSON, the digits as a string that no client's JSON reader rounds."""

@@ -8,51 +8,50 @@ one refused key voids nothing and is answered 422 with each refused key's reason
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from tallyflow.api.lago import LagoError, LagoJSON, invalid, read_json
+from tallyflow.api.deps import AUTH, authenticate, event_body, get_engine
+from tallyflow.api.lago import LagoError, LagoJSON, invalid
+from tallyflow.api.schemas import VoidRequest, request_body
 from tallyflow.tasks.voids import EventKey, VoidError, event_status, void_and_rerate
 
 MAX_KEYS = 100  # like Lago's event batch
-_BODY_KEYS = {"external_subscription_id", "transaction_id", "transaction_ids", "reason"}
+_BODY_KEYS = set(VoidRequest.model_fields)
+
+router = APIRouter(prefix="/api/v1/tallyflow/events", tags=["tallyflow"], dependencies=AUTH)
 
 
-def register(app: FastAPI, engine: Engine, auth: Callable[[Request], None],
-             max_body_bytes: int) -> None:
-    deps = [Depends(auth)]
+@router.post("/void", openapi_extra=request_body(VoidRequest))
+async def void_events(body: Any = Depends(event_body), actor: str = Depends(authenticate),
+                      engine: Engine = Depends(get_engine)) -> LagoJSON:
+    """Void events of one subscription: ``{"external_subscription_id": S,
+    "transaction_ids": [T, ...] (or "transaction_id": T), "reason": "..."}``. They stay
+    stored, marked voided by this API key; usage and the wallet are re-rated at once."""
+    keys, reason = _parse(body)
+    try:
+        done = await run_in_threadpool(void_and_rerate, engine, keys, actor, reason,
+                                       only_if_all=True)
+    except VoidError as exc:
+        raise invalid({"request": [exc.message]}) from None
+    if not done.applied:
+        raise LagoError(422, "void_refused", {
+            o.key.transaction_id: [str(o.outcome)] for o in done.refused})
+    return LagoJSON({"void": done.as_dict()})
 
-    @app.post("/api/v1/tallyflow/events/void", tags=["tallyflow"], dependencies=deps)
-    async def void_events(request: Request) -> LagoJSON:
-        """Void events of one subscription: ``{"external_subscription_id": S,
-        "transaction_ids": [T, ...] (or "transaction_id": T), "reason": "..."}``. They stay
-        stored, marked voided by this API key; usage and the wallet are re-rated at once."""
-        body = await read_json(request, max_body_bytes)
-        keys, reason = _parse(body)
-        actor = str(request.state.api_key_name)
-        try:
-            done = await run_in_threadpool(void_and_rerate, engine, keys, actor, reason,
-                                           only_if_all=True)
-        except VoidError as exc:
-            raise invalid({"request": [exc.message]}) from None
-        if not done.applied:
-            raise LagoError(422, "void_refused", {
-                o.key.transaction_id: [str(o.outcome)] for o in done.refused})
-        return LagoJSON({"void": done.as_dict()})
 
-    @app.get("/api/v1/tallyflow/events/{external_subscription_id}/{transaction_id}",
-             tags=["tallyflow"], dependencies=deps)
-    def show_event(external_subscription_id: str, transaction_id: str) -> LagoJSON:
-        """Where one event stands: status, object, row, ingest time, void history."""
-        try:
-            shown = event_status(engine, EventKey(external_subscription_id, transaction_id))
-        except VoidError:
-            raise LagoError(404, "event_not_found") from None
-        return LagoJSON({"event": shown})
+@router.get("/{external_subscription_id}/{transaction_id}")
+def show_event(external_subscription_id: str, transaction_id: str,
+               engine: Engine = Depends(get_engine)) -> LagoJSON:
+    """Where one event stands: status, object, row, ingest time, void history."""
+    try:
+        shown = event_status(engine, EventKey(external_subscription_id, transaction_id))
+    except VoidError:
+        raise LagoError(404, "event_not_found") from None
+    return LagoJSON({"event": shown})
 
 
 def _parse(body: Any) -> tuple[list[EventKey], str]:

@@ -1,0 +1,96 @@
+"""Lago's catalog routes of one kind: list and get (reads), create (POST) and change (PUT).
+
+- ``POST`` of an object whose key exists answers 422 ``value_already_exist`` (Lago's), except
+  customers, which Lago's POST creates or updates.
+- ``PUT`` merges the body's fields into the stored document (top-level fields; a given
+  ``charges`` list replaces the plan's charges) and applies the result; the key cannot change.
+
+The resources' routers (billable_metrics, plans, customers, subscriptions, taxes) build on
+this one and add what is theirs (a plan's DELETE, a subscription's terminate).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from tallyflow.api.deps import (
+    AUTH,
+    Paging,
+    document_body,
+    get_engine,
+    only_params,
+    page_params,
+)
+from tallyflow.api.documents import apply_one, check_plan_live, document_of, stored
+from tallyflow.api.lago import LagoJSON, invalid, page_args, paginated
+from tallyflow.api.objects import CatalogKind, catalog_list, catalog_one
+from tallyflow.api.schemas import document_request, request_body
+from tallyflow.models.catalog import SUBSCRIPTION
+from tallyflow.tasks.catalog.reads import key_exists
+
+
+def catalog_router(kind: CatalogKind, *, upsert: bool = False) -> APIRouter:
+    """The four routes of one kind (``upsert``: POST of an existing key changes it)."""
+    router = APIRouter(prefix=f"/api/v1/{kind.path}", tags=["catalog"], dependencies=AUTH)
+    _reads(router, kind)
+    _writes(router, kind, upsert)
+    return router
+
+
+def _reads(router: APIRouter, kind: CatalogKind) -> None:
+    @router.get("", name=f"list_{kind.many}")
+    def list_objects(request: Request, paging: Paging = Depends(page_params),
+                     engine: Engine = Depends(get_engine)) -> LagoJSON:
+        only_params(request, kind.query.filters)
+        page, per_page = page_args(paging.page, paging.per_page)
+        where = {k: v for k, v in request.query_params.items() if k in kind.query.filters}
+        rows, total = catalog_list(engine, kind, where, page, per_page)
+        return LagoJSON(paginated(kind.many, rows, page, per_page, total))
+
+    @router.get("/{key}", name=f"get_{kind.one}")
+    def get_object(request: Request, key: str,
+                   engine: Engine = Depends(get_engine)) -> LagoJSON:
+        only_params(request)
+        return LagoJSON({kind.one: catalog_one(engine, kind, key)})
+
+
+def _writes(router: APIRouter, kind: CatalogKind, upsert: bool) -> None:
+    body_schema = request_body(document_request(kind.one))
+
+    @router.post("", name=f"create_{kind.one}", openapi_extra=body_schema)
+    async def create(body: Any = Depends(document_body),
+                     engine: Engine = Depends(get_engine)) -> LagoJSON:
+        document = document_of(body, kind.one)
+        return await run_in_threadpool(_create, engine, kind, upsert, document)
+
+    @router.put("/{key}", name=f"update_{kind.one}", openapi_extra=body_schema)
+    async def update(key: str, body: Any = Depends(document_body),
+                     engine: Engine = Depends(get_engine)) -> LagoJSON:
+        changes = document_of(body, kind.one)
+        return await run_in_threadpool(_update, engine, kind, key, changes)
+
+
+def _create(engine: Engine, kind: CatalogKind, upsert: bool,
+            document: dict[str, Any]) -> LagoJSON:
+    key = document.get(kind.key)
+    if isinstance(key, str) and not upsert and key_exists(engine, kind.table, kind.key, key):
+        raise invalid({kind.key: ["value_already_exist"]})
+    if kind.one == SUBSCRIPTION:
+        check_plan_live(engine, document.get("plan_code"))
+    apply_one(engine, kind.one, document)
+    return LagoJSON({kind.one: catalog_one(engine, kind, str(key))})
+
+
+def _update(engine: Engine, kind: CatalogKind, key: str, changes: dict[str, Any]) -> LagoJSON:
+    catalog_one(engine, kind, key)  # 404 when unknown (or deleted)
+    document = stored(engine, kind.table, kind.key, key)
+    if changes.get(kind.key, key) != key:
+        raise invalid({kind.key: ["cannot_be_changed"]})
+    if kind.one == SUBSCRIPTION and "plan_code" in changes:
+        check_plan_live(engine, changes["plan_code"])
+    apply_one(engine, kind.one, {**document, **changes})
+    return LagoJSON({kind.one: catalog_one(engine, kind, key)})

@@ -1,0 +1,115 @@
+"""Lago's ``POST /api/v1/events`` and ``/events/batch``, and Tallyflow's
+``GET /api/v1/tallyflow/status`` (what this process received, wrote and loaded).
+
+An event is answered once it is durably stored: the group commit writes it into an object
+that the ingest loads (``tallyflow.api.pipeline``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
+
+from tallyflow.api.deps import AUTH, event_body, get_engine, get_pipeline
+from tallyflow.api.events import CheckedEvent, check_event, event_object
+from tallyflow.api.lago import LagoError, LagoJSON, invalid
+from tallyflow.api.pipeline import Pipeline
+from tallyflow.api.schemas import BatchRequest, EventRequest, request_body
+from tallyflow.api.settings import MAX_BATCH
+from tallyflow.tasks.catalog.reads import subscription_owners
+
+EVENT_BODY_KEYS = set(EventRequest.model_fields)
+BATCH_BODY_KEYS = set(BatchRequest.model_fields)
+
+router = APIRouter(dependencies=AUTH)
+
+
+@router.post("/api/v1/events", tags=["events"], openapi_extra=request_body(EventRequest))
+async def create_event(body: Any = Depends(event_body), engine: Engine = Depends(get_engine),
+                       pipeline: Pipeline = Depends(get_pipeline)) -> LagoJSON:
+    """Lago's `POST /api/v1/events`: one event, answered once it is durably stored."""
+    received = datetime.now(UTC)
+    _only_keys(body, EVENT_BODY_KEYS, "event")
+    checked = check_event(body["event"], received)
+    if isinstance(checked, dict):
+        raise invalid(checked)
+    if await run_in_threadpool(customer_mismatches, engine, [checked]):
+        raise invalid({"external_customer_id": ["does_not_match_subscription"]})
+    ref = await pipeline.commit.submit([checked.line])
+    pipeline.received += 1
+    written = ref.modified_at or received
+    return LagoJSON({"event": event_object(checked, written, received)})
+
+
+@router.post("/api/v1/events/batch", tags=["events"],
+             openapi_extra=request_body(BatchRequest))
+async def create_batch(body: Any = Depends(event_body), engine: Engine = Depends(get_engine),
+                       pipeline: Pipeline = Depends(get_pipeline)) -> LagoJSON:
+    """Lago's `POST /api/v1/events/batch`: up to 100 events, all or none."""
+    received = datetime.now(UTC)
+    checked = _check_batch(body, received)
+    mismatch = await run_in_threadpool(customer_mismatches, engine, checked)
+    if mismatch:
+        raise invalid({str(i): {"external_customer_id": ["does_not_match_subscription"]}
+                       for i in mismatch})
+    ref = await pipeline.commit.submit([c.line for c in checked])
+    pipeline.received += len(checked)
+    written = ref.modified_at or received
+    return LagoJSON({"events": [event_object(c, written, received) for c in checked]})
+
+
+@router.get("/api/v1/tallyflow/status", tags=["tallyflow"])
+def status(pipeline: Pipeline = Depends(get_pipeline)) -> LagoJSON:
+    """Not Lago's: what this process received, wrote and loaded (duplicates and
+    conflicting duplicates are found when an object loads, after the answer)."""
+    return LagoJSON(pipeline.status())
+
+
+def _check_batch(body: Any, received: datetime) -> list[CheckedEvent]:
+    """Every event of a batch checked; 422 with each faulty event's errors by its index."""
+    _only_keys(body, BATCH_BODY_KEYS, "events")
+    events = body["events"]
+    if not isinstance(events, list):
+        raise invalid({"events": ["invalid_type"]})
+    if not events:
+        raise invalid({"events": ["no_events"]})
+    if len(events) > MAX_BATCH:
+        raise invalid({"events": ["too_many_events"]})
+    checked: list[CheckedEvent] = []
+    errors: dict[str, Any] = {}
+    for index, record in enumerate(events):
+        result = check_event(record, received)
+        if isinstance(result, dict):
+            errors[str(index)] = result
+        else:
+            checked.append(result)
+    if errors:
+        raise invalid(errors)
+    return checked
+
+
+def _only_keys(body: Any, allowed: set[str], required: str) -> None:
+    if not isinstance(body, dict):
+        raise LagoError(400, "invalid_body", {"body": ["must_be_an_object"]})
+    if required not in body or body[required] is None:
+        raise LagoError(400, "missing_parameter", {required: ["value_is_mandatory"]})
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise invalid({name: ["unknown_field"] for name in unknown})
+
+
+def customer_mismatches(engine: Engine, events: list[CheckedEvent]) -> list[int]:
+    """Events whose ``external_customer_id`` is not their subscription's customer (an unknown
+    subscription has nothing to contradict: its event is stored and reported unbillable)."""
+    given = {e.external_subscription_id for e in events if e.external_customer_id is not None}
+    if not given:
+        return []
+    owners = subscription_owners(engine, sorted(given))
+    return [i for i, e in enumerate(events)
+            if e.external_customer_id is not None
+            and e.external_subscription_id in owners
+            and owners[e.external_subscription_id] != e.external_customer_id]
