@@ -377,8 +377,8 @@ def markdown_table(selector: str) -> str:
 
 def render_tables(text: str) -> str:
     """``text`` with each marked table regenerated from the model."""
-    return _MARKER.sub(lambda m: m.group(1) + markdown_table(m.group("selector")) + m.group(4),
-                       text)
+    return _MARKER.sub(
+        lambda m: f"{m.group(1)}\n{markdown_table(m.group('selector'))}\n{m.group(4)}", text)
 
 
 def marked_selectors(text: str) -> list[str]:
