@@ -69,7 +69,9 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=40, help="Delay samples (at most).")
     args = parser.parse_args()
 
-    base = os.environ.get("TALLYFLOW_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    from tallyflow.infra.settings import get_settings
+
+    base = get_settings().database_url or "postgresql://postgres@127.0.0.1:5432/postgres"
     from tallyflow.api.keys import create_key
     from tallyflow.infra import db, migrate
     from tallyflow.tasks.catalog import apply_catalog

@@ -89,8 +89,10 @@ def main() -> None:
         env.pop("TALLYFLOW_DATABASE_URL", None)
         seconds, _, _ = tallyflow(env, "db", "status")
         print(f"embedded PostgreSQL start (once per machine): {seconds:.2f} s")
-        os.environ.pop("TALLYFLOW_DATABASE_URL", None)
-        os.environ["TALLYFLOW_HOME"] = str(home)
+        from tallyflow.infra.settings import set_in_environment
+
+        set_in_environment("TALLYFLOW_DATABASE_URL", None)
+        set_in_environment("TALLYFLOW_HOME", str(home))
         from tallyflow.infra.db import start_embedded
 
         url = start_embedded()

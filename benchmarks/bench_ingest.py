@@ -140,7 +140,9 @@ def main() -> None:
     if args.child_ingest:
         child_ingest(args.child_ingest)
         return
-    base = os.environ.get("TALLYFLOW_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    from tallyflow.infra.settings import get_settings
+
+    base = get_settings().database_url or "postgresql://postgres@127.0.0.1:5432/postgres"
     with tempfile.TemporaryDirectory(prefix="tf-bench-") as tmp:
         many, one = Path(tmp) / "many", Path(tmp) / "one"
         total = generate(many, args.events, args.objects, args.subscriptions)

@@ -145,10 +145,12 @@ def main() -> None:
 
     scratch = scratch_database() if args.url is None else nullcontext(args.url)
     with scratch as url:
-        os.environ["TALLYFLOW_DATABASE_URL"] = url
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
         from tallyflow.infra.resources import billing_engine
+        from tallyflow.infra.settings import set_in_environment
+
+        set_in_environment("TALLYFLOW_DATABASE_URL", url)
 
         engine = billing_engine(url)
         setup_catalog(engine, args.subscriptions)

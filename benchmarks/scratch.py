@@ -30,7 +30,9 @@ MODELS = ("mistral-small", "mistral-medium", "mistral-large")
 
 
 def base_url() -> str:
-    return os.environ.get("TALLYFLOW_DATABASE_URL", DEFAULT_BASE)
+    from tallyflow.infra.settings import get_settings
+
+    return get_settings().database_url or DEFAULT_BASE
 
 
 def _admin(base: str) -> object:
@@ -63,9 +65,11 @@ def scratch_database(base: str | None = None, migrate: bool = True) -> Iterator[
 
     ``TALLYFLOW_DATABASE_URL`` points at it inside the block, so flows run in this process use
     it too."""
+    from tallyflow.infra.settings import set_in_environment
+
     url, name = fresh_database(base)
     saved = os.environ.get("TALLYFLOW_DATABASE_URL")
-    os.environ["TALLYFLOW_DATABASE_URL"] = url
+    set_in_environment("TALLYFLOW_DATABASE_URL", url)
     try:
         if migrate:
             from tallyflow.infra import migrate as migrations
@@ -77,10 +81,7 @@ def scratch_database(base: str | None = None, migrate: bool = True) -> Iterator[
         from tallyflow.infra import db
 
         db.dispose_engines()
-        if saved is None:
-            os.environ.pop("TALLYFLOW_DATABASE_URL", None)
-        else:
-            os.environ["TALLYFLOW_DATABASE_URL"] = saved
+        set_in_environment("TALLYFLOW_DATABASE_URL", saved)
         drop_database(base, name)
 
 

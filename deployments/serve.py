@@ -27,11 +27,19 @@ DEFAULTS = {
 
 
 def _value(name: str) -> str:
-    if name == "TALLYFLOW_API_BUCKET":  # read exactly as `tallyflow api` reads it
-        from tallyflow.infra.settings import api_bucket
+    """A ``{{ $VAR }}`` of prefect.yaml: Tallyflow's deploy-time settings from the settings
+    (the API's bucket exactly as `tallyflow api` reads it), any other variable from the
+    environment, as Prefect does."""
+    from tallyflow.infra.settings import API_BUCKET_ENV, get_settings
 
-        return api_bucket()
-    return os.environ.get(name) or DEFAULTS.get(name, "")
+    settings = get_settings()
+    if name == API_BUCKET_ENV:
+        return settings.api_bucket_url()
+    if name == "TALLYFLOW_PROJECT_DIR":
+        return settings.project_dir or DEFAULTS[name]
+    if name == "TALLYFLOW_SOURCE_URL":
+        return settings.source_url or DEFAULTS[name]
+    return os.environ.get(name) or ""
 
 
 def _expand(value: Any) -> Any:

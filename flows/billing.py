@@ -9,12 +9,11 @@ posted half of its deductions is completed, not repeated, by the next attempt.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
-from prefect import flow, get_run_logger, runtime
+from prefect import Flow, flow, get_run_logger, runtime
 from prefect.artifacts import create_markdown_artifact
 
 from tallyflow.flows.contained import contained_section, report_contained
@@ -35,6 +34,7 @@ from tallyflow.flows.params import (
 from tallyflow.flows.usage_snapshot import usage_snapshot
 from tallyflow.flows.wallet_deductions import wallet_deductions
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.infra.settings import get_settings
 from tallyflow.models.lago.money import cents_text
 from tallyflow.models.lago.summaries import (
     AdvanceSummary,
@@ -59,8 +59,38 @@ from tallyflow.tasks.usage import customer_of_task
 # A billing hour is retried as a whole after transient trouble its tasks did not absorb (the
 # database gone for minutes, say); after that the run fails and the automation notifies.
 BILLING_RETRIES = 2
-BILLING_RETRY_DELAY_SECONDS = int(os.environ.get("TALLYFLOW_BILLING_RETRY_DELAY_SECONDS", "60"))
 ARTIFACT_CUSTOMERS = 50
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _RetryDelayFromSettings(Flow[P, R]):
+    """A flow whose retry delay is ``TALLYFLOW_BILLING_RETRY_DELAY_SECONDS``, read when a run
+    starts rather than when the module is imported (docs/architecture.md §11).
+
+    Prefect reads ``retry_delay_seconds`` from the flow object when it creates a run (a call)
+    or starts one (a deployed run on a worker or served), and keeps it in the run's policy;
+    the server's retry rule uses that. So the delay is the setting of the process that starts
+    the run, as it was when the module read it at import in that same process.
+    """
+
+    @property
+    def retry_delay_seconds(self) -> float | int:
+        return get_settings().billing_retry_delay_seconds
+
+    @retry_delay_seconds.setter
+    def retry_delay_seconds(self, value: float | int) -> None:
+        """``Flow.__init__`` stores the decorator's value (none): the setting wins."""
+
+
+def _retry_delay_from_settings(built: Flow[P, R]) -> Flow[P, R]:
+    """Make a flow built by ``@flow(...)`` read its retry delay from the settings. The
+    decorator stays ``@flow`` so that Prefect, which can read a flow's name from its
+    ``@flow(...)`` call without importing the module, still finds it."""
+    built.__dict__.pop("retry_delay_seconds", None)
+    built.__class__ = _RetryDelayFromSettings
+    return built
 
 
 def scheduled_hour() -> datetime:
@@ -80,11 +110,11 @@ def billing_name_of(scheduled: datetime, parameters: dict[str, Any]) -> str:
     return f"billing {hour or hour_label(scheduled.replace(minute=0, second=0, microsecond=0))}"
 
 
+@_retry_delay_from_settings
 @flow(
     name="billing-cycle",
     flow_run_name=_billing_name,
     retries=BILLING_RETRIES,
-    retry_delay_seconds=BILLING_RETRY_DELAY_SECONDS,
     log_prints=True,
     **HOOKS,
 )

@@ -39,10 +39,8 @@ from uuid import UUID
 
 from sqlalchemy import Connection, Engine, text
 
-HEARTBEAT_ENV = "TALLYFLOW_HEARTBEAT_SECONDS"
-STALE_ENV = "TALLYFLOW_STALE_SECONDS"
-DEFAULT_HEARTBEAT = 5.0
-DEFAULT_STALE = 30.0
+from tallyflow.infra.settings import get_settings
+
 STOP_DEADLINE = 5.0  # seconds from SIGTERM to a gone process, recording included
 FINAL = ("completed", "failed", "cancelled", "crashed")
 
@@ -93,13 +91,14 @@ def cause_of(status: str, error: str | None) -> str:
 
 
 def heartbeat_seconds() -> float:
-    return float(os.environ.get(HEARTBEAT_ENV) or DEFAULT_HEARTBEAT)
+    """``TALLYFLOW_HEARTBEAT_SECONDS`` (tallyflow/infra/settings.py)."""
+    return get_settings().heartbeat_seconds
 
 
 def stale_seconds() -> float:
     """A run is dead when it has not beaten for this long (several missed beats, so a busy
     database or a GC pause does not kill a live run)."""
-    return max(float(os.environ.get(STALE_ENV) or DEFAULT_STALE), 3 * heartbeat_seconds())
+    return max(get_settings().stale_seconds, 3 * heartbeat_seconds())
 
 
 def _engine() -> Engine:

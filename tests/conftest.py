@@ -46,7 +46,9 @@ LOCAL_ADMIN = URL.create(
 
 
 def _local_server_answers() -> bool:
-    if os.environ.get("TALLYFLOW_TEST_EMBEDDED") == "1":
+    from tallyflow.infra.settings import get_settings
+
+    if get_settings().test_embedded:
         return False
     engine = create_engine(LOCAL_ADMIN, connect_args={"connect_timeout": 2})
     try:
@@ -62,14 +64,15 @@ def _local_server_answers() -> bool:
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from tallyflow.infra import db, migrate
+    from tallyflow.infra.settings import set_in_environment
 
     name = f"tallyflow_test_{uuid.uuid4().hex[:10]}"
     if _local_server_answers():
         admin_url = LOCAL_ADMIN
     else:
         home = Path(tempfile.mkdtemp(prefix="tf-", dir="/tmp"))
-        os.environ["TALLYFLOW_HOME"] = str(home)
-        os.environ.pop("TALLYFLOW_DATABASE_URL", None)
+        set_in_environment("TALLYFLOW_HOME", str(home))
+        set_in_environment("TALLYFLOW_DATABASE_URL", None)
         embedded = db.start_embedded()
         admin_url = db.make_url(embedded).set(database="postgres")
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -77,7 +80,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         conn.execute(text(f'create database "{name}"'))
     url = admin_url.set(database=name).render_as_string(hide_password=False)
     previous = os.environ.get("TALLYFLOW_DATABASE_URL")
-    os.environ["TALLYFLOW_DATABASE_URL"] = url
+    set_in_environment("TALLYFLOW_DATABASE_URL", url)
     migrate.upgrade(db.get_engine(url))
     try:
         yield url
@@ -86,10 +89,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'drop database if exists "{name}" with (force)'))
         admin.dispose()
-        if previous is None:
-            os.environ.pop("TALLYFLOW_DATABASE_URL", None)
-        else:
-            os.environ["TALLYFLOW_DATABASE_URL"] = previous
+        set_in_environment("TALLYFLOW_DATABASE_URL", previous)
 
 
 @pytest.fixture()
@@ -273,14 +273,51 @@ def bucket(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bucket]:
         yield Bucket(f"s3://tf-{name}/events", {"endpoint_url": server.endpoint})
 
 
+class _SettingsMonkeyPatch(pytest.MonkeyPatch):
+    """pytest's ``monkeypatch``, whose changes of the environment are seen by the settings
+    (read once per process and cached: tallyflow/infra/settings.py): each ``setenv`` and
+    ``delenv`` makes the next ``get_settings()`` read the environment again."""
+
+    def setenv(self, name: str, value: str, prepend: str | None = None) -> None:
+        super().setenv(name, value, prepend)
+        _reset_settings()
+
+    def delenv(self, name: str, raising: bool = True) -> None:
+        super().delenv(name, raising)
+        _reset_settings()
+
+
+def _reset_settings() -> None:
+    from tallyflow.infra.settings import reset_settings
+
+    reset_settings()
+
+
+@pytest.fixture()
+def monkeypatch() -> Iterator[pytest.MonkeyPatch]:
+    """pytest's own fixture, made settings-aware (``_SettingsMonkeyPatch``)."""
+    patch = _SettingsMonkeyPatch()
+    yield patch
+    patch.undo()
+    _reset_settings()
+
+
+@pytest.fixture(autouse=True)
+def _settings_read_per_test() -> Iterator[None]:
+    """Each test reads the settings from the environment as it finds it (fixtures of wider
+    scope may have changed it), and leaves no settings read behind."""
+    _reset_settings()
+    yield
+    _reset_settings()
+
+
 @pytest.fixture(autouse=True)
 def _no_debug_left_behind() -> Iterator[None]:
     """``tallyflow --debug`` sets TALLYFLOW_DEBUG in the process's environment (for the rest of
     that command); a test that runs it in-process must not leave later tests printing
     tracebacks where they expect one-line errors."""
+    from tallyflow.infra.settings import set_in_environment
+
     before = os.environ.get("TALLYFLOW_DEBUG")
     yield
-    if before is None:
-        os.environ.pop("TALLYFLOW_DEBUG", None)
-    else:
-        os.environ["TALLYFLOW_DEBUG"] = before
+    set_in_environment("TALLYFLOW_DEBUG", before)

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import os
-
 from tallyflow.api.settings import ApiSettings, api_settings
 from tallyflow.errors import UserError
+from tallyflow.infra.settings import get_settings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 3000
@@ -15,7 +14,7 @@ DEFAULT_PORT = 3000
 def check_sources(settings: ApiSettings) -> None:
     """Refuse a bucket that the interval ingest also reads: its listing would register the
     API's objects under another source and load them a second time."""
-    other = (os.environ.get("TALLYFLOW_SOURCE_URL") or "").rstrip("/")
+    other = (get_settings().source_url or "").rstrip("/")
     if other and (settings.source_url + "/").startswith(other + "/"):
         raise UserError(
             f"the API writes under {settings.source_url}, inside TALLYFLOW_SOURCE_URL={other} "

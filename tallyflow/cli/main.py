@@ -19,6 +19,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # A failed run's traceback belongs in the run's logs (the UI) and behind --debug, not on the
 # terminal of someone who mistyped a bucket name: the command prints one line instead.
+# The one Tallyflow setting read at import, and straight from the environment: it sets up
+# Prefect's own settings, which Prefect reads when it is imported (docs/architecture.md §11).
 if "--debug" not in sys.argv[1:] and os.environ.get("TALLYFLOW_DEBUG") != "1":
     for _handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{_handler}_LEVEL", "CRITICAL")
@@ -57,7 +59,7 @@ class ErrorsInOneLine(TyperGroup):
                 raise typer.Exit(130) from exc
             from tallyflow.errors import exit_code, explain
 
-            if os.environ.get(DEBUG_ENV) == "1":
+            if _debugging():
                 traceback.print_exception(exc, file=sys.stderr)
             message, hint = explain(exc)
             typer.echo(f"error: {message}", err=True)
@@ -66,11 +68,27 @@ class ErrorsInOneLine(TyperGroup):
             raise typer.Exit(exit_code(exc)) from exc
 
 
+def _debugging() -> bool:
+    from tallyflow.errors import UserError
+    from tallyflow.infra.settings import get_settings
+
+    try:
+        return get_settings().debug
+    except UserError:  # the settings are what failed: their own variable still counts
+        return os.environ.get(DEBUG_ENV) == "1"
+
+
 def _options(
     debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error."),
 ) -> None:
-    if debug:
-        os.environ[DEBUG_ENV] = "1"
+    """The root's options; and each command reads the settings anew as it starts, so callers
+    that run several commands in one process (tests, embedding code) give each its
+    environment (tallyflow/infra/settings.py)."""
+    from tallyflow.infra.settings import reset_settings, set_in_environment
+
+    reset_settings()
+    if debug:  # for the rest of the command, its flow runs and the processes it starts
+        set_in_environment(DEBUG_ENV, "1")
 
 
 # Each area owns its commands in its own module (tallyflow.cli.AREA) and adds them with its

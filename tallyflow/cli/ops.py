@@ -125,7 +125,12 @@ def serve(
 
     from tallyflow.deployments.serve import serve as serve_deployments
     from tallyflow.infra import db, migrate
-    from tallyflow.infra.settings import DATABASE_URL_ENV, EMBEDDED_ENV, configured_database_url
+    from tallyflow.infra.settings import (
+        DATABASE_URL_ENV,
+        EMBEDDED_ENV,
+        configured_database_url,
+        set_in_environment,
+    )
 
     if not PREFECT_API_URL.value():
         raise _fail("no Prefect server: run `prefect server start` and set PREFECT_API_URL "
@@ -135,8 +140,8 @@ def serve(
             raise _fail(f"no database configured: set {DATABASE_URL_ENV}, or pass --embedded to "
                         "bill into this machine's embedded PostgreSQL on purpose")
         # Served runs are subprocesses: they inherit the URL and never start a server of their own.
-        os.environ[DATABASE_URL_ENV] = db.start_embedded()
-        os.environ[EMBEDDED_ENV] = "1"
+        set_in_environment(DATABASE_URL_ENV, db.start_embedded())
+        set_in_environment(EMBEDDED_ENV, "1")
     problem = migrate.schema_problem(db.get_engine())
     if problem:
         raise _fail(problem)

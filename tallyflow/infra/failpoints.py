@@ -10,7 +10,9 @@ In-process tests that need to act *inside* a transaction at a named point (drop 
 connection, raise after posting) register a hook with ``hooked(name, callback)``: the callback
 receives what the code passes at that point (e.g. its ``Connection``). It is the one
 fault-injection mechanism (docs/architecture.md §6).
-Unarmed (production), a failpoint costs one falsy check.
+Unarmed (production), a failpoint costs two checks. The armed points are read from the
+settings (``TALLYFLOW_FAILPOINTS``, tallyflow/infra/settings.py) the first time the process
+passes a point, not at import.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from tallyflow.infra.settings import get_settings
 
 ENV = "TALLYFLOW_FAILPOINTS"
 
@@ -40,7 +44,7 @@ def _parse(spec: str | None) -> dict[str, tuple[int, str]]:
     return armed
 
 
-_armed = _parse(os.environ.get(ENV))
+_armed: dict[str, tuple[int, str]] | None = None  # None: not read yet (``_read_armed``)
 _hits: dict[str, int] = {}
 _lock = threading.Lock()
 _paused = threading.Event()
@@ -56,6 +60,14 @@ def arm(spec: str | None) -> None:
         _hits.clear()
         _paused.clear()
         _released.clear()
+
+
+def _read_armed() -> None:
+    global _armed
+    spec = get_settings().failpoints
+    with _lock:
+        if _armed is None:
+            _armed = _parse(spec)
 
 
 def wait_until_paused(timeout: float = 60.0) -> bool:
@@ -84,15 +96,18 @@ def hooked(name: str, callback: Callable[[Any], None]) -> Iterator[None]:
 
 
 def failpoint(name: str, context: Any = None) -> None:
+    if _armed is None:
+        _read_armed()
     if not _armed and not _hooks:
         return
     for callback in list(_hooks.get(name, ())):
         callback(context)
     with _lock:
-        if name not in _armed:
+        armed = _armed or {}
+        if name not in armed:
             return
         _hits[name] = _hits.get(name, 0) + 1
-        count, action = _armed[name]
+        count, action = armed[name]
         if _hits[name] != count:
             return
     if action == "raise":

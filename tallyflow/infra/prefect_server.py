@@ -25,9 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tallyflow.infra.settings import tallyflow_home
+from tallyflow.infra.settings import get_settings, tallyflow_home
 
-DEFAULT_PORT = 4200
 NO_TLS_CA = Path(__file__).with_name("no_tls_ca.pem")
 START_TIMEOUT = 120.0
 
@@ -117,7 +116,7 @@ def start(announce: Callable[[str], None] | None = None) -> dict[str, Any]:
         if info:
             return info
         folder = state_dir()
-        port = _free_port(int(os.environ.get("TALLYFLOW_PREFECT_PORT") or DEFAULT_PORT))
+        port = _free_port(get_settings().prefect_port)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
         env.update({
             "PREFECT_HOME": str(folder),

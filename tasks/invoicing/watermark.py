@@ -6,11 +6,12 @@ run is loaded, capped by the oldest object still waiting.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import Final
 
 from sqlalchemy import Connection, text
+
+from tallyflow.infra.settings import Settings, get_settings
 
 SETTLE_ENV: Final = "TALLYFLOW_INVOICE_SETTLE_HOURS"
 
@@ -18,21 +19,21 @@ SETTLE_ENV: Final = "TALLYFLOW_INVOICE_SETTLE_HOURS"
 PREFIX_ENV: Final = "TALLYFLOW_INVOICE_PREFIX"
 
 
-DEFAULT_SETTLE_HOURS: Final = 2
+DEFAULT_SETTLE_HOURS: Final[int] = Settings.model_fields["invoice_settle_hours"].default
 
 
-DEFAULT_PREFIX: Final = "TF"
+DEFAULT_PREFIX: Final[str] = Settings.model_fields["invoice_prefix"].default
 
 
 LISTED_IN_SUMMARY: Final = 50
 
 
 def settle_hours() -> int:
-    return int(os.environ.get(SETTLE_ENV, str(DEFAULT_SETTLE_HOURS)))
+    return get_settings().invoice_settle_hours
 
 
 def invoice_prefix() -> str:
-    return os.environ.get(PREFIX_ENV, DEFAULT_PREFIX)
+    return get_settings().invoice_prefix
 
 
 _WATERMARK = text(

@@ -23,7 +23,6 @@ The functions take an ``Engine`` and are plain (tested without Prefect).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +31,7 @@ from typing import Any, Final
 
 from sqlalchemy import Connection, text
 
+from tallyflow.infra.settings import get_settings
 from tallyflow.models.wallets import (
     ZERO,
     cents_for,
@@ -53,7 +53,7 @@ class WalletError(ValueError):
 
 def settle_paid_default() -> bool:
     """Whether purchased credits settle at once (prepaid contracts) unless a caller says."""
-    return os.environ.get(SETTLE_PAID_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return get_settings().wallets_settle_paid
 
 
 @dataclass(frozen=True)
