@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     """The settings of one process (``get_settings()``)."""
 
     model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore",
-                                      validate_default=False, case_sensitive=True)
+                                      validate_default=False)
 
     # -- user-facing -----------------------------------------------------------------------------
     database_url: Annotated[str | None, _OrNone] = _setting(
