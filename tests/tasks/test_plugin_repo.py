@@ -89,7 +89,7 @@ def test_the_plugin_repository_passes_the_shipped_suite_through_the_loader(
 def test_a_broken_source_fails_the_suite_saying_why(repo: tuple[Path, Path]) -> None:
     """Versions that change at every listing: the suite fails, naming the check and the rule;
     without a database the checks that need one are skipped, saying so."""
-    ran = _pytest(*repo, TALLYFLOW_BATCHES_BREAK="versions")
+    ran = _pytest(*repo, BATCHES_PLUGIN_BREAK="versions")
     assert ran.returncode == 1, ran.stdout[-3000:]
     assert "FAILED tallyflow-conformance::batch-table::listing_is_stable" in ran.stdout
     # the repository's own test of the same check, through the fixture, fails as well
