@@ -35,14 +35,14 @@ from tallyflow.flows.params import (
 from tallyflow.flows.usage_snapshot import usage_snapshot
 from tallyflow.flows.wallet_deductions import wallet_deductions
 from tallyflow.infra.failpoints import failpoint
-from tallyflow.tasks.advance_charges import advance_charges_task
-from tallyflow.tasks.billing_report import customer_movements_task
-from tallyflow.tasks.containment import LISTED, ContainedFailures, withheld_customers
 from tallyflow.tasks.health import CurrentRun, billing_health_task
-from tallyflow.tasks.history import HOOKS, tracked
-from tallyflow.tasks.ingest_claims import reclaim_dead_claims_task
-from tallyflow.tasks.run_names import name_scheduled_runs_task
-from tallyflow.tasks.usage import customer_of_task
+from tallyflow.tasks.ingest.claims import reclaim_dead_claims_task
+from tallyflow.tasks.invoicing.advance.charges import advance_charges_task
+from tallyflow.tasks.runs.containment import LISTED, ContainedFailures, withheld_customers
+from tallyflow.tasks.runs.history import HOOKS, tracked
+from tallyflow.tasks.runs.names import name_scheduled_runs_task
+from tallyflow.tasks.usage.rating import customer_of_task
+from tallyflow.tasks.wallets.report import customer_movements_task
 
 # A billing hour is retried as a whole after transient trouble its tasks did not absorb (the
 # database gone for minutes, say); after that the run fails and the automation notifies.
@@ -63,7 +63,7 @@ def _billing_name() -> str:
 
 def billing_name_of(scheduled: datetime, parameters: dict[str, Any]) -> str:
     """The name a run of this flow gets when it starts, from its scheduled time and
-    parameters: given to scheduled runs ahead of time (tasks/run_names.py)."""
+    parameters: given to scheduled runs ahead of time (tasks/runs/names.py)."""
     hour = moment_label(parameters.get("hour"))
     return f"billing {hour or hour_label(scheduled.replace(minute=0, second=0, microsecond=0))}"
 
@@ -80,7 +80,7 @@ def billing_name_of(scheduled: datetime, parameters: dict[str, Any]) -> str:
 def billing_cycle(hour: OptionalHour = None) -> dict[str, Any]:
     """Usage snapshot, wallet deductions, charges paid in advance, then period close
     (invoices), for one hour; first, objects a dead ingest run left pending are loaded, so
-    no dead run holds finalization back (tasks/ingest_claims.py).
+    no dead run holds finalization back (tasks/ingest/claims.py).
 
     Args:
         hour: The hour to bill, with its offset (e.g. 2026-11-27T10:00:00Z). Leave empty for

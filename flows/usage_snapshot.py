@@ -20,11 +20,11 @@ from tallyflow.flows.contained import report_contained
 from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.rating.unbillable import UnbillableReason
-from tallyflow.tasks.containment import ContainedFailures
-from tallyflow.tasks.history import HOOKS, tracked
-from tallyflow.tasks.lifecycle import final_snapshots_task
-from tallyflow.tasks.partitions import ensure_partitions_task
-from tallyflow.tasks.usage import (
+from tallyflow.tasks.runs.containment import ContainedFailures
+from tallyflow.tasks.runs.history import HOOKS, tracked
+from tallyflow.tasks.subscriptions.lifecycle import final_snapshots_task
+from tallyflow.tasks.usage.partitions import ensure_partitions_task
+from tallyflow.tasks.usage.rating import (
     SnapshotBatch,
     due_subscriptions_task,
     fold_new_objects_task,

@@ -46,7 +46,7 @@ def test_a_backwards_import_breaks_the_contracts(tmp_path: Path) -> None:
     done = _lint_imports(copy)
     assert done.returncode != 0
     assert "Nothing imports the command line BROKEN" in done.stdout
-    assert "tallyflow.tasks.retry -> tallyflow.cli.ingest" in done.stdout
+    assert "tallyflow.tasks.runs.retry -> tallyflow.cli.ingest" in done.stdout
 
 
 def _imports(path: Path) -> set[str]:

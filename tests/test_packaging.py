@@ -57,7 +57,7 @@ def test_the_wheel_installs_one_namespace_with_its_data(tmp_path: Path) -> None:
         "tallyflow/migrations/env.py",
         "tallyflow/migrations/versions/0001_catalog_and_ingestion.py",
         "tallyflow/deployments/prefect.yaml",
-        "tallyflow/tasks/templates/invoice.html",
+        "tallyflow/tasks/invoicing/templates/invoice.html",
         "tallyflow/cli/main.py",
         "tallyflow/infra/db.py",
         "tallyflow/infra/no_tls_ca.pem",

@@ -32,8 +32,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from tallyflow.infra.failpoints import failpoint
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.sources import FsspecSource, ObjectRef, SourceSpec, build_source
+from tallyflow.tasks.ingest.load import ingest_object, register_objects
+from tallyflow.tasks.ingest.sources import FsspecSource, ObjectRef, SourceSpec, build_source
 
 _log = logging.getLogger(__name__)
 

@@ -252,7 +252,7 @@ def runs(
     missed its heartbeats. A run that contained failures (units that failed alone while every
     other unit completed) lists each: step, unit and error.
     """
-    from tallyflow.tasks.history import (
+    from tallyflow.tasks.runs.history import (
         FINAL,
         adopt_prefect_failures,
         cause_of,
@@ -266,7 +266,7 @@ def runs(
         )
     engine = billing_engine()
     if objects:
-        from tallyflow.tasks.ingest_claims import watermark_holder
+        from tallyflow.tasks.ingest.claims import watermark_holder
 
         _print_failed_objects(failed_objects(engine, limit), watermark_holder(engine), as_json)
         return

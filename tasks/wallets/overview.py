@@ -201,7 +201,7 @@ def live_scopes(
     subscription active at ``moment``, snapshot or not) with usage rated live from the folded
     state and the events not folded yet, exactly as ``tallyflow usage`` rates it."""
     from tallyflow.tasks.folding import load_subscription_rows
-    from tallyflow.tasks.usage import rated_usage
+    from tallyflow.tasks.usage.rating import rated_usage
 
     with engine.connect() as conn:
         external_ids = list(conn.execute(
@@ -233,7 +233,7 @@ def live_scopes(
         sub = subs[sub_id]
         try:
             # what the hourly deductions would take: charges paid in advance are paid per
-            # event (tasks/advance_charges.py), so they are not owed again
+            # event (tasks/invoicing/advance/charges.py), so they are not owed again
             in_arrears, _ = rated_usage(engine, sub.external_id, at).in_arrears()
         except (LookupError, ValueError):
             continue

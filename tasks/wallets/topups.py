@@ -240,7 +240,7 @@ def mark_paid(
                     and (cast(:t as bigint) is null or id = cast(:t as bigint))
                   returning id, wallet_id, credits, granted_credits, amount_cents
                 ), invoiced as (
-                  -- their credit invoices are paid now too (tasks/credit_invoices.py)
+                  -- their credit invoices are paid now too (tasks/invoicing/credit.py)
                   update invoices v set payment_status = 'succeeded', updated_at = now()
                   from invoice_fees f join settled s on s.id = f.wallet_transaction_id
                   where v.id = f.invoice_id and v.payment_status <> 'succeeded'

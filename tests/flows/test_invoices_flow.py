@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from tallyflow.cli.main import app
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.flows.invoice_pdfs import invoice_pdfs
-from tallyflow.tasks.invoice_render import pdf_available
+from tallyflow.tasks.invoicing.render import pdf_available
 from tests.flows.test_billing_artifact import _latest_billing_artifact
-from tests.tasks.test_invoicing import MARCH_END, catalog, ingested_until, usage_events
+from tests.tasks.invoicing.test_invoicing import MARCH_END, catalog, ingested_until, usage_events
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 runner = CliRunner()
@@ -59,7 +59,8 @@ def test_billing_cycle_finalizes_and_the_cli_reads_it(
                                  " where invoice_type = 'subscription'")).scalar_one()
 
     # TF-001-001 is the credit invoice of the wallet's purchased credits
-    # (tests/tasks/test_credit_invoices.py); the period's invoice comes next in the sequence
+    # (tests/tasks/invoicing/test_credit_invoices.py); the period's invoice comes next in the
+    # sequence
     listed = runner.invoke(app, ["invoices", "list", "--status", "finalized", "--type",
                                  "subscription", "--json"])
     assert listed.exit_code == 0, listed.output

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.flows.wallet_deductions import wallet_deductions
 from tallyflow.infra import failpoints
 from tallyflow.tasks import wallets as w
-from tests.tasks.test_wallets_support import (
+from tests.tasks.wallets.test_wallets_support import (
     AS_OF,
     WalletSpec,
     assert_balances_match_ledger,

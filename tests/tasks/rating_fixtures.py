@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.catalog import apply_catalog
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest.load import ingest_object, register_objects
+from tallyflow.tasks.ingest.sources import SourceSpec, build_source
 
 ROOT = Path(__file__).resolve().parents[2]
 MISTRAL = ROOT / "examples" / "mistral"

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from tallyflow.cli.billing import billing_hour
 from tallyflow.cli.main import app
+from tests.tasks.invoicing.test_invoicing import ingested_until
 from tests.tasks.rating_fixtures import MISTRAL, ingest_events, token_event
-from tests.tasks.test_invoicing import ingested_until
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 runner = CliRunner()

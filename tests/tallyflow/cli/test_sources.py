@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
 from tallyflow.flows.ingest import reingest_object
-from tallyflow.tasks import plugins
-from tests.tasks.test_plugins import guide_files
+from tallyflow.tasks.ingest import plugins
+from tests.tasks.ingest.test_plugins import guide_files
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 runner = CliRunner()
