@@ -37,7 +37,7 @@ def main() -> None:
     from fsspec.implementations.local import LocalFileSystem
 
     from tallyflow.infra.db import get_engine
-    from tallyflow.tasks.archive.events import archive_events
+    from tallyflow.tasks.archive import archive_events
 
     with scratch_database() as url:
         engine = get_engine(url)

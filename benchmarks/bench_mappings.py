@@ -46,9 +46,7 @@ def records_like(mapping: object, count: int) -> bytes:
 
 def measure(name: str, data: bytes) -> tuple[float, float]:
     from tallyflow.models.events import TimeBounds
-    from tallyflow.tasks.ingest.load import validated
-    from tallyflow.tasks.ingest.readers import read_jsonl
-    from tallyflow.tasks.ingest.sources import SourceSpec, build_source
+    from tallyflow.tasks.ingest import SourceSpec, build_source, read_jsonl, validated
 
     source = build_source(SourceSpec(url="memory://bench", mapping=name))
     bounds = TimeBounds(written_at=datetime(2026, 1, 1, tzinfo=UTC))

@@ -45,9 +45,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from tallyflow.models.events import TimeBounds
+    from tallyflow.tasks.ingest import SourceSpec, build_source, staged_jsonl
     from tallyflow.tasks.ingest import load as ingest
-    from tallyflow.tasks.ingest.columnar import staged_jsonl
-    from tallyflow.tasks.ingest.sources import SourceSpec, build_source
 
     chunk_rows = args.chunk_rows or ingest.DEFAULT_CHUNK_ROWS
     with tempfile.TemporaryDirectory(prefix="tf-staging-") as tmp:

@@ -36,13 +36,18 @@ from tallyflow.flows.usage_snapshot import usage_snapshot
 from tallyflow.flows.wallet_deductions import wallet_deductions
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.tasks.health import CurrentRun, billing_health_task
-from tallyflow.tasks.ingest.claims import reclaim_dead_claims_task
-from tallyflow.tasks.invoicing.advance.charges import advance_charges_task
-from tallyflow.tasks.runs.containment import LISTED, ContainedFailures, withheld_customers
-from tallyflow.tasks.runs.history import HOOKS, tracked
-from tallyflow.tasks.runs.names import name_scheduled_runs_task
-from tallyflow.tasks.usage.rating import customer_of_task
-from tallyflow.tasks.wallets.report import customer_movements_task
+from tallyflow.tasks.ingest import reclaim_dead_claims_task
+from tallyflow.tasks.invoicing import advance_charges_task
+from tallyflow.tasks.runs import (
+    HOOKS,
+    LISTED,
+    ContainedFailures,
+    name_scheduled_runs_task,
+    tracked,
+    withheld_customers,
+)
+from tallyflow.tasks.usage import customer_of_task
+from tallyflow.tasks.wallets import customer_movements_task
 
 # A billing hour is retried as a whole after transient trouble its tasks did not absorb (the
 # database gone for minutes, say); after that the run fails and the automation notifies.

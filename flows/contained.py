@@ -15,7 +15,7 @@ from prefect import runtime
 from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
-from tallyflow.tasks.runs.containment import LISTED, contained_events
+from tallyflow.tasks.runs import LISTED, contained_events
 
 
 def last_attempt() -> bool:

@@ -27,20 +27,26 @@ from tallyflow.flows.params import ObjectUrl, run_param
 from tallyflow.flows.plain_params import flow
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
-from tallyflow.tasks.ingest.load import (
+from tallyflow.tasks.ingest import (
     DEFAULT_CHUNK_ROWS,
     INGEST_RETRIES,
     ObjectResult,
+    SourceSpec,
+    as_spec,
+    build_source,
     finish_run,
     ingest_object_task,
     ledger_spec,
     list_new_objects,
+    other_settings,
+    plan_replay,
+    replayed,
     requeue,
+    rerate_replay,
+    source_parameter,
     start_run,
 )
-from tallyflow.tasks.ingest.replay import other_settings, plan_replay, replayed, rerate_replay
-from tallyflow.tasks.ingest.sources import SourceSpec, as_spec, build_source, source_parameter
-from tallyflow.tasks.runs.history import HOOKS, tracked
+from tallyflow.tasks.runs import HOOKS, tracked
 
 # The registered kinds as a discriminated union: the form offers a choice of source and that
 # source's own typed options. Fixed when a deployment is registered (plugins installed then).

@@ -27,8 +27,8 @@ from tallyflow.flows.params import (
     moment_label,
     resolve_as_of,
 )
-from tallyflow.tasks.invoicing.pdfs import DEFAULT_CHUNK, pending_pdfs_task, render_pdf_chunk_task
-from tallyflow.tasks.runs.history import HOOKS, tracked
+from tallyflow.tasks.invoicing import DEFAULT_CHUNK, pending_pdfs_task, render_pdf_chunk_task
+from tallyflow.tasks.runs import HOOKS, tracked
 
 DEFAULT_MAX_PDFS = 5_000
 DEFAULT_MAX_SECONDS = 300  # half of the 10-minute schedule: a run ends before the next starts

@@ -30,8 +30,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tallyflow.flows.contained import contained_section, report_contained
 from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
-from tallyflow.tasks.runs.containment import ContainedFailures, failure_message, withheld_task
-from tallyflow.tasks.runs.history import HOOKS, tracked
+from tallyflow.tasks.runs import HOOKS, ContainedFailures, failure_message, tracked, withheld_task
 from tallyflow.tasks.wallets import (
     DEDUCTIONS_STEP,
     DEFAULT_BATCH,

@@ -17,10 +17,8 @@ from prefect import task
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.resources import billing_engine
-from tallyflow.tasks.invoicing import ingest_watermark, settle_hours
-from tallyflow.tasks.invoicing.pdfs import pending_pdfs
-from tallyflow.tasks.runs.history import reap_stale
-from tallyflow.tasks.runs.retry import transient_retries
+from tallyflow.tasks.invoicing import ingest_watermark, pending_pdfs, settle_hours
+from tallyflow.tasks.runs import reap_stale, transient_retries
 
 LISTED: Final = 20  # names listed per figure; the counts are whole
 
@@ -212,7 +210,7 @@ def billing_health(engine: Engine, now: datetime,
                    current: CurrentRun | None = None) -> BillingHealth:
     """Every health figure as of ``now`` (the caller's clock; the hourly run passes its own
     moment and itself as ``current``)."""
-    from tallyflow.tasks.ingest.claims import watermark_holder
+    from tallyflow.tasks.ingest import watermark_holder
 
     reap_stale(engine)  # a dead run is shown crashed, not running
     settle = settle_hours()

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from tallyflow.models.events import Reason, Rejection, TimeBounds, validate_record
-from tallyflow.tasks.ingest.readers import loads_exact
+from tallyflow.tasks.ingest import loads_exact
 
 # Lago's event fields. external_customer_id is checked against the subscription's customer
 # (tallyflow.api.app), never taken on trust and never ignored.

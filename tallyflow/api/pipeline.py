@@ -32,8 +32,14 @@ from typing import Any
 from sqlalchemy import Engine
 
 from tallyflow.infra.failpoints import failpoint
-from tallyflow.tasks.ingest.load import ingest_object, register_objects
-from tallyflow.tasks.ingest.sources import FsspecSource, ObjectRef, SourceSpec, build_source
+from tallyflow.tasks.ingest import (
+    FsspecSource,
+    ObjectRef,
+    SourceSpec,
+    build_source,
+    ingest_object,
+    register_objects,
+)
 
 _log = logging.getLogger(__name__)
 

@@ -56,7 +56,7 @@ def register(app: FastAPI, engine: Engine, auth: Callable[[Request], None]) -> N
                       external_subscription_id: str | None = None) -> LagoJSON:
         """Lago's `customer_usage`: the subscription's current period, every event so far (the
         same code as `tallyflow usage`)."""
-        from tallyflow.tasks.usage.rating import current_usage as usage_of
+        from tallyflow.tasks.usage import current_usage as usage_of
 
         only_params(request, ["external_subscription_id"])
         if not external_subscription_id:
@@ -121,7 +121,7 @@ def register(app: FastAPI, engine: Engine, auth: Callable[[Request], None]) -> N
     def list_invoices(request: Request, external_customer_id: str | None = None,
                       status: str | None = None, page: int | None = None,
                       per_page: int | None = None) -> LagoJSON:
-        from tallyflow.tasks.invoicing.documents import list_invoices as invoices
+        from tallyflow.tasks.invoicing import list_invoices as invoices
 
         only_params(request, ["external_customer_id", "status"])
         page, per_page = page_args(page, per_page)
@@ -135,7 +135,7 @@ def register(app: FastAPI, engine: Engine, auth: Callable[[Request], None]) -> N
 
     @app.get("/api/v1/invoices/{lago_id}", tags=["invoices"], dependencies=deps)
     def get_invoice(request: Request, lago_id: str) -> LagoJSON:
-        from tallyflow.tasks.invoicing.documents import find_invoice
+        from tallyflow.tasks.invoicing import find_invoice
 
         only_params(request, [])
         invoice = find_invoice(engine, lago_id)
@@ -362,7 +362,7 @@ _TRANSACTIONS = text(
 
 
 def transaction_object(row: Any) -> dict[str, Any]:
-    from tallyflow.tasks.wallets.overview import transaction_status
+    from tallyflow.tasks.wallets import transaction_status
 
     return {
         "lago_id": str(row.id),

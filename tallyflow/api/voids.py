@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from tallyflow.api.lago import LagoError, LagoJSON, invalid, read_json
-from tallyflow.tasks.corrections.voids import EventKey, VoidError, event_status, void_and_rerate
+from tallyflow.tasks.corrections import EventKey, VoidError, event_status, void_and_rerate
 
 MAX_KEYS = 100  # like Lago's event batch
 _BODY_KEYS = {"external_subscription_id", "transaction_id", "transaction_ids", "reason"}

@@ -146,8 +146,8 @@ def register(app: FastAPI, engine: Engine, deps: list[Any]) -> None:
         """Lago's terminate: now, with the termination invoice unless ``skip`` (as
         ``tallyflow subscriptions terminate``); a subscription that has not started is
         canceled (Lago asks for ``status=pending`` there: accepted, and not required)."""
-        from tallyflow.tasks.subscriptions.lifecycle import LifecycleError
-        from tallyflow.tasks.subscriptions.lifecycle import terminate_subscription as terminate
+        from tallyflow.tasks.subscriptions import LifecycleError
+        from tallyflow.tasks.subscriptions import terminate_subscription as terminate
 
         if on_termination_invoice not in (None, "generate", "skip"):
             raise invalid({"on_termination_invoice": ["invalid_value"]})

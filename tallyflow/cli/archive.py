@@ -33,9 +33,8 @@ def archive(
     it (but the last of each period), to Parquet files (exactly once), keeping usage state,
     invoices and wallets; later events before it are refused at ingest."""
     from tallyflow.infra.resources import billing_engine
-    from tallyflow.tasks.archive.events import archive_events
-    from tallyflow.tasks.archive.snapshots import archive_snapshots
-    from tallyflow.tasks.ingest.sources import FsspecSource, SourceSpec
+    from tallyflow.tasks.archive import archive_events, archive_snapshots
+    from tallyflow.tasks.ingest import FsspecSource, SourceSpec
 
     moment = parse_moment(before)
     if moment is None:  # pragma: no cover - typer requires the option

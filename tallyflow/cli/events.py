@@ -54,12 +54,7 @@ def void(
     """Void events: kept stored and marked, counted nowhere; usage and the wallet re-rated now.
     Refused for events on a finalized invoice, billed in advance or archived."""
     from tallyflow.models.voids import parse_rows
-    from tallyflow.tasks.corrections.voids import (
-        EventKey,
-        VoidError,
-        keys_of_object,
-        void_and_rerate,
-    )
+    from tallyflow.tasks.corrections import EventKey, VoidError, keys_of_object, void_and_rerate
 
     engine = billing_engine()
     if object_url is not None:
@@ -138,7 +133,7 @@ def show(
 ) -> None:
     """An event's status (accepted, voided, on_finalized_invoice, billed_in_advance,
     archived), where it came from, and its history."""
-    from tallyflow.tasks.corrections.voids import EventKey, event_status
+    from tallyflow.tasks.corrections import EventKey, event_status
 
     shown = event_status(billing_engine(), EventKey(subscription, transaction_id))
     if as_json:

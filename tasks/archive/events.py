@@ -36,7 +36,7 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.errors import UserError
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.archive import ArchiveSubject, last_moment, unfinished
-from tallyflow.tasks.folding.inputs import archive_horizon, load_subscription_rows
+from tallyflow.tasks.folding import archive_horizon, load_subscription_rows
 
 DEFAULT_CHUNK_ROWS = 500_000
 

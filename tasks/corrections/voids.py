@@ -34,7 +34,7 @@ from tallyflow.errors import UserError
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.voids import REFUSALS, EventFacts, VoidOutcome, void_decision
 from tallyflow.tasks.folding import FOLD_LOCK, load_subscription_rows, rebuild_subscription
-from tallyflow.tasks.usage.rating import snapshot_subscriptions
+from tallyflow.tasks.usage import snapshot_subscriptions
 from tallyflow.tasks.wallets import deduct_customers
 
 

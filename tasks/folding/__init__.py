@@ -14,6 +14,7 @@ from tallyflow.tasks.folding.inputs import (
     DEFAULT_FOLD_OBJECTS,
     FOLD_LOCK,
     PLAIN_DECIMAL_SQL,
+    archive_horizon,
     in_force,
     keeps_days,
     load_metrics,
@@ -34,6 +35,7 @@ from tallyflow.tasks.folding.states import (
 )
 
 __all__ = [
+    "archive_horizon",
     "DEFAULT_FOLD_OBJECTS",
     "FOLD_LOCK",
     "FoldSummary",

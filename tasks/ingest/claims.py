@@ -37,8 +37,7 @@ from tallyflow.infra.resources import billing_engine
 from tallyflow.tasks.ingest.load import ObjectResult, _record, finish_run, ingest_object, start_run
 from tallyflow.tasks.ingest.sources import SourceSpec, build_source
 from tallyflow.tasks.invoicing import ingest_watermark
-from tallyflow.tasks.runs.history import reap_stale
-from tallyflow.tasks.runs.retry import transient_retries
+from tallyflow.tasks.runs import reap_stale, transient_retries
 
 HELD_EVENT: Final = "tallyflow.ingest.watermark-held"
 RECLAIM_SOURCE: Final = "(reclaim)"  # ingest_runs.source of a reclaim: it has no one source

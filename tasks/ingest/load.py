@@ -58,7 +58,7 @@ from tallyflow.tasks.ingest.staging import (
     staged_event_json,
     validated,
 )
-from tallyflow.tasks.runs.retry import transient_retries
+from tallyflow.tasks.runs import transient_retries
 
 DEFAULT_CHUNK_ROWS = 20_000
 # How long an object waits for the objects listed before it in its run before it merges anyway.

@@ -40,7 +40,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from tallyflow.tasks.corrections.voids import (
+from tallyflow.tasks.corrections import (
     EventKey,
     Rerate,
     VoidResult,

@@ -54,9 +54,8 @@ from tallyflow.tasks.invoicing.inputs import (
 from tallyflow.tasks.invoicing.late import late_usage_count
 from tallyflow.tasks.invoicing.watermark import ingest_watermark, settle_hours
 from tallyflow.tasks.invoicing.writing import _write_batch
-from tallyflow.tasks.runs.containment import contain, failure
-from tallyflow.tasks.runs.retry import transient_retries
-from tallyflow.tasks.usage.rating import event_values_reader, rate_subscription, read_inputs
+from tallyflow.tasks.runs import contain, failure, transient_retries
+from tallyflow.tasks.usage import event_values_reader, rate_subscription, read_inputs
 
 STEP = "close-periods"
 WITHHELD = ("not closed: an earlier step of this hour failed for this customer, so its"

@@ -31,10 +31,11 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models import number_rule
-from tallyflow.tasks.invoicing import invoice_prefix, load_close_catalog
 from tallyflow.tasks.invoicing.documents import InvoiceError, find_invoice, render_sealed
+from tallyflow.tasks.invoicing.inputs import load_close_catalog
+from tallyflow.tasks.invoicing.watermark import invoice_prefix
 from tallyflow.tasks.invoicing.writing import customer_object
-from tallyflow.tasks.runs.retry import transient_retries
+from tallyflow.tasks.runs import transient_retries
 from tallyflow.tasks.wallets import lock_customers
 
 PAID_TOP_UP_SOURCES: Final = ("initial", "manual", "interval", "threshold")

@@ -13,7 +13,7 @@ from prefect.events import emit_event
 from sqlalchemy import Engine, text
 
 from tallyflow.infra.resources import billing_engine
-from tallyflow.tasks.runs.retry import transient_retries
+from tallyflow.tasks.runs import transient_retries
 
 MAX_INVOICE_EVENTS: Final = 100
 

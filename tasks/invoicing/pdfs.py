@@ -41,7 +41,7 @@ from tallyflow.errors import UserError
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.tasks.invoicing.render import pdf_available, render_pdf
-from tallyflow.tasks.runs.retry import transient_retries
+from tallyflow.tasks.runs import transient_retries
 
 DEFAULT_CHUNK = 10  # PDFs per transaction: ~0.5-10 s of rendering, the longest a claim is held
 

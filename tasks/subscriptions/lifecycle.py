@@ -43,8 +43,8 @@ from tallyflow.models.lifecycle import (
 from tallyflow.models.rating.periods import period_containing
 from tallyflow.tasks.folding import FOLD_LOCK, rebuild_subscription
 from tallyflow.tasks.invoicing import close_periods
-from tallyflow.tasks.runs.retry import transient_retries
-from tallyflow.tasks.usage.rating import snapshot_subscriptions
+from tallyflow.tasks.runs import transient_retries
+from tallyflow.tasks.usage import snapshot_subscriptions
 from tallyflow.tasks.wallets import deduct_customers
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from tallyflow.infra.partitions import ensure_partitions
 from tallyflow.infra.resources import billing_engine
-from tallyflow.tasks.runs.retry import transient_retries
+from tallyflow.tasks.runs import transient_retries
 
 
 def ensure_snapshot_partitions(engine: Engine, as_of: datetime) -> list[str]:

@@ -40,7 +40,7 @@ from tallyflow.models.rating.pricing import (
     pricing_of,
     rate_subscription,
 )
-from tallyflow.tasks.catalog.plan_versions import finalized_versions
+from tallyflow.tasks.catalog import finalized_versions
 from tallyflow.tasks.folding import (
     FoldSummary,
     StoredStates,
@@ -54,8 +54,7 @@ from tallyflow.tasks.folding import (
     merge_stored,
     read_states,
 )
-from tallyflow.tasks.runs.containment import contain, failure, names_of
-from tallyflow.tasks.runs.retry import transient_retries
+from tallyflow.tasks.runs import contain, failure, names_of, transient_retries
 from tallyflow.tasks.usage.snapshot_reads import usage_as_of
 
 # --------------------------------------------------------------------------------------------

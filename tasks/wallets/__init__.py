@@ -40,7 +40,13 @@ from tallyflow.tasks.wallets.ledger import (
     settle_paid_default,
 )
 from tallyflow.tasks.wallets.lifecycle import expire_wallets, open_catalog_wallets, open_wallets
-from tallyflow.tasks.wallets.overview import LiveScope, live_scopes, wallet_overview
+from tallyflow.tasks.wallets.overview import (
+    LiveScope,
+    live_scopes,
+    transaction_status,
+    wallet_overview,
+)
+from tallyflow.tasks.wallets.report import customer_movements_task
 from tallyflow.tasks.wallets.runs import (
     deduct_task,
     due_customers_task,
@@ -66,6 +72,8 @@ from tallyflow.tasks.wallets.topups import (
 )
 
 __all__ = [
+    "transaction_status",
+    "customer_movements_task",
     "AlertSummary",
     "DEFAULT_BATCH",
     "DEDUCTIONS_STEP",

@@ -27,7 +27,7 @@ from tallyflow.models.wallets import (
     credits_text,
     plan_deductions,
 )
-from tallyflow.tasks.runs.containment import contain, failure, names_of
+from tallyflow.tasks.runs import contain, failure, names_of
 from tallyflow.tasks.wallets.ledger import (
     DEFAULT_GRACE_HOURS,
     USAGE_DEDUCTED,

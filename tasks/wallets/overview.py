@@ -201,7 +201,7 @@ def live_scopes(
     subscription active at ``moment``, snapshot or not) with usage rated live from the folded
     state and the events not folded yet, exactly as ``tallyflow usage`` rates it."""
     from tallyflow.tasks.folding import load_subscription_rows
-    from tallyflow.tasks.usage.rating import rated_usage
+    from tallyflow.tasks.usage import rated_usage
 
     with engine.connect() as conn:
         external_ids = list(conn.execute(

@@ -9,7 +9,7 @@ from prefect import task
 from sqlalchemy import text
 
 from tallyflow.infra.resources import billing_engine
-from tallyflow.tasks.runs.retry import transient_retries
+from tallyflow.tasks.runs import transient_retries
 
 _MOVEMENTS = text("""
     select c.external_id as customer,

@@ -14,7 +14,7 @@ from prefect import task
 from sqlalchemy import Engine, text
 
 from tallyflow.infra.resources import billing_engine
-from tallyflow.tasks.runs.retry import transient_retries
+from tallyflow.tasks.runs import transient_retries
 from tallyflow.tasks.wallets.alerts import (
     MAX_ALERT_EVENTS,
     AlertSummary,

@@ -20,8 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.catalog import apply_catalog
-from tallyflow.tasks.ingest.load import ingest_object, register_objects
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
 from tests.factories import jsonl
 from tests.storage import free_port
 

@@ -19,8 +19,7 @@ from typer.testing import CliRunner
 from tallyflow.flows.billing import HEALTH_KEY, billing_cycle
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.health import billing_health, metrics_text
-from tallyflow.tasks.ingest.load import ingest_object, register_objects
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
 from tallyflow.tasks.wallets import add_alert_rule
 from tests.factories import jsonl
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.flows.ingest import IngestFailed, ingest_events
-from tallyflow.tasks.ingest.sources import SourceSpec
+from tallyflow.tasks.ingest import SourceSpec
 from tests.factories import event, jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -27,8 +27,7 @@ from tallyflow.cli.main import app
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.flows.invoice_pdfs import invoice_pdfs
 from tallyflow.infra import failpoints
-from tallyflow.tasks.invoicing import close_periods
-from tallyflow.tasks.invoicing.render import pdf_available
+from tallyflow.tasks.invoicing import close_periods, pdf_available
 from tests.flows.test_billing_artifact import _latest_billing_artifact
 from tests.tasks.invoicing.test_invoicing import (
     CLOSE,

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from tallyflow.cli.main import app
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.flows.invoice_pdfs import invoice_pdfs
-from tallyflow.tasks.invoicing.render import pdf_available
+from tallyflow.tasks.invoicing import pdf_available
 from tests.flows.test_billing_artifact import _latest_billing_artifact
 from tests.tasks.invoicing.test_invoicing import MARCH_END, catalog, ingested_until, usage_events
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from tallyflow.flows.ingest import ingest_events, reingest_object
 from tallyflow.flows.plain_params import PlainParamsFlow
-from tallyflow.tasks.ingest.sources import SourceSpec, source_parameter
+from tallyflow.tasks.ingest import SourceSpec, source_parameter
 
 
 def _fn(source: Any = None, chunk_rows: Any = None, extra: Any = None) -> None:

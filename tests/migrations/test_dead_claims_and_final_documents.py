@@ -54,7 +54,7 @@ def test_documents_rendered_as_draft_are_re_rendered_once(
                      {"h": render_html(old), "id": row.id})
         conn.execute(text("alter table invoices enable trigger invoices_final"))
     if pdf_available():
-        from tallyflow.tasks.invoicing.pdfs import make_missing_pdfs
+        from tallyflow.tasks.invoicing import make_missing_pdfs
 
         assert make_missing_pdfs(engine) >= 1  # made from the draft-looking document
     _migrate_to(engine, "0019", down=True)

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, text
 
 from tallyflow.infra import db, migrate
 from tallyflow.infra.partitions import COLUMNS, month_partitions
+from tallyflow.tasks.usage import snapshot_subscriptions
 from tallyflow.tasks.usage.partitions import ensure_snapshot_partitions
-from tallyflow.tasks.usage.rating import snapshot_subscriptions
 from tests.tasks.invoicing.test_invoicing import catalog, ingested_until, usage_events
 from tests.tasks.subscriptions.test_lifecycle import cycle
 

@@ -27,7 +27,7 @@ from tallyflow.models.events import (
     validate_record,
 )
 from tallyflow.models.mappings import CLOUDEVENTS, LAGO
-from tallyflow.tasks.ingest.readers import loads_exact
+from tallyflow.tasks.ingest import loads_exact
 
 WRITTEN_AT = datetime(2025, 11, 25, tzinfo=UTC)
 BOUNDS = TimeBounds(written_at=WRITTEN_AT)

@@ -28,10 +28,8 @@ from typer.testing import CliRunner
 from tallyflow.cli.main import app
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.flows.ingest import ingest_events
-from tallyflow.tasks.ingest.claims import watermark_holder
-from tallyflow.tasks.ingest.sources import SourceSpec
-from tallyflow.tasks.invoicing import ingest_watermark
-from tallyflow.tasks.invoicing.documents import list_invoices
+from tallyflow.tasks.ingest import SourceSpec, watermark_holder
+from tallyflow.tasks.invoicing import ingest_watermark, list_invoices
 from tests.factories import jsonl
 from tests.tasks.invoicing.test_invoicing import CLOSE, MARCH_END, catalog
 from tests.tasks.rating_fixtures import token_event
@@ -133,9 +131,8 @@ def test_a_killed_one_off_ingest_is_reclaimed_and_invoices_finalize_on_time(
 
 def test_a_live_runs_claim_is_not_taken(engine: Engine, tmp_path: Path) -> None:
     """A pending object whose claimer is still running is not reclaimed (nor shown dead)."""
+    from tallyflow.tasks.ingest import build_source, register_objects, start_run
     from tallyflow.tasks.ingest.claims import reclaim_dead_claims
-    from tallyflow.tasks.ingest.load import register_objects, start_run
-    from tallyflow.tasks.ingest.sources import build_source
 
     (tmp_path / "a.jsonl").write_text(jsonl([token_event("a1", USED, 1)]))
     source = build_source(SourceSpec(url=tmp_path.as_uri()))

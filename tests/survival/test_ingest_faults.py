@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.flows.ingest import IngestFailed, ingest_events
-from tallyflow.tasks.ingest.sources import SourceSpec
+from tallyflow.tasks.ingest import SourceSpec
 from tests.factories import event, jsonl
 from tests.faults import damage_at, terminate_other_backends
 

@@ -41,9 +41,8 @@ from sqlalchemy import Engine, text
 from tallyflow.tasks import wallets as w
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import fold_pending
-from tallyflow.tasks.ingest.load import ingest_object, register_objects
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
-from tallyflow.tasks.usage.rating import due_subscriptions, snapshot_subscriptions
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
+from tallyflow.tasks.usage import due_subscriptions, snapshot_subscriptions
 from tests.factories import jsonl
 
 ROOT = Path(__file__).resolve().parents[2]

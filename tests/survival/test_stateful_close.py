@@ -34,10 +34,8 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.catalog import apply_catalog
-from tallyflow.tasks.ingest.load import ingest_object, register_objects
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
-from tallyflow.tasks.invoicing import close_periods
-from tallyflow.tasks.invoicing.documents import list_invoices
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
+from tallyflow.tasks.invoicing import close_periods, list_invoices
 from tests.factories import jsonl
 from tests.survival.test_close_crash_points import assert_invoices_agree_with_the_ledger
 from tests.survival.test_stateful_billing import EXAMPLES, MODELS, PLAN, PRICES, bill

@@ -55,9 +55,8 @@ from tallyflow.models.wallets import (
 from tallyflow.tasks.folding import load_metrics, load_subscription_rows, loads_exact
 from tallyflow.tasks.invoicing.advance.issue import AdvanceLine, charge_taxes, issue_invoice
 from tallyflow.tasks.invoicing.inputs import CloseCatalog, CustomerInfo, load_close_catalog
-from tallyflow.tasks.runs.containment import containable, failure
-from tallyflow.tasks.runs.retry import transient_retries
-from tallyflow.tasks.usage.rating import load_charges
+from tallyflow.tasks.runs import containable, failure, transient_retries
+from tallyflow.tasks.usage import load_charges
 from tallyflow.tasks.wallets import DEFAULT_GRACE_HOURS, LedgerRow, lock_customers, post
 
 

@@ -9,8 +9,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
-from tallyflow.tasks.ingest.load import ingest_object, register_objects
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
 
 
 def _fail_one_object(engine: Engine, folder: Path) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
-from tallyflow.tasks.ingest.load import ObjectResult, finish_run, start_run
+from tallyflow.tasks.ingest import ObjectResult, finish_run, start_run
 
 runner = CliRunner()
 

@@ -13,9 +13,9 @@ from fsspec.implementations.local import LocalFileSystem
 from sqlalchemy import Engine, text
 
 from tallyflow.infra import failpoints
-from tallyflow.tasks.archive.events import ArchiveRefused, archive_events, read_archive
+from tallyflow.tasks.archive import ArchiveRefused, archive_events, read_archive
 from tallyflow.tasks.folding import rebuild_states
-from tallyflow.tasks.usage.rating import current_usage
+from tallyflow.tasks.usage import current_usage
 from tests.tasks.invoicing.test_invoicing import catalog, ingested_until, invoices, usage_events
 from tests.tasks.rating_fixtures import SUB, ingest_events, token_event
 from tests.tasks.subscriptions.test_lifecycle import cycle

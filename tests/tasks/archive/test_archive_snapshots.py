@@ -14,10 +14,8 @@ from sqlalchemy import Engine, text
 
 from tallyflow.infra import failpoints
 from tallyflow.infra.partitions import COLUMNS
-from tallyflow.tasks.archive.events import ArchiveRefused, read_archive
-from tallyflow.tasks.archive.snapshots import archive_snapshots
-from tallyflow.tasks.usage.rating import snapshot_subscriptions
-from tallyflow.tasks.usage.snapshot_reads import usage_as_of
+from tallyflow.tasks.archive import ArchiveRefused, archive_snapshots, read_archive
+from tallyflow.tasks.usage import snapshot_subscriptions, usage_as_of
 from tests.tasks.archive.test_archive import APRIL, _seen
 from tests.tasks.invoicing.test_invoicing import catalog, ingested_until, invoices, usage_events
 from tests.tasks.subscriptions.test_lifecycle import cycle

@@ -12,9 +12,13 @@ from sqlalchemy import Engine
 from tallyflow.models.mappings import DeclarativeMapping
 from tallyflow.models.otel_genai import _TYPES as OTEL_TYPES
 from tallyflow.tasks.catalog import apply_catalog
-from tallyflow.tasks.ingest import plugins
-from tallyflow.tasks.ingest.load import ingest_object, register_objects
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import (
+    SourceSpec,
+    build_source,
+    ingest_object,
+    plugins,
+    register_objects,
+)
 
 LLM = Path(__file__).parents[3] / "examples" / "llm"
 DECLARATIVE = sorted(name for name, m in plugins.mappings().items()

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from tallyflow.tasks.catalog import apply_catalog, export_catalog
-from tallyflow.tasks.catalog.plan_versions import plan_history
+from tallyflow.tasks.catalog import apply_catalog, export_catalog, plan_history
 from tallyflow.tasks.usage.snapshot_reads import latest_usage
 from tests.tasks.invoicing.test_invoicing import (
     CLOSE,

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, text
 
 from tallyflow.infra import failpoints
 from tallyflow.models.voids import VoidOutcome
-from tallyflow.tasks.archive.events import archive_events
+from tallyflow.tasks.archive import archive_events
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.corrections.voids import (
     EventKey,
@@ -33,7 +33,7 @@ from tallyflow.tasks.corrections.voids import (
     void_events,
 )
 from tallyflow.tasks.folding import fold_pending, rebuild_states
-from tallyflow.tasks.usage.rating import current_usage
+from tallyflow.tasks.usage import current_usage
 from tests.tasks.archive.test_archive import _march_closed
 from tests.tasks.invoicing.test_advance_charges import cycle as advance_cycle
 from tests.tasks.invoicing.test_invoicing import catalog, invoices, usage_events

@@ -15,9 +15,14 @@ import yaml
 
 from tallyflow.models.events import TimeBounds
 from tallyflow.models.number_rule import numbers_out_of_range
-from tallyflow.tasks.ingest import mappings, plugins
-from tallyflow.tasks.ingest.readers import loads_exact, read_jsonl
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import (
+    SourceSpec,
+    build_source,
+    loads_exact,
+    mappings,
+    plugins,
+    read_jsonl,
+)
 from tallyflow.tasks.ingest.staging import stage_rows
 
 

@@ -33,8 +33,13 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.models.events import MAX_RAW_KEPT
-from tallyflow.tasks.ingest.load import ObjectResult, ingest_object, register_objects
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import (
+    ObjectResult,
+    SourceSpec,
+    build_source,
+    ingest_object,
+    register_objects,
+)
 from tests.storage import Bucket
 
 HOSTILE = Path(__file__).resolve().parents[2] / "fixtures" / "hostile"

@@ -7,8 +7,13 @@ import threading
 import pytest
 from sqlalchemy import Engine, text
 
-from tallyflow.tasks.ingest.load import ObjectResult, ingest_object, register_objects, requeue
-from tallyflow.tasks.ingest.sources import build_source
+from tallyflow.tasks.ingest import (
+    ObjectResult,
+    build_source,
+    ingest_object,
+    register_objects,
+    requeue,
+)
 from tests.factories import event, jsonl
 from tests.storage import Bucket
 

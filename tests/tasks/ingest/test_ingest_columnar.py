@@ -21,10 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tallyflow.models.events import MAX_ID_LENGTH, TimeBounds
+from tallyflow.tasks.ingest import SourceSpec, build_source, validated
 from tallyflow.tasks.ingest.columnar import _columns, applies, staged_jsonl
 from tallyflow.tasks.ingest.readers import READERS, ObjectUnreadable, jsonl_lines, read_jsonl
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
-from tallyflow.tasks.ingest.staging import validated
 
 BOUNDS = TimeBounds(written_at=datetime(2025, 11, 25, tzinfo=UTC),
                     archived_before=datetime(2025, 1, 1, tzinfo=UTC))

@@ -11,9 +11,8 @@ import sys
 import pytest
 from sqlalchemy import Engine, text
 
-from tallyflow.tasks.ingest.load import ingest_object, register_objects
-from tallyflow.tasks.ingest.sources import build_source
-from tallyflow.tasks.runs.retry import is_transient
+from tallyflow.tasks.ingest import build_source, ingest_object, register_objects
+from tallyflow.tasks.runs import is_transient
 from tests.factories import event, jsonl
 from tests.faults import damage_at, terminate_other_backends, wait_for_open_transactions_to_end
 from tests.storage import Bucket

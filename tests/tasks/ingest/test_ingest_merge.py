@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, text
 
+from tallyflow.tasks.ingest import build_source, ingest_object, register_objects
 from tallyflow.tasks.ingest import load as ingest_module
-from tallyflow.tasks.ingest.load import ingest_object, register_objects
-from tallyflow.tasks.ingest.sources import build_source
 from tests.factories import event as lago_event
 from tests.factories import jsonl
 from tests.storage import Bucket

@@ -17,10 +17,15 @@ from sqlalchemy import Engine, text
 
 from tallyflow.flows.ingest import ingest_events
 from tallyflow.tasks.folding import fold_pending
+from tallyflow.tasks.ingest import (
+    SourceSpec,
+    build_source,
+    ingest_object,
+    register_objects,
+    start_run,
+)
 from tallyflow.tasks.ingest import load as ingest_module
-from tallyflow.tasks.ingest.load import ingest_object, register_objects, start_run
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
-from tallyflow.tasks.usage.rating import current_usage
+from tallyflow.tasks.usage import current_usage
 from tests.factories import BASE_TS, event, jsonl
 from tests.tasks.rating_fixtures import SUB, apply_mistral
 

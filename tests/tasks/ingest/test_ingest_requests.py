@@ -12,8 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from tallyflow.infra import failpoints
-from tallyflow.tasks.ingest.load import ingest_object, register_objects
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
 
 CHAT = {"id": "chatcmpl-X1", "object": "chat.completion", "created": 1764000000,
         "model": "gpt-4o-mini", "user": "sub_acme", "choices": [],

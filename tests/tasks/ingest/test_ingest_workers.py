@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 
-from tallyflow.tasks.ingest.sources import SourceSpec
+from tallyflow.tasks.ingest import SourceSpec
 from tests.factories import event, jsonl
 
 OBJECTS = 12

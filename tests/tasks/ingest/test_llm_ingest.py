@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from tallyflow.tasks.ingest import SourceSpec, build_source
 from tallyflow.tasks.ingest.load import (
     finish_run,
     ingest_object,
@@ -19,7 +20,6 @@ from tallyflow.tasks.ingest.load import (
     summarise,
 )
 from tallyflow.tasks.ingest.mappings import HERE, load_file
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
 
 
 def _ingest(engine: Engine, folder: Path, mapping: str, **options: Any) -> Any:

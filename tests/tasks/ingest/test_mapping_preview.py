@@ -6,8 +6,8 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+from tallyflow.tasks.ingest import preview
 from tallyflow.tasks.ingest.mappings import HERE
-from tallyflow.tasks.ingest.preview import preview
 
 
 def test_preview_reads_the_first_rows_of_a_compressed_object(tmp_path: Path) -> None:

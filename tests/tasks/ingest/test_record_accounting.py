@@ -16,15 +16,16 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
 from tallyflow.models.events import TimeBounds
-from tallyflow.tasks.ingest.columnar import COLUMN_MIN_ROWS, staged_jsonl
-from tallyflow.tasks.ingest.load import (
+from tallyflow.tasks.ingest import (
     ObjectResult,
+    SourceSpec,
+    build_source,
     finish_run,
     ingest_object,
     register_objects,
     start_run,
 )
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest.columnar import COLUMN_MIN_ROWS, staged_jsonl
 from tallyflow.tasks.ingest.staging import stage_rows
 from tests.factories import event, jsonl
 

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from tallyflow.tasks.ingest import Source, SourceSpec, build_source, plan_replay, rerate_replay
 from tallyflow.tasks.ingest.load import drain, ingest_object
-from tallyflow.tasks.ingest.replay import plan_replay, rerate_replay
-from tallyflow.tasks.ingest.sources import Source, SourceSpec, build_source
 from tests.factories import jsonl
 from tests.tasks.corrections.test_voids import wallet_rows
 from tests.tasks.invoicing.test_invoicing import catalog, ingested_until, invoices

@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from tallyflow.tasks.ingest import plugins
-from tallyflow.tasks.ingest.sources import Source, SourceSpec, as_spec, source_parameter
+from tallyflow.tasks.ingest import Source, SourceSpec, as_spec, plugins, source_parameter
 
 
 class QueueOptions(BaseModel):
@@ -67,7 +66,7 @@ def test_values_validate_per_kind(with_queue: TypeAdapter) -> None:
 
 def test_a_setting_the_source_does_not_take_is_refused(with_queue: TypeAdapter) -> None:
     from tallyflow.errors import SourceError
-    from tallyflow.tasks.ingest.sources import build_source
+    from tallyflow.tasks.ingest import build_source
 
     build_source(SourceSpec(kind="queue", url="q://x"))  # defaults: fine
     with pytest.raises(SourceError, match="does not take format"):

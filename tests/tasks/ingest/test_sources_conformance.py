@@ -22,9 +22,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from tallyflow.tasks.ingest import plugins
-from tallyflow.tasks.ingest.load import ingest_object, register_objects
-from tallyflow.tasks.ingest.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import (
+    SourceSpec,
+    build_source,
+    ingest_object,
+    plugins,
+    register_objects,
+)
 
 GOLDEN = Path(__file__).parents[2] / "fixtures" / "golden"
 REGISTRY = plugins.registry()

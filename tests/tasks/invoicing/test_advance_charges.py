@@ -18,7 +18,7 @@ from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import fold_pending
 from tallyflow.tasks.invoicing import close_periods
 from tallyflow.tasks.invoicing.advance.charges import bill_advance_charges
-from tallyflow.tasks.usage.rating import current_usage, due_subscriptions, snapshot_subscriptions
+from tallyflow.tasks.usage import current_usage, due_subscriptions, snapshot_subscriptions
 from tallyflow.tasks.wallets import wallet_overview
 from tests.tasks.invoicing.test_invoicing import MARCH_END, catalog, ingested_until, invoices
 from tests.tasks.rating_fixtures import MISTRAL, SUB, ingest_events, token_event

@@ -13,8 +13,12 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
-from tallyflow.tasks.invoicing.credit import issue_credit_invoices, record_payment
-from tallyflow.tasks.invoicing.documents import InvoiceError, list_invoices
+from tallyflow.tasks.invoicing import (
+    InvoiceError,
+    issue_credit_invoices,
+    list_invoices,
+    record_payment,
+)
 from tallyflow.tasks.wallets import mark_paid, open_catalog_wallets, top_up
 from tests.tasks.invoicing.test_invoicing import catalog as apply_example
 from tests.tasks.wallets.test_wallets_support import assert_balances_match_ledger, balances

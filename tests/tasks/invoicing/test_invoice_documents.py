@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from tallyflow.tasks.invoicing.credit import issue_credit_invoices
+from tallyflow.tasks.invoicing import issue_credit_invoices, pdf_available
 from tallyflow.tasks.invoicing.documents import invoice_document, list_invoices, render_documents
-from tallyflow.tasks.invoicing.render import pdf_available
 from tallyflow.tasks.wallets import open_catalog_wallets
 from tests.tasks.invoicing.test_invoicing import CLOSE, _finalized, hour, usage_events
 from tests.tasks.invoicing.test_invoicing import catalog as apply_catalog
@@ -94,7 +93,7 @@ def test_a_start_invoice_paid_in_advance_is_kept_as_finalized(
 
 @pytest.mark.skipif(not pdf_available(), reason="the pdf extra (WeasyPrint) is not installed")
 def test_the_pdf_flow_stores_the_final_document(engine: Engine, tmp_path: Path) -> None:
-    from tallyflow.tasks.invoicing.pdfs import make_missing_pdfs
+    from tallyflow.tasks.invoicing import make_missing_pdfs
 
     invoice = _finalized(engine, tmp_path)
     assert make_missing_pdfs(engine) == 1

@@ -15,9 +15,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from tallyflow.tasks.folding import fold_pending
-from tallyflow.tasks.invoicing import close_periods, late_usage
-from tallyflow.tasks.invoicing.documents import find_invoice, list_invoices
-from tallyflow.tasks.usage.rating import due_subscriptions, snapshot_subscriptions
+from tallyflow.tasks.invoicing import close_periods, find_invoice, late_usage, list_invoices
+from tallyflow.tasks.usage import due_subscriptions, snapshot_subscriptions
 from tests.tasks.rating_fixtures import MISTRAL, ingest_events, token_event
 from tests.tasks.wallets.test_wallets_support import (
     assert_balances_match_ledger,
@@ -319,7 +318,7 @@ def test_billing_entity_issues_numbers_taxes_and_terms(engine: Engine, tmp_path:
     neither charge, plan nor customer names any (before the organization's), its payment term
     and grace period are the customer's defaults, and it is printed on the invoice."""
     from tallyflow.tasks.catalog import apply_catalog
-    from tallyflow.tasks.invoicing.documents import invoice_document
+    from tallyflow.tasks.invoicing import invoice_document
 
     entity = {"billing_entity": {
         "code": "acme_eu", "name": "Tallyflow EU", "legal_name": "Tallyflow Europe SAS",

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-from tallyflow.tasks.invoicing.documents import list_invoices
+from tallyflow.tasks.invoicing import list_invoices
 from tests.tasks.invoicing.test_invoicing import (
     MARCH_END,
     catalog,
@@ -109,7 +109,7 @@ def test_trial_covering_the_first_period_bills_nothing_at_the_start(
 def test_termination_bills_the_charges_and_credits_nothing(
     engine: Engine, tmp_path: Path
 ) -> None:
-    from tallyflow.tasks.subscriptions.lifecycle import terminate_subscription
+    from tallyflow.tasks.subscriptions import terminate_subscription
 
     catalog(engine, tmp_path, plan={"amount_cents": 3100, "pay_in_advance": True},
             start=START.isoformat())
@@ -132,7 +132,7 @@ def test_termination_bills_the_charges_and_credits_nothing(
 def test_upgrade_from_a_plan_paid_in_advance(engine: Engine, tmp_path: Path) -> None:
     """Upgrade on 20 March: the old row's charges and the new plan's first fee (20..31 March)
     on the invoice of the change's day; the old plan's March fee stays (no credit)."""
-    from tallyflow.tasks.subscriptions.lifecycle import change_plan
+    from tallyflow.tasks.subscriptions import change_plan
     from tests.tasks.subscriptions.test_lifecycle import _second_plan, cycle
 
     catalog(engine, tmp_path, plan={"amount_cents": 3100, "pay_in_advance": True})
@@ -160,7 +160,7 @@ def test_upgrade_from_a_plan_paid_in_advance(engine: Engine, tmp_path: Path) -> 
 def test_downgrade_between_plans_paid_in_advance(engine: Engine, tmp_path: Path) -> None:
     """A downgrade starts at the period end: 1 April's invoice has March's charges (old row)
     and April's fee of the new plan, not the old one's."""
-    from tallyflow.tasks.subscriptions.lifecycle import change_plan
+    from tallyflow.tasks.subscriptions import change_plan
     from tests.tasks.subscriptions.test_lifecycle import _second_plan, cycle
 
     catalog(engine, tmp_path, plan={"amount_cents": 3100, "pay_in_advance": True})

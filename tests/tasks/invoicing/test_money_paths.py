@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine
 
 from tallyflow.tasks.folding import fold_pending
-from tallyflow.tasks.usage.rating import current_usage
+from tallyflow.tasks.usage import current_usage
 from tests.tasks.rating_fixtures import SUB, apply_mistral, ingest_events, token_event
 
 MARCH = datetime(2025, 3, 15, 12, tzinfo=UTC)

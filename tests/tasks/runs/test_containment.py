@@ -16,13 +16,8 @@ from sqlalchemy import Engine, text
 from tallyflow.infra.failpoints import FailpointHit
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import fold_pending
-from tallyflow.tasks.runs.containment import (
-    ContainedFailures,
-    contain,
-    failure_message,
-    withheld_customers,
-)
-from tallyflow.tasks.usage.rating import due_subscriptions, snapshot_contained
+from tallyflow.tasks.runs import ContainedFailures, contain, failure_message, withheld_customers
+from tallyflow.tasks.usage import due_subscriptions, snapshot_contained
 from tests.tasks.invoicing.test_invoicing import catalog
 from tests.tasks.rating_fixtures import load_rows
 

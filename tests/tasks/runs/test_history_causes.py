@@ -17,7 +17,7 @@ from prefect import flow
 from sqlalchemy import Engine, create_engine, make_url, text
 from typer.testing import CliRunner
 
-from tallyflow.tasks.runs.history import HOOKS, cause_of, reap_stale, tracked
+from tallyflow.tasks.runs import HOOKS, cause_of, reap_stale, tracked
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

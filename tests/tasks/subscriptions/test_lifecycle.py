@@ -25,7 +25,7 @@ from tallyflow.tasks.subscriptions.lifecycle import (
     subscription_standing,
     terminate_subscription,
 )
-from tallyflow.tasks.usage.rating import current_usage, due_subscriptions, snapshot_subscriptions
+from tallyflow.tasks.usage import current_usage, due_subscriptions, snapshot_subscriptions
 from tests.tasks.invoicing.test_invoicing import catalog, ingested_until, invoices, usage_events
 from tests.tasks.rating_fixtures import SUB
 from tests.tasks.wallets.test_wallets_support import (
@@ -249,7 +249,7 @@ def _rows(engine: Engine) -> list[tuple[Any, ...]]:
 
 
 def test_upgrade_in_the_middle_of_a_month(engine: Engine, tmp_path: Path) -> None:
-    from tallyflow.tasks.subscriptions.lifecycle import change_plan
+    from tallyflow.tasks.subscriptions import change_plan
 
     _used(engine, tmp_path)
     _second_plan(engine, tmp_path, "pro", 6200)
@@ -281,7 +281,7 @@ def test_upgrade_in_the_middle_of_a_month(engine: Engine, tmp_path: Path) -> Non
 
 
 def test_downgrade_waits_for_the_period_end(engine: Engine, tmp_path: Path) -> None:
-    from tallyflow.tasks.subscriptions.lifecycle import change_plan
+    from tallyflow.tasks.subscriptions import change_plan
 
     _used(engine, tmp_path)
     _second_plan(engine, tmp_path, "basic", 1000)
@@ -392,7 +392,7 @@ def test_terminating_a_pending_subscription_cancels_it(engine: Engine, tmp_path:
 def test_terminating_before_a_waiting_downgrade_cancels_the_downgrade(
     engine: Engine, tmp_path: Path
 ) -> None:
-    from tallyflow.tasks.subscriptions.lifecycle import change_plan
+    from tallyflow.tasks.subscriptions import change_plan
 
     _used(engine, tmp_path)
     _second_plan(engine, tmp_path, "basic", 1000)
@@ -440,7 +440,7 @@ def test_a_recurring_metric_carries_its_units_over_a_plan_change(
     """Lago aggregates a recurring metric over every event of the external subscription id,
     with no lower bound: the new plan's row counts the units of the rows it replaced."""
     from tallyflow.tasks.catalog import apply_catalog
-    from tallyflow.tasks.subscriptions.lifecycle import change_plan
+    from tallyflow.tasks.subscriptions import change_plan
 
     catalog(engine, tmp_path, plan={"amount_cents": 3100})
     metric = tmp_path / "catalog" / "billable_metric.json"

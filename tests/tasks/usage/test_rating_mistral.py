@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.folding import fold_pending, rebuild_states
-from tallyflow.tasks.usage.rating import current_usage
+from tallyflow.tasks.usage import current_usage
 from tests.tasks.rating_fixtures import (
     SUB,
     apply_mistral,

@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import fold_pending
-from tallyflow.tasks.usage.rating import current_usage
+from tallyflow.tasks.usage import current_usage
 from tests.tasks.invoicing.test_invoicing import hour, ingested_until, invoices
 from tests.tasks.rating_fixtures import load_rows
 from tests.tasks.wallets.test_wallets_support import assert_balances_match_ledger, balances
@@ -131,7 +131,7 @@ def test_prorated_over_a_plan_change(engine: Engine, tmp_path: Path) -> None:
     """An upgrade on 15 March: the old row is prorated to the change day; the new row carries
     the units from before the change at 17/31 (Lago's persisted units of the upgraded
     subscription) and weighs its own from their day."""
-    from tallyflow.tasks.subscriptions.lifecycle import change_plan
+    from tallyflow.tasks.subscriptions import change_plan
 
     _catalog(engine, tmp_path / "catalog")
     pro = {"plan": {"code": "pro", "name": "Pro", "interval": "monthly", "amount_cents": 100,

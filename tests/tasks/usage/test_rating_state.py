@@ -30,7 +30,7 @@ from tallyflow.tasks.folding import (
     rebuild_states,
     state_of_row,
 )
-from tallyflow.tasks.usage.rating import current_usage, load_charges
+from tallyflow.tasks.usage import current_usage, load_charges
 from tests.tasks.rating_fixtures import load_rows
 
 START = datetime(2025, 1, 15, 10, tzinfo=UTC)

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import fold_pending
-from tallyflow.tasks.usage.rating import current_usage
+from tallyflow.tasks.usage import current_usage
 from tests.tasks.rating_fixtures import load_rows
 from tests.tasks.usage.test_rating_state import _catalog
 

@@ -10,8 +10,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.folding import fold_pending
-from tallyflow.tasks.usage.rating import due_subscriptions, snapshot_subscriptions
-from tallyflow.tasks.usage.snapshot_reads import usage_as_of
+from tallyflow.tasks.usage import due_subscriptions, snapshot_subscriptions, usage_as_of
 from tests.tasks.invoicing.test_invoicing import catalog, usage_events
 
 _UNBOUNDED = text(

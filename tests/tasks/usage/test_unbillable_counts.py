@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import fold_pending, rebuild_states
-from tallyflow.tasks.usage.rating import current_usage, due_subscriptions, snapshot_subscriptions
+from tallyflow.tasks.usage import current_usage, due_subscriptions, snapshot_subscriptions
 from tests.tasks.rating_fixtures import ingest_events
 
 START = datetime(2026, 1, 1, tzinfo=UTC)

@@ -198,7 +198,7 @@ def test_backend_terminated_mid_batch_rolls_back_and_rerun_converges(engine: Eng
     with failpoints.hooked("wallets.deduct_posted", terminate):
         with pytest.raises(Exception) as caught:
             run_once(engine, batch_size=5)
-    from tallyflow.tasks.runs.retry import is_transient
+    from tallyflow.tasks.runs import is_transient
 
     assert is_transient(caught.value)
     assert ledger(engine) and all(key.startswith("initial:") for key, *_ in ledger(engine))

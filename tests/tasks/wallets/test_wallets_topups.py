@@ -186,7 +186,7 @@ def test_alerts_once_per_crossing(engine: Engine) -> None:
 
 def test_mistral_demo_wallet_after_usage(engine: Engine, tmp_path: Path) -> None:
     from tallyflow.tasks.folding import fold_pending
-    from tallyflow.tasks.usage.rating import due_subscriptions, snapshot_subscriptions
+    from tallyflow.tasks.usage import due_subscriptions, snapshot_subscriptions
     from tests.tasks.rating_fixtures import ingest_events, token_event
 
     result = apply_catalog(engine, [EXAMPLE])
