@@ -6,6 +6,10 @@ module lives in the ingest room now; this path re-exports its public names, the 
 
 from tallyflow.tasks.ingest.sources import (
     DEFAULT_MAPPING,
+    S3_CONNECT_TIMEOUT,
+    S3_PROBE_SECONDS,
+    S3_READ_TIMEOUT,
+    S3FS_RETRIES,
     FsspecOptions,
     FsspecSource,
     ObjectRef,
@@ -24,6 +28,10 @@ __all__ = [
     "FsspecOptions",
     "FsspecSource",
     "ObjectRef",
+    "S3FS_RETRIES",
+    "S3_CONNECT_TIMEOUT",
+    "S3_PROBE_SECONDS",
+    "S3_READ_TIMEOUT",
     "Source",
     "SourceSpec",
     "as_spec",
