@@ -179,3 +179,18 @@ def test_an_alias_gives_the_objects_of_the_new_home(alias: str) -> None:
     assert public <= set(old.__all__), f"{alias} lacks {sorted(public - set(old.__all__))}"
     for name in old.__all__:
         assert getattr(old, name) is getattr(new, name), name
+
+
+def test_the_layout_section_lists_every_room() -> None:
+    """docs/architecture.md §8 names each room; a room added or removed is documented there."""
+    from benchmarks.import_arrows import figures
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text[text.index("## 8. Layout"):]
+    section = section[: section.find("\n## ", 1) if "\n## " in section[1:] else len(section)]
+    listed = {
+        row.split("`")[1].removeprefix("tasks/").removesuffix("/").removesuffix(".py")
+        for row in section.splitlines()
+        if row.startswith("| `tasks/")
+    }
+    assert listed == set(figures(ROOT).rooms)
