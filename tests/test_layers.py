@@ -40,7 +40,7 @@ def test_a_backwards_import_breaks_the_contracts(tmp_path: Path) -> None:
     # The package as installed: the linked folders become real ones in the copy.
     shutil.copytree(ROOT / "tallyflow", copy / "tallyflow", symlinks=False,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    retry = copy / "tallyflow" / "tasks" / "retry.py"
+    retry = copy / "tallyflow" / "tasks" / "runs" / "retry.py"
     retry.write_text(retry.read_text() + "\n\ndef _bad() -> None:\n"
                      "    from tallyflow.cli import ingest  # noqa: F401\n")
     done = _lint_imports(copy)
