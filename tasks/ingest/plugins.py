@@ -111,7 +111,7 @@ def _load() -> Registry:
     def add(group: str, name: str, target: str, value: Any, origin: str) -> None:
         if group == SOURCE_GROUP:
             if not (isinstance(value, type) and issubclass(value, Source)):
-                raise TypeError(f"{target} is not a tallyflow.tasks.ingest.sources.Source subclass")
+                raise TypeError(f"{target} is not a tallyflow.tasks.sources.Source subclass")
             if value.kind != name:
                 raise ValueError(f"{target} has kind {value.kind!r}, registered as {name!r}")
             table: dict[str, Any] = found.sources
