@@ -21,7 +21,7 @@ PER_OBJECT = 3_000
 # go (so both really drain at once), then prints what it did with every object.
 _WORKER = """
 import json, sys
-from tallyflow.tasks.ingest import drain
+from tallyflow.tasks.ingest.load import drain
 from tallyflow.tasks.ingest.sources import SourceSpec, build_source
 from tallyflow.infra.resources import billing_engine
 source = build_source(SourceSpec.model_validate(json.loads(sys.argv[1])))
