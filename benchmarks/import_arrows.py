@@ -132,9 +132,9 @@ def main() -> None:
         targets = sorted(b for a, b in found.room_arrows if a == source)
         if targets:
             print(f"  {source} -> {' '.join(targets)}")
-    print(f"largest modules (lines): "
+    print("largest modules (lines): "
           + ", ".join(f"{path} {lines}" for lines, path in found.modules[:TOP]))
-    print(f"largest functions (lines): "
+    print("largest functions (lines): "
           + ", ".join(f"{name} {lines}" for lines, name in found.functions[:TOP]))
 
 

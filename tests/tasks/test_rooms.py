@@ -95,6 +95,7 @@ def crossings(modules: dict[str, Path], sources: dict[str, str]) -> list[str]:
             continue
         mine, my_room = package_of(name, modules), room_of(name, modules)
         for node in ast.walk(ast.parse(text)):
+            targets: list[tuple[str, str | None]]
             if isinstance(node, ast.Import):
                 targets = [(alias.name, None) for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
