@@ -136,8 +136,7 @@ def pdf_flow(engine: Engine, most: int) -> None:
     """The ``invoice-pdfs`` flow for ``most`` PDFs (no time bound), then the reads whose cost
     grows with the invoice table: the pending count and a claim that finds nothing."""
     from tallyflow.flows.invoice_pdfs import invoice_pdfs
-    from tallyflow.tasks.invoice_pdfs import pending_pdfs, render_pdf_chunk
-    from tallyflow.tasks.invoice_render import pdf_available
+    from tallyflow.tasks.invoicing import pdf_available, pending_pdfs, render_pdf_chunk
 
     if not pdf_available():
         print("invoice-pdfs flow: the pdf extra (WeasyPrint) is not installed")

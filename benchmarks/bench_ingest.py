@@ -42,7 +42,7 @@ def child_ingest(folder: str) -> None:
     import resource
 
     from tallyflow.flows.ingest import ingest_events
-    from tallyflow.tasks.sources import SourceSpec
+    from tallyflow.tasks.ingest import SourceSpec
 
     started = time.perf_counter()
     summary = ingest_events(SourceSpec(url=Path(folder).as_uri()))

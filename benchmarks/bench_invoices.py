@@ -72,8 +72,7 @@ def main() -> None:
         from tallyflow.tasks import wallets as w
         from tallyflow.tasks.catalog import apply_catalog
         from tallyflow.tasks.folding import fold_pending
-        from tallyflow.tasks.invoice_render import pdf_available
-        from tallyflow.tasks.invoicing import close_periods
+        from tallyflow.tasks.invoicing import close_periods, pdf_available
 
         for stem in ("billable_metric", "plan"):
             shutil.copy(ROOT / "examples" / "mistral" / f"{stem}.json", folder)
@@ -100,7 +99,7 @@ def main() -> None:
                   f"  drafts={summary.drafts}  already final={summary.unchanged_final}"
                   f"  prepaid cents={summary.prepaid_cents}")
         if pdf_available():
-            from tallyflow.tasks.invoice_pdfs import make_missing_pdfs
+            from tallyflow.tasks.invoicing import make_missing_pdfs
 
             started = time.perf_counter()
             made = make_missing_pdfs(engine, limit=args.pdfs)

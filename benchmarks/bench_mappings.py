@@ -46,15 +46,13 @@ def records_like(mapping: object, count: int) -> bytes:
 
 def measure(name: str, data: bytes) -> tuple[float, float]:
     from tallyflow.models.events import TimeBounds
-    from tallyflow.tasks.ingest import _validated
-    from tallyflow.tasks.readers import read_jsonl
-    from tallyflow.tasks.sources import SourceSpec, build_source
+    from tallyflow.tasks.ingest import SourceSpec, build_source, read_jsonl, validated
 
     source = build_source(SourceSpec(url="memory://bench", mapping=name))
     bounds = TimeBounds(written_at=datetime(2026, 1, 1, tzinfo=UTC))
     started = time.perf_counter()
     events = rows = 0
-    for staged, rejected in _validated(read_jsonl(io.BytesIO(data), 20_000), source, bounds):
+    for staged, rejected in validated(read_jsonl(io.BytesIO(data), 20_000), source, bounds):
         events += staged.rows
         rows += len(rejected)
     seconds = time.perf_counter() - started
@@ -66,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=200_000)
     args = parser.parse_args()
-    from tallyflow.tasks import plugins
+    from tallyflow.tasks.ingest import plugins
 
     print(f"{'mapping':<20}{'records/s':>12}{'events/s':>12}{'events/record':>15}")
     for name, mapping in sorted(plugins.mappings().items()):

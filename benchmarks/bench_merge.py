@@ -4,7 +4,7 @@
 
 On a fresh migrated database next to TALLYFLOW_DATABASE_URL (default: the local server), each
 round fills ``events`` with ``--objects`` objects of ``--rows`` new events, staged exactly as
-the ingest stages them (``tasks/ingest.py``'s temp table), and times the real merge statements
+the ingest stages them (``tasks/ingest/load.py``'s temp table), and times the real merge statements
 (``_MERGE_NEW``: what runs first; ``_MERGE``: the ON CONFLICT fallback) in microseconds per
 row; it also times the fallback's worst case, a plain insert refused at its last row and then
 the ON CONFLICT merge. Prints the median object of each round and the best round.
@@ -54,7 +54,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from tallyflow.infra import db
-    from tallyflow.tasks import ingest
+    from tallyflow.tasks.ingest import load as ingest
 
     url, name = fresh_database()
     try:

@@ -101,8 +101,7 @@ def timed_snapshot(as_of: datetime) -> tuple[float, dict]:
 
 def ingest_rate(engine: Engine, events: int) -> float:
     """Events/s of the real ingest path (read, validate, COPY, dedup) for one JSONL object."""
-    from tallyflow.tasks.ingest import ingest_object, register_objects
-    from tallyflow.tasks.sources import SourceSpec, build_source
+    from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
 
     folder = Path(tempfile.mkdtemp(prefix="tf-bench-"))
     base = int(datetime.now(UTC).timestamp()) - 3600

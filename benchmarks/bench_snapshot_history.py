@@ -9,7 +9,7 @@ database, with the schema before migration 0015 (``plain``: one table, primary k
 after it (``monthly``: range partitions by month of ``as_of``, primary key ``(id, as_of)``), each
 holding ``--history`` snapshots spread over 2025 (``--subscriptions`` per snapshot hour, monthly
 periods), and the amounts naming each period's last snapshot. Then, for new hours of January
-2026, layouts alternating round by round, times the statements of ``tasks/usage.py`` as they
+2026, layouts alternating round by round, times the statements of ``tasks/usage/rating.py`` as they
 are on each schema:
 
   write    staged rows -> the snapshot upsert (ON CONFLICT on subscription, period, as_of):
@@ -129,7 +129,7 @@ on conflict (subscription_id, period_start) do update set
   snapshot_id = excluded.snapshot_id, snapshot_as_of = excluded.snapshot_as_of
 where a.as_of <= excluded.as_of
 """
-# tasks/usage.py names the batch's hour on the partitioned table (pruned to one month while
+# tasks/usage/rating.py names the batch's hour on the partitioned table (pruned to one month while
 # planning); main's statement, on the plain table, has no such condition
 HOUR_FILTER = {"plain": "", "monthly": "where s.as_of = :h"}
 DUE = {
@@ -199,7 +199,7 @@ def hour_round(conn: Connection, layout: str, hour: str, subs: int) -> dict[str,
     started = time.perf_counter()
     unbounded = conn.execute(text(HOUR.format(t=layout)), {"h": hour}).one()
     out["hour"] = time.perf_counter() - started
-    # tasks/snapshot_reads.py: as_of bounded by the longest period of the plans (monthly here)
+    # tasks/usage/snapshot_reads.py: as_of bounded by the longest period of the plans (monthly here)
     started = time.perf_counter()
     low = datetime.fromisoformat(hour) - LONGEST_PERIOD["monthly"]
     bounded = conn.execute(text(HOUR_BOUNDED.format(t=layout)), {"h": hour, "low": low}).one()

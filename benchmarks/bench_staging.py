@@ -3,7 +3,7 @@
     python benchmarks/bench_staging.py --events 100000 --reps 7
 
 On 2 cores the next object's parse and COPY run beside the current object's merge (the run's
-critical path, tasks/ingest.py), so their CPU seconds -- not their wall time -- are what they
+critical path, tasks/ingest/load.py), so their CPU seconds -- not their wall time -- are what they
 take from it. Prints, per 100k Mistral-shaped events (one object, chunks as the flow reads
 them): the CPU of ``staged_jsonl`` in this process (all its threads), and the CPU of the
 COPYs into ``tf_stage`` on the server backend (``/proc/PID/schedstat``, nanoseconds; the server
@@ -45,9 +45,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from tallyflow.models.events import TimeBounds
-    from tallyflow.tasks import ingest
-    from tallyflow.tasks.ingest_columnar import staged_jsonl
-    from tallyflow.tasks.sources import SourceSpec, build_source
+    from tallyflow.tasks.ingest import SourceSpec, build_source, staged_jsonl
+    from tallyflow.tasks.ingest import load as ingest
 
     chunk_rows = args.chunk_rows or ingest.DEFAULT_CHUNK_ROWS
     with tempfile.TemporaryDirectory(prefix="tf-staging-") as tmp:

@@ -26,8 +26,8 @@ from scratch import generate, prepare, scratch_database
 
 _WORKER = """
 import json, sys
-from tallyflow.tasks.ingest import drain
-from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest.load import drain
+from tallyflow.tasks.ingest.sources import SourceSpec, build_source
 from tallyflow.infra.resources import billing_engine
 source = build_source(SourceSpec(url=sys.argv[1]))
 engine = billing_engine()

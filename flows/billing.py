@@ -47,14 +47,19 @@ from tallyflow.models.lago.summaries import (
     UsageSnapshotSummary,
     WalletRunSummary,
 )
-from tallyflow.tasks.advance_charges import advance_charges_task
-from tallyflow.tasks.billing_report import customer_movements_task
-from tallyflow.tasks.containment import LISTED, ContainedFailures, withheld_customers
 from tallyflow.tasks.health import CurrentRun, billing_health_task
-from tallyflow.tasks.history import HOOKS, tracked
-from tallyflow.tasks.ingest_claims import reclaim_dead_claims_task
-from tallyflow.tasks.run_names import name_scheduled_runs_task
+from tallyflow.tasks.ingest import reclaim_dead_claims_task
+from tallyflow.tasks.invoicing import advance_charges_task
+from tallyflow.tasks.runs import (
+    HOOKS,
+    LISTED,
+    ContainedFailures,
+    name_scheduled_runs_task,
+    tracked,
+    withheld_customers,
+)
 from tallyflow.tasks.usage import customer_of_task
+from tallyflow.tasks.wallets import customer_movements_task
 
 # A billing hour is retried as a whole after transient trouble its tasks did not absorb (the
 # database gone for minutes, say); after that the run fails and the automation notifies.
@@ -67,7 +72,7 @@ R = TypeVar("R")
 
 class _RetryDelayFromSettings(Flow[P, R]):
     """A flow whose retry delay is ``TALLYFLOW_BILLING_RETRY_DELAY_SECONDS``, read when a run
-    starts rather than when the module is imported (docs/architecture.md §11).
+    starts rather than when the module is imported (docs/architecture.md §12).
 
     Prefect reads ``retry_delay_seconds`` from the flow object when it creates a run (a call)
     or starts one (a deployed run on a worker or served), and keeps it in the run's policy;
@@ -105,7 +110,7 @@ def _billing_name() -> str:
 
 def billing_name_of(scheduled: datetime, parameters: dict[str, Any]) -> str:
     """The name a run of this flow gets when it starts, from its scheduled time and
-    parameters: given to scheduled runs ahead of time (tasks/run_names.py)."""
+    parameters: given to scheduled runs ahead of time (tasks/runs/names.py)."""
     hour = moment_label(parameters.get("hour"))
     return f"billing {hour or hour_label(scheduled.replace(minute=0, second=0, microsecond=0))}"
 
@@ -122,7 +127,7 @@ def billing_name_of(scheduled: datetime, parameters: dict[str, Any]) -> str:
 def billing_cycle(hour: OptionalHour = None) -> BillingCycleSummary:
     """Usage snapshot, wallet deductions, charges paid in advance, then period close
     (invoices), for one hour; first, objects a dead ingest run left pending are loaded, so
-    no dead run holds finalization back (tasks/ingest_claims.py).
+    no dead run holds finalization back (tasks/ingest/claims.py).
 
     Args:
         hour: The hour to bill, with its offset (e.g. 2026-11-27T10:00:00Z). Leave empty for

@@ -1,7 +1,7 @@
 """Telling people about contained failures: Prefect events and the artifact's section.
 
 Orchestration only; what a contained failure is, and its event, live in
-``tallyflow.tasks.containment``. Events are emitted once per run, on its last attempt: a run
+``tallyflow.tasks.runs.containment``. Events are emitted once per run, on its last attempt: a run
 that Prefect retries as a whole (the billing cycle) would otherwise announce the same unit
 three times in a few minutes. Standalone steps have no whole-run retries and emit at once.
 """
@@ -15,7 +15,7 @@ from prefect.context import FlowRunContext
 from prefect.events import emit_event
 
 from tallyflow.models.lago.summaries import ContainedFailure
-from tallyflow.tasks.containment import LISTED, contained_events
+from tallyflow.tasks.runs import LISTED, contained_events
 
 
 def last_attempt() -> bool:

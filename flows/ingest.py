@@ -28,20 +28,26 @@ from tallyflow.flows.plain_params import flow
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.lago.summaries import IngestRunSummary, IngestSummary, ReingestSummary
-from tallyflow.tasks.history import HOOKS, tracked
 from tallyflow.tasks.ingest import (
-    _RETRIES,
     DEFAULT_CHUNK_ROWS,
+    INGEST_RETRIES,
     ObjectResult,
+    SourceSpec,
+    as_spec,
+    build_source,
     finish_run,
     ingest_object_task,
     ledger_spec,
     list_new_objects,
+    other_settings,
+    plan_replay,
+    replayed,
     requeue,
+    rerate_replay,
+    source_parameter,
     start_run,
 )
-from tallyflow.tasks.replay import other_settings, plan_replay, replayed, rerate_replay
-from tallyflow.tasks.sources import SourceSpec, as_spec, build_source, source_parameter
+from tallyflow.tasks.runs import HOOKS, tracked
 
 # The registered kinds as a discriminated union: the form offers a choice of source and that
 # source's own typed options. Fixed when a deployment is registered (plugins installed then).
@@ -136,18 +142,18 @@ def _load_objects(source: SourceSpec, run_id: int, object_ids: list[int], chunk_
     return summary
 
 
-@task(name="ingest-run-start", **_RETRIES)
+@task(name="ingest-run-start", **INGEST_RETRIES)
 def start_run_task(source_key: str, flow_run_id: str | None) -> int:
     """The run's history row; a task so a database that is briefly away is retried."""
     return start_run(billing_engine(), source_key, flow_run_id)
 
 
-@task(name="other-settings", **_RETRIES)
+@task(name="other-settings", **INGEST_RETRIES)
 def other_settings_task(source_key: str, fingerprint: str, spec: dict[str, Any]) -> int:
     return other_settings(billing_engine(), source_key, fingerprint, spec)
 
 
-@task(name="ingest-run-finish", **_RETRIES)
+@task(name="ingest-run-finish", **INGEST_RETRIES)
 def finish_run_task(
     run_id: int, results: list[ObjectResult], seconds: float
 ) -> IngestRunSummary:
@@ -198,12 +204,12 @@ def _reingest_name() -> str:
     return f"re-ingest {run_param('object_url')}"
 
 
-@task(name="ledger-source", **_RETRIES)
+@task(name="ledger-source", **INGEST_RETRIES)
 def ledger_spec_task(object_url: str) -> dict[str, Any] | None:
     return ledger_spec(billing_engine(), object_url)
 
 
-@task(name="requeue-object", **_RETRIES)
+@task(name="requeue-object", **INGEST_RETRIES)
 def requeue_task(source_key: str) -> int:
     return requeue(billing_engine(), source_key)
 
@@ -233,7 +239,7 @@ def reingest_object(
     return {**summary, "requeued": requeued}
 
 
-@task(name="plan-replay", **_RETRIES)
+@task(name="plan-replay", **INGEST_RETRIES)
 def plan_replay_task(source: SourceSpec, actor: str, run_id: int, object_url: str | None,
                      since: datetime | None, until: datetime | None) -> list[int]:
     built = build_source(source)
@@ -243,13 +249,13 @@ def plan_replay_task(source: SourceSpec, actor: str, run_id: int, object_url: st
                        current={ref.url: ref.version for ref in built.list()})
 
 
-@task(name="replayed-objects", **_RETRIES)
+@task(name="replayed-objects", **INGEST_RETRIES)
 def replayed_task(source: SourceSpec, object_url: str | None) -> list[int]:
     built = build_source(source)
     return replayed(billing_engine(), built.key, built.fingerprint, url=object_url)
 
 
-@task(name="rerate-replay", **_RETRIES)
+@task(name="rerate-replay", **INGEST_RETRIES)
 def rerate_replay_task(object_ids: list[int]) -> dict[str, Any]:
     return rerate_replay(billing_engine(), object_ids).as_dict()
 

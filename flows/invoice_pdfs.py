@@ -1,6 +1,6 @@
 """Flow ``invoice-pdfs`` (every 10 minutes): the PDFs of finalized invoices that have none.
 
-Orchestration only (``tasks/invoice_pdfs.py`` claims, renders and stores). It exists so the
+Orchestration only (``tasks/invoicing/pdfs.py`` claims, renders and stores). It exists so the
 hourly ``billing-cycle`` never renders PDFs: at 100,000 subscriptions the hour in which every
 period closes finalizes 100,000 invoices, whose PDFs take hours of one core (docs/scaling.md
 §3). Each run is bounded by a count and a time, so it never runs for hours; what it leaves,
@@ -27,8 +27,8 @@ from tallyflow.flows.params import (
     resolve_as_of,
 )
 from tallyflow.models.lago.summaries import PdfRunSummary
-from tallyflow.tasks.history import HOOKS, tracked
-from tallyflow.tasks.invoice_pdfs import DEFAULT_CHUNK, pending_pdfs_task, render_pdf_chunk_task
+from tallyflow.tasks.invoicing import DEFAULT_CHUNK, pending_pdfs_task, render_pdf_chunk_task
+from tallyflow.tasks.runs import HOOKS, tracked
 
 DEFAULT_MAX_PDFS = 5_000
 DEFAULT_MAX_SECONDS = 300  # half of the 10-minute schedule: a run ends before the next starts

@@ -16,11 +16,13 @@ from prefect import flow
 from tallyflow.flows.contained import report_contained
 from tallyflow.flows.params import OptionalMoment, moment_label, resolve_as_of, run_param
 from tallyflow.models.lago.summaries import CloseSummary
-from tallyflow.tasks.containment import ContainedFailures
-from tallyflow.tasks.credit_invoices import issue_credit_invoices_task
-from tallyflow.tasks.history import HOOKS, tracked
-from tallyflow.tasks.invoice_pdfs import pending_pdfs_task
-from tallyflow.tasks.invoicing import close_periods_task, emit_invoice_events_task
+from tallyflow.tasks.invoicing import (
+    close_periods_task,
+    emit_invoice_events_task,
+    issue_credit_invoices_task,
+    pending_pdfs_task,
+)
+from tallyflow.tasks.runs import HOOKS, ContainedFailures, tracked
 
 
 def _close_name() -> str:

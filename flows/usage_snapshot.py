@@ -22,13 +22,12 @@ from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.lago.summaries import UsageSnapshotSummary
 from tallyflow.models.rating.unbillable import UnbillableReason
-from tallyflow.tasks.containment import ContainedFailures
-from tallyflow.tasks.history import HOOKS, tracked
-from tallyflow.tasks.lifecycle import final_snapshots_task
-from tallyflow.tasks.partitions import ensure_partitions_task
+from tallyflow.tasks.runs import HOOKS, ContainedFailures, tracked
+from tallyflow.tasks.subscriptions import final_snapshots_task
 from tallyflow.tasks.usage import (
     SnapshotBatch,
     due_subscriptions_task,
+    ensure_partitions_task,
     fold_new_objects_task,
     snapshot_task,
     usage_as_of_task,

@@ -31,8 +31,7 @@ from tallyflow.flows.contained import contained_section, report_contained
 from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.lago.summaries import DeductionTotals, WalletRunSummary
-from tallyflow.tasks.containment import ContainedFailures, failure_message, withheld_task
-from tallyflow.tasks.history import HOOKS, tracked
+from tallyflow.tasks.runs import HOOKS, ContainedFailures, failure_message, tracked, withheld_task
 from tallyflow.tasks.wallets import (
     DEDUCTIONS_STEP,
     DEFAULT_BATCH,

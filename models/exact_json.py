@@ -1,6 +1,6 @@
 """JSON parsed exactly: the one reader of JSON text into Python values for billing.
 
-Ingest reads every event with it (``tasks/readers.py``), and the billing steps read the JSON
+Ingest reads every event with it (``tasks/ingest/readers.py``), and the billing steps read the JSON
 they stored (states, properties, filters, catalog documents) with it too, so a number means the
 same wherever it is read: an integer stays an exact ``int``, any other number is a ``Decimal``
 (never a binary float), and what Python's reader would accept beyond JSON (NaN, Infinity, a

@@ -68,7 +68,7 @@ class Mapping:
     golden: Path | None = None
     expected: Path | None = None
     # Events carry ``properties.request_id``, the provider request they bill: ingestion bills
-    # each request once across mappings (tasks/ingest_requests.py, docs/llm-usage.md).
+    # each request once across mappings (tasks/ingest/requests.py, docs/llm-usage.md).
     request_identity: bool = False
 
     def options(self, given: AnyMapping[str, Any] | BaseModel | None) -> BaseModel:

@@ -164,6 +164,6 @@ class OtelGenAI(Mapping):
 
 
 OTEL_GENAI = OtelGenAI()
-_FIXTURES = Path(__file__).resolve().parents[1] / "tasks" / "mappings"
+_FIXTURES = Path(__file__).resolve().parents[1] / "tasks" / "ingest" / "mappings"
 OTEL_GENAI.golden = _FIXTURES / "otel_genai.golden.jsonl"
 OTEL_GENAI.expected = _FIXTURES / "otel_genai.expected.json"

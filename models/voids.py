@@ -1,6 +1,7 @@
 """Voiding an event: which events may be voided, and the row ranges a bad batch names.
 
-Pure rules (docs/architecture.md §4); ``tasks/voids.py`` reads the facts and applies them. A
+Pure rules (docs/architecture.md §4); ``tasks/corrections/voids.py`` reads the facts and
+applies them. A
 void only takes back what nothing has billed for good yet: an event in a period on a finalized
 invoice, or one already billed by a charge paid in advance, was billed on a document, and
 taking it back needs a credit note (not a void); an archived event has left PostgreSQL with its

@@ -35,9 +35,17 @@ from tallyflow.models.mappings import (
     MapResult,
     NoOptions,
 )
-from tallyflow.tasks.plugins import MAPPING_GROUP, SOURCE_GROUP, PluginWarning
-from tallyflow.tasks.readers import FORMATS
-from tallyflow.tasks.sources import ObjectRef, Source, SourceSpec, build_source, resolve_mapping
+from tallyflow.tasks.ingest import (
+    FORMATS,
+    MAPPING_GROUP,
+    SOURCE_GROUP,
+    ObjectRef,
+    PluginWarning,
+    Source,
+    SourceSpec,
+    build_source,
+    resolve_mapping,
+)
 
 # The contract's version: a plugin may check it (``CONTRACT_VERSION >= 1``) before relying on
 # a name added later.

@@ -18,10 +18,8 @@ from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.lago.summaries import BillingHealthFigures, ContainedFailure
-from tallyflow.tasks.history import reap_stale
-from tallyflow.tasks.invoice_pdfs import pending_pdfs
-from tallyflow.tasks.invoicing.watermark import ingest_watermark, settle_hours
-from tallyflow.tasks.retry import transient_retries
+from tallyflow.tasks.invoicing import ingest_watermark, pending_pdfs, settle_hours
+from tallyflow.tasks.runs import reap_stale, transient_retries
 
 LISTED: Final = 20  # names listed per figure; the counts are whole
 
@@ -87,7 +85,7 @@ class BillingHealth:
     now: datetime
     last_good_hour: datetime | None  # the latest hour a billing cycle completed
     last_run: dict[str, Any] | None  # the latest finished billing run: status, error, name
-    contained: list[ContainedFailure]  # the units that latest run contained (tasks/containment.py)
+    contained: list[ContainedFailure]  # the units that latest run contained (tasks/runs/)
     watermark: datetime | None  # tasks/invoicing/watermark.py
     watermark_lag_seconds: float | None
     watermark_holder: dict[str, Any] | None  # tasks/ingest_claims.watermark_holder
@@ -213,7 +211,7 @@ def billing_health(engine: Engine, now: datetime,
                    current: CurrentRun | None = None) -> BillingHealth:
     """Every health figure as of ``now`` (the caller's clock; the hourly run passes its own
     moment and itself as ``current``)."""
-    from tallyflow.tasks.ingest_claims import watermark_holder
+    from tallyflow.tasks.ingest import watermark_holder
 
     reap_stale(engine)  # a dead run is shown crashed, not running
     settle = settle_hours()

@@ -39,7 +39,7 @@ class Bucket:
         return self.fs.unstrip_protocol(path)
 
     def spec(self, **kwargs: object):  # -> SourceSpec
-        from tallyflow.tasks.sources import SourceSpec
+        from tallyflow.tasks.ingest import SourceSpec
 
         return SourceSpec(url=self.url, options=dict(self.options), **kwargs)
 

@@ -21,7 +21,7 @@ continuing where the identity stopped.
 changing the snapshot. Why still no foreign key: the reference is written by the statement that
 writes the snapshot, from the snapshot's own row; a key would make every hourly upsert of
 100,000 amounts probe and key-share lock its snapshot, and would refuse the archive's swap of a
-month (``tasks/archive_snapshots.py`` keeps every snapshot an amount names, and its test pins
+month (``tasks/archive/snapshots.py`` keeps every snapshot an amount names, and its test pins
 that).
 
 Every existing row is copied (partitions for every month that has rows, the current month and

@@ -9,7 +9,7 @@ Why: the same LLM request can reach Tallyflow twice, through two mappings (a Lit
 and the OpenAI response it proxied), split differently into token types, so their events have
 different keys and the event key alone would bill both (docs/architecture.md §3, invariant 2).
 One row per request identity, written in the transaction that stores the events of the record
-that owns it; a later record naming the same request is withheld (tasks/ingest_requests.py).
+that owns it; a later record naming the same request is withheld (tasks/ingest/requests.py).
 ``unmapped_usage_fields`` and ``paths_never_matched`` on ``ingest_objects`` and ``ingest_runs``
 keep what a run found its mapping did not know, so a provider's new usage field is seen the day
 it appears (docs/llm-usage.md); constant defaults, so adding them rewrites no row.

@@ -9,7 +9,7 @@ Why (issue 32):
 - ``ingest_objects.claimed_by`` / ``claimed_at``: the ingest run that listed an object to load
   it, and when. A run that died (killed, cancelled, crashed) leaves its objects ``pending``;
   with the claimer known, a claim whose run has ended is told apart from a live one, reclaimed
-  by the billing cycle (``tasks/ingest_claims.py``) and shown as the ingest watermark's holder.
+  by the billing cycle (``tasks/ingest/claims.py``) and shown as the ingest watermark's holder.
   Objects left pending before this migration have no claimer: no live run holds them, so the
   next billing cycle reclaims them (the one-off ingests that froze finalization, among them).
 - ``ingest_runs.listed``: whether the run's listing is registered in the ledger; the ingest

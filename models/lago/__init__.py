@@ -1,4 +1,4 @@
-"""Lago's JSON shapes and formats, in one place (docs/architecture.md §10).
+"""Lago's JSON shapes and formats, in one place (docs/architecture.md §11).
 
 - ``times``: the timestamp forms (``iso`` is Lago's; the others are frozen on purpose);
 - ``money``: money as Lago's fields and as people read it;

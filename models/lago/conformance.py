@@ -1,4 +1,4 @@
-"""Does a real value have a TypedDict's shape? (docs/architecture.md §10)
+"""Does a real value have a TypedDict's shape? (docs/architecture.md §11)
 
 The shapes in this package are promises about JSON already on the wire; tests hold real
 outputs (CLI ``--json``, flow results, API bodies) to them with :func:`mismatches`, so a key

@@ -1,5 +1,5 @@
 """Money as Tallyflow writes it: Lago's JSON fields and the text people read
-(docs/architecture.md §10). Rounding itself is ``models/rating/money.py`` (§3, invariant 1)."""
+(docs/architecture.md §11). Rounding itself is ``models/rating/money.py`` (§3, invariant 1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Lago's resource shapes as Tallyflow writes them (docs/architecture.md §10).
+"""Lago's resource shapes as Tallyflow writes them (docs/architecture.md §11).
 
 TypedDicts: at runtime they are the plain dicts the code already builds, so JSON, Prefect
 results and stored documents keep their exact bytes; the type checker holds every key. Where

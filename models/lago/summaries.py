@@ -1,5 +1,5 @@
 """What the flows and tasks return: the Prefect results, the run history figures and the
-billing artifacts read these (docs/architecture.md §10).
+billing artifacts read these (docs/architecture.md §11).
 
 TypedDicts, so a result stays the plain dict Prefect stores and the type checker holds its
 keys; a key present only sometimes is ``NotRequired`` and says when.
@@ -11,7 +11,7 @@ from typing import Any, NotRequired, TypedDict
 
 
 class ContainedFailure(TypedDict):
-    """One unit whose step failed alone, or was withheld (tasks/containment.py)."""
+    """One unit whose step failed alone, or was withheld (tasks/runs/containment.py)."""
 
     step: str
     unit: str
@@ -104,7 +104,7 @@ class WalletRunSummary(DeductionTotals):
 
 
 class AdvanceSummary(TypedDict):
-    """Charges paid in advance (tasks/advance_charges.py)."""
+    """Charges paid in advance (tasks/invoicing/advance/charges.py)."""
 
     subscriptions: int
     fees: int
@@ -157,7 +157,7 @@ class ReplayTotals(TypedDict):
 
 
 class IngestFigures(TypedDict):
-    """The totals of an ingest run's objects (``tasks/ingest.py``, ``summarise``)."""
+    """The totals of an ingest run's objects (``tasks/ingest/load.py``, ``summarise``)."""
 
     objects: int
     failed_objects: int
@@ -206,7 +206,7 @@ class ReclaimedObject(TypedDict):
 
 
 class ReclaimSummary(TypedDict):
-    """Objects reclaimed from dead ingest runs (tasks/ingest_claims.py). Nothing reclaimed:
+    """Objects reclaimed from dead ingest runs (tasks/ingest/claims.py). Nothing reclaimed:
     only ``reclaimed`` and ``objects``; else the reclaim run's figures too (an
     :class:`IngestRunSummary` whose ``objects`` is the list of objects, not their count), and
     ``held_by`` when a dead claim was holding the watermark."""
@@ -263,7 +263,7 @@ class RerateSummary(TypedDict):
 
 
 class PdfChunk(TypedDict):
-    """One chunk of invoice PDFs (tasks/invoice_pdfs.py): claimed, rendered, stored."""
+    """One chunk of invoice PDFs (tasks/invoicing/pdfs.py): claimed, rendered, stored."""
 
     claimed: int
     rendered: int

@@ -1,6 +1,6 @@
-"""Timestamps as Tallyflow writes them (docs/architecture.md §10).
+"""Timestamps as Tallyflow writes them (docs/architecture.md §11).
 
-Four forms exist on the wire today and each must stay as it is (§10 says why they differ);
+Four forms exist on the wire today and each must stay as it is (§11 says why they differ);
 they live here, side by side, so a new field picks one of them instead of a fifth.
 """
 

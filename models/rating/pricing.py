@@ -364,7 +364,7 @@ class SubscriptionUsage:
 
     def in_arrears(self) -> tuple[int, Decimal]:
         """Cents and precise cents of the charges not paid in advance: what the hourly wallet
-        deductions take (the others are paid per event, tasks/advance_charges.py)."""
+        deductions take (the others are paid per event, tasks/invoicing/advance/charges.py)."""
         charges = [c for c in self.charges if not c.charge.pay_in_advance]
         precise = ZERO
         for charge in charges:

@@ -130,7 +130,7 @@ ingest_objects = Table(
     Column("paths_never_matched", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     # The run that listed it to load it, and when: a pending object whose claimer ended
     # (killed, cancelled, crashed) is a dead run's claim, reclaimed by the billing cycle
-    # (tasks/ingest_claims.py, migration 0020).
+    # (tasks/ingest/claims.py, migration 0020).
     Column("claimed_by", BigInteger, ForeignKey("ingest_runs.id", ondelete="SET NULL")),
     Column("claimed_at", DateTime(timezone=True)),
     UniqueConstraint("source", "path", "version"),
@@ -162,7 +162,8 @@ events = Table(
     # order is (object, row_number, sub_index).
     Column("sub_index", Integer, nullable=False, server_default=text("0")),
     Column("ingested_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    # Voided (migration 0017, tasks/voids.py): kept under its key, counted nowhere; every read
+    # Voided (migration 0017, tasks/corrections/voids.py): kept under its key, counted nowhere;
+    # every read
     # of events for billing filters ``voided_at is null``. Who and why: ``event_voids``.
     Column("voided_at", DateTime(timezone=True)),
     Index("ix_events_object_brin", "object_id", postgresql_using="brin"),
@@ -170,7 +171,7 @@ events = Table(
 )
 
 
-# The provider request behind LLM events (migration 0019, tasks/ingest_requests.py): one row per
+# The provider request behind LLM events (migration 0019, tasks/ingest/requests.py): one row per
 # request identity a mapping derives (``properties.request_id``), written with the events of the
 # record that billed it: its subscriber, mapping and split (type -> tokens). A later record of
 # the same request through another mapping, or with another split, is withheld: not billed
@@ -231,10 +232,11 @@ event_archives = Table(
 )
 
 
-# The audit trail of voided events (migration 0017, tasks/voids.py): one row per event, written
+# The audit trail of voided events (migration 0017, tasks/corrections/voids.py): one row per event,
+# written
 # in the transaction that sets ``events.voided_at``; a trigger refuses updates and deletes. No
 # foreign key to ``events``: the trail outlives nothing it should not (voided events are never
-# archived, tasks/archive.py), and the key is what people name.
+# archived, tasks/archive/events.py), and the key is what people name.
 event_voids = Table(
     "event_voids",
     metadata,

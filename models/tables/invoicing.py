@@ -153,7 +153,7 @@ invoice_pdfs = Table(
 
 # Fees of charges paid in advance (migration 0012): one per (charge, filter bucket, event),
 # written with the event's wallet payment or pay-in-advance invoice in one transaction, so an
-# event is billed once whatever reruns, retries or crashes (tasks/advance_charges.py).
+# event is billed once whatever reruns, retries or crashes (tasks/invoicing/advance/charges.py).
 # ``bucket`` is the charge filter's position (-1: the default bucket); ``charge_position``
 # ties the fees of a plan's charge across its versions (a changed charge is a new row).
 advance_fees = Table(
@@ -165,7 +165,7 @@ advance_fees = Table(
            nullable=False),
     Column("charge_position", Integer, nullable=False),
     # what the charge has billed is keyed by its slot, not its position
-    # (tasks/advance_charges.py, charge_slots)
+    # (tasks/invoicing/advance/charges.py, charge_slots)
     Column("charge_slot", Text, nullable=False),
     Column("bucket", Integer, nullable=False),
     Column("grouped_by", JSONB, nullable=False, server_default=text("'{}'::jsonb")),

@@ -14,8 +14,7 @@ from sqlalchemy import Engine
 
 from tallyflow.api.lago import LagoError, invalid, not_found
 from tallyflow.models.catalog import WALLET, CatalogError
-from tallyflow.tasks.catalog import LoadedDocument, apply_documents
-from tallyflow.tasks.catalog.reads import plan_deleted, stored_document
+from tallyflow.tasks.catalog import LoadedDocument, apply_documents, plan_deleted, stored_document
 
 SOURCE = "request"  # the "file" an API document is reported from
 

@@ -19,7 +19,7 @@ import orjson
 
 from tallyflow.api.schemas import LagoEvent
 from tallyflow.models.events import Reason, Rejection, TimeBounds, validate_record
-from tallyflow.tasks.readers import loads_exact
+from tallyflow.tasks.ingest import loads_exact
 
 # Lago's event fields (its request model). external_customer_id is checked against the
 # subscription's customer (tallyflow.api.routers.events), never taken on trust nor ignored.

@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tallyflow.models import number_rule
-from tallyflow.models.lago.times import iso_z as iso  # the API's form (docs/architecture.md §10)
-from tallyflow.tasks.readers import loads_exact
+from tallyflow.models.lago.times import iso_z as iso  # the API's form (docs/architecture.md §11)
+from tallyflow.tasks.ingest import loads_exact
 
 _PHRASES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
             409: "Conflict", 413: "Payload Too Large", 415: "Unsupported Media Type",

@@ -26,7 +26,7 @@ from tallyflow.models.lago.resources import (
     WalletTransaction,
 )
 from tallyflow.models.wallets import cents_value, credits_text
-from tallyflow.tasks.catalog.reads import (
+from tallyflow.tasks.catalog import (
     CatalogQuery,
     catalog_page,
     catalog_row,
@@ -143,7 +143,7 @@ def catalog_one(engine: Engine, kind: CatalogKind, key: str) -> dict[str, Any]:
 
 def wallet_row(engine: Engine, lago_id: str) -> dict[str, Any]:
     """A wallet's id, code, status and customer; 404 ``wallet_not_found``."""
-    from tallyflow.tasks.wallets.overview import wallet_row as read_wallet
+    from tallyflow.tasks.wallets import wallet_row as read_wallet
 
     row = read_wallet(engine, int(lago_id)) if lago_id.isdigit() else None
     if row is None:
@@ -174,7 +174,7 @@ def wallet_by_id(engine: Engine, lago_id: str) -> ApiWallet:
 
 def transaction_object(row: Any) -> WalletTransaction:
     """Lago's wallet transaction from a row of ``tasks.wallets.overview``'s reads."""
-    from tallyflow.tasks.wallets.overview import transaction_status
+    from tallyflow.tasks.wallets import transaction_status
 
     return {
         "lago_id": str(row.id),

@@ -35,8 +35,14 @@ from starlette.concurrency import run_in_threadpool
 
 from tallyflow.api.settings import ApiSettings
 from tallyflow.infra.failpoints import failpoint
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.sources import FsspecSource, ObjectRef, SourceSpec, build_source
+from tallyflow.tasks.ingest import (
+    FsspecSource,
+    ObjectRef,
+    SourceSpec,
+    build_source,
+    ingest_object,
+    register_objects,
+)
 
 _log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 snapshots, to Parquet files, out of PostgreSQL.
 
 The rule (which history may leave) is in models/archive.py, the exactly-once moves in
-tasks/archive.py (events) and tasks/archive_snapshots.py (snapshot months: a partition swap).
+tasks/archive/events.py (events) and tasks/archive/snapshots.py (snapshot months: a partition swap).
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ def archive(
     it (but the last of each period), to Parquet files (exactly once), keeping usage state,
     invoices and wallets; later events before it are refused at ingest."""
     from tallyflow.infra.resources import billing_engine
-    from tallyflow.tasks.archive import archive_events
-    from tallyflow.tasks.archive_snapshots import archive_snapshots
-    from tallyflow.tasks.sources import FsspecSource, SourceSpec
+    from tallyflow.tasks.archive import archive_events, archive_snapshots
+    from tallyflow.tasks.ingest import FsspecSource, SourceSpec
 
     moment = parse_moment(before)
     if moment is None:  # pragma: no cover - typer requires the option

@@ -55,7 +55,7 @@ def apply(
     A changed plan gets a new version; unchanged charges keep their ids.
     """
     from tallyflow.tasks.catalog import apply_catalog
-    from tallyflow.tasks.credit_invoices import issue_credit_invoices
+    from tallyflow.tasks.invoicing import issue_credit_invoices
     from tallyflow.tasks.wallets import open_catalog_wallets
 
     engine = billing_engine()
@@ -131,7 +131,7 @@ def versions(
     as_json: bool = typer.Option(False, "--json", help="Print {\"plan_versions\": [...]}."),
 ) -> None:
     """The versions of one plan: when each was in force and the charge ids it priced with."""
-    from tallyflow.tasks.plan_versions import plan_history
+    from tallyflow.tasks.catalog import plan_history
 
     with billing_engine().connect() as conn:
         history = plan_history(conn, code)

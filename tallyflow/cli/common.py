@@ -49,7 +49,7 @@ def flow_session() -> Iterator[None]:
     updates: dict = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
     if PREFECT_API_URL.value() != api_url:  # Prefect was imported before the URL was set
         updates[PREFECT_API_URL] = api_url
-    from tallyflow.tasks.history import CANCEL_LISTENERS
+    from tallyflow.tasks.runs import CANCEL_LISTENERS
 
     CANCEL_LISTENERS.append(_say_cancelled)
     try:

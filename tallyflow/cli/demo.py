@@ -118,7 +118,7 @@ def _ui_lines() -> str:
 
 def _invoice_table(engine: Any) -> Table:
     """The latest finalized invoice of each demo customer."""
-    from tallyflow.tasks.invoice_documents import list_invoices
+    from tallyflow.tasks.invoicing import list_invoices
 
     table = Table(title="Latest finalized invoice per customer")
     for column in ("number", "customer", "issued", "fees", "prepaid", "due"):

@@ -3,7 +3,7 @@
 - ``void --subscription S --transaction-id T [--transaction-id T2 ...] --reason TEXT``, or
   ``void --object URL [--rows 1-5,9] --reason TEXT`` for a bad batch: the events stay stored,
   marked voided by the OS user with the time and reason; their periods are re-rated and the
-  wallet corrected at once (``tallyflow.tasks.voids``). Refused keys are listed with their
+  wallet corrected at once (``tallyflow.tasks.corrections``). Refused keys are listed with their
   reason and the command exits 1; the others are voided all the same.
 - ``show --subscription S --transaction-id T [--json]``: status, object, row, ingest time and
   the void history.
@@ -54,7 +54,7 @@ def void(
     """Void events: kept stored and marked, counted nowhere; usage and the wallet re-rated now.
     Refused for events on a finalized invoice, billed in advance or archived."""
     from tallyflow.models.voids import parse_rows
-    from tallyflow.tasks.voids import EventKey, VoidError, keys_of_object, void_and_rerate
+    from tallyflow.tasks.corrections import EventKey, VoidError, keys_of_object, void_and_rerate
 
     engine = billing_engine()
     if object_url is not None:
@@ -133,7 +133,7 @@ def show(
 ) -> None:
     """An event's status (accepted, voided, on_finalized_invoice, billed_in_advance,
     archived), where it came from, and its history."""
-    from tallyflow.tasks.voids import EventKey, event_status
+    from tallyflow.tasks.corrections import EventKey, event_status
 
     shown = event_status(billing_engine(), EventKey(subscription, transaction_id))
     if as_json:

@@ -54,7 +54,7 @@ def run_ingest(
 ) -> tuple[IngestSummary, bool]:
     """Run the ingest flow in this process (objects on a Dask cluster if asked); returns
     (summary, ok)."""
-    from tallyflow.tasks.sources import SourceSpec
+    from tallyflow.tasks.ingest import SourceSpec
 
     spec = SourceSpec(kind=kind, url=url, pattern=pattern, format=fmt, mapping=mapping,
                       mapping_options=mapping_options or {}, options=options or {})
@@ -188,9 +188,7 @@ def _checked(
     secret_block: str | None,
 ) -> tuple[str, str, dict[str, Any], dict[str, Any]]:
     """The source as asked, checked before any run: (url, mapping, options, mapping options)."""
-    from tallyflow.tasks import plugins
-    from tallyflow.tasks.mappings import is_mapping_file
-    from tallyflow.tasks.sources import SourceSpec, build_source
+    from tallyflow.tasks.ingest import SourceSpec, build_source, is_mapping_file, plugins
 
     registry = plugins.registry()
     mapping_is_file = is_mapping_file(mapping) and mapping not in registry.mappings
@@ -311,7 +309,7 @@ def reingest(
     stored anew (periods on a finalized invoice are kept and listed)."""
     import getpass
 
-    from tallyflow.tasks.sources import SourceSpec
+    from tallyflow.tasks.ingest import SourceSpec
 
     if object_url and (since or until):
         raise UserError("--object and --since/--until choose objects two ways",
@@ -373,7 +371,7 @@ def rejects(
                             exit_code=2)
         _print_unbillable(subscription, reason, limit, as_json)
         return
-    from tallyflow.tasks.rejects import count_by_reason, count_unbillable, list_rejects
+    from tallyflow.tasks.ingest import count_by_reason, count_unbillable, list_rejects
 
     engine = billing_engine()
     rows = list_rejects(engine, reason, object_contains, limit=limit)
@@ -402,7 +400,7 @@ def rejects(
 
 def _print_unbillable(subscription: str | None, reason: str | None, limit: int,
                       as_json: bool) -> None:
-    from tallyflow.tasks.rejects import list_unbillable
+    from tallyflow.tasks.ingest import list_unbillable
 
     rows = list_unbillable(billing_engine(), subscription, reason, limit)
     if as_json:
@@ -433,7 +431,7 @@ def export(
 
     Fix the `raw` records, save them as a .jsonl object in the bucket, and ingest again.
     """
-    from tallyflow.tasks.rejects import iter_rejects, mark_exported
+    from tallyflow.tasks.ingest import iter_rejects, mark_exported
 
     engine = billing_engine()
     stream = output.open("w", encoding="utf-8") if output else sys.stdout
@@ -480,7 +478,7 @@ def _option_rows(model: type[Any]) -> list[dict[str, Any]]:
 
 def describe_registry() -> dict[str, Any]:
     """What ``tallyflow sources list`` shows: kinds, mappings, their options, broken plugins."""
-    from tallyflow.tasks import plugins
+    from tallyflow.tasks.ingest import plugins
 
     registry = plugins.registry()
     return {
@@ -507,7 +505,7 @@ def sources_list(as_json: bool = typer.Option(False, "--json")) -> None:
     """Source kinds and mappings you can ingest with, with their options; broken plugins."""
     import warnings
 
-    from tallyflow.tasks.plugins import PluginWarning
+    from tallyflow.tasks.ingest import PluginWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", PluginWarning)  # listed below instead
@@ -558,7 +556,7 @@ def mappings_preview(
     would reject; nothing is written."""
     from dataclasses import asdict
 
-    from tallyflow.tasks.mapping_preview import preview
+    from tallyflow.tasks.ingest import preview
 
     if Path(mapping).suffix.lower() in (".yaml", ".yml", ".json") and Path(mapping).exists():
         mapping = str(Path(mapping).resolve())

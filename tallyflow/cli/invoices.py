@@ -89,7 +89,7 @@ def list_(
     as_json: bool = typer.Option(False, "--json", help='Lago\'s {"invoices": [...]}.'),
 ) -> None:
     """Invoices, oldest first."""
-    from tallyflow.tasks.invoice_documents import list_invoices
+    from tallyflow.tasks.invoicing import list_invoices
 
     if status is not None and status not in STATUSES:
         raise typer.BadParameter(f"--status must be draft or finalized; got {status!r}")
@@ -132,7 +132,7 @@ def advance_fees(
     as_json: bool = typer.Option(False, "--json", help='Lago\'s {"fees": [...]}.'),
 ) -> None:
     """Fees of charges paid in advance, one per event, in billing order."""
-    from tallyflow.tasks.invoicing.advance import list_advance_fees
+    from tallyflow.tasks.invoicing import list_advance_fees
 
     fees = list_advance_fees(billing_engine(), subscription=subscription)
     if as_json:
@@ -159,7 +159,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help='Lago\'s {"invoice": {...}}.'),
 ) -> None:
     """One invoice with its fees and taxes."""
-    from tallyflow.tasks.invoice_documents import find_invoice
+    from tallyflow.tasks.invoicing import find_invoice
 
     invoice = find_invoice(billing_engine(), key)
     if invoice is None:
@@ -197,8 +197,7 @@ def show(
 
 
 def _document(key: str, output: Path, kind: str) -> None:
-    from tallyflow.tasks.invoice_documents import invoice_document
-    from tallyflow.tasks.invoice_render import PdfUnavailable
+    from tallyflow.tasks.invoicing import PdfUnavailable, invoice_document
 
     try:
         content = invoice_document(billing_engine(), key, kind)
@@ -260,8 +259,7 @@ def html(
 
 
 def _payment(key: str, status: str) -> None:
-    from tallyflow.tasks.credit_invoices import record_payment
-    from tallyflow.tasks.invoice_documents import InvoiceError
+    from tallyflow.tasks.invoicing import InvoiceError, record_payment
 
     try:
         invoice = record_payment(billing_engine(), key, status)

@@ -20,7 +20,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # A failed run's traceback belongs in the run's logs (the UI) and behind --debug, not on the
 # terminal of someone who mistyped a bucket name: the command prints one line instead.
 # The one Tallyflow setting read at import, and straight from the environment: it sets up
-# Prefect's own settings, which Prefect reads when it is imported (docs/architecture.md §11).
+# Prefect's own settings, which Prefect reads when it is imported (docs/architecture.md §12).
 if "--debug" not in sys.argv[1:] and os.environ.get("TALLYFLOW_DEBUG") != "1":
     for _handler in ("CONSOLE", "CONSOLE_FLOW_RUNS", "CONSOLE_TASK_RUNS"):
         os.environ.setdefault(f"PREFECT_LOGGING_HANDLERS_{_handler}_LEVEL", "CRITICAL")

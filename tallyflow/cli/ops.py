@@ -257,13 +257,13 @@ def runs(
     missed its heartbeats. A run that contained failures (units that failed alone while every
     other unit completed) lists each: step, unit and error.
     """
-    from tallyflow.tasks.history import (
-        FINAL,
-        adopt_prefect_failures,
-        cause_of,
-        failed_objects,
-        recent_runs,
-    )
+    from tallyflow.tasks.runs import (
+    FINAL,
+    adopt_prefect_failures,
+    cause_of,
+    failed_objects,
+    recent_runs,
+)
 
     if status is not None and status not in (*FINAL, "running"):
         raise typer.BadParameter(
@@ -271,7 +271,7 @@ def runs(
         )
     engine = billing_engine()
     if objects:
-        from tallyflow.tasks.ingest_claims import watermark_holder
+        from tallyflow.tasks.ingest import watermark_holder
 
         _print_failed_objects(failed_objects(engine, limit), watermark_holder(engine), as_json)
         return

@@ -33,7 +33,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Status, dates and the events its dates leave unbillable."""
-    from tallyflow.tasks.lifecycle import subscription_standing
+    from tallyflow.tasks.subscriptions import subscription_standing
 
     standing = subscription_standing(billing_engine(), subscription,
                                      parse_moment(at) or datetime.now(UTC)).as_dict()
@@ -60,7 +60,7 @@ def terminate(
 ) -> None:
     """Terminate a subscription: usage after it is unbillable, a termination invoice is issued.
     One that has not started yet is canceled (Lago's cancel of a pending subscription)."""
-    from tallyflow.tasks.lifecycle import terminate_subscription
+    from tallyflow.tasks.subscriptions import terminate_subscription
 
     done = terminate_subscription(billing_engine(), subscription, parse_moment(at),
                                   on_termination_invoice="skip" if skip_invoice else None)
@@ -100,7 +100,7 @@ def change_plan(
     as_json: bool = typer.Option(False, "--json", help="Print what it did as JSON."),
 ) -> None:
     """Upgrade (at once) or downgrade (at the period end) a subscription, as Lago does."""
-    from tallyflow.tasks.lifecycle import change_plan as change
+    from tallyflow.tasks.subscriptions import change_plan as change
 
     done = change(billing_engine(), subscription, plan, parse_moment(at))
     out = done.as_dict()

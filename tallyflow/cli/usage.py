@@ -52,7 +52,7 @@ def usage(
         typer.echo(json.dumps(summary.as_dict()) if as_json else _rebuild_text(summary.as_dict()))
         return
     from tallyflow.models.lifecycle import SubscriptionStatus
-    from tallyflow.tasks.lifecycle import subscription_standing
+    from tallyflow.tasks.subscriptions import subscription_standing
     from tallyflow.tasks.usage import current_usage
 
     moment = parse_moment(at) or datetime.now(UTC)

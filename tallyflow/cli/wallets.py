@@ -112,7 +112,7 @@ def top_up(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Add credits to a customer's wallet (granted settle at once; paid when marked paid)."""
-    from tallyflow.tasks.credit_invoices import issue_credit_invoices
+    from tallyflow.tasks.invoicing import issue_credit_invoices
     from tallyflow.tasks.wallets import WalletError
     from tallyflow.tasks.wallets import top_up as do_top_up
 

@@ -1,4 +1,4 @@
-"""Every Tallyflow setting, in one typed model read once per process (docs/architecture.md §11).
+"""Every Tallyflow setting, in one typed model read once per process (docs/architecture.md §12).
 
 Environment variables only: flows run in Prefect workers, CLIs and tests, and the environment is
 the one channel all of them share (a worker's or served run's subprocess inherits it and reads

@@ -7,7 +7,8 @@ A plugin's own repository runs it against the installed Tallyflow::
 
 or calls it from a test of its own through the ``tallyflow_conformance`` fixture
 (``tallyflow_conformance.check("manifest")``). Tallyflow's own suite runs the same checks for
-every registered source and mapping, built-ins included (tests/tasks/test_sources_conformance.py).
+every registered source and mapping, built-ins included
+(tests/tasks/ingest/test_sources_conformance.py).
 
 Nothing here knows a particular source or mapping. A source says how to list a folder holding
 the golden Lago batch (``Source.golden_case``) and, optionally, how to name something missing
@@ -162,7 +163,7 @@ def check_listing_is_stable(cls: type[Source], ctx: Context) -> None:
 
 
 def _records(ref: ObjectRef, stream: Any) -> list[Any]:
-    from tallyflow.tasks.readers import READERS
+    from tallyflow.tasks.ingest import READERS
 
     return [record for chunk in READERS[ref.format](stream, 1000) for _row, record, _ in chunk]
 
@@ -491,7 +492,7 @@ class Conformance:
 
     @staticmethod
     def registry() -> Any:
-        from tallyflow.tasks import plugins
+        from tallyflow.tasks.ingest import plugins
 
         return plugins.registry()
 

@@ -6,16 +6,41 @@ The rules are ``tallyflow.models.catalog``; how an apply works: ``tallyflow.task
 from tallyflow.tasks.catalog.apply import ApplyResult, Ids, apply_catalog, apply_documents
 from tallyflow.tasks.catalog.export import EXPORT_FILES, export_catalog, write_catalog
 from tallyflow.tasks.catalog.files import CATALOG_SUFFIXES, LoadedDocument, load_documents
+from tallyflow.tasks.catalog.plan_versions import finalized_versions, plan_history
+from tallyflow.tasks.catalog.reads import (
+    CatalogQuery,
+    catalog_page,
+    catalog_row,
+    customer_id,
+    customers_by_external_id,
+    key_exists,
+    plan_deleted,
+    soft_delete_plan,
+    stored_document,
+    subscription_owners,
+)
 
 __all__ = [
-    "ApplyResult",
     "CATALOG_SUFFIXES",
     "EXPORT_FILES",
+    "ApplyResult",
+    "CatalogQuery",
     "Ids",
     "LoadedDocument",
     "apply_catalog",
     "apply_documents",
+    "catalog_page",
+    "catalog_row",
+    "customer_id",
+    "customers_by_external_id",
     "export_catalog",
+    "finalized_versions",
+    "key_exists",
     "load_documents",
+    "plan_deleted",
+    "plan_history",
+    "soft_delete_plan",
+    "stored_document",
+    "subscription_owners",
     "write_catalog",
 ]

@@ -60,7 +60,7 @@ from tallyflow.models.catalog import (
     dumps,
     validate_documents,
 )
-from tallyflow.tasks import plan_versions
+from tallyflow.tasks.catalog import plan_versions
 from tallyflow.tasks.catalog.files import (
     _KIND_RANK,
     LoadedDocument,
@@ -325,7 +325,7 @@ def _write_subscription(
             (before.started_at or before.subscription_at) <= now):
         # Another plan for a started subscription: Lago's upgrade or downgrade, effective from
         # this apply (recorded, so re-applying the file changes nothing).
-        from tallyflow.tasks.lifecycle import start_plan_change
+        from tallyflow.tasks.subscriptions import start_plan_change
 
         new_id, _, _ = start_plan_change(conn, row_id, subscription.plan_code, now, now,
                                          dict(doc.document))
@@ -353,7 +353,7 @@ def _write_subscription(
     if before is not None and (before.subscription_at, before.ending_at) != (
             subscription.subscription_at, subscription.ending_at):
         # New dates: usage state and wallet amounts follow them (models/lifecycle.py).
-        from tallyflow.tasks.lifecycle import dates_changed
+        from tallyflow.tasks.subscriptions import dates_changed
 
         dates_changed(conn, row_id, subscription.external_id, now)
     return row_id

@@ -25,7 +25,7 @@ from tallyflow.models.catalog import (
     dumps,
     loads,
 )
-from tallyflow.tasks import plan_versions
+from tallyflow.tasks.catalog import plan_versions
 from tallyflow.tasks.catalog.files import CATALOG_SUFFIXES
 from tallyflow.tasks.catalog.state import _keyed_documents
 

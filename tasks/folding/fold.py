@@ -127,15 +127,15 @@ def rebuild_states(
 def rebuild_subscription(conn: Connection, subscription_id: int, external_id: str) -> int:
     """Recompute one subscription's usage state from its raw events, inside the caller's
     transaction (which must hold the fold lock exclusively: a termination or a plan change,
-    tasks/lifecycle.py, rebuilds in the transaction that moves the dates); returns the events
-    folded.
+    tasks/subscriptions/lifecycle.py, rebuilds in the transaction that moves the dates);
+    returns the events folded.
 
     Only the folded objects holding its events are read again, so the cost follows the
     subscription, not the whole history; objects not folded yet are folded by the next
     fold with the subscription's new dates.
     """
     _tune(conn)
-    horizon = archive_horizon(conn)  # archived periods keep their state (tasks/archive.py)
+    horizon = archive_horizon(conn)  # archived periods keep their state (tasks/archive/events.py)
     conn.execute(text("delete from usage_states where subscription_id = :id and"
                       " (cast(:h as timestamptz) is null or period_start >= :h)"),
                  {"id": subscription_id, "h": horizon})

@@ -138,7 +138,7 @@ def load_subscription_rows(
 
 
 def archive_horizon(conn: Connection) -> datetime | None:
-    """Events before this moment were archived (tasks/archive.py); None: none were. Rebuilds
+    """Events before this moment were archived (tasks/archive/events.py); None: none were. Rebuilds
     keep the usage state of periods before it (their raw events left the table)."""
     value: datetime | None = conn.execute(
         text("select max(before) from event_archives")).scalar()

@@ -37,7 +37,7 @@ _SPANS = text(
            count(*) as events
     from events
     where object_id between :first and :last and object_id = any(cast(:ids as bigint[]))
-      and voided_at is null  -- a voided event counts nowhere (tasks/voids.py)
+      and voided_at is null  -- a voided event counts nowhere (tasks/corrections/voids.py)
     group by external_subscription_id
     """
 )
@@ -72,7 +72,7 @@ def _period_rows(
     """Every period that an event of these objects can fall in, per known subscription row
     (only the subscription ids ``only`` names, when given: a one-subscription rebuild), from
     the period starting at ``since`` on, when given (a rebuild keeps the state of archived
-    periods: their events left the table, tasks/archive.py).
+    periods: their events left the table, tasks/archive/events.py).
 
     Periods are computed in Python (they depend on interval, billing time, start and the
     customer's timezone) from each subscription's first and last event time in the batch.

@@ -153,7 +153,7 @@ _PENDING = text(
     from events e
     where e.object_id = any(cast(:objects as bigint[]))
       and e.external_subscription_id = any(cast(:subs as text[]))
-      and e.voided_at is null  -- a voided event counts nowhere (tasks/voids.py)
+      and e.voided_at is null  -- a voided event counts nowhere (tasks/corrections/voids.py)
     order by e.id  -- ingestion order: the not_a_number sample ids come out as the fold's
     """
 )

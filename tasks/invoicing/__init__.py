@@ -1,15 +1,32 @@
-"""Period close I/O: draft invoices for ended periods, refreshed until they may be finalized.
+"""Invoicing: period close (draft invoices for ended periods, refreshed until they may be
+finalized), invoice documents and their PDFs, credit invoices, and charges paid in advance.
+
+This ``__init__`` is the room's only way in from outside it (docs/architecture.md §8).
 
 Why it is safe to rerun, retry and crash: ``tallyflow.tasks.invoicing.close`` (and
 docs/architecture.md §3, invariants 2-5).
 """
 
+from tallyflow.tasks.invoicing.advance import advance_charges_task, list_advance_fees
 from tallyflow.tasks.invoicing.close import (
     close_periods,
     close_periods_task,
     cut_short,
     ended_periods,
     issuing_date,
+)
+from tallyflow.tasks.invoicing.credit import (
+    issue_credit_invoices,
+    issue_credit_invoices_task,
+    record_payment,
+)
+from tallyflow.tasks.invoicing.documents import (
+    InvoiceError,
+    count_invoices,
+    find_invoice,
+    invoice_document,
+    list_invoices,
+    render_sealed,
 )
 from tallyflow.tasks.invoicing.events import (
     MAX_INVOICE_EVENTS,
@@ -30,6 +47,15 @@ from tallyflow.tasks.invoicing.inputs import (
     period_input,
 )
 from tallyflow.tasks.invoicing.late import late_usage, late_usage_count
+from tallyflow.tasks.invoicing.pdfs import (
+    DEFAULT_CHUNK,
+    make_missing_pdfs,
+    pending_pdfs,
+    pending_pdfs_task,
+    render_pdf_chunk,
+    render_pdf_chunk_task,
+)
+from tallyflow.tasks.invoicing.render import PdfUnavailable, pdf_available
 from tallyflow.tasks.invoicing.watermark import (
     DEFAULT_PREFIX,
     DEFAULT_SETTLE_HOURS,
@@ -42,33 +68,52 @@ from tallyflow.tasks.invoicing.watermark import (
 )
 
 __all__ = [
-    "emit_invoice_events_task",
     "BATCH",
+    "DEFAULT_CHUNK",
+    "DEFAULT_PREFIX",
+    "DEFAULT_SETTLE_HOURS",
+    "LISTED_IN_SUMMARY",
+    "MAX_INVOICE_EVENTS",
+    "PREFIX_ENV",
+    "SETTLE_ENV",
     "CloseCatalog",
     "CloseSummary",
     "CustomerInfo",
-    "DEFAULT_PREFIX",
-    "DEFAULT_SETTLE_HOURS",
     "EntityInfo",
-    "LISTED_IN_SUMMARY",
+    "InvoiceError",
     "M",
-    "MAX_INVOICE_EVENTS",
-    "PREFIX_ENV",
+    "PdfUnavailable",
     "PendingInvoiceEvents",
     "PlanInfo",
-    "SETTLE_ENV",
+    "advance_charges_task",
     "close_periods",
     "close_periods_task",
+    "count_invoices",
     "cut_short",
+    "emit_invoice_events_task",
     "ended_periods",
+    "find_invoice",
     "ingest_watermark",
+    "invoice_document",
     "invoice_prefix",
+    "issue_credit_invoices",
+    "issue_credit_invoices_task",
     "issuing_date",
     "late_usage",
     "late_usage_count",
+    "list_advance_fees",
+    "list_invoices",
     "load_close_catalog",
+    "make_missing_pdfs",
     "mark_invoice_events_emitted",
+    "pdf_available",
     "pending_invoice_events",
+    "pending_pdfs",
+    "pending_pdfs_task",
     "period_input",
+    "record_payment",
+    "render_pdf_chunk",
+    "render_pdf_chunk_task",
+    "render_sealed",
     "settle_hours",
 ]

@@ -42,9 +42,8 @@ from tallyflow.models.invoicing import (
 from tallyflow.models.lago import summaries
 from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
 from tallyflow.models.rating.pricing import SubscriptionInfo, SubscriptionUsage
-from tallyflow.tasks.containment import contain, failure
 from tallyflow.tasks.folding import load_subscription_rows
-from tallyflow.tasks.invoicing.advance import regroup_paid_fees
+from tallyflow.tasks.invoicing.advance.issue import regroup_paid_fees
 from tallyflow.tasks.invoicing.inputs import (
     BATCH,
     CloseSummary,
@@ -55,8 +54,8 @@ from tallyflow.tasks.invoicing.inputs import (
 from tallyflow.tasks.invoicing.late import late_usage_count
 from tallyflow.tasks.invoicing.watermark import ingest_watermark, settle_hours
 from tallyflow.tasks.invoicing.writing import _write_batch
-from tallyflow.tasks.retry import transient_retries
-from tallyflow.tasks.usage import _event_values_reader, rate_subscription, read_inputs
+from tallyflow.tasks.runs import contain, failure, transient_retries
+from tallyflow.tasks.usage import event_values_reader, rate_subscription, read_inputs
 
 STEP = "close-periods"
 WITHHELD = ("not closed: an earlier step of this hour failed for this customer, so its"
@@ -161,7 +160,7 @@ def close_periods(
     finalize it when its time has come. ``customers`` limits the close to these external ids;
     ``now`` is the moment the finalization deductions are posted at (default ``at``).
 
-    A failure is contained to its customer (tasks/containment.py): a subscription whose
+    A failure is contained to its customer (tasks/runs/containment.py): a subscription whose
     rating fails, or an invoice whose transaction fails on its own, leaves that customer's
     invoices of this run unwritten and is reported in ``summary.failed``; every other
     customer's close commits. ``skip_customers`` (external ids: an earlier step of the hour
@@ -302,7 +301,7 @@ def _rate(
                 period = inputs.periods[sub.id]
                 out[(sub.id, period.period_start)] = rate_subscription(
                     sub, inputs.charges_of(sub), period,
-                    inputs.states.get(sub.id, {}), _event_values_reader(conn, sub, period),
+                    inputs.states.get(sub.id, {}), event_values_reader(conn, sub, period),
                 )
     return out
 

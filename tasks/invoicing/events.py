@@ -1,5 +1,5 @@
 """After finalization: Prefect events for finalized invoices (for automations), summarised
-past a cap. Their PDFs are made by the ``invoice-pdfs`` flow (``tasks/invoice_pdfs.py``)."""
+past a cap. Their PDFs are made by the ``invoice-pdfs`` flow (``tasks/invoicing/pdfs.py``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from prefect.events import emit_event
 from sqlalchemy import Engine, text
 
 from tallyflow.infra.resources import billing_engine
-from tallyflow.tasks.retry import transient_retries
+from tallyflow.tasks.runs import transient_retries
 
 MAX_INVOICE_EVENTS: Final = 100
 

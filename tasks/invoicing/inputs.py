@@ -80,7 +80,8 @@ class PlanInfo:
     commitment_invoice_display_name: str | None
     charge_tax_codes: tuple[tuple[str, ...], ...]
     charge_minimums: tuple[Decimal, ...]
-    # The current plan version (tasks/plan_versions.py): what a period closed now prices with.
+    # The current plan version (tasks/catalog/plan_versions.py): what a period closed now prices
+    # with.
     version_id: int | None = None
     version: int | None = None
     pay_in_advance: bool = False
@@ -219,7 +220,8 @@ def period_input(
     charges = []
     for index, item in enumerate(usage.charges if usage is not None else ()):
         if item.charge.pay_in_advance:
-            # billed per event when rated (tasks/advance_charges.py); non-recurring (catalog
+            # billed per event when rated (tasks/invoicing/advance/charges.py); non-recurring
+            # (catalog
             # rule), so the period end bills nothing of it again (Lago)
             continue
         charges.append(ChargeUsage(
@@ -267,7 +269,7 @@ class CloseSummary:
     watermark: str | None = None
     late_events: int = 0
     advance_charges: int = 0
-    # Customers whose close failed alone or was withheld (tasks/containment.py).
+    # Customers whose close failed alone or was withheld (tasks/runs/containment.py).
     failed: list[ContainedFailure] = field(default_factory=list)
 
     def as_dict(self) -> summaries.CloseSummary:

@@ -51,7 +51,7 @@ def ingest_watermark(conn: Connection) -> datetime | None:
     finished ingest run, but no later than the oldest object still not loaded. None when
     nothing was ever ingested: then no invoice is finalized (nothing says usage is complete).
 
-    A reclaim (tasks/ingest_claims.py) is a finished run that listed nothing: it does not
+    A reclaim (tasks/ingest/claims.py) is a finished run that listed nothing: it does not
     count. The object that holds the watermark back, and the run that holds that object, are
     shown by ``tasks/ingest_claims.watermark_holder``."""
     row = conn.execute(_WATERMARK).one()

@@ -19,7 +19,7 @@ from tallyflow.models.invoicing import (
     InvoiceAmounts,
 )
 from tallyflow.models.lago.summaries import InvoiceOutcome
-from tallyflow.tasks.invoice_documents import render_sealed
+from tallyflow.tasks.invoicing.documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CustomerInfo, _Group
 from tallyflow.tasks.invoicing.prepaid import _numbers, _prepaid
 from tallyflow.tasks.wallets import lock_customers

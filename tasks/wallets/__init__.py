@@ -40,7 +40,17 @@ from tallyflow.tasks.wallets.ledger import (
     settle_paid_default,
 )
 from tallyflow.tasks.wallets.lifecycle import expire_wallets, open_catalog_wallets, open_wallets
-from tallyflow.tasks.wallets.overview import LiveScope, live_scopes, wallet_overview
+from tallyflow.tasks.wallets.overview import (
+    LiveScope,
+    customer_wallet_id,
+    live_scopes,
+    top_up_transactions,
+    transaction_status,
+    transactions_page,
+    wallet_overview,
+    wallet_row,
+)
+from tallyflow.tasks.wallets.report import customer_movements_task
 from tallyflow.tasks.wallets.runs import (
     deduct_task,
     due_customers_task,
@@ -67,25 +77,27 @@ from tallyflow.tasks.wallets.topups import (
 )
 
 __all__ = [
-    "AlertSummary",
-    "DEFAULT_BATCH",
     "DEDUCTIONS_STEP",
+    "DEFAULT_BATCH",
     "DEFAULT_GRACE_HOURS",
+    "MAX_ALERT_EVENTS",
+    "SETTLE_PAID_ENV",
+    "USAGE_DEDUCTED",
+    "AlertSummary",
     "DeductionBatch",
     "LedgerRow",
     "LiveScope",
-    "MAX_ALERT_EVENTS",
     "Negative",
     "PendingAlerts",
-    "SETTLE_PAID_ENV",
     "TopUp",
-    "USAGE_DEDUCTED",
     "WalletError",
     "add_alert_rule",
     "alert_event",
     "alerts_summary_event",
     "batch_dict",
     "chunks",
+    "customer_movements_task",
+    "customer_wallet_id",
     "deduct_contained",
     "deduct_customers",
     "deduct_task",
@@ -104,7 +116,6 @@ __all__ = [
     "mark_alerts_emitted",
     "mark_alerts_emitted_task",
     "mark_paid",
-    "settle_pending",
     "open_catalog_wallets",
     "open_wallets",
     "open_wallets_task",
@@ -113,10 +124,15 @@ __all__ = [
     "post",
     "recent_runs",
     "settle_paid_default",
+    "settle_pending",
     "start_run",
     "start_run_task",
     "threshold_top_ups",
     "threshold_top_ups_task",
     "top_up",
+    "top_up_transactions",
+    "transaction_status",
+    "transactions_page",
     "wallet_overview",
+    "wallet_row",
 ]

@@ -29,7 +29,7 @@ from tallyflow.models.wallets import (
     credits_text,
     plan_deductions,
 )
-from tallyflow.tasks.containment import contain, failure, names_of
+from tallyflow.tasks.runs import contain, failure, names_of
 from tallyflow.tasks.wallets.ledger import (
     DEFAULT_GRACE_HOURS,
     USAGE_DEDUCTED,
@@ -70,7 +70,7 @@ def due_customers(
     """Customers whose usage in scope differs from what their wallets have deducted.
 
     ``skip`` (external ids) are left out: customers whose usage snapshot failed this hour,
-    so that what they owe is not deducted from a stale snapshot (tasks/containment.py).
+    so that what they owe is not deducted from a stale snapshot (tasks/runs/containment.py).
 
     In scope: the billing periods containing ``as_of``, and those that ended less than
     ``grace_hours`` before it (late events of a just-closed period still count). One join of
@@ -114,7 +114,7 @@ class DeductionBatch:
     uncovered_cents: Decimal = ZERO
     negative: list[Negative] = field(default_factory=list)
     top: list[TopDeduction] = field(default_factory=list)
-    # Customers that failed alone and were contained (tasks/containment.py), as plain dicts.
+    # Customers that failed alone and were contained (tasks/runs/containment.py), as plain dicts.
     failed: list[ContainedFailure] = field(default_factory=list)
 
 
@@ -295,7 +295,7 @@ def deduct_contained(
     """``deduct_customers`` for a batch, with a failure contained to its customer.
 
     One transaction for the batch as before; only when it fails for a reason of its own is it
-    bisected (tasks/containment.py), so every other customer's deductions commit and each
+    bisected (tasks/runs/containment.py), so every other customer's deductions commit and each
     customer that fails alone is reported in ``failed`` with its error. Its ledger stays as
     the last run left it; the next run (or a rerun) deducts the whole delta, once.
     """

@@ -234,7 +234,7 @@ def live_scopes(
         sub = subs[sub_id]
         try:
             # what the hourly deductions would take: charges paid in advance are paid per
-            # event (tasks/advance_charges.py), so they are not owed again
+            # event (tasks/invoicing/advance/charges.py), so they are not owed again
             in_arrears, _ = rated_usage(engine, sub.external_id, at).in_arrears()
         except (LookupError, ValueError):
             continue

@@ -1,6 +1,6 @@
 """Wallet runs (their history rows) and the Prefect task wrappers the wallet flow calls.
 
-The wrappers add retries for transient failures only (``tallyflow.tasks.retry``); the functions
+The wrappers add retries for transient failures only (``tallyflow.tasks.runs.retry``); the functions
 they wrap are plain and tested without Prefect.
 """
 
@@ -15,7 +15,7 @@ from prefect import task
 from sqlalchemy import Engine, text
 
 from tallyflow.infra.resources import billing_engine
-from tallyflow.tasks.retry import transient_retries
+from tallyflow.tasks.runs import transient_retries
 from tallyflow.tasks.wallets.alerts import (
     MAX_ALERT_EVENTS,
     AlertSummary,

@@ -222,7 +222,7 @@ def top_up(
 
 # Settling pending purchased credits: the one statement, for ``wallets mark-paid`` (by customer,
 # wallet or transaction) and for paying a credit invoice (its transactions,
-# tasks/credit_invoices.py). The balance moves in the same statement, and the credit invoices of
+# tasks/invoicing/credit.py). The balance moves in the same statement, and the credit invoices of
 # what settled are marked paid with it. Returns how many transactions settled.
 _SETTLE = text(
     """
@@ -237,7 +237,7 @@ _SETTLE = text(
               where f.invoice_id = cast(:invoice as bigint)))
       returning t.id, t.wallet_id, t.credits, t.granted_credits, t.amount_cents
     ), invoiced as (
-      -- their credit invoices are paid now too (tasks/credit_invoices.py)
+      -- their credit invoices are paid now too (tasks/invoicing/credit.py)
       update invoices v set payment_status = 'succeeded', updated_at = now()
       from invoice_fees f join settled s on s.id = f.wallet_transaction_id
       where v.id = f.invoice_id and v.payment_status <> 'succeeded'

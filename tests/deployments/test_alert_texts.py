@@ -17,9 +17,8 @@ from sqlalchemy import Engine
 
 from tallyflow.deployments.automations import automation_specs
 from tallyflow.models.wallets import ALERT_BELOW, ALERT_DEPLETED
-from tallyflow.tasks.containment import contained_event, failure
-from tallyflow.tasks.wallets import alert_event
-from tallyflow.tasks.wallets.alerts import PendingAlerts, alerts_summary_event
+from tallyflow.tasks.runs.containment import contained_event, failure
+from tallyflow.tasks.wallets import PendingAlerts, alert_event, alerts_summary_event
 
 
 def _render(automation: str, emitted: dict[str, Any]) -> tuple[str, str]:
@@ -99,7 +98,7 @@ def test_the_alert_a_billing_run_emits_reads_with_its_money(engine: Engine) -> N
     """End to end: a wallet crosses its threshold in a wallet run; the event the run would
     emit (read back as the flow reads it) renders with the wallet's currency."""
     from tallyflow.tasks import wallets as w
-    from tests.tasks.test_wallets_support import WalletSpec, run_once, seed, set_usage
+    from tests.tasks.wallets.test_wallets_support import WalletSpec, run_once, seed, set_usage
 
     seed(engine, {"a": [WalletSpec("main", granted="10", rate="2")]})
     w.add_alert_rule(engine, "balance_below", Decimal(5))

@@ -8,7 +8,7 @@ import uuid
 from prefect.automations import Automation
 
 from tallyflow.deployments.automations import automation_specs
-from tallyflow.tasks.containment import EVENT
+from tallyflow.tasks.runs.containment import EVENT
 
 
 def test_every_automation_validates_and_contained_failures_notify() -> None:

@@ -20,8 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.catalog import apply_catalog
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
 from tests.factories import jsonl
 from tests.storage import free_port
 
@@ -155,7 +154,7 @@ def test_ui_style_rerun_of_a_billing_hour_on_served_deployments(
         assert run.state is not None and run.state.is_completed(), run.state
         assert run.name == "billing 2025-11-24T17:00Z"
         # the run queued with a random name, as the scheduler queues them, is named by its
-        # hour before it starts (tasks/run_names.py)
+        # hour before it starts (tasks/runs/names.py)
         assert _run_name(queued) == "billing 2099-01-01T05:00Z"
         levels = _log_levels(run.id)
         assert logging.INFO in levels, levels

@@ -1,7 +1,7 @@
 """Every example of the README and of the guides in docs/ runs, so the documentation cannot rot.
 
 Each page runs on its own: a fresh database on the test server, a scratch working directory
-with copies of ``examples/`` and ``tasks/mappings/``, the venv's ``bin`` first on PATH, and a
+with copies of ``examples/`` and ``tasks/ingest/mappings/``, the venv's ``bin`` first on PATH, and a
 scratch ``TALLYFLOW_HOME`` shared by the pages of this test process (one local Prefect server,
 stopped at the end). The page's blocks run in order: its bash blocks in one ``bash`` session
 with ``set -euo pipefail``, each python block in its own process, file blocks written where
@@ -27,7 +27,7 @@ PROJECT = Path(__file__).parents[2]
 PAGES = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
 BIN = Path(sys.executable).parent
 # What the examples may refer to by a path relative to the repository's root.
-COPIED = ("examples", "tasks/mappings")
+COPIED = ("examples", "tasks/ingest/mappings")
 TIMEOUT = 900
 
 

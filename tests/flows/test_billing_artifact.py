@@ -13,8 +13,7 @@ from sqlalchemy import Engine
 
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.tasks.catalog import apply_catalog
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
 from tests.factories import jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

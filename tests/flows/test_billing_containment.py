@@ -29,10 +29,10 @@ from typer.testing import CliRunner
 
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.infra import failpoints
-from tallyflow.tasks.containment import ContainedFailures
+from tallyflow.tasks.runs import ContainedFailures
 from tests.flows.test_billing_artifact import _latest_billing_artifact
+from tests.tasks.invoicing.test_invoicing import MISTRAL, TAXES
 from tests.tasks.rating_fixtures import load_rows
-from tests.tasks.test_invoicing import MISTRAL, TAXES
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

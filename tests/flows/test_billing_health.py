@@ -19,9 +19,8 @@ from typer.testing import CliRunner
 from tallyflow.flows.billing import HEALTH_KEY, billing_cycle
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.health import billing_health, metrics_text
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.sources import SourceSpec, build_source
-from tallyflow.tasks.wallets.alerts import add_alert_rule
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
+from tallyflow.tasks.wallets import add_alert_rule
 from tests.factories import jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

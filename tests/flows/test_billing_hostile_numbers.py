@@ -16,9 +16,13 @@ from sqlalchemy import Engine, text
 
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.tasks.catalog import apply_catalog
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.readers import loads_exact
-from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import (
+    SourceSpec,
+    build_source,
+    ingest_object,
+    loads_exact,
+    register_objects,
+)
 from tests.tasks.rating_fixtures import SUB, apply_mistral, token_event
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -7,7 +7,7 @@ import pytest
 from prefect import flow
 
 from tallyflow.flows.contained import contained_section, last_attempt
-from tallyflow.tasks.containment import MAX_EVENTS, contained_events, failure
+from tallyflow.tasks.runs.containment import MAX_EVENTS, contained_events, failure
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

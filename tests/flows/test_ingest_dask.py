@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.flows.ingest import on_dask
-from tallyflow.tasks.sources import SourceSpec
+from tallyflow.tasks.ingest import SourceSpec
 from tests.factories import event, jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, text
 from tallyflow.flows.ingest import IngestFailed, ingest_events
 from tallyflow.models.lago.conformance import mismatches
 from tallyflow.models.lago.summaries import IngestSummary
-from tallyflow.tasks.sources import SourceSpec
+from tallyflow.tasks.ingest import SourceSpec
 from tests.factories import event, jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.flows.ingest import ingest_events
-from tallyflow.tasks.sources import SourceError, SourceSpec
+from tallyflow.tasks.ingest.sources import SourceError, SourceSpec
 from tests.factories import event, jsonl
 from tests.storage import S3Server
 
@@ -109,7 +109,7 @@ def test_s3_ingest_with_a_wrong_secret_in_the_block_reads_nothing(
 
 def test_inline_credentials_are_refused() -> None:
     from tallyflow.errors import SourceError
-    from tallyflow.tasks.sources import build_source
+    from tallyflow.tasks.ingest import build_source
 
     with pytest.raises(SourceError, match="secret: Extra inputs are not permitted"):
         build_source(SourceSpec(url="s3://b/p", options={"key": KEY, "secret": SECRET}))

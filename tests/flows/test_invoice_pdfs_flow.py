@@ -29,10 +29,15 @@ from tallyflow.flows.invoice_pdfs import invoice_pdfs
 from tallyflow.infra import failpoints
 from tallyflow.models.lago.conformance import mismatches
 from tallyflow.models.lago.summaries import PdfRunSummary
-from tallyflow.tasks.invoice_render import pdf_available
-from tallyflow.tasks.invoicing import close_periods
+from tallyflow.tasks.invoicing import close_periods, pdf_available
 from tests.flows.test_billing_artifact import _latest_billing_artifact
-from tests.tasks.test_invoicing import CLOSE, MARCH_END, catalog, ingested_until, usage_events
+from tests.tasks.invoicing.test_invoicing import (
+    CLOSE,
+    MARCH_END,
+    catalog,
+    ingested_until,
+    usage_events,
+)
 
 pytestmark = [
     pytest.mark.usefixtures("prefect_harness"),

@@ -18,9 +18,9 @@ from tallyflow.flows.invoice_pdfs import invoice_pdfs
 from tallyflow.models.lago.conformance import mismatches
 from tallyflow.models.lago.resources import Invoice, InvoiceFee
 from tallyflow.models.lago.summaries import BillingCycleSummary
-from tallyflow.tasks.invoice_render import pdf_available
+from tallyflow.tasks.invoicing import pdf_available
 from tests.flows.test_billing_artifact import _latest_billing_artifact
-from tests.tasks.test_invoicing import MARCH_END, catalog, ingested_until, usage_events
+from tests.tasks.invoicing.test_invoicing import MARCH_END, catalog, ingested_until, usage_events
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 runner = CliRunner()
@@ -63,7 +63,8 @@ def test_billing_cycle_finalizes_and_the_cli_reads_it(
                                  " where invoice_type = 'subscription'")).scalar_one()
 
     # TF-001-001 is the credit invoice of the wallet's purchased credits
-    # (tests/tasks/test_credit_invoices.py); the period's invoice comes next in the sequence
+    # (tests/tasks/invoicing/test_credit_invoices.py); the period's invoice comes next in the
+    # sequence
     listed = runner.invoke(app, ["invoices", "list", "--status", "finalized", "--type",
                                  "subscription", "--json"])
     assert listed.exit_code == 0, listed.output

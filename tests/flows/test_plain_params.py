@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from tallyflow.flows.ingest import ingest_events, reingest_object
 from tallyflow.flows.plain_params import PlainParamsFlow
-from tallyflow.tasks.sources import SourceSpec, source_parameter
+from tallyflow.tasks.ingest import SourceSpec, source_parameter
 
 
 def _fn(source: Any = None, chunk_rows: Any = None, extra: Any = None) -> None:
@@ -87,7 +87,7 @@ def test_the_ingest_flows_are_plain_params_flows() -> None:
 def test_serializing_ingest_parameters_does_not_import_fastapi() -> None:
     code = ("import sys\n"
             "from tallyflow.flows.ingest import ingest_events\n"
-            "from tallyflow.tasks.sources import SourceSpec\n"
+            "from tallyflow.tasks.ingest.sources import SourceSpec\n"
             "spec = SourceSpec(url='file:///tmp/x', options={'a': [1]})\n"
             "print(ingest_events.serialize_parameters({'source': spec, 'chunk_rows': 5}))\n"
             "print('fastapi' in sys.modules)\n")

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.flows.ingest import ingest_events, reingest_source
-from tallyflow.tasks.sources import SourceSpec
+from tallyflow.tasks.ingest import SourceSpec
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 

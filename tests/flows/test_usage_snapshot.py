@@ -11,7 +11,7 @@ from sqlalchemy import Engine, text
 from tallyflow.flows.usage_snapshot import usage_snapshot
 from tallyflow.models.lago.conformance import mismatches
 from tallyflow.models.lago.summaries import UsageSnapshotSummary
-from tallyflow.tasks.snapshot_reads import latest_usage
+from tallyflow.tasks.usage.snapshot_reads import latest_usage
 from tests.tasks.rating_fixtures import SUB, apply_mistral, ingest_events, token_event
 
 HOUR = datetime(2025, 3, 15, 10, tzinfo=UTC)

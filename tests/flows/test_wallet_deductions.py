@@ -12,7 +12,7 @@ from tallyflow.infra import failpoints
 from tallyflow.models.lago.conformance import mismatches
 from tallyflow.models.lago.summaries import WalletRunSummary
 from tallyflow.tasks import wallets as w
-from tests.tasks.test_wallets_support import (
+from tests.tasks.wallets.test_wallets_support import (
     AS_OF,
     WalletSpec,
     assert_balances_match_ledger,

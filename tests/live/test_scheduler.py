@@ -171,7 +171,7 @@ def test_a_dead_claim_holding_the_watermark_notifies(
     from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tallyflow.tasks.ingest_claims import WatermarkHolder, held_event
+    from tallyflow.tasks.ingest.claims import WatermarkHolder, held_event
 
     run([str(BIN / "tallyflow"), "automations", "apply"],
         live_server.env(TALLYFLOW_NOTIFY_WEBHOOK_URL=webhook.url))

@@ -51,7 +51,7 @@ def test_a_killed_worker_s_run_is_crashed_its_slot_freed_and_announced_once(
 ) -> None:
     from prefect.deployments import run_deployment
 
-    from tests.tasks.test_wallets_support import WalletSpec, seed
+    from tests.tasks.wallets.test_wallets_support import WalletSpec, seed
 
     seed(engine, {"a": [WalletSpec("main", granted="10")]})  # a subscription to rate
     from prefect.settings import PREFECT_API_URL, temporary_settings

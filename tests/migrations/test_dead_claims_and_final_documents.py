@@ -15,9 +15,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from tallyflow.infra import db, migrate
-from tallyflow.tasks.invoice_documents import invoice_objects, render_documents
-from tallyflow.tasks.invoice_render import pdf_available, render_html
-from tests.tasks.test_invoicing import _finalized
+from tallyflow.tasks.invoicing.documents import invoice_objects, render_documents
+from tallyflow.tasks.invoicing.render import pdf_available, render_html
+from tests.tasks.invoicing.test_invoicing import _finalized
 
 _STATUS = re.compile(r"<td>Status</td><td>([^<]*)</td>")
 
@@ -54,7 +54,7 @@ def test_documents_rendered_as_draft_are_re_rendered_once(
                      {"h": render_html(old), "id": row.id})
         conn.execute(text("alter table invoices enable trigger invoices_final"))
     if pdf_available():
-        from tallyflow.tasks.invoice_pdfs import make_missing_pdfs
+        from tallyflow.tasks.invoicing import make_missing_pdfs
 
         assert make_missing_pdfs(engine) >= 1  # made from the draft-looking document
     _migrate_to(engine, "0019", down=True)

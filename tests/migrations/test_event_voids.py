@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from tallyflow.infra import db, migrate
-from tallyflow.tasks.voids import EventKey, void_events
+from tallyflow.tasks.corrections.voids import EventKey, void_events
 from tests.tasks.rating_fixtures import load_rows
 
 WHEN = datetime(2025, 3, 10, 12, tzinfo=UTC)

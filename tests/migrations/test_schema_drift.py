@@ -9,19 +9,19 @@ What the comparison leaves out, and why (each entry is a decision, not a conveni
 - Triggers and their functions: autogenerate does not compare them, so they cannot drift
   silently here and are pinned by behaviour instead. Today there is one,
   ``wallet_transactions_ledger`` (migration 0004: a settled ledger row never changes and no row
-  is deleted), tested in ``tests/tasks/test_wallet_ledger.py``; the test below also checks it
-  exists, so a migration that drops it fails here.
+  is deleted), tested in ``tests/tasks/wallets/test_wallet_ledger.py``; the test below also
+  checks it exists, so a migration that drops it fails here.
 - CHECK constraint bodies: autogenerate does not compare them either; each is tested by the
-  rows it refuses (e.g. whole minor units in ``tests/tasks/test_wallet_ledger.py``).
+  rows it refuses (e.g. whole minor units in ``tests/tasks/wallets/test_wallet_ledger.py``).
 - Partitions: ``usage_snapshots`` is range-partitioned by month of ``as_of`` (migration 0015);
   its partitions ``usage_snapshots_YYYY_MM`` and ``usage_snapshots_default`` are reflected as
   tables of their own (with their indexes) but are declared only as the parent's
   ``postgresql_partition_by``, and months come and go with time (``tallyflow.infra.partitions``,
   ``tallyflow archive``), so they are excluded by name pattern; ``test_snapshots_are_partitioned``
   below pins the layout.
-- Staging tables (``create temp table ... on commit drop`` in ``tasks/ingest.py`` and
-  ``tasks/usage.py``) live in one transaction of one session, never in the migrated schema, so
-  they never show up here.
+- Staging tables (``create temp table ... on commit drop`` in ``tasks/ingest/load.py`` and
+  ``tasks/usage/rating.py``) live in one transaction of one session, never in the migrated
+  schema, so they never show up here.
 """
 
 from __future__ import annotations
@@ -63,13 +63,13 @@ def schema_differences(engine: Engine, target: MetaData) -> list[Any]:
 TRIGGERS = {
     ("wallet_transactions", "wallet_transactions_ledger"),
     # migration 0006: finalized invoices, their fees, periods and PDFs never change
-    # (tests/tasks/test_invoicing.py, tests/flows/test_invoices_flow.py)
+    # (tests/tasks/invoicing/test_invoicing.py, tests/flows/test_invoices_flow.py)
     ("invoices", "invoices_final"),
     ("invoice_fees", "invoice_fees_final"),
     ("invoice_subscriptions", "invoice_subscriptions_final"),
     ("invoice_pdfs", "invoice_pdfs_final"),
     # migration 0017: a void is never undone, its audit trail never changes
-    # (tests/migrations/test_event_voids.py, tests/tasks/test_voids.py)
+    # (tests/migrations/test_event_voids.py, tests/tasks/corrections/test_voids.py)
     ("events", "events_void_kept"),
     ("event_voids", "event_voids_kept"),
 }

@@ -13,10 +13,10 @@ from sqlalchemy import Engine, text
 
 from tallyflow.infra import db, migrate
 from tallyflow.infra.partitions import COLUMNS, month_partitions
-from tallyflow.tasks.partitions import ensure_snapshot_partitions
 from tallyflow.tasks.usage import snapshot_subscriptions
-from tests.tasks.test_invoicing import catalog, ingested_until, usage_events
-from tests.tasks.test_lifecycle import cycle
+from tallyflow.tasks.usage.partitions import ensure_snapshot_partitions
+from tests.tasks.invoicing.test_invoicing import catalog, ingested_until, usage_events
+from tests.tasks.subscriptions.test_lifecycle import cycle
 
 HOURS = [datetime(2025, 3, 10, 13, tzinfo=UTC), datetime(2025, 3, 20, tzinfo=UTC),
          datetime(2025, 4, 6, tzinfo=UTC)]

@@ -36,7 +36,7 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
         **{name: "tasks/invoicing/"
            for name in ("document_number_prefix", "tax_codes", "is_default",
                         "invoice_grace_period", "net_payment_term")},
-        **{name: "tasks/templates/invoice.html"
+        **{name: "tasks/invoicing/templates/invoice.html"
            for name in ("email", "legal_name", "legal_number", "tax_identification_number",
                         "address_line1", "address_line2", "city", "zipcode", "state",
                         "country", "invoice_footer")},
@@ -52,27 +52,28 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
                      "recurring", "rounding_function", "rounding_precision",
                      "weighted_interval", "filters")
     },
-    # charges are written with their plan's version (tasks/plan_versions.py)
-    ChargeFilterPayload: {name: "tasks/plan_versions.py"
+    # charges are written with their plan's version (tasks/catalog/plan_versions.py)
+    ChargeFilterPayload: {name: "tasks/catalog/plan_versions.py"
                    for name in ("values", "properties", "invoice_display_name")},
     Charge: {
         "billable_metric_code": "models/catalog/",  # through Charge.metric_code
         "billable_metric_id": "models/catalog/",
-        "charge_model": "tasks/plan_versions.py",
-        "properties": "tasks/plan_versions.py",
-        "filters": "tasks/plan_versions.py",
-        "invoice_display_name": "tasks/plan_versions.py",
-        "min_amount_cents": "tasks/plan_versions.py",
-        "prorated": "tasks/usage.py",  # ChargeInfo.prorated, priced in models/rating/pricing.py
+        "charge_model": "tasks/catalog/plan_versions.py",
+        "properties": "tasks/catalog/plan_versions.py",
+        "filters": "tasks/catalog/plan_versions.py",
+        "invoice_display_name": "tasks/catalog/plan_versions.py",
+        "min_amount_cents": "tasks/catalog/plan_versions.py",
+        # ChargeInfo.prorated, priced in models/rating/pricing.py
+        "prorated": "tasks/usage/rating.py",
         "tax_codes": "tasks/invoicing/",
-        **{name: "tasks/plan_versions.py"
+        **{name: "tasks/catalog/plan_versions.py"
            for name in ("pay_in_advance", "invoiceable", "regroup_paid_fees")},
     },
     Plan: {
         **{name: "tasks/catalog/"
            for name in ("code", "name", "description", "interval", "amount_currency",
                         "amount_cents", "trial_period")},
-        "charges": "tasks/plan_versions.py",
+        "charges": "tasks/catalog/plan_versions.py",
         **{name: "tasks/invoicing/"
            for name in ("invoice_display_name", "tax_codes", "minimum_commitment",
                         "pay_in_advance")},

@@ -27,7 +27,7 @@ from tallyflow.models.events import (
     validate_record,
 )
 from tallyflow.models.mappings import CLOUDEVENTS, LAGO
-from tallyflow.tasks.readers import loads_exact
+from tallyflow.tasks.ingest import loads_exact
 
 WRITTEN_AT = datetime(2025, 11, 25, tzinfo=UTC)
 BOUNDS = TimeBounds(written_at=WRITTEN_AT)
@@ -95,8 +95,8 @@ def test_the_first_broken_field_is_reported_in_field_order() -> None:
 
 def test_every_reason_code_is_covered_here_or_by_the_readers() -> None:
     # invalid_json, record_too_large and column_count come from the readers (test_readers.py);
-    # conflicting_duplicate from the load (tests/tasks/test_ingest_order.py); archived_period
-    # from the archive horizon at ingest (tests/tasks/test_archive.py); the others are
+    # conflicting_duplicate from the load (tests/tasks/ingest/test_ingest_order.py); archived_period
+    # from the archive horizon at ingest (tests/tasks/archive/test_archive.py); the others are
     # produced by validate_record in the tables below.
     assert {r.value for r in Reason} == {
         "invalid_json",

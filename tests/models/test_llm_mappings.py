@@ -24,7 +24,7 @@ from tallyflow.models.mappings import (
     path_problem,
 )
 from tallyflow.models.otel_genai import OTEL_GENAI, _attributes
-from tallyflow.tasks import plugins
+from tallyflow.tasks.ingest import plugins
 from tests.llm_golden import outcome
 
 LLM = sorted(name for name, m in plugins.mappings().items()

@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from tallyflow.tasks.advance_charges import bill_advance_charges
-from tests.tasks.test_advance_charges import DAY, events, fees, ledger
-from tests.tasks.test_invoicing import catalog, invoices
-from tests.tasks.test_wallets_support import assert_balances_match_ledger, run_once
+from tallyflow.tasks.invoicing.advance.charges import bill_advance_charges
+from tests.tasks.invoicing.test_advance_charges import DAY, events, fees, ledger
+from tests.tasks.invoicing.test_invoicing import catalog, invoices
+from tests.tasks.wallets.test_wallets_support import assert_balances_match_ledger, run_once
 
 ROOT = Path(__file__).resolve().parents[2]
 _CHILD = """
 import sys
 from datetime import datetime
 from tallyflow.infra.resources import billing_engine
-from tallyflow.tasks.advance_charges import bill_advance_charges
+from tallyflow.tasks.invoicing.advance.charges import bill_advance_charges
 bill_advance_charges(billing_engine(), datetime.fromisoformat(sys.argv[1]))
 """
 

@@ -309,7 +309,7 @@ def test_threshold_top_up_too_small_to_lift_fires_once_per_crossing(engine: Engi
     from concurrent.futures import ThreadPoolExecutor
 
     from tallyflow.tasks import wallets as w
-    from tests.tasks.test_wallets_support import (
+    from tests.tasks.wallets.test_wallets_support import (
         AS_OF,
         WalletSpec,
         assert_balances_match_ledger,
@@ -318,7 +318,7 @@ def test_threshold_top_up_too_small_to_lift_fires_once_per_crossing(engine: Engi
         seed,
         set_usage,
     )
-    from tests.tasks.test_wallets_topups import _rule
+    from tests.tasks.wallets.test_wallets_topups import _rule
 
     seed(engine, {"a": [WalletSpec("main", granted="10")]})
     _rule(engine, "main", trigger="threshold", threshold_credits=Decimal(5),

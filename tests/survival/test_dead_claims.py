@@ -28,13 +28,11 @@ from typer.testing import CliRunner
 from tallyflow.cli.main import app
 from tallyflow.flows.billing import billing_cycle
 from tallyflow.flows.ingest import ingest_events
-from tallyflow.tasks.ingest_claims import watermark_holder
-from tallyflow.tasks.invoice_documents import list_invoices
-from tallyflow.tasks.invoicing.watermark import ingest_watermark
-from tallyflow.tasks.sources import SourceSpec
+from tallyflow.tasks.ingest import SourceSpec, watermark_holder
+from tallyflow.tasks.invoicing import ingest_watermark, list_invoices
 from tests.factories import jsonl
+from tests.tasks.invoicing.test_invoicing import CLOSE, MARCH_END, catalog
 from tests.tasks.rating_fixtures import token_event
-from tests.tasks.test_invoicing import CLOSE, MARCH_END, catalog
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -45,7 +43,7 @@ USED = MARCH_END - timedelta(days=20)
 _CHILD = """
 import sys
 from tallyflow.flows.ingest import ingest_events
-from tallyflow.tasks.sources import SourceSpec
+from tallyflow.tasks.ingest.sources import SourceSpec
 ingest_events(SourceSpec(url=sys.argv[1]), chunk_rows=1)
 """
 
@@ -133,9 +131,8 @@ def test_a_killed_one_off_ingest_is_reclaimed_and_invoices_finalize_on_time(
 
 def test_a_live_runs_claim_is_not_taken(engine: Engine, tmp_path: Path) -> None:
     """A pending object whose claimer is still running is not reclaimed (nor shown dead)."""
-    from tallyflow.tasks.ingest import register_objects, start_run
-    from tallyflow.tasks.ingest_claims import reclaim_dead_claims
-    from tallyflow.tasks.sources import build_source
+    from tallyflow.tasks.ingest import build_source, register_objects, start_run
+    from tallyflow.tasks.ingest.claims import reclaim_dead_claims
 
     (tmp_path / "a.jsonl").write_text(jsonl([token_event("a1", USED, 1)]))
     source = build_source(SourceSpec(url=tmp_path.as_uri()))

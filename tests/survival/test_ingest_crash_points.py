@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.flows.ingest import ingest_events
-from tallyflow.tasks.sources import SourceSpec
+from tallyflow.tasks.ingest import SourceSpec
 from tests.factories import event, jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -45,7 +45,7 @@ CRASH_POINTS = [
 _CHILD = """
 import sys
 from tallyflow.flows.ingest import ingest_events
-from tallyflow.tasks.sources import SourceSpec
+from tallyflow.tasks.ingest.sources import SourceSpec
 ingest_events(SourceSpec(url=sys.argv[1]), chunk_rows=400)
 """
 

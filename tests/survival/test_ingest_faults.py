@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.flows.ingest import IngestFailed, ingest_events
-from tallyflow.tasks.sources import SourceSpec
+from tallyflow.tasks.ingest import SourceSpec
 from tests.factories import event, jsonl
 from tests.faults import damage_at, terminate_other_backends
 
@@ -92,7 +92,7 @@ def test_object_store_dies_mid_read_then_next_run_ingests(
 _CHILD = """
 import sys
 from tallyflow.flows.ingest import ingest_events
-from tallyflow.tasks.sources import SourceSpec
+from tallyflow.tasks.ingest.sources import SourceSpec
 print(ingest_events(SourceSpec(url=sys.argv[1]), chunk_rows=500))
 """
 

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.flows.invoice_pdfs import invoice_pdfs
-from tallyflow.tasks.history import reap_stale
-from tallyflow.tasks.invoice_render import pdf_available
+from tallyflow.tasks.invoicing import pdf_available
+from tallyflow.tasks.runs import reap_stale
 from tests.flows.test_invoice_pdfs_flow import finalized_invoices, pdf_counts
 
 pytestmark = [

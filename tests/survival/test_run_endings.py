@@ -117,7 +117,7 @@ def test_kill_9_is_recorded_crashed_by_the_next_command_and_leaves_no_process(
 
 
 def test_a_live_run_is_not_reaped(engine: Engine) -> None:
-    from tallyflow.tasks.history import finish, reap_stale, start
+    from tallyflow.tasks.runs.history import finish, reap_stale, start
 
     start(engine, "live-run", "ingest", "ingest x", None)
     assert reap_stale(engine, stale=60) == []

@@ -41,8 +41,7 @@ from sqlalchemy import Engine, text
 from tallyflow.tasks import wallets as w
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import fold_pending
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
 from tallyflow.tasks.usage import due_subscriptions, snapshot_subscriptions
 from tests.factories import jsonl
 

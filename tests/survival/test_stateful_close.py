@@ -34,14 +34,12 @@ from hypothesis.stateful import (
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.catalog import apply_catalog
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.invoice_documents import list_invoices
-from tallyflow.tasks.invoicing import close_periods
-from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
+from tallyflow.tasks.invoicing import close_periods, list_invoices
 from tests.factories import jsonl
 from tests.survival.test_close_crash_points import assert_invoices_agree_with_the_ledger
 from tests.survival.test_stateful_billing import EXAMPLES, MODELS, PLAN, PRICES, bill
-from tests.tasks.test_wallets_support import assert_balances_match_ledger
+from tests.tasks.wallets.test_wallets_support import assert_balances_match_ledger
 
 # November ends at 23:00Z (Paris), 04:59:59Z (New York) and 07:59:59Z... for the calendar
 # customers; with the 2 h settle delay the hours after 10:00Z finalize both.

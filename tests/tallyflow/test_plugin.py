@@ -25,7 +25,7 @@ HOMES = {
     "MAPPING_GROUP": "tallyflow.tasks.plugins",
     "SOURCE_GROUP": "tallyflow.tasks.plugins",
     "PluginWarning": "tallyflow.tasks.plugins",
-    "FORMATS": "tallyflow.tasks.readers",
+    "FORMATS": "tallyflow.tasks.ingest.readers",
     "ObjectRef": "tallyflow.tasks.sources",
     "Source": "tallyflow.tasks.sources",
     "SourceSpec": "tallyflow.tasks.sources",
@@ -61,7 +61,7 @@ def test_a_source_written_against_the_contract_is_registered_and_built(
 ) -> None:
     from pydantic import BaseModel, ConfigDict
 
-    from tallyflow.tasks import plugins
+    from tallyflow.tasks.ingest import plugins
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -14,8 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.catalog import apply_catalog
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 MISTRAL = ROOT / "examples" / "mistral"

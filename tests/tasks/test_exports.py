@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.errors import UserError
+from tallyflow.tasks.corrections.voids import EventKey, void_events
 from tallyflow.tasks.exports import (
     COLUMNS,
     MONEY,
@@ -31,9 +32,15 @@ from tallyflow.tasks.exports import (
     schema,
     usage_rows,
 )
-from tallyflow.tasks.voids import EventKey, void_events
+from tests.tasks.invoicing.test_invoicing import (
+    CLOSE,
+    MARCH_END,
+    catalog,
+    hour,
+    ingested_until,
+    usage_events,
+)
 from tests.tasks.rating_fixtures import apply_mistral, ingest_events, load_rows, token_event
-from tests.tasks.test_invoicing import CLOSE, MARCH_END, catalog, hour, ingested_until, usage_events
 
 EXPORTS = list(COLUMNS)
 

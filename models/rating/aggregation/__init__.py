@@ -2,7 +2,7 @@
 
 Each kind (``count``, ``sum``, ``max``, ``latest``, ``unique_count``, ``weighted_sum``) is a
 module holding its state and its definition (what the catalog, pricing, pay in advance and the
-SQL fold ask of it); ``registry.py`` maps ``AggregationType`` to it (docs/architecture.md §8,
+SQL fold ask of it); ``registry.py`` maps ``AggregationType`` to it (docs/architecture.md §9,
 "Adding an aggregation").
 
 Why state and not functions over event lists: the hourly flows must cost what the new events

@@ -1,7 +1,7 @@
 """The aggregation registry (Lago's ``BillableMetrics::AggregationFactory``): kind -> module.
 
 Adding an aggregation is its module in this package, its ``AggregationType`` member and one
-line in ``_DEFINITIONS`` (docs/architecture.md §8); the catalog's rules, pricing, pay in
+line in ``_DEFINITIONS`` (docs/architecture.md §9); the catalog's rules, pricing, pay in
 advance and the SQL fold ask the registered definition. The functions below are the
 operations over any state, dispatched through it.
 """

@@ -215,7 +215,7 @@ class AggregationDefinition(ABC, Generic[S]):
 
     The class attributes and methods are what the catalog, pricing, the pay-in-advance code
     and the SQL fold ask instead of testing the kind: adding a kind is its module and one line
-    in ``registry.py`` (docs/architecture.md §8).
+    in ``registry.py`` (docs/architecture.md §9).
     """
 
     kind: ClassVar[AggregationType]

@@ -3,7 +3,7 @@
 Each model is a module of this package (``standard``, ``package``, ``graduated``, ``volume``,
 ``percentage``, ``graduated_percentage``, ``dynamic``) holding its properties type, their
 parsing, its pricing and its prorated behaviour where it has any; ``registry.py`` maps Lago's
-``charge_model`` string to it (docs/architecture.md §8, "Adding a charge model").
+``charge_model`` string to it (docs/architecture.md §9, "Adding a charge model").
 
 Amounts are unrounded ``Decimal`` in major units (dollars); rounding to cents happens once, in
 :class:`Fee`, ROUND_HALF_UP at the currency exponent. Catalog payloads go through

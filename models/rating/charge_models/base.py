@@ -3,7 +3,7 @@ and the interface a charge model implements (:class:`ChargeModelDefinition`).
 
 A charge model is one module of this package holding its properties type, their parsing, its
 pricing and, where it has any, its prorated and pay-in-advance behaviour; ``registry.py`` maps
-Lago's ``charge_model`` string to it (docs/architecture.md §8). ``Fee`` is where rounding to the
+Lago's ``charge_model`` string to it (docs/architecture.md §9). ``Fee`` is where rounding to the
 currency's minor unit happens, once, ROUND_HALF_UP.
 """
 

@@ -1,7 +1,7 @@
 """The charge model registry (Lago's ``ChargeModels::Factory``): ``charge_model`` -> its module.
 
 Adding a charge model is its module in this package and one line in ``_DEFINITIONS``
-(docs/architecture.md §8); the catalog's list of models, ``ChargeModel`` and every dispatch
+(docs/architecture.md §9); the catalog's list of models, ``ChargeModel`` and every dispatch
 below follow from it. The functions below are what the rest of the code calls: they look the
 model up, parse the payload when given one, and run the model in the 60-digit pricing context.
 """

@@ -30,7 +30,7 @@ from tallyflow.api.lago import LagoJSON, invalid, page_args, paginated
 from tallyflow.api.objects import CatalogKind, catalog_list, catalog_one
 from tallyflow.api.schemas import document_request, request_body
 from tallyflow.models.catalog import SUBSCRIPTION
-from tallyflow.tasks.catalog.reads import key_exists
+from tallyflow.tasks.catalog import key_exists
 
 
 def catalog_router(kind: CatalogKind, *, upsert: bool = False) -> APIRouter:

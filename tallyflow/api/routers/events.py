@@ -20,7 +20,7 @@ from tallyflow.api.lago import LagoError, LagoJSON, invalid
 from tallyflow.api.pipeline import Pipeline
 from tallyflow.api.schemas import BatchRequest, EventRequest, request_body
 from tallyflow.api.settings import MAX_BATCH
-from tallyflow.tasks.catalog.reads import subscription_owners
+from tallyflow.tasks.catalog import subscription_owners
 
 EVENT_BODY_KEYS = set(EventRequest.model_fields)
 BATCH_BODY_KEYS = set(BatchRequest.model_fields)

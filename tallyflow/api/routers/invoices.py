@@ -17,8 +17,8 @@ router = APIRouter(prefix="/api/v1/invoices", tags=["invoices"], dependencies=AU
 def list_invoices(request: Request, external_customer_id: str | None = None,
                   status: str | None = None, paging: Paging = Depends(page_params),
                   engine: Engine = Depends(get_engine)) -> LagoJSON:
-    from tallyflow.tasks.invoice_documents import count_invoices
-    from tallyflow.tasks.invoice_documents import list_invoices as invoices
+    from tallyflow.tasks.invoicing import count_invoices
+    from tallyflow.tasks.invoicing import list_invoices as invoices
 
     only_params(request, ("external_customer_id", "status"))
     page, per_page = page_args(paging.page, paging.per_page)
@@ -32,7 +32,7 @@ def list_invoices(request: Request, external_customer_id: str | None = None,
 
 @router.get("/{lago_id}")
 def get_invoice(request: Request, lago_id: str, engine: Engine = Depends(get_engine)) -> LagoJSON:
-    from tallyflow.tasks.invoice_documents import find_invoice
+    from tallyflow.tasks.invoicing import find_invoice
 
     only_params(request)
     invoice = find_invoice(engine, lago_id)

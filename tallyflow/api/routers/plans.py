@@ -11,7 +11,7 @@ from tallyflow.api.deps import get_engine
 from tallyflow.api.lago import LagoJSON, invalid, iso
 from tallyflow.api.objects import PLANS, catalog_one
 from tallyflow.api.routers.catalog import catalog_router
-from tallyflow.tasks.catalog.reads import soft_delete_plan
+from tallyflow.tasks.catalog import soft_delete_plan
 
 router = catalog_router(PLANS)
 

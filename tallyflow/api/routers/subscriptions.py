@@ -32,8 +32,8 @@ async def terminate_subscription(
 
 
 def _terminate(engine: Engine, external_id: str, on_termination_invoice: str | None) -> LagoJSON:
-    from tallyflow.tasks.lifecycle import LifecycleError
-    from tallyflow.tasks.lifecycle import terminate_subscription as terminate
+    from tallyflow.tasks.subscriptions import LifecycleError
+    from tallyflow.tasks.subscriptions import terminate_subscription as terminate
 
     try:
         terminate(engine, external_id, on_termination_invoice=on_termination_invoice)

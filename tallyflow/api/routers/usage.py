@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from tallyflow.api.deps import AUTH, get_engine, only_params
 from tallyflow.api.lago import LagoError, LagoJSON, invalid, not_found
 from tallyflow.api.objects import with_total_units
-from tallyflow.tasks.catalog.reads import customer_id, subscription_owners
+from tallyflow.tasks.catalog import customer_id, subscription_owners
 
 router = APIRouter(prefix="/api/v1/customers", tags=["usage"], dependencies=AUTH)
 

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from tallyflow.api.deps import AUTH, authenticate, event_body, get_engine
 from tallyflow.api.lago import LagoError, LagoJSON, invalid
 from tallyflow.api.schemas import VoidRequest, request_body
-from tallyflow.tasks.voids import EventKey, VoidError, event_status, void_and_rerate
+from tallyflow.tasks.corrections import EventKey, VoidError, event_status, void_and_rerate
 
 MAX_KEYS = 100  # like Lago's event batch
 _BODY_KEYS = set(VoidRequest.model_fields)

@@ -42,11 +42,7 @@ from tallyflow.api.schemas import (
 from tallyflow.models.catalog import WALLET, format_datetime, wallet_code
 from tallyflow.models.lago.resources import WalletTransaction
 from tallyflow.models.rating.money import exact_number
-from tallyflow.tasks.wallets.overview import (
-    customer_wallet_id,
-    top_up_transactions,
-    transactions_page,
-)
+from tallyflow.tasks.wallets import customer_wallet_id, top_up_transactions, transactions_page
 
 router = APIRouter(prefix="/api/v1", tags=["wallets"], dependencies=AUTH)
 _WALLET_BODY = request_body(document_request(WALLET))

@@ -1,4 +1,4 @@
-"""``mismatches``: what tests hold real outputs to (docs/architecture.md §10). It must fail
+"""``mismatches``: what tests hold real outputs to (docs/architecture.md §11). It must fail
 on every kind of departure, or the shape tests that use it prove nothing."""
 
 from typing import Any, NotRequired, TypedDict

@@ -1,4 +1,4 @@
-"""Money as Lago's fields and as people read it (docs/architecture.md §10)."""
+"""Money as Lago's fields and as people read it (docs/architecture.md §11)."""
 
 from decimal import Decimal
 

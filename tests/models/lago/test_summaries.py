@@ -1,4 +1,4 @@
-"""The run summaries' shapes against the rules they report (docs/architecture.md §10)."""
+"""The run summaries' shapes against the rules they report (docs/architecture.md §11)."""
 
 from tallyflow.models.lago.summaries import UsageSnapshotSummary
 from tallyflow.models.rating.unbillable import UnbillableReason

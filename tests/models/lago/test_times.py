@@ -1,4 +1,4 @@
-"""The four timestamp forms (docs/architecture.md §10): each pinned, so none drifts into
+"""The four timestamp forms (docs/architecture.md §11): each pinned, so none drifts into
 another (a changed key form would post a ledger row twice)."""
 
 from datetime import UTC, datetime, timedelta, timezone

@@ -1,4 +1,4 @@
-"""The registries of charge models and aggregations (docs/architecture.md §8).
+"""The registries of charge models and aggregations (docs/architecture.md §9).
 
 What the catalog accepts is exactly what is registered, and every registered module provides
 the whole interface the rest of the code asks of it. A new charge model or aggregation fails

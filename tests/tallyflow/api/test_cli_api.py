@@ -65,7 +65,7 @@ def test_the_api_deployment_reads_the_apis_own_source(
     from tallyflow.api.pipeline import api_source
     from tallyflow.api.settings import api_settings
     from tallyflow.deployments.serve import deployment_specs
-    from tallyflow.tasks.sources import SourceSpec, build_source
+    from tallyflow.tasks.ingest import SourceSpec, build_source
 
     monkeypatch.setenv("TALLYFLOW_HOME", str(tmp_path))
     if bucket is None:

@@ -17,8 +17,7 @@ from sqlalchemy import Engine, text
 
 from tallyflow.api.keys import revoke_key
 from tallyflow.api.pipeline import GroupCommit, Loader, ObjectWriter, api_source
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.sources import ObjectRef
+from tallyflow.tasks.ingest import ObjectRef, ingest_object, register_objects
 from tests.tallyflow.api.conftest import settings_for, wait_for
 from tests.tasks.rating_fixtures import SUB, apply_mistral
 

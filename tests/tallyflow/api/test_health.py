@@ -11,8 +11,7 @@ from sqlalchemy import Engine
 
 from tallyflow.models.lago.conformance import mismatches
 from tallyflow.models.lago.summaries import BillingHealthFigures
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
 
 
 def _fail_one_object(engine: Engine, folder: Path) -> None:

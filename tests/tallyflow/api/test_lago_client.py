@@ -28,8 +28,8 @@ from typer.testing import CliRunner
 
 from tallyflow.cli.main import app as cli
 from tallyflow.flows.ingest import ingest_events
+from tallyflow.tasks.ingest import SourceSpec
 from tallyflow.tasks.invoicing import close_periods
-from tallyflow.tasks.sources import SourceSpec
 from tests.tallyflow.api.conftest import LiveApi, wait_for
 from tests.tallyflow.api.test_writes import DOCS
 from tests.tasks.rating_fixtures import SUB

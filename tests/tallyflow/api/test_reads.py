@@ -55,7 +55,7 @@ def test_current_usage_is_the_clis(client: TestClient, engine: Engine, tmp_path:
         "units"]
     assert {k: v for k, v in usage.items() if k != "charges_usage"} == {
         k: v for k, v in expected.items() if k != "charges_usage"}
-    # the two shapes of customer usage (docs/architecture.md §10): the API's has Lago's
+    # the two shapes of customer usage (docs/architecture.md §11): the API's has Lago's
     # total_aggregated_units, the CLI's does not
     assert mismatches(usage, ApiCustomerUsage) == []
     assert mismatches(expected, CustomerUsage) == []
@@ -169,7 +169,7 @@ def test_wallets_top_ups_and_transactions(client: TestClient, engine: Engine,
     assert after["credits_balance"] == "30.00000"
     overview = cli_json("wallets", "show", "acme")
     assert after == {**overview["wallets"][0], "lago_customer_id": wallet["lago_customer_id"]}
-    # one wallet, two outputs; one transaction base, two forms (docs/architecture.md §10)
+    # one wallet, two outputs; one transaction base, two forms (docs/architecture.md §11)
     assert mismatches(after, ApiWallet) == []
     assert mismatches(overview, WalletOverview) == []
     assert [mismatches(t, WalletTransaction) for t in posted] == [[], []]
@@ -220,7 +220,7 @@ def test_invoices_are_paged_in_sql(client: TestClient, engine: Engine, tmp_path:
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A page reads and builds only its own invoices (LIMIT/OFFSET and a count), in the
     CLI's order, with Lago's meta; a page past the end is empty."""
-    import tallyflow.tasks.invoice_documents as documents
+    import tallyflow.tasks.invoicing.documents as documents
 
     apply_mistral(engine, tmp_path)
     ingest_events(engine, tmp_path, [token_event("a", "2025-03-10T00:00:00Z", 3_000_000)])

@@ -10,9 +10,9 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
+from tests.tasks.corrections.test_voids import WALLET, _used, events_stored
 from tests.tasks.rating_fixtures import SUB
-from tests.tasks.test_voids import WALLET, _used, events_stored
-from tests.tasks.test_wallets_support import balances
+from tests.tasks.wallets.test_wallets_support import balances
 
 VOID = "/api/v1/tallyflow/events/void"
 

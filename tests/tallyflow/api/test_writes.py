@@ -164,7 +164,7 @@ def test_delete_of_a_pending_subscription_cancels_it(client: TestClient) -> None
 def test_get_subscription_shows_the_row_in_force_while_a_downgrade_waits(
     client: TestClient, engine: Engine
 ) -> None:
-    from tallyflow.tasks.lifecycle import change_plan
+    from tallyflow.tasks.subscriptions import change_plan
 
     create_mistral(client)
     for code, cents in (("pro", 10_000), ("basic", 100)):

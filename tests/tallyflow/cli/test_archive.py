@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
-from tests.tasks.test_archive import _events, _march_closed
-from tests.tasks.test_archive_snapshots import _march_snapshots
+from tests.tasks.archive.test_archive import _events, _march_closed
+from tests.tasks.archive.test_archive_snapshots import _march_snapshots
 
 runner = CliRunner()
 

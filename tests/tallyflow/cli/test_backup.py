@@ -15,10 +15,9 @@ from tallyflow.infra import db
 from tallyflow.models.tables import metadata
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.folding import fold_pending
-from tallyflow.tasks.ingest import ingest_object, register_objects
-from tallyflow.tasks.partitions import ensure_snapshot_partitions
-from tallyflow.tasks.sources import SourceSpec, build_source
+from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
 from tallyflow.tasks.usage import due_subscriptions, snapshot_subscriptions
+from tallyflow.tasks.usage.partitions import ensure_snapshot_partitions
 
 PROJECT = Path(__file__).parents[3]
 

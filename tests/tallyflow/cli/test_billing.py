@@ -18,8 +18,8 @@ from tallyflow.cli.billing import billing_hour
 from tallyflow.cli.main import app
 from tallyflow.models.lago.conformance import mismatches
 from tallyflow.models.lago.summaries import BillingCycleSummary
+from tests.tasks.invoicing.test_invoicing import ingested_until
 from tests.tasks.rating_fixtures import MISTRAL, ingest_events, token_event
-from tests.tasks.test_invoicing import ingested_until
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 runner = CliRunner()

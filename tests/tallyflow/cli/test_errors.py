@@ -177,7 +177,7 @@ def test_cli_choices_are_the_flow_parameter_choices() -> None:
     from typing import get_args
 
     from tallyflow.cli.ingest import FORMAT_CHOICES
-    from tallyflow.tasks.sources import SourceSpec
+    from tallyflow.tasks.ingest import SourceSpec
 
     fields = SourceSpec.model_fields
     assert FORMAT_CHOICES == get_args(fields["format"].annotation)

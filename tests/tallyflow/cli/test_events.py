@@ -12,8 +12,8 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
+from tests.tasks.corrections.test_voids import NOW, _used
 from tests.tasks.rating_fixtures import SUB
-from tests.tasks.test_voids import NOW, _used
 
 runner = CliRunner()
 AT = (NOW + timedelta(minutes=20)).isoformat()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
-from tallyflow.tasks.mappings import HERE
+from tallyflow.tasks.ingest.mappings import HERE
 
 runner = CliRunner()
 

@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
 from tallyflow.flows.ingest import reingest_object
-from tallyflow.tasks import plugins
-from tests.tasks.test_plugins import guide_files
+from tallyflow.tasks.ingest import plugins
+from tests.tasks.ingest.test_plugins import guide_files
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 runner = CliRunner()
-MAPPINGS = Path(__file__).parents[3] / "tasks" / "mappings"
+MAPPINGS = Path(__file__).parents[3] / "tasks" / "ingest" / "mappings"
 # The OpenAI-style records: one record -> an input and an output event.
 RECORDS = [
     {"id": "r-1", "model": "gpt-4o", "created": 1764000000, "user": "sub_a",

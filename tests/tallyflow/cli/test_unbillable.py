@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from tallyflow.cli.main import app
 from tallyflow.tasks.catalog import apply_catalog
 from tests.tasks.rating_fixtures import ingest_events
-from tests.tasks.test_unbillable_counts import SUB, _catalog, _event
+from tests.tasks.usage.test_unbillable_counts import SUB, _catalog, _event
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 runner = CliRunner()

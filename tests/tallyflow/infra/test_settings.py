@@ -1,4 +1,4 @@
-"""The one typed Settings (docs/architecture.md §11): each variable parsed as before, read once
+"""The one typed Settings (docs/architecture.md §12): each variable parsed as before, read once
 per process and never at import, every name in the code a field, the docs' tables generated."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ CODE = ["tasks", "models", "flows", "deployments", "migrations", "examples", "be
 PRODUCT = ["tasks", "models", "flows", "deployments", "migrations", "tallyflow/api",
            "tallyflow/cli", "tallyflow/infra", "tallyflow/errors.py"]
 # Read from the environment outside the model: the CLI's set-up of Prefect's own settings,
-# before Prefect is imported (§11), and its fallback when the settings themselves failed.
+# before Prefect is imported (§12), and its fallback when the settings themselves failed.
 ENVIRONMENT_READERS = {"tallyflow/infra/settings.py", "tallyflow/cli/main.py"}
 NAME = re.compile(r"\bTALLYFLOW_[A-Z0-9_]*[A-Z0-9]\b")
 
