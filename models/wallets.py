@@ -321,6 +321,46 @@ def plan_deductions(
     return DeductionPlan(tuple(plans), uncovered, overflow, after)
 
 
+
+@dataclass(frozen=True)
+class OngoingUsage:
+    """What the next deduction run would still take, per wallet, in money and in credits, and
+    the usage and deducted totals of the scopes (``wallet_overview``'s ongoing figures)."""
+
+    pending_cents: Mapping[int, Decimal]
+    pending_credits: Mapping[int, Decimal]
+    usage_cents: Decimal
+    deducted_cents: Decimal
+
+
+def ongoing_usage(scopes: Sequence[UsageScope], funds: Mapping[int, WalletFunds]) -> OngoingUsage:
+    """The usage not deducted yet, allocated as the next run would allocate it.
+
+    Each scope's growth (usage rounded to cents minus what is deducted) is spread with
+    ``allocate_usage`` over the wallets in its currency, each scope seeing the balances the
+    earlier ones left; a decrease is not pending (the run refunds it, nothing is owed). So a
+    wallet's ongoing balance is exact between hourly runs.
+    """
+    after = dict(funds)
+    pending_cents: dict[int, Decimal] = {}
+    pending_credits: dict[int, Decimal] = {}
+    usage = deducted = ZERO
+    for scope in scopes:
+        target = round_minor(scope.amount_cents)
+        usage += target
+        deducted += scope.deducted_cents
+        delta = target - scope.deducted_cents
+        if delta <= 0:
+            continue
+        usable = [f for f in after.values() if f.currency == scope.currency]
+        for posting in allocate_usage(delta, usable).postings:
+            after[posting.wallet_id] = apply_posting(after[posting.wallet_id], posting)
+            wallet = posting.wallet_id
+            pending_cents[wallet] = pending_cents.get(wallet, ZERO) + posting.amount_cents
+            pending_credits[wallet] = pending_credits.get(wallet, ZERO) + posting.credits
+    return OngoingUsage(pending_cents, pending_credits, usage, deducted)
+
+
 def _add_months(moment: datetime, months: int) -> datetime:
     month0 = moment.month - 1 + months
     year, month = moment.year + month0 // 12, month0 % 12 + 1

@@ -24,6 +24,7 @@ from tallyflow.models.wallets import (
     cents_for,
     credits_for,
     interval_start,
+    ongoing_usage,
     plan_deductions,
     round_credits,
     top_up_credits,
@@ -266,3 +267,47 @@ def test_credits_of_usage_at_the_number_rules_bound_are_exact(cents: int) -> Non
     assert cents_for(credits, Decimal("1"), "USD") == cents
     half = Decimal(f"{cents // 100}.{cents % 100:02d}0005")
     assert round_credits(half) == Decimal(f"{cents // 100}.{cents % 100:02d}001")
+
+
+@pytest.mark.parametrize(
+    ("scopes", "wallets", "pending", "usage", "deducted"),
+    [
+        # fully deducted: nothing pending
+        ([scope(P1, "500", "500")], {1: funds(1, "10")}, {}, 500, 500),
+        # usage rounds half up before the delta
+        ([scope(P1, "0.5")], {1: funds(1, "10")}, {1: 1}, 1, 0),
+        ([scope(P1, "0.49")], {1: funds(1, "10")}, {}, 0, 0),
+        # a decrease is not pending (the run refunds it), but counts in the totals
+        ([scope(P1, "200", "500")], {1: funds(1, "10")}, {}, 200, 500),
+        # the second scope sees what the first left: priority first, the last wallet overflows
+        ([scope(P1, "800"), scope(P2, "300")], {1: funds(1, "5", priority=1), 2: funds(2, "5")},
+         {1: 500, 2: 600}, 1100, 0),
+        # another currency's wallet takes no part
+        ([scope(P1, "100", currency="EUR")], {1: funds(1, "10")}, {}, 100, 0),
+    ],
+)
+def test_ongoing_usage(
+    scopes: list[UsageScope], wallets: dict[int, WalletFunds], pending: dict[int, int],
+    usage: int, deducted: int,
+) -> None:
+    before = copy.deepcopy(wallets)
+    ongoing = ongoing_usage(scopes, wallets)
+    assert wallets == before  # the inputs are not changed
+    assert ongoing.pending_cents == {w: Decimal(c) for w, c in pending.items()}
+    assert ongoing.pending_credits == {
+        w: credits_for(Decimal(c), Decimal(1), "USD") for w, c in pending.items()
+    }
+    assert (ongoing.usage_cents, ongoing.deducted_cents) == (usage, deducted)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=6),
+       st.lists(st.integers(min_value=0, max_value=10**4), min_size=1, max_size=3))
+def test_ongoing_usage_is_what_the_next_run_would_deduct(
+    usages: list[int], credits: list[int]
+) -> None:
+    wallets = {i + 1: funds(i + 1, str(c), age=i) for i, c in enumerate(credits)}
+    scopes = [scope((i, T0), str(u)) for i, u in enumerate(usages)]
+    plan = plan_deductions(scopes, wallets, {7: sorted(wallets)}, set(wallets))
+    ongoing = ongoing_usage(scopes, wallets)
+    assert {w: wallets[w].balance_cents - ongoing.pending_cents.get(w, Decimal(0))
+            for w in wallets} == {w: f.balance_cents for w, f in plan.funds.items()}
