@@ -15,10 +15,10 @@ Plans paid in advance (``plan.pay_in_advance``): a period's subscription fee goe
 of the billing day the period starts (its first period: the day the subscription starts), with
 the previous period's charges in arrears when there is one; see :func:`advance_periods`.
 
-When an invoice may be finalized: the ingest watermark (every object listed by a finished
-ingest run is loaded, capped by the oldest object still waiting) has passed the period end plus
-a settle delay (``TALLYFLOW_INVOICE_SETTLE_HOURS``, default 2), and the customer's
-``invoice_grace_period`` days have passed since the period end.
+When an invoice may be finalized (``models.invoicing.finalization``): the ingest watermark
+(every object listed by a finished ingest run is loaded, capped by the oldest object still
+waiting) has passed the period end plus a settle delay (``TALLYFLOW_INVOICE_SETTLE_HOURS``,
+default 2), and the customer's ``invoice_grace_period`` days have passed since the period end.
 """
 
 from __future__ import annotations
