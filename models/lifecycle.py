@@ -154,6 +154,66 @@ def termination_refusal(
     return None
 
 
+
+@dataclass(frozen=True)
+class TerminationStep:
+    """What a termination request means for the row as it stands.
+
+    ``ended``: a termination already recorded (a waiting downgrade's end is not one);
+    ``planned``: the planned end the termination may bring forward (``ending_at``, or the end
+    a waiting downgrade set); ``cancel``: it never started, so it is canceled, not terminated;
+    ``rerun``: the same termination again, finished without changing the row.
+    """
+
+    ended: datetime | None
+    planned: datetime | None
+    cancel: bool
+    rerun: bool
+
+
+def termination_step(
+    *,
+    at: datetime,
+    now: datetime,
+    subscription_at: datetime,
+    terminated_at: datetime | None,
+    ending_at: datetime | None,
+    downgrade_waiting: bool,
+) -> TerminationStep:
+    """Read the row's ends: a downgrade waiting for the period end set ``terminated_at``, a
+    planned end that a termination may bring forward (canceling the downgrade), like
+    ``ending_at``."""
+    ended = None if downgrade_waiting else terminated_at
+    planned = effective_end(terminated_at if downgrade_waiting else None, ending_at)
+    return TerminationStep(
+        ended,
+        planned,
+        cancel=ended is None and cancels(subscription_at=subscription_at, at=at, now=now),
+        rerun=ended is not None and ended == at,
+    )
+
+
+def termination_step_refusal(
+    step: TerminationStep,
+    *,
+    external_id: str,
+    at: datetime,
+    subscription_at: datetime,
+    finalized_until: datetime | None,
+) -> LifecycleRefusal | None:
+    """``termination_refusal`` for a step that is neither a cancel nor a rerun; a termination
+    already recorded at another moment is finished by rerunning it at that moment."""
+    refusal = termination_refusal(
+        external_id=external_id, at=at, subscription_at=subscription_at,
+        terminated_at=step.ended, ending_at=step.planned, finalized_until=finalized_until,
+    )
+    if refusal is not None and step.ended is not None:
+        refusal = LifecycleRefusal(
+            refusal.message, f"to finish that termination, rerun with --at {step.ended.isoformat()}"
+        )
+    return refusal
+
+
 # --------------------------------------------------------------------------------------------
 # Plan changes
 # --------------------------------------------------------------------------------------------

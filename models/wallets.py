@@ -20,7 +20,7 @@ from an assumed 100. Rounding is explicit and happens in one place each:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -320,6 +320,102 @@ def plan_deductions(
     return DeductionPlan(tuple(plans), uncovered, overflow, after)
 
 
+
+
+@dataclass(frozen=True)
+class InvoiceDue:
+    """An invoice being finalized, as its payment from the wallets sees it: what it owes
+    (``sub_total_including_taxes_amount_cents``), in which currency, and what the hourly usage
+    deductions of its periods took: ``(wallet_id, amount_cents, credits, granted_credits)``
+    per ledger row."""
+
+    customer_id: int
+    currency: str
+    owed_cents: Decimal
+    taken: tuple[tuple[int, Decimal, Decimal, Decimal], ...] = ()
+
+    @property
+    def deducted_cents(self) -> Decimal:
+        return sum((cents for _, cents, _, _ in self.taken), ZERO)
+
+
+def plan_invoice_payments(
+    invoices: Sequence[InvoiceDue],
+    funds: Mapping[int, WalletFunds],
+    wallets_of: Mapping[int, Sequence[int]],
+) -> list[Allocation]:
+    """The last deduction of each invoice at finalization, in the order given, each seeing the
+    balances the earlier ones left (``funds``: the active wallets).
+
+    What the hourly deductions did not take (subscription fee, true-ups, taxes, usage not
+    deducted yet) is taken by the usual priority as far as the balances go, never past zero:
+    the rest is due from the customer. When the hourly deductions took more than the invoice
+    owes, the excess goes back, last consumption first, to the wallets that took it.
+    """
+    after = dict(funds)
+    out: list[Allocation] = []
+    for invoice in invoices:
+        delta = invoice.owed_cents - invoice.deducted_cents
+        if delta > 0:
+            usable = [after[w] for w in wallets_of.get(invoice.customer_id, ())
+                      if after[w].currency == invoice.currency]
+            take = min(delta, sum((max(f.capacity_cents, ZERO) for f in usable), ZERO))
+            allocation = allocate_usage(take, usable) if take > 0 else Allocation()
+        elif delta < 0:
+            net: dict[int, tuple[Decimal, Decimal, Decimal]] = {}
+            for wallet, cents, credits, granted in invoice.taken:
+                was = net.get(wallet, (ZERO, ZERO, ZERO))
+                net[wallet] = (was[0] + cents, was[1] + credits, was[2] + granted)
+            allocation = allocate_correction(-delta, [
+                Deducted(after[w], *values) for w, values in sorted(net.items()) if w in after
+            ])
+        else:
+            allocation = Allocation()
+        for posting in allocation.postings:
+            after[posting.wallet_id] = apply_posting(after[posting.wallet_id], posting)
+        out.append(allocation)
+    return out
+
+
+@dataclass(frozen=True)
+class OngoingUsage:
+    """What the next deduction run would still take, per wallet, in money and in credits, and
+    the usage and deducted totals of the scopes (``wallet_overview``'s ongoing figures)."""
+
+    pending_cents: Mapping[int, Decimal]
+    pending_credits: Mapping[int, Decimal]
+    usage_cents: Decimal
+    deducted_cents: Decimal
+
+
+def ongoing_usage(scopes: Sequence[UsageScope], funds: Mapping[int, WalletFunds]) -> OngoingUsage:
+    """The usage not deducted yet, allocated as the next run would allocate it.
+
+    Each scope's growth (usage rounded to cents minus what is deducted) is spread with
+    ``allocate_usage`` over the wallets in its currency, each scope seeing the balances the
+    earlier ones left; a decrease is not pending (the run refunds it, nothing is owed). So a
+    wallet's ongoing balance is exact between hourly runs.
+    """
+    after = dict(funds)
+    pending_cents: dict[int, Decimal] = {}
+    pending_credits: dict[int, Decimal] = {}
+    usage = deducted = ZERO
+    for scope in scopes:
+        target = round_minor(scope.amount_cents)
+        usage += target
+        deducted += scope.deducted_cents
+        delta = target - scope.deducted_cents
+        if delta <= 0:
+            continue
+        usable = [f for f in after.values() if f.currency == scope.currency]
+        for posting in allocate_usage(delta, usable).postings:
+            after[posting.wallet_id] = apply_posting(after[posting.wallet_id], posting)
+            wallet = posting.wallet_id
+            pending_cents[wallet] = pending_cents.get(wallet, ZERO) + posting.amount_cents
+            pending_credits[wallet] = pending_credits.get(wallet, ZERO) + posting.credits
+    return OngoingUsage(pending_cents, pending_credits, usage, deducted)
+
+
 def _add_months(moment: datetime, months: int) -> datetime:
     """``moment`` moved by ``months`` months, same time of day, its day clamped."""
     day = add_months(moment.date(), months, moment.day)
@@ -405,3 +501,65 @@ def alert_change(condition: bool, open_alert: bool, last_crossing: int) -> Alert
     if open_alert and not condition:
         return AlertChange(resolve=True)
     return AlertChange()
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    """One alert rule: a ``wallet_alert_rules`` row (``rule-<id>``; ``wallet_id`` None: every
+    wallet's) or the built-in ``depleted`` one."""
+
+    rule_key: str
+    rule_id: int | None
+    kind: str
+    threshold_credits: Decimal | None = None
+    wallet_id: int | None = None
+
+
+DEPLETED_RULE: Final = AlertRule("depleted", None, ALERT_DEPLETED)
+
+
+@dataclass(frozen=True)
+class AlertOpening:
+    """A new crossing of ``rule`` by a wallet with ``credits``: the alert to open."""
+
+    rule: AlertRule
+    wallet_id: int
+    customer_id: int
+    credits: Decimal
+    crossing: int
+
+    @property
+    def alert_key(self) -> str:
+        """Unique per rule, wallet and crossing, so concurrent runs add the alert once."""
+        return f"{self.rule.rule_key}:{self.wallet_id}:{self.crossing}"
+
+
+def alert_changes(
+    rules: Sequence[AlertRule],
+    balances: Iterable[tuple[int, int, Decimal]],
+    open_alerts: Mapping[tuple[str, int], int],
+    last_crossing: Mapping[tuple[str, int], int],
+) -> tuple[list[AlertOpening], list[int]]:
+    """Every active wallet (``balances``: wallet id, customer id, credits) against the built-in
+    "depleted" rule and the ``balance_below`` rules that apply to it: the alerts to open (a new
+    crossing) and the ids of the open alerts to resolve (``open_alerts``: (rule key, wallet)
+    -> alert id; ``last_crossing``: (rule key, wallet) -> its last crossing number)."""
+    opened: list[AlertOpening] = []
+    resolve: list[int] = []
+    below = [r for r in rules if r.kind == ALERT_BELOW]
+    for wallet_id, customer_id, credits in balances:
+        applicable = [DEPLETED_RULE] + [
+            r for r in below if r.wallet_id is None or r.wallet_id == wallet_id
+        ]
+        for rule in applicable:
+            key = (rule.rule_key, wallet_id)
+            change = alert_change(
+                alert_condition(rule.kind, rule.threshold_credits, credits),
+                key in open_alerts, last_crossing.get(key, 0),
+            )
+            if change.open_crossing is not None:
+                opened.append(AlertOpening(rule, wallet_id, customer_id, credits,
+                                           change.open_crossing))
+            elif change.resolve:
+                resolve.append(open_alerts[key])
+    return opened, resolve

@@ -28,6 +28,7 @@ from decimal import Decimal
 from typing import Final, Literal
 
 from tallyflow.models.rating.money import WIDE, round_minor
+from tallyflow.models.rating.periods import ONE_MICROSECOND
 
 ZERO: Final = Decimal(0)
 HUNDRED: Final = Decimal(100)
@@ -436,3 +437,28 @@ def trial_end(subscription_at: datetime, trial_period_days: Decimal | None) -> d
         return None
     micros = int(trial_period_days * 86_400 * 1_000_000)
     return subscription_at + timedelta(microseconds=micros)
+
+
+def finalization(
+    at: datetime,
+    grace: timedelta,
+    issued_at: datetime | None,
+    period_end: datetime | None,
+    watermark: datetime | None,
+    settle: timedelta,
+) -> tuple[datetime, bool]:
+    """When an invoice may be finalized, and whether that moment has come at ``at``.
+
+    Fees paid in advance (``issued_at``: the latest moment they were issued) need no usage:
+    due once issued and the customer's grace period passed. Periods in arrears (``period_end``:
+    the latest one ending on the billing day) wait for their end plus the grace period, and
+    for the ingest watermark to pass their end plus the settle delay, so late objects are in.
+    """
+    finalize_after = issued_at + grace if issued_at is not None else datetime.min.replace(
+        tzinfo=at.tzinfo
+    )
+    due = at >= finalize_after
+    if period_end is not None:
+        finalize_after = max(finalize_after, period_end + ONE_MICROSECOND + grace)
+        due = at >= finalize_after and watermark is not None and watermark >= period_end + settle
+    return finalize_after, due

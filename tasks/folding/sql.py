@@ -397,6 +397,9 @@ def fold_objects(
     return summary
 
 
+_UniqueKey = tuple[int, datetime, str, str]  # subscription, period start, filter, group keys
+
+
 def _fold_unique(
     conn: Connection,
     events_cte: str,
@@ -405,53 +408,16 @@ def _fold_unique(
     metric: MetricInfo,
     fold_id: int,
 ) -> tuple[int, set[int]]:
-    """unique_count: last operation per distinct value in SQL, merged into jsonb in Python."""
+    """unique_count: last operation per distinct value in SQL, merged into jsonb in Python
+    (read the new operations, then the stored states under a row lock, merge, upsert)."""
     rows = conn.execute(
         text(_sql(_FOLD_UNIQUE, periods=_PERIODS_CTE, events=events_cte, **shape)), params
     ).all()
-    partial: dict[tuple[int, datetime, str, str], UniqueCountState] = {}
-    # samples: the smallest and largest transaction id counted, as the typed fold keeps them
-    bounds: dict[tuple[int, datetime, str, str], tuple[str, str]] = {}
-    folded = 0
-    for row in rows:
-        key = (row.subscription_id, row.period_start, row.filter_key, row.group_key)
-        folded += int(row.counted) + int(row.unbillable)
-        if row.sample_low is not None:
-            low, high = bounds.get(key, (row.sample_low, row.sample_high))
-            bounds[key] = (min(low, row.sample_low), max(high, row.sample_high))
-        ops = {}
-        days: dict[str, dict[str, DayOps]] = {}
-        if row.op is not None and row.vtext is not None:
-            last = UniqueOp(row.ts, int(row.seq), Operation(row.op))
-            ops[row.vtext] = last
-            if row.dday is not None:
-                first = (None if row.add_ts is None
-                         else UniqueOp(row.add_ts, int(row.add_seq), Operation.ADD))
-                days[row.vtext] = {row.dday.isoformat(): DayOps(first, bool(row.removes), last)}
-        state = UniqueCountState(ops, int(row.counted), int(row.unbillable), days)
-        partial[key] = partial[key].merge(state) if key in partial else state
+    folded, partial, bounds = _unique_partials(rows)
     if not partial:
         return folded, set()
     subs = sorted({k[0] for k in partial})
-    existing = conn.execute(
-        text(
-            """
-            select subscription_id, period_start, filter_key::text as filter_key,
-                   group_key::text as group_key, state::text as state
-            from usage_states
-            where billable_metric_id = :m and subscription_id = any(cast(:subs as bigint[]))
-            order by subscription_id, period_start, filter_key, group_key
-            for update
-            """
-        ),
-        {"m": metric.id, "subs": subs},
-    ).all()
-    stored = {
-        (r.subscription_id, r.period_start, _canonical(r.filter_key), _canonical(r.group_key)): (
-            UniqueCountState.from_json(loads_exact(r.state))
-        )
-        for r in existing
-    }
+    stored = _stored_unique_states(conn, metric.id, subs)
     upserts = []
     for (sub, start, filter_key, group_key), state in sorted(partial.items()):
         canon = (sub, start, _canonical(filter_key), _canonical(group_key))
@@ -470,23 +436,78 @@ def _fold_unique(
                 "samples": _samples(bounds.get((sub, start, filter_key, group_key))),
             }
         )
-    conn.execute(
+    conn.execute(_UPSERT_UNIQUE, upserts)
+    return folded, set(subs)
+
+
+def _unique_partials(
+    rows: Sequence[Any],
+) -> tuple[int, dict[_UniqueKey, UniqueCountState], dict[_UniqueKey, tuple[str, str]]]:
+    """The ``_FOLD_UNIQUE`` rows as one state per key: how many events they fold, the states,
+    and the samples (the smallest and largest transaction id counted, as the typed fold keeps
+    them)."""
+    partial: dict[_UniqueKey, UniqueCountState] = {}
+    bounds: dict[_UniqueKey, tuple[str, str]] = {}
+    folded = 0
+    for row in rows:
+        key = (row.subscription_id, row.period_start, row.filter_key, row.group_key)
+        folded += int(row.counted) + int(row.unbillable)
+        if row.sample_low is not None:
+            low, high = bounds.get(key, (row.sample_low, row.sample_high))
+            bounds[key] = (min(low, row.sample_low), max(high, row.sample_high))
+        ops = {}
+        days: dict[str, dict[str, DayOps]] = {}
+        if row.op is not None and row.vtext is not None:
+            last = UniqueOp(row.ts, int(row.seq), Operation(row.op))
+            ops[row.vtext] = last
+            if row.dday is not None:
+                first = (None if row.add_ts is None
+                         else UniqueOp(row.add_ts, int(row.add_seq), Operation.ADD))
+                days[row.vtext] = {row.dday.isoformat(): DayOps(first, bool(row.removes), last)}
+        state = UniqueCountState(ops, int(row.counted), int(row.unbillable), days)
+        partial[key] = partial[key].merge(state) if key in partial else state
+    return folded, partial, bounds
+
+
+def _stored_unique_states(
+    conn: Connection, metric_id: int, subs: Sequence[int]
+) -> dict[_UniqueKey, UniqueCountState]:
+    """The stored states of these subscriptions' metric, locked (in key order) until the
+    fold's transaction ends, by canonical key."""
+    existing = conn.execute(
         text(
             """
-            insert into usage_states (subscription_id, billable_metric_id, period_start,
-              filter_key, group_key, events_count, unbillable_count, state, fold_id, sample_ids)
-            values (:sub, :m, :start, cast(:fk as jsonb), cast(:gk as jsonb), :count,
-                    :unbillable, cast(:state as jsonb), :fold_id, cast(:samples as text[]))
-            on conflict (subscription_id, billable_metric_id, period_start, filter_key, group_key)
-            do update set events_count = excluded.events_count,
-              unbillable_count = excluded.unbillable_count, state = excluded.state,
-              sample_ids = (usage_states.sample_ids || excluded.sample_ids)[1:3],
-              fold_id = excluded.fold_id, updated_at = now()
+            select subscription_id, period_start, filter_key::text as filter_key,
+                   group_key::text as group_key, state::text as state
+            from usage_states
+            where billable_metric_id = :m and subscription_id = any(cast(:subs as bigint[]))
+            order by subscription_id, period_start, filter_key, group_key
+            for update
             """
         ),
-        upserts,
-    )
-    return folded, set(subs)
+        {"m": metric_id, "subs": subs},
+    ).all()
+    return {
+        (r.subscription_id, r.period_start, _canonical(r.filter_key), _canonical(r.group_key)): (
+            UniqueCountState.from_json(loads_exact(r.state))
+        )
+        for r in existing
+    }
+
+
+_UPSERT_UNIQUE = text(
+    """
+    insert into usage_states (subscription_id, billable_metric_id, period_start,
+      filter_key, group_key, events_count, unbillable_count, state, fold_id, sample_ids)
+    values (:sub, :m, :start, cast(:fk as jsonb), cast(:gk as jsonb), :count,
+            :unbillable, cast(:state as jsonb), :fold_id, cast(:samples as text[]))
+    on conflict (subscription_id, billable_metric_id, period_start, filter_key, group_key)
+    do update set events_count = excluded.events_count,
+      unbillable_count = excluded.unbillable_count, state = excluded.state,
+      sample_ids = (usage_states.sample_ids || excluded.sample_ids)[1:3],
+      fold_id = excluded.fold_id, updated_at = now()
+    """
+)
 
 
 def _samples(bounds: tuple[str, str] | None) -> list[str]:

@@ -55,6 +55,7 @@ from tallyflow.tasks.ingest.sources import ObjectRef, Source, SourceSpec, build_
 from tallyflow.tasks.ingest.staging import (
     STAGING,
     RejectedRow,
+    Staged,
     fewer_gc_passes,
     prefetch,
     staged_event_json,
@@ -242,6 +243,27 @@ def register_objects(
     The same transaction marks the run ``listed``: from then on its start counts for the
     ingest watermark, since everything it listed is in the ledger.
     """
+    source_key, fingerprint, rows = _ledger_rows(source, refs)
+    failpoint("ingest.after_listing")
+    with engine.begin() as conn:
+        if rows:
+            conn.execute(_REGISTER, rows)
+        ids = [
+            int(i)
+            for i in conn.execute(_TO_LOAD, {"s": source_key, "fp": fingerprint}).scalars()
+        ]
+        if run_id is not None:
+            conn.execute(_CLAIM_LISTED, {"run": run_id, "ids": ids})
+            conn.execute(text("update ingest_runs set listed = true where id = :run"),
+                         {"run": run_id})
+        return ids
+
+
+def _ledger_rows(
+    source: Source | str, refs: Iterable[ObjectRef]
+) -> tuple[str, str | None, list[dict[str, Any]]]:
+    """The source's key, its settings fingerprint and one ledger row per listed object, with
+    the kind and settings a re-ingest reads it with (a bare key: the defaults)."""
     if isinstance(source, str):
         source_key, kind, settings = source, "fsspec", "{}"
         fingerprint: str | None = None
@@ -263,50 +285,35 @@ def register_objects(
         }
         for ref in refs
     ]
-    failpoint("ingest.after_listing")
-    with engine.begin() as conn:
-        if rows:
-            conn.execute(
-                text(
-                    """
-                    insert into ingest_objects
-                      (source, path, version, size, modified_at, format, compression,
-                       source_kind, source_spec)
-                    values (:source, :path, :version, :size, :modified_at, :format, :compression,
-                            :source_kind, cast(:source_spec as jsonb))
-                    on conflict (source, path, version) do update
-                      set format = excluded.format, compression = excluded.compression,
-                          source_kind = excluded.source_kind,
-                          source_spec = excluded.source_spec
-                      where ingest_objects.status = 'failed'
-                        and not ingest_objects.source_spec ? 'replaces'
-                    """
-                ),
-                rows,
-            )
-        ids = [
-            int(i)
-            for i in conn.execute(
-                text(
-                    "select id from ingest_objects where source = :s and status <> 'ingested'"
-                    # a replay row is loaded only by a run with its settings
-                    # (tasks/ingest/replay.py)
-                    " and (not source_spec ? 'replaces'"
-                    "      or source_spec->>'settings' = cast(:fp as text))"
-                    " order by path, version, id"
-                ),
-                {"s": source_key, "fp": fingerprint},
-            ).scalars()
-        ]
-        if run_id is not None:
-            conn.execute(
-                text("update ingest_objects set claimed_by = :run, claimed_at = now()"
-                     " where id = any(cast(:ids as bigint[])) and status <> 'ingested'"),
-                {"run": run_id, "ids": ids},
-            )
-            conn.execute(text("update ingest_runs set listed = true where id = :run"),
-                         {"run": run_id})
-        return ids
+    return source_key, fingerprint, rows
+
+
+_REGISTER = text(
+    """
+    insert into ingest_objects
+      (source, path, version, size, modified_at, format, compression,
+       source_kind, source_spec)
+    values (:source, :path, :version, :size, :modified_at, :format, :compression,
+            :source_kind, cast(:source_spec as jsonb))
+    on conflict (source, path, version) do update
+      set format = excluded.format, compression = excluded.compression,
+          source_kind = excluded.source_kind,
+          source_spec = excluded.source_spec
+      where ingest_objects.status = 'failed'
+        and not ingest_objects.source_spec ? 'replaces'
+    """
+)
+_TO_LOAD = text(
+    "select id from ingest_objects where source = :s and status <> 'ingested'"
+    # a replay row is loaded only by a run with its settings (tasks/ingest/replay.py)
+    " and (not source_spec ? 'replaces'"
+    "      or source_spec->>'settings' = cast(:fp as text))"
+    " order by path, version, id"
+)
+_CLAIM_LISTED = text(
+    "update ingest_objects set claimed_by = :run, claimed_at = now()"
+    " where id = any(cast(:ids as bigint[])) and status <> 'ingested'"
+)
 
 
 def ledger_spec(engine: Engine, object_url: str) -> dict[str, Any] | None:
@@ -621,39 +628,7 @@ def _load(
     rejected ones, then -- in the run's order -- merge the staged rows into ``events`` once."""
     pg: psycopg.Connection = conn.connection.driver_connection  # type: ignore[assignment]
     conn.execute(text(_STAGE))
-    staged_rows = 0
-    # ``rank``: the object's place in its run; the earliest stages first (StagingTurns)
-    with STAGING.turn(rank), fewer_gc_passes(), source.open(ref) as stream:
-        failpoint("ingest.after_open")
-        reader = READERS[ref.format]
-        # plain Lago JSON Lines by column, the rest row by row (the same rows either way)
-        chunks = (staged_jsonl(stream, chunk_rows, source, bounds) if columnar(source, reader)
-                  else validated(reader(stream, chunk_rows), source, bounds))
-        for staged, rejected in prefetch(chunks):
-            result.rows += staged.rows + len(rejected)
-            result.records += staged.records
-            result.records_empty += staged.empty
-            result.records_emitted += staged.records - staged.empty - len(rejected)
-            result.events += staged.rows
-            for name, count in staged.unmapped.items():
-                unmapped = result.unmapped_usage_fields
-                unmapped[name] = unmapped.get(name, 0) + count
-            if staged.unmatched is not None:
-                result.paths_never_matched = sorted(staged.unmatched)
-            if staged.rows:
-                with pg.cursor() as cur:
-                    with cur.copy(
-                        "copy tf_stage (row_number, sub_index, transaction_id,"
-                        " external_subscription_id,"
-                        " code, ts, properties, precise, ts_given) from stdin"
-                    ) as copy:
-                        copy.write(staged.data)
-                staged_rows += staged.rows
-                failpoint("ingest.after_copy")
-            if rejected:
-                _copy_rejected(pg, object_id, rejected)
-                result.rejected += len(rejected)
-                failpoint("ingest.after_rejects")
+    staged_rows = _stage(pg, source, ref, object_id, bounds, chunk_rows, result, rank)
     if replay is not None:
         # a replay row: what each record gave before is replaced, voided (tasks/ingest/replay.py)
         wait_turn()
@@ -675,6 +650,70 @@ def _load(
         staged_rows -= withheld.events
         if not staged_rows:
             return
+    _merge_staged(conn, pg, object_id, staged_rows, result)
+
+
+def _stage(
+    pg: psycopg.Connection,
+    source: Source,
+    ref: ObjectRef,
+    object_id: int,
+    bounds: TimeBounds,
+    chunk_rows: int,
+    result: ObjectResult,
+    rank: int,
+) -> int:
+    """Read the object chunk by chunk (the next one read while this one is copied), COPY the
+    valid rows into ``tf_stage``, keep the rejected ones and count every record; returns how
+    many rows were staged."""
+    staged_rows = 0
+    # ``rank``: the object's place in its run; the earliest stages first (StagingTurns)
+    with STAGING.turn(rank), fewer_gc_passes(), source.open(ref) as stream:
+        failpoint("ingest.after_open")
+        reader = READERS[ref.format]
+        # plain Lago JSON Lines by column, the rest row by row (the same rows either way)
+        chunks = (staged_jsonl(stream, chunk_rows, source, bounds) if columnar(source, reader)
+                  else validated(reader(stream, chunk_rows), source, bounds))
+        for staged, rejected in prefetch(chunks):
+            _count_chunk(result, staged, len(rejected))
+            if staged.rows:
+                with pg.cursor() as cur:
+                    with cur.copy(
+                        "copy tf_stage (row_number, sub_index, transaction_id,"
+                        " external_subscription_id,"
+                        " code, ts, properties, precise, ts_given) from stdin"
+                    ) as copy:
+                        copy.write(staged.data)
+                staged_rows += staged.rows
+                failpoint("ingest.after_copy")
+            if rejected:
+                _copy_rejected(pg, object_id, rejected)
+                result.rejected += len(rejected)
+                failpoint("ingest.after_rejects")
+    return staged_rows
+
+
+def _count_chunk(result: ObjectResult, staged: Staged, rejected: int) -> None:
+    """One chunk's record accounting (records = emitted + rejected + empty, events apart:
+    docs/data-quality.md), its unknown usage fields and the mapping paths never matched."""
+    result.rows += staged.rows + rejected
+    result.records += staged.records
+    result.records_empty += staged.empty
+    result.records_emitted += staged.records - staged.empty - rejected
+    result.events += staged.rows
+    for name, count in staged.unmapped.items():
+        unmapped = result.unmapped_usage_fields
+        unmapped[name] = unmapped.get(name, 0) + count
+    if staged.unmatched is not None:
+        result.paths_never_matched = sorted(staged.unmatched)
+
+
+def _merge_staged(
+    conn: Connection, pg: psycopg.Connection, object_id: int, staged_rows: int,
+    result: ObjectResult,
+) -> None:
+    """Merge the staged rows into ``events`` and tell each row that did not land: a later copy
+    that differs is a conflict (kept as a rejected row), the same by value a duplicate."""
     conn.execute(_MERGE_SETTINGS)
     counts = _merge(conn, object_id)
     failpoint("ingest.after_merge")

@@ -15,10 +15,10 @@ Plans paid in advance (``plan.pay_in_advance``): a period's subscription fee goe
 of the billing day the period starts (its first period: the day the subscription starts), with
 the previous period's charges in arrears when there is one; see :func:`advance_periods`.
 
-When an invoice may be finalized: the ingest watermark (every object listed by a finished
-ingest run is loaded, capped by the oldest object still waiting) has passed the period end plus
-a settle delay (``TALLYFLOW_INVOICE_SETTLE_HOURS``, default 2), and the customer's
-``invoice_grace_period`` days have passed since the period end.
+When an invoice may be finalized (``models.invoicing.finalization``): the ingest watermark
+(every object listed by a finished ingest run is loaded, capped by the oldest object still
+waiting) has passed the period end plus a settle delay (``TALLYFLOW_INVOICE_SETTLE_HOURS``,
+default 2), and the customer's ``invoice_grace_period`` days have passed since the period end.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -37,6 +38,7 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.invoicing import (
     advance_issued_at,
+    finalization,
     invoice_amounts,
 )
 from tallyflow.models.lago import summaries
@@ -46,6 +48,7 @@ from tallyflow.tasks.folding import load_subscription_rows
 from tallyflow.tasks.invoicing.advance.issue import regroup_paid_fees
 from tallyflow.tasks.invoicing.inputs import (
     BATCH,
+    CloseCatalog,
     CloseSummary,
     _Group,
     load_close_catalog,
@@ -146,6 +149,27 @@ def issuing_date(period: BillingPeriod) -> date:
     return period.end_date + timedelta(days=1)
 
 
+_Key = tuple[int, date]  # (customer id, billing day)
+_Periods = list[tuple[SubscriptionInfo, BillingPeriod]]
+
+
+@dataclass
+class _Schedule:
+    """What the close has to do this run, before any rating: the ended periods by customer
+    and billing day (and by end, for rating), the periods paid in advance by the day they
+    are issued, and the catalog and watermark the invoices are built with."""
+
+    catalog: CloseCatalog
+    watermark: datetime | None
+    upgraded: set[int]
+    grouped: dict[_Key, _Periods] = field(default_factory=lambda: defaultdict(list))
+    by_end: dict[datetime, list[SubscriptionInfo]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    advance: dict[_Key, _Periods] = field(default_factory=lambda: defaultdict(list))
+    issued_at: dict[_Key, datetime] = field(default_factory=dict)
+
+
 def close_periods(
     engine: Engine,
     at: datetime,
@@ -168,101 +192,18 @@ def close_periods(
     """
     settle = timedelta(hours=settle_hours()) if settle is None else settle
     summary = CloseSummary()
-    with engine.connect() as conn:
-        subs = load_subscription_rows(conn)
-        closed_until = {int(r.subscription_id): r.period_end for r in conn.execute(_CLOSED)}
-        skipped = list(conn.execute(text("select id from subscriptions"
-                                         " where on_termination_invoice = 'skip'")).scalars())
-        # rows a plan change ended (a downgrade's ends with its period: never cut short)
-        upgraded = {int(i) for i in conn.execute(text(
-            "select previous_subscription_id from subscriptions"
-            " where previous_subscription_id is not null")).scalars()}
-        # taxes, plans and who owns what; customers below, only those with work (their
-        # documents are what costs at 100,000 subscriptions with nothing ending this hour)
-        catalog = load_close_catalog(conn, customer_ids=())
-        watermark = ingest_watermark(conn)
-        if customers is not None:
-            wanted = {int(i) for i in conn.execute(text(
-                "select id from customers where external_id = any(cast(:ids as text[]))"),
-                {"ids": list(customers)}).scalars()}
-            subs = [s for s in subs if catalog.customer_of[s.id] in wanted]
-        grouped: dict[tuple[int, date], list[tuple[SubscriptionInfo, BillingPeriod]]] = (
-            defaultdict(list))
-        by_end: dict[datetime, list[SubscriptionInfo]] = defaultdict(list)
-        skip = {int(i) for i in skipped}
-        for sub, period in ended_periods(subs, closed_until, at, skip):
-            grouped[(catalog.customer_of[sub.id], issuing_date(period))].append((sub, period))
-            by_end[period.to_datetime].append(sub)
-        # Fees paid in advance: on the invoice of the day they are issued (the period's start,
-        # or the end of a trial inside it), unless that invoice is finalized already.
-        in_advance = {s.id for s in subs if catalog.plans[s.plan_id].pay_in_advance}
-        advance: dict[tuple[int, date], list[tuple[SubscriptionInfo, BillingPeriod]]] = (
-            defaultdict(list))
-        issued_at: dict[tuple[int, date], datetime] = {}
-        for sub, period in advance_periods(subs, in_advance, closed_until, at):
-            issued = advance_issued_at(
-                period_input(sub, period, catalog.plans[sub.plan_id], None))
-            if issued is None or issued > at:
-                continue
-            key = (catalog.customer_of[sub.id],
-                   issued.astimezone(ZoneInfo(period.timezone)).date())
-            advance[key].append((sub, period))
-            issued_at[key] = max(issued_at.get(key, issued), issued)
-        needed = {customer_id for customer_id, _ in [*grouped, *advance]}
-        if needed:
-            catalog.customers.update(load_close_catalog(conn, customer_ids=needed).customers)
-    summary.watermark = watermark.isoformat() if watermark else None
-    if advance:
-        keys = sorted(advance)
-        with engine.connect() as conn:
-            for r in conn.execute(_FINALIZED_DAYS, {"customers": [k[0] for k in keys],
-                                                    "days": [k[1] for k in keys]}):
-                del advance[(int(r.customer_id), r.issuing_date)]
-    # Rate together the periods that end at the same instant (one consistent read each).
-    usage: dict[tuple[int, datetime], SubscriptionUsage] = {}
-    held = {k[0] for k in [*grouped, *advance]
+    plan = _schedule(engine, at, customers)
+    catalog = plan.catalog
+    summary.watermark = plan.watermark.isoformat() if plan.watermark else None
+    if plan.advance:
+        _drop_finalized_days(engine, plan.advance)
+    held = {k[0] for k in [*plan.grouped, *plan.advance]
             if catalog.customers[k[0]].external_id in skip_customers}
     summary.failed += [failure(STEP, "customer", c, catalog.customers[c].external_id,
                                catalog.customers[c].external_id, WITHHELD, withheld=True)
                        for c in sorted(held)]
-    failed: dict[int, tuple[str | None, BaseException]] = {}
-    for end, ending in sorted(by_end.items()):
-        ending = [s for s in ending if catalog.customer_of[s.id] not in held]
-        rated, errors = contain(ending, functools.partial(_rate, engine, end=end))
-        for part in rated:
-            usage.update(part)
-        for sub, exc in errors:
-            failed.setdefault(catalog.customer_of[sub.id], (sub.external_id, exc))
-    groups: list[_Group] = []
-    for customer_id, issuing in sorted(set(grouped) | set(advance)):
-        if customer_id in held or customer_id in failed:
-            continue
-        customer = catalog.customers[customer_id]
-        items = grouped.get((customer_id, issuing), [])
-        ahead = advance.get((customer_id, issuing), [])
-        periods = [period_input(sub, period, catalog.plans[sub.plan_id],
-                                usage[(sub.id, period.period_start)], sub.id in upgraded)
-                   for sub, period in items]
-        amounts = invoice_amounts(
-            (items or ahead)[0][0].currency, periods, customer.tax_codes, catalog.taxes,
-            customer.entity.tax_codes if customer.entity else (),
-            advance=[period_input(sub, period, catalog.plans[sub.plan_id], None)
-                     for sub, period in ahead])
-        grace = timedelta(days=customer.grace_days)
-        # fees in advance need no usage: due once issued (and the grace period passed)
-        finalize_after = (issued_at[(customer_id, issuing)] + grace if ahead
-                          else datetime.min.replace(tzinfo=at.tzinfo))
-        due = at >= finalize_after
-        if items:
-            period_end = max(p.to_datetime for _, p in items)
-            finalize_after = max(finalize_after, period_end + ONE_MICROSECOND + grace)
-            due = (at >= finalize_after and watermark is not None
-                   and watermark >= period_end + settle)
-        groups.append(_Group(
-            customer, issuing, items, amounts, finalize_after, due,
-            plan_versions={s.id: catalog.plans[s.plan_id].version_id for s, _ in [*items, *ahead]},
-            advance=ahead,
-        ))
+    usage, failed = _rate_ending(engine, plan, held)
+    groups = _invoice_groups(plan, usage, held | set(failed), at, settle)
     for first in range(0, len(groups), max(1, batch_size)):
         written, lost = contain(groups[first:first + batch_size],
                                 functools.partial(_write_batch, engine, at=now or at))
@@ -286,6 +227,114 @@ def close_periods(
     with engine.connect() as conn:
         summary.late_events = late_usage_count(conn)
     return summary
+
+
+def _schedule(engine: Engine, at: datetime, customers: Sequence[str] | None) -> _Schedule:
+    """Read the subscriptions, what is finalized and the catalog, and find the periods to
+    close (one connection; customers' documents only for those with work: they are what
+    costs at 100,000 subscriptions with nothing ending this hour)."""
+    with engine.connect() as conn:
+        subs = load_subscription_rows(conn)
+        closed_until = {int(r.subscription_id): r.period_end for r in conn.execute(_CLOSED)}
+        skipped = list(conn.execute(text("select id from subscriptions"
+                                         " where on_termination_invoice = 'skip'")).scalars())
+        # rows a plan change ended (a downgrade's ends with its period: never cut short)
+        upgraded = {int(i) for i in conn.execute(text(
+            "select previous_subscription_id from subscriptions"
+            " where previous_subscription_id is not null")).scalars()}
+        # taxes, plans and who owns what; customers below, only those with work
+        catalog = load_close_catalog(conn, customer_ids=())
+        plan = _Schedule(catalog, ingest_watermark(conn), upgraded)
+        if customers is not None:
+            wanted = {int(i) for i in conn.execute(text(
+                "select id from customers where external_id = any(cast(:ids as text[]))"),
+                {"ids": list(customers)}).scalars()}
+            subs = [s for s in subs if catalog.customer_of[s.id] in wanted]
+        for sub, period in ended_periods(subs, closed_until, at, {int(i) for i in skipped}):
+            plan.grouped[(catalog.customer_of[sub.id], issuing_date(period))].append(
+                (sub, period))
+            plan.by_end[period.to_datetime].append(sub)
+        # Fees paid in advance: on the invoice of the day they are issued (the period's start,
+        # or the end of a trial inside it), unless that invoice is finalized already.
+        in_advance = {s.id for s in subs if catalog.plans[s.plan_id].pay_in_advance}
+        for sub, period in advance_periods(subs, in_advance, closed_until, at):
+            issued = advance_issued_at(
+                period_input(sub, period, catalog.plans[sub.plan_id], None))
+            if issued is None or issued > at:
+                continue
+            key = (catalog.customer_of[sub.id],
+                   issued.astimezone(ZoneInfo(period.timezone)).date())
+            plan.advance[key].append((sub, period))
+            plan.issued_at[key] = max(plan.issued_at.get(key, issued), issued)
+        needed = {customer_id for customer_id, _ in [*plan.grouped, *plan.advance]}
+        if needed:
+            catalog.customers.update(load_close_catalog(conn, customer_ids=needed).customers)
+    return plan
+
+
+def _drop_finalized_days(engine: Engine, advance: dict[_Key, _Periods]) -> None:
+    """Fees in advance whose billing day's invoice is finalized already sit on it: drop them."""
+    keys = sorted(advance)
+    with engine.connect() as conn:
+        for r in conn.execute(_FINALIZED_DAYS, {"customers": [k[0] for k in keys],
+                                                "days": [k[1] for k in keys]}):
+            del advance[(int(r.customer_id), r.issuing_date)]
+
+
+def _rate_ending(
+    engine: Engine, plan: _Schedule, held: Collection[int]
+) -> tuple[dict[tuple[int, datetime], SubscriptionUsage],
+           dict[int, tuple[str | None, BaseException]]]:
+    """Rate together the periods that end at the same instant (one consistent read each);
+    a subscription that fails alone fails its customer (``failed``: customer -> subscription,
+    error)."""
+    customer_of = plan.catalog.customer_of
+    usage: dict[tuple[int, datetime], SubscriptionUsage] = {}
+    failed: dict[int, tuple[str | None, BaseException]] = {}
+    for end, ending in sorted(plan.by_end.items()):
+        ending = [s for s in ending if customer_of[s.id] not in held]
+        rated, errors = contain(ending, functools.partial(_rate, engine, end=end))
+        for part in rated:
+            usage.update(part)
+        for sub, exc in errors:
+            failed.setdefault(customer_of[sub.id], (sub.external_id, exc))
+    return usage, failed
+
+
+def _invoice_groups(
+    plan: _Schedule, usage: Mapping[tuple[int, datetime], SubscriptionUsage],
+    excluded: Collection[int], at: datetime, settle: timedelta,
+) -> list[_Group]:
+    """One invoice per customer and billing day: its amounts (``invoice_amounts``) and when it
+    may be finalized (``finalization``), customers ``excluded`` (held or failed) left out."""
+    catalog = plan.catalog
+    groups: list[_Group] = []
+    for customer_id, issuing in sorted(set(plan.grouped) | set(plan.advance)):
+        if customer_id in excluded:
+            continue
+        customer = catalog.customers[customer_id]
+        items = plan.grouped.get((customer_id, issuing), [])
+        ahead = plan.advance.get((customer_id, issuing), [])
+        periods = [period_input(sub, period, catalog.plans[sub.plan_id],
+                                usage[(sub.id, period.period_start)], sub.id in plan.upgraded)
+                   for sub, period in items]
+        amounts = invoice_amounts(
+            (items or ahead)[0][0].currency, periods, customer.tax_codes, catalog.taxes,
+            customer.entity.tax_codes if customer.entity else (),
+            advance=[period_input(sub, period, catalog.plans[sub.plan_id], None)
+                     for sub, period in ahead])
+        finalize_after, due = finalization(
+            at, timedelta(days=customer.grace_days),
+            plan.issued_at[(customer_id, issuing)] if ahead else None,
+            max(p.to_datetime for _, p in items) if items else None,
+            plan.watermark, settle,
+        )
+        groups.append(_Group(
+            customer, issuing, items, amounts, finalize_after, due,
+            plan_versions={s.id: catalog.plans[s.plan_id].version_id for s, _ in [*items, *ahead]},
+            advance=ahead,
+        ))
+    return groups
 
 
 def _rate(

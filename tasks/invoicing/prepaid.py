@@ -10,15 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from tallyflow.models.wallets import (
-    ZERO,
-    Allocation,
-    Deducted,
-    WalletFunds,
-    allocate_correction,
-    allocate_usage,
-    apply_posting,
-)
+from tallyflow.models.wallets import InvoiceDue, WalletFunds, plan_invoice_payments
 from tallyflow.tasks.invoicing.inputs import _Group
 from tallyflow.tasks.invoicing.watermark import invoice_prefix
 from tallyflow.tasks.wallets import USAGE_DEDUCTED, LedgerRow, post
@@ -59,34 +51,21 @@ def _prepaid(
                                       r.credits_balance, r.granted_credits_balance,
                                       r.balance_cents)
             wallets_of[r.customer_id].append(r.id)
-    prepaid: dict[tuple[int, date], Decimal] = {}
+    invoices = {
+        g.key: InvoiceDue(
+            g.customer.id, g.amounts.currency,
+            Decimal(g.amounts.sub_total_including_taxes_amount_cents),
+            tuple((r.wallet_id, r.amount_cents, r.credits, r.granted_credits)
+                  for s, p in g.items for r in taken.get((s.id, p.period_start), [])),
+        )
+        for g in groups
+    }
+    prepaid = {key: invoice.deducted_cents for key, invoice in invoices.items()}
+    payments = plan_invoice_payments([invoices[g.key] for g in due], funds, wallets_of)
     ledger: list[LedgerRow] = []
-    for group in groups:
-        rows = [r for s, p in group.items for r in taken.get((s.id, p.period_start), [])]
-        deducted = sum((Decimal(r.amount_cents) for r in rows), ZERO)
-        prepaid[group.key] = deducted
-        if not group.due:
-            continue
-        delta = Decimal(group.amounts.sub_total_including_taxes_amount_cents) - deducted
-        usable = [funds[w] for w in wallets_of.get(group.customer.id, [])
-                  if funds[w].currency == group.amounts.currency]
-        if delta > 0:
-            available = sum((max(f.capacity_cents, ZERO) for f in usable), ZERO)
-            take = min(delta, available)
-            allocation = allocate_usage(take, usable) if take > 0 else Allocation()
-        elif delta < 0:
-            net: dict[int, list[Decimal]] = {}
-            for r in rows:
-                cents, credits, granted = net.get(r.wallet_id, [ZERO, ZERO, ZERO])
-                net[r.wallet_id] = [cents + r.amount_cents, credits + r.credits,
-                                    granted + r.granted_credits]
-            allocation = allocate_correction(-delta, [
-                Deducted(funds[w], *values) for w, values in sorted(net.items()) if w in funds])
-        else:
-            continue
+    for group, allocation in zip(due, payments, strict=True):
         invoice_id = ids[group.key]
         for posting in allocation.postings:
-            funds[posting.wallet_id] = apply_posting(funds[posting.wallet_id], posting)
             outbound = posting.direction == "outbound"
             prepaid[group.key] += posting.amount_cents if outbound else -posting.amount_cents
             ledger.append(LedgerRow(

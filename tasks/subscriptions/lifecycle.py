@@ -17,6 +17,7 @@ termination is safe to retry, crash and rerun (docs/architecture.md §3, invaria
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -34,13 +35,14 @@ from tallyflow.models.lifecycle import (
     LifecycleRefusal,
     PlanChange,
     SubscriptionStatus,
-    cancels,
+    TerminationStep,
     effective_end,
     plan_change,
     plan_change_refusal,
     row_in_force,
     status_at,
-    termination_refusal,
+    termination_step,
+    termination_step_refusal,
 )
 from tallyflow.models.rating.periods import period_containing
 from tallyflow.tasks.folding import FOLD_LOCK, rebuild_subscription
@@ -286,50 +288,63 @@ def terminate_subscription(
         conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK})
         sub = _row_at(conn, external_id, at)
         conn.execute(text("select 1 from subscriptions where id = :id for update"), {"id": sub.id})
-        # A downgrade waiting for the period end set this row's end: a planned end that a
-        # termination may bring forward (canceling the downgrade), like ending_at.
-        waiting = conn.execute(_WAITING, {"id": sub.id, "now": now}).first() is not None
-        ended = None if waiting else sub.terminated_at
-        planned = effective_end(sub.terminated_at if waiting else None, sub.ending_at)
-        rerun = ended is not None and ended == at
+        step = termination_step(
+            at=at, now=now, subscription_at=sub.subscription_at,
+            terminated_at=sub.terminated_at, ending_at=sub.ending_at,
+            downgrade_waiting=conn.execute(_WAITING, {"id": sub.id, "now": now}).first()
+            is not None,
+        )
         choice = on_termination_invoice or sub.on_termination_invoice
-        if ended is None and cancels(subscription_at=sub.subscription_at, at=at,
-                                                  now=now):
+        if step.cancel:
             return _cancel(conn, sub, now)
-        if not rerun:
-            finalized_until = conn.execute(_FINALIZED_UNTIL, {"id": sub.id}).scalar()
-            refusal = termination_refusal(
-                external_id=external_id, at=at, subscription_at=sub.subscription_at,
-                terminated_at=ended, ending_at=planned, finalized_until=finalized_until,
-            )
-            if refusal is not None:
-                if ended is not None:
-                    refusal = LifecycleRefusal(
-                        refusal.message,
-                        f"to finish that termination, rerun with --at "
-                        f"{sub.terminated_at.isoformat()}")
-                raise LifecycleError.of(refusal)
-            conn.execute(
-                text(
-                    """
-                    update subscriptions set terminated_at = :at, on_termination_invoice = :c,
-                      status = case when :at <= :now then 'terminated' else status end,
-                      updated_at = now()
-                    where id = :id
-                    """
-                ),
-                {"at": at, "now": now, "c": choice, "id": sub.id},
-            )
-            conn.execute(_CANCEL_WAITING, {"id": sub.id, "now": now, "at": at})
+        if not step.rerun:
+            _end_row(conn, sub, external_id, step, at, now, choice)
         result = Termination(external_id, sub.external_customer_id, at,
-                             str(status_at(sub.subscription_at, at, now)), rerun,
+                             str(status_at(sub.subscription_at, at, now)), step.rerun,
                              on_termination_invoice=choice)
         result.advance_fee_not_credited = _advance_fee_not_credited(conn, sub.plan_id)
-        if not rerun:
+        if not step.rerun:
             result.events_refolded = rebuild_subscription(conn, sub.id, external_id)
         zeroed = rewind_amounts(conn, sub.id, at, now)
         result.periods_zeroed = len(zeroed)
     failpoint("lifecycle.after_terminate_commit")
+    _after_termination(engine, result, sub, at, now, zeroed)
+    return result
+
+
+def _end_row(
+    conn: Connection, sub: Any, external_id: str, step: TerminationStep, at: datetime,
+    now: datetime, choice: str,
+) -> None:
+    """Set the row's end (refused as ``termination_step_refusal`` says) and cancel the plan
+    change waiting for it, under the fold lock and the row lock the caller holds."""
+    refusal = termination_step_refusal(
+        step, external_id=external_id, at=at, subscription_at=sub.subscription_at,
+        finalized_until=conn.execute(_FINALIZED_UNTIL, {"id": sub.id}).scalar(),
+    )
+    if refusal is not None:
+        raise LifecycleError.of(refusal)
+    conn.execute(
+        text(
+            """
+            update subscriptions set terminated_at = :at, on_termination_invoice = :c,
+              status = case when :at <= :now then 'terminated' else status end,
+              updated_at = now()
+            where id = :id
+            """
+        ),
+        {"at": at, "now": now, "c": choice, "id": sub.id},
+    )
+    conn.execute(_CANCEL_WAITING, {"id": sub.id, "now": now, "at": at})
+
+
+def _after_termination(
+    engine: Engine, result: Termination, sub: Any, at: datetime, now: datetime,
+    zeroed: Sequence[datetime],
+) -> None:
+    """After the commit: the final snapshot, the wallet correction of every rewound period,
+    and the termination invoice when ``at`` has passed (each step safe to redo: a crash
+    between them is finished by the next billing cycle, ``final_snapshots``)."""
     final = min(at, now)
     batch = snapshot_subscriptions(engine, [sub.id], final)
     result.final_snapshot_cents = batch.amount_cents if batch.snapshots else None
@@ -338,11 +353,10 @@ def terminate_subscription(
         moved = deduct_customers(engine, [sub.customer_id], moment)
         result.wallet_deducted_cents += moved.amount_cents_deducted
         result.wallet_credited_back_cents += moved.amount_cents_corrected
-    if choice != "skip" and at < now:
+    if result.on_termination_invoice != "skip" and at < now:
         summary = close_periods(engine, now, customers=[sub.external_customer_id], now=now)
         result.invoices = _invoices_of(engine, sub.id)
         del summary
-    return result
 
 
 def _invoices_of(engine: Engine, subscription_id: int) -> list[dict[str, Any]]:

@@ -438,15 +438,54 @@ def snapshot_subscriptions(
     writes snapshots and the per-period amounts in one transaction; the unique key
     (subscription, period, as_of) makes a rerun replace its own rows.
     """
+    rated = _rate_snapshots(engine, subscription_ids, as_of, flow_run_id)
+    rows = sorted(rated.rows, key=lambda r: r["subscription_id"])
+    failpoint("usage.after_snapshot_read")
+    with engine.begin() as conn:
+        if rows:
+            _store_snapshots(conn, rows, as_of)
+        failpoint("usage.before_snapshot_commit")
+    failpoint("usage.after_snapshot_commit")
+    ranked = sorted(rows, key=lambda r: (-r["amount_cents"], r["external_subscription_id"]))
+    return SnapshotBatch(
+        snapshots=len(rows),
+        amount_cents=sum(r["amount_cents"] for r in rows),
+        top=[
+            {
+                "subscription": r["external_subscription_id"],
+                "amount_cents": r["amount_cents"],
+                "currency": r["currency"],
+                "events_count": r["events_count"],
+            }
+            for r in ranked[:top]
+        ],
+        per_charge=dict(rated.per_charge),
+        unbillable=rated.unbillable,
+    )
+
+
+@dataclass
+class _RatedBatch:
+    """A batch rated from one consistent read: its snapshot rows (``_SNAPSHOT_COLUMNS``), the
+    totals per charge and the unbillable events, for the artifact."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    per_charge: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    unbillable: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _rate_snapshots(
+    engine: Engine, subscription_ids: Sequence[int], as_of: datetime, flow_run_id: str | None
+) -> _RatedBatch:
+    """Read the state, pending events and watermarks in one REPEATABLE READ transaction and
+    rate each subscription with the pure ``rate_subscription``."""
+    out = _RatedBatch()
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             wanted = set(subscription_ids)
             subs = load_subscription_rows(conn, ids=list(wanted))
             inputs = read_inputs(conn, subs, as_of)
-            rows: list[dict[str, Any]] = []
-            per_charge: dict[str, int] = defaultdict(int)
-            unbillable: list[dict[str, Any]] = []
             for sub in subs:
                 failpoint("usage.rate_subscription", sub)
                 period = inputs.periods[sub.id]
@@ -458,12 +497,12 @@ def snapshot_subscriptions(
                     event_values_reader(conn, sub, period),
                     inputs.tallies.get(sub.id, {}),
                 )
-                unbillable.extend({"subscription": sub.external_id, **u.as_json()}
-                                  for u in usage.unbillable)
+                out.unbillable.extend({"subscription": sub.external_id, **u.as_json()}
+                                      for u in usage.unbillable)
                 for charge in usage.charges:
                     name = f"{charge.display_name} ({charge.charge.metric.code})"
-                    per_charge[name] += charge.line.amount_cents
-                rows.append(
+                    out.per_charge[name] += charge.line.amount_cents
+                out.rows.append(
                     {
                         "subscription_id": sub.id,
                         "external_subscription_id": sub.external_id,
@@ -482,39 +521,24 @@ def snapshot_subscriptions(
                         "flow_run_id": flow_run_id,
                     }
                 )
-                rows[-1]["arrears_cents"], rows[-1]["arrears_precise"] = usage.in_arrears()
-    rows.sort(key=lambda r: r["subscription_id"])
-    failpoint("usage.after_snapshot_read")
-    with engine.begin() as conn:
-        if rows:
-            # COPY into a stage, then one upsert: 10,000 jsonb rows in a fraction of a second.
-            conn.execute(_SNAPSHOT_STAGE)
-            pg = conn.connection.driver_connection
-            columns = ", ".join(_SNAPSHOT_COLUMNS)
-            with pg.cursor() as cursor:  # type: ignore[union-attr]
-                with cursor.copy(f"copy tf_snapshot_stage ({columns}) from stdin") as copy:
-                    for row in rows:
-                        copy.write_row([row[c] for c in _SNAPSHOT_COLUMNS])
-            conn.execute(_UPSERT_SNAPSHOT)
-            conn.execute(_UPSERT_AMOUNTS, {"as_of": as_of})
-        failpoint("usage.before_snapshot_commit")
-    failpoint("usage.after_snapshot_commit")
-    ranked = sorted(rows, key=lambda r: (-r["amount_cents"], r["external_subscription_id"]))
-    return SnapshotBatch(
-        snapshots=len(rows),
-        amount_cents=sum(r["amount_cents"] for r in rows),
-        top=[
-            {
-                "subscription": r["external_subscription_id"],
-                "amount_cents": r["amount_cents"],
-                "currency": r["currency"],
-                "events_count": r["events_count"],
-            }
-            for r in ranked[:top]
-        ],
-        per_charge=dict(per_charge),
-        unbillable=unbillable,
-    )
+                out.rows[-1]["arrears_cents"], out.rows[-1]["arrears_precise"] = (
+                    usage.in_arrears()
+                )
+    return out
+
+
+def _store_snapshots(conn: Connection, rows: Sequence[dict[str, Any]], as_of: datetime) -> None:
+    """COPY into a stage, then one upsert of the snapshots and one of the per-period amounts:
+    10,000 jsonb rows in a fraction of a second."""
+    conn.execute(_SNAPSHOT_STAGE)
+    pg = conn.connection.driver_connection
+    columns = ", ".join(_SNAPSHOT_COLUMNS)
+    with pg.cursor() as cursor:  # type: ignore[union-attr]
+        with cursor.copy(f"copy tf_snapshot_stage ({columns}) from stdin") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in _SNAPSHOT_COLUMNS])
+    conn.execute(_UPSERT_SNAPSHOT)
+    conn.execute(_UPSERT_AMOUNTS, {"as_of": as_of})
 
 
 STEP = "usage-snapshot"

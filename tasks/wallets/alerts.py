@@ -13,9 +13,8 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.lago.money import money as as_money
 from tallyflow.models.wallets import (
     ALERT_BELOW,
-    ALERT_DEPLETED,
-    alert_change,
-    alert_condition,
+    AlertRule,
+    alert_changes,
     cents_for,
     credits_text,
 )
@@ -42,10 +41,13 @@ def evaluate_alerts(engine: Engine, as_of: datetime, run_id: int | None = None) 
     """
     summary = AlertSummary()
     with engine.begin() as conn:
-        rules = conn.execute(
-            text("select id, wallet_id, kind, threshold_credits from wallet_alert_rules"
-                 " order by id")
-        ).all()
+        rules = [
+            AlertRule(f"rule-{r.id}", r.id, r.kind, r.threshold_credits, r.wallet_id)
+            for r in conn.execute(
+                text("select id, wallet_id, kind, threshold_credits from wallet_alert_rules"
+                     " order by id")
+            )
+        ]
         open_alerts = {
             (r.rule_key, int(r.wallet_id)): int(r.id)
             for r in conn.execute(text(
@@ -57,9 +59,7 @@ def evaluate_alerts(engine: Engine, as_of: datetime, run_id: int | None = None) 
                 "select rule_key, wallet_id, max(crossing) as crossing from wallet_alerts"
                 " group by rule_key, wallet_id"))
         }
-        new_rows: list[dict[str, Any]] = []
-        resolve: list[int] = []
-        for w in conn.execute(
+        balances = conn.execute(
             text(
                 """
                 select b.wallet_id, b.customer_id, b.credits_balance from wallet_balances b
@@ -67,30 +67,18 @@ def evaluate_alerts(engine: Engine, as_of: datetime, run_id: int | None = None) 
                 order by b.wallet_id
                 """
             )
-        ):
-            applicable = [("depleted", None, ALERT_DEPLETED, None)] + [
-                (f"rule-{r.id}", r.id, r.kind, r.threshold_credits)
-                for r in rules
-                if (r.wallet_id is None or r.wallet_id == w.wallet_id)
-                and r.kind == ALERT_BELOW
-            ]
-            for rule_key, rule_id, kind, threshold in applicable:
-                key = (rule_key, int(w.wallet_id))
-                change = alert_change(
-                    alert_condition(kind, threshold, w.credits_balance),
-                    key in open_alerts, last.get(key, 0),
-                )
-                if change.open_crossing is not None:
-                    new_rows.append({
-                        "wallet_id": w.wallet_id, "customer_id": w.customer_id,
-                        "rule_id": rule_id, "rule_key": rule_key, "kind": kind,
-                        "threshold": threshold, "credits": w.credits_balance,
-                        "crossing": change.open_crossing,
-                        "alert_key": f"{rule_key}:{w.wallet_id}:{change.open_crossing}",
-                        "as_of": as_of, "run_id": run_id,
-                    })
-                elif change.resolve:
-                    resolve.append(open_alerts[key])
+        ).tuples()
+        opened, resolve = alert_changes(rules, balances, open_alerts, last)
+        new_rows: list[dict[str, Any]] = [
+            {
+                "wallet_id": o.wallet_id, "customer_id": o.customer_id,
+                "rule_id": o.rule.rule_id, "rule_key": o.rule.rule_key, "kind": o.rule.kind,
+                "threshold": o.rule.threshold_credits, "credits": o.credits,
+                "crossing": o.crossing, "alert_key": o.alert_key,
+                "as_of": as_of, "run_id": run_id,
+            }
+            for o in opened
+        ]
         if new_rows:
             summary.opened = _insert_alerts_bulk(conn, new_rows)
         if resolve:

@@ -14,7 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.lago.summaries import ContainedFailure, TopDeduction
@@ -23,6 +23,7 @@ from tallyflow.models.rating.money import round_minor
 from tallyflow.models.wallets import (
     ZERO,
     Allocation,
+    DeductionPlan,
     UsageScope,
     WalletFunds,
     cents_value,
@@ -177,6 +178,33 @@ class _Meta:
     active: bool
 
 
+_Key = tuple[int, datetime]
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What a batch's deductions are planned from, read under the customers' locks: the usage
+    in scope (``_SCOPE`` rows), the wallets' balances and what each shrinking scope took."""
+
+    scopes: Sequence[Any]
+    funds: dict[int, WalletFunds]
+    meta: dict[int, _Meta]
+    wallets_of: dict[int, list[int]]
+    taken: dict[_Key, list[tuple[int, Decimal, Decimal, Decimal]]]
+
+    def usage_scopes(self) -> list[UsageScope]:
+        return [
+            UsageScope((s.subscription_id, s.period_start), s.customer_id, s.currency,
+                       s.amount_cents, s.deducted_cents,
+                       tuple(self.taken.get((s.subscription_id, s.period_start), ())))
+            for s in self.scopes
+        ]
+
+    @property
+    def active(self) -> set[int]:
+        return {w for w, m in self.meta.items() if m.active}
+
+
 def deduct_customers(
     engine: Engine,
     customer_ids: Sequence[int],
@@ -196,90 +224,97 @@ def deduct_customers(
     if not customer_ids:
         return result
     ids = sorted(set(customer_ids))
-    since = _since(as_of, grace_hours)
     with engine.begin() as conn:
         lock_customers(conn, ids)
         failpoint("wallets.deduct_locked", conn)
         for customer_id in ids:
             failpoint("wallets.deduct_customer", customer_id)
-        scopes = conn.execute(_SCOPE, {"ids": ids, "as_of": as_of, "since": since}).all()
-        funds: dict[int, WalletFunds] = {}
-        meta: dict[int, _Meta] = {}
-        wallets_of: dict[int, list[int]] = defaultdict(list)
-        for w in conn.execute(_FUNDS, {"ids": ids, "as_of": as_of}):
-            funds[w.id] = WalletFunds(
-                w.id, w.priority, w.created_at, w.rate_amount, w.currency, w.credits_balance,
-                w.granted_credits_balance, w.balance_cents,
-            )
-            meta[w.id] = _Meta(w.code, w.external_id, w.currency, bool(w.active))
-            wallets_of[w.customer_id].append(w.id)
-        shrinking = [s for s in scopes if round_minor(s.amount_cents) < s.deducted_cents]
-        taken: dict[tuple[int, datetime], list[tuple[int, Decimal, Decimal, Decimal]]] = (
-            defaultdict(list)
-        )
-        if shrinking:
-            for d in conn.execute(USAGE_DEDUCTED, {
-                "subs": [s.subscription_id for s in shrinking],
-                "starts": [s.period_start for s in shrinking],
-            }):
-                taken[(d.subscription_id, d.period_start)].append(
-                    (d.wallet_id, d.amount_cents, d.credits, d.granted_credits)
-                )
-        rows_of = {(s.subscription_id, s.period_start): s for s in scopes}
-        plan = plan_deductions(
-            [
-                UsageScope((s.subscription_id, s.period_start), s.customer_id, s.currency,
-                           s.amount_cents, s.deducted_cents,
-                           tuple(taken.get((s.subscription_id, s.period_start), ())))
-                for s in scopes
-            ],
-            funds, wallets_of, {w for w, m in meta.items() if m.active},
-        )
-        rows: list[LedgerRow] = []
-        positions: list[tuple[Any, ...]] = []
-        customers_done: set[int] = set()
-        for planned in plan.scopes:
-            s = rows_of[planned.scope.key]
-            _record(result, planned.allocation, meta, s, planned.moved_cents)
-            for posting in planned.allocation.postings:
-                rows.append(LedgerRow(
-                    posting.wallet_id, s.customer_id, posting.direction, "settled", "usage",
-                    posting.credits, posting.amount_cents,
-                    f"usage:{s.subscription_id}:{iso_key(s.period_start)}:{s.revision}:"
-                    f"{posting.wallet_id}",
-                    granted_credits=posting.granted_credits, subscription_id=s.subscription_id,
-                    period_start=s.period_start, snapshot_id=s.snapshot_id,
-                    note=f"usage of {s.external_subscription_id}: {s.deducted_cents} -> "
-                         f"{s.deducted_cents + planned.moved_cents} cents",
-                ))
-            positions.append((s.subscription_id, s.period_start, s.customer_id,
-                              s.deducted_cents + planned.moved_cents, s.revision + 1,
-                              s.snapshot_id))
-            customers_done.add(s.customer_id)
+        inputs = _read_inputs(conn, ids, as_of, _since(as_of, grace_hours))
+        plan = plan_deductions(inputs.usage_scopes(), inputs.funds, inputs.wallets_of,
+                               inputs.active)
+        rows, positions = _ledger_rows(result, plan, inputs)
         result.uncovered_cents += plan.uncovered_cents
-        funds = plan.funds
-        overflow = plan.overflow_cents
         result.transactions = post(conn, rows, as_of, run_id)
         failpoint("wallets.deduct_posted", conn)
-        if positions:
-            conn.execute(_POSITIONS, {
-                "subs": [p[0] for p in positions], "starts": [p[1] for p in positions],
-                "customers": [p[2] for p in positions], "deducted": [p[3] for p in positions],
-                "revisions": [p[4] for p in positions], "snapshots": [p[5] for p in positions],
-            })
+        _move_positions(conn, positions)
         failpoint("wallets.before_batch_commit")
-        result.customers = len(customers_done)
+        result.customers = len({p[2] for p in positions})
         result.wallets = sorted({row.wallet_id for row in rows})
         result.negative = [
-            Negative(w, meta[w].code, meta[w].external_customer_id,
-                     credits_text(funds[w].credits_balance), cents_value(overflow.get(w, ZERO)))
+            Negative(w, inputs.meta[w].code, inputs.meta[w].external_customer_id,
+                     credits_text(plan.funds[w].credits_balance),
+                     cents_value(plan.overflow_cents.get(w, ZERO)))
             for w in result.wallets
-            if funds[w].balance_cents < 0 or funds[w].credits_balance < 0
+            if plan.funds[w].balance_cents < 0 or plan.funds[w].credits_balance < 0
         ]
         result.top.sort(key=lambda item: (-Decimal(str(item["amount_cents"])), item["customer"]))
         result.top = result.top[:10]
     failpoint("wallets.mid_batch")
     return result
+
+
+def _read_inputs(conn: Connection, ids: Sequence[int], as_of: datetime, since: datetime) -> _Inputs:
+    """Usage in scope, then the wallets, then what the shrinking scopes took (in that order,
+    under the locks ``deduct_customers`` holds)."""
+    scopes = conn.execute(_SCOPE, {"ids": ids, "as_of": as_of, "since": since}).all()
+    funds: dict[int, WalletFunds] = {}
+    meta: dict[int, _Meta] = {}
+    wallets_of: dict[int, list[int]] = defaultdict(list)
+    for w in conn.execute(_FUNDS, {"ids": ids, "as_of": as_of}):
+        funds[w.id] = WalletFunds(
+            w.id, w.priority, w.created_at, w.rate_amount, w.currency, w.credits_balance,
+            w.granted_credits_balance, w.balance_cents,
+        )
+        meta[w.id] = _Meta(w.code, w.external_id, w.currency, bool(w.active))
+        wallets_of[w.customer_id].append(w.id)
+    shrinking = [s for s in scopes if round_minor(s.amount_cents) < s.deducted_cents]
+    taken: dict[_Key, list[tuple[int, Decimal, Decimal, Decimal]]] = defaultdict(list)
+    if shrinking:
+        for d in conn.execute(USAGE_DEDUCTED, {
+            "subs": [s.subscription_id for s in shrinking],
+            "starts": [s.period_start for s in shrinking],
+        }):
+            taken[(d.subscription_id, d.period_start)].append(
+                (d.wallet_id, d.amount_cents, d.credits, d.granted_credits)
+            )
+    return _Inputs(scopes, funds, meta, wallets_of, taken)
+
+
+def _ledger_rows(
+    result: DeductionBatch, plan: DeductionPlan, inputs: _Inputs
+) -> tuple[list[LedgerRow], list[tuple[Any, ...]]]:
+    """The plan as ledger rows (idempotency key: scope, position revision, wallet) and the
+    positions each scope moves to; adds each scope to the batch's totals."""
+    rows_of = {(s.subscription_id, s.period_start): s for s in inputs.scopes}
+    rows: list[LedgerRow] = []
+    positions: list[tuple[Any, ...]] = []
+    for planned in plan.scopes:
+        s = rows_of[planned.scope.key]
+        _record(result, planned.allocation, inputs.meta, s, planned.moved_cents)
+        for posting in planned.allocation.postings:
+            rows.append(LedgerRow(
+                posting.wallet_id, s.customer_id, posting.direction, "settled", "usage",
+                posting.credits, posting.amount_cents,
+                f"usage:{s.subscription_id}:{iso_key(s.period_start)}:{s.revision}:"
+                f"{posting.wallet_id}",
+                granted_credits=posting.granted_credits, subscription_id=s.subscription_id,
+                period_start=s.period_start, snapshot_id=s.snapshot_id,
+                note=f"usage of {s.external_subscription_id}: {s.deducted_cents} -> "
+                     f"{s.deducted_cents + planned.moved_cents} cents",
+            ))
+        positions.append((s.subscription_id, s.period_start, s.customer_id,
+                          s.deducted_cents + planned.moved_cents, s.revision + 1,
+                          s.snapshot_id))
+    return rows, positions
+
+
+def _move_positions(conn: Connection, positions: Sequence[tuple[Any, ...]]) -> None:
+    if positions:
+        conn.execute(_POSITIONS, {
+            "subs": [p[0] for p in positions], "starts": [p[1] for p in positions],
+            "customers": [p[2] for p in positions], "deducted": [p[3] for p in positions],
+            "revisions": [p[4] for p in positions], "snapshots": [p[5] for p in positions],
+        })
 
 
 STEP = "wallet-deductions"

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
-from tallyflow.models.lago.resources import Wallet, WalletOverview
+from tallyflow.models.lago.resources import LedgerTransaction, Wallet, WalletOverview
 from tallyflow.models.rating.money import round_minor
 from tallyflow.models.wallets import (
     ZERO,
+    OngoingUsage,
+    UsageScope,
     WalletFunds,
-    allocate_usage,
-    apply_posting,
     cents_value,
     credits_for,
     credits_text,
+    ongoing_usage,
 )
 from tallyflow.tasks.wallets.deductions import _SCOPE
 from tallyflow.tasks.wallets.ledger import DEFAULT_GRACE_HOURS, USAGE_DEDUCTED, _customer_id, _since
@@ -34,9 +35,9 @@ def wallet_overview(
     with Lago's wallet field names.
 
     ``credits_ongoing_balance`` = balance minus the usage the next run would still deduct
-    (computed with the same allocation), so it is exact between hourly runs too. Usage is
-    live (every event ingested so far, as ``tallyflow usage`` shows it), not the last
-    snapshot's: the figures do not wait for the next hourly run.
+    (computed with the same allocation, ``models.wallets.ongoing_usage``), so it is exact
+    between hourly runs too. Usage is live (every event ingested so far, as ``tallyflow usage``
+    shows it), not the last snapshot's: the figures do not wait for the next hourly run.
     """
     moment = as_of or datetime.now(UTC)
     with engine.connect() as conn:
@@ -47,107 +48,26 @@ def wallet_overview(
         ).all()
     scopes = live_scopes(engine, customer_id, moment, stored)
     with engine.connect() as conn:
-        wallets = conn.execute(
-            text(
-                """
-                select w.id, w.code, w.name, w.currency, w.rate_amount, w.priority, w.status,
-                  w.expiration_at, w.created_at, w.paid_credits, w.granted_credits,
-                  b.wallet_id is not null as opened,
-                  coalesce(b.credits_balance, 0) as credits_balance,
-                  coalesce(b.granted_credits_balance, 0) as granted_credits_balance,
-                  coalesce(b.balance_cents, 0) as balance_cents,
-                  coalesce(b.pending_credits, 0) as pending_credits,
-                  coalesce(b.consumed_credits, 0) as consumed_credits,
-                  coalesce(b.consumed_amount_cents, 0) as consumed_amount_cents,
-                  b.terminated_at
-                from wallets w left join wallet_balances b on b.wallet_id = w.id
-                where w.customer_id = :c order by w.priority, w.created_at, w.id
-                """
-            ),
-            {"c": customer_id},
-        ).all()
-        per_wallet_current: dict[int, Decimal] = defaultdict(lambda: ZERO)
-        if scopes:
-            for r in conn.execute(USAGE_DEDUCTED, {
-                "subs": [s.subscription_id for s in scopes],
-                "starts": [s.period_start for s in scopes],
-            }):
-                per_wallet_current[int(r.wallet_id)] += Decimal(r.amount_cents)
-        transactions = conn.execute(
-            text(
-                """
-                select t.id, t.wallet_id, w.code, t.direction, t.status, t.source, t.credits,
-                  t.granted_credits, t.amount_cents, s.external_id as subscription,
-                  t.period_start, t.as_of, t.created_at, t.settled_at, t.idempotency_key
-                from wallet_transactions t join wallets w on w.id = t.wallet_id
-                left join subscriptions s on s.id = t.subscription_id
-                where t.customer_id = :c order by t.id desc limit :n
-                """
-            ),
-            {"c": customer_id, "n": limit},
-        ).all()
-    funds = {
-        w.id: WalletFunds(w.id, w.priority, w.created_at, w.rate_amount, w.currency,
-                          w.credits_balance, w.granted_credits_balance, w.balance_cents)
-        for w in wallets if w.status == "active" and w.opened
-    }
-    currency_of = {w.id: w.currency for w in wallets}
-    pending_by_wallet: dict[int, Decimal] = defaultdict(lambda: ZERO)
-    pending_credits_by_wallet: dict[int, Decimal] = defaultdict(lambda: ZERO)
-    usage_total = ZERO
-    deducted_total = ZERO
-    for s in scopes:
-        target = round_minor(s.amount_cents)
-        usage_total += target
-        deducted_total += s.deducted_cents
-        delta = target - s.deducted_cents
-        if delta <= 0:
-            continue
-        usable = [f for f in funds.values() if currency_of[f.wallet_id] == s.currency]
-        for posting in allocate_usage(delta, usable).postings:
-            funds[posting.wallet_id] = apply_posting(funds[posting.wallet_id], posting)
-            pending_by_wallet[posting.wallet_id] += posting.amount_cents
-            pending_credits_by_wallet[posting.wallet_id] += posting.credits
-    out_wallets: list[Wallet] = []
-    for w in wallets:
-        ongoing_credits = w.credits_balance - pending_credits_by_wallet[w.id]
-        ongoing_cents = w.balance_cents - pending_by_wallet[w.id]
-        usage_cents = per_wallet_current[w.id] + pending_by_wallet[w.id]
-        out_wallets.append({
-            "lago_id": str(w.id),
-            "code": w.code,
-            "name": w.name,
-            "external_customer_id": external_customer_id,
-            "status": w.status,
-            "currency": w.currency,
-            "rate_amount": format(w.rate_amount, "f"),
-            "priority": w.priority,
-            "credits_balance": credits_text(w.credits_balance),
-            "balance_cents": cents_value(w.balance_cents),
-            "credits_ongoing_balance": credits_text(ongoing_credits),
-            "ongoing_balance_cents": cents_value(ongoing_cents),
-            "credits_ongoing_usage_balance": credits_text(
-                credits_for(usage_cents, w.rate_amount, w.currency)
-            ),
-            "ongoing_usage_balance_cents": cents_value(usage_cents),
-            "consumed_credits": credits_text(w.consumed_credits),
-            "consumed_amount_cents": cents_value(w.consumed_amount_cents),
-            "pending_credits": credits_text(w.pending_credits),
-            "granted_credits_balance": credits_text(w.granted_credits_balance),
-            "paid_top_up_credits": credits_text(w.paid_credits),
-            "granted_top_up_credits": credits_text(w.granted_credits),
-            "expiration_at": w.expiration_at.isoformat() if w.expiration_at else None,
-            "terminated_at": w.terminated_at.isoformat() if w.terminated_at else None,
-            "created_at": w.created_at.isoformat(),
-        })
+        wallets = conn.execute(_WALLETS, {"c": customer_id}).all()
+        deducted = _deducted_by_wallet(conn, scopes)
+        transactions = conn.execute(_TRANSACTIONS, {"c": customer_id, "n": limit}).all()
+    ongoing = ongoing_usage(
+        [UsageScope((s.subscription_id, s.period_start), s.customer_id, s.currency,
+                    s.amount_cents, s.deducted_cents) for s in scopes],
+        {
+            w.id: WalletFunds(w.id, w.priority, w.created_at, w.rate_amount, w.currency,
+                              w.credits_balance, w.granted_credits_balance, w.balance_cents)
+            for w in wallets if w.status == "active" and w.opened
+        },
+    )
     return {
         "external_customer_id": external_customer_id,
         "as_of": moment.isoformat(),
-        "wallets": out_wallets,
+        "wallets": [_wallet_json(w, external_customer_id, ongoing, deducted) for w in wallets],
         "ongoing_usage": {
-            "amount_cents": cents_value(usage_total),
-            "deducted_cents": cents_value(deducted_total),
-            "undeducted_cents": cents_value(usage_total - deducted_total),
+            "amount_cents": cents_value(ongoing.usage_cents),
+            "deducted_cents": cents_value(ongoing.deducted_cents),
+            "undeducted_cents": cents_value(ongoing.usage_cents - ongoing.deducted_cents),
             "subscriptions": [
                 {"external_subscription_id": s.external_subscription_id,
                  "period_start": s.period_start.isoformat(),
@@ -156,28 +76,108 @@ def wallet_overview(
                 for s in scopes
             ],
         },
-        "wallet_transactions": [
-            {
-                "lago_id": str(t.id),
-                "lago_wallet_id": str(t.wallet_id),
-                "wallet_code": t.code,
-                "transaction_type": t.direction,
-                "status": t.status,
-                "transaction_status": transaction_status(t.source, t.status, t.credits,
-                                                          t.granted_credits),
-                "source": t.source,
-                "credit_amount": credits_text(t.credits),
-                "amount_cents": cents_value(t.amount_cents),
-                "granted_credits": credits_text(t.granted_credits),
-                "external_subscription_id": t.subscription,
-                "period_start": t.period_start.isoformat() if t.period_start else None,
-                "as_of": t.as_of.isoformat(),
-                "created_at": t.created_at.isoformat(),
-                "settled_at": t.settled_at.isoformat() if t.settled_at else None,
-                "idempotency_key": t.idempotency_key,
-            }
-            for t in transactions
-        ],
+        "wallet_transactions": [_transaction_json(t) for t in transactions],
+    }
+
+
+_WALLETS = text(
+    """
+    select w.id, w.code, w.name, w.currency, w.rate_amount, w.priority, w.status,
+      w.expiration_at, w.created_at, w.paid_credits, w.granted_credits,
+      b.wallet_id is not null as opened,
+      coalesce(b.credits_balance, 0) as credits_balance,
+      coalesce(b.granted_credits_balance, 0) as granted_credits_balance,
+      coalesce(b.balance_cents, 0) as balance_cents,
+      coalesce(b.pending_credits, 0) as pending_credits,
+      coalesce(b.consumed_credits, 0) as consumed_credits,
+      coalesce(b.consumed_amount_cents, 0) as consumed_amount_cents,
+      b.terminated_at
+    from wallets w left join wallet_balances b on b.wallet_id = w.id
+    where w.customer_id = :c order by w.priority, w.created_at, w.id
+    """
+)
+
+_TRANSACTIONS = text(
+    """
+    select t.id, t.wallet_id, w.code, t.direction, t.status, t.source, t.credits,
+      t.granted_credits, t.amount_cents, s.external_id as subscription,
+      t.period_start, t.as_of, t.created_at, t.settled_at, t.idempotency_key
+    from wallet_transactions t join wallets w on w.id = t.wallet_id
+    left join subscriptions s on s.id = t.subscription_id
+    where t.customer_id = :c order by t.id desc limit :n
+    """
+)
+
+
+def _deducted_by_wallet(conn: Connection, scopes: Sequence[LiveScope]) -> dict[int, Decimal]:
+    """What usage of the scopes' periods has taken from each wallet so far (net)."""
+    out: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    if scopes:
+        for r in conn.execute(USAGE_DEDUCTED, {
+            "subs": [s.subscription_id for s in scopes],
+            "starts": [s.period_start for s in scopes],
+        }):
+            out[int(r.wallet_id)] += Decimal(r.amount_cents)
+    return out
+
+
+def _wallet_json(
+    w: Any, external_customer_id: str, ongoing: OngoingUsage, deducted: Mapping[int, Decimal]
+) -> Wallet:
+    """One wallet in Lago's shape, its ongoing figures net of what the next run would take."""
+    pending_cents = ongoing.pending_cents.get(w.id, ZERO)
+    usage_cents = deducted.get(w.id, ZERO) + pending_cents
+    return {
+        "lago_id": str(w.id),
+        "code": w.code,
+        "name": w.name,
+        "external_customer_id": external_customer_id,
+        "status": w.status,
+        "currency": w.currency,
+        "rate_amount": format(w.rate_amount, "f"),
+        "priority": w.priority,
+        "credits_balance": credits_text(w.credits_balance),
+        "balance_cents": cents_value(w.balance_cents),
+        "credits_ongoing_balance": credits_text(
+            w.credits_balance - ongoing.pending_credits.get(w.id, ZERO)
+        ),
+        "ongoing_balance_cents": cents_value(w.balance_cents - pending_cents),
+        "credits_ongoing_usage_balance": credits_text(
+            credits_for(usage_cents, w.rate_amount, w.currency)
+        ),
+        "ongoing_usage_balance_cents": cents_value(usage_cents),
+        "consumed_credits": credits_text(w.consumed_credits),
+        "consumed_amount_cents": cents_value(w.consumed_amount_cents),
+        "pending_credits": credits_text(w.pending_credits),
+        "granted_credits_balance": credits_text(w.granted_credits_balance),
+        "paid_top_up_credits": credits_text(w.paid_credits),
+        "granted_top_up_credits": credits_text(w.granted_credits),
+        "expiration_at": w.expiration_at.isoformat() if w.expiration_at else None,
+        "terminated_at": w.terminated_at.isoformat() if w.terminated_at else None,
+        "created_at": w.created_at.isoformat(),
+    }
+
+
+def _transaction_json(t: Any) -> LedgerTransaction:
+    """One ledger row in Lago's wallet transaction shape."""
+    return {
+        "lago_id": str(t.id),
+        "lago_wallet_id": str(t.wallet_id),
+        "wallet_code": t.code,
+        "transaction_type": t.direction,
+        "status": t.status,
+        "transaction_status": transaction_status(t.source, t.status, t.credits,
+                                                  t.granted_credits),
+        "source": t.source,
+        "credit_amount": credits_text(t.credits),
+        "amount_cents": cents_value(t.amount_cents),
+        "granted_credits": credits_text(t.granted_credits),
+        "external_subscription_id": t.subscription,
+        "period_start": t.period_start.isoformat() if t.period_start else None,
+        "as_of": t.as_of.isoformat(),
+        "created_at": t.created_at.isoformat(),
+        "settled_at": t.settled_at.isoformat() if t.settled_at else None,
+        "idempotency_key": t.idempotency_key,
     }
 
 

@@ -19,6 +19,8 @@ from tallyflow.models.lifecycle import (
     row_in_force,
     status_at,
     termination_refusal,
+    termination_step,
+    termination_step_refusal,
     yearly_amount_cents,
 )
 from tallyflow.models.rating.periods import period_containing
@@ -225,3 +227,64 @@ def test_the_row_in_force_is_the_one_whose_life_holds_the_moment() -> None:
     assert row_in_force([], t, life) is None
     held = row_in_force([("open", t, None)], t + timedelta(days=400), life)
     assert held is not None and held[0] == "open"
+BEGUN = t("2025-01-10")
+
+
+@pytest.mark.parametrize(
+    ("at", "terminated_at", "ending_at", "waiting", "ended", "planned", "cancel", "rerun"),
+    [
+        # a plain termination of a running subscription
+        (t("2025-02-01"), None, None, False, None, None, False, False),
+        # before its start, asked before it started: canceled, never terminated
+        (t("2025-01-05"), None, None, False, None, None, True, False),
+        # before its start, asked after it started: not a cancel (refused later)
+        (t("2025-01-06"), None, None, False, None, None, False, False),
+        # the same termination again: a rerun; another moment: neither (refused later)
+        (t("2025-02-01"), t("2025-02-01"), None, False, t("2025-02-01"), None, False, True),
+        (t("2025-02-02"), t("2025-02-01"), None, False, t("2025-02-01"), None, False, False),
+        # a waiting downgrade's end is a planned end, not a termination
+        (t("2025-02-01"), t("2025-03-01"), None, True, None, t("2025-03-01"), False, False),
+        (t("2025-02-01"), t("2025-03-01"), t("2025-02-15"), True, None, t("2025-02-15"),
+         False, False),
+        # ending_at is a planned end too
+        (t("2025-02-01"), None, t("2025-04-01"), False, None, t("2025-04-01"), False, False),
+    ],
+)
+def test_termination_step(
+    at: datetime, terminated_at: datetime | None, ending_at: datetime | None, waiting: bool,
+    ended: datetime | None, planned: datetime | None, cancel: bool, rerun: bool,
+) -> None:
+    # asked on 2025-01-06 for that one row, on 2025-02-10 for the others
+    now = t("2025-01-06") if at == t("2025-01-05") else t("2025-02-10")
+    step = termination_step(at=at, now=now, subscription_at=BEGUN,
+                            terminated_at=terminated_at, ending_at=ending_at,
+                            downgrade_waiting=waiting)
+    assert (step.ended, step.planned, step.cancel, step.rerun) == (ended, planned, cancel, rerun)
+
+
+def test_a_termination_recorded_elsewhere_is_finished_by_rerunning_it() -> None:
+    step = termination_step(at=t("2025-02-02"), now=t("2025-02-10"), subscription_at=BEGUN,
+                            terminated_at=t("2025-02-01"), ending_at=None,
+                            downgrade_waiting=False)
+    refusal = termination_step_refusal(step, external_id="s1", at=t("2025-02-02"),
+                                       subscription_at=BEGUN, finalized_until=None)
+    assert refusal is not None
+    assert "already terminated" in refusal.message
+    assert refusal.hint == (
+        f"to finish that termination, rerun with --at {t('2025-02-01').isoformat()}"
+    )
+
+
+def test_a_waiting_downgrade_does_not_block_an_earlier_termination() -> None:
+    step = termination_step(at=t("2025-02-01"), now=t("2025-02-10"), subscription_at=BEGUN,
+                            terminated_at=t("2025-03-01"), ending_at=None,
+                            downgrade_waiting=True)
+    assert termination_step_refusal(step, external_id="s1", at=t("2025-02-01"),
+                                    subscription_at=BEGUN, finalized_until=None) is None
+    later = termination_step(at=t("2025-03-02"), now=t("2025-02-10"), subscription_at=BEGUN,
+                             terminated_at=t("2025-03-01"), ending_at=None,
+                             downgrade_waiting=True)
+    refusal = termination_step_refusal(later, external_id="s1", at=t("2025-03-02"),
+                                       subscription_at=BEGUN, finalized_until=None)
+    assert refusal is not None and "ending_at" in refusal.message
+    assert refusal.hint.startswith("a termination can only end")

@@ -13,10 +13,13 @@ from hypothesis import strategies as st
 from tallyflow.models.wallets import (
     ALERT_BELOW,
     ALERT_DEPLETED,
+    AlertRule,
     Deducted,
+    InvoiceDue,
     UsageScope,
     WalletFunds,
     alert_change,
+    alert_changes,
     alert_condition,
     allocate_correction,
     allocate_usage,
@@ -24,7 +27,9 @@ from tallyflow.models.wallets import (
     cents_for,
     credits_for,
     interval_start,
+    ongoing_usage,
     plan_deductions,
+    plan_invoice_payments,
     round_credits,
     top_up_credits,
 )
@@ -266,3 +271,135 @@ def test_credits_of_usage_at_the_number_rules_bound_are_exact(cents: int) -> Non
     assert cents_for(credits, Decimal("1"), "USD") == cents
     half = Decimal(f"{cents // 100}.{cents % 100:02d}0005")
     assert round_credits(half) == Decimal(f"{cents // 100}.{cents % 100:02d}001")
+
+
+@pytest.mark.parametrize(
+    ("scopes", "wallets", "pending", "usage", "deducted"),
+    [
+        # fully deducted: nothing pending
+        ([scope(P1, "500", "500")], {1: funds(1, "10")}, {}, 500, 500),
+        # usage rounds half up before the delta
+        ([scope(P1, "0.5")], {1: funds(1, "10")}, {1: 1}, 1, 0),
+        ([scope(P1, "0.49")], {1: funds(1, "10")}, {}, 0, 0),
+        # a decrease is not pending (the run refunds it), but counts in the totals
+        ([scope(P1, "200", "500")], {1: funds(1, "10")}, {}, 200, 500),
+        # the second scope sees what the first left: priority first, the last wallet overflows
+        ([scope(P1, "800"), scope(P2, "300")], {1: funds(1, "5", priority=1), 2: funds(2, "5")},
+         {1: 500, 2: 600}, 1100, 0),
+        # another currency's wallet takes no part
+        ([scope(P1, "100", currency="EUR")], {1: funds(1, "10")}, {}, 100, 0),
+    ],
+)
+def test_ongoing_usage(
+    scopes: list[UsageScope], wallets: dict[int, WalletFunds], pending: dict[int, int],
+    usage: int, deducted: int,
+) -> None:
+    before = copy.deepcopy(wallets)
+    ongoing = ongoing_usage(scopes, wallets)
+    assert wallets == before  # the inputs are not changed
+    assert ongoing.pending_cents == {w: Decimal(c) for w, c in pending.items()}
+    assert ongoing.pending_credits == {
+        w: credits_for(Decimal(c), Decimal(1), "USD") for w, c in pending.items()
+    }
+    assert (ongoing.usage_cents, ongoing.deducted_cents) == (usage, deducted)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=6),
+       st.lists(st.integers(min_value=0, max_value=10**4), min_size=1, max_size=3))
+def test_ongoing_usage_is_what_the_next_run_would_deduct(
+    usages: list[int], credits: list[int]
+) -> None:
+    wallets = {i + 1: funds(i + 1, str(c), age=i) for i, c in enumerate(credits)}
+    scopes = [scope((i, T0), str(u)) for i, u in enumerate(usages)]
+    plan = plan_deductions(scopes, wallets, {7: sorted(wallets)}, set(wallets))
+    ongoing = ongoing_usage(scopes, wallets)
+    assert {w: wallets[w].balance_cents - ongoing.pending_cents.get(w, Decimal(0))
+            for w in wallets} == {w: f.balance_cents for w, f in plan.funds.items()}
+
+
+
+def took(wallet: int, cents: int) -> tuple[int, Decimal, Decimal, Decimal]:
+    """A usage deduction of ``cents`` from ``wallet`` (rate 1, nothing granted)."""
+    return (wallet, Decimal(cents), credits_for(Decimal(cents), Decimal(1), "USD"), Decimal(0))
+
+
+@pytest.mark.parametrize(
+    ("owed", "taken", "wallets", "moved"),
+    [
+        # the hourly deductions took it all: nothing moves
+        (500, (took(1, 500),), {1: funds(1, "10")}, [[]]),
+        # the rest (fee, taxes) by priority, as far as the balances go, never past zero
+        (1500, (took(1, 500),), {1: funds(1, "5", priority=1), 2: funds(2, "3")},
+         [[(1, "outbound", 500), (2, "outbound", 300)]]),
+        (800, (), {1: funds(1, "10")}, [[(1, "outbound", 800)]]),
+        # nothing left to take: the rest is due from the customer
+        (800, (), {1: funds(1, "0")}, [[]]),
+        # the deductions took more than the invoice owes: the excess back, last taken first
+        (300, (took(1, 400), took(2, 200)), {1: funds(1, "1", priority=1), 2: funds(2, "1")},
+         [[(2, "inbound", 200), (1, "inbound", 100)]]),
+        # a wallet no longer active gets nothing back
+        (300, (took(1, 400), took(2, 200)), {1: funds(1, "1", priority=1)},
+         [[(1, "inbound", 300)]]),
+    ],
+)
+def test_plan_invoice_payments(
+    owed: int, taken: tuple[tuple[int, Decimal, Decimal, Decimal], ...],
+    wallets: dict[int, WalletFunds], moved: list[list[tuple[int, str, int]]],
+) -> None:
+    before = copy.deepcopy(wallets)
+    plans = plan_invoice_payments([InvoiceDue(7, "USD", Decimal(owed), taken)], wallets,
+                                  {7: sorted(wallets)})
+    assert wallets == before  # the inputs are not changed
+    assert [[(p.wallet_id, p.direction, p.amount_cents) for p in a.postings] for a in plans] == [
+        [(w, d, Decimal(c)) for w, d, c in m] for m in moved
+    ]
+
+
+def test_invoice_payments_see_what_earlier_invoices_left() -> None:
+    wallets = {1: funds(1, "10"), 2: funds(2, "10", currency="EUR")}
+    plans = plan_invoice_payments(
+        [InvoiceDue(7, "USD", Decimal(600)), InvoiceDue(7, "USD", Decimal(600)),
+         InvoiceDue(7, "EUR", Decimal(50))],
+        wallets, {7: [1, 2]},
+    )
+    assert [[(p.wallet_id, p.amount_cents) for p in a.postings] for a in plans] == [
+        [(1, Decimal(600))], [(1, Decimal(400))], [(2, Decimal(50))],
+    ]
+
+
+
+BELOW_5 = AlertRule("rule-1", 1, ALERT_BELOW, Decimal(5))  # every wallet's
+BELOW_9_ON_2 = AlertRule("rule-2", 2, ALERT_BELOW, Decimal(9), wallet_id=2)
+
+
+@pytest.mark.parametrize(
+    ("credits", "open_alerts", "last", "opened", "resolved"),
+    [
+        # above every threshold: nothing
+        ("10", {}, {}, [], []),
+        # below the shared rule: one alert, its first crossing
+        ("4", {}, {}, [("rule-1:1:1", 1)], []),
+        # still below with the alert open: nothing new
+        ("4", {("rule-1", 1): 41}, {("rule-1", 1): 1}, [], []),
+        # back above: the open alert is resolved; below again: the next crossing
+        ("6", {("rule-1", 1): 41}, {("rule-1", 1): 1}, [], [41]),
+        ("4", {}, {("rule-1", 1): 1}, [("rule-1:1:2", 2)], []),
+        # depleted (the built-in rule) and below at once: two alerts, depleted first
+        ("0", {}, {}, [("depleted:1:1", 1), ("rule-1:1:1", 1)], []),
+    ],
+)
+def test_alert_changes(
+    credits: str, open_alerts: dict[tuple[str, int], int], last: dict[tuple[str, int], int],
+    opened: list[tuple[str, int]], resolved: list[int],
+) -> None:
+    opens, resolve = alert_changes([BELOW_5, BELOW_9_ON_2], [(1, 7, Decimal(credits))],
+                                   open_alerts, last)
+    assert [(o.alert_key, o.crossing) for o in opens] == opened
+    assert resolve == resolved
+
+
+def test_a_wallets_own_rule_applies_to_it_alone() -> None:
+    opens, _ = alert_changes([BELOW_5, BELOW_9_ON_2],
+                             [(1, 7, Decimal(8)), (2, 7, Decimal(8))], {}, {})
+    assert [o.alert_key for o in opens] == ["rule-2:2:1"]
+    assert opens[0].rule.threshold_credits == 9 and opens[0].customer_id == 7
