@@ -35,6 +35,10 @@ from sqlalchemy.engine import URL  # noqa: E402
 
 from tests.storage import Bucket, S3Server, free_port  # noqa: E402
 
+# A plugin's own repository (tests/fixtures/plugin_repo) has its own tests: they run there,
+# against an installed Tallyflow, through tests/tasks/ingest/test_plugin_repo.py, never here.
+collect_ignore = ["fixtures"]
+
 FIXTURES = Path(__file__).parent / "fixtures"
 # The shipped conformance suite (its fixture; it collects nothing without
 # --tallyflow-conformance). Installed, Tallyflow registers it by the same name (pytest11), so

@@ -107,7 +107,7 @@ def test_an_error_other_than_a_stored_key_is_not_retried(
     engine: Engine, bucket: Bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # a NOT NULL violation in the plain statement must fail the object, not fall back
-    broken = ingest_module._MERGE_SQL.format(on_conflict="").replace(
+    broken = ingest_module._MERGE_SQL.format(on_conflict="", **ingest_module._BILLS).replace(
         "select external_subscription_id, transaction_id, code,",
         "select external_subscription_id, transaction_id, null,")
     monkeypatch.setattr(ingest_module, "_MERGE_NEW", text(broken))
