@@ -182,8 +182,9 @@ class CustomerUsage(TypedDict):
 
 
 # The HTTP API's customer usage (``GET /customers/{id}/current_usage``): the same, with
-# Lago's ``total_aggregated_units`` beside every ``units`` (tallyflow/api/routes.py). The
-# CLI and the stored snapshots do not carry it, and keep not carrying it.
+# Lago's ``total_aggregated_units`` beside every ``units`` (``with_total_units`` in
+# tallyflow/api/objects.py). The CLI and the stored snapshots do not carry it, and keep not
+# carrying it.
 
 
 class ApiFilterUsage(FilterUsage):
@@ -288,7 +289,7 @@ class Invoice(TypedDict):
     """Lago's invoice (``V1::InvoiceSerializer`` names): ``tallyflow invoices list/show``,
     the kept HTML's data and ``GET /invoices``. The API writes a draft's ``number`` as ``""``
     (Lago's) where the CLI writes null, and adds the customer's ``lago_id``, ``created_at``,
-    ``updated_at`` and ``applicable_timezone`` (tallyflow/api/routes.py)."""
+    ``updated_at`` and ``applicable_timezone`` (tallyflow/api/objects.py)."""
 
     lago_id: str
     billing_entity_code: str | None
