@@ -30,6 +30,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import types
 from collections.abc import Callable
 from datetime import datetime
@@ -115,6 +116,7 @@ _STALE = text(
     """
     select flow_run_id from run_history
     where status = 'running' and heartbeat_at < now() - make_interval(secs => :stale)
+      and not (flow_run_id = any(cast(:mine as text[])))
     """
 )
 _REAP = text(
@@ -125,6 +127,7 @@ _REAP = text(
               || ' UTC (killed, or its machine was lost); rerun it: work is idempotent'
     where status = 'running' and heartbeat_at < now() - make_interval(secs => :stale)
       and not (flow_run_id = any(cast(:known as text[])))
+      and not (flow_run_id = any(cast(:mine as text[])))
     returning flow_run_id, error
     """
 )
@@ -152,7 +155,10 @@ def _reap(conn: Connection, stale: float | None = None) -> list[str]:
     ending could not be written here, the database being down, says why it failed), else
     ``crashed``: nothing reported its end, so its process or machine was lost."""
     stale = stale if stale is not None else stale_seconds()
-    silent = [str(r) for r in conn.execute(_STALE, {"stale": stale}).scalars()]
+    # The runs this process is running are alive whatever their heartbeat says: the check itself
+    # runs here (a beat delayed by a slow database must not make a run reap itself).
+    mine = active_runs()
+    silent = [str(r) for r in conn.execute(_STALE, {"stale": stale, "mine": mine}).scalars()]
     known = prefect_endings(silent) if silent else {}
     ended: list[tuple[str, str | None, str]] = []
     for flow_run_id, (status, error, finished) in known.items():
@@ -160,7 +166,7 @@ def _reap(conn: Connection, stale: float | None = None) -> list[str]:
                                                "error": error, "finished": finished}).first()
         if row is not None:
             ended.append((flow_run_id, error, status))
-    dead = conn.execute(_REAP, {"stale": stale, "known": list(known)}).all()
+    dead = conn.execute(_REAP, {"stale": stale, "known": list(known), "mine": mine}).all()
     ended += [(str(flow_run_id), error, "crashed") for flow_run_id, error in dead]
     for flow_run_id, error, status in ended:
         _finish_records(conn, flow_run_id, status, error)
@@ -296,11 +302,15 @@ _active: dict[str, int] = {}  # flow run id -> nesting count
 _stack = threading.local()
 _lock = threading.Lock()
 _beater: threading.Thread | None = None
+_watcher: threading.Thread | None = None
 _beat_engine: Engine | None = None  # the engine the runs of this process write with
 _wake = threading.Event()
 
 
 def _beat_forever() -> None:
+    """Beat for the runs of this process. Only the database is asked here: the cancel watch has
+    its own thread, because a slow Prefect API (its client retries a timeout with backoff for
+    a minute) once silenced the beats long enough for a live run to be recorded crashed."""
     while True:
         _wake.wait(heartbeat_seconds())
         _wake.clear()
@@ -319,7 +329,14 @@ def _beat_forever() -> None:
                 )
         except Exception:  # a missed beat is retried; the run goes on
             pass
-        if _cancel_requested(ids):
+
+
+def _watch_cancels() -> None:
+    while True:
+        time.sleep(heartbeat_seconds())
+        with _lock:
+            ids = list(_active)
+        if ids and _cancel_requested(ids):
             # A cancel from the UI of a run no worker supervises (a CLI run): stop as a worker
             # would stop it, with a SIGTERM to this process.
             os.kill(os.getpid(), signal.SIGTERM)
@@ -342,7 +359,7 @@ def _cancel_requested(ids: list[str]) -> bool:
 
 
 def _attach(flow_run_id: str, engine: Engine) -> None:
-    global _beater, _beat_engine
+    global _beater, _beat_engine, _watcher
     with _lock:
         _beat_engine = engine
         _active[flow_run_id] = _active.get(flow_run_id, 0) + 1
@@ -350,6 +367,10 @@ def _attach(flow_run_id: str, engine: Engine) -> None:
             _beater = threading.Thread(target=_beat_forever, name="tallyflow-heartbeat",
                                        daemon=True)
             _beater.start()
+        if _watcher is None or not _watcher.is_alive():
+            _watcher = threading.Thread(target=_watch_cancels, name="tallyflow-cancel-watch",
+                                        daemon=True)
+            _watcher.start()
 
 
 def _detach(flow_run_id: str) -> None:
