@@ -22,6 +22,7 @@ Prefect's own flow heartbeats stay off: they cost every CLI run about a second.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -32,7 +33,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, ParamSpec, TypeVar
@@ -187,15 +188,27 @@ def prefect_api_configured() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _quick_client(timeout: float) -> Iterator[Any]:
+    """A Prefect client that answers or gives up within ``timeout``: Prefect's client retries a
+    timed-out request five times with backoff (about a minute), too long for a liveness check
+    or a reaper holding a transaction. The setting applies to this thread's context only."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}), get_client(
+        sync_client=True, httpx_settings={"timeout": timeout}
+    ) as client:
+        yield client
+
+
 def prefect_endings(ids: list[str]) -> dict[str, tuple[str, str | None, datetime | None]]:
     """Final states Prefect recorded for these flow runs: id -> (status, message, end)."""
     if not prefect_api_configured():
         return {}
     try:
-        from prefect.client.orchestration import get_client
-
         out: dict[str, tuple[str, str | None, datetime | None]] = {}
-        with get_client(sync_client=True, httpx_settings={"timeout": 3.0}) as client:
+        with _quick_client(3.0) as client:
             for run_id in ids:
                 try:
                     run = client.read_flow_run(UUID(run_id))
@@ -345,10 +358,9 @@ def _watch_cancels() -> None:
 def _cancel_requested(ids: list[str]) -> bool:
     """Whether Prefect was asked to cancel one of these runs (state Cancelling)."""
     try:
-        from prefect.client.orchestration import get_client
         from prefect.client.schemas.objects import StateType
 
-        with get_client(sync_client=True, httpx_settings={"timeout": 2.0}) as client:
+        with _quick_client(2.0) as client:
             for run_id in ids:
                 state = client.read_flow_run(UUID(run_id)).state
                 if state is not None and state.type == StateType.CANCELLING:
