@@ -149,6 +149,15 @@ def test_a_crash_between_the_void_and_its_correction_converges(
     assert balances(engine)[WALLET]["cents"] == 12500
     assert len(_ledger(engine, "void:%")) == 2
     assert_balances_match_ledger(engine)
+    # a regeneration killed after its draft leaves nothing; the rerun makes one invoice
+    with failpoints.hooked("invoice_voids.after_regenerated_draft", crash), \
+            pytest.raises(RuntimeError):
+        regenerate_invoice(engine, invoice["number"], AT)
+    assert len(list_invoices(engine)) == 1
+    regenerate_invoice(engine, invoice["number"], AT)
+    assert [i["status"] for i in list_invoices(engine)] == ["voided", "finalized"]
+    assert balances(engine)[WALLET]["cents"] == 12500 - 4680
+    assert_balances_match_ledger(engine)
 
 
 def test_refusals_of_drafts_unknown_invoices_and_non_voided(
