@@ -319,6 +319,8 @@ class Invoice(TypedDict):
     created_at: str | None
     updated_at: str | None
     finalized_at: str | None
+    # set when the invoice is voided (Lago's ``voided_at``; docs/architecture.md §13)
+    voided_at: str | None
     file_url: None
     customer: dict[str, Any]
     subscriptions: list[InvoiceSubscription]

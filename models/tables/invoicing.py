@@ -1,4 +1,5 @@
-"""Invoice tables. A finalized invoice, its fees and its periods never change (triggers).
+"""Invoice tables. A finalized invoice, its fees and its periods never change (triggers), but
+for one step: finalized -> voided (migration 0021, docs/architecture.md §13).
 """
 
 from __future__ import annotations
@@ -58,16 +59,25 @@ invoices = Table(
     # When the tallyflow.invoice.finalized event went out (at least once, after commit).
     Column("emitted_at", DateTime(timezone=True)),
     Column("html", Text),
+    # When it was voided (migration 0021; set exactly when ``status`` is ``voided``).
+    Column("voided_at", DateTime(timezone=True)),
+    # On a regenerated invoice: the voided invoice it replaces (Lago's column), at most once.
+    Column("voided_invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT")),
     *_timestamps(),
     # One subscription invoice per customer and billing day; credit invoices (paid wallet
     # top-ups, migration 0008) are one per top-up, pay_in_advance ones one per subscription
-    # and billing-cycle hour, advance_charges ones per regrouping (migration 0012).
+    # and billing-cycle hour, advance_charges ones per regrouping (migration 0012). A
+    # regenerated invoice shares its voided one's day (migration 0021): the key holds the
+    # invoices the close writes, a successor is held by ``uq_invoices_voided_invoice``.
     Index("uq_invoices_customer_day", "customer_id", "issuing_date", "invoice_type",
-          unique=True, postgresql_where=text("invoice_type = 'subscription'")),
+          unique=True, postgresql_where=text("invoice_type = 'subscription'"
+                                             " and voided_invoice_id is null")),
+    UniqueConstraint("voided_invoice_id", name="uq_invoices_voided_invoice"),
     CheckConstraint("invoice_type in ('subscription', 'credit', 'pay_in_advance',"
                     " 'advance_charges')", name="invoice_type"),
     UniqueConstraint("customer_id", "sequential_id", name="uq_invoices_customer_sequence"),
-    CheckConstraint("status in ('draft', 'finalized')", name="status"),
+    CheckConstraint("status in ('draft', 'finalized', 'voided')", name="status"),
+    CheckConstraint("(status = 'voided') = (voided_at is not null)", name="voided"),
     CheckConstraint("payment_status in ('pending', 'succeeded', 'failed')",
                     name="payment_status"),
     CheckConstraint("status = 'draft' or (sequential_id is not null and number is not null)",
@@ -76,7 +86,9 @@ invoices = Table(
 )
 
 
-# Which subscription periods an invoice closes: a period is on at most one invoice.
+# Which subscription periods an invoice closes: a period is on at most one invoice per
+# ``regeneration`` (migration 0021): the close writes 0, a regenerated invoice the one after its
+# voided invoice's, so a voided invoice and its successor both keep the period.
 invoice_subscriptions = Table(
     "invoice_subscriptions",
     metadata,
@@ -90,6 +102,7 @@ invoice_subscriptions = Table(
     Column("to_datetime", DateTime(timezone=True), nullable=False),
     # The plan version the period was priced with (migration 0008; null: closed before 0008).
     Column("plan_version_id", BigInteger, ForeignKey("plan_versions.id", ondelete="RESTRICT")),
+    Column("regeneration", Integer, primary_key=True, server_default=text("0")),
     Index("ix_invoice_subscriptions_invoice", "invoice_id"),
 )
 

@@ -76,6 +76,15 @@ class VoidRequest(_Body):
     reason: str
 
 
+class VoidInvoiceRequest(_Body):
+    """Lago's void parameters. Tallyflow issues no credit note on void: ``generate_credit_note``
+    true, or an amount, is refused by name (docs/architecture.md §13)."""
+
+    generate_credit_note: bool | None = None
+    refund_amount: int | None = None
+    credit_amount: int | None = None
+
+
 def document_request(kind: str) -> type[BaseModel]:
     """``{kind: {...}}``: a Lago catalog document (its fields are checked by ``tallyflow
     apply``'s rules, models/catalog)."""

@@ -9,6 +9,9 @@
   every 10 minutes when served): the PDFs of finalized invoices that have none yet;
 - ``mark-paid|mark-failed ID|NUMBER`` records the payment status of a finalized invoice;
 - ``late-usage`` lists events that arrived after their period's invoice was finalized;
+- ``void ID|NUMBER`` voids a finalized invoice and gives its wallets back what they paid toward
+  it; ``regenerate ID|NUMBER`` issues the finalized invoice that replaces a voided one
+  (docs/invoices.md, "Void and regenerate");
 - ``advance-fees [--subscription ID] [--json]`` lists the per-event fees of charges paid in
   advance (on a ``pay_in_advance`` invoice, or kept off invoices and paid from the wallets).
 """
@@ -29,7 +32,7 @@ from tallyflow.models.lago.money import money as lago_money
 
 app = typer.Typer(help="Invoices: period close, Lago-shaped listings, documents, late usage.")
 
-STATUSES = ("draft", "finalized")
+STATUSES = ("draft", "finalized", "voided")
 
 
 def register(root: typer.Typer) -> None:
@@ -81,7 +84,7 @@ def list_(
     customer: str | None = typer.Option(None, "--customer", help="External customer id."),
     subscription: str | None = typer.Option(None, "--subscription",
                                             help="External subscription id."),
-    status: str | None = typer.Option(None, "--status", help="draft or finalized."),
+    status: str | None = typer.Option(None, "--status", help="draft, finalized or voided."),
     invoice_type: str | None = typer.Option(
         None, "--type", help="subscription (periods), credit (paid wallet top-ups),"
                              " pay_in_advance (charges paid per event) or advance_charges"
@@ -92,7 +95,7 @@ def list_(
     from tallyflow.tasks.invoicing import list_invoices
 
     if status is not None and status not in STATUSES:
-        raise typer.BadParameter(f"--status must be draft or finalized; got {status!r}")
+        raise typer.BadParameter(f"--status must be draft, finalized or voided; got {status!r}")
     if invoice_type is not None and invoice_type not in INVOICE_TYPES:
         raise typer.BadParameter(f"--type must be one of {', '.join(INVOICE_TYPES)};"
                                  f" got {invoice_type!r}")
@@ -310,3 +313,53 @@ def late_usage_command(
             table.add_row(r["number"], r["external_subscription_id"], r["transaction_id"],
                           r["code"], r["timestamp"].isoformat(), r["ingested_at"].isoformat())
         _console().print(table)
+
+
+@app.command("void")
+def void(
+    key: str = typer.Argument(..., help="Invoice number, lago_id or id."),
+    as_json: bool = typer.Option(False, "--json", help="Print what was done as JSON."),
+) -> None:
+    """Void a finalized invoice (Lago's void): it stays, marked voided, and the prepaid
+    credits it took go back to the wallets as ledger corrections."""
+    from datetime import UTC, datetime
+
+    from tallyflow.tasks.corrections import InvoiceVoidRefused, void_invoice
+
+    try:
+        done = void_invoice(billing_engine(), key, datetime.now(UTC))
+    except InvoiceVoidRefused as exc:
+        _fail(f"refused ({exc.code}): {exc}")
+        return
+    if as_json:
+        typer.echo(json.dumps(done.as_dict()))
+        return
+    typer.echo(f"{done.number}: voided; {done.restored_cents} cents of prepaid credits given"
+               f" back to the wallets ({len(done.corrections)} ledger correction(s))")
+    for wallet, cents in done.not_restored.items():
+        typer.echo(f"  wallet {wallet} is no longer active: its {cents} cents stay consumed")
+
+
+@app.command("regenerate")
+def regenerate(
+    key: str = typer.Argument(..., help="The voided invoice: number, lago_id or id."),
+    as_json: bool = typer.Option(False, "--json", help="Print the new invoice as JSON."),
+) -> None:
+    """Issue the finalized invoice that replaces a voided one: the same fees, taxes and
+    periods (the same plan versions; late events still not counted), a new number, its
+    prepaid credits paid from the wallets anew."""
+    from datetime import UTC, datetime
+
+    from tallyflow.tasks.corrections import InvoiceVoidRefused, regenerate_invoice
+
+    try:
+        done = regenerate_invoice(billing_engine(), key, datetime.now(UTC))
+    except InvoiceVoidRefused as exc:
+        _fail(f"refused ({exc.code}): {exc}")
+        return
+    if as_json:
+        typer.echo(json.dumps(done.as_dict()))
+        return
+    typer.echo(f"{done.number}: finalized, replacing invoice {done.voided_invoice_id};"
+               f" prepaid credits {done.prepaid_credit_amount_cents} cents,"
+               f" total {done.total_amount_cents} cents")

@@ -229,7 +229,7 @@ def finalized_versions(conn: Connection, periods: Mapping[int, datetime]) -> dic
             select i.subscription_id, i.plan_version_id
             from unnest(cast(:subs as bigint[]), cast(:starts as timestamptz[])) as k(sid, ps)
             join invoice_subscriptions i on i.subscription_id = k.sid and i.period_start = k.ps
-            join invoices v on v.id = i.invoice_id and v.status = 'finalized'
+            join invoices v on v.id = i.invoice_id and v.status in ('finalized', 'voided')
             where i.plan_version_id is not null
             """
         ),

@@ -132,7 +132,7 @@ _FACTS = """
            o.path as object,
            (select v.number from subscriptions s
               join invoice_subscriptions i on i.subscription_id = s.id
-              join invoices v on v.id = i.invoice_id and v.status = 'finalized'
+              join invoices v on v.id = i.invoice_id and v.status in ('finalized', 'voided')
             where s.external_id = e.external_subscription_id
               and e."timestamp" between i.from_datetime and i.to_datetime
             order by v.id limit 1) as finalized_invoice,
@@ -269,7 +269,7 @@ _AMOUNTS = text(
                  select 1 from billable_metrics m
                  where m.recurring and m.code = any(cast(:codes as text[])))))
       and not exists (select 1 from invoice_subscriptions i
-                      join invoices v on v.id = i.invoice_id and v.status = 'finalized'
+                      join invoices v on v.id = i.invoice_id and v.status in ('finalized', 'voided')
                       where i.subscription_id = a.subscription_id
                         and i.period_start = a.period_start)
     order by a.period_start

@@ -68,7 +68,7 @@ _CLOSED = text(
     """
     select i.subscription_id, max(i.period_end) as period_end
     from invoice_subscriptions i join invoices v on v.id = i.invoice_id
-    where v.status = 'finalized'
+    where v.status in ('finalized', 'voided')  -- voided: closed still (docs/architecture.md §13)
     group by i.subscription_id
     """
 )
@@ -132,7 +132,7 @@ _FINALIZED_DAYS = text(
     select v.customer_id, v.issuing_date from invoices v
     join unnest(cast(:customers as bigint[]), cast(:days as date[])) as k(cid, day)
       on v.customer_id = k.cid and v.issuing_date = k.day
-    where v.invoice_type = 'subscription' and v.status = 'finalized'
+    where v.invoice_type = 'subscription' and v.status in ('finalized', 'voided')
     """
 )
 

@@ -154,6 +154,8 @@ def record_payment(engine: Engine, key: str, status: str) -> Invoice:
     invoice = find_invoice(engine, key)
     if invoice is None:
         raise InvoiceError(f"no invoice {key!r} (hint: `tallyflow invoices list`)")
+    if invoice["status"] == "voided":  # docs/architecture.md §13
+        raise InvoiceError(f"invoice {key!r} is voided: nothing is due on it")
     if invoice["status"] != "finalized":
         raise InvoiceError(f"invoice {key!r} is a draft: only a finalized invoice is paid "
                            "(hint: it is finalized once its period is settled)")

@@ -179,12 +179,15 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[Invoice]:
             "sub_total_including_taxes_amount_cents": sub_total_incl,
             "prepaid_credit_amount_cents": _int(r.prepaid_credit_amount_cents),
             "total_amount_cents": _int(r.total_amount_cents),
+            # Lago: nothing is due on a voided invoice (docs/architecture.md §13)
             "total_due_amount_cents": (0 if r.payment_status == "succeeded"
+                                       or r.status == "voided"
                                        else _int(r.total_amount_cents)),
             "version_number": VERSION_NUMBER,
             "created_at": iso(r.created_at),
             "updated_at": iso(r.updated_at),
             "finalized_at": iso(r.finalized_at),
+            "voided_at": iso(r.voided_at),
             "file_url": None,
             "customer": loads_exact(r.customer_text),
             "subscriptions": subs[r.id],

@@ -11,7 +11,10 @@ from sqlalchemy import Connection, Engine, text
 
 _LATE = """
     from invoice_subscriptions i
-    join invoices v on v.id = i.invoice_id and v.status = 'finalized'
+    -- late for the invoice that first closed the period (a regenerated one copies its fees,
+    -- docs/architecture.md §13), listed once whatever regenerations followed
+    join invoices v on v.id = i.invoice_id and v.status in ('finalized', 'voided')
+      and i.regeneration = 0
     join subscriptions s on s.id = i.subscription_id
     join events e on e.external_subscription_id = s.external_id
       and e."timestamp" between i.from_datetime and i.to_datetime

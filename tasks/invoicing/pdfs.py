@@ -52,7 +52,7 @@ DEFAULT_CHUNK = 10
 _CLAIM = text(
     """
     select v.id from invoices v
-    where v.status = 'finalized' and v.html is not null
+    where v.status in ('finalized', 'voided') and v.html is not null
       and not exists (select 1 from invoice_pdfs p where p.invoice_id = v.id)
     order by v.id desc limit :limit
     for no key update of v skip locked
@@ -69,7 +69,7 @@ _CLAIMED = text(
 _PENDING = text(
     """
     select count(*) from invoices v
-    where v.status = 'finalized' and v.html is not null
+    where v.status in ('finalized', 'voided') and v.html is not null
       and not exists (select 1 from invoice_pdfs p where p.invoice_id = v.id)
     """
 )

@@ -77,7 +77,7 @@ _UPSERT = text(
            entity)
     order by cid, day
     on conflict (customer_id, issuing_date, invoice_type)
-      where invoice_type = 'subscription'
+      where invoice_type = 'subscription' and voided_invoice_id is null
     do update set
       currency = excluded.currency, fees_amount_cents = excluded.fees_amount_cents,
       taxes_amount_cents = excluded.taxes_amount_cents,
@@ -153,8 +153,9 @@ def _write_batch(
         keys = {"customers": [g.customer.id for g in groups],
                 "days": [g.issuing_date for g in groups]}
         existing = {(r.customer_id, r.issuing_date): r for r in conn.execute(_EXISTING, keys)}
+        # a voided invoice's day stays closed (docs/architecture.md §13)
         live = [g for g in groups
-                if g.key not in existing or existing[g.key].status != "finalized"]
+                if g.key not in existing or existing[g.key].status == "draft"]
         drafts = [existing[g.key].id for g in live if g.key in existing]
         if drafts:
             conn.execute(text("delete from invoice_fees"

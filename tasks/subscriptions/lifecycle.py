@@ -120,7 +120,7 @@ def _cancel(conn: Connection, sub: Any, now: datetime) -> Termination:
 _FINALIZED_UNTIL = text(
     """
     select max(i.to_datetime) from invoice_subscriptions i
-    join invoices v on v.id = i.invoice_id and v.status = 'finalized'
+    join invoices v on v.id = i.invoice_id and v.status in ('finalized', 'voided')
     where i.subscription_id = :id
     """
 )

@@ -50,7 +50,7 @@ _DUE = text(
     where a.period_start <= :as_of and a.period_end >= :since
       and a.amount_cents <> coalesce(p.deducted_cents, 0)
       and not exists (select 1 from invoice_subscriptions i
-                      join invoices v on v.id = i.invoice_id and v.status = 'finalized'
+                      join invoices v on v.id = i.invoice_id and v.status in ('finalized', 'voided')
                       where i.subscription_id = a.subscription_id
                         and i.period_start = a.period_start)
       and exists (select 1 from wallets w join wallet_balances b on b.wallet_id = w.id
@@ -130,9 +130,10 @@ _SCOPE = text(
       on p.subscription_id = a.subscription_id and p.period_start = a.period_start
     where s.customer_id = any(cast(:ids as bigint[]))
       and a.period_start <= :as_of and a.period_end >= :since
-      -- a finalized invoice closed the period: its last deduction was made there (invoicing)
+      -- a finalized invoice closed the period: its last deduction was made there (invoicing);
+      -- a voided one keeps it closed (docs/architecture.md §13)
       and not exists (select 1 from invoice_subscriptions i
-                      join invoices v on v.id = i.invoice_id and v.status = 'finalized'
+                      join invoices v on v.id = i.invoice_id and v.status in ('finalized', 'voided')
                       where i.subscription_id = a.subscription_id
                         and i.period_start = a.period_start)
     order by s.customer_id, a.period_start, a.subscription_id

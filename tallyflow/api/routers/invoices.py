@@ -1,14 +1,34 @@
 """Lago's ``/api/v1/invoices``: list (paged in SQL) and get, the objects of ``tallyflow
-invoices list/show`` (``tasks.invoice_documents``)."""
+invoices list/show`` (``tasks.invoice_documents``), and ``POST /{id}/void`` (Lago's
+``InvoicesController#void``; ``tallyflow invoices void``). Lago's REST API has no regenerate
+(its "regenerate from voided" is a GraphQL mutation of its UI): ``tallyflow invoices
+regenerate`` is the way (docs/architecture.md §13)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from tallyflow.api.deps import AUTH, Paging, get_engine, only_params, page_params
-from tallyflow.api.lago import LagoJSON, invalid, not_found, page_args, paginated
+from tallyflow.api.lago import (
+    LagoError,
+    LagoJSON,
+    invalid,
+    not_found,
+    page_args,
+    paginated,
+    read_json,
+)
 from tallyflow.api.objects import lago_invoices
+from tallyflow.api.schemas import VoidInvoiceRequest, request_body
+
+MAX_VOID_BODY = 64 * 1024
+_VOID_OPENAPI = request_body(VoidInvoiceRequest)
+_VOID_OPENAPI["requestBody"]["required"] = False  # Lago's parameters are all optional
 
 router = APIRouter(prefix="/api/v1/invoices", tags=["invoices"], dependencies=AUTH)
 
@@ -22,7 +42,7 @@ def list_invoices(request: Request, external_customer_id: str | None = None,
 
     only_params(request, ("external_customer_id", "status"))
     page, per_page = page_args(paging.page, paging.per_page)
-    if status is not None and status not in ("draft", "finalized"):
+    if status is not None and status not in ("draft", "finalized", "voided"):
         raise invalid({"status": ["invalid_value"]})
     filters = {"customer": external_customer_id, "status": status}
     total = count_invoices(engine, **filters)
@@ -39,3 +59,50 @@ def get_invoice(request: Request, lago_id: str, engine: Engine = Depends(get_eng
     if invoice is None:
         raise not_found("invoice")
     return LagoJSON({"invoice": lago_invoices(engine, [invoice])[0]})
+
+
+@router.post("/{lago_id}/void", openapi_extra=_VOID_OPENAPI)
+async def void_invoice(request: Request, lago_id: str,
+                       engine: Engine = Depends(get_engine)) -> LagoJSON:
+    """Void a finalized invoice, whatever its payment status (Lago's): its prepaid credits go
+    back to the wallets as ledger corrections. Lago's credit note on void
+    (``generate_credit_note``, ``refund_amount``, ``credit_amount``) is refused by name."""
+    from tallyflow.tasks.corrections import InvoiceVoidRefused
+    from tallyflow.tasks.corrections import void_invoice as void
+    from tallyflow.tasks.invoicing import find_invoice
+
+    only_params(request)
+    _check_void_body(await _optional_body(request))
+    try:
+        await run_in_threadpool(void, engine, lago_id, datetime.now(UTC))
+    except InvoiceVoidRefused as exc:
+        if exc.code == "invoice_not_found":
+            raise not_found("invoice") from None
+        raise LagoError(405, str(exc.code)) from None
+    invoice = find_invoice(engine, lago_id)
+    assert invoice is not None
+    return LagoJSON({"invoice": lago_invoices(engine, [invoice])[0]})
+
+
+async def _optional_body(request: Request) -> Any:
+    """Lago's void takes its parameters optionally: an empty body is no parameter."""
+    if (request.headers.get("content-length", "0") == "0"
+            and "transfer-encoding" not in request.headers):
+        return {}
+    return await read_json(request, MAX_VOID_BODY)
+
+
+def _check_void_body(body: Any) -> None:
+    if not isinstance(body, dict):
+        raise LagoError(400, "invalid_body", {"body": ["must_be_an_object"]})
+    known = set(VoidInvoiceRequest.model_fields)
+    problems: dict[str, list[str]] = {
+        name: ["unknown_field"] for name in sorted(set(body) - known)}
+    # a credit note on void is not carried out here: asked for, it is refused, never ignored
+    if body.get("generate_credit_note") not in (None, False, "false"):
+        problems["generate_credit_note"] = ["not_supported"]
+    for name in ("refund_amount", "credit_amount"):
+        if body.get(name) not in (None, 0, "0"):
+            problems[name] = ["not_supported"]
+    if problems:
+        raise invalid(problems)

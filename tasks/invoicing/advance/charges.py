@@ -124,7 +124,7 @@ def bill_advance_charges(
 _FINALIZED = text(
     """
     select i.period_start from invoice_subscriptions i join invoices v on v.id = i.invoice_id
-    where v.status = 'finalized' and i.subscription_id = :s
+    where v.status in ('finalized', 'voided') and i.subscription_id = :s
     """
 )
 _BILLED = text(
