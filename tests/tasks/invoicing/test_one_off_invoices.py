@@ -142,3 +142,24 @@ def test_what_cannot_be_billed_is_refused_and_writes_nothing(
     assert (caught.value.code, caught.value.problems) == (code, problems)
     with engine.connect() as conn:
         assert conn.execute(text("select count(*) from invoices")).scalar_one() == 0
+
+
+def test_cli_invoices_create_makes_one_invoice_per_key(engine: Engine, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tallyflow.cli.main import app
+
+    setup(engine, tmp_path)
+    runner = CliRunner()
+    args = ["invoices", "create", "--customer", "acme", "--fee", "setup:2", "--fee",
+            "support::250", "--key", "order-42"]
+    made = runner.invoke(app, [*args, "--json"])
+    assert made.exit_code == 0, made.output
+    invoice = json.loads(made.stdout)["invoice"]
+    assert [(f["units"], f["amount_cents"]) for f in invoice["fees"]] == [("2", 2000),
+                                                                          ("1", 250)]
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "already made with this key" in again.stdout
+    assert invoice["number"] in again.stdout
+    unknown = runner.invoke(app, ["invoices", "create", "--customer", "acme", "--fee", "nope"])
+    assert unknown.exit_code == 1 and "add_on_not_found" in unknown.output
