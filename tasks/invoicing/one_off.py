@@ -26,6 +26,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import IntegrityError
 
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models import number_rule
@@ -124,6 +125,19 @@ def create_one_off_invoice(
 ) -> OneOffResult:
     """Invoice the request's add-on fees now (``at``): finalized, numbered, paid from the
     wallets as far as they go. With ``key``, a repeat of the same request finds its invoice."""
+    try:
+        return _create(engine, request, at, key)
+    except IntegrityError as exc:
+        # the key taken meanwhile by a posting for another customer (each customer's postings
+        # are serialised by its row lock, so only another request can race for the key)
+        if "uq_invoices_idempotency_key" not in str(exc.orig):
+            raise
+        raise OneOffError("validation_errors",
+                          {"idempotency_key": ["idempotency_key_reused"]}) from None
+
+
+def _create(engine: Engine, request: OneOffRequest, at: datetime,
+            key: str | None) -> OneOffResult:
     digest = request.digest()
     with engine.begin() as conn:
         customer = _customer(conn, request)
