@@ -116,32 +116,36 @@ def test_a_crash_before_the_commit_leaves_nothing_and_the_retry_converges(
     assert_balances_match_ledger(engine)
 
 
-@pytest.mark.parametrize(("change", "code", "problems"), [
-    pytest.param({"external_customer_id": "nobody"}, "customer_not_found", {},
-                 id=f"{'create_one_off_service_spec.rb'}: customer not found"),
-    pytest.param({"fees": [{"add_on_code": "invalid"}]}, "add_on_not_found", {},
-                 id="create_one_off_service_spec.rb: add_on_code is invalid"),
-    pytest.param({"fees": [{"add_on_code": "gone"}]}, "add_on_not_found", {},
-                 id="create_one_off_service_spec.rb: an add-on is soft-deleted"),
-    pytest.param({"currency": "EUR"}, "validation_errors",
-                 {"currency": ["currencies_does_not_match"]},
-                 id="Tallyflow: not the customer's currency (its wallets could not pay)"),
-    pytest.param({"fees": [{"add_on_code": "setup", "tax_codes": ["nope"]}]}, "tax_not_found",
-                 {}, id="Tallyflow: an unknown tax code is refused"),
-])
+REFUSED = [
+    # (Lago spec case or Tallyflow's rule, change to the request, error code, problems)
+    ("create_one_off_service_spec.rb: customer not found",
+     {"external_customer_id": "nobody"}, "customer_not_found", {}),
+    ("create_one_off_service_spec.rb: add_on_code is invalid",
+     {"fees": [{"add_on_code": "invalid"}]}, "add_on_not_found", {}),
+    ("create_one_off_service_spec.rb: an add-on is soft-deleted",
+     {"fees": [{"add_on_code": "gone"}]}, "add_on_not_found", {}),
+    ("Tallyflow: not the customer's currency (its wallets could not pay)",
+     {"currency": "EUR"}, "validation_errors", {"currency": ["currencies_does_not_match"]}),
+    ("Tallyflow: an unknown tax code is refused",
+     {"fees": [{"add_on_code": "setup", "tax_codes": ["nope"]}]}, "tax_not_found", {}),
+]
+
+
 def test_what_cannot_be_billed_is_refused_and_writes_nothing(
-    engine: Engine, tmp_path: Path, change: dict[str, Any], code: str, problems: dict
+    engine: Engine, tmp_path: Path
 ) -> None:
-    setup(engine, tmp_path)
+    setup(engine, tmp_path)  # once for the table: a refusal writes nothing
     (tmp_path / "gone.json").write_text(json.dumps({"add_on": {
         "code": "gone", "name": "Gone", "amount_cents": 5, "amount_currency": "USD"}}))
     assert apply_catalog(engine, [tmp_path / "gone.json"]).ok
     soft_delete_add_on(engine, "gone")
-    with pytest.raises(OneOffError) as caught:
-        create_one_off_invoice(engine, request(**change), AT, key="k")
-    assert (caught.value.code, caught.value.problems) == (code, problems)
+    for case, change, code, problems in REFUSED:
+        with pytest.raises(OneOffError) as caught:
+            create_one_off_invoice(engine, request(**change), AT, key="k")
+        assert (caught.value.code, caught.value.problems) == (code, problems), case
     with engine.connect() as conn:
         assert conn.execute(text("select count(*) from invoices")).scalar_one() == 0
+    assert balances(engine)["acme/prepaid_credits"]["cents"] == 2500
 
 
 def test_cli_invoices_create_makes_one_invoice_per_key(engine: Engine, tmp_path: Path) -> None:
