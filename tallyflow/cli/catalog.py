@@ -188,7 +188,8 @@ def show() -> None:
                          ("external_customer_id", "code", "name", "currency", "rate_amount",
                           "paid_credits", "granted_credits", "priority", "expiration_at")))
     if by_kind[ADD_ON]:
-        console.print(_table("add-ons", by_kind[ADD_ON],
+        rows = [{**a, "tax_codes": ", ".join(a.get("tax_codes") or [])} for a in by_kind[ADD_ON]]
+        console.print(_table("add-ons", rows,
                              ("code", "name", "amount_cents", "amount_currency", "tax_codes")))
 
 
