@@ -167,3 +167,5 @@ def test_cli_invoices_create_makes_one_invoice_per_key(engine: Engine, tmp_path:
     assert invoice["number"] in again.stdout
     unknown = runner.invoke(app, ["invoices", "create", "--customer", "acme", "--fee", "nope"])
     assert unknown.exit_code == 1 and "add_on_not_found" in unknown.output
+    shown = runner.invoke(app, ["catalog", "show"])
+    assert shown.exit_code == 0 and "add-ons" in shown.stdout and "vat" in shown.stdout
