@@ -97,6 +97,19 @@ def test_a_retried_posting_makes_one_invoice_and_another_request_is_refused(
     assert_balances_match_ledger(engine)
 
 
+def test_concurrent_postings_of_one_key_make_one_invoice(engine: Engine, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    setup(engine, tmp_path)
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda _: create_one_off_invoice(engine, request(), AT, key="k"),
+                             range(4)))
+    assert len({m.invoice_id for m in made}) == 1
+    assert sorted(m.replayed for m in made) == [False, True, True, True]
+    assert balances(engine)["acme/prepaid_credits"]["cents"] == 0
+    assert_balances_match_ledger(engine)
+
+
 def test_a_crash_before_the_commit_leaves_nothing_and_the_retry_converges(
     engine: Engine, tmp_path: Path
 ) -> None:
