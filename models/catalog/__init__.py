@@ -28,6 +28,7 @@ precision between clients.
 from tallyflow.models.catalog.canonical import digest, dumps, format_datetime, format_decimal, loads
 from tallyflow.models.catalog.documents import (
     MODELS,
+    AddOn,
     BillableMetric,
     BillingEntity,
     Charge,
@@ -56,6 +57,7 @@ from tallyflow.models.catalog.errors import (
     format_path,
 )
 from tallyflow.models.catalog.fields import (
+    ADD_ON,
     AGGREGATION_TYPES,
     BILLABLE_METRIC,
     BILLING_ENTITY,
@@ -148,8 +150,10 @@ __all__ = [
     "Timezone",
     "ValidDocument",
     "Validation",
+    "ADD_ON",
     "WALLET",
     "WEIGHTED_INTERVALS",
+    "AddOn",
     "Wallet",
     "describe_key",
     "digest",

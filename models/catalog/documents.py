@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from tallyflow.models.catalog.fields import (
+    ADD_ON,
     AGGREGATION_TYPES,
     BILLABLE_METRIC,
     BILLING_ENTITY,
@@ -340,6 +341,23 @@ class Wallet(LagoModel):
     }
 
 
+class AddOn(LagoModel):
+    """Lago's add-on (``AddOn``): a named item with a default unit price, billed on one-off
+    invoices (``POST /invoices``, docs/invoices.md "One-off invoices"). Its ``tax_codes``
+    apply to its fees unless a fee names its own (Lago's ``Fees::ApplyTaxesService``)."""
+
+    code: Text
+    name: Text
+    invoice_display_name: str | None = None
+    description: str | None = None
+    # Lago: ``validates :amount_cents, numericality: {greater_than: 0}`` (rules.py)
+    amount_cents: Cents
+    amount_currency: Currency
+    tax_codes: TaxCodes = []
+
+    NO_EFFECT = _EXPORT_FIELDS | {"taxes", "deleted_at"}
+
+
 MODELS: dict[str, type[LagoModel]] = {
     TAX: Tax,
     BILLING_ENTITY: BillingEntity,
@@ -348,6 +366,7 @@ MODELS: dict[str, type[LagoModel]] = {
     CUSTOMER: Customer,
     SUBSCRIPTION: Subscription,
     WALLET: Wallet,
+    ADD_ON: AddOn,
 }
 
 
@@ -359,7 +378,7 @@ def wallet_code(name: str | None) -> str:
 
 def natural_key(kind: str, model: LagoModel) -> tuple[str, ...]:
     """The key an object is upserted by (what Lago users already use to refer to it)."""
-    if isinstance(model, Tax | BillingEntity | BillableMetric | Plan):
+    if isinstance(model, Tax | BillingEntity | BillableMetric | Plan | AddOn):
         return (model.code,)
     if isinstance(model, Customer | Subscription):
         return (model.external_id,)

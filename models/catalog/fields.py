@@ -53,9 +53,13 @@ SUBSCRIPTION = "subscription"
 WALLET = "wallet"
 
 
-# Apply order: each kind only refers to kinds before it.
+ADD_ON = "add_on"
+
+
+# Apply order: each kind only refers to kinds before it (an add-on names taxes only; it comes
+# last so that the order of the kinds before it, and their outputs, stay as they were).
 KINDS: tuple[str, ...] = (TAX, BILLING_ENTITY, BILLABLE_METRIC, PLAN, CUSTOMER, SUBSCRIPTION,
-                          WALLET)
+                          WALLET, ADD_ON)
 
 
 # The rating vocabulary is defined once, as the enums of models/rating; the catalog accepts

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tallyflow.models.catalog.documents import (
+    AddOn,
     BillableMetric,
     BillingEntity,
     Charge,
@@ -24,6 +25,7 @@ from tallyflow.models.catalog.documents import (
 )
 from tallyflow.models.catalog.errors import Issue, Loc
 from tallyflow.models.catalog.fields import (
+    ADD_ON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
     CUSTOMER,
@@ -92,6 +94,8 @@ def reference_issues(kind: str, model: LagoModel, catalog: Catalog) -> list[Issu
         return _subscription_references(model, catalog)
     if isinstance(model, Wallet):
         return _wallet_references(model, catalog)
+    if isinstance(model, AddOn):
+        return _tax_references(model.tax_codes, (ADD_ON, "tax_codes"), catalog)
     return []
 
 

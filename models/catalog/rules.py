@@ -20,6 +20,7 @@ from pydantic import (
 from tallyflow.models.catalog.canonical import dumps, format_datetime, format_decimal
 from tallyflow.models.catalog.documents import (
     MODELS,
+    AddOn,
     BillableMetric,
     Charge,
     ChargeFilterPayload,
@@ -32,6 +33,7 @@ from tallyflow.models.catalog.documents import (
 )
 from tallyflow.models.catalog.errors import Issue, Loc
 from tallyflow.models.catalog.fields import (
+    ADD_ON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
     CUSTOMER,
@@ -279,6 +281,13 @@ def _rule_issues(rule: RecurringRule, loc: Loc) -> list[Issue]:
     return issues
 
 
+def _add_on_issues(add_on: AddOn) -> list[Issue]:
+    # Lago's AddOn model: amount_cents greater than 0 (spec/models/add_on_spec.rb)
+    if add_on.amount_cents <= 0:
+        return [Issue(("amount_cents",), "must be greater than 0")]
+    return []
+
+
 _DOCUMENT_CHECKS: dict[str, Callable[[Any], list[Issue]]] = {
     TAX: lambda tax: [],
     BILLING_ENTITY: lambda entity: [],
@@ -287,6 +296,7 @@ _DOCUMENT_CHECKS: dict[str, Callable[[Any], list[Issue]]] = {
     CUSTOMER: lambda customer: [],
     SUBSCRIPTION: _subscription_issues,
     WALLET: _wallet_issues,
+    ADD_ON: _add_on_issues,
 }
 
 

@@ -33,7 +33,8 @@ from tallyflow.models.rating.periods import ONE_MICROSECOND
 ZERO: Final = Decimal(0)
 HUNDRED: Final = Decimal(100)
 
-ItemType = Literal["subscription", "charge", "commitment"]
+# "add_on": a fee of a one-off invoice (models/invoicing/one_off.py)
+ItemType = Literal["subscription", "charge", "commitment", "add_on"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,10 @@ class InvoiceFee:
     taxes: tuple[Tax, ...] = ()
     charge_id: int | None = None
     true_up: bool = False
+    # an add-on fee's add-on, description and unit price (``Fees::OneOffService``)
+    add_on_id: int | None = None
+    description: str | None = None
+    unit_amount_cents: Decimal | None = None
 
     @property
     def taxes_rate(self) -> Decimal:

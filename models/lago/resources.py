@@ -258,6 +258,10 @@ class InvoiceFee(TypedDict):
     to_date: str | None
     applied_taxes: Any
     item: FeeItem
+    # only on an add-on fee (``item.type: "add_on"``, one-off invoices): Lago's fee text and
+    # unit price in minor units
+    description: NotRequired[str | None]
+    unit_amount_cents: NotRequired[int]
 
 
 # ------------------------------------------------------------------------ invoices

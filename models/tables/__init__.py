@@ -10,6 +10,7 @@ One module per area; this package's ``metadata`` holds every table (Alembic's ta
 from tallyflow.models.tables.access import api_keys
 from tallyflow.models.tables.base import metadata
 from tallyflow.models.tables.catalog import (
+    add_ons,
     billable_metric_filters,
     billable_metrics,
     billing_entities,
@@ -60,6 +61,7 @@ from tallyflow.models.tables.wallet_ledger import (
 
 __all__ = [
     "RUN_STATUSES",
+    "add_ons",
     "api_keys",
     "billable_metric_filters",
     "billable_metrics",

@@ -1,4 +1,4 @@
-"""Catalog tables: taxes, issuers, metrics, plans (and their versions), charges, customers,
+"""Catalog tables: taxes, add-ons, issuers, metrics, plans (and their versions), charges, customers,
 subscriptions, wallets and their recurring rules.
 """
 
@@ -33,6 +33,24 @@ taxes = Table(
     Column("rate", Numeric, nullable=False),
     Column("description", Text),
     Column("applied_to_organization", Boolean, nullable=False, server_default=text("false")),
+    *_document(),
+    *_timestamps(),
+)
+
+
+# Lago's add-ons (migration 0024): a default unit price for one-off invoices' fees
+# (tasks/invoicing/one_off.py); a DELETE soft-deletes (``deleted_at``), as Lago's discard.
+add_ons = Table(
+    "add_ons",
+    metadata,
+    _pk(),
+    Column("code", Text, nullable=False, unique=True),
+    Column("name", Text, nullable=False),
+    Column("amount_cents", Numeric, nullable=False),
+    Column("amount_currency", Text, nullable=False),
+    Column("invoice_display_name", Text),
+    Column("description", Text),
+    Column("deleted_at", DateTime(timezone=True)),
     *_document(),
     *_timestamps(),
 )

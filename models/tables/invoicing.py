@@ -63,6 +63,10 @@ invoices = Table(
     Column("voided_at", DateTime(timezone=True)),
     # On a regenerated invoice: the voided invoice it replaces (Lago's column), at most once.
     Column("voided_invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT")),
+    # A one-off invoice's posting key (migration 0024): a retried POST finds its invoice; the
+    # digest of the request first posted with it, so another request under it is refused.
+    Column("idempotency_key", Text, unique=True),
+    Column("request_digest", Text),
     *_timestamps(),
     # One subscription invoice per customer and billing day; credit invoices (paid wallet
     # top-ups, migration 0008) are one per top-up, pay_in_advance ones one per subscription
@@ -74,7 +78,7 @@ invoices = Table(
                                              " and voided_invoice_id is null")),
     UniqueConstraint("voided_invoice_id", name="uq_invoices_voided_invoice"),
     CheckConstraint("invoice_type in ('subscription', 'credit', 'pay_in_advance',"
-                    " 'advance_charges')", name="invoice_type"),
+                    " 'advance_charges', 'one_off')", name="invoice_type"),
     UniqueConstraint("customer_id", "sequential_id", name="uq_invoices_customer_sequence"),
     CheckConstraint("status in ('draft', 'finalized', 'voided')", name="status"),
     CheckConstraint("(status = 'voided') = (voided_at is not null)", name="voided"),
@@ -142,12 +146,17 @@ invoice_fees = Table(
            ForeignKey("wallet_transactions.id", ondelete="RESTRICT"), unique=True),
     # A pay-in-advance charge fee's event (Lago's fee.event_transaction_id; migration 0012).
     Column("event_transaction_id", Text),
+    # An add-on fee's add-on, description and unit price (one-off invoices, migration 0024).
+    Column("add_on_id", BigInteger, ForeignKey("add_ons.id", ondelete="RESTRICT")),
+    Column("description", Text),
+    Column("unit_amount_cents", Numeric),
     UniqueConstraint("invoice_id", "position", name="uq_invoice_fees_position"),
-    CheckConstraint("item_type in ('subscription', 'charge', 'commitment', 'credit')",
+    CheckConstraint("item_type in ('subscription', 'charge', 'commitment', 'credit', 'add_on')",
                     name="item_type"),
     CheckConstraint("(item_type = 'credit') = (wallet_transaction_id is not null)"
-                    " and (item_type = 'credit' or subscription_id is not null)",
+                    " and (item_type in ('credit', 'add_on') or subscription_id is not null)",
                     name="credit_fee"),
+    CheckConstraint("(item_type = 'add_on') = (add_on_id is not null)", name="add_on_fee"),
 )
 
 

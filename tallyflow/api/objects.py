@@ -115,6 +115,8 @@ SUBSCRIPTIONS = CatalogKind(
     _subscription_extra,
 )
 TAXES = CatalogKind("taxes", "tax", "taxes", CatalogQuery("taxes", "code"))
+ADD_ONS = CatalogKind("add_ons", "add_on", "add_ons",
+                      CatalogQuery("add_ons", "code", hidden="t.deleted_at is not null"))
 
 
 def _object(kind: CatalogKind, row: Any) -> dict[str, Any]:

@@ -67,6 +67,37 @@ class WalletTransactionRequest(_Body):
     wallet_transaction: WalletTransaction
 
 
+class OneOffFee(_Body):
+    """A fee of a one-off invoice (Lago's ``fees[]`` of ``POST /invoices``)."""
+
+    add_on_code: str
+    invoice_display_name: str | None = None
+    unit_amount_cents: int | str | None = None
+    units: str | int | float | None = None
+    description: str | None = None
+    from_datetime: str | None = None
+    to_datetime: str | None = None
+    tax_codes: list[str] | None = None
+
+
+class OneOffInvoice(_Body):
+    """Lago's one-off invoice. The fields after ``skip_psp`` are Lago's and not carried out by
+    Tallyflow: refused when they hold a value (models/invoicing/one_off.py)."""
+
+    external_customer_id: str
+    currency: str | None = None
+    fees: list[OneOffFee] = Field(min_length=1)
+    skip_psp: bool | None = None
+    billing_entity_code: str | None = None
+    purchase_order_number: str | None = None
+    invoice_custom_section: dict[str, Any] | None = None
+    payment_method: dict[str, Any] | None = None
+
+
+class OneOffInvoiceRequest(_Body):
+    invoice: OneOffInvoice
+
+
 class VoidRequest(_Body):
     """Tallyflow's void (not Lago's): one subscription's events, by one or several ids."""
 

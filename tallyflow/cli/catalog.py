@@ -152,8 +152,9 @@ def versions(
 @catalog_app.command("show")
 def show() -> None:
     """A readable listing: metrics, plans with charges, filters and prices, customers,
-    subscriptions and wallets."""
+    subscriptions, wallets and add-ons."""
     from tallyflow.models.catalog import (
+        ADD_ON,
         BILLABLE_METRIC,
         CUSTOMER,
         KINDS,
@@ -186,6 +187,10 @@ def show() -> None:
     console.print(_table("wallets", by_kind[WALLET],
                          ("external_customer_id", "code", "name", "currency", "rate_amount",
                           "paid_credits", "granted_credits", "priority", "expiration_at")))
+    if by_kind[ADD_ON]:
+        rows = [{**a, "tax_codes": ", ".join(a.get("tax_codes") or [])} for a in by_kind[ADD_ON]]
+        console.print(_table("add-ons", rows,
+                             ("code", "name", "amount_cents", "amount_currency", "tax_codes")))
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Table:

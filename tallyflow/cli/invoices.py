@@ -8,6 +8,9 @@
 - ``pdfs [--max N] [--max-seconds S]`` runs the ``invoice-pdfs`` flow now (it is scheduled
   every 10 minutes when served): the PDFs of finalized invoices that have none yet;
 - ``mark-paid|mark-failed ID|NUMBER`` records the payment status of a finalized invoice;
+- ``create --customer ID --fee CODE[:UNITS[:UNIT_AMOUNT_CENTS]] | --file BODY.json [--key K]``
+  makes a one-off invoice of add-on fees (Lago's ``POST /invoices``): finalized, numbered and
+  paid from the wallets at once; a repeat with the same ``--key`` makes nothing more;
 - ``late-usage`` lists events that arrived after their period's invoice was finalized;
 - ``void ID|NUMBER`` voids a finalized invoice and gives its wallets back what they paid toward
   it; ``regenerate ID|NUMBER`` issues the finalized invoice that replaces a voided one
@@ -76,7 +79,7 @@ def close(
                    f"{lago_money(invoice['total_amount_cents'], invoice['currency'])}")
 
 
-INVOICE_TYPES = ("subscription", "credit", "pay_in_advance", "advance_charges")
+INVOICE_TYPES = ("subscription", "credit", "pay_in_advance", "advance_charges", "one_off")
 
 
 @app.command("list")
@@ -189,7 +192,7 @@ def show(
             label += " / " + ", ".join(f"{k}={v}" for k, v in item["grouped_by"].items())
         if item["type"] != "charge" or item["true_up"]:
             label += f" ({'minimum' if item['true_up'] else item['type']})"
-        table.add_row(label, fee["external_subscription_id"], fee["units"],
+        table.add_row(label, fee["external_subscription_id"] or "", fee["units"],
                       money(fee["amount_cents"]), money(fee["taxes_amount_cents"]),
                       money(fee["total_amount_cents"]))
     console.print(table)
@@ -197,6 +200,74 @@ def show(
                   f"{money(invoice['taxes_amount_cents'])}, prepaid credits "
                   f"-{money(invoice['prepaid_credit_amount_cents'])}, total "
                   f"[bold]{money(invoice['total_amount_cents'])}[/bold]")
+
+
+def _fee_item(text: str) -> dict[str, str]:
+    """``CODE[:UNITS[:UNIT_AMOUNT_CENTS]]`` -> a Lago ``fees[]`` item."""
+    code, *rest = text.split(":")
+    if len(rest) > 2:
+        _fail(f"--fee {text!r}: expected CODE[:UNITS[:UNIT_AMOUNT_CENTS]]")
+    item = {"add_on_code": code}
+    item.update({name: value for name, value in zip(("units", "unit_amount_cents"), rest,
+                                                      strict=False) if value})
+    return item
+
+
+def _one_off_body(customer: str | None, fees: list[str], currency: str | None,
+                  file: Path | None) -> object:
+    from tallyflow.models.exact_json import loads_exact
+
+    if file is not None:
+        if customer or fees or currency:
+            _fail("--file holds the whole request: give no --customer, --fee or --currency")
+        return loads_exact(file.read_bytes())
+    if not customer or not fees:
+        _fail("give --customer and at least one --fee (or --file with Lago's body)")
+    invoice: dict[str, object] = {"external_customer_id": customer,
+                                  "fees": [_fee_item(f) for f in fees]}
+    if currency:
+        invoice["currency"] = currency
+    return {"invoice": invoice}
+
+
+@app.command("create")
+def create(
+    customer: str | None = typer.Option(None, "--customer", help="The customer's external_id."),
+    fee: list[str] = typer.Option([], "--fee", help="CODE[:UNITS[:UNIT_AMOUNT_CENTS]] of an "
+                                  "add-on (repeat for several fees)."),
+    currency: str | None = typer.Option(None, "--currency", help="Must be the customer's."),
+    file: Path | None = typer.Option(None, "--file", help='Lago\'s {"invoice": {...}} body '
+                                     "(descriptions, dates, tax codes)."),
+    key: str | None = typer.Option(None, "--key", help="Idempotency key: a repeat with the "
+                                   "same key and request makes nothing more."),
+    as_json: bool = typer.Option(False, "--json", help='Lago\'s {"invoice": {...}}.'),
+) -> None:
+    """A one-off invoice of add-on fees, finalized and paid from the wallets at once."""
+    from datetime import UTC, datetime
+
+    from tallyflow.models.invoicing.one_off import OneOffError, parse_one_off
+    from tallyflow.tasks.invoicing import create_one_off_invoice, find_invoice
+
+    body = _one_off_body(customer, fee, currency, file)
+    engine = billing_engine()
+    try:
+        made = create_one_off_invoice(engine, parse_one_off(body), datetime.now(UTC),
+                                      f"cli:{key}" if key else None)
+    except OneOffError as exc:
+        details = "; ".join(f"{k}: {', '.join(v)}" for k, v in exc.problems.items())
+        _fail(f"{exc.code}{': ' + details if details else ''}"
+              " (hint: `tallyflow catalog show` lists the add-ons)")
+        return
+    invoice = find_invoice(engine, made.lago_id)
+    assert invoice is not None
+    if as_json:
+        typer.echo(json.dumps({"invoice": invoice}, indent=2))
+        return
+    again = " (already made with this key)" if made.replayed else ""
+    typer.echo(f"{made.number}{again}: {len(invoice['fees'])} fee(s), total "
+               f"{lago_money(invoice['total_amount_cents'], invoice['currency'])} due, "
+               f"{lago_money(invoice['prepaid_credit_amount_cents'], invoice['currency'])}"
+               f" paid from wallets, payment {invoice['payment_status']}")
 
 
 def _document(key: str, output: Path, kind: str) -> None:

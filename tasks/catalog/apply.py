@@ -40,6 +40,7 @@ from sqlalchemy.types import Text
 
 from tallyflow.models import tables as t
 from tallyflow.models.catalog import (
+    ADD_ON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
     CUSTOMER,
@@ -48,6 +49,7 @@ from tallyflow.models.catalog import (
     SUBSCRIPTION,
     TAX,
     WALLET,
+    AddOn,
     BillableMetric,
     BillingEntity,
     CatalogError,
@@ -213,6 +215,17 @@ def _write_tax(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Id
         },
         doc,
     )
+
+
+def _write_add_on(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:
+    # a soft-deleted add-on stays deleted: an apply changes its document, not its life
+    add_on: AddOn = doc.model
+    return _upsert(conn, t.add_ons, row_id, {
+        "code": add_on.code, "name": add_on.name, "amount_cents": add_on.amount_cents,
+        "amount_currency": add_on.amount_currency,
+        "invoice_display_name": add_on.invoice_display_name,
+        "description": add_on.description,
+    }, doc)
 
 
 def _write_billing_entity(
@@ -413,6 +426,7 @@ _WRITERS = {
     CUSTOMER: _write_customer,
     SUBSCRIPTION: _write_subscription,
     WALLET: _write_wallet,
+    ADD_ON: _write_add_on,
 }
 
 

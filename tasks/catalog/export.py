@@ -14,6 +14,7 @@ from sqlalchemy import (
 )
 
 from tallyflow.models.catalog import (
+    ADD_ON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
     CUSTOMER,
@@ -38,6 +39,7 @@ EXPORT_FILES = {
     CUSTOMER: "customers.json",
     SUBSCRIPTION: "subscriptions.json",
     WALLET: "wallets.json",
+    ADD_ON: "add_ons.json",
 }
 
 

@@ -109,6 +109,14 @@ def soft_delete_plan(engine: Engine, code: str) -> bool:
     return True
 
 
+def soft_delete_add_on(engine: Engine, code: str) -> None:
+    """Mark the add-on deleted (Lago's discard): no longer listed nor billed; the fees that
+    named it keep it."""
+    with engine.begin() as conn:
+        conn.execute(text("update add_ons set deleted_at = now(), updated_at = now()"
+                          " where code = :c and deleted_at is null"), {"c": code})
+
+
 def subscription_owners(engine: Engine, external_ids: list[str]) -> dict[str, str]:
     """Subscription external_id -> its customer's external_id (unknown ones left out)."""
     if not external_ids:

@@ -19,6 +19,7 @@ from sqlalchemy.types import Text
 
 from tallyflow.models import tables as t
 from tallyflow.models.catalog import (
+    ADD_ON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
     CUSTOMER,
@@ -87,6 +88,7 @@ _KEYED_TABLES: dict[str, tuple[Table, str]] = {
     PLAN: (t.plans, "code"),
     CUSTOMER: (t.customers, "external_id"),
     SUBSCRIPTION: (t.subscriptions, "external_id"),
+    ADD_ON: (t.add_ons, "code"),
 }
 
 

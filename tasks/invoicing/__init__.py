@@ -1,5 +1,6 @@
 """Invoicing: period close (draft invoices for ended periods, refreshed until they may be
-finalized), invoice documents and their PDFs, credit invoices, and charges paid in advance.
+finalized), invoice documents and their PDFs, credit invoices, one-off invoices of add-ons, and
+charges paid in advance.
 
 This ``__init__`` is the room's only way in from outside it (docs/architecture.md §8).
 
@@ -47,6 +48,7 @@ from tallyflow.tasks.invoicing.inputs import (
     period_input,
 )
 from tallyflow.tasks.invoicing.late import late_usage, late_usage_count
+from tallyflow.tasks.invoicing.one_off import OneOffResult, create_one_off_invoice
 from tallyflow.tasks.invoicing.pdfs import (
     DEFAULT_CHUNK,
     make_missing_pdfs,
@@ -82,6 +84,7 @@ __all__ = [
     "EntityInfo",
     "InvoiceError",
     "M",
+    "OneOffResult",
     "PdfUnavailable",
     "PendingInvoiceEvents",
     "PlanInfo",
@@ -89,6 +92,7 @@ __all__ = [
     "close_periods",
     "close_periods_task",
     "count_invoices",
+    "create_one_off_invoice",
     "cut_short",
     "emit_invoice_events_task",
     "ended_periods",

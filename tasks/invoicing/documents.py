@@ -28,6 +28,16 @@ def _int(value: Decimal | int) -> int:
 
 
 def _fee_object(row: Any) -> InvoiceFee:
+    fee = _fee_fields(row)
+    if row.item_type == "add_on":
+        # Lago's fee of a one-off invoice: its description and unit price (migration 0024)
+        fee["description"] = row.description
+        fee["unit_amount_cents"] = _int(row.unit_amount_cents)
+        fee["item"]["lago_item_id"] = str(row.add_on_id)
+    return fee
+
+
+def _fee_fields(row: Any) -> InvoiceFee:
     return {
         "lago_id": row.lago_id,
         "lago_invoice_id": row.invoice_lago_id,

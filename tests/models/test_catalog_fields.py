@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from tallyflow.models.catalog import (
+    AddOn,
     BillableMetric,
     BillingEntity,
     Charge,
@@ -41,6 +42,11 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
                         "address_line1", "address_line2", "city", "zipcode", "state",
                         "country", "invoice_footer")},
     },
+    # add-ons (one-off invoices): written by the apply, their tax codes read for the fees
+    AddOn: {**{name: "tasks/catalog/"
+               for name in ("code", "name", "invoice_display_name", "description",
+                            "amount_cents", "amount_currency")},
+            "tax_codes": "tasks/invoicing/one_off.py"},
     Tax: {name: "tasks/catalog/"
           for name in ("code", "name", "rate", "description", "applied_to_organization")},
     MinimumCommitment: {"amount_cents": "tasks/invoicing/",

@@ -1,8 +1,9 @@
 """Lago's ``/api/v1/invoices``: list (paged in SQL) and get, the objects of ``tallyflow
-invoices list/show`` (``tasks.invoice_documents``), and ``POST /{id}/void`` (Lago's
-``InvoicesController#void``; ``tallyflow invoices void``). Lago's REST API has no regenerate
-(its "regenerate from voided" is a GraphQL mutation of its UI): ``tallyflow invoices
-regenerate`` is the way (docs/architecture.md §13)."""
+invoices list/show`` (``tasks.invoice_documents``); ``POST`` a one-off invoice of add-on fees
+(``tasks.invoicing.create_one_off_invoice``), as ``tallyflow invoices create`` does; and
+``POST /{id}/void`` (Lago's ``InvoicesController#void``; ``tallyflow invoices void``). Lago's
+REST API has no regenerate (its "regenerate from voided" is a GraphQL mutation of its UI):
+``tallyflow invoices regenerate`` is the way (docs/architecture.md §13)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
-from tallyflow.api.deps import AUTH, Paging, get_engine, only_params, page_params
+from tallyflow.api.deps import AUTH, Paging, document_body, get_engine, only_params, page_params
 from tallyflow.api.lago import (
     LagoError,
     LagoJSON,
@@ -24,7 +25,7 @@ from tallyflow.api.lago import (
     read_json,
 )
 from tallyflow.api.objects import lago_invoices
-from tallyflow.api.schemas import VoidInvoiceRequest, request_body
+from tallyflow.api.schemas import OneOffInvoiceRequest, VoidInvoiceRequest, request_body
 
 MAX_VOID_BODY = 64 * 1024
 _VOID_OPENAPI = request_body(VoidInvoiceRequest)
@@ -58,6 +59,28 @@ def get_invoice(request: Request, lago_id: str, engine: Engine = Depends(get_eng
     invoice = find_invoice(engine, lago_id)
     if invoice is None:
         raise not_found("invoice")
+    return LagoJSON({"invoice": lago_invoices(engine, [invoice])[0]})
+
+
+@router.post("", openapi_extra=request_body(OneOffInvoiceRequest))
+async def create_invoice(request: Request, body: Any = Depends(document_body),
+                         engine: Engine = Depends(get_engine)) -> LagoJSON:
+    """A one-off invoice of add-on fees: finalized, numbered and paid from the wallets at
+    once. With an ``Idempotency-Key`` header, a retry answers with the invoice already made."""
+    key = request.headers.get("idempotency-key")
+    return await run_in_threadpool(_create, engine, body, f"api:{key}" if key else None)
+
+
+def _create(engine: Engine, body: Any, key: str | None) -> LagoJSON:
+    from tallyflow.models.invoicing.one_off import OneOffError, parse_one_off
+    from tallyflow.tasks.invoicing import create_one_off_invoice, find_invoice
+
+    try:
+        made = create_one_off_invoice(engine, parse_one_off(body), datetime.now(UTC), key)
+    except OneOffError as exc:
+        raise LagoError(exc.status, exc.code, exc.problems or None) from None
+    invoice = find_invoice(engine, made.lago_id)
+    assert invoice is not None
     return LagoJSON({"invoice": lago_invoices(engine, [invoice])[0]})
 
 
