@@ -22,6 +22,7 @@ from tallyflow.tasks.invoicing.credit import (
 )
 from tallyflow.tasks.invoicing.documents import (
     InvoiceError,
+    InvoiceQuery,
     count_invoices,
     find_invoice,
     invoice_document,
@@ -88,6 +89,7 @@ __all__ = [
     "advance_charges_task",
     "close_periods",
     "close_periods_task",
+    "InvoiceQuery",
     "count_invoices",
     "cut_short",
     "emit_invoice_events_task",
