@@ -105,11 +105,19 @@ def apply_one(engine: Engine, kind: str, document: dict[str, Any]) -> None:
 _MERGED_OBJECTS = frozenset({"shipping_address", "billing_configuration"})
 
 
+# Read-only fields of every answer (apply takes them with no effect): not stored, so an
+# object sent back as it was answered changes nothing.
+ANSWER_FIELDS = frozenset({"lago_id", "created_at", "updated_at"})
+
+
 def merged(document: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     """The stored document with only the keys sent changed (Lago's upsert and update set
-    the keys present, ``app/services/customers/upsert_from_api_service.rb``)."""
-    out = dict(document)
+    the keys present, ``app/services/customers/upsert_from_api_service.rb``); the answer's
+    read-only fields are left out."""
+    out = {k: v for k, v in document.items() if k not in ANSWER_FIELDS}
     for name, value in changes.items():
+        if name in ANSWER_FIELDS:
+            continue
         old = out.get(name)
         if name in _MERGED_OBJECTS and isinstance(old, dict) and isinstance(value, dict):
             out[name] = {**old, **value}

@@ -114,8 +114,7 @@ def _create(engine: Engine, kind: CatalogKind, upsert: bool,
         raise invalid({kind.key: ["value_already_exist"]})
     if kind.one == PLAN:
         document = plan_input(engine, document)
-    if exists:
-        document = merged(stored(engine, kind.table, kind.key, key), document)
+    document = merged(stored(engine, kind.table, kind.key, key) if exists else {}, document)
     apply_one(engine, kind.one, document)
     return LagoJSON({kind.one: catalog_one(engine, kind, str(key))})
 
