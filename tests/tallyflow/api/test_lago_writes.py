@@ -52,10 +52,10 @@ def test_plans_and_wallets_post_create_once_and_put_changes_only_the_keys_sent(
     (create with a code in use: 422 value_already_exist; update: the params given)."""
     created = create(client, "billable_metric", "plan", "customer", "wallet")
     again = post(client, "plan", DOCS["plan"]["plan"], 422)
-    assert again == {"status": 422, "error": "Unprocessable Entity",
-                     "code": "validation_errors", "error_details": {"code": ["value_already_exist"]}}
-    wallet = post(client, "wallet", {**DOCS["wallet"]["wallet"], "code": created["wallet"]["code"]},
-                  422)
+    assert again == {"status": 422, "error": "Unprocessable Entity", "code": "validation_errors",
+                     "error_details": {"code": ["value_already_exist"]}}
+    wallet = post(client, "wallet",
+                  {**DOCS["wallet"]["wallet"], "code": created["wallet"]["code"]}, 422)
     assert wallet["error_details"] == {"code": ["value_already_exist"]}
 
     plan = client.put("/api/v1/plans/mistral_per_token",
