@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError
 
 from tallyflow.api.lago import INVALID, LagoError, invalid, not_found, row_id
 from tallyflow.models.catalog import WALLET, CatalogError
@@ -49,6 +50,13 @@ _CODES = (
     ("cannot move", "cannot_be_changed"),
     ("differs from the currency", "currencies_does_not_match"),
     ("bills in", "currencies_does_not_match"),
+    ("unknown currency", "invalid_currency"),
+    ("valid datetime", "invalid_date"),
+    ("timezone offset", "invalid_date"),
+    ("Input should be a valid", "invalid_type"),
+    ("must be an integer, not", "invalid_type"),
+    ("must be a number, not", "invalid_type"),
+    ("must be an object", "invalid_type"),
 )
 # A reference to an object that does not exist: Lago answers 404 ``<resource>_not_found``.
 _MISSING = (("unknown plan ", "plan"), ("unknown customer ", "customer"),
@@ -93,7 +101,11 @@ def apply_one(engine: Engine, kind: str, document: dict[str, Any]) -> None:
     """Apply one Lago document as ``tallyflow apply`` would; 422 (or 404) with every error."""
     from tallyflow.tasks.wallets import open_catalog_wallets
 
-    result = apply_documents(engine, [LoadedDocument(SOURCE, 0, {kind: document})])
+    try:
+        result = apply_documents(engine, [LoadedDocument(SOURCE, 0, {kind: document})])
+    except DataError as exc:  # a number past its column (nothing written: one transaction)
+        raise LagoError(422, "validation_errors", {kind: [INVALID]}, extra={
+            "tallyflow_messages": {kind: [str(exc.orig).splitlines()[0]]}}) from None
     if not result.ok:
         raise catalog_refusal(kind, result.errors)
     if kind == WALLET:

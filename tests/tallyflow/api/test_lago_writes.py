@@ -124,3 +124,33 @@ def test_subscription_post_of_an_existing_external_id_is_lagos_plan_change(
     assert taken["error_details"] == {"external_id": ["value_already_exist"]}
     gone = post(client, "subscription", {**subscription, "plan_code": "nope"}, 404)
     assert gone["code"] == "plan_not_found"
+
+
+# (kind, fields changed in the example, field, Lago's code, the Lago spec of the case)
+REFUSALS = [
+    ("billable_metric", {"name": None}, "name", "value_is_mandatory",
+     "spec/requests/api/v1/billable_metrics_controller_spec.rb"),
+    ("billable_metric", {"aggregation_type": "median_agg"}, "aggregation_type",
+     "value_is_invalid", "spec/services/billable_metrics/create_service_spec.rb"),
+    ("billable_metric", {"rounding_function": "round", "rounding_precision": 10**30},
+     "billable_metric", "value_is_invalid", "a number past its column: not a 500"),
+    ("customer", {"currency": "XXY"}, "currency", "invalid_currency",
+     "spec/services/customers/upsert_from_api_service_spec.rb"),
+    ("customer", {"colour": "red"}, "colour", "unknown_field", "Tallyflow: never ignored"),
+    ("customer", {"billing_configuration": {"payment_provider": "stripe"}},
+     "billing_configuration", "not_supported", "Tallyflow: refused by name"),
+    ("subscription", {"subscription_at": "hello"}, "subscription_at", "invalid_date",
+     "spec/requests/api/v1/subscriptions_controller_spec.rb (invalid subscription_at)"),
+    ("plan", {"amount_cents": "ten"}, "amount_cents", "invalid_type",
+     "spec/requests/api/v1/plans_controller_spec.rb"),
+]
+
+
+def test_refused_documents_answer_lagos_codes_and_the_reason_beside(client: TestClient) -> None:
+    create(client, "billable_metric", "plan", "customer")
+    for kind, changes, field, code, spec in REFUSALS:
+        key = "external_id" if kind in ("customer", "subscription") else "code"
+        document = {**DOCS[kind][kind], key: f"new_{kind}", **changes}
+        refused = post(client, kind, {k: v for k, v in document.items() if v is not None}, 422)
+        assert refused["error_details"] == {field: [code]}, (spec, refused)
+        assert refused["tallyflow_messages"][field][0], spec  # apply's sentence
