@@ -23,6 +23,7 @@ from tallyflow.tasks.catalog import (
     metric_codes,
     plan_deleted,
     stored_document,
+    waiting_plan,
 )
 
 SOURCE = "request"  # the "file" an API document is reported from
@@ -210,8 +211,8 @@ def plan_change(engine: Engine, document: dict[str, Any]) -> None:
                     if name not in fixed and current.get(name) != value)
     if differ:
         raise invalid({name: ["cannot_be_changed"] for name in differ})
-    if plan_code == current.get("plan_code"):
-        return
+    if plan_code in (current.get("plan_code"), waiting_plan(engine, key)):
+        return  # nothing to change, or a retry of a downgrade that waits
     try:
         change_plan(engine, key, plan_code)
     except LifecycleError as exc:

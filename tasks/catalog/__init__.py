@@ -19,6 +19,7 @@ from tallyflow.tasks.catalog.reads import (
     soft_delete_plan,
     stored_document,
     subscription_owners,
+    waiting_plan,
 )
 
 __all__ = [
@@ -44,5 +45,6 @@ __all__ = [
     "soft_delete_plan",
     "stored_document",
     "subscription_owners",
+    "waiting_plan",
     "write_catalog",
 ]

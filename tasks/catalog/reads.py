@@ -153,3 +153,16 @@ def metric_codes(engine: Engine, ids: list[int]) -> dict[int, str]:
         rows = conn.execute(text("select id, code from billable_metrics where id = any(:ids)"),
                             {"ids": sorted(set(ids))}).all()
     return {int(r.id): str(r.code) for r in rows}
+
+
+def waiting_plan(engine: Engine, external_id: str) -> str | None:
+    """The plan a subscription's waiting plan change (a downgrade at the period end) moves it
+    to, None when none waits: a retried change finds it done."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            text("select p.code from subscriptions s join plans p on p.id = s.plan_id"
+                 " where s.external_id = :x and s.previous_subscription_id is not null"
+                 " and s.status <> 'canceled'"
+                 " and coalesce(s.started_at, s.subscription_at) > now()"
+                 " order by s.id desc limit 1"), {"x": external_id}).scalar()
+    return None if found is None else str(found)

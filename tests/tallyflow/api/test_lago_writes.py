@@ -115,6 +115,11 @@ def test_subscription_post_of_an_existing_external_id_is_lagos_plan_change(
     upgraded = post(client, "subscription", {**subscription, "plan_code": "pro"})
     assert (upgraded["subscription"]["plan_code"], upgraded["subscription"]["status"]) == (
         "pro", "active")
+    for _ in range(2):  # a downgrade waits for the period end; its retry changes nothing
+        waits = post(client, "subscription", subscription)["subscription"]
+        assert (waits["plan_code"], waits["status"]) == ("pro", "active")
+    listed = client.get("/api/v1/subscriptions", params={"status[]": "pending"}).json()
+    assert [s["plan_code"] for s in listed["subscriptions"]] == ["mistral_per_token"]
     renamed = post(client, "subscription", {**subscription, "plan_code": "pro", "name": "x"},
                    422)
     assert renamed["error_details"] == {"name": ["cannot_be_changed"]}
