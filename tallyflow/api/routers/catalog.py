@@ -37,7 +37,7 @@ from tallyflow.api.documents import (
 )
 from tallyflow.api.lago import INVALID, LagoJSON, invalid, page_args, paginated
 from tallyflow.api.objects import CatalogKind, catalog_list, catalog_one
-from tallyflow.api.schemas import document_request, request_body
+from tallyflow.api.schemas import document_request, query_parameters, request_body
 from tallyflow.models.catalog import PLAN, SUBSCRIPTION
 from tallyflow.tasks.catalog import key_exists
 
@@ -51,7 +51,10 @@ def catalog_router(kind: CatalogKind, *, upsert: bool = False) -> APIRouter:
 
 
 def _reads(router: APIRouter, kind: CatalogKind) -> None:
-    @router.get("", name=f"list_{kind.many}")
+    filters = query_parameters({name: None for name in kind.query.filters},
+                               {name: kind.allowed.get(name, ()) for name in kind.query.lists})
+
+    @router.get("", name=f"list_{kind.many}", openapi_extra=filters)
     def list_objects(request: Request, paging: Paging = Depends(page_params),
                      engine: Engine = Depends(get_engine)) -> LagoJSON:
         lists = [*kind.query.lists, *(f"{name}[]" for name in kind.query.lists)]

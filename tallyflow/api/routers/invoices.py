@@ -17,6 +17,7 @@ from sqlalchemy import Engine
 from tallyflow.api.deps import AUTH, Paging, get_engine, only_params, page_params
 from tallyflow.api.lago import INVALID, LagoJSON, invalid, not_found, page_args, paginated
 from tallyflow.api.objects import lago_invoices
+from tallyflow.api.schemas import query_parameters
 
 router = APIRouter(prefix="/api/v1/invoices", tags=["invoices"], dependencies=AUTH)
 
@@ -28,6 +29,10 @@ INVOICE_TYPES = ("subscription", "add_on", "credit", "one_off", "advance_charges
                  "progressive_billing", "pay_in_advance")
 LIST_PARAMS = ("external_customer_id", "status", "statuses[]", "payment_status",
                "payment_statuses[]", "invoice_type", "issuing_date_from", "issuing_date_to")
+_FILTERS = query_parameters(
+    {"status": STATUSES, "payment_status": PAYMENT_STATUSES, "invoice_type": INVOICE_TYPES,
+     "issuing_date_from": None, "issuing_date_to": None},
+    {"statuses": STATUSES, "payment_statuses": PAYMENT_STATUSES})
 
 
 def values_of(request: Request, name: str, allowed: tuple[str, ...],
@@ -50,7 +55,7 @@ def _date(request: Request, name: str, problems: dict[str, list[str]]) -> date |
         return None
 
 
-@router.get("")
+@router.get("", openapi_extra=_FILTERS)
 def list_invoices(request: Request, external_customer_id: str | None = None,
                   paging: Paging = Depends(page_params),
                   engine: Engine = Depends(get_engine)) -> LagoJSON:

@@ -24,7 +24,7 @@ from tallyflow.api.deps import (
     only_params,
     page_params,
 )
-from tallyflow.api.documents import apply_one, document_of, stored
+from tallyflow.api.documents import apply_one, document_of, merged, stored
 from tallyflow.api.lago import (
     INVALID,
     LagoError,
@@ -46,6 +46,7 @@ from tallyflow.api.schemas import (
     TOP_UP_UNSUPPORTED,
     WalletTransactionRequest,
     document_request,
+    query_parameters,
     request_body,
 )
 from tallyflow.models.catalog import WALLET, format_datetime, wallet_code
@@ -81,7 +82,8 @@ def get_wallet(request: Request, lago_id: str, engine: Engine = Depends(get_engi
     return LagoJSON({"wallet": wallet_by_id(engine, lago_id)})
 
 
-@router.get("/wallets/{lago_id}/wallet_transactions")
+@router.get("/wallets/{lago_id}/wallet_transactions",
+            openapi_extra=query_parameters(TRANSACTION_VALUES))
 def list_transactions(request: Request, lago_id: str, paging: Paging = Depends(page_params),
                       engine: Engine = Depends(get_engine)) -> LagoJSON:
     only_params(request, tuple(TRANSACTION_VALUES))
@@ -122,7 +124,7 @@ async def update_wallet(lago_id: str, body: Any = Depends(document_body),
         for name in ("external_customer_id", "code"):
             if name in changes and changes[name] != document.get(name):
                 raise invalid({name: ["cannot_be_changed"]})
-        return {**document, **changes}
+        return merged(document, changes)
 
     def work() -> LagoJSON:
         _change(engine, lago_id, edit)
