@@ -187,17 +187,26 @@ def _charge_input(charge: Any, known: dict[int, str]) -> Any:
     return out
 
 
-def plan_change(engine: Engine, document: dict[str, Any]) -> None:
+def plan_change(engine: Engine, document: dict[str, Any]) -> bool:
     """Lago's POST of a subscription whose external_id exists: the same customer moves to
     ``plan_code`` (upgrade at once, downgrade at the period end, as
     ``tallyflow subscriptions change-plan``); the same plan changes nothing
     (``app/services/subscriptions/create_service.rb``). Other fields that differ from the
-    stored ones are refused by name (``PUT`` changes them)."""
+    stored ones are refused by name (``PUT`` changes them). False for a subscription
+    canceled before it started: the document subscribes again, as Lago's create does (and
+    ``tallyflow apply``)."""
     from tallyflow.api.objects import SUBSCRIPTIONS, catalog_one
     from tallyflow.tasks.subscriptions import LifecycleError, change_plan
 
     key = str(document["external_id"])
     current = catalog_one(engine, SUBSCRIPTIONS, key)  # the row in force now
+    if current["status"] == "canceled":
+        return False
+    if current["status"] == "terminated":  # Lago starts a new one; Tallyflow keeps the id's
+        raise LagoError(422, "validation_errors", {"external_id": ["value_already_exist"]},
+                        extra={"tallyflow_messages": {"external_id": [
+                            "this subscription is terminated: subscribe under a new"
+                            " external_id"]}})
     if document.get("external_customer_id", current.get("external_customer_id")) != current.get(
             "external_customer_id"):
         raise invalid({"external_id": ["value_already_exist"]})
@@ -212,9 +221,10 @@ def plan_change(engine: Engine, document: dict[str, Any]) -> None:
     if differ:
         raise invalid({name: ["cannot_be_changed"] for name in differ})
     if plan_code in (current.get("plan_code"), waiting_plan(engine, key)):
-        return  # nothing to change, or a retry of a downgrade that waits
+        return True  # nothing to change, or a retry of a downgrade that waits
     try:
         change_plan(engine, key, plan_code)
     except LifecycleError as exc:
         raise LagoError(422, "validation_errors", {"plan_code": [INVALID]},
                         extra={"tallyflow_messages": {"plan_code": [exc.message]}}) from None
+    return True

@@ -35,7 +35,7 @@ from tallyflow.api.documents import (
     plan_input,
     stored,
 )
-from tallyflow.api.lago import INVALID, LagoJSON, invalid, page_args, paginated
+from tallyflow.api.lago import INVALID, LagoError, LagoJSON, invalid, page_args, paginated
 from tallyflow.api.objects import CatalogKind, catalog_list, catalog_one
 from tallyflow.api.schemas import document_request, query_parameters, request_body
 from tallyflow.models.catalog import PLAN, SUBSCRIPTION
@@ -110,16 +110,22 @@ def _create(engine: Engine, kind: CatalogKind, upsert: bool,
     exists = isinstance(key, str) and key_exists(engine, kind.table, kind.key, key)
     if kind.one == SUBSCRIPTION:
         check_plan_live(engine, document.get("plan_code"))
-        if exists:
-            plan_change(engine, document)
+        if exists and plan_change(engine, document):
             return LagoJSON({kind.one: catalog_one(engine, kind, str(key))})
+        exists = False  # canceled before it started: subscribed again, from this document
     elif exists and not upsert:
         raise invalid({kind.key: ["value_already_exist"]})
     if kind.one == PLAN:
         document = plan_input(engine, document)
     document = merged(stored(engine, kind.table, kind.key, key) if exists else {}, document)
     apply_one(engine, kind.one, document)
-    return LagoJSON({kind.one: catalog_one(engine, kind, str(key))})
+    answer = catalog_one(engine, kind, str(key))
+    if answer.get("status") == "canceled":  # apply subscribes again only on a change
+        raise LagoError(422, "validation_errors", {"external_id": ["value_already_exist"]},
+                        extra={"tallyflow_messages": {"external_id": [
+                            "this subscription was canceled with this very document: change"
+                            " it (its subscription_at) to subscribe again"]}})
+    return LagoJSON({kind.one: answer})
 
 
 def _update(engine: Engine, kind: CatalogKind, key: str, changes: dict[str, Any]) -> LagoJSON:

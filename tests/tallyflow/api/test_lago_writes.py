@@ -129,6 +129,18 @@ def test_subscription_post_of_an_existing_external_id_is_lagos_plan_change(
     assert taken["error_details"] == {"external_id": ["value_already_exist"]}
     gone = post(client, "subscription", {**subscription, "plan_code": "nope"}, 404)
     assert gone["code"] == "plan_not_found"
+    later = {**subscription, "external_id": "sub_later", "subscription_at": "2999-01-01T00:00:00Z"}
+    post(client, "subscription", later)
+    assert client.delete("/api/v1/subscriptions/sub_later").status_code == 200  # canceled
+    same = post(client, "subscription", later, 422)  # the same document: apply would keep it
+    assert same["error_details"] == {"external_id": ["value_already_exist"]}
+    later["subscription_at"] = "2998-01-01T00:00:00Z"
+    again = post(client, "subscription", later)["subscription"]  # subscribed again
+    assert (again["status"], again["canceled_at"]) == ("pending", None)
+    assert client.delete(f"/api/v1/subscriptions/{subscription['external_id']}",
+                         params={"on_termination_invoice": "skip"}).status_code == 200
+    ended = post(client, "subscription", {**subscription, "plan_code": "pro"}, 422)
+    assert ended["error_details"] == {"external_id": ["value_already_exist"]}
 
 
 # (kind, fields changed in the example, field, Lago's code, the Lago spec of the case)
