@@ -113,7 +113,7 @@ def _text(value: Any, name: str, problems: Problems, required: bool = False) -> 
             problems[name] = ["value_is_mandatory"]
         return None
     if not isinstance(value, str) or (required and not value.strip()):
-        problems[name] = ["invalid_value" if value != "" else "value_is_mandatory"]
+        problems[name] = ["value_is_invalid" if value != "" else "value_is_mandatory"]
         return None
     return value
 
@@ -123,7 +123,7 @@ def _number(value: Any, name: str, problems: Problems, whole: bool = False) -> D
         return None
     number = exact_number(value.strip() if isinstance(value, str) else value)
     if number is None or number < 0 or (whole and number != number.to_integral_value()):
-        problems[name] = ["invalid_value"]
+        problems[name] = ["value_is_invalid"]
         return None
     return number
 
@@ -145,14 +145,14 @@ def _tax_codes(value: Any, name: str, problems: Problems) -> tuple[str, ...] | N
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
-        problems[name] = ["invalid_value"]
+        problems[name] = ["value_is_invalid"]
         return None
     return tuple(value)
 
 
 def _fee(item: Any, at: str, problems: Problems) -> FeeRequest | None:
     if not isinstance(item, dict):
-        problems[at] = ["invalid_value"]
+        problems[at] = ["value_is_invalid"]
         return None
     for name in sorted(set(item) - set(FEE_FIELDS)):
         problems[f"{at}.{name}"] = ["unknown_field"]
@@ -193,13 +193,13 @@ def parse_one_off(body: Any) -> OneOffRequest:
         if invoice.get(name) not in (None, "", [], {}):
             problems[name] = ["not_supported"]
     if invoice.get("skip_psp") not in (None, True, False):
-        problems["skip_psp"] = ["invalid_value"]
+        problems["skip_psp"] = ["value_is_invalid"]
     customer = _text(invoice.get("external_customer_id"), "external_customer_id", problems,
                      required=True)
     currency = _text(invoice.get("currency"), "currency", problems)
     items = invoice.get("fees")
     if items is not None and not isinstance(items, list):
-        problems["fees"] = ["invalid_value"]
+        problems["fees"] = ["value_is_invalid"]
         items = None
     fees = [_fee(item, f"fees[{i}]", problems) for i, item in enumerate(items or [])]
     if problems:

@@ -51,12 +51,17 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> F
         lifespan=_lifespan,
         default_response_class=LagoJSON,
     )
-    app.state.engine = engine
+    # the API's own view of the engine (same pool): a failing statement's error, and so its
+    # logged traceback, never carries the bound parameters (an API key's hash, a customer)
+    quiet = engine.execution_options()
+    quiet.hide_parameters = True
+    app.state.engine = quiet
     app.state.settings = settings
-    app.state.pipeline = Pipeline(engine, settings, load=load)
+    app.state.pipeline = Pipeline(quiet, settings, load=load)
     app.add_exception_handler(LagoError, _lago_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _crash)
     for module in ROUTERS:
         app.include_router(module.router)
     return app
@@ -84,11 +89,17 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> LagoJSON
     return LagoError(exc.status_code).response()
 
 
+async def _crash(request: Request, exc: Exception) -> LagoJSON:
+    """Whatever a route did not foresee: Lago's 500 body in JSON, never Starlette's
+    ``text/plain`` one (the server logs the traceback, without SQL parameters)."""
+    return LagoError(500, "internal_error").response()
+
+
 async def _validation(request: Request, exc: RequestValidationError) -> LagoJSON:
     """A query or path parameter of the wrong type: Lago's 422 ``validation_errors``
-    (``{"page": ["invalid_value"]}``), never FastAPI's own body."""
+    (``{"page": ["value_is_invalid"]}``), never FastAPI's own body."""
     details: dict[str, list[str]] = {}
     for error in exc.errors():
         name = str(error["loc"][-1]) if error.get("loc") else "request"
-        details.setdefault(name, []).append("invalid_value")
+        details.setdefault(name, []).append("value_is_invalid")
     return invalid(details).response()

@@ -26,8 +26,12 @@ _PHRASES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Met
             409: "Conflict", 413: "Payload Too Large", 415: "Unsupported Media Type",
             422: "Unprocessable Entity", 500: "Internal Server Error",
             503: "Service Unavailable"}
-DEFAULT_PER_PAGE = 20
+DEFAULT_PER_PAGE = 100  # Lago's default page, and its largest
 MAX_PER_PAGE = 100
+# A page past this one has no rows in any Tallyflow table; its offset would overflow SQL's
+# bigint before that. Refused by name (``value_is_invalid``), never a 500.
+MAX_PAGE = 2**31
+INVALID = "value_is_invalid"
 
 
 def _default(value: Any) -> Any:
@@ -53,12 +57,14 @@ class LagoError(Exception):
     """Raised by a route; answered in Lago's error shape."""
 
     def __init__(self, status: int, code: str | None = None,
-                 details: Mapping[str, Any] | None = None, error: str | None = None) -> None:
+                 details: Mapping[str, Any] | None = None, error: str | None = None,
+                 extra: Mapping[str, Any] | None = None) -> None:
         super().__init__(code or error or str(status))
         self.status = status
         self.code = code
         self.details = details
         self.error = error
+        self.extra = extra  # Tallyflow's keys after Lago's (a refusal's sentences)
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {"status": self.status,
@@ -67,7 +73,7 @@ class LagoError(Exception):
             body["code"] = self.code
         if self.details is not None:
             body["error_details"] = self.details
-        return body
+        return {**body, **(self.extra or {})}
 
     def response(self) -> LagoJSON:
         return LagoJSON(self.body(), status_code=self.status)
@@ -81,14 +87,23 @@ def invalid(details: Mapping[str, Any]) -> LagoError:
     return LagoError(422, "validation_errors", details)
 
 
+def row_id(key: str) -> int | None:
+    """A path's row id (a wallet's ``lago_id``) as an integer, None when it cannot name a row:
+    ASCII digits only (``"²".isdigit()`` is true, and ``int`` refuses it) within bigint."""
+    if not (key.isascii() and key.isdigit()):
+        return None
+    number = int(key)
+    return number if number < 2**63 else None
+
+
 def page_args(page: int | None, per_page: int | None) -> tuple[int, int]:
     page = 1 if page is None else page
     per_page = DEFAULT_PER_PAGE if per_page is None else per_page
     problems = {}
-    if page < 1:
-        problems["page"] = ["invalid_value"]
+    if not 1 <= page <= MAX_PAGE:
+        problems["page"] = [INVALID]
     if not 1 <= per_page <= MAX_PER_PAGE:
-        problems["per_page"] = ["invalid_value"]
+        problems["per_page"] = [INVALID]
     if problems:
         raise invalid(problems)
     return page, per_page
@@ -130,7 +145,7 @@ async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON with exact numbers; 413 past ``limit`` bytes (checked while reading,
     not only from Content-Length), 400 when it is not JSON."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise LagoError(413, "payload_too_large")
     chunks: list[bytes] = []
     size = 0

@@ -16,7 +16,7 @@ from typing import Any, cast
 
 from sqlalchemy import Engine
 
-from tallyflow.api.lago import catalog_object, iso, not_found
+from tallyflow.api.lago import catalog_object, iso, not_found, row_id
 from tallyflow.models.lago.money import amount
 from tallyflow.models.lago.resources import (
     ApiCustomerUsage,
@@ -47,6 +47,9 @@ class CatalogKind:
     many: str
     query: CatalogQuery
     extra: Callable[[Any], dict[str, Any]] = field(default=lambda row: {})
+    # a list filter's values when the request gives none (Lago lists active subscriptions)
+    defaults: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    allowed: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -73,6 +76,13 @@ def _subscription_status(row: Any) -> str:
                          datetime.now(UTC)))
 
 
+# _subscription_status in SQL (the list's ``status[]`` filter), at the statement's now()
+_STATUS_SQL = (
+    "(case when t.status = 'canceled' then 'canceled'"
+    " when coalesce(t.started_at, t.subscription_at) > now() then 'pending'"
+    " when least(t.terminated_at, t.ending_at) < now() then 'terminated' else 'active' end)")
+
+
 def _subscription_extra(row: Any) -> dict[str, Any]:
     return {
         "lago_customer_id": str(row.customer_id),
@@ -92,10 +102,31 @@ def _metric_extra(row: Any) -> dict[str, Any]:
     return {"filters": row.document.get("filters") or []}
 
 
+def _plan_extra(row: Any) -> dict[str, Any]:
+    """Lago's charge fields: ``lago_id`` (the open charge row at that place),
+    ``lago_billable_metric_id`` and ``billable_metric_code``."""
+    charges = row.document.get("charges") or []
+    rows = row.open_charges or []
+    if len(rows) != len(charges):  # not yet written (cannot happen after an apply)
+        return {}
+    return {"charges": [{**charge, "lago_id": str(found["id"]),
+                         "lago_billable_metric_id": str(found["metric_id"]),
+                         "billable_metric_code": found["metric_code"]}
+                        for charge, found in zip(charges, rows, strict=True)]}
+
+
+# The plan's open charges in order (one per place: uq_charges_open_position).
+_OPEN_CHARGES = (
+    ", (select json_agg(json_build_object('id', c.id, 'metric_id', m.id, 'metric_code', m.code)"
+    " order by c.position) from charges c join billable_metrics m on m.id = c.billable_metric_id"
+    " where c.plan_id = t.id and c.effective_to is null) as open_charges")
+
 BILLABLE_METRICS = CatalogKind("billable_metrics", "billable_metric", "billable_metrics",
                                CatalogQuery("billable_metrics", "code"), _metric_extra)
 PLANS = CatalogKind("plans", "plan", "plans",
-                    CatalogQuery("plans", "code", hidden="t.deleted_at is not null"))
+                    CatalogQuery("plans", "code", hidden="t.deleted_at is not null",
+                                 columns=_OPEN_CHARGES),
+                    _plan_extra)
 CUSTOMERS = CatalogKind("customers", "customer", "customers",
                         CatalogQuery("customers", "external_id"), _customer_extra)
 SUBSCRIPTIONS = CatalogKind(
@@ -103,6 +134,7 @@ SUBSCRIPTIONS = CatalogKind(
     CatalogQuery(
         "subscriptions", "external_id",
         filters={"external_customer_id": "c.external_id", "plan_code": "p.code"},
+        lists={"status": _STATUS_SQL},
         columns=", c.external_id as customer_external_id, p.code as plan_code",
         join=" from subscriptions t join customers c on c.id = t.customer_id"
              " join plans p on p.id = t.plan_id",
@@ -113,6 +145,9 @@ SUBSCRIPTIONS = CatalogKind(
               " >= now()) desc, t.id desc",
     ),
     _subscription_extra,
+    # Lago: app/controllers/concerns/subscription_index.rb (status [] blank -> ["active"])
+    defaults={"status": ("active",)},
+    allowed={"status": ("active", "pending", "terminated", "canceled")},
 )
 TAXES = CatalogKind("taxes", "tax", "taxes", CatalogQuery("taxes", "code"))
 ADD_ONS = CatalogKind("add_ons", "add_on", "add_ons",
@@ -125,9 +160,10 @@ def _object(kind: CatalogKind, row: Any) -> dict[str, Any]:
 
 
 def catalog_list(engine: Engine, kind: CatalogKind, where: dict[str, str], page: int,
-                 per_page: int) -> tuple[list[dict[str, Any]], int]:
+                 per_page: int, any_of: dict[str, list[str]] | None = None,
+                 ) -> tuple[list[dict[str, Any]], int]:
     """One page of objects (read in SQL) and the count of all the filter matches."""
-    rows, total = catalog_page(engine, kind.query, where, page, per_page)
+    rows, total = catalog_page(engine, kind.query, where, page, per_page, any_of)
     return [_object(kind, row) for row in rows], total
 
 
@@ -147,7 +183,8 @@ def wallet_row(engine: Engine, lago_id: str) -> dict[str, Any]:
     """A wallet's id, code, status and customer; 404 ``wallet_not_found``."""
     from tallyflow.tasks.wallets import wallet_row as read_wallet
 
-    row = read_wallet(engine, int(lago_id)) if lago_id.isdigit() else None
+    number = row_id(lago_id)
+    row = read_wallet(engine, number) if number is not None else None
     if row is None:
         raise not_found("wallet")
     return row

@@ -11,6 +11,7 @@ stay exact (docs/architecture.md §7). A body is read by ``lago.read_json`` (exa
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -133,3 +134,20 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema()
     return {"requestBody": {"required": True,
                             "content": {"application/json": {"schema": schema}}}}
+
+
+def query_parameters(single: Mapping[str, Sequence[str] | None],
+                     many: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+    """``openapi_extra`` for list filters a route reads from the query itself: ``single``
+    (name -> its values, None for any text) and ``many`` (Lago's ``name[]``, repeated), so
+    the served document shows them and a client (or schemathesis) can send them."""
+
+    def schema(values: Sequence[str] | None) -> dict[str, Any]:
+        return {"type": "string", **({"enum": list(values)} if values else {})}
+
+    parameters = [{"name": name, "in": "query", "required": False, "schema": schema(values)}
+                  for name, values in single.items()]
+    parameters += [{"name": f"{name}[]", "in": "query", "required": False, "style": "form",
+                    "explode": True, "schema": {"type": "array", "items": schema(values)}}
+                   for name, values in (many or {}).items()]
+    return {"parameters": parameters}

@@ -14,11 +14,13 @@ from tallyflow.tasks.catalog.reads import (
     customer_id,
     customers_by_external_id,
     key_exists,
+    metric_codes,
     plan_deleted,
     soft_delete_add_on,
     soft_delete_plan,
     stored_document,
     subscription_owners,
+    waiting_plan,
 )
 
 __all__ = [
@@ -38,11 +40,13 @@ __all__ = [
     "finalized_versions",
     "key_exists",
     "load_documents",
+    "metric_codes",
     "plan_deleted",
     "plan_history",
     "soft_delete_add_on",
     "soft_delete_plan",
     "stored_document",
     "subscription_owners",
+    "waiting_plan",
     "write_catalog",
 ]

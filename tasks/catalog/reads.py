@@ -26,6 +26,8 @@ class CatalogQuery:
     table: str
     key: str
     filters: dict[str, str] = field(default_factory=dict)
+    # list filters that take several values (``status[]``): parameter -> SQL expression
+    lists: dict[str, str] = field(default_factory=dict)
     columns: str = ""
     join: str = ""
     hidden: str = ""  # rows not shown (a soft-deleted plan)
@@ -37,14 +39,18 @@ class CatalogQuery:
 
 
 def catalog_page(engine: Engine, query: CatalogQuery, where: dict[str, str], page: int,
-                 per_page: int) -> tuple[list[Row[Any]], int]:
+                 per_page: int, any_of: dict[str, list[str]] | None = None,
+                 ) -> tuple[list[Row[Any]], int]:
     """One page of rows (in id order) and how many rows the filter matches in all. ``where``
-    holds only names of ``query.filters`` (their SQL is the query's, never the caller's)."""
+    holds only names of ``query.filters``, ``any_of`` only names of ``query.lists`` (their
+    SQL is the query's, never the caller's)."""
     clauses = [f"{query.filters[name]} = :{name}" for name in where]
+    clauses += [f"{query.lists[name]} = any(:{name})" for name in any_of or {}]
     if query.hidden:
         clauses.append(f"not ({query.hidden})")
     condition = (" where " + " and ".join(clauses)) if clauses else ""
-    params: dict[str, Any] = {**where, "limit": per_page, "offset": (page - 1) * per_page}
+    params: dict[str, Any] = {**where, **(any_of or {}), "limit": per_page,
+                              "offset": (page - 1) * per_page}
     with engine.connect() as conn:
         total = int(conn.execute(text(f"select count(*){query.source}{condition}"),
                                  params).scalar_one())
@@ -144,3 +150,27 @@ def customers_by_external_id(engine: Engine, external_ids: list[str]) -> dict[st
         return {r.external_id: r for r in conn.execute(
             text("select id, external_id, timezone, created_at, updated_at from customers"
                  " where external_id = any(:ids)"), {"ids": sorted(external_ids)})}
+
+
+def metric_codes(engine: Engine, ids: list[int]) -> dict[int, str]:
+    """Billable metric row id -> its code (unknown ids left out): a plan's charge may name
+    its metric by the ``lago_id`` the API answered, as Lago's clients do."""
+    if not ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(text("select id, code from billable_metrics where id = any(:ids)"),
+                            {"ids": sorted(set(ids))}).all()
+    return {int(r.id): str(r.code) for r in rows}
+
+
+def waiting_plan(engine: Engine, external_id: str) -> str | None:
+    """The plan a subscription's waiting plan change (a downgrade at the period end) moves it
+    to, None when none waits: a retried change finds it done."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            text("select p.code from subscriptions s join plans p on p.id = s.plan_id"
+                 " where s.external_id = :x and s.previous_subscription_id is not null"
+                 " and s.status <> 'canceled'"
+                 " and coalesce(s.started_at, s.subscription_at) > now()"
+                 " order by s.id desc limit 1"), {"x": external_id}).scalar()
+    return None if found is None else str(found)

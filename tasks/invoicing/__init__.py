@@ -23,6 +23,7 @@ from tallyflow.tasks.invoicing.credit import (
 )
 from tallyflow.tasks.invoicing.documents import (
     InvoiceError,
+    InvoiceQuery,
     count_invoices,
     find_invoice,
     invoice_document,
@@ -91,6 +92,7 @@ __all__ = [
     "advance_charges_task",
     "close_periods",
     "close_periods_task",
+    "InvoiceQuery",
     "count_invoices",
     "create_one_off_invoice",
     "cut_short",

@@ -8,6 +8,7 @@ quantities decimal strings.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -241,13 +242,39 @@ def render_sealed(conn: Connection, invoice_ids: Sequence[int]) -> dict[int, str
 _COUNT = "select count(*) from invoices v"  # the rows _INVOICES reads, counted
 
 
+@dataclass(frozen=True)
+class InvoiceQuery:
+    """Lago's list filters beyond the CLI's (``GET /invoices``): any of these statuses,
+    payment statuses, and an inclusive issuing-date range."""
+
+    statuses: tuple[str, ...] = ()
+    payment_statuses: tuple[str, ...] = ()
+    issued_from: date | None = None
+    issued_to: date | None = None
+
+    def clauses(self) -> tuple[list[str], dict[str, Any]]:
+        where: list[str] = []
+        params: dict[str, Any] = {}
+        for column, values in (("status", self.statuses),
+                               ("payment_status", self.payment_statuses)):
+            if values:
+                where.append(f"v.{column} = any(:{column}es)")
+                params[f"{column}es"] = list(values)
+        if self.issued_from is not None:
+            where.append("v.issuing_date >= :issued_from")
+            params["issued_from"] = self.issued_from
+        if self.issued_to is not None:
+            where.append("v.issuing_date <= :issued_to")
+            params["issued_to"] = self.issued_to
+        return where, params
+
+
 def _invoice_filter(
     customer: str | None, subscription: str | None, status: str | None,
-    invoice_type: str | None,
+    invoice_type: str | None, query: InvoiceQuery | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The ``where`` clause (with its parameters) that list_invoices and count_invoices share."""
-    where: list[str] = []
-    params: dict[str, Any] = {}
+    where, params = (query or InvoiceQuery()).clauses()
     if invoice_type:
         where.append("v.invoice_type = :invoice_type")
         params["invoice_type"] = invoice_type
@@ -270,24 +297,25 @@ def _invoice_filter(
 def list_invoices(
     engine: Engine, *, customer: str | None = None, subscription: str | None = None,
     status: str | None = None, limit: int = 1000, invoice_type: str | None = None,
-    offset: int = 0,
+    offset: int = 0, query: InvoiceQuery | None = None,
 ) -> list[Invoice]:
     """Invoices by issuing date, customer and id; ``limit``/``offset`` page in SQL (the API's
     pages: only the page's invoices are read and built)."""
-    condition, params = _invoice_filter(customer, subscription, status, invoice_type)
-    query = _INVOICES + condition
-    query += " order by v.issuing_date, v.customer_id, v.id limit :limit offset :offset"
+    condition, params = _invoice_filter(customer, subscription, status, invoice_type, query)
+    sql = _INVOICES + condition
+    sql += " order by v.issuing_date, v.customer_id, v.id limit :limit offset :offset"
     with engine.connect() as conn:
-        rows = conn.execute(text(query), {**params, "limit": limit, "offset": offset}).all()
+        rows = conn.execute(text(sql), {**params, "limit": limit, "offset": offset}).all()
         return invoice_objects(conn, rows)
 
 
 def count_invoices(
     engine: Engine, *, customer: str | None = None, subscription: str | None = None,
     status: str | None = None, invoice_type: str | None = None,
+    query: InvoiceQuery | None = None,
 ) -> int:
     """How many invoices list_invoices would give without a limit (a page's ``total_count``)."""
-    condition, params = _invoice_filter(customer, subscription, status, invoice_type)
+    condition, params = _invoice_filter(customer, subscription, status, invoice_type, query)
     with engine.connect() as conn:
         return int(conn.execute(text(_COUNT + condition), params).scalar_one())
 
@@ -297,7 +325,7 @@ def find_invoice(engine: Engine, key: str) -> Invoice | None:
     with engine.connect() as conn:
         query = _INVOICES + " where v.lago_id = :k or v.number = :k"
         params: dict[str, Any] = {"k": key}
-        if key.isdigit():
+        if key.isascii() and key.isdigit() and int(key) < 2**63:  # "²" is a digit too
             query += " or v.id = :n"
             params["n"] = int(key)
         rows = conn.execute(text(query), params).all()

@@ -282,18 +282,33 @@ def customer_wallet_id(engine: Engine, external_customer_id: str, code: str) -> 
     return None if found is None else int(found)
 
 
-def transactions_page(engine: Engine, wallet_id: int, page: int,
-                      per_page: int) -> tuple[list[Any], int]:
+# transaction_status in SQL (Lago's list filter of that name)
+_TRANSACTION_STATUS_SQL = (
+    "(case when t.source = 'expiration' or t.status = 'voided' then 'voided'"
+    " when t.source = 'usage' then 'invoiced'"
+    " when t.granted_credits = t.credits and t.credits > 0 then 'granted' else 'purchased' end)")
+_TRANSACTION_COUNT = "select count(*) from wallet_transactions t"
+# Lago's list filters (wallet_transactions_controller.rb) -> their SQL
+TRANSACTION_FILTERS = {"status": "t.status", "transaction_type": "t.direction",
+                       "transaction_status": _TRANSACTION_STATUS_SQL}
+
+
+def transactions_page(engine: Engine, wallet_id: int, page: int, per_page: int,
+                      filters: dict[str, str] | None = None) -> tuple[list[Any], int]:
     """One page of a wallet's transactions, newest first, with their wallet's currency and
-    priority, and how many it has in all (the page is read in SQL)."""
+    priority, and how many it has in all (the page is read in SQL). ``filters``: names of
+    TRANSACTION_FILTERS and the value each must have."""
+    given = filters or {}
+    condition = "".join(f" and {TRANSACTION_FILTERS[name]} = :{name}" for name in given)
+    params = {**given, "w": wallet_id}
     with engine.connect() as conn:
         total = int(conn.execute(
-            text("select count(*) from wallet_transactions where wallet_id = :w"),
-            {"w": wallet_id}).scalar_one())
+            text(_TRANSACTION_COUNT + " where t.wallet_id = :w" + condition),
+            params).scalar_one())
         rows = conn.execute(
-            text(_TRANSACTION_COLUMNS + " where t.wallet_id = :w order by t.id desc"
-                 " limit :limit offset :offset"),
-            {"w": wallet_id, "limit": per_page, "offset": (page - 1) * per_page}).all()
+            text(_TRANSACTION_COLUMNS + " where t.wallet_id = :w" + condition
+                 + " order by t.id desc limit :limit offset :offset"),
+            {**params, "limit": per_page, "offset": (page - 1) * per_page}).all()
     return list(rows), total
 
 

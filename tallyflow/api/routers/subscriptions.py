@@ -24,9 +24,9 @@ async def terminate_subscription(
     ``tallyflow subscriptions terminate``); a subscription that has not started is
     canceled (Lago asks for ``status=pending`` there: accepted, and not required)."""
     if on_termination_invoice not in (None, "generate", "skip"):
-        raise invalid({"on_termination_invoice": ["invalid_value"]})
+        raise invalid({"on_termination_invoice": ["value_is_invalid"]})
     if status not in (None, "active", "pending"):
-        raise invalid({"status": ["invalid_value"]})
+        raise invalid({"status": ["value_is_invalid"]})
     catalog_one(engine, SUBSCRIPTIONS, external_id)  # 404 when unknown
     return await run_in_threadpool(_terminate, engine, external_id, on_termination_invoice)
 

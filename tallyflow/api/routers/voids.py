@@ -70,7 +70,7 @@ def _parse(body: Any) -> tuple[list[EventKey], str]:
         problems["transaction_ids"] = ["give_transaction_id_or_transaction_ids"]
     ids = [single] if single is not None else many
     if not isinstance(ids, list) or not ids or not all(isinstance(t, str) and t for t in ids):
-        problems.setdefault("transaction_ids", ["invalid_value"])
+        problems.setdefault("transaction_ids", ["value_is_invalid"])
     elif len(ids) > MAX_KEYS:
         problems["transaction_ids"] = ["too_many_transaction_ids"]
     if problems:

@@ -24,8 +24,17 @@ from tallyflow.api.deps import (
     only_params,
     page_params,
 )
-from tallyflow.api.documents import apply_one, document_of, stored
-from tallyflow.api.lago import LagoError, LagoJSON, invalid, not_found, page_args, paginated
+from tallyflow.api.documents import apply_one, document_of, merged, stored
+from tallyflow.api.lago import (
+    INVALID,
+    LagoError,
+    LagoJSON,
+    invalid,
+    not_found,
+    page_args,
+    paginated,
+    row_id,
+)
 from tallyflow.api.objects import (
     transaction_object,
     wallet_by_id,
@@ -37,6 +46,7 @@ from tallyflow.api.schemas import (
     TOP_UP_UNSUPPORTED,
     WalletTransactionRequest,
     document_request,
+    query_parameters,
     request_body,
 )
 from tallyflow.models.catalog import WALLET, format_datetime, wallet_code
@@ -45,6 +55,11 @@ from tallyflow.models.rating.money import exact_number
 from tallyflow.tasks.wallets import customer_wallet_id, top_up_transactions, transactions_page
 
 router = APIRouter(prefix="/api/v1", tags=["wallets"], dependencies=AUTH)
+# Lago's list filters of a wallet's transactions and their values
+# (app/controllers/api/v1/wallet_transactions_controller.rb)
+TRANSACTION_VALUES = {"status": ("pending", "settled", "failed"),
+                      "transaction_type": ("inbound", "outbound"),
+                      "transaction_status": ("purchased", "granted", "voided", "invoiced")}
 _WALLET_BODY = request_body(document_request(WALLET))
 
 
@@ -67,13 +82,18 @@ def get_wallet(request: Request, lago_id: str, engine: Engine = Depends(get_engi
     return LagoJSON({"wallet": wallet_by_id(engine, lago_id)})
 
 
-@router.get("/wallets/{lago_id}/wallet_transactions")
+@router.get("/wallets/{lago_id}/wallet_transactions",
+            openapi_extra=query_parameters(TRANSACTION_VALUES))
 def list_transactions(request: Request, lago_id: str, paging: Paging = Depends(page_params),
                       engine: Engine = Depends(get_engine)) -> LagoJSON:
-    only_params(request)
+    only_params(request, tuple(TRANSACTION_VALUES))
     page, per_page = page_args(paging.page, paging.per_page)
+    filters = {k: v for k, v in request.query_params.items() if k in TRANSACTION_VALUES}
+    wrong = sorted(k for k, v in filters.items() if v not in TRANSACTION_VALUES[k])
+    if wrong:
+        raise invalid({name: [INVALID] for name in wrong})
     wallet_id = wallet_row(engine, lago_id)["id"]
-    rows, total = transactions_page(engine, wallet_id, page, per_page)
+    rows, total = transactions_page(engine, wallet_id, page, per_page, filters)
     return LagoJSON(paginated("wallet_transactions", [transaction_object(r) for r in rows],
                               page, per_page, total))
 
@@ -104,7 +124,7 @@ async def update_wallet(lago_id: str, body: Any = Depends(document_body),
         for name in ("external_customer_id", "code"):
             if name in changes and changes[name] != document.get(name):
                 raise invalid({name: ["cannot_be_changed"]})
-        return {**document, **changes}
+        return merged(document, changes)
 
     def work() -> LagoJSON:
         _change(engine, lago_id, edit)
@@ -145,9 +165,10 @@ def _create_wallet(engine: Engine, document: dict[str, Any]) -> LagoJSON:
 
 def _change(engine: Engine, lago_id: str,
             edit: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-    if not lago_id.isdigit():
+    number = row_id(lago_id)
+    if number is None:
         raise not_found("wallet")
-    apply_one(engine, WALLET, edit(stored(engine, "wallets", "id", int(lago_id))))
+    apply_one(engine, WALLET, edit(stored(engine, "wallets", "id", number)))
 
 
 # ------------------------------------------------------------------------ top-ups
@@ -158,7 +179,7 @@ def _credits(value: Any, name: str, problems: dict[str, list[str]]) -> Decimal:
         return Decimal(0)
     number = exact_number(value.strip() if isinstance(value, str) else value)
     if number is None or number < 0:
-        problems[name] = ["invalid_value"]
+        problems[name] = ["value_is_invalid"]
         return Decimal(0)
     return number
 
@@ -195,7 +216,7 @@ def top_up(engine: Engine, body: Any, key: str | None) -> list[WalletTransaction
     if wallet["status"] != "active":
         raise invalid({"wallet_id": ["wallet_is_terminated"]})
     if paid + granted <= 0:
-        raise invalid({"paid_credits": ["invalid_value"], "granted_credits": ["invalid_value"]})
+        raise invalid({"paid_credits": [INVALID], "granted_credits": [INVALID]})
     try:
         done = post_top_up(engine, wallet["external_id"], paid, granted,
                            wallet_code=wallet["code"], key=f"api:{key}" if key else None)

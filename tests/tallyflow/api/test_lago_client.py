@@ -59,10 +59,12 @@ def test_the_reference_scenario_with_lagos_client(
 ) -> None:
     server = live_api()
     client = lago(server, api_key)
-    client.billable_metrics.create(BillableMetric(**DOCS["billable_metric"]["billable_metric"]))
+    metric = client.billable_metrics.create(
+        BillableMetric(**DOCS["billable_metric"]["billable_metric"]))
     client.plans.create(Plan(**DOCS["plan"]["plan"]))
     client.customers.create(Customer(**DOCS["customer"]["customer"]))
     client.subscriptions.create(Subscription(**DOCS["subscription"]["subscription"]))
+    _the_sdk_way(client, metric.lago_id)
     wallet = client.wallets.create(Wallet(**DOCS["wallet"]["wallet"]))
     assert wallet is not None and wallet.credits_balance == "25.00000"
 
@@ -137,6 +139,35 @@ def test_killed_after_the_answer_before_the_load_the_scheduled_ingest_loads_once
         assert conn.execute(text("select count(*), sum(accepted), sum(duplicates)"
                                  " from ingest_objects")).one() == (2, 51, 0)
     _raw_http(restarted, api_key)
+
+
+def _the_sdk_way(client: Client, metric_id: str) -> None:
+    """Issue 28 with Lago's own client: a plan as Lago's template makes it (the charge names
+    the metric's lago_id), its charge ids round-trip, a customer renamed by POSTing the
+    changed key keeps the rest, a subscription POSTed again on another plan is upgraded."""
+    template = json.loads(json.dumps(DOCS["plan"]["plan"]))
+    template.update(code="pro", name="Pro", amount_cents=10_000)
+    template["charges"][0]["billable_metric_id"] = metric_id
+    pro = client.plans.create(Plan(**template))
+    assert pro is not None and pro.charges is not None
+    [charge] = pro.charges.__root__
+    assert (charge.lago_billable_metric_id, charge.billable_metric_code) == (
+        metric_id, "mistral_tokens")
+    template["charges"][0]["id"] = charge.lago_id
+    again = client.plans.update(Plan(**template), "pro")
+    assert again is not None and again.charges is not None
+    assert again.charges.__root__[0].lago_id == charge.lago_id
+    renamed = client.customers.create(Customer(external_id="acme", name="Acme Corp"))
+    assert renamed is not None
+    assert (renamed.name, renamed.email, renamed.currency, renamed.timezone) == (
+        "Acme Corp", "billing@acme.example", "USD", "America/New_York")
+    moved = client.subscriptions.create(Subscription(external_customer_id="acme",
+                                                     external_id=SUB, plan_code="pro"))
+    assert moved is not None and moved.plan_code == "pro"
+    back = client.subscriptions.create(Subscription(external_customer_id="acme",
+                                                    external_id=SUB,
+                                                    plan_code="mistral_per_token"))
+    assert back is not None and back.plan_code == "pro"  # a downgrade waits for the period end
 
 
 def _raw_http(server: LiveApi, key: str) -> None:

@@ -188,7 +188,7 @@ def test_wallets_top_ups_and_transactions(client: TestClient, engine: Engine,
     assert refused.json()["error_details"] == {"metadata": ["not_supported"]}
     negative = client.post("/api/v1/wallet_transactions", json={"wallet_transaction": {
         "wallet_id": lago_id, "paid_credits": "-1"}})
-    assert negative.json()["error_details"] == {"paid_credits": ["invalid_value"]}
+    assert negative.json()["error_details"] == {"paid_credits": ["value_is_invalid"]}
 
 
 def test_invoices_are_the_clis(client: TestClient, engine: Engine, tmp_path: Path) -> None:

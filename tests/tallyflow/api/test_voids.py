@@ -53,7 +53,7 @@ def test_void_through_the_api(engine: Engine, tmp_path: Path,
     assert bad.status_code == 422
     assert bad.json()["error_details"] == {"extra": ["unknown_field"],
                                            "reason": ["value_is_mandatory"],
-                                           "transaction_ids": ["invalid_value"]}
+                                           "transaction_ids": ["value_is_invalid"]}
     missing = client.get(f"/api/v1/tallyflow/events/{SUB}/nope")
     assert missing.status_code == 404 and missing.json()["code"] == "event_not_found"
     anonymous = client.post(VOID, headers={"Authorization": "Bearer tf_wrong"},

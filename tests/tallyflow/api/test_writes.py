@@ -47,8 +47,6 @@ def test_the_mistral_catalog_through_the_api_is_what_apply_makes(
     ("billable_metrics", {"billable_metric": {**DOCS["billable_metric"]["billable_metric"],
                                               "colour": "red"}}, "colour"),
     ("plans", {"plan": {**DOCS["plan"]["plan"], "interval": "hourly"}}, "interval"),
-    ("subscriptions", {"subscription": {**DOCS["subscription"]["subscription"],
-                                        "plan_code": "nope"}}, "plan_code"),
     ("customers", {"customer": {**DOCS["customer"]["customer"], "timezone": "Mars/Base"}},
      "timezone"),
 ])
@@ -64,6 +62,20 @@ def test_invalid_documents_get_422_and_change_nothing(
     got = answer.json()
     assert got["code"] == "validation_errors"
     assert any(details in key for key in got["error_details"]), got
+    assert export_catalog(engine) == before
+
+
+def test_an_unknown_plan_is_lagos_404(client: TestClient, engine: Engine) -> None:
+    """Lago: spec/requests/api/v1/subscriptions_controller_spec.rb ("with invalid plan
+    code": 404)."""
+    for kind in ("billable_metric", "plan", "customer"):
+        client.post(f"/api/v1/{PATHS[kind]}", json=DOCS[kind])
+    before = export_catalog(engine)
+    answer = client.post("/api/v1/subscriptions", json={"subscription": {
+        **DOCS["subscription"]["subscription"], "plan_code": "nope"}})
+    assert answer.status_code == 404, answer.text
+    assert {k: v for k, v in answer.json().items() if k != "tallyflow_messages"} == {
+        "status": 404, "error": "Not Found", "code": "plan_not_found"}
     assert export_catalog(engine) == before
 
 
@@ -107,8 +119,8 @@ def test_delete_plan_is_soft_and_refused_while_subscribed(client: TestClient,
         assert conn.execute(text("select count(*) from plans")).scalar_one() == 2
     refused = client.post("/api/v1/subscriptions", json={"subscription": {
         **DOCS["subscription"]["subscription"], "external_id": "sub_2", "plan_code": "spare"}})
-    assert refused.status_code == 422
-    assert refused.json()["error_details"] == {"plan_code": ["plan_not_found"]}
+    assert refused.status_code == 404  # as an unknown plan (Lago's Plan.parents.find_by)
+    assert refused.json()["code"] == "plan_not_found"
 
 
 def test_delete_wallet_terminates_and_voids_the_rest(client: TestClient, engine: Engine) -> None:
