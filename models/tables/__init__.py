@@ -23,6 +23,7 @@ from tallyflow.models.tables.catalog import (
     wallet_recurring_rules,
     wallets,
 )
+from tallyflow.models.tables.discounts import applied_coupons, coupon_credits, coupons
 from tallyflow.models.tables.ingestion import (
     RUN_STATUSES,
     event_archives,
@@ -61,6 +62,9 @@ from tallyflow.models.tables.wallet_ledger import (
 __all__ = [
     "RUN_STATUSES",
     "api_keys",
+    "applied_coupons",
+    "coupon_credits",
+    "coupons",
     "billable_metric_filters",
     "billable_metrics",
     "billing_entities",
