@@ -53,9 +53,15 @@ SUBSCRIPTION = "subscription"
 WALLET = "wallet"
 
 
+COUPON = "coupon"
+
+
+APPLIED_COUPON = "applied_coupon"
+
+
 # Apply order: each kind only refers to kinds before it.
 KINDS: tuple[str, ...] = (TAX, BILLING_ENTITY, BILLABLE_METRIC, PLAN, CUSTOMER, SUBSCRIPTION,
-                          WALLET)
+                          WALLET, COUPON, APPLIED_COUPON)
 
 
 # The rating vocabulary is defined once, as the enums of models/rating; the catalog accepts
@@ -93,6 +99,16 @@ RULE_TRIGGERS = ("interval", "threshold")
 
 
 RULE_METHODS = ("fixed", "target")
+
+
+# Lago's coupon vocabulary (app/models/coupon.rb); the rules are models/coupons.py's.
+COUPON_TYPES = ("fixed_amount", "percentage")
+
+
+COUPON_FREQUENCIES = ("once", "recurring", "forever")
+
+
+COUPON_EXPIRATIONS = ("no_expiration", "time_limit")
 
 
 GROUP_KEY_PROPERTIES = ("pricing_group_keys", "grouped_by")

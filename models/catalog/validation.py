@@ -19,7 +19,15 @@ from tallyflow.models.catalog.documents import (
     normalise,
 )
 from tallyflow.models.catalog.errors import CatalogError, Issue, Loc, format_path
-from tallyflow.models.catalog.fields import BILLABLE_METRIC, BILLING_ENTITY, PLAN, TAX, WALLET
+from tallyflow.models.catalog.fields import (
+    APPLIED_COUPON,
+    BILLABLE_METRIC,
+    BILLING_ENTITY,
+    COUPON,
+    PLAN,
+    TAX,
+    WALLET,
+)
 from tallyflow.models.catalog.references import Catalog, _change_issues, reference_issues
 from tallyflow.models.catalog.rules import _DOCUMENT_CHECKS, envelope_kind, parse_body
 
@@ -98,14 +106,14 @@ def _raw_keys(kind: str, body: Any) -> set[tuple[str, tuple[str, ...]]]:
     it are not reported a second time as "unknown"."""
     if not isinstance(body, Mapping):
         return set()
-    coded = (TAX, BILLING_ENTITY, BILLABLE_METRIC, PLAN)
+    coded = (TAX, BILLING_ENTITY, BILLABLE_METRIC, PLAN, COUPON)
     value = body.get("code") if kind in coded else body.get("external_id")
     return {(kind, (value,))} if isinstance(value, str) else set()
 
 
 def _key_field(kind: str) -> str:
     return {TAX: "code", BILLING_ENTITY: "code", BILLABLE_METRIC: "code", PLAN: "code",
-            WALLET: "code"}.get(kind, "external_id")
+            WALLET: "code", COUPON: "code", APPLIED_COUPON: "coupon_code"}.get(kind, "external_id")
 
 
 def _resolve_defaults(model: LagoModel, previous: LagoModel | None, now: datetime) -> None:

@@ -14,8 +14,10 @@ from sqlalchemy import (
 )
 
 from tallyflow.models.catalog import (
+    APPLIED_COUPON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
+    COUPON,
     CUSTOMER,
     KINDS,
     PLAN,
@@ -38,6 +40,8 @@ EXPORT_FILES = {
     CUSTOMER: "customers.json",
     SUBSCRIPTION: "subscriptions.json",
     WALLET: "wallets.json",
+    COUPON: "coupons.json",
+    APPLIED_COUPON: "applied_coupons.json",
 }
 
 

@@ -30,7 +30,8 @@ KINDS = ("billable_metric", "plan", "customer", "subscription", "wallet")
 
 def per_kind(count: int) -> dict[str, int]:
     """Counts of an apply of the examples, which define no taxes nor billing entities."""
-    return {"tax": 0, "billing_entity": 0, **dict.fromkeys(KINDS, count)}
+    return {"tax": 0, "billing_entity": 0, **dict.fromkeys(KINDS, count), "coupon": 0,
+            "applied_coupon": 0}
 STAMPED = (t.billable_metrics, t.plans, t.customers, t.subscriptions, t.wallets)
 
 
@@ -104,8 +105,9 @@ def test_export_then_apply_round_trips(engine: Engine, tmp_path: Path) -> None:
     assert exported == [loads(dumps(d.envelope())) for d in applied]
     write_catalog(exported, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "billable_metrics.json", "billing_entities.json", "customers.json", "plans.json",
-        "subscriptions.json", "taxes.json", "wallets.json"]
+        "applied_coupons.json", "billable_metrics.json", "billing_entities.json",
+        "coupons.json", "customers.json", "plans.json", "subscriptions.json", "taxes.json",
+        "wallets.json"]
     before = stamps(engine)
     assert_counts(apply_catalog(engine, [tmp_path / "out"]), unchanged=1)
     write_catalog(exported, tmp_path / "all.yaml")

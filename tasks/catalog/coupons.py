@@ -1,0 +1,163 @@
+"""Coupons in the catalog, and applying one to a customer (Lago's ``AppliedCoupons::CreateService``).
+
+A coupon is a catalog object like the others (document, digest; ``tasks/catalog/apply.py``).
+An applied coupon is made by :func:`apply_coupon`, from a catalog ``{"applied_coupon": ...}``
+document, ``POST /applied_coupons`` or ``tallyflow coupons apply``, after Lago's checks: the
+coupon is active and not expired, a coupon that is not ``reusable`` is applied once per
+customer, and two active coupons of a customer are never limited to the same plan or metric
+(``plan_overlapping``). The customer row is locked first, as the close locks it, so an
+application never races a finalization's reading of the customer's coupons.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from tallyflow.errors import UserError
+from tallyflow.models.catalog import CouponApplication, dumps
+
+
+class CouponRefused(UserError):
+    """An application Lago refuses: ``code`` is Lago's error code (the API's answer)."""
+
+    def __init__(self, code: str, message: str, field: str = "coupon") -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+
+
+@dataclass(frozen=True)
+class _CouponRow:
+    id: int
+    code: str
+    coupon_type: str
+    amount_cents: Decimal | None
+    amount_currency: str | None
+    percentage_rate: Decimal | None
+    frequency: str
+    frequency_duration: int | None
+    reusable: bool
+    status: str
+    expiration_at: datetime | None
+    plan_codes: list[str]
+    billable_metric_codes: list[str]
+
+
+_COUPON = text(
+    """
+    select id, code, coupon_type, amount_cents, amount_currency, percentage_rate, frequency,
+           frequency_duration, reusable, status, expiration_at, plan_codes,
+           billable_metric_codes
+    from coupons where code = :code
+    """
+)
+
+# the plans and metrics the customer's active coupons are limited to, charges' metrics and
+# metrics' plans included (Lago's plan_limitation_overlapping?)
+_TAKEN = text(
+    """
+    select c.plan_codes, c.billable_metric_codes,
+           coalesce((select array_agg(distinct m.code) from plans p
+                     join charges ch on ch.plan_id = p.id and ch.effective_to is null
+                     join billable_metrics m on m.id = ch.billable_metric_id
+                     where p.code = any(c.plan_codes)), '{}') as plan_metrics
+    from applied_coupons a join coupons c on c.id = a.coupon_id
+    where a.customer_id = :customer and a.status = 'active'
+    """
+)
+
+
+def _overlapping(conn: Connection, customer_id: int, coupon: _CouponRow) -> bool:
+    """A limited coupon may not share a plan or a metric (directly or through a plan's
+    charges) with another active limited coupon of the customer."""
+    if not coupon.plan_codes and not coupon.billable_metric_codes:
+        return False
+    mine_metrics = set(coupon.billable_metric_codes)
+    if coupon.plan_codes:
+        mine_metrics |= set(conn.execute(text(
+            "select distinct m.code from plans p join charges ch on ch.plan_id = p.id"
+            " and ch.effective_to is null join billable_metrics m on m.id = ch.billable_metric_id"
+            " where p.code = any(cast(:plans as text[]))"),
+            {"plans": coupon.plan_codes}).scalars())
+    for row in conn.execute(_TAKEN, {"customer": customer_id}):
+        if set(row.plan_codes) & set(coupon.plan_codes):
+            return True
+        if (set(row.billable_metric_codes) | set(row.plan_metrics)) & mine_metrics:
+            return True
+    return False
+
+
+def apply_coupon(
+    conn: Connection, application: CouponApplication, at: datetime,
+    document: dict[str, Any] | None = None, digest: str | None = None,
+) -> int:
+    """Apply a coupon to a customer (inside the caller's transaction); the applied coupon's
+    id. ``document``/``digest``: the catalog document it comes from (None: the API, the CLI).
+    Raises :class:`CouponRefused` as Lago refuses."""
+    customer = conn.execute(text("select id, currency from customers where external_id = :id"
+                                 " for update"),
+                            {"id": application.external_customer_id}).one_or_none()
+    if customer is None:
+        raise CouponRefused("customer_not_found",
+                            f"unknown customer {application.external_customer_id!r}",
+                            "external_customer_id")
+    row = conn.execute(_COUPON, {"code": application.coupon_code}).one_or_none()
+    coupon = _CouponRow(**row._mapping) if row is not None else None
+    if coupon is None or coupon.status != "active" or (
+            coupon.expiration_at is not None and coupon.expiration_at <= at):
+        raise CouponRefused("coupon_not_found", f"coupon {application.coupon_code!r} is unknown,"
+                                                f" terminated or expired")
+    if _overlapping(conn, customer.id, coupon):
+        raise CouponRefused("plan_overlapping", f"another active coupon of customer "
+                                                f"{application.external_customer_id!r} is "
+                                                f"limited to the same plan or metric")
+    if not coupon.reusable and conn.execute(text(
+            "select 1 from applied_coupons where customer_id = :c and coupon_id = :k"),
+            {"c": customer.id, "k": coupon.id}).first():
+        raise CouponRefused("coupon_is_not_reusable",
+                            f"coupon {coupon.code!r} is not reusable and already applied to "
+                            f"customer {application.external_customer_id!r}")
+    currency = application.amount_currency or coupon.amount_currency
+    if (coupon.coupon_type == "fixed_amount" and customer.currency
+            and currency != customer.currency):
+        raise CouponRefused("currencies_does_not_match",
+                            f"{currency} differs from the customer's currency "
+                            f"({customer.currency})", "amount_currency")
+    frequency = application.frequency or coupon.frequency
+    duration = (application.frequency_duration if application.frequency_duration is not None
+                else coupon.frequency_duration)
+    if frequency == "recurring" and not duration:
+        raise CouponRefused("value_is_mandatory", "a recurring coupon needs a"
+                                                  " frequency_duration", "frequency_duration")
+    amount = (application.amount_cents if application.amount_cents is not None
+              else coupon.amount_cents)
+    rate = application.percentage_rate or coupon.percentage_rate
+    return int(conn.execute(text(
+        """
+        insert into applied_coupons (lago_id, coupon_id, customer_id, amount_cents,
+          amount_currency, percentage_rate, frequency, frequency_duration,
+          frequency_duration_remaining, document, digest, created_at, updated_at)
+        values (:lago, :coupon, :customer, :amount, :currency, :rate, :frequency, :duration,
+          :duration, cast(:document as jsonb), :digest, :at, :at)
+        returning id
+        """), {
+        "lago": str(uuid.uuid4()), "coupon": coupon.id, "customer": customer.id,
+        "amount": amount, "currency": currency, "rate": rate, "frequency": frequency,
+        "duration": duration, "document": None if document is None else dumps(document),
+        "digest": digest, "at": at,
+    }).scalar_one())
+
+
+def terminate_applied_coupon(conn: Connection, lago_id: str, at: datetime) -> bool:
+    """Lago's ``AppliedCoupons::TerminateService``: the coupon is no longer applied to the
+    invoices finalized after; its earlier credits stay. False when there is no such coupon."""
+    return conn.execute(text(
+        "update applied_coupons set status = 'terminated', terminated_at = coalesce("
+        "terminated_at, :at), updated_at = now() where lago_id = :id returning id"),
+        {"id": lago_id, "at": at}).first() is not None
