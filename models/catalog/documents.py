@@ -20,9 +20,9 @@ from pydantic import (
 
 from tallyflow.models.catalog.fields import (
     AGGREGATION_TYPES,
+    APPLIED_COUPON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
-    APPLIED_COUPON,
     BILLING_TIMES,
     CHARGE_MODELS,
     COUPON,

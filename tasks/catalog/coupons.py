@@ -1,4 +1,4 @@
-"""Coupons in the catalog, and applying one to a customer (Lago's ``AppliedCoupons::CreateService``).
+"""Coupons in the catalog, and applying one to a customer (``AppliedCoupons::CreateService``).
 
 A coupon is a catalog object like the others (document, digest; ``tasks/catalog/apply.py``).
 An applied coupon is made by :func:`apply_coupon`, from a catalog ``{"applied_coupon": ...}``
