@@ -30,7 +30,7 @@ branch_labels = None
 depends_on = None
 
 
-def _timestamps() -> list[sa.Column]:  # type: ignore[type-arg]
+def _timestamps() -> list[sa.Column]:
     return [sa.Column(name, sa.DateTime(timezone=True), server_default=sa.text("now()"),
                       nullable=False) for name in ("created_at", "updated_at")]
 
