@@ -311,6 +311,31 @@ class Credit(TypedDict):
     invoice: CreditInvoice
 
 
+class AppliedCoupon(TypedDict):
+    """A coupon applied to a customer (Lago's ``V1::AppliedCouponSerializer``)."""
+
+    lago_id: str
+    lago_coupon_id: str
+    coupon_code: str
+    coupon_name: str
+    coupon_description: str | None
+    coupon_status: str
+    coupon_deleted_at: None
+    lago_customer_id: str
+    external_customer_id: str
+    status: str
+    amount_cents: int | None
+    amount_cents_remaining: int | None
+    amount_currency: str | None
+    percentage_rate: str | None
+    frequency: str
+    frequency_duration: int | None
+    frequency_duration_remaining: int | None
+    expiration_at: str | None
+    created_at: str
+    terminated_at: str | None
+
+
 class Invoice(TypedDict):
     """Lago's invoice (``V1::InvoiceSerializer`` names): ``tallyflow invoices list/show``,
     the kept HTML's data and ``GET /invoices``. The API writes a draft's ``number`` as ``""``

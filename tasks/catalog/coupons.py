@@ -161,3 +161,52 @@ def terminate_applied_coupon(conn: Connection, lago_id: str, at: datetime) -> bo
         "update applied_coupons set status = 'terminated', terminated_at = coalesce("
         "terminated_at, :at), updated_at = now() where lago_id = :id returning id"),
         {"id": lago_id, "at": at}).first() is not None
+
+
+def terminate_coupon(conn: Connection, code: str, at: datetime) -> bool:
+    """Lago's ``Coupons::TerminateService``: no longer applied to customers from now on; the
+    applied ones go on (Lago's). False when there is no such coupon."""
+    return conn.execute(text(
+        "update coupons set status = 'terminated', terminated_at = coalesce(terminated_at, :at),"
+        " updated_at = now() where code = :code returning id"),
+        {"code": code, "at": at}).first() is not None
+
+
+_APPLIED = """
+    select a.lago_id, k.id as coupon_id, k.code as coupon_code, k.name as coupon_name,
+           k.description as coupon_description, k.status as coupon_status,
+           k.expiration_at, c.id as customer_id, c.external_id as external_customer_id,
+           a.status, a.amount_cents, a.amount_currency, a.percentage_rate, a.frequency,
+           a.frequency_duration, a.frequency_duration_remaining, a.created_at,
+           a.terminated_at, k.coupon_type,
+           coalesce((select sum(x.amount_cents) from coupon_credits x
+                     where x.applied_coupon_id = a.id), 0) as credited
+    from applied_coupons a join coupons k on k.id = a.coupon_id
+    join customers c on c.id = a.customer_id
+"""
+
+# query parameter -> its SQL (never the caller's)
+APPLIED_FILTERS = {"external_customer_id": "c.external_id", "status": "a.status",
+                   "coupon_code": "k.code"}
+
+
+def applied_coupons_page(conn: Connection, where: dict[str, str], page: int,
+                         per_page: int) -> tuple[list[Any], int]:
+    """One page of applied coupons (oldest first) and how many match ``where`` (names of
+    :data:`APPLIED_FILTERS` only)."""
+    clauses = [f"{APPLIED_FILTERS[name]} = :{name}" for name in where]
+    condition = (" where " + " and ".join(clauses)) if clauses else ""
+    count = ("select count(*) from applied_coupons a join coupons k on k.id = a.coupon_id"
+             " join customers c on c.id = a.customer_id")
+    total = int(conn.execute(text(count + condition), where).scalar_one())
+    rows = conn.execute(text(_APPLIED + condition + " order by a.id limit :limit offset :skip"),
+                        {**where, "limit": per_page, "skip": (page - 1) * per_page}).all()
+    return list(rows), total
+
+
+def applied_coupon_row(conn: Connection, lago_id: str | None = None,
+                       row_id: int | None = None) -> Any:
+    """An applied coupon by its Lago id (or its row id), None when there is none."""
+    if row_id is not None:
+        return conn.execute(text(f"{_APPLIED} where a.id = :id"), {"id": row_id}).first()
+    return conn.execute(text(f"{_APPLIED} where a.lago_id = :id"), {"id": lago_id}).first()
