@@ -21,7 +21,6 @@ from tallyflow.models.lago.money import amount
 from tallyflow.models.lago.resources import (
     ApiCustomerUsage,
     ApiWallet,
-    AppliedCoupon,
     CustomerUsage,
     Invoice,
     WalletTransaction,
@@ -33,6 +32,7 @@ from tallyflow.tasks.catalog import (
     catalog_row,
     customer_id,
     customers_by_external_id,
+    number_text,
 )
 
 # ------------------------------------------------------------------------ catalog objects
@@ -118,19 +118,13 @@ SUBSCRIPTIONS = CatalogKind(
 TAXES = CatalogKind("taxes", "tax", "taxes", CatalogQuery("taxes", "code"))
 
 
-def _number_text(value: Any) -> str | None:
-    from tallyflow.models.rating.money import plain_text
-
-    return None if value is None else plain_text(value.normalize())
-
-
 def _coupon_extra(row: Any) -> dict[str, Any]:
     """Lago's ``V1::CouponSerializer`` fields, every one present (absent ones null)."""
     return {
         "description": row.description,
         "amount_cents": None if row.amount_cents is None else int(row.amount_cents),
         "amount_currency": row.amount_currency,
-        "percentage_rate": _number_text(row.percentage_rate),
+        "percentage_rate": number_text(row.percentage_rate),
         "frequency": row.frequency, "frequency_duration": row.frequency_duration,
         "reusable": row.reusable, "limited_plans": bool(row.plan_codes),
         "limited_billable_metrics": bool(row.billable_metric_codes),
@@ -144,27 +138,6 @@ def _coupon_extra(row: Any) -> dict[str, Any]:
 COUPONS = CatalogKind("coupons", "coupon", "coupons", CatalogQuery("coupons", "code"),
                       _coupon_extra)
 
-
-def applied_coupon_object(row: Any) -> AppliedCoupon:
-    """Lago's ``V1::AppliedCouponSerializer``: ``amount_cents_remaining`` only for a fixed
-    amount applied once."""
-    once_fixed = row.frequency == "once" and row.coupon_type == "fixed_amount"
-    return {
-        "lago_id": row.lago_id, "lago_coupon_id": str(row.coupon_id),
-        "coupon_code": row.coupon_code, "coupon_name": row.coupon_name,
-        "coupon_description": row.coupon_description, "coupon_status": row.coupon_status,
-        "coupon_deleted_at": None, "lago_customer_id": str(row.customer_id),
-        "external_customer_id": row.external_customer_id, "status": row.status,
-        "amount_cents": None if row.amount_cents is None else int(row.amount_cents),
-        "amount_cents_remaining": (int(row.amount_cents) - int(row.credited)
-                                   if once_fixed and row.amount_cents is not None else None),
-        "amount_currency": row.amount_currency,
-        "percentage_rate": _number_text(row.percentage_rate),
-        "frequency": row.frequency, "frequency_duration": row.frequency_duration,
-        "frequency_duration_remaining": row.frequency_duration_remaining,
-        "expiration_at": iso(row.expiration_at), "created_at": iso(row.created_at),
-        "terminated_at": iso(row.terminated_at),
-    }
 
 
 def _object(kind: CatalogKind, row: Any) -> dict[str, Any]:

@@ -7,9 +7,12 @@ from tallyflow.tasks.catalog.apply import ApplyResult, Ids, apply_catalog, apply
 from tallyflow.tasks.catalog.coupons import (
     APPLIED_FILTERS,
     CouponRefused,
+    applied_coupon_object,
     applied_coupon_row,
     applied_coupons_page,
     apply_coupon,
+    coupon_rows,
+    number_text,
     terminate_applied_coupon,
     terminate_coupon,
 )
@@ -32,7 +35,10 @@ from tallyflow.tasks.catalog.reads import (
 __all__ = [
     "APPLIED_FILTERS",
     "CouponRefused",
+    "applied_coupon_object",
     "applied_coupon_row",
+    "coupon_rows",
+    "number_text",
     "applied_coupons_page",
     "apply_coupon",
     "terminate_applied_coupon",

@@ -21,6 +21,9 @@ from sqlalchemy import Connection, text
 
 from tallyflow.errors import UserError
 from tallyflow.models.catalog import CouponApplication, dumps
+from tallyflow.models.lago.resources import AppliedCoupon
+from tallyflow.models.lago.times import iso_z
+from tallyflow.models.rating.money import plain_text
 
 
 class CouponRefused(UserError):
@@ -163,6 +166,13 @@ def terminate_applied_coupon(conn: Connection, lago_id: str, at: datetime) -> bo
         {"id": lago_id, "at": at}).first() is not None
 
 
+def coupon_rows(conn: Connection) -> list[Any]:
+    """Every coupon with how many customers it is applied to now (``tallyflow coupons list``)."""
+    return list(conn.execute(text(
+        "select k.*, (select count(*) from applied_coupons a where a.coupon_id = k.id"
+        " and a.status = 'active') as applied from coupons k order by k.code")))
+
+
 def terminate_coupon(conn: Connection, code: str, at: datetime) -> bool:
     """Lago's ``Coupons::TerminateService``: no longer applied to customers from now on; the
     applied ones go on (Lago's). False when there is no such coupon."""
@@ -210,3 +220,30 @@ def applied_coupon_row(conn: Connection, lago_id: str | None = None,
     if row_id is not None:
         return conn.execute(text(f"{_APPLIED} where a.id = :id"), {"id": row_id}).first()
     return conn.execute(text(f"{_APPLIED} where a.lago_id = :id"), {"id": lago_id}).first()
+
+
+def number_text(value: Decimal | None) -> str | None:
+    """A rate as Lago writes a decimal column: its plain text, trailing zeros dropped."""
+    return None if value is None else plain_text(value.normalize())
+
+
+def applied_coupon_object(row: Any) -> AppliedCoupon:
+    """Lago's ``V1::AppliedCouponSerializer``: ``amount_cents_remaining`` only for a fixed
+    amount applied once."""
+    once_fixed = row.frequency == "once" and row.coupon_type == "fixed_amount"
+    return {
+        "lago_id": row.lago_id, "lago_coupon_id": str(row.coupon_id),
+        "coupon_code": row.coupon_code, "coupon_name": row.coupon_name,
+        "coupon_description": row.coupon_description, "coupon_status": row.coupon_status,
+        "coupon_deleted_at": None, "lago_customer_id": str(row.customer_id),
+        "external_customer_id": row.external_customer_id, "status": row.status,
+        "amount_cents": None if row.amount_cents is None else int(row.amount_cents),
+        "amount_cents_remaining": (int(row.amount_cents) - int(row.credited)
+                                   if once_fixed and row.amount_cents is not None else None),
+        "amount_currency": row.amount_currency,
+        "percentage_rate": number_text(row.percentage_rate),
+        "frequency": row.frequency, "frequency_duration": row.frequency_duration,
+        "frequency_duration_remaining": row.frequency_duration_remaining,
+        "expiration_at": iso_z(row.expiration_at), "created_at": iso_z(row.created_at),
+        "terminated_at": iso_z(row.terminated_at),
+    }

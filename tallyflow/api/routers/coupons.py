@@ -20,13 +20,14 @@ from starlette.concurrency import run_in_threadpool
 from tallyflow.api.deps import AUTH, Paging, document_body, get_engine, only_params, page_params
 from tallyflow.api.documents import document_of, error_details
 from tallyflow.api.lago import LagoError, LagoJSON, invalid, not_found, page_args, paginated
-from tallyflow.api.objects import COUPONS, applied_coupon_object, catalog_one
+from tallyflow.api.objects import COUPONS, catalog_one
 from tallyflow.api.routers.catalog import catalog_router
 from tallyflow.api.schemas import document_request, request_body
 from tallyflow.models.catalog import APPLIED_COUPON, CatalogError, CouponApplication, parse_body
 from tallyflow.tasks.catalog import (
     APPLIED_FILTERS,
     CouponRefused,
+    applied_coupon_object,
     applied_coupon_row,
     applied_coupons_page,
     apply_coupon,
