@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
+from typer.testing import CliRunner
 
+from tallyflow.cli.main import app
 from tallyflow.infra import failpoints
 from tallyflow.tasks.catalog import apply_catalog
 from tests.tasks.invoicing.test_invoicing import MARCH_END, catalog, hour, ingested_until, invoices
@@ -91,6 +93,8 @@ def test_each_frequency_across_periods_and_a_crash_before_the_seal(
     assert [(c["item"]["code"], c["amount_cents"]) for c in march["credits"]] == [
         ("welcome", 1000), ("launch", 210), ("loyal", 100)]
     assert march["fees"][0]["precise_coupons_amount_cents"] == "1310.00000"  # numeric(30,5)
+    shown = CliRunner().invoke(app, ["invoices", "show", march["number"]])
+    assert "coupon welcome: -10.00 USD" in shown.stdout and "coupons -13.10 USD" in shown.stdout
     assert state(engine) == [("welcome", "terminated", None, 1), ("launch", "active", 1, 1),
                              ("loyal", "active", None, 1)]
     # a rerun of the finalized hour changes nothing
