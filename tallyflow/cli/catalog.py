@@ -155,6 +155,7 @@ def show() -> None:
     subscriptions and wallets."""
     from tallyflow.models.catalog import (
         BILLABLE_METRIC,
+        COUPON,
         CUSTOMER,
         KINDS,
         PLAN,
@@ -186,6 +187,11 @@ def show() -> None:
     console.print(_table("wallets", by_kind[WALLET],
                          ("external_customer_id", "code", "name", "currency", "rate_amount",
                           "paid_credits", "granted_credits", "priority", "expiration_at")))
+    if by_kind[COUPON]:
+        console.print(_table("coupons", by_kind[COUPON],
+                             ("code", "name", "coupon_type", "amount_cents", "amount_currency",
+                              "percentage_rate", "frequency", "frequency_duration",
+                              "expiration_at")))
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Table:

@@ -28,6 +28,7 @@ def test_coupons_commands(engine: Engine, tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     applied = json.loads(done.stdout)
     assert (applied["percentage_rate"], applied["frequency_duration_remaining"]) == ("12.5", 2)
+    assert "launch" in runner.invoke(app, ["catalog", "show"]).stdout
     listed = json.loads(runner.invoke(app, ["coupons", "list", "--json"]).stdout)
     assert [(c["code"], c["applied"]) for c in listed] == [("launch", 1)]
     text = runner.invoke(app, ["coupons", "applied", "--customer", "acme"]).stdout
