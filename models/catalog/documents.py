@@ -21,10 +21,15 @@ from pydantic import (
 from tallyflow.models.catalog.fields import (
     ADD_ON,
     AGGREGATION_TYPES,
+    APPLIED_COUPON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
     BILLING_TIMES,
     CHARGE_MODELS,
+    COUPON,
+    COUPON_EXPIRATIONS,
+    COUPON_FREQUENCIES,
+    COUPON_TYPES,
     CUSTOMER,
     GROUP_KEY_PROPERTIES,
     INTERVALS,
@@ -356,6 +361,71 @@ class AddOn(LagoModel):
     tax_codes: TaxCodes = []
 
     NO_EFFECT = _EXPORT_FIELDS | {"taxes", "deleted_at"}
+class CouponLimitation(LagoModel):
+    """A coupon's ``applies_to``: the plans, or the billable metrics, it is limited to."""
+
+    plan_codes: Annotated[list[Text], _empty_when_null(list)] = []
+    billable_metric_codes: Annotated[list[Text], _empty_when_null(list)] = []
+
+    NOT_SUPPORTED = {"plan_ids": "plans named by Lago id (name them by plan_codes)",
+                     "billable_metric_ids": "metrics named by Lago id (name them by"
+                                            " billable_metric_codes)"}
+
+
+class Coupon(LagoModel):
+    """Lago's coupon (``Coupons::CreateService``): a fixed amount or a percentage off
+    invoices, once, for ``frequency_duration`` invoices or forever (models/coupons.py)."""
+
+    code: Text
+    name: Text
+    description: str | None = None
+    coupon_type: Annotated[str, _one_of("coupon_type", COUPON_TYPES)]
+    amount_cents: Cents | None = None
+    amount_currency: Currency | None = None
+    percentage_rate: Quantity | None = None
+    frequency: Annotated[str, _one_of("frequency", COUPON_FREQUENCIES)] = "once"
+    frequency_duration: Integer | None = None
+    reusable: bool = True
+    expiration: Annotated[str, _one_of("expiration", COUPON_EXPIRATIONS)]
+    expiration_at: Moment | None = None
+    applies_to: CouponLimitation | None = None
+
+    # limited_*: what applies_to says; terminated_at: the coupon's state, not its document
+    NO_EFFECT = _EXPORT_FIELDS | {"limited_plans", "limited_billable_metrics",
+                                  "terminated_at"}
+    NOT_SUPPORTED = {"plan_codes": "limits outside applies_to (give applies_to.plan_codes)",
+                     "billable_metric_codes": "limits outside applies_to (give"
+                                              " applies_to.billable_metric_codes)"}
+
+    @property
+    def limited_plan_codes(self) -> list[str]:
+        return list(self.applies_to.plan_codes) if self.applies_to else []
+
+    @property
+    def limited_metric_codes(self) -> list[str]:
+        return list(self.applies_to.billable_metric_codes) if self.applies_to else []
+
+
+class CouponApplication(LagoModel):
+    """Lago's ``applied_coupon`` request: a coupon applied to a customer, optionally with
+    its own amount, rate or frequency (``AppliedCoupons::CreateService``)."""
+
+    external_customer_id: Text
+    coupon_code: Text
+    amount_cents: Cents | None = None
+    amount_currency: Currency | None = None
+    percentage_rate: Quantity | None = None
+    frequency: Annotated[str, _one_of("frequency", COUPON_FREQUENCIES)] | None = None
+    frequency_duration: Integer | None = None
+
+    # the read-only fields of Lago's applied_coupon object
+    NO_EFFECT = _EXPORT_FIELDS | {"lago_coupon_id", "coupon_name", "coupon_description",
+                                  "coupon_status", "coupon_deleted_at", "lago_customer_id",
+                                  "status", "expiration_at", "terminated_at", "credits"}
+    NOT_SUPPORTED = {
+        "amount_cents_remaining": "carrying over a partly used coupon",
+        "frequency_duration_remaining": "carrying over a partly used coupon",
+    }
 
 
 MODELS: dict[str, type[LagoModel]] = {
@@ -367,6 +437,8 @@ MODELS: dict[str, type[LagoModel]] = {
     SUBSCRIPTION: Subscription,
     WALLET: Wallet,
     ADD_ON: AddOn,
+    COUPON: Coupon,
+    APPLIED_COUPON: CouponApplication,
 }
 
 
@@ -378,12 +450,14 @@ def wallet_code(name: str | None) -> str:
 
 def natural_key(kind: str, model: LagoModel) -> tuple[str, ...]:
     """The key an object is upserted by (what Lago users already use to refer to it)."""
-    if isinstance(model, Tax | BillingEntity | BillableMetric | Plan | AddOn):
+    if isinstance(model, Tax | BillingEntity | BillableMetric | Plan | AddOn | Coupon):
         return (model.code,)
     if isinstance(model, Customer | Subscription):
         return (model.external_id,)
     if isinstance(model, Wallet):
         return (model.external_customer_id, model.code or wallet_code(model.name))
+    if isinstance(model, CouponApplication):
+        return (model.external_customer_id, model.coupon_code)
     raise ValueError(f"unknown catalog kind {kind!r}")
 
 

@@ -56,10 +56,16 @@ WALLET = "wallet"
 ADD_ON = "add_on"
 
 
-# Apply order: each kind only refers to kinds before it (an add-on names taxes only; it comes
-# last so that the order of the kinds before it, and their outputs, stay as they were).
+COUPON = "coupon"
+
+
+APPLIED_COUPON = "applied_coupon"
+
+
+# Apply order: each kind only refers to kinds before it (an add-on names taxes only, a coupon
+# plans and metrics, an applied coupon a customer and a coupon).
 KINDS: tuple[str, ...] = (TAX, BILLING_ENTITY, BILLABLE_METRIC, PLAN, CUSTOMER, SUBSCRIPTION,
-                          WALLET, ADD_ON)
+                          WALLET, ADD_ON, COUPON, APPLIED_COUPON)
 
 
 # The rating vocabulary is defined once, as the enums of models/rating; the catalog accepts
@@ -97,6 +103,16 @@ RULE_TRIGGERS = ("interval", "threshold")
 
 
 RULE_METHODS = ("fixed", "target")
+
+
+# Lago's coupon vocabulary (app/models/coupon.rb); the rules are models/coupons.py's.
+COUPON_TYPES = ("fixed_amount", "percentage")
+
+
+COUPON_FREQUENCIES = ("once", "recurring", "forever")
+
+
+COUPON_EXPIRATIONS = ("no_expiration", "time_limit")
 
 
 GROUP_KEY_PROPERTIES = ("pricing_group_keys", "grouped_by")

@@ -15,6 +15,8 @@ from tallyflow.models.catalog.documents import (
     BillableMetric,
     BillingEntity,
     Charge,
+    Coupon,
+    CouponApplication,
     Customer,
     LagoModel,
     Plan,
@@ -22,12 +24,15 @@ from tallyflow.models.catalog.documents import (
     ValidDocument,
     Wallet,
     natural_key,
+    normalise,
 )
 from tallyflow.models.catalog.errors import Issue, Loc
 from tallyflow.models.catalog.fields import (
     ADD_ON,
+    APPLIED_COUPON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
+    COUPON,
     CUSTOMER,
     KINDS,
     NOT_PAY_IN_ADVANCE,
@@ -96,7 +101,39 @@ def reference_issues(kind: str, model: LagoModel, catalog: Catalog) -> list[Issu
         return _wallet_references(model, catalog)
     if isinstance(model, AddOn):
         return _tax_references(model.tax_codes, (ADD_ON, "tax_codes"), catalog)
+    if isinstance(model, Coupon):
+        return ([Issue((COUPON, "applies_to", "plan_codes", i), f"unknown plan {code!r}")
+                 for i, code in enumerate(model.limited_plan_codes) if catalog.missing(PLAN, code)]
+                + [Issue((COUPON, "applies_to", "billable_metric_codes", i),
+                         f"unknown billable metric {code!r}")
+                   for i, code in enumerate(model.limited_metric_codes)
+                   if catalog.missing(BILLABLE_METRIC, code)])
+    if isinstance(model, CouponApplication):
+        return _application_references(model, catalog)
     return []
+
+
+def _application_references(applied: CouponApplication, catalog: Catalog) -> list[Issue]:
+    """The customer and the coupon exist; a fixed amount is in the customer's currency
+    (Lago sets a customer's currency from it; Tallyflow refuses another one)."""
+    issues: list[Issue] = []
+    if catalog.missing(CUSTOMER, applied.external_customer_id):
+        issues.append(Issue((APPLIED_COUPON, "external_customer_id"),
+                            f"unknown customer {applied.external_customer_id!r}"))
+    coupon: Coupon | None = catalog.get(COUPON, applied.coupon_code)
+    if coupon is None:
+        if catalog.missing(COUPON, applied.coupon_code):
+            issues.append(Issue((APPLIED_COUPON, "coupon_code"),
+                                f"unknown coupon {applied.coupon_code!r}"))
+        return issues
+    customer: Customer | None = catalog.get(CUSTOMER, applied.external_customer_id)
+    currency = applied.amount_currency or coupon.amount_currency
+    if (coupon.coupon_type == "fixed_amount" and customer and customer.currency
+            and currency != customer.currency):
+        issues.append(Issue((APPLIED_COUPON, "amount_currency"),
+                            f"{currency} differs from the currency of customer "
+                            f"{customer.external_id!r} ({customer.currency})"))
+    return issues
 
 
 def _tax_references(codes: Sequence[str], loc: Loc, catalog: Catalog) -> list[Issue]:
@@ -203,6 +240,13 @@ def _change_issues(kind: str, model: LagoModel, previous: LagoModel | None) -> l
                           f"an existing plan's pay_in_advance cannot change "
                           f"({previous.pay_in_advance} -> {model.pay_in_advance}); create a "
                           f"plan with another code and change the subscriptions' plan")]
+    if (isinstance(model, CouponApplication) and previous is not None
+            and normalise(model) != normalise(previous)):
+        # the changed document would be another application (Lago has no update)
+        return [Issue((kind,), f"coupon {model.coupon_code!r} is already applied to customer "
+                               f"{model.external_customer_id!r}; an applied coupon does not "
+                               f"change (terminate it, or apply the coupon again with "
+                               f"`tallyflow coupons apply` or POST /applied_coupons)")]
     if isinstance(model, Wallet) and isinstance(previous, Wallet):
         if model.currency != previous.currency:
             return [Issue((kind, "currency"),

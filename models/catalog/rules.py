@@ -34,8 +34,10 @@ from tallyflow.models.catalog.documents import (
 from tallyflow.models.catalog.errors import Issue, Loc
 from tallyflow.models.catalog.fields import (
     ADD_ON,
+    APPLIED_COUPON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
+    COUPON,
     CUSTOMER,
     GROUP_KEY_PROPERTIES,
     KINDS,
@@ -288,6 +290,34 @@ def _add_on_issues(add_on: AddOn) -> list[Issue]:
     return []
 
 
+def _coupon_issues(coupon: Any) -> list[Issue]:
+    """Lago's coupon validations (app/models/coupon.rb, ``Coupons::CreateService``)."""
+    issues: list[Issue] = []
+    if coupon.coupon_type == "fixed_amount":
+        if not coupon.amount_cents:
+            issues.append(Issue(("amount_cents",), "a fixed_amount coupon needs an amount"
+                                                   " greater than 0"))
+        if coupon.amount_currency is None:
+            issues.append(Issue(("amount_currency",), "a fixed_amount coupon needs a currency"))
+    elif not coupon.percentage_rate:
+        issues.append(Issue(("percentage_rate",), "a percentage coupon needs a rate greater"
+                                                  " than 0"))
+    issues += _frequency_issues(coupon.frequency, coupon.frequency_duration)
+    if coupon.expiration == "time_limit" and coupon.expiration_at is None:
+        issues.append(Issue(("expiration_at",), "expiration time_limit needs expiration_at"))
+    if coupon.limited_plan_codes and coupon.limited_metric_codes:
+        issues.append(Issue(("applies_to",), "only one limitation type per coupon: plan_codes"
+                                             " or billable_metric_codes"))
+    return issues
+
+
+def _frequency_issues(frequency: str | None, duration: int | None) -> list[Issue]:
+    if frequency == "recurring" and (duration is None or duration <= 0):
+        return [Issue(("frequency_duration",), "a recurring coupon needs a frequency_duration"
+                                               " greater than 0")]
+    return []
+
+
 _DOCUMENT_CHECKS: dict[str, Callable[[Any], list[Issue]]] = {
     TAX: lambda tax: [],
     BILLING_ENTITY: lambda entity: [],
@@ -297,6 +327,9 @@ _DOCUMENT_CHECKS: dict[str, Callable[[Any], list[Issue]]] = {
     SUBSCRIPTION: _subscription_issues,
     WALLET: _wallet_issues,
     ADD_ON: _add_on_issues,
+    COUPON: _coupon_issues,
+    APPLIED_COUPON: lambda applied: _frequency_issues(applied.frequency,
+                                                      applied.frequency_duration),
 }
 
 

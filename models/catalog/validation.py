@@ -21,8 +21,10 @@ from tallyflow.models.catalog.documents import (
 from tallyflow.models.catalog.errors import CatalogError, Issue, Loc, format_path
 from tallyflow.models.catalog.fields import (
     ADD_ON,
+    APPLIED_COUPON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
+    COUPON,
     PLAN,
     TAX,
     WALLET,
@@ -105,14 +107,15 @@ def _raw_keys(kind: str, body: Any) -> set[tuple[str, tuple[str, ...]]]:
     it are not reported a second time as "unknown"."""
     if not isinstance(body, Mapping):
         return set()
-    coded = (TAX, BILLING_ENTITY, BILLABLE_METRIC, PLAN, ADD_ON)
+    coded = (TAX, BILLING_ENTITY, BILLABLE_METRIC, PLAN, ADD_ON, COUPON)
     value = body.get("code") if kind in coded else body.get("external_id")
     return {(kind, (value,))} if isinstance(value, str) else set()
 
 
 def _key_field(kind: str) -> str:
     return {TAX: "code", BILLING_ENTITY: "code", BILLABLE_METRIC: "code", PLAN: "code",
-            WALLET: "code", ADD_ON: "code"}.get(kind, "external_id")
+            WALLET: "code", ADD_ON: "code", COUPON: "code",
+            APPLIED_COUPON: "coupon_code"}.get(kind, "external_id")
 
 
 def _resolve_defaults(model: LagoModel, previous: LagoModel | None, now: datetime) -> None:

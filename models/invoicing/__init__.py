@@ -140,14 +140,22 @@ class InvoiceFee:
     add_on_id: int | None = None
     description: str | None = None
     unit_amount_cents: Decimal | None = None
+    # What coupons took of it (models/coupons.py), kept to five decimals as Lago keeps it.
+    precise_coupons_amount_cents: Decimal = ZERO
 
     @property
     def taxes_rate(self) -> Decimal:
         return sum((t.rate for t in self.taxes), ZERO)
 
     @property
+    def sub_total_excluding_taxes_amount_cents(self) -> Decimal:
+        """What taxes apply to: the amount after coupons (Lago's ``Fee`` of that name)."""
+        return WIDE.subtract(Decimal(self.amount_cents), self.precise_coupons_amount_cents)
+
+    @property
     def taxes_precise_amount_cents(self) -> Decimal:
-        return WIDE.divide(WIDE.multiply(Decimal(self.amount_cents), self.taxes_rate), HUNDRED)
+        return WIDE.divide(WIDE.multiply(self.sub_total_excluding_taxes_amount_cents,
+                                         self.taxes_rate), HUNDRED)
 
     @property
     def taxes_amount_cents(self) -> int:
@@ -416,14 +424,17 @@ def invoice_amounts(
 
 def amounts_of(currency: str, fees: Sequence[InvoiceFee]) -> InvoiceAmounts:
     """Totals over fees: taxes summed precisely per fee and rounded once for the invoice."""
-    bases: dict[str, tuple[Tax, int, Decimal]] = {}
+    bases: dict[str, tuple[Tax, Decimal, Decimal]] = {}
     for fee in fees:
+        taxable = fee.sub_total_excluding_taxes_amount_cents  # after coupons
         for tax in fee.taxes:
-            _, base, precise = bases.get(tax.code, (tax, 0, ZERO))
-            share = WIDE.divide(WIDE.multiply(Decimal(fee.amount_cents), tax.rate), HUNDRED)
-            bases[tax.code] = (tax, base + fee.amount_cents, WIDE.add(precise, share))
+            _, base, precise = bases.get(tax.code, (tax, ZERO, ZERO))
+            share = WIDE.divide(WIDE.multiply(taxable, tax.rate), HUNDRED)
+            bases[tax.code] = (tax, WIDE.add(base, taxable), WIDE.add(precise, share))
+    # Lago's invoices_taxes.fees_amount_cents is a bigint: a base after coupons keeps its
+    # whole part
     applied = tuple(
-        AppliedTax(tax.code, tax.name, tax.rate, base, int(round_minor(precise)))
+        AppliedTax(tax.code, tax.name, tax.rate, int(base), int(round_minor(precise)))
         for tax, base, precise in (bases[c] for c in sorted(bases))
     )
     taxes_precise = sum((f.taxes_precise_amount_cents for f in fees), ZERO)

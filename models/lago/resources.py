@@ -244,6 +244,8 @@ class InvoiceFee(TypedDict):
     event_transaction_id: str | None
     amount_cents: int
     precise_amount_cents: str
+    # what coupons took of it before its taxes (models/coupons.py)
+    precise_coupons_amount_cents: str
     amount_currency: str
     taxes_rate: str
     taxes_amount_cents: int
@@ -289,6 +291,55 @@ class InvoiceSubscription(TypedDict):
     plan_version: PlanVersionRef | None
 
 
+class CreditItem(TypedDict):
+    lago_item_id: str
+    type: str
+    code: str
+    name: str
+    description: str | None
+
+
+class CreditInvoice(TypedDict):
+    lago_id: str
+    payment_status: str
+
+
+class Credit(TypedDict):
+    """A credit on an invoice (Lago's ``V1::CreditSerializer``): a coupon's, before taxes."""
+
+    lago_id: str
+    amount_cents: int
+    amount_currency: str
+    before_taxes: bool
+    item: CreditItem
+    invoice: CreditInvoice
+
+
+class AppliedCoupon(TypedDict):
+    """A coupon applied to a customer (Lago's ``V1::AppliedCouponSerializer``)."""
+
+    lago_id: str
+    lago_coupon_id: str
+    coupon_code: str
+    coupon_name: str
+    coupon_description: str | None
+    coupon_status: str
+    coupon_deleted_at: None
+    lago_customer_id: str
+    external_customer_id: str
+    status: str
+    amount_cents: int | None
+    amount_cents_remaining: int | None
+    amount_currency: str | None
+    percentage_rate: str | None
+    frequency: str
+    frequency_duration: int | None
+    frequency_duration_remaining: int | None
+    expiration_at: str | None
+    created_at: str
+    terminated_at: str | None
+
+
 class Invoice(TypedDict):
     """Lago's invoice (``V1::InvoiceSerializer`` names): ``tallyflow invoices list/show``,
     the kept HTML's data and ``GET /invoices``. The API writes a draft's ``number`` as ``""``
@@ -330,3 +381,4 @@ class Invoice(TypedDict):
     subscriptions: list[InvoiceSubscription]
     applied_taxes: Any
     fees: list[InvoiceFee]
+    credits: list[Credit]

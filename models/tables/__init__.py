@@ -24,6 +24,7 @@ from tallyflow.models.tables.catalog import (
     wallet_recurring_rules,
     wallets,
 )
+from tallyflow.models.tables.discounts import applied_coupons, coupon_credits, coupons
 from tallyflow.models.tables.ingestion import (
     RUN_STATUSES,
     event_archives,
@@ -63,6 +64,9 @@ __all__ = [
     "RUN_STATUSES",
     "add_ons",
     "api_keys",
+    "applied_coupons",
+    "coupon_credits",
+    "coupons",
     "billable_metric_filters",
     "billable_metrics",
     "billing_entities",

@@ -134,6 +134,8 @@ invoice_fees = Table(
     Column("events_count", BigInteger, nullable=False),
     Column("amount_cents", Numeric, nullable=False),
     Column("precise_amount_cents", Numeric, nullable=False),
+    # What coupons took of the fee before its taxes (migration 0023; models/coupons.py).
+    Column("precise_coupons_amount_cents", Numeric, nullable=False, server_default=text("0")),
     Column("taxes_rate", Numeric, nullable=False),
     Column("taxes_precise_amount_cents", Numeric, nullable=False),
     Column("taxes_amount_cents", Numeric, nullable=False),

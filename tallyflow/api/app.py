@@ -23,6 +23,7 @@ from tallyflow.api.pipeline import Pipeline
 from tallyflow.api.routers import (
     add_ons,
     billable_metrics,
+    coupons,
     customers,
     events,
     health,
@@ -37,7 +38,7 @@ from tallyflow.api.routers import (
 from tallyflow.api.settings import ApiSettings
 
 ROUTERS = (events, billable_metrics, plans, customers, subscriptions, taxes, usage, wallets,
-           invoices, voids, health, add_ons)
+           invoices, voids, coupons, health, add_ons)
 
 
 def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> FastAPI:

@@ -32,6 +32,7 @@ from tallyflow.tasks.catalog import (
     catalog_row,
     customer_id,
     customers_by_external_id,
+    number_text,
 )
 
 # ------------------------------------------------------------------------ catalog objects
@@ -152,6 +153,28 @@ SUBSCRIPTIONS = CatalogKind(
 TAXES = CatalogKind("taxes", "tax", "taxes", CatalogQuery("taxes", "code"))
 ADD_ONS = CatalogKind("add_ons", "add_on", "add_ons",
                       CatalogQuery("add_ons", "code", hidden="t.deleted_at is not null"))
+
+
+def _coupon_extra(row: Any) -> dict[str, Any]:
+    """Lago's ``V1::CouponSerializer`` fields, every one present (absent ones null)."""
+    return {
+        "description": row.description,
+        "amount_cents": None if row.amount_cents is None else int(row.amount_cents),
+        "amount_currency": row.amount_currency,
+        "percentage_rate": number_text(row.percentage_rate),
+        "frequency": row.frequency, "frequency_duration": row.frequency_duration,
+        "reusable": row.reusable, "limited_plans": bool(row.plan_codes),
+        "limited_billable_metrics": bool(row.billable_metric_codes),
+        "plan_codes": list(row.plan_codes),
+        "billable_metric_codes": list(row.billable_metric_codes),
+        "expiration": row.expiration, "expiration_at": iso(row.expiration_at),
+        "terminated_at": iso(row.terminated_at),
+    }
+
+
+COUPONS = CatalogKind("coupons", "coupon", "coupons", CatalogQuery("coupons", "code"),
+                      _coupon_extra)
+
 
 
 def _object(kind: CatalogKind, row: Any) -> dict[str, Any]:

@@ -156,6 +156,7 @@ def show() -> None:
     from tallyflow.models.catalog import (
         ADD_ON,
         BILLABLE_METRIC,
+        COUPON,
         CUSTOMER,
         KINDS,
         PLAN,
@@ -191,6 +192,11 @@ def show() -> None:
         rows = [{**a, "tax_codes": ", ".join(a.get("tax_codes") or [])} for a in by_kind[ADD_ON]]
         console.print(_table("add-ons", rows,
                              ("code", "name", "amount_cents", "amount_currency", "tax_codes")))
+    if by_kind[COUPON]:
+        console.print(_table("coupons", by_kind[COUPON],
+                             ("code", "name", "coupon_type", "amount_cents", "amount_currency",
+                              "percentage_rate", "frequency", "frequency_duration",
+                              "expiration_at")))
 
 
 def _table(title: str, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> Table:

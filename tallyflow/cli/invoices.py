@@ -196,7 +196,10 @@ def show(
                       money(fee["amount_cents"]), money(fee["taxes_amount_cents"]),
                       money(fee["total_amount_cents"]))
     console.print(table)
-    console.print(f"fees {money(invoice['fees_amount_cents'])}, taxes "
+    for credit in invoice["credits"]:
+        console.print(f"coupon {credit['item']['code']}: -{money(credit['amount_cents'])}")
+    console.print(f"fees {money(invoice['fees_amount_cents'])}, coupons "
+                  f"-{money(invoice['coupons_amount_cents'])}, taxes "
                   f"{money(invoice['taxes_amount_cents'])}, prepaid credits "
                   f"-{money(invoice['prepaid_credit_amount_cents'])}, total "
                   f"[bold]{money(invoice['total_amount_cents'])}[/bold]")

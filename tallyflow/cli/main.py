@@ -94,7 +94,7 @@ def _options(
 # Each area owns its commands in its own module (tallyflow.cli.AREA) and adds them with its
 # ``register``; ``db`` is one Typer app. In this order they are listed by ``--help``.
 AREAS = ("db", "catalog", "ingest", "events", "usage", "billing", "subscriptions", "wallets",
-         "invoices", "exports", "archive", "ops", "demo", "api")
+         "coupons", "invoices", "exports", "archive", "ops", "demo", "api")
 # The top-level command names each area adds (a test keeps this equal to what they register),
 # so a command imports only its own area: importing all of them cost a small ingest start-up
 # time (the demo's rating models, every area's imports; docs/scaling.md §6) for commands it never
@@ -109,6 +109,7 @@ COMMANDS: dict[str, str] = {
     "billing": "billing",
     "subscriptions": "subscriptions",
     "wallets": "wallets",
+    "coupons": "coupons",
     "invoices": "invoices",
     "export": "exports",
     "archive": "archive",

@@ -4,6 +4,18 @@ The rules are ``tallyflow.models.catalog``; how an apply works: ``tallyflow.task
 """
 
 from tallyflow.tasks.catalog.apply import ApplyResult, Ids, apply_catalog, apply_documents
+from tallyflow.tasks.catalog.coupons import (
+    APPLIED_FILTERS,
+    CouponRefused,
+    applied_coupon_object,
+    applied_coupon_row,
+    applied_coupons_page,
+    apply_coupon,
+    coupon_rows,
+    number_text,
+    terminate_applied_coupon,
+    terminate_coupon,
+)
 from tallyflow.tasks.catalog.export import EXPORT_FILES, export_catalog, write_catalog
 from tallyflow.tasks.catalog.files import CATALOG_SUFFIXES, LoadedDocument, load_documents
 from tallyflow.tasks.catalog.plan_versions import finalized_versions, plan_history
@@ -24,6 +36,16 @@ from tallyflow.tasks.catalog.reads import (
 )
 
 __all__ = [
+    "APPLIED_FILTERS",
+    "CouponRefused",
+    "applied_coupon_object",
+    "applied_coupon_row",
+    "coupon_rows",
+    "number_text",
+    "applied_coupons_page",
+    "apply_coupon",
+    "terminate_applied_coupon",
+    "terminate_coupon",
     "CATALOG_SUFFIXES",
     "EXPORT_FILES",
     "ApplyResult",

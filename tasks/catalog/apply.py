@@ -41,8 +41,10 @@ from sqlalchemy.types import Text
 from tallyflow.models import tables as t
 from tallyflow.models.catalog import (
     ADD_ON,
+    APPLIED_COUPON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
+    COUPON,
     CUSTOMER,
     KINDS,
     PLAN,
@@ -53,6 +55,7 @@ from tallyflow.models.catalog import (
     BillableMetric,
     BillingEntity,
     CatalogError,
+    Coupon,
     Customer,
     Plan,
     Subscription,
@@ -63,6 +66,7 @@ from tallyflow.models.catalog import (
     validate_documents,
 )
 from tallyflow.tasks.catalog import plan_versions
+from tallyflow.tasks.catalog.coupons import apply_coupon
 from tallyflow.tasks.catalog.files import (
     _KIND_RANK,
     LoadedDocument,
@@ -169,6 +173,8 @@ def _write_all(
             writer = partial(_write_plan, at=at)
         elif document.kind == SUBSCRIPTION:  # plan changes take effect at the apply's moment
             writer = partial(_write_subscription, now=now)
+        elif document.kind == APPLIED_COUPON:  # checked against the coupon as at the apply
+            writer = partial(_write_applied_coupon, now=now)
         else:
             writer = _WRITERS[document.kind]
         row_id = writer(conn, document, stored.id if stored else None, ids)
@@ -418,6 +424,28 @@ def _write_wallet(conn: Connection, doc: ValidDocument, row_id: int | None, ids:
     return row_id
 
 
+def _write_coupon(conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids) -> int:
+    """Its applied coupons keep the amount, rate and frequency they were applied with (Lago
+    copies them); its limitation applies to them as it is now."""
+    coupon: Coupon = doc.model
+    return _upsert(conn, t.coupons, row_id, {
+        "code": coupon.code, "name": coupon.name, "description": coupon.description,
+        "coupon_type": coupon.coupon_type, "amount_cents": coupon.amount_cents,
+        "amount_currency": coupon.amount_currency, "percentage_rate": coupon.percentage_rate,
+        "frequency": coupon.frequency, "frequency_duration": coupon.frequency_duration,
+        "reusable": coupon.reusable, "expiration": coupon.expiration,
+        "expiration_at": coupon.expiration_at, "plan_codes": coupon.limited_plan_codes,
+        "billable_metric_codes": coupon.limited_metric_codes,
+    }, doc)
+
+
+def _write_applied_coupon(
+    conn: Connection, doc: ValidDocument, row_id: int | None, ids: Ids, now: datetime | None = None
+) -> int:
+    """A new application only: a changed one is refused by validation (Lago has no update)."""
+    return apply_coupon(conn, doc.model, now or datetime.now(UTC), doc.document, doc.digest)
+
+
 _WRITERS = {
     TAX: _write_tax,
     BILLING_ENTITY: _write_billing_entity,
@@ -427,6 +455,7 @@ _WRITERS = {
     SUBSCRIPTION: _write_subscription,
     WALLET: _write_wallet,
     ADD_ON: _write_add_on,
+    COUPON: _write_coupon,
 }
 
 

@@ -15,8 +15,10 @@ from sqlalchemy import (
 
 from tallyflow.models.catalog import (
     ADD_ON,
+    APPLIED_COUPON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
+    COUPON,
     CUSTOMER,
     KINDS,
     PLAN,
@@ -40,6 +42,8 @@ EXPORT_FILES = {
     SUBSCRIPTION: "subscriptions.json",
     WALLET: "wallets.json",
     ADD_ON: "add_ons.json",
+    COUPON: "coupons.json",
+    APPLIED_COUPON: "applied_coupons.json",
 }
 
 

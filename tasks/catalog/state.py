@@ -20,8 +20,10 @@ from sqlalchemy.types import Text
 from tallyflow.models import tables as t
 from tallyflow.models.catalog import (
     ADD_ON,
+    APPLIED_COUPON,
     BILLABLE_METRIC,
     BILLING_ENTITY,
+    COUPON,
     CUSTOMER,
     KINDS,
     PLAN,
@@ -66,6 +68,18 @@ def _keyed_documents(conn: Connection, kind: str) -> list[tuple[tuple[str, ...],
             .order_by(t.customers.c.external_id, t.wallets.c.code)
         )
         return [((r[0], r[1]), r[2], r[3], r[4]) for r in conn.execute(query)]
+    if kind == APPLIED_COUPON:
+        # those a catalog document applied (the API's and the CLI's have no document); the
+        # latest of a customer and coupon wins
+        query = (
+            select(t.customers.c.external_id, t.coupons.c.code, t.applied_coupons.c.id,
+                   t.applied_coupons.c.digest, cast(t.applied_coupons.c.document, Text))
+            .join(t.customers, t.customers.c.id == t.applied_coupons.c.customer_id)
+            .join(t.coupons, t.coupons.c.id == t.applied_coupons.c.coupon_id)
+            .where(t.applied_coupons.c.document.is_not(None))
+            .order_by(t.customers.c.external_id, t.coupons.c.code, t.applied_coupons.c.id)
+        )
+        return [((r[0], r[1]), r[2], r[3], r[4]) for r in conn.execute(query)]
     table, key_column = _KEYED_TABLES[kind]
     query = select(
         table.c[key_column], table.c.id, table.c.digest, cast(table.c.document, Text)
@@ -89,6 +103,7 @@ _KEYED_TABLES: dict[str, tuple[Table, str]] = {
     CUSTOMER: (t.customers, "external_id"),
     SUBSCRIPTION: (t.subscriptions, "external_id"),
     ADD_ON: (t.add_ons, "code"),
+    COUPON: (t.coupons, "code"),
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from tallyflow.models.lago.resources import Invoice, InvoiceFee, InvoiceSubscription
+from tallyflow.models.lago.resources import Credit, Invoice, InvoiceFee, InvoiceSubscription
 from tallyflow.models.lago.times import iso
 from tallyflow.models.rating.money import plain_text
 from tallyflow.tasks.folding import loads_exact
@@ -47,6 +47,7 @@ def _fee_fields(row: Any) -> InvoiceFee:
         "event_transaction_id": row.event_transaction_id,
         "amount_cents": _int(row.amount_cents),
         "precise_amount_cents": plain_text(Decimal(row.precise_amount_cents)),
+        "precise_coupons_amount_cents": plain_text(Decimal(row.precise_coupons_amount_cents)),
         "amount_currency": row.currency,
         "taxes_rate": float_free(row.taxes_rate),
         "taxes_amount_cents": _int(row.taxes_amount_cents),
@@ -97,6 +98,33 @@ _FEES = text(
     order by f.invoice_id, f.position
     """
 )
+
+_CREDITS = text(
+    """
+    select c.invoice_id, c.lago_id, c.amount_cents, c.amount_currency, c.before_taxes,
+           k.id as coupon_id, k.code, k.name, k.description, v.lago_id as invoice_lago_id,
+           v.payment_status
+    from coupon_credits c join applied_coupons a on a.id = c.applied_coupon_id
+    join coupons k on k.id = a.coupon_id join invoices v on v.id = c.invoice_id
+    where c.invoice_id = any(cast(:ids as bigint[]))
+    order by c.invoice_id, c.id
+    """
+)
+
+
+def _credits(conn: Connection, ids: Sequence[int]) -> dict[int, list[Credit]]:
+    """Lago's ``credits`` of the invoices: their coupons' (tasks/invoicing/coupons.py)."""
+    out: dict[int, list[Credit]] = {i: [] for i in ids}
+    for c in conn.execute(_CREDITS, {"ids": list(ids)}):
+        out[c.invoice_id].append({
+            "lago_id": c.lago_id, "amount_cents": _int(c.amount_cents),
+            "amount_currency": c.amount_currency, "before_taxes": bool(c.before_taxes),
+            "item": {"lago_item_id": str(c.coupon_id), "type": "coupon", "code": c.code,
+                     "name": c.name, "description": c.description},
+            "invoice": {"lago_id": c.invoice_lago_id, "payment_status": c.payment_status},
+        })
+    return out
+
 
 _SUBSCRIPTIONS = text(
     """
@@ -160,6 +188,7 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[Invoice]:
                 "lago_id": str(s.version_id), "version": s.version,
                 "effective_from": iso(s.version_from)},
         })
+    credits = _credits(conn, ids)
     out: list[Invoice] = []
     for r in rows:
         sub_total_excl = _int(r.fees_amount_cents) - _int(r.coupons_amount_cents)
@@ -204,6 +233,7 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[Invoice]:
             "subscriptions": subs[r.id],
             "applied_taxes": loads_exact(r.applied_text),
             "fees": fees[r.id],
+            "credits": credits[r.id],
         })
     return out
 

@@ -19,6 +19,7 @@ from tallyflow.models.invoicing import (
     InvoiceAmounts,
 )
 from tallyflow.models.lago.summaries import InvoiceOutcome
+from tallyflow.tasks.invoicing.coupons import credit_coupons, write_credits
 from tallyflow.tasks.invoicing.documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CustomerInfo, _Group
 from tallyflow.tasks.invoicing.prepaid import _numbers, _prepaid
@@ -65,16 +66,16 @@ _UPSERT = text(
     """
     insert into invoices as v (lago_id, customer_id, issuing_date, currency, fees_amount_cents,
       taxes_amount_cents, total_amount_cents, applied_taxes, customer, finalize_after,
-      net_payment_term, payment_due_date, billing_entity)
+      net_payment_term, payment_due_date, billing_entity, coupons_amount_cents)
     select lago, cid, day, currency, fees, taxes, total, cast(applied as jsonb),
-           cast(customer as jsonb), after, term, day + term, cast(entity as jsonb)
+           cast(customer as jsonb), after, term, day + term, cast(entity as jsonb), coupons
     from unnest(cast(:lago as text[]), cast(:customers as bigint[]), cast(:days as date[]),
                 cast(:currency as text[]), cast(:fees as numeric[]), cast(:taxes as numeric[]),
                 cast(:total as numeric[]), cast(:applied as text[]), cast(:customer as text[]),
                 cast(:after as timestamptz[]), cast(:term as integer[]),
-                cast(:entity as text[]))
+                cast(:entity as text[]), cast(:coupons as numeric[]))
       as r(lago, cid, day, currency, fees, taxes, total, applied, customer, after, term,
-           entity)
+           entity, coupons)
     order by cid, day
     on conflict (customer_id, issuing_date, invoice_type)
       where invoice_type = 'subscription' and voided_invoice_id is null
@@ -86,7 +87,8 @@ _UPSERT = text(
       customer = excluded.customer, finalize_after = excluded.finalize_after,
       net_payment_term = excluded.net_payment_term,
       payment_due_date = excluded.payment_due_date,
-      billing_entity = excluded.billing_entity, updated_at = now()
+      billing_entity = excluded.billing_entity,
+      coupons_amount_cents = excluded.coupons_amount_cents, updated_at = now()
     returning v.id, v.customer_id, v.issuing_date
     """
 )
@@ -119,7 +121,8 @@ _FEE_COLUMNS = (
     "lago_id", "invoice_id", "position", "subscription_id", "external_subscription_id",
     "item_type", "code", "name", "invoice_display_name", "filter_invoice_display_name",
     "grouped_by", "charge_id", "true_up", "units", "events_count", "amount_cents",
-    "precise_amount_cents", "taxes_rate", "taxes_precise_amount_cents", "taxes_amount_cents",
+    "precise_amount_cents", "precise_coupons_amount_cents", "taxes_rate",
+    "taxes_precise_amount_cents", "taxes_amount_cents",
     "total_amount_cents", "applied_taxes", "from_datetime", "to_datetime",
 )
 
@@ -132,6 +135,26 @@ def _copy(conn: Connection, table: str, columns: Sequence[str],
         with cursor.copy(f"copy {table} ({', '.join(columns)}) from stdin") as copy:
             for row in rows:
                 copy.write_row(row)
+
+
+def _upsert_params(live: Sequence[_Group]) -> dict[str, Any]:
+    """The drafts' rows as the arrays of ``_UPSERT``."""
+    return {
+        "lago": [str(uuid.uuid4()) for _ in live],
+        "customers": [g.customer.id for g in live],
+        "days": [g.issuing_date for g in live],
+        "currency": [g.amounts.currency for g in live],
+        "fees": [g.amounts.fees_amount_cents for g in live],
+        "taxes": [g.amounts.taxes_amount_cents for g in live],
+        "total": [g.amounts.total_amount_cents for g in live],
+        "applied": [_json(_applied_taxes(g.amounts)) for g in live],
+        "customer": [_json(customer_object(g.customer)) for g in live],
+        "after": [g.finalize_after for g in live],
+        "term": [g.customer.net_payment_term for g in live],
+        "entity": [_json(dict(g.customer.entity.document)) if g.customer.entity
+                   else None for g in live],
+        "coupons": [g.amounts.coupons_amount_cents for g in live],
+    }
 
 
 def _write_batch(
@@ -156,6 +179,9 @@ def _write_batch(
         # a voided invoice's day stays closed (docs/architecture.md §13)
         live = [g for g in groups
                 if g.key not in existing or existing[g.key].status == "draft"]
+        # Coupons: a step of their own between the fees and the taxes, at finalization only
+        # (tasks/invoicing/coupons.py)
+        coupon_credits = credit_coupons(conn, [g for g in live if g.due])
         drafts = [existing[g.key].id for g in live if g.key in existing]
         if drafts:
             conn.execute(text("delete from invoice_fees"
@@ -164,23 +190,12 @@ def _write_batch(
                               " where invoice_id = any(cast(:ids as bigint[]))"), {"ids": drafts})
         ids: dict[tuple[int, date], int] = {}
         if live:
-            rows = conn.execute(_UPSERT, {
-                "lago": [str(uuid.uuid4()) for _ in live],
-                "customers": [g.customer.id for g in live],
-                "days": [g.issuing_date for g in live],
-                "currency": [g.amounts.currency for g in live],
-                "fees": [g.amounts.fees_amount_cents for g in live],
-                "taxes": [g.amounts.taxes_amount_cents for g in live],
-                "total": [g.amounts.total_amount_cents for g in live],
-                "applied": [_json(_applied_taxes(g.amounts)) for g in live],
-                "customer": [_json(customer_object(g.customer)) for g in live],
-                "after": [g.finalize_after for g in live],
-                "term": [g.customer.net_payment_term for g in live],
-                "entity": [_json(dict(g.customer.entity.document)) if g.customer.entity
-                           else None for g in live],
-            })
+            rows = conn.execute(_UPSERT, _upsert_params(live))
             ids = {(r.customer_id, r.issuing_date): r.id for r in rows}
             _insert_parts(conn, [(ids[g.key], g) for g in live])
+            write_credits(conn, coupon_credits, ids,
+                          {g.key: g.amounts.currency for g in live}, at)
+            failpoint("invoices.after_coupons")
         failpoint("invoices.after_draft")
         prepaid = _prepaid(conn, live, ids, at)
         failpoint("invoices.after_deduction")
@@ -242,7 +257,8 @@ def _insert_parts(conn: Connection, batch: Sequence[tuple[int, _Group]]) -> None
                 fee.item_type, fee.code, fee.name, fee.invoice_display_name,
                 fee.filter_invoice_display_name, _json(dict(fee.grouped_by)), fee.charge_id,
                 fee.true_up, fee.units, fee.events_count, fee.amount_cents,
-                fee.precise_amount_cents, fee.taxes_rate, fee.taxes_precise_amount_cents,
+                fee.precise_amount_cents, fee.precise_coupons_amount_cents, fee.taxes_rate,
+                fee.taxes_precise_amount_cents,
                 fee.taxes_amount_cents, fee.total_amount_cents,
                 _json([{"tax_code": t.code, "tax_name": t.name, "tax_rate": format(t.rate, "f")}
                        for t in fee.taxes]),

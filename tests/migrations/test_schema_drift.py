@@ -72,6 +72,9 @@ TRIGGERS = {
     # (tests/migrations/test_event_voids.py, tests/tasks/corrections/test_voids.py)
     ("events", "events_void_kept"),
     ("event_voids", "event_voids_kept"),
+    # migration 0023: a finalized invoice's coupon credits never change
+    # (tests/tasks/invoicing/test_coupons_close.py)
+    ("coupon_credits", "coupon_credits_final"),
 }
 
 

@@ -15,6 +15,9 @@ from tallyflow.models.catalog import (
     BillingEntity,
     Charge,
     ChargeFilterPayload,
+    Coupon,
+    CouponApplication,
+    CouponLimitation,
     Customer,
     LagoModel,
     MetricFilterPayload,
@@ -107,6 +110,19 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
                         "recurring_transaction_rules")},
         "code": "models/catalog/",  # the wallet's natural key
     },
+    Coupon: {
+        **{name: "tasks/catalog/apply.py"
+           for name in ("code", "name", "description", "coupon_type", "amount_cents",
+                        "amount_currency", "percentage_rate", "frequency",
+                        "frequency_duration", "reusable", "expiration", "expiration_at")},
+        "applies_to": "models/catalog/documents.py",
+    },
+    CouponLimitation: {name: "models/catalog/documents.py"
+                       for name in ("plan_codes", "billable_metric_codes")},
+    CouponApplication: {name: "tasks/catalog/coupons.py"
+                        for name in ("external_customer_id", "coupon_code", "amount_cents",
+                                     "amount_currency", "percentage_rate", "frequency",
+                                     "frequency_duration")},
 }
 
 

@@ -17,6 +17,7 @@ gaps, and each invoice's prepaid credits equal to what the ledger took for it, t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,6 +31,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.flows.billing import billing_cycle
+from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.wallets import top_up
 from tests.survival.test_billing_crash_points import (
     ROOT,
@@ -55,6 +57,21 @@ CRASH_POINTS: list[Any] = [
     pytest.param("invoices.after_draft", 1, "none", marks=pytest.mark.soak),
     pytest.param("invoices.before_seal", 1, "none", marks=pytest.mark.soak),
     pytest.param("credit_invoices.before_seal", 1, "none", marks=pytest.mark.soak),
+    # coupons credited, not sealed: no credit stays, no coupon moved on (docs/architecture.md
+    # §15); the rerun credits each once
+    pytest.param("invoices.after_coupons", 1, "none", marks=pytest.mark.soak),
+]
+
+# Percentage coupons (any currency) applied to four customers: credited by the close.
+COUPONS = [
+    {"coupon": {"code": "launch", "name": "Launch", "coupon_type": "percentage",
+                "percentage_rate": "10", "frequency": "recurring", "frequency_duration": 3,
+                "expiration": "no_expiration"}},
+    {"coupon": {"code": "loyal", "name": "Loyal", "coupon_type": "percentage",
+                "percentage_rate": "2.5", "frequency": "forever",
+                "expiration": "no_expiration"}},
+    *({"applied_coupon": {"external_customer_id": f"c{i:02d}", "coupon_code": code}}
+      for i in (1, 2, 3, 4) for code in ("launch", "loyal")),
 ]
 
 _CHILD = """
@@ -69,8 +86,18 @@ _QUERIES = {
     "invoices": """
         select c.external_id, v.invoice_type, v.issuing_date, v.status, v.payment_status,
                v.sequential_id, v.number, v.currency, v.fees_amount_cents,
-               v.taxes_amount_cents, v.prepaid_credit_amount_cents, v.total_amount_cents
+               v.taxes_amount_cents, v.prepaid_credit_amount_cents, v.total_amount_cents,
+               v.coupons_amount_cents
         from invoices v join customers c on c.id = v.customer_id order by 1, 2, 3, 6""",
+    "coupon_credits": """
+        select v.number, k.code, x.amount_cents, x.precise_amount_cents
+        from coupon_credits x join invoices v on v.id = x.invoice_id
+        join applied_coupons a on a.id = x.applied_coupon_id
+        join coupons k on k.id = a.coupon_id order by 1, 2""",
+    "applied_coupons": """
+        select c.external_id, k.code, a.status, a.frequency_duration_remaining
+        from applied_coupons a join coupons k on k.id = a.coupon_id
+        join customers c on c.id = a.customer_id order by 1, 2""",
     "invoice_fees": """
         select v.number, f.position, f.item_type, f.code, f.external_subscription_id,
                f.units, f.events_count, f.amount_cents, f.precise_amount_cents,
@@ -103,6 +130,9 @@ def prepare_close(engine: Engine, folder: Path) -> None:
     """The billing trials' data, a purchased top-up to invoice, and a finished ingest run that
     listed everything up to WATERMARK."""
     prepare(engine, folder)
+    coupons = folder / "coupons.json"
+    coupons.write_text(json.dumps(COUPONS))
+    assert apply_catalog(engine, [coupons]).ok
     top_up(engine, "c01", Decimal(3), Decimal(0), key="before-close", as_of=WATERMARK)
     with engine.begin() as conn:
         conn.execute(text("insert into ingest_runs (source, status, started_at, finished_at)"
@@ -178,6 +208,7 @@ def clean_close(
     assert [r for r in reference["invoices"] if r[0] == "c01" and r[1] == "credit"], "invoiced"
     assert any(r[10] > 0 for r in finalized), "prepaid credits applied"
     assert any(r[4] == "invoice" for r in reference["wallet_transactions"]), "a last deduction"
+    assert len(reference["coupon_credits"]) == 8, "coupons credited"
     assert_invoices_agree_with_the_ledger(engine)
     assert_ledger_is_balances(engine)
     return reference
@@ -203,7 +234,9 @@ def test_kill_inside_period_close_then_rerun_equals_clean_run(
         return {"invoices": [r for r in parts["invoices"] if r[1] == "subscription"],
                 "fees": [r for r in parts["invoice_fees"] if r[2] != "credit"],
                 "periods": parts["invoice_subscriptions"],
-                "last deductions": [r for r in parts["wallet_transactions"] if r[4] == "invoice"]}
+                "last deductions": [r for r in parts["wallet_transactions"] if r[4] == "invoice"],
+                "coupon credits": parts["coupon_credits"],
+                "applied coupons": parts["applied_coupons"]}
 
     if left == "none":  # one transaction: no draft, number or last deduction of it is left
         assert closing(crashed) == closing(before)

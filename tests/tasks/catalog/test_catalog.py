@@ -29,9 +29,10 @@ KINDS = ("billable_metric", "plan", "customer", "subscription", "wallet")
 
 
 def per_kind(count: int) -> dict[str, int]:
-    """Counts of an apply of the examples, which define no taxes, billing entities nor
-    add-ons."""
-    return {**dict.fromkeys(KINDS, count), "tax": 0, "billing_entity": 0, "add_on": 0}
+    """Counts of an apply of the examples, which define no taxes, billing entities, add-ons
+    nor coupons."""
+    return {**dict.fromkeys(KINDS, count), "tax": 0, "billing_entity": 0, "add_on": 0,
+            "coupon": 0, "applied_coupon": 0}
 STAMPED = (t.billable_metrics, t.plans, t.customers, t.subscriptions, t.wallets)
 
 
@@ -105,8 +106,9 @@ def test_export_then_apply_round_trips(engine: Engine, tmp_path: Path) -> None:
     assert exported == [loads(dumps(d.envelope())) for d in applied]
     write_catalog(exported, tmp_path / "out")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "add_ons.json", "billable_metrics.json", "billing_entities.json", "customers.json",
-        "plans.json", "subscriptions.json", "taxes.json", "wallets.json"]
+        "add_ons.json", "applied_coupons.json", "billable_metrics.json",
+        "billing_entities.json", "coupons.json", "customers.json", "plans.json",
+        "subscriptions.json", "taxes.json", "wallets.json"]
     before = stamps(engine)
     assert_counts(apply_catalog(engine, [tmp_path / "out"]), unchanged=1)
     write_catalog(exported, tmp_path / "all.yaml")
