@@ -71,6 +71,7 @@ def test_upgrade_keeps_invoices_and_downgrade_refuses_voided_ones(
         assert conn.execute(text("select distinct regeneration from invoice_subscriptions")
                             ).scalars().all() == [0]
     number = str(before[0][1])
+    _migrate_to(engine, "head")  # today's void and regenerate write today's columns
     void_invoice(engine, number, CLOSE)
     regenerate_invoice(engine, number, CLOSE)
     after = _invoices(engine)
@@ -78,4 +79,4 @@ def test_upgrade_keeps_invoices_and_downgrade_refuses_voided_ones(
     assert after[0][4:] == after[1][4:]  # one period, on both
     with pytest.raises(RuntimeError, match="voided or regenerated"):
         _migrate_to(engine, "0020", down=True)
-    assert migrate.current_revision(engine) == "0021"
+    assert migrate.current_revision(engine) == migrate.head_revision()  # all rolled back
