@@ -28,7 +28,9 @@ from tallyflow.models.invoicing import (
 from tallyflow.models.lago import summaries
 from tallyflow.models.lago.summaries import ContainedFailure
 from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
+from tallyflow.models.rating.filters import filter_display_name
 from tallyflow.models.rating.pricing import ChargeUsage as RatedCharge
+from tallyflow.models.rating.pricing import FilterUsage
 from tallyflow.models.rating.pricing import SubscriptionInfo, SubscriptionUsage
 from tallyflow.models.rating.pricing import UsageLine as RatedLine
 from tallyflow.models.wallets import (
@@ -93,6 +95,9 @@ class CloseCatalog:
     customers: dict[int, CustomerInfo]
     plans: dict[int, PlanInfo]
     customer_of: dict[int, int]
+    # a subscription's ``name``, its subscription fee's display name (Lago's
+    # ``Subscription#invoice_name``); only the rows that have one
+    subscription_names: dict[int, str] = field(default_factory=dict)
 
 
 def _stored(model: type[M], document: Mapping[str, Any]) -> M:
@@ -175,11 +180,13 @@ def load_close_catalog(
             charge_minimums=tuple(minimums.get(r.id, [])),
             version_id=r.version_id, version=r.version, pay_in_advance=bool(r.pay_in_advance),
         )
-    customer_of = {
-        int(r.id): int(r.customer_id)
-        for r in conn.execute(text("select id, customer_id from subscriptions"))
-    }
-    return CloseCatalog(taxes, customers, plans, customer_of)
+    customer_of: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for r in conn.execute(text("select id, customer_id, name from subscriptions")):
+        customer_of[int(r.id)] = int(r.customer_id)
+        if r.name:
+            names[int(r.id)] = r.name
+    return CloseCatalog(taxes, customers, plans, customer_of, names)
 
 
 def _lines(usage: RatedCharge) -> tuple[UsageLine, ...]:
@@ -190,27 +197,36 @@ def _lines(usage: RatedCharge) -> tuple[UsageLine, ...]:
         return UsageLine(priced.units, priced.events_count, priced.amount_cents,
                          priced.precise_amount_cents, name, dict(grouped_by or {}))
 
+    def name(bucket: FilterUsage) -> str | None:
+        """A filter's fee name (Lago's ``ChargeFilter#display_name``: its values when it has
+        no display name); the default bucket has none."""
+        if bucket.values is None:
+            return bucket.invoice_display_name
+        return filter_display_name(bucket.invoice_display_name, bucket.values,
+                                   usage.charge.metric.filters)
+
     if usage.grouped_usage:
         out: list[UsageLine] = []
         for group in usage.grouped_usage:
             if group.filters:
-                out += [line(f.line, f.invoice_display_name, group.grouped_by)
-                        for f in group.filters]
+                out += [line(f.line, name(f), group.grouped_by) for f in group.filters]
             else:
                 out.append(line(group.line, None, group.grouped_by))
         return tuple(out)
     if usage.filters:
-        return tuple(line(f.line, f.invoice_display_name, None) for f in usage.filters)
+        return tuple(line(f.line, name(f), None) for f in usage.filters)
     return (line(usage.line, None, None),)
 
 
 def period_input(
     sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo,
     usage: SubscriptionUsage | None, upgraded: bool = False,
+    subscription_name: str | None = None,
 ) -> PeriodInput:
     """``upgraded``: the row was ended by an upgrade; the change's day is billed on the new
     plan, so the old one's fee stops the day before (models/lifecycle.py). ``usage`` None:
-    the period's advance fee only (no charges are billed at a period's start)."""
+    the period's advance fee only (no charges are billed at a period's start).
+    ``subscription_name``: the subscription's ``name``, its fee's display name."""
     zone = ZoneInfo(period.timezone)
     to_date = period.to_datetime.astimezone(zone).date()
     if upgraded and period.to_datetime < period.period_end:
@@ -240,6 +256,7 @@ def period_input(
         plan_code=plan.code,
         plan_name=plan.name,
         plan_invoice_display_name=plan.invoice_display_name,
+        subscription_name=subscription_name,
         amount_cents=plan.amount_cents,
         trial_end=ends,
         trial_end_date=ends.astimezone(zone).date() if ends else None,

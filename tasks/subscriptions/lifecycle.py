@@ -448,10 +448,11 @@ _INSERT_ROW = text(
     """
     insert into subscriptions (external_id, customer_id, plan_id, name, billing_time,
       subscription_at, ending_at, on_termination_invoice, started_at, previous_subscription_id,
-      status, document, digest)
+      plan_changed_at, status, document, digest)
     select external_id, customer_id, :plan, name, billing_time, subscription_at, ending_at,
-           on_termination_invoice, :starts, id,
-           case when :starts <= :now then 'active' else 'pending' end,
+           on_termination_invoice, :starts, id, :now,
+           case when ending_at < :now then 'terminated'
+                when :starts <= :now then 'active' else 'pending' end,
            cast(:doc as jsonb), :digest
     from subscriptions where id = :old
     returning id
@@ -524,6 +525,7 @@ def start_plan_change(
             f"its next period", "a downgrade takes effect at the next period start")
     conn.execute(
         text("update subscriptions set terminated_at = :end, updated_at = now(),"
+             " plan_changed_at = :now,"
              " status = case when :end <= :now then 'terminated' else status end"
              " where id = :id"),
         {"end": change.old_ends_at, "now": now, "id": old.id},
@@ -568,10 +570,13 @@ def change_plan(
                               advance_fee_not_credited=change.upgrade and in_advance)
     failpoint("lifecycle.after_plan_change_commit")
     if change.upgrade and change.old_ends_at < now:
+        # the new row keeps the old one's ending_at: one that has passed ends it too, and its
+        # snapshot there is its final one (a snapshot after its end has no period to price)
+        last = now if row.ending_at is None else min(now, row.ending_at)
         snapshot_subscriptions(engine, [row.id], change.old_ends_at)
-        snapshot_subscriptions(engine, [new_id], now)
+        snapshot_subscriptions(engine, [new_id], last)
         deduct_customers(engine, [row.customer_id], change.old_ends_at)
-        deduct_customers(engine, [row.customer_id], now)
+        deduct_customers(engine, [row.customer_id], last)
         if row.on_termination_invoice != "skip":
             close_periods(engine, now, customers=[row.external_customer_id], now=now)
             result.previous_invoice = _invoices_of(engine, row.id)
