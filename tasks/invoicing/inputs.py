@@ -27,11 +27,10 @@ from tallyflow.models.invoicing import (
 )
 from tallyflow.models.lago import summaries
 from tallyflow.models.lago.summaries import ContainedFailure
-from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
 from tallyflow.models.rating.filters import filter_display_name
+from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
 from tallyflow.models.rating.pricing import ChargeUsage as RatedCharge
-from tallyflow.models.rating.pricing import FilterUsage
-from tallyflow.models.rating.pricing import SubscriptionInfo, SubscriptionUsage
+from tallyflow.models.rating.pricing import FilterUsage, SubscriptionInfo, SubscriptionUsage
 from tallyflow.models.rating.pricing import UsageLine as RatedLine
 from tallyflow.models.wallets import (
     ZERO,
