@@ -19,6 +19,7 @@ from tallyflow.models.invoicing import (
     InvoiceAmounts,
 )
 from tallyflow.models.lago.summaries import InvoiceOutcome
+from tallyflow.models.wallets import prepaid_breakdown
 from tallyflow.tasks.invoicing.documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CustomerInfo, _Group
 from tallyflow.tasks.invoicing.prepaid import _numbers, _prepaid
@@ -82,7 +83,8 @@ _UPSERT = text(
       currency = excluded.currency, fees_amount_cents = excluded.fees_amount_cents,
       taxes_amount_cents = excluded.taxes_amount_cents,
       total_amount_cents = excluded.total_amount_cents,
-      prepaid_credit_amount_cents = 0, applied_taxes = excluded.applied_taxes,
+      prepaid_credit_amount_cents = 0, prepaid_granted_credit_amount_cents = null,
+      prepaid_purchased_credit_amount_cents = null, applied_taxes = excluded.applied_taxes,
       customer = excluded.customer, finalize_after = excluded.finalize_after,
       net_payment_term = excluded.net_payment_term,
       payment_due_date = excluded.payment_due_date,
@@ -95,10 +97,13 @@ _UPSERT = text(
 _SETTLE = text(
     """
     update invoices v set prepaid_credit_amount_cents = r.prepaid,
+      prepaid_granted_credit_amount_cents = r.granted,
+      prepaid_purchased_credit_amount_cents = r.purchased,
       total_amount_cents = r.total, sequential_id = r.seq, number = r.number, updated_at = now()
     from unnest(cast(:ids as bigint[]), cast(:prepaid as numeric[]), cast(:total as numeric[]),
-                cast(:seq as integer[]), cast(:number as text[])) as r(id, prepaid, total, seq,
-                                                                       number)
+                cast(:seq as integer[]), cast(:number as text[]), cast(:granted as numeric[]),
+                cast(:purchased as numeric[]))
+      as r(id, prepaid, total, seq, number, granted, purchased)
     where v.id = r.id
     """
 )
@@ -181,12 +186,16 @@ def _write_batch(
             ids = {(r.customer_id, r.issuing_date): r.id for r in rows}
             _insert_parts(conn, [(ids[g.key], g) for g in live])
         failpoint("invoices.after_draft")
-        prepaid = _prepaid(conn, live, ids, at)
+        prepaid, granted = _prepaid(conn, live, ids, at)
         failpoint("invoices.after_deduction")
         numbers = _numbers(conn, [g for g in live if g.due])
         settled = {g.key: g.amounts.with_prepaid(int(prepaid[g.key])) for g in live}
+        split = {g.key: prepaid_breakdown(settled[g.key].prepaid_credit_amount_cents,
+                                          granted[g.key]) for g in live}
         if live:
             conn.execute(_SETTLE, {
+                "granted": [split[g.key][0] for g in live],
+                "purchased": [split[g.key][1] for g in live],
                 "ids": [ids[g.key] for g in live],
                 "prepaid": [settled[g.key].prepaid_credit_amount_cents for g in live],
                 "total": [settled[g.key].total_amount_cents for g in live],

@@ -1,5 +1,6 @@
-"""Migration 0025: ``subscriptions.plan_changed_at`` comes and goes with the revision; rows
-changed before it keep null (their invoices were closed as they were)."""
+"""Migration 0025: ``subscriptions.plan_changed_at`` and the invoices' prepaid breakdown
+(``prepaid_granted_credit_amount_cents``, ``prepaid_purchased_credit_amount_cents``) come and
+go with the revision; rows from before it keep null."""
 
 from __future__ import annotations
 
@@ -18,15 +19,20 @@ def _migrate_to(engine: Engine, revision: str, down: bool = False) -> None:
         (command.downgrade if down else command.upgrade)(cfg, revision)
 
 
+ADDED = {"plan_changed_at", "prepaid_granted_credit_amount_cents",
+         "prepaid_purchased_credit_amount_cents"}
+
+
 def _columns(engine: Engine) -> set[str]:
-    return {c["name"] for c in inspect(engine).get_columns("subscriptions")}
+    return {c["name"] for table in ("subscriptions", "invoices")
+            for c in inspect(engine).get_columns(table)}
 
 
-def test_plan_changed_at_is_added_and_removed(scratch_database: Callable[[], str]) -> None:
+def test_the_columns_are_added_and_removed(scratch_database: Callable[[], str]) -> None:
     engine = db.get_engine(scratch_database())
     migrate.upgrade(engine)
-    assert "plan_changed_at" in _columns(engine)
+    assert ADDED <= _columns(engine)
     _migrate_to(engine, "0020", down=True)
-    assert "plan_changed_at" not in _columns(engine)
+    assert not ADDED & _columns(engine)
     _migrate_to(engine, "0025")
-    assert "plan_changed_at" in _columns(engine)
+    assert ADDED <= _columns(engine)
