@@ -37,6 +37,7 @@ from sqlalchemy import Engine, text
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.invoicing import (
+    PeriodInput,
     advance_issued_at,
     finalization,
     invoice_amounts,
@@ -53,6 +54,7 @@ from tallyflow.tasks.invoicing.inputs import (
     _Group,
     load_close_catalog,
     period_input,
+    split_fee_input,
 )
 from tallyflow.tasks.invoicing.late import late_usage_count
 from tallyflow.tasks.invoicing.watermark import ingest_watermark, settle_hours
@@ -322,10 +324,14 @@ def _invoice_groups(
         items = plan.grouped.get((customer_id, issuing), [])
         ahead = plan.advance.get((customer_id, issuing), [])
         names = catalog.subscription_names
-        periods = [period_input(sub, period, catalog.plans[sub.plan_id],
-                                usage[(sub.id, period.period_start)], sub.id in plan.upgraded,
-                                names.get(sub.id))
-                   for sub, period in items]
+        periods: list[PeriodInput] = []
+        for sub, period in items:
+            info, upgraded = catalog.plans[sub.plan_id], sub.id in plan.upgraded
+            # charges billed monthly: the yearly fee first, on the month ending its period
+            fee = split_fee_input(sub, period, info, upgraded, names.get(sub.id))
+            periods += [] if fee is None else [fee]
+            periods.append(period_input(sub, period, info, usage[(sub.id, period.period_start)],
+                                        upgraded, names.get(sub.id)))
         amounts = invoice_amounts(
             (items or ahead)[0][0].currency, periods, customer.tax_codes, catalog.taxes,
             customer.entity.tax_codes if customer.entity else (),

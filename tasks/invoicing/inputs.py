@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, TypeVar, cast
@@ -28,7 +28,7 @@ from tallyflow.models.invoicing import (
 from tallyflow.models.lago import summaries
 from tallyflow.models.lago.summaries import ContainedFailure
 from tallyflow.models.rating.filters import filter_display_name
-from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
+from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod, charges_interval
 from tallyflow.models.rating.pricing import ChargeUsage as RatedCharge
 from tallyflow.models.rating.pricing import FilterUsage, SubscriptionInfo, SubscriptionUsage
 from tallyflow.models.rating.pricing import UsageLine as RatedLine
@@ -86,6 +86,10 @@ class PlanInfo:
     version_id: int | None = None
     version: int | None = None
     pay_in_advance: bool = False
+    # the plan's own interval, and whether its charges are billed monthly while its fee is
+    # billed once per period (Lago's bill_charges_monthly; models/rating/periods.py)
+    interval: str = ""
+    bill_charges_monthly: bool = False
 
 
 @dataclass
@@ -160,6 +164,7 @@ def load_close_catalog(
                                " where effective_to is null order by plan_id, position")):
         minimums[r.plan_id].append(Decimal(r.min_amount_cents))
     for r in conn.execute(text("select p.id, p.code, p.name, p.amount_cents, p.trial_period,"
+                               " p.interval,"
                                " p.pay_in_advance, p.document::text as document,"
                                " v.id as version_id, v.version"
                                " from plans p left join plan_versions v on v.plan_id = p.id"
@@ -178,6 +183,9 @@ def load_close_catalog(
             charge_tax_codes=tuple(tuple(c.tax_codes) for c in plan.charges),
             charge_minimums=tuple(minimums.get(r.id, [])),
             version_id=r.version_id, version=r.version, pay_in_advance=bool(r.pay_in_advance),
+            interval=r.interval,
+            bill_charges_monthly=(
+                charges_interval(r.interval, plan.bill_charges_monthly) != r.interval),
         )
     customer_of: dict[int, int] = {}
     names: dict[int, str] = {}
@@ -232,6 +240,8 @@ def period_input(
         to_date = (period.to_datetime + ONE_MICROSECOND).astimezone(zone).date() - timedelta(
             days=1)
     ends = trial_end(sub.subscription_at, plan.trial_period)
+    # charges billed monthly: the fee is on the month ending the plan's period (split_fee_input)
+    fee = ZERO if plan.bill_charges_monthly else plan.amount_cents
     charges = []
     for index, item in enumerate(usage.charges if usage is not None else ()):
         if item.charge.pay_in_advance:
@@ -256,7 +266,7 @@ def period_input(
         plan_name=plan.name,
         plan_invoice_display_name=plan.invoice_display_name,
         subscription_name=subscription_name,
-        amount_cents=plan.amount_cents,
+        amount_cents=fee,
         trial_end=ends,
         trial_end_date=ends.astimezone(zone).date() if ends else None,
         minimum_commitment_cents=plan.minimum_commitment_cents,
@@ -328,3 +338,21 @@ class _Group:
 
 
 BATCH: Final = 500
+
+
+def split_fee_input(
+    sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo, upgraded: bool = False,
+    subscription_name: str | None = None,
+) -> PeriodInput | None:
+    """A plan billing its charges monthly (Lago's ``bill_charges_monthly``): the subscription
+    fee of its yearly (or semiannual) period, on the invoice of the month that ends it (or of
+    the termination), as Lago's ``should_create_yearly_subscription_fee?`` in arrears; None for
+    the other months and for every other plan. The fee's dates are the plan's whole period,
+    prorated like any fee for a first or terminated period."""
+    if not plan.bill_charges_monthly:
+        return None
+    whole = replace(sub, interval=plan.interval).period_at(period.to_datetime)
+    if whole.to_datetime != period.to_datetime:
+        return None
+    return period_input(sub, whole, replace(plan, bill_charges_monthly=False), None, upgraded,
+                        subscription_name)

@@ -7,8 +7,9 @@ together or not at all.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
@@ -190,12 +191,9 @@ def _write_batch(
         failpoint("invoices.after_deduction")
         numbers = _numbers(conn, [g for g in live if g.due])
         settled = {g.key: g.amounts.with_prepaid(int(prepaid[g.key])) for g in live}
-        split = {g.key: prepaid_breakdown(settled[g.key].prepaid_credit_amount_cents,
-                                          granted[g.key]) for g in live}
         if live:
             conn.execute(_SETTLE, {
-                "granted": [split[g.key][0] for g in live],
-                "purchased": [split[g.key][1] for g in live],
+                **_split(live, settled, granted),
                 "ids": [ids[g.key] for g in live],
                 "prepaid": [settled[g.key].prepaid_credit_amount_cents for g in live],
                 "total": [settled[g.key].total_amount_cents for g in live],
@@ -220,6 +218,17 @@ def _write_batch(
         "total_amount_cents": settled[g.key].total_amount_cents,
         "prepaid_credit_amount_cents": settled[g.key].prepaid_credit_amount_cents,
     } for g in groups]
+
+
+def _split(
+    live: Sequence[_Group], settled: Mapping[tuple[int, date], InvoiceAmounts],
+    granted: Mapping[tuple[int, date], Decimal],
+) -> dict[str, list[int | None]]:
+    """The prepaid credits' granted and purchased parts of each invoice, as ``_SETTLE`` takes
+    them (``models.wallets.prepaid_breakdown``)."""
+    parts = [prepaid_breakdown(settled[g.key].prepaid_credit_amount_cents, granted[g.key])
+             for g in live]
+    return {"granted": [p[0] for p in parts], "purchased": [p[1] for p in parts]}
 
 
 def _insert_parts(conn: Connection, batch: Sequence[tuple[int, _Group]]) -> None:
