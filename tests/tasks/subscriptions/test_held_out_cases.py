@@ -72,3 +72,23 @@ def test_backdated_upgrade_does_not_finalize_the_new_plans_periods_at_once(
     final = {i["issuing_date"]: (i["status"], i["fees_amount_cents"]) for i in invoices(engine)}
     assert final["2025-05-01"] == ("finalized", 6200 + 800)  # April's usage is on it
     assert {status for status, _ in final.values()} == {"finalized"}
+
+
+def test_upgrade_backdated_before_a_termination_keeps_the_termination(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The new plan's row takes over the rest of the old row's life, which a termination
+    ended: the change does not bring the subscription back."""
+    from tallyflow.tasks.subscriptions import terminate_subscription
+
+    catalog(engine, tmp_path, plan={"amount_cents": 3100})
+    usage_events(engine, tmp_path, datetime(2025, 3, 22, 12, tzinfo=UTC), prefix="b")
+    terminate_subscription(engine, SUB, ENDED, now=NOW)
+    _second_plan(engine, tmp_path, "pro", 6200)
+    change_plan(engine, SUB, "pro", T, now=NOW)
+    with engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(text(
+            "select terminated_at, status from subscriptions order by id"))] == [
+            (T - timedelta(microseconds=1), "terminated"), (ENDED, "terminated")]
+    assert [(i["issuing_date"], i["fees_amount_cents"]) for i in invoices(engine)] == [
+        ("2025-03-20", 1900), ("2025-03-25", 6 * 200 + 800)]
