@@ -193,12 +193,10 @@ def _plan_issues(plan: Plan) -> list[Issue]:
 
 def _monthly_charges_issues(plan: Plan) -> list[Issue]:
     """``bill_charges_monthly``: Lago's for yearly and semiannual plans (it drops the flag on
-    others; Tallyflow refuses it rather than ignore it), here for plans billed in arrears."""
+    others; Tallyflow refuses it rather than ignore it), without a minimum commitment here."""
     loc = ("bill_charges_monthly",)
     if plan.interval not in SPLIT_INTERVALS:
         return [Issue(loc, f"applies to yearly and semiannual plans only, not {plan.interval}")]
-    if plan.pay_in_advance:
-        return [Issue(loc, "with pay_in_advance: true is not supported yet")]
     if plan.minimum_commitment is not None:
         return [Issue(loc, "with a minimum_commitment is not supported yet")]
     return []

@@ -52,6 +52,7 @@ from tallyflow.tasks.invoicing.inputs import (
     CloseCatalog,
     CloseSummary,
     _Group,
+    fee_view,
     load_close_catalog,
     period_input,
     split_fee_input,
@@ -264,7 +265,9 @@ def _schedule(engine: Engine, at: datetime, customers: Sequence[str] | None) -> 
         # Fees paid in advance: on the invoice of the day they are issued (the period's start,
         # or the end of a trial inside it), unless that invoice is finalized already.
         in_advance = {s.id for s in subs if catalog.plans[s.plan_id].pay_in_advance}
-        for sub, period in advance_periods(subs, in_advance, closed_until, at):
+        # charges billed monthly: the fee in advance once per plan period (fee_view)
+        views = [fee_view(s, catalog.plans[s.plan_id]) for s in subs]
+        for sub, period in advance_periods(views, in_advance, closed_until, at):
             issued = advance_issued_at(
                 period_input(sub, period, catalog.plans[sub.plan_id], None,
                              subscription_name=catalog.subscription_names.get(sub.id)))

@@ -240,8 +240,9 @@ def period_input(
         to_date = (period.to_datetime + ONE_MICROSECOND).astimezone(zone).date() - timedelta(
             days=1)
     ends = trial_end(sub.subscription_at, plan.trial_period)
-    # charges billed monthly: the fee is on the month ending the plan's period (split_fee_input)
-    fee = ZERO if plan.bill_charges_monthly else plan.amount_cents
+    # charges billed monthly: a month's close bills no fee; the plan's period's fee is billed
+    # on its own (split_fee_input in arrears, the advance periods in advance: ``usage`` None)
+    fee = ZERO if plan.bill_charges_monthly and usage is not None else plan.amount_cents
     charges = []
     for index, item in enumerate(usage.charges if usage is not None else ()):
         if item.charge.pay_in_advance:
@@ -348,11 +349,17 @@ def split_fee_input(
     fee of its yearly (or semiannual) period, on the invoice of the month that ends it (or of
     the termination), as Lago's ``should_create_yearly_subscription_fee?`` in arrears; None for
     the other months and for every other plan. The fee's dates are the plan's whole period,
-    prorated like any fee for a first or terminated period."""
-    if not plan.bill_charges_monthly:
+    prorated like any fee for a first or terminated period. Paid in advance, the fee is billed
+    at the period's start instead (the close's advance periods, over ``fee_view``)."""
+    if not plan.bill_charges_monthly or plan.pay_in_advance:
         return None
-    whole = replace(sub, interval=plan.interval).period_at(period.to_datetime)
+    whole = fee_view(sub, plan).period_at(period.to_datetime)
     if whole.to_datetime != period.to_datetime:
         return None
-    return period_input(sub, whole, replace(plan, bill_charges_monthly=False), None, upgraded,
-                        subscription_name)
+    return period_input(sub, whole, plan, None, upgraded, subscription_name)
+
+
+def fee_view(sub: SubscriptionInfo, plan: PlanInfo) -> SubscriptionInfo:
+    """The subscription with the periods its fee is billed in: the plan's own interval when
+    its charges are billed monthly (their periods are the subscription's), else itself."""
+    return replace(sub, interval=plan.interval) if plan.bill_charges_monthly else sub

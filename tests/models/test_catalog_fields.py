@@ -140,12 +140,9 @@ REFUSED = [
     ("plan-thresholds", plan(usage_thresholds=[{"amount_cents": 1}]), "plan.usage_thresholds",
      "not supported yet"),
     # Lago's bill_charges_monthly: yearly and semiannual plans only (Plan
-    # #charges_billed_in_monthly_split_intervals?), in arrears and without a commitment here
+    # #charges_billed_in_monthly_split_intervals?), without a commitment here
     ("plan-monthly-charges", plan(bill_charges_monthly=True), "plan.bill_charges_monthly",
      "yearly and semiannual plans only, not monthly"),
-    ("plan-monthly-charges-in-advance",
-     plan(bill_charges_monthly=True, interval="yearly", pay_in_advance=True),
-     "plan.bill_charges_monthly", "pay_in_advance: true is not supported yet"),
     ("plan-monthly-charges-commitment",
      plan(bill_charges_monthly=True, interval="yearly", minimum_commitment={"amount_cents": 1}),
      "plan.bill_charges_monthly", "minimum_commitment is not supported yet"),

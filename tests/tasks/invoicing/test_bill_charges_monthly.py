@@ -58,3 +58,24 @@ def test_yearly_plan_bills_charges_monthly_and_its_fee_at_the_year_end(
         ("subscription", 2005, "2025-11-01T04:00:00Z", "2026-01-01T04:59:59Z"),
         ("charge", 200, *december), ("charge", 600, *december),
     ]
+
+
+def test_yearly_plan_paid_in_advance_bills_its_fee_at_the_year_start_and_charges_monthly(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """In advance: the fee of each year on the invoice of its first day (the first year's
+    from the start, 61/365 of $120), the charges of each month on the next month's invoice."""
+    catalog(engine, tmp_path, start="2025-11-01T04:00:00Z",
+            plan={"interval": "yearly", "amount_cents": 12000, "bill_charges_monthly": True,
+                  "pay_in_advance": True})
+    usage_events(engine, tmp_path, datetime(2025, 11, 10, 12, tzinfo=UTC), prefix="n")
+    usage_events(engine, tmp_path, datetime(2025, 12, 10, 12, tzinfo=UTC), prefix="d")
+    ingested_until(engine, NEW_YEAR)
+    for moment in (datetime(2025, 11, 1, 10, tzinfo=UTC), DECEMBER, NEW_YEAR):
+        hour(engine, moment)
+    by_day = {i["issuing_date"]: [f[:2] for f in _fees(i)] for i in invoices(engine)}
+    assert by_day == {
+        "2025-11-01": [("subscription", 2005)],
+        "2025-12-01": [("charge", 200), ("charge", 600)],
+        "2026-01-01": [("charge", 200), ("charge", 600), ("subscription", 12000)],
+    }
