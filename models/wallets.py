@@ -377,6 +377,30 @@ def plan_invoice_payments(
     return out
 
 
+def granted_cents(amount_cents: Decimal, credits: Decimal, granted_credits: Decimal) -> Decimal:
+    """The money of the granted credits of one movement, unrounded: its amount in the share
+    its granted credits have of its credits (a movement records how many of its credits were
+    granted ones: consumed first, refunded last)."""
+    if credits == 0:
+        return ZERO
+    return WIDE.divide(WIDE.multiply(Decimal(amount_cents), Decimal(granted_credits)),
+                       Decimal(credits))
+
+
+def prepaid_breakdown(
+    prepaid_cents: int, granted_precise: Decimal
+) -> tuple[int | None, int | None]:
+    """Lago's split of an invoice's prepaid credits into granted and purchased
+    (``prepaid_granted_credit_amount_cents``, ``prepaid_purchased_credit_amount_cents``):
+    the granted part is the money of the granted credits its wallet movements consumed,
+    ROUND_HALF_UP to a whole minor unit and never more than was applied; purchased is the
+    rest, so the two add up to ``prepaid_credit_amount_cents``. A part that is zero is None:
+    Lago sets each only when positive (``Credits::AppliedPrepaidCreditsService``)."""
+    granted = max(0, min(int(round_minor(granted_precise)), prepaid_cents))
+    purchased = max(0, prepaid_cents - granted)
+    return (granted or None, purchased or None)
+
+
 @dataclass(frozen=True)
 class OngoingUsage:
     """What the next deduction run would still take, per wallet, in money and in credits, and

@@ -236,12 +236,13 @@ class Plan(LagoModel):
     invoice_display_name: str | None = None
     tax_codes: TaxCodes = []
     minimum_commitment: MinimumCommitment | None = None
+    # yearly and semiannual plans: charges billed monthly, the fee once a period (Lago's)
+    bill_charges_monthly: bool | None = None
 
     NO_EFFECT = _EXPORT_FIELDS | _COUNTS | {"taxes", "parent_id", "cascade_updates",
                                             "pending_deletion"}
     NOT_SUPPORTED = {
         "usage_thresholds": "progressive billing at usage thresholds",
-        "bill_charges_monthly": "monthly charges on a yearly plan",
         "bill_fixed_charges_monthly": "monthly fixed charges on a yearly plan",
         "fixed_charges": "fixed charges",
     }

@@ -56,6 +56,7 @@ from tallyflow.models.rating.charge_models import (
     JsonNumber,
     validate_properties,
 )
+from tallyflow.models.rating.periods import SPLIT_INTERVALS
 
 
 def _as_file_input(value: Any) -> Any:
@@ -187,9 +188,22 @@ def _duplicate_values(values: Sequence[str], loc: Loc) -> list[Issue]:
 
 def _plan_issues(plan: Plan) -> list[Issue]:
     issues: list[Issue] = []
+    if plan.bill_charges_monthly:
+        issues += _monthly_charges_issues(plan)
     for index, charge in enumerate(plan.charges):
         issues += _charge_issues(charge, ("charges", index))
     return issues
+
+
+def _monthly_charges_issues(plan: Plan) -> list[Issue]:
+    """``bill_charges_monthly``: Lago's for yearly and semiannual plans (it drops the flag on
+    others; Tallyflow refuses it rather than ignore it), without a minimum commitment here."""
+    loc = ("bill_charges_monthly",)
+    if plan.interval not in SPLIT_INTERVALS:
+        return [Issue(loc, f"applies to yearly and semiannual plans only, not {plan.interval}")]
+    if plan.minimum_commitment is not None:
+        return [Issue(loc, "with a minimum_commitment is not supported yet")]
+    return []
 
 
 def _charge_issues(charge: Charge, loc: Loc) -> list[Issue]:

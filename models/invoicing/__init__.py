@@ -108,6 +108,14 @@ class PeriodInput:
     charges: tuple[ChargeUsage, ...] = ()
     pay_in_advance: bool = False
     period_end: datetime | None = None
+    subscription_name: str | None = None
+
+    @property
+    def subscription_invoice_name(self) -> str | None:
+        """The subscription fee's display name: the subscription's ``name``, else the plan's
+        (Lago's ``Subscription#invoice_name``: ``name.presence || plan.invoice_name``; the
+        plan's ``name`` fills in when the document is written)."""
+        return self.subscription_name or self.plan_invoice_display_name
 
     @property
     def period_days(self) -> int:
@@ -292,7 +300,7 @@ def advance_fee(
         [period.plan_tax_codes, customer_tax_codes, entity_tax_codes], taxes)
     return InvoiceFee(
         "subscription", period.external_subscription_id, period.plan_code, period.plan_name,
-        period.plan_invoice_display_name, None, {}, Decimal(1), 0, cents, precise,
+        period.subscription_invoice_name, None, {}, Decimal(1), 0, cents, precise,
         taxes=plan_taxes, from_datetime=whole.from_datetime, to_datetime=whole.to_datetime,
     )
 
@@ -350,7 +358,7 @@ def period_fees(
     precise = ZERO if period.pay_in_advance else subscription_fee_cents(period)
     subscription_fee = InvoiceFee(
         "subscription", sub, period.plan_code, period.plan_name,
-        period.plan_invoice_display_name, None, {}, Decimal(1), 0,
+        period.subscription_invoice_name, None, {}, Decimal(1), 0,
         int(round_minor(precise)), precise, taxes=plan_taxes,
         from_datetime=period.from_datetime, to_datetime=period.to_datetime,
     )

@@ -368,6 +368,9 @@ class Invoice(TypedDict):
     sub_total_excluding_taxes_amount_cents: int
     sub_total_including_taxes_amount_cents: int
     prepaid_credit_amount_cents: int
+    # the granted and purchased parts of it, each null unless positive (Lago's)
+    prepaid_granted_credit_amount_cents: int | None
+    prepaid_purchased_credit_amount_cents: int | None
     total_amount_cents: int
     total_due_amount_cents: int
     version_number: int

@@ -104,6 +104,28 @@ def charge_filter_from_values(
     return ChargeFilter(values=expanded)
 
 
+def filter_display_name(
+    invoice_display_name: str | None,
+    values: Mapping[str, Sequence[str]],
+    metric_filters: Sequence[MetricFilter] = (),
+) -> str:
+    """A charge filter's name on an invoice fee: its ``invoice_display_name``, else its values
+    joined by ", " (a key given ``__ALL_FILTER_VALUES__`` stands as the key's name), as Lago's
+    ``ChargeFilter#display_name``: ``{model: [gpt-4o-mini], type: [output]}`` is
+    ``"gpt-4o-mini, output"``. Lago keeps the payload's key order; the stored values are jsonb,
+    which does not, so the keys follow the billable metric's filter declarations (then the rest
+    in the order given)."""
+    if invoice_display_name:
+        return invoice_display_name
+    declared = [f.key for f in metric_filters]
+    keys = sorted(values, key=lambda k: declared.index(k) if k in declared else len(declared))
+    parts: list[str] = []
+    for key in keys:
+        wanted = [str(v) for v in values[key]]
+        parts += [key] if wanted == [ALL_FILTER_VALUES] else wanted
+    return ", ".join(parts)
+
+
 def assign_bucket(
     charge_filters: Sequence[ChargeFilter], properties: Mapping[str, str | None]
 ) -> BucketId:

@@ -65,6 +65,27 @@ INTERVAL_MONTHS: Final[dict[str, int]] = {
     Interval.YEARLY: 12,
 }
 
+# Lago's ``bill_charges_monthly`` (``Plan#charges_billed_in_monthly_split_intervals?``): a
+# yearly or semiannual plan that bills its charges every month and its subscription fee once a
+# period. Its usage is rated, deducted and invoiced per month (the charges' periods); the fee
+# goes on the invoice of the month that ends the plan's period (models/invoicing).
+SPLIT_INTERVALS: Final = (Interval.YEARLY.value, Interval.SEMIANNUAL.value)
+
+
+def charges_interval(interval: str, bill_charges_monthly: bool | None) -> str:
+    """The interval a plan's charges are billed (and its usage rated) in."""
+    if bill_charges_monthly and interval in SPLIT_INTERVALS:
+        return Interval.MONTHLY.value
+    return interval
+
+
+# The same rule in SQL, over the plan row ``p`` (its document is the plan as applied).
+CHARGES_INTERVAL_SQL: Final = (
+    "case when p.interval in ('yearly', 'semiannual')"
+    " and coalesce((p.document->>'bill_charges_monthly')::boolean, false)"
+    " then 'monthly' else p.interval end"
+)
+
 
 @dataclass(frozen=True)
 class BillingPeriod:

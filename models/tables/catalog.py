@@ -219,6 +219,9 @@ subscriptions = Table(
     # Lago's do) and the row it took over from (migration 0009).
     Column("started_at", DateTime(timezone=True)),
     Column("previous_subscription_id", BigInteger, ForeignKey("subscriptions.id")),
+    # When a plan change that ended or started this row was recorded: a backdated change's
+    # periods wait for the watermark and grace period from then on (migration 0025).
+    Column("plan_changed_at", DateTime(timezone=True)),
     *_document(),
     *_timestamps(),
     Index("ix_subscriptions_external_id", "external_id"),

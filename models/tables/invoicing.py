@@ -45,6 +45,10 @@ invoices = Table(
     Column("coupons_amount_cents", Numeric, nullable=False, server_default=text("0")),
     Column("credit_notes_amount_cents", Numeric, nullable=False, server_default=text("0")),
     Column("prepaid_credit_amount_cents", Numeric, nullable=False, server_default=text("0")),
+    # Lago's split of the prepaid credits into granted and purchased ones, each set only when
+    # positive (migration 0025)
+    Column("prepaid_granted_credit_amount_cents", Numeric),
+    Column("prepaid_purchased_credit_amount_cents", Numeric),
     Column("total_amount_cents", Numeric, nullable=False),
     Column("applied_taxes", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     Column("customer", JSONB, nullable=False),

@@ -21,6 +21,7 @@ from tallyflow.models.rating import (
     MetricFilter,
 )
 from tallyflow.models.rating.aggregation import definition_of
+from tallyflow.models.rating.periods import CHARGES_INTERVAL_SQL
 from tallyflow.models.rating.pricing import MetricInfo, SubscriptionInfo
 
 # Folds share this advisory lock; a rebuild takes it exclusively so no fold interleaves.
@@ -83,7 +84,9 @@ def load_metrics(conn: Connection) -> dict[int, MetricInfo]:
 
 
 _SUBSCRIPTIONS = f"""
-    select s.id, s.external_id, s.plan_id, p.interval, s.billing_time,
+    select s.id, s.external_id, s.plan_id,
+           -- the charges' periods: monthly for a plan billing its charges monthly
+           {CHARGES_INTERVAL_SQL} as interval, s.billing_time,
            -- a plan change's row lives from started_at, its periods anchored on
            -- subscription_at; it ends at the earlier of a termination and the catalog's
            -- ending_at (models/lifecycle.py)

@@ -37,6 +37,7 @@ from sqlalchemy import Engine, text
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.invoicing import (
+    PeriodInput,
     advance_issued_at,
     finalization,
     invoice_amounts,
@@ -51,8 +52,10 @@ from tallyflow.tasks.invoicing.inputs import (
     CloseCatalog,
     CloseSummary,
     _Group,
+    fee_view,
     load_close_catalog,
     period_input,
+    split_fee_input,
 )
 from tallyflow.tasks.invoicing.late import late_usage_count
 from tallyflow.tasks.invoicing.watermark import ingest_watermark, settle_hours
@@ -162,6 +165,8 @@ class _Schedule:
     catalog: CloseCatalog
     watermark: datetime | None
     upgraded: set[int]
+    # rows a plan change touched, and when it was recorded (migration 0025)
+    changed_at: dict[int, datetime] = field(default_factory=dict)
     grouped: dict[_Key, _Periods] = field(default_factory=lambda: defaultdict(list))
     by_end: dict[datetime, list[SubscriptionInfo]] = field(
         default_factory=lambda: defaultdict(list)
@@ -244,7 +249,10 @@ def _schedule(engine: Engine, at: datetime, customers: Sequence[str] | None) -> 
             " where previous_subscription_id is not null")).scalars()}
         # taxes, plans and who owns what; customers below, only those with work
         catalog = load_close_catalog(conn, customer_ids=())
-        plan = _Schedule(catalog, ingest_watermark(conn), upgraded)
+        plan = _Schedule(catalog, ingest_watermark(conn), upgraded, {
+            int(r.id): r.plan_changed_at for r in conn.execute(text(
+                "select id, plan_changed_at from subscriptions"
+                " where plan_changed_at is not null"))})
         if customers is not None:
             wanted = {int(i) for i in conn.execute(text(
                 "select id from customers where external_id = any(cast(:ids as text[]))"),
@@ -257,9 +265,12 @@ def _schedule(engine: Engine, at: datetime, customers: Sequence[str] | None) -> 
         # Fees paid in advance: on the invoice of the day they are issued (the period's start,
         # or the end of a trial inside it), unless that invoice is finalized already.
         in_advance = {s.id for s in subs if catalog.plans[s.plan_id].pay_in_advance}
-        for sub, period in advance_periods(subs, in_advance, closed_until, at):
+        # charges billed monthly: the fee in advance once per plan period (fee_view)
+        views = [fee_view(s, catalog.plans[s.plan_id]) for s in subs]
+        for sub, period in advance_periods(views, in_advance, closed_until, at):
             issued = advance_issued_at(
-                period_input(sub, period, catalog.plans[sub.plan_id], None))
+                period_input(sub, period, catalog.plans[sub.plan_id], None,
+                             subscription_name=catalog.subscription_names.get(sub.id)))
             if issued is None or issued > at:
                 continue
             key = (catalog.customer_of[sub.id],
@@ -315,18 +326,25 @@ def _invoice_groups(
         customer = catalog.customers[customer_id]
         items = plan.grouped.get((customer_id, issuing), [])
         ahead = plan.advance.get((customer_id, issuing), [])
-        periods = [period_input(sub, period, catalog.plans[sub.plan_id],
-                                usage[(sub.id, period.period_start)], sub.id in plan.upgraded)
-                   for sub, period in items]
+        names = catalog.subscription_names
+        periods: list[PeriodInput] = []
+        for sub, period in items:
+            info, upgraded = catalog.plans[sub.plan_id], sub.id in plan.upgraded
+            # charges billed monthly: the yearly fee first, on the month ending its period
+            fee = split_fee_input(sub, period, info, upgraded, names.get(sub.id))
+            periods += [] if fee is None else [fee]
+            periods.append(period_input(sub, period, info, usage[(sub.id, period.period_start)],
+                                        upgraded, names.get(sub.id)))
         amounts = invoice_amounts(
             (items or ahead)[0][0].currency, periods, customer.tax_codes, catalog.taxes,
             customer.entity.tax_codes if customer.entity else (),
-            advance=[period_input(sub, period, catalog.plans[sub.plan_id], None)
+            advance=[period_input(sub, period, catalog.plans[sub.plan_id], None,
+                                  subscription_name=names.get(sub.id))
                      for sub, period in ahead])
         finalize_after, due = finalization(
             at, timedelta(days=customer.grace_days),
             plan.issued_at[(customer_id, issuing)] if ahead else None,
-            max(p.to_datetime for _, p in items) if items else None,
+            max(_known_from(plan, s, p) for s, p in items) if items else None,
             plan.watermark, settle,
         )
         groups.append(_Group(
@@ -335,6 +353,15 @@ def _invoice_groups(
             advance=ahead,
         ))
     return groups
+
+
+def _known_from(plan: _Schedule, sub: SubscriptionInfo, period: BillingPeriod) -> datetime:
+    """Where a period's wait for the watermark and the grace period counts from: its end, or,
+    for a row a plan change touched, the moment the change was recorded when that is later
+    (a backdated change makes periods whose end has long passed; their usage may still be
+    arriving, so they wait like any period that has just ended)."""
+    changed = plan.changed_at.get(sub.id)
+    return period.to_datetime if changed is None else max(period.to_datetime, changed)
 
 
 def _rate(

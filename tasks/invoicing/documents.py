@@ -28,6 +28,10 @@ def _int(value: Decimal | int) -> int:
     return int(value)
 
 
+def _maybe_int(value: Decimal | int | None) -> int | None:
+    return None if value is None else int(value)
+
+
 def _fee_object(row: Any) -> InvoiceFee:
     fee = _fee_fields(row)
     if row.item_type == "add_on":
@@ -218,6 +222,10 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[Invoice]:
             "sub_total_excluding_taxes_amount_cents": sub_total_excl,
             "sub_total_including_taxes_amount_cents": sub_total_incl,
             "prepaid_credit_amount_cents": _int(r.prepaid_credit_amount_cents),
+            "prepaid_granted_credit_amount_cents": _maybe_int(
+                r.prepaid_granted_credit_amount_cents),
+            "prepaid_purchased_credit_amount_cents": _maybe_int(
+                r.prepaid_purchased_credit_amount_cents),
             "total_amount_cents": _int(r.total_amount_cents),
             # Lago: nothing is due on a voided invoice (docs/architecture.md §13)
             "total_due_amount_cents": (0 if r.payment_status == "succeeded"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final, TypeVar, cast
@@ -27,9 +27,10 @@ from tallyflow.models.invoicing import (
 )
 from tallyflow.models.lago import summaries
 from tallyflow.models.lago.summaries import ContainedFailure
-from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod
+from tallyflow.models.rating.filters import filter_display_name
+from tallyflow.models.rating.periods import ONE_MICROSECOND, BillingPeriod, charges_interval
 from tallyflow.models.rating.pricing import ChargeUsage as RatedCharge
-from tallyflow.models.rating.pricing import SubscriptionInfo, SubscriptionUsage
+from tallyflow.models.rating.pricing import FilterUsage, SubscriptionInfo, SubscriptionUsage
 from tallyflow.models.rating.pricing import UsageLine as RatedLine
 from tallyflow.models.wallets import (
     ZERO,
@@ -85,6 +86,10 @@ class PlanInfo:
     version_id: int | None = None
     version: int | None = None
     pay_in_advance: bool = False
+    # the plan's own interval, and whether its charges are billed monthly while its fee is
+    # billed once per period (Lago's bill_charges_monthly; models/rating/periods.py)
+    interval: str = ""
+    bill_charges_monthly: bool = False
 
 
 @dataclass
@@ -93,6 +98,9 @@ class CloseCatalog:
     customers: dict[int, CustomerInfo]
     plans: dict[int, PlanInfo]
     customer_of: dict[int, int]
+    # a subscription's ``name``, its subscription fee's display name (Lago's
+    # ``Subscription#invoice_name``); only the rows that have one
+    subscription_names: dict[int, str] = field(default_factory=dict)
 
 
 def _stored(model: type[M], document: Mapping[str, Any]) -> M:
@@ -156,6 +164,7 @@ def load_close_catalog(
                                " where effective_to is null order by plan_id, position")):
         minimums[r.plan_id].append(Decimal(r.min_amount_cents))
     for r in conn.execute(text("select p.id, p.code, p.name, p.amount_cents, p.trial_period,"
+                               " p.interval,"
                                " p.pay_in_advance, p.document::text as document,"
                                " v.id as version_id, v.version"
                                " from plans p left join plan_versions v on v.plan_id = p.id"
@@ -174,12 +183,17 @@ def load_close_catalog(
             charge_tax_codes=tuple(tuple(c.tax_codes) for c in plan.charges),
             charge_minimums=tuple(minimums.get(r.id, [])),
             version_id=r.version_id, version=r.version, pay_in_advance=bool(r.pay_in_advance),
+            interval=r.interval,
+            bill_charges_monthly=(
+                charges_interval(r.interval, plan.bill_charges_monthly) != r.interval),
         )
-    customer_of = {
-        int(r.id): int(r.customer_id)
-        for r in conn.execute(text("select id, customer_id from subscriptions"))
-    }
-    return CloseCatalog(taxes, customers, plans, customer_of)
+    customer_of: dict[int, int] = {}
+    names: dict[int, str] = {}
+    for r in conn.execute(text("select id, customer_id, name from subscriptions")):
+        customer_of[int(r.id)] = int(r.customer_id)
+        if r.name:
+            names[int(r.id)] = r.name
+    return CloseCatalog(taxes, customers, plans, customer_of, names)
 
 
 def _lines(usage: RatedCharge) -> tuple[UsageLine, ...]:
@@ -190,33 +204,45 @@ def _lines(usage: RatedCharge) -> tuple[UsageLine, ...]:
         return UsageLine(priced.units, priced.events_count, priced.amount_cents,
                          priced.precise_amount_cents, name, dict(grouped_by or {}))
 
+    def name(bucket: FilterUsage) -> str | None:
+        """A filter's fee name (Lago's ``ChargeFilter#display_name``: its values when it has
+        no display name); the default bucket has none."""
+        if bucket.values is None:
+            return bucket.invoice_display_name
+        return filter_display_name(bucket.invoice_display_name, bucket.values,
+                                   usage.charge.metric.filters)
+
     if usage.grouped_usage:
         out: list[UsageLine] = []
         for group in usage.grouped_usage:
             if group.filters:
-                out += [line(f.line, f.invoice_display_name, group.grouped_by)
-                        for f in group.filters]
+                out += [line(f.line, name(f), group.grouped_by) for f in group.filters]
             else:
                 out.append(line(group.line, None, group.grouped_by))
         return tuple(out)
     if usage.filters:
-        return tuple(line(f.line, f.invoice_display_name, None) for f in usage.filters)
+        return tuple(line(f.line, name(f), None) for f in usage.filters)
     return (line(usage.line, None, None),)
 
 
 def period_input(
     sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo,
     usage: SubscriptionUsage | None, upgraded: bool = False,
+    subscription_name: str | None = None,
 ) -> PeriodInput:
     """``upgraded``: the row was ended by an upgrade; the change's day is billed on the new
     plan, so the old one's fee stops the day before (models/lifecycle.py). ``usage`` None:
-    the period's advance fee only (no charges are billed at a period's start)."""
+    the period's advance fee only (no charges are billed at a period's start).
+    ``subscription_name``: the subscription's ``name``, its fee's display name."""
     zone = ZoneInfo(period.timezone)
     to_date = period.to_datetime.astimezone(zone).date()
     if upgraded and period.to_datetime < period.period_end:
         to_date = (period.to_datetime + ONE_MICROSECOND).astimezone(zone).date() - timedelta(
             days=1)
     ends = trial_end(sub.subscription_at, plan.trial_period)
+    # charges billed monthly: a month's close bills no fee; the plan's period's fee is billed
+    # on its own (split_fee_input in arrears, the advance periods in advance: ``usage`` None)
+    fee = ZERO if plan.bill_charges_monthly and usage is not None else plan.amount_cents
     charges = []
     for index, item in enumerate(usage.charges if usage is not None else ()):
         if item.charge.pay_in_advance:
@@ -240,7 +266,8 @@ def period_input(
         plan_code=plan.code,
         plan_name=plan.name,
         plan_invoice_display_name=plan.invoice_display_name,
-        amount_cents=plan.amount_cents,
+        subscription_name=subscription_name,
+        amount_cents=fee,
         trial_end=ends,
         trial_end_date=ends.astimezone(zone).date() if ends else None,
         minimum_commitment_cents=plan.minimum_commitment_cents,
@@ -312,3 +339,27 @@ class _Group:
 
 
 BATCH: Final = 500
+
+
+def split_fee_input(
+    sub: SubscriptionInfo, period: BillingPeriod, plan: PlanInfo, upgraded: bool = False,
+    subscription_name: str | None = None,
+) -> PeriodInput | None:
+    """A plan billing its charges monthly (Lago's ``bill_charges_monthly``): the subscription
+    fee of its yearly (or semiannual) period, on the invoice of the month that ends it (or of
+    the termination), as Lago's ``should_create_yearly_subscription_fee?`` in arrears; None for
+    the other months and for every other plan. The fee's dates are the plan's whole period,
+    prorated like any fee for a first or terminated period. Paid in advance, the fee is billed
+    at the period's start instead (the close's advance periods, over ``fee_view``)."""
+    if not plan.bill_charges_monthly or plan.pay_in_advance:
+        return None
+    whole = fee_view(sub, plan).period_at(period.to_datetime)
+    if whole.to_datetime != period.to_datetime:
+        return None
+    return period_input(sub, whole, plan, None, upgraded, subscription_name)
+
+
+def fee_view(sub: SubscriptionInfo, plan: PlanInfo) -> SubscriptionInfo:
+    """The subscription with the periods its fee is billed in: the plan's own interval when
+    its charges are billed monthly (their periods are the subscription's), else itself."""
+    return replace(sub, interval=plan.interval) if plan.bill_charges_monthly else sub

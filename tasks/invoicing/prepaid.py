@@ -10,7 +10,12 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from tallyflow.models.wallets import InvoiceDue, WalletFunds, plan_invoice_payments
+from tallyflow.models.wallets import (
+    InvoiceDue,
+    WalletFunds,
+    granted_cents,
+    plan_invoice_payments,
+)
 from tallyflow.tasks.invoicing.inputs import _Group
 from tallyflow.tasks.invoicing.watermark import invoice_prefix
 from tallyflow.tasks.wallets import USAGE_DEDUCTED, LedgerRow, post
@@ -30,12 +35,13 @@ _FUNDS = text(
 def _prepaid(
     conn: Connection, groups: Sequence[_Group], ids: Mapping[tuple[int, date], int],
     at: datetime,
-) -> dict[tuple[int, date], Decimal]:
+) -> tuple[dict[tuple[int, date], Decimal], dict[tuple[int, date], Decimal]]:
     """What the wallets paid toward each invoice: the hourly usage deductions already posted
     for its periods, plus, for the invoices being finalized, the last deduction of the rest
     (subscription fee, true-ups, taxes, usage not deducted yet) as far as the balances go, by
     the usual priority; or, when the hourly deductions took more than the invoice owes, the
-    excess back. The postings of the whole batch go out in one statement."""
+    excess back. The postings of the whole batch go out in one statement. Second: the money
+    of the granted credits among them, unrounded (``models.wallets.prepaid_breakdown``)."""
     pairs = [(s.id, p.period_start) for g in groups for s, p in g.items]
     taken: dict[tuple[int, datetime], list[Any]] = defaultdict(list)
     if pairs:
@@ -61,6 +67,9 @@ def _prepaid(
         for g in groups
     }
     prepaid = {key: invoice.deducted_cents for key, invoice in invoices.items()}
+    granted = {key: sum((granted_cents(cents, credits, part)
+                         for _, cents, credits, part in invoice.taken), Decimal(0))
+               for key, invoice in invoices.items()}
     payments = plan_invoice_payments([invoices[g.key] for g in due], funds, wallets_of)
     ledger: list[LedgerRow] = []
     for group, allocation in zip(due, payments, strict=True):
@@ -68,6 +77,8 @@ def _prepaid(
         for posting in allocation.postings:
             outbound = posting.direction == "outbound"
             prepaid[group.key] += posting.amount_cents if outbound else -posting.amount_cents
+            part = granted_cents(posting.amount_cents, posting.credits, posting.granted_credits)
+            granted[group.key] += part if outbound else -part
             ledger.append(LedgerRow(
                 posting.wallet_id, group.customer.id, posting.direction, "settled", "invoice",
                 posting.credits, posting.amount_cents, f"invoice:{invoice_id}:{posting.wallet_id}",
@@ -76,7 +87,7 @@ def _prepaid(
                      f" {posting.amount_cents} cents at finalization",
             ))
     post(conn, ledger, at)
-    return prepaid
+    return prepaid, granted
 
 
 def _numbers(conn: Connection, groups: Sequence[_Group]) -> dict[tuple[int, date], tuple[int, str]]:

@@ -7,8 +7,9 @@ together or not at all.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
@@ -19,6 +20,7 @@ from tallyflow.models.invoicing import (
     InvoiceAmounts,
 )
 from tallyflow.models.lago.summaries import InvoiceOutcome
+from tallyflow.models.wallets import prepaid_breakdown
 from tallyflow.tasks.invoicing.coupons import credit_coupons, write_credits
 from tallyflow.tasks.invoicing.documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CustomerInfo, _Group
@@ -83,7 +85,8 @@ _UPSERT = text(
       currency = excluded.currency, fees_amount_cents = excluded.fees_amount_cents,
       taxes_amount_cents = excluded.taxes_amount_cents,
       total_amount_cents = excluded.total_amount_cents,
-      prepaid_credit_amount_cents = 0, applied_taxes = excluded.applied_taxes,
+      prepaid_credit_amount_cents = 0, prepaid_granted_credit_amount_cents = null,
+      prepaid_purchased_credit_amount_cents = null, applied_taxes = excluded.applied_taxes,
       customer = excluded.customer, finalize_after = excluded.finalize_after,
       net_payment_term = excluded.net_payment_term,
       payment_due_date = excluded.payment_due_date,
@@ -97,10 +100,13 @@ _UPSERT = text(
 _SETTLE = text(
     """
     update invoices v set prepaid_credit_amount_cents = r.prepaid,
+      prepaid_granted_credit_amount_cents = r.granted,
+      prepaid_purchased_credit_amount_cents = r.purchased,
       total_amount_cents = r.total, sequential_id = r.seq, number = r.number, updated_at = now()
     from unnest(cast(:ids as bigint[]), cast(:prepaid as numeric[]), cast(:total as numeric[]),
-                cast(:seq as integer[]), cast(:number as text[])) as r(id, prepaid, total, seq,
-                                                                       number)
+                cast(:seq as integer[]), cast(:number as text[]), cast(:granted as numeric[]),
+                cast(:purchased as numeric[]))
+      as r(id, prepaid, total, seq, number, granted, purchased)
     where v.id = r.id
     """
 )
@@ -197,12 +203,13 @@ def _write_batch(
                           {g.key: g.amounts.currency for g in live}, at)
             failpoint("invoices.after_coupons")
         failpoint("invoices.after_draft")
-        prepaid = _prepaid(conn, live, ids, at)
+        prepaid, granted = _prepaid(conn, live, ids, at)
         failpoint("invoices.after_deduction")
         numbers = _numbers(conn, [g for g in live if g.due])
         settled = {g.key: g.amounts.with_prepaid(int(prepaid[g.key])) for g in live}
         if live:
             conn.execute(_SETTLE, {
+                **_split(live, settled, granted),
                 "ids": [ids[g.key] for g in live],
                 "prepaid": [settled[g.key].prepaid_credit_amount_cents for g in live],
                 "total": [settled[g.key].total_amount_cents for g in live],
@@ -227,6 +234,17 @@ def _write_batch(
         "total_amount_cents": settled[g.key].total_amount_cents,
         "prepaid_credit_amount_cents": settled[g.key].prepaid_credit_amount_cents,
     } for g in groups]
+
+
+def _split(
+    live: Sequence[_Group], settled: Mapping[tuple[int, date], InvoiceAmounts],
+    granted: Mapping[tuple[int, date], Decimal],
+) -> dict[str, list[int | None]]:
+    """The prepaid credits' granted and purchased parts of each invoice, as ``_SETTLE`` takes
+    them (``models.wallets.prepaid_breakdown``)."""
+    parts = [prepaid_breakdown(settled[g.key].prepaid_credit_amount_cents, granted[g.key])
+             for g in live]
+    return {"granted": [p[0] for p in parts], "purchased": [p[1] for p in parts]}
 
 
 def _insert_parts(conn: Connection, batch: Sequence[tuple[int, _Group]]) -> None:

@@ -447,11 +447,12 @@ _ROW = text(
 _INSERT_ROW = text(
     """
     insert into subscriptions (external_id, customer_id, plan_id, name, billing_time,
-      subscription_at, ending_at, on_termination_invoice, started_at, previous_subscription_id,
-      status, document, digest)
+      subscription_at, ending_at, terminated_at, on_termination_invoice, started_at,
+      previous_subscription_id, plan_changed_at, status, document, digest)
     select external_id, customer_id, :plan, name, billing_time, subscription_at, ending_at,
-           on_termination_invoice, :starts, id,
-           case when :starts <= :now then 'active' else 'pending' end,
+           cast(:ended as timestamptz), on_termination_invoice, :starts, id, :now,
+           case when least(cast(:ended as timestamptz), ending_at) < :now then 'terminated'
+                when :starts <= :now then 'active' else 'pending' end,
            cast(:doc as jsonb), :digest
     from subscriptions where id = :old
     returning id
@@ -524,6 +525,7 @@ def start_plan_change(
             f"its next period", "a downgrade takes effect at the next period start")
     conn.execute(
         text("update subscriptions set terminated_at = :end, updated_at = now(),"
+             " plan_changed_at = :now,"
              " status = case when :end <= :now then 'terminated' else status end"
              " where id = :id"),
         {"end": change.old_ends_at, "now": now, "id": old.id},
@@ -531,8 +533,10 @@ def start_plan_change(
     if document is None:
         document = loads(old.document)
         document["plan_code"] = plan_code
+    # a termination of the old row ends the new one too (a change backdated before it)
     new_id = int(conn.execute(_INSERT_ROW, {
         "plan": new_plan.id, "starts": change.new_starts_at, "now": now, "old": old.id,
+        "ended": old.terminated_at,
         "doc": dumps(document), "digest": digest(document),
     }).scalar_one())
     if change.upgrade:
@@ -568,10 +572,15 @@ def change_plan(
                               advance_fee_not_credited=change.upgrade and in_advance)
     failpoint("lifecycle.after_plan_change_commit")
     if change.upgrade and change.old_ends_at < now:
+        # the new row keeps the old one's end (ending_at, termination): one that has passed
+        # ends it too, and its snapshot there is its final one (a snapshot after its end has
+        # no period to price)
+        ends = effective_end(row.terminated_at, row.ending_at)
+        last = now if ends is None else min(now, ends)
         snapshot_subscriptions(engine, [row.id], change.old_ends_at)
-        snapshot_subscriptions(engine, [new_id], now)
+        snapshot_subscriptions(engine, [new_id], last)
         deduct_customers(engine, [row.customer_id], change.old_ends_at)
-        deduct_customers(engine, [row.customer_id], now)
+        deduct_customers(engine, [row.customer_id], last)
         if row.on_termination_invoice != "skip":
             close_periods(engine, now, customers=[row.external_customer_id], now=now)
             result.previous_invoice = _invoices_of(engine, row.id)

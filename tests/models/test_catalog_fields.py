@@ -85,7 +85,7 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
         "charges": "tasks/catalog/plan_versions.py",
         **{name: "tasks/invoicing/"
            for name in ("invoice_display_name", "tax_codes", "minimum_commitment",
-                        "pay_in_advance")},
+                        "pay_in_advance", "bill_charges_monthly")},
     },
     Customer: {
         **{name: "tasks/catalog/"
@@ -161,8 +161,13 @@ REFUSED = [
      "plan.minimum_commitment.tax_codes", "not supported yet"),
     ("plan-thresholds", plan(usage_thresholds=[{"amount_cents": 1}]), "plan.usage_thresholds",
      "not supported yet"),
+    # Lago's bill_charges_monthly: yearly and semiannual plans only (Plan
+    # #charges_billed_in_monthly_split_intervals?), without a commitment here
     ("plan-monthly-charges", plan(bill_charges_monthly=True), "plan.bill_charges_monthly",
-     "not supported yet"),
+     "yearly and semiannual plans only, not monthly"),
+    ("plan-monthly-charges-commitment",
+     plan(bill_charges_monthly=True, interval="yearly", minimum_commitment={"amount_cents": 1}),
+     "plan.bill_charges_monthly", "minimum_commitment is not supported yet"),
     ("charge-in-advance-prorated", plan(charge(pay_in_advance=True, prorated=True)),
      "plan.charges[0].prorated", "prorated pay-in-advance charges are not supported yet"),
     ("charge-prorated", plan(charge(prorated=True)), "plan.charges[0].prorated",

@@ -403,3 +403,26 @@ def test_a_wallets_own_rule_applies_to_it_alone() -> None:
                              [(1, 7, Decimal(8)), (2, 7, Decimal(8))], {}, {})
     assert [o.alert_key for o in opens] == ["rule-2:2:1"]
     assert opens[0].rule.threshold_credits == 9 and opens[0].customer_id == 7
+
+
+@pytest.mark.parametrize(("prepaid", "granted", "split"), [
+    (5170, Decimal("2500"), (2500, 2670)),
+    (1760, Decimal("1760"), (1760, None)),
+    (1000, Decimal("0"), (None, 1000)),
+    (0, Decimal("0"), (None, None)),
+    (1000, Decimal("333.5"), (334, 666)),  # ROUND_HALF_UP, the parts add up
+    (500, Decimal("800"), (500, None)),  # never more than was applied
+], ids=["both", "granted-only", "purchased-only", "none", "half-up", "capped"])
+def test_prepaid_breakdown_splits_granted_and_purchased(
+    prepaid: int, granted: Decimal, split: tuple[int | None, int | None]
+) -> None:
+    from tallyflow.models.wallets import prepaid_breakdown
+
+    assert prepaid_breakdown(prepaid, granted) == split
+
+
+def test_granted_cents_is_the_granted_share_of_a_movement() -> None:
+    from tallyflow.models.wallets import granted_cents
+
+    assert granted_cents(Decimal(1000), Decimal("10"), Decimal("2.5")) == Decimal(250)
+    assert granted_cents(Decimal(0), Decimal(0), Decimal(0)) == Decimal(0)

@@ -30,6 +30,7 @@ from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.invoicing import ZERO, InvoiceFee, Tax, amounts_of, applicable_taxes
+from tallyflow.models.wallets import granted_cents, prepaid_breakdown
 from tallyflow.tasks.folding import loads_exact
 from tallyflow.tasks.invoicing.documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CloseCatalog, CustomerInfo, load_close_catalog
@@ -44,6 +45,29 @@ class AdvanceLine:
     fee: InvoiceFee
     subscription_id: int
     event_transaction_id: str
+
+
+# What paid a pay_in_advance invoice: its postings, one per wallet of the customer, keyed
+# ``invoice:<invoice id>:<wallet id>`` (tasks/invoicing/advance/charges.py), found by the key's
+# unique index.
+_PAID = text(
+    """
+    select t.direction, t.amount_cents, t.credits, t.granted_credits
+    from wallets w join wallet_transactions t
+      on t.idempotency_key = 'invoice:' || cast(:invoice as text) || ':' || cast(w.id as text)
+    where w.customer_id = (select customer_id from invoices where id = :invoice)
+    """
+)
+
+
+def _granted_paid(conn: Connection, invoice_id: int) -> Decimal:
+    """The money of the granted credits that paid the invoice, unrounded
+    (``models.wallets.prepaid_breakdown`` splits it off the prepaid amount)."""
+    total = Decimal(0)
+    for r in conn.execute(_PAID, {"invoice": invoice_id}):
+        part = granted_cents(r.amount_cents, r.credits, r.granted_credits)
+        total += part if r.direction == "outbound" else -part
+    return total
 
 
 def issue_invoice(
@@ -93,11 +117,17 @@ def issue_invoice(
     amounts = amounts.with_prepaid(int(pay(invoice_id,
                                            amounts.sub_total_including_taxes_amount_cents)))
     number, seq = _number(conn, customer)
+    granted, purchased = (
+        prepaid_breakdown(amounts.prepaid_credit_amount_cents, _granted_paid(conn, invoice_id))
+        if invoice_type == "pay_in_advance" else (None, None))
     conn.execute(text("update invoices set prepaid_credit_amount_cents = :prepaid,"
+                      " prepaid_granted_credit_amount_cents = :granted,"
+                      " prepaid_purchased_credit_amount_cents = :purchased,"
                       " total_amount_cents = :total, sequential_id = :seq, number = :number"
                       " where id = :id"),
                  {"prepaid": amounts.prepaid_credit_amount_cents, "seq": seq, "number": number,
-                  "total": amounts.total_amount_cents, "id": invoice_id})
+                  "total": amounts.total_amount_cents, "id": invoice_id,
+                  "granted": granted, "purchased": purchased})
     html = render_sealed(conn, [invoice_id])[invoice_id]
     failpoint("advance.before_seal", conn)
     conn.execute(text(

@@ -195,3 +195,21 @@ def test_buckets_partition_the_charge(filters, events) -> None:
     ]
     folded = bucket_states(bucket_of(filters), rows, SumState.merge)
     assert {b: int(g[()].result()) for b, g in folded.items()} == totals
+
+
+@pytest.mark.parametrize(("display", "values", "shown"), [
+    # spec/models/charge_filter_spec.rb "#display_name"
+    ("Visa cards", {"card": ["visa"]}, "Visa cards"),
+    (None, {"card": ["visa"]}, "visa"),
+    (None, {"type": ["output"], "model": ["gpt-4o-mini"]}, "gpt-4o-mini, output"),
+    (None, {"model": ["a", "b"], "type": ["__ALL_FILTER_VALUES__"]}, "a, b, type"),
+    ("", {"other": ["x"], "model": ["m"]}, "m, x"),
+], ids=["display-name", "values", "metric-key-order", "all-values-key", "undeclared-last"])
+def test_filter_display_name_is_its_values_when_it_has_none(
+    display: str | None, values: dict[str, list[str]], shown: str
+) -> None:
+    from tallyflow.models.rating.filters import MetricFilter, filter_display_name
+
+    metric = (MetricFilter("model", ("gpt-4o-mini", "a", "b", "m")),
+              MetricFilter("type", ("input", "output")))
+    assert filter_display_name(display, values, metric) == shown

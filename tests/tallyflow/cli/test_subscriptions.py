@@ -110,3 +110,28 @@ def test_terminating_a_pending_subscription_cancels_it(engine: Engine, tmp_path:
     again = runner.invoke(app, ["subscriptions", "terminate", SUB])
     assert again.exit_code == 1 and "was canceled" in again.stderr
     assert "apply a subscription with this external_id" in again.stderr
+
+
+def test_change_plan_after_ending_at_passed_refuses_or_finishes_in_one_line(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Issue 27, item 7a: no ValueError after a committed change. At a moment after the end:
+    one line with a hint, nothing written; backdated inside the life: the upgrade is done."""
+    from tallyflow.tasks.catalog import apply_catalog
+
+    def ended(doc: dict[str, Any]) -> None:
+        doc.update(subscription_at="2025-03-05T05:00:00Z", ending_at="2025-03-25T12:00:00Z")
+
+    apply_mistral(engine, tmp_path, subscription=ended)
+    plan = json.loads((tmp_path / "catalog" / "plan.json").read_text())
+    plan["plan"].update({"code": "pro", "amount_cents": 10_000})
+    (tmp_path / "pro.json").write_text(json.dumps(plan))
+    assert apply_catalog(engine, [tmp_path / "pro.json"]).ok
+    refused = runner.invoke(app, ["subscriptions", "change-plan", SUB, "pro"])
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "it ended at 2025-03-25T12:00:00+00:00" in refused.stderr
+    assert "apply a new subscription instead" in refused.stderr
+    done = runner.invoke(app, ["subscriptions", "change-plan", SUB, "pro", "--at",
+                               "2025-03-20T12:00:00Z", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["kind"] == "upgrade"

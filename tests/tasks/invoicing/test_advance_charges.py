@@ -73,6 +73,9 @@ def test_each_event_is_billed_once_on_an_hourly_invoice_paid_from_the_wallet(
     assert [(f["event_transaction_id"], f["amount_cents"], f["pay_in_advance"])
             for f in invoice["fees"]] == [("e1", 200, True), ("e2", 600, True)]
     assert invoice["prepaid_credit_amount_cents"] == 880 and invoice["total_amount_cents"] == 0
+    # the wallet's 25 granted credits are consumed first (Lago's prepaid credit breakdown)
+    assert (invoice["prepaid_granted_credit_amount_cents"],
+            invoice["prepaid_purchased_credit_amount_cents"]) == (880, None)
     assert invoice["payment_status"] == "succeeded"
     # paid once, at once; the hourly usage deduction leaves the charge out (not twice)
     assert ledger(engine) == [("invoice", "invoice", 880)]
