@@ -66,6 +66,18 @@ def _fee_object(row: Any) -> InvoiceFee:
     }
 
 
+def fee_objects(conn: Connection, fee_ids: Sequence[int]) -> dict[int, InvoiceFee]:
+    """Lago fee objects by fee id (a credit note's items show the fees they credit)."""
+    rows = conn.execute(text(
+        """
+        select f.*, f.grouped_by::text as grouped_by, f.applied_taxes::text as applied_taxes,
+               v.lago_id as invoice_lago_id, v.currency, v.invoice_type
+        from invoice_fees f join invoices v on v.id = f.invoice_id
+        where f.id = any(cast(:ids as bigint[]))
+        """), {"ids": list(fee_ids)})
+    return {int(r.id): _fee_object(r) for r in rows}
+
+
 def float_free(value: Decimal) -> str:
     """Rates as decimal strings (Lago writes floats; a float would change the digits)."""
     return plain_text(Decimal(value))
@@ -311,7 +323,7 @@ def invoice_document(engine: Engine, key: str, kind: str) -> bytes | str | None:
     return render_pdf(row.html or render_html(invoice))
 
 
-__all__ = ["PdfUnavailable", "count_invoices", "find_invoice", "invoice_document",
+__all__ = ["PdfUnavailable", "count_invoices", "fee_objects", "find_invoice", "invoice_document",
            "invoice_objects", "list_invoices", "render_documents", "render_sealed"]
 
 

@@ -19,6 +19,7 @@ from tallyflow.models.invoicing import (
     InvoiceAmounts,
 )
 from tallyflow.models.lago.summaries import InvoiceOutcome
+from tallyflow.tasks.invoicing.credit_notes import consume_credit_notes
 from tallyflow.tasks.invoicing.documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CustomerInfo, _Group
 from tallyflow.tasks.invoicing.prepaid import _numbers, _prepaid
@@ -95,10 +96,11 @@ _UPSERT = text(
 _SETTLE = text(
     """
     update invoices v set prepaid_credit_amount_cents = r.prepaid,
+      credit_notes_amount_cents = r.noted,
       total_amount_cents = r.total, sequential_id = r.seq, number = r.number, updated_at = now()
     from unnest(cast(:ids as bigint[]), cast(:prepaid as numeric[]), cast(:total as numeric[]),
-                cast(:seq as integer[]), cast(:number as text[])) as r(id, prepaid, total, seq,
-                                                                       number)
+                cast(:seq as integer[]), cast(:number as text[]), cast(:noted as numeric[]))
+      as r(id, prepaid, total, seq, number, noted)
     where v.id = r.id
     """
 )
@@ -181,6 +183,7 @@ def _write_batch(
             ids = {(r.customer_id, r.issuing_date): r.id for r in rows}
             _insert_parts(conn, [(ids[g.key], g) for g in live])
         failpoint("invoices.after_draft")
+        consume_credit_notes(conn, live, ids)  # after taxes, before prepaid credits (§14)
         prepaid = _prepaid(conn, live, ids, at)
         failpoint("invoices.after_deduction")
         numbers = _numbers(conn, [g for g in live if g.due])
@@ -189,6 +192,7 @@ def _write_batch(
             conn.execute(_SETTLE, {
                 "ids": [ids[g.key] for g in live],
                 "prepaid": [settled[g.key].prepaid_credit_amount_cents for g in live],
+                "noted": [settled[g.key].credit_notes_amount_cents for g in live],
                 "total": [settled[g.key].total_amount_cents for g in live],
                 "seq": [numbers[g.key][0] if g.key in numbers else None for g in live],
                 "number": [numbers[g.key][1] if g.key in numbers else None for g in live],

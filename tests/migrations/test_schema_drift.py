@@ -72,6 +72,11 @@ TRIGGERS = {
     # (tests/migrations/test_event_voids.py, tests/tasks/corrections/test_voids.py)
     ("events", "events_void_kept"),
     ("event_voids", "event_voids_kept"),
+    # migration 0022: an issued credit note changes only its balance and statuses
+    # (tests/migrations/test_credit_notes.py)
+    ("credit_notes", "credit_notes_kept"),
+    ("credit_note_items", "credit_note_items_kept"),
+    ("credit_note_credits", "credit_note_credits_kept"),
 }
 
 
