@@ -1,7 +1,8 @@
 """Credit notes on a real finalized invoice: credit, refund back to the wallet, offset, numbers,
 idempotency, a crash before the wallet correction, void, estimate, and consumption by the next
 invoice at its finalization (Lago: spec/services/credit_notes/create_service_spec.rb,
-void_service_spec.rb, estimate_service_spec.rb, spec/services/credits/credit_note_service_spec.rb)."""
+void_service_spec.rb, estimate_service_spec.rb,
+spec/services/credits/credit_note_service_spec.rb)."""
 
 from __future__ import annotations
 
