@@ -127,8 +127,9 @@ class InvoiceState:
     earlier: tuple[EarlierNote, ...] = ()
     coupons_amount_cents: int = 0
 
-    def fee(self, fee_id: int) -> CreditableFee | None:
-        return next((f for f in self.fees if f.fee_id == fee_id), None)
+    def fee(self, lago_id: str) -> CreditableFee | None:
+        """A fee of this invoice by its ``lago_id`` (Lago's ``fee_id`` in a request)."""
+        return next((f for f in self.fees if f.lago_id == lago_id), None)
 
     @property
     def fee_total_amount_cents(self) -> int:
@@ -260,9 +261,10 @@ class CreditNoteRefused(ValueError):
 
 @dataclass(frozen=True)
 class Request:
-    """What the caller asks: items as ``(fee_id, amount_cents)``, and where the total goes."""
+    """What the caller asks: items as ``(fee lago_id, amount_cents)``, and where the total
+    goes."""
 
-    items: tuple[tuple[int, Decimal], ...]
+    items: tuple[tuple[str, Decimal], ...]
     credit_amount_cents: int = 0
     refund_amount_cents: int = 0
     offset_amount_cents: int = 0
@@ -419,7 +421,7 @@ class Estimate:
     max_refundable_amount_cents: int
 
 
-def estimate(items: Sequence[tuple[int, Decimal]], invoice: InvoiceState) -> Estimate:
+def estimate(items: Sequence[tuple[str, Decimal]], invoice: InvoiceState) -> Estimate:
     """Lago's ``EstimateService``: items as whole cents, taxes as at issue, the credit their
     total, the refund the part of it still refundable; then the rounding step (a cent off the
     total, else off the taxes)."""

@@ -22,6 +22,7 @@ from tallyflow.api.lago import LagoError, LagoJSON, invalid
 from tallyflow.api.pipeline import Pipeline
 from tallyflow.api.routers import (
     billable_metrics,
+    credit_notes,
     customers,
     events,
     health,
@@ -36,7 +37,7 @@ from tallyflow.api.routers import (
 from tallyflow.api.settings import ApiSettings
 
 ROUTERS = (events, billable_metrics, plans, customers, subscriptions, taxes, usage, wallets,
-           invoices, voids, health)
+           invoices, credit_notes, voids, health)
 
 
 def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> FastAPI:

@@ -76,6 +76,40 @@ class VoidRequest(_Body):
     reason: str
 
 
+class CreditNoteItem(_Body):
+    """One fee credited: Lago's ``fee_id`` is the fee's ``lago_id``."""
+
+    fee_id: str
+    amount_cents: int | str
+
+
+class CreditNote(_Body):
+    """Lago's credit note request. ``metadata`` is Lago's and not carried out by Tallyflow:
+    refused when it holds a value."""
+
+    invoice_id: str
+    reason: str | None = None
+    description: str | None = None
+    credit_amount_cents: int | None = None
+    refund_amount_cents: int | None = None
+    offset_amount_cents: int | None = None
+    items: list[CreditNoteItem]
+    metadata: dict[str, Any] | None = None
+
+
+class CreditNoteRequest(_Body):
+    credit_note: CreditNote
+
+
+class CreditNoteEstimate(_Body):
+    invoice_id: str
+    items: list[CreditNoteItem]
+
+
+class CreditNoteEstimateRequest(_Body):
+    credit_note: CreditNoteEstimate
+
+
 def document_request(kind: str) -> type[BaseModel]:
     """``{kind: {...}}``: a Lago catalog document (its fields are checked by ``tallyflow
     apply``'s rules, models/catalog)."""

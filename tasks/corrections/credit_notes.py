@@ -406,7 +406,7 @@ def void_credit_note(engine: Engine, key: str, at: datetime | None = None) -> Cr
 
 
 def estimate_credit_note(engine: Engine, invoice_key: str,
-                         items: Sequence[tuple[int, Decimal]]) -> CreditNoteEstimate:
+                         items: Sequence[tuple[str, Decimal]]) -> CreditNoteEstimate:
     """Lago's ``POST /credit_notes/estimate``: nothing is written."""
     with engine.connect() as conn:
         invoice = _invoice_row(conn, invoice_key)

@@ -54,21 +54,13 @@ def _finalized(engine: Engine, folder: Path, **kwargs: Any) -> dict[str, Any]:
     return invoice
 
 
-def _fee(invoice: dict[str, Any], kind: str, cents: int) -> int:
-    """The database id of the invoice's fee of that type and amount."""
-    return next(int(f["_id"]) for f in invoice["fees"]
-                if f["item"]["type"] == kind and f["amount_cents"] == cents)
+def _fee(invoice: dict[str, Any], kind: str, cents: int) -> str:
+    """The lago_id of the invoice's fee of that type and amount."""
+    return str(next(f["lago_id"] for f in invoice["fees"]
+                    if f["item"]["type"] == kind and f["amount_cents"] == cents))
 
 
-def _with_ids(engine: Engine, invoice: dict[str, Any]) -> dict[str, Any]:
-    with engine.connect() as conn:
-        ids = dict(conn.execute(text("select lago_id, id from invoice_fees")).all())
-    for fee in invoice["fees"]:
-        fee["_id"] = ids[fee["lago_id"]]
-    return invoice
-
-
-def _issue(invoice: dict[str, Any], items: list[tuple[int, int]], **amounts: Any) -> Issue:
+def _issue(invoice: dict[str, Any], items: list[tuple[str, int]], **amounts: Any) -> Issue:
     key = amounts.pop("key", None)
     return Issue(invoice["number"], Request(tuple((f, Decimal(c)) for f, c in items),
                                             **amounts), idempotency_key=key)
@@ -76,7 +68,7 @@ def _issue(invoice: dict[str, Any], items: list[tuple[int, int]], **amounts: Any
 
 def test_credit_then_the_next_invoice_consumes_it(engine: Engine, tmp_path: Path) -> None:
     # create_service_spec.rb "creates a credit note"; credit_note_service_spec.rb
-    invoice = _with_ids(engine, _finalized(engine, tmp_path, wallet=False))
+    invoice = _finalized(engine, tmp_path, wallet=False)
     charge = _fee(invoice, "charge", 600)
     note = issue_credit_note(engine, _issue(invoice, [(charge, 500)], credit_amount_cents=600),
                              at=AT)
@@ -107,7 +99,7 @@ def test_credit_then_the_next_invoice_consumes_it(engine: Engine, tmp_path: Path
 def test_refund_of_a_wallet_paid_invoice_goes_back_to_the_wallet(
     engine: Engine, tmp_path: Path
 ) -> None:
-    invoice = _with_ids(engine, _finalized(engine, tmp_path))
+    invoice = _finalized(engine, tmp_path)
     assert invoice["prepaid_credit_amount_cents"] == 4680
     before = balances(engine)["acme/prepaid_credits"]["cents"]
     sub = _fee(invoice, "subscription", 3100)
@@ -137,7 +129,7 @@ def test_refund_of_a_wallet_paid_invoice_goes_back_to_the_wallet(
 
 
 def test_offset_estimate_void_and_the_database_guard(engine: Engine, tmp_path: Path) -> None:
-    invoice = _with_ids(engine, _finalized(engine, tmp_path, wallet=False))
+    invoice = _finalized(engine, tmp_path, wallet=False)
     assert invoice["total_amount_cents"] == 4680
     charge = _fee(invoice, "charge", 200)
     # estimate_service_spec.rb: the most creditable and refundable (nothing paid)
