@@ -31,6 +31,7 @@ IMPLEMENTED: dict[str, tuple[str, ...]] = {
     r"billing health|prometheus( metrics)?": ("health",),
     r"run history": ("runs",),
     r"backfills?": ("billing", "run"),
+    r"credit notes?": ("credit-notes", "create"),
 }
 
 
