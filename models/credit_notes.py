@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from datetime import date, timedelta
+from decimal import ROUND_DOWN, Decimal
 from typing import Final
 
 from tallyflow.models.rating.money import WIDE, round_minor
@@ -485,3 +486,74 @@ def consume(owed_cents: int, notes: Sequence[Available]) -> tuple[tuple[int, int
             out.append((note.credit_note_id, take))
             left -= take
     return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Termination and upgrade of a plan paid in advance (Lago's CreditNotes::CreateFromTermination)
+# --------------------------------------------------------------------------------------------
+
+TERMINATION_CHOICES: Final = ("credit", "refund", "skip")
+
+
+def termination_days(from_date: date, end_date: date, terminated_on: date, *,
+                     upgrade: bool = False, trial_end: date | None = None) -> tuple[int, int]:
+    """``(unused, used)`` days of the period a fee paid in advance covered (local dates):
+    Lago's ``remaining_duration`` (the days after the termination day; an upgrade credits
+    the termination day too, the new plan bills it; days of a trial are not credited) and
+    ``used_duration`` (from the period's first billed day, or the trial's end, to the
+    termination day)."""
+    billed_from = terminated_on - timedelta(days=1) if upgrade else terminated_on
+    if trial_end is not None and trial_end >= billed_from:
+        billed_from = end_date if trial_end > end_date else trial_end - timedelta(days=1)
+    unused = max(0, (end_date - billed_from).days)
+    used_from = max(from_date, trial_end) if trial_end is not None else from_date
+    used = max(0, (min(terminated_on, end_date) - used_from).days + 1)
+    return unused, used
+
+
+@dataclass(frozen=True)
+class FeePaid:
+    """The fee paid in advance and what its invoice was paid (for a refund's share)."""
+
+    fee: CreditableFee
+    precise_total_amount_cents: Decimal  # the fee's precise amount plus its precise taxes
+    invoice_sub_total_including_taxes_amount_cents: int
+
+
+def termination_request(paid: FeePaid, invoice: InvoiceState, *, plan_amount_cents: Decimal,
+                        period_days: int, days: tuple[int, int], choice: str,
+                        upgrade: bool = False) -> Request | None:
+    """The credit note for the unused days of a fee paid in advance, or None when nothing is
+    left to credit (Lago's ``CreateFromTermination``): the single-day price times the unused
+    days, capped at the fee and less what notes already credited on it, to 5 decimals; with
+    its taxes, all as credit, or (``refund``) refunded up to the fee's share of what was paid
+    less the used days' value, the rest as credit. An upgrade with a refund is refused, as
+    Lago refuses it."""
+    if choice == "skip":
+        return None
+    if upgrade and choice == "refund":
+        raise CreditNoteRefused({"on_termination_credit_note": ["refund_with_upgrade"]})
+    fee = paid.fee
+    day_price = _div(Decimal(plan_amount_cents), Decimal(period_days))
+    amount = min(WIDE.multiply(day_price, Decimal(days[0])), Decimal(fee.amount_cents))
+    amount = (amount - fee.credited_cents).quantize(Decimal(10) ** -DB_PRECISION_SCALE,
+                                                    rounding=ROUND_DOWN)
+    if amount <= 0:
+        return None
+    total = _with_taxes(fee, invoice, amount)
+    refund = 0
+    if choice == "refund" and paid.invoice_sub_total_including_taxes_amount_cents > 0:
+        share = WIDE.multiply(_div(paid.precise_total_amount_cents,
+                                   Decimal(paid.invoice_sub_total_including_taxes_amount_cents)),
+                              Decimal(invoice.total_paid_amount_cents))
+        used = Decimal(_with_taxes(fee, invoice, WIDE.multiply(day_price, Decimal(days[1]))))
+        if share - used > 0:
+            refund = _round(min(share - used, Decimal(total)))
+    return Request(((fee.lago_id, amount),), total - refund, refund, 0, "order_change")
+
+
+def _with_taxes(fee: CreditableFee, invoice: InvoiceState, amount: Decimal) -> int:
+    """Lago's ``adjust_for_coupon_and_taxes``: the amount less its coupons, plus its taxes."""
+    taxes = apply_taxes([Item(fee, amount)], {t.code: t for t in invoice.taxes})
+    return _round(amount - taxes.coupons_adjustment_amount_cents
+                  + taxes.precise_taxes_amount_cents)

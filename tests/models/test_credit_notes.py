@@ -174,3 +174,47 @@ def test_refund_goes_back_to_the_wallets_that_paid_first() -> None:
     # 1100 of the wallets' 1200 left: wallet 7 paid 800, wallet 9 paid 300 (net)
     assert wallet_refunds(1000, invoice, [(7, 800), (9, 300)]) == ((7, 800), (9, 200))
     assert wallet_refunds(5000, invoice, [(7, 800), (9, 300)]) == ((7, 800), (9, 300))
+
+
+# create_from_termination_spec.rb: a €31 plan paid in advance for October (31 days), 20 % VAT,
+# terminated on 15 October: 16 unused days, 15 used; the refund cases' invoice holds two such
+# fees (7440 with taxes), paid 7440 or 5580
+TERMINATION = [
+    pytest.param("credit", 0, (1920, 0), id="creates a credit note"),
+    pytest.param("refund", 7440, (0, 1920), id="when refund is requested, fully paid"),
+    pytest.param("refund", 5580, (930, 990), id="when refund is requested, partially paid"),
+    pytest.param("refund", 0, (1920, 0), id="refund of an unpaid invoice: all as credit"),
+]
+
+
+@pytest.mark.parametrize(("choice", "paid", "expected"), TERMINATION)
+def test_termination_credit_note(choice: str, paid: int, expected: tuple[int, int]) -> None:
+    from datetime import date
+
+    from tallyflow.models.credit_notes import FeePaid, termination_days, termination_request
+
+    days = termination_days(date(2022, 10, 1), date(2022, 10, 31), date(2022, 10, 15))
+    assert days == (16, 15)
+    fee = _fee("sub", 3100, ("vat", "20"))
+    other = _fee("other", 3100, ("vat", "20"))
+    invoice = _invoice((fee, other), 7440, paid=paid)
+    request = termination_request(FeePaid(fee, D(3720), 7440), invoice,
+                                  plan_amount_cents=D(3100), period_days=31, days=days,
+                                  choice=choice)
+    assert request is not None and request.items == (("sub", D(1600)),)
+    assert (request.credit_amount_cents, request.refund_amount_cents) == expected
+    amounts = compute(request, invoice)
+    assert (amounts.taxes_amount_cents, amounts.total_amount_cents) == (320, 1920)
+
+
+def test_termination_days_upgrade_and_trial() -> None:
+    from datetime import date
+
+    from tallyflow.models.credit_notes import termination_days
+
+    # an upgrade credits the termination day too (the new plan bills it)
+    assert termination_days(date(2022, 10, 1), date(2022, 10, 31), date(2022, 10, 15),
+                            upgrade=True) == (17, 15)
+    # a trial ending after the termination: its days are not credited
+    assert termination_days(date(2022, 10, 1), date(2022, 10, 31), date(2022, 10, 15),
+                            trial_end=date(2022, 10, 20)) == (12, 0)
