@@ -14,6 +14,7 @@ from tallyflow.tasks.corrections.credit_notes import (
     estimate_credit_note,
     find_credit_note,
     issue_credit_note,
+    issue_termination_credit_note,
     list_credit_notes,
     void_credit_note,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "estimate_credit_note",
     "find_credit_note",
     "issue_credit_note",
+    "issue_termination_credit_note",
     "list_credit_notes",
     "void_credit_note",
     "EventKey",

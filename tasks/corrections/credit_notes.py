@@ -33,15 +33,19 @@ from tallyflow.models.credit_notes import (
     CreditableFee,
     CreditNoteRefused,
     EarlierNote,
+    FeePaid,
     FeeTax,
     InvoiceState,
     InvoiceTax,
     Request,
     compute,
     estimate,
+    termination_days,
+    termination_request,
     wallet_refunds,
 )
 from tallyflow.models.exact_json import loads_exact
+from tallyflow.models.invoicing import trial_end
 from tallyflow.models.lago.resources import (
     CreditNote,
     CreditNoteAppliedTax,
@@ -50,6 +54,7 @@ from tallyflow.models.lago.resources import (
 )
 from tallyflow.models.lago.times import iso, iso_z
 from tallyflow.models.rating.money import plain_text
+from tallyflow.models.rating.periods import period_containing
 from tallyflow.models.wallets import credits_for
 from tallyflow.tasks.invoicing import (
     fee_objects,
@@ -60,7 +65,8 @@ from tallyflow.tasks.wallets import LedgerRow, lock_customers, post
 
 __all__ = ["REASONS", "CreditNoteRefused", "Issue", "count_credit_notes",
            "credit_note_document", "estimate_credit_note", "find_credit_note",
-           "issue_credit_note", "list_credit_notes", "void_credit_note"]
+           "issue_credit_note", "issue_termination_credit_note", "list_credit_notes",
+           "void_credit_note"]
 
 
 @dataclass(frozen=True)
@@ -439,3 +445,63 @@ def credit_note_document(engine: Engine, key: str, kind: str) -> bytes | str | N
         html = str(conn.execute(text("select html from credit_notes where id = :i"),
                                 {"i": found}).scalar_one())
     return html if kind == "html" else render_pdf(html)
+
+
+_LAST_ADVANCE_FEE = text(
+    """
+    select f.id, f.lago_id, f.precise_amount_cents + f.taxes_precise_amount_cents as precise,
+           v.lago_id as invoice_key, v.status, v.fees_amount_cents + v.taxes_amount_cents
+             - v.coupons_amount_cents as sub_total_incl,
+           s.terminated_at, s.billing_time, s.subscription_at as anchor_at,
+           coalesce(s.started_at, s.subscription_at) as starts_at, c.timezone,
+           p.interval, p.amount_cents as plan_amount_cents, p.trial_period, p.pay_in_advance
+    from subscriptions s
+    join customers c on c.id = s.customer_id
+    join plans p on p.id = s.plan_id
+    join invoice_fees f on f.subscription_id = s.id and f.item_type = 'subscription'
+    join invoices v on v.id = f.invoice_id
+    where s.id = :s and f.from_datetime <= s.terminated_at and s.terminated_at <= f.to_datetime
+    order by f.to_datetime desc, f.id desc
+    limit 1
+    """
+)
+
+
+def issue_termination_credit_note(engine: Engine, subscription_id: int, choice: str, *,
+                                  upgrade: bool = False,
+                                  at: datetime | None = None) -> CreditNote | None:
+    """Lago's ``CreateFromTermination``: the credit note for the unused days of the fee a
+    terminated (or upgraded) row of a plan paid in advance paid for its last period
+    (``choice``: ``credit``, ``refund`` or ``skip``). None when there is nothing to credit: no
+    such fee, a plan in arrears, a fee on a draft invoice, nothing unused. Its idempotency key
+    is the fee's, so a rerun (or a crash before it) issues it once."""
+    with engine.connect() as conn:
+        row = conn.execute(_LAST_ADVANCE_FEE, {"s": subscription_id}).first()
+        if (row is None or choice == "skip" or not row.pay_in_advance
+                or row.status != "finalized"):
+            return None
+        key = f"termination:{row.lago_id}"
+        done = conn.execute(text("select id from credit_notes where idempotency_key = :k"),
+                            {"k": key}).scalar()
+        if done is not None:  # a rerun: the note already issued
+            return _objects(conn, [int(done)])[0]
+        invoice = _invoice_row(conn, row.invoice_key)
+        state = _state(conn, invoice)
+    fee = state.fee(row.lago_id)
+    assert fee is not None
+    period = period_containing(row.terminated_at, row.interval, row.billing_time,
+                               row.starts_at, row.timezone, anchor_at=row.anchor_at)
+    zone = ZoneInfo(row.timezone or "UTC")
+    trial = trial_end(row.starts_at, row.trial_period)
+    days = termination_days(
+        max(period.start_date, row.starts_at.astimezone(zone).date()), period.end_date,
+        row.terminated_at.astimezone(zone).date(), upgrade=upgrade,
+        trial_end=trial.astimezone(zone).date() if trial is not None else None)
+    request = termination_request(
+        FeePaid(fee, Decimal(row.precise), int(row.sub_total_incl)), state,
+        plan_amount_cents=Decimal(row.plan_amount_cents),
+        period_days=(period.end_date - period.start_date).days + 1, days=days,
+        choice=choice, upgrade=upgrade)
+    if request is None:
+        return None
+    return issue_credit_note(engine, Issue(row.invoice_key, request, idempotency_key=key), at)

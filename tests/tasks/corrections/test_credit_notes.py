@@ -150,3 +150,51 @@ def test_offset_estimate_void_and_the_database_guard(engine: Engine, tmp_path: P
         with pytest.raises(DBAPIError):
             with engine.begin() as conn:
                 conn.execute(text(statement))
+
+
+def test_termination_and_upgrade_credit_the_unused_days(engine: Engine, tmp_path: Path) -> None:
+    """A plan paid in advance (create_from_termination_spec.rb): 15 March start (1700 for 17
+    days, 10 % organization tax, paid by the wallet), terminated on the 25th: 6 unused days
+    at 3100 / 31 = 600 + 60 of tax, refunded to the wallet; a rerun issues nothing more."""
+    from tallyflow.tasks.subscriptions import LifecycleError, terminate_subscription
+    from tests.tasks.invoicing.test_invoicing_advance import START
+    from tests.tasks.rating_fixtures import SUB
+
+    catalog(engine, tmp_path, plan={"amount_cents": 3100, "pay_in_advance": True},
+            start=START.isoformat())
+    hour(engine, START + timedelta(hours=1))
+    end = datetime(2025, 3, 25, 16, tzinfo=UTC)
+    now = end + timedelta(hours=1)
+    ingested_until(engine, now)
+    with pytest.raises(LifecycleError):
+        terminate_subscription(engine, SUB, end, now=now, on_termination_credit_note="offset")
+    before = balances(engine)["acme/prepaid_credits"]["cents"]
+    done = terminate_subscription(engine, SUB, end, now=now, on_termination_credit_note="refund")
+    assert done.credit_note is not None and not done.advance_fee_not_credited
+    note = done.credit_note
+    assert (note["reason"], note["items"][0]["amount_cents"], note["taxes_amount_cents"],
+            note["refund_amount_cents"], note["wallet_refund_amount_cents"],
+            note["credit_amount_cents"]) == ("order_change", 600, 60, 660, 660, 0)
+    assert balances(engine)["acme/prepaid_credits"]["cents"] == before + 660
+    again = terminate_subscription(engine, SUB, end, now=now, on_termination_credit_note="refund")
+    assert again.credit_note is not None and again.credit_note["lago_id"] == note["lago_id"]
+    assert len(list_credit_notes(engine)) == 1
+    assert_balances_match_ledger(engine)
+
+
+def test_upgrade_credits_the_old_plans_unused_days(engine: Engine, tmp_path: Path) -> None:
+    from tallyflow.tasks.subscriptions import change_plan
+    from tests.tasks.rating_fixtures import SUB
+    from tests.tasks.subscriptions.test_lifecycle import _second_plan, cycle
+
+    catalog(engine, tmp_path, plan={"amount_cents": 3100, "pay_in_advance": True})
+    now = datetime(2025, 3, 26, 10, tzinfo=UTC)
+    ingested_until(engine, now)
+    cycle(engine, now)
+    _second_plan(engine, tmp_path, "pro", 6200)
+    done = change_plan(engine, SUB, "pro", datetime(2025, 3, 20, 12, tzinfo=UTC), now=now,
+                       on_termination_credit_note="credit")
+    # the 20th to the 31st (the new plan bills the change's day): 12 x 100 + 10 % tax
+    assert done.credit_note is not None and not done.advance_fee_not_credited
+    assert (done.credit_note["credit_amount_cents"],
+            done.credit_note["balance_amount_cents"]) == (1320, 1320)
