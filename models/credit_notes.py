@@ -549,7 +549,8 @@ def termination_request(paid: FeePaid, invoice: InvoiceState, *, plan_amount_cen
         used = Decimal(_with_taxes(fee, invoice, WIDE.multiply(day_price, Decimal(days[1]))))
         if share - used > 0:
             refund = _round(min(share - used, Decimal(total)))
-    return Request(((fee.lago_id, amount),), total - refund, refund, 0, "order_change")
+    # Lago's TerminateService names the reason (an upgrade terminates the old row too)
+    return Request(((fee.lago_id, amount),), total - refund, refund, 0, "order_cancellation")
 
 
 def _with_taxes(fee: CreditableFee, invoice: InvoiceState, amount: Decimal) -> int:

@@ -11,6 +11,8 @@ Why (issue 27, items 1 and 8): Lago's credit notes on finalized invoices.
 - ``credit_note_items``: the fees credited and by how much (precise and rounded).
 - ``credit_note_credits``: what a later invoice consumed of a note's credit, written in that
   invoice's finalizing transaction (Lago's ``credits`` with a ``credit_note``).
+- ``subscriptions.on_termination_credit_note``: Lago's choice for a plan paid in advance's
+  unused days at a termination or upgrade (``credit``, ``refund``, ``skip``; null: none).
 - Triggers (like the invoices', migration 0006): a note is never deleted, and of its columns
   only ``credit_status``, ``refund_status``, ``voided_at``, ``updated_at`` and a decreasing
   ``balance_amount_cents`` may change (and ``html``, once, from empty: the document is written
@@ -73,6 +75,8 @@ def _money(*names: str) -> list[sa.Column]:
 
 
 def upgrade() -> None:
+    op.add_column("subscriptions",
+                  sa.Column("on_termination_credit_note", sa.Text(), nullable=True))
     op.create_table(
         "credit_notes",
         sa.Column("id", sa.BigInteger(), sa.Identity(always=False), nullable=False),
@@ -176,3 +180,4 @@ def downgrade() -> None:
         op.drop_table(table)  # drops its trigger too
     op.execute("drop function credit_note_parts_guard()")
     op.execute("drop function credit_notes_guard()")
+    op.drop_column("subscriptions", "on_termination_credit_note")

@@ -69,6 +69,7 @@ _SUBSCRIPTION = text(
     select s.id, s.external_id, s.customer_id, c.external_id as external_customer_id,
            {ROW_STARTS_SQL} as subscription_at, s.terminated_at,
            s.ending_at, s.on_termination_invoice, s.plan_id, s.subscription_at as anchor_at,
+           s.on_termination_credit_note,
            s.previous_subscription_id, s.status
     from subscriptions s join customers c on c.id = s.customer_id
     where s.external_id = :x
@@ -317,8 +318,9 @@ def terminate_subscription(
         result.periods_zeroed = len(zeroed)
     failpoint("lifecycle.after_terminate_commit")
     _after_termination(engine, result, sub, at, now, zeroed)
-    if on_termination_credit_note is not None:
-        result.credit_note = _termination_note(engine, sub.id, on_termination_credit_note, now)
+    note_choice = on_termination_credit_note or sub.on_termination_credit_note
+    if note_choice is not None and not step.cancel:
+        result.credit_note = _termination_note(engine, sub.id, note_choice, now)
         result.advance_fee_not_credited &= result.credit_note is None
     return result
 
@@ -479,11 +481,11 @@ _INSERT_ROW = text(
     """
     insert into subscriptions (external_id, customer_id, plan_id, name, billing_time,
       subscription_at, ending_at, on_termination_invoice, started_at, previous_subscription_id,
-      status, document, digest)
+      status, document, digest, on_termination_credit_note)
     select external_id, customer_id, :plan, name, billing_time, subscription_at, ending_at,
            on_termination_invoice, :starts, id,
            case when :starts <= :now then 'active' else 'pending' end,
-           cast(:doc as jsonb), :digest
+           cast(:doc as jsonb), :digest, on_termination_credit_note
     from subscriptions where id = :old
     returning id
     """
@@ -597,6 +599,9 @@ def change_plan(
                      {"id": row.id})
         new_id, change, old_code = start_plan_change(conn, row.id, plan_code, at, now)
         in_advance = _advance_fee_not_credited(conn, row.plan_id)
+        note_choice = on_termination_credit_note or row.on_termination_credit_note
+        if change.upgrade:  # the stored choice too (Lago refuses a refund with an upgrade)
+            _check_note_choice(note_choice, ("credit", "skip"))
     result = PlanChangeResult(external_id, change.kind, old_code, plan_code,
                               change.new_starts_at, int(row.id), new_id,
                               advance_fee_not_credited=change.upgrade and in_advance)
@@ -609,8 +614,7 @@ def change_plan(
         if row.on_termination_invoice != "skip":
             close_periods(engine, now, customers=[row.external_customer_id], now=now)
             result.previous_invoice = _invoices_of(engine, row.id)
-    if change.upgrade and on_termination_credit_note is not None:
-        result.credit_note = _termination_note(engine, row.id, on_termination_credit_note, now,
-                                               upgrade=True)
+    if change.upgrade and note_choice is not None:
+        result.credit_note = _termination_note(engine, row.id, note_choice, now, upgrade=True)
         result.advance_fee_not_credited &= result.credit_note is None
     return result

@@ -174,7 +174,7 @@ def test_termination_and_upgrade_credit_the_unused_days(engine: Engine, tmp_path
     note = done.credit_note
     assert (note["reason"], note["items"][0]["amount_cents"], note["taxes_amount_cents"],
             note["refund_amount_cents"], note["wallet_refund_amount_cents"],
-            note["credit_amount_cents"]) == ("order_change", 600, 60, 660, 660, 0)
+            note["credit_amount_cents"]) == ("order_cancellation", 600, 60, 660, 660, 0)
     assert balances(engine)["acme/prepaid_credits"]["cents"] == before + 660
     again = terminate_subscription(engine, SUB, end, now=now, on_termination_credit_note="refund")
     assert again.credit_note is not None and again.credit_note["lago_id"] == note["lago_id"]
