@@ -187,13 +187,14 @@ def test_upgrade_credits_the_old_plans_unused_days(engine: Engine, tmp_path: Pat
     from tests.tasks.rating_fixtures import SUB
     from tests.tasks.subscriptions.test_lifecycle import _second_plan, cycle
 
-    catalog(engine, tmp_path, plan={"amount_cents": 3100, "pay_in_advance": True})
+    # the choice stored with the subscription (the catalog's on_termination_credit_note)
+    catalog(engine, tmp_path, plan={"amount_cents": 3100, "pay_in_advance": True},
+            subscription={"on_termination_credit_note": "credit"})
     now = datetime(2025, 3, 26, 10, tzinfo=UTC)
     ingested_until(engine, now)
     cycle(engine, now)
     _second_plan(engine, tmp_path, "pro", 6200)
-    done = change_plan(engine, SUB, "pro", datetime(2025, 3, 20, 12, tzinfo=UTC), now=now,
-                       on_termination_credit_note="credit")
+    done = change_plan(engine, SUB, "pro", datetime(2025, 3, 20, 12, tzinfo=UTC), now=now)
     # the 20th to the 31st (the new plan bills the change's day): 12 x 100 + 10 % tax
     assert done.credit_note is not None and not done.advance_fee_not_credited
     assert (done.credit_note["credit_amount_cents"],
