@@ -99,6 +99,10 @@ _FEES = text(
     """
 )
 
+_OFFSETS = text(
+    "select invoice_id, sum(offset_amount_cents) from credit_notes"
+    " where invoice_id = any(cast(:ids as bigint[])) group by invoice_id")
+
 _SUBSCRIPTIONS = text(
     """
     select i.invoice_id, s.id, s.external_id, s.name, p.code as plan_code, s.billing_time,
@@ -161,6 +165,8 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[Invoice]:
                 "lago_id": str(s.version_id), "version": s.version,
                 "effective_from": iso(s.version_from)},
         })
+    # what credit notes offset is no longer due (Lago's total_due_amount_cents)
+    offsets = {int(i): _int(c) for i, c in conn.execute(_OFFSETS, {"ids": ids})}
     out: list[Invoice] = []
     for r in rows:
         sub_total_excl = _int(r.fees_amount_cents) - _int(r.coupons_amount_cents)
@@ -192,7 +198,7 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[Invoice]:
             "prepaid_credit_amount_cents": _int(r.prepaid_credit_amount_cents),
             "total_amount_cents": _int(r.total_amount_cents),
             "total_due_amount_cents": (0 if r.payment_status == "succeeded"
-                                       else _int(r.total_amount_cents)),
+                                       else _int(r.total_amount_cents) - offsets.get(r.id, 0)),
             "version_number": VERSION_NUMBER,
             "created_at": iso(r.created_at),
             "updated_at": iso(r.updated_at),

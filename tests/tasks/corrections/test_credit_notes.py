@@ -29,6 +29,7 @@ from tallyflow.tasks.corrections import (
     list_credit_notes,
     void_credit_note,
 )
+from tallyflow.tasks.invoicing import find_invoice
 from tests.tasks.invoicing.test_invoicing import (
     CLOSE,
     MARCH_END,
@@ -141,6 +142,8 @@ def test_offset_estimate_void_and_the_database_guard(engine: Engine, tmp_path: P
     assert refused.value.errors == {"refund_amount_cents": ["cannot_refund_unpaid_invoice"]}
     offset = issue_credit_note(engine, _issue(invoice, [(charge, 150)], offset_amount_cents=180))
     assert (offset["offset_amount_cents"], offset["balance_amount_cents"]) == (180, 0)
+    shown = find_invoice(engine, invoice["number"])
+    assert shown is not None and shown["total_due_amount_cents"] == 4680 - 180
     credit = issue_credit_note(engine, _issue(invoice, [(charge, 50)], credit_amount_cents=60))
     voided = void_credit_note(engine, credit["number"])
     assert (voided["credit_status"], voided["balance_amount_cents"]) == ("voided", 0)
