@@ -5,10 +5,13 @@ spec/requests/api/v1/credit_notes_controller_spec.rb)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+from lago_python_client.models.credit_note import CreditNote as LagoCreditNote
+from lago_python_client.models.credit_note import CreditNoteResponse
 from sqlalchemy import Engine
 
 from tallyflow.models.lago.conformance import mismatches
@@ -37,13 +40,21 @@ def test_credit_notes_through_the_api(engine: Engine, tmp_path: Path,
     assert made.status_code == 200, made.text
     note = made.json()["credit_note"]
     assert mismatches(note, CreditNote) == []
+    # Lago's own client reads it
+    assert CreditNoteResponse.parse_obj(note).total_amount_cents == 600
+    # and what its CreditNote request model writes is accepted
+    request = LagoCreditNote(invoice_id=invoice["lago_id"], credit_amount_cents=120,
+                             items=[{"fee_id": fee, "amount_cents": 100}])
+    body = json.loads(request.json())
+    via_client = client.post("/api/v1/credit_notes", json={"credit_note": body})
+    assert via_client.status_code == 200, via_client.text
     again = client.post("/api/v1/credit_notes", headers=headers,
                         json=_body(invoice, fee, credit_amount_cents=600))
     assert again.json()["credit_note"]["lago_id"] == note["lago_id"]
     listed = client.get("/api/v1/credit_notes",
                         params={"external_customer_id": "acme"}).json()
-    assert [n["lago_id"] for n in listed["credit_notes"]] == [note["lago_id"]]
-    assert listed["meta"]["total_count"] == 1
+    assert [n["lago_id"] for n in listed["credit_notes"]][-1] == note["lago_id"]
+    assert listed["meta"]["total_count"] == 2
     assert client.get(f"/api/v1/credit_notes/{note['lago_id']}").json()[
         "credit_note"]["number"] == note["number"]
     voided = client.put(f"/api/v1/credit_notes/{note['lago_id']}/void")
