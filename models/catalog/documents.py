@@ -57,6 +57,7 @@ from tallyflow.models.catalog.fields import (
     _one_of,
     _priority,
 )
+from tallyflow.models.credit_notes import TERMINATION_CHOICES
 from tallyflow.models.lifecycle import ON_TERMINATION_INVOICE
 
 
@@ -288,6 +289,10 @@ class Subscription(LagoModel):
     # None is Lago's default, "generate" (left out so that older documents keep their digest)
     on_termination_invoice: Annotated[
         str, _one_of("on_termination_invoice", ON_TERMINATION_INVOICE)] | None = None
+    # A plan paid in advance: what a termination or upgrade does with the unused days
+    # (tasks/corrections/credit_notes.py); None: no credit note (docs/credit-notes.md)
+    on_termination_credit_note: Annotated[
+        str, _one_of("on_termination_credit_note", TERMINATION_CHOICES)] | None = None
 
     NO_EFFECT = _EXPORT_FIELDS | {
         "lago_customer_id", "status", "started_at", "canceled_at", "terminated_at",
@@ -297,7 +302,6 @@ class Subscription(LagoModel):
     NOT_SUPPORTED = {
         "plan_overrides": "per-subscription plan overrides",
         "usage_thresholds": "progressive billing at usage thresholds",
-        "on_termination_credit_note": "credit notes for the unused part of a period",
     }
 
 

@@ -385,3 +385,91 @@ class Invoice(TypedDict):
     applied_taxes: Any
     fees: list[InvoiceFee]
     credits: list[Credit]
+
+
+# ------------------------------------------------------------------------ credit notes
+
+
+class CreditNoteItem(TypedDict):
+    """Lago's ``V1::CreditNoteItemSerializer``: the fee credited and by how much."""
+
+    lago_id: str
+    amount_cents: int
+    precise_amount_cents: str
+    amount_currency: str
+    fee: InvoiceFee
+
+
+class CreditNoteAppliedTax(TypedDict):
+    """Lago's ``V1::CreditNotes::AppliedTaxSerializer`` (the estimate leaves out the ids)."""
+
+    lago_credit_note_id: NotRequired[str]  # absent in an estimate
+    tax_name: str
+    tax_code: str
+    tax_rate: str
+    tax_description: None
+    base_amount_cents: int
+    amount_cents: int
+    amount_currency: str
+
+
+class CreditNote(TypedDict):
+    """Lago's ``V1::CreditNoteSerializer`` with its items and applied taxes; rates and precise
+    amounts as decimal strings (docs/architecture.md §7)."""
+
+    lago_id: str
+    billing_entity_code: str | None
+    sequential_id: int
+    number: str
+    lago_invoice_id: str
+    invoice_number: str
+    issuing_date: str
+    credit_status: str
+    refund_status: str | None
+    reason: str
+    description: str | None
+    currency: str
+    total_amount_cents: int
+    precise_total_amount_cents: str
+    taxes_amount_cents: int
+    precise_taxes_amount_cents: str
+    sub_total_excluding_taxes_amount_cents: int
+    balance_amount_cents: int
+    credit_amount_cents: int
+    refund_amount_cents: int
+    offset_amount_cents: int
+    coupons_adjustment_amount_cents: int
+    taxes_rate: str
+    created_at: str
+    updated_at: str
+    file_url: None
+    xml_url: None
+    self_billed: bool
+    # Tallyflow's: the part of the refund that went back to the wallets (docs/credit-notes.md)
+    wallet_refund_amount_cents: int
+    voided_at: str | None
+    items: list[CreditNoteItem]
+    applied_taxes: list[CreditNoteAppliedTax]
+
+
+class EstimateItem(TypedDict):
+    lago_fee_id: str
+    amount_cents: int
+
+
+class CreditNoteEstimate(TypedDict):
+    """Lago's ``V1::CreditNotes::EstimateSerializer``."""
+
+    lago_invoice_id: str
+    invoice_number: str
+    currency: str
+    taxes_amount_cents: int
+    precise_taxes_amount_cents: str
+    sub_total_excluding_taxes_amount_cents: int
+    max_creditable_amount_cents: int
+    max_refundable_amount_cents: int
+    coupons_adjustment_amount_cents: int
+    precise_coupons_adjustment_amount_cents: str
+    taxes_rate: str
+    items: list[EstimateItem]
+    applied_taxes: list[CreditNoteAppliedTax]

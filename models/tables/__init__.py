@@ -24,6 +24,11 @@ from tallyflow.models.tables.catalog import (
     wallet_recurring_rules,
     wallets,
 )
+from tallyflow.models.tables.corrections import (
+    credit_note_credits,
+    credit_note_items,
+    credit_notes,
+)
 from tallyflow.models.tables.discounts import applied_coupons, coupon_credits, coupons
 from tallyflow.models.tables.ingestion import (
     RUN_STATUSES,
@@ -72,6 +77,9 @@ __all__ = [
     "billing_entities",
     "charge_filters",
     "charges",
+    "credit_note_credits",
+    "credit_note_items",
+    "credit_notes",
     "customers",
     "event_archives",
     "event_requests",

@@ -215,6 +215,9 @@ subscriptions = Table(
     # "generate" | "skip": whether a termination bills the partial period (migration 0009)
     Column("on_termination_invoice", Text, nullable=False,
            server_default=text("'generate'")),
+    # "credit" | "refund" | "skip" | null (none): a plan paid in advance's unused days at a
+    # termination or upgrade (migration 0022; tasks/corrections/credit_notes.py)
+    Column("on_termination_credit_note", Text),
     # A plan change's row: when it took over (its periods keep subscription_at's anchor, as
     # Lago's do) and the row it took over from (migration 0009).
     Column("started_at", DateTime(timezone=True)),

@@ -24,6 +24,7 @@ from tallyflow.api.routers import (
     add_ons,
     billable_metrics,
     coupons,
+    credit_notes,
     customers,
     events,
     health,
@@ -38,7 +39,7 @@ from tallyflow.api.routers import (
 from tallyflow.api.settings import ApiSettings
 
 ROUTERS = (events, billable_metrics, plans, customers, subscriptions, taxes, usage, wallets,
-           invoices, voids, coupons, health, add_ons)
+           invoices, credit_notes, voids, coupons, health, add_ons)
 
 
 def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> FastAPI:

@@ -115,6 +115,38 @@ class VoidInvoiceRequest(_Body):
     generate_credit_note: bool | None = None
     refund_amount: int | None = None
     credit_amount: int | None = None
+class CreditNoteItem(_Body):
+    """One fee credited: Lago's ``fee_id`` is the fee's ``lago_id``."""
+
+    fee_id: str
+    amount_cents: int | str
+
+
+class CreditNote(_Body):
+    """Lago's credit note request. ``metadata`` is Lago's and not carried out by Tallyflow:
+    refused when it holds a value."""
+
+    invoice_id: str
+    reason: str | None = None
+    description: str | None = None
+    credit_amount_cents: int | None = None
+    refund_amount_cents: int | None = None
+    offset_amount_cents: int | None = None
+    items: list[CreditNoteItem]
+    metadata: dict[str, Any] | None = None
+
+
+class CreditNoteRequest(_Body):
+    credit_note: CreditNote
+
+
+class CreditNoteEstimate(_Body):
+    invoice_id: str
+    items: list[CreditNoteItem]
+
+
+class CreditNoteEstimateRequest(_Body):
+    credit_note: CreditNoteEstimate
 
 
 def document_request(kind: str) -> type[BaseModel]:

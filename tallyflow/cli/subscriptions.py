@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import typer
 
@@ -56,6 +57,9 @@ def terminate(
     skip_invoice: bool = typer.Option(
         False, "--skip-invoice",
         help="Do not invoice the partial period (Lago's on_termination_invoice=skip)."),
+    credit_note: str | None = typer.Option(
+        None, "--on-termination-credit-note",
+        help="A plan paid in advance: credit or refund the unused days (credit, refund, skip)."),
     as_json: bool = typer.Option(False, "--json", help="Print what it did as JSON."),
 ) -> None:
     """Terminate a subscription: usage after it is unbillable, a termination invoice is issued.
@@ -63,7 +67,8 @@ def terminate(
     from tallyflow.tasks.subscriptions import terminate_subscription
 
     done = terminate_subscription(billing_engine(), subscription, parse_moment(at),
-                                  on_termination_invoice="skip" if skip_invoice else None)
+                                  on_termination_invoice="skip" if skip_invoice else None,
+                                  on_termination_credit_note=credit_note)
     out = done.as_dict()
     if as_json:
         typer.echo(json.dumps(out, indent=2))
@@ -80,7 +85,8 @@ def terminate(
                f"{out['wallet_credited_back_cents']} cents credited back")
     if done.advance_fee_not_credited:
         typer.echo("the plan is paid in advance: the fee billed at the period's start is not"
-                   " credited back (Tallyflow issues no credit notes)")
+                   " credited back (--on-termination-credit-note credit|refund does)")
+    _credit_note(done.credit_note)
     if done.on_termination_invoice == "skip":
         typer.echo("no termination invoice (on_termination_invoice: skip)")
     elif not done.invoices:
@@ -97,12 +103,16 @@ def change_plan(
     plan: str = typer.Argument(..., help="Code of the new plan."),
     at: str | None = typer.Option(
         None, "--at", help="When it is asked for (ISO time with offset or epoch; default: now)."),
+    credit_note: str | None = typer.Option(
+        None, "--on-termination-credit-note",
+        help="An upgrade from a plan paid in advance: credit its unused days (credit, skip)."),
     as_json: bool = typer.Option(False, "--json", help="Print what it did as JSON."),
 ) -> None:
     """Upgrade (at once) or downgrade (at the period end) a subscription, as Lago does."""
     from tallyflow.tasks.subscriptions import change_plan as change
 
-    done = change(billing_engine(), subscription, plan, parse_moment(at))
+    done = change(billing_engine(), subscription, plan, parse_moment(at),
+                  on_termination_credit_note=credit_note)
     out = done.as_dict()
     if as_json:
         typer.echo(json.dumps(out, indent=2))
@@ -111,8 +121,16 @@ def change_plan(
                f" effective {out['effective_at']}")
     if done.advance_fee_not_credited:
         typer.echo("the previous plan is paid in advance: its fee for the period is not"
-                   " credited back (Tallyflow issues no credit notes)")
+                   " credited back (--on-termination-credit-note credit does)")
+    _credit_note(done.credit_note)
     for invoice in done.previous_invoice:
         typer.echo(f"previous plan's invoice: {invoice['number'] or '(draft)'}"
                    f" {invoice['status']}, {invoice['total_amount_cents']}"
                    f" {invoice['currency']} cents")
+
+
+def _credit_note(note: dict[str, Any] | None) -> None:
+    if note is not None:
+        typer.echo(f"credit note {note['number']}: {note['total_amount_cents']}"
+                   f" {note['currency']} cents for the unused days (credit"
+                   f" {note['credit_amount_cents']}, refund {note['refund_amount_cents']})")

@@ -333,7 +333,8 @@ def _write_subscription(
     before = None if row_id is None else conn.execute(
         select(t.subscriptions.c.subscription_at, t.subscriptions.c.ending_at,
                t.subscriptions.c.plan_id, t.subscriptions.c.started_at,
-               t.subscriptions.c.on_termination_invoice, t.subscriptions.c.status)
+               t.subscriptions.c.on_termination_invoice, t.subscriptions.c.status,
+               t.subscriptions.c.on_termination_credit_note)
         .where(t.subscriptions.c.id == row_id)).one()
     if before is not None and before.status == "canceled":
         # Canceled before it started (models/lifecycle.py): a changed file subscribes again
@@ -366,6 +367,9 @@ def _write_subscription(
             "on_termination_invoice": (subscription.on_termination_invoice
                                        or (before.on_termination_invoice if before else None)
                                        or "generate"),
+            "on_termination_credit_note": (
+                subscription.on_termination_credit_note
+                or (before.on_termination_credit_note if before else None)),
         },
         doc,
     )

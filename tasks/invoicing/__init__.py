@@ -25,6 +25,7 @@ from tallyflow.tasks.invoicing.documents import (
     InvoiceError,
     InvoiceQuery,
     count_invoices,
+    fee_objects,
     find_invoice,
     invoice_document,
     list_invoices,
@@ -58,7 +59,12 @@ from tallyflow.tasks.invoicing.pdfs import (
     render_pdf_chunk,
     render_pdf_chunk_task,
 )
-from tallyflow.tasks.invoicing.render import PdfUnavailable, pdf_available
+from tallyflow.tasks.invoicing.render import (
+    PdfUnavailable,
+    pdf_available,
+    render_credit_note_html,
+    render_pdf,
+)
 from tallyflow.tasks.invoicing.watermark import (
     DEFAULT_PREFIX,
     DEFAULT_SETTLE_HOURS,
@@ -98,6 +104,7 @@ __all__ = [
     "cut_short",
     "emit_invoice_events_task",
     "ended_periods",
+    "fee_objects",
     "find_invoice",
     "ingest_watermark",
     "invoice_document",
@@ -118,6 +125,8 @@ __all__ = [
     "pending_pdfs_task",
     "period_input",
     "record_payment",
+    "render_credit_note_html",
+    "render_pdf",
     "render_pdf_chunk",
     "render_pdf_chunk_task",
     "render_sealed",

@@ -82,6 +82,18 @@ def _fee_fields(row: Any) -> InvoiceFee:
     }
 
 
+def fee_objects(conn: Connection, fee_ids: Sequence[int]) -> dict[int, InvoiceFee]:
+    """Lago fee objects by fee id (a credit note's items show the fees they credit)."""
+    rows = conn.execute(text(
+        """
+        select f.*, f.grouped_by::text as grouped_by, f.applied_taxes::text as applied_taxes,
+               v.lago_id as invoice_lago_id, v.currency, v.invoice_type
+        from invoice_fees f join invoices v on v.id = f.invoice_id
+        where f.id = any(cast(:ids as bigint[]))
+        """), {"ids": list(fee_ids)})
+    return {int(r.id): _fee_object(r) for r in rows}
+
+
 def float_free(value: Decimal) -> str:
     """Rates as decimal strings (Lago writes floats; a float would change the digits)."""
     return plain_text(Decimal(value))
@@ -129,6 +141,9 @@ def _credits(conn: Connection, ids: Sequence[int]) -> dict[int, list[Credit]]:
         })
     return out
 
+_OFFSETS = text(
+    "select invoice_id, sum(offset_amount_cents) from credit_notes"
+    " where invoice_id = any(cast(:ids as bigint[])) group by invoice_id")
 
 _SUBSCRIPTIONS = text(
     """
@@ -193,6 +208,8 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[Invoice]:
                 "effective_from": iso(s.version_from)},
         })
     credits = _credits(conn, ids)
+    # what credit notes offset is no longer due (Lago's total_due_amount_cents)
+    offsets = {int(i): _int(c) for i, c in conn.execute(_OFFSETS, {"ids": ids})}
     out: list[Invoice] = []
     for r in rows:
         sub_total_excl = _int(r.fees_amount_cents) - _int(r.coupons_amount_cents)
@@ -230,7 +247,7 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[Invoice]:
             # Lago: nothing is due on a voided invoice (docs/architecture.md §13)
             "total_due_amount_cents": (0 if r.payment_status == "succeeded"
                                        or r.status == "voided"
-                                       else _int(r.total_amount_cents)),
+                                       else _int(r.total_amount_cents) - offsets.get(r.id, 0)),
             "version_number": VERSION_NUMBER,
             "created_at": iso(r.created_at),
             "updated_at": iso(r.updated_at),
@@ -390,7 +407,7 @@ def invoice_document(engine: Engine, key: str, kind: str) -> bytes | str | None:
     return render_pdf(row.html or render_html(invoice))
 
 
-__all__ = ["PdfUnavailable", "count_invoices", "find_invoice", "invoice_document",
+__all__ = ["PdfUnavailable", "count_invoices", "fee_objects", "find_invoice", "invoice_document",
            "invoice_objects", "list_invoices", "render_documents", "render_sealed"]
 
 

@@ -60,7 +60,9 @@ def _prepaid(
     invoices = {
         g.key: InvoiceDue(
             g.customer.id, g.amounts.currency,
-            Decimal(g.amounts.sub_total_including_taxes_amount_cents),
+            # what is left after the credit notes (tasks/invoicing/credit_notes.py)
+            Decimal(g.amounts.sub_total_including_taxes_amount_cents
+                    - g.amounts.credit_notes_amount_cents),
             tuple((r.wallet_id, r.amount_cents, r.credits, r.granted_credits)
                   for s, p in g.items for r in taken.get((s.id, p.period_start), [])),
         )

@@ -35,6 +35,13 @@ def render_html(invoice: Mapping[str, Any]) -> str:
     return template.render(invoice=invoice, money=lambda cents: money(cents, currency))
 
 
+def render_credit_note_html(note: Mapping[str, Any]) -> str:
+    """A credit note's document (Lago's object with items and applied taxes)."""
+    template = _ENV.get_template("credit_note.html")
+    currency = note["currency"]
+    return template.render(note=note, money=lambda cents: money(cents, currency))
+
+
 def render_pdf(html: str) -> bytes:
     try:
         from weasyprint import HTML  # type: ignore[import-untyped]

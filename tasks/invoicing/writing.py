@@ -22,6 +22,7 @@ from tallyflow.models.invoicing import (
 from tallyflow.models.lago.summaries import InvoiceOutcome
 from tallyflow.models.wallets import prepaid_breakdown
 from tallyflow.tasks.invoicing.coupons import credit_coupons, write_credits
+from tallyflow.tasks.invoicing.credit_notes import consume_credit_notes
 from tallyflow.tasks.invoicing.documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CustomerInfo, _Group
 from tallyflow.tasks.invoicing.prepaid import _numbers, _prepaid
@@ -102,11 +103,12 @@ _SETTLE = text(
     update invoices v set prepaid_credit_amount_cents = r.prepaid,
       prepaid_granted_credit_amount_cents = r.granted,
       prepaid_purchased_credit_amount_cents = r.purchased,
+      credit_notes_amount_cents = r.noted,
       total_amount_cents = r.total, sequential_id = r.seq, number = r.number, updated_at = now()
     from unnest(cast(:ids as bigint[]), cast(:prepaid as numeric[]), cast(:total as numeric[]),
                 cast(:seq as integer[]), cast(:number as text[]), cast(:granted as numeric[]),
-                cast(:purchased as numeric[]))
-      as r(id, prepaid, total, seq, number, granted, purchased)
+                cast(:purchased as numeric[]), cast(:noted as numeric[]))
+      as r(id, prepaid, total, seq, number, granted, purchased, noted)
     where v.id = r.id
     """
 )
@@ -203,6 +205,7 @@ def _write_batch(
                           {g.key: g.amounts.currency for g in live}, at)
             failpoint("invoices.after_coupons")
         failpoint("invoices.after_draft")
+        consume_credit_notes(conn, live, ids)  # after taxes, before prepaid credits (§14)
         prepaid, granted = _prepaid(conn, live, ids, at)
         failpoint("invoices.after_deduction")
         numbers = _numbers(conn, [g for g in live if g.due])
@@ -212,6 +215,7 @@ def _write_batch(
                 **_split(live, settled, granted),
                 "ids": [ids[g.key] for g in live],
                 "prepaid": [settled[g.key].prepaid_credit_amount_cents for g in live],
+                "noted": [settled[g.key].credit_notes_amount_cents for g in live],
                 "total": [settled[g.key].total_amount_cents for g in live],
                 "seq": [numbers[g.key][0] if g.key in numbers else None for g in live],
                 "number": [numbers[g.key][1] if g.key in numbers else None for g in live],

@@ -30,6 +30,7 @@ from tallyflow.errors import UserError
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.catalog import digest, dumps, loads
+from tallyflow.models.credit_notes import TERMINATION_CHOICES
 from tallyflow.models.lifecycle import (
     ROW_STARTS_SQL,
     LifecycleRefusal,
@@ -45,6 +46,7 @@ from tallyflow.models.lifecycle import (
     termination_step_refusal,
 )
 from tallyflow.models.rating.periods import period_containing
+from tallyflow.tasks.corrections import CreditNoteRefused, issue_termination_credit_note
 from tallyflow.tasks.folding import FOLD_LOCK, rebuild_subscription
 from tallyflow.tasks.invoicing import close_periods
 from tallyflow.tasks.runs import transient_retries
@@ -67,6 +69,7 @@ _SUBSCRIPTION = text(
     select s.id, s.external_id, s.customer_id, c.external_id as external_customer_id,
            {ROW_STARTS_SQL} as subscription_at, s.terminated_at,
            s.ending_at, s.on_termination_invoice, s.plan_id, s.subscription_at as anchor_at,
+           s.on_termination_credit_note,
            s.previous_subscription_id, s.status
     from subscriptions s join customers c on c.id = s.customer_id
     where s.external_id = :x
@@ -143,9 +146,11 @@ class Termination:
     on_termination_invoice: str = "generate"
     invoices: list[dict[str, Any]] = field(default_factory=list)
     advance_fee_not_credited: bool = False
-    """The plan is paid in advance: the fee billed at the period's start stays billed in full.
-    Lago credits its unused part with a credit note; Tallyflow issues none (docs/invoices.md, "Plans
-    paid in advance"), and says so here rather than silently."""
+    """The plan is paid in advance and no credit note was issued (``on_termination_credit_note``
+    not given, or ``skip``): the fee billed at the period's start stays billed in full; said here
+    rather than silently (docs/invoices.md, "Plans paid in advance")."""
+    credit_note: dict[str, Any] | None = None
+    """The credit note for the unused days (Lago's ``on_termination_credit_note``)."""
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -268,6 +273,7 @@ def terminate_subscription(
     *,
     now: datetime | None = None,
     on_termination_invoice: str | None = None,
+    on_termination_credit_note: str | None = None,
 ) -> Termination:
     """Terminate ``external_id`` at ``at`` (default: now), as Lago's terminate call does.
 
@@ -275,14 +281,17 @@ def terminate_subscription(
     taken as of ``at``, and unless ``on_termination_invoice`` (or the subscription's own
     setting) is ``"skip"`` the partial period is invoiced at once when ``at`` has passed (a
     draft until the ingest watermark and the grace period allow finalizing it, like any
-    invoice). A future ``at`` is invoiced by the billing cycle after it. Raises
-    ``LifecycleError`` for an unknown subscription or a moment the rules refuse.
+    invoice). A future ``at`` is invoiced by the billing cycle after it. For a plan paid in
+    advance, ``on_termination_credit_note`` (``credit``, ``refund``, ``skip``) credits the
+    unused days of the fee paid at the period's start (``issue_termination_credit_note``).
+    Raises ``LifecycleError`` for an unknown subscription or a moment the rules refuse.
     """
     now = now or datetime.now(UTC)
     at = at or now
     if at.tzinfo is None:
         raise LifecycleError(f"--at {at.isoformat()} has no timezone",
                              "give an offset, e.g. 2026-11-27T10:00:00Z")
+    _check_note_choice(on_termination_credit_note, TERMINATION_CHOICES)
     with engine.begin() as conn:
         # Exclusive: no fold lands between the new end and the rebuilt state.
         conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK})
@@ -309,7 +318,31 @@ def terminate_subscription(
         result.periods_zeroed = len(zeroed)
     failpoint("lifecycle.after_terminate_commit")
     _after_termination(engine, result, sub, at, now, zeroed)
+    note_choice = on_termination_credit_note or sub.on_termination_credit_note
+    if note_choice is not None and not step.cancel:
+        result.credit_note = _termination_note(engine, sub.id, note_choice, now)
+        result.advance_fee_not_credited &= result.credit_note is None
     return result
+
+
+def _check_note_choice(choice: str | None, allowed: Sequence[str]) -> None:
+    if choice is not None and choice not in allowed:
+        raise LifecycleError(f"on_termination_credit_note {choice!r} is not one of "
+                             f"{', '.join(allowed)}",
+                             "Lago refuses a refund with an upgrade" if choice == "refund"
+                             else "credit the unused days, refund them, or skip")
+
+
+def _termination_note(engine: Engine, subscription_id: int, choice: str, now: datetime,
+                      upgrade: bool = False) -> dict[str, Any] | None:
+    """The credit note of the unused days, its refusals as the lifecycle's (one line)."""
+    try:
+        note = issue_termination_credit_note(engine, subscription_id, choice, upgrade=upgrade,
+                                             at=now)
+    except CreditNoteRefused as exc:
+        raise LifecycleError(f"on_termination_credit_note: {exc}",
+                             "credit or skip (Lago refuses a refund with an upgrade)") from exc
+    return dict(note) if note is not None else None
 
 
 def _end_row(
@@ -448,12 +481,13 @@ _INSERT_ROW = text(
     """
     insert into subscriptions (external_id, customer_id, plan_id, name, billing_time,
       subscription_at, ending_at, terminated_at, on_termination_invoice, started_at,
-      previous_subscription_id, plan_changed_at, status, document, digest)
+      previous_subscription_id, plan_changed_at, status, document, digest,
+      on_termination_credit_note)
     select external_id, customer_id, :plan, name, billing_time, subscription_at, ending_at,
            cast(:ended as timestamptz), on_termination_invoice, :starts, id, :now,
            case when least(cast(:ended as timestamptz), ending_at) < :now then 'terminated'
                 when :starts <= :now then 'active' else 'pending' end,
-           cast(:doc as jsonb), :digest
+           cast(:doc as jsonb), :digest, on_termination_credit_note
     from subscriptions where id = :old
     returning id
     """
@@ -473,8 +507,9 @@ class PlanChangeResult:
     subscription_id: int
     previous_invoice: list[dict[str, Any]] = field(default_factory=list)
     advance_fee_not_credited: bool = False
-    """An upgrade from a plan paid in advance: the old plan's fee for the period stays billed
-    in full (no credit note, as for a termination)."""
+    """An upgrade from a plan paid in advance without a credit note: the old plan's fee for the
+    period stays billed in full (as for a termination)."""
+    credit_note: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -553,6 +588,7 @@ def change_plan(
     at: datetime | None = None,
     *,
     now: datetime | None = None,
+    on_termination_credit_note: str | None = None,
 ) -> PlanChangeResult:
     """Move ``external_id`` to ``plan_code`` as Lago does (see ``start_plan_change``), then,
     for an upgrade already in effect, finish the old row like a termination: final snapshot,
@@ -561,12 +597,16 @@ def change_plan(
     end by the billing cycle, the new row from then on."""
     now = now or datetime.now(UTC)
     at = at or now
+    _check_note_choice(on_termination_credit_note, ("credit", "skip"))
     with engine.begin() as conn:
         row = _row_at(conn, external_id, at)
         conn.execute(text("select 1 from subscriptions where id = :id for update"),
                      {"id": row.id})
         new_id, change, old_code = start_plan_change(conn, row.id, plan_code, at, now)
         in_advance = _advance_fee_not_credited(conn, row.plan_id)
+        note_choice = on_termination_credit_note or row.on_termination_credit_note
+        if change.upgrade:  # the stored choice too (Lago refuses a refund with an upgrade)
+            _check_note_choice(note_choice, ("credit", "skip"))
     result = PlanChangeResult(external_id, change.kind, old_code, plan_code,
                               change.new_starts_at, int(row.id), new_id,
                               advance_fee_not_credited=change.upgrade and in_advance)
@@ -584,4 +624,7 @@ def change_plan(
         if row.on_termination_invoice != "skip":
             close_periods(engine, now, customers=[row.external_customer_id], now=now)
             result.previous_invoice = _invoices_of(engine, row.id)
+    if change.upgrade and note_choice is not None:
+        result.credit_note = _termination_note(engine, row.id, note_choice, now, upgrade=True)
+        result.advance_fee_not_credited &= result.credit_note is None
     return result

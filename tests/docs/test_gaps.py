@@ -32,6 +32,7 @@ IMPLEMENTED: dict[str, tuple[str, ...]] = {
     r"run history": ("runs",),
     r"backfills?": ("billing", "run"),
     r"\bcoupons?\b": ("coupons", "apply"),
+    r"credit notes?": ("credit-notes", "create"),
 }
 
 

@@ -75,6 +75,11 @@ TRIGGERS = {
     # migration 0023: a finalized invoice's coupon credits never change
     # (tests/tasks/invoicing/test_coupons_close.py)
     ("coupon_credits", "coupon_credits_final"),
+    # migration 0022: an issued credit note changes only its balance and statuses
+    # (tests/migrations/test_credit_notes.py)
+    ("credit_notes", "credit_notes_kept"),
+    ("credit_note_items", "credit_note_items_kept"),
+    ("credit_note_credits", "credit_note_credits_kept"),
 }
 
 

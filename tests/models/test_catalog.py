@@ -294,7 +294,7 @@ INVALID: list[tuple[str, list[dict[str, Any]], str, str]] = [
         rule(granted_credits="-5")])],
      "wallet.recurring_transaction_rules[0].granted_credits", "must not be negative"),
     # envelopes
-    ("envelope-unknown-kind", [{"credit_note": {"code": "x"}}], ".", "expected exactly one envelope"),
+    ("envelope-unknown-kind", [{"fee": {"code": "x"}}], ".", "expected exactly one envelope"),
     ("envelope-two-kinds", [{"plan": {}, "customer": {}}], ".", "expected exactly one envelope"),
     ("envelope-body-not-object", [{"plan": ["x"]}], "plan", "must be an object"),
 ]

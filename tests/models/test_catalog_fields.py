@@ -98,7 +98,7 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
     Subscription: {name: "tasks/catalog/"
                    for name in ("external_id", "external_customer_id", "plan_code", "name",
                                 "billing_time", "subscription_at", "ending_at",
-                                "on_termination_invoice")},
+                                "on_termination_invoice", "on_termination_credit_note")},
     RecurringRule: {name: "tasks/catalog/"
                     for name in ("trigger", "interval", "method", "paid_credits",
                                  "granted_credits", "threshold_credits",
@@ -209,8 +209,8 @@ REFUSED = [
      "customer.net_payment_term", "must not be negative"),
     ("subscription-termination-invoice", subscription(on_termination_invoice="later"),
      "subscription.on_termination_invoice", "generate"),
-    ("subscription-credit-note", subscription(on_termination_credit_note="credit"),
-     "subscription.on_termination_credit_note", "not supported yet"),
+    ("subscription-credit-note", subscription(on_termination_credit_note="offset"),
+     "subscription.on_termination_credit_note", "credit"),
     ("subscription-overrides", subscription(plan_overrides={"amount_cents": 5}),
      "subscription.plan_overrides", "not supported yet"),
     ("wallet-applies-to", wallet(applies_to={"fee_types": ["charge"]}), "wallet.applies_to",

@@ -110,6 +110,10 @@ def test_no_function_is_longer_than_80_lines(path: Path) -> None:
             assert length <= MAX_LINES, f"{path.name}:{node.name} has {length} lines"
 
 
+# Lago's writes that take no body (the path says everything)
+BODILESS = {("put", "/api/v1/credit_notes/{lago_id}/void")}
+
+
 def test_every_router_is_included_and_the_openapi_document_builds(tmp_path: Path) -> None:
     engine = create_engine("postgresql+psycopg://127.0.0.1/unused")  # never connected
     app = create_app(engine, ApiSettings(tmp_path.as_uri(), 0.1, 10, 1024), load=False)
@@ -120,7 +124,7 @@ def test_every_router_is_included_and_the_openapi_document_builds(tmp_path: Path
                 assert route.path in document["paths"]  # type: ignore[attr-defined]
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
-            if method in ("post", "put"):
+            if method in ("post", "put") and (method, path) not in BODILESS:
                 schema = operation["requestBody"]["content"]["application/json"]["schema"]
                 assert schema["properties"], f"{method} {path}"
     events = document["paths"]["/api/v1/events/batch"]["post"]["requestBody"]
