@@ -57,6 +57,12 @@ from tallyflow.models.tables.wallet_ledger import (
     wallet_transactions,
     wallet_usage_positions,
 )
+from tallyflow.models.tables.webhooks import (
+    webhook_attempts,
+    webhook_endpoints,
+    webhook_signing,
+    webhooks,
+)
 
 __all__ = [
     "RUN_STATUSES",
