@@ -32,11 +32,12 @@ from tallyflow.api.routers import (
     usage,
     voids,
     wallets,
+    webhook_endpoints,
 )
 from tallyflow.api.settings import ApiSettings
 
 ROUTERS = (events, billable_metrics, plans, customers, subscriptions, taxes, usage, wallets,
-           invoices, voids, health)
+           invoices, voids, webhook_endpoints, health)
 
 
 def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> FastAPI:
