@@ -105,4 +105,8 @@ __all__ = [
     "wallet_transactions",
     "wallet_usage_positions",
     "wallets",
+    "webhook_attempts",
+    "webhook_endpoints",
+    "webhook_signing",
+    "webhooks",
 ]

@@ -19,6 +19,7 @@ from tallyflow.models.invoicing import (
     InvoiceAmounts,
 )
 from tallyflow.models.lago.summaries import InvoiceOutcome
+from tallyflow.tasks.invoicing.announce import announce_invoices
 from tallyflow.tasks.invoicing.documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CustomerInfo, _Group
 from tallyflow.tasks.invoicing.prepaid import _numbers, _prepaid
@@ -202,6 +203,7 @@ def _write_batch(
             conn.execute(_SEAL_STAGE)
             _copy(conn, "tf_seal_stage", ("id", "html"), [(i, documents[i]) for i in due])
             conn.execute(_SEAL)
+            announce_invoices(conn, due)
     failpoint("invoices.after_commit")
     written = {g.key for g in live}
     return [None if g.key not in written else {

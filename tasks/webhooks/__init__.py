@@ -19,6 +19,7 @@ from tallyflow.tasks.webhooks.admin import (
     webhook_attempts,
 )
 from tallyflow.tasks.webhooks.delivery import DeliverySummary, Outcome, deliver_pending, send
+from tallyflow.tasks.webhooks.events import announce_event_errors, event_error_object
 from tallyflow.tasks.webhooks.outbox import Signing, enqueue, signing, subscribed
 from tallyflow.tasks.webhooks.tasks import deliver_task
 
@@ -28,9 +29,11 @@ __all__ = [
     "Signing",
     "WebhookError",
     "add_endpoint",
+    "announce_event_errors",
     "deliver_pending",
     "deliver_task",
     "enqueue",
+    "event_error_object",
     "get_endpoint",
     "list_endpoints",
     "list_webhooks",

@@ -27,7 +27,6 @@ from tallyflow.api.deps import (
 from tallyflow.api.documents import apply_one, document_of, stored
 from tallyflow.api.lago import LagoError, LagoJSON, invalid, not_found, page_args, paginated
 from tallyflow.api.objects import (
-    transaction_object,
     wallet_by_id,
     wallet_row,
     wallets_of,
@@ -42,7 +41,12 @@ from tallyflow.api.schemas import (
 from tallyflow.models.catalog import WALLET, format_datetime, wallet_code
 from tallyflow.models.lago.resources import WalletTransaction
 from tallyflow.models.rating.money import exact_number
-from tallyflow.tasks.wallets import customer_wallet_id, top_up_transactions, transactions_page
+from tallyflow.tasks.wallets import (
+    customer_wallet_id,
+    top_up_transactions,
+    transaction_object,
+    transactions_page,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["wallets"], dependencies=AUTH)
 _WALLET_BODY = request_body(document_request(WALLET))
