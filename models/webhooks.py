@@ -112,8 +112,8 @@ def endpoint_errors(fields: Mapping[str, Any], *, creating: bool) -> dict[str, l
     if algo is not None and algo != SIGNATURE_ALGO:
         errors["signature_algo"] = (["unsupported_value"] if algo in REFUSED_ALGOS
                                     else ["value_is_invalid"])
-    name = fields.get("name")
-    if name is not None and not isinstance(name, str):
+    given_name = fields.get("name")
+    if given_name is not None and not isinstance(given_name, str):
         errors["name"] = ["invalid_type"]
     if "event_types" in fields:
         problem = _event_types_error(fields["event_types"])

@@ -132,16 +132,21 @@ def issue_credit_invoices(
                            "credits": str(row.credits), "amount_cents": int(amount),
                            "currency": row.currency})
         failpoint("credit_invoices.before_seal")
-        documents = render_sealed(conn, ids)
-        conn.execute(text(
-            """
-            update invoices v set status = 'finalized', finalized_at = now(), html = r.html,
-              updated_at = now()
-            from unnest(cast(:ids as bigint[]), cast(:html as text[])) as r(id, html)
-            where v.id = r.id
-            """), {"ids": ids, "html": [documents[i] for i in ids]})
-        announce_invoices(conn, ids)
+        _seal(conn, ids)
     return issued
+
+
+def _seal(conn: Connection, ids: list[int]) -> None:
+    """Finalize these credit invoices with their documents, and announce them."""
+    documents = render_sealed(conn, ids)
+    conn.execute(text(
+        """
+        update invoices v set status = 'finalized', finalized_at = now(), html = r.html,
+          updated_at = now()
+        from unnest(cast(:ids as bigint[]), cast(:html as text[])) as r(id, html)
+        where v.id = r.id
+        """), {"ids": ids, "html": [documents[i] for i in ids]})
+    announce_invoices(conn, ids)
 
 
 def _json(value: Any) -> str:

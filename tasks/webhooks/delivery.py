@@ -145,8 +145,8 @@ def deliver_pending(
 def _claim(engine: Engine, now: datetime, n: int, lease: timedelta,
            only: Sequence[str] | None) -> tuple[list[Any], str]:
     with engine.begin() as conn:
-        rows = conn.execute(_CLAIM, {"now": now, "n": n,
-                                     "only": list(only) if only is not None else None}).all()
+        rows = list(conn.execute(_CLAIM, {"now": now, "n": n, "only": list(only)
+                                          if only is not None else None}).all())
         if rows:
             conn.execute(text("update webhooks set next_attempt_at = :until"
                               " where id = any(cast(:ids as bigint[]))"),

@@ -56,8 +56,8 @@ async def create_batch(body: Any = Depends(event_body), engine: Engine = Depends
     received = datetime.now(UTC)
     try:
         checked = _check_batch(body, received)
-    except LagoError as refused:
-        await run_in_threadpool(_announce_batch, engine, body, refused)
+    except LagoError as error:
+        await run_in_threadpool(_announce_batch, engine, body, error)
         raise
     mismatch = await run_in_threadpool(customer_mismatches, engine, checked)
     if mismatch:
