@@ -15,6 +15,7 @@ from prefect import flow
 from pydantic import Field
 
 from tallyflow.flows.params import moment_label, resolve_as_of
+from tallyflow.models.lago.summaries import WebhookRunSummary
 from tallyflow.tasks.runs import HOOKS, tracked
 from tallyflow.tasks.webhooks import deliver_task
 
@@ -31,7 +32,7 @@ def _webhooks_name() -> str:
 
 @flow(name="deliver-webhooks", flow_run_name=_webhooks_name, log_prints=True, **HOOKS)
 @tracked
-def deliver_webhooks(limit: WebhookCount = DEFAULT_LIMIT) -> dict[str, int]:
+def deliver_webhooks(limit: WebhookCount = DEFAULT_LIMIT) -> WebhookRunSummary:
     """Send every due webhook once (pending ones, and failed ones whose backoff has passed),
     up to ``limit``; log each attempt.
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, text
 
 from tallyflow.tasks.invoicing.documents import _INVOICES, invoice_objects
-from tallyflow.tasks.webhooks import enqueue, subscribed
+from tallyflow.tasks.webhooks import enqueue_many, subscribed
 
 
 def announce_invoices(conn: Connection, invoice_ids: Sequence[int],
@@ -23,8 +23,8 @@ def announce_invoices(conn: Connection, invoice_ids: Sequence[int],
         return
     rows = conn.execute(text(_INVOICES + " where v.id = any(cast(:ids as bigint[]))"
                              " order by v.id"), {"ids": list(invoice_ids)}).all()
-    for invoice in invoice_objects(conn, rows):
-        key = f"{webhook_type}:{invoice['lago_id']}"
-        if webhook_type == "invoice.payment_status_updated":
-            key += f":{invoice['payment_status']}"
-        enqueue(conn, webhook_type, "invoice", dict(invoice), key=key)
+    paid = webhook_type == "invoice.payment_status_updated"
+    enqueue_many(conn, webhook_type, "invoice", [
+        (dict(invoice), f"{webhook_type}:{invoice['lago_id']}"
+         + (f":{invoice['payment_status']}" if paid else ""))
+        for invoice in invoice_objects(conn, rows)])

@@ -19,7 +19,7 @@ from tallyflow.models.lago.money import amount
 from tallyflow.models.lago.resources import WalletTransaction
 from tallyflow.models.lago.times import iso_z
 from tallyflow.models.wallets import cents_value, credits_text
-from tallyflow.tasks.webhooks import enqueue, subscribed
+from tallyflow.tasks.webhooks import enqueue, enqueue_many, subscribed
 
 
 def transaction_status(source: str, status: str, credits: Any, granted: Any) -> str:
@@ -67,9 +67,9 @@ def announce_transactions(conn: Connection, transaction_ids: Sequence[int]) -> N
     endpoint taking it); keyed by the row, so a rerun never announces one twice."""
     if not transaction_ids or not subscribed(conn, "wallet_transaction.created"):
         return
-    for row in conn.execute(_TRANSACTIONS, {"ids": list(transaction_ids)}):
-        enqueue(conn, "wallet_transaction.created", "wallet_transaction",
-                dict(transaction_object(row)), key=f"wallet_transaction.created:{row.id}")
+    enqueue_many(conn, "wallet_transaction.created", "wallet_transaction", [
+        (dict(transaction_object(row)), f"wallet_transaction.created:{row.id}")
+        for row in conn.execute(_TRANSACTIONS, {"ids": list(transaction_ids)})])
 
 
 _WALLETS = text(

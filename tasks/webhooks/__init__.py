@@ -20,7 +20,7 @@ from tallyflow.tasks.webhooks.admin import (
 )
 from tallyflow.tasks.webhooks.delivery import DeliverySummary, Outcome, deliver_pending, send
 from tallyflow.tasks.webhooks.events import announce_event_errors, event_error_object
-from tallyflow.tasks.webhooks.outbox import Signing, enqueue, signing, subscribed
+from tallyflow.tasks.webhooks.outbox import Signing, enqueue, enqueue_many, signing, subscribed
 from tallyflow.tasks.webhooks.tasks import deliver_task
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "deliver_pending",
     "deliver_task",
     "enqueue",
+    "enqueue_many",
     "event_error_object",
     "get_endpoint",
     "list_endpoints",

@@ -29,6 +29,7 @@ from sqlalchemy import Engine, text
 
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.settings import get_settings
+from tallyflow.models.lago.summaries import WebhookRunSummary
 from tallyflow.models.webhooks import backoff, headers
 from tallyflow.tasks.webhooks.outbox import signing
 
@@ -66,7 +67,7 @@ class DeliverySummary:
     lost_lease: int = 0
     ids: list[str] = field(default_factory=list)
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> WebhookRunSummary:
         return {"claimed": self.claimed, "succeeded": self.succeeded,
                 "retrying": self.retrying, "failed": self.failed,
                 "lost_lease": self.lost_lease}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, text
@@ -39,7 +39,10 @@ _INSERT = text(
     """
     insert into webhooks (lago_id, endpoint_id, webhook_type, object_type, object_id,
       dedupe_key, body)
-    values (:lago_id, :endpoint, :type, :object_type, :object_id, :key, :body)
+    select r.lago_id, r.endpoint, :type, :object_type, r.object_id, r.dedupe_key, r.body
+    from unnest(cast(:lago_ids as text[]), cast(:endpoints as bigint[]),
+                cast(:object_ids as text[]), cast(:keys as text[]), cast(:bodies as text[]))
+      as r(lago_id, endpoint, object_id, dedupe_key, body)
     on conflict (endpoint_id, dedupe_key) do nothing
     """
 )
@@ -63,24 +66,37 @@ def enqueue(
     that enqueues it again adds nothing, so a receiver is never sent two webhooks for one
     event with different ``X-Lago-Unique-Key``s.
     """
+    return enqueue_many(conn, webhook_type, object_type, [(payload, key)])
+
+
+def enqueue_many(
+    conn: Connection, webhook_type: str, object_type: str,
+    items: Sequence[tuple[Mapping[str, Any], str | None]],
+) -> int:
+    """``enqueue`` for many objects of one type in one statement (a ledger batch posts
+    thousands of rows in one transaction)."""
     expected = WEBHOOK_TYPES.get(webhook_type)
     if expected is None:
         raise ValueError(f"unknown webhook type {webhook_type!r}")
     if object_type != expected:
         raise ValueError(f"{webhook_type} carries a {expected!r}, not {object_type!r}")
     endpoints = list(conn.execute(_ENDPOINTS, {"t": webhook_type}).scalars())
-    if not endpoints:
+    if not endpoints or not items:
         return 0
-    body = envelope(webhook_type, signing(conn).organization_id, payload).decode()
-    object_id = payload.get("lago_id")
-    written = 0
+    organization = signing(conn).organization_id
+    rows = [(envelope(webhook_type, organization, payload).decode(), payload.get("lago_id"),
+             key) for payload, key in items]
+    params: dict[str, list[Any]] = {"lago_ids": [], "endpoints": [], "object_ids": [],
+                                    "keys": [], "bodies": []}
     for endpoint in endpoints:
-        written += conn.execute(_INSERT, {
-            "lago_id": str(uuid.uuid4()), "endpoint": endpoint, "type": webhook_type,
-            "object_type": object_type, "object_id": None if object_id is None
-            else str(object_id), "key": key, "body": body,
-        }).rowcount
-    return written
+        for body, object_id, key in rows:
+            params["lago_ids"].append(str(uuid.uuid4()))
+            params["endpoints"].append(endpoint)
+            params["object_ids"].append(None if object_id is None else str(object_id))
+            params["keys"].append(key)
+            params["bodies"].append(body)
+    return int(conn.execute(_INSERT, {**params, "type": webhook_type,
+                                      "object_type": object_type}).rowcount)
 
 
 def signing(conn: Connection) -> Signing:
