@@ -147,5 +147,8 @@ def _event_types_error(value: Any) -> str | None:
 
 
 def _is_url(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. a bracketed host that is not an IPv6 address
+        return False

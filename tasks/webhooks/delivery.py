@@ -188,11 +188,12 @@ def _attempt(engine: Engine, row: Any, key: str, post: Poster,
 
 
 def send(post: Poster, url: str, body: bytes, sent_headers: dict[str, str]) -> Outcome:
-    """One POST; a network failure or timeout is an outcome, never an exception (the next
-    webhook is still sent)."""
+    """One POST; whatever goes wrong with the receiver (a refused connection, a timeout, a
+    URL it cannot be reached at) is an outcome, never an exception: the attempt is logged and
+    the next webhook is still sent."""
     try:
         response = post(url, content=body, headers=sent_headers)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # the receiver's failure is data, not a crash
         return Outcome(error=f"{type(exc).__name__}: {exc}"[:RESPONSE_KEPT])
     text_ = response.text[:RESPONSE_KEPT] if response.text else None
     code = int(response.status_code)

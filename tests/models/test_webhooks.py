@@ -60,6 +60,8 @@ def test_backoff_doubles_up_to_its_cap(attempts: int, seconds: int) -> None:
     ({}, True, {"webhook_url": ["value_is_mandatory"]}),
     ({"webhook_url": "ftp://example.com"}, True, {"webhook_url": ["url_invalid"]}),
     ({"webhook_url": "not a url"}, True, {"webhook_url": ["url_invalid"]}),
+    ({"webhook_url": "http://[bad/x"}, True, {"webhook_url": ["url_invalid"]}),
+    ({"webhook_url": "http://:80/x"}, True, {"webhook_url": ["url_invalid"]}),
     ({"name": "x"}, False, {}),
     ({"webhook_url": "http://x", "signature_algo": "hmac"}, True, {}),
     ({"webhook_url": "http://x", "signature_algo": "jwt"}, True,
