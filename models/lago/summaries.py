@@ -282,6 +282,16 @@ class PdfRunSummary(TypedDict):
     stopped: str  # which bound ended the run, or "nothing left to claim"
 
 
+class WebhookRunSummary(TypedDict):
+    """``deliver-webhooks`` (flows/webhooks.py): what one delivery run did."""
+
+    claimed: int
+    succeeded: int
+    retrying: int  # failed this time, tried again after the backoff
+    failed: int  # failed for good (the last attempt)
+    lost_lease: int  # sent, but another deliverer had already recorded the attempt
+
+
 class BillingHealthFigures(TypedDict):
     """Billing health (tasks/health.py): ``tallyflow health --json``, ``GET /health/billing``
     and the ``billing-health`` artifact's figures."""

@@ -64,6 +64,12 @@ from tallyflow.models.tables.wallet_ledger import (
     wallet_transactions,
     wallet_usage_positions,
 )
+from tallyflow.models.tables.webhooks import (
+    webhook_attempts,
+    webhook_endpoints,
+    webhook_signing,
+    webhooks,
+)
 
 __all__ = [
     "RUN_STATUSES",
@@ -113,4 +119,8 @@ __all__ = [
     "wallet_transactions",
     "wallet_usage_positions",
     "wallets",
+    "webhook_attempts",
+    "webhook_endpoints",
+    "webhook_signing",
+    "webhooks",
 ]

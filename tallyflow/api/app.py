@@ -35,11 +35,12 @@ from tallyflow.api.routers import (
     usage,
     voids,
     wallets,
+    webhook_endpoints,
 )
 from tallyflow.api.settings import ApiSettings
 
 ROUTERS = (events, billable_metrics, plans, customers, subscriptions, taxes, usage, wallets,
-           invoices, credit_notes, voids, coupons, health, add_ons)
+           invoices, credit_notes, voids, coupons, webhook_endpoints, health, add_ons)
 
 
 def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> FastAPI:

@@ -17,15 +17,12 @@ from typing import Any, cast
 from sqlalchemy import Engine
 
 from tallyflow.api.lago import catalog_object, iso, not_found, row_id
-from tallyflow.models.lago.money import amount
 from tallyflow.models.lago.resources import (
     ApiCustomerUsage,
     ApiWallet,
     CustomerUsage,
     Invoice,
-    WalletTransaction,
 )
-from tallyflow.models.wallets import cents_value, credits_text
 from tallyflow.tasks.catalog import (
     CatalogQuery,
     catalog_page,
@@ -232,28 +229,6 @@ def wallet_by_id(engine: Engine, lago_id: str) -> ApiWallet:
         if wallet["lago_id"] == str(row["id"]):
             return wallet
     raise not_found("wallet")
-
-
-def transaction_object(row: Any) -> WalletTransaction:
-    """Lago's wallet transaction from a row of ``tasks.wallets.overview``'s reads."""
-    from tallyflow.tasks.wallets import transaction_status
-
-    return {
-        "lago_id": str(row.id),
-        "lago_wallet_id": str(row.wallet_id),
-        "lago_invoice_id": None,
-        "status": row.status,
-        "source": row.source,
-        "transaction_status": transaction_status(row.source, row.status, row.credits,
-                                                  row.granted_credits),
-        "transaction_type": row.direction,
-        "amount": amount(row.amount_cents, row.currency),
-        "amount_cents": cents_value(row.amount_cents),
-        "credit_amount": credits_text(row.credits),
-        "priority": row.priority,
-        "settled_at": iso(row.settled_at),
-        "created_at": iso(row.created_at),
-    }
 
 
 # ------------------------------------------------------------------------ invoices and usage

@@ -160,6 +160,20 @@ def document_request(kind: str) -> type[BaseModel]:
     return model
 
 
+class WebhookEndpoint(_Body):
+    """Lago's webhook endpoint (``webhook_endpoints_controller.rb``). ``signature_algo``:
+    ``hmac`` only (Lago's ``jwt`` is refused by name); absent means ``hmac``."""
+
+    webhook_url: str | None = None
+    signature_algo: str | None = None
+    name: str | None = None
+    event_types: list[str] | None = None
+
+
+class WebhookEndpointRequest(_Body):
+    webhook_endpoint: WebhookEndpoint
+
+
 def request_body(model: type[BaseModel]) -> dict[str, Any]:
     """``openapi_extra`` for a route that reads its body itself: the model as its schema."""
     # its nested models stay in its own "$defs" (JSON Schema 2020-12, OpenAPI 3.1)

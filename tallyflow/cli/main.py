@@ -94,7 +94,8 @@ def _options(
 # Each area owns its commands in its own module (tallyflow.cli.AREA) and adds them with its
 # ``register``; ``db`` is one Typer app. In this order they are listed by ``--help``.
 AREAS = ("db", "catalog", "ingest", "events", "usage", "billing", "subscriptions", "wallets",
-         "coupons", "invoices", "credit_notes", "exports", "archive", "ops", "demo", "api")
+         "coupons", "invoices", "credit_notes", "webhooks", "exports", "archive", "ops",
+         "demo", "api")
 # The top-level command names each area adds (a test keeps this equal to what they register),
 # so a command imports only its own area: importing all of them cost a small ingest start-up
 # time (the demo's rating models, every area's imports; docs/scaling.md §6) for commands it never
@@ -112,6 +113,7 @@ COMMANDS: dict[str, str] = {
     "coupons": "coupons",
     "invoices": "invoices",
     "credit-notes": "credit_notes",
+    "webhooks": "webhooks",
     "export": "exports",
     "archive": "archive",
     "serve": "ops", "runs": "ops", "status": "ops", "health": "ops", "prefect": "ops",

@@ -168,6 +168,15 @@ class Settings(BaseSettings):
     notify_webhook_url: Annotated[str | None, _OrNone] = _setting(
         "user", "Where failed or crashed runs and wallet alerts are announced (JSON "
         "`{\"subject\", \"body\", \"source\"}`), through Prefect automations.", "unset: none")
+    webhook_timeout_seconds: Annotated[
+        float, BeforeValidator(_positive("TALLYFLOW_WEBHOOK_TIMEOUT_SECONDS", 10.0, float))
+    ] = _setting("user", "How long one webhook POST may take (connect, send, answer) before it "
+                 "counts as failed and is retried later (docs/webhooks.md).", default=10.0)
+    webhook_attempts: Annotated[
+        int, BeforeValidator(_positive("TALLYFLOW_WEBHOOK_ATTEMPTS", 10, int))
+    ] = _setting("user", "Attempts per webhook before it is marked `failed` (backoff doubling "
+                 "from 30 s, at most 6 h apart); `tallyflow webhooks redeliver` tries once "
+                 "more.", default=10)
     billing_retry_delay_seconds: Annotated[int, BeforeValidator(_number(int, None))] = _setting(
         "user", "Delay between the billing cycle's two whole-run retries (read when a run "
         "starts).", default=60)

@@ -32,6 +32,7 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models import number_rule
 from tallyflow.models.lago.resources import Invoice
+from tallyflow.tasks.invoicing.announce import announce_invoices
 from tallyflow.tasks.invoicing.documents import InvoiceError, find_invoice, render_sealed
 from tallyflow.tasks.invoicing.inputs import load_close_catalog
 from tallyflow.tasks.invoicing.watermark import invoice_prefix
@@ -131,15 +132,21 @@ def issue_credit_invoices(
                            "credits": str(row.credits), "amount_cents": int(amount),
                            "currency": row.currency})
         failpoint("credit_invoices.before_seal")
-        documents = render_sealed(conn, ids)
-        conn.execute(text(
-            """
-            update invoices v set status = 'finalized', finalized_at = now(), html = r.html,
-              updated_at = now()
-            from unnest(cast(:ids as bigint[]), cast(:html as text[])) as r(id, html)
-            where v.id = r.id
-            """), {"ids": ids, "html": [documents[i] for i in ids]})
+        _seal(conn, ids)
     return issued
+
+
+def _seal(conn: Connection, ids: list[int]) -> None:
+    """Finalize these credit invoices with their documents, and announce them."""
+    documents = render_sealed(conn, ids)
+    conn.execute(text(
+        """
+        update invoices v set status = 'finalized', finalized_at = now(), html = r.html,
+          updated_at = now()
+        from unnest(cast(:ids as bigint[]), cast(:html as text[])) as r(id, html)
+        where v.id = r.id
+        """), {"ids": ids, "html": [documents[i] for i in ids]})
+    announce_invoices(conn, ids)
 
 
 def _json(value: Any) -> str:
@@ -167,6 +174,7 @@ def record_payment(engine: Engine, key: str, status: str) -> Invoice:
             settle_pending(conn, invoice_id=row.id)
         conn.execute(text("update invoices set payment_status = :s, updated_at = now()"
                           " where id = :id"), {"s": status, "id": row.id})
+        announce_invoices(conn, [row.id], "invoice.payment_status_updated")
     found = find_invoice(engine, key)
     assert found is not None
     return found

@@ -21,6 +21,7 @@ from tallyflow.models.invoicing import (
 )
 from tallyflow.models.lago.summaries import InvoiceOutcome
 from tallyflow.models.wallets import prepaid_breakdown
+from tallyflow.tasks.invoicing.announce import announce_invoices
 from tallyflow.tasks.invoicing.coupons import credit_coupons, write_credits
 from tallyflow.tasks.invoicing.credit_notes import consume_credit_notes
 from tallyflow.tasks.invoicing.documents import render_sealed
@@ -229,6 +230,7 @@ def _write_batch(
             conn.execute(_SEAL_STAGE)
             _copy(conn, "tf_seal_stage", ("id", "html"), [(i, documents[i]) for i in due])
             conn.execute(_SEAL)
+            announce_invoices(conn, due)
     failpoint("invoices.after_commit")
     written = {g.key for g in live}
     return [None if g.key not in written else {

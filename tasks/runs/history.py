@@ -54,6 +54,7 @@ KINDS = {
     "wallet-deductions": "wallets",
     "close-periods": "period close",
     "invoice-pdfs": "invoice PDFs",
+    "deliver-webhooks": "webhooks",
     "billing-cycle": "billing",
     "billing-backfill": "backfill",
     "rerate-subscription": "re-rate",

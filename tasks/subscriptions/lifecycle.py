@@ -50,6 +50,7 @@ from tallyflow.tasks.corrections import CreditNoteRefused, issue_termination_cre
 from tallyflow.tasks.folding import FOLD_LOCK, rebuild_subscription
 from tallyflow.tasks.invoicing import close_periods
 from tallyflow.tasks.runs import transient_retries
+from tallyflow.tasks.subscriptions.announce import announce_terminated
 from tallyflow.tasks.usage import snapshot_subscriptions
 from tallyflow.tasks.wallets import deduct_customers
 
@@ -253,11 +254,13 @@ def final_snapshots(engine: Engine, as_of: datetime) -> int:
         snapshot_subscriptions(engine, ids, end)
     if rows:
         with engine.begin() as conn:
-            conn.execute(
+            marked = conn.execute(
                 text("update subscriptions set status = 'terminated', updated_at = now()"
-                     " where id = any(cast(:ids as bigint[])) and status <> 'terminated'"),
+                     " where id = any(cast(:ids as bigint[])) and status <> 'terminated'"
+                     " returning id"),
                 {"ids": [int(r.id) for r in rows]},
-            )
+            ).scalars().all()
+            announce_terminated(conn, marked)
     return len(rows)
 
 
@@ -369,6 +372,8 @@ def _end_row(
         {"at": at, "now": now, "c": choice, "id": sub.id},
     )
     conn.execute(_CANCEL_WAITING, {"id": sub.id, "now": now, "at": at})
+    if at <= now:
+        announce_terminated(conn, [sub.id])
 
 
 def _after_termination(
@@ -565,6 +570,8 @@ def start_plan_change(
              " where id = :id"),
         {"end": change.old_ends_at, "now": now, "id": old.id},
     )
+    if change.old_ends_at <= now:
+        announce_terminated(conn, [old.id])
     if document is None:
         document = loads(old.document)
         document["plan_code"] = plan_code

@@ -16,6 +16,7 @@ from tallyflow.tasks.wallets.alerts import (
     mark_alerts_emitted,
     pending_alert_events,
 )
+from tallyflow.tasks.wallets.announce import transaction_object, transaction_status
 from tallyflow.tasks.wallets.deductions import (
     STEP as DEDUCTIONS_STEP,
 )
@@ -45,7 +46,6 @@ from tallyflow.tasks.wallets.overview import (
     customer_wallet_id,
     live_scopes,
     top_up_transactions,
-    transaction_status,
     transactions_page,
     wallet_overview,
     wallet_row,
@@ -131,6 +131,7 @@ __all__ = [
     "threshold_top_ups_task",
     "top_up",
     "top_up_transactions",
+    "transaction_object",
     "transaction_status",
     "transactions_page",
     "wallet_overview",

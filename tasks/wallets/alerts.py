@@ -13,11 +13,13 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.lago.money import money as as_money
 from tallyflow.models.wallets import (
     ALERT_BELOW,
+    ALERT_DEPLETED,
     AlertRule,
     alert_changes,
     cents_for,
     credits_text,
 )
+from tallyflow.tasks.wallets.announce import announce_depleted
 from tallyflow.tasks.wallets.ledger import WalletError, _customer_id, _pick_wallet
 
 MAX_ALERT_EVENTS: Final = 100
@@ -106,11 +108,14 @@ def _insert_alerts_bulk(conn: Connection, rows: list[dict[str, Any]]) -> int:
               cast(:crossing as integer[]), cast(:alert_key as text[]),
               cast(:run_id as bigint[]))
             on conflict (alert_key) do nothing
+            returning wallet_id, kind, alert_key
             """
         ),
         {**{c: [r[c] for r in rows] for c in columns}, "as_of": rows[0]["as_of"]},
-    )
-    return int(result.rowcount)
+    ).all()
+    announce_depleted(conn, [(int(r.wallet_id), r.alert_key) for r in result
+                             if r.kind == ALERT_DEPLETED])
+    return len(result)
 
 
 @dataclass

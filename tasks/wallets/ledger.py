@@ -37,6 +37,7 @@ from tallyflow.models.wallets import (
     cents_for,
     round_credits,
 )
+from tallyflow.tasks.wallets.announce import announce_transactions
 
 SETTLE_PAID_ENV: Final = "TALLYFLOW_WALLETS_SETTLE_PAID"
 
@@ -100,7 +101,8 @@ _POST = text(
       from r
       order by idempotency_key
       on conflict (idempotency_key) do nothing
-      returning wallet_id, direction, status, source, credits, granted_credits, amount_cents
+      returning id, wallet_id, direction, status, source, credits, granted_credits,
+                amount_cents
     ), moved as (
       select wallet_id,
         coalesce(sum(case when direction = 'inbound' then credits else -credits end)
@@ -131,7 +133,8 @@ _POST = text(
       from moved m where b.wallet_id = m.wallet_id
       returning b.wallet_id
     )
-    select (select count(*) from ins) as inserted, (select count(*) from upd) as wallets
+    select (select count(*) from ins) as inserted, (select count(*) from upd) as wallets,
+           array(select id from ins order by id) as ids
     """
 )
 
@@ -164,7 +167,9 @@ def post(
         "as_of": as_of,
         "run_id": run_id,
     }
-    return int(conn.execute(_POST, params).one().inserted)
+    posted = conn.execute(_POST, params).one()
+    announce_transactions(conn, posted.ids)
+    return int(posted.inserted)
 
 
 _LOCK_CUSTOMERS = text(

@@ -23,6 +23,7 @@ from tallyflow.models.wallets import (
     credits_text,
     ongoing_usage,
 )
+from tallyflow.tasks.wallets.announce import transaction_status
 from tallyflow.tasks.wallets.deductions import _SCOPE
 from tallyflow.tasks.wallets.ledger import DEFAULT_GRACE_HOURS, USAGE_DEDUCTED, _customer_id, _since
 
@@ -242,15 +243,6 @@ def live_scopes(
         out.append(LiveScope(sub_id, period_start, sub.currency, Decimal(in_arrears),
                              sub.external_id, customer_id, deducted, revision))
     return out
-
-
-def transaction_status(source: str, status: str, credits: Decimal, granted: Decimal) -> str:
-    """Lago's ``transaction_status``: purchased, granted, voided or invoiced (consumed)."""
-    if source == "expiration" or status == "voided":
-        return "voided"
-    if source == "usage":
-        return "invoiced"
-    return "granted" if granted == credits and credits > 0 else "purchased"
 
 
 _TRANSACTION_COLUMNS = """

@@ -37,12 +37,12 @@ def test_every_flow_module_imports_and_defines_flows() -> None:
         imported = importlib.import_module(f"tallyflow.flows.{module.name}")
         found[module.name] = [v.name for v in vars(imported).values() if isinstance(v, Flow)]
     assert found["ingest"] and found["billing"] and found["usage_snapshot"]
-    assert found["wallet_deductions"] and found["invoice_pdfs"]
+    assert found["wallet_deductions"] and found["invoice_pdfs"] and found["webhooks"]
 
 
 def test_the_expected_deployments_exist() -> None:
     assert set(SPECS) == {"interval", "api", "hourly", "pdfs", "backfill", "rerate", "reingest",
-                          "replay"}
+                          "replay", "webhooks"}
     hourly = SPECS["hourly"]
     assert hourly["schedules"] == [{"cron": "0 * * * *", "timezone": "UTC"}]
     assert hourly["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
@@ -156,6 +156,8 @@ def _submit_errors(name: str, parameters: dict) -> list[str]:
         ("pdfs", {"max_seconds": 0}, True),
         ("pdfs", {"max_seconds": 7200}, True),
         ("pdfs", {"chunk": 0}, True),
+        ("webhooks", {}, False),
+        ("webhooks", {"limit": 0}, True),
     ],
 )
 def test_the_server_refuses_bad_form_input_at_submit(

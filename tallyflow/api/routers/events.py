@@ -21,6 +21,7 @@ from tallyflow.api.pipeline import Pipeline
 from tallyflow.api.schemas import BatchRequest, EventRequest, request_body
 from tallyflow.api.settings import MAX_BATCH
 from tallyflow.tasks.catalog import subscription_owners
+from tallyflow.tasks.webhooks import announce_event_errors
 
 EVENT_BODY_KEYS = set(EventRequest.model_fields)
 BATCH_BODY_KEYS = set(BatchRequest.model_fields)
@@ -36,9 +37,11 @@ async def create_event(body: Any = Depends(event_body), engine: Engine = Depends
     _only_keys(body, EVENT_BODY_KEYS, "event")
     checked = check_event(body["event"], received)
     if isinstance(checked, dict):
+        await run_in_threadpool(announce_event_errors, engine, [(body["event"], checked)])
         raise invalid(checked)
     if await run_in_threadpool(customer_mismatches, engine, [checked]):
-        raise invalid({"external_customer_id": ["does_not_match_subscription"]})
+        await run_in_threadpool(announce_event_errors, engine, [(body["event"], _MISMATCH)])
+        raise invalid(_MISMATCH)
     ref = await pipeline.commit.submit([checked.line])
     pipeline.received += 1
     written = ref.modified_at or received
@@ -51,11 +54,16 @@ async def create_batch(body: Any = Depends(event_body), engine: Engine = Depends
                        pipeline: Pipeline = Depends(get_pipeline)) -> LagoJSON:
     """Lago's `POST /api/v1/events/batch`: up to 100 events, all or none."""
     received = datetime.now(UTC)
-    checked = _check_batch(body, received)
+    try:
+        checked = _check_batch(body, received)
+    except LagoError as error:
+        await run_in_threadpool(_announce_batch, engine, body, error)
+        raise
     mismatch = await run_in_threadpool(customer_mismatches, engine, checked)
     if mismatch:
-        raise invalid({str(i): {"external_customer_id": ["does_not_match_subscription"]}
-                       for i in mismatch})
+        refused = invalid({str(i): _MISMATCH for i in mismatch})
+        await run_in_threadpool(_announce_batch, engine, body, refused)
+        raise refused
     ref = await pipeline.commit.submit([c.line for c in checked])
     pipeline.received += len(checked)
     written = ref.modified_at or received
@@ -67,6 +75,20 @@ def status(pipeline: Pipeline = Depends(get_pipeline)) -> LagoJSON:
     """Not Lago's: what this process received, wrote and loaded (duplicates and
     conflicting duplicates are found when an object loads, after the answer)."""
     return LagoJSON(pipeline.status())
+
+
+_MISMATCH = {"external_customer_id": ["does_not_match_subscription"]}
+
+
+def _announce_batch(engine: Engine, body: Any, refused: LagoError) -> None:
+    """``event.error`` for each event of a batch refused by its index (a refusal of the
+    body as a whole names no event, and announces none)."""
+    events = body.get("events") if isinstance(body, dict) else None
+    details = refused.details or {}
+    if not isinstance(events, list):
+        return
+    announce_event_errors(engine, [(events[int(i)], errors) for i, errors in details.items()
+                                   if i.isdigit() and int(i) < len(events)])
 
 
 def _check_batch(body: Any, received: datetime) -> list[CheckedEvent]:

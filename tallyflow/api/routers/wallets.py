@@ -36,7 +36,6 @@ from tallyflow.api.lago import (
     row_id,
 )
 from tallyflow.api.objects import (
-    transaction_object,
     wallet_by_id,
     wallet_row,
     wallets_of,
@@ -52,7 +51,12 @@ from tallyflow.api.schemas import (
 from tallyflow.models.catalog import WALLET, format_datetime, wallet_code
 from tallyflow.models.lago.resources import WalletTransaction
 from tallyflow.models.rating.money import exact_number
-from tallyflow.tasks.wallets import customer_wallet_id, top_up_transactions, transactions_page
+from tallyflow.tasks.wallets import (
+    customer_wallet_id,
+    top_up_transactions,
+    transaction_object,
+    transactions_page,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["wallets"], dependencies=AUTH)
 # Lago's list filters of a wallet's transactions and their values

@@ -32,6 +32,7 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.invoicing import ZERO, InvoiceFee, Tax, amounts_of, applicable_taxes
 from tallyflow.models.wallets import granted_cents, prepaid_breakdown
 from tallyflow.tasks.folding import loads_exact
+from tallyflow.tasks.invoicing.announce import announce_invoices
 from tallyflow.tasks.invoicing.documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CloseCatalog, CustomerInfo, load_close_catalog
 from tallyflow.tasks.invoicing.watermark import invoice_prefix
@@ -138,6 +139,7 @@ def issue_invoice(
         where id = :id
         """), {"html": html, "id": invoice_id, "paid": paid,
                "total": amounts.total_amount_cents})
+    announce_invoices(conn, [invoice_id])
     return invoice_id, number, amounts.total_amount_cents
 
 

@@ -261,7 +261,7 @@ def test_every_group_has_its_table_and_the_api_its_own() -> None:
              for selector in s.marked_selectors(page.read_text())}
     assert shown == {("README.md", "user"), ("operations.md", "user"),
                      ("operations.md", "deploy-time"), ("development.md", "test-only"),
-                     ("api.md", "TALLYFLOW_API_")}
+                     ("api.md", "TALLYFLOW_API_"), ("webhooks.md", "TALLYFLOW_WEBHOOK_")}
 
 
 def test_a_table_lists_each_variable_of_its_selector_once() -> None:

@@ -1,0 +1,45 @@
+"""Flow ``deliver-webhooks`` (every minute): send the webhooks the outbox holds.
+
+Orchestration only (``tasks/webhooks/`` claims, signs, posts and logs). The webhooks were
+written in the transactions of the changes they announce (``enqueue``), so this flow is the
+only place where a receiver is called, and a slow or dead receiver costs this flow time,
+never billing (docs/architecture.md §17). Safe beside itself (rows are claimed with SKIP
+LOCKED) and to kill (a claimed row is due again when its lease ends).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from prefect import flow
+from pydantic import Field
+
+from tallyflow.flows.params import moment_label, resolve_as_of
+from tallyflow.models.lago.summaries import WebhookRunSummary
+from tallyflow.tasks.runs import HOOKS, tracked
+from tallyflow.tasks.webhooks import deliver_task
+
+DEFAULT_LIMIT = 1000
+
+WebhookCount = Annotated[int, Field(
+    ge=1, le=100_000, description="Send at most this many webhooks in this run; the rest wait "
+    "for the next one.", json_schema_extra={"title": "At most webhooks"})]
+
+
+def _webhooks_name() -> str:
+    return f"webhooks {moment_label(resolve_as_of(None))}"
+
+
+@flow(name="deliver-webhooks", flow_run_name=_webhooks_name, log_prints=True, **HOOKS)
+@tracked
+def deliver_webhooks(limit: WebhookCount = DEFAULT_LIMIT) -> WebhookRunSummary:
+    """Send every due webhook once (pending ones, and failed ones whose backoff has passed),
+    up to ``limit``; log each attempt.
+
+    Args:
+        limit: Send at most this many webhooks in this run.
+    """
+    summary = deliver_task(limit)
+    print(f"webhooks: {summary['succeeded']} delivered, {summary['retrying']} to retry,"
+          f" {summary['failed']} failed for good")
+    return summary
