@@ -29,12 +29,13 @@ from urllib.parse import urlsplit
 
 from tallyflow.models import number_rule
 
-# The types Tallyflow emits, each with the Lago object it carries. ``credit_note.created``
-# and ``alert.triggered`` are emitted by the credit-note and alert features (their emit points
-# are documented in docs/webhooks.md); an endpoint may subscribe to them already.
+# The types Tallyflow emits, each with the Lago object it carries. ``alert.triggered`` is
+# emitted by the alert feature when it arrives (docs/webhooks.md); an endpoint may subscribe
+# to it already.
 WEBHOOK_TYPES: Final[Mapping[str, str]] = {
     "invoice.created": "invoice",
     "invoice.payment_status_updated": "invoice",
+    "invoice.voided": "invoice",
     "credit_note.created": "credit_note",
     "wallet_transaction.created": "wallet_transaction",
     "wallet.depleted_ongoing_balance": "wallet",

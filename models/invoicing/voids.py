@@ -46,6 +46,8 @@ class InvoiceState:
     coupons_amount_cents: Decimal = ZERO
     credit_notes_amount_cents: Decimal = ZERO
     successor_id: int | None = None
+    # credit notes issued on it and not voided (their credit would survive the void)
+    credit_notes_issued: int = 0
 
 
 def void_refusal(invoice: InvoiceState) -> VoidRefusal | None:
@@ -57,7 +59,7 @@ def void_refusal(invoice: InvoiceState) -> VoidRefusal | None:
         return VoidRefusal.TYPE_NOT_SUPPORTED
     if invoice.coupons_amount_cents:
         return VoidRefusal.HAS_COUPONS
-    if invoice.credit_notes_amount_cents:
+    if invoice.credit_notes_amount_cents or invoice.credit_notes_issued:
         return VoidRefusal.HAS_CREDIT_NOTES
     return None
 

@@ -62,6 +62,7 @@ from tallyflow.tasks.invoicing import (
     render_pdf,
 )
 from tallyflow.tasks.wallets import LedgerRow, lock_customers, post
+from tallyflow.tasks.webhooks import enqueue
 
 __all__ = ["REASONS", "CreditNoteRefused", "Issue", "count_credit_notes",
            "credit_note_document", "estimate_credit_note", "find_credit_note",
@@ -287,6 +288,9 @@ def issue_credit_note(engine: Engine, issue: Issue, at: datetime | None = None) 
         html = render_credit_note_html(note)
         conn.execute(text("update credit_notes set html = :h where id = :i and html = ''"),
                      {"h": html, "i": note_id})
+        # the customer's systems hear of it from the outbox, in this transaction (§17)
+        enqueue(conn, "credit_note.created", "credit_note", note,
+                key=f"credit_note.created:{note['lago_id']}")
     return note
 
 

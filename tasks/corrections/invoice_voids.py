@@ -44,7 +44,7 @@ from tallyflow.models.invoicing.voids import (
     void_refusal,
 )
 from tallyflow.models.wallets import InvoiceDue, WalletFunds, plan_invoice_payments
-from tallyflow.tasks.invoicing import render_sealed
+from tallyflow.tasks.invoicing import announce_invoices, render_sealed
 from tallyflow.tasks.wallets import USAGE_DEDUCTED, LedgerRow, lock_customers, post
 
 
@@ -98,6 +98,8 @@ _FIND = text(
     """
     select id, customer_id, number, status, invoice_type, coupons_amount_cents,
            credit_notes_amount_cents,
+           (select count(*) from credit_notes n
+             where n.invoice_id = v.id and n.credit_status <> 'voided') as credit_notes_issued,
            (select s.id from invoices s where s.voided_invoice_id = v.id) as successor_id
     from invoices v
     where v.lago_id = :k or v.number = :k or v.id = cast(:n as bigint)
@@ -119,7 +121,8 @@ def _locked(conn: Connection, key: str) -> Any:
 
 def _state(row: Any) -> InvoiceState:
     return InvoiceState(row.status, row.invoice_type, Decimal(row.coupons_amount_cents),
-                        Decimal(row.credit_notes_amount_cents), row.successor_id)
+                        Decimal(row.credit_notes_amount_cents), row.successor_id,
+                        int(row.credit_notes_issued))
 
 
 _PERIODS = text("select subscription_id, period_start from invoice_subscriptions"
@@ -209,6 +212,7 @@ def void_invoice(engine: Engine, key: str, at: datetime) -> VoidDone:
         corrections = restorations(row.id, [p for p in paid if p.wallet_id in active])
         post(conn, [_ledger_row(row, c) for c in corrections], at)
         _move_positions(conn, corrections)
+        announce_invoices(conn, [row.id], "invoice.voided")  # Lago's SendWebhookJob (§17)
         not_restored: dict[int, Decimal] = {}
         for p in paid:
             if p.wallet_id not in active:
@@ -335,6 +339,7 @@ def regenerate_invoice(engine: Engine, key: str, at: datetime) -> RegenerateDone
             {"p": prepaid, "t": total, "s": seq, "n": number, "i": new_id,
              "ps": "pending" if total > 0 else "succeeded"})
         _seal(conn, [new_id])
+        announce_invoices(conn, [new_id])  # invoice.created, as any finalized invoice
         return RegenerateDone(new_id, number, old.id, prepaid, total)
 
 

@@ -9,6 +9,7 @@ docs/architecture.md §3, invariants 2-5).
 """
 
 from tallyflow.tasks.invoicing.advance import advance_charges_task, list_advance_fees
+from tallyflow.tasks.invoicing.announce import announce_invoices
 from tallyflow.tasks.invoicing.close import (
     close_periods,
     close_periods_task,
@@ -77,6 +78,7 @@ from tallyflow.tasks.invoicing.watermark import (
 )
 
 __all__ = [
+    "announce_invoices",
     "BATCH",
     "DEFAULT_CHUNK",
     "DEFAULT_PREFIX",

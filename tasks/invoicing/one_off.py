@@ -40,6 +40,7 @@ from tallyflow.models.invoicing.one_off import (
     missing_add_ons,
 )
 from tallyflow.models.wallets import InvoiceDue, WalletFunds, plan_invoice_payments
+from tallyflow.tasks.invoicing.announce import announce_invoices
 from tallyflow.tasks.invoicing.documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CustomerInfo, load_close_catalog
 from tallyflow.tasks.invoicing.prepaid import _FUNDS
@@ -154,6 +155,7 @@ def _create(engine: Engine, request: OneOffRequest, at: datetime,
         conn.execute(text("update invoices set status = 'finalized', finalized_at = now(),"
                           " html = :html, updated_at = now() where id = :id"),
                      {"html": document, "id": invoice_id})
+        announce_invoices(conn, [invoice_id])  # invoice.created, in this transaction (§17)
     return OneOffResult(invoice_id, lago_id, number, replayed=False)
 
 

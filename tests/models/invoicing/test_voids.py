@@ -39,6 +39,9 @@ REGEN_SPEC = "regenerate_from_voided_service_spec.rb"
     pytest.param(InvoiceState("finalized", "subscription",
                               credit_notes_amount_cents=Decimal(5)),
                  VoidRefusal.HAS_CREDIT_NOTES, id="tallyflow: credit notes on it"),
+    pytest.param(InvoiceState("finalized", "subscription", credit_notes_issued=1),
+                 VoidRefusal.HAS_CREDIT_NOTES,
+                 id="tallyflow: a credit note issued on it (its credit would outlive the void)"),
 ])
 def test_which_invoices_may_be_voided(state: InvoiceState, refusal: VoidRefusal | None) -> None:
     assert void_refusal(state) == refusal

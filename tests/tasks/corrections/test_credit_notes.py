@@ -202,3 +202,22 @@ def test_upgrade_credits_the_old_plans_unused_days(engine: Engine, tmp_path: Pat
     assert done.credit_note is not None and not done.advance_fee_not_credited
     assert (done.credit_note["credit_amount_cents"],
             done.credit_note["balance_amount_cents"]) == (1320, 1320)
+
+
+def test_an_issued_credit_note_is_announced_once(engine: Engine, tmp_path: Path) -> None:
+    # lago-api spec/services/webhooks/credit_notes/created_service_spec.rb: one
+    # credit_note.created carrying the note; a retried request (same key) announces nothing more
+    from tallyflow.tasks.webhooks import add_endpoint
+
+    add_endpoint(engine, {"webhook_url": "http://127.0.0.1:9/hooks",
+                          "event_types": ["credit_note.created"]})
+    invoice = _finalized(engine, tmp_path, wallet=False)
+    charge = _fee(invoice, "charge", 600)
+    for _ in range(2):
+        note = issue_credit_note(engine, _issue(invoice, [(charge, 500)], credit_amount_cents=600,
+                                                key="retry-me"), at=AT)
+    with engine.connect() as conn:
+        bodies = conn.execute(text("select body::jsonb from webhooks")).scalars().all()
+    assert [(b["webhook_type"], b["object_type"], b["credit_note"]["lago_id"])
+            for b in bodies] == [("credit_note.created", "credit_note", note["lago_id"])]
+    assert bodies[0]["credit_note"]["total_amount_cents"] == 600

@@ -215,3 +215,34 @@ def test_the_database_allows_finalized_to_voided_and_nothing_else(
     with engine.begin() as conn:  # its payment status may still change (Lago's)
         conn.execute(text("update invoices set payment_status = 'failed'"
                           " where status = 'voided'"))
+
+
+def test_void_and_regeneration_are_announced_and_credit_notes_hold_a_void_back(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from decimal import Decimal
+
+    from tallyflow.models.credit_notes import Request
+    from tallyflow.tasks.corrections import Issue, issue_credit_note, void_credit_note
+    from tallyflow.tasks.webhooks import add_endpoint
+
+    add_endpoint(engine, {"webhook_url": "http://127.0.0.1:9/hooks",
+                          "event_types": ["invoice.voided", "invoice.created"]})
+    invoice = _finalized(engine, tmp_path)
+    fee = next(f["lago_id"] for f in invoice["fees"] if f["amount_cents"] > 0)
+    note = issue_credit_note(engine, Issue(invoice["number"], Request(
+        ((fee, Decimal(100)),), credit_amount_cents=120)), at=AT)
+    with pytest.raises(InvoiceVoidRefused) as refused:
+        void_invoice(engine, invoice["number"], AT)
+    assert refused.value.code == VoidRefusal.HAS_CREDIT_NOTES
+    void_credit_note(engine, note["lago_id"])
+    void_invoice(engine, invoice["number"], AT)
+    done = regenerate_invoice(engine, invoice["number"], AT)
+    with engine.connect() as conn:
+        sent = [(b["webhook_type"], b["invoice"]["lago_id"]) for b in conn.execute(text(
+            "select body::jsonb from webhooks order by id")).scalars()]
+    regenerated = find_invoice(engine, done.number)
+    assert regenerated is not None
+    assert sent[-2:] == [("invoice.voided", invoice["lago_id"]),
+                         ("invoice.created", regenerated["lago_id"])]
+    assert sent.count(("invoice.voided", invoice["lago_id"])) == 1

@@ -80,7 +80,11 @@ def test_a_one_off_invoice_is_finalized_and_paid_from_the_wallet(
 def test_a_retried_posting_makes_one_invoice_and_another_request_is_refused(
     engine: Engine, tmp_path: Path
 ) -> None:
+    from tallyflow.tasks.webhooks import add_endpoint
+
     setup(engine, tmp_path)
+    add_endpoint(engine, {"webhook_url": "http://127.0.0.1:9/hooks",
+                          "event_types": ["invoice.created"]})
     first = create_one_off_invoice(engine, request(), AT, key="k1")
     again = create_one_off_invoice(engine, request(), AT, key="k1")
     assert (again.invoice_id, again.number, again.replayed) == (
@@ -94,6 +98,10 @@ def test_a_retried_posting_makes_one_invoice_and_another_request_is_refused(
         assert conn.execute(text("select count(*) from invoices")).scalar_one() == 2
         assert conn.execute(text("select count(*) from wallet_transactions"
                                  " where source = 'invoice'")).scalar_one() == 1
+        # each invoice announced once (invoice.created), the replay not again
+        announced = conn.execute(text(
+            "select body::jsonb -> 'invoice' ->> 'invoice_type' from webhooks")).scalars().all()
+    assert announced == ["one_off", "one_off"]
     assert_balances_match_ledger(engine)
 
 
