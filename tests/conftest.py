@@ -162,9 +162,9 @@ def prefect_harness() -> Iterator[None]:
     """One temporary Prefect server for the whole session; flow heartbeats off.
 
     Its database is PostgreSQL (a database of its own on the local server) when that server
-    answers: on SQLite, prefect_test_harness's default, concurrent writes (a flow's runs and
-    the server's own recorders) were refused as busy, and each refusal cost the client a
-    retry after 2 s, 4 s, 8 s...: seconds per billing cycle, a minute when five came in a row."""
+    answers: on SQLite, prefect_test_harness's default, concurrent writes were refused as busy
+    (503), and each refusal cost the client a retry after 2 s, 4 s, 8 s...: seconds per
+    billing cycle, a minute when five came in a row. Otherwise (the embedded server) SQLite."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
