@@ -7,6 +7,7 @@ forces the embedded path so both are exercised.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -158,13 +159,67 @@ def scratch_database(database_url: str) -> Iterator[Callable[[], str]]:
 
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
-    """One temporary Prefect server for the whole session; flow heartbeats off."""
+    """One temporary Prefect server for the whole session; flow heartbeats off.
+
+    Its database is PostgreSQL (a database of its own on the local server) when that server
+    answers: on SQLite, prefect_test_harness's default, concurrent writes were refused as busy
+    (503), and each refusal cost the client a retry after 2 s, 4 s, 8 s...: seconds per
+    billing cycle, a minute when five came in a row. Otherwise (the embedded server) SQLite."""
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    harness = _prefect_on_postgres() if _local_server_answers() else prefect_test_harness(60)
+    with harness:
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield
+
+
+@contextlib.contextmanager
+def _prefect_on_postgres() -> Iterator[None]:
+    """prefect_test_harness (prefect/testing/utilities.py) with its database on the local
+    PostgreSQL server, dropped afterwards."""
+    import prefect.context
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.server.database.dependencies import temporary_database_interface
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_SERVER_DATABASE_CONNECTION_URL,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import _find_available_port
+
+    name = f"prefect_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(LOCAL_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'create database "{name}"'))
+    url = LOCAL_ADMIN.set(drivername="postgresql+asyncpg", database=name)
+    server = SubprocessASGIServer(port=_find_available_port())
+    previous = SubprocessASGIServer._instances.get(None)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(temporary_database_interface())
+            stack.enter_context(temporary_settings(updates={
+                PREFECT_SERVER_DATABASE_CONNECTION_URL: url.render_as_string(False)}))
+            SubprocessASGIServer._instances[None] = server  # flows find this server
+            server.start(timeout=60)
+            stack.enter_context(temporary_settings(updates={PREFECT_API_URL: server.api_url}))
+            stack.enter_context(prefect.context._temporary_global_settings_context(
+                prefect.context.get_settings_context()))
+            yield
+            with contextlib.suppress(RuntimeError):  # not started
+                APILogWorker.instance().drain()
+            EventsWorker.drain_all()
+    finally:
+        server.stop()
+        if previous is not None:
+            SubprocessASGIServer._instances[None] = previous
+        else:
+            SubprocessASGIServer._instances.pop(None, None)
+        with admin.connect() as conn:
+            conn.execute(text(f'drop database if exists "{name}" with (force)'))
+        admin.dispose()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from tests.survival.test_billing_crash_points import (
     BATCH,
     HOUR,
     LEDGER,
+    PREPARED,
     ROOT,
     apply,
     assert_ledger_is_balances,
@@ -35,7 +36,8 @@ from tests.survival.test_billing_crash_points import (
     clean_run,
     events,
     ingest,
-    prepare,
+    prepared_bucket,
+    restore,
     settle_paid,
     state,
     subscriptions,
@@ -149,9 +151,9 @@ PAUSE_POINTS = [
 
 @pytest.mark.parametrize("point", PAUSE_POINTS)
 def test_backends_terminated_mid_cycle_are_retried_and_the_run_completes(
-    clean_run: dict, engine: Engine, tmp_path: Path, point: str
+    clean_run: dict, engine: Engine, point: str
 ) -> None:
-    prepare(engine, tmp_path)
+    restore(engine, PREPARED)
     with damage_at(point, lambda: terminate_other_backends(engine)) as done:
         summary = billing_cycle(hour=HOUR)
     assert done and done[0] >= 1, f"nothing was terminated at {point}"
@@ -170,7 +172,7 @@ def test_backends_terminated_mid_cycle_are_retried_and_the_run_completes(
 
 @pytest.mark.parametrize("mode", ["flows", pytest.param("cycle", marks=pytest.mark.slow)])
 def test_two_cycles_of_one_hour_at_once_give_the_ledger_of_one(
-    clean_run: dict, engine: Engine, tmp_path: Path, mode: str
+    clean_run: dict, engine: Engine, mode: str
 ) -> None:
     """Two processes run the hour at the same time (with batches of 5, or billing-cycle):
     usage and the wallet ledger are those of one run. (Alerts are not compared: one run may
@@ -180,7 +182,7 @@ def test_two_cycles_of_one_hour_at_once_give_the_ledger_of_one(
 
     from prefect.settings import PREFECT_API_URL
 
-    prepare(engine, tmp_path)
+    restore(engine, PREPARED)
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     env.pop("TALLYFLOW_FAILPOINTS", None)
     runs = [
@@ -197,9 +199,9 @@ def test_two_cycles_of_one_hour_at_once_give_the_ledger_of_one(
 
 
 def test_same_hour_rerun_five_times_gives_the_ledger_of_one_run(
-    clean_run: dict, engine: Engine, tmp_path: Path
+    clean_run: dict, engine: Engine
 ) -> None:
-    prepare(engine, tmp_path)
+    restore(engine, PREPARED)
     first = billing_cycle(hour=HOUR)
     assert first["wallets"]["transactions"] > 0 and first["wallets"]["threshold_top_ups"] > 0
     for _ in range(5):
@@ -228,9 +230,10 @@ def test_same_hour_rerun_five_times_gives_the_ledger_of_one_run(
 
 
 def test_late_event_makes_the_next_hour_deduct_only_the_difference(
-    clean_run: dict, engine: Engine, tmp_path: Path
+    clean_run: dict, engine: Engine
 ) -> None:
-    bucket = prepare(engine, tmp_path)
+    restore(engine, PREPARED)
+    bucket = prepared_bucket[PREPARED]  # the source of the prepared objects: one more object
     billing_cycle(hour=HOUR)
     assert_same(state(engine), clean_run)
     before = state(engine)
@@ -243,7 +246,10 @@ def test_late_event_makes_the_next_hour_deduct_only_the_difference(
          "properties": {"tokens": 10, "model": "mistral-small", "type": "input"}},
     ]
     (bucket / "late.jsonl").write_text(jsonl(late))
-    ingest(engine, bucket)
+    try:
+        ingest(engine, bucket)
+    finally:  # the bucket stays as prepared for the module's other trials
+        (bucket / "late.jsonl").unlink()
     summary = billing_cycle(hour=NEXT)
 
     prices = plan_prices(json.loads(PLAN.read_text()))
@@ -269,7 +275,7 @@ def test_late_event_makes_the_next_hour_deduct_only_the_difference(
 def test_price_change_reprices_the_open_period_and_moves_the_exact_delta(
     clean_run: dict, engine: Engine, tmp_path: Path, price: str
 ) -> None:
-    prepare(engine, tmp_path)
+    restore(engine, PREPARED)
     billing_cycle(hour=HOUR)
     assert_same(state(engine), clean_run)
     plan = json.loads(PLAN.read_text())
@@ -277,7 +283,7 @@ def test_price_change_reprices_the_open_period_and_moves_the_exact_delta(
     for f in plan["plan"]["charges"][0]["filters"]:
         if f["values"] == {"model": ["mistral-large"], "type": ["output"]}:
             f["properties"]["amount"] = price
-    apply(engine, tmp_path / "catalog", "plan.json", json.dumps(plan))
+    apply(engine, tmp_path, "plan.json", json.dumps(plan))
     billing_cycle(hour=NEXT)
 
     every = events(1) + events(2)
