@@ -170,7 +170,7 @@ def test_termination_and_upgrade_credit_the_unused_days(engine: Engine, tmp_path
     now = end + timedelta(hours=1)
     ingested_until(engine, now)
     with pytest.raises(LifecycleError):
-        terminate_subscription(engine, SUB, end, now=now, on_termination_credit_note="offset")
+        terminate_subscription(engine, SUB, end, now=now, on_termination_credit_note="void")
     before = balances(engine)["acme/prepaid_credits"]["cents"]
     done = terminate_subscription(engine, SUB, end, now=now, on_termination_credit_note="refund")
     assert done.credit_note is not None and not done.advance_fee_not_credited
