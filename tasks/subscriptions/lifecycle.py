@@ -148,8 +148,8 @@ class Termination:
     invoices: list[dict[str, Any]] = field(default_factory=list)
     advance_fee_not_credited: bool = False
     """The plan is paid in advance and no credit note was issued (``on_termination_credit_note``
-    ``skip``, or nothing left to credit): the fee billed at the period's start stays billed in full; said here
-    rather than silently (docs/invoices.md, "Plans paid in advance")."""
+    ``skip``, or nothing left to credit): the fee billed at the period's start stays billed
+    in full; said here rather than silently (docs/credit-notes.md)."""
     credit_note: dict[str, Any] | None = None
     """The credit note for the unused days (Lago's ``on_termination_credit_note``)."""
 
