@@ -492,7 +492,11 @@ def consume(owed_cents: int, notes: Sequence[Available]) -> tuple[tuple[int, int
 # Termination and upgrade of a plan paid in advance (Lago's CreditNotes::CreateFromTermination)
 # --------------------------------------------------------------------------------------------
 
-TERMINATION_CHOICES: Final = ("credit", "refund", "skip")
+TERMINATION_CHOICES: Final = ("credit", "refund", "offset", "skip")
+"""Lago's ``on_termination_credit_note``; none given (nor stored) means ``credit``
+(``DEFAULT_TERMINATION_CHOICE``), as Lago's ``TerminateService`` defaults a blank one."""
+
+DEFAULT_TERMINATION_CHOICE: Final = "credit"
 
 
 def termination_days(from_date: date, end_date: date, terminated_on: date, *,
@@ -527,12 +531,13 @@ def termination_request(paid: FeePaid, invoice: InvoiceState, *, plan_amount_cen
     left to credit (Lago's ``CreateFromTermination``): the single-day price times the unused
     days, capped at the fee and less what notes already credited on it, to 5 decimals; with
     its taxes, all as credit, or (``refund``) refunded up to the fee's share of what was paid
-    less the used days' value, the rest as credit. An upgrade with a refund is refused, as
-    Lago refuses it."""
+    less the used days' value, the rest as credit, or (``offset``) that refund and the rest
+    offset against the invoice's amount due. An upgrade with a refund or an offset is refused,
+    as Lago refuses it."""
     if choice == "skip":
         return None
-    if upgrade and choice == "refund":
-        raise CreditNoteRefused({"on_termination_credit_note": ["refund_with_upgrade"]})
+    if upgrade and choice in ("refund", "offset"):
+        raise CreditNoteRefused({"on_termination_credit_note": [f"{choice}_with_upgrade"]})
     fee = paid.fee
     day_price = _div(Decimal(plan_amount_cents), Decimal(period_days))
     amount = min(WIDE.multiply(day_price, Decimal(days[0])), Decimal(fee.amount_cents))
@@ -542,7 +547,7 @@ def termination_request(paid: FeePaid, invoice: InvoiceState, *, plan_amount_cen
         return None
     total = _with_taxes(fee, invoice, amount)
     refund = 0
-    if choice == "refund" and paid.invoice_sub_total_including_taxes_amount_cents > 0:
+    if choice in ("refund", "offset") and paid.invoice_sub_total_including_taxes_amount_cents > 0:
         share = WIDE.multiply(_div(paid.precise_total_amount_cents,
                                    Decimal(paid.invoice_sub_total_including_taxes_amount_cents)),
                               Decimal(invoice.total_paid_amount_cents))
@@ -550,6 +555,8 @@ def termination_request(paid: FeePaid, invoice: InvoiceState, *, plan_amount_cen
         if share - used > 0:
             refund = _round(min(share - used, Decimal(total)))
     # Lago's TerminateService names the reason (an upgrade terminates the old row too)
+    if choice == "offset":  # Lago's calculate_amounts: [0, refund, creditable]
+        return Request(((fee.lago_id, amount),), 0, refund, total - refund, "order_cancellation")
     return Request(((fee.lago_id, amount),), total - refund, refund, 0, "order_cancellation")
 
 

@@ -290,7 +290,8 @@ class Subscription(LagoModel):
     on_termination_invoice: Annotated[
         str, _one_of("on_termination_invoice", ON_TERMINATION_INVOICE)] | None = None
     # A plan paid in advance: what a termination or upgrade does with the unused days
-    # (tasks/corrections/credit_notes.py); None: no credit note (docs/credit-notes.md)
+    # (tasks/corrections/credit_notes.py); None is Lago's default, "credit" (left out so that
+    # older documents keep their digest; docs/credit-notes.md)
     on_termination_credit_note: Annotated[
         str, _one_of("on_termination_credit_note", TERMINATION_CHOICES)] | None = None
 

@@ -59,7 +59,8 @@ def terminate(
         help="Do not invoice the partial period (Lago's on_termination_invoice=skip)."),
     credit_note: str | None = typer.Option(
         None, "--on-termination-credit-note",
-        help="A plan paid in advance: credit or refund the unused days (credit, refund, skip)."),
+        help="A plan paid in advance: credit (the default, as Lago), refund, offset or skip "
+             "the unused days."),
     as_json: bool = typer.Option(False, "--json", help="Print what it did as JSON."),
 ) -> None:
     """Terminate a subscription: usage after it is unbillable, a termination invoice is issued.
@@ -85,7 +86,7 @@ def terminate(
                f"{out['wallet_credited_back_cents']} cents credited back")
     if done.advance_fee_not_credited:
         typer.echo("the plan is paid in advance: the fee billed at the period's start is not"
-                   " credited back (--on-termination-credit-note credit|refund does)")
+                   " credited back (on_termination_credit_note skip, or nothing left to credit)")
     _credit_note(done.credit_note)
     if done.on_termination_invoice == "skip":
         typer.echo("no termination invoice (on_termination_invoice: skip)")
@@ -105,7 +106,8 @@ def change_plan(
         None, "--at", help="When it is asked for (ISO time with offset or epoch; default: now)."),
     credit_note: str | None = typer.Option(
         None, "--on-termination-credit-note",
-        help="An upgrade from a plan paid in advance: credit its unused days (credit, skip)."),
+        help="An upgrade from a plan paid in advance: credit its unused days (credit, the "
+             "default as Lago, or skip)."),
     as_json: bool = typer.Option(False, "--json", help="Print what it did as JSON."),
 ) -> None:
     """Upgrade (at once) or downgrade (at the period end) a subscription, as Lago does."""
@@ -121,7 +123,7 @@ def change_plan(
                f" effective {out['effective_at']}")
     if done.advance_fee_not_credited:
         typer.echo("the previous plan is paid in advance: its fee for the period is not"
-                   " credited back (--on-termination-credit-note credit does)")
+                   " credited back (on_termination_credit_note skip, or nothing left to credit)")
     _credit_note(done.credit_note)
     for invoice in done.previous_invoice:
         typer.echo(f"previous plan's invoice: {invoice['number'] or '(draft)'}"

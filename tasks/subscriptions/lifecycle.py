@@ -30,7 +30,7 @@ from tallyflow.errors import UserError
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.catalog import digest, dumps, loads
-from tallyflow.models.credit_notes import TERMINATION_CHOICES
+from tallyflow.models.credit_notes import DEFAULT_TERMINATION_CHOICE, TERMINATION_CHOICES
 from tallyflow.models.lifecycle import (
     ROW_STARTS_SQL,
     LifecycleRefusal,
@@ -148,8 +148,8 @@ class Termination:
     invoices: list[dict[str, Any]] = field(default_factory=list)
     advance_fee_not_credited: bool = False
     """The plan is paid in advance and no credit note was issued (``on_termination_credit_note``
-    not given, or ``skip``): the fee billed at the period's start stays billed in full; said here
-    rather than silently (docs/invoices.md, "Plans paid in advance")."""
+    ``skip``, or nothing left to credit): the fee billed at the period's start stays billed
+    in full; said here rather than silently (docs/credit-notes.md)."""
     credit_note: dict[str, Any] | None = None
     """The credit note for the unused days (Lago's ``on_termination_credit_note``)."""
 
@@ -162,8 +162,8 @@ class Termination:
 
 
 def _advance_fee_not_credited(conn: Connection, plan_id: int) -> bool:
-    """Whether ending a row of this plan early leaves a fee paid in advance uncredited
-    (Tallyflow issues no credit notes: docs/invoices.md, "Plans paid in advance")."""
+    """Whether ending a row of this plan early may leave a fee paid in advance uncredited:
+    true until a termination credit note is issued (docs/credit-notes.md)."""
     return bool(conn.execute(
         text("select pay_in_advance and amount_cents > 0 from plans where id = :p"),
         {"p": plan_id}).scalar())
@@ -285,8 +285,9 @@ def terminate_subscription(
     setting) is ``"skip"`` the partial period is invoiced at once when ``at`` has passed (a
     draft until the ingest watermark and the grace period allow finalizing it, like any
     invoice). A future ``at`` is invoiced by the billing cycle after it. For a plan paid in
-    advance, ``on_termination_credit_note`` (``credit``, ``refund``, ``skip``) credits the
-    unused days of the fee paid at the period's start (``issue_termination_credit_note``).
+    advance, ``on_termination_credit_note`` (``credit``, the default as in Lago, ``refund``,
+    ``offset``, ``skip``) credits the unused days of the fee paid at the period's start
+    (``issue_termination_credit_note``).
     Raises ``LifecycleError`` for an unknown subscription or a moment the rules refuse.
     """
     now = now or datetime.now(UTC)
@@ -307,10 +308,12 @@ def terminate_subscription(
             is not None,
         )
         choice = on_termination_invoice or sub.on_termination_invoice
+        note_choice = (on_termination_credit_note or sub.on_termination_credit_note
+                       or DEFAULT_TERMINATION_CHOICE)  # Lago: a blank choice is credit
         if step.cancel:
             return _cancel(conn, sub, now)
         if not step.rerun:
-            _end_row(conn, sub, external_id, step, at, now, choice)
+            _end_row(conn, sub, external_id, step, at, now, (choice, note_choice))
         result = Termination(external_id, sub.external_customer_id, at,
                              str(status_at(sub.subscription_at, at, now)), step.rerun,
                              on_termination_invoice=choice)
@@ -321,8 +324,7 @@ def terminate_subscription(
         result.periods_zeroed = len(zeroed)
     failpoint("lifecycle.after_terminate_commit")
     _after_termination(engine, result, sub, at, now, zeroed)
-    note_choice = on_termination_credit_note or sub.on_termination_credit_note
-    if note_choice is not None and not step.cancel:
+    if not step.cancel:
         result.credit_note = _termination_note(engine, sub.id, note_choice, now)
         result.advance_fee_not_credited &= result.credit_note is None
     return result
@@ -332,8 +334,9 @@ def _check_note_choice(choice: str | None, allowed: Sequence[str]) -> None:
     if choice is not None and choice not in allowed:
         raise LifecycleError(f"on_termination_credit_note {choice!r} is not one of "
                              f"{', '.join(allowed)}",
-                             "Lago refuses a refund with an upgrade" if choice == "refund"
-                             else "credit the unused days, refund them, or skip")
+                             "Lago refuses a refund or an offset with an upgrade"
+                             if choice in ("refund", "offset")
+                             else "credit the unused days, refund them, offset them, or skip")
 
 
 def _termination_note(engine: Engine, subscription_id: int, choice: str, now: datetime,
@@ -344,16 +347,19 @@ def _termination_note(engine: Engine, subscription_id: int, choice: str, now: da
                                              at=now)
     except CreditNoteRefused as exc:
         raise LifecycleError(f"on_termination_credit_note: {exc}",
-                             "credit or skip (Lago refuses a refund with an upgrade)") from exc
+                             "credit or skip (Lago refuses a refund or an offset with an "
+                             "upgrade)") from exc
     return dict(note) if note is not None else None
 
 
 def _end_row(
     conn: Connection, sub: Any, external_id: str, step: TerminationStep, at: datetime,
-    now: datetime, choice: str,
+    now: datetime, choices: tuple[str, str],
 ) -> None:
     """Set the row's end (refused as ``termination_step_refusal`` says) and cancel the plan
-    change waiting for it, under the fold lock and the row lock the caller holds."""
+    change waiting for it, under the fold lock and the row lock the caller holds. The
+    choices used are stored as Lago's ``update_on_termination_actions!`` does (the credit
+    note's only on a plan paid in advance)."""
     refusal = termination_step_refusal(
         step, external_id=external_id, at=at, subscription_at=sub.subscription_at,
         finalized_until=conn.execute(_FINALIZED_UNTIL, {"id": sub.id}).scalar(),
@@ -364,12 +370,15 @@ def _end_row(
         text(
             """
             update subscriptions set terminated_at = :at, on_termination_invoice = :c,
+              on_termination_credit_note = case
+                when (select pay_in_advance from plans where id = subscriptions.plan_id)
+                then :n else on_termination_credit_note end,
               status = case when :at <= :now then 'terminated' else status end,
               updated_at = now()
             where id = :id
             """
         ),
-        {"at": at, "now": now, "c": choice, "id": sub.id},
+        {"at": at, "now": now, "c": choices[0], "n": choices[1], "id": sub.id},
     )
     conn.execute(_CANCEL_WAITING, {"id": sub.id, "now": now, "at": at})
     if at <= now:
@@ -611,7 +620,8 @@ def change_plan(
                      {"id": row.id})
         new_id, change, old_code = start_plan_change(conn, row.id, plan_code, at, now)
         in_advance = _advance_fee_not_credited(conn, row.plan_id)
-        note_choice = on_termination_credit_note or row.on_termination_credit_note
+        note_choice = (on_termination_credit_note or row.on_termination_credit_note
+                       or DEFAULT_TERMINATION_CHOICE)  # Lago: a blank choice is credit
         if change.upgrade:  # the stored choice too (Lago refuses a refund with an upgrade)
             _check_note_choice(note_choice, ("credit", "skip"))
     result = PlanChangeResult(external_id, change.kind, old_code, plan_code,
@@ -631,7 +641,7 @@ def change_plan(
         if row.on_termination_invoice != "skip":
             close_periods(engine, now, customers=[row.external_customer_id], now=now)
             result.previous_invoice = _invoices_of(engine, row.id)
-    if change.upgrade and note_choice is not None:
+    if change.upgrade:
         result.credit_note = _termination_note(engine, row.id, note_choice, now, upgrade=True)
         result.advance_fee_not_credited &= result.credit_note is None
     return result

@@ -209,7 +209,7 @@ REFUSED = [
      "customer.net_payment_term", "must not be negative"),
     ("subscription-termination-invoice", subscription(on_termination_invoice="later"),
      "subscription.on_termination_invoice", "generate"),
-    ("subscription-credit-note", subscription(on_termination_credit_note="offset"),
+    ("subscription-credit-note", subscription(on_termination_credit_note="void"),
      "subscription.on_termination_credit_note", "credit"),
     ("subscription-overrides", subscription(plan_overrides={"amount_cents": 5}),
      "subscription.plan_overrides", "not supported yet"),

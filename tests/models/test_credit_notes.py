@@ -178,17 +178,24 @@ def test_refund_goes_back_to_the_wallets_that_paid_first() -> None:
 
 # create_from_termination_spec.rb: a €31 plan paid in advance for October (31 days), 20 % VAT,
 # terminated on 15 October: 16 unused days, 15 used; the refund cases' invoice holds two such
-# fees (7440 with taxes), paid 7440 or 5580
+# fees (7440 with taxes), paid 7440, 5580 or 930; expected (credit, refund, offset)
 TERMINATION = [
-    pytest.param("credit", 0, (1920, 0), id="creates a credit note"),
-    pytest.param("refund", 7440, (0, 1920), id="when refund is requested, fully paid"),
-    pytest.param("refund", 5580, (930, 990), id="when refund is requested, partially paid"),
-    pytest.param("refund", 0, (1920, 0), id="refund of an unpaid invoice: all as credit"),
+    pytest.param("credit", 0, (1920, 0, 0), id="creates a credit note"),
+    pytest.param("refund", 7440, (0, 1920, 0), id="when refund is requested, fully paid"),
+    pytest.param("refund", 5580, (930, 990, 0), id="when refund is requested, partially paid"),
+    pytest.param("refund", 0, (1920, 0, 0), id="refund of an unpaid invoice: all as credit"),
+    pytest.param("offset", 7440, (0, 1920, 0),
+                 id="when offset is requested, when invoice is fully paid"),
+    pytest.param("offset", 5580, (0, 990, 930),
+                 id="when offset is requested, when payment covers the subscription fee"),
+    pytest.param("offset", 930, (0, 0, 1920),
+                 id="when offset is requested, when payment does not cover the subscription fee"),
 ]
 
 
 @pytest.mark.parametrize(("choice", "paid", "expected"), TERMINATION)
-def test_termination_credit_note(choice: str, paid: int, expected: tuple[int, int]) -> None:
+def test_termination_credit_note(choice: str, paid: int,
+                                 expected: tuple[int, int, int]) -> None:
     from datetime import date
 
     from tallyflow.models.credit_notes import FeePaid, termination_days, termination_request
@@ -202,9 +209,15 @@ def test_termination_credit_note(choice: str, paid: int, expected: tuple[int, in
                                   plan_amount_cents=D(3100), period_days=31, days=days,
                                   choice=choice)
     assert request is not None and request.items == (("sub", D(1600)),)
-    assert (request.credit_amount_cents, request.refund_amount_cents) == expected
+    assert (request.credit_amount_cents, request.refund_amount_cents,
+            request.offset_amount_cents) == expected
     amounts = compute(request, invoice)
     assert (amounts.taxes_amount_cents, amounts.total_amount_cents) == (320, 1920)
+    if choice != "credit":  # "Upgrade and refund/offset are not supported together"
+        with pytest.raises(CreditNoteRefused, match=f"{choice}_with_upgrade"):
+            termination_request(FeePaid(fee, D(3720), 7440), invoice,
+                                plan_amount_cents=D(3100), period_days=31, days=days,
+                                choice=choice, upgrade=True)
 
 
 def test_termination_days_upgrade_and_trial() -> None:

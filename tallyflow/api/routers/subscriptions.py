@@ -11,6 +11,7 @@ from tallyflow.api.deps import get_engine
 from tallyflow.api.lago import LagoJSON, invalid
 from tallyflow.api.objects import SUBSCRIPTIONS, catalog_one
 from tallyflow.api.routers.catalog import catalog_router
+from tallyflow.models.credit_notes import TERMINATION_CHOICES
 
 router = catalog_router(SUBSCRIPTIONS)
 
@@ -22,13 +23,15 @@ async def terminate_subscription(
 ) -> LagoJSON:
     """Lago's terminate: now, with the termination invoice unless ``skip`` (as
     ``tallyflow subscriptions terminate``), and for a plan paid in advance the credit note of
-    ``on_termination_credit_note`` (``credit``, ``refund``); a subscription that has not started is
+    ``on_termination_credit_note`` (``credit``, Lago's default, ``refund``, ``offset``,
+    ``skip``); a subscription that has not started is
     canceled (Lago asks for ``status=pending`` there: accepted, and not required)."""
     if on_termination_invoice not in (None, "generate", "skip"):
         raise invalid({"on_termination_invoice": ["value_is_invalid"]})
     if status not in (None, "active", "pending"):
         raise invalid({"status": ["value_is_invalid"]})
-    if on_termination_credit_note not in (None, "credit", "refund", "skip"):
+    if on_termination_credit_note is not None and (
+            on_termination_credit_note not in TERMINATION_CHOICES):
         raise invalid({"on_termination_credit_note": ["value_is_invalid"]})
     catalog_one(engine, SUBSCRIPTIONS, external_id)  # 404 when unknown
     return await run_in_threadpool(_terminate, engine, external_id, on_termination_invoice,

@@ -145,8 +145,13 @@ def test_delete_subscription_terminates_it_as_lago_does(client: TestClient,
     bad = client.delete("/api/v1/subscriptions/sub_acme_001",
                         params={"on_termination_invoice": "later"})
     assert bad.status_code == 422
+    bad = client.delete("/api/v1/subscriptions/sub_acme_001",
+                        params={"on_termination_credit_note": "void"})
+    assert bad.json()["error_details"] == {"on_termination_credit_note": ["value_is_invalid"]}
+    # offset is Lago's too (a plan in arrears has no fee to credit: no note)
     ended = client.delete("/api/v1/subscriptions/sub_acme_001",
-                          params={"on_termination_invoice": "skip"})
+                          params={"on_termination_invoice": "skip",
+                                  "on_termination_credit_note": "offset"})
     assert ended.status_code == 200, ended.text
     subscription = ended.json()["subscription"]
     assert subscription["status"] == "terminated" and subscription["terminated_at"]

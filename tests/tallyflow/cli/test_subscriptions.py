@@ -83,9 +83,12 @@ def test_change_plan(engine: Engine, tmp_path: Path) -> None:
     assert unknown.exit_code == 1 and "unknown plan 'nope'" in unknown.stderr
 
 
-def test_terminating_a_plan_paid_in_advance_says_nothing_is_credited(
+def test_terminating_a_plan_paid_in_advance_credits_the_unused_days(
     engine: Engine, tmp_path: Path
 ) -> None:
+    """No --on-termination-credit-note: Lago's default, credit
+    (spec/services/subscriptions/terminate_service_spec.rb, [nil, "", "credit"]); skip says
+    the fee is not credited back."""
     def in_advance(doc: dict[str, Any]) -> None:
         doc.update({"pay_in_advance": True, "amount_cents": 3100})
 
@@ -93,10 +96,16 @@ def test_terminating_a_plan_paid_in_advance_says_nothing_is_credited(
     done = runner.invoke(app, ["subscriptions", "terminate", SUB, "--at",
                                "2025-03-20T12:00:00Z"])
     assert done.exit_code == 0, done.output
-    assert "the fee billed at the period's start is not credited back" in done.stdout
+    assert "for the unused days (credit" in done.stdout
+    assert "not credited back" not in done.stdout
     as_json = runner.invoke(app, ["subscriptions", "terminate", SUB, "--at",
                                   "2025-03-20T12:00:00Z", "--json"])
-    assert json.loads(as_json.stdout)["advance_fee_not_credited"] is True
+    out = json.loads(as_json.stdout)
+    assert out["advance_fee_not_credited"] is False and out["credit_note"] is not None
+    skipped = runner.invoke(app, ["subscriptions", "terminate", SUB, "--at",
+                                  "2025-03-20T12:00:00Z", "--on-termination-credit-note",
+                                  "skip"])
+    assert "the fee billed at the period's start is not credited back" in skipped.stdout
 
 
 def test_terminating_a_pending_subscription_cancels_it(engine: Engine, tmp_path: Path) -> None:

@@ -170,7 +170,7 @@ def test_termination_and_upgrade_credit_the_unused_days(engine: Engine, tmp_path
     now = end + timedelta(hours=1)
     ingested_until(engine, now)
     with pytest.raises(LifecycleError):
-        terminate_subscription(engine, SUB, end, now=now, on_termination_credit_note="offset")
+        terminate_subscription(engine, SUB, end, now=now, on_termination_credit_note="void")
     before = balances(engine)["acme/prepaid_credits"]["cents"]
     done = terminate_subscription(engine, SUB, end, now=now, on_termination_credit_note="refund")
     assert done.credit_note is not None and not done.advance_fee_not_credited
@@ -221,3 +221,31 @@ def test_an_issued_credit_note_is_announced_once(engine: Engine, tmp_path: Path)
     assert [(b["webhook_type"], b["object_type"], b["credit_note"]["lago_id"])
             for b in bodies] == [("credit_note.created", "credit_note", note["lago_id"])]
     assert bodies[0]["credit_note"]["total_amount_cents"] == 600
+
+
+def test_termination_offset_takes_the_unused_days_off_the_amount_due(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """create_from_termination_spec.rb "when offset is requested", "when payment does not cover
+    the subscription fee": nothing paid (no wallet), so no refund and the unused days (6 x 100
+    + 10 % tax) are offset against the start invoice's amount due (1870 -> 1210)."""
+    from tallyflow.tasks.subscriptions import terminate_subscription
+    from tests.tasks.invoicing.test_invoicing_advance import START
+    from tests.tasks.rating_fixtures import SUB
+
+    catalog(engine, tmp_path, plan={"amount_cents": 3100, "pay_in_advance": True},
+            start=START.isoformat(), wallet=False)
+    hour(engine, START + timedelta(hours=1))
+    end = datetime(2025, 3, 25, 16, tzinfo=UTC)
+    now = end + timedelta(hours=1)
+    ingested_until(engine, now)
+    done = terminate_subscription(engine, SUB, end, now=now, on_termination_credit_note="offset")
+    note = done.credit_note
+    assert note is not None
+    assert (note["credit_amount_cents"], note["refund_amount_cents"],
+            note["offset_amount_cents"], note["total_amount_cents"]) == (0, 0, 660, 660)
+    first = invoices(engine)[0]
+    assert (first["total_amount_cents"], first["total_due_amount_cents"]) == (1870, 1210)
+    with engine.connect() as conn:  # the choice used is stored, as Lago's terminate does
+        assert conn.execute(text("select on_termination_credit_note from subscriptions"
+                                 )).scalar_one() == "offset"

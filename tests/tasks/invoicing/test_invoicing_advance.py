@@ -1,6 +1,7 @@
 """Plans paid in advance against real Postgres: the start invoice with the first (prorated)
 fee, the next billing day's invoice with the next fee plus the previous period's charges in
-arrears, reruns converging, finalized invoices unchanged, and termination (no credit)."""
+arrears, reruns converging, finalized invoices unchanged, and termination (the unused days
+credited, Lago's default)."""
 
 from __future__ import annotations
 
@@ -106,9 +107,13 @@ def test_trial_covering_the_first_period_bills_nothing_at_the_start(
     assert fees(paid) == [("subscription", 2790, z(APRIL_START))]
 
 
-def test_termination_bills_the_charges_and_credits_nothing(
+def test_termination_bills_the_charges_and_credits_the_unused_days(
     engine: Engine, tmp_path: Path
 ) -> None:
+    """Lago's default ``on_termination_credit_note`` is ``credit``
+    (spec/services/subscriptions/terminate_service_spec.rb, "when subscription was paid in
+    advance"): the unused days (26..31 March, 6 x 3100 / 31 = 600, plus 10% tax) are credited
+    and the termination invoice consumes the note when it is finalized."""
     from tallyflow.tasks.subscriptions import terminate_subscription
 
     catalog(engine, tmp_path, plan={"amount_cents": 3100, "pay_in_advance": True},
@@ -119,19 +124,28 @@ def test_termination_bills_the_charges_and_credits_nothing(
     now = end + timedelta(hours=1)
     ingested_until(engine, now)
     done = terminate_subscription(engine, SUB, end, now=now)
-    assert done.advance_fee_not_credited
+    assert not done.advance_fee_not_credited and done.credit_note is not None
+    note = done.credit_note
+    assert (note["credit_amount_cents"], note["taxes_amount_cents"], note["reason"]) == (
+        660, 60, "order_cancellation")
     [first, last] = invoices(engine)
     assert fees(first) == [("subscription", 1700, z(START))]
-    # charges to the end, no fee in arrears (paid at the start), no credit, no April fee
+    # charges to the end, no fee in arrears (paid at the start), no April fee
     assert [f[:2] for f in fees(last)] == [("charge", 200), ("charge", 600)]
+    ingested_until(engine, CLOSE)
     hour(engine, CLOSE + timedelta(hours=3))
-    assert [f[:2] for f in fees(invoices(engine)[-1])] == [("charge", 200), ("charge", 600)]
-    assert len(invoices(engine)) == 2
+    [_, last] = invoices(engine)
+    assert [f[:2] for f in fees(last)] == [("charge", 200), ("charge", 600)]
+    # 880 with taxes: the note's 660 first, then the wallet (after taxes, before prepaid)
+    assert (last["status"], last["credit_notes_amount_cents"],
+            last["prepaid_credit_amount_cents"]) == ("finalized", 660, 220)
 
 
 def test_upgrade_from_a_plan_paid_in_advance(engine: Engine, tmp_path: Path) -> None:
     """Upgrade on 20 March: the old row's charges and the new plan's first fee (20..31 March)
-    on the invoice of the change's day; the old plan's March fee stays (no credit)."""
+    on the invoice of the change's day; the old plan's unused days (20..31 March: 12 x 100
+    + 10 % tax) are credited by default, as Lago (create_from_termination_spec.rb, upgrade),
+    and that invoice consumes the note when it is finalized."""
     from tallyflow.tasks.subscriptions import change_plan
     from tests.tasks.subscriptions.test_lifecycle import _second_plan, cycle
 
@@ -142,7 +156,8 @@ def test_upgrade_from_a_plan_paid_in_advance(engine: Engine, tmp_path: Path) -> 
     cycle(engine, now)
     _second_plan(engine, tmp_path, "pro", 6200)  # also paid in advance
     done = change_plan(engine, SUB, "pro", change, now=now)
-    assert done.kind == "upgrade" and done.advance_fee_not_credited
+    assert done.kind == "upgrade" and not done.advance_fee_not_credited
+    assert done.credit_note is not None and done.credit_note["credit_amount_cents"] == 1320
     by_day = {i["issuing_date"]: [f[:2] for f in fees(i)] for i in invoices(engine)}
     assert by_day == {
         "2025-03-01": [("subscription", 3100)],
@@ -153,6 +168,9 @@ def test_upgrade_from_a_plan_paid_in_advance(engine: Engine, tmp_path: Path) -> 
     cycle(engine, CLOSE)
     by_day = {i["issuing_date"]: [f[:2] for f in fees(i)] for i in invoices(engine)}
     assert by_day["2025-04-01"] == [("subscription", 6200)]  # no usage after the change
+    upgrade_day = next(i for i in invoices(engine) if i["issuing_date"] == "2025-03-20")
+    assert (upgrade_day["status"], upgrade_day["credit_notes_amount_cents"]) == (
+        "finalized", 1320)
     assert len(by_day) == 3
     assert_balances_match_ledger(engine)
 
