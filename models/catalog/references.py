@@ -208,6 +208,12 @@ def _subscription_references(subscription: Subscription, catalog: Catalog) -> li
         issues.append(Issue((SUBSCRIPTION, "plan_code"),
                             f"plan {plan.code!r} bills in {plan.amount_currency} but customer "
                             f"{customer.external_id!r} uses {customer.currency}"))
+    if plan and subscription.on_termination_credit_note is not None and not plan.pay_in_advance:
+        # Lago: ``validates :on_termination_credit_note, absence: true, if: pay_in_arrears?``
+        # (nothing of a plan billed in arrears is paid ahead, so there is nothing to credit)
+        issues.append(Issue((SUBSCRIPTION, "on_termination_credit_note"),
+                            f"applies to plans paid in advance only; plan {plan.code!r} bills"
+                            " in arrears (leave it out)"))
     return issues
 
 

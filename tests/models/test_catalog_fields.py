@@ -211,6 +211,9 @@ REFUSED = [
      "subscription.on_termination_invoice", "generate"),
     ("subscription-credit-note", subscription(on_termination_credit_note="void"),
      "subscription.on_termination_credit_note", "credit"),
+    # lago-api app/models/subscription.rb: absence unless the plan is paid in advance
+    ("subscription-credit-note-in-arrears", subscription(on_termination_credit_note="credit"),
+     "subscription.on_termination_credit_note", "plans paid in advance only"),
     ("subscription-overrides", subscription(plan_overrides={"amount_cents": 5}),
      "subscription.plan_overrides", "not supported yet"),
     ("wallet-applies-to", wallet(applies_to={"fee_types": ["charge"]}), "wallet.applies_to",
