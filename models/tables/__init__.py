@@ -64,7 +64,7 @@ from tallyflow.models.tables.wallet_ledger import (
     wallet_transactions,
     wallet_usage_positions,
 )
-from tallyflow.models.tables.webhooks import (
+from tallyflow.models.tables.outbox import (
     webhook_attempts,
     webhook_endpoints,
     webhook_signing,

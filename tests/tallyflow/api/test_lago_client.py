@@ -5,6 +5,7 @@ CLI's. And the crash the design is for: the API killed after its answer, before 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -168,6 +169,10 @@ def _the_sdk_way(client: Client, metric_id: str) -> None:
                                                     external_id=SUB,
                                                     plan_code="mistral_per_token"))
     assert back is not None and back.plan_code == "pro"  # a downgrade waits for the period end
+    # The events that follow carry whole-second timestamps (as the SDK's int timestamp): one
+    # sent within the second of the upgrade would be dated before it, on the old row, as in
+    # Lago. Start them in the next second so that they all belong to the upgraded row.
+    time.sleep(1.01 - time.time() % 1)
 
 
 def _raw_http(server: LiveApi, key: str) -> None:
