@@ -85,6 +85,7 @@ class Bench:
         self.reads: list[float] = []
         self.read_errors = 0
         self.delays: list[float] = []
+        self.direct: list[float] = []
 
     def load(self, worker: int) -> None:
         """100-event batches, paced so all clients together offer RATE events/s."""
@@ -110,6 +111,19 @@ class Bench:
                     self.reads.append(time.perf_counter() - started)
                 else:
                     self.read_errors += 1
+
+    def read_direct(self, url: str) -> None:
+        """The read's SQL alone (``customer_balance`` on one connection): what HTTP adds is
+        the difference."""
+        from tallyflow.infra import db
+        from tallyflow.tasks.wallets import customer_balance
+
+        with db.get_engine(url).connect() as conn:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                customer_balance(conn, "acme", 0)
+                conn.commit()
+                self.direct.append(time.perf_counter() - started)
 
     def probe(self) -> None:
         """One 100-package event at a time to ``probe``; the delay until its balance shows it."""
@@ -158,6 +172,11 @@ def _report(bench: Bench, elapsed: float) -> None:
     print(f"  read latency: median {statistics.median(bench.reads) * 1000:.1f} ms, "
           f"p99 {p99:.1f} ms   goal p99 <= 20 ms  {'MET' if p99 <= 20 else 'NOT MET'}; "
           f"errors {bench.read_errors}")
+    if bench.direct:
+        print(f"  the read's SQL alone (one connection, same load): "
+              f"{len(bench.direct) / elapsed:,.0f}/s, median "
+              f"{statistics.median(bench.direct) * 1000:.2f} ms, "
+              f"p99 {_p(bench.direct, 99) * 1000:.2f} ms")
     if bench.delays:
         print(f"  200 -> in the balance ({len(bench.delays)} probes): median "
               f"{statistics.median(bench.delays):.2f} s, p95 {p95:.2f} s, max "
@@ -193,6 +212,7 @@ def _run(url: str, work: Path, args: argparse.Namespace,
     threads = [threading.Thread(target=bench.load, args=(w,)) for w in range(args.clients)]
     threads += [threading.Thread(target=bench.read) for _ in range(args.readers)]
     threads.append(threading.Thread(target=bench.probe))
+    threads.append(threading.Thread(target=bench.read_direct, args=(url,)))
     started = time.perf_counter()
     for thread in threads:
         thread.start()
