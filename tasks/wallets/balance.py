@@ -56,6 +56,8 @@ _UPSERT = text(
       refreshed_at = now()
     """
 )
+_ENDED = text(
+    "delete from running_usage where external_subscription_id = :ext and period_end < :now")
 _SET_WATERMARK = text(
     """
     insert into running_usage_watermark (id, event_id, refreshed_at) values (1, :top, now())
@@ -97,12 +99,15 @@ def refresh_running_usage(
 
 def _rate_one(engine: Engine, ext: str, top: int, moment: datetime) -> int:
     """Rate one subscription's current period live and store it; 0 when it is not in force
-    (unknown, not started or terminated: its last figure stays until deductions settle it)."""
+    (unknown, not started or terminated): its row goes once its period has ended (the
+    termination invoice bills the rest), so ended ones are not tried on every pass."""
     from tallyflow.tasks.usage import rated_usage
 
     try:
         usage = rated_usage(engine, ext, moment)
     except (LookupError, ValueError):
+        with engine.begin() as conn:
+            conn.execute(_ENDED, {"ext": ext, "now": moment})
         return 0
     in_arrears, _ = usage.in_arrears()
     with engine.begin() as conn:

@@ -61,6 +61,16 @@ def test_figure_equals_current_usage_and_refresh_is_idempotent(
         "s_month"][0]
 
 
+def test_an_ended_subscription_leaves_the_figures(engine: Engine, tmp_path: Path) -> None:
+    _seeded(engine, tmp_path)
+    w.refresh_running_usage(engine, FEB)
+    with engine.begin() as conn:
+        conn.execute(text("update subscriptions set terminated_at = '2025-02-25T00:00:00Z',"
+                          " status = 'terminated' where external_id = 's_month'"))
+    w.refresh_running_usage(engine, datetime(2025, 3, 10, tzinfo=UTC))
+    assert "s_month" not in _rows(engine)
+
+
 @pytest.mark.parametrize(("ongoing", "overdraft", "expected"), [
     pytest.param("-1", "0", False, id="below"),
     pytest.param("0", "0", True, id="at"),
