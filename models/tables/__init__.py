@@ -57,6 +57,8 @@ from tallyflow.models.tables.rating import (
     usage_states,
 )
 from tallyflow.models.tables.wallet_ledger import (
+    running_usage,
+    running_usage_watermark,
     wallet_alert_rules,
     wallet_alerts,
     wallet_balances,
@@ -103,6 +105,8 @@ __all__ = [
     "plans",
     "rejected_rows",
     "run_history",
+    "running_usage",
+    "running_usage_watermark",
     "snapshot_archives",
     "subscriptions",
     "taxes",

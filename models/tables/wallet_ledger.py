@@ -12,6 +12,7 @@ from sqlalchemy import (
     Index,
     Integer,
     Numeric,
+    SmallInteger,
     Table,
     Text,
     func,
@@ -183,4 +184,38 @@ wallet_runs = Table(
     Column("started_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("finished_at", DateTime(timezone=True)),
     CheckConstraint(f"status in {RUN_STATUSES}", name="status"),
+)
+
+
+# Running balances (migration 0028, tasks/wallets/balance.py, docs/architecture.md §19): the
+# in-arrears usage of each subscription's current period, rated by an asynchronous refresh
+# (never by the ingest's merge), so a gateway's balance read is a few indexed rows.
+# ``event_watermark``: the highest event id this figure counted.
+running_usage = Table(
+    "running_usage",
+    metadata,
+    # keyed by the external id: a plan change's new row takes over the same figure
+    Column("external_subscription_id", Text, primary_key=True),
+    # the row in force when rated (its deductions are keyed by it)
+    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("customer_id", BigInteger, ForeignKey("customers.id"), nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("currency", Text, nullable=False),
+    Column("amount_cents", Numeric, nullable=False),
+    Column("event_watermark", BigInteger, nullable=False, server_default=text("0")),
+    Column("refreshed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_running_usage_customer_id", "customer_id"),
+)
+
+# One row: the highest event id the refresh has looked past (it rescans a window below it, as
+# ids are assigned before their transaction commits).
+running_usage_watermark = Table(
+    "running_usage_watermark",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("event_id", BigInteger, nullable=False, server_default=text("0")),
+    Column("refreshed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("id = 1", name="one_row"),
 )

@@ -5,7 +5,9 @@
 - ``top-up EXTERNAL_CUSTOMER_ID [--wallet CODE] --paid-credits X --granted-credits Y``;
 - ``mark-paid EXTERNAL_CUSTOMER_ID [--wallet CODE] [--transaction ID]``;
 - ``alert-rule --below X | --depleted [--customer C --wallet CODE]``;
-- ``deduct [--at T]`` runs the ``wallet-deductions`` flow now; ``runs`` lists run history.
+- ``deduct [--at T]`` runs the ``wallet-deductions`` flow now; ``runs`` lists run history;
+- ``balance EXTERNAL_CUSTOMER_ID``: the running balance and ``allowed``; ``refresh-balances
+  [--every S]`` keeps it (docs/architecture.md §19).
 """
 
 from __future__ import annotations
@@ -232,3 +234,39 @@ def runs(
     for row in rows:
         table.add_row(*(str(row[c]) for c in columns))
     Console().print(table)
+
+
+@app.command("balance")
+def balance(customer: str = typer.Argument(..., help="External customer id.")) -> None:
+    """The running balance a gateway reads (JSON): ongoing balance and ``allowed``, from the
+    figures ``refresh-balances`` keeps (docs/architecture.md §19)."""
+    from tallyflow.infra.settings import get_settings
+    from tallyflow.tasks.wallets import WalletError, customer_balance
+
+    try:
+        with billing_engine().connect() as conn:
+            answer = customer_balance(conn, customer, get_settings().balance_overdraft_cents)
+    except WalletError as exc:
+        _fail(str(exc))
+        return
+    typer.echo(json.dumps(answer, indent=2))
+
+
+@app.command("refresh-balances")
+def refresh_balances(
+    every: float = typer.Option(0.0, "--every", min=0,
+                                help="Seconds between passes; 0: one pass and exit."),
+) -> None:
+    """Rate the subscriptions with new events into the running balances (one pass, or a loop
+    with ``--every``)."""
+    import time
+
+    from tallyflow.tasks.wallets import refresh_running_usage
+
+    engine = billing_engine()
+    while True:
+        summary = refresh_running_usage(engine)
+        typer.echo(f"rated {summary.rated} subscription(s); watermark {summary.watermark}")
+        if not every:
+            return
+        time.sleep(every)

@@ -177,6 +177,10 @@ class Settings(BaseSettings):
     ] = _setting("user", "Attempts per webhook before it is marked `failed` (backoff doubling "
                  "from 30 s, at most 6 h apart); `tallyflow webhooks redeliver` tries once "
                  "more.", default=10)
+    balance_overdraft_cents: Annotated[int, BeforeValidator(_number(int, 0))] = _setting(
+        "user", "How far below zero a customer's ongoing balance may go while "
+        "`/api/v1/tallyflow/customers/{id}/balance` still answers `allowed: true` (cents).",
+        default=0)
     billing_retry_delay_seconds: Annotated[int, BeforeValidator(_number(int, None))] = _setting(
         "user", "Delay between the billing cycle's two whole-run retries (read when a run "
         "starts).", default=60)

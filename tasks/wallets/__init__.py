@@ -17,6 +17,12 @@ from tallyflow.tasks.wallets.alerts import (
     pending_alert_events,
 )
 from tallyflow.tasks.wallets.announce import transaction_object, transaction_status
+from tallyflow.tasks.wallets.balance import (
+    RefreshSummary,
+    allowed,
+    customer_balance,
+    refresh_running_usage,
+)
 from tallyflow.tasks.wallets.deductions import (
     STEP as DEDUCTIONS_STEP,
 )
@@ -89,13 +95,16 @@ __all__ = [
     "LiveScope",
     "Negative",
     "PendingAlerts",
+    "RefreshSummary",
     "TopUp",
     "WalletError",
     "add_alert_rule",
     "alert_event",
     "alerts_summary_event",
+    "allowed",
     "batch_dict",
     "chunks",
+    "customer_balance",
     "customer_movements_task",
     "customer_wallet_id",
     "deduct_contained",
@@ -123,6 +132,7 @@ __all__ = [
     "pending_alert_events_task",
     "post",
     "recent_runs",
+    "refresh_running_usage",
     "settle_paid_default",
     "settle_pending",
     "start_run",
