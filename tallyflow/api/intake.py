@@ -84,3 +84,39 @@ class RateLimiter:
             wait = (min(events, self.burst) - tokens) / self.rate
             raise TooManyRequests(wait, {"api_key": ["rate_limit_exceeded"]})
         self._buckets[key] = (tokens - events, now)
+
+
+EVENT_PATHS = ("/api/v1/events", "/api/v1/events/batch")
+
+
+class InflightLimit:
+    """ASGI middleware: at most ``limit`` event requests in the process at once; past it, 429
+    at once, before the body is read or the key checked.
+
+    On a CPU-bound machine the queue that makes clients time out forms in front of the
+    route (the accept backlog, the thread pool that checks keys), where ``Intake`` cannot see
+    it: this bound keeps the work admitted small enough to answer quickly, and turns the rest
+    into cheap refusals the clients retry after ``Retry-After``.
+    """
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.inflight = 0
+        self.refused = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" \
+                or scope["path"] not in EVENT_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.inflight >= self.limit:
+            self.refused += 1
+            refused = TooManyRequests(1, {"events": ["too_many_requests_in_flight"]})
+            await refused.response()(scope, receive, send)
+            return
+        self.inflight += 1  # one event loop: no lock needed
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1

@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     ] = _setting("user", "Bounded intake of `tallyflow api`: events accepted but not yet loaded "
                  "(waiting, being written, written and queued for the loader); a request that "
                  "would pass it gets 429 with `Retry-After`.", default=50000)
+    api_max_inflight: Annotated[
+        int, BeforeValidator(_positive("TALLYFLOW_API_MAX_INFLIGHT", 64, int))
+    ] = _setting("user", "Event requests `tallyflow api` works on at once; past it, 429 with "
+                 "`Retry-After` before the body is read.", default=64)
     api_rate_limit: Annotated[
         float | None, BeforeValidator(_positive("TALLYFLOW_API_RATE_LIMIT", None, float))
     ] = _setting("user", "Events per second each API key may post (a token bucket holding one "
@@ -336,6 +340,7 @@ class ApiSettings:
     max_body_bytes: int
     max_pending: int = 50000  # events accepted and not yet loaded; past it, 429
     rate_limit: float | None = None  # events per second per API key; None: no limit
+    max_inflight: int = 64  # event requests worked on at once; past it, 429
 
     @property
     def source_url(self) -> str:
@@ -351,7 +356,8 @@ def api_settings() -> ApiSettings:
                        commit_events=settings.api_commit_events,
                        max_body_bytes=settings.api_max_body_bytes,
                        max_pending=settings.api_max_pending,
-                       rate_limit=settings.api_rate_limit)
+                       rate_limit=settings.api_rate_limit,
+                       max_inflight=settings.api_max_inflight)
 
 
 # -- the configuration tables -------------------------------------------------------------------

@@ -8,6 +8,8 @@ its batch limit of 100: app/services/events/create_batch_service.rb.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from tallyflow.api.intake import Intake, RateLimiter, TooManyRequests
+from tallyflow.api.intake import InflightLimit, Intake, RateLimiter, TooManyRequests
 from tallyflow.api.keys import create_key
 from tests.tallyflow.api.conftest import wait_for
 from tests.tallyflow.api.test_events import event
@@ -134,3 +136,42 @@ def test_the_rate_limit_is_per_key(make_client: Callable[..., TestClient],
                        headers=other).status_code == 200
     assert client.get("/api/v1/tallyflow/status").json()["intake"]["rate_limited"] == 1
     assert wait_for(engine, EVENTS, 101) == 101
+
+
+def test_past_the_inflight_bound_an_event_request_gets_429_before_its_body_is_read() -> None:
+    release = asyncio.Event()
+    seen: list[str] = []
+
+    async def blocked(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await release.wait()
+
+    async def call(limit: InflightLimit, path: str, method: str = "POST") -> list[Any]:
+        sent: list[Any] = []
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {"type": "http", "method": method, "path": path, "headers": []}
+        await limit(scope, receive, send)
+        return sent
+
+    async def scenario() -> None:
+        limit = InflightLimit(blocked, 1)
+        first = asyncio.create_task(call(limit, "/api/v1/events/batch"))
+        await asyncio.sleep(0)
+        start, body = await call(limit, "/api/v1/events")
+        assert start["status"] == 429 and (b"retry-after", b"1") in start["headers"]
+        assert json.loads(body["body"])["error_details"] == {
+            "events": ["too_many_requests_in_flight"]}
+        other = asyncio.create_task(call(limit, "/api/v1/customers", "GET"))  # not counted
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(first, other)
+        assert (limit.inflight, limit.refused) == (0, 1)
+        assert seen == ["/api/v1/events/batch", "/api/v1/customers"]
+
+    asyncio.run(scenario())
