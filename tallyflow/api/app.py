@@ -69,7 +69,8 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> F
     for module in ROUTERS:
         app.include_router(module.router)
     # backpressure in front of the routes (tallyflow/api/intake.py)
-    app.add_middleware(InflightLimit, limit=settings.max_inflight)
+    app.add_middleware(InflightLimit, limit=settings.max_inflight,
+                       counts=app.state.pipeline.intake)
     return app
 
 

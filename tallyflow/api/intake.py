@@ -46,6 +46,8 @@ class Intake:
         self.retry_after = retry_after
         self.pending = 0
         self.refused = 0
+        self.inflight = 0  # event requests in the process now (InflightLimit counts them)
+        self.refused_inflight = 0
         self._lock = threading.Lock()
 
     def take(self, events: int) -> None:
@@ -99,24 +101,24 @@ class InflightLimit:
     into cheap refusals the clients retry after ``Retry-After``.
     """
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, limit: int, counts: Intake) -> None:
         self.app = app
         self.limit = limit
-        self.inflight = 0
-        self.refused = 0
+        self.counts = counts  # the pipeline's intake: its status shows these figures
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" \
                 or scope["path"] not in EVENT_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.inflight >= self.limit:
-            self.refused += 1
+        counts = self.counts
+        if counts.inflight >= self.limit:
+            counts.refused_inflight += 1
             refused = TooManyRequests(1, {"events": ["too_many_requests_in_flight"]})
             await refused.response()(scope, receive, send)
             return
-        self.inflight += 1  # one event loop: no lock needed
+        counts.inflight += 1  # one event loop: no lock needed
         try:
             await self.app(scope, receive, send)
         finally:
-            self.inflight -= 1
+            counts.inflight -= 1

@@ -326,4 +326,6 @@ class Pipeline:
                 "source": self.settings.source_url, "loader": loader,
                 "intake": {"pending": self.intake.pending, "max_pending": self.intake.limit,
                            "refused": self.intake.refused,
+                           "inflight": self.intake.inflight,
+                           "refused_inflight": self.intake.refused_inflight,
                            "rate_limited": self.limiter.refused if self.limiter else 0}}

@@ -110,7 +110,7 @@ def test_a_full_intake_answers_429_with_retry_after_and_the_retry_is_stored_once
                                   "error_details": {"events": ["intake_full"]}}
     status = client.get("/api/v1/tallyflow/status").json()
     assert status["intake"] == {"pending": 100, "max_pending": 100, "refused": 2,
-                                "rate_limited": 0}
+                                "inflight": 0, "refused_inflight": 0, "rate_limited": 0}
     assert status["events_received"] == 100 and status["objects_written"] == 1
     go.set()  # the consumer catches up; the client retries after Retry-After
     assert wait_for(engine, EVENTS, 100) == 100
@@ -160,7 +160,8 @@ def test_past_the_inflight_bound_an_event_request_gets_429_before_its_body_is_re
         return sent
 
     async def scenario() -> None:
-        limit = InflightLimit(blocked, 1)
+        counts = Intake(10)
+        limit = InflightLimit(blocked, 1, counts)
         first = asyncio.create_task(call(limit, "/api/v1/events/batch"))
         await asyncio.sleep(0)
         start, body = await call(limit, "/api/v1/events")
@@ -171,7 +172,7 @@ def test_past_the_inflight_bound_an_event_request_gets_429_before_its_body_is_re
         await asyncio.sleep(0)
         release.set()
         await asyncio.gather(first, other)
-        assert (limit.inflight, limit.refused) == (0, 1)
+        assert (counts.inflight, counts.refused_inflight) == (0, 1)
         assert seen == ["/api/v1/events/batch", "/api/v1/customers"]
 
     asyncio.run(scenario())
