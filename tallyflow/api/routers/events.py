@@ -40,7 +40,9 @@ async def create_event(request: Request, body: Any = Depends(event_body),
     if isinstance(checked, dict):
         await run_in_threadpool(announce_event_errors, engine, [(body["event"], checked)])
         raise invalid(checked)
-    if await run_in_threadpool(customer_mismatches, engine, [checked]):
+    mismatch = (await run_in_threadpool(customer_mismatches, engine, [checked])
+                if checked.external_customer_id is not None else [])
+    if mismatch:
         await run_in_threadpool(announce_event_errors, engine, [(body["event"], _MISMATCH)])
         raise invalid(_MISMATCH)
     ref = await pipeline.submit(request.state.api_key_name, [checked.line])
@@ -60,7 +62,9 @@ async def create_batch(request: Request, body: Any = Depends(event_body),
     except LagoError as error:
         await run_in_threadpool(_announce_batch, engine, body, error)
         raise
-    mismatch = await run_in_threadpool(customer_mismatches, engine, checked)
+    # no thread-pool hop when no event names its customer (nothing to contradict)
+    mismatch = (await run_in_threadpool(customer_mismatches, engine, checked)
+                if any(c.external_customer_id is not None for c in checked) else [])
     if mismatch:
         refused = invalid({str(i): _MISMATCH for i in mismatch})
         await run_in_threadpool(_announce_batch, engine, body, refused)
