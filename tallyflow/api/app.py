@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tallyflow.api.intake import InflightLimit
 from tallyflow.api.lago import LagoError, LagoJSON, invalid
 from tallyflow.api.pipeline import Pipeline
 from tallyflow.api.routers import (
@@ -69,6 +70,9 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> F
     app.add_exception_handler(Exception, _crash)
     for module in ROUTERS:
         app.include_router(module.router)
+    # backpressure in front of the routes (tallyflow/api/intake.py)
+    app.add_middleware(InflightLimit, limit=settings.max_inflight,
+                       counts=app.state.pipeline.intake)
     return app
 
 

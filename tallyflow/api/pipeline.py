@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
+from tallyflow.api.intake import Intake, RateLimiter
 from tallyflow.api.settings import ApiSettings
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.tasks.ingest import (
@@ -115,11 +116,15 @@ class GroupCommit:
     """
 
     def __init__(self, writer: Callable[[bytes, datetime], ObjectRef], interval: float,
-                 max_events: int, on_written: Callable[[ObjectRef], None]) -> None:
+                 max_events: int, on_written: Callable[[ObjectRef], None],
+                 on_settled: Callable[[ObjectRef | None, int], None] | None = None) -> None:
         self.writer = writer
         self.interval = interval
         self.max_events = max_events
         self.on_written = on_written
+        # told how many events each write settled (its object, or None when it failed): the
+        # bounded intake counts them out (tallyflow.api.intake)
+        self.on_settled = on_settled
         self._waiting: list[_Waiting] = []
         self._events = 0
         self._wake = asyncio.Event()
@@ -162,6 +167,8 @@ class GroupCommit:
             for item in batch:
                 if not item.future.done():
                     item.future.set_exception(exc)
+            if self.on_settled is not None:
+                self.on_settled(None, sum(len(item.lines) for item in batch))
             return
         finally:
             self._last = time.monotonic()
@@ -170,6 +177,8 @@ class GroupCommit:
             if not item.future.done():
                 item.future.set_result(ref)
         self.on_written(ref)
+        if self.on_settled is not None:
+            self.on_settled(ref, sum(len(item.lines) for item in batch))
 
 
 @dataclass
@@ -190,19 +199,21 @@ class LoaderStats:
 class Loader:
     """A thread that registers and loads each object the API wrote, oldest first."""
 
-    def __init__(self, engine: Engine, source: FsspecSource) -> None:
+    def __init__(self, engine: Engine, source: FsspecSource,
+                 on_loaded: Callable[[int], None] | None = None) -> None:
         self.engine = engine
         self.source = source
         self.stats = LoaderStats()
-        self._queue: queue.SimpleQueue[ObjectRef | None] = queue.SimpleQueue()
+        self.on_loaded = on_loaded  # told how many events each load settled (the intake)
+        self._queue: queue.SimpleQueue[tuple[ObjectRef, int] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="tallyflow-api-loader",
                                         daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def notify(self, ref: ObjectRef) -> None:
-        self._queue.put(ref)
+    def notify(self, ref: ObjectRef, events: int = 0) -> None:
+        self._queue.put((ref, events))
 
     def stop(self, timeout: float = 30.0) -> None:
         self._queue.put(None)
@@ -212,18 +223,23 @@ class Loader:
         stopping = False
         while not stopping:
             refs: list[ObjectRef] = []
+            events = 0
             item = self._queue.get()
             while True:
                 if item is None:
                     stopping = True
                 else:
-                    refs.append(item)
+                    refs.append(item[0])
+                    events += item[1]
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             if refs:
                 self._load(refs)
+            # loaded, or left to the scheduled ingest after the attempts: out of the intake
+            if events and self.on_loaded is not None:
+                self.on_loaded(events)
 
     def _load(self, refs: list[ObjectRef], attempts: int = 5) -> None:
         for attempt in range(attempts):
@@ -260,14 +276,35 @@ class Pipeline:
         self.settings = settings
         self.source = api_source(settings.source_url)
         self.writer = ObjectWriter(self.source)
-        self.loader = Loader(engine, self.source) if load else None
+        self.intake = Intake(settings.max_pending)
+        self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
+        self.loader = (Loader(engine, self.source, on_loaded=self.intake.give_back)
+                       if load else None)
         self.commit = GroupCommit(self.writer.write, settings.commit_seconds,
-                                  settings.commit_events, self._written)
+                                  settings.commit_events, self._written, self._settled)
         self.received = 0
 
-    def _written(self, ref: Any) -> None:
-        if self.loader is not None:
-            self.loader.notify(ref)
+    def _written(self, ref: ObjectRef) -> None:
+        """Kept for GroupCommit's callers that want each object; the loader is told in
+        ``_settled``, with the object's event count."""
+
+    def _settled(self, ref: ObjectRef | None, events: int) -> None:
+        if ref is not None and self.loader is not None:
+            self.loader.notify(ref, events)
+        else:  # failed (nothing stored), or written with nobody here to load it
+            self.intake.give_back(events)
+
+    async def submit(self, key: str, lines: list[bytes]) -> ObjectRef:
+        """Admit ``lines`` (429 past the key's rate or the intake's bound, nothing stored),
+        then store them durably. The intake counts them until they are loaded."""
+        if self.limiter is not None:
+            self.limiter.take(key, len(lines))
+        self.intake.take(len(lines))
+        # from here the group commit settles them: a failed write gives them back in
+        # ``GroupCommit.flush``; a waiter that hangs up is still written (shielded)
+        ref = await self.commit.submit(lines)
+        self.received += len(lines)
+        return ref
 
     def start(self) -> None:
         if self.loader is not None:
@@ -286,4 +323,9 @@ class Pipeline:
         """What this process received, wrote and loaded."""
         loader = self.loader.stats.as_dict() if self.loader is not None else None
         return {"events_received": self.received, "objects_written": self.commit.objects,
-                "source": self.settings.source_url, "loader": loader}
+                "source": self.settings.source_url, "loader": loader,
+                "intake": {"pending": self.intake.pending, "max_pending": self.intake.limit,
+                           "refused": self.intake.refused,
+                           "inflight": self.intake.inflight,
+                           "refused_inflight": self.intake.refused_inflight,
+                           "rate_limited": self.limiter.refused if self.limiter else 0}}

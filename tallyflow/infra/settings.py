@@ -90,7 +90,8 @@ def _number(kind: type[int] | type[float], blank: float | None) -> Callable[[Any
     return parse
 
 
-def _positive(env: str, default: float, kind: type[int] | type[float]) -> Callable[[Any], Any]:
+def _positive(env: str, default: float | None,
+              kind: type[int] | type[float]) -> Callable[[Any], Any]:
     """The API's numbers: blank is the default; otherwise a positive number, else a UserError
     raised as is (pydantic passes non-ValueError exceptions through)."""
 
@@ -158,6 +159,20 @@ class Settings(BaseSettings):
         int, BeforeValidator(_positive("TALLYFLOW_API_MAX_BODY_BYTES", 4 * 1024 * 1024, int))
     ] = _setting("user", "Larger request bodies get 413.", "`4194304` (4 MiB)",
                  default=4 * 1024 * 1024)
+    api_max_pending: Annotated[
+        int, BeforeValidator(_positive("TALLYFLOW_API_MAX_PENDING", 50000, int))
+    ] = _setting("user", "Bounded intake of `tallyflow api`: events accepted but not yet loaded "
+                 "(waiting, being written, written and queued for the loader); a request that "
+                 "would pass it gets 429 with `Retry-After`.", default=50000)
+    api_max_inflight: Annotated[
+        int, BeforeValidator(_positive("TALLYFLOW_API_MAX_INFLIGHT", 64, int))
+    ] = _setting("user", "Event requests `tallyflow api` works on at once; past it, 429 with "
+                 "`Retry-After` before the body is read.", default=64)
+    api_rate_limit: Annotated[
+        float | None, BeforeValidator(_positive("TALLYFLOW_API_RATE_LIMIT", None, float))
+    ] = _setting("user", "Events per second each API key may post (a token bucket holding one "
+                 "second's worth, at least one batch of 100); past it, 429 with `Retry-After`. "
+                 "Unset: no per-key limit.", "unset (no limit)")
     invoice_settle_hours: Annotated[int, BeforeValidator(_number(int, None))] = _setting(
         "user", "How long after a period's end an invoice may finalize.", default=2)
     invoice_prefix: str = _setting("user", "The invoice number's prefix.", default="TF")
@@ -327,6 +342,9 @@ class ApiSettings:
     commit_seconds: float  # at most one object per this many seconds (group commit)
     commit_events: int  # ... unless this many events wait: then at once
     max_body_bytes: int
+    max_pending: int = 50000  # events accepted and not yet loaded; past it, 429
+    rate_limit: float | None = None  # events per second per API key; None: no limit
+    max_inflight: int = 64  # event requests worked on at once; past it, 429
 
     @property
     def source_url(self) -> str:
@@ -340,7 +358,10 @@ def api_settings() -> ApiSettings:
     return ApiSettings(bucket=settings.api_bucket_url(),
                        commit_seconds=settings.api_commit_seconds,
                        commit_events=settings.api_commit_events,
-                       max_body_bytes=settings.api_max_body_bytes)
+                       max_body_bytes=settings.api_max_body_bytes,
+                       max_pending=settings.api_max_pending,
+                       rate_limit=settings.api_rate_limit,
+                       max_inflight=settings.api_max_inflight)
 
 
 # -- the configuration tables -------------------------------------------------------------------

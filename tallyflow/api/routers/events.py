@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
@@ -30,7 +30,8 @@ router = APIRouter(dependencies=AUTH)
 
 
 @router.post("/api/v1/events", tags=["events"], openapi_extra=request_body(EventRequest))
-async def create_event(body: Any = Depends(event_body), engine: Engine = Depends(get_engine),
+async def create_event(request: Request, body: Any = Depends(event_body),
+                       engine: Engine = Depends(get_engine),
                        pipeline: Pipeline = Depends(get_pipeline)) -> LagoJSON:
     """Lago's `POST /api/v1/events`: one event, answered once it is durably stored."""
     received = datetime.now(UTC)
@@ -39,18 +40,20 @@ async def create_event(body: Any = Depends(event_body), engine: Engine = Depends
     if isinstance(checked, dict):
         await run_in_threadpool(announce_event_errors, engine, [(body["event"], checked)])
         raise invalid(checked)
-    if await run_in_threadpool(customer_mismatches, engine, [checked]):
+    mismatch = (await run_in_threadpool(customer_mismatches, engine, [checked])
+                if checked.external_customer_id is not None else [])
+    if mismatch:
         await run_in_threadpool(announce_event_errors, engine, [(body["event"], _MISMATCH)])
         raise invalid(_MISMATCH)
-    ref = await pipeline.commit.submit([checked.line])
-    pipeline.received += 1
+    ref = await pipeline.submit(request.state.api_key_name, [checked.line])
     written = ref.modified_at or received
     return LagoJSON({"event": event_object(checked, written, received)})
 
 
 @router.post("/api/v1/events/batch", tags=["events"],
              openapi_extra=request_body(BatchRequest))
-async def create_batch(body: Any = Depends(event_body), engine: Engine = Depends(get_engine),
+async def create_batch(request: Request, body: Any = Depends(event_body),
+                       engine: Engine = Depends(get_engine),
                        pipeline: Pipeline = Depends(get_pipeline)) -> LagoJSON:
     """Lago's `POST /api/v1/events/batch`: up to 100 events, all or none."""
     received = datetime.now(UTC)
@@ -59,13 +62,14 @@ async def create_batch(body: Any = Depends(event_body), engine: Engine = Depends
     except LagoError as error:
         await run_in_threadpool(_announce_batch, engine, body, error)
         raise
-    mismatch = await run_in_threadpool(customer_mismatches, engine, checked)
+    # no thread-pool hop when no event names its customer (nothing to contradict)
+    mismatch = (await run_in_threadpool(customer_mismatches, engine, checked)
+                if any(c.external_customer_id is not None for c in checked) else [])
     if mismatch:
         refused = invalid({str(i): _MISMATCH for i in mismatch})
         await run_in_threadpool(_announce_batch, engine, body, refused)
         raise refused
-    ref = await pipeline.commit.submit([c.line for c in checked])
-    pipeline.received += len(checked)
+    ref = await pipeline.submit(request.state.api_key_name, [c.line for c in checked])
     written = ref.modified_at or received
     return LagoJSON({"events": [event_object(c, written, received) for c in checked]})
 

@@ -269,7 +269,8 @@ def test_a_table_lists_each_variable_of_its_selector_once() -> None:
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == [
         "TALLYFLOW_API_BUCKET", "TALLYFLOW_API_COMMIT_SECONDS", "TALLYFLOW_API_COMMIT_EVENTS",
-        "TALLYFLOW_API_MAX_BODY_BYTES"]
+        "TALLYFLOW_API_MAX_BODY_BYTES", "TALLYFLOW_API_MAX_PENDING",
+        "TALLYFLOW_API_MAX_INFLIGHT", "TALLYFLOW_API_RATE_LIMIT"]
     assert "| `TALLYFLOW_API_COMMIT_EVENTS` | integer | `5000` |" in table
     with pytest.raises(ValueError):
         s.markdown_table("nobody")
