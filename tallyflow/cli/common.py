@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import typer
 
@@ -78,3 +79,23 @@ def start_up_done() -> None:
     if not gc.isenabled():
         gc.freeze()
         gc.enable()
+
+
+def write_document(fetch: Callable[[], str | bytes | None], output: Path, missing: str) -> None:
+    """Write an invoice's or a credit note's document (HTML text or PDF bytes) to ``output``;
+    one line and exit 1 when it is not there (``missing``) or PDFs cannot be made here."""
+    from tallyflow.tasks.invoicing import PdfUnavailable
+
+    try:
+        content = fetch()
+    except PdfUnavailable as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    if content is None:
+        typer.echo(missing, err=True)
+        raise typer.Exit(1)
+    if isinstance(content, str):
+        output.write_text(content, encoding="utf-8")
+    else:
+        output.write_bytes(content)
+    typer.echo(f"wrote {output}")

@@ -19,6 +19,7 @@ from typing import Any
 
 import typer
 
+from tallyflow.cli.common import write_document
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.lago.money import money
 
@@ -171,21 +172,9 @@ def void(key: str = typer.Argument(..., help="Number, lago_id or id."),
 
 def _document(key: str, output: Path, kind: str) -> None:
     from tallyflow.tasks.corrections import credit_note_document
-    from tallyflow.tasks.invoicing import PdfUnavailable
 
-    try:
-        content = credit_note_document(billing_engine(), key, kind)
-    except PdfUnavailable as exc:
-        _fail(str(exc))
-        return
-    if content is None:
-        _fail(f"no credit note {key!r} (hint: `tallyflow credit-notes list`)")
-        return
-    if isinstance(content, str):
-        output.write_text(content, encoding="utf-8")
-    else:
-        output.write_bytes(content)
-    typer.echo(f"wrote {output}")
+    write_document(lambda: credit_note_document(billing_engine(), key, kind), output,
+                   f"no credit note {key!r} (hint: `tallyflow credit-notes list`)")
 
 
 @app.command("html")

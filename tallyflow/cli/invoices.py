@@ -29,7 +29,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from tallyflow.cli.common import flow_session, parse_moment
+from tallyflow.cli.common import flow_session, parse_moment, write_document
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.lago.money import money as lago_money
 
@@ -274,21 +274,10 @@ def create(
 
 
 def _document(key: str, output: Path, kind: str) -> None:
-    from tallyflow.tasks.invoicing import PdfUnavailable, invoice_document
+    from tallyflow.tasks.invoicing import invoice_document
 
-    try:
-        content = invoice_document(billing_engine(), key, kind)
-    except PdfUnavailable as exc:
-        _fail(str(exc))
-        return
-    if content is None:
-        _fail(f"no invoice {key!r} (hint: `tallyflow invoices list`)")
-        return
-    if isinstance(content, str):
-        output.write_text(content, encoding="utf-8")
-    else:
-        output.write_bytes(content)
-    typer.echo(f"wrote {output}")
+    write_document(lambda: invoice_document(billing_engine(), key, kind), output,
+                   f"no invoice {key!r} (hint: `tallyflow invoices list`)")
 
 
 @app.command("pdf")
