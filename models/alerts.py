@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Final
 
+from tallyflow.models.rating.pricing import SubscriptionUsage
+
 ALERT_TYPES: Final = (
     "current_usage_amount",
     "billable_metric_current_usage_amount",
@@ -171,3 +173,19 @@ def thresholds_crossed(previous: Decimal, current: Decimal,
     if recurring is not None:
         crossed += [Threshold(recurring.code, v, True) for v in steps if v not in values]
     return crossed
+
+
+def alert_value(alert_type: str, metric_id: int | None,
+                usage: SubscriptionUsage) -> Decimal | None:
+    """The value an alert watches in a subscription's current usage (Lago's ``find_value`` of
+    each alert class): the usage's ``amount_cents``, or the largest ``amount_cents`` or
+    ``units`` among the charges on the alert's metric; ``None`` when no charge of the plan is
+    on that metric (Lago then leaves the alert untouched)."""
+    if alert_type == "current_usage_amount":
+        return Decimal(usage.amount_cents)
+    lines = [c.line for c in usage.charges if c.charge.metric.id == metric_id]
+    if not lines:
+        return None
+    if alert_type == "billable_metric_current_usage_amount":
+        return Decimal(max(line.amount_cents for line in lines))
+    return max(line.units for line in lines).quantize(SCALE)
