@@ -52,6 +52,12 @@ class AlertError(ValueError):
         self.code = code
 
 
+def decimal_text(value: Decimal) -> str:
+    """A stored ``numeric(30, 5)`` as the API writes it: ``400``, ``1.5`` (no padding)."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 @dataclass(frozen=True)
 class Threshold:
     code: str | None
@@ -59,7 +65,8 @@ class Threshold:
     recurring: bool = False
 
     def as_lago(self) -> dict[str, Any]:
-        return {"code": self.code, "value": str(self.value), "recurring": self.recurring}
+        return {"code": self.code, "value": decimal_text(self.value),
+                "recurring": self.recurring}
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from tallyflow.models.alerts import AlertError, AlertSpec, Threshold, check_alert
+from tallyflow.models.alerts import AlertError, AlertSpec, Threshold, check_alert, decimal_text
 from tallyflow.models.lago.times import iso_z
 
 
@@ -45,10 +45,6 @@ def thresholds_of(conn: Connection, ids: list[int]) -> dict[int, list[Threshold]
     return out
 
 
-def _number(value: Any) -> str:
-    return format(value.normalize(), "f") if value == value.to_integral() else str(value)
-
-
 def alert_object(row: Any, thresholds: list[Threshold]) -> dict[str, Any]:
     """Lago's alert (``V1::UsageMonitoring::AlertSerializer``)."""
     metric = None if row.metric_code is None else {
@@ -64,9 +60,9 @@ def alert_object(row: Any, thresholds: list[Threshold]) -> dict[str, Any]:
         "code": row.code,
         "name": row.name,
         "direction": "increasing",
-        "previous_value": _number(row.previous_value),
+        "previous_value": decimal_text(row.previous_value),
         "last_processed_at": iso_z(row.last_processed_at),
-        "thresholds": [{**t.as_lago(), "value": _number(t.value)} for t in thresholds],
+        "thresholds": [t.as_lago() for t in thresholds],
         "created_at": iso_z(row.created_at),
         "billable_metric": metric,
     }
@@ -224,8 +220,8 @@ def triggered_object(row: Any) -> dict[str, Any]:
         "alert_name": row.name,
         "alert_code": row.code,
         "alert_type": row.alert_type,
-        "current_value": _number(row.current_value),
-        "previous_value": _number(row.previous_value),
+        "current_value": decimal_text(row.current_value),
+        "previous_value": decimal_text(row.previous_value),
         "crossed_thresholds": json.loads(row.crossed),
         "triggered_at": iso_z(row.triggered_at),
         "subscription_external_id": row.subscription_external_id,
