@@ -22,6 +22,7 @@ from tallyflow.api.lago import LagoError, LagoJSON, invalid
 from tallyflow.api.pipeline import Pipeline
 from tallyflow.api.routers import (
     add_ons,
+    alerts,
     billable_metrics,
     coupons,
     credit_notes,
@@ -40,7 +41,8 @@ from tallyflow.api.routers import (
 from tallyflow.api.settings import ApiSettings
 
 ROUTERS = (events, billable_metrics, plans, customers, subscriptions, taxes, usage, wallets,
-           invoices, credit_notes, voids, coupons, webhook_endpoints, health, add_ons)
+           invoices, credit_notes, voids, coupons, webhook_endpoints, health, add_ons,
+           alerts)
 
 
 def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> FastAPI:
