@@ -15,6 +15,7 @@ from tallyflow.tasks.alerts.store import (
     triggered_alerts,
     update_alert,
 )
+from tallyflow.tasks.alerts.tasks import evaluate_task
 
 __all__ = [
     "AlertNotFound",
@@ -23,6 +24,7 @@ __all__ = [
     "delete_alert",
     "evaluate_alerts",
     "evaluate_subscription",
+    "evaluate_task",
     "get_alert",
     "list_alerts",
     "triggered_alerts",

@@ -11,11 +11,40 @@ from contextlib import contextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 
 from tallyflow.api.deps import AUTH, Paging, document_body, get_engine, only_params, page_params
 from tallyflow.api.lago import LagoError, LagoJSON, invalid, page_args, paginated
+from tallyflow.api.schemas import request_body
 
+
+class AlertThreshold(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str | None = None
+    value: str | float
+    recurring: bool = False
+
+
+class Alert(BaseModel):
+    """Lago's alert body (``alert_type`` ``lifetime_usage_amount`` and the wallet types are
+    refused by name: docs/alerts.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    alert_type: str | None = None
+    code: str | None = None
+    name: str | None = None
+    billable_metric_code: str | None = None
+    direction: str | None = None
+    thresholds: list[AlertThreshold] | None = None
+
+
+class AlertRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    alert: Alert
+
+
+_BODY = request_body(AlertRequest)
 router = APIRouter(prefix="/api/v1/subscriptions", tags=["alerts"], dependencies=AUTH)
 
 
@@ -56,7 +85,7 @@ def list_alerts(request: Request, external_id: str, paging: Paging = Depends(pag
     return LagoJSON(paginated("alerts", alerts(engine, external_id), page, per_page))
 
 
-@router.post("/{external_id}/alerts")
+@router.post("/{external_id}/alerts", openapi_extra=_BODY)
 def create_alert(request: Request, external_id: str, body: Any = Depends(document_body),
                  engine: Engine = Depends(get_engine)) -> LagoJSON:
     from tallyflow.tasks.alerts import create_alert as create
@@ -76,7 +105,7 @@ def get_alert(request: Request, external_id: str, code: str,
         return LagoJSON({"alert": one(engine, external_id, code)})
 
 
-@router.put("/{external_id}/alerts/{code}")
+@router.put("/{external_id}/alerts/{code}", openapi_extra=_BODY)
 def update_alert(request: Request, external_id: str, code: str,
                  body: Any = Depends(document_body),
                  engine: Engine = Depends(get_engine)) -> LagoJSON:
