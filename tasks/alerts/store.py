@@ -25,7 +25,8 @@ _ALERTS = text(
     """
     select a.id, a.lago_id, a.subscription_external_id, a.alert_type, a.code, a.name,
            a.previous_value, a.last_processed_at, a.created_at, a.billable_metric_id,
-           m.code as metric_code, m.name as metric_name
+           m.code as metric_code, m.name as metric_name,
+           (select organization_id from webhook_signing where id = 1) as organization
     from usage_alerts a left join billable_metrics m on m.id = a.billable_metric_id
     where a.subscription_external_id = :sub and a.deleted_at is null
       and (cast(:code as text) is null or a.code = :code)
@@ -51,7 +52,7 @@ def alert_object(row: Any, thresholds: list[Threshold]) -> dict[str, Any]:
         "lago_id": str(row.billable_metric_id), "code": row.metric_code, "name": row.metric_name}
     return {
         "lago_id": row.lago_id,
-        "lago_organization_id": None,
+        "lago_organization_id": row.organization,
         "subscription_external_id": row.subscription_external_id,
         "external_subscription_id": row.subscription_external_id,
         "lago_wallet_id": None,
@@ -192,7 +193,8 @@ _TRIGGERED = text(
     select t.lago_id, a.lago_id as alert_lago_id, t.subscription_id,
            a.subscription_external_id, c.external_id as customer, m.code as metric_code,
            a.name, a.code, a.alert_type, t.current_value, t.previous_value,
-           t.crossed_thresholds::text as crossed, t.triggered_at
+           t.crossed_thresholds::text as crossed, t.triggered_at,
+           (select organization_id from webhook_signing where id = 1) as organization
     from triggered_alerts t
     join usage_alerts a on a.id = t.alert_id
     join subscriptions s on s.id = t.subscription_id
@@ -210,7 +212,7 @@ def triggered_object(row: Any) -> dict[str, Any]:
     of the ``alert.triggered`` webhook."""
     return {
         "lago_id": row.lago_id,
-        "lago_organization_id": None,
+        "lago_organization_id": row.organization,
         "lago_alert_id": row.alert_lago_id,
         "lago_subscription_id": str(row.subscription_id),
         "external_subscription_id": row.subscription_external_id,

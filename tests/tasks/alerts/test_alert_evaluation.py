@@ -68,6 +68,7 @@ def test_crossings_trigger_once_and_again_after_a_void(engine: Engine, tmp_path:
     assert triggered["current_value"] == str(amount) and triggered["previous_value"] == "0"
     assert triggered["crossed_thresholds"][0] == {"code": "half", "value": str(amount // 2),
                                                   "recurring": False}
+    assert triggered["lago_organization_id"] == hooks[0]["organization_id"]
     assert set(triggered) >= {"lago_id", "lago_alert_id", "external_customer_id",
                               "billable_metric_code", "alert_name", "triggered_at"}
     # A void lowers usage: nothing triggers, the alert keeps the lower value ...
