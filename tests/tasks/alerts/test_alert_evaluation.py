@@ -81,3 +81,25 @@ def test_crossings_trigger_once_and_again_after_a_void(engine: Engine, tmp_path:
     again = datetime(2025, 3, 22, tzinfo=UTC)
     assert len(evaluate_alerts(engine, again).triggered) == 2
     assert _crossed(engine)[-2:] in ([["half", "full"], ["k"]], [["k"], ["half", "full"]])
+
+
+def test_a_crash_before_the_commit_leaves_nothing_and_is_contained(
+        engine: Engine, tmp_path: Path, monkeypatch: Any) -> None:
+    from tallyflow.tasks.alerts import evaluate as evaluation
+
+    catalog(engine, tmp_path, wallet=False)
+    usage_events(engine, tmp_path, WHEN)
+    create_alert(engine, SUB, {"alert_type": "current_usage_amount", "code": "spend",
+                               "thresholds": [{"code": "one", "value": 1}]})
+
+    def crash(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("killed between the triggered alert and the commit")
+
+    monkeypatch.setattr(evaluation, "enqueue", crash)
+    run = evaluate_alerts(engine, AT)
+    assert run.triggered == [] and [sub for sub, _ in run.failed] == [SUB]
+    assert _crossed(engine) == [] and list_alerts(engine, SUB)[0]["previous_value"] == "0"
+    monkeypatch.undo()
+    assert len(evaluate_alerts(engine, AT).triggered) == 1
+    assert evaluate_alerts(engine, AT).triggered == []
+    assert _crossed(engine) == [["one"]]
