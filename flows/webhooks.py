@@ -1,4 +1,5 @@
-"""Flow ``deliver-webhooks`` (every minute): send the webhooks the outbox holds.
+"""Flow ``deliver-webhooks`` (every minute): evaluate the usage alerts, then send the webhooks
+the outbox holds (``alert.triggered`` included, so a crossing is announced in the same run).
 
 Orchestration only (``tasks/webhooks/`` claims, signs, posts and logs). The webhooks were
 written in the transactions of the changes they announce (``enqueue``), so this flow is the
@@ -16,6 +17,7 @@ from pydantic import Field
 
 from tallyflow.flows.params import moment_label, resolve_as_of
 from tallyflow.models.lago.summaries import WebhookRunSummary
+from tallyflow.tasks.alerts import evaluate_task
 from tallyflow.tasks.runs import HOOKS, tracked
 from tallyflow.tasks.webhooks import deliver_task
 
@@ -30,6 +32,20 @@ def _webhooks_name() -> str:
     return f"webhooks {moment_label(resolve_as_of(None))}"
 
 
+def _evaluate_alerts() -> None:
+    """Usage alerts (docs/architecture.md §18), contained: an alert failure is printed and
+    never keeps the webhooks already written from going out."""
+    try:
+        alerts = evaluate_task()
+    except Exception as exc:  # contained: delivery goes on
+        print(f"alerts: evaluation failed ({type(exc).__name__}: {exc}); retried next minute")
+        return
+    print(f"alerts: {alerts['subscriptions']} subscription(s) evaluated,"
+          f" {alerts['triggered']} alert(s) triggered, {len(alerts['failed'])} failed")
+    for failed in alerts["failed"]:
+        print(f"alerts: {failed['subscription']}: {failed['error']}")
+
+
 @flow(name="deliver-webhooks", flow_run_name=_webhooks_name, log_prints=True, **HOOKS)
 @tracked
 def deliver_webhooks(limit: WebhookCount = DEFAULT_LIMIT) -> WebhookRunSummary:
@@ -39,6 +55,7 @@ def deliver_webhooks(limit: WebhookCount = DEFAULT_LIMIT) -> WebhookRunSummary:
     Args:
         limit: Send at most this many webhooks in this run.
     """
+    _evaluate_alerts()
     summary = deliver_task(limit)
     print(f"webhooks: {summary['succeeded']} delivered, {summary['retrying']} to retry,"
           f" {summary['failed']} failed for good")

@@ -29,9 +29,9 @@ from urllib.parse import urlsplit
 
 from tallyflow.models import number_rule
 
-# The types Tallyflow emits, each with the Lago object it carries. ``alert.triggered`` is
-# emitted by the alert feature when it arrives (docs/webhooks.md); an endpoint may subscribe
-# to it already.
+# The types Tallyflow emits, each with the Lago object it carries. ``alert.triggered``
+# carries a ``triggered_alert`` (lago-api app/services/webhooks/usage_monitoring/
+# alert_triggered_service.rb; usage alerts, docs/architecture.md §18).
 WEBHOOK_TYPES: Final[Mapping[str, str]] = {
     "invoice.created": "invoice",
     "invoice.payment_status_updated": "invoice",
@@ -39,7 +39,7 @@ WEBHOOK_TYPES: Final[Mapping[str, str]] = {
     "credit_note.created": "credit_note",
     "wallet_transaction.created": "wallet_transaction",
     "wallet.depleted_ongoing_balance": "wallet",
-    "alert.triggered": "alert",
+    "alert.triggered": "triggered_alert",
     "subscription.terminated": "subscription",
     "event.error": "event_error",
 }

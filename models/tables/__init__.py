@@ -8,6 +8,7 @@ One module per area; this package's ``metadata`` holds every table (Alembic's ta
 """
 
 from tallyflow.models.tables.access import api_keys
+from tallyflow.models.tables.alerts import triggered_alerts, usage_alert_thresholds, usage_alerts
 from tallyflow.models.tables.base import metadata
 from tallyflow.models.tables.catalog import (
     add_ons,
@@ -110,6 +111,9 @@ __all__ = [
     "snapshot_archives",
     "subscriptions",
     "taxes",
+    "triggered_alerts",
+    "usage_alert_thresholds",
+    "usage_alerts",
     "usage_amounts",
     "usage_folds",
     "usage_marks",

@@ -23,6 +23,7 @@ from tallyflow.api.lago import LagoError, LagoJSON, invalid
 from tallyflow.api.pipeline import Pipeline
 from tallyflow.api.routers import (
     add_ons,
+    alerts,
     balance,
     billable_metrics,
     coupons,
@@ -43,7 +44,7 @@ from tallyflow.api.settings import ApiSettings
 
 ROUTERS = (events, billable_metrics, plans, customers, subscriptions, taxes, usage, wallets,
            invoices, credit_notes, voids, coupons, webhook_endpoints, health, add_ons,
-           balance)
+           alerts, balance)
 
 
 def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> FastAPI:

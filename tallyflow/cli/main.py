@@ -94,7 +94,7 @@ def _options(
 # Each area owns its commands in its own module (tallyflow.cli.AREA) and adds them with its
 # ``register``; ``db`` is one Typer app. In this order they are listed by ``--help``.
 AREAS = ("db", "catalog", "ingest", "events", "usage", "billing", "subscriptions", "wallets",
-         "coupons", "invoices", "credit_notes", "webhooks", "exports", "archive", "ops",
+         "coupons", "invoices", "credit_notes", "webhooks", "alerts", "exports", "archive", "ops",
          "demo", "api")
 # The top-level command names each area adds (a test keeps this equal to what they register),
 # so a command imports only its own area: importing all of them cost a small ingest start-up
@@ -114,6 +114,7 @@ COMMANDS: dict[str, str] = {
     "invoices": "invoices",
     "credit-notes": "credit_notes",
     "webhooks": "webhooks",
+    "alerts": "alerts",
     "export": "exports",
     "archive": "archive",
     "serve": "ops", "runs": "ops", "status": "ops", "health": "ops", "prefect": "ops",
