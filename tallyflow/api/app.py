@@ -28,6 +28,7 @@ from tallyflow.api.routers import (
     customers,
     events,
     health,
+    invoice_actions,
     invoices,
     plans,
     subscriptions,
@@ -40,7 +41,8 @@ from tallyflow.api.routers import (
 from tallyflow.api.settings import ApiSettings
 
 ROUTERS = (events, billable_metrics, plans, customers, subscriptions, taxes, usage, wallets,
-           invoices, credit_notes, voids, coupons, webhook_endpoints, health, add_ons)
+           invoices, invoice_actions, credit_notes, voids, coupons, webhook_endpoints, health,
+           add_ons)
 
 
 def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> FastAPI:

@@ -29,6 +29,7 @@ from tallyflow.tasks.invoicing.documents import (
     fee_objects,
     find_invoice,
     invoice_document,
+    invoice_standing,
     list_invoices,
     render_sealed,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "find_invoice",
     "ingest_watermark",
     "invoice_document",
+    "invoice_standing",
     "invoice_prefix",
     "issue_credit_invoices",
     "issue_credit_invoices_task",
