@@ -26,6 +26,7 @@ from tallyflow.api.routers import (
     coupons,
     credit_notes,
     customers,
+    estimates,
     events,
     health,
     invoice_actions,
@@ -40,9 +41,9 @@ from tallyflow.api.routers import (
 )
 from tallyflow.api.settings import ApiSettings
 
-ROUTERS = (events, billable_metrics, plans, customers, subscriptions, taxes, usage, wallets,
-           invoices, invoice_actions, credit_notes, voids, coupons, webhook_endpoints, health,
-           add_ons)
+ROUTERS = (estimates, events, billable_metrics, plans, customers, subscriptions, taxes, usage,
+           wallets, invoices, invoice_actions, credit_notes, voids, coupons, webhook_endpoints,
+           health, add_ons)
 
 
 def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> FastAPI:
