@@ -132,6 +132,16 @@ def customer_relations(engine: Engine, external_id: str) -> tuple[list[str], lis
     return [str(s) for s in subscriptions], [str(c) for c in coupons]
 
 
+def customer_deleted(engine: Engine, external_id: Any) -> bool:
+    """Whether the customer with this external id is soft-deleted (False when unknown)."""
+    if not isinstance(external_id, str):
+        return False
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "select (document ->> 'deleted_at') is not null from customers"
+            " where external_id = :c"), {"c": external_id}).scalar())
+
+
 def soft_delete_customer(engine: Engine, external_id: str, at: str) -> None:
     """Mark the customer deleted (Lago's discard). The mark lives in the stored document, no
     column: the digest is left as it was, so applying the same document again changes

@@ -38,6 +38,12 @@ def test_delete_customer_ends_its_relations_and_hides_it(client: TestClient,
     assert again.json()["error_details"] == {"external_id": ["value_already_exist"]}
     assert client.put(f"/api/v1/customers/{CUSTOMER}",
                       json={"customer": {"name": "x"}}).status_code == 404
+    # nothing new names it (Lago's customer lookups skip discarded customers)
+    for path, kind, change in (("wallets", "wallet", {"code": "w2"}),
+                               ("subscriptions", "subscription", {"external_id": "sub_2"})):
+        body = {kind: {**DOCS[kind][kind], **change}}
+        refused = client.post(f"/api/v1/{path}", json=body)
+        assert (refused.status_code, refused.json()["code"]) == (404, "customer_not_found")
     # the catalog files that made it, applied again, leave it deleted
     apply_catalog(engine, [MISTRAL])
     assert client.get(f"/api/v1/customers/{CUSTOMER}").status_code == 404
