@@ -1,7 +1,8 @@
-"""Lago's own Python client on the on-demand endpoints: invoices' refresh and finalize, and a
-customer's delete (lago-python-client ``invoices.refresh``/``finalize``,
-``customers.destroy``; lago-api spec/requests/api/v1/invoices_controller_spec.rb and
-customers_controller_spec.rb "DELETE /api/v1/customers/:external_id")."""
+"""Lago's own Python client on the on-demand endpoints: invoices' refresh and finalize, a fee
+estimate and a customer's delete (lago-python-client ``invoices.refresh``/``finalize``,
+``events.estimate_fees``, ``customers.destroy``; lago-api
+spec/requests/api/v1/invoices_controller_spec.rb and customers_controller_spec.rb
+"DELETE /api/v1/customers/:external_id")."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ from pathlib import Path
 import pytest
 from lago_python_client.client import Client
 from lago_python_client.exceptions import LagoApiError
+from lago_python_client.models import Event
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.invoicing import close_periods
 from tests.tallyflow.api.conftest import LiveApi
-from tests.tasks.rating_fixtures import apply_mistral
+from tests.tasks.rating_fixtures import SUB, apply_mistral
 
 AT = datetime(2025, 5, 10, tzinfo=UTC)
 
@@ -40,6 +42,13 @@ def test_refresh_finalize_and_delete_with_lagos_client(
                           " values ('test', 'completed', :m, :m)"), {"m": AT})
     finalized = client.invoices.finalize(first)
     assert finalized is not None and finalized.status == "finalized" and finalized.number
+    # estimate_fees: the SDK's Event (nulls for what it leaves out); the Mistral plan has no
+    # charge paid in advance, so Lago's refusal
+    with pytest.raises(LagoApiError) as no_instant:
+        client.events.estimate_fees(Event(transaction_id="t", external_subscription_id=SUB,
+                                          code="mistral_tokens", properties={"tokens": 1}))
+    assert no_instant.value.status_code == 422
+    assert "does_not_match_an_instant_charge" in str(no_instant.value.response)
     deleted = client.customers.destroy("acme")
     assert deleted is not None and deleted.external_id == "acme"
     with pytest.raises(LagoApiError) as gone:
