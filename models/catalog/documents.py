@@ -269,6 +269,8 @@ class Customer(LagoModel):
         "external_salesforce_id", "taxes",
         "applicable_invoice_grace_period",
         "skip_invoice_custom_sections", "invoice_custom_section_codes",
+        # the soft delete's mark (DELETE /customers/{id}): kept through an export and apply
+        "deleted_at",
     }
     NOT_SUPPORTED = {
         "finalize_zero_amount_invoice": "rules for zero-amount invoices",

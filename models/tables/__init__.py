@@ -49,6 +49,12 @@ from tallyflow.models.tables.invoicing import (
     invoice_subscriptions,
     invoices,
 )
+from tallyflow.models.tables.outbox import (
+    webhook_attempts,
+    webhook_endpoints,
+    webhook_signing,
+    webhooks,
+)
 from tallyflow.models.tables.rating import (
     snapshot_archives,
     usage_amounts,
@@ -66,12 +72,6 @@ from tallyflow.models.tables.wallet_ledger import (
     wallet_runs,
     wallet_transactions,
     wallet_usage_positions,
-)
-from tallyflow.models.tables.outbox import (
-    webhook_attempts,
-    webhook_endpoints,
-    webhook_signing,
-    webhooks,
 )
 
 __all__ = [

@@ -29,8 +29,10 @@ from tallyflow.api.routers import (
     coupons,
     credit_notes,
     customers,
+    estimates,
     events,
     health,
+    invoice_actions,
     invoices,
     plans,
     subscriptions,
@@ -42,9 +44,9 @@ from tallyflow.api.routers import (
 )
 from tallyflow.api.settings import ApiSettings
 
-ROUTERS = (events, billable_metrics, plans, customers, subscriptions, taxes, usage, wallets,
-           invoices, credit_notes, voids, coupons, webhook_endpoints, health, add_ons,
-           alerts, balance)
+ROUTERS = (estimates, events, billable_metrics, plans, customers, subscriptions, taxes, usage,
+           wallets, invoices, invoice_actions, credit_notes, voids, coupons, webhook_endpoints,
+           health, add_ons, alerts, balance)
 
 
 def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> FastAPI:

@@ -100,8 +100,11 @@ def catalog_refusal(kind: str, errors: list[CatalogError]) -> LagoError:
 
 def apply_one(engine: Engine, kind: str, document: dict[str, Any]) -> None:
     """Apply one Lago document as ``tallyflow apply`` would; 422 (or 404) with every error."""
+    from tallyflow.tasks.catalog import customer_deleted
     from tallyflow.tasks.wallets import open_catalog_wallets
 
+    if customer_deleted(engine, document.get("external_customer_id")):
+        raise not_found("customer")  # deleted (DELETE /customers/{id}): nothing new for it
     try:
         result = apply_documents(engine, [LoadedDocument(SOURCE, 0, {kind: document})])
     except DataError as exc:  # a number past its column (nothing written: one transaction)

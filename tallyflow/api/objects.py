@@ -126,7 +126,10 @@ PLANS = CatalogKind("plans", "plan", "plans",
                                  columns=_OPEN_CHARGES),
                     _plan_extra)
 CUSTOMERS = CatalogKind("customers", "customer", "customers",
-                        CatalogQuery("customers", "external_id"), _customer_extra)
+                        # a deleted customer (DELETE, routers/customers.py) is kept, not shown
+                        CatalogQuery("customers", "external_id",
+                                     hidden="(t.document ->> 'deleted_at') is not null"),
+                        _customer_extra)
 SUBSCRIPTIONS = CatalogKind(
     "subscriptions", "subscription", "subscriptions",
     CatalogQuery(

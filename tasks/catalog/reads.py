@@ -115,6 +115,45 @@ def soft_delete_plan(engine: Engine, code: str) -> bool:
     return True
 
 
+def customer_relations(engine: Engine, external_id: str) -> tuple[list[str], list[str]]:
+    """What a customer's delete ends (Lago's ``Customers::TerminateRelationsService``): its
+    subscriptions in force or still to start (external ids) and its active applied coupons
+    (lago ids)."""
+    with engine.connect() as conn:
+        subscriptions = conn.execute(text(
+            "select s.external_id from subscriptions s join customers c on c.id = s.customer_id"
+            " where c.external_id = :c and s.terminated_at is null"
+            " and s.status in ('active', 'pending') order by s.id"), {"c": external_id},
+        ).scalars().all()
+        coupons = conn.execute(text(
+            "select a.lago_id from applied_coupons a join customers c on c.id = a.customer_id"
+            " where c.external_id = :c and a.status = 'active' order by a.id"),
+            {"c": external_id}).scalars().all()
+    return [str(s) for s in subscriptions], [str(c) for c in coupons]
+
+
+def customer_deleted(engine: Engine, external_id: Any) -> bool:
+    """Whether the customer with this external id is soft-deleted (False when unknown)."""
+    if not isinstance(external_id, str):
+        return False
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "select (document ->> 'deleted_at') is not null from customers"
+            " where external_id = :c"), {"c": external_id}).scalar())
+
+
+def soft_delete_customer(engine: Engine, external_id: str, at: str) -> None:
+    """Mark the customer deleted (Lago's discard). The mark lives in the stored document, no
+    column: the digest is left as it was, so applying the same document again changes
+    nothing and the customer stays deleted. Its row stays for its invoices and ledger."""
+    with engine.begin() as conn:
+        conn.execute(text(
+            "update customers set document = document"
+            " || jsonb_build_object('deleted_at', cast(:at as text)), updated_at = now()"
+            " where external_id = :c and (document ->> 'deleted_at') is null"),
+            {"c": external_id, "at": at})
+
+
 def soft_delete_add_on(engine: Engine, code: str) -> None:
     """Mark the add-on deleted (Lago's discard): no longer listed nor billed; the fees that
     named it keep it."""

@@ -8,7 +8,12 @@ Why it is safe to rerun, retry and crash: ``tallyflow.tasks.invoicing.close`` (a
 docs/architecture.md §3, invariants 2-5).
 """
 
-from tallyflow.tasks.invoicing.advance import advance_charges_task, list_advance_fees
+from tallyflow.tasks.invoicing.advance import (
+    EstimateError,
+    advance_charges_task,
+    estimate_advance_fees,
+    list_advance_fees,
+)
 from tallyflow.tasks.invoicing.announce import announce_invoices
 from tallyflow.tasks.invoicing.close import (
     close_periods,
@@ -29,6 +34,7 @@ from tallyflow.tasks.invoicing.documents import (
     fee_objects,
     find_invoice,
     invoice_document,
+    invoice_standing,
     list_invoices,
     render_sealed,
 )
@@ -97,7 +103,9 @@ __all__ = [
     "PdfUnavailable",
     "PendingInvoiceEvents",
     "PlanInfo",
+    "EstimateError",
     "advance_charges_task",
+    "estimate_advance_fees",
     "close_periods",
     "close_periods_task",
     "InvoiceQuery",
@@ -110,6 +118,7 @@ __all__ = [
     "find_invoice",
     "ingest_watermark",
     "invoice_document",
+    "invoice_standing",
     "invoice_prefix",
     "issue_credit_invoices",
     "issue_credit_invoices_task",

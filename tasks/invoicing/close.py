@@ -184,6 +184,7 @@ def close_periods(
     now: datetime | None = None,
     batch_size: int = BATCH,
     skip_customers: Collection[str] = (),
+    on_demand: tuple[str, date] | None = None,
 ) -> CloseSummary:
     """Close every subscription period that ended before ``at``: draft or refresh its invoice,
     finalize it when its time has come. ``customers`` limits the close to these external ids;
@@ -194,6 +195,8 @@ def close_periods(
     invoices of this run unwritten and is reported in ``summary.failed``; every other
     customer's close commits. ``skip_customers`` (external ids: an earlier step of the hour
     failed for them) are not closed on possibly stale numbers, and are listed as withheld.
+    ``on_demand`` (customer external id, issuing day): the invoice Lago's finalize call asks
+    for, its customer's grace period skipped (the watermark and settle delay still apply).
     """
     settle = timedelta(hours=settle_hours()) if settle is None else settle
     summary = CloseSummary()
@@ -208,7 +211,7 @@ def close_periods(
                                catalog.customers[c].external_id, WITHHELD, withheld=True)
                        for c in sorted(held)]
     usage, failed = _rate_ending(engine, plan, held)
-    groups = _invoice_groups(plan, usage, held | set(failed), at, settle)
+    groups = _invoice_groups(plan, usage, held | set(failed), at, settle, on_demand)
     for first in range(0, len(groups), max(1, batch_size)):
         written, lost = contain(groups[first:first + batch_size],
                                 functools.partial(_write_batch, engine, at=now or at))
@@ -315,6 +318,7 @@ def _rate_ending(
 def _invoice_groups(
     plan: _Schedule, usage: Mapping[tuple[int, datetime], SubscriptionUsage],
     excluded: Collection[int], at: datetime, settle: timedelta,
+    on_demand: tuple[str, date] | None = None,
 ) -> list[_Group]:
     """One invoice per customer and billing day: its amounts (``invoice_amounts``) and when it
     may be finalized (``finalization``), customers ``excluded`` (held or failed) left out."""
@@ -341,8 +345,10 @@ def _invoice_groups(
             advance=[period_input(sub, period, catalog.plans[sub.plan_id], None,
                                   subscription_name=names.get(sub.id))
                      for sub, period in ahead])
+        grace = timedelta(0 if on_demand == (customer.external_id, issuing)
+                          else customer.grace_days)
         finalize_after, due = finalization(
-            at, timedelta(days=customer.grace_days),
+            at, grace,
             plan.issued_at[(customer_id, issuing)] if ahead else None,
             max(_known_from(plan, s, p) for s, p in items) if items else None,
             plan.watermark, settle,

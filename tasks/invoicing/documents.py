@@ -387,6 +387,17 @@ def find_invoice(engine: Engine, key: str) -> Invoice | None:
         return invoice_objects(conn, rows)[0] if rows else None
 
 
+def invoice_standing(engine: Engine, lago_id: str) -> tuple[str, date, str] | None:
+    """An invoice's status, issuing day and customer external id (what Lago's finalize and
+    refresh calls need to run the close for it); None when there is no such invoice."""
+    with engine.connect() as conn:
+        row = conn.execute(text(
+            "select v.status, v.issuing_date, c.external_id from invoices v"
+            " join customers c on c.id = v.customer_id where v.lago_id = :k"),
+            {"k": lago_id}).first()
+    return None if row is None else (str(row.status), row.issuing_date, str(row.external_id))
+
+
 def invoice_document(engine: Engine, key: str, kind: str) -> bytes | str | None:
     """The kept HTML or PDF of an invoice. A finalized invoice whose PDF the ``invoice-pdfs``
     flow has not made yet (and a draft) is rendered on the fly from its kept HTML, the same

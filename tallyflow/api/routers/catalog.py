@@ -115,6 +115,11 @@ def _create(engine: Engine, kind: CatalogKind, upsert: bool,
         exists = False  # canceled before it started: subscribed again, from this document
     elif exists and not upsert:
         raise invalid({kind.key: ["value_already_exist"]})
+    elif exists and "deleted_at" in stored(engine, kind.table, kind.key, key):
+        # a deleted customer keeps its row (and so its external_id) for its ledger
+        raise LagoError(422, "validation_errors", {kind.key: ["value_already_exist"]},
+                        extra={"tallyflow_messages": {kind.key: [
+                            "this customer was deleted; its external_id stays taken"]}})
     if kind.one == PLAN:
         document = plan_input(engine, document)
     document = merged(stored(engine, kind.table, kind.key, key) if exists else {}, document)

@@ -80,6 +80,10 @@ def _apply(engine: Engine, document: dict[str, Any]) -> LagoJSON:
     if model is None or not isinstance(model, CouponApplication):
         raise invalid(error_details(APPLIED_COUPON, [
             CatalogError("request", ".".join(map(str, i.loc)), i.message) for i in issues]))
+    from tallyflow.tasks.catalog import customer_deleted
+
+    if customer_deleted(engine, document.get("external_customer_id")):
+        raise not_found("customer")  # deleted (DELETE /customers/{id})
     try:
         with engine.begin() as conn:
             applied = apply_coupon(conn, model, datetime.now(UTC))

@@ -6,8 +6,10 @@ Inside the invoicing room; outside it, import these names from ``tallyflow.tasks
 
 from tallyflow.tasks.invoicing.advance.charges import (
     AdvanceSummary,
+    EstimateError,
     advance_charges_task,
     bill_advance_charges,
+    estimate_advance_fees,
 )
 from tallyflow.tasks.invoicing.advance.issue import (
     AdvanceLine,
@@ -20,9 +22,11 @@ from tallyflow.tasks.invoicing.advance.issue import (
 __all__ = [
     "AdvanceLine",
     "AdvanceSummary",
+    "EstimateError",
     "advance_charges_task",
     "bill_advance_charges",
     "charge_taxes",
+    "estimate_advance_fees",
     "issue_invoice",
     "list_advance_fees",
     "regroup_paid_fees",

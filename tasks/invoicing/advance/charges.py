@@ -433,3 +433,75 @@ def _pay_fees(
 def advance_charges_task(at: datetime) -> summaries.AdvanceSummary:
     """Bill the events of charges paid in advance up to ``at`` (each once)."""
     return bill_advance_charges(billing_engine(), at).as_dict()
+
+
+class EstimateError(ValueError):
+    """An estimate refused: ``field`` and Lago's error code for it."""
+
+    def __init__(self, field: str, code: str) -> None:
+        super().__init__(f"{field}: {code}")
+        self.field, self.code = field, code
+
+
+_ESTIMATE_SEQ = 2**62  # after every stored event: the estimated one comes last
+
+
+def estimate_advance_fees(
+    engine: Engine, external_subscription_id: str, code: str, properties: dict[str, Any],
+    at: datetime,
+) -> tuple[str, list[InvoiceFee]]:
+    """Lago's ``Fees::EstimatePayInAdvanceService``: the fees one event with ``code`` and
+    ``properties`` would get at ``at`` from the subscription's charges paid in advance,
+    priced by the billing cycle's own code (``advance_fees``) after what the period has
+    billed and the events still waiting to be billed. Nothing is written. Returns the
+    subscription's currency and the fees."""
+    with engine.connect() as conn:
+        rows = load_subscription_rows(conn, [external_subscription_id])
+        live = [s for s in rows if s.subscription_at <= at
+                and (s.terminated_at is None or s.terminated_at > at)]
+        if not live:
+            raise EstimateError("subscription", "not_found")
+        sub = live[-1]
+        advance = [c for c in load_charges(conn, [sub.plan_id], load_metrics(conn)).get(
+            sub.plan_id, []) if c.pay_in_advance]
+        slots = charge_slots(advance)  # over all of them, as the billing cycle counts
+        mine = [c for c in advance if c.metric.code == code]
+        if not mine:
+            raise EstimateError("code", "does_not_match_an_instant_charge")
+        catalog = load_close_catalog(conn)
+        customer = catalog.customers[catalog.customer_of[sub.id]]
+        [period] = sub.periods_between(at, at)
+        out: list[InvoiceFee] = []
+        for charge in mine:
+            out += _estimate_charge(conn, sub, charge, period, at, catalog, customer,
+                                    properties, slots)
+    return sub.currency, out
+
+
+def _estimate_charge(
+    conn: Connection, sub: SubscriptionInfo, charge: ChargeInfo, period: BillingPeriod,
+    at: datetime, catalog: CloseCatalog, customer: CustomerInfo, properties: dict[str, Any],
+    slots: dict[int, str],
+) -> list[InvoiceFee]:
+    """The estimated event's fees on one charge (``_period_fees`` without the writing)."""
+    params = _scope(sub, charge, period, at, slots)
+    done = [_Billed(int(r.bucket), loads_exact(r.grouped_by) or {}, int(r.event_id),
+                    Decimal(r.units))
+            for r in conn.execute(_BILLED, {"s": sub.id, "p": period.period_start})
+            if r.charge_slot == params["slot"]]
+    points: dict[int, tuple[EventPoint, str]] = {}
+    if definition_of(charge.metric.aggregation_type).in_advance_reads_billed_events and done:
+        points = _events(conn, _BILLED_EVENTS, charge.metric,
+                         {**params, "ids": [b.event_id for b in done]})
+    before = [BilledEvent(points[b.event_id][0] if b.event_id in points else None,
+                          None if b.bucket == DEFAULT_BUCKET else b.bucket,
+                          tuple(b.grouped_by.get(k) for k in charge.pricing_group_keys),
+                          b.units)
+              for b in done]
+    waiting = [p for p, _ in _events(conn, _NEW_EVENTS, charge.metric, params).values()]
+    estimated = EventPoint.from_event(timestamp=at, seq=_ESTIMATE_SEQ, properties=properties,
+                                      field_name=charge.metric.field_name)
+    taxes = charge_taxes(catalog, customer, sub.plan_id, charge.position)
+    return [_row(sub, customer, charge, period, at, fee, "", taxes, params["slot"])["fee"]
+            for fee in advance_fees(charge, sub.currency, before, [*waiting, estimated])
+            if fee.point.seq == _ESTIMATE_SEQ]
