@@ -420,6 +420,9 @@ class Estimate:
     amounts: Amounts
     max_creditable_amount_cents: int
     max_refundable_amount_cents: int
+    # the SDK's CreditNoteEstimatedResponse requires it (Lago's later serializer): the part of
+    # the credit that may be taken off what is still due on the invoice
+    max_offsettable_amount_cents: int
 
 
 def estimate(items: Sequence[tuple[str, Decimal]], invoice: InvoiceState) -> Estimate:
@@ -444,7 +447,7 @@ def estimate(items: Sequence[tuple[str, Decimal]], invoice: InvoiceState) -> Est
         elif taxes_cents > 0:
             taxes_cents -= 1
     amounts = Amounts(chosen, taxes, precise_taxes, taxes_cents, sub_total, credit, 0, 0)
-    return Estimate(amounts, credit, refund)
+    return Estimate(amounts, credit, refund, min(credit, max(invoice.due_amount_cents, 0)))
 
 
 def wallet_refunds(refund_cents: int, invoice: InvoiceState,

@@ -468,6 +468,7 @@ class CreditNoteEstimate(TypedDict):
     sub_total_excluding_taxes_amount_cents: int
     max_creditable_amount_cents: int
     max_refundable_amount_cents: int
+    max_offsettable_amount_cents: int
     coupons_adjustment_amount_cents: int
     precise_coupons_adjustment_amount_cents: str
     taxes_rate: str

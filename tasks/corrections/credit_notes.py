@@ -430,6 +430,7 @@ def estimate_credit_note(engine: Engine, invoice_key: str,
             amounts.sub_total_excluding_taxes_amount_cents,
         "max_creditable_amount_cents": result.max_creditable_amount_cents,
         "max_refundable_amount_cents": result.max_refundable_amount_cents,
+        "max_offsettable_amount_cents": result.max_offsettable_amount_cents,
         "coupons_adjustment_amount_cents": amounts.coupons_adjustment_amount_cents,
         "precise_coupons_adjustment_amount_cents":
             plain_text(amounts.taxes.coupons_adjustment_amount_cents),
