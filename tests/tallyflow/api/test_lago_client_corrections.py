@@ -9,8 +9,8 @@ credit_notes_controller_spec.rb)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
 from lago_python_client.client import Client
@@ -60,7 +60,7 @@ def test_corrections_with_lagos_client(
     # invoices_controller_spec.rb "POST /api/v1/invoices" (one-off)
     invoice_id, fee_id, total = _one_off(client, 2)
     assert total == 5000
-    # credit_notes_controller_spec.rb "POST /api/v1/credit_notes/estimate", "POST", "GET", "PUT void"
+    # credit_notes_controller_spec.rb: POST estimate, POST, GET, PUT void
     estimate = client.credit_notes.estimate(CreditNoteEstimate(
         invoice_id=invoice_id, items=Items(__root__=[Item(fee_id=fee_id, amount_cents=1000)])))
     assert estimate.lago_invoice_id == invoice_id
