@@ -65,6 +65,7 @@ def test_corrections_with_lagos_client(
         invoice_id=invoice_id, items=Items(__root__=[Item(fee_id=fee_id, amount_cents=1000)])))
     assert estimate.lago_invoice_id == invoice_id
     assert estimate.sub_total_excluding_taxes_amount_cents == 1000
+    assert estimate.max_offsettable_amount_cents == 1000  # the invoice still owes 5000
     note = client.credit_notes.create(CreditNote(
         invoice_id=invoice_id, reason="other", credit_amount_cents=1000, refund_amount_cents=0,
         items=Items(__root__=[Item(fee_id=fee_id, amount_cents=1000)])))
