@@ -32,14 +32,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, make_url, text
+from scratch import drop_database, fresh_database
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSCRIPTIONS = 20
@@ -266,19 +266,11 @@ def main() -> None:
     parser.add_argument("--probes", type=int, default=40, help="Delay samples (at most).")
     args = parser.parse_args()
 
-    from tallyflow.infra.settings import get_settings
-
-    base = get_settings().database_url or "postgresql://postgres@127.0.0.1:5432/postgres"
     from tallyflow.api.keys import create_key
     from tallyflow.infra import db, migrate
     from tallyflow.tasks.catalog import apply_catalog
 
-    admin_url = make_url(db.normalise_url(base)).set(database="postgres")
-    name = f"tallyflow_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'create database "{name}"'))
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    url, name = fresh_database()
     work = Path(tempfile.mkdtemp(prefix="tallyflow-bench-api-"))
     process = None
     try:
@@ -299,9 +291,7 @@ def main() -> None:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(30)
         db.dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'drop database if exists "{name}" with (force)'))
-        admin.dispose()
+        drop_database(None, name)
         shutil.rmtree(work, ignore_errors=True)
 
 

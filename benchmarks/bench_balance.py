@@ -28,13 +28,12 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, make_url, text
+from scratch import drop_database, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSCRIPTIONS = 20
@@ -231,15 +230,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from tallyflow.infra import db
-    from tallyflow.infra.settings import get_settings
 
-    base = get_settings().database_url or "postgresql://postgres@127.0.0.1:5432/postgres"
-    admin_url = make_url(db.normalise_url(base)).set(database="postgres")
-    name = f"tallyflow_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'create database "{name}"'))
-    url = admin_url.set(database=name).render_as_string(hide_password=False)
+    url, name = fresh_database()
     work = Path(tempfile.mkdtemp(prefix="tallyflow-bench-balance-"))
     children: list[subprocess.Popen[bytes]] = []
     try:
@@ -250,9 +242,7 @@ def main() -> None:
                 os.killpg(child.pid, signal.SIGTERM)
                 child.wait(30)
         db.dispose_engines()
-        with admin.connect() as conn:
-            conn.execute(text(f'drop database if exists "{name}" with (force)'))
-        admin.dispose()
+        drop_database(None, name)
         shutil.rmtree(work, ignore_errors=True)
 
 
