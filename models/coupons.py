@@ -169,7 +169,8 @@ def apply_coupons(
     fees = list(amounts.fees)
     if amounts.fees_amount_cents == 0 or not coupons:
         return CouponsResult(amounts, (), tuple(coupons))
-    sub_total = amounts.fees_amount_cents
+    # after what progressive invoices billed (Lago credits them before the coupons, §20)
+    sub_total = amounts.fees_amount_cents - amounts.progressive_billing_credit_amount_cents
     credits: list[CouponCredit] = []
     kept: dict[int, AppliedCoupon] = {c.id: c for c in coupons}
     for coupon in coupon_order(coupons):

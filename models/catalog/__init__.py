@@ -45,6 +45,7 @@ from tallyflow.models.catalog.documents import (
     Subscription,
     Tax,
     TaxCodes,
+    UsageThreshold,
     ValidDocument,
     Wallet,
     describe_key,
@@ -99,7 +100,12 @@ from tallyflow.models.catalog.fields import (
     Timezone,
 )
 from tallyflow.models.catalog.references import Catalog, reference_issues
-from tallyflow.models.catalog.rules import envelope_kind, field_issues, parse_body
+from tallyflow.models.catalog.rules import (
+    envelope_kind,
+    field_issues,
+    parse_body,
+    threshold_issues,
+)
 from tallyflow.models.catalog.validation import (
     DATABASE,
     Validation,
@@ -157,6 +163,8 @@ __all__ = [
     "RULE_METHODS",
     "RULE_TRIGGERS",
     "RecurringRule",
+    "UsageThreshold",
+    "threshold_issues",
     "SUBSCRIPTION",
     "Subscription",
     "TAX",

@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -224,6 +225,28 @@ class MinimumCommitment(LagoModel):
     NOT_SUPPORTED = {"tax_codes": "taxes of their own on commitment fees (the plan's apply)"}
 
 
+def _none_when_empty(value: Any) -> Any:
+    # ``[]`` and ``null`` both mean "no thresholds"; kept out of the document so that older
+    # documents keep their digest
+    return None if value in (None, []) else value
+
+
+class UsageThreshold(LagoModel):
+    """A progressive-billing threshold (Lago's ``usage_thresholds`` item,
+    ``app/models/usage_threshold.rb``): lifetime usage reaching ``amount_cents`` issues a
+    ``progressive_billing`` invoice; a ``recurring`` one every further ``amount_cents``
+    (docs/architecture.md §20)."""
+
+    amount_cents: Cents
+    recurring: bool = False
+    threshold_display_name: str | None = None
+
+    NO_EFFECT = _EXPORT_FIELDS
+
+
+UsageThresholds = Annotated[list[UsageThreshold] | None, BeforeValidator(_none_when_empty)]
+
+
 class Plan(LagoModel):
     code: Text
     name: Text
@@ -239,11 +262,12 @@ class Plan(LagoModel):
     minimum_commitment: MinimumCommitment | None = None
     # yearly and semiannual plans: charges billed monthly, the fee once a period (Lago's)
     bill_charges_monthly: bool | None = None
+    # progressive billing (docs/architecture.md §20); None: none
+    usage_thresholds: UsageThresholds = None
 
     NO_EFFECT = _EXPORT_FIELDS | _COUNTS | {"taxes", "parent_id", "cascade_updates",
                                             "pending_deletion"}
     NOT_SUPPORTED = {
-        "usage_thresholds": "progressive billing at usage thresholds",
         "bill_fixed_charges_monthly": "monthly fixed charges on a yearly plan",
         "fixed_charges": "fixed charges",
     }
@@ -296,6 +320,9 @@ class Subscription(LagoModel):
     # older documents keep their digest; docs/credit-notes.md)
     on_termination_credit_note: Annotated[
         str, _one_of("on_termination_credit_note", TERMINATION_CHOICES)] | None = None
+    # Lago's subscription override of the plan's thresholds (``UsageThresholds::
+    # OverrideService``): when given, they replace the plan's for this subscription
+    usage_thresholds: UsageThresholds = None
 
     NO_EFFECT = _EXPORT_FIELDS | {
         "lago_customer_id", "status", "started_at", "canceled_at", "terminated_at",
@@ -304,7 +331,6 @@ class Subscription(LagoModel):
     }
     NOT_SUPPORTED = {
         "plan_overrides": "per-subscription plan overrides",
-        "usage_thresholds": "progressive billing at usage thresholds",
     }
 
 

@@ -28,6 +28,7 @@ from tallyflow.models.catalog.documents import (
     Plan,
     RecurringRule,
     Subscription,
+    UsageThreshold,
     Wallet,
     wallet_code,
 )
@@ -186,8 +187,31 @@ def _duplicate_values(values: Sequence[str], loc: Loc) -> list[Issue]:
             if counts[v] > 1 and values.index(v) != i]
 
 
-def _plan_issues(plan: Plan) -> list[Issue]:
+def threshold_issues(thresholds: Sequence[UsageThreshold] | None,
+                     loc: Loc = ("usage_thresholds",)) -> list[Issue]:
+    """Lago's ``UsageThreshold`` validations: ``amount_cents`` above 0, unique among the
+    fixed ones, at most one ``recurring`` (docs/architecture.md §20)."""
     issues: list[Issue] = []
+    seen: set[int] = set()
+    recurring = 0
+    for index, item in enumerate(thresholds or ()):
+        if item.amount_cents <= 0:
+            issues.append(Issue((*loc, index, "amount_cents"), "must be greater than 0"))
+        if item.recurring:
+            recurring += 1
+            if recurring > 1:
+                issues.append(Issue((*loc, index, "recurring"),
+                                    "only one recurring threshold is allowed"))
+        elif item.amount_cents in seen:
+            issues.append(Issue((*loc, index, "amount_cents"),
+                                f"duplicate threshold {item.amount_cents}"))
+        else:
+            seen.add(item.amount_cents)
+    return issues
+
+
+def _plan_issues(plan: Plan) -> list[Issue]:
+    issues: list[Issue] = threshold_issues(plan.usage_thresholds)
     if plan.bill_charges_monthly:
         issues += _monthly_charges_issues(plan)
     for index, charge in enumerate(plan.charges):
@@ -271,10 +295,12 @@ def _charge_filter_issues(charge_model: str, item: ChargeFilterPayload, loc: Loc
 
 
 def _subscription_issues(subscription: Subscription) -> list[Issue]:
+    issues = threshold_issues(subscription.usage_thresholds)
     start, end = subscription.subscription_at, subscription.ending_at
     if start is not None and end is not None and end <= start:
-        return [Issue(("ending_at",), f"must be after subscription_at ({format_datetime(start)})")]
-    return []
+        issues.append(Issue(("ending_at",),
+                            f"must be after subscription_at ({format_datetime(start)})"))
+    return issues
 
 
 def _wallet_issues(wallet: Wallet) -> list[Issue]:

@@ -195,10 +195,13 @@ class InvoiceAmounts:
     coupons_amount_cents: int = 0
     credit_notes_amount_cents: int = 0
     prepaid_credit_amount_cents: int = 0
+    # what progressive invoices of its periods already billed (models/progressive.py, §20)
+    progressive_billing_credit_amount_cents: int = 0
 
     @property
     def sub_total_excluding_taxes_amount_cents(self) -> int:
-        return self.fees_amount_cents - self.coupons_amount_cents
+        return (self.fees_amount_cents - self.progressive_billing_credit_amount_cents
+                - self.coupons_amount_cents)
 
     @property
     def sub_total_including_taxes_amount_cents(self) -> int:
