@@ -102,13 +102,14 @@ def charge_fees(fees: Sequence[InvoiceFee]) -> list[InvoiceFee]:
     return [f for f in fees if f.item_type == "charge" and not f.true_up]
 
 
-FeeKey = tuple[int | None, str | None, tuple[tuple[str, str | None], ...]]
+FeeKey = tuple[str, int | None, str | None, tuple[tuple[str, str | None], ...]]
 
 
 def fee_key(fee: InvoiceFee) -> FeeKey:
     """How a period-end fee finds the progressive fee of the same bucket (Lago matches
-    ``charge_id``, ``charge_filter_id``, ``grouped_by``)."""
-    return (fee.charge_id, fee.filter_invoice_display_name,
+    ``charge_id``, ``charge_filter_id``, ``grouped_by``; here within the subscription, as
+    one invoice may close several)."""
+    return (fee.external_subscription_id, fee.charge_id, fee.filter_invoice_display_name,
             tuple(sorted(fee.grouped_by.items())))
 
 
@@ -130,9 +131,10 @@ def progressive_credit(amounts: InvoiceAmounts, billed: Mapping[FeeKey, int],
     to the rest. ``progressive_billing_credit_amount_cents`` is set (before taxes)."""
     if to_credit <= 0 or not billed:
         return amounts
-    charges = {key[0] for key in billed}
+    charges = {(key[0], key[1]) for key in billed}
     total = sum(f.amount_cents for f in amounts.fees
-                if f.item_type == "charge" and f.charge_id in charges)
+                if f.item_type == "charge" and (f.external_subscription_id, f.charge_id)
+                in charges)
     credit = min(to_credit, total)
     if credit <= 0:
         return amounts

@@ -48,6 +48,8 @@ from tallyflow.models.tables.invoicing import (
     invoice_pdfs,
     invoice_subscriptions,
     invoices,
+    lifetime_usages,
+    progressive_invoices,
 )
 from tallyflow.models.tables.outbox import (
     webhook_attempts,
@@ -101,9 +103,11 @@ __all__ = [
     "invoice_pdfs",
     "invoice_subscriptions",
     "invoices",
+    "lifetime_usages",
     "metadata",
     "plan_versions",
     "plans",
+    "progressive_invoices",
     "rejected_rows",
     "run_history",
     "running_usage",

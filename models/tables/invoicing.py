@@ -71,6 +71,10 @@ invoices = Table(
     # digest of the request first posted with it, so another request under it is refused.
     Column("idempotency_key", Text, unique=True),
     Column("request_digest", Text),
+    # What progressive invoices of its periods already billed (Lago's field; migration 0029,
+    # docs/architecture.md §20), before taxes.
+    Column("progressive_billing_credit_amount_cents", Numeric, nullable=False,
+           server_default=text("0")),
     *_timestamps(),
     # One subscription invoice per customer and billing day; credit invoices (paid wallet
     # top-ups, migration 0008) are one per top-up, pay_in_advance ones one per subscription
@@ -82,7 +86,8 @@ invoices = Table(
                                              " and voided_invoice_id is null")),
     UniqueConstraint("voided_invoice_id", name="uq_invoices_voided_invoice"),
     CheckConstraint("invoice_type in ('subscription', 'credit', 'pay_in_advance',"
-                    " 'advance_charges', 'one_off')", name="invoice_type"),
+                    " 'advance_charges', 'one_off', 'progressive_billing')",
+                    name="invoice_type"),
     UniqueConstraint("customer_id", "sequential_id", name="uq_invoices_customer_sequence"),
     CheckConstraint("status in ('draft', 'finalized', 'voided')", name="status"),
     CheckConstraint("(status = 'voided') = (voided_at is not null)", name="voided"),
@@ -163,6 +168,47 @@ invoice_fees = Table(
                     " and (item_type in ('credit', 'add_on') or subscription_id is not null)",
                     name="credit_fee"),
     CheckConstraint("(item_type = 'add_on') = (add_on_id is not null)", name="add_on_fee"),
+)
+
+
+# A progressive_billing invoice's subscription period (migration 0029, docs/architecture.md
+# §20). Not in ``invoice_subscriptions``: a progressive invoice bills part of an OPEN period, so
+# it must not close the period, freeze its plan version or stop its wallet deductions (every
+# "closed period" reader asks ``invoice_subscriptions``). ``sequence`` numbers the period's
+# progressive invoices: (subscription, period_start, sequence) is unique, so two evaluators
+# cannot both issue the same crossing. ``prepaid_usage_cents``: the hourly wallet deductions it
+# showed as prepaid (no money moved for them), which the period-end invoice no longer counts.
+progressive_invoices = Table(
+    "progressive_invoices",
+    metadata,
+    Column("invoice_id", BigInteger, ForeignKey("invoices.id", ondelete="RESTRICT"),
+           primary_key=True),
+    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="RESTRICT"),
+           nullable=False),
+    Column("external_subscription_id", Text, nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("period_end", DateTime(timezone=True), nullable=False),
+    Column("sequence", Integer, nullable=False),
+    Column("lifetime_usage_amount_cents", Numeric, nullable=False),
+    Column("thresholds", JSONB, nullable=False),
+    Column("prepaid_usage_cents", Numeric, nullable=False, server_default=text("0")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("subscription_id", "period_start", "sequence",
+                     name="uq_progressive_invoices_crossing"),
+)
+
+
+# Lago's lifetime usage: only what a person sets is stored (``historical_usage_amount_cents``,
+# PUT /subscriptions/{id}/lifetime_usage); the invoiced and current parts are read live
+# (tasks/invoicing/progressive.py). Keyed by the external id, so it outlives plan changes and
+# ``tallyflow archive`` (which moves events and snapshots, never invoices).
+lifetime_usages = Table(
+    "lifetime_usages",
+    metadata,
+    Column("external_subscription_id", Text, primary_key=True),
+    Column("historical_usage_amount_cents", Numeric, nullable=False, server_default=text("0")),
+    *_timestamps(),
+    CheckConstraint("historical_usage_amount_cents >= 0", name="historical_not_negative"),
 )
 
 

@@ -34,14 +34,21 @@ _FUNDS = text(
 
 def _prepaid(
     conn: Connection, groups: Sequence[_Group], ids: Mapping[tuple[int, date], int],
-    at: datetime,
+    at: datetime, shown: Mapping[tuple[int, date], Decimal] | None = None,
 ) -> tuple[dict[tuple[int, date], Decimal], dict[tuple[int, date], Decimal]]:
     """What the wallets paid toward each invoice: the hourly usage deductions already posted
     for its periods, plus, for the invoices being finalized, the last deduction of the rest
     (subscription fee, true-ups, taxes, usage not deducted yet) as far as the balances go, by
     the usual priority; or, when the hourly deductions took more than the invoice owes, the
     excess back. The postings of the whole batch go out in one statement. Second: the money
-    of the granted credits among them, unrounded (``models.wallets.prepaid_breakdown``)."""
+    of the granted credits among them, unrounded (``models.wallets.prepaid_breakdown``).
+
+    ``shown``: per invoice, the hourly deductions its periods' progressive invoices already
+    showed as prepaid (``progressive_credit.py``, §20). They paid those invoices, not this
+    one: the invoice is asked for that much more against the deductions (so the last
+    deduction, or the excess given back, is computed on what this invoice still owes) and
+    its prepaid credits leave it out."""
+    shown = shown or {}
     pairs = [(s.id, p.period_start) for g in groups for s, p in g.items]
     taken: dict[tuple[int, datetime], list[Any]] = defaultdict(list)
     if pairs:
@@ -62,13 +69,14 @@ def _prepaid(
             g.customer.id, g.amounts.currency,
             # what is left after the credit notes (tasks/invoicing/credit_notes.py)
             Decimal(g.amounts.sub_total_including_taxes_amount_cents
-                    - g.amounts.credit_notes_amount_cents),
+                    - g.amounts.credit_notes_amount_cents) + shown.get(g.key, Decimal(0)),
             tuple((r.wallet_id, r.amount_cents, r.credits, r.granted_credits)
                   for s, p in g.items for r in taken.get((s.id, p.period_start), [])),
         )
         for g in groups
     }
-    prepaid = {key: invoice.deducted_cents for key, invoice in invoices.items()}
+    prepaid = {key: invoice.deducted_cents - shown.get(key, Decimal(0))
+               for key, invoice in invoices.items()}
     granted = {key: sum((granted_cents(cents, credits, part)
                          for _, cents, credits, part in invoice.taken), Decimal(0))
                for key, invoice in invoices.items()}

@@ -27,6 +27,7 @@ from tallyflow.tasks.invoicing.credit_notes import consume_credit_notes
 from tallyflow.tasks.invoicing.documents import render_sealed
 from tallyflow.tasks.invoicing.inputs import CustomerInfo, _Group
 from tallyflow.tasks.invoicing.prepaid import _numbers, _prepaid
+from tallyflow.tasks.invoicing.progressive_credit import credit_progressive
 from tallyflow.tasks.wallets import lock_customers
 
 
@@ -70,16 +71,19 @@ _UPSERT = text(
     """
     insert into invoices as v (lago_id, customer_id, issuing_date, currency, fees_amount_cents,
       taxes_amount_cents, total_amount_cents, applied_taxes, customer, finalize_after,
-      net_payment_term, payment_due_date, billing_entity, coupons_amount_cents)
+      net_payment_term, payment_due_date, billing_entity, coupons_amount_cents,
+      progressive_billing_credit_amount_cents)
     select lago, cid, day, currency, fees, taxes, total, cast(applied as jsonb),
-           cast(customer as jsonb), after, term, day + term, cast(entity as jsonb), coupons
+           cast(customer as jsonb), after, term, day + term, cast(entity as jsonb), coupons,
+           progressive
     from unnest(cast(:lago as text[]), cast(:customers as bigint[]), cast(:days as date[]),
                 cast(:currency as text[]), cast(:fees as numeric[]), cast(:taxes as numeric[]),
                 cast(:total as numeric[]), cast(:applied as text[]), cast(:customer as text[]),
                 cast(:after as timestamptz[]), cast(:term as integer[]),
-                cast(:entity as text[]), cast(:coupons as numeric[]))
+                cast(:entity as text[]), cast(:coupons as numeric[]),
+                cast(:progressive as numeric[]))
       as r(lago, cid, day, currency, fees, taxes, total, applied, customer, after, term,
-           entity, coupons)
+           entity, coupons, progressive)
     order by cid, day
     on conflict (customer_id, issuing_date, invoice_type)
       where invoice_type = 'subscription' and voided_invoice_id is null
@@ -93,7 +97,9 @@ _UPSERT = text(
       net_payment_term = excluded.net_payment_term,
       payment_due_date = excluded.payment_due_date,
       billing_entity = excluded.billing_entity,
-      coupons_amount_cents = excluded.coupons_amount_cents, updated_at = now()
+      coupons_amount_cents = excluded.coupons_amount_cents,
+      progressive_billing_credit_amount_cents
+        = excluded.progressive_billing_credit_amount_cents, updated_at = now()
     returning v.id, v.customer_id, v.issuing_date
     """
 )
@@ -163,6 +169,7 @@ def _upsert_params(live: Sequence[_Group]) -> dict[str, Any]:
         "entity": [_json(dict(g.customer.entity.document)) if g.customer.entity
                    else None for g in live],
         "coupons": [g.amounts.coupons_amount_cents for g in live],
+        "progressive": [g.amounts.progressive_billing_credit_amount_cents for g in live],
     }
 
 
@@ -188,6 +195,8 @@ def _write_batch(
         # a voided invoice's day stays closed (docs/architecture.md §13)
         live = [g for g in groups
                 if g.key not in existing or existing[g.key].status == "draft"]
+        # What progressive invoices billed, before the coupons (Lago's order, §20); drafts too
+        shown = credit_progressive(conn, live)
         # Coupons: a step of their own between the fees and the taxes, at finalization only
         # (tasks/invoicing/coupons.py)
         coupon_credits = credit_coupons(conn, [g for g in live if g.due])
@@ -207,7 +216,7 @@ def _write_batch(
             failpoint("invoices.after_coupons")
         failpoint("invoices.after_draft")
         consume_credit_notes(conn, live, ids)  # after taxes, before prepaid credits (§14)
-        prepaid, granted = _prepaid(conn, live, ids, at)
+        prepaid, granted = _prepaid(conn, live, ids, at, shown)
         failpoint("invoices.after_deduction")
         numbers = _numbers(conn, [g for g in live if g.due])
         settled = {g.key: g.amounts.with_prepaid(int(prepaid[g.key])) for g in live}
