@@ -158,3 +158,35 @@ def prepaid_shown(owed_cents: int, usage_deducted_cents: int, shown_before_cents
     the invoice owes. No money moves for it: the wallets paid it hourly (Tallyflow's decision,
     docs/architecture.md §20)."""
     return max(0, min(owed_cents, usage_deducted_cents - shown_before_cents))
+
+
+def completion(thresholds: Sequence[Threshold], total_cents: int) -> list[dict[str, Any]]:
+    """Lago's ``UsageThresholdsCompletionService`` (``amount_cents``, ``completion_ratio``,
+    whether reached): the fixed thresholds passed (1.0), the next one's ratio from the last
+    passed, the others 0.0; past every fixed one, each recurring step reached and the next
+    one's ratio. ``reached`` stands for Lago's ``reached_at`` (filled in by the caller)."""
+    fixed = sorted((t for t in thresholds if not t.recurring), key=lambda t: t.amount_cents)
+    recurring = next((t for t in thresholds if t.recurring), None)
+    passed = [t for t in fixed if t.amount_cents <= total_cents]
+    waiting = [t for t in fixed if t.amount_cents > total_cents]
+    out = [{"amount_cents": t.amount_cents, "completion_ratio": 1.0, "reached": True}
+           for t in passed]
+    last = passed[-1].amount_cents if passed else 0
+    if waiting:
+        first = waiting[0]
+        out.append({"amount_cents": first.amount_cents, "reached": False,
+                    "completion_ratio": (total_cents - last) / (first.amount_cents - last)})
+        out += [{"amount_cents": t.amount_cents, "completion_ratio": 0.0, "reached": False}
+                for t in waiting[1:]]
+        if recurring is not None:
+            out.append({"amount_cents": fixed[-1].amount_cents + recurring.amount_cents,
+                        "completion_ratio": 0.0, "reached": False})
+    elif recurring is not None:
+        step = recurring.amount_cents
+        times = (total_cents - last) // step
+        out += [{"amount_cents": last + (i + 1) * step, "completion_ratio": 1.0,
+                 "reached": True} for i in range(times)]
+        rest = (total_cents - last) % step
+        out.append({"amount_cents": last + (times + 1) * step, "reached": False,
+                    "completion_ratio": rest / step})
+    return out

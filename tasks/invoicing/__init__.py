@@ -58,6 +58,14 @@ from tallyflow.tasks.invoicing.inputs import (
 )
 from tallyflow.tasks.invoicing.late import late_usage, late_usage_count
 from tallyflow.tasks.invoicing.one_off import OneOffResult, create_one_off_invoice
+from tallyflow.tasks.invoicing.progressive import (
+    ProgressiveResult,
+    ProgressiveRun,
+    bill_all_thresholds,
+    bill_thresholds,
+    lifetime_usage,
+    set_historical_usage,
+)
 from tallyflow.tasks.invoicing.pdfs import (
     DEFAULT_CHUNK,
     make_missing_pdfs,
@@ -111,6 +119,12 @@ __all__ = [
     "InvoiceQuery",
     "count_invoices",
     "create_one_off_invoice",
+    "ProgressiveResult",
+    "ProgressiveRun",
+    "bill_all_thresholds",
+    "bill_thresholds",
+    "lifetime_usage",
+    "set_historical_usage",
     "cut_short",
     "emit_invoice_events_task",
     "ended_periods",

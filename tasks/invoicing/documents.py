@@ -212,7 +212,8 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[Invoice]:
     offsets = {int(i): _int(c) for i, c in conn.execute(_OFFSETS, {"ids": ids})}
     out: list[Invoice] = []
     for r in rows:
-        sub_total_excl = _int(r.fees_amount_cents) - _int(r.coupons_amount_cents)
+        sub_total_excl = (_int(r.fees_amount_cents) - _int(r.coupons_amount_cents)
+                          - _int(r.progressive_billing_credit_amount_cents))
         sub_total_incl = sub_total_excl + _int(r.taxes_amount_cents)
         out.append({
             "lago_id": r.lago_id,
@@ -233,7 +234,8 @@ def invoice_objects(conn: Connection, rows: Sequence[Any]) -> list[Invoice]:
             "currency": r.currency,
             "fees_amount_cents": _int(r.fees_amount_cents),
             "taxes_amount_cents": _int(r.taxes_amount_cents),
-            "progressive_billing_credit_amount_cents": 0,
+            "progressive_billing_credit_amount_cents": _int(
+                r.progressive_billing_credit_amount_cents),
             "coupons_amount_cents": _int(r.coupons_amount_cents),
             "credit_notes_amount_cents": _int(r.credit_notes_amount_cents),
             "sub_total_excluding_taxes_amount_cents": sub_total_excl,

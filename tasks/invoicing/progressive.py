@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -34,10 +35,12 @@ from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.invoicing import InvoiceAmounts, period_fees
+from tallyflow.models.lago.times import iso
 from tallyflow.models.progressive import (
     LifetimeUsage,
     Threshold,
     applicable_thresholds,
+    completion,
     prepaid_shown,
     progressive_invoice,
     thresholds_passed,
@@ -50,6 +53,7 @@ from tallyflow.tasks.invoicing.inputs import CustomerInfo, load_close_catalog, p
 from tallyflow.tasks.invoicing.one_off import _json, _number
 from tallyflow.tasks.invoicing.progressive_credit import billed_by_bucket, last_progressive
 from tallyflow.tasks.invoicing.writing import _FEE_COLUMNS, _applied_taxes, _copy, customer_object
+from tallyflow.tasks.runs import containable
 from tallyflow.tasks.usage import rated_usage
 from tallyflow.tasks.wallets import USAGE_DEDUCTED, lock_customers
 
@@ -220,3 +224,126 @@ def _insert_fees(conn: Connection, invoice_id: int, sub: SubscriptionInfo,
     ) for position, fee in enumerate(amounts.fees)]
     if rows:
         _copy(conn, "invoice_fees", _FEE_COLUMNS, rows)
+
+
+# --------------------------------------------------------------------------------------------
+# Every subscription with thresholds; lifetime usage read and set
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProgressiveRun:
+    """What one evaluation of every subscription's thresholds did."""
+
+    subscriptions: int = 0
+    issued: list[ProgressiveResult] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (subscription, error)
+
+
+# Subscriptions whose own document or plan has thresholds, not terminated (Lago evaluates
+# active subscriptions).
+_WITH_THRESHOLDS = text(
+    """
+    select distinct s.external_id
+    from subscriptions s join plans p on p.id = s.plan_id
+    where s.terminated_at is null and s.status <> 'canceled'
+      and (jsonb_array_length(coalesce(s.document -> 'usage_thresholds', '[]'::jsonb)) > 0
+           or jsonb_array_length(coalesce(p.document -> 'usage_thresholds', '[]'::jsonb)) > 0)
+      and (cast(:only as text[]) is null or s.external_id = any(cast(:only as text[])))
+    order by 1
+    """
+)
+
+
+def bill_all_thresholds(engine: Engine, at: datetime,
+                        only: Sequence[str] | None = None) -> ProgressiveRun:
+    """Evaluate the thresholds of every subscription that has some (or of ``only``), each
+    contained: one that fails is reported and the others go on (§3, invariant 3)."""
+    run = ProgressiveRun()
+    with engine.connect() as conn:
+        subs = list(conn.execute(_WITH_THRESHOLDS,
+                                 {"only": None if only is None else list(only)}).scalars())
+    for external_id in subs:
+        run.subscriptions += 1
+        try:
+            issued = bill_thresholds(engine, external_id, at)
+        except Exception as exc:
+            if not containable(exc):
+                raise
+            run.failed.append((external_id, f"{type(exc).__name__}: {exc}"))
+            continue
+        if issued is not None:
+            run.issued.append(issued)
+    return run
+
+
+_ROW = text(
+    "select s.id, s.subscription_at, s.document as subscription, p.document as plan"
+    " from subscriptions s join plans p on p.id = s.plan_id where s.external_id = :e"
+    " and s.status <> 'canceled' order by (s.terminated_at is null) desc, s.id desc limit 1"
+)
+_REACHED = text(
+    "select min(p.created_at) from progressive_invoices p join invoices v on v.id = p.invoice_id"
+    " where p.external_subscription_id = :e and v.status = 'finalized'"
+    " and p.lifetime_usage_amount_cents >= :amount"
+)
+
+
+def lifetime_usage(engine: Engine, external_id: str, at: datetime) -> dict[str, Any]:
+    """Lago's ``lifetime_usage`` object (``V1::LifetimeUsageSerializer`` with its
+    ``usage_thresholds``) at ``at``; ``LookupError`` for an unknown subscription."""
+    try:
+        current = rated_usage(engine, external_id, at).amount_cents
+    except ValueError:
+        current = 0  # not in force at ``at``: no current period
+    except LookupError:
+        current = 0
+    with engine.connect() as conn:
+        row = conn.execute(_ROW, {"e": external_id}).first()
+        if row is None:
+            raise LookupError(f"unknown subscription {external_id!r}")
+        lifetime = lifetime_of(conn, external_id, current)
+        thresholds = applicable_thresholds(row.subscription, row.plan)
+        steps = []
+        for step in completion(thresholds, lifetime.total_amount_cents):
+            reached = None
+            if step["reached"]:
+                reached = conn.execute(_REACHED, {"e": external_id,
+                                                  "amount": step["amount_cents"]}).scalar()
+                reached = reached or at
+            steps.append({"amount_cents": step["amount_cents"],
+                          "completion_ratio": step["completion_ratio"],
+                          "reached_at": iso(reached)})
+    out: dict[str, Any] = {
+        "lago_id": external_id,
+        "lago_subscription_id": str(row.id),
+        "external_subscription_id": external_id,
+        "external_historical_usage_amount_cents": lifetime.historical_usage_amount_cents,
+        "invoiced_usage_amount_cents": lifetime.invoiced_usage_amount_cents,
+        "current_usage_amount_cents": lifetime.current_usage_amount_cents,
+        "from_datetime": iso(row.subscription_at),
+        "to_datetime": iso(at),
+    }
+    if thresholds:
+        out["usage_thresholds"] = steps
+    return out
+
+
+def set_historical_usage(engine: Engine, external_id: str, cents: int,
+                         at: datetime) -> dict[str, Any]:
+    """Lago's ``PUT .../lifetime_usage`` (``external_historical_usage_amount_cents``): the
+    usage before Tallyflow, counted in the lifetime total; ``ValueError`` when negative."""
+    if cents < 0:
+        raise ValueError("external_historical_usage_amount_cents must not be negative")
+    with engine.begin() as conn:
+        if conn.execute(_ROW, {"e": external_id}).first() is None:
+            raise LookupError(f"unknown subscription {external_id!r}")
+        conn.execute(text(
+            """
+            insert into lifetime_usages (external_subscription_id, historical_usage_amount_cents)
+            values (:e, :c)
+            on conflict (external_subscription_id) do update
+              set historical_usage_amount_cents = excluded.historical_usage_amount_cents,
+                  updated_at = now()
+            """), {"e": external_id, "c": cents})
+    return lifetime_usage(engine, external_id, at)
