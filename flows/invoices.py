@@ -17,12 +17,23 @@ from tallyflow.flows.contained import report_contained
 from tallyflow.flows.params import OptionalMoment, moment_label, resolve_as_of, run_param
 from tallyflow.models.lago.summaries import CloseSummary
 from tallyflow.tasks.invoicing import (
+    bill_thresholds_task,
     close_periods_task,
     emit_invoice_events_task,
     issue_credit_invoices_task,
     pending_pdfs_task,
+    report_thresholds,
 )
 from tallyflow.tasks.runs import HOOKS, ContainedFailures, tracked
+
+
+def _bill_thresholds(moment: datetime) -> None:
+    """Usage thresholds crossed: progressive invoices, before the close deducts them (§20);
+    contained, so the close goes on whatever happens there."""
+    try:
+        report_thresholds(bill_thresholds_task(moment))
+    except Exception as exc:  # contained: the close goes on
+        print(f"usage thresholds: evaluation failed ({type(exc).__name__}: {exc})")
 
 
 def _close_name() -> str:
@@ -48,6 +59,7 @@ def close_periods_flow(
     """
     moment: datetime = resolve_as_of(at)
     credit_invoices = issue_credit_invoices_task()  # paid top-ups of the wallet flow
+    _bill_thresholds(moment)
     summary = close_periods_task(moment, skip_customers)
     summary["credit_invoices"] = credit_invoices
     summary["events_emitted"] = emit_invoice_events_task()

@@ -1,5 +1,7 @@
-"""Flow ``deliver-webhooks`` (every minute): evaluate the usage alerts, then send the webhooks
-the outbox holds (``alert.triggered`` included, so a crossing is announced in the same run).
+"""Flow ``deliver-webhooks`` (every minute): bill the usage thresholds crossed (progressive
+invoices, §20), evaluate the usage alerts, then send the webhooks the outbox holds
+(``invoice.created`` and ``alert.triggered`` included, so a crossing is announced in the same
+run).
 
 Orchestration only (``tasks/webhooks/`` claims, signs, posts and logs). The webhooks were
 written in the transactions of the changes they announce (``enqueue``), so this flow is the
@@ -18,6 +20,7 @@ from pydantic import Field
 from tallyflow.flows.params import moment_label, resolve_as_of
 from tallyflow.models.lago.summaries import WebhookRunSummary
 from tallyflow.tasks.alerts import evaluate_task
+from tallyflow.tasks.invoicing import bill_thresholds_task, report_thresholds
 from tallyflow.tasks.runs import HOOKS, tracked
 from tallyflow.tasks.webhooks import deliver_task
 
@@ -46,6 +49,15 @@ def _evaluate_alerts() -> None:
         print(f"alerts: {failed['subscription']}: {failed['error']}")
 
 
+def _bill_thresholds() -> None:
+    """Progressive billing (docs/architecture.md §20), contained like the alerts."""
+    try:
+        report_thresholds(bill_thresholds_task())
+    except Exception as exc:  # contained: alerts and delivery go on
+        print(f"usage thresholds: evaluation failed ({type(exc).__name__}: {exc});"
+              " retried next minute")
+
+
 @flow(name="deliver-webhooks", flow_run_name=_webhooks_name, log_prints=True, **HOOKS)
 @tracked
 def deliver_webhooks(limit: WebhookCount = DEFAULT_LIMIT) -> WebhookRunSummary:
@@ -55,6 +67,7 @@ def deliver_webhooks(limit: WebhookCount = DEFAULT_LIMIT) -> WebhookRunSummary:
     Args:
         limit: Send at most this many webhooks in this run.
     """
+    _bill_thresholds()
     _evaluate_alerts()
     summary = deliver_task(limit)
     print(f"webhooks: {summary['succeeded']} delivered, {summary['retrying']} to retry,"

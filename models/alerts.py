@@ -9,8 +9,9 @@ new value whatever it is, so when usage goes down (a void, a credit note, a new 
 comes back up, the same thresholds trigger again (docs/architecture.md §18).
 
 Only the ``increasing`` direction exists for subscription alerts here; the wallet alert types
-and ``billable_metric_lifetime_usage_units`` are Lago's but not Tallyflow's, and
-``lifetime_usage_amount`` is refused by name (Tallyflow keeps no lifetime usage).
+and ``billable_metric_lifetime_usage_units`` are Lago's but not Tallyflow's (refused by name).
+``lifetime_usage_amount`` watches the lifetime usage of progressive billing
+(``app/models/usage_monitoring/lifetime_usage_amount_alert.rb``; docs/architecture.md §20).
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ ALERT_TYPES: Final = (
     "current_usage_amount",
     "billable_metric_current_usage_amount",
     "billable_metric_current_usage_units",
+    "lifetime_usage_amount",
 )
-METRIC_TYPES: Final = frozenset(ALERT_TYPES[1:])
+METRIC_TYPES: Final = frozenset(ALERT_TYPES[1:3])
+# Types whose value is not the current period's: a new period does not start them from 0.
+LIFETIME_TYPES: Final = frozenset({"lifetime_usage_amount"})
 # Lago's types Tallyflow does not carry out: refused by name, never accepted and ignored.
 REFUSED_TYPES: Final = {
-    "lifetime_usage_amount": "Tallyflow keeps no lifetime usage (usage across invoices)",
-    "billable_metric_lifetime_usage_units": "Tallyflow keeps no lifetime usage",
+    "billable_metric_lifetime_usage_units": "lifetime usage is kept as an amount, not per "
+                                            "metric in units",
     "wallet_balance_amount": "wallet alerts are tasks/wallets' own (docs/wallets.md)",
     "wallet_credits_balance": "wallet alerts are tasks/wallets' own (docs/wallets.md)",
     "wallet_ongoing_balance_amount": "wallet alerts are tasks/wallets' own (docs/wallets.md)",
@@ -183,13 +187,16 @@ def thresholds_crossed(previous: Decimal, current: Decimal,
 
 
 def alert_value(alert_type: str, metric_id: int | None,
-                usage: SubscriptionUsage) -> Decimal | None:
+                usage: SubscriptionUsage, lifetime_cents: int | None = None) -> Decimal | None:
     """The value an alert watches in a subscription's current usage (Lago's ``find_value`` of
     each alert class): the usage's ``amount_cents``, or the largest ``amount_cents`` or
     ``units`` among the charges on the alert's metric; ``None`` when no charge of the plan is
     on that metric (Lago then leaves the alert untouched)."""
     if alert_type == "current_usage_amount":
         return Decimal(usage.amount_cents)
+    if alert_type == "lifetime_usage_amount":
+        # Lago's LifetimeUsageAmountAlert: the lifetime usage's total_amount_cents
+        return None if lifetime_cents is None else Decimal(lifetime_cents)
     lines = [c.line for c in usage.charges if c.charge.metric.id == metric_id]
     if not lines:
         return None

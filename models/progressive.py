@@ -35,9 +35,9 @@ class Threshold:
 
 def thresholds_of(document: Mapping[str, Any] | None) -> tuple[Threshold, ...]:
     """The thresholds of a stored plan or subscription document (``usage_thresholds``)."""
+    usage_thresholds = (document or {}).get("usage_thresholds") or ()
     return tuple(Threshold(int(t["amount_cents"]), bool(t.get("recurring", False)),
-                           t.get("threshold_display_name"))
-                 for t in ((document or {}).get("usage_thresholds") or ()))
+                           t.get("threshold_display_name")) for t in usage_thresholds)
 
 
 def applicable_thresholds(subscription_document: Mapping[str, Any] | None,

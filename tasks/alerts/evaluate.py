@@ -24,9 +24,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from tallyflow.models.alerts import Threshold, alert_value, thresholds_crossed
+from tallyflow.models.alerts import LIFETIME_TYPES, Threshold, alert_value, thresholds_crossed
 from tallyflow.models.rating.pricing import SubscriptionUsage
 from tallyflow.tasks.alerts.store import thresholds_of, triggered_alerts
+from tallyflow.tasks.invoicing import lifetime_of
 from tallyflow.tasks.runs import containable
 from tallyflow.tasks.usage import rated_usage
 from tallyflow.tasks.webhooks import enqueue
@@ -60,14 +61,17 @@ _SUBSCRIPTION = text(
 )
 
 
-def _crossing(row: Any, usage: SubscriptionUsage,
-              thresholds: list[Threshold]) -> tuple[Decimal, Decimal, list[Threshold]] | None:
+def _crossing(row: Any, usage: SubscriptionUsage, thresholds: list[Threshold],
+              lifetime_cents: int | None = None,
+              ) -> tuple[Decimal, Decimal, list[Threshold]] | None:
     """(previous, current, crossed) of one alert, or None when it watches nothing here."""
-    current = alert_value(row.alert_type, row.billable_metric_id, usage)
+    current = alert_value(row.alert_type, row.billable_metric_id, usage, lifetime_cents)
     if current is None:
         return None
-    # A new period's usage starts again from 0 (Lago's current usage does too).
-    same_period = row.period_from == usage.period.from_datetime
+    # A new period's usage starts again from 0 (Lago's current usage does too); lifetime
+    # usage does not.
+    same_period = (row.period_from == usage.period.from_datetime
+                   or row.alert_type in LIFETIME_TYPES)
     previous = row.previous_value if same_period else Decimal(0)
     return previous, current, thresholds_crossed(previous, current, thresholds)
 
@@ -100,10 +104,13 @@ def evaluate_subscription(engine: Engine, external_id: str, at: datetime) -> lis
         rows = list(conn.execute(_LOCK, {"sub": external_id}))
         sub_id = conn.execute(_SUBSCRIPTION, {"e": external_id}).scalar_one()
         thresholds = thresholds_of(conn, [r.id for r in rows])
+        lifetime = None
+        if any(r.alert_type in LIFETIME_TYPES for r in rows):
+            lifetime = lifetime_of(conn, external_id, usage.amount_cents).total_amount_cents
         for row in rows:
             if row.last_processed_at is not None and row.last_processed_at > at:
                 continue  # a later evaluation already committed
-            found = _crossing(row, usage, thresholds[row.id])
+            found = _crossing(row, usage, thresholds[row.id], lifetime)
             if found is None:
                 continue
             previous, current, crossed = found

@@ -63,7 +63,10 @@ from tallyflow.tasks.invoicing.progressive import (
     ProgressiveRun,
     bill_all_thresholds,
     bill_thresholds,
+    bill_thresholds_task,
+    lifetime_of,
     lifetime_usage,
+    report_thresholds,
     set_historical_usage,
 )
 from tallyflow.tasks.invoicing.pdfs import (
@@ -123,6 +126,9 @@ __all__ = [
     "ProgressiveRun",
     "bill_all_thresholds",
     "bill_thresholds",
+    "bill_thresholds_task",
+    "report_thresholds",
+    "lifetime_of",
     "lifetime_usage",
     "set_historical_usage",
     "cut_short",

@@ -26,14 +26,16 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from prefect import task
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.infra.resources import billing_engine
 from tallyflow.models.invoicing import InvoiceAmounts, period_fees
 from tallyflow.models.lago.times import iso
 from tallyflow.models.progressive import (
@@ -53,7 +55,7 @@ from tallyflow.tasks.invoicing.inputs import CustomerInfo, load_close_catalog, p
 from tallyflow.tasks.invoicing.one_off import _json, _number
 from tallyflow.tasks.invoicing.progressive_credit import billed_by_bucket, last_progressive
 from tallyflow.tasks.invoicing.writing import _FEE_COLUMNS, _applied_taxes, _copy, customer_object
-from tallyflow.tasks.runs import containable
+from tallyflow.tasks.runs import containable, transient_retries
 from tallyflow.tasks.usage import rated_usage
 from tallyflow.tasks.wallets import USAGE_DEDUCTED, lock_customers
 
@@ -88,6 +90,10 @@ _DOCUMENTS = text(
     "select s.document as subscription, p.document as plan from subscriptions s"
     " join plans p on p.id = s.plan_id where s.id = :id"
 )
+# The period has ended and its close wrote it (draft or not): nothing progressive any more.
+_CLOSED = text(
+    "select 1 from invoice_subscriptions where subscription_id = :s and period_start = :p"
+)
 _SEQUENCE = text(
     "select coalesce(max(sequence), 0) from progressive_invoices"
     " where subscription_id = :s and period_start = :p"
@@ -119,8 +125,9 @@ def bill_thresholds(engine: Engine, external_id: str, at: datetime) -> Progressi
         return None
     with engine.begin() as conn:
         sub = in_force(load_subscription_rows(conn, [external_id]), at)
-        if sub is None:
-            return None
+        if sub is None or conn.execute(_CLOSED, {"s": sub.id,
+                                                 "p": usage.period.period_start}).first():
+            return None  # unknown, or its period is on an invoice already (a past hour rerun)
         docs = conn.execute(_DOCUMENTS, {"id": sub.id}).one()
         thresholds = applicable_thresholds(docs.subscription, docs.plan)
         if not thresholds:
@@ -275,6 +282,31 @@ def bill_all_thresholds(engine: Engine, at: datetime,
         if issued is not None:
             run.issued.append(issued)
     return run
+
+
+@task(name="bill-usage-thresholds", **transient_retries(retries=2, backoff_factor=1))
+def bill_thresholds_task(at: datetime | None = None) -> dict[str, Any]:
+    """Evaluate every subscription's usage thresholds at ``at`` (now), each contained; the
+    progressive invoices issued. Run every minute by ``deliver-webhooks`` and every hour by
+    ``close-periods`` (docs/architecture.md §20). A rerun issues nothing new."""
+    run = bill_all_thresholds(billing_engine(), at or datetime.now(UTC))
+    return {"subscriptions": run.subscriptions,
+            "issued": [{"invoice": r.number, "subscription": r.external_subscription_id,
+                        "thresholds": [t.amount_cents for t in r.thresholds],
+                        "total_amount_cents": r.total_amount_cents} for r in run.issued],
+            "failed": [{"subscription": s, "error": e} for s, e in run.failed]}
+
+
+def report_thresholds(summary: dict[str, Any]) -> None:
+    """Print what one evaluation did (the flows' log)."""
+    print(f"usage thresholds: {summary['subscriptions']} subscription(s) evaluated,"
+          f" {len(summary['issued'])} progressive invoice(s) issued,"
+          f" {len(summary['failed'])} failed")
+    for issued in summary["issued"]:
+        print(f"usage thresholds: {issued['subscription']}: invoice {issued['invoice']}"
+              f" for thresholds {issued['thresholds']}")
+    for failed in summary["failed"]:
+        print(f"usage thresholds: {failed['subscription']}: {failed['error']}")
 
 
 _ROW = text(

@@ -58,8 +58,8 @@ def test_formatted_codes() -> None:
 
 
 @pytest.mark.parametrize(("body", "field"), [
-    ({"alert_type": "lifetime_usage_amount", "code": "a", "thresholds": [{"value": 1}]},
-     "alert_type"),
+    ({"alert_type": "billable_metric_lifetime_usage_units", "code": "a",
+      "billable_metric_code": "m", "thresholds": [{"value": 1}]}, "alert_type"),
     ({"alert_type": "wallet_balance_amount", "code": "a", "thresholds": [{"value": 1}]},
      "alert_type"),
     ({"alert_type": "current_usage_amount", "code": "a", "thresholds": []}, "thresholds"),

@@ -22,6 +22,7 @@ from tallyflow.models.catalog import (
     LagoModel,
     MetricFilterPayload,
     MinimumCommitment,
+    UsageThreshold,
     Plan,
     RecurringRule,
     Subscription,
@@ -86,7 +87,10 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
         **{name: "tasks/invoicing/"
            for name in ("invoice_display_name", "tax_codes", "minimum_commitment",
                         "pay_in_advance", "bill_charges_monthly")},
+        "usage_thresholds": "models/progressive.py",  # from the stored document (§20)
     },
+    UsageThreshold: {name: "models/progressive.py"
+                     for name in ("amount_cents", "recurring", "threshold_display_name")},
     Customer: {
         **{name: "tasks/catalog/"
            for name in ("external_id", "name", "email", "currency", "timezone")},
@@ -95,10 +99,13 @@ CONSUMED: dict[type[LagoModel], dict[str, str]] = {
         "net_payment_term": "tasks/invoicing/",
         "billing_entity_code": "tasks/invoicing/",
     },
-    Subscription: {name: "tasks/catalog/"
-                   for name in ("external_id", "external_customer_id", "plan_code", "name",
-                                "billing_time", "subscription_at", "ending_at",
-                                "on_termination_invoice", "on_termination_credit_note")},
+    Subscription: {
+        **{name: "tasks/catalog/"
+           for name in ("external_id", "external_customer_id", "plan_code", "name",
+                        "billing_time", "subscription_at", "ending_at",
+                        "on_termination_invoice", "on_termination_credit_note")},
+        "usage_thresholds": "models/progressive.py",  # the override of the plan's (§20)
+    },
     RecurringRule: {name: "tasks/catalog/"
                     for name in ("trigger", "interval", "method", "paid_credits",
                                  "granted_credits", "threshold_credits",
@@ -159,8 +166,14 @@ REFUSED = [
     ("plan-unknown-tax", plan(tax_codes=["vat"]), "plan.tax_codes[0]", "unknown tax 'vat'"),
     ("commitment-taxes", plan(minimum_commitment={"amount_cents": 100, "tax_codes": ["vat"]}),
      "plan.minimum_commitment.tax_codes", "not supported yet"),
-    ("plan-thresholds", plan(usage_thresholds=[{"amount_cents": 1}]), "plan.usage_thresholds",
-     "not supported yet"),
+    ("plan-threshold-zero", plan(usage_thresholds=[{"amount_cents": 0}]),
+     "plan.usage_thresholds[0].amount_cents", "must be greater than 0"),
+    ("plan-two-recurring", plan(usage_thresholds=[{"amount_cents": 5, "recurring": True},
+                                                  {"amount_cents": 6, "recurring": True}]),
+     "plan.usage_thresholds[1].recurring", "only one recurring"),
+    ("subscription-threshold-unknown-field",
+     subscription(usage_thresholds=[{"amount_cents": 5, "every": 2}]),
+     "subscription.usage_thresholds[0].every", "unknown field"),
     # Lago's bill_charges_monthly: yearly and semiannual plans only (Plan
     # #charges_billed_in_monthly_split_intervals?), without a commitment here
     ("plan-monthly-charges", plan(bill_charges_monthly=True), "plan.bill_charges_monthly",

@@ -1,6 +1,6 @@
 """``/api/v1/subscriptions/{external_id}/alerts`` as Lago answers it (lago-api
 spec/requests/api/v1/subscriptions/alerts_controller_spec.rb): create, list, get, update,
-delete; 422 ``validation_errors`` by field (lifetime usage refused by name), 404."""
+delete; 422 ``validation_errors`` by field (lifetime usage per metric in units refused by name), 404."""
 
 from __future__ import annotations
 
@@ -45,10 +45,11 @@ def test_alerts_crud(client: TestClient, engine: Engine, tmp_path: Path) -> None
 def test_refusals(client: TestClient, engine: Engine, tmp_path: Path) -> None:
     catalog(engine, tmp_path, wallet=False)
     lifetime = client.post(BASE, json={"alert": {
-        "alert_type": "lifetime_usage_amount", "code": "l", "thresholds": [{"value": 1}]}})
+        "alert_type": "billable_metric_lifetime_usage_units", "code": "l",
+        "billable_metric_code": "mistral_tokens", "thresholds": [{"value": 1}]}})
     assert lifetime.status_code == 422
     assert lifetime.json()["error_details"] == {
-        "alert_type": ["unsupported_alert_type:lifetime_usage_amount"]}
+        "alert_type": ["unsupported_alert_type:billable_metric_lifetime_usage_units"]}
     unknown = client.post("/api/v1/subscriptions/nope/alerts", json={"alert": {
         "alert_type": "current_usage_amount", "code": "c", "thresholds": [{"value": 1}]}})
     assert unknown.status_code == 404 and unknown.json()["code"] == "subscription_not_found"

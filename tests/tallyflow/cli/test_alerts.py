@@ -37,6 +37,7 @@ def test_alerts_commands(engine: Engine, tmp_path: Path) -> None:
     [triggered] = json.loads(_ok(["alerts", "triggered", SUB, "--json"]))["triggered_alerts"]
     assert triggered["crossed_thresholds"][0]["code"] == "one"
     assert "deleted units" in _ok(["alerts", "delete", SUB, "units"])
-    refused = runner.invoke(app, ["alerts", "create", SUB, "--type", "lifetime_usage_amount",
+    refused = runner.invoke(app, ["alerts", "create", SUB, "--type",
+                                  "billable_metric_lifetime_usage_units",
                                   "--code", "x", "--threshold", "1"])
-    assert refused.exit_code != 0 and "lifetime_usage_amount" in refused.output
+    assert refused.exit_code != 0 and "billable_metric_lifetime_usage_units" in refused.output

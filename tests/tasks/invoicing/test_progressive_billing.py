@@ -144,3 +144,22 @@ def test_historical_usage_counts_and_subscription_thresholds_override(
         set_historical_usage(engine, SUB, -1, AT)
     with pytest.raises(LookupError):
         lifetime_usage(engine, "nobody", AT)
+
+
+def test_lifetime_usage_alert_counts_across_periods(engine: Engine, tmp_path: Path) -> None:
+    """Lago's ``lifetime_usage_amount`` alert: historical + invoiced + current usage; a new
+    period does not start it from 0 (unlike current usage)."""
+    from tallyflow.tasks.alerts import create_alert, evaluate_alerts
+
+    catalog(engine, tmp_path, plan={"amount_cents": 3100}, wallet=False)
+    usage_events(engine, tmp_path, WHEN)
+    create_alert(engine, SUB, {"alert_type": "lifetime_usage_amount", "code": "life",
+                               "thresholds": [{"code": "a", "value": 800},
+                                              {"code": "b", "value": 1500}]})
+    assert len(evaluate_alerts(engine, AT).triggered) == 1  # 800: "a"
+    ingested_until(engine, MARCH_END + timedelta(hours=3))
+    hour(engine, CLOSE)  # March invoiced: 800 of charges
+    april = datetime(2025, 4, 10, 12, tzinfo=UTC)
+    assert evaluate_alerts(engine, april).triggered == []  # 800 invoiced + 0: nothing new
+    set_historical_usage(engine, SUB, 700, april)
+    assert len(evaluate_alerts(engine, april + timedelta(minutes=1)).triggered) == 1  # "b"
