@@ -34,6 +34,7 @@ from tallyflow.api.routers import (
     health,
     invoice_actions,
     invoices,
+    lifetime_usage,
     plans,
     subscriptions,
     taxes,
@@ -46,7 +47,7 @@ from tallyflow.api.settings import ApiSettings
 
 ROUTERS = (estimates, events, billable_metrics, plans, customers, subscriptions, taxes, usage,
            wallets, invoices, invoice_actions, credit_notes, voids, coupons, webhook_endpoints,
-           health, add_ons, alerts, balance)
+           health, add_ons, alerts, balance, lifetime_usage)
 
 
 def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> FastAPI:

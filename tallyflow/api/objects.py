@@ -105,9 +105,11 @@ def _plan_extra(row: Any) -> dict[str, Any]:
     ``lago_billable_metric_id`` and ``billable_metric_code``."""
     charges = row.document.get("charges") or []
     rows = row.open_charges or []
+    # Lago's plan always lists its thresholds (progressive billing, §20)
+    thresholds = {"usage_thresholds": row.document.get("usage_thresholds") or []}
     if len(rows) != len(charges):  # not yet written (cannot happen after an apply)
-        return {}
-    return {"charges": [{**charge, "lago_id": str(found["id"]),
+        return thresholds
+    return {**thresholds, "charges": [{**charge, "lago_id": str(found["id"]),
                          "lago_billable_metric_id": str(found["metric_id"]),
                          "billable_metric_code": found["metric_code"]}
                         for charge, found in zip(charges, rows, strict=True)]}
