@@ -7,6 +7,10 @@
   termination (same ``--at``) finishes one that was interrupted.
 - ``change-plan EXTERNAL_ID PLAN [--at T] [--json]``: Lago's upgrade (at once) or downgrade (at
   the period end).
+- ``lifetime-usage EXTERNAL_ID [--historical CENTS] [--json]``: Lago's lifetime usage and its
+  usage thresholds' progress; ``--historical`` sets the usage before Tallyflow (the API's PUT).
+- ``bill-thresholds [EXTERNAL_ID...]``: issue the progressive invoices of the thresholds crossed
+  now (the deliver-webhooks flow does it every minute; docs/progressive-billing.md).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 import typer
 
 from tallyflow.cli.common import parse_moment
+from tallyflow.errors import UserError
 from tallyflow.infra.resources import billing_engine
 
 app = typer.Typer(help="Subscription lifecycle: status, termination, plan changes.")
@@ -136,3 +141,58 @@ def _credit_note(note: dict[str, Any] | None) -> None:
         typer.echo(f"credit note {note['number']}: {note['total_amount_cents']}"
                    f" {note['currency']} cents for the unused days (credit"
                    f" {note['credit_amount_cents']}, refund {note['refund_amount_cents']})")
+
+
+@app.command("lifetime-usage")
+def lifetime_usage(
+    subscription: str = typer.Argument(..., help="External subscription id."),
+    historical: int | None = typer.Option(
+        None, "--historical", min=0,
+        help="Set the usage before Tallyflow (cents; Lago's external_historical_usage_amount"
+             "_cents)."),
+    as_json: bool = typer.Option(False, "--json", help="Print Lago's lifetime_usage object."),
+) -> None:
+    """Lifetime usage (historical + invoiced + current) and the usage thresholds' progress."""
+    from tallyflow.tasks.invoicing import lifetime_usage as read
+    from tallyflow.tasks.invoicing import set_historical_usage
+
+    now = datetime.now(UTC)
+    try:
+        usage = (read(billing_engine(), subscription, now) if historical is None
+                 else set_historical_usage(billing_engine(), subscription, historical, now))
+    except LookupError:
+        raise UserError(f"unknown subscription {subscription!r}",
+                        "see `tallyflow catalog export` for the subscriptions") from None
+    if as_json:
+        typer.echo(json.dumps({"lifetime_usage": usage}, indent=2))
+        return
+    total = (usage["external_historical_usage_amount_cents"]
+             + usage["invoiced_usage_amount_cents"] + usage["current_usage_amount_cents"])
+    typer.echo(f"{subscription}: lifetime usage {total} cents (historical"
+               f" {usage['external_historical_usage_amount_cents']}, invoiced"
+               f" {usage['invoiced_usage_amount_cents']}, current"
+               f" {usage['current_usage_amount_cents']})")
+    for step in usage.get("usage_thresholds", []):
+        reached = f"reached {step['reached_at']}" if step["reached_at"] else \
+            f"{step['completion_ratio']:.0%}"
+        typer.echo(f"  threshold {step['amount_cents']}: {reached}")
+
+
+@app.command("bill-thresholds")
+def bill_thresholds(
+    subscriptions: list[str] | None = typer.Argument(None, help="Only these."),
+) -> None:
+    """Issue the progressive invoices of the usage thresholds crossed now."""
+    from tallyflow.tasks.invoicing import bill_all_thresholds
+
+    run = bill_all_thresholds(billing_engine(), datetime.now(UTC), subscriptions or None)
+    typer.echo(f"{run.subscriptions} subscription(s) evaluated, {len(run.issued)} progressive"
+               f" invoice(s) issued, {len(run.failed)} failed")
+    for issued in run.issued:
+        typer.echo(f"{issued.external_subscription_id}: invoice {issued.number}, thresholds"
+                   f" {[t.amount_cents for t in issued.thresholds]}, total"
+                   f" {issued.total_amount_cents} cents")
+    for sub, error in run.failed:
+        typer.echo(f"{sub}: {error}", err=True)
+    if run.failed:
+        raise typer.Exit(1)
