@@ -32,6 +32,9 @@ class VoidRefusal(StrEnum):
     # re-credits coupons); refused until that is carried out
     HAS_COUPONS = "invoice_has_coupons"
     HAS_CREDIT_NOTES = "invoice_has_credit_notes"
+    # Tallyflow: a period invoice that deducted progressive invoices (§20): its regeneration
+    # would have to deduct them again; refused until that is carried out
+    HAS_PROGRESSIVE_CREDIT = "invoice_has_progressive_billing_credit"
     # regenerate: only a voided invoice, and only once (``invoices.voided_invoice_id``)
     NOT_VOIDED = "not_voided"
     ALREADY_REGENERATED = "already_regenerated"
@@ -48,6 +51,7 @@ class InvoiceState:
     successor_id: int | None = None
     # credit notes issued on it and not voided (their credit would survive the void)
     credit_notes_issued: int = 0
+    progressive_billing_credit_amount_cents: Decimal = ZERO
 
 
 def void_refusal(invoice: InvoiceState) -> VoidRefusal | None:
@@ -61,6 +65,8 @@ def void_refusal(invoice: InvoiceState) -> VoidRefusal | None:
         return VoidRefusal.HAS_COUPONS
     if invoice.credit_notes_amount_cents or invoice.credit_notes_issued:
         return VoidRefusal.HAS_CREDIT_NOTES
+    if invoice.progressive_billing_credit_amount_cents:
+        return VoidRefusal.HAS_PROGRESSIVE_CREDIT
     return None
 
 

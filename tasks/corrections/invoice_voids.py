@@ -97,7 +97,7 @@ class RegenerateDone:
 _FIND = text(
     """
     select id, customer_id, number, status, invoice_type, coupons_amount_cents,
-           credit_notes_amount_cents,
+           credit_notes_amount_cents, progressive_billing_credit_amount_cents,
            (select count(*) from credit_notes n
              where n.invoice_id = v.id and n.credit_status <> 'voided') as credit_notes_issued,
            (select s.id from invoices s where s.voided_invoice_id = v.id) as successor_id
@@ -122,7 +122,8 @@ def _locked(conn: Connection, key: str) -> Any:
 def _state(row: Any) -> InvoiceState:
     return InvoiceState(row.status, row.invoice_type, Decimal(row.coupons_amount_cents),
                         Decimal(row.credit_notes_amount_cents), row.successor_id,
-                        int(row.credit_notes_issued))
+                        int(row.credit_notes_issued),
+                        Decimal(row.progressive_billing_credit_amount_cents))
 
 
 _PERIODS = text("select subscription_id, period_start from invoice_subscriptions"

@@ -42,6 +42,12 @@ REGEN_SPEC = "regenerate_from_voided_service_spec.rb"
     pytest.param(InvoiceState("finalized", "subscription", credit_notes_issued=1),
                  VoidRefusal.HAS_CREDIT_NOTES,
                  id="tallyflow: a credit note issued on it (its credit would outlive the void)"),
+    pytest.param(InvoiceState("finalized", "progressive_billing"),
+                 VoidRefusal.TYPE_NOT_SUPPORTED, id="tallyflow: a progressive invoice"),
+    pytest.param(InvoiceState("finalized", "subscription",
+                              progressive_billing_credit_amount_cents=Decimal(5)),
+                 VoidRefusal.HAS_PROGRESSIVE_CREDIT,
+                 id="tallyflow: it deducted progressive invoices (§20)"),
 ])
 def test_which_invoices_may_be_voided(state: InvoiceState, refusal: VoidRefusal | None) -> None:
     assert void_refusal(state) == refusal
