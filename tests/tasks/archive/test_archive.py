@@ -15,6 +15,7 @@ from sqlalchemy import Engine, text
 from tallyflow.infra import failpoints
 from tallyflow.tasks.archive import ArchiveRefused, archive_events, read_archive
 from tallyflow.tasks.folding import rebuild_states
+from tallyflow.tasks.invoicing import lifetime_usage
 from tallyflow.tasks.usage import current_usage
 from tests.tasks.invoicing.test_invoicing import catalog, ingested_until, invoices, usage_events
 from tests.tasks.rating_fixtures import SUB, ingest_events, token_event
@@ -42,7 +43,9 @@ def _seen(engine: Engine) -> dict[str, Any]:
         states = conn.execute(text(
             "select subscription_id, period_start, events_count, total from usage_states"
             " order by 1, 2")).all()
+    # lifetime usage (progressive billing, §20) survives the archive too
     return {"usage": current_usage(engine, SUB, LATER), "invoices": invoices(engine),
+            "lifetime": lifetime_usage(engine, SUB, LATER),
             "balances": balances(engine), "ledger": ledger(engine), "states": states}
 
 
