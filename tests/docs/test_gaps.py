@@ -33,6 +33,7 @@ IMPLEMENTED: dict[str, tuple[str, ...]] = {
     r"backfills?": ("billing", "run"),
     r"\bcoupons?\b": ("coupons", "apply"),
     r"credit notes?": ("credit-notes", "create"),
+    r"progressive billing|usage thresholds?|lifetime usage": ("subscriptions", "bill-thresholds"),
 }
 
 
