@@ -58,6 +58,14 @@ from tallyflow.tasks.invoicing.inputs import (
 )
 from tallyflow.tasks.invoicing.late import late_usage, late_usage_count
 from tallyflow.tasks.invoicing.one_off import OneOffResult, create_one_off_invoice
+from tallyflow.tasks.invoicing.pdfs import (
+    DEFAULT_CHUNK,
+    make_missing_pdfs,
+    pending_pdfs,
+    pending_pdfs_task,
+    render_pdf_chunk,
+    render_pdf_chunk_task,
+)
 from tallyflow.tasks.invoicing.progressive import (
     ProgressiveResult,
     ProgressiveRun,
@@ -68,14 +76,6 @@ from tallyflow.tasks.invoicing.progressive import (
     lifetime_usage,
     report_thresholds,
     set_historical_usage,
-)
-from tallyflow.tasks.invoicing.pdfs import (
-    DEFAULT_CHUNK,
-    make_missing_pdfs,
-    pending_pdfs,
-    pending_pdfs_task,
-    render_pdf_chunk,
-    render_pdf_chunk_task,
 )
 from tallyflow.tasks.invoicing.render import (
     PdfUnavailable,

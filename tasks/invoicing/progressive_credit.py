@@ -47,8 +47,8 @@ LAST_PROGRESSIVE = text(
 
 BILLED_FEES = text(
     """
-    select invoice_id, external_subscription_id, charge_id, filter_invoice_display_name, grouped_by::text as grouped_by,
-           amount_cents
+    select invoice_id, external_subscription_id, charge_id, filter_invoice_display_name,
+           grouped_by::text as grouped_by, amount_cents
     from invoice_fees
     where invoice_id = any(cast(:ids as bigint[])) and item_type = 'charge'
     """

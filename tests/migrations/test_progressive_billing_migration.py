@@ -1,5 +1,6 @@
-"""Migration 0029 (progressive billing) goes up and down: its two tables and the invoice column appear and go, and
-nothing else changes (the schema it builds is pinned by tests/migrations/test_schema_drift.py)."""
+"""Migration 0029 (progressive billing) goes up and down: its two tables and the invoice
+column appear and go, and nothing else changes (the schema it builds is pinned by
+tests/migrations/test_schema_drift.py)."""
 
 from __future__ import annotations
 

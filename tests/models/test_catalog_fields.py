@@ -22,11 +22,11 @@ from tallyflow.models.catalog import (
     LagoModel,
     MetricFilterPayload,
     MinimumCommitment,
-    UsageThreshold,
     Plan,
     RecurringRule,
     Subscription,
     Tax,
+    UsageThreshold,
     Wallet,
     validate_documents,
 )

@@ -1,6 +1,7 @@
 """``/api/v1/subscriptions/{external_id}/alerts`` as Lago answers it (lago-api
 spec/requests/api/v1/subscriptions/alerts_controller_spec.rb): create, list, get, update,
-delete; 422 ``validation_errors`` by field (lifetime usage per metric in units refused by name), 404."""
+delete; 422 ``validation_errors`` by field (lifetime usage per metric in units refused by
+name), 404."""
 
 from __future__ import annotations
 
