@@ -20,6 +20,7 @@ from tallyflow.tasks.invoicing import (
     lifetime_usage,
     set_historical_usage,
 )
+from tallyflow.tasks.webhooks import add_endpoint
 from tests.tasks.invoicing.test_invoicing import (
     CLOSE,
     MARCH_END,
@@ -48,6 +49,7 @@ def _by_type(engine: Engine, kind: str) -> list[dict[str, Any]]:
 def test_crossings_bill_once_and_the_period_end_deducts(engine: Engine, tmp_path: Path) -> None:
     catalog(engine, tmp_path, plan={"amount_cents": 3100, "usage_thresholds": THRESHOLDS},
             wallet=False)
+    add_endpoint(engine, {"webhook_url": "http://127.0.0.1:9/hooks"})
     assert bill_thresholds(engine, SUB, AT) is None  # no usage yet: below
     usage_events(engine, tmp_path, WHEN)
     first = bill_thresholds(engine, SUB, AT)
@@ -66,6 +68,10 @@ def test_crossings_bill_once_and_the_period_end_deducts(engine: Engine, tmp_path
     second = bill_all_thresholds(engine, AT + timedelta(hours=1)).issued
     assert [[t.amount_cents for t in r.thresholds] for r in second] == [[1000]]
     latest = _by_type(engine, "progressive_billing")[-1]
+    with engine.connect() as conn:  # invoice.created, once per progressive invoice
+        created = conn.execute(text(
+            "select count(*) from webhooks where webhook_type = 'invoice.created'")).scalar()
+    assert created == 2
     assert (latest["fees_amount_cents"], latest["progressive_billing_credit_amount_cents"],
             latest["sub_total_excluding_taxes_amount_cents"],
             latest["total_amount_cents"]) == (1600, 800, 800, 880)
