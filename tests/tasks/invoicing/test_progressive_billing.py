@@ -76,9 +76,14 @@ def test_crossings_bill_once_and_the_period_end_deducts(engine: Engine, tmp_path
             latest["sub_total_excluding_taxes_amount_cents"],
             latest["total_amount_cents"]) == (1600, 800, 800, 880)
     # the period is still open: the close bills it at its end, deducting the 1600 billed
-    ingested_until(engine, MARCH_END + timedelta(hours=3))
     hour(engine, datetime(2025, 3, 31, 12, tzinfo=UTC))
     assert _by_type(engine, "subscription") == []
+    # the draft shows the deduction too (Lago's "with grace period enabled" scenario)
+    hour(engine, CLOSE)
+    [draft] = _by_type(engine, "subscription")
+    assert (draft["status"], draft["progressive_billing_credit_amount_cents"],
+            draft["total_amount_cents"]) == ("draft", 1600, 3410)
+    ingested_until(engine, MARCH_END + timedelta(hours=3))
     hour(engine, CLOSE)
     [final] = _by_type(engine, "subscription")
     assert final["status"] == "finalized"
@@ -169,3 +174,26 @@ def test_lifetime_usage_alert_counts_across_periods(engine: Engine, tmp_path: Pa
     assert evaluate_alerts(engine, april).triggered == []  # 800 invoiced + 0: nothing new
     set_historical_usage(engine, SUB, 700, april)
     assert len(evaluate_alerts(engine, april + timedelta(minutes=1)).triggered) == 1  # "b"
+
+
+def test_termination_invoice_deducts_the_progressive_invoice(engine: Engine,
+                                                             tmp_path: Path) -> None:
+    """Lago's "generates an invoice in the middle of the month and terminates the subscription
+    before the end of the month": the termination invoice's fees are the partial plan fee and
+    the usage, less what the progressive invoice billed."""
+    from tallyflow.tasks.subscriptions import terminate_subscription
+    from tests.tasks.subscriptions.test_lifecycle import NOW, T, cycle
+
+    catalog(engine, tmp_path, plan={"amount_cents": 3100, "usage_thresholds": THRESHOLDS},
+            wallet=False)
+    usage_events(engine, tmp_path, WHEN)
+    assert bill_thresholds(engine, SUB, AT) is not None
+    terminate_subscription(engine, SUB, T, now=NOW)
+    ingested_until(engine, T + timedelta(hours=3))
+    cycle(engine, NOW + timedelta(hours=1))
+    [final] = _by_type(engine, "subscription")
+    # 20 of 31 days of $31 = 2000, usage 800 credited; 10 % tax on 2000
+    assert (final["status"], final["fees_amount_cents"],
+            final["progressive_billing_credit_amount_cents"],
+            final["total_amount_cents"]) == ("finalized", 2800, 800, 2200)
+    assert bill_all_thresholds(engine, NOW + timedelta(hours=2)).issued == []
