@@ -79,7 +79,8 @@ def close(
                    f"{lago_money(invoice['total_amount_cents'], invoice['currency'])}")
 
 
-INVOICE_TYPES = ("subscription", "credit", "pay_in_advance", "advance_charges", "one_off")
+INVOICE_TYPES = ("subscription", "credit", "pay_in_advance", "advance_charges", "one_off",
+                 "progressive_billing")
 
 
 @app.command("list")
