@@ -196,4 +196,28 @@ def test_termination_invoice_deducts_the_progressive_invoice(engine: Engine,
     assert (final["status"], final["fees_amount_cents"],
             final["progressive_billing_credit_amount_cents"],
             final["total_amount_cents"]) == ("finalized", 2800, 800, 2200)
-    assert bill_all_thresholds(engine, NOW + timedelta(hours=2)).issued == []
+    assert bill_all_thresholds(engine, CLOSE).issued == []
+
+
+def test_upgrade_invoice_deducts_the_progressive_invoice(engine: Engine,
+                                                         tmp_path: Path) -> None:
+    """Lago's "generates an invoice in the middle of the month and upgrades the subscription
+    before the end of the month": the old plan's invoice deducts what was billed; the new
+    plan's row starts with nothing billed progressively."""
+    from tallyflow.tasks.subscriptions import change_plan
+    from tests.tasks.subscriptions.test_lifecycle import NOW, T, _second_plan, cycle
+
+    catalog(engine, tmp_path, plan={"amount_cents": 3100, "usage_thresholds": THRESHOLDS},
+            wallet=False)
+    usage_events(engine, tmp_path, WHEN)
+    assert bill_thresholds(engine, SUB, AT) is not None
+    _second_plan(engine, tmp_path, "pro", 6200)
+    change_plan(engine, SUB, "pro", T, now=NOW)
+    ingested_until(engine, CLOSE)
+    cycle(engine, CLOSE)
+    [old] = [i for i in _by_type(engine, "subscription") if i["issuing_date"] == "2025-03-20"]
+    # 1..19 March of $31 = 1900, usage 800 credited; 10 % tax on 1900
+    assert (old["status"], old["fees_amount_cents"],
+            old["progressive_billing_credit_amount_cents"],
+            old["total_amount_cents"]) == ("finalized", 2700, 800, 2090)
+    assert bill_all_thresholds(engine, CLOSE).issued == []
