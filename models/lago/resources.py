@@ -474,3 +474,50 @@ class CreditNoteEstimate(TypedDict):
     taxes_rate: str
     items: list[EstimateItem]
     applied_taxes: list[CreditNoteAppliedTax]
+
+
+# ------------------------------------------------------------------------------- webhooks
+
+
+class WebhookEndpoint(TypedDict):
+    """Lago's ``V1::WebhookEndpointSerializer``: the API's ``/webhook_endpoints`` and
+    ``tallyflow webhooks endpoints``."""
+
+    lago_id: str
+    lago_organization_id: str
+    webhook_url: str
+    signature_algo: str
+    name: str | None
+    event_types: list[str] | None  # None: every type
+    created_at: str
+
+
+class WebhookDelivery(TypedDict):
+    """One webhook and its delivery state (``tallyflow webhooks deliveries``); Tallyflow's own:
+    Lago's API lists no deliveries."""
+
+    lago_id: str
+    webhook_type: str
+    object_type: str
+    object_id: str | None
+    status: str  # pending | retrying | succeeded | failed
+    attempts: int
+    http_status: int | None
+    last_error: str | None
+    endpoint: str  # the endpoint's webhook_url
+    lago_webhook_endpoint_id: str
+    created_at: str
+    last_attempt_at: str | None
+    next_attempt_at: str | None  # only while it waits (pending, retrying)
+    delivered_at: str | None
+
+
+class WebhookAttempt(TypedDict):
+    """One attempt to deliver a webhook (``tallyflow webhooks deliveries --show``)."""
+
+    attempt: int
+    started_at: str
+    milliseconds: int
+    http_status: int | None
+    error: str | None
+    response: str | None
