@@ -357,3 +357,35 @@ class VoidSummary(TypedDict):
     events: list[VoidedEvent]
     events_refolded: int
     rerate: VoidRerate | None  # None until the periods were re-rated
+
+
+# ---------------------------------------------------------------------------- invoice voids
+
+
+class WalletRestore(TypedDict):
+    wallet_id: int
+    direction: str
+    amount_cents: int
+    idempotency_key: str
+
+
+class InvoiceVoidSummary(TypedDict):
+    """``tallyflow invoices void --json``: what the wallets got back."""
+
+    invoice_id: int
+    number: str
+    status: str  # voided
+    restored_cents: int
+    corrections: list[WalletRestore]
+    not_restored: dict[str, int]  # wallet id -> what it had paid (no longer active)
+
+
+class RegenerateSummary(TypedDict):
+    """``tallyflow invoices regenerate --json``: the invoice that replaces a voided one."""
+
+    invoice_id: int
+    number: str
+    status: str  # finalized
+    voided_invoice_id: int
+    prepaid_credit_amount_cents: int
+    total_amount_cents: int
