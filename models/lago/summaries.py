@@ -153,7 +153,7 @@ class ReplayTotals(TypedDict):
     events_voided: int
     events_renamed: int
     kept: list[Any]
-    rerate: NotRequired[dict[str, Any] | None]  # reingest-source's re-rating of the replay
+    rerate: NotRequired["VoidRerate | None"]  # reingest-source's re-rating of the replay
 
 
 class IngestFigures(TypedDict):
