@@ -27,7 +27,12 @@ from tallyflow.flows.params import ObjectUrl, run_param
 from tallyflow.flows.plain_params import flow
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
-from tallyflow.models.lago.summaries import IngestRunSummary, IngestSummary, ReingestSummary
+from tallyflow.models.lago.summaries import (
+    IngestRunSummary,
+    IngestSummary,
+    ReingestSummary,
+    VoidRerate,
+)
 from tallyflow.tasks.ingest import (
     DEFAULT_CHUNK_ROWS,
     INGEST_RETRIES,
@@ -256,7 +261,7 @@ def replayed_task(source: SourceSpec, object_url: str | None) -> list[int]:
 
 
 @task(name="rerate-replay", **INGEST_RETRIES)
-def rerate_replay_task(object_ids: list[int]) -> dict[str, Any]:
+def rerate_replay_task(object_ids: list[int]) -> VoidRerate:
     return rerate_replay(billing_engine(), object_ids).as_dict()
 
 

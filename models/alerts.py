@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any, Final
 
+from tallyflow.models.lago.resources import AlertThreshold
 from tallyflow.models.rating.pricing import SubscriptionUsage
 
 ALERT_TYPES: Final = (
@@ -68,7 +69,7 @@ class Threshold:
     value: Decimal
     recurring: bool = False
 
-    def as_lago(self) -> dict[str, Any]:
+    def as_lago(self) -> AlertThreshold:
         return {"code": self.code, "value": decimal_text(self.value),
                 "recurring": self.recurring}
 

@@ -58,6 +58,7 @@ def test_the_wheel_installs_one_namespace_with_its_data(tmp_path: Path) -> None:
         "tallyflow/migrations/versions/0001_catalog_and_ingestion.py",
         "tallyflow/deployments/prefect.yaml",
         "tallyflow/tasks/invoicing/templates/invoice.html",
+        "tallyflow/tasks/invoicing/templates/document.html",  # the head invoice.html extends
         "tallyflow/tasks/ingest/mappings/openai_chat.yaml",
         "tallyflow/tasks/ingest/mappings/openai_chat.golden.jsonl",
         "tallyflow/tasks/ingest/mappings/openai_chat.expected.json",

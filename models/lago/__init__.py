@@ -3,7 +3,8 @@
 - ``times``: the timestamp forms (``iso`` is Lago's; the others are frozen on purpose);
 - ``money``: money as Lago's fields and as people read it;
 - ``resources``: Lago's resources as Tallyflow writes them (wallet transactions, wallets,
-  customer usage, invoice fees);
+  customer usage, invoice fees, credit notes, webhook endpoints and deliveries, usage
+  alerts);
 - ``summaries``: what flows and tasks return (Prefect results, run history, artifacts);
 - ``conformance``: ``mismatches``, which tests use to hold real outputs to these shapes.
 

@@ -474,3 +474,109 @@ class CreditNoteEstimate(TypedDict):
     taxes_rate: str
     items: list[EstimateItem]
     applied_taxes: list[CreditNoteAppliedTax]
+
+
+# ------------------------------------------------------------------------------- webhooks
+
+
+class WebhookEndpoint(TypedDict):
+    """Lago's ``V1::WebhookEndpointSerializer``: the API's ``/webhook_endpoints`` and
+    ``tallyflow webhooks endpoints``."""
+
+    lago_id: str
+    lago_organization_id: str
+    webhook_url: str
+    signature_algo: str
+    name: str | None
+    event_types: list[str] | None  # None: every type
+    created_at: str
+
+
+class WebhookDelivery(TypedDict):
+    """One webhook and its delivery state (``tallyflow webhooks deliveries``); Tallyflow's own:
+    Lago's API lists no deliveries."""
+
+    lago_id: str
+    webhook_type: str
+    object_type: str
+    object_id: str | None
+    status: str  # pending | retrying | succeeded | failed
+    attempts: int
+    http_status: int | None
+    last_error: str | None
+    endpoint: str  # the endpoint's webhook_url
+    lago_webhook_endpoint_id: str
+    created_at: str
+    last_attempt_at: str | None
+    next_attempt_at: str | None  # only while it waits (pending, retrying)
+    delivered_at: str | None
+
+
+class WebhookAttempt(TypedDict):
+    """One attempt to deliver a webhook (``tallyflow webhooks deliveries --show``)."""
+
+    attempt: int
+    started_at: str
+    milliseconds: int
+    http_status: int | None
+    error: str | None
+    response: str | None
+
+
+# --------------------------------------------------------------------------- usage alerts
+
+
+class AlertThreshold(TypedDict):
+    code: str | None
+    value: str
+    recurring: bool
+
+
+class AlertMetric(TypedDict):
+    lago_id: str
+    code: str
+    name: str
+
+
+class UsageAlert(TypedDict):
+    """Lago's alert (``V1::UsageMonitoring::AlertSerializer``): the API's
+    ``/subscriptions/{id}/alerts``."""
+
+    lago_id: str
+    lago_organization_id: str | None  # the signing organization, once webhooks have one
+    subscription_external_id: str
+    external_subscription_id: str
+    lago_wallet_id: None
+    wallet_code: None
+    alert_type: str
+    code: str
+    name: str | None
+    direction: str
+    previous_value: str
+    last_processed_at: str | None
+    thresholds: list[AlertThreshold]
+    created_at: str
+    billable_metric: AlertMetric | None
+
+
+class TriggeredAlert(TypedDict):
+    """Lago's triggered alert (``V1::UsageMonitoring::TriggeredAlertSerializer``): the
+    object of the ``alert.triggered`` webhook."""
+
+    lago_id: str
+    lago_organization_id: str | None
+    lago_alert_id: str
+    lago_subscription_id: str
+    external_subscription_id: str
+    lago_wallet_id: None
+    external_customer_id: str
+    billable_metric_code: str | None
+    alert_name: str | None
+    alert_code: str
+    alert_type: str
+    current_value: str
+    previous_value: str
+    crossed_thresholds: list[AlertThreshold]
+    triggered_at: str
+    subscription_external_id: str
+    customer_external_id: str

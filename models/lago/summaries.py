@@ -153,7 +153,7 @@ class ReplayTotals(TypedDict):
     events_voided: int
     events_renamed: int
     kept: list[Any]
-    rerate: NotRequired[dict[str, Any] | None]  # reingest-source's re-rating of the replay
+    rerate: NotRequired["VoidRerate | None"]  # reingest-source's re-rating of the replay
 
 
 class IngestFigures(TypedDict):
@@ -314,3 +314,78 @@ class BillingHealthFigures(TypedDict):
     wallets_negative: int
     wallets_negative_listed: list[dict[str, Any]]
     pdfs_pending: int
+
+
+# ------------------------------------------------------------------------------ event voids
+
+
+class VoidedEvent(TypedDict):
+    """What a void did to one key (``tasks/corrections/voids.py``, ``KeyOutcome``)."""
+
+    external_subscription_id: str
+    transaction_id: str
+    outcome: str  # voided | already_voided | not_found | a refusal code
+    message: str | None  # why it was refused
+    timestamp: str | None
+    voided_at: str | None
+
+
+class ReratedPeriod(TypedDict):
+    external_subscription_id: str
+    period_start: str
+    as_of: str
+
+
+class VoidRerate(TypedDict):
+    """What re-rating the voided periods moved (the wallet figures are this void's own)."""
+
+    snapshots: int
+    periods: list[ReratedPeriod]
+    wallet_corrections: int
+    credited_back_cents: str
+    deducted_cents: str
+
+
+class VoidSummary(TypedDict):
+    """A void (``tallyflow events void --json``, ``POST /api/v1/tallyflow/events/void``)."""
+
+    actor: str
+    reason: str
+    at: str
+    applied: bool  # False when only_if_all held every key back
+    counts: dict[str, int]
+    events: list[VoidedEvent]
+    events_refolded: int
+    rerate: VoidRerate | None  # None until the periods were re-rated
+
+
+# ---------------------------------------------------------------------------- invoice voids
+
+
+class WalletRestore(TypedDict):
+    wallet_id: int
+    direction: str
+    amount_cents: int
+    idempotency_key: str
+
+
+class InvoiceVoidSummary(TypedDict):
+    """``tallyflow invoices void --json``: what the wallets got back."""
+
+    invoice_id: int
+    number: str
+    status: str  # voided
+    restored_cents: int
+    corrections: list[WalletRestore]
+    not_restored: dict[str, int]  # wallet id -> what it had paid (no longer active)
+
+
+class RegenerateSummary(TypedDict):
+    """``tallyflow invoices regenerate --json``: the invoice that replaces a voided one."""
+
+    invoice_id: int
+    number: str
+    status: str  # finalized
+    voided_invoice_id: int
+    prepaid_credit_amount_cents: int
+    total_amount_cents: int

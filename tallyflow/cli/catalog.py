@@ -241,24 +241,11 @@ def _plan_tree(plan: Mapping[str, Any]) -> Tree:
 
 
 def _price(charge_model: str, properties: Mapping[str, Any]) -> str:
-    """One line per price, in the words a pricing page would use."""
-    p = properties
-    if not any(k not in ("pricing_group_keys", "grouped_by") for k in p):
+    """One line per price, in the words a pricing page would use (the model's own words:
+    ``describe`` in its module, docs/architecture.md §9)."""
+    from tallyflow.models.rating.charge_models import CHARGE_MODELS
+
+    if not any(k not in ("pricing_group_keys", "grouped_by") for k in properties):
         return "0 (no price)"
-    if charge_model == "standard":
-        return f"{p.get('amount')} per unit"
-    if charge_model == "package":
-        free = f", first {p['free_units']} free" if p.get("free_units") else ""
-        return f"{p.get('amount')} per {p.get('package_size')} units{free}"
-    if charge_model == "percentage":
-        fixed = f" + {p['fixed_amount']} per event" if p.get("fixed_amount") else ""
-        return f"{p.get('rate')}%{fixed}"
-    if charge_model == "dynamic":
-        return "the events' own amounts"
-    name = {"graduated": "graduated_ranges", "volume": "volume_ranges",
-            "graduated_percentage": "graduated_percentage_ranges"}.get(charge_model, "")
-    unit = "rate" if charge_model == "graduated_percentage" else "per_unit_amount"
-    tiers = [f"{r.get('from_value')}-{_text(r.get('to_value')) or '∞'}: {r.get(unit)}"
-             f"{'%' if unit == 'rate' else '/unit'} + {r.get('flat_amount')}"
-             for r in p.get(name, [])]
-    return f"{charge_model} " + "; ".join(tiers)
+    definition = CHARGE_MODELS.get(charge_model)
+    return definition.describe(properties) if definition else charge_model

@@ -14,12 +14,15 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 
 from tallyflow.cli.common import parse_moment
 from tallyflow.infra.resources import billing_engine
+
+if TYPE_CHECKING:
+    from tallyflow.models.lago.summaries import VoidSummary
 
 app = typer.Typer(help="Events: void a wrong one (audit trail, re-rated at once), show one.")
 
@@ -107,7 +110,7 @@ def _hint(code: str) -> str:
     return "the billed amount stands; a credit note corrects it (see the adjustments issue)"
 
 
-def _print(out: dict[str, Any]) -> None:
+def _print(out: VoidSummary) -> None:
     for event in out["events"]:
         name = f"{event['external_subscription_id']}/{event['transaction_id']}"
         if event["outcome"] == "voided":

@@ -13,11 +13,15 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.webhooks import STATUSES, WEBHOOK_TYPES
+
+if TYPE_CHECKING:
+    from tallyflow.models.lago.resources import WebhookDelivery
 
 app = typer.Typer(help="Webhooks: endpoints, the signing key, deliveries and redelivery.")
 endpoints_app = typer.Typer(help="Where webhooks are sent.")
@@ -120,7 +124,7 @@ def deliveries(
         _line(w)
 
 
-def _line(w: dict[str, object]) -> None:
+def _line(w: WebhookDelivery) -> None:
     typer.echo(f"{w['lago_id']}  {w['webhook_type']}  {w['status']}  attempts {w['attempts']}"
                f"  {w['http_status'] or '-'}  {w['endpoint']}"
                + (f"  next {w['next_attempt_at']}" if w["next_attempt_at"] else "")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import tempfile
 import uuid
@@ -50,6 +49,14 @@ GOLDEN = Path(__file__).parent / "golden"
 LEDGER_FIELDS = frozenset({"url", "version", "size", "modified_at", "format", "compression"})
 COMPRESSIONS = (None, "gzip", "zstd")
 DATABASE_ENV = "TALLYFLOW_DATABASE_URL"
+
+
+def _database_url() -> str | None:
+    """``TALLYFLOW_DATABASE_URL`` as every Tallyflow process reads it: through the one Settings
+    (docs/architecture.md §12), imported only when a check asks."""
+    from tallyflow.infra.settings import configured_database_url
+
+    return configured_database_url()
 
 
 class ConformanceError(AssertionError):
@@ -536,7 +543,7 @@ class Conformance:
         """Every check for ``name``; returns how many ran (a failure raises)."""
         ran = 0
         for check in self.checks(name):
-            if check.needs_database and self.engine is None and not os.environ.get(DATABASE_ENV):
+            if check.needs_database and self.engine is None and not _database_url():
                 continue
             self.run(name, check)
             ran += 1
@@ -548,7 +555,7 @@ class Conformance:
             f"{b.name} ({b.group}, {b.target}): {b.error}" for b in broken))
 
     def _scratch_engine(self) -> Engine:
-        url = os.environ.get(DATABASE_ENV)
+        url = _database_url()
         if not url:
             pytest.skip(f"needs PostgreSQL: set {DATABASE_ENV} to a server where a scratch "
                         "database may be created (the checks never touch the database it names)")

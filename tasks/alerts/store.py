@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.models.alerts import AlertError, AlertSpec, Threshold, check_alert, decimal_text
+from tallyflow.models.lago.resources import AlertMetric, TriggeredAlert, UsageAlert
 from tallyflow.models.lago.times import iso_z
 
 
@@ -46,9 +47,9 @@ def thresholds_of(conn: Connection, ids: list[int]) -> dict[int, list[Threshold]
     return out
 
 
-def alert_object(row: Any, thresholds: list[Threshold]) -> dict[str, Any]:
+def alert_object(row: Any, thresholds: list[Threshold]) -> UsageAlert:
     """Lago's alert (``V1::UsageMonitoring::AlertSerializer``)."""
-    metric = None if row.metric_code is None else {
+    metric: AlertMetric | None = None if row.metric_code is None else {
         "lago_id": str(row.billable_metric_id), "code": row.metric_code, "name": row.metric_name}
     return {
         "lago_id": row.lago_id,
@@ -70,14 +71,14 @@ def alert_object(row: Any, thresholds: list[Threshold]) -> dict[str, Any]:
 
 
 def list_alerts(engine: Engine, external_subscription_id: str,
-                code: str | None = None) -> list[dict[str, Any]]:
+                code: str | None = None) -> list[UsageAlert]:
     with engine.connect() as conn:
         rows = list(conn.execute(_ALERTS, {"sub": external_subscription_id, "code": code}))
         thresholds = thresholds_of(conn, [r.id for r in rows])
     return [alert_object(r, thresholds[r.id]) for r in rows]
 
 
-def get_alert(engine: Engine, external_subscription_id: str, code: str) -> dict[str, Any]:
+def get_alert(engine: Engine, external_subscription_id: str, code: str) -> UsageAlert:
     found = list_alerts(engine, external_subscription_id, code)
     if not found:
         raise AlertNotFound("alert_not_found")
@@ -126,7 +127,7 @@ def _refuse_taken(conn: Connection, sub: str, spec: AlertSpec, metric: int | Non
 
 
 def create_alert(engine: Engine, external_subscription_id: str,
-                 body: Mapping[str, Any]) -> dict[str, Any]:
+                 body: Mapping[str, Any]) -> UsageAlert:
     """Lago's ``CreateAlertService``: one alert of a subscription, its thresholds."""
     spec = check_alert(body)
     with engine.begin() as conn:
@@ -148,7 +149,7 @@ def create_alert(engine: Engine, external_subscription_id: str,
 
 
 def update_alert(engine: Engine, external_subscription_id: str, code: str,
-                 body: Mapping[str, Any]) -> dict[str, Any]:
+                 body: Mapping[str, Any]) -> UsageAlert:
     """Lago's ``UpdateAlertService``: code, name, thresholds and metric change; the type
     does not (refused by name). ``previous_value`` is kept."""
     current = get_alert(engine, external_subscription_id, code)
@@ -178,7 +179,7 @@ def update_alert(engine: Engine, external_subscription_id: str, code: str,
     return get_alert(engine, external_subscription_id, spec.code)
 
 
-def delete_alert(engine: Engine, external_subscription_id: str, code: str) -> dict[str, Any]:
+def delete_alert(engine: Engine, external_subscription_id: str, code: str) -> UsageAlert:
     """Lago's ``DestroyAlertService`` (a soft delete: its triggered alerts keep naming it)."""
     alert = get_alert(engine, external_subscription_id, code)
     with engine.begin() as conn:
@@ -207,7 +208,7 @@ _TRIGGERED = text(
 )
 
 
-def triggered_object(row: Any) -> dict[str, Any]:
+def triggered_object(row: Any) -> TriggeredAlert:
     """Lago's triggered alert (``V1::UsageMonitoring::TriggeredAlertSerializer``): the object
     of the ``alert.triggered`` webhook."""
     return {
@@ -232,6 +233,6 @@ def triggered_object(row: Any) -> dict[str, Any]:
 
 
 def triggered_alerts(conn: Connection, external_subscription_id: str | None = None,
-                     lago_id: str | None = None) -> list[dict[str, Any]]:
+                     lago_id: str | None = None) -> list[TriggeredAlert]:
     rows = conn.execute(_TRIGGERED, {"sub": external_subscription_id, "lago_id": lago_id})
     return [triggered_object(r) for r in rows]

@@ -43,6 +43,7 @@ from tallyflow.models.invoicing.voids import (
     restorations,
     void_refusal,
 )
+from tallyflow.models.lago.summaries import InvoiceVoidSummary, RegenerateSummary
 from tallyflow.models.wallets import InvoiceDue, WalletFunds, plan_invoice_payments
 from tallyflow.tasks.invoicing import announce_invoices, render_sealed
 from tallyflow.tasks.wallets import USAGE_DEDUCTED, LedgerRow, lock_customers, post
@@ -68,7 +69,7 @@ class VoidDone:
     corrections: list[Restore] = field(default_factory=list)
     not_restored: dict[int, Decimal] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> InvoiceVoidSummary:
         return {"invoice_id": self.invoice_id, "number": self.number, "status": "voided",
                 "restored_cents": int(self.restored_cents),
                 "corrections": [{"wallet_id": c.wallet_id, "direction": c.direction,
@@ -87,7 +88,7 @@ class RegenerateDone:
     prepaid_credit_amount_cents: Decimal
     total_amount_cents: Decimal
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> RegenerateSummary:
         return {"invoice_id": self.invoice_id, "number": self.number, "status": "finalized",
                 "voided_invoice_id": self.voided_invoice_id,
                 "prepaid_credit_amount_cents": int(self.prepaid_credit_amount_cents),

@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, text
 
 from tallyflow.errors import UserError
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.models.lago.summaries import ReratedPeriod, VoidedEvent, VoidRerate, VoidSummary
 from tallyflow.models.voids import REFUSALS, EventFacts, VoidOutcome, void_decision
 from tallyflow.tasks.folding import FOLD_LOCK, load_subscription_rows, rebuild_subscription
 from tallyflow.tasks.usage import snapshot_subscriptions
@@ -60,7 +61,7 @@ class KeyOutcome:
     timestamp: datetime | None = None
     voided_at: datetime | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> VoidedEvent:
         return {
             "external_subscription_id": self.key.external_subscription_id,
             "transaction_id": self.key.transaction_id,
@@ -76,12 +77,12 @@ class Rerate:
     """What re-rating the voided periods moved (the wallet figures are this void's own)."""
 
     snapshots: int = 0
-    periods: list[dict[str, Any]] = field(default_factory=list)
+    periods: list[ReratedPeriod] = field(default_factory=list)
     corrections: int = 0
     credited_back_cents: Decimal = Decimal(0)
     deducted_cents: Decimal = Decimal(0)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> VoidRerate:
         return {"snapshots": self.snapshots, "periods": self.periods,
                 "wallet_corrections": self.corrections,
                 "credited_back_cents": format(self.credited_back_cents, "f"),
@@ -114,7 +115,7 @@ class VoidResult:
         return [o for o in self.outcomes
                 if o.outcome not in (VoidOutcome.VOIDED, VoidOutcome.ALREADY_VOIDED)]
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> VoidSummary:
         counts: dict[str, int] = defaultdict(int)
         for o in self.outcomes:
             counts[str(o.outcome)] += 1

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.errors import UserError
+from tallyflow.models.lago.resources import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tallyflow.models.lago.times import iso
 from tallyflow.models.webhooks import MAX_ENDPOINTS, endpoint_errors, normalize_event_types
 from tallyflow.tasks.webhooks.outbox import Signing, signing
@@ -39,7 +40,7 @@ _ENDPOINT_COLUMNS = ("select id, lago_id, webhook_url, signature_algo, name,"
                      " event_types, created_at from webhook_endpoints")
 
 
-def endpoint_object(row: Any, organization_id: str) -> dict[str, Any]:
+def endpoint_object(row: Any, organization_id: str) -> WebhookEndpoint:
     """Lago's ``V1::WebhookEndpointSerializer``."""
     return {
         "lago_id": row.lago_id,
@@ -59,7 +60,7 @@ def _refuse(errors: Mapping[str, list[str]]) -> WebhookError:
                         errors=errors)
 
 
-def add_endpoint(engine: Engine, fields: Mapping[str, Any]) -> dict[str, Any]:
+def add_endpoint(engine: Engine, fields: Mapping[str, Any]) -> WebhookEndpoint:
     """Add an endpoint (Lago's ``WebhookEndpoints::CreateService``); the organization's key
     is made with the first one."""
     errors = endpoint_errors(fields, creating=True)
@@ -83,7 +84,7 @@ def add_endpoint(engine: Engine, fields: Mapping[str, Any]) -> dict[str, Any]:
     return endpoint_object(row, org.organization_id)
 
 
-def update_endpoint(engine: Engine, lago_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+def update_endpoint(engine: Engine, lago_id: str, fields: Mapping[str, Any]) -> WebhookEndpoint:
     """Change the given fields of a live endpoint (Lago's ``UpdateService``)."""
     errors = endpoint_errors(fields, creating=False)
     if errors:
@@ -105,7 +106,7 @@ def update_endpoint(engine: Engine, lago_id: str, fields: Mapping[str, Any]) -> 
     return endpoint_object(row, org.organization_id)
 
 
-def remove_endpoint(engine: Engine, lago_id: str) -> dict[str, Any]:
+def remove_endpoint(engine: Engine, lago_id: str) -> WebhookEndpoint:
     """Remove a live endpoint; its undelivered webhooks end ``failed`` (kept for the log)."""
     with engine.begin() as conn:
         row = _live(conn, lago_id, lock=True)
@@ -119,14 +120,14 @@ def remove_endpoint(engine: Engine, lago_id: str) -> dict[str, Any]:
     return endpoint_object(row, org.organization_id)
 
 
-def get_endpoint(engine: Engine, lago_id: str) -> dict[str, Any]:
+def get_endpoint(engine: Engine, lago_id: str) -> WebhookEndpoint:
     with engine.connect() as conn:
         row = _live(conn, lago_id, lock=False)
         return endpoint_object(row, _organization(conn))
 
 
 def list_endpoints(engine: Engine, page: int = 1,
-                   per_page: int = 100) -> tuple[list[dict[str, Any]], int]:
+                   per_page: int = 100) -> tuple[list[WebhookEndpoint], int]:
     """One page of the live endpoints, oldest first, and how many there are."""
     with engine.connect() as conn:
         total = int(conn.execute(text("select count(*) from webhook_endpoints"
@@ -184,7 +185,7 @@ _WEBHOOK_COLUMNS = """
 
 
 def list_webhooks(engine: Engine, status: str | None = None,
-                  limit: int = 50) -> list[dict[str, Any]]:
+                  limit: int = 50) -> list[WebhookDelivery]:
     """The newest webhooks (optionally of one status) with their delivery state."""
     with engine.connect() as conn:
         rows = conn.execute(text(_WEBHOOK_COLUMNS + " where (cast(:s as text) is null"
@@ -193,7 +194,8 @@ def list_webhooks(engine: Engine, status: str | None = None,
     return [_webhook_json(r) for r in rows]
 
 
-def webhook_attempts(engine: Engine, lago_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def webhook_attempts(engine: Engine,
+                     lago_id: str) -> tuple[WebhookDelivery, list[WebhookAttempt]]:
     """One webhook and every attempt to deliver it, oldest first."""
     with engine.connect() as conn:
         row = conn.execute(text(_WEBHOOK_COLUMNS + " where w.lago_id = :l"),
@@ -239,7 +241,7 @@ def _unknown_webhook(lago_id: str) -> WebhookError:
                         code="webhook_not_found")
 
 
-def _webhook_json(r: Any) -> dict[str, Any]:
+def _webhook_json(r: Any) -> WebhookDelivery:
     return {
         "lago_id": r.lago_id, "webhook_type": r.webhook_type, "object_type": r.object_type,
         "object_id": r.object_id, "status": r.status, "attempts": r.attempts,

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal
-from typing import TYPE_CHECKING, ClassVar, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeVar
 
 from tallyflow.models.rating.money import (
     amount_cents,
@@ -363,6 +363,12 @@ class ChargeModelDefinition(ABC, Generic[P]):
     ) -> ChargeResult:
         """Price ``units`` (>= 0) in the 60-digit pricing context; the amount is unrounded."""
 
+    def describe(self, properties: Mapping[str, Any]) -> str:
+        """The price in one line, in the words a pricing page would use (``tallyflow catalog
+        show``), from the properties as the catalog holds them. Without its own words, a model
+        shows its name."""
+        return self.name
+
     def check_in_advance(self) -> None:
         """Raise ``ValueError`` when the model cannot price events one by one in advance."""
 
@@ -373,3 +379,15 @@ class ChargeModelDefinition(ABC, Generic[P]):
     def price_prorated(self, props: P, units: ProratedUnits, events_count: int) -> ChargeResult:
         """Price prorated units; only models with ``prorated`` override this."""
         raise ValueError(f"{type(props).__name__} charges cannot be prorated")
+
+
+def describe_ranges(model: str, ranges: Any, unit: str) -> str:
+    """A tiered model's ranges in one line (``graduated 0-100: 0.01/unit + 0; 101-∞: ...``):
+    ``unit`` is the range's price field (``per_unit_amount``, or ``rate`` in percent)."""
+    mark = "%" if unit == "rate" else "/unit"
+    tiers = []
+    for r in ranges if isinstance(ranges, list) else []:
+        to_value = "" if r.get("to_value") is None else str(r.get("to_value"))
+        tiers.append(f"{r.get('from_value')}-{to_value or '∞'}: {r.get(unit)}{mark}"
+                     f" + {r.get('flat_amount')}")
+    return f"{model} " + "; ".join(tiers)

@@ -53,5 +53,8 @@ class Dynamic(ChargeModelDefinition[DynamicProperties]):
         amount = ZERO if units == 0 else from_minor(precise_total_amount_cents, currency)
         return ChargeResult(self.name, units, amount, events_count)
 
+    def describe(self, properties: Mapping[str, object]) -> str:
+        return "the events' own amounts"
+
 
 DYNAMIC: Final = Dynamic()

@@ -27,6 +27,7 @@ from tallyflow.models.rating.charge_models.base import (
     PropertyReader,
     RangeDetail,
     RateRange,
+    describe_ranges,
     parse_ranges,
 )
 
@@ -70,6 +71,10 @@ class Graduated(ChargeModelDefinition[GraduatedProperties]):
     ) -> ChargeResult:
         amount = prorated_graduated(props.ranges, units)
         return ChargeResult(self.name, max(units.full, ZERO), amount, events_count)
+
+    def describe(self, properties: Mapping[str, object]) -> str:
+        ranges = properties.get("graduated_ranges", [])
+        return describe_ranges(self.name, ranges, "per_unit_amount")
 
 
 GRADUATED: Final = Graduated()

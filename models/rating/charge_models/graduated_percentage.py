@@ -14,6 +14,7 @@ from tallyflow.models.rating.charge_models.base import (
     ChargeResult,
     PropertyReader,
     RateRange,
+    describe_ranges,
     parse_ranges,
 )
 from tallyflow.models.rating.charge_models.graduated import graduated_details, sum_ranges
@@ -48,6 +49,10 @@ class GraduatedPercentage(ChargeModelDefinition[GraduatedPercentageProperties]):
     ) -> ChargeResult:
         ranges = graduated_details(props.ranges, units)
         return ChargeResult(self.name, units, sum_ranges(ranges), events_count, ranges)
+
+    def describe(self, properties: Mapping[str, object]) -> str:
+        ranges = properties.get("graduated_percentage_ranges", [])
+        return describe_ranges(self.name, ranges, "rate")
 
 
 GRADUATED_PERCENTAGE: Final = GraduatedPercentage()

@@ -60,5 +60,10 @@ class Package(ChargeModelDefinition[PackageProperties]):
         )
         return ChargeResult(self.name, units, count * props.amount, events_count, detail=detail)
 
+    def describe(self, properties: Mapping[str, object]) -> str:
+        p = properties
+        free = f", first {p['free_units']} free" if p.get("free_units") else ""
+        return f"{p.get('amount')} per {p.get('package_size')} units{free}"
+
 
 PACKAGE: Final = Package()

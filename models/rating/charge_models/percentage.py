@@ -118,6 +118,11 @@ class Percentage(ChargeModelDefinition[PercentageProperties]):
         into a price-independent state): the DB layer reads them for such charges."""
         return props.needs_event_values
 
+    def describe(self, properties: Mapping[str, object]) -> str:
+        p = properties
+        fixed = f" + {p['fixed_amount']} per event" if p.get("fixed_amount") else ""
+        return f"{p.get('rate')}%{fixed}"
+
 
 PERCENTAGE: Final = Percentage()
 

@@ -53,5 +53,8 @@ class Standard(ChargeModelDefinition[StandardProperties]):
         amount = max(units.prorated, ZERO) * props.amount
         return ChargeResult(self.name, max(units.full, ZERO), amount, events_count)
 
+    def describe(self, properties: Mapping[str, object]) -> str:
+        return f"{properties.get('amount')} per unit"
+
 
 STANDARD: Final = Standard()

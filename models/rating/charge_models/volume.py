@@ -17,6 +17,7 @@ from tallyflow.models.rating.charge_models.base import (
     PriceRange,
     PropertyReader,
     RangeDetail,
+    describe_ranges,
     parse_ranges,
 )
 
@@ -74,6 +75,10 @@ class Volume(ChargeModelDefinition[VolumeProperties]):
         tier = volume_range(props.ranges, full)
         amount = max(units.prorated, ZERO) * tier.per_unit_amount + tier.flat_amount
         return ChargeResult(self.name, full, amount, events_count)
+
+    def describe(self, properties: Mapping[str, object]) -> str:
+        ranges = properties.get("volume_ranges", [])
+        return describe_ranges(self.name, ranges, "per_unit_amount")
 
 
 VOLUME: Final = Volume()

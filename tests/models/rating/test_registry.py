@@ -124,6 +124,28 @@ def test_every_charge_model_has_an_example() -> None:
     assert set(EXAMPLES) == set(CHARGE_MODELS)
 
 
+# What `tallyflow catalog show` prints for each example (the model's ``describe``): the text the
+# CLI's own chain of model names printed before each model said it itself.
+DESCRIBED = {
+    "standard": "2 per unit",
+    "package": "5 per 10 units, first 2 free",
+    "graduated": "graduated 0-5: 1/unit + 0; 6-∞: 0.5/unit + 1",
+    "volume": "volume 0-5: 1/unit + 0; 6-∞: 0.5/unit + 1",
+    "percentage": "1.5% + 0.1 per event",
+    "graduated_percentage": "graduated_percentage 0-5: 1% + 0; 6-∞: 0.5% + 1",
+    "dynamic": "the events' own amounts",
+}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_each_charge_model_describes_its_price(name: str) -> None:
+    assert CHARGE_MODELS[name].describe(EXAMPLES[name]) == DESCRIBED[name]
+
+
+def test_a_model_without_its_own_words_shows_its_name() -> None:
+    assert ChargeModelDefinition.describe(CHARGE_MODELS["standard"], {"amount": "1"}) == "standard"
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_charge_model_conformance(name: str) -> None:
     definition = CHARGE_MODELS[name]

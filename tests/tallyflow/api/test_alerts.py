@@ -10,6 +10,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.resources import UsageAlert
 from tests.tasks.invoicing.test_invoicing import catalog
 
 BASE = "/api/v1/subscriptions/sub_acme_001/alerts"
@@ -28,6 +30,7 @@ def test_alerts_crud(client: TestClient, engine: Engine, tmp_path: Path) -> None
     assert alert["thresholds"] == [{"code": "warn", "value": "1000", "recurring": False},
                                    {"code": None, "value": "500", "recurring": True}]
     assert alert["previous_value"] == "0" and alert["direction"] == "increasing"
+    assert mismatches(alert, UsageAlert) == []
     assert client.get(BASE).json()["alerts"] == [alert]
     assert client.get(f"{BASE}/tokens").json()["alert"] == alert
     changed = client.put(f"{BASE}/tokens", json={"alert": {

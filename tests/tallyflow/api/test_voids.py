@@ -10,6 +10,8 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
 
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.summaries import VoidSummary
 from tests.tasks.corrections.test_voids import WALLET, _used, events_stored
 from tests.tasks.rating_fixtures import SUB
 from tests.tasks.wallets.test_wallets_support import balances
@@ -28,6 +30,7 @@ def test_void_through_the_api(engine: Engine, tmp_path: Path,
     assert void["actor"] == "tests" and void["counts"] == {"voided": 1}
     assert void["rerate"]["wallet_corrections"] == 1
     assert void["rerate"]["credited_back_cents"] == "600"
+    assert mismatches(void, VoidSummary) == []
     assert balances(engine)[WALLET]["cents"] == 12500 - 1000
 
     shown = client.get(f"/api/v1/tallyflow/events/{SUB}/b2")

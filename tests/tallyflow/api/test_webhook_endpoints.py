@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.resources import WebhookEndpoint
+
 
 def test_webhook_endpoints_crud(client: TestClient) -> None:
     created = client.post("/api/v1/webhook_endpoints", json={"webhook_endpoint": {
@@ -16,6 +19,7 @@ def test_webhook_endpoints_crud(client: TestClient) -> None:
     assert set(endpoint) == {"lago_id", "lago_organization_id", "webhook_url",
                              "signature_algo", "name", "event_types", "created_at"}
     assert endpoint["signature_algo"] == "hmac" and endpoint["lago_organization_id"]
+    assert mismatches(endpoint, WebhookEndpoint) == []
     lago_id = endpoint["lago_id"]
     listed = client.get("/api/v1/webhook_endpoints", params={"per_page": 1}).json()
     assert [e["lago_id"] for e in listed["webhook_endpoints"]] == [lago_id]
@@ -25,6 +29,7 @@ def test_webhook_endpoints_crud(client: TestClient) -> None:
     changed = client.put(f"/api/v1/webhook_endpoints/{lago_id}", json={"webhook_endpoint": {
         "event_types": ["*"]}}).json()["webhook_endpoint"]
     assert changed["event_types"] is None and changed["name"] == "erp"
+    assert mismatches(changed, WebhookEndpoint) == []
     deleted = client.delete(f"/api/v1/webhook_endpoints/{lago_id}")
     assert deleted.status_code == 200
     gone = client.get(f"/api/v1/webhook_endpoints/{lago_id}")

@@ -12,6 +12,8 @@ from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.summaries import VoidSummary
 from tests.tasks.corrections.test_voids import NOW, _used
 from tests.tasks.rating_fixtures import SUB
 
@@ -42,6 +44,7 @@ def test_void_show_and_refusals(engine: Engine, tmp_path: Path) -> None:
     result = json.loads(again.stdout)
     assert result["counts"] == {"already_voided": 1}
     assert result["rerate"]["wallet_corrections"] == 0
+    assert mismatches(result, VoidSummary) == []
 
     refused = runner.invoke(app, ["events", "void", "--subscription", SUB, "--transaction-id",
                                   "nope", "--reason", "x"])

@@ -20,9 +20,11 @@ PROJECT = Path(__file__).parents[3]
 PAGES = [PROJECT / "README.md", *sorted((PROJECT / "docs").glob("*.md"))]
 # Where code lives (tallyflow/ links tasks/, flows/, ... in: walked once, from the real folders).
 CODE = ["tasks", "models", "flows", "deployments", "migrations", "examples", "benchmarks",
-        "tests", "tallyflow/api", "tallyflow/cli", "tallyflow/infra", "tallyflow/errors.py"]
+        "tests", "tallyflow/api", "tallyflow/cli", "tallyflow/infra", "tallyflow/errors.py",
+        "tallyflow/plugin.py", "tallyflow/testing"]
 PRODUCT = ["tasks", "models", "flows", "deployments", "migrations", "tallyflow/api",
-           "tallyflow/cli", "tallyflow/infra", "tallyflow/errors.py"]
+           "tallyflow/cli", "tallyflow/infra", "tallyflow/errors.py", "tallyflow/plugin.py",
+           "tallyflow/testing"]
 # Read from the environment outside the model: the CLI's set-up of Prefect's own settings,
 # before Prefect is imported (§12), and its fallback when the settings themselves failed.
 ENVIRONMENT_READERS = {"tallyflow/infra/settings.py", "tallyflow/cli/main.py"}

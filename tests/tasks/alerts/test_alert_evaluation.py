@@ -13,6 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.resources import TriggeredAlert, UsageAlert
 from tallyflow.tasks.alerts import create_alert, evaluate_alerts, list_alerts, triggered_alerts
 from tallyflow.tasks.corrections import EventKey, void_and_rerate
 from tallyflow.tasks.usage import rated_usage
@@ -71,6 +73,8 @@ def test_crossings_trigger_once_and_again_after_a_void(engine: Engine, tmp_path:
     assert triggered["lago_organization_id"] == hooks[0]["organization_id"]
     assert set(triggered) >= {"lago_id", "lago_alert_id", "external_customer_id",
                               "billable_metric_code", "alert_name", "triggered_at"}
+    assert [mismatches(h["triggered_alert"], TriggeredAlert) for h in hooks] == [[], []]
+    assert mismatches(spend, UsageAlert) == []
     # A void lowers usage: nothing triggers, the alert keeps the lower value ...
     later = datetime(2025, 3, 21, tzinfo=UTC)
     void_and_rerate(engine, [EventKey(SUB, "e1"), EventKey(SUB, "e2")], "test", "mistake", later)

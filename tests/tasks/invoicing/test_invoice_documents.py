@@ -101,3 +101,14 @@ def test_the_pdf_flow_stores_the_final_document(engine: Engine, tmp_path: Path) 
         stored = conn.execute(text("select count(*) from invoice_pdfs")).scalar_one()
     assert stored == 1
     assert_final_documents(engine, invoice)
+
+
+TEMPLATES = Path(__file__).resolve().parents[3] / "tasks" / "invoicing" / "templates"
+
+
+@pytest.mark.parametrize("name", ["invoice.html", "credit_note.html"])
+def test_the_kept_documents_share_one_head_and_style(name: str) -> None:
+    """The head and style are written once, in document.html; each document fills its blocks."""
+    text = (TEMPLATES / name).read_text()
+    assert text.startswith('{% extends "document.html" %}')
+    assert "<head>" not in text and "<style>" not in text

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.resources import WebhookAttempt, WebhookDelivery
 from tallyflow.tasks.webhooks import (
     WebhookError,
     add_endpoint,
@@ -88,7 +90,10 @@ def test_signed_as_lago_and_counted_once_after_two_failures(engine: Engine) -> N
     assert webhook["lago_id"] == unique_key
     assert (webhook["status"], webhook["attempts"], webhook["http_status"]) == ("succeeded", 3,
                                                                                  200)
-    _, attempts = webhook_attempts(engine, unique_key)
+    assert mismatches(webhook, WebhookDelivery) == []
+    shown, attempts = webhook_attempts(engine, unique_key)
+    assert shown == webhook
+    assert [mismatches(a, WebhookAttempt) for a in attempts] == [[], [], []]
     assert [a["http_status"] for a in attempts] == [500, 500, 200]
     assert [a["attempt"] for a in attempts] == [1, 2, 3]
     with pytest.raises(WebhookError, match="delivered already"):  # retry_service_spec.rb
