@@ -32,6 +32,8 @@ from tallyflow.models.tables.corrections import (
 )
 from tallyflow.models.tables.discounts import applied_coupons, coupon_credits, coupons
 from tallyflow.models.tables.ingestion import (
+    api_mark,
+    api_writes,
     RUN_STATUSES,
     event_archives,
     event_requests,
@@ -94,6 +96,8 @@ __all__ = [
     "event_requests",
     "event_voids",
     "events",
+    "api_mark",
+    "api_writes",
     "ingest_objects",
     "ingest_runs",
     "advance_fees",
