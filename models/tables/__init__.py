@@ -32,9 +32,9 @@ from tallyflow.models.tables.corrections import (
 )
 from tallyflow.models.tables.discounts import applied_coupons, coupon_credits, coupons
 from tallyflow.models.tables.ingestion import (
+    RUN_STATUSES,
     api_mark,
     api_writes,
-    RUN_STATUSES,
     event_archives,
     event_requests,
     event_voids,
