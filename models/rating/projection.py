@@ -8,7 +8,8 @@ Lago (``app/services/fees/projection_service.rb``, ``charge_models/base_service.
   up), as a float; 1 once the period has ended, 0 before it starts;
 - each fee's units are divided by the ratio and rounded to 2 decimals (``BigDecimal#round``,
   half up), then priced by the charge model like any units; a recurring metric's units are
-  its projection already (its amount stays), and a ratio outside (0, 1] projects nothing.
+  its projection already (its amount stays), and a ratio outside (0, 1] projects nothing;
+- a charge with filters projects the sum of its filters' fees (the default bucket left out).
 
 Here the pricing is the cycle's own: ``rate_subscription(..., project=projector(ratio))``
 prices every (filter bucket, pricing group) with its charge model after projecting its units
@@ -25,6 +26,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
+from tallyflow.models.lago.money import plain
 from tallyflow.models.rating.pricing import Projector
 
 ZERO: Final = Decimal(0)
@@ -76,6 +78,21 @@ def _beside(current: dict[str, Any], projected: Mapping[str, Any], ratio: Decima
             _beside(mine, theirs, ratio)
 
 
+def _filtered(charge: dict[str, Any]) -> None:
+    """A charge with filters projects the sum of its filters' projections, the default bucket
+    (events no filter matches) left out, as Lago's ``calculate_filtered_projection`` sums only
+    ``fees.select(&:charge_filter_id)``. The default bucket's ``values`` is ``{}`` rather
+    than Lago's null: lago-python-client's ``ProjectedChargeFilterUsage`` requires a dict."""
+    defined = [f for f in charge["filters"] if f["values"] is not None]
+    charge["projected_units"] = plain(sum((Decimal(f["projected_units"]) for f in defined),
+                                          ZERO))
+    charge["projected_amount_cents"] = sum(f["projected_amount_cents"] for f in defined)
+    for item in [*charge["filters"], *(f for g in charge.get("grouped_usage") or []
+                                       for f in g["filters"])]:
+        if item["values"] is None:
+            item["values"] = {}
+
+
 def with_projection(current: Mapping[str, Any], projected: Mapping[str, Any],
                     ratio: Decimal) -> dict[str, Any]:
     """Lago's ``customer_projected_usage``: the current usage with the projected figures of
@@ -84,6 +101,8 @@ def with_projection(current: Mapping[str, Any], projected: Mapping[str, Any],
     charges = [dict(c) for c in current["charges_usage"]]
     for charge, theirs in zip(charges, projected["charges_usage"], strict=True):
         _beside(charge, theirs, ratio)
+        if charge.get("filters"):
+            _filtered(charge)
     usage["charges_usage"] = charges
     usage["projected_amount_cents"] = sum(c["projected_amount_cents"] for c in charges)
     return usage

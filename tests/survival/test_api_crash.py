@@ -53,7 +53,10 @@ def _finalized(engine: Engine) -> list[dict[str, Any]]:
             if i["status"] == "finalized"]
 
 
-@pytest.mark.parametrize("failpoint", ["ingest.after_copy=1", "api.after_write=1"])
+@pytest.mark.parametrize("failpoint", [
+    pytest.param("ingest.after_copy=1", marks=pytest.mark.slow),  # `make test-slow`
+    "api.after_write=1",
+])
 def test_killed_api_loses_nothing_counts_nothing_twice_and_holds_finalization(
     live_api: Callable[..., LiveApi], engine: Engine, api_key: str,  # noqa: F811
     tmp_path: Path, failpoint: str,

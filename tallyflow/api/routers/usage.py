@@ -81,7 +81,8 @@ def past_usage(request: Request, external_customer_id: str,
                                     billable_metric_code=billable_metric_code)
     except LookupError:
         raise not_found("billable_metric") from None
-    return LagoJSON(paginated("usage_periods", periods, page, per_page, total))
+    shaped = [with_total_units(p) for p in periods]  # type: ignore[arg-type]
+    return LagoJSON(paginated("usage_periods", shaped, page, per_page, total))
 
 
 def _owned(engine: Engine, external_customer_id: str,
