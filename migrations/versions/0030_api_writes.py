@@ -23,8 +23,12 @@ def upgrade() -> None:
         "api_writes",
         sa.Column("path", sa.Text(), nullable=False),
         sa.Column("source", sa.Text(), nullable=False),
-        sa.Column("begun_at", sa.DateTime(timezone=True),
-                  server_default=sa.text("clock_timestamp()"), nullable=False),
+        sa.Column(
+            "begun_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("clock_timestamp()"),
+            nullable=False,
+        ),
         sa.PrimaryKeyConstraint("path", name=op.f("pk_api_writes")),
     )
     op.create_table(

@@ -60,10 +60,12 @@ def period_ratio(start: datetime, end: datetime, now: datetime, timezone: str | 
 
 def projector(ratio: Decimal) -> Projector:
     """Units so far -> units at the period's end, at this ratio (0 when the ratio is 0)."""
+
     def project(units: Decimal) -> Decimal:
         if ratio <= 0:
             return ZERO
         return (units / ratio).quantize(CENT, rounding=ROUND_HALF_UP)
+
     return project
 
 
@@ -84,17 +86,19 @@ def _filtered(charge: dict[str, Any]) -> None:
     ``fees.select(&:charge_filter_id)``. The default bucket's ``values`` is ``{}`` rather
     than Lago's null: lago-python-client's ``ProjectedChargeFilterUsage`` requires a dict."""
     defined = [f for f in charge["filters"] if f["values"] is not None]
-    charge["projected_units"] = plain(sum((Decimal(f["projected_units"]) for f in defined),
-                                          ZERO))
+    charge["projected_units"] = plain(sum((Decimal(f["projected_units"]) for f in defined), ZERO))
     charge["projected_amount_cents"] = sum(f["projected_amount_cents"] for f in defined)
-    for item in [*charge["filters"], *(f for g in charge.get("grouped_usage") or []
-                                       for f in g["filters"])]:
+    for item in [
+        *charge["filters"],
+        *(f for g in charge.get("grouped_usage") or [] for f in g["filters"]),
+    ]:
         if item["values"] is None:
             item["values"] = {}
 
 
-def with_projection(current: Mapping[str, Any], projected: Mapping[str, Any],
-                    ratio: Decimal) -> dict[str, Any]:
+def with_projection(
+    current: Mapping[str, Any], projected: Mapping[str, Any], ratio: Decimal
+) -> dict[str, Any]:
     """Lago's ``customer_projected_usage``: the current usage with the projected figures of
     each charge, filter and group, and the total ``projected_amount_cents``."""
     usage = {**current, "lago_invoice_id": None}

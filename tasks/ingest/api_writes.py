@@ -29,8 +29,9 @@ from sqlalchemy import Engine, text
 
 from tallyflow.infra.settings import get_settings
 
-_RESERVE = text("insert into api_writes (source, path) values (:source, :path)"
-                " on conflict (path) do nothing")
+_RESERVE = text(
+    "insert into api_writes (source, path) values (:source, :path) on conflict (path) do nothing"
+)
 _FORGET = text("delete from api_writes where path = any(cast(:paths as text[]))")
 _MARK = text(
     """
@@ -83,14 +84,16 @@ def mark(engine: Engine) -> datetime:
     """Advance the API's mark to now: every object begun before it is reserved."""
     with engine.begin() as conn:
         conn.execute(text("lock table api_writes in share mode"))
-        return conn.execute(_MARK).scalar_one()  # type: ignore[no-any-return]
+        marked: datetime = conn.execute(_MARK).scalar_one()
+        return marked
 
 
 def open_writes(engine: Engine, source_key: str) -> list[OpenWrite]:
     """The reservations of ``source_key`` whose object is not ingested, oldest first."""
     with engine.connect() as conn:
-        rows = conn.execute(_OPEN, {"source": source_key,
-                                    "stale": get_settings().stale_seconds}).all()
+        rows = conn.execute(
+            _OPEN, {"source": source_key, "stale": get_settings().stale_seconds}
+        ).all()
     return [OpenWrite(row.path, row.begun_at, bool(row.stale)) for row in rows]
 
 

@@ -53,23 +53,40 @@ _FEES = text(
 )
 
 
-def past_usage(engine: Engine, external_subscription_id: str, *, page: int, per_page: int,
-               periods_count: int | None = None, billable_metric_code: str | None = None,
-               ) -> tuple[list[dict[str, Any]], int]:
+def past_usage(
+    engine: Engine,
+    external_subscription_id: str,
+    *,
+    page: int,
+    per_page: int,
+    periods_count: int | None = None,
+    billable_metric_code: str | None = None,
+) -> tuple[list[dict[str, Any]], int]:
     """One page of usage periods (Lago's ``usage_periods``) and how many there are in all.
     ``LookupError`` for an unknown ``billable_metric_code``."""
     limit = periods_count if periods_count is not None else per_page
     with engine.connect() as conn:
-        if billable_metric_code is not None and conn.execute(
-                text("select 1 from billable_metrics where code = :c"),
-                {"c": billable_metric_code}).first() is None:
+        if (
+            billable_metric_code is not None
+            and conn.execute(
+                text("select 1 from billable_metrics where code = :c"), {"c": billable_metric_code}
+            ).first()
+            is None
+        ):
             raise LookupError(billable_metric_code)
-        periods = conn.execute(_PERIODS, {"sub": external_subscription_id, "limit": limit,
-                                          "offset": (page - 1) * per_page}).all()
+        periods = conn.execute(
+            _PERIODS,
+            {"sub": external_subscription_id, "limit": limit, "offset": (page - 1) * per_page},
+        ).all()
         fees: dict[int, list[Any]] = defaultdict(list)
-        for fee in conn.execute(_FEES, {"ids": [int(p.id) for p in periods],
-                                        "sub": external_subscription_id,
-                                        "code": billable_metric_code}):
+        for fee in conn.execute(
+            _FEES,
+            {
+                "ids": [int(p.id) for p in periods],
+                "sub": external_subscription_id,
+                "code": billable_metric_code,
+            },
+        ):
             fees[int(fee.invoice_id)].append(fee)
     total = int(periods[0].total) if periods else 0
     return [_period(p, fees[int(p.id)]) for p in periods], total
@@ -78,19 +95,24 @@ def past_usage(engine: Engine, external_subscription_id: str, *, page: int, per_
 def _period(row: Any, fees: list[Any]) -> dict[str, Any]:
     taxes = int(row.taxes_amount_cents)
     return {
-        "from_datetime": iso(row.from_datetime), "to_datetime": iso(row.to_datetime),
-        "issuing_date": row.issuing_date.isoformat(), "currency": row.currency,
+        "from_datetime": iso(row.from_datetime),
+        "to_datetime": iso(row.to_datetime),
+        "issuing_date": row.issuing_date.isoformat(),
+        "currency": row.currency,
         "amount_cents": int(row.fees_amount_cents),
         "total_amount_cents": int(row.fees_amount_cents) + taxes,
-        "taxes_amount_cents": taxes, "lago_invoice_id": str(row.lago_id),
+        "taxes_amount_cents": taxes,
+        "lago_invoice_id": str(row.lago_id),
         "charges_usage": _charges(fees, row.currency),
     }
 
 
 def _figures(fees: list[Any]) -> dict[str, Any]:
-    return {"units": plain(sum((Decimal(f.units) for f in fees), Decimal(0))),
-            "events_count": sum(int(f.events_count) for f in fees),
-            "amount_cents": sum(int(f.amount_cents) for f in fees)}
+    return {
+        "units": plain(sum((Decimal(f.units) for f in fees), Decimal(0))),
+        "events_count": sum(int(f.events_count) for f in fees),
+        "amount_cents": sum(int(f.amount_cents) for f in fees),
+    }
 
 
 def _filters(fees: list[Any]) -> list[dict[str, Any]]:
@@ -98,8 +120,10 @@ def _filters(fees: list[Any]) -> list[dict[str, Any]]:
     for fee in fees:
         if fee.filter_invoice_display_name is not None:
             named[fee.filter_invoice_display_name].append(fee)
-    return [{**_figures(group), "invoice_display_name": name, "values": group[0].values}
-            for name, group in named.items()]
+    return [
+        {**_figures(group), "invoice_display_name": name, "values": group[0].values}
+        for name, group in named.items()
+    ]
 
 
 def _charges(fees: list[Any], currency: str) -> list[dict[str, Any]]:
@@ -115,15 +139,26 @@ def _charges(fees: list[Any], currency: str) -> list[dict[str, Any]]:
         for fee in group:
             if fee.grouped_by:
                 groups[repr(sorted(fee.grouped_by.items()))].append(fee)
-        out.append({
-            **_figures(group), "amount_currency": currency,
-            "charge": {"lago_id": str(charge_id), "charge_model": first.charge_model,
-                       "invoice_display_name": first.invoice_display_name or first.metric_name},
-            "billable_metric": {"lago_id": str(first.metric_id), "name": first.metric_name,
-                                "code": first.metric_code,
-                                "aggregation_type": first.aggregation_type},
-            "filters": _filters(group),
-            "grouped_usage": [{**_figures(g), "grouped_by": dict(g[0].grouped_by),
-                               "filters": _filters(g)} for g in groups.values()],
-        })
+        out.append(
+            {
+                **_figures(group),
+                "amount_currency": currency,
+                "charge": {
+                    "lago_id": str(charge_id),
+                    "charge_model": first.charge_model,
+                    "invoice_display_name": first.invoice_display_name or first.metric_name,
+                },
+                "billable_metric": {
+                    "lago_id": str(first.metric_id),
+                    "name": first.metric_name,
+                    "code": first.metric_code,
+                    "aggregation_type": first.aggregation_type,
+                },
+                "filters": _filters(group),
+                "grouped_usage": [
+                    {**_figures(g), "grouped_by": dict(g[0].grouped_by), "filters": _filters(g)}
+                    for g in groups.values()
+                ],
+            }
+        )
     return out

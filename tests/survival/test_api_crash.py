@@ -35,8 +35,12 @@ EVENTS = "select count(*) from events"
 def _post(server: LiveApi, key: str, events: list[dict[str, Any]]) -> bool:
     """True when answered 200; False when the process died under the request."""
     try:
-        answer = httpx.post(f"{server.url}/api/v1/events/batch", json={"events": events},
-                            headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        answer = httpx.post(
+            f"{server.url}/api/v1/events/batch",
+            json={"events": events},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
     except httpx.HTTPError:
         return False
     assert answer.status_code == 200, answer.text
@@ -49,17 +53,24 @@ def _watermark(engine: Engine) -> Any:
 
 
 def _finalized(engine: Engine) -> list[dict[str, Any]]:
-    return [i for i in list_invoices(engine, invoice_type="subscription")
-            if i["status"] == "finalized"]
+    return [
+        i for i in list_invoices(engine, invoice_type="subscription") if i["status"] == "finalized"
+    ]
 
 
-@pytest.mark.parametrize("failpoint", [
-    pytest.param("ingest.after_copy=1", marks=pytest.mark.slow),  # `make test-slow`
-    "api.after_write=1",
-])
+@pytest.mark.parametrize(
+    "failpoint",
+    [
+        pytest.param("ingest.after_copy=1", marks=pytest.mark.slow),  # `make test-slow`
+        "api.after_write=1",
+    ],
+)
 def test_killed_api_loses_nothing_counts_nothing_twice_and_holds_finalization(
-    live_api: Callable[..., LiveApi], engine: Engine, api_key: str,  # noqa: F811
-    tmp_path: Path, failpoint: str,
+    live_api: Callable[..., LiveApi],  # noqa: F811
+    engine: Engine,
+    api_key: str,  # noqa: F811
+    tmp_path: Path,
+    failpoint: str,
 ) -> None:
     catalog(engine, tmp_path)
     first = [token_event(f"a{i}", USED, 1_000_000) for i in range(4)]
@@ -91,9 +102,13 @@ def test_killed_api_loses_nothing_counts_nothing_twice_and_holds_finalization(
     assert wait_for(engine, EVENTS, 4) == 4
     assert _post(restarted, api_key, [token_event("b1", USED, 2_000_000)])
     assert wait_for(engine, EVENTS, 5) == 5
-    still_open = wait_for(engine, "select count(*) from api_writes w where not exists"
-                                " (select 1 from ingest_objects o where o.path = w.path"
-                                " and o.status = 'ingested')", 0)
+    still_open = wait_for(
+        engine,
+        "select count(*) from api_writes w where not exists"
+        " (select 1 from ingest_objects o where o.path = w.path"
+        " and o.status = 'ingested')",
+        0,
+    )
     assert still_open == 0
     assert _watermark(engine) > CLOSE  # the restarted API's mark, nothing held back
 
@@ -102,8 +117,9 @@ def test_killed_api_loses_nothing_counts_nothing_twice_and_holds_finalization(
     charges = [f for f in invoice["fees"] if f["item"]["type"] == "charge"]
     assert sorted(f["amount_cents"] for f in charges) == [600]  # 6 M input tokens, each once
     with engine.connect() as conn:
-        assert conn.execute(text(
-            "select count(*), count(distinct transaction_id) from events")).one() == (5, 5)
+        assert conn.execute(
+            text("select count(*), count(distinct transaction_id) from events")
+        ).one() == (5, 5)
         duplicates = conn.execute(text("select sum(duplicates) from ingest_objects")).scalar()
         assert duplicates == (0 if answered else 4)  # the retry's copy of the kept object
         assert conn.execute(text("select count(*) from ingest_runs")).scalar_one() == 0

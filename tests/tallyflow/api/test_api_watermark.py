@@ -72,8 +72,9 @@ def test_a_reserved_object_holds_the_watermark_until_the_sweep_settles_it(
         reserve(writer.root + "/never.jsonl")
     [url] = reserved
     with engine.connect() as conn:
-        begun = conn.execute(text("select begun_at from api_writes where path = :p"),
-                             {"p": url}).scalar_one()
+        begun = conn.execute(
+            text("select begun_at from api_writes where path = :p"), {"p": url}
+        ).scalar_one()
     time.sleep(0.01)
     api_writes.mark(engine)  # a later mark does not pass the reservation
     assert _watermark(engine) == begun
@@ -94,8 +95,11 @@ def test_a_reserved_object_holds_the_watermark_until_the_sweep_settles_it(
 
 def test_a_failed_write_gives_its_reservation_back(engine: Engine, tmp_path: Path) -> None:
     source = api_source(settings_for(tmp_path).source_url)
-    writer = ObjectWriter(source, reserve=lambda url: api_writes.reserve(engine, source.key, url),
-                          forget=lambda url: api_writes.forget(engine, [url]))
+    writer = ObjectWriter(
+        source,
+        reserve=lambda url: api_writes.reserve(engine, source.key, url),
+        forget=lambda url: api_writes.forget(engine, [url]),
+    )
     (tmp_path / "bucket").mkdir()
     (tmp_path / "bucket" / "api").write_text("not a folder")  # the write fails
     with pytest.raises(OSError):

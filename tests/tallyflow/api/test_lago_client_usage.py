@@ -25,12 +25,22 @@ def test_projected_and_past_usage_with_lagos_client(
     live_api: Callable[..., LiveApi], engine: Engine, api_key: str, tmp_path: Path
 ) -> None:
     apply_mistral(engine, tmp_path)
-    ingest_events(engine, tmp_path, [
-        token_event("m1", "2025-03-10T00:00:00Z", 3_000_000),
-        token_event("now", datetime.now(UTC), 1_000_000, kind="output")])
+    ingest_events(
+        engine,
+        tmp_path,
+        [
+            token_event("m1", "2025-03-10T00:00:00Z", 3_000_000),
+            token_event("now", datetime.now(UTC), 1_000_000, kind="output"),
+        ],
+    )
     with engine.begin() as conn:  # the watermark passes the spring periods
-        conn.execute(text("insert into ingest_runs (source, status, started_at, finished_at)"
-                          " values ('test', 'completed', :m, :m)"), {"m": AT})
+        conn.execute(
+            text(
+                "insert into ingest_runs (source, status, started_at, finished_at)"
+                " values ('test', 'completed', :m, :m)"
+            ),
+            {"m": AT},
+        )
     close_periods(engine, AT, now=AT)
     client = Client(api_key=api_key, api_url=f"{live_api().url}/")
 
