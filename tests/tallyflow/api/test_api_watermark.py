@@ -37,7 +37,7 @@ def test_the_api_alone_moves_the_watermark_past_what_it_loaded(
 ) -> None:
     """Before issue 28 item 6 the watermark stayed None: no ingest run, nothing finalized."""
     apply_mistral(engine, tmp_path)
-    client = make_client()
+    client = make_client(mark=True)
     before = _db_now(engine)
     assert client.post("/api/v1/events", json={"event": event("w1")}).status_code == 200
     assert wait_for(engine, EVENTS, 1) == 1
