@@ -398,6 +398,8 @@ class SubscriptionUsage:
 # --------------------------------------------------------------------------------------------
 
 EventValues = Callable[[ChargeInfo, BucketId, tuple[str | None, ...]], list[Decimal]]
+Projector = Callable[[Decimal], Decimal]
+"""Units so far -> units projected to the period's end (models/rating/projection.py)."""
 """Per-event units of one (charge, filter bucket, pricing group), in time order; read by the
 task layer only for the charges that price each event (``Pricing.needs_event_values``)."""
 
@@ -410,8 +412,11 @@ def price_state(
     initial_level: Decimal,
     currency: str,
     values: Callable[[], list[Decimal]],
+    project: Projector | None = None,
 ) -> Fee:
-    """One fee: the state's units priced by the charge model with these properties."""
+    """One fee: the state's units priced by the charge model with these properties.
+    ``project``: the units to the period's end first (projected usage; a recurring metric's
+    units are its projection already, as Lago's ``Fees::ProjectionService`` has them)."""
     metric = charge.metric
     kind = aggregation_of(metric.aggregation_type)
     units = aggregate(
@@ -421,6 +426,8 @@ def price_state(
         rounding_function=metric.rounding_function,
         rounding_precision=metric.rounding_precision,
     )
+    if project is not None and not metric.recurring:
+        units = project(units)
     if pricing.properties is None:
         return Fee.from_amount(ZERO, currency, units, state.events_count)
     if charge.prorated and kind.prorates:
@@ -449,6 +456,7 @@ def rate_subscription(
     states: Mapping[StateKey, AnyState],
     event_values: EventValues | None = None,
     tallies: Mapping[StateKey, StateTally] | None = None,
+    project: Projector | None = None,
 ) -> SubscriptionUsage:
     """A subscription's usage for ``period``: every charge, every filter bucket (zero ones and
     the default bucket included) and every pricing group with usage.
@@ -462,7 +470,8 @@ def rate_subscription(
         period=period,
         currency=sub.currency,
         charges=tuple(
-            rate_charge(sub.currency, charge, period, states, event_values) for charge in charges
+            rate_charge(sub.currency, charge, period, states, event_values, project)
+            for charge in charges
         ),
         unbillable=unbillable_of(charges, period.period_start, states, tallies or {}),
     )
@@ -474,6 +483,7 @@ def rate_charge(
     period: BillingPeriod,
     states: Mapping[StateKey, AnyState],
     event_values: EventValues | None = None,
+    project: Projector | None = None,
 ) -> ChargeUsage:
     """One charge: its metric's states bucketed by charge filter and pricing group, priced."""
     metric = charge.metric
@@ -517,6 +527,7 @@ def rate_charge(
                 levels.get(bucket, {}).get(group, ZERO),
                 currency,
                 _event_values_of(charge, bucket, group, event_values),
+                project,
             )
             bucket_line.add(fee)
             if charge.pricing_group_keys:

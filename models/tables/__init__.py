@@ -33,6 +33,8 @@ from tallyflow.models.tables.corrections import (
 from tallyflow.models.tables.discounts import applied_coupons, coupon_credits, coupons
 from tallyflow.models.tables.ingestion import (
     RUN_STATUSES,
+    api_mark,
+    api_writes,
     event_archives,
     event_requests,
     event_voids,
@@ -96,6 +98,8 @@ __all__ = [
     "event_requests",
     "event_voids",
     "events",
+    "api_mark",
+    "api_writes",
     "ingest_objects",
     "ingest_runs",
     "advance_fees",

@@ -254,3 +254,28 @@ event_voids = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("external_subscription_id", "transaction_id", name="uq_event_voids_key"),
 )
+
+
+# The API's objects, reserved before they are written (migration 0030, docs/architecture.md
+# §24): a row is committed before its object is written, so an object written before a crash
+# and never registered in the ledger still holds the ingest watermark back, from ``begun_at``
+# (``clock_timestamp()``: see ``api_mark``) until it is ingested. Rows of ingested objects are
+# deleted by the API's sweep.
+api_writes = Table(
+    "api_writes",
+    metadata,
+    Column("path", Text, primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("begun_at", DateTime(timezone=True), nullable=False,
+           server_default=func.clock_timestamp()),
+)
+
+# Up to when every object the API began to write is reserved in ``api_writes`` (one row): the
+# API's listing time for the ingest watermark, advanced by a running API's loader.
+api_mark = Table(
+    "api_mark",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("marked_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
+)

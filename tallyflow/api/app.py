@@ -50,9 +50,11 @@ ROUTERS = (estimates, events, billable_metrics, plans, customers, subscriptions,
            health, add_ons, alerts, balance, lifetime_usage)
 
 
-def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> FastAPI:
+def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True,
+               mark: bool = True) -> FastAPI:
     """The ASGI app. ``load=False`` leaves loading to the scheduled ingest (tests, or an API
-    process that should only write)."""
+    process that should only write); ``mark=False`` loads without moving the ingest watermark
+    (tests that set the watermark themselves; docs/architecture.md §24)."""
     app = FastAPI(
         title="Tallyflow (Lago-compatible API)",
         description="Lago's v1 API in front of Tallyflow's object storage, ingest and billing. "
@@ -67,7 +69,7 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> F
     quiet.hide_parameters = True
     app.state.engine = quiet
     app.state.settings = settings
-    app.state.pipeline = Pipeline(quiet, settings, load=load)
+    app.state.pipeline = Pipeline(quiet, settings, load=load, mark=mark)
     app.add_exception_handler(LagoError, _lago_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]

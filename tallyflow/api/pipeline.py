@@ -1,6 +1,9 @@
 """Events from HTTP to Postgres: group commit into object storage, then the ingest's own load.
 
-1. **Durable first.** A request is answered only once its events are in an object under
+1. **Reserved, then durable.** Before an object is written, its URL is reserved in the database
+   (``tasks.ingest.api_writes``): from then until it is ingested it holds the ingest watermark
+   back, even if the process dies before anything registers it (docs/architecture.md §24).
+   A request is answered only once its events are in an object under
    ``<bucket>/api/YYYY/MM/DD/HH/`` (a local file is fsynced and renamed into place; a remote
    store's single PUT is atomic). Requests that arrive together share one object (group
    commit): at most one object per ``commit_seconds``, sooner when ``commit_events`` wait.
@@ -11,6 +14,10 @@
    ``ingest-events/api`` deployment lists the same source, so whatever crashes (the API after
    its answer, the loader mid-load, the database), an object is loaded once: by whichever
    commits first; the other finds it ingested (docs/architecture.md §3, invariant 2).
+3. **Kept.** At start and every ``KEEP_SECONDS`` the loader sweeps the reservations: it
+   registers and loads every reserved object that exists and is not ingested (what a crashed
+   process wrote: the restart picks it up), forgets those never written, and advances the
+   API's mark, the listing time the ingest watermark takes from `tallyflow api`.
 """
 
 from __future__ import annotations
@@ -40,12 +47,17 @@ from tallyflow.tasks.ingest import (
     FsspecSource,
     ObjectRef,
     SourceSpec,
+    api_writes,
     build_source,
     ingest_object,
     register_objects,
 )
 
 _log = logging.getLogger(__name__)
+
+# How often the loader sweeps the reservations and advances the API's mark (seconds): the
+# ingest watermark lags a quiet API by this much at most.
+KEEP_SECONDS = 5.0
 
 
 def api_source(source_url: str) -> FsspecSource:
@@ -59,8 +71,14 @@ def api_source(source_url: str) -> FsspecSource:
 class ObjectWriter:
     """Writes one object of JSON Lines durably; names sort by time within the hour prefix."""
 
-    def __init__(self, source: FsspecSource) -> None:
+    def __init__(self, source: FsspecSource,
+                 reserve: Callable[[str], None] | None = None,
+                 forget: Callable[[str], None] | None = None) -> None:
         self.source = source
+        # called with the object's URL before it is written, and if the write fails
+        # (``api_writes.reserve`` / ``forget``: the watermark covers it meanwhile)
+        self.reserve = reserve
+        self.forget = forget
         self.fs, root = source._fs()
         self.root = root.rstrip("/")
         self.local = "file" in self.fs.protocol or "local" in self.fs.protocol
@@ -72,11 +90,22 @@ class ObjectWriter:
         now = now.astimezone(UTC)
         name = f"{now:%Y/%m/%d/%H}/{now:%Y%m%dT%H%M%S%fZ}-{self.tag}-{next(self._seq):06d}.jsonl"
         path = f"{self.root}/{name}"
-        if self.local:
-            _write_local(path, data)
-        else:
-            self.fs.pipe_file(path, data)
-        return self.source.ref(self.fs.unstrip_protocol(path))
+        url = self.fs.unstrip_protocol(path)
+        if self.reserve is not None:
+            self.reserve(url)
+        failpoint("api.after_reserve")
+        try:
+            if self.local:
+                _write_local(path, data)
+            else:
+                self.fs.pipe_file(path, data)
+        except BaseException:
+            if self.forget is not None:  # nothing stored, nothing answered: not waited for
+                with contextlib.suppress(Exception):
+                    self.forget(url)
+            raise
+        failpoint("api.after_write")
+        return self.source.ref(url)
 
 
 def _write_local(path: str, data: bytes) -> None:
@@ -200,9 +229,13 @@ class Loader:
     """A thread that registers and loads each object the API wrote, oldest first."""
 
     def __init__(self, engine: Engine, source: FsspecSource,
-                 on_loaded: Callable[[int], None] | None = None) -> None:
+                 on_loaded: Callable[[int], None] | None = None,
+                 keep_seconds: float = KEEP_SECONDS, mark: bool = True) -> None:
         self.engine = engine
+        self.mark = mark  # advance the API's mark (tests that set the watermark: False)
         self.source = source
+        self.keep_seconds = keep_seconds
+        self._kept = -float("inf")  # monotonic time of the last sweep
         self.stats = LoaderStats()
         self.on_loaded = on_loaded  # told how many events each load settled (the intake)
         self._queue: queue.SimpleQueue[tuple[ObjectRef, int] | None] = queue.SimpleQueue()
@@ -224,7 +257,12 @@ class Loader:
         while not stopping:
             refs: list[ObjectRef] = []
             events = 0
-            item = self._queue.get()
+            if time.monotonic() - self._kept >= self.keep_seconds:
+                self._keep()
+            try:
+                item = self._queue.get(timeout=self.keep_seconds)
+            except queue.Empty:
+                continue
             while True:
                 if item is None:
                     stopping = True
@@ -251,6 +289,33 @@ class Loader:
                 _log.exception("loading API objects failed (attempt %d)", attempt + 1)
                 time.sleep(min(2.0**attempt * 0.2, 5.0))
 
+    def _keep(self) -> None:
+        self._kept = time.monotonic()
+        try:
+            self.keep()
+        except Exception as exc:  # the next sweep tries again; the reservations still hold
+            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            _log.exception("sweeping the API's reserved objects failed")
+
+    def keep(self) -> None:
+        """Load every reserved object that exists and is not ingested (one a crashed process
+        wrote included), forget the stale reservations of objects never written, drop those
+        of ingested objects, then advance the API's mark."""
+        found: list[ObjectRef] = []
+        never: list[str] = []
+        for write in api_writes.open_writes(self.engine, self.source.key):
+            try:
+                found.append(self.source.ref(write.path))
+            except FileNotFoundError:
+                if write.stale:
+                    never.append(write.path)
+        if found:
+            self._load(found)
+        api_writes.forget(self.engine, never)
+        api_writes.drop_ingested(self.engine)
+        if self.mark:
+            api_writes.mark(self.engine)
+
     def load(self, refs: list[ObjectRef]) -> None:
         """Register ``refs`` and load every object of the source still pending (so one left
         pending by a crash is picked up too); another loader holding one skips it."""
@@ -272,13 +337,17 @@ class Loader:
 class Pipeline:
     """The group commit, its writer and the loader, started and stopped with the app."""
 
-    def __init__(self, engine: Engine, settings: ApiSettings, load: bool = True) -> None:
+    def __init__(self, engine: Engine, settings: ApiSettings, load: bool = True,
+                 mark: bool = True) -> None:
         self.settings = settings
         self.source = api_source(settings.source_url)
-        self.writer = ObjectWriter(self.source)
+        key = self.source.key
+        self.writer = ObjectWriter(
+            self.source, reserve=lambda url: api_writes.reserve(engine, key, url),
+            forget=lambda url: api_writes.forget(engine, [url]))
         self.intake = Intake(settings.max_pending)
         self.limiter = RateLimiter(settings.rate_limit) if settings.rate_limit else None
-        self.loader = (Loader(engine, self.source, on_loaded=self.intake.give_back)
+        self.loader = (Loader(engine, self.source, on_loaded=self.intake.give_back, mark=mark)
                        if load else None)
         self.commit = GroupCommit(self.writer.write, settings.commit_seconds,
                                   settings.commit_events, self._written, self._settled)

@@ -7,7 +7,7 @@ merged without touching them. ``tallyflow.tasks.sources`` and ``tallyflow.tasks.
 importable as aliases (the plugin surface).
 """
 
-from tallyflow.tasks.ingest import mappings, plugins
+from tallyflow.tasks.ingest import api_writes, mappings, plugins
 from tallyflow.tasks.ingest.claims import reclaim_dead_claims_task, watermark_holder
 from tallyflow.tasks.ingest.columnar import staged_jsonl
 from tallyflow.tasks.ingest.load import (
@@ -76,6 +76,7 @@ __all__ = [
     "PluginWarning",
     "Source",
     "SourceSpec",
+    "api_writes",
     "as_spec",
     "build_source",
     "count_by_reason",

@@ -58,6 +58,7 @@ from tallyflow.tasks.invoicing.inputs import (
 )
 from tallyflow.tasks.invoicing.late import late_usage, late_usage_count
 from tallyflow.tasks.invoicing.one_off import OneOffResult, create_one_off_invoice
+from tallyflow.tasks.invoicing.past_usage import past_usage
 from tallyflow.tasks.invoicing.pdfs import (
     DEFAULT_CHUNK,
     make_missing_pdfs,
@@ -150,6 +151,7 @@ __all__ = [
     "load_close_catalog",
     "make_missing_pdfs",
     "mark_invoice_events_emitted",
+    "past_usage",
     "pdf_available",
     "pending_invoice_events",
     "pending_pdfs",

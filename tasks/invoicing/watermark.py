@@ -36,19 +36,26 @@ def invoice_prefix() -> str:
     return get_settings().invoice_prefix
 
 
+# ``api_mark`` and ``api_writes``: `tallyflow api`'s listing time and the objects it began to
+# write and has not ingested (tasks/ingest/api_writes.py, docs/architecture.md §24).
 _WATERMARK = text(
     """
-    select (select max(started_at) from ingest_runs where finished_at is not null and listed)
-             as listed,
-           (select min(discovered_at) from ingest_objects where status <> 'ingested')
-             as waiting
+    select greatest(
+             (select max(started_at) from ingest_runs where finished_at is not null and listed),
+             (select marked_at from api_mark where id = 1)) as listed,
+           least(
+             (select min(discovered_at) from ingest_objects where status <> 'ingested'),
+             (select min(w.begun_at) from api_writes w
+              where not exists (select 1 from ingest_objects o where o.source = w.source
+                                and o.path = w.path and o.status = 'ingested'))) as waiting
     """
 )
 
 
 def ingest_watermark(conn: Connection) -> datetime | None:
     """Up to when every event is known to be loaded: the start (listing time) of the last
-    finished ingest run, but no later than the oldest object still not loaded. None when
+    finished ingest run, or the API's mark if later, but no later than the oldest object still
+    not loaded (an object the API reserved counts from its reservation). None when
     nothing was ever ingested: then no invoice is finalized (nothing says usage is complete).
 
     A reclaim (tasks/ingest/claims.py) is a finished run that listed nothing: it does not

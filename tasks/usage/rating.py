@@ -41,6 +41,7 @@ from tallyflow.models.rating.pricing import (
     pricing_of,
     rate_subscription,
 )
+from tallyflow.models.rating.projection import period_ratio, projector, with_projection
 from tallyflow.tasks.catalog import finalized_versions
 from tallyflow.tasks.folding import (
     FoldSummary,
@@ -266,6 +267,22 @@ def current_usage(
 def rated_usage(engine: Engine, external_subscription_id: str, at: datetime) -> SubscriptionUsage:
     """The usage of the period containing ``at`` with every event so far; ``LookupError`` for
     an unknown subscription, ``ValueError`` when ``at`` is outside its life."""
+    return _rated(engine, external_subscription_id, at, projected=False)[0]
+
+
+def projected_usage(engine: Engine, external_subscription_id: str, at: datetime
+                    ) -> dict[str, Any]:
+    """Lago's ``customer_projected_usage``: the current usage (``current_usage``) and, rated
+    by the same code from the same states, the usage projected to the period's end
+    (models/rating/projection.py). Errors as ``rated_usage``."""
+    current, projected, ratio = _rated(engine, external_subscription_id, at, projected=True)
+    assert projected is not None
+    return with_projection(current.as_lago(), projected.as_lago(), ratio)
+
+
+def _rated(engine: Engine, external_subscription_id: str, at: datetime, *, projected: bool
+           ) -> tuple[SubscriptionUsage, SubscriptionUsage | None, Decimal]:
+    """The usage so far and, when asked, projected (both from one snapshot), and the ratio."""
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
@@ -274,10 +291,15 @@ def rated_usage(engine: Engine, external_subscription_id: str, at: datetime) -> 
                 raise LookupError(f"unknown subscription {external_subscription_id!r}")
             inputs = read_inputs(conn, [sub], at)
             period = inputs.periods[sub.id]
-            return rate_subscription(sub, inputs.charges_of(sub), period,
-                                     inputs.states.get(sub.id, {}),
-                                     event_values_reader(conn, sub, period),
-                                     inputs.tallies.get(sub.id, {}))
+            charges, states = inputs.charges_of(sub), inputs.states.get(sub.id, {})
+            values = event_values_reader(conn, sub, period)
+            usage = rate_subscription(sub, charges, period, states, values,
+                                      inputs.tallies.get(sub.id, {}))
+            if not projected:
+                return usage, None, Decimal(1)
+            ratio = period_ratio(period.from_datetime, period.to_datetime, at, sub.timezone)
+            return usage, rate_subscription(sub, charges, period, states, values,
+                                            project=projector(ratio)), ratio
 
 
 # --------------------------------------------------------------------------------------------

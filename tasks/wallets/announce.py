@@ -31,13 +31,18 @@ def transaction_status(source: str, status: str, credits: Any, granted: Any) -> 
     return "granted" if granted == credits and credits > 0 else "purchased"
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def transaction_object(row: Any) -> WalletTransaction:
     """Lago's wallet transaction from a row with the ledger's columns and its wallet's
     ``currency`` and ``priority``."""
     return {
         "lago_id": str(row.id),
         "lago_wallet_id": str(row.wallet_id),
-        "lago_invoice_id": None,
+        # its credit invoice, when the row read names one (none yet when it is announced)
+        "lago_invoice_id": _text(getattr(row, "lago_invoice_id", None)),
         "status": row.status,
         "source": row.source,
         "transaction_status": transaction_status(row.source, row.status, row.credits,

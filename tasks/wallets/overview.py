@@ -245,9 +245,12 @@ def live_scopes(
     return out
 
 
+# lago_invoice_id: the credit invoice of a paid top-up (tasks/invoicing/credit.py), once issued
 _TRANSACTION_COLUMNS = """
     select t.id, t.wallet_id, t.direction, t.status, t.source, t.credits, t.granted_credits,
-           t.amount_cents, t.created_at, t.settled_at, w.currency, w.priority
+           t.amount_cents, t.created_at, t.settled_at, w.currency, w.priority,
+           (select i.lago_id from invoice_fees f join invoices i on i.id = f.invoice_id
+            where f.wallet_transaction_id = t.id limit 1) as lago_invoice_id
     from wallet_transactions t join wallets w on w.id = t.wallet_id
 """
 

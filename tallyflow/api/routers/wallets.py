@@ -212,6 +212,7 @@ def check_top_up(body: Any) -> tuple[str, Decimal, Decimal]:
 
 
 def top_up(engine: Engine, body: Any, key: str | None) -> list[WalletTransaction]:
+    from tallyflow.tasks.invoicing import issue_credit_invoices
     from tallyflow.tasks.wallets import WalletError
     from tallyflow.tasks.wallets import top_up as post_top_up
 
@@ -226,4 +227,9 @@ def top_up(engine: Engine, body: Any, key: str | None) -> list[WalletTransaction
                            wallet_code=wallet["code"], key=f"api:{key}" if key else None)
     except WalletError as exc:
         raise LagoError(422, "validation_errors", {"wallet_transaction": [str(exc)]}) from None
+    # Lago bills paid credits at once (wallet_transactions/create_from_params_service.rb ->
+    # BillPaidCreditJob -> invoices/paid_credit_service.rb): the credit invoice is issued now,
+    # not at the next close. Once per ledger row (tasks/invoicing/credit.py), so a retry with
+    # the same Idempotency-Key, or one after a crash here, issues it once.
+    issue_credit_invoices(engine, [int(wallet["customer_id"])])
     return [transaction_object(r) for r in top_up_transactions(engine, done.idempotency_key)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,10 @@ def make_client(engine: Engine, tmp_path: Path,
                 api_key: str) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
-    def make(load: bool = True, **overrides: Any) -> TestClient:
-        app = create_app(engine, settings_for(tmp_path, **overrides), load=load)
+    def make(load: bool = True, mark: bool = False, **overrides: Any) -> TestClient:
+        """``mark``: whether the API moves the ingest watermark (docs/architecture.md §24);
+        off by default, so a test's watermark is the one it sets."""
+        app = create_app(engine, settings_for(tmp_path, **overrides), load=load, mark=mark)
         client = TestClient(app, headers={"Authorization": f"Bearer {api_key}"})
         client.__enter__()
         clients.append(client)
@@ -126,3 +129,20 @@ def live_api(database_url: str, engine: Engine, tmp_path: Path,
     yield start
     for server in started:
         server.stop()
+
+
+HELD = "tests:held"  # the source of the reservations hold_watermark writes (no API sweeps it)
+
+
+def hold_watermark(engine: Engine, at: datetime) -> None:
+    """Hold the ingest watermark at ``at`` while a live `tallyflow api` moves it (its mark):
+    an object reserved then and not loaded (docs/architecture.md §24)."""
+    with engine.begin() as conn:
+        conn.execute(text("insert into api_writes (source, path, begun_at)"
+                          " values (:s, :p, :at)"), {"s": HELD, "p": f"held:{at}", "at": at})
+
+
+def release_watermark(engine: Engine) -> None:
+    """Drop the holds: the watermark is the ingest runs' and the API's mark again."""
+    with engine.begin() as conn:
+        conn.execute(text("delete from api_writes where source = :s"), {"s": HELD})

@@ -20,7 +20,7 @@ from lago_python_client.models.invoice import InvoiceFee, InvoiceFeesList, OneOf
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.invoicing import close_periods
-from tests.tallyflow.api.conftest import LiveApi
+from tests.tallyflow.api.conftest import LiveApi, hold_watermark, release_watermark
 from tests.tasks.rating_fixtures import apply_mistral
 
 AT = datetime(2025, 5, 10, tzinfo=UTC)
@@ -77,7 +77,9 @@ def test_corrections_with_lagos_client(
     assert voided_note.credit_status == "voided" and voided_note.balance_amount_cents == 0
     # invoices_controller_spec.rb "POST /api/v1/invoices/:id/void"
     # (Tallyflow voids subscription invoices; a one-off is refused: invoice_type_not_supported)
+    hold_watermark(engine, datetime(2025, 1, 1, tzinfo=UTC))  # the API's mark moves it else
     close_periods(engine, AT, customers=["acme"])
+    release_watermark(engine)
     with engine.begin() as conn:  # the watermark passes the period end: finalizable
         conn.execute(text("insert into ingest_runs (source, status, started_at, finished_at)"
                           " values ('test', 'completed', :m, :m)"), {"m": AT})

@@ -17,7 +17,7 @@ from lago_python_client.models import Event
 from sqlalchemy import Engine, text
 
 from tallyflow.tasks.invoicing import close_periods
-from tests.tallyflow.api.conftest import LiveApi
+from tests.tallyflow.api.conftest import LiveApi, hold_watermark, release_watermark
 from tests.tasks.rating_fixtures import SUB, apply_mistral
 
 AT = datetime(2025, 5, 10, tzinfo=UTC)
@@ -27,11 +27,12 @@ def test_refresh_finalize_and_delete_with_lagos_client(
     live_api: Callable[..., LiveApi], engine: Engine, api_key: str, tmp_path: Path
 ) -> None:
     apply_mistral(engine, tmp_path)
+    client = Client(api_key=api_key, api_url=f"{live_api().url}/")
+    hold_watermark(engine, datetime(2025, 1, 1, tzinfo=UTC))  # the API's mark moves it else
     close_periods(engine, AT, customers=["acme"])  # no watermark yet: drafts
     with engine.connect() as conn:
         first = conn.execute(text("select lago_id from invoices order by issuing_date"
                                   " limit 1")).scalar_one()
-    client = Client(api_key=api_key, api_url=f"{live_api().url}/")
     refreshed = client.invoices.refresh(first)
     assert refreshed is not None and refreshed.status == "draft"
     with pytest.raises(LagoApiError) as refused:
@@ -40,6 +41,7 @@ def test_refresh_finalize_and_delete_with_lagos_client(
     with engine.begin() as conn:  # the watermark passes the period end (+ settle delay)
         conn.execute(text("insert into ingest_runs (source, status, started_at, finished_at)"
                           " values ('test', 'completed', :m, :m)"), {"m": AT})
+    release_watermark(engine)
     finalized = client.invoices.finalize(first)
     assert finalized is not None and finalized.status == "finalized" and finalized.number
     # estimate_fees: the SDK's Event (nulls for what it leaves out); the Mistral plan has no
