@@ -25,7 +25,7 @@ def test_0030_up_and_down(scratch_database: Callable[[], str]) -> None:
     engine = db.get_engine(scratch_database())
     migrate.upgrade(engine)
     assert TABLES <= set(inspect(engine).get_table_names())
-    _migrate(engine, "0028", down=True)
+    _migrate(engine, "0029", down=True)
     names = set(inspect(engine).get_table_names())
     assert not TABLES & names and "running_usage" in names
     _migrate(engine, "0030")
