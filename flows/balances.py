@@ -38,11 +38,16 @@ def refresh_balances() -> BalanceRunSummary:
     refreshed = refresh_running_usage_task(moment)
     alerts = evaluate_alerts_task(moment, None)
     emitted = emit_wallet_alerts(None)
-    print(f"balances: {refreshed.rated} subscription(s) rated, watermark {refreshed.watermark};"
-          f" wallet alerts: {alerts.opened} opened, {alerts.resolved} resolved,"
-          f" {emitted} announced")
+    print(
+        f"balances: {refreshed.rated} subscription(s) rated, watermark {refreshed.watermark};"
+        f" wallet alerts: {alerts.opened} opened, {alerts.resolved} resolved,"
+        f" {emitted} announced"
+    )
     return {
-        "refreshed_at": moment.isoformat(), "rated": refreshed.rated,
-        "watermark": refreshed.watermark, "alerts": alerts.opened,
-        "alerts_resolved": alerts.resolved, "events_emitted": emitted,
+        "refreshed_at": moment.isoformat(),
+        "rated": refreshed.rated,
+        "watermark": refreshed.watermark,
+        "alerts": alerts.opened,
+        "alerts_resolved": alerts.resolved,
+        "events_emitted": emitted,
     }

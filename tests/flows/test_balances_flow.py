@@ -36,8 +36,18 @@ def test_the_flow_refreshes_then_alerts_once(
     add_endpoint(engine, {"webhook_url": "http://127.0.0.1:9/hooks"})
     # an event of the current period (the flow rates at the wall clock)
     now = datetime.now(UTC) - timedelta(seconds=5)
-    load_rows(engine, [{"sub": "s_month", "txn": "t1", "code": "m_sum", "ts": now,
-                        "properties": {"v": 100, "model": "a"}}])
+    load_rows(
+        engine,
+        [
+            {
+                "sub": "s_month",
+                "txn": "t1",
+                "code": "m_sum",
+                "ts": now,
+                "properties": {"v": 100, "model": "a"},
+            }
+        ],
+    )
     first = refresh_balances()
     assert mismatches(first, BalanceRunSummary) == []
     assert first["rated"] >= 1 and first["alerts"] == 0
@@ -50,11 +60,24 @@ def test_the_flow_refreshes_then_alerts_once(
     third = refresh_balances()
     assert (third["alerts"], third["events_emitted"]) == (0, 0) and len(emitted) == 1
     with engine.connect() as conn:
-        assert conn.execute(text(
-            "select count(*) from webhooks where webhook_type = 'wallet.depleted_ongoing_balance'"
-        )).scalar_one() == 1
-        assert conn.execute(text(
-            "select count(*) from wallet_alerts where emitted_at is null")).scalar_one() == 0
-        assert conn.execute(text(
-            "select status from run_history where kind = 'balances'")).scalars().all() == [
-            "completed"] * 3
+        assert (
+            conn.execute(
+                text(
+                    "select count(*) from webhooks"
+                    " where webhook_type = 'wallet.depleted_ongoing_balance'"
+                )
+            ).scalar_one()
+            == 1
+        )
+        assert (
+            conn.execute(
+                text("select count(*) from wallet_alerts where emitted_at is null")
+            ).scalar_one()
+            == 0
+        )
+        assert (
+            conn.execute(text("select status from run_history where kind = 'balances'"))
+            .scalars()
+            .all()
+            == ["completed"] * 3
+        )

@@ -11,7 +11,7 @@ usage; ``depleted_ongoing_balance`` when it is <= 0) and ``UpdateOngoingService`
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -34,16 +34,18 @@ from tests.tasks.wallets.test_balance import FEB, _rows, _seeded
 LATER = FEB + timedelta(minutes=10)  # past the 120 s the tests allow
 
 
-@pytest.mark.parametrize(("pass_at", "moment", "fresh"), [
-    pytest.param(None, FEB, False, id="no-pass"),
-    pytest.param(FEB, FEB, True, id="at-the-pass"),
-    pytest.param(FEB, FEB + timedelta(seconds=119), True, id="within"),
-    pytest.param(FEB, FEB + timedelta(seconds=120), True, id="at-max-age"),
-    pytest.param(FEB, FEB + timedelta(seconds=120.001), False, id="past-max-age"),
-    pytest.param(FEB, FEB - timedelta(seconds=1), False, id="read-before-the-pass"),
-])
-def test_running_fresh_boundaries(pass_at: datetime | None, moment: datetime,
-                                  fresh: bool) -> None:
+@pytest.mark.parametrize(
+    ("pass_at", "moment", "fresh"),
+    [
+        pytest.param(None, FEB, False, id="no-pass"),
+        pytest.param(FEB, FEB, True, id="at-the-pass"),
+        pytest.param(FEB, FEB + timedelta(seconds=119), True, id="within"),
+        pytest.param(FEB, FEB + timedelta(seconds=120), True, id="at-max-age"),
+        pytest.param(FEB, FEB + timedelta(seconds=120.001), False, id="past-max-age"),
+        pytest.param(FEB, FEB - timedelta(seconds=1), False, id="read-before-the-pass"),
+    ],
+)
+def test_running_fresh_boundaries(pass_at: datetime | None, moment: datetime, fresh: bool) -> None:
     assert running_fresh(pass_at, moment, 120) is fresh
 
 
@@ -68,22 +70,35 @@ def test_ongoing_balances_per_customer_in_wallet_order() -> None:
 def _wallet(engine: Engine, balance_cents: Decimal) -> int:
     """An active wallet of customer ``c`` at 1 EUR per credit with this balance."""
     with engine.begin() as conn:
-        customer = conn.execute(text("select id from customers where external_id = 'c'")
-                                ).scalar_one()
-        wallet = int(conn.execute(text(
-            "insert into wallets (customer_id, code, name, currency, rate_amount, paid_credits,"
-            " granted_credits, priority, document, digest) values (:c, 'main', 'main', 'EUR',"
-            " 1, 0, 0, 50, '{}', 'x') returning id"), {"c": customer}).scalar_one())
-        conn.execute(text(
-            "insert into wallet_balances (wallet_id, customer_id, balance_cents,"
-            " credits_balance) values (:w, :c, :b, :b / 100)"),
-            {"w": wallet, "c": customer, "b": balance_cents})
+        customer = conn.execute(
+            text("select id from customers where external_id = 'c'")
+        ).scalar_one()
+        wallet = int(
+            conn.execute(
+                text(
+                    "insert into wallets (customer_id, code, name, currency, rate_amount,"
+                    " paid_credits, granted_credits, priority, document, digest)"
+                    " values (:c, 'main', 'main', 'EUR', 1, 0, 0, 50, '{}', 'x') returning id"
+                ),
+                {"c": customer},
+            ).scalar_one()
+        )
+        conn.execute(
+            text(
+                "insert into wallet_balances (wallet_id, customer_id, balance_cents,"
+                " credits_balance) values (:w, :c, :b, :b / 100)"
+            ),
+            {"w": wallet, "c": customer, "b": balance_cents},
+        )
     return wallet
 
 
 def _scope(overview: WalletOverview) -> tuple[int | str, str]:
-    [sub] = [s for s in overview["ongoing_usage"]["subscriptions"]
-             if s["external_subscription_id"] == "s_month"]
+    [sub] = [
+        s
+        for s in overview["ongoing_usage"]["subscriptions"]
+        if s["external_subscription_id"] == "s_month"
+    ]
     return sub["amount_cents"], sub["source"]
 
 
@@ -93,8 +108,7 @@ def test_overview_reads_the_running_figure_and_rates_live_when_stale(
     _seeded(engine, tmp_path)
     live, _ = rated_usage(engine, "s_month", FEB).in_arrears()
     # no pass yet: rated live
-    assert _scope(w.wallet_overview(engine, "c", FEB, max_age_seconds=120)) == (
-        int(live), "live")
+    assert _scope(w.wallet_overview(engine, "c", FEB, max_age_seconds=120)) == (int(live), "live")
     w.refresh_running_usage(engine, FEB)
     # the figure is what is read: changed behind the refresh's back, the overview shows it
     with engine.begin() as conn:
@@ -103,8 +117,7 @@ def test_overview_reads_the_running_figure_and_rates_live_when_stale(
     assert _scope(fresh) == (1234, "running_usage")
     assert fresh["ongoing_usage"]["refreshed_at"] == FEB.isoformat()
     # the refresh not running (its pass older than the max age): rated live again
-    assert _scope(w.wallet_overview(engine, "c", LATER, max_age_seconds=120)) == (
-        int(live), "live")
+    assert _scope(w.wallet_overview(engine, "c", LATER, max_age_seconds=120)) == (int(live), "live")
 
 
 def test_overview_and_balance_endpoint_agree(engine: Engine, tmp_path: Path) -> None:
@@ -132,11 +145,19 @@ def test_a_void_is_seen_at_the_next_pass(engine: Engine, tmp_path: Path) -> None
 
 def _depleted(engine: Engine) -> tuple[list[tuple[str, int]], list[dict[str, object]]]:
     with engine.connect() as conn:
-        alerts = [(r.kind, int(r.crossing)) for r in conn.execute(
-            text("select kind, crossing from wallet_alerts order by id"))]
-        hooks = [r.payload for r in conn.execute(text(
-            "select body::jsonb -> 'wallet' as payload from webhooks"
-            " where webhook_type = 'wallet.depleted_ongoing_balance' order by id"))]
+        alerts = [
+            (r.kind, int(r.crossing))
+            for r in conn.execute(text("select kind, crossing from wallet_alerts order by id"))
+        ]
+        hooks = [
+            r.payload
+            for r in conn.execute(
+                text(
+                    "select body::jsonb -> 'wallet' as payload from webhooks"
+                    " where webhook_type = 'wallet.depleted_ongoing_balance' order by id"
+                )
+            )
+        ]
     return alerts, hooks
 
 
@@ -167,7 +188,11 @@ def test_depleted_ongoing_balance_gives_webhook_and_operator_event_once(
     assert _depleted(engine) == (alerts, hooks)
     # a top-up over the usage resolves it (nothing sent); the next crossing is a new one
     with engine.begin() as conn:
-        conn.execute(text("update wallet_balances set balance_cents = balance_cents + 100,"
-                          " credits_balance = credits_balance + 1"))
+        conn.execute(
+            text(
+                "update wallet_balances set balance_cents = balance_cents + 100,"
+                " credits_balance = credits_balance + 1"
+            )
+        )
     assert w.evaluate_alerts(engine, FEB, max_age_seconds=120).resolved == 1
     assert len(_depleted(engine)[1]) == 1
