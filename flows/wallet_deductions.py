@@ -8,8 +8,10 @@ ledger (docs/architecture.md §3, invariant 4). Order matters and is fixed here:
 2. expire wallets past ``expiration_at`` (what is left is voided);
 3. interval top-ups due in the current interval;
 4. usage deductions: customers whose usage differs from what is deducted, in batches;
-5. threshold top-ups and alerts on the balances that result;
-6. Prefect events for new alerts, the run history row and a markdown artifact.
+5. threshold top-ups and alerts on the balances that result (the same evaluation the
+   ``refresh-balances`` flow runs every minute, on the ongoing balances: §21);
+6. Prefect events for new alerts (``flows/alert_events.py``), the run history row and a
+   markdown artifact.
 
 The time is the ``as_of`` parameter or the run's scheduled start, never "now" alone, so a
 rerun of 10:00 recomputes 10:00. ``refresh_usage`` runs ``usage-snapshot`` for the same
@@ -24,9 +26,9 @@ from typing import Any
 
 from prefect import flow, runtime
 from prefect.artifacts import create_markdown_artifact
-from prefect.events import emit_event
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from tallyflow.flows.alert_events import emit_wallet_alerts
 from tallyflow.flows.contained import contained_section, report_contained
 from tallyflow.flows.params import moment_label, resolve_as_of, run_param
 from tallyflow.infra.failpoints import failpoint
@@ -36,10 +38,7 @@ from tallyflow.tasks.wallets import (
     DEDUCTIONS_STEP,
     DEFAULT_BATCH,
     DEFAULT_GRACE_HOURS,
-    MAX_ALERT_EVENTS,
     DeductionBatch,
-    alert_event,
-    alerts_summary_event,
     batch_dict,
     chunks,
     deduct_task,
@@ -48,9 +47,7 @@ from tallyflow.tasks.wallets import (
     expire_wallets_task,
     finish_run_task,
     interval_top_ups_task,
-    mark_alerts_emitted_task,
     open_wallets_task,
-    pending_alert_events_task,
     settle_paid_default,
     start_run_task,
     threshold_top_ups_task,
@@ -119,7 +116,7 @@ def wallet_deductions(
         failpoint("wallets.after_topups")
         alerts = evaluate_alerts_task(moment, run_id)
         failpoint("wallets.after_alerts")
-        emitted = _emit_alerts(run_id)
+        emitted = emit_wallet_alerts(run_id)
         summary: WalletRunSummary = {
             "run_id": run_id, "as_of": moment.isoformat(), "opened": opened, "expired": expired,
             **_totals(batches),
@@ -143,25 +140,6 @@ def wallet_deductions(
         report_contained(contained)
         raise ContainedFailures(contained, summary)
     return summary
-
-
-def _emit_alerts(run_id: int) -> int:
-    """Emit a Prefect event per alert not emitted yet, after the alert rows committed (so an
-    automation never hears of an alert that was rolled back; a crash re-emits next run).
-
-    At most ``MAX_ALERT_EVENTS`` single events per run; beyond that one summary event
-    carries the counts, because thousands of events in an hour notify nobody usefully and
-    would flood the event bus. Every alert row stays queryable either way.
-    """
-    pending = pending_alert_events_task(MAX_ALERT_EVENTS)
-    for alert in pending.alerts:
-        emit_event(**alert_event(alert))
-    if pending.total > len(pending.alerts):
-        emit_event(**alerts_summary_event(pending, run_id))
-    failpoint("wallets.before_mark_emitted")
-    if pending.total:
-        mark_alerts_emitted_task(pending.up_to_id)
-    return pending.total
 
 
 def _totals(batches: list[DeductionBatch]) -> DeductionTotals:

@@ -440,6 +440,30 @@ def ongoing_usage(scopes: Sequence[UsageScope], funds: Mapping[int, WalletFunds]
     return OngoingUsage(pending_cents, pending_credits, usage, deducted)
 
 
+def ongoing_balances(
+    scopes: Sequence[UsageScope], funds: Sequence[tuple[int, WalletFunds]]
+) -> dict[int, tuple[Decimal, Decimal]]:
+    """Every wallet's ongoing balance, ``(credits, money)``: its balance minus what the next
+    run would still take of its customer's ``scopes`` (``ongoing_usage``, per customer; the
+    figures ``wallet_overview`` shows as ``credits_ongoing_balance`` and
+    ``ongoing_balance_cents``). ``funds``: (customer id, wallet) of the active wallets."""
+    wallets: dict[int, dict[int, WalletFunds]] = {}
+    for customer_id, wallet in funds:
+        wallets.setdefault(customer_id, {})[wallet.wallet_id] = wallet
+    usage: dict[int, list[UsageScope]] = {}
+    for scope in scopes:
+        usage.setdefault(scope.customer_id, []).append(scope)
+    out: dict[int, tuple[Decimal, Decimal]] = {}
+    for customer_id, own in wallets.items():
+        pending = ongoing_usage(usage.get(customer_id, []), own)
+        for wallet_id, wallet in own.items():
+            out[wallet_id] = (
+                wallet.credits_balance - pending.pending_credits.get(wallet_id, ZERO),
+                wallet.balance_cents - pending.pending_cents.get(wallet_id, ZERO),
+            )
+    return out
+
+
 def _add_months(moment: datetime, months: int) -> datetime:
     """``moment`` moved by ``months`` months, same time of day, its day clamped."""
     day = add_months(moment.date(), months, moment.day)
@@ -487,6 +511,16 @@ def top_up_credits(
             raise ValueError("a target top-up needs target_ongoing_balance")
         return max(ZERO, round_credits(target_ongoing_balance - ongoing_credits)), ZERO
     return round_credits(paid_credits), round_credits(granted_credits)
+
+
+def running_fresh(pass_at: datetime | None, moment: datetime, max_age_seconds: float) -> bool:
+    """Whether the running figures (``running_usage``, kept by the balance refresh) answer a
+    read at ``moment``: the last pass rated as of ``pass_at``, not after ``moment`` (its figure
+    could hold later events) and at most ``max_age_seconds`` before it (at the boundary still
+    fresh). No pass yet, or an older one: not fresh (the reader rates live)."""
+    if pass_at is None:
+        return False
+    return timedelta(0) <= moment - pass_at <= timedelta(seconds=max_age_seconds)
 
 
 def threshold_reached(ongoing_credits: Decimal, threshold_credits: Decimal) -> bool:

@@ -93,12 +93,14 @@ class OngoingSubscription(TypedDict):
     amount_cents: int | str
     deducted_cents: int | str
     currency: str
+    source: str  # "running_usage" (the balance refresh's figure) or "live" (rated on the read)
 
 
 class OngoingUsage(TypedDict):
     amount_cents: int | str
     deducted_cents: int | str
     undeducted_cents: int | str
+    refreshed_at: str | None  # the balance refresh's last pass (None: never ran)
     subscriptions: list[OngoingSubscription]
 
 

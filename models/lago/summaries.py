@@ -292,6 +292,18 @@ class WebhookRunSummary(TypedDict):
     lost_lease: int  # sent, but another deliverer had already recorded the attempt
 
 
+class BalanceRunSummary(TypedDict):
+    """``refresh-balances`` (flows/balances.py): one balance refresh and the wallet alerts it
+    evaluated (docs/architecture.md §21)."""
+
+    refreshed_at: str  # the moment the pass rated at
+    rated: int  # subscriptions rated into running_usage
+    watermark: int  # the highest event id counted
+    alerts: int  # wallet alerts opened (new crossings)
+    alerts_resolved: int
+    events_emitted: int  # wallet alerts announced to Prefect (the operator's automations)
+
+
 class BillingHealthFigures(TypedDict):
     """Billing health (tasks/health.py): ``tallyflow health --json``, ``GET /health/billing``
     and the ``billing-health`` artifact's figures."""

@@ -81,7 +81,7 @@ def show(
     usage = overview["ongoing_usage"]
     console.print(
         f"ongoing usage: {usage['amount_cents']} cents, deducted {usage['deducted_cents']},"
-        f" not yet deducted {usage['undeducted_cents']}"
+        f" not yet deducted {usage['undeducted_cents']} ({_usage_source(usage)})"
     )
     if overview["wallet_transactions"]:
         recent = Table(title="last transactions")
@@ -95,6 +95,16 @@ def show(
                 t["external_subscription_id"] or "",
             )
         console.print(recent)
+
+
+def _usage_source(usage: Any) -> str:
+    """Where the ongoing usage came from: the balance refresh's last pass, or rated live."""
+    sources = {s["source"] for s in usage["subscriptions"]}
+    if sources == {"running_usage"}:
+        return f"balance refresh as of {usage['refreshed_at']}"
+    if "running_usage" in sources:
+        return f"balance refresh as of {usage['refreshed_at']}, some rated live"
+    return "rated live"
 
 
 @app.command("top-up")

@@ -196,6 +196,11 @@ class Settings(BaseSettings):
         "user", "How far below zero a customer's ongoing balance may go while "
         "`/api/v1/tallyflow/customers/{id}/balance` still answers `allowed: true` (cents).",
         default=0)
+    balance_max_age_seconds: Annotated[
+        float, BeforeValidator(_positive("TALLYFLOW_BALANCE_MAX_AGE_SECONDS", 120.0, float))
+    ] = _setting("user", "How old the last balance refresh may be for `tallyflow wallets show` "
+                 "and the wallet endpoints to read its running figures; older (the refresh not "
+                 "running), they rate the period live.", default=120.0)
     billing_retry_delay_seconds: Annotated[int, BeforeValidator(_number(int, None))] = _setting(
         "user", "Delay between the billing cycle's two whole-run retries (read when a run "
         "starts).", default=60)

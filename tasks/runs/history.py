@@ -55,6 +55,7 @@ KINDS = {
     "close-periods": "period close",
     "invoice-pdfs": "invoice PDFs",
     "deliver-webhooks": "webhooks",
+    "refresh-balances": "balances",
     "billing-cycle": "billing",
     "billing-backfill": "backfill",
     "rerate-subscription": "re-rate",

@@ -1,4 +1,5 @@
-"""Wallet alerts: evaluate rules against balances, and the Prefect events that announce them."""
+"""Wallet alerts: evaluate rules against ongoing balances; the webhook and the Prefect events
+that announce them come from the same alert row (docs/architecture.md §21)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,22 @@ from typing import Any, Final
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.infra.settings import get_settings
 from tallyflow.models.lago.money import money as as_money
 from tallyflow.models.wallets import (
     ALERT_BELOW,
     ALERT_DEPLETED,
     AlertRule,
+    UsageScope,
+    WalletFunds,
     alert_changes,
     cents_for,
     credits_text,
+    ongoing_balances,
+    running_fresh,
 )
 from tallyflow.tasks.wallets.announce import announce_depleted
+from tallyflow.tasks.wallets.balance import last_pass, running_scopes
 from tallyflow.tasks.wallets.ledger import WalletError, _customer_id, _pick_wallet
 
 MAX_ALERT_EVENTS: Final = 100
@@ -33,14 +40,21 @@ class AlertSummary:
     resolved: int = 0
 
 
-def evaluate_alerts(engine: Engine, as_of: datetime, run_id: int | None = None) -> AlertSummary:
-    """Open an alert when a wallet's balance crosses into an alert rule, once per crossing.
+def evaluate_alerts(engine: Engine, as_of: datetime, run_id: int | None = None,
+                    max_age_seconds: float | None = None) -> AlertSummary:
+    """Open an alert when a wallet's ongoing balance crosses into an alert rule, once per
+    crossing; the webhook (``wallet.depleted_ongoing_balance``) in the same transaction, the
+    operator's Prefect event from the same row once it committed (``pending_alert_events``).
 
     Rules: every row of ``wallet_alert_rules`` (a wallet's own, or all wallets' when
-    ``wallet_id`` is null) plus the built-in "balance depleted" (credits <= 0). An alert stays
-    open while the condition holds and is resolved when it stops; the next crossing is a new
-    alert. ``alert_key`` (rule, wallet, crossing) is unique, so concurrent runs add it once.
+    ``wallet_id`` is null) plus the built-in "balance depleted" (ongoing credits <= 0, Lago's
+    ``ongoing_balance_cents <= 0``). The ongoing balance is the settled one less the running
+    usage not deducted yet (``_ongoing``). An alert stays open while the condition holds and
+    is resolved when it stops; the next crossing is a new alert. ``alert_key`` (rule, wallet,
+    crossing) is unique, so concurrent runs add it once.
     """
+    if max_age_seconds is None:
+        max_age_seconds = get_settings().balance_max_age_seconds
     summary = AlertSummary()
     with engine.begin() as conn:
         rules = [
@@ -61,15 +75,9 @@ def evaluate_alerts(engine: Engine, as_of: datetime, run_id: int | None = None) 
                 "select rule_key, wallet_id, max(crossing) as crossing from wallet_alerts"
                 " group by rule_key, wallet_id"))
         }
-        balances = conn.execute(
-            text(
-                """
-                select b.wallet_id, b.customer_id, b.credits_balance from wallet_balances b
-                join wallets w on w.id = b.wallet_id where w.status = 'active'
-                order by b.wallet_id
-                """
-            )
-        ).tuples()
+        ongoing = _ongoing(conn, as_of, max_age_seconds)
+        balances = [(wallet_id, customer_id, credits)
+                    for wallet_id, (customer_id, credits, _) in sorted(ongoing.items())]
         opened, resolve = alert_changes(rules, balances, open_alerts, last)
         new_rows: list[dict[str, Any]] = [
             {
@@ -82,7 +90,7 @@ def evaluate_alerts(engine: Engine, as_of: datetime, run_id: int | None = None) 
             for o in opened
         ]
         if new_rows:
-            summary.opened = _insert_alerts_bulk(conn, new_rows)
+            summary.opened = _insert_alerts_bulk(conn, new_rows, ongoing)
         if resolve:
             summary.resolved = conn.execute(
                 text("update wallet_alerts set resolved_at = :as_of"
@@ -93,7 +101,38 @@ def evaluate_alerts(engine: Engine, as_of: datetime, run_id: int | None = None) 
     return summary
 
 
-def _insert_alerts_bulk(conn: Connection, rows: list[dict[str, Any]]) -> int:
+_FUNDS = text(
+    """
+    select b.wallet_id, b.customer_id, b.credits_balance, b.granted_credits_balance,
+           b.balance_cents, w.priority, w.created_at, w.rate_amount, w.currency
+    from wallet_balances b join wallets w on w.id = b.wallet_id where w.status = 'active'
+    order by b.wallet_id
+    """
+)
+
+
+def _ongoing(conn: Connection, as_of: datetime,
+             max_age_seconds: float) -> dict[int, tuple[int, Decimal, Decimal]]:
+    """Every active wallet's customer and ongoing balance (credits, money): its balance less
+    what the next deduction would take of the balance refresh's running figures, the one
+    derivation the wallet endpoints and the balance endpoint read (§21). When the refresh's
+    last pass is not fresh at ``as_of`` nothing is counted as pending: the settled balance."""
+    funds = [(int(r.customer_id), WalletFunds(
+        int(r.wallet_id), r.priority, r.created_at, r.rate_amount, r.currency,
+        r.credits_balance, r.granted_credits_balance, r.balance_cents))
+        for r in conn.execute(_FUNDS)]
+    scopes = [
+        UsageScope((int(r.subscription_id), r.period_start), int(r.customer_id), r.currency,
+                   Decimal(r.amount_cents), Decimal(r.deducted_cents))
+        for r in running_scopes(conn)
+    ] if running_fresh(last_pass(conn), as_of, max_age_seconds) else []
+    owners = {wallet.wallet_id: customer_id for customer_id, wallet in funds}
+    return {wallet_id: (owners[wallet_id], credits, cents)
+            for wallet_id, (credits, cents) in ongoing_balances(scopes, funds).items()}
+
+
+def _insert_alerts_bulk(conn: Connection, rows: list[dict[str, Any]],
+                        ongoing: dict[int, tuple[int, Decimal, Decimal]]) -> int:
     columns = ("wallet_id", "customer_id", "rule_id", "rule_key", "kind", "threshold",
                "credits", "crossing", "alert_key", "run_id")
     result = conn.execute(
@@ -114,7 +153,8 @@ def _insert_alerts_bulk(conn: Connection, rows: list[dict[str, Any]]) -> int:
         {**{c: [r[c] for r in rows] for c in columns}, "as_of": rows[0]["as_of"]},
     ).all()
     announce_depleted(conn, [(int(r.wallet_id), r.alert_key) for r in result
-                             if r.kind == ALERT_DEPLETED])
+                             if r.kind == ALERT_DEPLETED],
+                      {w: (credits, cents) for w, (_, credits, cents) in ongoing.items()})
     return len(result)
 
 
@@ -205,11 +245,14 @@ def _money_fields(alert: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def alerts_summary_event(pending: PendingAlerts, run_id: int) -> dict[str, Any]:
-    """One event for all of a run's alerts beyond its single-event budget (counts per kind)."""
+def alerts_summary_event(pending: PendingAlerts, run_id: int | None) -> dict[str, Any]:
+    """One event for all of a run's alerts beyond its single-event budget (counts per kind);
+    its resource is the wallet run, or the balance refresh (``run_id`` None)."""
+    resource = ("tallyflow.balance-refresh" if run_id is None
+                else f"tallyflow.wallet-run.{run_id}")
     return {
         "event": "tallyflow.wallet.balance-alerts",
-        "resource": {"prefect.resource.id": f"tallyflow.wallet-run.{run_id}"},
+        "resource": {"prefect.resource.id": resource},
         "payload": {
             "alerts": pending.total,
             "announced_one_by_one": len(pending.alerts),

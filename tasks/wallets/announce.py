@@ -10,7 +10,8 @@ webhook send (it lives here, below the API, so the webhook written by the ledger
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -89,13 +90,17 @@ _WALLETS = text(
 )
 
 
-def announce_depleted(conn: Connection, alerts: Sequence[tuple[int, str]]) -> None:
+def announce_depleted(conn: Connection, alerts: Sequence[tuple[int, str]],
+                      ongoing: Mapping[int, tuple[Decimal, Decimal]] | None = None) -> None:
     """``wallet.depleted_ongoing_balance`` for these (wallet, alert key) crossings: once per
-    crossing (the alert's own unique key), with the wallet's balances as they are now."""
+    crossing (the alert's own unique key), with the wallet's balances as they are now and
+    its ongoing balance as the evaluation saw it (``ongoing``: wallet -> (credits, money);
+    Lago's ``credits_ongoing_balance``, ``ongoing_balance_cents``)."""
     if not alerts or not subscribed(conn, "wallet.depleted_ongoing_balance"):
         return
     keys = dict(alerts)
     for w in conn.execute(_WALLETS, {"ids": sorted(keys)}):
+        credits, cents = (ongoing or {}).get(w.id, (w.credits_balance, w.balance_cents))
         payload = {
             "lago_id": str(w.id), "lago_customer_id": str(w.customer_id),
             "external_customer_id": w.external_id, "code": w.code, "name": w.name,
@@ -103,6 +108,8 @@ def announce_depleted(conn: Connection, alerts: Sequence[tuple[int, str]]) -> No
             "priority": w.priority, "created_at": iso_z(w.created_at),
             "credits_balance": credits_text(w.credits_balance),
             "balance_cents": cents_value(w.balance_cents),
+            "credits_ongoing_balance": credits_text(credits),
+            "ongoing_balance_cents": cents_value(cents),
             "consumed_credits": credits_text(w.consumed_credits),
             "consumed_amount_cents": cents_value(w.consumed_amount_cents),
             "granted_credits_balance": credits_text(w.granted_credits_balance),

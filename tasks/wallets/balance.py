@@ -9,13 +9,18 @@ no extra write), so it is not slowed at all.
 Event ids are assigned before their transaction commits, so an event with an id below the
 watermark can appear later: each pass rescans ``OVERLAP_IDS`` ids below the watermark. Rating
 is a pure function of the events committed so far, so a pass run twice, or an overlapping
-rescan, writes the same figures (idempotent).
+rescan, writes the same figures (idempotent). A void adds no event: each pass also re-rates
+the subscriptions with a void recorded since the previous pass (``VOID_MARGIN`` before it).
+
+One derivation (§21): ``wallet_overview`` (the wallet endpoints' ``ongoing_balance_cents``,
+``tallyflow wallets show``) and the wallet alerts read these same figures (``running_scopes``,
+``last_pass``); the watermark row's ``refreshed_at`` is the moment the last pass rated at.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,7 +33,14 @@ from tallyflow.tasks.wallets.ledger import WalletError
 # committed at the last pass): ~10 s of ingest at 2,000 events/s.
 OVERLAP_IDS = 20_000
 
-_WATERMARK = text("select event_id from running_usage_watermark where id = 1")
+# A void transaction that started before the previous pass and committed after it is still
+# seen (``event_voids.created_at`` is its transaction's start).
+VOID_MARGIN = timedelta(minutes=10)
+
+_WATERMARK = text(
+    "select event_id, refreshed_at from running_usage_watermark where id = 1")
+_VOIDED = text(
+    "select distinct external_subscription_id as ext from event_voids where created_at > :since")
 _TOUCHED = text(
     """
     select external_subscription_id as ext, max(id) as top from events
@@ -60,10 +72,10 @@ _ENDED = text(
     "delete from running_usage where external_subscription_id = :ext and period_end < :now")
 _SET_WATERMARK = text(
     """
-    insert into running_usage_watermark (id, event_id, refreshed_at) values (1, :top, now())
+    insert into running_usage_watermark (id, event_id, refreshed_at) values (1, :top, :at)
     on conflict (id) do update set
       event_id = greatest(running_usage_watermark.event_id, excluded.event_id),
-      refreshed_at = now()
+      refreshed_at = greatest(running_usage_watermark.refreshed_at, excluded.refreshed_at)
     """
 )
 
@@ -79,13 +91,18 @@ class RefreshSummary:
 def refresh_running_usage(
     engine: Engine, now: datetime | None = None, overlap: int = OVERLAP_IDS
 ) -> RefreshSummary:
-    """One pass: rate the subscriptions with events past ``watermark - overlap`` and those
-    whose stored period has ended, store their in-arrears usage, advance the watermark."""
+    """One pass: rate the subscriptions with events past ``watermark - overlap``, those with a
+    void since the last pass and those whose stored period has ended, store their in-arrears
+    usage, advance the watermark and record the pass's moment."""
     moment = now or datetime.now(UTC)
     with engine.connect() as conn:
-        watermark = int(conn.execute(_WATERMARK).scalar() or 0)
+        mark = conn.execute(_WATERMARK).first()
+        watermark = int(mark.event_id) if mark is not None else 0
         touched = {r.ext: int(r.top) for r in conn.execute(
             _TOUCHED, {"floor": max(watermark - overlap, 0)})}
+        if mark is not None and mark.refreshed_at is not None:
+            for row in conn.execute(_VOIDED, {"since": mark.refreshed_at - VOID_MARGIN}):
+                touched.setdefault(row.ext, 0)
         for row in conn.execute(_ROLLED, {"now": moment}):
             touched.setdefault(row.ext, 0)
     rated = 0
@@ -93,8 +110,33 @@ def refresh_running_usage(
         rated += _rate_one(engine, ext, top, moment)
     new_mark = max([watermark, *touched.values()])
     with engine.begin() as conn:
-        conn.execute(_SET_WATERMARK, {"top": new_mark})
+        conn.execute(_SET_WATERMARK, {"top": new_mark, "at": moment})
     return RefreshSummary(rated, new_mark)
+
+
+_RUNNING = text(
+    """
+    select u.external_subscription_id, u.subscription_id, u.customer_id, u.period_start,
+      u.period_end, u.currency, u.amount_cents,
+      coalesce(p.deducted_cents, 0) as deducted_cents, coalesce(p.revision, 0) as revision
+    from running_usage u left join wallet_usage_positions p
+      on p.subscription_id = u.subscription_id and p.period_start = u.period_start
+    where cast(:ids as bigint[]) is null or u.customer_id = any(cast(:ids as bigint[]))
+    order by u.customer_id, u.period_start, u.subscription_id
+    """
+)
+
+
+def last_pass(conn: Connection) -> datetime | None:
+    """The moment the last refresh pass rated at (None before the first pass)."""
+    row = conn.execute(_WATERMARK).first()
+    return None if row is None else row.refreshed_at
+
+
+def running_scopes(conn: Connection, customer_ids: list[int] | None = None) -> list[Any]:
+    """The running figures (all customers', or these customers'), each with what deductions
+    already took for its (subscription, period): the rows the balance endpoint sums."""
+    return list(conn.execute(_RUNNING, {"ids": customer_ids}).all())
 
 
 def _rate_one(engine: Engine, ext: str, top: int, moment: datetime) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from tallyflow.infra.settings import get_settings
 from tallyflow.models.lago.resources import LedgerTransaction, Wallet, WalletOverview
 from tallyflow.models.rating.money import round_minor
 from tallyflow.models.wallets import (
@@ -22,23 +23,28 @@ from tallyflow.models.wallets import (
     credits_for,
     credits_text,
     ongoing_usage,
+    running_fresh,
 )
 from tallyflow.tasks.wallets.announce import transaction_status
+from tallyflow.tasks.wallets.balance import last_pass, running_scopes
 from tallyflow.tasks.wallets.deductions import _SCOPE
 from tallyflow.tasks.wallets.ledger import DEFAULT_GRACE_HOURS, USAGE_DEDUCTED, _customer_id, _since
 
 
 def wallet_overview(
     engine: Engine, external_customer_id: str, as_of: datetime | None = None, limit: int = 10,
-    grace_hours: int = DEFAULT_GRACE_HOURS,
+    grace_hours: int = DEFAULT_GRACE_HOURS, max_age_seconds: float | None = None,
 ) -> WalletOverview:
     """Balances (credits and money), ongoing usage and the last transactions of a customer,
     with Lago's wallet field names.
 
     ``credits_ongoing_balance`` = balance minus the usage the next run would still deduct
     (computed with the same allocation, ``models.wallets.ongoing_usage``), so it is exact
-    between hourly runs too. Usage is live (every event ingested so far, as ``tallyflow usage``
-    shows it), not the last snapshot's: the figures do not wait for the next hourly run.
+    between hourly runs too. The current period's usage is the balance refresh's running
+    figure (``running_usage``, every event counted by its last pass: the figure the balance
+    endpoint and the wallet alerts read) when that pass is at most ``max_age_seconds`` old
+    (``TALLYFLOW_BALANCE_MAX_AGE_SECONDS``); else, and for a subscription it holds no figure
+    for, the period is rated live, as ``tallyflow usage`` does (docs/architecture.md §21).
     """
     moment = as_of or datetime.now(UTC)
     with engine.connect() as conn:
@@ -47,7 +53,9 @@ def wallet_overview(
             _SCOPE, {"ids": [customer_id], "as_of": moment, "since": _since(moment,
                                                                            grace_hours)}
         ).all()
-    scopes = live_scopes(engine, customer_id, moment, stored)
+    if max_age_seconds is None:
+        max_age_seconds = get_settings().balance_max_age_seconds
+    scopes, pass_at = live_scopes(engine, customer_id, moment, stored, max_age_seconds)
     with engine.connect() as conn:
         wallets = conn.execute(_WALLETS, {"c": customer_id}).all()
         deducted = _deducted_by_wallet(conn, scopes)
@@ -69,11 +77,13 @@ def wallet_overview(
             "amount_cents": cents_value(ongoing.usage_cents),
             "deducted_cents": cents_value(ongoing.deducted_cents),
             "undeducted_cents": cents_value(ongoing.usage_cents - ongoing.deducted_cents),
+            "refreshed_at": pass_at.isoformat() if pass_at is not None else None,
             "subscriptions": [
                 {"external_subscription_id": s.external_subscription_id,
                  "period_start": s.period_start.isoformat(),
                  "amount_cents": cents_value(round_minor(s.amount_cents)),
-                 "deducted_cents": cents_value(s.deducted_cents), "currency": s.currency}
+                 "deducted_cents": cents_value(s.deducted_cents), "currency": s.currency,
+                 "source": s.source}
                 for s in scopes
             ],
         },
@@ -194,18 +204,26 @@ class LiveScope:
     customer_id: int
     deducted_cents: Decimal
     revision: int
+    source: str = "live"  # or "running_usage": the balance refresh's figure
 
 
 def live_scopes(
-    engine: Engine, customer_id: int, moment: datetime, stored: Sequence[Any]
-) -> list[LiveScope]:
+    engine: Engine, customer_id: int, moment: datetime, stored: Sequence[Any],
+    max_age_seconds: float = 0.0,
+) -> tuple[list[LiveScope], datetime | None]:
     """The periods in scope (``stored``: those with a snapshot; plus the current period of every
-    subscription active at ``moment``, snapshot or not) with usage rated live from the folded
-    state and the events not folded yet, exactly as ``tallyflow usage`` rates it."""
+    subscription active at ``moment``, snapshot or not) with their usage, and the moment of the
+    balance refresh's last pass. A period the running figures hold (same row, same period) is
+    read from them when that pass is fresh (``running_fresh``); any other is rated live from
+    the folded state and the events not folded yet, exactly as ``tallyflow usage`` rates it."""
     from tallyflow.tasks.folding import load_subscription_rows
-    from tallyflow.tasks.usage import rated_usage
 
     with engine.connect() as conn:
+        pass_at = last_pass(conn)
+        running = {
+            (int(r.subscription_id), r.period_start): Decimal(r.amount_cents)
+            for r in running_scopes(conn, [customer_id])
+        } if running_fresh(pass_at, moment, max_age_seconds) else {}
         external_ids = list(conn.execute(
             text("select external_id from subscriptions where customer_id = :c order by id"),
             {"c": customer_id},
@@ -233,16 +251,30 @@ def live_scopes(
     out: list[LiveScope] = []
     for (sub_id, period_start), at in sorted(wanted.items()):
         sub = subs[sub_id]
-        try:
-            # what the hourly deductions would take: charges paid in advance are paid per
-            # event (tasks/invoicing/advance/charges.py), so they are not owed again
-            in_arrears, _ = rated_usage(engine, sub.external_id, at).in_arrears()
-        except (LookupError, ValueError):
-            continue
+        amount = running.get((sub_id, period_start))
+        if amount is None:
+            amount = _rated_live(engine, sub.external_id, at)
+            if amount is None:
+                continue
         deducted, revision = positions.get((sub_id, period_start), (ZERO, 0))
-        out.append(LiveScope(sub_id, period_start, sub.currency, Decimal(in_arrears),
-                             sub.external_id, customer_id, deducted, revision))
-    return out
+        out.append(LiveScope(sub_id, period_start, sub.currency, amount, sub.external_id,
+                             customer_id, deducted, revision,
+                             "live" if (sub_id, period_start) not in running
+                             else "running_usage"))
+    return out, pass_at
+
+
+def _rated_live(engine: Engine, external_id: str, at: datetime) -> Decimal | None:
+    """What the hourly deductions would take for the period at ``at``, rated now: charges
+    paid in advance are paid per event (tasks/invoicing/advance/charges.py), so not owed
+    again. None when the subscription is not rated there (unknown, not in force)."""
+    from tallyflow.tasks.usage import rated_usage
+
+    try:
+        in_arrears, _ = rated_usage(engine, external_id, at).in_arrears()
+    except (LookupError, ValueError):
+        return None
+    return Decimal(in_arrears)
 
 
 # lago_invoice_id: the credit invoice of a paid top-up (tasks/invoicing/credit.py), once issued

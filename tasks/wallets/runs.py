@@ -24,6 +24,7 @@ from tallyflow.tasks.wallets.alerts import (
     mark_alerts_emitted,
     pending_alert_events,
 )
+from tallyflow.tasks.wallets.balance import RefreshSummary, refresh_running_usage
 from tallyflow.tasks.wallets.deductions import DeductionBatch, deduct_contained, due_customers
 from tallyflow.tasks.wallets.ledger import DEFAULT_GRACE_HOURS
 from tallyflow.tasks.wallets.lifecycle import expire_wallets, open_wallets
@@ -141,8 +142,14 @@ def threshold_top_ups_task(as_of: datetime, settle_paid: bool, run_id: int) -> i
 
 
 @task(name="evaluate-alerts", **_RETRIES)
-def evaluate_alerts_task(as_of: datetime, run_id: int) -> AlertSummary:
+def evaluate_alerts_task(as_of: datetime, run_id: int | None) -> AlertSummary:
     return evaluate_alerts(billing_engine(), as_of, run_id)
+
+
+@task(name="refresh-running-usage", **_RETRIES)
+def refresh_running_usage_task(now: datetime) -> RefreshSummary:
+    """One balance refresh pass (``refresh_running_usage``); idempotent, so a retry is safe."""
+    return refresh_running_usage(billing_engine(), now)
 
 
 @task(name="pending-alert-events", **_RETRIES)

@@ -38,11 +38,12 @@ def test_every_flow_module_imports_and_defines_flows() -> None:
         found[module.name] = [v.name for v in vars(imported).values() if isinstance(v, Flow)]
     assert found["ingest"] and found["billing"] and found["usage_snapshot"]
     assert found["wallet_deductions"] and found["invoice_pdfs"] and found["webhooks"]
+    assert found["balances"] == ["refresh-balances"]
 
 
 def test_the_expected_deployments_exist() -> None:
     assert set(SPECS) == {"interval", "api", "hourly", "pdfs", "backfill", "rerate", "reingest",
-                          "replay", "webhooks"}
+                          "replay", "webhooks", "balances"}
     hourly = SPECS["hourly"]
     assert hourly["schedules"] == [{"cron": "0 * * * *", "timezone": "UTC"}]
     assert hourly["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
@@ -52,6 +53,11 @@ def test_the_expected_deployments_exist() -> None:
     assert pdfs["schedules"] == [{"interval": 600}]
     assert pdfs["parameters"]["max_seconds"] < pdfs["schedules"][0]["interval"]
     assert pdfs["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+    # the running balances and the wallet alerts on them: every minute, one pass at a time
+    balances = SPECS["balances"]
+    assert balances["entrypoint"] == "tallyflow.flows.balances:refresh_balances"
+    assert balances["schedules"] == [{"interval": 60}]
+    assert balances["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
 
 
 def _schedule_of(item: dict[str, Any]) -> CronSchedule | IntervalSchedule:
@@ -158,6 +164,7 @@ def _submit_errors(name: str, parameters: dict) -> list[str]:
         ("pdfs", {"chunk": 0}, True),
         ("webhooks", {}, False),
         ("webhooks", {"limit": 0}, True),
+        ("balances", {}, False),
     ],
 )
 def test_the_server_refuses_bad_form_input_at_submit(
