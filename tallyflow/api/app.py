@@ -18,7 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tallyflow.api.balances import BalanceCache
 from tallyflow.api.intake import InflightLimit
+from tallyflow.api.keys import KeyCache
 from tallyflow.api.lago import LagoError, LagoJSON, invalid
 from tallyflow.api.pipeline import Pipeline
 from tallyflow.api.routers import (
@@ -67,6 +69,8 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> F
     app.state.engine = quiet
     app.state.settings = settings
     app.state.pipeline = Pipeline(quiet, settings, load=load)
+    app.state.keys = KeyCache(settings.key_cache_seconds)
+    app.state.balances = BalanceCache(settings.balance_cache_seconds)
     app.add_exception_handler(LagoError, _lago_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
