@@ -32,13 +32,15 @@ class Connection:
 
     def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
         self.host, self.port = host, port
-        self.head = "".join(f"{k}: {v}\r\n" for k, v in
-                            {"Host": f"{host}:{port}", **headers}.items()).encode()
+        self.head = "".join(
+            f"{k}: {v}\r\n" for k, v in {"Host": f"{host}:{port}", **headers}.items()
+        ).encode()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, path: str, body: bytes | None = None,
-                      timeout: float = 5.0) -> Answer:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, timeout: float = 5.0
+    ) -> Answer:
         """One request; a timeout or a dropped connection closes it and raises."""
         try:
             return await asyncio.wait_for(self._exchange(method, path, body), timeout)
@@ -50,10 +52,15 @@ class Connection:
         if self._writer is None:
             self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
         assert self._reader is not None
-        extra = (b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
-                 if body is not None else b"")
-        self._writer.write(b"%s %s HTTP/1.1\r\n%s%s\r\n%s" % (
-            method.encode(), path.encode(), self.head, extra, body or b""))
+        extra = (
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+            if body is not None
+            else b""
+        )
+        self._writer.write(
+            b"%s %s HTTP/1.1\r\n%s%s\r\n%s"
+            % (method.encode(), path.encode(), self.head, extra, body or b"")
+        )
         head = await self._reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
@@ -113,7 +120,9 @@ class CpuMeter:
         self.wall = time.perf_counter() - self._wall0
 
     def line(self) -> str:
-        return (f"  CPU during the load: server {self.server:.1f} s "
-                f"({self.server / self.wall:.2f} cores), benchmark clients {self.client:.1f} s "
-                f"({self.client / self.wall:.2f} cores) of {os.cpu_count()} cores; load average "
-                f"at start {self.load_at_start:.1f}")
+        return (
+            f"  CPU during the load: server {self.server:.1f} s "
+            f"({self.server / self.wall:.2f} cores), benchmark clients {self.client:.1f} s "
+            f"({self.client / self.wall:.2f} cores) of {os.cpu_count()} cores; load average "
+            f"at start {self.load_at_start:.1f}"
+        )

@@ -44,6 +44,7 @@ from tallyflow.api.routers import (
     wallets,
     webhook_endpoints,
 )
+from tallyflow.api.routers.events import EventFastPath
 from tallyflow.api.settings import ApiSettings
 
 ROUTERS = (estimates, events, billable_metrics, plans, customers, subscriptions, taxes, usage,
@@ -77,7 +78,10 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> F
     app.add_exception_handler(Exception, _crash)
     for module in ROUTERS:
         app.include_router(module.router)
-    # backpressure in front of the routes (tallyflow/api/intake.py)
+    # the events posts' common case, before FastAPI's routing (tallyflow/api/routers/events.py)
+    app.add_middleware(EventFastPath, keys=app.state.keys, pipeline=app.state.pipeline,
+                       settings=settings)
+    # backpressure in front of the routes (tallyflow/api/intake.py); added last: outermost
     app.add_middleware(InflightLimit, limit=settings.max_inflight,
                        counts=app.state.pipeline.intake)
     return app

@@ -43,8 +43,12 @@ class BalanceCache:
     """Answers by customer, each served for ``ttl`` seconds after it was read (0: always
     read). Used on the event loop only (no lock)."""
 
-    def __init__(self, ttl: float, size: int = BALANCE_CACHE_SIZE,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        ttl: float,
+        size: int = BALANCE_CACHE_SIZE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.ttl, self.size, self.clock = ttl, size, clock
         self._answers: OrderedDict[str, tuple[Answer, float]] = OrderedDict()
         self._reading: dict[str, asyncio.Future[Answer]] = {}

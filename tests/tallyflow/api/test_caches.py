@@ -23,8 +23,9 @@ class Clock:
         return self.now
 
 
-@pytest.mark.parametrize(("age", "cached"), [(0.0, True), (4.999, True), (5.0, False),
-                                             (60.0, False)])
+@pytest.mark.parametrize(
+    ("age", "cached"), [(0.0, True), (4.999, True), (5.0, False), (60.0, False)]
+)
 def test_a_key_is_trusted_for_less_than_its_ttl(age: float, cached: bool) -> None:
     clock = Clock()
     keys = KeyCache(ttl=5.0, clock=clock)
