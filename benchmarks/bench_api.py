@@ -202,6 +202,11 @@ def _report(args: argparse.Namespace, figures: Figures, elapsed: float, stored: 
           f"POST /events/batch of 100, {args.clients // 2} x POST /events), {elapsed:.1f} s, "
           f"{datetime.now(UTC):%Y-%m-%d %H:%M}Z, {args.workers} API worker process(es)")
     print(meter.line())
+    accepted = figures.events["batch"] + figures.events["single"]
+    if accepted and meter.server:
+        print(f"  server CPU per accepted event (accept + store + load, all requests): "
+              f"{meter.server / accepted * 1e6:,.0f} us = {accepted / meter.server:,.0f} "
+              f"events per server CPU-second")
     print(f"  batches: {figures.events['batch']} events = {batch_rate:,.0f} events/s   "
           f"goal >= 10,000/s  {_verdict(batch_rate >= 10_000)}")
     print(f"  singles: {figures.requests['single']} requests = {single_rate:,.0f} requests/s"

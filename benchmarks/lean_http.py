@@ -103,19 +103,19 @@ class CpuMeter:
     """The CPU the server's process group and this (client) process spend between ``start``
     and ``stop``, and the machine's load average when it started."""
 
-    def __init__(self, server_pgid: int) -> None:
-        self.pgid = server_pgid
+    def __init__(self, *server_pgids: int) -> None:
+        self.pgids = server_pgids
         self.load_at_start = os.getloadavg()[0]
         self.server = self.client = self.wall = 0.0
 
     def start(self) -> None:
         self.load_at_start = os.getloadavg()[0]
-        self._server0 = cpu_seconds(self.pgid)
+        self._server0 = sum(cpu_seconds(g) for g in self.pgids)
         self._client0 = time.process_time()
         self._wall0 = time.perf_counter()
 
     def stop(self) -> None:
-        self.server = cpu_seconds(self.pgid) - self._server0
+        self.server = sum(cpu_seconds(g) for g in self.pgids) - self._server0
         self.client = time.process_time() - self._client0
         self.wall = time.perf_counter() - self._wall0
 

@@ -44,6 +44,7 @@ from tallyflow.api.routers import (
     wallets,
     webhook_endpoints,
 )
+from tallyflow.api.routers.balance import BalanceFastPath
 from tallyflow.api.routers.events import EventFastPath
 from tallyflow.api.settings import ApiSettings
 
@@ -78,7 +79,9 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True) -> F
     app.add_exception_handler(Exception, _crash)
     for module in ROUTERS:
         app.include_router(module.router)
-    # the events posts' common case, before FastAPI's routing (tallyflow/api/routers/events.py)
+    # cached balance reads and the events posts' common case, before FastAPI's routing
+    # (tallyflow/api/routers/balance.py and events.py)
+    app.add_middleware(BalanceFastPath, keys=app.state.keys, balances=app.state.balances)
     app.add_middleware(EventFastPath, keys=app.state.keys, pipeline=app.state.pipeline,
                        settings=settings)
     # backpressure in front of the routes (tallyflow/api/intake.py); added last: outermost

@@ -55,11 +55,18 @@ class BalanceCache:
         self.hits = 0
         self.reads = 0
 
-    async def get(self, engine: Engine, customer: str) -> Answer:
+    def fresh(self, customer: str) -> Answer | None:
+        """The customer's answer if it is younger than ``ttl``, else None."""
         cached = self._answers.get(customer)
         if cached is not None and self.clock() - cached[1] < self.ttl:
             self.hits += 1
             return cached[0]
+        return None
+
+    async def get(self, engine: Engine, customer: str) -> Answer:
+        cached = self.fresh(customer)
+        if cached is not None:
+            return cached
         pending = self._reading.get(customer)
         if pending is not None:  # a read is under way: share its answer
             return await asyncio.shield(pending)
