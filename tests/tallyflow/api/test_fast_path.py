@@ -68,3 +68,17 @@ def test_a_wrong_key_never_takes_the_fast_path(client: TestClient, headers: dict
     answer = client.post("/api/v1/events", json={"event": event("w")}, headers=headers)
     assert answer.status_code == 401
     assert client.get("/api/v1/tallyflow/status").json()["answered_fast"] == 0
+
+
+@pytest.mark.parametrize(
+    ("subscription", "transaction"),
+    [("sub_1", "t1"), ("", "x"), ("süb €", "tx-ü"), ("a" * 300, "b\x00c")],
+)
+def test_lago_id_is_the_uuid5_it_always_was(subscription: str, transaction: str) -> None:
+    import uuid
+
+    from tallyflow.api.events import _EVENT_IDS, lago_id
+
+    assert lago_id(subscription, transaction) == str(
+        uuid.uuid5(_EVENT_IDS, f"{subscription}\x00{transaction}")
+    )
