@@ -324,7 +324,7 @@ class Pipeline:
         """What this process received, wrote and loaded."""
         loader = self.loader.stats.as_dict() if self.loader is not None else None
         return {"events_received": self.received, "objects_written": self.commit.objects,
-                "answered_fast": self.answered_fast,
+                "answered_fast": self.answered_fast, "worker": os.getpid(),
                 "source": self.settings.source_url, "loader": loader,
                 "intake": {"pending": self.intake.pending, "max_pending": self.intake.limit,
                            "refused": self.intake.refused,
