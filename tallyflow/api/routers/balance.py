@@ -58,7 +58,7 @@ class BalanceFastPath:
         customer = path[len(_HEAD):-len(_TAIL)]
         if not customer or "/" in customer:
             return None
-        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        header = dict(reversed(scope["headers"])).get(b"authorization", b"").decode("latin-1")
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip() or self.keys.get(key.strip()) is None:
             return None

@@ -86,7 +86,7 @@ async def create_batch(request: Request, body: Any = Depends(event_body),
 
 
 @router.get("/api/v1/tallyflow/status", tags=["tallyflow"])
-def status(pipeline: Pipeline = Depends(get_pipeline)) -> LagoJSON:
+async def status(pipeline: Pipeline = Depends(get_pipeline)) -> LagoJSON:
     """Not Lago's: what this process received, wrote and loaded (duplicates and
     conflicting duplicates are found when an object loads, after the answer)."""
     return LagoJSON(pipeline.status())
@@ -170,7 +170,7 @@ class EventFastPath:
                 or scope["path"] not in (EVENTS, BATCH):
             await self.app(scope, receive, send)
             return
-        headers = dict(scope["headers"])
+        headers = dict(reversed(scope["headers"]))  # the first of a repeated header, as Starlette
         name = self._key_name(headers.get(b"authorization", b""))
         length = headers.get(b"content-length", b"")
         if name is None or not length.isdigit() or int(length) > self.settings.max_body_bytes:
