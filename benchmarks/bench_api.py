@@ -9,10 +9,13 @@ p95 accept latency <= 250 ms for both, p95 <= 2 s from a 200 answer to the event
     TALLYFLOW_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \\
         .venv/bin/python benchmarks/bench_api.py [--seconds 20] [--clients 300] [--probes 40]
 
-Clients are asyncio tasks over httpx with the Python SDK's 5 s timeout. Like the SDKs, a
-client retries the same body on 429 (after ``Retry-After``) and on a timeout or a dropped
-connection, until it gets a 200; when the run ends each finishes the request it has. At the end
-every transaction id a client sent is looked up: it must be stored exactly once.
+Clients are asyncio tasks, one keep-alive connection each (``lean_http``: httpx cost more CPU
+than the server's routes, so it measured mostly itself), with the Python SDK's 5 s timeout.
+Like the SDKs, a client retries the same body on 429 (after ``Retry-After``) and on a timeout
+or a dropped connection, until it gets a 200; when the run ends each finishes the request it
+has. At the end every transaction id a client sent is looked up: it must be stored exactly
+once. The report gives the CPU the server and the clients each used during the load, and the
+load average at its start (the clients share the machine's two cores with the server).
 
 A scratch database is created next to the one in the URL and dropped afterwards; the Mistral
 catalog is applied with 20 subscriptions. The API runs as a real ``tallyflow api`` child
@@ -38,12 +41,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+from lean_http import Connection, CpuMeter, HttpError
 from scratch import drop_database, fresh_database
 from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSCRIPTIONS = 20
 PROBE = "sub_probe"
+PREFIX = "/api/v1"
 
 
 def _catalog(folder: Path) -> None:
@@ -89,23 +95,27 @@ class Figures:
     delays: list[float] = field(default_factory=list)
 
 
-async def _post(client: httpx.AsyncClient, path: str, body: dict[str, Any], kind: str,
+RETRIED = (TimeoutError, OSError, asyncio.IncompleteReadError, HttpError)
+
+
+async def _post(client: Connection, path: str, body: dict[str, Any], kind: str,
                 figures: Figures) -> None:
     """One SDK request: retried on 429 (after Retry-After) and on timeouts until a 200."""
     first = time.perf_counter()
+    data = orjson.dumps(body)
     while True:
         started = time.perf_counter()
         try:
-            answer = await client.post(path, json=body)
-        except (httpx.TimeoutException, httpx.TransportError):
+            answer = await client.request("POST", PREFIX + path, data, SDK_TIMEOUT)
+        except RETRIED:
             figures.timeouts += 1
             continue
-        if answer.status_code == 429:
+        if answer.status == 429:
             figures.refused += 1
-            await asyncio.sleep(float(answer.headers.get("Retry-After", "1")))
+            await asyncio.sleep(float(answer.headers.get("retry-after", "1")))
             continue
-        if answer.status_code != 200:
-            figures.errors.append(f"{answer.status_code} {answer.text[:200]}")
+        if answer.status != 200:
+            figures.errors.append(f"{answer.status} {answer.body[:200]!r}")
             return
         now = time.perf_counter()
         figures.latencies[kind].append(now - started)
@@ -113,7 +123,7 @@ async def _post(client: httpx.AsyncClient, path: str, body: dict[str, Any], kind
         return
 
 
-async def _client(worker: int, kind: str, client: httpx.AsyncClient, stop: asyncio.Event,
+async def _client(worker: int, kind: str, client: Connection, stop: asyncio.Event,
                   figures: Figures) -> None:
     n = 0
     while not stop.is_set():
@@ -128,9 +138,10 @@ async def _client(worker: int, kind: str, client: httpx.AsyncClient, stop: async
         figures.events[kind] += size
         figures.requests[kind] += 1
         n += 1
+    client.close()
 
 
-async def _probe(client: httpx.AsyncClient, stop: asyncio.Event, probes: int,
+async def _probe(client: Connection, stop: asyncio.Event, probes: int,
                  figures: Figures) -> None:
     """One event at a time to its own subscription; from its 200 to counting in usage."""
     for i in range(probes):
@@ -141,10 +152,10 @@ async def _probe(client: httpx.AsyncClient, stop: asyncio.Event, probes: int,
         await _post(client, "/events", {"event": event}, "probe", figures)
         answered = time.perf_counter()
         while True:
-            usage = await client.get("/customers/acme/current_usage",
-                                     params={"external_subscription_id": PROBE})
-            if usage.status_code == 200 and \
-                    usage.json()["customer_usage"]["events_count"] >= i + 1:
+            usage = await client.request("GET", f"{PREFIX}/customers/acme/current_usage"
+                                         f"?external_subscription_id={PROBE}", None, 30)
+            if usage.status == 200 and \
+                    orjson.loads(usage.body)["customer_usage"]["events_count"] >= i + 1:
                 figures.delays.append(time.perf_counter() - answered)
                 break
             if time.perf_counter() - answered > 60:
@@ -154,22 +165,24 @@ async def _probe(client: httpx.AsyncClient, stop: asyncio.Event, probes: int,
 
 
 async def _load(api: str, headers: dict[str, str], clients: int, seconds: float,
-                probes: int) -> tuple[Figures, float]:
+                probes: int, meter: CpuMeter) -> tuple[Figures, float]:
     figures = Figures()
     figures.latencies["probe"], figures.total["probe"] = [], []
-    limits = httpx.Limits(max_connections=clients + 2, max_keepalive_connections=clients + 2)
-    async with httpx.AsyncClient(base_url=api, headers=headers, timeout=SDK_TIMEOUT,
-                                 limits=limits) as client:
-        stop = asyncio.Event()
-        tasks = [asyncio.create_task(_client(w, "batch" if w % 2 == 0 else "single", client,
-                                             stop, figures)) for w in range(clients)]
-        prober = asyncio.create_task(_probe(client, stop, probes, figures))
-        started = time.perf_counter()
-        await asyncio.sleep(seconds)
-        stop.set()
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - started
-        await prober
+    port = int(api.rsplit(":", 1)[1].split("/")[0])
+    stop = asyncio.Event()
+    meter.start()
+    tasks = [asyncio.create_task(_client(w, "batch" if w % 2 == 0 else "single",
+                                         Connection("127.0.0.1", port, headers), stop,
+                                         figures)) for w in range(clients)]
+    prober = asyncio.create_task(_probe(Connection("127.0.0.1", port, headers), stop, probes,
+                                        figures))
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    meter.stop()
+    await prober
     return figures, elapsed
 
 
@@ -182,12 +195,18 @@ def _verdict(ok: bool) -> str:
 
 
 def _report(args: argparse.Namespace, figures: Figures, elapsed: float, stored: int,
-            distinct: int, missing: int, drain: float) -> None:
+            distinct: int, missing: int, drain: float, meter: CpuMeter) -> None:
     batch_rate = figures.events["batch"] / elapsed
     single_rate = figures.requests["single"] / elapsed
     print(f"tallyflow api, {args.clients} clients ({args.clients - args.clients // 2} x "
           f"POST /events/batch of 100, {args.clients // 2} x POST /events), {elapsed:.1f} s, "
-          f"{datetime.now(UTC):%Y-%m-%d %H:%M}Z, load average {os.getloadavg()[0]:.1f}")
+          f"{datetime.now(UTC):%Y-%m-%d %H:%M}Z, {args.workers} API worker process(es)")
+    print(meter.line())
+    accepted = figures.events["batch"] + figures.events["single"]
+    if accepted and meter.server:
+        print(f"  server CPU per accepted event (accept + store + load, all requests): "
+              f"{meter.server / accepted * 1e6:,.0f} us = {accepted / meter.server:,.0f} "
+              f"events per server CPU-second")
     print(f"  batches: {figures.events['batch']} events = {batch_rate:,.0f} events/s   "
           f"goal >= 10,000/s  {_verdict(batch_rate >= 10_000)}")
     print(f"  singles: {figures.requests['single']} requests = {single_rate:,.0f} requests/s"
@@ -213,12 +232,13 @@ def _report(args: argparse.Namespace, figures: Figures, elapsed: float, stored: 
           f"the load stopped")
 
 
-def _start_api(url: str, work: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _start_api(url: str, work: Path, workers: int = 1) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     env = {**os.environ, "TALLYFLOW_DATABASE_URL": url, "TALLYFLOW_HOME": str(work / "home"),
            "TALLYFLOW_API_BUCKET": (work / "bucket").as_uri()}
     process = subprocess.Popen(
-        [sys.executable, "-m", "tallyflow.cli", "api", "--port", str(port)], env=env,
+        [sys.executable, "-m", "tallyflow.cli", "api", "--port", str(port),
+         *(["--workers", str(workers)] if workers > 1 else [])], env=env,
         stdout=(work / "api.log").open("wb"), stderr=subprocess.STDOUT,
         start_new_session=True)
     return process, f"http://127.0.0.1:{port}/api/v1"
@@ -264,6 +284,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="Load duration.")
     parser.add_argument("--clients", type=int, default=300)
     parser.add_argument("--probes", type=int, default=40, help="Delay samples (at most).")
+    parser.add_argument("--workers", type=int, default=1, help="`tallyflow api --workers`.")
     args = parser.parse_args()
 
     from tallyflow.api.keys import create_key
@@ -280,12 +301,13 @@ def main() -> None:
         assert apply_catalog(engine, [work / "catalog"]).ok
         key, _ = create_key(engine, "bench")
         headers = {"Authorization": f"Bearer {key}"}
-        process, api = _start_api(url, work)
+        process, api = _start_api(url, work, args.workers)
         _wait_ready(process, api, headers, work)
+        meter = CpuMeter(process.pid)  # its own session: the pid is the group
         figures, elapsed = asyncio.run(_load(api, headers, args.clients, args.seconds,
-                                             args.probes))
+                                             args.probes, meter))
         stored, distinct, missing, drain = _check_stored(engine, figures)
-        _report(args, figures, elapsed, stored, distinct, missing, drain)
+        _report(args, figures, elapsed, stored, distinct, missing, drain, meter)
     finally:
         if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

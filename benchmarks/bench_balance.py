@@ -12,12 +12,15 @@ catalog is applied with 20 subscriptions of ``acme`` and one of a ``probe`` cust
 children run as in production: ``tallyflow api`` (it loads the objects it writes) and
 ``tallyflow wallets refresh-balances --every 0.2``. Load clients post 100-event batches paced
 to 2,000 events/s; readers read acme's balance as fast as they can; a probe posts one large
-event to its own customer and polls the balance until its usage shows it.
+event to its own customer and polls the balance until its usage shows it. The clients are
+asyncio tasks over one keep-alive connection each (``lean_http``); the report gives the CPU
+the two children and the clients each used, and the load average at the start.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -33,12 +36,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
+from lean_http import Connection, CpuMeter
 from scratch import drop_database, fresh_database
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBSCRIPTIONS = 20
 PROBE = "sub_probe"
 RATE = 2000  # events/s offered
+PREFIX = "/api/v1"
 
 
 def _catalog(folder: Path) -> None:
@@ -75,73 +81,96 @@ def _p(values: list[float], q: int) -> float:
 
 
 class Bench:
-    """The load, the readers and the probe against one running API."""
+    """The load, the readers and the probe against one running API: asyncio tasks, one
+    keep-alive connection each (``lean_http``)."""
 
-    def __init__(self, api: str, headers: dict[str, str], clients: int) -> None:
-        self.api, self.headers, self.clients = api, headers, clients
-        self.stop = threading.Event()
+    def __init__(self, port: int, headers: dict[str, str], clients: int) -> None:
+        self.port, self.headers, self.clients = port, headers, clients
+        self.stop = asyncio.Event()
         self.accepted = [0] * clients
         self.reads: list[float] = []
         self.read_errors = 0
         self.delays: list[float] = []
         self.direct: list[float] = []
 
-    def load(self, worker: int) -> None:
+    def connection(self) -> Connection:
+        return Connection("127.0.0.1", self.port, self.headers)
+
+    async def load(self, worker: int) -> None:
         """100-event batches, paced so all clients together offer RATE events/s."""
         interval = 100 * self.clients / RATE
-        with httpx.Client(headers=self.headers, timeout=30) as client:
-            n, next_at = 0, time.perf_counter()
-            while not self.stop.is_set():
-                batch = [_event(f"sub_{(worker + i) % SUBSCRIPTIONS}", f"w{worker}-{n}-{i}")
-                         for i in range(100)]
-                if client.post(f"{self.api}/events/batch",
-                               json={"events": batch}).status_code == 200:
-                    self.accepted[worker] += 100
-                n += 1
-                next_at += interval
-                time.sleep(max(0.0, next_at - time.perf_counter()))
+        client = self.connection()
+        n, next_at = 0, time.perf_counter()
+        while not self.stop.is_set():
+            batch = [_event(f"sub_{(worker + i) % SUBSCRIPTIONS}", f"w{worker}-{n}-{i}")
+                     for i in range(100)]
+            answer = await client.request("POST", f"{PREFIX}/events/batch",
+                                          orjson.dumps({"events": batch}), 30)
+            if answer.status == 200:
+                self.accepted[worker] += 100
+            n += 1
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        client.close()
 
-    def read(self) -> None:
-        with httpx.Client(headers=self.headers, timeout=30) as client:
-            while not self.stop.is_set():
-                started = time.perf_counter()
-                answer = client.get(f"{self.api}/tallyflow/customers/acme/balance")
-                if answer.status_code == 200:
-                    self.reads.append(time.perf_counter() - started)
-                else:
-                    self.read_errors += 1
+    async def read(self) -> None:
+        client = self.connection()
+        while not self.stop.is_set():
+            started = time.perf_counter()
+            answer = await client.request("GET", f"{PREFIX}/tallyflow/customers/acme/balance",
+                                          None, 30)
+            if answer.status == 200:
+                self.reads.append(time.perf_counter() - started)
+            else:
+                self.read_errors += 1
+        client.close()
 
-    def read_direct(self, url: str) -> None:
-        """The read's SQL alone (``customer_balance`` on one connection): what HTTP adds is
-        the difference."""
+    def read_direct(self, url: str, stop: threading.Event) -> None:
+        """The read's SQL alone (``customer_balance`` on one connection), in a thread: what
+        HTTP adds is the difference (``--direct``; it shares the clients' process)."""
         from tallyflow.infra import db
         from tallyflow.tasks.wallets import customer_balance
 
         with db.get_engine(url).connect() as conn:
-            while not self.stop.is_set():
+            while not stop.is_set():
                 started = time.perf_counter()
                 customer_balance(conn, "acme", 0)
                 conn.commit()
                 self.direct.append(time.perf_counter() - started)
 
-    def probe(self) -> None:
+    async def _ongoing(self, client: Connection) -> Any:
+        answer = await client.request("GET", f"{PREFIX}/tallyflow/customers/probe/balance",
+                                      None, 30)
+        return orjson.loads(answer.body)["balance"]["ongoing_usage_cents"]
+
+    async def probe(self) -> None:
         """One 100-package event at a time to ``probe``; the delay until its balance shows it."""
-        with httpx.Client(headers=self.headers, timeout=30) as client:
-            i = 0
-            while not self.stop.is_set():
-                url = f"{self.api}/tallyflow/customers/probe/balance"
-                before = client.get(url).json()["balance"]["ongoing_usage_cents"]
-                answer = client.post(f"{self.api}/events/batch", json={"events": [
-                    _event(PROBE, f"probe-{i}", 100_000_000)]})
-                answered = time.perf_counter()
-                assert answer.status_code == 200, answer.text
-                while client.get(url).json()["balance"]["ongoing_usage_cents"] <= before:
-                    if time.perf_counter() - answered > 60:
-                        raise SystemExit(f"probe {i} not reflected within 60 s")
-                    time.sleep(0.02)
-                self.delays.append(time.perf_counter() - answered)
-                i += 1
-                time.sleep(0.3)
+        client = self.connection()
+        i = 0
+        while not self.stop.is_set():
+            before = await self._ongoing(client)
+            answer = await client.request("POST", f"{PREFIX}/events/batch", orjson.dumps(
+                {"events": [_event(PROBE, f"probe-{i}", 100_000_000)]}), 30)
+            answered = time.perf_counter()
+            assert answer.status == 200, answer.body
+            while await self._ongoing(client) <= before:
+                if time.perf_counter() - answered > 60:
+                    raise SystemExit(f"probe {i} not reflected within 60 s")
+                await asyncio.sleep(0.02)
+            self.delays.append(time.perf_counter() - answered)
+            i += 1
+            await asyncio.sleep(0.3)
+        client.close()
+
+    async def run(self, readers: int, seconds: float) -> float:
+        tasks = [asyncio.create_task(self.load(w)) for w in range(self.clients)]
+        tasks += [asyncio.create_task(self.read()) for _ in range(readers)]
+        tasks.append(asyncio.create_task(self.probe()))
+        started = time.perf_counter()
+        await asyncio.sleep(seconds)
+        self.stop.set()
+        await asyncio.gather(*tasks)
+        return time.perf_counter() - started
 
 
 def _wait_up(api: str, headers: dict[str, str], process: subprocess.Popen[bytes],
@@ -158,13 +187,14 @@ def _wait_up(api: str, headers: dict[str, str], process: subprocess.Popen[bytes]
         time.sleep(0.2)
 
 
-def _report(bench: Bench, elapsed: float) -> None:
+def _report(bench: Bench, elapsed: float, meter: CpuMeter) -> None:
     reads = len(bench.reads) / elapsed
     p99 = _p(bench.reads, 99) * 1000
     events = sum(bench.accepted) / elapsed
     p95 = _p(bench.delays, 95)
     print(f"balance reads under ingest, {elapsed:.1f} s, {datetime.now(UTC):%Y-%m-%d %H:%M}Z, "
-          f"load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} cores")
+          f"{os.cpu_count()} cores")
+    print(meter.line().replace("server", "server (API + refresh)"))
     print(f"  events accepted: {events:,.0f}/s (offered {RATE:,}/s)")
     print(f"  balance reads: {reads:,.0f}/s   goal >= 2,000/s  "
           f"{'MET' if reads >= 2000 else 'NOT MET'}")
@@ -207,19 +237,26 @@ def _run(url: str, work: Path, args: argparse.Namespace,
     api = f"http://127.0.0.1:{port}/api/v1"
     headers = {"Authorization": f"Bearer {key}"}
     _wait_up(api, headers, children[0], work / "api.log")
-    bench = Bench(api, headers, args.clients)
-    threads = [threading.Thread(target=bench.load, args=(w,)) for w in range(args.clients)]
-    threads += [threading.Thread(target=bench.read) for _ in range(args.readers)]
-    threads.append(threading.Thread(target=bench.probe))
-    threads.append(threading.Thread(target=bench.read_direct, args=(url,)))
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    time.sleep(args.seconds)
-    bench.stop.set()
-    for thread in threads:
-        thread.join()
-    _report(bench, time.perf_counter() - started)
+    bench = Bench(port, headers, args.clients)
+    meter = CpuMeter(children[0].pid, children[1].pid)
+    api_meter = CpuMeter(children[0].pid)
+    stop_direct = threading.Event()
+    direct = threading.Thread(target=bench.read_direct, args=(url, stop_direct))
+    if args.direct:
+        direct.start()
+    meter.start()
+    api_meter.start()
+    elapsed = asyncio.run(bench.run(args.readers, args.seconds))
+    meter.stop()
+    api_meter.stop()
+    stop_direct.set()
+    if args.direct:
+        direct.join()
+    _report(bench, elapsed, meter)
+    requests = len(bench.reads) + sum(bench.accepted) // 100
+    print(f"  API process CPU: {api_meter.server:.1f} s for {len(bench.reads)} reads and "
+          f"{sum(bench.accepted) // 100} batches = {api_meter.server / max(requests, 1) * 1e6:,.0f}"
+          f" us per request")
 
 
 def main() -> None:
@@ -227,6 +264,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="Load duration.")
     parser.add_argument("--clients", type=int, default=4, help="Event posting clients.")
     parser.add_argument("--readers", type=int, default=8, help="Balance reading clients.")
+    parser.add_argument("--direct", action="store_true",
+                        help="Also time the read's SQL alone, in a thread of the clients.")
     args = parser.parse_args()
 
     from tallyflow.infra import db

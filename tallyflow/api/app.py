@@ -18,7 +18,9 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tallyflow.api.balances import BalanceCache
 from tallyflow.api.intake import InflightLimit
+from tallyflow.api.keys import KeyCache
 from tallyflow.api.lago import LagoError, LagoJSON, invalid
 from tallyflow.api.pipeline import Pipeline
 from tallyflow.api.routers import (
@@ -43,6 +45,8 @@ from tallyflow.api.routers import (
     wallets,
     webhook_endpoints,
 )
+from tallyflow.api.routers.balance import BalanceFastPath
+from tallyflow.api.routers.events import EventFastPath
 from tallyflow.api.settings import ApiSettings
 
 ROUTERS = (estimates, events, billable_metrics, plans, customers, subscriptions, taxes, usage,
@@ -70,13 +74,20 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True,
     app.state.engine = quiet
     app.state.settings = settings
     app.state.pipeline = Pipeline(quiet, settings, load=load, mark=mark)
+    app.state.keys = KeyCache(settings.key_cache_seconds)
+    app.state.balances = BalanceCache(settings.balance_cache_seconds)
     app.add_exception_handler(LagoError, _lago_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _crash)
     for module in ROUTERS:
         app.include_router(module.router)
-    # backpressure in front of the routes (tallyflow/api/intake.py)
+    # cached balance reads and the events posts' common case, before FastAPI's routing
+    # (tallyflow/api/routers/balance.py and events.py)
+    app.add_middleware(BalanceFastPath, keys=app.state.keys, balances=app.state.balances)
+    app.add_middleware(EventFastPath, keys=app.state.keys, pipeline=app.state.pipeline,
+                       settings=settings)
+    # backpressure in front of the routes (tallyflow/api/intake.py); added last: outermost
     app.add_middleware(InflightLimit, limit=settings.max_inflight,
                        counts=app.state.pipeline.intake)
     return app

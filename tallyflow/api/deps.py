@@ -13,8 +13,9 @@ from typing import Any
 
 from fastapi import Depends, Query, Request
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
-from tallyflow.api.keys import key_name
+from tallyflow.api.keys import KeyCache, key_name
 from tallyflow.api.lago import LagoError, invalid, read_json
 from tallyflow.api.pipeline import Pipeline
 from tallyflow.api.settings import ApiSettings
@@ -37,13 +38,21 @@ async def get_pipeline(request: Request) -> Pipeline:
     return pipeline
 
 
-def authenticate(request: Request, engine: Engine = Depends(get_engine)) -> str:
+async def authenticate(request: Request, engine: Engine = Depends(get_engine)) -> str:
     """Lago's auth: ``Authorization: Bearer <key>``, else 401 ``{"status": 401, "error":
-    "Unauthorized"}``. Sync: FastAPI runs it in its thread pool (it reads the database). The
-    key's name is the actor of what the request changes (kept on ``request.state`` too)."""
+    "Unauthorized"}``. A coroutine: a key the app's ``KeyCache`` holds costs no thread-pool
+    hop and no query; any other is looked up in a worker thread. The key's name is the actor
+    of what the request changes (kept on ``request.state`` too)."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
-    name = key_name(engine, key.strip()) if scheme.lower() == "bearer" and key.strip() else None
+    key = key.strip()
+    name = None
+    if scheme.lower() == "bearer" and key:
+        keys: KeyCache = request.app.state.keys
+        name = keys.get(key)
+        if name is None:
+            name = await run_in_threadpool(key_name, engine, key)
+            keys.put(key, name)
     if name is None:
         raise LagoError(401)
     request.state.api_key_name = name

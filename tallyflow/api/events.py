@@ -9,6 +9,8 @@ not a conflict).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +33,24 @@ _LAGO_CODES: dict[str, str] = {
     Reason.INVALID_TIMESTAMP: "invalid_format",
 }
 _EVENT_IDS = uuid.UUID("6f1e3a52-6c1b-4a8e-9a57-2f3b8d0c7e11")
+_EVENT_IDS_BYTES = _EVENT_IDS.bytes
+
+
+def lago_id(external_subscription_id: str, transaction_id: str) -> str:
+    """``uuid5(_EVENT_IDS, "<subscription>\\x00<transaction>")`` as text, without building
+    ``uuid.UUID`` objects (a third of an answer's cost per event in a batch of 100)."""
+    name = f"{external_subscription_id}\x00{transaction_id}".encode()
+    digest = bytearray(hashlib.sha1(_EVENT_IDS_BYTES + name).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@functools.lru_cache(maxsize=256)
+def _utc_text(moment: datetime) -> str:
+    """A batch's events share their receipt time (and often their timestamp): once each."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +117,16 @@ def event_object(event: CheckedEvent, written_at: datetime, received_at: datetim
     """Lago's event object, as POST /events answers it."""
     moment = event.timestamp or written_at
     return {
-        "lago_id": str(uuid.uuid5(_EVENT_IDS,
-                                  f"{event.external_subscription_id}\x00{event.transaction_id}")),
+        "lago_id": lago_id(event.external_subscription_id, event.transaction_id),
         "transaction_id": event.transaction_id,
         "lago_customer_id": lago_customer_id,
         "external_customer_id": event.external_customer_id,
         "code": event.code,
-        "timestamp": moment.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "timestamp": _utc_text(moment),
         "precise_total_amount_cents": (None if event.precise is None
                                        else format(event.precise, "f")),
         "properties": loads_exact(event.properties),
         "lago_subscription_id": lago_subscription_id,
         "external_subscription_id": event.external_subscription_id,
-        "created_at": received_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "created_at": _utc_text(received_at),
     }

@@ -3,12 +3,20 @@
 A key is 32 random bytes (URL-safe text, prefixed ``tf_``); only its SHA-256 is stored, so the
 key itself is shown once, when it is created. SHA-256 rather than a slow password hash: the key
 has 256 bits of entropy (nothing to brute-force) and every request checks it.
+
+``KeyCache`` keeps the answer for an active key in the API process for ``KEY_CACHE_SECONDS``
+(docs/architecture.md §22): a request with a known key costs no database round trip, and a
+revoked key stops working at most that long after ``tallyflow api-keys revoke``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -102,3 +110,45 @@ def key_name(engine: Engine, key: str) -> str | None:
             {"h": hash_key(key)},
         ).scalar()
     return name
+
+
+KEY_CACHE_SECONDS = 5.0  # a revoked key works at most this long in a running API process
+KEY_CACHE_SIZE = 1024  # active keys remembered at once (least recently checked go first)
+
+
+class KeyCache:
+    """Active keys' names by key hash, each for at most ``ttl`` seconds after it was read
+    from ``api_keys``. Only active keys are kept: an unknown or revoked key is looked up
+    every time (so a key created a moment ago works at once). ``ttl`` 0 turns it off."""
+
+    def __init__(self, ttl: float = KEY_CACHE_SECONDS, size: int = KEY_CACHE_SIZE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.size, self.clock = ttl, size, clock
+        self._names: OrderedDict[str, tuple[str, float]] = OrderedDict()  # hash -> (name, at)
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.lookups = 0
+
+    def get(self, key: str) -> str | None:
+        """The key's name when it was active less than ``ttl`` seconds ago, else None (look
+        it up with ``key_name`` and ``put`` the answer)."""
+        digest = hash_key(key)
+        with self._lock:
+            cached = self._names.get(digest)
+            if cached is None or self.clock() - cached[1] >= self.ttl:
+                return None
+            self._names.move_to_end(digest)
+            self.hits += 1
+            return cached[0]
+
+    def put(self, key: str, name: str | None) -> None:
+        digest = hash_key(key)
+        with self._lock:
+            self.lookups += 1
+            if name is None or self.ttl <= 0:
+                self._names.pop(digest, None)
+                return
+            self._names[digest] = (name, self.clock())
+            self._names.move_to_end(digest)
+            while len(self._names) > self.size:
+                self._names.popitem(last=False)

@@ -352,6 +352,7 @@ class Pipeline:
         self.commit = GroupCommit(self.writer.write, settings.commit_seconds,
                                   settings.commit_events, self._written, self._settled)
         self.received = 0
+        self.answered_fast = 0  # event requests answered by the fast path (routers/events.py)
 
     def _written(self, ref: ObjectRef) -> None:
         """Kept for GroupCommit's callers that want each object; the loader is told in
@@ -392,6 +393,7 @@ class Pipeline:
         """What this process received, wrote and loaded."""
         loader = self.loader.stats.as_dict() if self.loader is not None else None
         return {"events_received": self.received, "objects_written": self.commit.objects,
+                "answered_fast": self.answered_fast, "worker": os.getpid(),
                 "source": self.settings.source_url, "loader": loader,
                 "intake": {"pending": self.intake.pending, "max_pending": self.intake.limit,
                            "refused": self.intake.refused,

@@ -1,6 +1,6 @@
 """``tallyflow api`` (the Lago-compatible HTTP API) and ``tallyflow api-keys``.
 
-- ``api [--host 127.0.0.1] [--port 3000]``: serve Lago's v1 API (docs at /docs);
+- ``api [--host 127.0.0.1] [--port 3000] [--workers 1]``: serve Lago's v1 API (docs at /docs);
 - ``api-keys create NAME``: a new key, printed once (only its hash is kept);
 - ``api-keys list [--json]``; ``api-keys revoke NAME|PREFIX``.
 """
@@ -29,13 +29,16 @@ def register(root: typer.Typer) -> None:
 def api(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(3000, "--port", help="Port to listen on."),
+    workers: int = typer.Option(
+        1, "--workers", help="Server processes on the one port (about one per core); each "
+        "has its own intake bound and caches, and 1/N of the per-key rate."),
 ) -> None:
     """Serve Lago's v1 API (events, usage, wallets, invoices, catalog) until stopped."""
     from tallyflow.api.server import run
 
     typer.echo(f"Tallyflow API on http://{host}:{port}/api/v1/ (docs: http://{host}:{port}/docs)",
                err=True)
-    run(host, port)
+    run(host, port, workers=workers)
 
 
 def _fail(exc: Exception) -> None:

@@ -350,6 +350,8 @@ class ApiSettings:
     max_pending: int = 50000  # events accepted and not yet loaded; past it, 429
     rate_limit: float | None = None  # events per second per API key; None: no limit
     max_inflight: int = 64  # event requests worked on at once; past it, 429
+    key_cache_seconds: float = 5.0  # an active API key is trusted this long without a query
+    balance_cache_seconds: float = 0.5  # a balance answer is served this long without a query
 
     @property
     def source_url(self) -> str:

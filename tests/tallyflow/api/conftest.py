@@ -100,7 +100,7 @@ def live_api(database_url: str, engine: Engine, tmp_path: Path,
 
     started: list[LiveApi] = []
 
-    def start(**env: str) -> LiveApi:
+    def start(*args: str, **env: str) -> LiveApi:
         port = free_port()
         log = tmp_path / f"api-{port}.log"
         environment = {**os.environ, "TALLYFLOW_DATABASE_URL": database_url,
@@ -110,7 +110,7 @@ def live_api(database_url: str, engine: Engine, tmp_path: Path,
         environment.pop("TALLYFLOW_FAILPOINTS", None) if "TALLYFLOW_FAILPOINTS" not in env \
             else None
         process = subprocess.Popen(
-            [sys.executable, "-m", "tallyflow.cli", "api", "--port", str(port)],
+            [sys.executable, "-m", "tallyflow.cli", "api", "--port", str(port), *args],
             env=environment, stdout=log.open("wb"), stderr=subprocess.STDOUT,
             start_new_session=True)
         server = LiveApi(f"http://127.0.0.1:{port}", process, tmp_path / "bucket", log)

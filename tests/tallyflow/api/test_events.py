@@ -47,9 +47,20 @@ def test_a_missing_or_wrong_key_gets_lagos_401(client: TestClient,
     assert answer.json() == {"status": 401, "error": "Unauthorized"}
 
 
-def test_a_revoked_key_stops_working(client: TestClient, engine: Engine) -> None:
+@pytest.mark.parametrize("ttl", [0.0, 2.0])
+def test_a_revoked_key_stops_working_within_the_key_cache_ttl(
+    make_client: Callable[..., TestClient], engine: Engine, ttl: float
+) -> None:
+    """The API trusts a key it checked for ``key_cache_seconds`` (no query per request): a
+    revoked key stops working at most that long after the revocation, and at once with 0."""
+    client = make_client(key_cache_seconds=ttl)
     assert client.get("/api/v1/customers").status_code == 200
     revoke_key(engine, "tests")
+    revoked_at = time.monotonic()
+    if ttl:  # still trusted from the cache, within the bound
+        assert client.get("/api/v1/customers").status_code == 200
+        assert time.monotonic() - revoked_at < ttl
+        time.sleep(ttl)
     assert client.get("/api/v1/customers").status_code == 401
 
 
