@@ -56,6 +56,9 @@ from tallyflow.models.tables.outbox import (
     webhooks,
 )
 from tallyflow.models.tables.rating import (
+    change_set_bounds,
+    change_set_members,
+    change_sets,
     snapshot_archives,
     usage_amounts,
     usage_folds,
@@ -84,6 +87,9 @@ __all__ = [
     "billable_metric_filters",
     "billable_metrics",
     "billing_entities",
+    "change_set_bounds",
+    "change_set_members",
+    "change_sets",
     "charge_filters",
     "charges",
     "credit_note_credits",
