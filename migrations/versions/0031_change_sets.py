@@ -62,8 +62,24 @@ def upgrade() -> None:
     )
     op.create_index("ix_change_set_bounds_next_boundary", "change_set_bounds", ["next_boundary"])
 
+    # usage alerts (§18) are evaluated only for what changed since the last full pass
+    op.create_table(
+        "alert_evaluations",
+        sa.Column("id", sa.SmallInteger(), autoincrement=False, nullable=False),
+        sa.Column("captured_at", sa.DateTime(timezone=True), nullable=False),
+        sa.CheckConstraint("id = 1", name=op.f("ck_alert_evaluations_one_row")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_alert_evaluations")),
+    )
+
+    # when the evaluator last wrote the alert (an edit after it: ``updated_at`` is later)
+    op.add_column(
+        "usage_alerts", sa.Column("evaluated_at", sa.DateTime(timezone=True), nullable=True)
+    )
+
 
 def downgrade() -> None:
+    op.drop_column("usage_alerts", "evaluated_at")
+    op.drop_table("alert_evaluations")
     op.drop_index("ix_change_set_bounds_next_boundary", table_name="change_set_bounds")
     op.drop_table("change_set_bounds")
     op.drop_table("change_set_members")

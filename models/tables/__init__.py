@@ -8,7 +8,12 @@ One module per area; this package's ``metadata`` holds every table (Alembic's ta
 """
 
 from tallyflow.models.tables.access import api_keys
-from tallyflow.models.tables.alerts import triggered_alerts, usage_alert_thresholds, usage_alerts
+from tallyflow.models.tables.alerts import (
+    alert_evaluations,
+    triggered_alerts,
+    usage_alert_thresholds,
+    usage_alerts,
+)
 from tallyflow.models.tables.base import metadata
 from tallyflow.models.tables.catalog import (
     add_ons,
@@ -80,6 +85,7 @@ from tallyflow.models.tables.wallet_ledger import (
 __all__ = [
     "RUN_STATUSES",
     "add_ons",
+    "alert_evaluations",
     "api_keys",
     "applied_coupons",
     "coupon_credits",

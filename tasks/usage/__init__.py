@@ -7,6 +7,7 @@ The room's only way in from outside it (docs/architecture.md §8). Folding the e
 
 from tallyflow.tasks.usage.changes import (
     ChangeSet,
+    capture_time,
     change_set_members,
     complete_change_set,
     complete_change_set_task,
@@ -36,6 +37,7 @@ from tallyflow.tasks.usage.snapshot_reads import usage_as_of
 
 __all__ = [
     "ChangeSet",
+    "capture_time",
     "change_set_members",
     "complete_change_set",
     "complete_change_set_task",

@@ -97,6 +97,13 @@ _MEMBERS = text(
 )
 
 
+def capture_time(conn: Connection) -> datetime:
+    """The time from which the next look for changes must read stamped rows: now, or the
+    start of the oldest transaction open in this database (it may commit later)."""
+    moment: datetime = conn.execute(_CAPTURED).scalar_one()
+    return moment
+
+
 @dataclass
 class ChangeSet:
     """An hour's change set: ``full`` (every subscription) or its members' count and why."""
@@ -165,7 +172,7 @@ def open_change_set(engine: Engine, as_of: datetime) -> ChangeSet:
     with engine.begin() as conn:
         conn.execute(text("select pg_advisory_xact_lock(:k)"), {"k": FOLD_LOCK})
         fold = int(conn.execute(text("select coalesce(max(id), 0) from usage_folds")).scalar_one())
-        captured = conn.execute(_CAPTURED).scalar_one()
+        captured = capture_time(conn)
         full, base = _base(conn, as_of)
         reasons: Counter[str] = Counter()
         if full:

@@ -257,3 +257,23 @@ def test_a_change_committed_after_the_set_was_taken_enters_the_next_set(many: En
     run_hour(many, second)
     assert members(many, second) == {"bsub_21"}
     assert_full_cycle_has_nothing_left(many, second)
+
+
+def test_alerts_are_evaluated_only_where_something_changed(many: Engine) -> None:
+    """Usage alerts (evaluated every minute) on 100 of the subscriptions: a pass with nothing
+    new rates none; new events on one rate that one, and its crossing triggers once."""
+    from tallyflow.tasks.alerts import create_alert, evaluate_alerts
+
+    watched = [f"bsub_{i}" for i in range(1, 101)]
+    for sub in watched:
+        create_alert(many, sub, {"alert_type": "current_usage_amount", "code": "spend",
+                                 "thresholds": [{"code": "one", "value": 100}]})
+    at = H0 + timedelta(minutes=1)
+    assert evaluate_alerts(many, at).subscriptions == 100  # new alerts: all of them
+    assert evaluate_alerts(many, at + timedelta(minutes=1)).subscriptions == 0
+    load_rows(many, [tokens("bsub_42", "x", at, n=2_000_000)])  # $2 > 100 cents
+    run = evaluate_alerts(many, at + timedelta(minutes=2))
+    assert (run.subscriptions, len(run.triggered)) == (1, 1)
+    assert evaluate_alerts(many, at + timedelta(minutes=3)).subscriptions == 0
+    # a period boundary: every watched subscription's values start again from 0
+    assert evaluate_alerts(many, datetime(2025, 4, 1, 5, tzinfo=UTC)).subscriptions == 100
