@@ -218,6 +218,7 @@ def _artifact(
         f" event ingested when this run ran.",
         "",
         f"- subscriptions: {usage.get('subscriptions_as_of', 0)}",
+        _change_set_line(usage),
         f"- usage amount: {usage.get('amount_cents_as_of', 0)} cents",
         f"- usage snapshot: {run_link(usage_run, 'usage-snapshot run')}: stored"
         f" {usage.get('snapshots', 0)} snapshot(s) ({usage.get('amount_cents', 0)} cents);"
@@ -243,6 +244,17 @@ def _artifact(
     else:
         lines += ["", "No wallet postings in this run: every ledger already matched usage."]
     return "\n".join(lines)
+
+
+def _change_set_line(usage: UsageSnapshotSummary) -> str:
+    """What the hour looked at (docs/architecture.md §25)."""
+    changes = usage.get("change_set")
+    if not changes or changes["full"]:
+        return ("- change set: every subscription (no completed hour before this one, or an"
+                " hour behind a later one)")
+    why = ", ".join(f"{k} {v}" for k, v in sorted(changes["reasons"].items())) or "nothing"
+    return (f"- change set: {changes['subscriptions']} subscription(s) changed since"
+            f" {changes['base_as_of']} ({why})")
 
 
 def _advance_section(advance: AdvanceSummary) -> str:
