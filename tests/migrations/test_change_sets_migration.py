@@ -30,4 +30,5 @@ def test_0031_up_and_down(scratch_database: Callable[[], str]) -> None:
     _migrate(engine, "0031")
     assert TABLES <= set(inspect(engine).get_table_names())
     assert [i["name"] for i in inspect(engine).get_indexes("change_set_bounds")] == [
-        "ix_change_set_bounds_next_boundary"]
+        "ix_change_set_bounds_next_boundary"
+    ]

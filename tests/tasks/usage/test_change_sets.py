@@ -95,10 +95,15 @@ def run_hour(engine: Engine, at: datetime, complete: bool = True) -> dict[str, A
 
 def members(engine: Engine, at: datetime) -> set[str]:
     with engine.connect() as conn:
-        return set(conn.execute(text(
-            "select s.external_id from change_set_members m"
-            " join subscriptions s on s.id = m.subscription_id where m.as_of = :h"),
-            {"h": at}).scalars())
+        return set(
+            conn.execute(
+                text(
+                    "select s.external_id from change_set_members m"
+                    " join subscriptions s on s.id = m.subscription_id where m.as_of = :h"
+                ),
+                {"h": at},
+            ).scalars()
+        )
 
 
 def assert_full_cycle_has_nothing_left(engine: Engine, at: datetime) -> None:
@@ -108,8 +113,13 @@ def assert_full_cycle_has_nothing_left(engine: Engine, at: datetime) -> None:
 
 
 def tokens(sub: str, txn: str, ts: datetime, n: int = 1_000_000) -> dict[str, Any]:
-    return {"sub": sub, "txn": txn, "code": "mistral_tokens", "ts": ts,
-            "properties": {"tokens": n, "model": "mistral-small", "type": "input"}}
+    return {
+        "sub": sub,
+        "txn": txn,
+        "code": "mistral_tokens",
+        "ts": ts,
+        "properties": {"tokens": n, "model": "mistral-small", "type": "input"},
+    }
 
 
 def test_one_changed_subscription_out_of_n_touches_one(many: Engine, loaded: list[int]) -> None:
@@ -141,8 +151,9 @@ def _late_event(engine: Engine, at: datetime, _: Path) -> None:  # an hour long 
 def _void(engine: Engine, at: datetime, _: Path) -> None:
     load_rows(engine, [tokens("bsub_5", "to-void", at - timedelta(hours=2))])
     run_hour(engine, at - timedelta(minutes=30))  # billed, then voided (no re-rating run)
-    result = void_events(engine, [EventKey("bsub_5", "to-void")], "test", "duplicate",
-                         at=at - timedelta(minutes=20))
+    result = void_events(
+        engine, [EventKey("bsub_5", "to-void")], "test", "duplicate", at=at - timedelta(minutes=20)
+    )
     assert result.voided
 
 
@@ -151,8 +162,9 @@ def _top_up(engine: Engine, at: datetime, _: Path) -> None:
 
 
 def _termination(engine: Engine, at: datetime, _: Path) -> None:
-    terminate_subscription(engine, "bsub_7", at - timedelta(minutes=15),
-                           now=at - timedelta(minutes=15))
+    terminate_subscription(
+        engine, "bsub_7", at - timedelta(minutes=15), now=at - timedelta(minutes=15)
+    )
 
 
 def _price_change(engine: Engine, at: datetime, tmp_path: Path) -> None:
@@ -176,7 +188,10 @@ KINDS: list[tuple[str, Callable[[Engine, datetime, Path], None], set[str] | None
 
 @pytest.mark.parametrize(("kind", "change", "expected"), KINDS, ids=[k[0] for k in KINDS])
 def test_each_kind_of_change_enters_the_set(
-    many: Engine, tmp_path: Path, kind: str, change: Callable[[Engine, datetime, Path], None],
+    many: Engine,
+    tmp_path: Path,
+    kind: str,
+    change: Callable[[Engine, datetime, Path], None],
     expected: set[str] | None,
 ) -> None:
     at = H0 + timedelta(hours=3)
@@ -237,9 +252,13 @@ def test_an_hour_after_a_failed_one_covers_its_changes(many: Engine) -> None:
 def test_the_mistral_subscription_is_one_of_them(many: Engine) -> None:
     """The catalog's own subscription (with its customer and wallet) is in the first set too."""
     with many.connect() as conn:
-        bound = conn.execute(text(
-            "select b.next_boundary from change_set_bounds b join subscriptions s"
-            " on s.id = b.subscription_id where s.external_id = :e"), {"e": SUB}).scalar_one()
+        bound = conn.execute(
+            text(
+                "select b.next_boundary from change_set_bounds b join subscriptions s"
+                " on s.id = b.subscription_id where s.external_id = :e"
+            ),
+            {"e": SUB},
+        ).scalar_one()
     # the end of its March, in its customer's timezone
     assert datetime(2025, 3, 31, 23, tzinfo=UTC) < bound < datetime(2025, 4, 1, 12, tzinfo=UTC)
 
@@ -250,8 +269,12 @@ def test_a_change_committed_after_the_set_was_taken_enters_the_next_set(many: En
     oldest open transaction's start)."""
     first, second = H0 + timedelta(hours=1), H0 + timedelta(hours=2)
     with many.connect() as conn, conn.begin():
-        conn.execute(text("update customers set timezone = 'UTC', updated_at = now()"
-                          " where external_id = 'cust_21'"))
+        conn.execute(
+            text(
+                "update customers set timezone = 'UTC', updated_at = now()"
+                " where external_id = 'cust_21'"
+            )
+        )
         assert run_hour(many, first)["set"].subscriptions == 0  # not committed yet: unseen
     assert members(many, second) == set()  # nothing taken yet for the second hour
     run_hour(many, second)
@@ -266,8 +289,15 @@ def test_alerts_are_evaluated_only_where_something_changed(many: Engine) -> None
 
     watched = [f"bsub_{i}" for i in range(1, 101)]
     for sub in watched:
-        create_alert(many, sub, {"alert_type": "current_usage_amount", "code": "spend",
-                                 "thresholds": [{"code": "one", "value": 100}]})
+        create_alert(
+            many,
+            sub,
+            {
+                "alert_type": "current_usage_amount",
+                "code": "spend",
+                "thresholds": [{"code": "one", "value": 100}],
+            },
+        )
     at = H0 + timedelta(minutes=1)
     assert evaluate_alerts(many, at).subscriptions == 100  # new alerts: all of them
     assert evaluate_alerts(many, at + timedelta(minutes=1)).subscriptions == 0
