@@ -8,9 +8,12 @@ and one wallet, and ``--events`` events in the March 2025 period (SQL ``generate
 one ingested object per ``--chunk`` events, as the ingest leaves them). A first, untimed
 cycle folds the backlog. Then it times the whole
 ``billing-cycle`` flow (usage snapshot: fold + snapshot; wallet deductions; period close) for:
-  1. an hour with ``--new`` new events and no period closing        goal <= 60 s
+  1. an hour with ``--new`` new events over ``--changed`` subscriptions and no period closing
+                                                                    goal <= 60 s
   2. a rerun of that hour with nothing new                          goal <= 10 s
-  3. the hour in which every period closes (invoices finalized)     goal <= 300 s
+  3. the next hour, with nothing new (the change set is empty)      goal <= 10 s
+  4. the hour in which every period closes (invoices finalized)     goal <= 300 s
+     (``--no-close`` skips it)
 and prints each step's seconds (the sub-flows' own times, from ``run_history``).
 A temporary Prefect server is started first and not timed.
 
@@ -168,6 +171,9 @@ def main() -> None:
     parser.add_argument("--subscriptions", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--new", type=int, default=100_000, help="events in the timed hour")
+    parser.add_argument("--changed", type=int, default=20_000,
+                        help="subscriptions the timed hour's new events go to (0: all)")
+    parser.add_argument("--no-close", action="store_true", help="skip the close hour")
     parser.add_argument("--chunk", type=int, default=500_000, help="events per object")
     parser.add_argument("--pdfs", type=int, default=200,
                         help="PDFs the invoice-pdfs flow renders after the close hour (0: none)")
@@ -207,15 +213,20 @@ def main() -> None:
             listed_until(engine, HOUR - timedelta(minutes=30))
             report("catch-up cycle (folds the whole backlog)", None,
                    *cycle(engine, HOUR - timedelta(hours=1)))
-            load_events(engine, backlog, args.events, args.new, args.subscriptions,
+            changed = args.changed or args.subscriptions
+            load_events(engine, backlog, args.events, args.new, changed,
                         HOUR - timedelta(hours=1), HOUR - timedelta(seconds=1))
             listed_until(engine, HOUR - timedelta(minutes=1))
-            report(f"hourly cycle, {args.new:,} new events", GOALS["hour"],
-                   *cycle(engine, HOUR))
+            report(f"hourly cycle, {args.new:,} new events over {changed:,} subscriptions",
+                   GOALS["hour"], *cycle(engine, HOUR))
             report("rerun of that hour, nothing new", GOALS["rerun"], *cycle(engine, HOUR))
-            listed_until(engine, CLOSE_HOUR - timedelta(hours=2))
-            report(f"close hour: {args.subscriptions:,} periods close", GOALS["close"],
-                   *cycle(engine, CLOSE_HOUR))
+            listed_until(engine, HOUR + timedelta(minutes=30))
+            report("the next hour, nothing new", GOALS["rerun"],
+                   *cycle(engine, HOUR + timedelta(hours=1)))
+            if not args.no_close:
+                listed_until(engine, CLOSE_HOUR - timedelta(hours=2))
+                report(f"close hour: {args.subscriptions:,} periods close", GOALS["close"],
+                       *cycle(engine, CLOSE_HOUR))
             if args.pdfs:
                 pdf_flow(engine, args.pdfs)
         print(f"peak RSS of the benchmark process (flows run in it): {peak_rss_mb():.0f} MB")

@@ -58,7 +58,7 @@ from tallyflow.tasks.runs import (
     tracked,
     withheld_customers,
 )
-from tallyflow.tasks.usage import customer_of_task
+from tallyflow.tasks.usage import complete_change_set_task, customer_of_task
 from tallyflow.tasks.wallets import customer_movements_task
 
 # A billing hour is retried as a whole after transient trouble its tasks did not absorb (the
@@ -141,13 +141,15 @@ def billing_cycle(hour: OptionalHour = None) -> BillingCycleSummary:
     # Each step contains a failure to its unit and reports it instead of failing (its other
     # units commit); the cycle goes on and fails at its end naming them (docs/data-quality.md,
     # "A failure stays with its customer").
-    usage_state = usage_snapshot(as_of=at, raise_contained=False, return_state=True)
+    # only the subscriptions in the hour's change set (docs/architecture.md §25)
+    usage_state = usage_snapshot(as_of=at, raise_contained=False, change_set=True,
+                                 return_state=True)
     usage = usage_state.result()
     contained: list[ContainedFailure] = list(usage["contained"])
     failpoint("billing.between_flows")
     # a customer whose snapshot failed is not deducted from its previous (stale) snapshot
     wallets_state = wallet_deductions(as_of=at, skip_customers=withheld_customers(contained),
-                                      raise_contained=False, return_state=True)
+                                      raise_contained=False, change_set=at, return_state=True)
     wallets = wallets_state.result()
     contained += wallets["contained"]
     # charges paid in advance: each new event's fee, invoice and wallet payment, once (after
@@ -181,6 +183,10 @@ def billing_cycle(hour: OptionalHour = None) -> BillingCycleSummary:
     if contained:
         report_contained(contained)
         raise ContainedFailures(contained, summary)
+    # every step committed: the next hour's change set starts from this one (a failed or
+    # crashed hour leaves the base where it was, so the next set covers its changes too)
+    failpoint("billing.before_complete_change_set")
+    complete_change_set_task(at)
     return summary
 
 
@@ -212,6 +218,7 @@ def _artifact(
         f" event ingested when this run ran.",
         "",
         f"- subscriptions: {usage.get('subscriptions_as_of', 0)}",
+        _change_set_line(usage),
         f"- usage amount: {usage.get('amount_cents_as_of', 0)} cents",
         f"- usage snapshot: {run_link(usage_run, 'usage-snapshot run')}: stored"
         f" {usage.get('snapshots', 0)} snapshot(s) ({usage.get('amount_cents', 0)} cents);"
@@ -237,6 +244,17 @@ def _artifact(
     else:
         lines += ["", "No wallet postings in this run: every ledger already matched usage."]
     return "\n".join(lines)
+
+
+def _change_set_line(usage: UsageSnapshotSummary) -> str:
+    """What the hour looked at (docs/architecture.md §25)."""
+    changes = usage.get("change_set")
+    if not changes or changes["full"]:
+        return ("- change set: every subscription (no completed hour before this one, or an"
+                " hour behind a later one)")
+    why = ", ".join(f"{k} {v}" for k, v in sorted(changes["reasons"].items())) or "nothing"
+    return (f"- change set: {changes['subscriptions']} subscription(s) changed since"
+            f" {changes['base_as_of']} ({why})")
 
 
 def _advance_section(advance: AdvanceSummary) -> str:

@@ -29,6 +29,7 @@ from tallyflow.tasks.usage import (
     due_subscriptions_task,
     ensure_partitions_task,
     fold_new_objects_task,
+    open_change_set_task,
     snapshot_task,
     usage_as_of_task,
 )
@@ -57,18 +58,27 @@ def usage_snapshot(
     subscriptions: list[str] | None = None,
     batch_size: int = DEFAULT_BATCH,
     raise_contained: bool = True,
+    change_set: bool = False,
 ) -> UsageSnapshotSummary:
     """Snapshot current usage of every subscription whose usage may have changed.
 
     A subscription that fails alone is contained (its batch's others commit) and listed in
     ``contained``; the run then ends Failed naming it, after every batch ran, unless
     ``raise_contained`` is off (the billing cycle, which goes on and fails at its end).
+
+    ``change_set``: after the fold, take the hour's change set and look only at its members
+    (docs/architecture.md §25); the billing cycle's deductions then read the same set.
     """
+    if change_set and subscriptions is not None:
+        raise ValueError("usage-snapshot: give either subscriptions or change_set, not both"
+                         " (an explicit list is always recomputed)")
     moment = resolve_as_of(as_of)
     ensure_partitions_task(moment)  # the month's snapshot partition exists before its rows
     folded = fold_new_objects_task()
     failpoint("usage.after_fold")
-    due = due_subscriptions_task(moment, subscriptions)
+    changes = open_change_set_task(moment) if change_set else None
+    failpoint("usage.after_change_set")
+    due = due_subscriptions_task(moment, subscriptions, moment if changes else None)
     flow_run_id = str(runtime.flow_run.id or "") or None
     futures = [
         snapshot_task.submit(due[start : start + batch_size], moment, due[start], flow_run_id)
@@ -97,6 +107,8 @@ def usage_snapshot(
         "unpriced": unbillable["unpriced"],
         "contained": contained,
     }
+    if changes is not None:
+        summary["change_set"] = changes
     _report(summary, batches)
     if contained and raise_contained:
         report_contained(contained)

@@ -81,6 +81,7 @@ def wallet_deductions(
     refresh_usage: bool = False,
     skip_customers: list[str] | None = None,
     raise_contained: bool = True,
+    change_set: datetime | None = None,
 ) -> WalletRunSummary:
     """Bring every wallet's ledger up to what usage says is owed as of ``as_of``.
 
@@ -89,6 +90,9 @@ def wallet_deductions(
     listed as withheld. A customer whose deduction fails alone is contained (the others
     commit); the run then ends Failed naming it after every step ran, unless
     ``raise_contained`` is off (the billing cycle, which fails at its own end).
+
+    ``change_set`` (the hour whose set the usage snapshot took): the usage deductions look
+    only at its members' customers (docs/architecture.md §25).
     """
     moment = resolve_as_of(as_of)
     settle = settle_paid_default() if settle_paid is None else settle_paid
@@ -105,7 +109,7 @@ def wallet_deductions(
         failpoint("wallets.after_open")
         reached["expired"] = expired = len(expire_wallets_task(moment, run_id))
         interval = interval_top_ups_task(moment, settle, run_id)
-        due = due_customers_task(moment, customers, grace_hours, skip_customers)
+        due = due_customers_task(moment, customers, grace_hours, skip_customers, change_set)
         held = withheld_task(DEDUCTIONS_STEP, skip_customers or [], STALE_REASON)
         futures = [
             deduct_task.submit(ids, moment, run_id, ids[0], grace_hours)

@@ -47,6 +47,8 @@ class UsageSnapshotSummary(TypedDict):
     not_a_number: int  # unbillable events by reason (models/rating/unbillable.py)
     unpriced: int
     contained: list[ContainedFailure]
+    # the hour's change set when the billing cycle asked for one (docs/architecture.md §25)
+    change_set: NotRequired[dict[str, Any]]
 
 
 class NegativeWallet(TypedDict):

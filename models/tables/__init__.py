@@ -8,7 +8,12 @@ One module per area; this package's ``metadata`` holds every table (Alembic's ta
 """
 
 from tallyflow.models.tables.access import api_keys
-from tallyflow.models.tables.alerts import triggered_alerts, usage_alert_thresholds, usage_alerts
+from tallyflow.models.tables.alerts import (
+    alert_evaluations,
+    triggered_alerts,
+    usage_alert_thresholds,
+    usage_alerts,
+)
 from tallyflow.models.tables.base import metadata
 from tallyflow.models.tables.catalog import (
     add_ons,
@@ -60,6 +65,9 @@ from tallyflow.models.tables.outbox import (
     webhooks,
 )
 from tallyflow.models.tables.rating import (
+    change_set_bounds,
+    change_set_members,
+    change_sets,
     snapshot_archives,
     usage_amounts,
     usage_folds,
@@ -81,6 +89,7 @@ from tallyflow.models.tables.wallet_ledger import (
 __all__ = [
     "RUN_STATUSES",
     "add_ons",
+    "alert_evaluations",
     "api_keys",
     "applied_coupons",
     "coupon_credits",
@@ -88,6 +97,9 @@ __all__ = [
     "billable_metric_filters",
     "billable_metrics",
     "billing_entities",
+    "change_set_bounds",
+    "change_set_members",
+    "change_sets",
     "charge_filters",
     "charges",
     "credit_note_credits",

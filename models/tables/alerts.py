@@ -8,11 +8,13 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
     Index,
     Numeric,
+    SmallInteger,
     Table,
     Text,
     func,
@@ -40,6 +42,8 @@ usage_alerts = Table(
     Column("previous_value", Numeric(30, 5), nullable=False, server_default=text("0")),
     Column("period_from", DateTime(timezone=True)),
     Column("last_processed_at", DateTime(timezone=True)),
+    # when the evaluator last wrote this row (migration 0031): ``updated_at`` later is an edit
+    Column("evaluated_at", DateTime(timezone=True)),
     Column("deleted_at", DateTime(timezone=True)),
     *_timestamps(),
     Index("ux_usage_alerts_live_code", "subscription_external_id", "code", unique=True,
@@ -75,4 +79,16 @@ triggered_alerts = Table(
     Column("previous_value", Numeric(30, 5), nullable=False),
     Column("crossed_thresholds", JSONB, nullable=False),
     Column("triggered_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+# One row: when the last evaluation pass that failed nowhere started looking (the oldest open
+# transaction's start then); the next pass evaluates only the subscriptions with a change since
+# (migration 0031, tasks/alerts/evaluate.py, docs/architecture.md §25).
+alert_evaluations = Table(
+    "alert_evaluations",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),
+    Column("captured_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("id = 1", name="one_row"),
 )

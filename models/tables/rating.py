@@ -201,3 +201,41 @@ snapshot_archives = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("url", name="uq_snapshot_archives_url"),
 )
+
+
+# Change sets (migration 0031, tasks/usage/changes.py, docs/architecture.md §25): per billing
+# hour, the subscriptions it touches (new events, catalog or lifecycle changes, wallet changes,
+# period boundaries since the last completed hour), and per subscription the next instant at
+# which its period or life changes (a boundary), so an hour finds its boundaries by index.
+change_sets = Table(
+    "change_sets",
+    metadata,
+    Column("as_of", DateTime(timezone=True), primary_key=True),
+    # the completed hour this set is relative to; null with ``full_set``: every subscription
+    Column("base_as_of", DateTime(timezone=True)),
+    Column("full_set", Boolean, nullable=False),
+    # the highest fold committed when the set was taken (the next set starts past it)
+    Column("fold_watermark", BigInteger, nullable=False),
+    Column("captured_at", DateTime(timezone=True), nullable=False),
+    Column("subscriptions", Integer, nullable=False, server_default=text("0")),
+    Column("reasons", JSONB, nullable=False, server_default=text("'{}'")),
+    Column("completed_at", DateTime(timezone=True)),
+)
+
+change_set_members = Table(
+    "change_set_members",
+    metadata,
+    Column("as_of", DateTime(timezone=True),
+           ForeignKey("change_sets.as_of", ondelete="CASCADE"), nullable=False),
+    Column("subscription_id", BigInteger, nullable=False),
+    PrimaryKeyConstraint("as_of", "subscription_id"),
+)
+
+change_set_bounds = Table(
+    "change_set_bounds",
+    metadata,
+    Column("subscription_id", BigInteger, ForeignKey("subscriptions.id", ondelete="CASCADE"),
+           primary_key=True, autoincrement=False),
+    Column("next_boundary", DateTime(timezone=True)),
+    Index("ix_change_set_bounds_next_boundary", "next_boundary"),
+)

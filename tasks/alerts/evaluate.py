@@ -29,7 +29,7 @@ from tallyflow.models.rating.pricing import SubscriptionUsage
 from tallyflow.tasks.alerts.store import thresholds_of, triggered_alerts
 from tallyflow.tasks.invoicing import lifetime_of
 from tallyflow.tasks.runs import containable
-from tallyflow.tasks.usage import rated_usage
+from tallyflow.tasks.usage import capture_time, rated_usage
 from tallyflow.tasks.webhooks import enqueue
 
 
@@ -119,19 +119,71 @@ def evaluate_subscription(engine: Engine, external_id: str, at: datetime) -> lis
                                           at))
             conn.execute(text(
                 "update usage_alerts set previous_value = :v, period_from = :p,"
-                " last_processed_at = :at, updated_at = now() where id = :id"),
+                " last_processed_at = :at, updated_at = now(), evaluated_at = now()"
+                " where id = :id"),
                 {"v": current, "p": usage.period.from_datetime, "at": at, "id": row.id})
     return triggered
 
 
+# What may have moved a subscription's alert values since ``:since`` (docs/architecture.md
+# §25): events loaded (current usage counts them before any fold), voids, the catalog behind
+# it, a new or edited alert, a period that ended (a new period starts again from 0).
+_CHANGED = text(
+    """
+    select distinct sub from (
+      select a.subscription_external_id as sub from usage_alerts a
+      where a.deleted_at is null
+        and (a.evaluated_at is null or a.updated_at > a.evaluated_at)  -- new, or edited
+      union all
+      select e.external_subscription_id from events e
+      where e.object_id in (select o.id from ingest_objects o where o.ingested_at >= :since)
+      union all
+      select v.external_subscription_id from event_voids v where v.created_at >= :since
+      union all
+      select s.external_id from subscriptions s
+        join plans p on p.id = s.plan_id join customers c on c.id = s.customer_id
+      where s.updated_at >= :since or s.created_at >= :since or p.updated_at >= :since
+         or c.updated_at >= :since
+         or s.plan_id in (select ch.plan_id from charges ch
+                          join billable_metrics m on m.id = ch.billable_metric_id
+                          where ch.effective_from >= :since or ch.effective_to >= :since
+                             or m.updated_at >= :since)
+      union all
+      select s.external_id from change_set_bounds b join subscriptions s
+        on s.id = b.subscription_id
+      where b.next_boundary <= :at
+    ) x
+    where sub = any(cast(:subs as text[]))
+    """
+)
+
+
+def changed_subscriptions(
+    conn: Connection, subs: Sequence[str], at: datetime
+) -> tuple[list[str], datetime]:
+    """Of ``subs`` (with live alerts), those whose values may have changed since the last
+    pass that failed nowhere (all of them before the first), and this pass's start."""
+    captured = capture_time(conn)
+    since = conn.execute(text("select captured_at from alert_evaluations where id = 1")).scalar()
+    if since is None:
+        return list(subs), captured
+    found = set(conn.execute(_CHANGED, {"since": since, "at": at, "subs": list(subs)})
+                .scalars())
+    return [s for s in subs if s in found], captured
+
+
 def evaluate_alerts(engine: Engine, at: datetime,
                     only: Sequence[str] | None = None) -> AlertRun:
-    """Evaluate the alerts of every subscription that has one (or of ``only``), each
-    subscription contained: one that fails is reported and the others go on."""
+    """Evaluate the alerts of every subscription that has one and may have changed since the
+    last pass (or of ``only``, changed or not), each subscription contained: one that fails
+    is reported and the others go on."""
     run = AlertRun()
+    captured: datetime | None = None
     with engine.connect() as conn:
         subs = list(conn.execute(_LIVE, {"only": None if only is None else list(only)})
                     .scalars())
+        if only is None and subs:
+            subs, captured = changed_subscriptions(conn, subs, at)
     for external_id in subs:
         run.subscriptions += 1
         try:
@@ -140,4 +192,10 @@ def evaluate_alerts(engine: Engine, at: datetime,
             if not containable(exc):
                 raise
             run.failed.append((external_id, f"{type(exc).__name__}: {exc}"))
+    if captured is not None and not run.failed:  # a failed one is looked at again next pass
+        with engine.begin() as conn:
+            conn.execute(text(
+                "insert into alert_evaluations (id, captured_at) values (1, :t)"
+                " on conflict (id) do update set captured_at = excluded.captured_at"
+                " where alert_evaluations.captured_at < excluded.captured_at"), {"t": captured})
     return run

@@ -5,6 +5,16 @@ The room's only way in from outside it (docs/architecture.md §8). Folding the e
 ``tallyflow.tasks.folding``; the prices are ``tallyflow.models.rating`` (pure).
 """
 
+from tallyflow.tasks.usage.changes import (
+    ChangeSet,
+    capture_time,
+    change_set_members,
+    complete_change_set,
+    complete_change_set_task,
+    next_boundary,
+    open_change_set,
+    open_change_set_task,
+)
 from tallyflow.tasks.usage.partitions import ensure_partitions_task
 from tallyflow.tasks.usage.rating import (
     SnapshotBatch,
@@ -27,6 +37,14 @@ from tallyflow.tasks.usage.rating import (
 from tallyflow.tasks.usage.snapshot_reads import usage_as_of
 
 __all__ = [
+    "ChangeSet",
+    "capture_time",
+    "change_set_members",
+    "complete_change_set",
+    "complete_change_set_task",
+    "next_boundary",
+    "open_change_set",
+    "open_change_set_task",
     "SnapshotBatch",
     "current_usage",
     "customer_of_task",

@@ -57,6 +57,7 @@ from tallyflow.tasks.folding import (
     read_states,
 )
 from tallyflow.tasks.runs import contain, failure, names_of, transient_retries
+from tallyflow.tasks.usage.changes import change_set_members
 from tallyflow.tasks.usage.snapshot_reads import usage_as_of
 
 # --------------------------------------------------------------------------------------------
@@ -308,7 +309,8 @@ def _rated(engine: Engine, external_subscription_id: str, at: datetime, *, proje
 
 
 def due_subscriptions(
-    engine: Engine, as_of: datetime, only: Sequence[str] | None = None
+    engine: Engine, as_of: datetime, only: Sequence[str] | None = None,
+    change_set: datetime | None = None,
 ) -> list[int]:
     """Active subscriptions whose usage may have changed since their last snapshot.
 
@@ -320,11 +322,18 @@ def due_subscriptions(
     and catalog time (same states, same catalog: the same row), so a rerun with nothing new
     prices nothing and reports the hour from its rows (``usage_as_of``). An explicit list
     (``only``) is always recomputed: that is how an hour is reproduced on demand.
+
+    ``change_set`` (an hour whose set ``open_change_set`` took): only its members are looked
+    at (docs/architecture.md §25); a full set looks at every subscription.
     """
     with engine.connect() as conn:
+        within = (None if change_set is None or only is not None
+                  else change_set_members(conn, change_set))
+        rows = (load_subscription_rows(conn, only) if within is None
+                else load_subscription_rows(conn, ids=within) if within else [])
         active = [
             s
-            for s in load_subscription_rows(conn, only)
+            for s in rows
             if s.subscription_at <= as_of and (s.terminated_at is None or s.terminated_at >= as_of)
         ]
         if only is not None:
@@ -351,7 +360,11 @@ def due_subscriptions(
         }
         marks = {
             int(r.subscription_id): int(r.fold_id)
-            for r in conn.execute(text("select subscription_id, fold_id from usage_marks"))
+            for r in conn.execute(text(
+                "select subscription_id, fold_id from usage_marks"
+                " where cast(:ids as bigint[]) is null"
+                " or subscription_id = any(cast(:ids as bigint[]))"),
+                {"ids": None if within is None else [s.id for s in active]})
         }
     due: list[int] = []
     for sub in active:
@@ -646,8 +659,9 @@ def usage_as_of_task(as_of: datetime) -> dict[str, int]:
 
 
 @task(name="due-subscriptions", **_RETRIES)
-def due_subscriptions_task(as_of: datetime, only: list[str] | None = None) -> list[int]:
-    return due_subscriptions(billing_engine(), as_of, only)
+def due_subscriptions_task(as_of: datetime, only: list[str] | None = None,
+                           change_set: datetime | None = None) -> list[int]:
+    return due_subscriptions(billing_engine(), as_of, only, change_set)
 
 
 @task(name="snapshot-usage", task_run_name="snapshot-usage-{first_id}", **_RETRIES)

@@ -31,6 +31,7 @@ from tallyflow.models.wallets import (
     plan_deductions,
 )
 from tallyflow.tasks.runs import contain, failure, names_of
+from tallyflow.tasks.usage import change_set_members
 from tallyflow.tasks.wallets.ledger import (
     DEFAULT_GRACE_HOURS,
     USAGE_DEDUCTED,
@@ -40,10 +41,9 @@ from tallyflow.tasks.wallets.ledger import (
     post,
 )
 
-_DUE = text(
-    """
+_DUE_SQL = """
     select distinct s.customer_id
-    from usage_amounts a
+    from {source}
     join subscriptions s on s.id = a.subscription_id
     left join wallet_usage_positions p
       on p.subscription_id = a.subscription_id and p.period_start = a.period_start
@@ -61,12 +61,17 @@ _DUE = text(
              select c.id from customers c where c.external_id = any(cast(:skip as text[]))))
     order by 1
     """
-)
+_DUE = text(_DUE_SQL.format(source="usage_amounts a"))
+# Only the hour's change set (docs/architecture.md §25): its members' amounts, by primary key.
+_DUE_CHANGED = text(_DUE_SQL.format(
+    source="unnest(cast(:members as bigint[])) m(id)"
+           " join usage_amounts a on a.subscription_id = m.id"))
 
 
 def due_customers(
     engine: Engine, as_of: datetime, only: Sequence[str] | None = None,
     grace_hours: int = DEFAULT_GRACE_HOURS, skip: Sequence[str] | None = None,
+    change_set: datetime | None = None,
 ) -> list[int]:
     """Customers whose usage in scope differs from what their wallets have deducted.
 
@@ -76,15 +81,19 @@ def due_customers(
     In scope: the billing periods containing ``as_of``, and those that ended less than
     ``grace_hours`` before it (late events of a just-closed period still count). One join of
     ``usage_amounts`` with the positions: cost follows subscriptions, not ledger history.
+
+    ``change_set`` (an hour whose set was taken): only the customers of its members, whose
+    amounts or wallets may have changed (docs/architecture.md §25); a full set: everyone.
     """
     with engine.connect() as conn:
+        members = None if change_set is None else change_set_members(conn, change_set)
         return [
             int(r.customer_id)
             for r in conn.execute(
-                _DUE,
+                _DUE if members is None else _DUE_CHANGED,
                 {"as_of": as_of, "since": _since(as_of, grace_hours),
                  "only": list(only) if only is not None else None,
-                 "skip": list(skip) if skip else None},
+                 "skip": list(skip) if skip else None, "members": members},
             )
         ]
 

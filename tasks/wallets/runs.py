@@ -121,9 +121,9 @@ def interval_top_ups_task(as_of: datetime, settle_paid: bool, run_id: int) -> in
 @task(name="due-customers", **_RETRIES)
 def due_customers_task(
     as_of: datetime, only: list[str] | None, grace_hours: int = DEFAULT_GRACE_HOURS,
-    skip: list[str] | None = None,
+    skip: list[str] | None = None, change_set: datetime | None = None,
 ) -> list[int]:
-    return due_customers(billing_engine(), as_of, only, grace_hours, skip)
+    return due_customers(billing_engine(), as_of, only, grace_hours, skip, change_set)
 
 
 @task(name="deduct-usage", task_run_name="deduct-usage-{first_id}", **_RETRIES)

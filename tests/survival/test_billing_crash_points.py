@@ -41,6 +41,7 @@ from tallyflow.flows.billing import billing_cycle
 from tallyflow.tasks import wallets as w
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.ingest import SourceSpec, build_source, ingest_object, register_objects
+from tallyflow.tasks.usage import due_subscriptions
 from tests.factories import jsonl
 
 pytestmark = pytest.mark.usefixtures("prefect_harness", "settle_paid")
@@ -68,6 +69,8 @@ CRASH_POINTS: list[Any] = [
     ("wallets.mid_batch", 1, "flows", SNAPSHOTS),
     ("wallets.after_topups", 1, "flows", LEDGER),
     ("wallets.before_finish_run", 1, "cycle", EVERYTHING),
+    # the hour's change set taken, nothing snapshotted yet: the rerun takes it again
+    ("usage.after_change_set", 1, "cycle", USAGE),
     # the same kinds of points again, elsewhere: run with `make test-slow`
     pytest.param("usage.after_snapshot_read", 2, "flows", USAGE, marks=pytest.mark.slow),
     # snapshot and deduction batches run two at a time: at the Nth commit the other thread may
@@ -78,6 +81,9 @@ CRASH_POINTS: list[Any] = [
     pytest.param("wallets.before_alerts_commit", 1, "flows", LEDGER, marks=pytest.mark.slow),
     pytest.param("wallets.after_alerts", 1, "flows", EVERYTHING, marks=pytest.mark.slow),
     pytest.param("wallets.before_mark_emitted", 1, "cycle", EVERYTHING, marks=pytest.mark.slow),
+    # all done but the hour's change set not marked completed: the rerun changes nothing
+    pytest.param("billing.before_complete_change_set", 1, "cycle", EVERYTHING,
+                 marks=pytest.mark.slow),
 ]
 
 
@@ -383,6 +389,10 @@ def bill_clean(engine: Engine) -> dict[str, list[tuple]]:
     assert hours == {PRIOR, HOUR}
     assert reference["wallet_alerts"], "some wallets ran low"
     assert any(row[4] < 0 for row in reference["wallet_balances"]), "an overflow"
+    # the hour ran on its change set (docs/architecture.md §25): the full recomputation, every
+    # subscription and customer, finds nothing left (the child's "flows" runs take no set)
+    assert summary["usage"]["change_set"]["base_as_of"] == PRIOR.isoformat()
+    assert due_subscriptions(engine, HOUR) == [] and w.due_customers(engine, HOUR) == []
     return reference
 
 
