@@ -127,7 +127,8 @@ def evaluate_subscription(engine: Engine, external_id: str, at: datetime) -> lis
 
 # What may have moved a subscription's alert values since ``:since`` (docs/architecture.md
 # §25): events loaded (current usage counts them before any fold), voids, the catalog behind
-# it, a new or edited alert, a period that ended (a new period starts again from 0).
+# it, a new or edited alert, a period that ended (a new period starts again from 0), and what
+# moves lifetime usage (§20): its historical part, invoices finalized or voided.
 _CHANGED = text(
     """
     select distinct sub from (
@@ -152,6 +153,13 @@ _CHANGED = text(
       select s.external_id from change_set_bounds b join subscriptions s
         on s.id = b.subscription_id
       where b.next_boundary <= :at
+      union all  -- lifetime usage (§20): historical usage set, invoices finalized or voided
+      select l.external_subscription_id from lifetime_usages l
+      where l.updated_at >= :since or l.created_at >= :since
+      union all
+      select s.external_id from invoice_subscriptions i
+        join invoices v on v.id = i.invoice_id join subscriptions s on s.id = i.subscription_id
+      where v.finalized_at >= :since or v.voided_at >= :since
     ) x
     where sub = any(cast(:subs as text[]))
     """
