@@ -1,0 +1,204 @@
+"""Lago's pinned OpenAPI document (tests/fixtures/lago_openapi/) as a response checker.
+
+``violations(method, path, status, body)`` names every way an answer departs from Lago's
+schema for that operation and status: what ``jsonschema`` finds (types, enums, required
+keys; formats are not checked: Tallyflow's ``lago_id`` is its row id, not a UUID), and each
+key Lago's schema declares nullable that the answer omits (Lago writes unset fields as
+``null``, and so must Tallyflow). An operation or status Lago does not define is not
+checked. The API tests' clients call it on every answer (``conftest.py``).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+SPEC_PATH = Path(__file__).parents[2] / "fixtures" / "lago_openapi" / "openapi.yaml"
+URN = "urn:lago-openapi"
+METHODS = ("get", "post", "put", "patch", "delete")
+
+
+@functools.cache
+def spec() -> dict[str, Any]:
+    with SPEC_PATH.open() as handle:
+        loaded: dict[str, Any] = yaml.load(handle, Loader=yaml.CSafeLoader)
+    return loaded
+
+
+@functools.cache
+def _registry() -> Registry:
+    resource: Resource = Resource.from_contents(spec(), default_specification=DRAFT202012)
+    return Registry().with_resource(URN, resource)
+
+
+@functools.cache
+def _routes() -> list[tuple[re.Pattern[str], str, int]]:
+    """Lago's path templates as patterns, the most literal first (``/events/batch`` before
+    ``/events/{transaction_id}``)."""
+    routes = []
+    for template in spec()["paths"]:
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        literal = sum(1 for part in template.split("/") if part and "{" not in part)
+        routes.append((re.compile(f"^/api/v1{pattern}$"), template, literal))
+    return sorted(routes, key=lambda route: -route[2])
+
+
+def lago_operation(method: str, path: str) -> str | None:
+    """Lago's template of a request path (``/api/v1/wallets/7`` -> ``/wallets/{lago_id}``)
+    when Lago defines that method on it."""
+    for pattern, template, _ in _routes():
+        if pattern.match(path) and method.lower() in spec()["paths"][template]:
+            return template
+    return None
+
+
+def _deref(node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        ref = node["$ref"].removeprefix("#/").split("/")
+        found: Any = spec()
+        for part in ref:
+            found = found[part]
+        node = found
+    return node
+
+
+def response_schema(method: str, template: str, status: int) -> dict[str, Any] | None:
+    responses = spec()["paths"][template][method.lower()].get("responses", {})
+    answer = responses.get(str(status))
+    if answer is None:
+        return None
+    schema = _deref(answer).get("content", {}).get("application/json", {}).get("schema")
+    return schema if isinstance(schema, dict) else None
+
+
+def _rebased(node: Any) -> Any:
+    """The schema with its ``$ref``s pointing into the whole document."""
+    if isinstance(node, dict):
+        return {k: (URN + v if k == "$ref" and v.startswith("#") else _rebased(v))
+                for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rebased(item) for item in node]
+    return node
+
+
+def violations(method: str, path: str, status: int, body: Any) -> list[str]:
+    """Every departure of one answer from Lago's schema (empty when it conforms)."""
+    template = lago_operation(method, path)
+    if template is None:
+        return []
+    schema = response_schema(method, template, status)
+    if schema is None:
+        return []
+    where = f"{method.upper()} {template} {status}"
+    validator = Draft202012Validator(_rebased(schema), registry=_registry())
+    found = [f"{where}: {_location(error.absolute_path)}: {error.message[:200]}"
+             for error in validator.iter_errors(body)]
+    found += [f"{where}: {location}: missing, Lago's schema has it nullable (send null)"
+              for location in _missing_nullable(schema, body, "")]
+    return found
+
+
+def _location(path: Any) -> str:
+    return "/" + "/".join(str(part) for part in path)
+
+
+def _nullable(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    if isinstance(kind, list) and "null" in kind:
+        return True
+    return bool(schema.get("nullable")) or any(
+        _deref(branch).get("type") == "null"
+        for branch in (*schema.get("oneOf", ()), *schema.get("anyOf", ())))
+
+
+def _missing_nullable(schema: dict[str, Any], value: Any, at: str) -> Iterator[str]:
+    schema = _deref(schema)
+    for branch in schema.get("allOf", ()):
+        yield from _missing_nullable(branch, value, at)
+    if isinstance(value, dict):
+        for name, sub in schema.get("properties", {}).items():
+            sub = _deref(sub)
+            if name not in value:
+                if _nullable(sub):
+                    yield f"{at}/{name}"
+            else:
+                yield from _missing_nullable(sub, value[name], f"{at}/{name}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for index, item in enumerate(value):
+            yield from _missing_nullable(schema["items"], item, f"{at}/{index}")
+
+
+# --- the part of Lago's document the API serves (tallyflow/api/lago_openapi.json) ---------
+
+PACKAGE_COPY = Path(__file__).parents[3] / "tallyflow" / "api" / "lago_openapi.json"
+COMMIT = "120da1213306145141d3dd34022dd47a3216c911"  # getlago/lago-openapi, openapi.yaml
+
+
+def served_operations(paths: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """Lago's templates and methods among the API's routes (method, path)."""
+    served: dict[str, list[str]] = {}
+    for method, path in paths:
+        template = lago_operation(method, re.sub(r"\{[^}]+\}", "x", path))
+        if template is not None:
+            served.setdefault(template, []).append(method.lower())
+    return {template: sorted(set(methods)) for template, methods in sorted(served.items())}
+
+
+def subset(paths: list[tuple[str, str]]) -> dict[str, Any]:
+    """Lago's responses for the served operations and the components they name: what the
+    served OpenAPI document shows and what the API fills unset fields from."""
+    document = spec()
+    chosen: dict[str, Any] = {}
+    for template, methods in served_operations(paths).items():
+        chosen[template] = {m: {"responses": document["paths"][template][m]["responses"]}
+                            for m in methods}
+    components: dict[str, dict[str, Any]] = {}
+    pending = list(_refs(chosen))
+    while pending:
+        ref = pending.pop()
+        _, _, group, name = ref.split("/")
+        if name in components.setdefault(group, {}):
+            continue
+        components[group][name] = document["components"][group][name]
+        pending.extend(_refs(components[group][name]))
+    return {"openapi": document["openapi"],
+            "info": {"version": document["info"]["version"],
+                     "source": f"getlago/lago-openapi {COMMIT} openapi.yaml"},
+            "paths": chosen,
+            "components": {group: dict(sorted(items.items()))
+                           for group, items in sorted(components.items())}}
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+def app_paths() -> list[tuple[str, str]]:
+    from fastapi.routing import APIRoute
+
+    from tallyflow.api.app import ROUTERS
+
+    return [(method, route.path) for module in ROUTERS for route in module.router.routes
+            if isinstance(route, APIRoute) for method in route.methods]
+
+
+if __name__ == "__main__":  # python tests/tallyflow/api/lago_spec.py: rewrite the package copy
+    import json
+
+    PACKAGE_COPY.write_text(json.dumps(subset(app_paths()), indent=1, sort_keys=True) + "\n")
