@@ -9,6 +9,7 @@ catalog: files and the API both write it; ``apply`` changes only what its files 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
@@ -46,7 +47,21 @@ def document_of(body: Any, kind: str) -> dict[str, Any]:
     unknown = sorted(set(body) - {kind})
     if unknown:
         raise invalid({name: ["unknown_field"] for name in unknown})
-    return unset_nulls(kind, dict(body[kind]))
+    return unset_nulls(kind, _numbers_as_text(kind, dict(body[kind])))
+
+
+# Decimal fields Lago's API also takes as JSON numbers (its JavaScript template sends
+# ``paid_credits: 100.0``). The API reads numbers exactly (``read_json``), so their text is
+# the number sent; catalog files keep the rule of decimal strings.
+_NUMBER_FIELDS = {WALLET: ("rate_amount", "paid_credits", "granted_credits")}
+
+
+def _numbers_as_text(kind: str, document: dict[str, Any]) -> dict[str, Any]:
+    for name in _NUMBER_FIELDS.get(kind, ()):
+        value = document.get(name)
+        if isinstance(value, int | Decimal) and not isinstance(value, bool):
+            document[name] = format(Decimal(value), "f")
+    return document
 
 
 def _known(model: type[BaseModel]) -> set[str]:

@@ -94,7 +94,7 @@ def test_lagos_python_template_runs_unchanged(
         exec(compile(part, str(TEMPLATES / "mistral.py"), "exec"), scope)  # noqa: S102
     client = scope["client"]
     usage = wait_usage(lambda: client.customers.current_usage(
-        "acme_ai", "sub_acme_ai").model_dump())
+        "acme_ai", "sub_acme_ai").dict())
     check_usage(usage)
     [wallet] = client.wallets.find_all({"external_customer_id": "acme_ai"})["wallets"]
     assert (wallet.name, wallet.currency, Decimal(wallet.rate_amount)) == (
