@@ -36,6 +36,15 @@ class WalletTransaction(WalletTransactionBase):
     amount: str
     priority: int
 
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    lago_credit_note_id: NotRequired[None]
+    lago_voided_invoice_id: NotRequired[None]
+    name: NotRequired[None]
+    purchase_order_number: NotRequired[None]
+    failed_at: NotRequired[None]
+    remaining_amount_cents: NotRequired[None]
+    remaining_credit_amount: NotRequired[None]
+
 
 class LedgerTransaction(WalletTransactionBase):
     """``tallyflow wallets show`` (``--json``): the ledger row as an operator reads it, with
@@ -85,6 +94,14 @@ class ApiWallet(Wallet):
     """The HTTP API's wallet: the same, with Lago's ``lago_customer_id``."""
 
     lago_customer_id: str
+
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    last_balance_sync_at: NotRequired[None]
+    last_consumed_credit_at: NotRequired[None]
+    metadata: NotRequired[None]
+    paid_top_up_max_amount_cents: NotRequired[None]
+    paid_top_up_min_amount_cents: NotRequired[None]
+    purchase_order_number: NotRequired[None]
 
 
 class OngoingSubscription(TypedDict):

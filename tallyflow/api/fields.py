@@ -57,6 +57,7 @@ CARRIED_FIELDS: dict[tuple[str, str, str], frozenset[str]] = {
     ("put", "/plans/{code}", "plan"): _catalog("plan"),
     ("post", "/customers", "customer"): _catalog("customer"),
     ("post", "/subscriptions", "subscription"): _catalog("subscription"),
+    ("post", "/subscriptions", "authorization"): frozenset(),  # a payment pre-authorization
     ("put", "/subscriptions/{external_id}", "subscription"): _catalog("subscription"),
     ("post", "/taxes", "tax"): _catalog("tax"),
     ("put", "/taxes/{code}", "tax"): _catalog("tax"),

@@ -25,7 +25,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
 
 _COPY = Path(__file__).with_name("lago_openapi.json")
 # The schema of the answer being written (set per request by ``shape_answers``; read by
@@ -98,6 +97,11 @@ def fill_nulls(schema: dict[str, Any], value: Any) -> Any:
     schema = _deref(schema)
     for branch in schema.get("allOf", ()):
         value = fill_nulls(branch, value)
+    for branch in (*schema.get("oneOf", ()), *schema.get("anyOf", ())):
+        # the branch whose required keys the answer holds (``{"alert"}`` or ``{"alerts"}``)
+        required = set(_deref(branch).get("required", ()))
+        if isinstance(value, dict) and required and required <= set(value):
+            return fill_nulls(branch, value)
     if isinstance(value, dict):
         properties = schema.get("properties", {})
         filled = dict(value)
@@ -166,17 +170,12 @@ def document(app: FastAPI) -> dict[str, Any]:
         clash = set(items) & set(components.get(group, {}))
         assert not clash, f"Lago's components {sorted(clash)} clash with the app's"
         components.setdefault(group, {}).update(items)
-    for route in app.routes:
-        if not isinstance(route, APIRoute):
-            continue
-        for method in route.methods:
-            operation = doc["paths"].get(route.path, {}).get(method.lower())
-            template = lago_template(method, route.path)
-            own = OWN_ANSWERS.get((method.lower(), route.path))
-            if operation is None:
-                continue
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            template = lago_template(method, path)
+            own = OWN_ANSWERS.get((method, path))
             if template is not None:
-                operation["responses"] = lago["paths"][template][method.lower()]["responses"]
+                operation["responses"] = lago["paths"][template][method]["responses"]
             elif own is not None:
                 operation["responses"] = own
     for group in ("HTTPValidationError", "ValidationError"):
