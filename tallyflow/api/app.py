@@ -19,8 +19,8 @@ from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tallyflow.api.intake import InflightLimit
 from tallyflow.api.docs import offline_docs
+from tallyflow.api.intake import InflightLimit
 from tallyflow.api.lago import LagoError, LagoJSON, invalid
 from tallyflow.api.openapi import document, shape_answers
 from tallyflow.api.pipeline import Pipeline

@@ -20,7 +20,8 @@ ASSETS_URL = "/docs/assets"
 
 
 def offline_docs(app: FastAPI) -> None:
-    """``/docs`` (Swagger UI) and ``/redoc`` with its script, stylesheet and icon served by the app."""
+    """``/docs`` (Swagger UI) and ``/redoc``, their scripts, styles and icon served by the
+    app."""
     app.mount(ASSETS_URL, StaticFiles(directory=ASSETS), name="docs-assets")
     redirect = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
 
@@ -41,8 +42,10 @@ def offline_docs(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(openapi_url=app.openapi_url or "/openapi.json",
-                              title=f"{app.title} - ReDoc",
-                              redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
-                              redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
-                              with_google_fonts=False)
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{ASSETS_URL}/redoc.standalone.js",
+            redoc_favicon_url=f"{ASSETS_URL}/favicon.png",
+            with_google_fonts=False,
+        )

@@ -5,8 +5,9 @@ Lago document's fields; ``tests/tallyflow/api/test_request_fields.py`` keeps the
 A field is *carried out* when the code that reads the body takes it (a catalog document's
 field of ``tallyflow apply``'s models, a field of the route's own list), *kept* when a catalog
 model keeps it as sent and it changes no amount (the models' ``NO_EFFECT``: contact details,
-integration ids); every other Lago field is *refused by name*: 422 with ``unknown_field`` or ``not_supported`` (a ``null`` or empty
-value of a field Tallyflow does not carry is the field unset, ``documents.unset_nulls``).
+integration ids); every other Lago field is *refused by name*: 422 with ``unknown_field`` or
+``not_supported`` (a ``null`` or empty value of a field Tallyflow does not carry is the field
+unset, ``documents.unset_nulls``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ REFUSED = "refused by name"
 
 
 def _fields(model: type[BaseModel], leave_out: Iterable[str] = ()) -> frozenset[str]:
-    names = {name for field, info in model.model_fields.items()
-             for name in (field, info.alias) if name}
+    names = {
+        name for field, info in model.model_fields.items() for name in (field, info.alias) if name
+    }
     return frozenset(names - set(leave_out))
 
 
@@ -46,8 +48,9 @@ def kept(kind: str) -> frozenset[str]:
     return frozenset(MODELS[kind].NO_EFFECT)
 
 
-_ALERT = frozenset({"alert_type", "code", "name", "billable_metric_code", "direction",
-                    "thresholds"})
+_ALERT = frozenset(
+    {"alert_type", "code", "name", "billable_metric_code", "direction", "thresholds"}
+)
 # (method, Lago's path, the body's envelope key or "" for top-level fields) -> the fields the
 # code carries out
 CARRIED_FIELDS: dict[tuple[str, str, str], frozenset[str]] = {
@@ -76,7 +79,8 @@ CARRIED_FIELDS: dict[tuple[str, str, str], frozenset[str]] = {
     ("post", "/events", "event"): _fields(LagoEvent),
     ("post", "/events/batch", "events"): _fields(LagoEvent),
     ("post", "/events/estimate_fees", "event"): frozenset(
-        {"code", "external_subscription_id", "transaction_id", "properties"}),
+        {"code", "external_subscription_id", "transaction_id", "properties"}
+    ),
     ("post", "/webhook_endpoints", "webhook_endpoint"): _fields(WebhookEndpoint),
     ("put", "/webhook_endpoints/{lago_id}", "webhook_endpoint"): _fields(WebhookEndpoint),
     ("post", "/subscriptions/{external_id}/alerts", "alert"): _ALERT,
@@ -89,7 +93,10 @@ def decision(method: str, path: str, envelope: str, field: str) -> str:
     beside the envelope, ``envelope=""``, is refused unless listed)."""
     if field in CARRIED_FIELDS.get((method, path, envelope), ()):
         return CARRIED
-    if envelope in MODELS and path.split("/")[1] != "wallet_transactions" and field in kept(
-            envelope):
+    if (
+        envelope in MODELS
+        and path.split("/")[1] != "wallet_transactions"
+        and field in kept(envelope)
+    ):
         return KEPT
     return REFUSED

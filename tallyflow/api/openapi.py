@@ -30,7 +30,8 @@ _COPY = Path(__file__).with_name("lago_openapi.json")
 # The schema of the answer being written (set per request by ``shape_answers``; read by
 # ``LagoJSON.render``): {status: schema} of the request's Lago operation, or None.
 ANSWER_SCHEMAS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
-    "lago_answer_schemas", default=None)
+    "lago_answer_schemas", default=None
+)
 USER_DOCUMENTS = frozenset({"properties"})  # data keys whose values are the user's own
 HOT_PATHS = ("/api/v1/events", "/api/v1/events/batch")  # echo what was sent, as fast as it can
 
@@ -124,36 +125,59 @@ def _nullable(schema: dict[str, Any]) -> bool:
 
 
 def _own(key: str, meaning: str) -> dict[str, Any]:
-    schema = {"type": "object", "required": [key], "properties": {key: {
-        "type": "object", "additionalProperties": True, "description": meaning}}}
-    return {"200": {"description": meaning,
-                    "content": {"application/json": {"schema": schema}}},
-            "401": {"$ref": "#/components/responses/Unauthorized"}}
+    schema = {
+        "type": "object",
+        "required": [key],
+        "properties": {
+            key: {"type": "object", "additionalProperties": True, "description": meaning}
+        },
+    }
+    return {
+        "200": {"description": meaning, "content": {"application/json": {"schema": schema}}},
+        "401": {"$ref": "#/components/responses/Unauthorized"},
+    }
 
 
 # Tallyflow's own routes (not Lago's): their answers, as the docs describe them
 OWN_ANSWERS: dict[tuple[str, str], dict[str, Any]] = {
-    ("get", "/api/v1/tallyflow/status"): {"200": {
-        "description": "What this process received, wrote and loaded, and its intake "
-                       "(docs/api.md).",
-        "content": {"application/json": {"schema": {
-            "type": "object", "additionalProperties": True,
-            "required": ["intake"], "properties": {"intake": {"type": "object"}}}}}}},
+    ("get", "/api/v1/tallyflow/status"): {
+        "200": {
+            "description": "What this process received, wrote and loaded, and its intake "
+            "(docs/api.md).",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "additionalProperties": True,
+                        "required": ["intake"],
+                        "properties": {"intake": {"type": "object"}},
+                    }
+                }
+            },
+        }
+    },
     ("get", "/api/v1/tallyflow/health"): _own(
-        "health", "Billing health, as `tallyflow health --json` (docs/operations.md)."),
+        "health", "Billing health, as `tallyflow health --json` (docs/operations.md)."
+    ),
     ("get", "/api/v1/tallyflow/customers/{external_customer_id}/balance"): _own(
-        "balance", "The running balance and `allowed` (docs/wallets.md)."),
+        "balance", "The running balance and `allowed` (docs/wallets.md)."
+    ),
     ("post", "/api/v1/tallyflow/events/void"): _own(
-        "void", "The events voided, as `tallyflow events void --json`."),
+        "void", "The events voided, as `tallyflow events void --json`."
+    ),
     ("get", "/api/v1/tallyflow/events/{external_subscription_id}/{transaction_id}"): _own(
-        "event", "One stored event and where it went (loaded, duplicate, rejected, voided)."),
+        "event", "One stored event and where it went (loaded, duplicate, rejected, voided)."
+    ),
     # Lago's customer answer; Lago updates a customer by POST only
-    ("put", "/api/v1/customers/{key}"): {"200": {
-        "description": "Customer updated",
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Customer"}}}},
+    ("put", "/api/v1/customers/{key}"): {
+        "200": {
+            "description": "Customer updated",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Customer"}}},
+        },
         "401": {"$ref": "#/components/responses/Unauthorized"},
         "404": {"$ref": "#/components/responses/NotFound"},
-        "422": {"$ref": "#/components/responses/UnprocessableEntity"}},
+        "422": {"$ref": "#/components/responses/UnprocessableEntity"},
+    },
 }
 
 
@@ -162,8 +186,9 @@ def document(app: FastAPI) -> dict[str, Any]:
     Lago's response schemas on Lago's operations and Lago's error shapes."""
     if app.openapi_schema:
         return app.openapi_schema
-    doc = get_openapi(title=app.title, version=app.version, description=app.description,
-                      routes=app.routes)
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
     lago = lago_document()
     components = doc.setdefault("components", {})
     for group, items in lago["components"].items():

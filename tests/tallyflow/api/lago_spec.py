@@ -83,8 +83,10 @@ def response_schema(method: str, template: str, status: int) -> dict[str, Any] |
 def _rebased(node: Any) -> Any:
     """The schema with its ``$ref``s pointing into the whole document."""
     if isinstance(node, dict):
-        return {k: (URN + v if k == "$ref" and v.startswith("#") else _rebased(v))
-                for k, v in node.items()}
+        return {
+            k: (URN + v if k == "$ref" and v.startswith("#") else _rebased(v))
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_rebased(item) for item in node]
     return node
@@ -95,16 +97,17 @@ def _rebased(node: Any) -> Any:
 # "<place>: <message>", with /N for list indexes) -> why. A test checks each is documented.
 DIFFERENCES: dict[str, str] = {
     # Tallyflow writes rates as exact decimal strings (docs/architecture.md §7)
-    r"(taxes_rate|tax_rate|/rate|/previous_value): '[0-9.]+' is not of type 'number'":
-        "rates are strings",
+    r"(taxes_rate|tax_rate|/rate|/previous_value): '[0-9.]+' is not of type 'number'": (
+        "rates are strings"
+    ),
     # null where Lago's schema says a string Tallyflow has no value for
     r"/(payment_dispute_lost_at|file_url|billing_entity_code|lago_item_id|lago_organization_id)"
     r": None is not of "
     r"type 'string'": "null for a value Tallyflow does not have",
     # required keys of objects Tallyflow does not answer yet
     r"/customers?(/N)?: '(slug|sequential_id)' is a required property": "customer slug",
-    r"/wallets?(/N)?: '(balance|invoice_requires_successful_payment)' is a required property":
-        "wallet balance",
+    r"/wallets?(/N)?: '(balance|invoice_requires_successful_payment)' is a required "
+    r"property": "wallet balance",
     r"/charges/N: 'created_at' is a required property": "charge created_at",
     r"subscriptions?(/N)?: '(on_termination_invoice|lago_customer_id|external_customer_id|"
     r"created_at)' is a required property": "subscription termination settings",
@@ -135,9 +138,13 @@ DIFFERENCES: dict[str, str] = {
 def violations(method: str, path: str, status: int, body: Any) -> list[str]:
     """Every departure of one answer from Lago's schema (empty when it conforms), less the
     documented ``DIFFERENCES``."""
-    return [v for v in all_violations(method, path, status, body)
-            if not any(re.search(pattern, re.sub(r"/[0-9]+(?=[/:])", "/N", v))
-                       for pattern in DIFFERENCES)]
+    return [
+        v
+        for v in all_violations(method, path, status, body)
+        if not any(
+            re.search(pattern, re.sub(r"/[0-9]+(?=[/:])", "/N", v)) for pattern in DIFFERENCES
+        )
+    ]
 
 
 def all_violations(method: str, path: str, status: int, body: Any) -> list[str]:
@@ -151,10 +158,15 @@ def all_violations(method: str, path: str, status: int, body: Any) -> list[str]:
     where = f"{method.upper()} {template} {status}"
     validator = Draft202012Validator(_rebased(schema), registry=_registry())
     errors = [_deepest(error) for error in validator.iter_errors(body)]
-    found = [f"{where}: {_location(error.absolute_path)}: {_message(error.message)}"
-             for error in errors if not _null_enum(error)]
-    found += [f"{where}: {location}: missing, Lago's schema has it nullable (send null)"
-              for location in _missing_nullable(schema, body, "")]
+    found = [
+        f"{where}: {_location(error.absolute_path)}: {_message(error.message)}"
+        for error in errors
+        if not _null_enum(error)
+    ]
+    found += [
+        f"{where}: {location}: missing, Lago's schema has it nullable (send null)"
+        for location in _missing_nullable(schema, body, "")
+    ]
     return found
 
 
@@ -162,8 +174,9 @@ def _deepest(error: Any) -> Any:
     """A oneOf/anyOf failure says where within the closest branch (not "valid under none")."""
     while error.context:
         # the branch that got furthest into the answer is the one meant
-        error = max(error.context, key=lambda e: (len(e.absolute_path), e is best_match(
-            error.context)))
+        error = max(
+            error.context, key=lambda e: (len(e.absolute_path), e is best_match(error.context))
+        )
     return error
 
 
@@ -176,8 +189,12 @@ def _null_enum(error: Any) -> bool:
     """Lago's schema allows null (``type: [string, "null"]``) and lists an ``enum`` without
     it: its own inconsistency, not the answer's."""
     kind = error.schema.get("type") if isinstance(error.schema, dict) else None
-    return (error.validator == "enum" and error.instance is None
-            and isinstance(kind, list) and "null" in kind)
+    return (
+        error.validator == "enum"
+        and error.instance is None
+        and isinstance(kind, list)
+        and "null" in kind
+    )
 
 
 def _location(path: Any) -> str:
@@ -190,7 +207,8 @@ def _nullable(schema: dict[str, Any]) -> bool:
         return True
     return bool(schema.get("nullable")) or any(
         _deref(branch).get("type") == "null"
-        for branch in (*schema.get("oneOf", ()), *schema.get("anyOf", ())))
+        for branch in (*schema.get("oneOf", ()), *schema.get("anyOf", ()))
+    )
 
 
 def _missing_nullable(schema: dict[str, Any], value: Any, at: str) -> Iterator[str]:
@@ -232,8 +250,9 @@ def subset(paths: list[tuple[str, str]]) -> dict[str, Any]:
     document = spec()
     chosen: dict[str, Any] = {}
     for template, methods in served_operations(paths).items():
-        chosen[template] = {m: {"responses": document["paths"][template][m]["responses"]}
-                            for m in methods}
+        chosen[template] = {
+            m: {"responses": document["paths"][template][m]["responses"]} for m in methods
+        }
     components: dict[str, dict[str, Any]] = {}
     pending = list(_refs(chosen))
     while pending:
@@ -243,12 +262,17 @@ def subset(paths: list[tuple[str, str]]) -> dict[str, Any]:
             continue
         components[group][name] = document["components"][group][name]
         pending.extend(_refs(components[group][name]))
-    return {"openapi": document["openapi"],
-            "info": {"version": document["info"]["version"],
-                     "source": f"getlago/lago-openapi {COMMIT} openapi.yaml"},
-            "paths": chosen,
-            "components": {group: dict(sorted(items.items()))
-                           for group, items in sorted(components.items())}}
+    return {
+        "openapi": document["openapi"],
+        "info": {
+            "version": document["info"]["version"],
+            "source": f"getlago/lago-openapi {COMMIT} openapi.yaml",
+        },
+        "paths": chosen,
+        "components": {
+            group: dict(sorted(items.items())) for group, items in sorted(components.items())
+        },
+    }
 
 
 def _refs(node: Any) -> Iterator[str]:
@@ -271,10 +295,12 @@ def app_paths() -> list[tuple[str, str]]:
     from tallyflow.api.app import create_app
     from tallyflow.api.settings import ApiSettings
 
-    settings = ApiSettings(bucket="memory://unused", commit_seconds=1.0, commit_events=1,
-                           max_body_bytes=1)
-    app = create_app(create_engine("postgresql+psycopg://unused@127.0.0.1/unused"), settings,
-                     load=False)  # never connects: only its routes are read
+    settings = ApiSettings(
+        bucket="memory://unused", commit_seconds=1.0, commit_events=1, max_body_bytes=1
+    )
+    app = create_app(
+        create_engine("postgresql+psycopg://unused@127.0.0.1/unused"), settings, load=False
+    )  # never connects: only its routes are read
     paths = get_openapi(title="", version="", routes=app.routes)["paths"]
     return [(method, path) for path, operations in paths.items() for method in operations]
 

@@ -34,7 +34,9 @@ PLACEHOLDERS = {
 }
 PY_SETUP = "client = Client(api_key='__API_KEY__')"
 JS_SETUP = "const client = Client('__API_KEY__');"
-JS_CACHE = Path(os.environ.get("TALLYFLOW_NPM_CACHE", Path.home() / ".cache" / "tallyflow-npm"))
+JS_CACHE = Path(
+    os.environ.get("LAGO_TEMPLATES_NPM_CACHE", Path.home() / ".cache" / "tallyflow-npm")
+)
 
 
 def steps(code: str, setup: str, replacement: str, transaction: str) -> list[str]:
@@ -52,8 +54,10 @@ def steps(code: str, setup: str, replacement: str, transaction: str) -> list[str
 def metric_id(server: LiveApi, key: str) -> str:
     import httpx
 
-    answer = httpx.get(f"{server.url}/api/v1/billable_metrics/mistral_tokens",
-                       headers={"Authorization": f"Bearer {key}"})
+    answer = httpx.get(
+        f"{server.url}/api/v1/billable_metrics/mistral_tokens",
+        headers={"Authorization": f"Bearer {key}"},
+    )
     assert answer.status_code == 200, answer.text
     return str(answer.json()["billable_metric"]["lago_id"])
 
@@ -63,8 +67,11 @@ def check_usage(usage: dict[str, Any]) -> None:
     assert usage["amount_cents"] == 200 and usage["currency"] == "USD", usage
     [charge] = usage["charges_usage"]
     assert Decimal(str(charge["units"])) == 2_000_000, charge
-    small_input = [f for f in charge["filters"] if f["values"] == {
-        "model": ["mistral-small"], "type": ["input"]}]
+    small_input = [
+        f
+        for f in charge["filters"]
+        if f["values"] == {"model": ["mistral-small"], "type": ["input"]}
+    ]
     assert [f["amount_cents"] for f in small_input] == [200], charge["filters"]
 
 
@@ -84,21 +91,22 @@ def test_lagos_python_template_runs_unchanged(
     live_api: Callable[..., LiveApi], api_key: str
 ) -> None:
     server = live_api()
-    parts = steps((TEMPLATES / "mistral.py").read_text(), PY_SETUP,
-                  f"client = Client(api_key={api_key!r}, api_url={server.url + '/'!r})",
-                  "chatcmpl-py-1")
+    parts = steps(
+        (TEMPLATES / "mistral.py").read_text(),
+        PY_SETUP,
+        f"client = Client(api_key={api_key!r}, api_url={server.url + '/'!r})",
+        "chatcmpl-py-1",
+    )
     scope: dict[str, Any] = {}
     for index, part in enumerate(parts):
         if index == 2:  # the plan names the metric created by the step before
             part = part.replace("__BILLABLE_METRIC_ID__", metric_id(server, api_key))
-        exec(compile(part, str(TEMPLATES / "mistral.py"), "exec"), scope)  # noqa: S102
+        exec(compile(part, str(TEMPLATES / "mistral.py"), "exec"), scope)
     client = scope["client"]
-    usage = wait_usage(lambda: client.customers.current_usage(
-        "acme_ai", "sub_acme_ai").dict())
+    usage = wait_usage(lambda: client.customers.current_usage("acme_ai", "sub_acme_ai").dict())
     check_usage(usage)
     [wallet] = client.wallets.find_all({"external_customer_id": "acme_ai"})["wallets"]
-    assert (wallet.name, wallet.currency, Decimal(wallet.rate_amount)) == (
-        "AI Credits", "USD", 1)
+    assert (wallet.name, wallet.currency, Decimal(wallet.rate_amount)) == ("AI Credits", "USD", 1)
     assert Decimal(str(wallet.credits_balance)) == 25  # granted now; paid once paid
 
 
@@ -106,25 +114,33 @@ def npm_installed() -> Path:
     """``lago-javascript-client`` as the lock file pins it, in the cache folder."""
     target = JS_CACHE / "lago-template-js"
     lock = (TEMPLATES / "js" / "package-lock.json").read_text()
-    if (target / "package-lock.json").exists() and (
-            target / "package-lock.json").read_text() == lock and (
-            target / "node_modules" / "lago-javascript-client").exists():
+    if (
+        (target / "package-lock.json").exists()
+        and (target / "package-lock.json").read_text() == lock
+        and (target / "node_modules" / "lago-javascript-client").exists()
+    ):
         return target
     if shutil.which("npm") is None:
         pytest.skip("npm is not installed")
     target.mkdir(parents=True, exist_ok=True)
     for name in ("package.json", "package-lock.json"):
         shutil.copy(TEMPLATES / "js" / name, target / name)
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"], cwd=target,
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--ignore-scripts"],
+        cwd=target,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return target
 
 
 def run_node(folder: Path, code: str) -> subprocess.CompletedProcess[str]:
     script = folder / "mistral.mjs"
     script.write_text(code)
-    ran = subprocess.run(["node", str(script)], cwd=folder, capture_output=True, text=True,
-                         timeout=120)
+    ran = subprocess.run(
+        ["node", str(script)], cwd=folder, capture_output=True, text=True, timeout=120
+    )
     assert ran.returncode == 0, ran.stdout + ran.stderr
     return ran
 
@@ -135,25 +151,35 @@ def test_lagos_javascript_template_runs_unchanged(
 ) -> None:
     folder = npm_installed()
     server = live_api()
-    setup = f"const client = Client({json.dumps(api_key)}, " \
-            f"{{ baseUrl: {json.dumps(server.url + '/api/v1')} }});"
-    parts = steps((TEMPLATES / "js" / "mistral.mjs").read_text(), JS_SETUP, setup,
-                  "chatcmpl-js-1")
+    setup = (
+        f"const client = Client({json.dumps(api_key)}, "
+        f"{{ baseUrl: {json.dumps(server.url + '/api/v1')} }});"
+    )
+    parts = steps((TEMPLATES / "js" / "mistral.mjs").read_text(), JS_SETUP, setup, "chatcmpl-js-1")
     run_node(folder, "".join(parts[:2]))  # setup and the metric
     rest = "".join(parts[2:]).replace("__BILLABLE_METRIC_ID__", metric_id(server, api_key))
     # the template ends with the usage in `customerUsage`; the test also reads the wallet
-    ran = run_node(folder, parts[0] + rest + (
-        "\nconst wallets = await client.wallets.findAllWallets("
-        "{ external_customer_id: 'acme_ai' });\n"
-        "console.log(JSON.stringify({ wallets: wallets.data }));\n"))
+    ran = run_node(
+        folder,
+        parts[0]
+        + rest
+        + (
+            "\nconst wallets = await client.wallets.findAllWallets("
+            "{ external_customer_id: 'acme_ai' });\n"
+            "console.log(JSON.stringify({ wallets: wallets.data }));\n"
+        ),
+    )
     [wallet] = json.loads(ran.stdout.strip().splitlines()[-1])["wallets"]["wallets"]
     assert (wallet["name"], wallet["currency"]) == ("AI Credits", "USD")
     assert Decimal(str(wallet["credits_balance"])) == 25
 
     import httpx
 
-    usage = wait_usage(lambda: httpx.get(
-        f"{server.url}/api/v1/customers/acme_ai/current_usage",
-        params={"external_subscription_id": "sub_acme_ai"},
-        headers={"Authorization": f"Bearer {api_key}"}).json()["customer_usage"])
+    usage = wait_usage(
+        lambda: httpx.get(
+            f"{server.url}/api/v1/customers/acme_ai/current_usage",
+            params={"external_subscription_id": "sub_acme_ai"},
+            headers={"Authorization": f"Bearer {api_key}"},
+        ).json()["customer_usage"]
+    )
     check_usage(usage)

@@ -61,14 +61,18 @@ def test_every_operation_has_request_and_response_schemas(client: TestClient) ->
             if not any(s and s != {"type": "string"} for s in schema):
                 missing.append(f"{name}: no response schema")
             body = operation.get("requestBody")
-            if method in ("post", "put") and body is None and not path.endswith(
-                    ("/refresh", "/finalize", "/void")):
+            if (
+                method in ("post", "put")
+                and body is None
+                and not path.endswith(("/refresh", "/finalize", "/void"))
+            ):
                 missing.append(f"{name}: no request schema")
             if "HTTPValidationError" in json.dumps(operation["responses"]):
                 missing.append(f"{name}: FastAPI's 422 body, never answered")
     assert missing == []
     assert doc["paths"]["/api/v1/wallets/{lago_id}"]["get"]["responses"]["200"]["content"][
-        "application/json"]["schema"] == {"$ref": "#/components/schemas/Wallet"}
+        "application/json"
+    ]["schema"] == {"$ref": "#/components/schemas/Wallet"}
     assert "WalletObject" in doc["components"]["schemas"]
 
 
@@ -85,14 +89,34 @@ def test_the_package_copy_is_the_pinned_documents_served_part() -> None:
 FILL_CASES = [  # (schema, answer, filled)
     ({"type": "object", "properties": {"a": {"type": ["string", "null"]}}}, {}, {"a": None}),
     ({"type": "object", "properties": {"a": {"type": "string"}}}, {}, {}),  # not nullable
-    ({"type": "object", "properties": {"a": {"type": ["string", "null"]}}}, {"a": "x"},
-     {"a": "x"}),
-    ({"type": "object", "properties": {"items": {"type": "array", "items": {
-        "type": "object", "properties": {"b": {"type": ["integer", "null"]}}}}}},
-     {"items": [{}, {"b": 1}]}, {"items": [{"b": None}, {"b": 1}]}),
+    ({"type": "object", "properties": {"a": {"type": ["string", "null"]}}}, {"a": "x"}, {"a": "x"}),
+    (
+        {
+            "type": "object",
+            "properties": {
+                "items": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {"b": {"type": ["integer", "null"]}}},
+                }
+            },
+        },
+        {"items": [{}, {"b": 1}]},
+        {"items": [{"b": None}, {"b": 1}]},
+    ),
     # a user's own document is left as sent (a charge's or an event's properties)
-    ({"type": "object", "properties": {"properties": {"type": "object", "properties": {
-        "amount": {"type": ["string", "null"]}}}}}, {"properties": {}}, {"properties": {}}),
+    (
+        {
+            "type": "object",
+            "properties": {
+                "properties": {
+                    "type": "object",
+                    "properties": {"amount": {"type": ["string", "null"]}},
+                }
+            },
+        },
+        {"properties": {}},
+        {"properties": {}},
+    ),
 ]
 
 
@@ -104,10 +128,29 @@ def test_unset_fields_are_null_where_lagos_schema_has_them(
 
 
 def test_an_answer_holds_lagos_nullable_keys_as_null(client: TestClient) -> None:
-    created = client.post("/api/v1/taxes", json={"tax": {"code": "vat", "name": "VAT",
-                                                          "rate": "20"}})
+    created = client.post(
+        "/api/v1/taxes", json={"tax": {"code": "vat", "name": "VAT", "rate": "20"}}
+    )
     assert created.status_code == 200, created.text
     tax = created.json()["tax"]
-    nullable = [name for name, field in lago_document()["components"]["schemas"][
-        "TaxObject"]["properties"].items() if "null" in (field.get("type") or [])]
+    nullable = [
+        name
+        for name, field in lago_document()["components"]["schemas"]["TaxObject"][
+            "properties"
+        ].items()
+        if "null" in (field.get("type") or [])
+    ]
     assert nullable and all(name in tax for name in nullable), (nullable, tax)
+
+
+def test_each_known_difference_is_written_in_the_guide() -> None:
+    """Every field a ``DIFFERENCES`` entry names appears in docs/api.md (in backticks)."""
+    from pathlib import Path
+
+    from tests.tallyflow.api.lago_spec import DIFFERENCES
+
+    guide = (Path(__file__).parents[3] / "docs" / "api.md").read_text()
+    named = {
+        token for pattern in DIFFERENCES for token in re.findall(r"[a-z]+(?:_[a-z]+)+", pattern)
+    }
+    assert named and sorted(t for t in named if f"`{t}`" not in guide) == []

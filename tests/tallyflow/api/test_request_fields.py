@@ -9,7 +9,6 @@ are refused by name when sent with a value, never accepted and ignored.
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,9 +18,9 @@ from fastapi.testclient import TestClient
 
 sys.path.insert(0, str(Path(__file__).parent))  # run as a script too
 
-from lago_spec import _deref, app_paths, served_operations, spec  # noqa: E402
+from lago_spec import _deref, app_paths, served_operations, spec
 
-from tallyflow.api.fields import CARRIED, CARRIED_FIELDS, KEPT, REFUSED, decision  # noqa: E402
+from tallyflow.api.fields import CARRIED, CARRIED_FIELDS, KEPT, REFUSED, decision
 
 DOC = Path(__file__).parents[3] / "docs" / "api.md"
 BEGIN, END = "<!-- request-fields:begin -->", "<!-- request-fields:end -->"
@@ -48,8 +47,7 @@ def lago_request_fields() -> dict[tuple[str, str, str], list[str]]:
             schema = _deref(body)["content"]["application/json"]["schema"]
             for key, sub in _properties(schema).items():
                 sub = _deref(sub)
-                inner = _properties(sub.get("items", {}) if sub.get("type") == "array"
-                                    else sub)
+                inner = _properties(sub.get("items", {}) if sub.get("type") == "array" else sub)
                 if inner:
                     out[(method, template, key)] = sorted(inner)
                 else:
@@ -58,13 +56,17 @@ def lago_request_fields() -> dict[tuple[str, str, str], list[str]]:
 
 
 def table() -> str:
-    lines = ["| operation | carried out | kept, no effect | refused by name |",
-             "| --- | --- | --- | --- |"]
-    for (method, path, envelope), names in sorted(lago_request_fields().items(),
-                                                  key=lambda row: (row[0][1], row[0][0])):
+    lines = [
+        "| operation | carried out | kept, no effect | refused by name |",
+        "| --- | --- | --- | --- |",
+    ]
+    for (method, path, envelope), names in sorted(
+        lago_request_fields().items(), key=lambda row: (row[0][1], row[0][0])
+    ):
         chosen = {n: decision(method, path, envelope, n) for n in names}
-        columns = [_names([n for n in names if chosen[n] == kind])
-                   for kind in (CARRIED, KEPT, REFUSED)]
+        columns = [
+            _names([n for n in names if chosen[n] == kind]) for kind in (CARRIED, KEPT, REFUSED)
+        ]
         where = f"`{method.upper()} {path}`" + (f" `{envelope}`" if envelope else "")
         lines.append(f"| {where} | {' | '.join(columns)} |")
     return "\n".join(lines)
@@ -87,20 +89,34 @@ def test_every_lago_request_field_is_decided_and_documented() -> None:
 
 
 REFUSED_CASES = [  # (path, envelope, a valid document, a Lago field refused, its value)
-    ("/api/v1/billable_metrics", "billable_metric",
-     {"name": "T", "code": "t", "aggregation_type": "count_agg"},
-     "expression", "round(event.properties.x)"),
-    ("/api/v1/customers", "customer", {"external_id": "c1", "name": "C"},
-     "billing_configuration", {"invoice_grace_period": 3}),
-    ("/api/v1/customers", "customer", {"external_id": "c2", "name": "C"},
-     "finalize_zero_amount_invoice", "skip"),
+    (
+        "/api/v1/billable_metrics",
+        "billable_metric",
+        {"name": "T", "code": "t", "aggregation_type": "count_agg"},
+        "expression",
+        "round(event.properties.x)",
+    ),
+    (
+        "/api/v1/customers",
+        "customer",
+        {"external_id": "c1", "name": "C"},
+        "billing_configuration",
+        {"invoice_grace_period": 3},
+    ),
+    (
+        "/api/v1/customers",
+        "customer",
+        {"external_id": "c2", "name": "C"},
+        "finalize_zero_amount_invoice",
+        "skip",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("path", "envelope", "document", "field", "value"), REFUSED_CASES)
-def test_a_refused_field_is_refused_by_name(client: TestClient, path: str, envelope: str,
-                                            document: dict[str, Any], field: str,
-                                            value: Any) -> None:
+def test_a_refused_field_is_refused_by_name(
+    client: TestClient, path: str, envelope: str, document: dict[str, Any], field: str, value: Any
+) -> None:
     method_path = path.removeprefix("/api/v1")
     assert decision("post", method_path, envelope, field) == REFUSED
     assert field in lago_request_fields()[("post", method_path, envelope)]
