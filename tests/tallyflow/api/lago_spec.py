@@ -100,10 +100,11 @@ DIFFERENCES: dict[str, str] = {
     r"(taxes_rate|tax_rate|/rate|/previous_value): '[0-9.]+' is not of type 'number'": (
         "rates are strings"
     ),
+    # exact amounts as decimal strings (docs/architecture.md §7)
+    r"/precise_[a-z_]+: '.*' is not of type 'number'": "precise amounts are strings",
     # null where Lago's schema says a string Tallyflow has no value for
-    r"/(payment_dispute_lost_at|file_url|billing_entity_code|lago_item_id|lago_organization_id)"
-    r": None is not of "
-    r"type 'string'": "null for a value Tallyflow does not have",
+    r"/(payment_dispute_lost_at|file_url|billing_entity_code|lago_item_id|lago_organization_id"
+    r"|tax_description): None is not of type 'string'": "null for a value Tallyflow does not have",
     # required keys of objects Tallyflow does not answer yet
     r"/customers?(/N)?: '(slug|sequential_id)' is a required property": "customer slug",
     r"/wallets?(/N)?: '(balance|invoice_requires_successful_payment)' is a required "
@@ -111,10 +112,11 @@ DIFFERENCES: dict[str, str] = {
     r"/charges/N: 'created_at' is a required property": "charge created_at",
     r"subscriptions?(/N)?: '(on_termination_invoice|lago_customer_id|external_customer_id|"
     r"created_at)' is a required property": "subscription termination settings",
-    r"/fees/N: '(total_aggregated_units|sub_total_excluding_taxes_precise_amount_cents|"
+    r"/(fees/N|fee): '(total_aggregated_units|sub_total_excluding_taxes_precise_amount_cents|"
     r"sub_total_excluding_taxes_amount_cents|precise_unit_amount|payment_status)' is a "
     r"required property": "fee totals",
-    r"/fees/N/item: 'item_type' is a required property": "fee item_type",
+    r"/(fees/N|fee)/item: 'item_type' is a required property": "fee item_type",
+    r"/fees/N: 'invoiceable' is a required property": "estimated fee invoiceable",
     r"applied_taxes/N: '(lago_id|created_at|amount_currency|amount_cents)' is a required "
     r"property": "applied tax ids",
     r"/wallet_transactions/N: '(payment_method|metadata|invoice_requires_successful_payment)"

@@ -224,7 +224,9 @@ def test_invoices_are_the_clis(client: TestClient, engine: Engine, tmp_path: Pat
         assert got["number"] == (cli_invoice["number"] or "")
         assert got["customer"]["external_id"] == cli_invoice["customer"]["external_id"]
     one = client.get(f"/api/v1/invoices/{expected[0]['lago_id']}").json()["invoice"]
-    assert one == everything["invoices"][0]
+    # the same invoice; Lago's schemas of the two answers name other unset keys (null)
+    first = everything["invoices"][0]
+    assert without_nulls_beyond(one, first) == without_nulls_beyond(first, one)
     assert [mismatches(i, Invoice) for i in everything["invoices"]] == [[]] * len(expected)
     assert [mismatches(i, Invoice) for i in expected] == [[]] * len(expected)
     fees = [fee for invoice in everything["invoices"] for fee in invoice["fees"]]
