@@ -36,6 +36,15 @@ class WalletTransaction(WalletTransactionBase):
     amount: str
     priority: int
 
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    lago_credit_note_id: NotRequired[None]
+    lago_voided_invoice_id: NotRequired[None]
+    name: NotRequired[None]
+    purchase_order_number: NotRequired[None]
+    failed_at: NotRequired[None]
+    remaining_amount_cents: NotRequired[None]
+    remaining_credit_amount: NotRequired[None]
+
 
 class LedgerTransaction(WalletTransactionBase):
     """``tallyflow wallets show`` (``--json``): the ledger row as an operator reads it, with
@@ -85,6 +94,14 @@ class ApiWallet(Wallet):
     """The HTTP API's wallet: the same, with Lago's ``lago_customer_id``."""
 
     lago_customer_id: str
+
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    last_balance_sync_at: NotRequired[None]
+    last_consumed_credit_at: NotRequired[None]
+    metadata: NotRequired[None]
+    paid_top_up_max_amount_cents: NotRequired[None]
+    paid_top_up_min_amount_cents: NotRequired[None]
+    purchase_order_number: NotRequired[None]
 
 
 class OngoingSubscription(TypedDict):
@@ -191,6 +208,8 @@ class CustomerUsage(TypedDict):
 
 class ApiFilterUsage(FilterUsage):
     total_aggregated_units: str
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    pricing_unit_details: NotRequired[None]
 
 
 class ApiGroupUsage(UsageFigures):
@@ -206,6 +225,8 @@ class ApiChargeUsage(UsageFigures):
     filters: list[ApiFilterUsage]
     grouped_usage: list[ApiGroupUsage]
     total_aggregated_units: str
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    pricing_unit_details: NotRequired[None]
 
 
 class ApiCustomerUsage(TypedDict):
@@ -221,6 +242,8 @@ class ApiCustomerUsage(TypedDict):
     events_count: int
     charges_usage: list[ApiChargeUsage]
     tallyflow_unbillable: NotRequired[list[UnbillableCount]]
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    lago_invoice_id: NotRequired[None]
 
 
 # ------------------------------------------------------------------------ invoice fees
@@ -235,6 +258,9 @@ class FeeItem(TypedDict):
     grouped_by: dict[str, Any]
     true_up: bool
     lago_item_id: str | None
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    description: NotRequired[None]
+    filters: NotRequired[None]
 
 
 class InvoiceFee(TypedDict):
@@ -266,6 +292,19 @@ class InvoiceFee(TypedDict):
     # unit price in minor units
     description: NotRequired[str | None]
     unit_amount_cents: NotRequired[int]
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    created_at: NotRequired[None]
+    external_customer_id: NotRequired[None]
+    failed_at: NotRequired[None]
+    lago_charge_filter_id: NotRequired[None]
+    lago_charge_id: NotRequired[None]
+    lago_customer_id: NotRequired[None]
+    lago_fixed_charge_id: NotRequired[None]
+    lago_subscription_id: NotRequired[None]
+    lago_true_up_fee_id: NotRequired[None]
+    lago_true_up_parent_fee_id: NotRequired[None]
+    refunded_at: NotRequired[None]
+    succeeded_at: NotRequired[None]
 
 
 # ------------------------------------------------------------------------ invoices
@@ -291,6 +330,18 @@ class InvoiceSubscription(TypedDict):
     current_billing_period_started_at: str | None
     current_billing_period_ending_at: str | None
     plan_version: PlanVersionRef | None
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    activated_at: NotRequired[None]
+    canceled_at: NotRequired[None]
+    cancellation_reason: NotRequired[None]
+    downgrade_plan_date: NotRequired[None]
+    ending_at: NotRequired[None]
+    next_plan_code: NotRequired[None]
+    on_termination_credit_note: NotRequired[None]
+    previous_plan_code: NotRequired[None]
+    purchase_order_number: NotRequired[None]
+    terminated_at: NotRequired[None]
+    trial_ended_at: NotRequired[None]
 
 
 class CreditItem(TypedDict):
@@ -387,6 +438,8 @@ class Invoice(TypedDict):
     applied_taxes: Any
     fees: list[InvoiceFee]
     credits: list[Credit]
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    web_url: NotRequired[None]
 
 
 # ------------------------------------------------------------------------ credit notes
@@ -413,6 +466,8 @@ class CreditNoteAppliedTax(TypedDict):
     base_amount_cents: int
     amount_cents: int
     amount_currency: str
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    lago_tax_id: NotRequired[None]
 
 
 class CreditNote(TypedDict):
@@ -452,6 +507,9 @@ class CreditNote(TypedDict):
     voided_at: str | None
     items: list[CreditNoteItem]
     applied_taxes: list[CreditNoteAppliedTax]
+    # Lago's keys the API answers as null (filled from Lago's schema, tallyflow/api/openapi.py)
+    error_details: NotRequired[None]
+    metadata: NotRequired[None]
 
 
 class EstimateItem(TypedDict):

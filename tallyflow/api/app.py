@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from sqlalchemy import Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tallyflow.api.balances import BalanceCache
+from tallyflow.api.docs import offline_docs
 from tallyflow.api.intake import InflightLimit
 from tallyflow.api.keys import KeyCache
 from tallyflow.api.lago import LagoError, LagoJSON, invalid
+from tallyflow.api.openapi import document, shape_answers
 from tallyflow.api.pipeline import Pipeline
 from tallyflow.api.routers import (
     add_ons,
@@ -66,7 +69,12 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True,
         version="1",
         lifespan=_lifespan,
         default_response_class=LagoJSON,
+        dependencies=[Depends(shape_answers)],
+        docs_url=None,
+        redoc_url=None,
     )
+    app.openapi = functools.partial(document, app)  # type: ignore[method-assign]
+    offline_docs(app)
     # the API's own view of the engine (same pool): a failing statement's error, and so its
     # logged traceback, never carries the bound parameters (an API key's hash, a customer)
     quiet = engine.execution_options()

@@ -9,13 +9,15 @@ catalog: files and the API both write it; ``apply`` changes only what its files 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.exc import DataError
 
 from tallyflow.api.lago import INVALID, LagoError, invalid, not_found, row_id
-from tallyflow.models.catalog import WALLET, CatalogError
+from tallyflow.models.catalog import MODELS, PLAN, WALLET, CatalogError, Charge
 from tallyflow.tasks.catalog import (
     LoadedDocument,
     apply_documents,
@@ -29,14 +31,59 @@ from tallyflow.tasks.catalog import (
 SOURCE = "request"  # the "file" an API document is reported from
 
 
+# The envelope as Lago's own JavaScript template sends it (``createBillableMetric({
+# billableMetric })``, docs.getlago.com templates/per-token): taken as Lago's key. Lago's
+# ``params.expect(billable_metric: ...)`` answers it 400; the template is meant to work.
+ENVELOPE_ALIASES = {"billable_metric": "billableMetric"}
+
+
 def document_of(body: Any, kind: str) -> dict[str, Any]:
     """The document of ``{kind: {...}}``: 400 without it, 422 for any other top-level key."""
+    alias = ENVELOPE_ALIASES.get(kind)
+    if isinstance(body, dict) and alias in body and kind not in body:
+        body = {kind: body[alias], **{k: v for k, v in body.items() if k != alias}}
     if not isinstance(body, dict) or not isinstance(body.get(kind), dict):
         raise LagoError(400, "missing_parameter", {kind: ["value_is_mandatory"]})
     unknown = sorted(set(body) - {kind})
     if unknown:
         raise invalid({name: ["unknown_field"] for name in unknown})
-    return dict(body[kind])
+    return unset_nulls(kind, _numbers_as_text(kind, dict(body[kind])))
+
+
+# Decimal fields Lago's API also takes as JSON numbers (its JavaScript template sends
+# ``paid_credits: 100.0``). The API reads numbers exactly (``read_json``), so their text is
+# the number sent; catalog files keep the rule of decimal strings.
+_NUMBER_FIELDS = {WALLET: ("rate_amount", "paid_credits", "granted_credits")}
+
+
+def _numbers_as_text(kind: str, document: dict[str, Any]) -> dict[str, Any]:
+    for name in _NUMBER_FIELDS.get(kind, ()):
+        value = document.get(name)
+        if isinstance(value, int | Decimal) and not isinstance(value, bool):
+            document[name] = format(Decimal(value), "f")
+    return document
+
+
+def _known(model: type[BaseModel]) -> set[str]:
+    return {name for field, info in model.model_fields.items()
+            for name in (field, info.alias) if name}
+
+
+def unset_nulls(kind: str, document: dict[str, Any]) -> dict[str, Any]:
+    """Lago's answers hold every key its schema has as ``null`` (``tallyflow.api.openapi``),
+    and its clients send objects back as answered: a ``null`` for a field Tallyflow does not
+    carry is that field unset, so it is dropped (a value there is still refused by name, as
+    apply refuses it). A ``null`` for a field Tallyflow carries is kept (it clears it)."""
+    model = MODELS.get(kind)
+    if model is None:
+        return document
+    known = _known(model)
+    out = {k: v for k, v in document.items() if v is not None or k in known}
+    if kind == PLAN and isinstance(out.get("charges"), list):
+        charge_known = _known(Charge)
+        out["charges"] = [{k: v for k, v in c.items() if v is not None or k in charge_known}
+                          if isinstance(c, dict) else c for c in out["charges"]]
+    return out
 
 
 # A catalog error's reason, as apply words it -> Lago's code for it (the first that matches);

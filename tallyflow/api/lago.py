@@ -18,6 +18,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tallyflow.api.openapi import ANSWER_SCHEMAS, fill_nulls
 from tallyflow.models import number_rule
 from tallyflow.models.lago.times import iso_z as iso  # the API's form (docs/architecture.md §11)
 from tallyflow.tasks.ingest import loads_exact
@@ -48,6 +49,12 @@ class LagoJSON(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
+        # An answer of Lago's operation holds each key Lago's schema has nullable, unset as
+        # null (tallyflow/api/openapi.py)
+        schemas = ANSWER_SCHEMAS.get()
+        if schemas and isinstance(content, dict):
+            schema = schemas.get(str(self.status_code))
+            content = fill_nulls(schema, content) if schema else content
         # An integer beyond 64 bits (a property of 10^24 tokens) as a string: most clients'
         # JSON readers would lose its digits (docs/architecture.md §7). Never a text 500.
         return number_rule.dumps(content, default=_default, big="string")

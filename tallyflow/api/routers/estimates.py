@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from tallyflow.api.deps import AUTH, event_body, get_engine
+from tallyflow.api.fields import CARRIED_FIELDS
 from tallyflow.api.lago import LagoError, LagoJSON, invalid, iso
 from tallyflow.api.schemas import EventRequest, request_body
 from tallyflow.models.invoicing import InvoiceFee
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/api/v1/events", tags=["events"], dependencies=AUTH)
 
 # Lago reads these; timestamp is Lago's too but an estimate is always "now" (Lago sets
 # Time.current), so a timestamp given is refused rather than ignored.
-_KEYS = {"code", "external_subscription_id", "transaction_id", "properties"}
+_KEYS = set(CARRIED_FIELDS[("post", "/events/estimate_fees", "event")])
 
 
 @router.post("/estimate_fees", openapi_extra=request_body(EventRequest))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, text
@@ -15,12 +17,29 @@ from sqlalchemy import Engine, text
 from tallyflow.api.app import create_app
 from tallyflow.api.keys import create_key
 from tallyflow.api.settings import ApiSettings
+from tests.tallyflow.api.lago_spec import violations
 
 
 def settings_for(folder: Path, **overrides: Any) -> ApiSettings:
     values: dict[str, Any] = {"bucket": (folder / "bucket").as_uri(), "commit_seconds": 0.05,
                               "commit_events": 5000, "max_body_bytes": 4 * 1024 * 1024}
     return ApiSettings(**{**values, **overrides})
+
+
+def lago_checked(response: httpx.Response) -> None:
+    """Every answer of an operation Lago's pinned OpenAPI document defines must validate
+    against Lago's schema for it (``lago_spec.py``), in every API test."""
+    response.read()
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return
+    request = response.request
+    found = violations(request.method, request.url.path, response.status_code, response.json())
+    report = os.environ.get("LAGO_SPEC_REPORT")
+    if report and found:
+        with open(report, "a") as handle:
+            handle.writelines(line + "\n" for line in found)
+        return
+    assert not found, "\n".join(found)
 
 
 @pytest.fixture()
@@ -38,6 +57,7 @@ def make_client(engine: Engine, tmp_path: Path,
         off by default, so a test's watermark is the one it sets."""
         app = create_app(engine, settings_for(tmp_path, **overrides), load=load, mark=mark)
         client = TestClient(app, headers={"Authorization": f"Bearer {api_key}"})
+        client.event_hooks = {"response": [lago_checked]}
         client.__enter__()
         clients.append(client)
         return client
