@@ -596,6 +596,12 @@ class AlertMetric(TypedDict):
     lago_id: str
     code: str
     name: str
+    # Lago's spec names these nullable; the API fills them with null (tallyflow/api/openapi.py)
+    description: NotRequired[str | None]
+    field_name: NotRequired[str | None]
+    rounding_function: NotRequired[None]
+    rounding_precision: NotRequired[None]
+    weighted_interval: NotRequired[None]
 
 
 class UsageAlert(TypedDict):

@@ -105,6 +105,7 @@ def with_projection(
     charges = [dict(c) for c in current["charges_usage"]]
     for charge, theirs in zip(charges, projected["charges_usage"], strict=True):
         _beside(charge, theirs, ratio)
+        charge.setdefault("groups", [])  # Lago's projected charge always lists it
         if charge.get("filters"):
             _filtered(charge)
     usage["charges_usage"] = charges

@@ -85,6 +85,9 @@ CARRIED_FIELDS: dict[tuple[str, str, str], frozenset[str]] = {
     ("put", "/webhook_endpoints/{lago_id}", "webhook_endpoint"): _fields(WebhookEndpoint),
     ("post", "/subscriptions/{external_id}/alerts", "alert"): _ALERT,
     ("put", "/subscriptions/{external_id}/alerts/{code}", "alert"): _ALERT,
+    ("put", "/subscriptions/{external_id}/lifetime_usage", "lifetime_usage"): frozenset(
+        {"external_historical_usage_amount_cents"}
+    ),
 }
 
 

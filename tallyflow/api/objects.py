@@ -9,6 +9,7 @@ Every figure comes from the function the CLI prints it with: wallets from
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -105,8 +106,13 @@ def _plan_extra(row: Any) -> dict[str, Any]:
     ``lago_billable_metric_id`` and ``billable_metric_code``."""
     charges = row.document.get("charges") or []
     rows = row.open_charges or []
-    # Lago's plan always lists its thresholds (progressive billing, §20)
-    thresholds = {"usage_thresholds": row.document.get("usage_thresholds") or []}
+    # Lago's plan always lists its thresholds (progressive billing, §20), each with Lago's
+    # lago_id (stable: the plan's row and the threshold's place) and the plan's times
+    thresholds = {"usage_thresholds": [
+        {"lago_id": str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                   f"tallyflow:plan:{row.id}:usage_threshold:{i}")),
+         **threshold, "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
+        for i, threshold in enumerate(row.document.get("usage_thresholds") or [])]}
     if len(rows) != len(charges):  # not yet written (cannot happen after an apply)
         return thresholds
     return {**thresholds, "charges": [{**charge, "lago_id": str(found["id"]),
