@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.errors import UserError
+from tallyflow.models.lago.results import ExportWritten
 from tallyflow.models.rating.money import WIDE
 
 if TYPE_CHECKING:
@@ -478,7 +479,7 @@ class Written:
     rows: int
     watermark: int | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> ExportWritten:
         return {"export": self.what, "file": str(self.path), "rows": self.rows,
                 "watermark": self.watermark}
 

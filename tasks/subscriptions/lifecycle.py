@@ -31,6 +31,7 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.catalog import digest, dumps, loads
 from tallyflow.models.credit_notes import DEFAULT_TERMINATION_CHOICE, TERMINATION_CHOICES
+from tallyflow.models.lago.results import SubscriptionStanding
 from tallyflow.models.lifecycle import (
     ROW_STARTS_SQL,
     LifecycleRefusal,
@@ -441,7 +442,7 @@ class Standing:
     unbillable_before_start: int
     unbillable_after_end: int
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> SubscriptionStanding:
         return {
             "external_id": self.external_id,
             "status": str(self.status),
