@@ -56,7 +56,7 @@ class ExportWritten(TypedDict):
 
 
 class EventArchiveSummary(TypedDict):
-    """``tallyflow archive --json`` (tasks/archive/events.py, ``ArchiveSummary``)."""
+    """What archiving events did (tasks/archive/events.py, ``ArchiveSummary``)."""
 
     before: str
     files: list[str]
@@ -70,6 +70,13 @@ class SnapshotArchiveFigures(EventArchiveSummary):
 
     months: list[str]
     kept: int
+
+
+class ArchiveOutput(EventArchiveSummary):
+    """``tallyflow archive --json`` (tallyflow/cli/archive.py): the events, then the
+    snapshots."""
+
+    snapshots: SnapshotArchiveFigures
 
 
 # ------------------------------------------------------------------- subscription lifecycle
@@ -183,3 +190,26 @@ class LagoLifetimeUsage(TypedDict):
     from_datetime: str
     to_datetime: str
     usage_thresholds: NotRequired[list[ThresholdCompletion]]  # when the plan has thresholds
+
+
+# ------------------------------------------------------------------------ events sent out
+
+
+class PrefectEvent(TypedDict):
+    """The keywords of ``prefect.events.emit_event`` for the events Tallyflow emits (a
+    contained failure: tasks/runs/containment.py; a dead claim holding the watermark:
+    tasks/ingest/claims.py)."""
+
+    event: str
+    resource: dict[str, str]
+    related: NotRequired[list[dict[str, str]]]
+    payload: dict[str, Any]
+
+
+class EventErrorObject(TypedDict):
+    """Lago's ``event_error`` webhook object (tasks/webhooks/events.py)."""
+
+    status: int
+    error: str
+    message: str  # the errors, as JSON text
+    event: dict[str, Any]  # the record as sent (a non-object under ``value``)

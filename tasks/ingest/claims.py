@@ -34,6 +34,7 @@ from prefect.events import emit_event
 from sqlalchemy import Engine, text
 
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago.results import PrefectEvent
 from tallyflow.models.lago.summaries import ReclaimSummary
 from tallyflow.tasks.ingest.load import ObjectResult, _record, finish_run, ingest_object, start_run
 from tallyflow.tasks.ingest.sources import SourceSpec, build_source
@@ -163,7 +164,7 @@ def _reclaim(engine: Engine, row: Any, run_id: int) -> ObjectResult:
     return ingest_object(engine, source, int(row.id), run_id)
 
 
-def held_event(holder: WatermarkHolder, outcome: str | None) -> dict[str, Any]:
+def held_event(holder: WatermarkHolder, outcome: str | None) -> PrefectEvent:
     """The Prefect event announcing that a dead run's claim held the watermark."""
     return {
         "event": HELD_EVENT,

@@ -17,6 +17,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.infra import failpoints
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.results import SubscriptionStanding
 from tallyflow.tasks.folding import fold_pending
 from tallyflow.tasks.invoicing import close_periods
 from tallyflow.tasks.subscriptions.lifecycle import (
@@ -219,6 +221,7 @@ def test_on_termination_invoice_in_the_catalog(engine: Engine, tmp_path: Path) -
                                           "on_termination_invoice": "skip"})
     assert invoices(engine) == []
     exported = json.dumps(subscription_standing(engine, SUB, NOW).as_dict())
+    assert mismatches(json.loads(exported), SubscriptionStanding) == []
     assert '"terminated"' in exported
 
 
