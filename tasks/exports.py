@@ -356,7 +356,7 @@ def _fits(value: Any, kind: Decimals) -> Decimal | None:
     return fixed
 
 
-def _typed(what: str, position: int, row: Mapping[str, Any]) -> dict[str, Any]:
+def _typed(what: str, position: int, row: Mapping[str, Any]) -> dict[str, object]:
     """One row with every column of the export, each value of its column's type."""
     out: dict[str, Any] = {}
     for column in COLUMNS[what]:

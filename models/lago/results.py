@@ -93,6 +93,53 @@ class SubscriptionStanding(TypedDict):
     unbillable_events_after_end: int
 
 
+class TerminationInvoice(TypedDict):
+    """The invoice holding a subscription's last period (tasks/subscriptions/lifecycle.py)."""
+
+    number: str | None
+    status: str
+    issuing_date: str
+    currency: str
+    fees_amount_cents: int
+    total_amount_cents: int
+    from_datetime: str
+    to_datetime: str
+
+
+class SubscriptionTermination(TypedDict):
+    """``tallyflow subscriptions terminate --json`` (``Termination``)."""
+
+    external_id: str
+    external_customer_id: str
+    terminated_at: str
+    status: str
+    rerun: bool
+    events_refolded: int
+    periods_zeroed: int
+    final_snapshot_cents: int | None
+    wallet_deducted_cents: str
+    wallet_credited_back_cents: str
+    on_termination_invoice: str
+    invoices: list[TerminationInvoice]
+    advance_fee_not_credited: bool
+    credit_note: dict[str, Any] | None  # a resources.CreditNote, as the CLI reads it
+
+
+class PlanChangeSummary(TypedDict):
+    """``tallyflow subscriptions change-plan --json`` (``PlanChangeResult``)."""
+
+    external_id: str
+    kind: str  # upgrade | downgrade
+    previous_plan_code: str
+    plan_code: str
+    effective_at: str
+    previous_subscription_id: int
+    subscription_id: int
+    previous_invoice: list[TerminationInvoice]
+    advance_fee_not_credited: bool
+    credit_note: dict[str, Any] | None  # a resources.CreditNote, as the CLI reads it
+
+
 # ----------------------------------------------------------------------------- event status
 
 
@@ -213,3 +260,18 @@ class EventErrorObject(TypedDict):
     error: str
     message: str  # the errors, as JSON text
     event: dict[str, Any]  # the record as sent (a non-object under ``value``)
+
+
+class InvoiceCustomer(TypedDict):
+    """The customer an invoice stores and shows (``invoices.customer``;
+    tasks/invoicing/writing.py, ``customer_object``). The API adds Lago's customer fields."""
+
+    lago_id: str
+    external_id: str
+    name: str | None
+    email: str | None
+    currency: str | None
+    timezone: str | None
+    tax_codes: list[str]
+    invoice_grace_period: int | None
+    net_payment_term: int | None
