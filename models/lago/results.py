@@ -275,3 +275,44 @@ class InvoiceCustomer(TypedDict):
     tax_codes: list[str]
     invoice_grace_period: int | None
     net_payment_term: int | None
+
+
+# ------------------------------------------------------------------------- sources list
+
+
+class PluginOption(TypedDict):
+    name: str
+    type: str
+    default: Any  # the option's default as its model gives it (null when required)
+    required: bool
+    description: str
+
+
+class SourceKind(TypedDict):
+    kind: str
+    origin: str
+    description: str
+    fields: list[str]
+    options: list[PluginOption]
+
+
+class MappingKind(TypedDict):
+    name: str
+    origin: str
+    description: str
+    options: list[PluginOption]
+
+
+class BrokenPlugin(TypedDict):
+    group: str
+    name: str
+    target: str
+    error: str
+
+
+class SourceRegistry(TypedDict):
+    """``tallyflow sources list --json`` (tallyflow/cli/ingest.py, ``describe_registry``)."""
+
+    sources: list[SourceKind]
+    mappings: list[MappingKind]
+    broken: list[BrokenPlugin]

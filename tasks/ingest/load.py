@@ -100,7 +100,7 @@ class ObjectResult:
     # a replay row (tasks/ingest/replay.py): what it did to the replaced object's records
     replay: ReplayedObject | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -317,7 +317,7 @@ _CLAIM_LISTED = text(
 )
 
 
-def ledger_spec(engine: Engine, object_url: str) -> dict[str, Any] | None:
+def ledger_spec(engine: Engine, object_url: str) -> dict[str, object] | None:
     """How the object was last read (kind, mapping, format, options), from the ledger."""
     with engine.connect() as conn:
         row = conn.execute(

@@ -356,7 +356,7 @@ def _check_note_choice(choice: str | None, allowed: Sequence[str]) -> None:
 
 
 def _termination_note(engine: Engine, subscription_id: int, choice: str, now: datetime,
-                      upgrade: bool = False) -> dict[str, Any] | None:
+                      upgrade: bool = False) -> dict[str, object] | None:
     """The credit note of the unused days, its refusals as the lifecycle's (one line)."""
     try:
         note = issue_termination_credit_note(engine, subscription_id, choice, upgrade=upgrade,
