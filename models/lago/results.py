@@ -33,11 +33,18 @@ class CatalogErrorEntry(TypedDict):
 
 
 class CatalogApplyResult(TypedDict):
-    """``tallyflow catalog apply --json`` (tasks/catalog/apply.py, ``ApplyResult``)."""
+    """What an apply did (tasks/catalog/apply.py, ``ApplyResult``)."""
 
     ok: bool
     kinds: dict[str, CatalogKindCounts]  # every catalog kind, by name
     errors: list[CatalogErrorEntry]
+
+
+class CatalogApplyOutput(CatalogApplyResult):
+    """``tallyflow catalog apply --json`` (tallyflow/cli/catalog.py): the apply, and the
+    catalog's wallets it opened."""
+
+    wallets_opened: int
 
 
 # ------------------------------------------------------------------------------- exports

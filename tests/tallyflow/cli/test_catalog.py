@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
 from tallyflow.models.lago.conformance import mismatches
-from tallyflow.models.lago.results import CatalogApplyResult
+from tallyflow.models.lago.results import CatalogApplyOutput
 
 ROOT = Path(__file__).resolve().parents[3]
 MISTRAL = ROOT / "examples" / "mistral"
@@ -28,7 +28,7 @@ def test_apply_prints_a_summary(engine: Engine) -> None:
     again = runner.invoke(app, ["apply", str(MISTRAL), "--json"])
     assert again.exit_code == 0, again.output
     summary = json.loads(again.stdout)
-    assert mismatches(summary, CatalogApplyResult) == []
+    assert mismatches(summary, CatalogApplyOutput) == []
     assert summary["ok"] is True
     assert summary["kinds"]["plan"] == {"created": 0, "updated": 0, "unchanged": 1}
 
@@ -46,7 +46,7 @@ def test_apply_with_errors_exits_1_and_lists_every_error(engine: Engine) -> None
     as_json = runner.invoke(app, ["apply", str(FIXTURES / "invalid"), "--json"])
     assert as_json.exit_code == 1
     refused = json.loads(as_json.stdout)
-    assert len(refused["errors"]) == 3 and mismatches(refused, CatalogApplyResult) == []
+    assert len(refused["errors"]) == 3 and mismatches(refused, CatalogApplyOutput) == []
 
 
 def test_catalog_export_and_show(engine: Engine, tmp_path: Path) -> None:
