@@ -50,8 +50,11 @@ def untyped_returns(root: Path) -> dict[str, int]:
 
 
 def over_allowance(found: dict[str, int]) -> list[str]:
-    return [f"{path}: {count} `-> dict[str, Any]` (allowed {ALLOWED.get(path, 0)})"
-            for path, count in sorted(found.items()) if count > ALLOWED.get(path, 0)]
+    return [
+        f"{path}: {count} `-> dict[str, Any]` (allowed {ALLOWED.get(path, 0)})"
+        for path, count in sorted(found.items())
+        if count > ALLOWED.get(path, 0)
+    ]
 
 
 def test_no_new_untyped_dict_returns() -> None:
@@ -61,18 +64,24 @@ def test_no_new_untyped_dict_returns() -> None:
 def test_the_allowance_follows_the_count_down() -> None:
     """A file typed since keeps no allowance it no longer needs (so it cannot creep back)."""
     found = untyped_returns(ROOT)
-    stale = {path: (allowed, found.get(path, 0)) for path, allowed in ALLOWED.items()
-             if found.get(path, 0) < allowed}
+    stale = {
+        path: (allowed, found.get(path, 0))
+        for path, allowed in ALLOWED.items()
+        if found.get(path, 0) < allowed
+    }
     assert stale == {}, "lower these allowances to the count now found"
     assert sum(found.values()) <= sum(ALLOWED.values()) == 23
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("def f() -> dict[str, Any]:\n    return {}\n", 1),
-    ("def f(\n    a: int,\n) -> dict[str, Any] | None:\n    return None\n", 1),
-    ("def f() -> dict[str, object]:\n    return {}\n", 0),
-    ("def f() -> Summary:\n    x: dict[str, Any] = {}\n    return x\n", 0),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("def f() -> dict[str, Any]:\n    return {}\n", 1),
+        ("def f(\n    a: int,\n) -> dict[str, Any] | None:\n    return None\n", 1),
+        ("def f() -> dict[str, object]:\n    return {}\n", 0),
+        ("def f() -> Summary:\n    x: dict[str, Any] = {}\n    return x\n", 0),
+    ],
+)
 def test_the_count_sees_a_planted_return(tmp_path: Path, source: str, expected: int) -> None:
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "planted.py").write_text(source)

@@ -9,7 +9,6 @@ snapshot history, whose size is what the partitions and the bound below keep che
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import Engine, text
 
