@@ -210,7 +210,7 @@ def _reingest_name() -> str:
 
 
 @task(name="ledger-source", **INGEST_RETRIES)
-def ledger_spec_task(object_url: str) -> dict[str, Any] | None:
+def ledger_spec_task(object_url: str) -> dict[str, object] | None:
     return ledger_spec(billing_engine(), object_url)
 
 

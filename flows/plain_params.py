@@ -33,7 +33,7 @@ class _NotPlain(Exception):
 class PlainParamsFlow(Flow[P, R]):
     """A Prefect ``Flow`` in every way but where its parameters' JSON form comes from."""
 
-    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, object]:
         if self.ismethod or self.isclassmethod:
             return super().serialize_parameters(parameters)
         try:

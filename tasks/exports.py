@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.errors import UserError
+from tallyflow.models.lago.results import ExportWritten
 from tallyflow.models.rating.money import WIDE
 
 if TYPE_CHECKING:
@@ -355,7 +356,7 @@ def _fits(value: Any, kind: Decimals) -> Decimal | None:
     return fixed
 
 
-def _typed(what: str, position: int, row: Mapping[str, Any]) -> dict[str, Any]:
+def _typed(what: str, position: int, row: Mapping[str, Any]) -> dict[str, object]:
     """One row with every column of the export, each value of its column's type."""
     out: dict[str, Any] = {}
     for column in COLUMNS[what]:
@@ -478,7 +479,7 @@ class Written:
     rows: int
     watermark: int | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> ExportWritten:
         return {"export": self.what, "file": str(self.path), "rows": self.rows,
                 "watermark": self.watermark}
 

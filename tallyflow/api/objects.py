@@ -59,7 +59,7 @@ class CatalogKind:
         return self.query.table
 
 
-def _customer_extra(row: Any) -> dict[str, Any]:
+def _customer_extra(row: Any) -> dict[str, object]:
     return {"applicable_timezone": row.timezone or "UTC", "sequential_id": row.id}
 
 
@@ -82,7 +82,7 @@ _STATUS_SQL = (
     " when least(t.terminated_at, t.ending_at) < now() then 'terminated' else 'active' end)")
 
 
-def _subscription_extra(row: Any) -> dict[str, Any]:
+def _subscription_extra(row: Any) -> dict[str, object]:
     return {
         "lago_customer_id": str(row.customer_id),
         "external_customer_id": row.customer_external_id,
@@ -97,11 +97,11 @@ def _subscription_extra(row: Any) -> dict[str, Any]:
     }
 
 
-def _metric_extra(row: Any) -> dict[str, Any]:
+def _metric_extra(row: Any) -> dict[str, object]:
     return {"filters": row.document.get("filters") or []}
 
 
-def _plan_extra(row: Any) -> dict[str, Any]:
+def _plan_extra(row: Any) -> dict[str, object]:
     """Lago's charge fields: ``lago_id`` (the open charge row at that place),
     ``lago_billable_metric_id`` and ``billable_metric_code``."""
     charges = row.document.get("charges") or []
@@ -163,7 +163,7 @@ ADD_ONS = CatalogKind("add_ons", "add_on", "add_ons",
                       CatalogQuery("add_ons", "code", hidden="t.deleted_at is not null"))
 
 
-def _coupon_extra(row: Any) -> dict[str, Any]:
+def _coupon_extra(row: Any) -> dict[str, object]:
     """Lago's ``V1::CouponSerializer`` fields, every one present (absent ones null)."""
     return {
         "description": row.description,
@@ -185,7 +185,7 @@ COUPONS = CatalogKind("coupons", "coupon", "coupons", CatalogQuery("coupons", "c
 
 
 
-def _object(kind: CatalogKind, row: Any) -> dict[str, Any]:
+def _object(kind: CatalogKind, row: Any) -> dict[str, object]:
     return catalog_object(row.document, row.id, row.created_at, row.updated_at,
                           **kind.extra(row))
 
@@ -198,7 +198,7 @@ def catalog_list(engine: Engine, kind: CatalogKind, where: dict[str, str], page:
     return [_object(kind, row) for row in rows], total
 
 
-def catalog_one(engine: Engine, kind: CatalogKind, key: str) -> dict[str, Any]:
+def catalog_one(engine: Engine, kind: CatalogKind, key: str) -> dict[str, object]:
     """The object a key names; 404 ``<kind>_not_found`` when there is none (or it is
     deleted)."""
     row = catalog_row(engine, kind.query, key)

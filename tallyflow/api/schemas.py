@@ -183,12 +183,12 @@ def request_body(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def query_parameters(single: Mapping[str, Sequence[str] | None],
-                     many: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+                     many: Mapping[str, Sequence[str]] | None = None) -> dict[str, object]:
     """``openapi_extra`` for list filters a route reads from the query itself: ``single``
     (name -> its values, None for any text) and ``many`` (Lago's ``name[]``, repeated), so
     the served document shows them and a client (or schemathesis) can send them."""
 
-    def schema(values: Sequence[str] | None) -> dict[str, Any]:
+    def schema(values: Sequence[str] | None) -> dict[str, object]:
         return {"type": "string", **({"enum": list(values)} if values else {})}
 
     parameters = [{"name": name, "in": "query", "required": False, "schema": schema(values)}

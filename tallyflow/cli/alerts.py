@@ -26,7 +26,7 @@ def register(root: typer.Typer) -> None:
     root.add_typer(app, name="alerts")
 
 
-def _threshold(text: str, recurring: bool) -> dict[str, Any]:
+def _threshold(text: str, recurring: bool) -> dict[str, object]:
     value, _, code = text.partition(":")
     return {"value": value, "code": code or None, "recurring": recurring}
 

@@ -18,6 +18,7 @@ from rich.table import Table
 from tallyflow.cli.common import flow_session, start_up_done
 from tallyflow.errors import UserError
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago.results import PluginOption, SourceRegistry
 from tallyflow.models.lago.summaries import IngestSummary
 
 # The choices the flow's parameter model accepts, spelled out so a typo fails before any run
@@ -121,7 +122,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(mappings_app, name="mappings")
 
 
-def parse_pairs(pairs: list[str] | None, flag: str) -> dict[str, Any]:
+def parse_pairs(pairs: list[str] | None, flag: str) -> dict[str, object]:
     """``key=value`` options; a value that looks like JSON ({..}, [..]) is read as JSON, the
     rest stays text for the option model to convert (so "true", "65536" work)."""
     found: dict[str, Any] = {}
@@ -461,8 +462,8 @@ def export(
 sources_app = typer.Typer(help="Source kinds and record mappings (built-in and plugins).")
 
 
-def _option_rows(model: type[Any]) -> list[dict[str, Any]]:
-    rows = []
+def _option_rows(model: type[Any]) -> list[PluginOption]:
+    rows: list[PluginOption] = []
     for name, field in model.model_fields.items():
         annotation = getattr(field.annotation, "__name__", None) or str(field.annotation)
         rows.append({
@@ -476,7 +477,7 @@ def _option_rows(model: type[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def describe_registry() -> dict[str, Any]:
+def describe_registry() -> SourceRegistry:
     """What ``tallyflow sources list`` shows: kinds, mappings, their options, broken plugins."""
     from tallyflow.tasks.ingest import plugins
 
@@ -534,7 +535,7 @@ def sources_list(as_json: bool = typer.Option(False, "--json")) -> None:
                       f"{broken['target']}): {broken['error']}")
 
 
-def _option_text(option: dict[str, Any]) -> str:
+def _option_text(option: PluginOption) -> str:
     default = "required" if option["required"] else f"default {option['default']!r}"
     return f"{option['name']} ({default}): {option['description']}".rstrip(": ")
 

@@ -25,7 +25,7 @@ rebuilds recompute only the periods from the horizon on (``tasks.folding``).
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.errors import UserError
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.models.archive import ArchiveSubject, last_moment, unfinished
+from tallyflow.models.lago.results import EventArchiveSummary
 from tallyflow.tasks.folding import archive_horizon, load_subscription_rows
 
 DEFAULT_CHUNK_ROWS = 500_000
@@ -109,10 +110,10 @@ class ArchiveSummary:
     finished_moves: int = 0
     removed_temporary: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["before"] = self.before.isoformat()
-        return out
+    def as_dict(self) -> EventArchiveSummary:
+        return {"before": self.before.isoformat(), "files": list(self.files), "rows": self.rows,
+                "finished_moves": self.finished_moves,
+                "removed_temporary": self.removed_temporary}
 
 
 def _subjects(conn: Connection, before: datetime) -> list[ArchiveSubject]:

@@ -32,7 +32,7 @@ run: ``tasks.archive.finish_interrupted``).
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +50,7 @@ from tallyflow.infra.partitions import (
     month_partitions,
 )
 from tallyflow.models.archive import wholly_before
+from tallyflow.models.lago.results import SnapshotArchiveFigures
 from tallyflow.tasks.archive.events import (
     DEFAULT_CHUNK_ROWS,
     check_horizon,
@@ -99,10 +100,11 @@ class SnapshotArchiveSummary:
     finished_moves: int = 0
     removed_temporary: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["before"] = self.before.isoformat()
-        return out
+    def as_dict(self) -> SnapshotArchiveFigures:
+        return {"before": self.before.isoformat(), "months": list(self.months),
+                "files": list(self.files), "rows": self.rows, "kept": self.kept,
+                "finished_moves": self.finished_moves,
+                "removed_temporary": self.removed_temporary}
 
 
 def _keep_aside(conn: Connection, name: str) -> int:

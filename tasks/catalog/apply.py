@@ -65,6 +65,7 @@ from tallyflow.models.catalog import (
     dumps,
     validate_documents,
 )
+from tallyflow.models.lago.results import CatalogApplyResult
 from tallyflow.tasks.catalog import plan_versions
 from tallyflow.tasks.catalog.coupons import apply_coupon
 from tallyflow.tasks.catalog.files import (
@@ -97,7 +98,7 @@ class ApplyResult:
     def changed(self) -> bool:
         return any(self.created.values()) or any(self.updated.values())
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> CatalogApplyResult:
         return {
             "ok": self.ok,
             "kinds": {
@@ -108,7 +109,8 @@ class ApplyResult:
                 }
                 for kind in KINDS
             },
-            "errors": [error.to_dict() for error in self.errors],
+            "errors": [{"file": e.file, "path": e.path, "message": e.message}
+                       for e in self.errors],
         }
 
 

@@ -84,7 +84,7 @@ def check_effective_at(
     return errors
 
 
-def previous_document(conn: Connection, plan_id: int | None) -> dict[str, Any] | None:
+def previous_document(conn: Connection, plan_id: int | None) -> dict[str, object] | None:
     """The stored document of a plan before this apply writes over it (None for a new one)."""
     if plan_id is None:
         return None

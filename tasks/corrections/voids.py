@@ -32,6 +32,7 @@ from sqlalchemy import Connection, Engine, text
 
 from tallyflow.errors import UserError
 from tallyflow.infra.failpoints import failpoint
+from tallyflow.models.lago.results import EventHistoryEntry, EventStatus
 from tallyflow.models.lago.summaries import ReratedPeriod, VoidedEvent, VoidRerate, VoidSummary
 from tallyflow.models.voids import REFUSALS, EventFacts, VoidOutcome, void_decision
 from tallyflow.tasks.folding import FOLD_LOCK, load_subscription_rows, rebuild_subscription
@@ -391,7 +392,7 @@ def _archived(conn: Connection, keys: Sequence[EventKey]) -> set[EventKey]:
     return held
 
 
-def event_status(engine: Engine, key: EventKey) -> dict[str, Any]:
+def event_status(engine: Engine, key: EventKey) -> EventStatus:
     """Where one event stands and its history (``tallyflow events show``, the API's GET).
 
     Status, first match: ``voided``, ``on_finalized_invoice``, ``billed_in_advance``,
@@ -420,7 +421,7 @@ def event_status(engine: Engine, key: EventKey) -> dict[str, Any]:
         status = "billed_in_advance"
     else:
         status = "accepted"
-    history: list[dict[str, Any]] = [
+    history: list[EventHistoryEntry] = [
         {"at": row.ingested_at.isoformat(), "event": "ingested", "object": row.object,
          "row": int(row.row_number)}]
     history += [{"at": t.voided_at.isoformat(), "event": "voided", "actor": t.actor,

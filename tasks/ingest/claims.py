@@ -25,15 +25,16 @@ Prefect event ``tallyflow.ingest.watermark-held`` (deployments/automations.yaml 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypedDict
 
 from prefect import runtime, task
 from prefect.events import emit_event
 from sqlalchemy import Engine, text
 
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago.results import PrefectEvent
 from tallyflow.models.lago.summaries import ReclaimSummary
 from tallyflow.tasks.ingest.load import ObjectResult, _record, finish_run, ingest_object, start_run
 from tallyflow.tasks.ingest.sources import SourceSpec, build_source
@@ -44,6 +45,25 @@ HELD_EVENT: Final = "tallyflow.ingest.watermark-held"
 RECLAIM_SOURCE: Final = "(reclaim)"  # ingest_runs.source of a reclaim: it has no one source
 # Objects one reclaim loads at most; the rest wait for the next hour (each is listed).
 RECLAIM_LIMIT: Final = 1000
+
+
+class HolderFields(TypedDict):
+    """``WatermarkHolder.as_dict()``: moments as datetimes (``tallyflow ops`` and billing
+    health write them as text; a reclaim's ``held_by``)."""
+
+    object_id: int
+    object: str
+    source: str
+    status: str
+    since: datetime
+    claimed_at: datetime | None
+    ingest_run: int | None
+    flow_run_id: str | None
+    run_status: str | None
+    error: str | None
+    dead: bool
+    holds: bool
+    watermark: datetime | None
 
 
 @dataclass
@@ -64,8 +84,12 @@ class WatermarkHolder:
     holds: bool  # it is what stops the watermark (not the last listing)
     watermark: datetime | None
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def as_dict(self) -> HolderFields:
+        return {"object_id": self.object_id, "object": self.object, "source": self.source,
+                "status": self.status, "since": self.since, "claimed_at": self.claimed_at,
+                "ingest_run": self.ingest_run, "flow_run_id": self.flow_run_id,
+                "run_status": self.run_status, "error": self.error, "dead": self.dead,
+                "holds": self.holds, "watermark": self.watermark}
 
     def describe(self) -> str:
         run = (f"ingest run {self.ingest_run} (flow run {self.flow_run_id or '-'},"
@@ -163,7 +187,7 @@ def _reclaim(engine: Engine, row: Any, run_id: int) -> ObjectResult:
     return ingest_object(engine, source, int(row.id), run_id)
 
 
-def held_event(holder: WatermarkHolder, outcome: str | None) -> dict[str, Any]:
+def held_event(holder: WatermarkHolder, outcome: str | None) -> PrefectEvent:
     """The Prefect event announcing that a dead run's claim held the watermark."""
     return {
         "event": HELD_EVENT,

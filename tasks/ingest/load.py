@@ -44,6 +44,7 @@ from tallyflow.models.events import (
     differing_properties,
     quoted_value,
 )
+from tallyflow.models.lago.results import ReplayedObject
 from tallyflow.models.lago.summaries import IngestFigures, IngestRunSummary, ReplayTotals
 from tallyflow.models.lifecycle import BILLING_ROW_SQL, life_holds_sql
 from tallyflow.tasks.ingest.columnar import applies as columnar
@@ -97,9 +98,9 @@ class ObjectResult:
     # the mapping's field paths that no record of the object matched
     paths_never_matched: list[str] = field(default_factory=list)
     # a replay row (tasks/ingest/replay.py): what it did to the replaced object's records
-    replay: dict[str, Any] | None = None
+    replay: ReplayedObject | None = None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -204,14 +205,14 @@ def summarise(results: list[ObjectResult]) -> IngestFigures:
     return figures
 
 
-def _replay_totals(replays: list[dict[str, Any]]) -> ReplayTotals:
+def _replay_totals(replays: list[ReplayedObject]) -> ReplayTotals:
     """A replay run's totals (tasks/ingest/replay.py), the records kept listed for a credit note."""
-    def total(name: str) -> int:
-        return sum(r[name] for r in replays)
-
-    return {"objects": len(replays), "records_unchanged": total("records_unchanged"),
-            "records_replaced": total("records_replaced"), "records_kept": total("records_kept"),
-            "events_voided": total("events_voided"), "events_renamed": total("events_renamed"),
+    return {"objects": len(replays),
+            "records_unchanged": sum(r["records_unchanged"] for r in replays),
+            "records_replaced": sum(r["records_replaced"] for r in replays),
+            "records_kept": sum(r["records_kept"] for r in replays),
+            "events_voided": sum(r["events_voided"] for r in replays),
+            "events_renamed": sum(r["events_renamed"] for r in replays),
             "kept": [k for r in replays for k in r["kept"]]}
 
 
@@ -316,7 +317,7 @@ _CLAIM_LISTED = text(
 )
 
 
-def ledger_spec(engine: Engine, object_url: str) -> dict[str, Any] | None:
+def ledger_spec(engine: Engine, object_url: str) -> dict[str, object] | None:
     """How the object was last read (kind, mapping, format, options), from the ledger."""
     with engine.connect() as conn:
         row = conn.execute(

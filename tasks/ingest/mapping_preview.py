@@ -77,6 +77,6 @@ def preview(mapping: str, url: str, rows: int = 20,
     return found
 
 
-def _reject(row: int, rejection: Rejection) -> dict[str, Any]:
+def _reject(row: int, rejection: Rejection) -> dict[str, object]:
     return {"row": row, "reason": str(rejection.reason), "field": rejection.field,
             "message": rejection.message}

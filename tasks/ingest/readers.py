@@ -248,7 +248,7 @@ def _one_document_per_line(data: bytes) -> bool:
         return False
 
 
-def _nest_properties(flat: dict[str, Any]) -> dict[str, Any]:
+def _nest_properties(flat: dict[str, Any]) -> dict[str, object]:
     """Fold ``properties.<key>`` columns (or a JSON ``properties`` column) into one object."""
     record: dict[str, Any] = {}
     properties: dict[str, Any] = {}

@@ -40,6 +40,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from tallyflow.models.lago.results import ReplayedObject
 from tallyflow.tasks.corrections import (
     EventKey,
     Rerate,
@@ -206,7 +207,7 @@ class Reconciled:
     events_renamed: int = 0  # stored under ``<id>~replay-<object>``: the key was voided
     kept: list[dict[str, Any]] = field(default_factory=list)  # for a credit note
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> ReplayedObject:
         return {"replaces": self.replaces, "records_unchanged": self.records_unchanged,
                 "records_replaced": self.records_replaced, "records_kept": self.records_kept,
                 "events_voided": self.events_voided, "events_renamed": self.events_renamed,

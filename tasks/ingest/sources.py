@@ -87,12 +87,12 @@ class SourceSpec(BaseModel):
         description="Passed to the source, e.g. endpoint_url or secret_block for S3",
     )
 
-    def read_settings(self) -> dict[str, Any]:
+    def read_settings(self) -> dict[str, object]:
         """What decides what an object's records give (``Source.fingerprint``)."""
         return self.model_dump(mode="json", include={"kind", "mapping", "mapping_options",
                                                      "format"})
 
-    def ledger_spec(self) -> dict[str, Any]:
+    def ledger_spec(self) -> dict[str, object]:
         """What the ledger keeps of the source that read an object (to read it again)."""
         return self.model_dump(mode="json", exclude={"url"})
 
@@ -409,7 +409,7 @@ class FsspecSource(Source):
     def golden_case(cls, folder: Path) -> SourceSpec:
         return SourceSpec(kind=cls.kind, url=folder.as_uri())
 
-    def _storage_options(self) -> dict[str, Any]:
+    def _storage_options(self) -> dict[str, object]:
         config: FsspecOptions = self.config  # type: ignore[assignment]
         protocol = self.spec.url.split("://", 1)[0] if "://" in self.spec.url else "file"
         if protocol not in ("s3", "s3a"):
@@ -546,7 +546,7 @@ def _closing(reader: CheckedZstdReader) -> Iterator[IO[bytes]]:
         reader._raw.close()
 
 
-def _secret_block_credentials(name: str) -> dict[str, Any]:
+def _secret_block_credentials(name: str) -> dict[str, object]:
     from prefect.blocks.system import Secret
 
     block = Secret.load(name)

@@ -180,7 +180,7 @@ _ENTITY_FIELDS = ("code", "name", "email", "legal_name", "legal_number",
                   "zipcode", "state", "country", "invoice_footer", "document_number_prefix")
 
 
-def _entity(document: dict[str, Any] | None) -> dict[str, Any] | None:
+def _entity(document: dict[str, Any] | None) -> dict[str, object] | None:
     """The issuer with every field Lago shows (absent ones null)."""
     if document is None:
         return None

@@ -37,6 +37,11 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.invoicing import InvoiceAmounts, period_fees
+from tallyflow.models.lago.results import (
+    LagoLifetimeUsage,
+    ThresholdCompletion,
+    ThresholdRunSummary,
+)
 from tallyflow.models.lago.times import iso
 from tallyflow.models.progressive import (
     LifetimeUsage,
@@ -285,7 +290,7 @@ def bill_all_thresholds(engine: Engine, at: datetime,
 
 
 @task(name="bill-usage-thresholds", **transient_retries(retries=2, backoff_factor=1))
-def bill_thresholds_task(at: datetime | None = None) -> dict[str, Any]:
+def bill_thresholds_task(at: datetime | None = None) -> ThresholdRunSummary:
     """Evaluate every subscription's usage thresholds at ``at`` (now), each contained; the
     progressive invoices issued. Run every minute by ``deliver-webhooks`` and every hour by
     ``close-periods`` (docs/architecture.md §20). A rerun issues nothing new."""
@@ -297,7 +302,7 @@ def bill_thresholds_task(at: datetime | None = None) -> dict[str, Any]:
             "failed": [{"subscription": s, "error": e} for s, e in run.failed]}
 
 
-def report_thresholds(summary: dict[str, Any]) -> None:
+def report_thresholds(summary: ThresholdRunSummary) -> None:
     """Print what one evaluation did (the flows' log)."""
     print(f"usage thresholds: {summary['subscriptions']} subscription(s) evaluated,"
           f" {len(summary['issued'])} progressive invoice(s) issued,"
@@ -321,7 +326,7 @@ _REACHED = text(
 )
 
 
-def lifetime_usage(engine: Engine, external_id: str, at: datetime) -> dict[str, Any]:
+def lifetime_usage(engine: Engine, external_id: str, at: datetime) -> LagoLifetimeUsage:
     """Lago's ``lifetime_usage`` object (``V1::LifetimeUsageSerializer`` with its
     ``usage_thresholds``) at ``at``; ``LookupError`` for an unknown subscription."""
     try:
@@ -336,7 +341,7 @@ def lifetime_usage(engine: Engine, external_id: str, at: datetime) -> dict[str, 
             raise LookupError(f"unknown subscription {external_id!r}")
         lifetime = lifetime_of(conn, external_id, current)
         thresholds = applicable_thresholds(row.subscription, row.plan)
-        steps = []
+        steps: list[ThresholdCompletion] = []
         for step in completion(thresholds, lifetime.total_amount_cents):
             reached = None
             if step["reached"]:
@@ -346,7 +351,7 @@ def lifetime_usage(engine: Engine, external_id: str, at: datetime) -> dict[str, 
             steps.append({"amount_cents": step["amount_cents"],
                           "completion_ratio": step["completion_ratio"],
                           "reached_at": iso(reached)})
-    out: dict[str, Any] = {
+    out: LagoLifetimeUsage = {
         "lago_id": external_id,
         "lago_subscription_id": str(row.id),
         "external_subscription_id": external_id,
@@ -362,7 +367,7 @@ def lifetime_usage(engine: Engine, external_id: str, at: datetime) -> dict[str, 
 
 
 def set_historical_usage(engine: Engine, external_id: str, cents: int,
-                         at: datetime) -> dict[str, Any]:
+                         at: datetime) -> LagoLifetimeUsage:
     """Lago's ``PUT .../lifetime_usage`` (``external_historical_usage_amount_cents``): the
     usage before Tallyflow, counted in the lifetime total; ``ValueError`` when negative."""
     if cents < 0:

@@ -19,6 +19,7 @@ from tallyflow.models import number_rule
 from tallyflow.models.invoicing import (
     InvoiceAmounts,
 )
+from tallyflow.models.lago.results import InvoiceCustomer
 from tallyflow.models.lago.summaries import InvoiceOutcome
 from tallyflow.models.wallets import prepaid_breakdown
 from tallyflow.tasks.invoicing.announce import announce_invoices
@@ -31,7 +32,7 @@ from tallyflow.tasks.invoicing.progressive_credit import credit_progressive
 from tallyflow.tasks.wallets import lock_customers
 
 
-def customer_object(customer: CustomerInfo) -> dict[str, Any]:
+def customer_object(customer: CustomerInfo) -> InvoiceCustomer:
     return {
         "lago_id": str(customer.id),
         "external_id": customer.external_id,
@@ -152,7 +153,7 @@ def _copy(conn: Connection, table: str, columns: Sequence[str],
                 copy.write_row(row)
 
 
-def _upsert_params(live: Sequence[_Group]) -> dict[str, Any]:
+def _upsert_params(live: Sequence[_Group]) -> dict[str, object]:
     """The drafts' rows as the arrays of ``_UPSERT``."""
     return {
         "lago": [str(uuid.uuid4()) for _ in live],

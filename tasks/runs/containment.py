@@ -25,6 +25,7 @@ from sqlalchemy import Connection, text
 
 from tallyflow.infra.failpoints import FailpointHit
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago.results import PrefectEvent
 from tallyflow.models.lago.summaries import ContainedFailure
 from tallyflow.tasks.runs.history import describe_error
 from tallyflow.tasks.runs.retry import is_transient, transient_retries
@@ -152,7 +153,7 @@ def names_of(conn: Connection, unit: str, ids: Sequence[int]) -> dict[int, tuple
 MAX_EVENTS = 20
 
 
-def contained_event(item: ContainedFailure, flow_run_id: str | None) -> dict[str, Any]:
+def contained_event(item: ContainedFailure, flow_run_id: str | None) -> PrefectEvent:
     """The Prefect event of one contained failure (``emit_event`` keywords)."""
     name = item["external_id"] or str(item["id"])
     resource = {"prefect.resource.id": f"tallyflow.{item['unit']}.{name}",
@@ -168,7 +169,7 @@ def contained_event(item: ContainedFailure, flow_run_id: str | None) -> dict[str
 
 def contained_events(
     failures: Sequence[ContainedFailure], flow_run_id: str | None
-) -> list[dict[str, Any]]:
+) -> list[PrefectEvent]:
     """The events of a run's own failures (withheld work is a consequence, not news)."""
     own = [f for f in failures if not f["withheld"]]
     events = [contained_event(f, flow_run_id) for f in own[:MAX_EVENTS]]

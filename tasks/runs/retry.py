@@ -7,7 +7,8 @@ the same failure and hides it from the run history.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -44,7 +45,21 @@ def is_transient(exc: BaseException | None) -> bool:
     return False
 
 
-def transient_retries(retries: int = 4, backoff_factor: float = 1.0) -> dict[str, Any]:
+if TYPE_CHECKING:
+    from prefect.cache_policies import CachePolicy
+
+
+class RetryOptions(TypedDict):
+    """``@task`` keywords (Prefect's, not a JSON shape)."""
+
+    retries: int
+    retry_delay_seconds: Callable[[int], list[float]]
+    retry_jitter_factor: float
+    retry_condition_fn: Callable[[Any, Any, Any], bool]
+    cache_policy: CachePolicy
+
+
+def transient_retries(retries: int = 4, backoff_factor: float = 1.0) -> RetryOptions:
     """The task options every database-writing task uses: retry transient failures only, with
     exponential backoff and jitter, and never cache (idempotency lives in Postgres)."""
     from prefect.cache_policies import NO_CACHE

@@ -18,7 +18,8 @@ termination is safe to retry, crash and rerun (docs/architecture.md §3, invaria
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from copy import deepcopy
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -31,6 +32,12 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models.catalog import digest, dumps, loads
 from tallyflow.models.credit_notes import DEFAULT_TERMINATION_CHOICE, TERMINATION_CHOICES
+from tallyflow.models.lago.results import (
+    PlanChangeSummary,
+    SubscriptionStanding,
+    SubscriptionTermination,
+    TerminationInvoice,
+)
 from tallyflow.models.lifecycle import (
     ROW_STARTS_SQL,
     LifecycleRefusal,
@@ -145,7 +152,7 @@ class Termination:
     wallet_deducted_cents: Decimal = Decimal(0)
     wallet_credited_back_cents: Decimal = Decimal(0)
     on_termination_invoice: str = "generate"
-    invoices: list[dict[str, Any]] = field(default_factory=list)
+    invoices: list[TerminationInvoice] = field(default_factory=list)
     advance_fee_not_credited: bool = False
     """The plan is paid in advance and no credit note was issued (``on_termination_credit_note``
     ``skip``, or nothing left to credit): the fee billed at the period's start stays billed
@@ -153,12 +160,21 @@ class Termination:
     credit_note: dict[str, Any] | None = None
     """The credit note for the unused days (Lago's ``on_termination_credit_note``)."""
 
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["terminated_at"] = self.terminated_at.isoformat()
-        out["wallet_deducted_cents"] = str(self.wallet_deducted_cents)
-        out["wallet_credited_back_cents"] = str(self.wallet_credited_back_cents)
-        return out
+    def as_dict(self) -> SubscriptionTermination:
+        return {
+            "external_id": self.external_id,
+            "external_customer_id": self.external_customer_id,
+            "terminated_at": self.terminated_at.isoformat(),
+            "status": self.status, "rerun": self.rerun,
+            "events_refolded": self.events_refolded, "periods_zeroed": self.periods_zeroed,
+            "final_snapshot_cents": self.final_snapshot_cents,
+            "wallet_deducted_cents": str(self.wallet_deducted_cents),
+            "wallet_credited_back_cents": str(self.wallet_credited_back_cents),
+            "on_termination_invoice": self.on_termination_invoice,
+            "invoices": deepcopy(self.invoices),
+            "advance_fee_not_credited": self.advance_fee_not_credited,
+            "credit_note": deepcopy(self.credit_note),
+        }
 
 
 def _advance_fee_not_credited(conn: Connection, plan_id: int) -> bool:
@@ -340,7 +356,7 @@ def _check_note_choice(choice: str | None, allowed: Sequence[str]) -> None:
 
 
 def _termination_note(engine: Engine, subscription_id: int, choice: str, now: datetime,
-                      upgrade: bool = False) -> dict[str, Any] | None:
+                      upgrade: bool = False) -> dict[str, object] | None:
     """The credit note of the unused days, its refusals as the lifecycle's (one line)."""
     try:
         note = issue_termination_credit_note(engine, subscription_id, choice, upgrade=upgrade,
@@ -406,7 +422,7 @@ def _after_termination(
         del summary
 
 
-def _invoices_of(engine: Engine, subscription_id: int) -> list[dict[str, Any]]:
+def _invoices_of(engine: Engine, subscription_id: int) -> list[TerminationInvoice]:
     """The invoices holding the subscription's last period (the termination invoice)."""
     with engine.connect() as conn:
         rows = conn.execute(
@@ -441,7 +457,7 @@ class Standing:
     unbillable_before_start: int
     unbillable_after_end: int
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> SubscriptionStanding:
         return {
             "external_id": self.external_id,
             "status": str(self.status),
@@ -519,16 +535,23 @@ class PlanChangeResult:
     effective_at: datetime
     previous_subscription_id: int
     subscription_id: int
-    previous_invoice: list[dict[str, Any]] = field(default_factory=list)
+    previous_invoice: list[TerminationInvoice] = field(default_factory=list)
     advance_fee_not_credited: bool = False
     """An upgrade from a plan paid in advance without a credit note: the old plan's fee for the
     period stays billed in full (as for a termination)."""
     credit_note: dict[str, Any] | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["effective_at"] = self.effective_at.isoformat()
-        return out
+    def as_dict(self) -> PlanChangeSummary:
+        return {
+            "external_id": self.external_id, "kind": self.kind,
+            "previous_plan_code": self.previous_plan_code, "plan_code": self.plan_code,
+            "effective_at": self.effective_at.isoformat(),
+            "previous_subscription_id": self.previous_subscription_id,
+            "subscription_id": self.subscription_id,
+            "previous_invoice": deepcopy(self.previous_invoice),
+            "advance_fee_not_credited": self.advance_fee_not_credited,
+            "credit_note": deepcopy(self.credit_note),
+        }
 
 
 def start_plan_change(

@@ -9,7 +9,6 @@ snapshot history, whose size is what the partitions and the bound below keep che
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import Engine, text
 
@@ -49,7 +48,7 @@ def usage_as_of(engine: Engine, as_of: datetime) -> dict[str, int]:
 
 def latest_usage(
     engine: Engine, external_subscription_id: str, at: datetime
-) -> dict[str, Any] | None:
+) -> dict[str, object] | None:
     """The latest stored snapshot for the period containing ``at`` (None when none yet).
 
     For the wallet flow: ``amount_cents`` is what usage says is owed for that period as of

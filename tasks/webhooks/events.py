@@ -10,10 +10,11 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from tallyflow.models.lago.results import EventErrorObject
 from tallyflow.tasks.webhooks.outbox import enqueue, subscribed
 
 
-def event_error_object(record: Any, errors: Mapping[str, Any]) -> dict[str, Any]:
+def event_error_object(record: Any, errors: Mapping[str, Any]) -> EventErrorObject:
     return {"status": 422, "error": "Unprocessable entity",
             "message": json.dumps(errors, default=str),
             "event": dict(record) if isinstance(record, Mapping) else {"value": record}}

@@ -62,7 +62,7 @@ def _answered() -> Iterator[None]:
         raise LagoError(404, str(exc.args[0])) from None
 
 
-def _fields(body: Any) -> dict[str, Any]:
+def _fields(body: Any) -> dict[str, object]:
     """The alert's fields from ``{"alert": {...}}``; other keys refused by name."""
     if not isinstance(body, dict):
         raise LagoError(400, "invalid_body", {"body": ["must_be_an_object"]})

@@ -96,7 +96,7 @@ def _apply(engine: Engine, document: dict[str, Any]) -> LagoJSON:
     return LagoJSON({"applied_coupon": applied_coupon_object(row)})
 
 
-def _one(engine: Engine, lago_id: str) -> dict[str, Any]:
+def _one(engine: Engine, lago_id: str) -> dict[str, object]:
     with engine.connect() as conn:
         row = applied_coupon_row(conn, lago_id)
     if row is None:

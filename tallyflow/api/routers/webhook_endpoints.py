@@ -34,7 +34,7 @@ def _answered() -> Iterator[None]:
         raise LagoError(exc.status, exc.code) from None
 
 
-def _fields(body: Any) -> dict[str, Any]:
+def _fields(body: Any) -> dict[str, object]:
     """The endpoint's fields from ``{"webhook_endpoint": {...}}``; unknown keys refused."""
     if not isinstance(body, dict):
         raise LagoError(400, "invalid_body", {"body": ["must_be_an_object"]})

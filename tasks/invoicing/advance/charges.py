@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -178,6 +178,27 @@ _INSERT = text(
 )
 
 
+class _Scope(TypedDict):
+    """The parameters of one charge's event queries (SQL names)."""
+
+    sub: str
+    code: str
+    sid: int
+    p: datetime
+    slot: str
+    start: datetime
+    end: datetime
+
+
+class _FeeRow(TypedDict):
+    """One fee paid in advance: the invoice's fee, its event, the ``advance_fees`` row."""
+
+    fee: InvoiceFee
+    transaction_id: str
+    row: dict[str, Any]  # column -> value, inserted column by column (``_INSERT``)
+    id: NotRequired[int]  # the row's, once inserted
+
+
 @dataclass(frozen=True)
 class _Billed:
     bucket: int
@@ -204,7 +225,7 @@ def _bill_subscription(
                      {"c": customer.id})
         lock_customers(conn, [customer.id])
         finalized = set(conn.execute(_FINALIZED, {"s": sub.id}).scalars())
-        rows: list[dict[str, Any]] = []
+        rows: list[_FeeRow] = []
         for period in periods:
             if period.period_start not in finalized:
                 rows += _period_fees(conn, sub, charges, period, at, catalog, customer)
@@ -235,14 +256,14 @@ def _bill_subscription(
 def _period_fees(
     conn: Connection, sub: SubscriptionInfo, charges: Sequence[ChargeInfo],
     period: BillingPeriod, at: datetime, catalog: CloseCatalog, customer: CustomerInfo,
-) -> list[dict[str, Any]]:
+) -> list[_FeeRow]:
     """The new fees of one period (rows to insert, with their invoice fee)."""
     billed: dict[str, list[_Billed]] = defaultdict(list)
     for r in conn.execute(_BILLED, {"s": sub.id, "p": period.period_start}):
         billed[r.charge_slot].append(
             _Billed(int(r.bucket), loads_exact(r.grouped_by) or {}, int(r.event_id),
                     Decimal(r.units)))
-    out: list[dict[str, Any]] = []
+    out: list[_FeeRow] = []
     slots = charge_slots(charges)
     for charge in charges:
         metric = charge.metric
@@ -287,14 +308,14 @@ def charge_slots(charges: Sequence[ChargeInfo]) -> dict[int, str]:
 def _scope(
     sub: SubscriptionInfo, charge: ChargeInfo, period: BillingPeriod, at: datetime,
     slots: dict[int, str],
-) -> dict[str, Any]:
+) -> _Scope:
     return {"sub": sub.external_id, "code": charge.metric.code, "sid": sub.id,
             "p": period.period_start, "slot": slots[charge.position],
             "start": period.charges_from, "end": min(at, period.charges_to)}
 
 
 def _events(
-    conn: Connection, query: Any, metric: MetricInfo, params: dict[str, Any]
+    conn: Connection, query: Any, metric: MetricInfo, params: Mapping[str, Any]
 ) -> dict[int, tuple[EventPoint, str]]:
     """Events by id (the id is the ingestion order), as points, with their transaction id."""
     return {
@@ -308,7 +329,7 @@ def _events(
 def _row(
     sub: SubscriptionInfo, customer: CustomerInfo, charge: ChargeInfo, period: BillingPeriod,
     at: datetime, fee: AdvanceFee, transaction_id: str, taxes: Any, slot: str,
-) -> dict[str, Any]:
+) -> _FeeRow:
     grouped_by = dict(zip(charge.pricing_group_keys, fee.group, strict=True))
     invoice_fee = InvoiceFee(
         "charge", sub.external_id, charge.metric.code, charge.metric.name,
@@ -375,7 +396,7 @@ def _pay(
     return sum((p.amount_cents for p in allocation.postings), ZERO)
 
 
-def _spread(conn: Connection, rows: Sequence[dict[str, Any]], paid: Decimal,
+def _spread(conn: Connection, rows: Sequence[_FeeRow], paid: Decimal,
             invoice_id: int | None) -> None:
     """Record on each fee (in billing order) what the wallets paid toward it."""
     left = paid
@@ -392,7 +413,7 @@ def _spread(conn: Connection, rows: Sequence[dict[str, Any]], paid: Decimal,
 
 def _invoice(
     conn: Connection, sub: SubscriptionInfo, customer: CustomerInfo,
-    rows: Sequence[dict[str, Any]], funds: list[WalletFunds], at: datetime,
+    rows: Sequence[_FeeRow], funds: list[WalletFunds], at: datetime,
     summary: AdvanceSummary,
 ) -> None:
     """The pay_in_advance invoice of this hour's invoiceable fees, paid from the wallets."""
@@ -416,7 +437,7 @@ def _invoice(
 
 def _pay_fees(
     conn: Connection, sub: SubscriptionInfo, customer: CustomerInfo,
-    rows: Sequence[dict[str, Any]], funds: list[WalletFunds], at: datetime,
+    rows: Sequence[_FeeRow], funds: list[WalletFunds], at: datetime,
     summary: AdvanceSummary,
 ) -> None:
     """Fees kept off invoices (``invoiceable: false``): paid from the wallets at once."""

@@ -143,7 +143,7 @@ def issue_invoice(
     return invoice_id, number, amounts.total_amount_cents
 
 
-def _fee_row(invoice_id: int, position: int, line: AdvanceLine) -> dict[str, Any]:
+def _fee_row(invoice_id: int, position: int, line: AdvanceLine) -> dict[str, object]:
     fee = line.fee
     return {
         "lago": str(uuid.uuid4()), "invoice": invoice_id, "position": position,

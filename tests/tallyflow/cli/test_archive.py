@@ -14,6 +14,8 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.results import ArchiveOutput
 from tests.tasks.archive.test_archive import _events, _march_closed
 from tests.tasks.archive.test_archive_snapshots import _march_snapshots
 
@@ -47,6 +49,7 @@ def test_archive_to_s3(engine: Engine, tmp_path: Path, s3_endpoint: str) -> None
                                "--json"])
     assert done.exit_code == 0, done.output
     moved = json.loads(done.stdout)
+    assert mismatches(moved, ArchiveOutput) == []
     [url] = moved["files"]
     assert url.startswith(f"s3://{bucket}/history/events/before=")
     fs = S3FileSystem(client_kwargs={"endpoint_url": s3_endpoint})

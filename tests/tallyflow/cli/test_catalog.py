@@ -9,6 +9,8 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.results import CatalogApplyOutput
 
 ROOT = Path(__file__).resolve().parents[3]
 MISTRAL = ROOT / "examples" / "mistral"
@@ -26,6 +28,7 @@ def test_apply_prints_a_summary(engine: Engine) -> None:
     again = runner.invoke(app, ["apply", str(MISTRAL), "--json"])
     assert again.exit_code == 0, again.output
     summary = json.loads(again.stdout)
+    assert mismatches(summary, CatalogApplyOutput) == []
     assert summary["ok"] is True
     assert summary["kinds"]["plan"] == {"created": 0, "updated": 0, "unchanged": 1}
 
@@ -42,7 +45,8 @@ def test_apply_with_errors_exits_1_and_lists_every_error(engine: Engine) -> None
     assert "3 error(s); nothing was applied." in result.stderr
     as_json = runner.invoke(app, ["apply", str(FIXTURES / "invalid"), "--json"])
     assert as_json.exit_code == 1
-    assert len(json.loads(as_json.stdout)["errors"]) == 3
+    refused = json.loads(as_json.stdout)
+    assert len(refused["errors"]) == 3 and mismatches(refused, CatalogApplyOutput) == []
 
 
 def test_catalog_export_and_show(engine: Engine, tmp_path: Path) -> None:

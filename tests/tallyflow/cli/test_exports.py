@@ -12,6 +12,8 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.results import ExportWritten
 from tallyflow.tasks.wallets import open_catalog_wallets
 from tests.tasks.rating_fixtures import apply_mistral, ingest_events, token_event
 
@@ -42,6 +44,7 @@ def test_events_export_prints_the_watermark_for_the_next_run(engine: Engine,
         result = runner.invoke(app, ["export", "events", str(out), *since, "--json"])
         assert result.exit_code == 0, result.output
         done = json.loads(result.stdout)
+        assert mismatches(done, ExportWritten) == []
         rows = list(csv.DictReader(out.open()))
         assert done == {"export": "events", "file": str(out), "rows": len(rows),
                         "watermark": [0, 1, 3][run]}

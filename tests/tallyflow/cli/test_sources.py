@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
 from tallyflow.flows.ingest import reingest_object
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.results import SourceRegistry
 from tallyflow.tasks.ingest import plugins
 from tests.tasks.ingest.test_plugins import guide_files
 
@@ -126,6 +128,7 @@ def test_sources_list_shows_kinds_mappings_and_options() -> None:
     result = runner.invoke(app, ["sources", "list", "--json"])
     assert result.exit_code == 0, result.output
     described = json.loads(result.stdout)
+    assert mismatches(described, SourceRegistry) == []
     assert {s["kind"] for s in described["sources"]} == set(plugins.sources())
     fsspec = next(s for s in described["sources"] if s["kind"] == "fsspec")
     assert "endpoint_url" in {o["name"] for o in fsspec["options"]}

@@ -11,6 +11,9 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from tallyflow.cli.main import app
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.resources import CreditNote
+from tallyflow.models.lago.results import SubscriptionTermination
 from tests.tasks.rating_fixtures import SUB, apply_mistral, ingest_events, token_event
 
 runner = CliRunner()
@@ -102,6 +105,8 @@ def test_terminating_a_plan_paid_in_advance_credits_the_unused_days(
                                   "2025-03-20T12:00:00Z", "--json"])
     out = json.loads(as_json.stdout)
     assert out["advance_fee_not_credited"] is False and out["credit_note"] is not None
+    assert mismatches(out, SubscriptionTermination) == []
+    assert mismatches(out["credit_note"], CreditNote) == []
     skipped = runner.invoke(app, ["subscriptions", "terminate", SUB, "--at",
                                   "2025-03-20T12:00:00Z", "--on-termination-credit-note",
                                   "skip"])

@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
 from tallyflow.infra import failpoints
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.results import EventStatus
 from tallyflow.models.voids import VoidOutcome
 from tallyflow.tasks.archive import archive_events
 from tallyflow.tasks.catalog import apply_catalog
@@ -109,6 +111,7 @@ def test_a_void_rerates_and_posts_exactly_one_wallet_correction(
     # the event stays stored, marked, with its trail
     assert events_stored(engine) == [("a1", False), ("a2", False), ("b1", False), ("b2", True)]
     shown = event_status(engine, key("b2"))
+    assert mismatches(shown, EventStatus) == []
     assert shown["status"] == "voided" and shown["voided_at"] == at.isoformat()
     assert [h["event"] for h in shown["history"]] == ["ingested", "voided"]
     assert shown["history"][1] | {"at": None} == {
@@ -175,7 +178,8 @@ def test_refused_voids_say_why_and_change_nothing(engine: Engine, tmp_path: Path
     archive_events(engine, datetime(2025, 4, 1, 4, tzinfo=UTC), fs, root)
     assert [o.outcome for o in void_events(engine, [key("a2")], "ops", "x").outcomes] == [
         VoidOutcome.ARCHIVED]
-    assert event_status(engine, key("a2"))["status"] == "archived"
+    archived = event_status(engine, key("a2"))
+    assert archived["status"] == "archived" and mismatches(archived, EventStatus) == []
     with pytest.raises(VoidError, match="no event"):
         event_status(engine, key("nope"))
     with pytest.raises(VoidError, match="reason"):

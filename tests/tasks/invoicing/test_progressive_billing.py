@@ -14,6 +14,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.infra import failpoints
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.results import LagoLifetimeUsage
 from tallyflow.tasks.invoicing import (
     bill_all_thresholds,
     bill_thresholds,
@@ -90,6 +92,7 @@ def test_crossings_bill_once_and_the_period_end_deducts(engine: Engine, tmp_path
     assert (final["fees_amount_cents"], final["progressive_billing_credit_amount_cents"],
             final["taxes_amount_cents"], final["total_amount_cents"]) == (4700, 1600, 310, 3410)
     life = lifetime_usage(engine, SUB, CLOSE)
+    assert mismatches(life, LagoLifetimeUsage) == []
     assert life["invoiced_usage_amount_cents"] == 1600
     assert life["current_usage_amount_cents"] == 0
     assert [s["completion_ratio"] for s in life["usage_thresholds"]] == [1.0, 1.0]

@@ -17,6 +17,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tallyflow.infra import failpoints
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.results import PlanChangeSummary, SubscriptionStanding
 from tallyflow.tasks.folding import fold_pending
 from tallyflow.tasks.invoicing import close_periods
 from tallyflow.tasks.subscriptions.lifecycle import (
@@ -219,6 +221,7 @@ def test_on_termination_invoice_in_the_catalog(engine: Engine, tmp_path: Path) -
                                           "on_termination_invoice": "skip"})
     assert invoices(engine) == []
     exported = json.dumps(subscription_standing(engine, SUB, NOW).as_dict())
+    assert mismatches(json.loads(exported), SubscriptionStanding) == []
     assert '"terminated"' in exported
 
 
@@ -254,6 +257,7 @@ def test_upgrade_in_the_middle_of_a_month(engine: Engine, tmp_path: Path) -> Non
     _used(engine, tmp_path)
     _second_plan(engine, tmp_path, "pro", 6200)
     done = change_plan(engine, SUB, "pro", T, now=NOW)
+    assert mismatches(json.loads(json.dumps(done.as_dict())), PlanChangeSummary) == []
     assert (done.kind, done.previous_plan_code, done.effective_at) == ("upgrade",
                                                                        "mistral_per_token", T)
     assert _rows(engine) == [
@@ -286,6 +290,7 @@ def test_downgrade_waits_for_the_period_end(engine: Engine, tmp_path: Path) -> N
     _used(engine, tmp_path)
     _second_plan(engine, tmp_path, "basic", 1000)
     done = change_plan(engine, SUB, "basic", T, now=NOW)
+    assert mismatches(json.loads(json.dumps(done.as_dict())), PlanChangeSummary) == []
     april = datetime(2025, 4, 1, 4, tzinfo=UTC)  # midnight in New York
     assert (done.kind, done.effective_at) == ("downgrade", april)
     assert _rows(engine)[1] == ("basic", april, None, True)
