@@ -141,7 +141,7 @@ def billing_cycle(hour: OptionalHour = None) -> BillingCycleSummary:
     # Each step contains a failure to its unit and reports it instead of failing (its other
     # units commit); the cycle goes on and fails at its end naming them (docs/data-quality.md,
     # "A failure stays with its customer").
-    # only the subscriptions in the hour's change set (docs/architecture.md §25)
+    # only the subscriptions in the hour's change set (docs/architecture.md §24)
     usage_state = usage_snapshot(as_of=at, raise_contained=False, change_set=True,
                                  return_state=True)
     usage = usage_state.result()
@@ -247,7 +247,7 @@ def _artifact(
 
 
 def _change_set_line(usage: UsageSnapshotSummary) -> str:
-    """What the hour looked at (docs/architecture.md §25)."""
+    """What the hour looked at (docs/architecture.md §24)."""
     changes = usage.get("change_set")
     if not changes or changes["full"]:
         return ("- change set: every subscription (no completed hour before this one, or an"

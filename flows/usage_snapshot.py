@@ -67,7 +67,7 @@ def usage_snapshot(
     ``raise_contained`` is off (the billing cycle, which goes on and fails at its end).
 
     ``change_set``: after the fold, take the hour's change set and look only at its members
-    (docs/architecture.md §25); the billing cycle's deductions then read the same set.
+    (docs/architecture.md §24); the billing cycle's deductions then read the same set.
     """
     if change_set and subscriptions is not None:
         raise ValueError("usage-snapshot: give either subscriptions or change_set, not both"

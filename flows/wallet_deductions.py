@@ -92,7 +92,7 @@ def wallet_deductions(
     ``raise_contained`` is off (the billing cycle, which fails at its own end).
 
     ``change_set`` (the hour whose set the usage snapshot took): the usage deductions look
-    only at its members' customers (docs/architecture.md §25).
+    only at its members' customers (docs/architecture.md §24).
     """
     moment = resolve_as_of(as_of)
     settle = settle_paid_default() if settle_paid is None else settle_paid

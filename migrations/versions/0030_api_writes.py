@@ -1,6 +1,6 @@
 """API objects reserved before they are written, and the API's mark: the ingest watermark
 covers `tallyflow api`'s objects, a crash between writing and registering one included
-(docs/architecture.md §24)
+(docs/architecture.md §23)
 
 Revision ID: 0030
 Revises: 0028

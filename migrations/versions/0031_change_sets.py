@@ -1,6 +1,6 @@
 """change sets: the subscriptions an hour of the billing cycle touches, durable, so an hour in
 which nothing changed costs what its changes cost, not what the subscriptions cost
-(docs/architecture.md §25)
+(docs/architecture.md §24)
 
 Revision ID: 0031
 Revises: 0028

@@ -47,7 +47,7 @@ class UsageSnapshotSummary(TypedDict):
     not_a_number: int  # unbillable events by reason (models/rating/unbillable.py)
     unpriced: int
     contained: list[ContainedFailure]
-    # the hour's change set when the billing cycle asked for one (docs/architecture.md §25)
+    # the hour's change set when the billing cycle asked for one (docs/architecture.md §24)
     change_set: NotRequired[dict[str, Any]]
 
 

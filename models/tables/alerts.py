@@ -84,7 +84,7 @@ triggered_alerts = Table(
 
 # One row: when the last evaluation pass that failed nowhere started looking (the oldest open
 # transaction's start then); the next pass evaluates only the subscriptions with a change since
-# (migration 0031, tasks/alerts/evaluate.py, docs/architecture.md §25).
+# (migration 0031, tasks/alerts/evaluate.py, docs/architecture.md §24).
 alert_evaluations = Table(
     "alert_evaluations",
     metadata,

@@ -257,7 +257,7 @@ event_voids = Table(
 
 
 # The API's objects, reserved before they are written (migration 0030, docs/architecture.md
-# §24): a row is committed before its object is written, so an object written before a crash
+# §23): a row is committed before its object is written, so an object written before a crash
 # and never registered in the ledger still holds the ingest watermark back, from ``begun_at``
 # (``clock_timestamp()``: see ``api_mark``) until it is ingested. Rows of ingested objects are
 # deleted by the API's sweep.

@@ -203,7 +203,7 @@ snapshot_archives = Table(
 )
 
 
-# Change sets (migration 0031, tasks/usage/changes.py, docs/architecture.md §25): per billing
+# Change sets (migration 0031, tasks/usage/changes.py, docs/architecture.md §24): per billing
 # hour, the subscriptions it touches (new events, catalog or lifecycle changes, wallet changes,
 # period boundaries since the last completed hour), and per subscription the next instant at
 # which its period or life changes (a boundary), so an hour finds its boundaries by index.

@@ -61,7 +61,7 @@ def create_app(engine: Engine, settings: ApiSettings, *, load: bool = True,
                mark: bool = True) -> FastAPI:
     """The ASGI app. ``load=False`` leaves loading to the scheduled ingest (tests, or an API
     process that should only write); ``mark=False`` loads without moving the ingest watermark
-    (tests that set the watermark themselves; docs/architecture.md §24)."""
+    (tests that set the watermark themselves; docs/architecture.md §23)."""
     app = FastAPI(
         title="Tallyflow (Lago-compatible API)",
         description="Lago's v1 API in front of Tallyflow's object storage, ingest and billing. "

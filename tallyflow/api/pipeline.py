@@ -2,7 +2,7 @@
 
 1. **Reserved, then durable.** Before an object is written, its URL is reserved in the database
    (``tasks.ingest.api_writes``): from then until it is ingested it holds the ingest watermark
-   back, even if the process dies before anything registers it (docs/architecture.md §24).
+   back, even if the process dies before anything registers it (docs/architecture.md §23).
    A request is answered only once its events are in an object under
    ``<bucket>/api/YYYY/MM/DD/HH/`` (a local file is fsynced and renamed into place; a remote
    store's single PUT is atomic). Requests that arrive together share one object (group

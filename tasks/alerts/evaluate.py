@@ -126,7 +126,7 @@ def evaluate_subscription(engine: Engine, external_id: str, at: datetime) -> lis
 
 
 # What may have moved a subscription's alert values since ``:since`` (docs/architecture.md
-# §25): events loaded (current usage counts them before any fold), voids, the catalog behind
+# §24): events loaded (current usage counts them before any fold), voids, the catalog behind
 # it, a new or edited alert, a period that ended (a new period starts again from 0), and what
 # moves lifetime usage (§20): its historical part, invoices finalized or voided.
 _CHANGED = text(

@@ -2,7 +2,7 @@
 
 ``tallyflow api`` answers a request once its events are in an object (tallyflow/api/pipeline.py)
 and loads that object itself, outside any ingest run. For the ingest watermark
-(tasks/invoicing/watermark.py) to cover those objects (docs/architecture.md §24):
+(tasks/invoicing/watermark.py) to cover those objects (docs/architecture.md §23):
 
 - **Reserve before writing.** ``reserve`` commits a row of ``api_writes`` (the object's URL,
   ``begun_at = clock_timestamp()``) before the object is written. Until that object is

@@ -37,7 +37,7 @@ def invoice_prefix() -> str:
 
 
 # ``api_mark`` and ``api_writes``: `tallyflow api`'s listing time and the objects it began to
-# write and has not ingested (tasks/ingest/api_writes.py, docs/architecture.md §24).
+# write and has not ingested (tasks/ingest/api_writes.py, docs/architecture.md §23).
 _WATERMARK = text(
     """
     select greatest(

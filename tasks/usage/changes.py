@@ -1,5 +1,5 @@
 """The billing hour's change set: the subscriptions whose usage, catalog, lifecycle, wallets or
-period may have changed since the last completed hour, kept durably (docs/architecture.md §25).
+period may have changed since the last completed hour, kept durably (docs/architecture.md §24).
 
 The hourly cycle's snapshot and wallet deductions look only at these subscriptions, so an hour
 in which nothing changed costs a few indexed statements whatever the number of subscriptions.

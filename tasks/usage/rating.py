@@ -324,7 +324,7 @@ def due_subscriptions(
     (``only``) is always recomputed: that is how an hour is reproduced on demand.
 
     ``change_set`` (an hour whose set ``open_change_set`` took): only its members are looked
-    at (docs/architecture.md §25); a full set looks at every subscription.
+    at (docs/architecture.md §24); a full set looks at every subscription.
     """
     with engine.connect() as conn:
         within = (None if change_set is None or only is not None

@@ -62,7 +62,7 @@ _DUE_SQL = """
     order by 1
     """
 _DUE = text(_DUE_SQL.format(source="usage_amounts a"))
-# Only the hour's change set (docs/architecture.md §25): its members' amounts, by primary key.
+# Only the hour's change set (docs/architecture.md §24): its members' amounts, by primary key.
 _DUE_CHANGED = text(_DUE_SQL.format(
     source="unnest(cast(:members as bigint[])) m(id)"
            " join usage_amounts a on a.subscription_id = m.id"))
@@ -83,7 +83,7 @@ def due_customers(
     ``usage_amounts`` with the positions: cost follows subscriptions, not ledger history.
 
     ``change_set`` (an hour whose set was taken): only the customers of its members, whose
-    amounts or wallets may have changed (docs/architecture.md §25); a full set: everyone.
+    amounts or wallets may have changed (docs/architecture.md §24); a full set: everyone.
     """
     with engine.connect() as conn:
         members = None if change_set is None else change_set_members(conn, change_set)

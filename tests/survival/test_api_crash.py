@@ -1,5 +1,5 @@
 """`tallyflow api` killed with SIGKILL mid-load, or between writing an object and anything
-registering it (issue 28 item 6, docs/architecture.md §24): no event lost, none counted twice,
+registering it (issue 28 item 6, docs/architecture.md §23): no event lost, none counted twice,
 finalization waits for the object left behind, and proceeds once the restarted API (which
 loads it at start) has loaded it. No ingest run is involved: the API alone completes the loop.
 

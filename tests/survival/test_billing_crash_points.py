@@ -389,7 +389,7 @@ def bill_clean(engine: Engine) -> dict[str, list[tuple]]:
     assert hours == {PRIOR, HOUR}
     assert reference["wallet_alerts"], "some wallets ran low"
     assert any(row[4] < 0 for row in reference["wallet_balances"]), "an overflow"
-    # the hour ran on its change set (docs/architecture.md §25): the full recomputation, every
+    # the hour ran on its change set (docs/architecture.md §24): the full recomputation, every
     # subscription and customer, finds nothing left (the child's "flows" runs take no set)
     assert summary["usage"]["change_set"]["base_as_of"] == PRIOR.isoformat()
     assert due_subscriptions(engine, HOUR) == [] and w.due_customers(engine, HOUR) == []

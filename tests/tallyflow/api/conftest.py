@@ -53,7 +53,7 @@ def make_client(engine: Engine, tmp_path: Path,
     clients: list[TestClient] = []
 
     def make(load: bool = True, mark: bool = False, **overrides: Any) -> TestClient:
-        """``mark``: whether the API moves the ingest watermark (docs/architecture.md §24);
+        """``mark``: whether the API moves the ingest watermark (docs/architecture.md §23);
         off by default, so a test's watermark is the one it sets."""
         app = create_app(engine, settings_for(tmp_path, **overrides), load=load, mark=mark)
         client = TestClient(app, headers={"Authorization": f"Bearer {api_key}"})
@@ -156,7 +156,7 @@ HELD = "tests:held"  # the source of the reservations hold_watermark writes (no 
 
 def hold_watermark(engine: Engine, at: datetime) -> None:
     """Hold the ingest watermark at ``at`` while a live `tallyflow api` moves it (its mark):
-    an object reserved then and not loaded (docs/architecture.md §24)."""
+    an object reserved then and not loaded (docs/architecture.md §23)."""
     with engine.begin() as conn:
         conn.execute(text("insert into api_writes (source, path, begun_at)"
                           " values (:s, :p, :at)"), {"s": HELD, "p": f"held:{at}", "at": at})

@@ -1,6 +1,6 @@
 """`tallyflow api` alone moves the ingest watermark (issue 28 item 6), and a reserved object
 holds it back until it is ingested, whether or not anything registered it
-(tasks/ingest/api_writes.py, docs/architecture.md §24)."""
+(tasks/ingest/api_writes.py, docs/architecture.md §23)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The billing hour's change set (docs/architecture.md §25): an hour with one changed
+"""The billing hour's change set (docs/architecture.md §24): an hour with one changed
 subscription out of 2,000 touches one; each kind of change enters the set; a crash or a rerun
 of an hour takes the same set again (or a wider one) and converges; and after every hour the
 full recomputation finds nothing left to do (change-set cycle == full cycle).
