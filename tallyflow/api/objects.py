@@ -108,7 +108,7 @@ def _plan_extra(row: Any) -> dict[str, object]:
     rows = row.open_charges or []
     # Lago's plan always lists its thresholds (progressive billing, §20), each with Lago's
     # lago_id (stable: the plan's row and the threshold's place) and the plan's times
-    thresholds = {"usage_thresholds": [
+    thresholds: dict[str, object] = {"usage_thresholds": [
         {"lago_id": str(uuid.uuid5(uuid.NAMESPACE_URL,
                                    f"tallyflow:plan:{row.id}:usage_threshold:{i}")),
          **threshold, "created_at": iso(row.created_at), "updated_at": iso(row.updated_at)}
