@@ -7,7 +7,8 @@
   alerts);
 - ``summaries``: what flows and tasks return (Prefect results, run history, artifacts);
 - ``results``: what single tasks and commands return besides (catalog apply, exports,
-  archive, lifecycle, event status, replay, thresholds and alerts, events sent out);
+  archive, lifecycle, event status, replay, thresholds and alerts, events sent out,
+  balance, projected and past usage);
 - ``conformance``: ``mismatches``, which tests use to hold real outputs to these shapes.
 
 Pure: no I/O, importable from every layer. Submodules are imported by name (the rating code

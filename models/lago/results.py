@@ -1,7 +1,7 @@
 """What single tasks and commands return beyond the run summaries of ``summaries.py``: the
 ``--json`` outputs, Prefect results and API bodies of the catalog, exports, archive,
-subscription lifecycle, event status, replay, usage thresholds and alerts
-(docs/architecture.md §11).
+subscription lifecycle, event status, replay, usage thresholds and alerts, a customer's
+running balance, projected and past usage (docs/architecture.md §11).
 
 TypedDicts like the rest of the package: at runtime the plain dicts the code builds, so the
 bytes on the wire do not change; tests hold real outputs to them with
@@ -16,6 +16,8 @@ stored and returned as given), and Prefect's own mappings (task options, paramet
 # No `from __future__ import annotations`: Python 3.11 reads NotRequired only from real
 # annotations, and conformance.mismatches needs __required_keys__ right.
 from typing import Any, NotRequired, TypedDict
+
+from tallyflow.models.lago.resources import UnbillableCount
 
 # ------------------------------------------------------------------------------- catalog
 
@@ -323,3 +325,66 @@ class SourceRegistry(TypedDict):
     sources: list[SourceKind]
     mappings: list[MappingKind]
     broken: list[BrokenPlugin]
+
+
+# -------------------------------------------------------------------- balance and usage
+
+
+class CustomerBalance(TypedDict):
+    """A customer's running balance (tasks/wallets/balance.py, ``customer_balance``):
+    ``tallyflow wallets balance`` and ``GET /api/v1/tallyflow/customers/{id}/balance``."""
+
+    external_customer_id: str
+    currency: str | None
+    balance_cents: int | str
+    ongoing_usage_cents: int | str
+    ongoing_balance_cents: int | str
+    overdraft_cents: int
+    allowed: bool
+    refreshed_at: str | None
+
+
+class ProjectedUsage(TypedDict):
+    """Lago's ``customer_projected_usage`` (tasks/usage/rating.py, ``projected_usage``;
+    models/rating/projection.py, ``with_projection``): a ``resources.CustomerUsage`` with
+    ``lago_invoice_id`` and the projected total."""
+
+    external_subscription_id: str
+    from_datetime: str
+    to_datetime: str
+    issuing_date: str
+    currency: str
+    amount_cents: int
+    precise_amount_cents: str
+    taxes_amount_cents: int
+    total_amount_cents: int
+    events_count: int
+    # ``resources.ChargeUsage`` with ``projected_units``/``projected_amount_cents`` beside
+    # every figure (and ``groups``)
+    charges_usage: list[dict[str, Any]]
+    tallyflow_unbillable: NotRequired[list[UnbillableCount]]
+    lago_invoice_id: None
+    projected_amount_cents: int
+
+
+class PastUsageFigures(TypedDict):
+    """Fees summed (tasks/invoicing/past_usage.py, ``_figures``)."""
+
+    units: str
+    events_count: int
+    amount_cents: int
+
+
+class PastUsagePeriod(TypedDict):
+    """One of Lago's ``usage_periods`` (``GET /customers/{id}/past_usage``;
+    tasks/invoicing/past_usage.py, ``_period``)."""
+
+    from_datetime: str
+    to_datetime: str
+    issuing_date: str
+    currency: str
+    amount_cents: int
+    total_amount_cents: int
+    taxes_amount_cents: int
+    lago_invoice_id: str
+    charges_usage: list[dict[str, Any]]  # Lago's ChargeUsageSerializer, from the fees

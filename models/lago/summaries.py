@@ -33,6 +33,17 @@ class FoldFigures(TypedDict):
     subscriptions: int
 
 
+class ChangeSetSummary(TypedDict):
+    """An hour's change set (tasks/usage/changes.py, ``ChangeSet.as_dict``): ``full`` (every
+    subscription) or its members' count and why."""
+
+    as_of: str
+    full: bool
+    base_as_of: str | None
+    subscriptions: int
+    reasons: dict[str, int]
+
+
 class UsageSnapshotSummary(TypedDict):
     """``usage-snapshot`` (flows/usage_snapshot.py)."""
 
@@ -48,7 +59,7 @@ class UsageSnapshotSummary(TypedDict):
     unpriced: int
     contained: list[ContainedFailure]
     # the hour's change set when the billing cycle asked for one (docs/architecture.md §24)
-    change_set: NotRequired[dict[str, Any]]
+    change_set: NotRequired[ChangeSetSummary]
 
 
 class NegativeWallet(TypedDict):
@@ -68,6 +79,23 @@ class TopDeduction(TypedDict):
     subscription: str
     amount_cents: int | str
     usage_cents: int | str
+
+
+class DeductionBatchFigures(TypedDict):
+    """One deduction batch as plain values (tasks/wallets/deductions.py, ``batch_dict``)."""
+
+    customers: int
+    wallets: list[int]
+    transactions: int
+    credits_deducted: str
+    amount_cents_deducted: str
+    corrections: int
+    credits_corrected: str
+    amount_cents_corrected: str
+    uncovered_cents: str
+    negative: list[NegativeWallet]
+    top: list[TopDeduction]
+    failed: list[ContainedFailure]
 
 
 class DeductionTotals(TypedDict):

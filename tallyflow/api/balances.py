@@ -15,18 +15,18 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from tallyflow.infra.settings import get_settings
+from tallyflow.models.lago.results import CustomerBalance
 from tallyflow.tasks.wallets import WalletError, customer_balance
 
 BALANCE_CACHE_SIZE = 10_000  # customers remembered at once (least recently read go first)
 
 # a customer's answer: the balance, or the WalletError that says it is unknown
-Answer = dict[str, Any] | WalletError
+Answer = CustomerBalance | WalletError
 
 
 def read_balance(engine: Engine, external_customer_id: str) -> Answer:

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from tallyflow.models.lago.money import plain
+from tallyflow.models.lago.results import PastUsageFigures, PastUsagePeriod
 from tallyflow.models.lago.times import iso
 
 _PERIODS = text(
@@ -61,7 +62,7 @@ def past_usage(
     per_page: int,
     periods_count: int | None = None,
     billable_metric_code: str | None = None,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[PastUsagePeriod], int]:
     """One page of usage periods (Lago's ``usage_periods``) and how many there are in all.
     ``LookupError`` for an unknown ``billable_metric_code``."""
     limit = periods_count if periods_count is not None else per_page
@@ -92,7 +93,7 @@ def past_usage(
     return [_period(p, fees[int(p.id)]) for p in periods], total
 
 
-def _period(row: Any, fees: list[Any]) -> dict[str, Any]:
+def _period(row: Any, fees: list[Any]) -> PastUsagePeriod:
     taxes = int(row.taxes_amount_cents)
     return {
         "from_datetime": iso(row.from_datetime),
@@ -107,7 +108,7 @@ def _period(row: Any, fees: list[Any]) -> dict[str, Any]:
     }
 
 
-def _figures(fees: list[Any]) -> dict[str, Any]:
+def _figures(fees: list[Any]) -> PastUsageFigures:
     return {
         "units": plain(sum((Decimal(f.units) for f in fees), Decimal(0))),
         "events_count": sum(int(f.events_count) for f in fees),

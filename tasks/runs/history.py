@@ -409,12 +409,12 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def figures_of(result: Any) -> dict[str, Any] | None:
+def figures_of(result: Any) -> dict[str, object] | None:
     """The scalar figures of a flow's summary (one level of nesting flattened), for the list,
     and the units it contained (tasks/runs/containment.py), which the list names."""
     if not isinstance(result, dict):
         return None
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for key, value in result.items():
         if key == "contained" and isinstance(value, list):
             # the units a run contained, by name (``tallyflow runs`` lists them)
@@ -578,7 +578,7 @@ def explained_failure(exc: BaseException) -> Any | None:
     ))
 
 
-def _summary_of(exc: BaseException) -> dict[str, Any] | None:
+def _summary_of(exc: BaseException) -> dict[str, object] | None:
     return figures_of(getattr(exc, "summary", None))
 
 
@@ -678,7 +678,7 @@ _UNTRACKED = {
 }
 
 
-def _clean(figures: dict[str, Any] | None) -> dict[str, Any]:
+def _clean(figures: dict[str, Any] | None) -> dict[str, object]:
     return {k: (format(v, "f") if isinstance(v, Decimal) else v)
             for k, v in (figures or {}).items()}
 

@@ -35,6 +35,7 @@ from prefect import task
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.resources import billing_engine
+from tallyflow.models.lago.summaries import ChangeSetSummary
 from tallyflow.models.rating.pricing import SubscriptionInfo
 from tallyflow.tasks.folding import FOLD_LOCK, load_subscription_rows
 from tallyflow.tasks.runs import transient_retries
@@ -114,7 +115,7 @@ class ChangeSet:
     subscriptions: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> ChangeSetSummary:
         return {
             "as_of": self.as_of.isoformat(),
             "full": self.full,
@@ -260,7 +261,7 @@ _RETRIES = transient_retries(retries=3, backoff_factor=1)
 
 
 @task(name="open-change-set", **_RETRIES)
-def open_change_set_task(as_of: datetime) -> dict[str, Any]:
+def open_change_set_task(as_of: datetime) -> ChangeSetSummary:
     return open_change_set(billing_engine(), as_of).as_dict()
 
 

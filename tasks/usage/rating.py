@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from prefect import task
 from sqlalchemy import Connection, Engine, text
@@ -22,6 +22,7 @@ from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.resources import billing_engine
 from tallyflow.models import number_rule
 from tallyflow.models.lago.resources import CustomerUsage
+from tallyflow.models.lago.results import ProjectedUsage
 from tallyflow.models.lago.summaries import ContainedFailure, FoldFigures
 from tallyflow.models.rating import (
     BillingPeriod,
@@ -272,13 +273,13 @@ def rated_usage(engine: Engine, external_subscription_id: str, at: datetime) -> 
 
 
 def projected_usage(engine: Engine, external_subscription_id: str, at: datetime
-                    ) -> dict[str, Any]:
+                    ) -> ProjectedUsage:
     """Lago's ``customer_projected_usage``: the current usage (``current_usage``) and, rated
     by the same code from the same states, the usage projected to the period's end
     (models/rating/projection.py). Errors as ``rated_usage``."""
     current, projected, ratio = _rated(engine, external_subscription_id, at, projected=True)
     assert projected is not None
-    return with_projection(current.as_lago(), projected.as_lago(), ratio)
+    return cast(ProjectedUsage, with_projection(current.as_lago(), projected.as_lago(), ratio))
 
 
 def _rated(engine: Engine, external_subscription_id: str, at: datetime, *, projected: bool

@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, text
 from tallyflow.infra.failpoints import failpoint
 from tallyflow.infra.settings import get_settings
 from tallyflow.models.lago.money import money as as_money
+from tallyflow.models.lago.results import PrefectEvent
 from tallyflow.models.wallets import (
     ALERT_BELOW,
     ALERT_DEPLETED,
@@ -206,7 +207,7 @@ def mark_alerts_emitted(engine: Engine, up_to_id: int) -> None:
         )
 
 
-def alert_event(alert: dict[str, Any]) -> dict[str, Any]:
+def alert_event(alert: dict[str, Any]) -> PrefectEvent:
     """The Prefect event for an alert: name, resource and payload (see ``emit_event``)."""
     low = alert["kind"] == ALERT_BELOW
     return {
@@ -245,7 +246,7 @@ def _money_fields(alert: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def alerts_summary_event(pending: PendingAlerts, run_id: int | None) -> dict[str, Any]:
+def alerts_summary_event(pending: PendingAlerts, run_id: int | None) -> PrefectEvent:
     """One event for all of a run's alerts beyond its single-event budget (counts per kind);
     its resource is the wallet run, or the balance refresh (``run_id`` None)."""
     resource = ("tallyflow.balance-refresh" if run_id is None

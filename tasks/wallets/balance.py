@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
+from tallyflow.models.lago.results import CustomerBalance
 from tallyflow.models.wallets import cents_value
 from tallyflow.tasks.wallets.ledger import WalletError
 
@@ -190,7 +191,7 @@ def allowed(ongoing_balance_cents: Decimal, overdraft_cents: Decimal) -> bool:
 
 
 def customer_balance(conn: Connection, external_customer_id: str,
-                     overdraft_cents: int) -> dict[str, Any]:
+                     overdraft_cents: int) -> CustomerBalance:
     """The running balance of a customer: active wallets' money balance minus the usage the
     next deduction would still take (from ``running_usage``), and ``allowed``."""
     row = conn.execute(_BALANCE, {"c": external_customer_id}).first()

@@ -12,12 +12,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, text
 
 from tallyflow.infra.failpoints import failpoint
-from tallyflow.models.lago.summaries import ContainedFailure, TopDeduction
+from tallyflow.models.lago.summaries import ContainedFailure, DeductionBatchFigures, TopDeduction
 from tallyflow.models.lago.times import iso_key
 from tallyflow.models.rating.money import round_minor
 from tallyflow.models.wallets import (
@@ -400,13 +400,13 @@ def _record(
     })
 
 
-def batch_dict(batch: DeductionBatch) -> dict[str, Any]:
+def batch_dict(batch: DeductionBatch) -> DeductionBatchFigures:
     """A batch as plain JSON-able values (for summaries and artifacts)."""
     out = asdict(batch)
     for key, value in out.items():
         if isinstance(value, Decimal):
             out[key] = format(value, "f")
-    return out
+    return cast(DeductionBatchFigures, out)
 
 
 def chunks(items: Sequence[int], size: int) -> Iterable[list[int]]:

@@ -287,7 +287,7 @@ _TRANSACTION_COLUMNS = """
 """
 
 
-def wallet_row(engine: Engine, wallet_id: int) -> dict[str, Any] | None:
+def wallet_row(engine: Engine, wallet_id: int) -> dict[str, object] | None:
     """A wallet's id, code, customer_id, status and its customer's ``external_id``."""
     with engine.connect() as conn:
         row = conn.execute(

@@ -19,6 +19,7 @@ from tallyflow.api.balances import BalanceCache
 from tallyflow.api.deps import AUTH, get_engine
 from tallyflow.api.keys import KeyCache
 from tallyflow.api.lago import LagoJSON, not_found
+from tallyflow.models.lago.results import CustomerBalance
 from tallyflow.tasks.wallets import WalletError
 
 router = APIRouter(tags=["tallyflow"])
@@ -51,7 +52,7 @@ class BalanceFastPath:
             return
         await LagoJSON({"balance": answer})(scope, receive, send)
 
-    def _cached(self, scope: Any) -> dict[str, Any] | None:
+    def _cached(self, scope: Any) -> CustomerBalance | None:
         path: str = scope["path"]
         if scope["method"] != "GET" or not path.startswith(_HEAD) or not path.endswith(_TAIL):
             return None
