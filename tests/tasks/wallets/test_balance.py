@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.results import CustomerBalance
 from tallyflow.tasks import wallets as w
 from tallyflow.tasks.catalog import apply_catalog
 from tallyflow.tasks.usage import rated_usage
@@ -100,6 +102,7 @@ def test_customer_balance_flips_at_the_usage(engine: Engine, tmp_path: Path) -> 
         with engine.begin() as conn:
             conn.execute(text("update wallet_balances set balance_cents = :b"), {"b": balance})
             answer = w.customer_balance(conn, "c", overdraft)
+        assert mismatches(answer, CustomerBalance) == []
         assert answer["ongoing_usage_cents"] == usage
         assert answer["ongoing_balance_cents"] == balance - usage
         assert answer["allowed"] is expected, (balance, overdraft)

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
+from tallyflow.models.lago.conformance import mismatches
+from tallyflow.models.lago.results import PrefectEvent
 from tallyflow.tasks import wallets as w
 from tallyflow.tasks.catalog import apply_catalog
 from tests.tasks.wallets.test_wallets_support import (
@@ -177,6 +179,8 @@ def test_alerts_once_per_crossing(engine: Engine) -> None:
     assert (pending.total, len(pending.alerts)) == (3, 2)
     assert pending.by_kind == {"balance_below": 2, "balance_depleted": 1}
     event = w.alert_event(pending.alerts[0])
+    assert mismatches(event, PrefectEvent) == []
+    assert mismatches(w.alerts_summary_event(pending, 1), PrefectEvent) == []
     assert event["event"] == "tallyflow.wallet.balance-low"
     assert event["resource"]["prefect.resource.id"].startswith("tallyflow.wallet.")
     assert w.alerts_summary_event(pending, 1)["payload"]["alerts"] == 3
